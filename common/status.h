@@ -45,9 +45,9 @@ class Status {
 };
 
 // Returns from the enclosing function when `expr` yields a non-OK Status.
-#define DST_RETURN_IF_ERROR(expr)     \
-  do {                                \
-    ::dst::Status dst_status_ = (expr); \
+#define DST_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::dst::Status dst_status_ = (expr);        \
     if (!dst_status_.ok()) return dst_status_; \
   } while (0)
 

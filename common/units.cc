@@ -11,7 +11,8 @@ namespace {
 // Returns the power-of-1024 exponent of a suffix, or -1 if it is not one.
 int SuffixExponent(std::string_view suffix) {
   std::string s;
-  for (char c : suffix) s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (char c : suffix)
+    s += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (s.empty() || s == "b") return 0;
   static constexpr std::string_view kLetters = "kmgtpe";
   if (s.size() > 3) return -1;

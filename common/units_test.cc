@@ -25,7 +25,7 @@ TEST_CASE("ParseSize rejects what is not a whole size") {
   CHECK_FALSE(ParseSize("10X"));
   CHECK_FALSE(ParseSize("10 G"));
   CHECK_FALSE(ParseSize("10Gx"));
-  CHECK_FALSE(ParseSize("8E"));                     // 2^63 does not fit
+  CHECK_FALSE(ParseSize("8E"));                    // 2^63 does not fit
   CHECK_FALSE(ParseSize("99999999999999999999"));  // overflows 64 bits
   CHECK(ParseSize("7E") == 7ull << 60);
 }

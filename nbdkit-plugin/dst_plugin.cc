@@ -1,0 +1,297 @@
+// nbdkit-dst-plugin: the dst export node. This is the only file that sees
+// nbdkit's C API: each callback translates to the plain C++ of FileExport,
+// PluginConfig and AccessPolicy, and a failed Status to nbdkit_error +
+// nbdkit_set_error, so that the client gets the errno and the log the context.
+//
+// Threading: NBDKIT_THREAD_MODEL_PARALLEL. Exports are created in .get_ready
+// (single-threaded) and are immutable afterwards; a Connection belongs to one
+// client connection.
+#define NBDKIT_API_VERSION 2
+#include <nbdkit-plugin.h>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nbdkit-plugin/access_rules.h"
+#include "nbdkit-plugin/file_export.h"
+#include "nbdkit-plugin/plugin_config.h"
+
+namespace {
+
+using dst::Status;
+using dst::plugin::AccessMode;
+using dst::plugin::FileExport;
+using dst::plugin::Peer;
+
+// Plugin-wide state: written during configuration, read-only while serving.
+struct PluginState {
+  dst::plugin::PluginConfig config;
+  std::vector<std::unique_ptr<FileExport>> exports;
+};
+PluginState* state = nullptr;
+
+// Per-connection handle.
+struct Connection {
+  const FileExport* exp;
+  bool readonly;
+};
+
+int Fail(const Status& s) {
+  nbdkit_error("%s", s.message().c_str());
+  nbdkit_set_error(s.err());
+  return -1;
+}
+
+int Check(const Status& s) {
+  return s.ok() ? 0 : Fail(s);
+}
+
+const Connection* AsConnection(void* handle) {
+  return static_cast<const Connection*>(handle);
+}
+
+Peer CurrentPeer() {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (nbdkit_peer_name(reinterpret_cast<sockaddr*>(&addr), &len) == -1) return Peer{};
+  return Peer::FromSockaddr(reinterpret_cast<sockaddr*>(&addr), len);
+}
+
+const FileExport* FindExport(const std::string& name) {
+  for (const auto& exp : state->exports)
+    if (exp->spec().name == name) return exp.get();
+  return nullptr;
+}
+
+// --- configuration --------------------------------------------------------
+
+void dst_load() {
+  state = new PluginState;
+}
+
+void dst_unload() {
+  delete state;
+  state = nullptr;
+}
+
+int dst_config(const char* key, const char* value) {
+  return Check(state->config.Set(key, value));
+}
+
+int dst_config_complete() {
+  return Check(state->config.Complete());
+}
+
+// Files are opened here rather than in .config_complete so that --dump-plugin
+// and --help never create or touch them.
+int dst_get_ready() {
+  for (const auto& spec : state->config.exports()) {
+    std::unique_ptr<FileExport> exp;
+    Status s = FileExport::Open(spec, &exp);
+    if (!s.ok()) return Fail(spec.origin.rfind("config=", 0) == 0 ? s.Wrap(spec.origin) : s);
+    nbdkit_debug("export '%s': %s, %llu bytes", spec.name.c_str(), spec.file.c_str(),
+                 static_cast<unsigned long long>(exp->size()));
+    state->exports.push_back(std::move(exp));
+  }
+  return 0;
+}
+
+// --- handshake --------------------------------------------------------------
+
+// Only exports this client may open are listed, so names do not leak.
+int dst_list_exports(int, int, struct nbdkit_exports* exports) {
+  const Peer peer = CurrentPeer();
+  for (const auto& exp : state->exports) {
+    if (exp->spec().access.Decide(peer) == AccessMode::kDeny) continue;
+    if (nbdkit_add_export(exports, exp->spec().name.c_str(), exp->spec().description.c_str()) == -1)
+      return -1;
+  }
+  return 0;
+}
+
+const char* dst_default_export(int, int) {
+  return state->config.default_export().c_str();
+}
+
+void* dst_open(int readonly) {
+  const char* requested = nbdkit_export_name();
+  const std::string name = requested && *requested ? requested : state->config.default_export();
+  const FileExport* exp = FindExport(name);
+  if (!exp) {
+    nbdkit_error("unknown export '%s'", name.c_str());
+    nbdkit_set_error(ENOENT);
+    return nullptr;
+  }
+  const Peer peer = CurrentPeer();
+  const AccessMode mode = exp->spec().access.Decide(peer);
+  if (mode == AccessMode::kDeny) {
+    nbdkit_error("export '%s': access denied to %s", name.c_str(), peer.ToString().c_str());
+    nbdkit_set_error(EACCES);
+    return nullptr;
+  }
+  auto* conn =
+      new Connection{exp, readonly != 0 || exp->spec().readonly || mode == AccessMode::kReadOnly};
+  nbdkit_debug("export '%s' opened by %s (%s)", name.c_str(), peer.ToString().c_str(),
+               conn->readonly ? "ro" : "rw");
+  return conn;
+}
+
+void dst_close(void* handle) {
+  delete AsConnection(handle);
+}
+
+const char* dst_export_description(void* handle) {
+  return AsConnection(handle)->exp->spec().description.c_str();
+}
+
+// --- capabilities, stated explicitly ---------------------------------------
+
+int64_t dst_get_size(void* handle) {
+  return static_cast<int64_t>(AsConnection(handle)->exp->size());
+}
+
+int dst_block_size(void*, uint32_t* minimum, uint32_t* preferred, uint32_t* maximum) {
+  *minimum = 512;               // sector: what every client can honour
+  *preferred = 4096;            // page: avoids read-modify-write on 4K disks
+  *maximum = 32 * 1024 * 1024;  // nbdkit's own request limit
+  return 0;
+}
+
+// A read-only connection is advertised read-only.
+int dst_can_write(void* handle) {
+  return AsConnection(handle)->readonly ? 0 : 1;
+}
+int dst_can_flush(void*) {
+  return 1;
+}
+int dst_can_trim(void* handle) {
+  return AsConnection(handle)->readonly ? 0 : 1;
+}
+int dst_can_zero(void* handle) {
+  return AsConnection(handle)->readonly ? 0 : 1;
+}
+// FAST_ZERO is answered honestly: Zero() returns ENOTSUP when it would be slow.
+int dst_can_fast_zero(void*) {
+  return 1;
+}
+int dst_can_fua(void*) {
+  return NBDKIT_FUA_NATIVE;
+}
+// Every connection sees the same file and flush is fdatasync of it.
+int dst_can_multi_conn(void*) {
+  return 1;
+}
+int dst_can_extents(void* handle) {
+  return AsConnection(handle)->exp->can_extents() ? 1 : 0;
+}
+int dst_can_cache(void*) {
+  return NBDKIT_CACHE_NATIVE;
+}
+
+// --- data path ----------------------------------------------------------------
+
+// nbdkit already refuses writes on a read-only export; this is the plugin's
+// own check, so that an access rule holds even if that ever changes.
+int RefuseIfReadOnly(const Connection* conn, const char* op) {
+  if (!conn->readonly) return 0;
+  return Fail(Status::Error(EPERM, std::string(op) + ": export '" + conn->exp->spec().name +
+                                       "' is read-only for this client"));
+}
+
+int dst_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint32_t) {
+  return Check(AsConnection(handle)->exp->Read(buf, count, offset));
+}
+
+int dst_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {
+  const Connection* conn = AsConnection(handle);
+  if (RefuseIfReadOnly(conn, "write") != 0) return -1;
+  return Check(conn->exp->Write(buf, count, offset, flags & NBDKIT_FLAG_FUA));
+}
+
+int dst_flush(void* handle, uint32_t) {
+  return Check(AsConnection(handle)->exp->Flush());
+}
+
+int dst_trim(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
+  const Connection* conn = AsConnection(handle);
+  if (RefuseIfReadOnly(conn, "trim") != 0) return -1;
+  return Check(conn->exp->Trim(count, offset, flags & NBDKIT_FLAG_FUA));
+}
+
+int dst_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
+  const Connection* conn = AsConnection(handle);
+  if (RefuseIfReadOnly(conn, "zero") != 0) return -1;
+  const Status s = conn->exp->Zero(count, offset, flags & NBDKIT_FLAG_MAY_TRIM,
+                                   flags & NBDKIT_FLAG_FAST_ZERO, flags & NBDKIT_FLAG_FUA);
+  // ENOTSUP is not a failure worth logging: nbdkit falls back to writing zeros.
+  if (s.err() == ENOTSUP) {
+    nbdkit_set_error(ENOTSUP);
+    return -1;
+  }
+  return Check(s);
+}
+
+int dst_cache(void* handle, uint32_t count, uint64_t offset, uint32_t) {
+  return Check(AsConnection(handle)->exp->Cache(count, offset));
+}
+
+int dst_extents(void* handle, uint32_t count, uint64_t offset, uint32_t,
+                struct nbdkit_extents* extents) {
+  return Check(
+      AsConnection(handle)->exp->Extents(count, offset, [extents](const FileExport::Extent& e) {
+        const uint32_t type = e.hole ? (NBDKIT_EXTENT_HOLE | NBDKIT_EXTENT_ZERO) : 0;
+        if (nbdkit_add_extent(extents, e.offset, e.length, type) == -1)
+          return Status::FromErrno(errno, "nbdkit_add_extent");
+        return Status::Ok();
+      }));
+}
+
+nbdkit_plugin MakePlugin() {
+  nbdkit_plugin p{};
+  p.name = "dst";
+  p.longname = "dst export node";
+  p.version = "0.1.0";
+  p.description = "Serves local files or block devices as NBD exports for dst volumes";
+  p.load = dst_load;
+  p.unload = dst_unload;
+  p.config = dst_config;
+  p.config_complete = dst_config_complete;
+  p.config_help = dst::plugin::PluginConfig::Help();
+  p.magic_config_key = "file";
+  p.get_ready = dst_get_ready;
+  p.list_exports = dst_list_exports;
+  p.default_export = dst_default_export;
+  p.open = dst_open;
+  p.close = dst_close;
+  p.export_description = dst_export_description;
+  p.get_size = dst_get_size;
+  p.block_size = dst_block_size;
+  p.can_write = dst_can_write;
+  p.can_flush = dst_can_flush;
+  p.can_trim = dst_can_trim;
+  p.can_zero = dst_can_zero;
+  p.can_fast_zero = dst_can_fast_zero;
+  p.can_fua = dst_can_fua;
+  p.can_multi_conn = dst_can_multi_conn;
+  p.can_extents = dst_can_extents;
+  p.can_cache = dst_can_cache;
+  p.pread = dst_pread;
+  p.pwrite = dst_pwrite;
+  p.flush = dst_flush;
+  p.trim = dst_trim;
+  p.zero = dst_zero;
+  p.cache = dst_cache;
+  p.extents = dst_extents;
+  return p;
+}
+
+nbdkit_plugin plugin = MakePlugin();
+
+}  // namespace
+
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+NBDKIT_REGISTER_PLUGIN(plugin)

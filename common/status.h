@@ -51,4 +51,11 @@ class Status {
     if (!dst_status_.ok()) return dst_status_; \
   } while (0)
 
+// The same inside a coroutine.
+#define DST_CO_RETURN_IF_ERROR(expr)              \
+  do {                                            \
+    ::dst::Status dst_status_ = (expr);           \
+    if (!dst_status_.ok()) co_return dst_status_; \
+  } while (0)
+
 }  // namespace dst

@@ -1,0 +1,213 @@
+#include "aggregator/volume/layout.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "common/units.h"
+
+namespace dst::volume {
+
+namespace {
+
+// NBD sizes and offsets are signed 64-bit in most implementations (and
+// ParseSize caps there), so a volume must stay below 2^63.
+constexpr uint64_t kMaxVolumeSize = static_cast<uint64_t>(std::numeric_limits<int64_t>::max());
+
+Status ValidateMemberCount(const std::vector<uint64_t>& member_sizes) {
+  if (member_sizes.empty()) return Status::Invalid("volume has no members");
+  // MemberExtent::member is 32-bit.
+  if (member_sizes.size() > std::numeric_limits<uint32_t>::max()) {
+    return Status::Invalid("volume has " + std::to_string(member_sizes.size()) +
+                           " members, more than 4294967295");
+  }
+  return Status::Ok();
+}
+
+Status ValidateChunkSize(uint64_t chunk_size) {
+  const std::string name = "chunk size " + FormatSize(chunk_size);
+  if (!std::has_single_bit(chunk_size)) return Status::Invalid(name + " is not a power of two");
+  if (chunk_size < kMinChunkSize) {
+    return Status::Invalid(name + " is smaller than the minimum (" + FormatSize(kMinChunkSize) +
+                           ")");
+  }
+  if (chunk_size > kMaxChunkSize) {
+    return Status::Invalid(name + " is larger than the maximum (" + FormatSize(kMaxChunkSize) +
+                           ")");
+  }
+  return Status::Ok();
+}
+
+Status ValidateLinear(const std::vector<uint64_t>& member_sizes) {
+  uint64_t total = 0;
+  for (size_t i = 0; i < member_sizes.size(); ++i) {
+    if (member_sizes[i] > kMaxVolumeSize - total) {
+      return Status::Invalid("linear volume size overflows 2^63 bytes at member " +
+                             std::to_string(i) + " (" + FormatSize(member_sizes[i]) + ")");
+    }
+    total += member_sizes[i];
+  }
+  if (total == 0) return Status::Invalid("linear volume has size 0: every member is empty");
+  return Status::Ok();
+}
+
+Status ValidateStripe(const std::vector<uint64_t>& member_sizes, uint64_t chunk_size) {
+  DST_RETURN_IF_ERROR(ValidateChunkSize(chunk_size));
+  for (size_t i = 0; i < member_sizes.size(); ++i) {
+    if (member_sizes[i] < chunk_size) {
+      return Status::Invalid("member " + std::to_string(i) + " (" + FormatSize(member_sizes[i]) +
+                             ") is smaller than one chunk (" + FormatSize(chunk_size) + ")");
+    }
+  }
+  const uint64_t smallest = *std::min_element(member_sizes.begin(), member_sizes.end());
+  const uint64_t usable = smallest & ~(chunk_size - 1);
+  if (usable > kMaxVolumeSize / member_sizes.size()) {
+    return Status::Invalid("stripe volume of " + std::to_string(member_sizes.size()) + " x " +
+                           FormatSize(usable) + " overflows 2^63 bytes");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::string_view LayoutKindName(LayoutKind kind) {
+  switch (kind) {
+    case LayoutKind::kLinear:
+      return "linear";
+    case LayoutKind::kStripe:
+      return "stripe";
+  }
+  return "unknown";
+}
+
+Status ParseLayoutKind(std::string_view text, LayoutKind* out) {
+  for (LayoutKind kind : {LayoutKind::kLinear, LayoutKind::kStripe}) {
+    if (text == LayoutKindName(kind)) {
+      *out = kind;
+      return Status::Ok();
+    }
+  }
+  return Status::Invalid("unknown layout '" + std::string(text) + "' (expected linear or stripe)");
+}
+
+std::vector<MemberExtent> Layout::Map(uint64_t offset, uint64_t length) const {
+  std::vector<MemberExtent> out;
+  AppendMap(offset, length, out);
+  return out;
+}
+
+void Layout::AppendMap(uint64_t offset, uint64_t length, std::vector<MemberExtent>& out) const {
+  // Written so that offset + length cannot overflow, whatever the caller sent.
+  const uint64_t end = size();
+  if (length == 0 || offset >= end) return;
+  AppendInRange(offset, std::min(length, end - offset), out);
+}
+
+LinearLayout::LinearLayout(std::vector<uint64_t> member_sizes)
+    : member_sizes_(std::move(member_sizes)) {
+  for (size_t i = 0; i < member_sizes_.size(); ++i) {
+    if (member_sizes_[i] == 0) continue;
+    segments_.push_back({size_, member_sizes_[i], static_cast<uint32_t>(i)});
+    size_ += member_sizes_[i];
+  }
+}
+
+uint32_t LinearLayout::member_count() const {
+  return static_cast<uint32_t>(member_sizes_.size());
+}
+
+uint64_t LinearLayout::member_usable_size(uint32_t member) const {
+  return member < member_sizes_.size() ? member_sizes_[member] : 0;
+}
+
+void LinearLayout::AppendInRange(uint64_t offset, uint64_t length,
+                                 std::vector<MemberExtent>& out) const {
+  // The last segment starting at or before `offset`; one exists because the
+  // first starts at 0 and offset < size().
+  auto segment =
+      std::upper_bound(segments_.begin(), segments_.end(), offset,
+                       [](uint64_t value, const Segment& s) { return value < s.volume_offset; });
+  --segment;
+  while (length > 0) {
+    const uint64_t within = offset - segment->volume_offset;
+    const uint64_t piece = std::min(length, segment->length - within);
+    out.push_back({segment->member, within, piece, offset});
+    offset += piece;
+    length -= piece;
+    ++segment;
+  }
+}
+
+StripeLayout::StripeLayout(std::vector<uint64_t> member_sizes, uint64_t chunk_size)
+    : member_count_(static_cast<uint32_t>(member_sizes.size())),
+      chunk_size_(chunk_size),
+      chunk_shift_(std::countr_zero(chunk_size)) {
+  if (member_sizes.empty()) return;
+  const uint64_t smallest = *std::min_element(member_sizes.begin(), member_sizes.end());
+  usable_per_member_ = smallest & ~(chunk_size_ - 1);
+  size_ = usable_per_member_ * member_count_;
+}
+
+uint64_t StripeLayout::member_usable_size(uint32_t member) const {
+  return member < member_count_ ? usable_per_member_ : 0;
+}
+
+void StripeLayout::AppendInRange(uint64_t offset, uint64_t length,
+                                 std::vector<MemberExtent>& out) const {
+  // One member is the identity mapping: the whole request is one extent.
+  if (member_count_ == 1) {
+    out.push_back({0, offset, length, offset});
+    return;
+  }
+  const uint64_t chunk = offset >> chunk_shift_;
+  uint32_t member = static_cast<uint32_t>(chunk % member_count_);
+  uint64_t row_offset = (chunk / member_count_) << chunk_shift_;
+  uint64_t within = offset & (chunk_size_ - 1);
+  // Walk chunk by chunk, stepping member and row instead of dividing again.
+  while (length > 0) {
+    const uint64_t piece = std::min(length, chunk_size_ - within);
+    out.push_back({member, row_offset + within, piece, offset});
+    offset += piece;
+    length -= piece;
+    within = 0;
+    if (++member == member_count_) {
+      member = 0;
+      row_offset += chunk_size_;
+    }
+  }
+}
+
+Status MakeLayout(LayoutKind kind, std::vector<uint64_t> member_sizes, uint64_t chunk_size,
+                  std::unique_ptr<Layout>* out) {
+  DST_RETURN_IF_ERROR(ValidateMemberCount(member_sizes));
+  switch (kind) {
+    case LayoutKind::kLinear:
+      DST_RETURN_IF_ERROR(ValidateLinear(member_sizes));
+      *out = std::make_unique<LinearLayout>(std::move(member_sizes));
+      return Status::Ok();
+    case LayoutKind::kStripe:
+      DST_RETURN_IF_ERROR(ValidateStripe(member_sizes, chunk_size));
+      *out = std::make_unique<StripeLayout>(std::move(member_sizes), chunk_size);
+      return Status::Ok();
+  }
+  return Status::Invalid("unknown layout kind " + std::to_string(static_cast<int>(kind)));
+}
+
+void SplitByMaximum(const MemberExtent& extent, uint64_t max_len, std::vector<MemberExtent>& out) {
+  if (extent.length == 0) return;
+  if (max_len == 0 || extent.length <= max_len) {
+    out.push_back(extent);
+    return;
+  }
+  // Advancing by the piece, not by max_len, keeps `done` <= length: no wrap.
+  for (uint64_t done = 0; done < extent.length;) {
+    const uint64_t piece = std::min(max_len, extent.length - done);
+    out.push_back({extent.member, extent.member_offset + done, piece, extent.volume_offset + done});
+    done += piece;
+  }
+}
+
+}  // namespace dst::volume

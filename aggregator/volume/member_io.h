@@ -1,0 +1,73 @@
+// MemberIo: one I/O on one member, the unit that a Volume splits client
+// requests into, and MemberTarget, what executes it. The volume layer only
+// sees this interface; aggregator/member/ implements it over libnbd, and unit
+// tests implement it in memory.
+//
+// A MemberIo is a self-contained, resendable object: it owns its parameters
+// and a pointer into a buffer that outlives it, so a later transaction layer
+// can resubmit the same object on a new connection.
+//
+// Threading: everything runs on the aggregator's single event-loop thread.
+// `done` is always invoked from the event loop, never from inside Submit()
+// and never from inside a libnbd callback.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dst::volume {
+
+enum class MemberOp : uint8_t { kRead, kWrite, kFlush, kTrim, kZero, kCache, kBlockStatus };
+
+// An allocation extent as NBD base:allocation reports it.
+struct AllocationExtent {
+  uint64_t length;
+  uint32_t flags;  // NBD_STATE_HOLE | NBD_STATE_ZERO
+};
+
+struct MemberIo {
+  MemberOp op = MemberOp::kRead;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint8_t* data = nullptr;  // read destination or write source, `length` bytes
+  bool fua = false;
+  bool may_trim = false;   // for kZero: the member may punch a hole
+  bool fast_zero = false;  // for kZero: fail with ENOTSUP rather than be slow
+  // For kBlockStatus: filled in order, starting at `offset`.
+  std::vector<AllocationExtent> extents;
+  // errno: 0 on success.
+  std::function<void(int err)> done;
+};
+
+// What a volume needs to know about a member to build a device from it.
+struct MemberCapabilities {
+  uint64_t size = 0;
+  bool read_only = false;
+  bool can_flush = false;
+  bool can_fua = false;
+  bool can_trim = false;
+  bool can_zero = false;
+  bool can_fast_zero = false;
+  bool can_cache = false;
+  bool can_multi_conn = false;
+  bool can_block_status = false;  // base:allocation negotiated
+  uint32_t min_block = 1;
+  uint32_t preferred_block = 4096;
+  uint32_t max_request = 32u << 20;  // largest read/write payload it accepts
+};
+
+class MemberTarget {
+ public:
+  virtual ~MemberTarget() = default;
+  virtual const MemberCapabilities& capabilities() const = 0;
+  // A name for logs: the member's URI.
+  virtual const std::string& name() const = 0;
+  // Starts the I/O; io->done is called exactly once, later, on the event loop.
+  // The caller keeps `io` alive until then (the shared_ptr is held inside).
+  virtual void Submit(std::shared_ptr<MemberIo> io) = 0;
+};
+
+}  // namespace dst::volume

@@ -1,0 +1,86 @@
+// Volume: one NBD device served to clients, built from members by a Layout.
+// It turns a client request into one parent request of member I/Os (split at
+// member and chunk boundaries and at each member's maximum request size),
+// issues them all at once and completes the parent when the last part does,
+// with the first error any part reported.
+//
+// The volume derives its capabilities from its members: read-only if any
+// member is, TRIM/WRITE_ZEROES/FAST_ZERO/CACHE/BLOCK_STATUS where members
+// support them, with fallbacks (writing zeros, reporting "data").
+//
+// Threading: single event-loop thread, like MemberTarget. Callers check
+// ranges and read-only status before calling; Volume does not.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "aggregator/volume/layout.h"
+#include "aggregator/volume/member_io.h"
+#include "common/status.h"
+
+namespace dst::volume {
+
+struct VolumeCapabilities {
+  bool read_only = false;
+  bool can_trim = false;
+  bool can_zero = true;  // always: emulated by writing zeros where needed
+  bool can_fast_zero = false;
+  bool can_cache = false;
+  bool can_block_status = false;
+  uint32_t min_block = 1;
+  uint32_t preferred_block = 4096;
+  uint32_t max_payload = 32u << 20;
+};
+
+class Volume {
+ public:
+  using Done = std::function<void(int err)>;
+  using ExtentsDone = std::function<void(int err, std::vector<AllocationExtent> extents)>;
+
+  // Members must outlive the volume. Their capabilities must be known.
+  static Status Create(std::string name, std::string description, LayoutKind kind,
+                       uint64_t chunk_size, std::vector<MemberTarget*> members,
+                       std::unique_ptr<Volume>* out);
+
+  const std::string& name() const { return name_; }
+  const std::string& description() const { return description_; }
+  uint64_t size() const { return layout_->size(); }
+  const Layout& layout() const { return *layout_; }
+  const VolumeCapabilities& capabilities() const { return caps_; }
+  const std::vector<MemberTarget*>& members() const { return members_; }
+
+  void Read(uint64_t offset, uint64_t length, uint8_t* buf, Done done);
+  void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done);
+  // Sent to every member; completes after all of them.
+  void Flush(Done done);
+  void Trim(uint64_t offset, uint64_t length, bool fua, Done done);
+  void Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua, Done done);
+  void Cache(uint64_t offset, uint64_t length, Done done);
+  // base:allocation of [offset, offset+length), possibly shorter than asked.
+  void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done);
+
+ private:
+  class ParentRequest;
+  Volume(std::string name, std::string description, std::unique_ptr<Layout> layout,
+         std::vector<MemberTarget*> members);
+  void DeriveCapabilities();
+  // The member extents of a range, each at most `max_piece` bytes long
+  // (0: each member's own maximum request size).
+  std::vector<MemberExtent> Pieces(uint64_t offset, uint64_t length, uint64_t max_piece) const;
+  void SubmitPiece(const std::shared_ptr<ParentRequest>& parent, const MemberExtent& piece,
+                   MemberIo io);
+  void ZeroPiece(const std::shared_ptr<ParentRequest>& parent, const MemberExtent& piece,
+                 bool may_trim, bool fast_only, bool fua);
+
+  std::string name_;
+  std::string description_;
+  std::unique_ptr<Layout> layout_;
+  std::vector<MemberTarget*> members_;
+  VolumeCapabilities caps_;
+};
+
+}  // namespace dst::volume

@@ -1,0 +1,42 @@
+// fio's nbd engine against nbdkit-dst-plugin: queued random reads and writes
+// at depth 16, then a crc32c verification pass over everything written.
+#include "tests/integration/plugin_fixture.h"
+
+namespace dst::test {
+namespace {
+
+TEST_SUITE_BEGIN("plugin_fio");
+
+using namespace std::chrono_literals;
+
+TEST_CASE("fio randrw with crc32c verify") {
+  TempDir dir;
+  PluginServer server({"file=" + dir.File("fio.img"), "size=32M"});
+  const Argv argv = {kFio,
+                     "--name=dst",
+                     "--ioengine=nbd",
+                     "--uri=" + server.uri(),
+                     "--rw=randrw",
+                     "--bs=4k",
+                     "--iodepth=16",
+                     "--size=32M",
+                     "--verify=crc32c",
+                     "--do_verify=1",
+                     "--verify_fatal=1",
+                     "--verify_state_save=0",
+                     "--runtime=20",
+                     "--output-format=normal"};
+  const CommandResult r = RunCommand(argv, 60s);
+  INFO(JoinArgv(argv));
+  INFO("stdout:\n" << r.stdout_text);
+  INFO("stderr:\n" << r.stderr_text);
+  CHECK(r.exit_code == 0);
+  CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "verify:"));
+  CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "bad magic"));
+  CHECK(Contains(r.stdout_text, "err= 0"));
+}
+
+TEST_SUITE_END();
+
+}  // namespace
+}  // namespace dst::test

@@ -101,12 +101,26 @@ std::vector<MemberExtent> Volume::Pieces(uint64_t offset, uint64_t length,
 
 void Volume::SubmitPiece(const std::shared_ptr<ParentRequest>& parent, const MemberExtent& piece,
                          MemberIo io) {
+  MemberTarget* member = members_[piece.member];
   auto member_io = std::make_shared<MemberIo>(std::move(io));
   member_io->offset = piece.member_offset;
   member_io->length = piece.length;
   member_io->done = [parent](int err) { parent->PartDone(err); };
+  if (member_io->fua && !member->capabilities().can_fua) {
+    // A member without FUA gets the write, then a flush, before the part is done.
+    member_io->fua = false;
+    if (member->capabilities().can_flush) {
+      member_io->done = [parent, member](int err) {
+        if (err != 0) return parent->PartDone(err);
+        auto flush = std::make_shared<MemberIo>();
+        flush->op = MemberOp::kFlush;
+        flush->done = [parent](int flush_err) { parent->PartDone(flush_err); };
+        member->Submit(std::move(flush));
+      };
+    }
+  }
   parent->AddPart();
-  members_[piece.member]->Submit(std::move(member_io));
+  member->Submit(std::move(member_io));
 }
 
 void Volume::Read(uint64_t offset, uint64_t length, uint8_t* buf, Done done) {

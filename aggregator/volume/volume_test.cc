@@ -45,12 +45,21 @@ class MemoryMember : public MemberTarget {
     if (io.op == MemberOp::kRead || io.op == MemberOp::kWrite)
       REQUIRE(io.length <= caps_.max_request);
     switch (io.op) {
-      case MemberOp::kRead: std::copy_n(bytes_.begin() + io.offset, io.length, io.data); break;
-      case MemberOp::kWrite: std::copy_n(io.data, io.length, bytes_.begin() + io.offset); break;
+      case MemberOp::kRead:
+        std::copy_n(bytes_.begin() + io.offset, io.length, io.data);
+        break;
+      case MemberOp::kWrite:
+        std::copy_n(io.data, io.length, bytes_.begin() + io.offset);
+        break;
       case MemberOp::kTrim:
-      case MemberOp::kZero: std::fill_n(bytes_.begin() + io.offset, io.length, 0); break;
-      case MemberOp::kBlockStatus: io.extents.push_back({io.length, 3}); break;
-      default: break;
+      case MemberOp::kZero:
+        std::fill_n(bytes_.begin() + io.offset, io.length, 0);
+        break;
+      case MemberOp::kBlockStatus:
+        io.extents.push_back({io.length, 3});
+        break;
+      default:
+        break;
     }
     io.done(fail_with_);
   }
@@ -73,7 +82,8 @@ struct Fixture {
     REQUIRE(Volume::Create("v", "", kind, chunk, targets, &volume).ok());
   }
   void RunAll() {
-    for (auto& m : members) m->RunAll();
+    for (auto& m : members)
+      m->RunAll();
   }
 };
 
@@ -89,7 +99,8 @@ TEST_CASE("random writes and reads through a striped volume equal a flat model")
     const uint64_t offset = rng() % model.size();
     const uint64_t length = 1 + rng() % std::min<uint64_t>(100000, model.size() - offset);
     std::vector<uint8_t> data(length);
-    for (auto& b : data) b = static_cast<uint8_t>(rng());
+    for (auto& b : data)
+      b = static_cast<uint8_t>(rng());
     int write_err = -1;
     f.volume->Write(offset, length, data.data(), false, [&](int err) { write_err = err; });
     CHECK(write_err == -1);  // never completes inside the call
@@ -133,7 +144,8 @@ TEST_CASE("flush goes to every member and completes after all of them") {
   CHECK(result == -1);
   f.members[2]->RunAll();
   CHECK(result == 0);
-  for (auto& m : f.members) CHECK(m->ops_ == std::vector<MemberOp>{MemberOp::kFlush});
+  for (auto& m : f.members)
+    CHECK(m->ops_ == std::vector<MemberOp>{MemberOp::kFlush});
 }
 
 TEST_CASE("write zeroes falls back to writes, but not when the client asked for fast") {
@@ -162,16 +174,17 @@ TEST_CASE("block status joins members in order; members without it report data")
   members.push_back(std::make_unique<MemoryMember>(8192, with));
   members.push_back(std::make_unique<MemoryMember>(8192));  // no base:allocation
   std::unique_ptr<Volume> volume;
-  REQUIRE(Volume::Create("v", "", LayoutKind::kLinear, 0, {members[0].get(), members[1].get()},
-                         &volume)
-              .ok());
+  REQUIRE(
+      Volume::Create("v", "", LayoutKind::kLinear, 0, {members[0].get(), members[1].get()}, &volume)
+          .ok());
   std::vector<AllocationExtent> got;
   int result = -1;
   volume->BlockStatus(4096, 8192, [&](int err, std::vector<AllocationExtent> e) {
     result = err;
     got = std::move(e);
   });
-  for (auto& m : members) m->RunAll();
+  for (auto& m : members)
+    m->RunAll();
   CHECK(result == 0);
   REQUIRE(got.size() == 2);
   CHECK((got[0].length == 4096 && got[0].flags == 3));
@@ -187,11 +200,23 @@ TEST_CASE("capabilities are derived from the members") {
   members.push_back(std::make_unique<MemoryMember>(4096, ro));
   members.push_back(std::make_unique<MemoryMember>(4096));
   std::unique_ptr<Volume> volume;
-  REQUIRE(Volume::Create("v", "", LayoutKind::kLinear, 0, {members[0].get(), members[1].get()},
-                         &volume)
-              .ok());
+  REQUIRE(
+      Volume::Create("v", "", LayoutKind::kLinear, 0, {members[0].get(), members[1].get()}, &volume)
+          .ok());
   CHECK(volume->capabilities().read_only);
   CHECK(volume->capabilities().can_trim);
   CHECK(volume->capabilities().min_block == 512);
   CHECK_FALSE(volume->capabilities().can_block_status);
+}
+
+TEST_CASE("FUA on a member without FUA becomes write then flush") {
+  MemberCapabilities caps;
+  caps.can_flush = true;  // can_fua = false
+  Fixture f(LayoutKind::kLinear, {8192}, 0, caps);
+  std::vector<uint8_t> data(4096, 7);
+  int result = -1;
+  f.volume->Write(0, 4096, data.data(), /*fua=*/true, [&](int e) { result = e; });
+  f.RunAll();
+  CHECK(result == 0);
+  CHECK(f.members[0]->ops_ == std::vector<MemberOp>{MemberOp::kWrite, MemberOp::kFlush});
 }

@@ -1,0 +1,385 @@
+#include "aggregator/member/nbd_connection.h"
+
+#include <libnbd.h>
+#include <poll.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+#include <utility>
+
+namespace dst::member {
+namespace {
+
+using volume::MemberIo;
+using volume::MemberOp;
+
+// libnbd prefixes its messages with the API call ("nbd_aio_connect_uri:
+// connect: ..."). We know which call we made; the rest is the news.
+std::string WithoutCallName(const char* message) {
+  if (message == nullptr) return "unknown libnbd error";
+  std::string_view text(message);
+  const size_t colon = text.find(": ");
+  if (text.starts_with("nbd_") && colon != std::string_view::npos) text.remove_prefix(colon + 2);
+  return std::string(text);
+}
+
+// The error of the libnbd call that just failed on this thread.
+Status LibnbdError(int fallback_errno) {
+  const int err = nbd_get_errno();
+  return Status::Error(err != 0 ? err : fallback_errno, WithoutCallName(nbd_get_error()));
+}
+
+void PostDone(asio::io_context& io_context, std::shared_ptr<MemberIo> io,
+              std::shared_ptr<size_t> in_flight, int err) {
+  asio::post(io_context, [io = std::move(io), in_flight = std::move(in_flight), err] {
+    --*in_flight;
+    io->done(err);
+  });
+}
+
+// One MemberIo while libnbd holds it. libnbd calls the completion callback
+// (or not at all, when nbd_close frees a command still in flight) and then,
+// exactly once, the free callback; that is where done is posted, so every
+// path (reply, dead connection, closed handle) ends in exactly one done.
+struct PendingIo {
+  std::shared_ptr<MemberIo> io;
+  std::shared_ptr<size_t> in_flight;
+  asio::io_context* io_context;
+  // Replaced by the completion callback; kept when the handle is closed with
+  // the command in flight.
+  int err = ENOTCONN;
+  // libnbd frees the closure inside a failing nbd_aio_* call (and inside a
+  // call during which the connection died); Submit finishes those itself.
+  bool in_submission = true;
+  bool freed_in_submission = false;
+};
+
+void Finish(PendingIo* pending) {
+  PostDone(*pending->io_context, std::move(pending->io), std::move(pending->in_flight),
+           pending->err);
+  delete pending;
+}
+
+// Runs with libnbd's handle lock held: records the result, calls nothing.
+int OnCommandComplete(void* user_data, int* error) {
+  static_cast<PendingIo*>(user_data)->err = *error;
+  return 1;  // auto-retire: nobody polls nbd_aio_command_completed
+}
+
+void OnCommandFree(void* user_data) {
+  auto* pending = static_cast<PendingIo*>(user_data);
+  if (pending->in_submission) {
+    pending->freed_in_submission = true;
+    return;
+  }
+  Finish(pending);
+}
+
+// Appends base:allocation extents in order, clipped to the requested range
+// (a server may describe more than was asked, or less).
+int OnExtents(void* user_data, const char* metacontext, uint64_t /*offset*/, uint32_t* entries,
+              size_t nr_entries, int* /*error*/) {
+  if (std::strcmp(metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0) return 0;
+  MemberIo& io = *static_cast<PendingIo*>(user_data)->io;
+  uint64_t covered = 0;
+  for (const volume::AllocationExtent& extent : io.extents)
+    covered += extent.length;
+  for (size_t i = 0; i + 1 < nr_entries && covered < io.length; i += 2) {
+    const uint64_t length = std::min<uint64_t>(entries[i], io.length - covered);
+    if (length == 0) continue;
+    io.extents.push_back({length, entries[i + 1]});
+    covered += length;
+  }
+  return 0;
+}
+
+uint32_t FuaFlag(const MemberIo& io) {
+  return io.fua ? LIBNBD_CMD_FLAG_FUA : 0;
+}
+
+uint32_t ZeroFlags(const MemberIo& io) {
+  uint32_t flags = FuaFlag(io);
+  if (!io.may_trim) flags |= LIBNBD_CMD_FLAG_NO_HOLE;
+  if (io.fast_zero) flags |= LIBNBD_CMD_FLAG_FAST_ZERO;
+  return flags;
+}
+
+bool NeedsBuffer(MemberOp op) {
+  return op == MemberOp::kRead || op == MemberOp::kWrite;
+}
+
+bool IsMemberOp(MemberOp op) {
+  return op <= MemberOp::kBlockStatus;
+}
+
+// Notifications handled per socket event before yielding to other handlers.
+constexpr int kMaxNotifyRounds = 16;
+
+}  // namespace
+
+NbdConnection::NbdConnection(asio::io_context& io, std::string uri)
+    : io_(io), uri_(std::move(uri)), socket_(io) {}
+
+NbdConnection::~NbdConnection() {
+  Shutdown(/*send_disconnect=*/true);
+}
+
+void NbdConnection::AsyncConnect(std::function<void(Status)> done) {
+  connect_done_ = std::move(done);
+  if (state_ != State::kIdle) {
+    PostConnectDone(Status::Error(EALREADY, "connection already used"));
+    return;
+  }
+  state_ = State::kConnecting;
+  handle_ = nbd_create();
+  if (handle_ == nullptr || nbd_set_request_structured_replies(handle_, true) == -1 ||
+      nbd_add_meta_context(handle_, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+      nbd_aio_connect_uri(handle_, uri_.c_str()) == -1) {
+    Fail(LibnbdError(ENOTCONN));
+    return;
+  }
+  AfterProgress();
+}
+
+void NbdConnection::Submit(std::shared_ptr<MemberIo> io) {
+  ++*in_flight_;
+  if (state_ != State::kReady) {
+    PostDone(io_, std::move(io), in_flight_, ENOTCONN);
+    return;
+  }
+  if (!IsMemberOp(io->op) || (NeedsBuffer(io->op) && io->data == nullptr)) {
+    PostDone(io_, std::move(io), in_flight_, EINVAL);
+    return;
+  }
+  auto* pending = new PendingIo{std::move(io), in_flight_, &io_};
+  const int64_t cookie = StartCommand(*pending->io, pending);
+  pending->in_submission = false;
+  if (cookie == -1) {
+    // Never queued: libnbd will not touch `pending` again (1.14 has already
+    // called the free callback; older versions would not have).
+    pending->err = LibnbdError(EIO).err();
+    Finish(pending);
+  } else if (pending->freed_in_submission) {
+    Finish(pending);  // completed and retired before the call returned
+  }
+  AfterProgress();
+}
+
+int64_t NbdConnection::StartCommand(MemberIo& io, void* pending) {
+  const nbd_completion_callback completion{
+      .callback = OnCommandComplete, .user_data = pending, .free = OnCommandFree};
+  switch (io.op) {
+    case MemberOp::kRead:
+      return nbd_aio_pread(handle_, io.data, io.length, io.offset, completion, 0);
+    case MemberOp::kWrite:
+      return nbd_aio_pwrite(handle_, io.data, io.length, io.offset, completion, FuaFlag(io));
+    case MemberOp::kFlush:
+      return nbd_aio_flush(handle_, completion, 0);
+    case MemberOp::kTrim:
+      return nbd_aio_trim(handle_, io.length, io.offset, completion, FuaFlag(io));
+    case MemberOp::kZero:
+      return nbd_aio_zero(handle_, io.length, io.offset, completion, ZeroFlags(io));
+    case MemberOp::kCache:
+      return nbd_aio_cache(handle_, io.length, io.offset, completion, 0);
+    case MemberOp::kBlockStatus: {
+      io.extents.clear();  // the same MemberIo may be resent
+      // The completion closure owns `pending`; the extent closure borrows it.
+      const nbd_extent_callback extents{
+          .callback = OnExtents, .user_data = pending, .free = nullptr};
+      return nbd_aio_block_status(handle_, io.length, io.offset, extents, completion, 0);
+    }
+  }
+  return -1;  // unreachable: Submit() rejects values outside MemberOp
+}
+
+// Called after every libnbd call that may have moved the state machine: a
+// submission, a notification, the start of a connect.
+void NbdConnection::AfterProgress() {
+  if (handle_ == nullptr) return;
+  if (nbd_aio_is_dead(handle_)) {
+    Fail(LibnbdError(ENOTCONN));  // the call that killed it set the message
+    return;
+  }
+  if (nbd_aio_is_closed(handle_)) {
+    Fail(Status::Error(ENOTCONN, "server closed the connection"));
+    return;
+  }
+  if (state_ == State::kConnecting) {
+    if (nbd_aio_is_ready(handle_)) {
+      OnConnected();
+      if (handle_ == nullptr) return;
+    } else {
+      // While connecting to TCP, libnbd may replace the socket (one per
+      // resolved address), possibly under the same fd number: re-register.
+      ReleaseSocket();
+    }
+  }
+  BindSocket();
+  ArmWaits();
+}
+
+void NbdConnection::OnConnected() {
+  Status status = ReadCapabilities();
+  if (!status.ok()) {
+    Fail(std::move(status));
+    return;
+  }
+  state_ = State::kReady;
+  PostConnectDone(Status::Ok());
+}
+
+Status NbdConnection::ReadCapabilities() {
+  const int64_t size = nbd_get_size(handle_);
+  if (size < 0) return LibnbdError(EIO);
+  volume::MemberCapabilities caps;
+  caps.size = static_cast<uint64_t>(size);
+  caps.read_only = nbd_is_read_only(handle_) != 0;  // unknown (-1) is treated as read-only
+  caps.can_flush = nbd_can_flush(handle_) == 1;
+  caps.can_fua = nbd_can_fua(handle_) == 1;
+  caps.can_trim = nbd_can_trim(handle_) == 1;
+  caps.can_zero = nbd_can_zero(handle_) == 1;
+  caps.can_fast_zero = nbd_can_fast_zero(handle_) == 1;
+  caps.can_cache = nbd_can_cache(handle_) == 1;
+  caps.can_multi_conn = nbd_can_multi_conn(handle_) == 1;
+  caps.can_block_status = nbd_can_meta_context(handle_, LIBNBD_CONTEXT_BASE_ALLOCATION) == 1;
+  const int64_t minimum = nbd_get_block_size(handle_, LIBNBD_SIZE_MINIMUM);
+  const int64_t preferred = nbd_get_block_size(handle_, LIBNBD_SIZE_PREFERRED);
+  const int64_t maximum = nbd_get_block_size(handle_, LIBNBD_SIZE_MAXIMUM);
+  caps.min_block = minimum > 0 ? static_cast<uint32_t>(minimum) : 1;
+  if (preferred > 0) caps.preferred_block = static_cast<uint32_t>(preferred);
+  caps.max_request = maximum > 0
+                         ? static_cast<uint32_t>(std::min<int64_t>(maximum, kMaxRequestBytes))
+                         : kMaxRequestBytes;
+  capabilities_ = caps;
+  return Status::Ok();
+}
+
+void NbdConnection::BindSocket() {
+  if (socket_.is_open()) return;
+  const int fd = nbd_aio_get_fd(handle_);
+  if (fd < 0) {
+    Fail(LibnbdError(ENOTCONN));
+    return;
+  }
+  asio::error_code ec;
+  socket_.assign(fd, ec);
+  if (ec) Fail(Status::Error(ec.value(), "register socket: " + ec.message()));
+}
+
+void NbdConnection::ReleaseSocket() {
+  if (!socket_.is_open()) return;
+  ++socket_generation_;
+  read_armed_ = false;
+  write_armed_ = false;
+  socket_.release();  // aborts the armed waits; the fd stays libnbd's
+}
+
+// libnbd's external main-loop rule: wait for exactly the directions the state
+// machine asks for, re-checked after every call that may change it.
+void NbdConnection::ArmWaits() {
+  if (handle_ == nullptr || !socket_.is_open()) return;
+  const unsigned direction = nbd_aio_get_direction(handle_);
+  if ((direction & LIBNBD_AIO_DIRECTION_READ) && !read_armed_) ArmWait(WaitType::wait_read);
+  if ((direction & LIBNBD_AIO_DIRECTION_WRITE) && !write_armed_) ArmWait(WaitType::wait_write);
+}
+
+void NbdConnection::ArmWait(WaitType type) {
+  (type == WaitType::wait_read ? read_armed_ : write_armed_) = true;
+  socket_.async_wait(type, [this, alive = std::weak_ptr<char>(alive_),
+                            generation = socket_generation_, type](const asio::error_code& ec) {
+    if (alive.expired() || generation != socket_generation_) return;  // released or destroyed
+    OnSocketEvent(type, ec);
+  });
+}
+
+void NbdConnection::OnSocketEvent(WaitType type, const asio::error_code& ec) {
+  (type == WaitType::wait_read ? read_armed_ : write_armed_) = false;
+  if (ec) {
+    Fail(Status::Error(ec.value(), "wait on socket: " + ec.message()));
+    return;
+  }
+  if (NotifyLibnbd() == -1) {
+    Fail(LibnbdError(ENOTCONN));
+    return;
+  }
+  AfterProgress();
+}
+
+// What the socket is ready for now, among the directions libnbd wants; HUP
+// and ERR count as both, so that the notified call sees the error.
+short NbdConnection::PollSocket(unsigned direction) {
+  pollfd poll_fd{.fd = socket_.native_handle(), .events = 0, .revents = 0};
+  if (direction & LIBNBD_AIO_DIRECTION_READ) poll_fd.events |= POLLIN;
+  if (direction & LIBNBD_AIO_DIRECTION_WRITE) poll_fd.events |= POLLOUT;
+  if (poll_fd.events == 0 || poll(&poll_fd, 1, 0) <= 0) return 0;
+  if (poll_fd.revents & (POLLHUP | POLLERR)) return poll_fd.events;
+  return poll_fd.revents & poll_fd.events;
+}
+
+// Tells libnbd what the socket is really ready for, reads before writes, and
+// repeats while it stays ready: libnbd handles at most one reply per read
+// notification. The wait that fired is only a hint (another round may have
+// consumed the data since), and libnbd must not be notified spuriously: a
+// read notification while a write payload is half sent parks the payload
+// until a reply arrives, which never happens if the server is waiting for
+// that payload. Returns -1 when libnbd failed.
+int NbdConnection::NotifyLibnbd() {
+  for (int round = 0; round < kMaxNotifyRounds; ++round) {
+    if (nbd_aio_is_dead(handle_) || nbd_aio_is_closed(handle_)) return 0;
+    const unsigned direction = nbd_aio_get_direction(handle_);
+    const short ready = PollSocket(direction);
+    if (ready == 0) return 0;
+    if (ready & POLLIN) {
+      if (nbd_aio_notify_read(handle_) == -1) return -1;
+      if (nbd_aio_is_dead(handle_) || nbd_aio_is_closed(handle_)) return 0;
+    }
+    // The read may have changed what libnbd waits for.
+    if ((ready & POLLOUT) && (nbd_aio_get_direction(handle_) & LIBNBD_AIO_DIRECTION_WRITE)) {
+      if (nbd_aio_notify_write(handle_) == -1) return -1;
+    }
+  }
+  return 0;  // still busy: the re-armed wait fires again at once
+}
+
+void NbdConnection::Fail(Status status) {
+  if (state_ == State::kDead || state_ == State::kClosed) return;
+  const bool was_connecting = state_ == State::kConnecting;
+  state_ = State::kDead;
+  last_error_ = status.message();
+  // libnbd has already failed what was in flight (ENOTCONN); closing the
+  // handle now also covers anything it did not.
+  Shutdown(/*send_disconnect=*/false);
+  if (was_connecting) PostConnectDone(std::move(status));
+}
+
+void NbdConnection::Close() {
+  const bool was_connecting = state_ == State::kConnecting;
+  if (state_ != State::kDead) state_ = State::kClosed;
+  Shutdown(/*send_disconnect=*/true);
+  if (was_connecting) PostConnectDone(Status::Error(ECANCELED, "closed while connecting"));
+}
+
+void NbdConnection::Shutdown(bool send_disconnect) {
+  ReleaseSocket();  // before libnbd closes the fd, whose number may be reused
+  if (handle_ == nullptr) return;
+  if (send_disconnect && (nbd_aio_is_ready(handle_) || nbd_aio_is_processing(handle_))) {
+    nbd_aio_disconnect(handle_, 0);  // best effort: queued, sent if the socket takes it
+  }
+  // Frees commands still queued or in flight without completing them; their
+  // free callbacks post done(ENOTCONN).
+  nbd_close(handle_);
+  handle_ = nullptr;
+}
+
+void NbdConnection::PostConnectDone(Status status) {
+  std::function<void(Status)> done = std::exchange(connect_done_, nullptr);
+  if (!done) return;
+  asio::post(io_, [alive = std::weak_ptr<char>(alive_), done = std::move(done),
+                   status = std::move(status)] {
+    if (!alive.expired()) done(status);
+  });
+}
+
+}  // namespace dst::member

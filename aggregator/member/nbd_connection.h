@@ -1,0 +1,114 @@
+// NbdConnection: one libnbd handle (one TCP or Unix connection to an NBD
+// server) driven by an Asio event loop through libnbd's external main-loop
+// API. It connects, negotiates structured replies and base:allocation, reads
+// the export's capabilities, and executes MemberIo objects.
+//
+// Contract:
+// - Every submitted MemberIo gets exactly one io->done(err), always posted to
+//   the io_context (never from inside Submit() or a libnbd callback), even
+//   when the connection dies, is closed, or this object is destroyed with the
+//   I/O in flight: those complete with a non-zero errno (ENOTCONN).
+// - The AsyncConnect() callback is posted too, and is dropped if this object
+//   is destroyed before it runs (it usually captures the owner).
+// - A connection is used once: after it dies or is closed it stays dead; a
+//   reconnect is a new NbdConnection.
+// - The io_context must outlive this object (pending done callbacks are
+//   posted to it from the destructor).
+//
+// Threading: not thread-safe. Every call, and the io_context that drives it,
+// must run on one thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <asio.hpp>
+
+#include "aggregator/volume/member_io.h"
+#include "common/status.h"
+
+struct nbd_handle;  // libnbd
+
+namespace dst::member {
+
+// The largest read/write payload we ever send, whatever the server allows.
+inline constexpr uint32_t kMaxRequestBytes = 32u << 20;
+
+class NbdConnection {
+ public:
+  NbdConnection(asio::io_context& io, std::string uri);
+  ~NbdConnection();
+  NbdConnection(const NbdConnection&) = delete;
+  NbdConnection& operator=(const NbdConnection&) = delete;
+
+  // Starts connecting and the NBD handshake; `done` gets Ok once the
+  // connection is ready and capabilities() is valid, else the error (errno
+  // and libnbd's message, e.g. "connect: No such file or directory").
+  // Call at most once.
+  void AsyncConnect(std::function<void(Status)> done);
+
+  // Sends one I/O. On a connection that is not ready, done gets ENOTCONN.
+  // The caller has validated it against capabilities() (libnbd rejects what
+  // the server did not advertise, e.g. FUA, with EINVAL).
+  void Submit(std::shared_ptr<volume::MemberIo> io);
+
+  // Sends NBD_CMD_DISC if possible and closes the connection at once; I/Os
+  // still in flight complete with ENOTCONN. A pending connect gets ECANCELED.
+  void Close();
+
+  bool ready() const { return state_ == State::kReady; }
+  // Failed to connect, or lost after connecting (not after Close()).
+  bool dead() const { return state_ == State::kDead; }
+  // Why the connection failed or died; empty otherwise.
+  const std::string& last_error() const { return last_error_; }
+  // Submitted I/Os whose done has not run yet.
+  size_t in_flight() const { return *in_flight_; }
+  // Valid once connected.
+  const volume::MemberCapabilities& capabilities() const { return capabilities_; }
+  const std::string& uri() const { return uri_; }
+
+ private:
+  enum class State { kIdle, kConnecting, kReady, kDead, kClosed };
+  using WaitType = asio::posix::descriptor_base::wait_type;
+
+  int64_t StartCommand(volume::MemberIo& io, void* pending);
+  void AfterProgress();
+  void OnConnected();
+  Status ReadCapabilities();
+  void BindSocket();
+  void ReleaseSocket();
+  void ArmWaits();
+  void ArmWait(WaitType type);
+  void OnSocketEvent(WaitType type, const asio::error_code& ec);
+  short PollSocket(unsigned direction);
+  int NotifyLibnbd();
+  void Fail(Status status);
+  void Shutdown(bool send_disconnect);
+  void PostConnectDone(Status status);
+
+  asio::io_context& io_;
+  const std::string uri_;
+  nbd_handle* handle_ = nullptr;
+  State state_ = State::kIdle;
+  std::string last_error_;
+  volume::MemberCapabilities capabilities_;
+  std::function<void(Status)> connect_done_;
+
+  // A view of libnbd's socket: it never owns the fd (released, not closed).
+  asio::posix::stream_descriptor socket_;
+  bool read_armed_ = false;
+  bool write_armed_ = false;
+  // Bumped whenever the descriptor is released, so that aborted or stale wait
+  // handlers recognise themselves and do nothing.
+  uint64_t socket_generation_ = 0;
+
+  // Shared with the posted completions, which may outlive this object.
+  std::shared_ptr<size_t> in_flight_ = std::make_shared<size_t>(0);
+  // Expires with this object; posted handlers that touch `this` check it.
+  std::shared_ptr<char> alive_ = std::make_shared<char>(0);
+};
+
+}  // namespace dst::member

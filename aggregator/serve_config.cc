@@ -1,0 +1,134 @@
+#include "aggregator/serve_config.h"
+
+#include <set>
+
+#define TOML_EXCEPTIONS 0
+#include <toml++/toml.h>
+
+#include "common/units.h"
+
+namespace dst::aggregator {
+
+namespace {
+
+std::string Where(const std::string& path, const toml::node& node) {
+  return path + ":" + std::to_string(node.source().begin.line);
+}
+
+Status ReadString(const std::string& where, const toml::node& node, std::string* out) {
+  if (!node.is_string()) return Status::Invalid(where + ": expected a string");
+  *out = node.as_string()->get();
+  return Status::Ok();
+}
+
+Status ReadSize(const std::string& where, const toml::node& node, uint64_t* out) {
+  std::optional<uint64_t> size;
+  if (const auto* i = node.as_integer(); i && i->get() >= 0) size = static_cast<uint64_t>(i->get());
+  if (const auto* s = node.as_string()) size = ParseSize(s->get());
+  if (!size) return Status::Invalid(where + ": expected a size such as 64K");
+  *out = *size;
+  return Status::Ok();
+}
+
+Status ReadStrings(const std::string& where, const toml::node& node,
+                   std::vector<std::string>* out) {
+  const auto* array = node.as_array();
+  if (!array) return Status::Invalid(where + ": expected an array of strings");
+  for (const auto& item : *array) {
+    if (!item.is_string()) return Status::Invalid(where + ": expected an array of strings");
+    out->push_back(item.as_string()->get());
+  }
+  return Status::Ok();
+}
+
+Status ReadVolume(const std::string& path, const toml::table& table, VolumeConfig* v) {
+  for (const auto& [key, node] : table) {
+    const std::string k(key.str());
+    const std::string where = Where(path, node) + ": " + k;
+    if (k == "name")
+      DST_RETURN_IF_ERROR(ReadString(where, node, &v->name));
+    else if (k == "description")
+      DST_RETURN_IF_ERROR(ReadString(where, node, &v->description));
+    else if (k == "chunk")
+      DST_RETURN_IF_ERROR(ReadSize(where, node, &v->chunk_size));
+    else if (k == "members")
+      DST_RETURN_IF_ERROR(ReadStrings(where, node, &v->members));
+    else if (k == "layout") {
+      std::string text;
+      DST_RETURN_IF_ERROR(ReadString(where, node, &text));
+      DST_RETURN_IF_ERROR(volume::ParseLayoutKind(text, &v->layout).Wrap(where));
+    } else {
+      return Status::Invalid(Where(path, node) + ": unknown key '" + k + "' in [[volume]]");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ReadTopLevel(const std::string& path, const std::string& k, const toml::node& node,
+                    ServeConfig* config) {
+  const std::string where = Where(path, node) + ": " + k;
+  if (k == "listen") return ReadStrings(where, node, &config->listen);
+  if (k == "unix") return ReadStrings(where, node, &config->unix_sockets);
+  if (k == "default") return ReadString(where, node, &config->default_volume);
+  if (k == "max-inflight-per-client")
+    return ReadSize(where, node, &config->max_inflight_per_client);
+  if (k == "max-inflight") return ReadSize(where, node, &config->max_inflight_total);
+  if (k == "connections") {
+    const auto* n = node.as_integer();
+    if (!n || n->get() < 1 || n->get() > 16) return Status::Invalid(where + ": expected 1 to 16");
+    config->connections_per_member = static_cast<unsigned>(n->get());
+    return Status::Ok();
+  }
+  if (k == "volume") {
+    const auto* tables = node.as_array();
+    if (!tables || !tables->is_array_of_tables())
+      return Status::Invalid(where + ": expected [[volume]] tables");
+    for (const auto& table : *tables) {
+      VolumeConfig v;
+      DST_RETURN_IF_ERROR(ReadVolume(path, *table.as_table(), &v));
+      config->volumes.push_back(std::move(v));
+    }
+    return Status::Ok();
+  }
+  return Status::Invalid(Where(path, node) + ": unknown key '" + k + "'");
+}
+
+}  // namespace
+
+Status LoadServeConfig(const std::string& path, ServeConfig* config) {
+  toml::parse_result parsed = toml::parse_file(path);
+  if (!parsed) {
+    const auto& err = parsed.error();
+    return Status::Invalid(path + ":" + std::to_string(err.source().begin.line) + ": " +
+                           std::string(err.description()));
+  }
+  for (const auto& [key, node] : parsed.table())
+    DST_RETURN_IF_ERROR(ReadTopLevel(path, std::string(key.str()), node, config));
+  return Status::Ok();
+}
+
+Status CheckMemberUri(const std::string& uri) {
+  if (uri.rfind("nbd://", 0) == 0 || uri.rfind("nbd+unix://", 0) == 0) return Status::Ok();
+  if (uri.rfind("nbds://", 0) == 0 || uri.rfind("nbds+unix://", 0) == 0)
+    return Status::Invalid("member " + uri + ": TLS members are not supported yet");
+  return Status::Invalid(
+      "member " + uri +
+      ": not an NBD URI (nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH)");
+}
+
+Status ValidateServeConfig(const ServeConfig& config) {
+  if (config.volumes.empty()) return Status::Invalid("no volume: give member URIs or --config");
+  std::set<std::string> names;
+  for (const VolumeConfig& v : config.volumes) {
+    if (v.members.empty()) return Status::Invalid("volume " + v.name + ": no members");
+    if (!names.insert(v.name).second)
+      return Status::Invalid("duplicate volume name '" + v.name + "'");
+    for (const std::string& uri : v.members)
+      DST_RETURN_IF_ERROR(CheckMemberUri(uri));
+  }
+  if (!config.default_volume.empty() && !names.count(config.default_volume))
+    return Status::Invalid("default volume '" + config.default_volume + "' is not defined");
+  return Status::Ok();
+}
+
+}  // namespace dst::aggregator

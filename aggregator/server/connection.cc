@@ -1,0 +1,333 @@
+#include "aggregator/server/connection.h"
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+#include "common/nbd_errors.h"
+#include "common/nbd_protocol.h"
+
+namespace dst::server {
+
+using namespace dst::nbd;
+
+struct ClientConnection::Request {
+  RequestHeader header;
+  std::vector<uint8_t> buffer;  // write payload, or read destination
+  uint64_t accounted = 0;       // bytes charged to the in-flight budget
+};
+
+namespace {
+
+constexpr auto kForever = asio::steady_timer::time_point::max();
+
+// The flags each command may carry; anything else is EINVAL.
+uint16_t AllowedFlags(uint16_t type) {
+  switch (type) {
+    case kCmdRead:
+      return kCmdFlagFua | kCmdFlagDf;
+    case kCmdWrite:
+      return kCmdFlagFua;
+    case kCmdFlush:
+      return kCmdFlagFua;
+    case kCmdTrim:
+      return kCmdFlagFua;
+    case kCmdWriteZeroes:
+      return kCmdFlagFua | kCmdFlagNoHole | kCmdFlagFastZero;
+    case kCmdCache:
+      return 0;
+    case kCmdBlockStatus:
+      return kCmdFlagReqOne;
+  }
+  return 0;
+}
+
+bool IsKnownCommand(uint16_t type) {
+  return type == kCmdRead || type == kCmdWrite || type == kCmdFlush || type == kCmdTrim ||
+         type == kCmdWriteZeroes || type == kCmdCache || type == kCmdBlockStatus;
+}
+
+bool Modifies(uint16_t type) {
+  return type == kCmdWrite || type == kCmdTrim || type == kCmdWriteZeroes;
+}
+
+void AppendU32(std::vector<uint8_t>& v, uint32_t x) {
+  v.resize(v.size() + 4);
+  StoreBE32(v.data() + v.size() - 4, x);
+}
+
+}  // namespace
+
+ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry,
+                                   InFlightLimits& limits, std::string peer)
+    : socket_(std::move(socket)),
+      registry_(registry),
+      limits_(limits),
+      peer_(std::move(peer)),
+      writer_wakeup_(socket_.get_executor()),
+      budget_wakeup_(socket_.get_executor()) {}
+
+asio::awaitable<void> ClientConnection::Run() {
+  auto self = shared_from_this();  // alive until every coroutine and callback is done
+  Status status = co_await Negotiate(socket_, registry_, &negotiated_);
+  if (!status.ok()) {
+    LOG_INFO("client %s: handshake ended: %s", peer_.c_str(), status.message().c_str());
+    asio::error_code ignored;
+    socket_.close(ignored);
+    co_return;
+  }
+  LOG_INFO("client %s: connected to volume %s (%s replies)", peer_.c_str(),
+           negotiated_.volume->name().c_str(),
+           negotiated_.structured_replies ? "structured" : "simple");
+  asio::co_spawn(socket_.get_executor(), self->WriteReplies(), asio::detached);
+  status = co_await ReadRequests();
+  reading_done_ = true;
+  writer_wakeup_.cancel();
+  if (status.err() == EPROTO) {
+    // A protocol violation leaves the stream unparseable: hang up now.
+    LOG_WARNING("client %s: %s; disconnecting", peer_.c_str(), status.message().c_str());
+    broken_ = true;
+    asio::error_code ignored;
+    socket_.close(ignored);
+  } else if (!status.ok()) {
+    LOG_INFO("client %s: %s", peer_.c_str(), status.message().c_str());
+  }
+}
+
+asio::awaitable<Status> ClientConnection::ReadRequests() {
+  uint8_t raw[RequestHeader::kSize];
+  while (!reading_done_ && !broken_) {
+    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket_, raw, sizeof raw, "request header"));
+    DST_CO_RETURN_IF_ERROR(co_await HandleRequest(raw));
+  }
+  co_return Status::Ok();
+}
+
+asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_header) {
+  auto request = std::make_shared<Request>();
+  request->header = RequestHeader::Decode(raw_header);
+  const RequestHeader& h = request->header;
+  if (h.magic != kRequestMagic) co_return Status::Error(EPROTO, "bad request magic");
+  if (h.type == kCmdDisc) {
+    reading_done_ = true;  // answer what is in flight, then close
+    co_return Status::Ok();
+  }
+  ++requests_in_flight_;
+  const int err = Validate(*request);
+  if (h.type == kCmdWrite) {
+    if (err != 0) {
+      // Refused, but its payload is on the wire: drain it to stay in sync.
+      DST_CO_RETURN_IF_ERROR(co_await Discard(socket_, h.length, "refused write payload"));
+      Complete(*request, err);
+      co_return Status::Ok();
+    }
+    co_await WaitForBudget(h.length);
+    request->accounted = h.length;
+    request->buffer.resize(h.length);
+    DST_CO_RETURN_IF_ERROR(
+        co_await ReadExact(socket_, request->buffer.data(), h.length, "write payload"));
+  } else if (err != 0) {
+    Complete(*request, err);
+    co_return Status::Ok();
+  } else if (h.type == kCmdRead) {
+    co_await WaitForBudget(h.length);
+    request->accounted = h.length;
+    request->buffer.resize(h.length);
+  }
+  Start(std::move(request));
+  co_return Status::Ok();
+}
+
+int ClientConnection::Validate(const Request& request) const {
+  const RequestHeader& h = request.header;
+  const volume::Volume& vol = *negotiated_.volume;
+  const auto& caps = vol.capabilities();
+  if (!IsKnownCommand(h.type) || (h.flags & ~AllowedFlags(h.type))) return EINVAL;
+  if ((h.flags & kCmdFlagDf) && !negotiated_.structured_replies) return EINVAL;
+  if ((h.flags & kCmdFlagFastZero) && !caps.can_fast_zero) return EINVAL;
+  if (h.type == kCmdTrim && !caps.can_trim) return EINVAL;
+  if (h.type == kCmdCache && !caps.can_cache) return EINVAL;
+  if (h.type == kCmdBlockStatus && (!negotiated_.base_allocation || h.length == 0)) return EINVAL;
+  if (Modifies(h.type) && caps.read_only) return EPERM;
+  if (h.type == kCmdFlush) return 0;
+  if (h.offset > vol.size() || h.length > vol.size() - h.offset)
+    return h.type == kCmdWrite || h.type == kCmdWriteZeroes ? ENOSPC : EINVAL;
+  if ((h.type == kCmdRead || h.type == kCmdWrite) && h.length > caps.max_payload)
+    return (h.flags & kCmdFlagDf) ? EOVERFLOW : EINVAL;
+  return 0;
+}
+
+asio::awaitable<void> ClientConnection::WaitForBudget(uint64_t bytes) {
+  // A connection with nothing in flight always gets one request through, so
+  // no client can starve; the total may thus exceed its bound by at most one
+  // maximum-sized request per connection.
+  while (bytes_in_flight_ > 0 && !broken_ &&
+         (bytes_in_flight_ + bytes > limits_.per_connection ||
+          limits_.used_total + bytes > limits_.total)) {
+    budget_wakeup_.expires_at(kForever);
+    co_await budget_wakeup_.async_wait(kAsTuple);
+  }
+  bytes_in_flight_ += bytes;
+  limits_.used_total += bytes;
+}
+
+void ClientConnection::Release(uint64_t bytes) {
+  if (bytes == 0) return;
+  bytes_in_flight_ -= bytes;
+  limits_.used_total -= bytes;
+  budget_wakeup_.cancel();
+}
+
+void ClientConnection::Start(std::shared_ptr<Request> request) {
+  const RequestHeader& h = request->header;
+  volume::Volume& vol = *negotiated_.volume;
+  if (h.length == 0 && h.type != kCmdFlush) {
+    Complete(*request, 0);  // nothing to do, and members may reject empty I/O
+    return;
+  }
+  auto self = shared_from_this();
+  auto done = [self, request](int err) { self->Complete(*request, err); };
+  switch (h.type) {
+    case kCmdRead:
+      vol.Read(h.offset, h.length, request->buffer.data(), [self, request](int err) {
+        self->Complete(*request, err, std::move(request->buffer));
+      });
+      break;
+    case kCmdWrite:
+      vol.Write(h.offset, h.length, request->buffer.data(), h.flags & kCmdFlagFua, done);
+      break;
+    case kCmdFlush:
+      vol.Flush(done);
+      break;
+    case kCmdTrim:
+      vol.Trim(h.offset, h.length, h.flags & kCmdFlagFua, done);
+      break;
+    case kCmdWriteZeroes:
+      vol.Zero(h.offset, h.length, !(h.flags & kCmdFlagNoHole), h.flags & kCmdFlagFastZero,
+               h.flags & kCmdFlagFua, done);
+      break;
+    case kCmdCache:
+      vol.Cache(h.offset, h.length, done);
+      break;
+    case kCmdBlockStatus:
+      vol.BlockStatus(h.offset, h.length,
+                      [self, request](int err, std::vector<volume::AllocationExtent> extents) {
+                        self->CompleteBlockStatus(*request, err, std::move(extents));
+                      });
+      break;
+  }
+}
+
+void ClientConnection::Complete(const Request& request, int err, std::vector<uint8_t> data) {
+  const RequestHeader& h = request.header;
+  if (err != 0)
+    LOG_DEBUG("client %s: %s offset %llu length %u: %s", peer_.c_str(), CommandName(h.type),
+              static_cast<unsigned long long>(h.offset), h.length, std::strerror(err));
+  Reply reply = MakeReply(request, err, std::move(data));
+  reply.accounted = request.accounted;
+  Queue(std::move(reply));
+}
+
+ClientConnection::Reply ClientConnection::MakeReply(const Request& request, int err,
+                                                    std::vector<uint8_t> data) const {
+  const RequestHeader& h = request.header;
+  const uint32_t nbd_error = ErrnoToNbdError(err, h.flags);
+  const bool with_data = nbd_error == 0 && h.type == kCmdRead && h.length > 0;
+  Reply reply;
+  if (!negotiated_.structured_replies) {
+    reply.header.resize(SimpleReply::kSize);
+    SimpleReply{kSimpleReplyMagic, nbd_error, h.cookie}.Encode(reply.header.data());
+    if (with_data) reply.data = std::move(data);
+    return reply;
+  }
+  StructuredReplyHeader chunk{kStructuredReplyMagic, kReplyFlagDone, kReplyTypeNone, h.cookie, 0};
+  std::vector<uint8_t> payload;
+  if (nbd_error != 0) {
+    const char* message = std::strerror(err);
+    chunk.type = kReplyTypeError;
+    AppendU32(payload, nbd_error);
+    const uint16_t length = static_cast<uint16_t>(std::strlen(message));
+    payload.resize(payload.size() + 2);
+    StoreBE16(payload.data() + 4, length);
+    payload.insert(payload.end(), message, message + length);
+  } else if (with_data) {
+    chunk.type = kReplyTypeOffsetData;
+    payload.resize(8);
+    StoreBE64(payload.data(), h.offset);
+    reply.data = std::move(data);
+  }
+  chunk.length = static_cast<uint32_t>(payload.size() + reply.data.size());
+  reply.header.resize(StructuredReplyHeader::kSize);
+  chunk.Encode(reply.header.data());
+  reply.header.insert(reply.header.end(), payload.begin(), payload.end());
+  return reply;
+}
+
+void ClientConnection::CompleteBlockStatus(const Request& request, int err,
+                                           std::vector<volume::AllocationExtent> extents) {
+  if (err == 0 && extents.empty()) err = EIO;  // a member answered nothing at all
+  if (err != 0) {
+    Complete(request, err);
+    return;
+  }
+  const RequestHeader& h = request.header;
+  std::vector<uint8_t> payload;
+  AppendU32(payload, kBaseAllocationId);
+  for (const auto& e : extents) {
+    AppendU32(payload, static_cast<uint32_t>(e.length));  // <= the request's u32 length
+    AppendU32(payload, e.flags);
+    if (h.flags & kCmdFlagReqOne) break;
+  }
+  StructuredReplyHeader chunk{kStructuredReplyMagic, kReplyFlagDone, kReplyTypeBlockStatus,
+                              h.cookie, static_cast<uint32_t>(payload.size())};
+  Reply reply;
+  reply.header.resize(StructuredReplyHeader::kSize);
+  chunk.Encode(reply.header.data());
+  reply.data = std::move(payload);
+  Queue(std::move(reply));
+}
+
+void ClientConnection::Queue(Reply reply) {
+  replies_.push_back(std::move(reply));
+  writer_wakeup_.cancel();
+}
+
+asio::awaitable<void> ClientConnection::WriteReplies() {
+  auto self = shared_from_this();
+  std::vector<Reply> batch;
+  std::vector<asio::const_buffer> buffers;
+  while (!broken_) {
+    if (replies_.empty()) {
+      if (reading_done_ && requests_in_flight_ == 0) break;
+      writer_wakeup_.expires_at(kForever);
+      co_await writer_wakeup_.async_wait(kAsTuple);
+      continue;
+    }
+    // Everything queued goes out in one gathered write.
+    batch.clear();
+    buffers.clear();
+    while (!replies_.empty()) {
+      batch.push_back(std::move(replies_.front()));
+      replies_.pop_front();
+    }
+    for (const Reply& r : batch) {
+      buffers.push_back(asio::buffer(r.header));
+      if (!r.data.empty()) buffers.push_back(asio::buffer(r.data));
+    }
+    const Status status = co_await WriteAll(socket_, buffers, "reply");
+    for (const Reply& r : batch)
+      Release(r.accounted);
+    requests_in_flight_ -= batch.size();
+    if (!status.ok()) {
+      LOG_INFO("client %s: %s", peer_.c_str(), status.message().c_str());
+      broken_ = true;
+    }
+  }
+  asio::error_code ignored;
+  socket_.shutdown(Socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  budget_wakeup_.cancel();
+  LOG_INFO("client %s: disconnected", peer_.c_str());
+}
+
+}  // namespace dst::server

@@ -1,0 +1,76 @@
+// ClientConnection: one client, from handshake to close. After the handshake
+// a reader coroutine takes requests off the socket and starts them on the
+// volume, many at once; replies are queued as requests complete, in
+// completion order, and a single writer coroutine sends them, gathering
+// header and data into one write. DISC stops the reader, lets every request
+// in flight finish and be answered, then closes.
+//
+// Bad requests get the error the NBD spec names (EINVAL, ENOSPC, EPERM,
+// EOVERFLOW only with DF); a write's payload is always drained so the
+// connection stays in sync. Bytes in flight are bounded per connection and
+// in total (InFlightLimits); when a bound is reached the reader pauses.
+//
+// Threading: everything on the single event-loop thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "aggregator/server/export_registry.h"
+#include "aggregator/server/handshake.h"
+#include "aggregator/server/socket.h"
+
+namespace dst::server {
+
+// Limits on request data held in memory, shared by all connections.
+struct InFlightLimits {
+  uint64_t per_connection = 64u << 20;
+  uint64_t total = 512u << 20;
+  uint64_t used_total = 0;  // current total, maintained by the connections
+};
+
+class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
+ public:
+  ClientConnection(Socket socket, const ExportRegistry& registry, InFlightLimits& limits,
+                   std::string peer);
+  // Runs the whole connection; spawn it with co_spawn.
+  asio::awaitable<void> Run();
+
+ private:
+  struct Reply {
+    std::vector<uint8_t> header;
+    std::vector<uint8_t> data;
+    uint64_t accounted = 0;  // bytes to release from the in-flight budget once sent
+  };
+  struct Request;
+
+  asio::awaitable<Status> ReadRequests();
+  asio::awaitable<void> WriteReplies();
+  asio::awaitable<Status> HandleRequest(const uint8_t* raw_header);
+  int Validate(const Request& request) const;
+  asio::awaitable<void> WaitForBudget(uint64_t bytes);
+  void Start(std::shared_ptr<Request> request);
+  void Complete(const Request& request, int err, std::vector<uint8_t> data = {});
+  void CompleteBlockStatus(const Request& request, int err,
+                           std::vector<volume::AllocationExtent> extents);
+  void Queue(Reply reply);
+  void Release(uint64_t bytes);
+  Reply MakeReply(const Request& request, int err, std::vector<uint8_t> data) const;
+
+  Socket socket_;
+  const ExportRegistry& registry_;
+  InFlightLimits& limits_;
+  std::string peer_;
+  Negotiated negotiated_;
+  std::deque<Reply> replies_;
+  asio::steady_timer writer_wakeup_;
+  asio::steady_timer budget_wakeup_;
+  uint64_t bytes_in_flight_ = 0;
+  size_t requests_in_flight_ = 0;
+  bool reading_done_ = false;
+  bool broken_ = false;  // the socket failed: stop writing
+};
+
+}  // namespace dst::server

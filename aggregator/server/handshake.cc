@@ -1,0 +1,309 @@
+#include "aggregator/server/handshake.h"
+
+#include <cerrno>
+#include <vector>
+
+#include "common/log.h"
+#include "common/nbd_protocol.h"
+
+namespace dst::server {
+
+using namespace dst::nbd;
+
+namespace {
+
+// A parser over an option's payload that never reads past its end.
+class PayloadReader {
+ public:
+  explicit PayloadReader(const std::vector<uint8_t>& data) : data_(data) {}
+  bool U16(uint16_t* v) { return Take(2) ? (*v = LoadBE16(last_), true) : false; }
+  bool U32(uint32_t* v) { return Take(4) ? (*v = LoadBE32(last_), true) : false; }
+  bool String(uint32_t length, std::string* s) {
+    if (length > kMaxStringLength || !Take(length)) return false;
+    s->assign(reinterpret_cast<const char*>(last_), length);
+    return true;
+  }
+  bool AtEnd() const { return pos_ == data_.size(); }
+
+ private:
+  bool Take(size_t n) {
+    if (data_.size() - pos_ < n) return false;
+    last_ = data_.data() + pos_;
+    pos_ += n;
+    return true;
+  }
+  const std::vector<uint8_t>& data_;
+  size_t pos_ = 0;
+  const uint8_t* last_ = nullptr;
+};
+
+void AppendU16(std::vector<uint8_t>& v, uint16_t x) {
+  v.resize(v.size() + 2);
+  StoreBE16(v.data() + v.size() - 2, x);
+}
+void AppendU32(std::vector<uint8_t>& v, uint32_t x) {
+  v.resize(v.size() + 4);
+  StoreBE32(v.data() + v.size() - 4, x);
+}
+void AppendU64(std::vector<uint8_t>& v, uint64_t x) {
+  v.resize(v.size() + 8);
+  StoreBE64(v.data() + v.size() - 8, x);
+}
+void AppendString(std::vector<uint8_t>& v, const std::string& s) {
+  v.insert(v.end(), s.begin(), s.end());
+}
+
+// One handshake: the state of the option haggling on one connection.
+class Handshake {
+ public:
+  Handshake(Socket& socket, const ExportRegistry& registry, Negotiated* out)
+      : socket_(socket), registry_(registry), out_(out) {}
+
+  asio::awaitable<Status> Run() {
+    DST_CO_RETURN_IF_ERROR(co_await Greet());
+    for (int count = 0; count < kMaxOptions; ++count) {
+      OptionHeader header;
+      DST_CO_RETURN_IF_ERROR(co_await ReadOptionHeader(&header));
+      option_ = header.option;
+      bool done = false;
+      DST_CO_RETURN_IF_ERROR(co_await HandleOption(header.length, &done));
+      if (done) co_return Status::Ok();
+    }
+    co_return Status::Error(EPROTO, "more than " + std::to_string(kMaxOptions) + " options");
+  }
+
+ private:
+  asio::awaitable<Status> Greet() {
+    uint8_t hello[18];
+    StoreBE64(hello, kNbdMagic);
+    StoreBE64(hello + 8, kIHaveOpt);
+    StoreBE16(hello + 16, kFlagFixedNewstyle | kFlagNoZeroes);
+    DST_CO_RETURN_IF_ERROR(co_await WriteAll(socket_, asio::buffer(hello), "handshake"));
+    uint8_t flags[4];
+    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket_, flags, 4, "client flags"));
+    client_flags_ = LoadBE32(flags);
+    // Unknown client flags: the spec says to close the connection.
+    if (client_flags_ & ~kClientFlagsKnown)
+      co_return Status::Error(EPROTO, "unknown client flags " + std::to_string(client_flags_));
+    if (!(client_flags_ & kClientFlagFixedNewstyle))
+      co_return Status::Error(EPROTO, "client does not speak fixed newstyle");
+    co_return Status::Ok();
+  }
+
+  asio::awaitable<Status> ReadOptionHeader(OptionHeader* header) {
+    uint8_t raw[OptionHeader::kSize];
+    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket_, raw, sizeof raw, "option header"));
+    *header = OptionHeader::Decode(raw);
+    if (header->magic != kIHaveOpt) co_return Status::Error(EPROTO, "bad option magic");
+    co_return Status::Ok();
+  }
+
+  asio::awaitable<Status> HandleOption(uint32_t length, bool* done) {
+    if (length > kMaxOptionLength) {
+      // EXPORT_NAME has no error reply: the only answer is to hang up.
+      if (option_ == kOptExportName) co_return Status::Error(EPROTO, "export name too long");
+      DST_CO_RETURN_IF_ERROR(co_await Discard(socket_, length, "oversized option"));
+      co_return co_await ReplyError(kRepErrTooBig, "option too long");
+    }
+    payload_.resize(length);
+    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket_, payload_.data(), length, "option data"));
+    switch (option_) {
+      case kOptExportName:
+        co_return co_await ExportName(done);
+      case kOptAbort:
+        (void)co_await Reply(kRepAck, {});  // best effort: the client may already be gone
+        co_return Status::Error(ESHUTDOWN, "client sent NBD_OPT_ABORT");
+      case kOptList:
+        co_return co_await List();
+      case kOptStructuredReply:
+        co_return co_await StructuredReply();
+      case kOptInfo:
+        co_return co_await InfoOrGo(false, done);
+      case kOptGo:
+        co_return co_await InfoOrGo(true, done);
+      case kOptListMetaContext:
+        co_return co_await MetaContext(false);
+      case kOptSetMetaContext:
+        co_return co_await MetaContext(true);
+      default:
+        co_return co_await ReplyError(kRepErrUnsup,
+                                      std::string(OptionName(option_)) + " not supported");
+    }
+  }
+
+  asio::awaitable<Status> Reply(uint32_t type, const std::vector<uint8_t>& data) {
+    OptionReplyHeader header{kOptionReplyMagic, option_, type, static_cast<uint32_t>(data.size())};
+    const auto raw = header.Encode();
+    const std::array<asio::const_buffer, 2> buffers{asio::buffer(raw), asio::buffer(data)};
+    co_return co_await WriteAll(socket_, buffers, "option reply");
+  }
+
+  asio::awaitable<Status> ReplyError(uint32_t type, const std::string& message) {
+    LOG_DEBUG("handshake: %s: %s", OptionName(option_), message.c_str());
+    co_return co_await Reply(type, std::vector<uint8_t>(message.begin(), message.end()));
+  }
+
+  asio::awaitable<Status> ExportName(bool* done) {
+    const std::string name(payload_.begin(), payload_.end());
+    volume::Volume* vol = registry_.Find(name);
+    // The spec leaves no error reply for EXPORT_NAME: unknown names hang up.
+    if (!vol) co_return Status::Error(ENOENT, "unknown export '" + name + "'");
+    out_->volume = vol;
+    out_->transmission_flags = TransmissionFlags(*vol, out_->structured_replies);
+    std::vector<uint8_t> reply;
+    AppendU64(reply, vol->size());
+    AppendU16(reply, out_->transmission_flags);
+    if (!(client_flags_ & kClientFlagNoZeroes)) reply.resize(reply.size() + kExportNameZeroPadding);
+    *done = true;
+    co_return co_await WriteAll(socket_, asio::buffer(reply), "export name reply");
+  }
+
+  asio::awaitable<Status> List() {
+    if (!payload_.empty()) co_return co_await ReplyError(kRepErrInvalid, "LIST takes no data");
+    for (const volume::Volume* vol : registry_.volumes()) {
+      std::vector<uint8_t> entry;
+      AppendU32(entry, static_cast<uint32_t>(vol->name().size()));
+      AppendString(entry, vol->name());
+      AppendString(entry, vol->description());
+      DST_CO_RETURN_IF_ERROR(co_await Reply(kRepServer, entry));
+    }
+    co_return co_await Reply(kRepAck, {});
+  }
+
+  asio::awaitable<Status> StructuredReply() {
+    if (!payload_.empty())
+      co_return co_await ReplyError(kRepErrInvalid, "STRUCTURED_REPLY takes no data");
+    if (out_->structured_replies)
+      co_return co_await ReplyError(kRepErrInvalid, "structured replies already negotiated");
+    out_->structured_replies = true;
+    co_return co_await Reply(kRepAck, {});
+  }
+
+  asio::awaitable<Status> InfoOrGo(bool go, bool* done) {
+    PayloadReader in(payload_);
+    uint32_t name_length;
+    std::string name;
+    uint16_t request_count;
+    std::vector<uint16_t> requests;
+    bool valid = in.U32(&name_length) && in.String(name_length, &name) && in.U16(&request_count);
+    for (uint16_t i = 0; valid && i < request_count; ++i) {
+      uint16_t type;
+      valid = in.U16(&type);
+      requests.push_back(type);
+    }
+    if (!valid || !in.AtEnd()) co_return co_await ReplyError(kRepErrInvalid, "malformed request");
+    volume::Volume* vol = registry_.Find(name);
+    if (!vol) co_return co_await ReplyError(kRepErrUnknown, "unknown export '" + name + "'");
+    DST_CO_RETURN_IF_ERROR(co_await SendInfo(*vol, name, requests));
+    DST_CO_RETURN_IF_ERROR(co_await Reply(kRepAck, {}));
+    if (go) {
+      out_->volume = vol;
+      out_->transmission_flags = TransmissionFlags(*vol, out_->structured_replies);
+      *done = true;
+    }
+    co_return Status::Ok();
+  }
+
+  asio::awaitable<Status> SendInfo(const volume::Volume& vol, const std::string& asked,
+                                   const std::vector<uint16_t>& requests) {
+    std::vector<uint8_t> info;
+    AppendU16(info, kInfoExport);
+    AppendU64(info, vol.size());
+    AppendU16(info, TransmissionFlags(vol, out_->structured_replies));
+    DST_CO_RETURN_IF_ERROR(co_await Reply(kRepInfo, info));
+    for (uint16_t type : requests) {
+      info.clear();
+      AppendU16(info, type);
+      if (type == kInfoName && asked != vol.name())
+        AppendString(info, vol.name());
+      else if (type == kInfoDescription && !vol.description().empty())
+        AppendString(info, vol.description());
+      else
+        continue;
+      DST_CO_RETURN_IF_ERROR(co_await Reply(kRepInfo, info));
+    }
+    // Block sizes are sent unasked: clients that honour them avoid members'
+    // read-modify-write and never exceed what a member accepts.
+    const auto& caps = vol.capabilities();
+    info.clear();
+    AppendU16(info, kInfoBlockSize);
+    AppendU32(info, caps.min_block);
+    AppendU32(info, caps.preferred_block);
+    AppendU32(info, caps.max_payload);
+    co_return co_await Reply(kRepInfo, info);
+  }
+
+  asio::awaitable<Status> MetaContext(bool set) {
+    PayloadReader in(payload_);
+    uint32_t name_length, query_count;
+    std::string name;
+    std::vector<std::string> queries;
+    bool valid = in.U32(&name_length) && in.String(name_length, &name) && in.U32(&query_count) &&
+                 query_count <= payload_.size() / 4;
+    for (uint32_t i = 0; valid && i < query_count; ++i) {
+      uint32_t length;
+      std::string query;
+      valid = in.U32(&length) && in.String(length, &query);
+      queries.push_back(std::move(query));
+    }
+    if (!valid || !in.AtEnd()) co_return co_await ReplyError(kRepErrInvalid, "malformed request");
+    if (set && !out_->structured_replies)
+      co_return co_await ReplyError(kRepErrInvalid, "SET_META_CONTEXT needs structured replies");
+    if (!registry_.Find(name))
+      co_return co_await ReplyError(kRepErrUnknown, "unknown export '" + name + "'");
+    bool selected = false;
+    for (const std::string& q : queries) {
+      if (q == kBaseAllocationContext || (!set && q == "base:")) selected = true;
+    }
+    if (queries.empty() && !set) selected = true;  // LIST with no query lists all
+    if (selected) {
+      std::vector<uint8_t> context;
+      AppendU32(context, kBaseAllocationId);
+      AppendString(context, kBaseAllocationContext);
+      DST_CO_RETURN_IF_ERROR(co_await Reply(kRepMetaContext, context));
+    }
+    if (set) out_->base_allocation = selected;
+    co_return co_await Reply(kRepAck, {});
+  }
+
+  Socket& socket_;
+  const ExportRegistry& registry_;
+  Negotiated* out_;
+  uint32_t client_flags_ = 0;
+  uint32_t option_ = 0;
+  std::vector<uint8_t> payload_;
+};
+
+}  // namespace
+
+asio::awaitable<Status> Discard(Socket& socket, uint64_t size, const char* context) {
+  std::array<uint8_t, 64 * 1024> sink;
+  while (size > 0) {
+    const size_t n = std::min<uint64_t>(size, sink.size());
+    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket, sink.data(), n, context));
+    size -= n;
+  }
+  co_return Status::Ok();
+}
+
+uint16_t TransmissionFlags(const volume::Volume& volume, bool structured_replies) {
+  const auto& caps = volume.capabilities();
+  // FLUSH reaches every member and completes after all of them, so it is a
+  // barrier across connections: multi-conn is safe to advertise.
+  uint16_t flags =
+      kFlagHasFlags | kFlagSendFlush | kFlagSendFua | kFlagSendWriteZeroes | kFlagCanMultiConn;
+  if (caps.read_only) flags |= kFlagReadOnly;
+  if (caps.can_trim) flags |= kFlagSendTrim;
+  if (caps.can_fast_zero) flags |= kFlagSendFastZero;
+  if (caps.can_cache) flags |= kFlagSendCache;
+  // Reads are always answered in one chunk, so "don't fragment" holds.
+  if (structured_replies) flags |= kFlagSendDf;
+  return flags;
+}
+
+asio::awaitable<Status> Negotiate(Socket& socket, const ExportRegistry& registry, Negotiated* out) {
+  Handshake handshake(socket, registry, out);
+  co_return co_await handshake.Run();
+}
+
+}  // namespace dst::server

@@ -1,0 +1,40 @@
+// The fixed-newstyle NBD handshake, server side: greets the client, answers
+// options (GO, INFO, EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY, LIST_ and
+// SET_META_CONTEXT with base:allocation; ERR_UNSUP for the rest) and ends
+// when the client has chosen a volume or gone away.
+//
+// Every length from the client is checked before it is used; option count
+// and sizes are bounded, so that a client cannot make the server buffer more
+// than kMaxOptionLength at a time.
+//
+// Threading: a coroutine on the connection's event loop.
+#pragma once
+
+#include <cstdint>
+
+#include "aggregator/server/export_registry.h"
+#include "aggregator/server/socket.h"
+
+namespace dst::server {
+
+// What the handshake agreed on, for the transmission phase.
+struct Negotiated {
+  volume::Volume* volume = nullptr;
+  uint16_t transmission_flags = 0;
+  bool structured_replies = false;
+  bool base_allocation = false;  // meta context kBaseAllocationId selected
+};
+
+inline constexpr uint32_t kBaseAllocationId = 1;
+// More options than this in one handshake is not a client, it is a loop.
+inline constexpr int kMaxOptions = 1024;
+
+// Returns OK with out->volume set when transmission should start; an error
+// (logged by the caller) when the connection must be closed, including a
+// client's NBD_OPT_ABORT (ESHUTDOWN).
+asio::awaitable<Status> Negotiate(Socket& socket, const ExportRegistry& registry, Negotiated* out);
+
+// The transmission flags of a volume as this connection sees it.
+uint16_t TransmissionFlags(const volume::Volume& volume, bool structured_replies);
+
+}  // namespace dst::server

@@ -1,0 +1,105 @@
+#include "aggregator/server/listener.h"
+
+#include <unistd.h>
+
+#include <charconv>
+
+#include "common/log.h"
+
+namespace dst::server {
+
+namespace {
+
+Status ParseHostPort(const std::string& text, asio::ip::tcp::endpoint* out) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos)
+    return Status::Invalid("--listen " + text + ": expected HOST:PORT");
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  const std::string port_text = text.substr(colon + 1);
+  unsigned port = 0;
+  auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || port > 65535)
+    return Status::Invalid("--listen " + text + ": bad port '" + port_text + "'");
+  asio::error_code aec;
+  const auto address = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, aec);
+  if (aec) return Status::Invalid("--listen " + text + ": bad address '" + host + "'");
+  *out = asio::ip::tcp::endpoint(address, static_cast<uint16_t>(port));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status Listener::ListenTcp(const std::string& host_port) {
+  asio::ip::tcp::endpoint endpoint;
+  DST_RETURN_IF_ERROR(ParseHostPort(host_port, &endpoint));
+  auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(io_);
+  asio::error_code ec;
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::Error(ec.value(), "listen on " + host_port + ": " + ec.message());
+  tcp_ = std::move(acceptor);
+  asio::co_spawn(io_, AcceptTcp(), asio::detached);
+  return Status::Ok();
+}
+
+Status Listener::ListenUnix(const std::string& path) {
+  ::unlink(path.c_str());
+  auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
+  asio::error_code ec;
+  const asio::local::stream_protocol::endpoint endpoint(path);
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::Error(ec.value(), "listen on " + path + ": " + ec.message());
+  unix_ = std::move(acceptor);
+  asio::co_spawn(io_, AcceptUnix(), asio::detached);
+  return Status::Ok();
+}
+
+void Listener::Close() {
+  asio::error_code ignored;
+  if (tcp_) tcp_->close(ignored);
+  if (unix_) unix_->close(ignored);
+}
+
+void Listener::Spawn(Socket socket, std::string peer) {
+  auto connection =
+      std::make_shared<ClientConnection>(std::move(socket), registry_, limits_, std::move(peer));
+  asio::co_spawn(io_, connection->Run(), asio::detached);
+}
+
+asio::awaitable<void> Listener::AcceptTcp() {
+  while (tcp_ && tcp_->is_open()) {
+    asio::ip::tcp::socket socket(io_);
+    auto [ec] = co_await tcp_->async_accept(socket, kAsTuple);
+    if (ec == asio::error::operation_aborted) break;
+    if (ec) {
+      LOG_WARNING("accept: %s", ec.message().c_str());  // e.g. EMFILE: keep serving others
+      continue;
+    }
+    asio::error_code ignored;
+    socket.set_option(asio::ip::tcp::no_delay(true), ignored);  // replies are small and urgent
+    const auto remote = socket.remote_endpoint(ignored);
+    std::string peer = remote.address().to_string() + ":" + std::to_string(remote.port());
+    Spawn(Socket(std::move(socket)), std::move(peer));
+  }
+}
+
+asio::awaitable<void> Listener::AcceptUnix() {
+  while (unix_ && unix_->is_open()) {
+    asio::local::stream_protocol::socket socket(io_);
+    auto [ec] = co_await unix_->async_accept(socket, kAsTuple);
+    if (ec == asio::error::operation_aborted) break;
+    if (ec) {
+      LOG_WARNING("accept: %s", ec.message().c_str());
+      continue;
+    }
+    Spawn(Socket(std::move(socket)), "unix");
+  }
+}
+
+}  // namespace dst::server

@@ -1,0 +1,39 @@
+// Listeners: accept clients on TCP and Unix sockets and run a
+// ClientConnection for each. Binding happens in Listen*(), synchronously at
+// start-up, so that a busy port is reported before serving begins.
+//
+// Threading: the accept loops run on the event loop.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "aggregator/server/connection.h"
+
+namespace dst::server {
+
+class Listener {
+ public:
+  Listener(asio::io_context& io, const ExportRegistry& registry, InFlightLimits& limits)
+      : io_(io), registry_(registry), limits_(limits) {}
+
+  // "HOST:PORT" or "[V6]:PORT".
+  Status ListenTcp(const std::string& host_port);
+  // Replaces a stale socket file left by a previous run.
+  Status ListenUnix(const std::string& path);
+  // Stops accepting; connections already open go on.
+  void Close();
+
+ private:
+  asio::awaitable<void> AcceptTcp();
+  asio::awaitable<void> AcceptUnix();
+  void Spawn(Socket socket, std::string peer);
+
+  asio::io_context& io_;
+  const ExportRegistry& registry_;
+  InFlightLimits& limits_;
+  std::unique_ptr<asio::ip::tcp::acceptor> tcp_;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> unix_;
+};
+
+}  // namespace dst::server

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The main job on local defaults: builds dst, starts an export node (nbdkit
-# with the dst plugin) on a temporary file, and has real NBD clients write
-# data through it and read it back. Everything it starts is stopped on exit.
+# The main job on local defaults: builds dst, starts three export nodes
+# (nbdkit with the dst plugin) on temporary files, an aggregator striping
+# them into one volume, and has real NBD clients write data through the
+# volume and read it back. Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/build.sh
 plugin=$PWD/build/nbdkit-plugin/nbdkit-dst-plugin.so
+aggregator=$PWD/build/aggregator/dst-aggregator
 work=$(mktemp -d /tmp/dst-demo.XXXXXX)
 pids=()
 cleanup() {
@@ -17,25 +19,42 @@ cleanup() {
 trap cleanup EXIT
 
 step() { printf '\n== %s\n' "$*"; }
+wait_for() { for _ in $(seq 100); do [[ -e $1 ]] && return 0; sleep 0.1; done; echo "timed out waiting for $1" >&2; return 1; }
 
-step "export node: nbdkit + dst plugin serving $work/disk0.img (64 MiB, sparse)"
-nbdkit -f --exit-with-parent -U "$work/node0.sock" -P "$work/node0.pid" "$plugin" \
-  file="$work/disk0.img" size=64M name=disk0 description="demo disk" &
+step "export nodes: nbdkit + dst plugin on three 32 MiB sparse files"
+members=()
+for i in 0 1 2; do
+  nbdkit -f --exit-with-parent -U "$work/node$i.sock" -P "$work/node$i.pid" "$plugin" \
+    file="$work/disk$i.img" size=32M name=disk$i description="demo disk $i" &
+  pids+=($!)
+  members+=("nbd+unix:///disk$i?socket=$work/node$i.sock")
+done
+for i in 0 1 2; do wait_for "$work/node$i.pid"; done
+printf '%s\n' "${members[@]}"
+
+step "aggregator: volume vol0 striped over the three nodes (64 KiB chunks)"
+"$aggregator" serve --raw --layout stripe --chunk 64K --name vol0 \
+  --description "demo volume" --unix "$work/agg.sock" "${members[@]}" 2>"$work/agg.log" &
 pids+=($!)
-for _ in $(seq 100); do [[ -s $work/node0.pid ]] && break; sleep 0.1; done
-uri="nbd+unix:///disk0?socket=$work/node0.sock"
-nbdinfo --list "nbd+unix:///?socket=$work/node0.sock"
+wait_for "$work/agg.sock"
+sleep 0.2
+cat "$work/agg.log"
+uri="nbd+unix:///vol0?socket=$work/agg.sock"
+nbdinfo "$uri" | grep -E 'export=|description|export-size|can_multi_conn|is_read_only'
 
-step "write 16 MiB of random data with nbdcopy, read it back, compare"
-head -c 16M /dev/urandom >"$work/in.bin"
+step "write 48 MiB of random data with nbdcopy, read it back, compare"
+head -c 48M /dev/urandom >"$work/in.bin"
 nbdcopy --flush "$work/in.bin" "$uri"
 nbdcopy "$uri" "$work/out.bin"
-head -c 16M "$work/out.bin" | sha256sum | sed "s|-|read back (first 16 MiB)|"
+head -c 48M "$work/out.bin" | sha256sum | sed "s|-|read back (first 48 MiB)|"
 sha256sum <"$work/in.bin" | sed "s|-|written|"
-cmp -n 16M "$work/in.bin" "$work/out.bin"
+cmp -n 48M "$work/in.bin" "$work/out.bin"
 echo "data read back equals data written"
 
-step "allocation map (16 MiB data, the rest a hole)"
+step "the second 64 KiB chunk of the volume is the first chunk of disk1"
+cmp -n 64K -i 64K:0 "$work/in.bin" "$work/disk1.img" && echo "stripe mapping as expected"
+
+step "allocation map of the volume (48 MiB data, the rest a hole)"
 nbdinfo --map "$uri"
 echo
 echo "demo OK"

@@ -41,8 +41,8 @@ Status Listener::ListenTcp(const std::string& host_port) {
   if (!ec) acceptor->bind(endpoint, ec);
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::Error(ec.value(), "listen on " + host_port + ": " + ec.message());
-  tcp_ = std::move(acceptor);
-  asio::co_spawn(io_, AcceptTcp(), asio::detached);
+  tcp_.push_back(std::move(acceptor));
+  asio::co_spawn(io_, AcceptTcp(*tcp_.back()), asio::detached);
   return Status::Ok();
 }
 
@@ -55,15 +55,17 @@ Status Listener::ListenUnix(const std::string& path) {
   if (!ec) acceptor->bind(endpoint, ec);
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::Error(ec.value(), "listen on " + path + ": " + ec.message());
-  unix_ = std::move(acceptor);
-  asio::co_spawn(io_, AcceptUnix(), asio::detached);
+  unix_.push_back(std::move(acceptor));
+  asio::co_spawn(io_, AcceptUnix(*unix_.back()), asio::detached);
   return Status::Ok();
 }
 
 void Listener::Close() {
   asio::error_code ignored;
-  if (tcp_) tcp_->close(ignored);
-  if (unix_) unix_->close(ignored);
+  for (auto& acceptor : tcp_)
+    acceptor->close(ignored);
+  for (auto& acceptor : unix_)
+    acceptor->close(ignored);
 }
 
 void Listener::Spawn(Socket socket, std::string peer) {
@@ -72,10 +74,10 @@ void Listener::Spawn(Socket socket, std::string peer) {
   asio::co_spawn(io_, connection->Run(), asio::detached);
 }
 
-asio::awaitable<void> Listener::AcceptTcp() {
-  while (tcp_ && tcp_->is_open()) {
+asio::awaitable<void> Listener::AcceptTcp(asio::ip::tcp::acceptor& acceptor) {
+  while (acceptor.is_open()) {
     asio::ip::tcp::socket socket(io_);
-    auto [ec] = co_await tcp_->async_accept(socket, kAsTuple);
+    auto [ec] = co_await acceptor.async_accept(socket, kAsTuple);
     if (ec == asio::error::operation_aborted) break;
     if (ec) {
       LOG_WARNING("accept: %s", ec.message().c_str());  // e.g. EMFILE: keep serving others
@@ -89,10 +91,10 @@ asio::awaitable<void> Listener::AcceptTcp() {
   }
 }
 
-asio::awaitable<void> Listener::AcceptUnix() {
-  while (unix_ && unix_->is_open()) {
+asio::awaitable<void> Listener::AcceptUnix(asio::local::stream_protocol::acceptor& acceptor) {
+  while (acceptor.is_open()) {
     asio::local::stream_protocol::socket socket(io_);
-    auto [ec] = co_await unix_->async_accept(socket, kAsTuple);
+    auto [ec] = co_await acceptor.async_accept(socket, kAsTuple);
     if (ec == asio::error::operation_aborted) break;
     if (ec) {
       LOG_WARNING("accept: %s", ec.message().c_str());

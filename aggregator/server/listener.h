@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "aggregator/server/connection.h"
 
@@ -25,15 +26,16 @@ class Listener {
   void Close();
 
  private:
-  asio::awaitable<void> AcceptTcp();
-  asio::awaitable<void> AcceptUnix();
+  asio::awaitable<void> AcceptTcp(asio::ip::tcp::acceptor& acceptor);
+  asio::awaitable<void> AcceptUnix(asio::local::stream_protocol::acceptor& acceptor);
   void Spawn(Socket socket, std::string peer);
 
   asio::io_context& io_;
   const ExportRegistry& registry_;
   InFlightLimits& limits_;
-  std::unique_ptr<asio::ip::tcp::acceptor> tcp_;
-  std::unique_ptr<asio::local::stream_protocol::acceptor> unix_;
+  // One acceptor per --listen / --unix address; never moved once accepting.
+  std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> tcp_;
+  std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> unix_;
 };
 
 }  // namespace dst::server

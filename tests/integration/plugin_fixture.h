@@ -55,14 +55,20 @@ std::string LineWithAll(const std::string& text, std::initializer_list<std::stri
 
 bool Contains(std::string_view text, std::string_view needle);
 
+// "EPERM", or "success" for 0 (strerrorname_np returns null for 0).
+inline const char* ErrnoName(int err) {
+  const char* name = err == 0 ? "success" : ::strerrorname_np(err);
+  return name ? name : "unknown errno";
+}
+
 }  // namespace dst::test
 
 // Assertions on NbdStatus that print errno name and libnbd's message.
-#define DST_NBD_ASSERT(level, expr, want)                                                   \
-  do {                                                                                      \
-    const ::dst::test::NbdStatus dst_status_ = (expr);                                      \
-    level##_MESSAGE(dst_status_.err == (want),                                              \
-                    #expr " gave " << dst_status_ << ", want " << ::strerrorname_np(want)); \
+#define DST_NBD_ASSERT(level, expr, want)                                                        \
+  do {                                                                                           \
+    const ::dst::test::NbdStatus dst_status_ = (expr);                                           \
+    level##_MESSAGE(dst_status_.err == (want),                                                   \
+                    #expr " gave " << dst_status_ << ", want " << ::dst::test::ErrnoName(want)); \
   } while (0)
 #define CHECK_NBD_OK(expr) DST_NBD_ASSERT(CHECK, expr, 0)
 #define REQUIRE_NBD_OK(expr) DST_NBD_ASSERT(REQUIRE, expr, 0)

@@ -139,14 +139,7 @@ std::string AggregatorServer::stderr_text() const {
 }
 
 std::string AggregatorServer::SanitizerReports() const {
-  std::istringstream in(stderr_text());
-  std::string line, out;
-  while (std::getline(in, line)) {
-    if (line.find("Sanitizer") != std::string::npos ||
-        line.find("runtime error:") != std::string::npos)
-      out += line + "\n";
-  }
-  return out;
+  return SanitizerReportLines(stderr_text());
 }
 
 void AggregatorServer::Kill(int sig) {

@@ -283,14 +283,7 @@ std::string NbdkitServer::stderr_text() const {
 }
 
 std::string NbdkitServer::SanitizerReports() const {
-  std::istringstream in(stderr_text());
-  std::string line, out;
-  while (std::getline(in, line)) {
-    if (line.find("Sanitizer") != std::string::npos ||
-        line.find("runtime error:") != std::string::npos)
-      out += line + "\n";
-  }
-  return out;
+  return SanitizerReportLines(stderr_text());
 }
 
 int NbdkitServer::Stop(std::chrono::milliseconds timeout) {

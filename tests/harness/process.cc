@@ -173,4 +173,15 @@ CommandResult RunCommand(const Argv& argv, std::chrono::milliseconds timeout,
   return CommandResult{*code, p.stdout_text(), p.stderr_text()};
 }
 
+std::string SanitizerReportLines(const std::string& stderr_text) {
+  std::istringstream in(stderr_text);
+  std::string line, out;
+  while (std::getline(in, line)) {
+    if (line.find("Sanitizer") != std::string::npos ||
+        line.find("runtime error:") != std::string::npos)
+      out += line + "\n";
+  }
+  return out;
+}
+
 }  // namespace dst::test

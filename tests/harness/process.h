@@ -84,4 +84,8 @@ CommandResult RunCommand(const Argv& argv,
                          std::chrono::milliseconds timeout = std::chrono::seconds(30),
                          std::vector<std::string> extra_env = {});
 
+// The lines of a process's stderr that ASan, LSan or UBSan wrote, so that a
+// test can require a server to have exited without any.
+std::string SanitizerReportLines(const std::string& stderr_text);
+
 }  // namespace dst::test

@@ -829,6 +829,7 @@ TEST_CASE("fio randrw with crc32c verify, 2 jobs at depth 32") {
                      "--verify=crc32c",
                      "--do_verify=1",
                      "--verify_fatal=1",
+                     "--verify_state_save=0",
                      "--runtime=15",
                      "--output-format=normal"};
   const CommandResult r = RunCommand(argv, 40s);

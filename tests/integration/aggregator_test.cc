@@ -82,16 +82,6 @@ StartFailure ExpectAggregatorFailure(std::vector<std::string> args) {
   return AggregatorServer::StartExpectingFailure(std::move(o));
 }
 
-// Runs a tool and requires exit code 0, showing its output otherwise.
-CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout = 30s) {
-  const CommandResult r = RunCommand(argv, timeout);
-  INFO(JoinArgv(argv));
-  REQUIRE_MESSAGE(r.exit_code == 0, "exit " << r.exit_code << "\nstdout:\n"
-                                            << r.stdout_text << "\nstderr:\n"
-                                            << r.stderr_text);
-  return r;
-}
-
 // ---------------------------------------------------------------------------
 // The layout model: an implementation of the contract independent of
 // aggregator/volume/, so that both have to agree.
@@ -832,14 +822,7 @@ TEST_CASE("fio randrw with crc32c verify, 2 jobs at depth 32") {
                      "--verify_state_save=0",
                      "--runtime=15",
                      "--output-format=normal"};
-  const CommandResult r = RunCommand(argv, 40s);
-  INFO(JoinArgv(argv));
-  INFO("stdout:\n" << r.stdout_text);
-  INFO("stderr:\n" << r.stderr_text);
-  CHECK(r.exit_code == 0);
-  CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "verify:"));
-  CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "bad magic"));
-  CHECK(Contains(r.stdout_text, "err= 0"));
+  CheckFioVerified(argv, 40s);
 }
 
 TEST_SUITE_END();

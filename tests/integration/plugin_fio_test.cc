@@ -26,14 +26,7 @@ TEST_CASE("fio randrw with crc32c verify") {
                      "--verify_state_save=0",
                      "--runtime=20",
                      "--output-format=normal"};
-  const CommandResult r = RunCommand(argv, 60s);
-  INFO(JoinArgv(argv));
-  INFO("stdout:\n" << r.stdout_text);
-  INFO("stderr:\n" << r.stderr_text);
-  CHECK(r.exit_code == 0);
-  CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "verify:"));
-  CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "bad magic"));
-  CHECK(Contains(r.stdout_text, "err= 0"));
+  CheckFioVerified(argv, 60s);
 }
 
 TEST_SUITE_END();

@@ -49,4 +49,24 @@ bool Contains(std::string_view text, std::string_view needle) {
   return text.find(needle) != std::string_view::npos;
 }
 
+CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout) {
+  const CommandResult r = RunCommand(argv, timeout);
+  INFO(JoinArgv(argv));
+  REQUIRE_MESSAGE(r.exit_code == 0, "exit " << r.exit_code << "\nstdout:\n"
+                                            << r.stdout_text << "\nstderr:\n"
+                                            << r.stderr_text);
+  return r;
+}
+
+void CheckFioVerified(const Argv& argv, std::chrono::milliseconds timeout) {
+  const CommandResult r = RunCommand(argv, timeout);
+  INFO(JoinArgv(argv));
+  INFO("stdout:\n" << r.stdout_text);
+  INFO("stderr:\n" << r.stderr_text);
+  CHECK(r.exit_code == 0);
+  CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "verify:"));
+  CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "bad magic"));
+  CHECK(Contains(r.stdout_text, "err= 0"));
+}
+
 }  // namespace dst::test

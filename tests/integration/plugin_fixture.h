@@ -55,6 +55,13 @@ std::string LineWithAll(const std::string& text, std::initializer_list<std::stri
 
 bool Contains(std::string_view text, std::string_view needle);
 
+// Runs a tool and requires exit code 0, showing its output otherwise.
+CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+// Runs a fio job with verify= and checks that it wrote, read back and
+// verified everything: exit 0, no verify failure, no I/O error.
+void CheckFioVerified(const Argv& argv, std::chrono::milliseconds timeout);
+
 // "EPERM", or "success" for 0 (strerrorname_np returns null for 0).
 inline const char* ErrnoName(int err) {
   const char* name = err == 0 ? "success" : ::strerrorname_np(err);

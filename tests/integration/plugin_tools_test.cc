@@ -9,16 +9,6 @@ TEST_SUITE_BEGIN("plugin_tools");
 
 using namespace std::chrono_literals;
 
-// Runs a tool and requires exit code 0, showing its output otherwise.
-CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout = 30s) {
-  const CommandResult r = RunCommand(argv, timeout);
-  INFO(JoinArgv(argv));
-  REQUIRE_MESSAGE(r.exit_code == 0, "exit " << r.exit_code << "\nstdout:\n"
-                                            << r.stdout_text << "\nstderr:\n"
-                                            << r.stderr_text);
-  return r;
-}
-
 struct ServedFile {
   TempDir dir;
   std::string file = dir.File("disk.img");

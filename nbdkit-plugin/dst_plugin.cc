@@ -1,22 +1,30 @@
 // nbdkit-dst-plugin: the dst export node. This is the only file that sees
 // nbdkit's C API: each callback translates to the plain C++ of FileExport,
-// PluginConfig and AccessPolicy, and a failed Status to nbdkit_error +
-// nbdkit_set_error, so that the client gets the errno and the log the context.
+// PluginConfig, AccessPolicy and FenceTable, and a failed Status to
+// nbdkit_error + nbdkit_set_error, so that the client gets the errno and the
+// log the context.
 //
 // Threading: NBDKIT_THREAD_MODEL_PARALLEL. Exports are created in .get_ready
-// (single-threaded) and are immutable afterwards; a Connection belongs to one
-// client connection.
+// (single-threaded) and are immutable afterwards; the FenceTable is shared
+// and thread-safe; a Connection belongs to one client connection, and its
+// requests may run on several threads at once.
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "nbdkit-plugin/access_rules.h"
+#include "nbdkit-plugin/fence_table.h"
 #include "nbdkit-plugin/file_export.h"
 #include "nbdkit-plugin/plugin_config.h"
 
@@ -24,13 +32,19 @@ namespace {
 
 using dst::Status;
 using dst::plugin::AccessMode;
+using dst::plugin::FencedName;
+using dst::plugin::FenceTable;
 using dst::plugin::FileExport;
+using dst::plugin::MutationGuard;
 using dst::plugin::Peer;
 
-// Plugin-wide state: written during configuration, read-only while serving.
+// Plugin-wide state: config and exports are written during configuration and
+// read-only while serving; fences and hold_write_used are thread-safe.
 struct PluginState {
   dst::plugin::PluginConfig config;
   std::vector<std::unique_ptr<FileExport>> exports;
+  FenceTable fences;
+  std::atomic<bool> hold_write_used{false};  // debug-hold-write fires once
 };
 PluginState* state = nullptr;
 
@@ -38,6 +52,11 @@ PluginState* state = nullptr;
 struct Connection {
   const FileExport* exp;
   bool readonly;
+  // Fenced connections only: the membership of the fence session, and the
+  // confirmation that .export_description returns instead of the configured
+  // description.
+  FenceTable::Ticket fence;
+  std::string fence_confirmation;
 };
 
 int Fail(const Status& s) {
@@ -117,9 +136,33 @@ const char* dst_default_export(int, int) {
   return state->config.default_export().c_str();
 }
 
+// Joins the connection to its fence session. Done last in .open, after every
+// check that can refuse the client, so that a refused open never raises an
+// epoch.
+bool JoinFence(const FencedName& fenced, const std::string& name, Connection* conn) {
+  const Status s = state->fences.Join(name, fenced.session, fenced.epoch,
+                                      state->config.fence_wait(), &conn->fence);
+  if (!s.ok()) {
+    Fail(s.err() == ETIMEDOUT ? Status::Error(s.err(), s.message() + " (fence-wait)") : s);
+    return false;
+  }
+  conn->fence_confirmation = dst::plugin::FenceConfirmation(fenced);
+  nbdkit_debug("export '%s': fence: session %s: joined epoch %" PRIu64 " (was %" PRIu64
+               ") after waiting %lld ms",
+               name.c_str(), fenced.session.c_str(), conn->fence.epoch(),
+               conn->fence.previous_epoch(), static_cast<long long>(conn->fence.waited().count()));
+  return true;
+}
+
 void* dst_open(int readonly) {
-  const char* requested = nbdkit_export_name();
-  const std::string name = requested && *requested ? requested : state->config.default_export();
+  const char* requested_c = nbdkit_export_name();
+  const std::string requested = requested_c ? requested_c : "";
+  FencedName fenced;
+  if (const Status s = dst::plugin::ParseFencedName(requested, &fenced); !s.ok()) {
+    Fail(s.Wrap("export name '" + requested + "'"));
+    return nullptr;
+  }
+  const std::string name = !fenced.name.empty() ? fenced.name : state->config.default_export();
   const FileExport* exp = FindExport(name);
   if (!exp) {
     nbdkit_error("unknown export '%s'", name.c_str());
@@ -133,19 +176,25 @@ void* dst_open(int readonly) {
     nbdkit_set_error(EACCES);
     return nullptr;
   }
-  auto* conn =
-      new Connection{exp, readonly != 0 || exp->spec().readonly || mode == AccessMode::kReadOnly};
-  nbdkit_debug("export '%s' opened by %s (%s)", name.c_str(), peer.ToString().c_str(),
-               conn->readonly ? "ro" : "rw");
-  return conn;
+  auto conn = std::make_unique<Connection>();
+  conn->exp = exp;
+  conn->readonly = readonly != 0 || exp->spec().readonly || mode == AccessMode::kReadOnly;
+  if (fenced.fenced && !JoinFence(fenced, name, conn.get())) return nullptr;
+  nbdkit_debug("export '%s' opened by %s (%s%s)", name.c_str(), peer.ToString().c_str(),
+               conn->readonly ? "ro" : "rw", fenced.fenced ? ", fenced" : "");
+  return conn.release();
 }
 
 void dst_close(void* handle) {
-  delete AsConnection(handle);
+  auto* conn = static_cast<Connection*>(handle);
+  state->fences.Leave(&conn->fence);
+  delete conn;
 }
 
 const char* dst_export_description(void* handle) {
-  return AsConnection(handle)->exp->spec().description.c_str();
+  const Connection* conn = AsConnection(handle);
+  if (conn->fence.valid()) return conn->fence_confirmation.c_str();
+  return conn->exp->spec().description.c_str();
 }
 
 // --- capabilities, stated explicitly ---------------------------------------
@@ -202,6 +251,37 @@ int RefuseIfReadOnly(const Connection* conn, const char* op) {
                                        "' is read-only for this client"));
 }
 
+// debug-hold-write: holds the first write covering the configured offset, as
+// if it had been delayed in transit, before its fence check. Logged with a
+// plain stderr line so that tests see it without nbdkit -v.
+void MaybeHoldWrite(uint32_t count, uint64_t offset) {
+  const auto& hold = state->config.debug_hold_write();
+  if (!hold || hold->offset < offset || hold->offset - offset >= count) return;
+  if (state->hold_write_used.exchange(true)) return;
+  const auto ms = static_cast<long long>(hold->duration.count());
+  std::fprintf(stderr,
+               "nbdkit: dst: debug-hold-write: holding write of %" PRIu32 " bytes at %" PRIu64
+               " for %lld ms\n",
+               count, offset, ms);
+  std::this_thread::sleep_for(hold->duration);
+  std::fprintf(stderr,
+               "nbdkit: dst: debug-hold-write: releasing write of %" PRIu32 " bytes at %" PRIu64
+               "\n",
+               count, offset);
+}
+
+// The fence check of a mutating request, refused with ESHUTDOWN (which nbdkit
+// sends as NBD_ESHUTDOWN) when a newer epoch of its session has opened.
+int RefuseIfFenced(const Connection* conn, const MutationGuard& guard, const char* op,
+                   uint32_t count, uint64_t offset) {
+  if (guard.admitted()) return 0;
+  return Fail(Status::Error(
+      ESHUTDOWN, "export '" + conn->exp->spec().name + "': fence: refusing " + op + " of " +
+                     std::to_string(count) + " bytes at " + std::to_string(offset) +
+                     " from stale epoch " + std::to_string(conn->fence.epoch()) +
+                     " (session current " + std::to_string(guard.current_epoch()) + ")"));
+}
+
 int dst_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint32_t) {
   return Check(AsConnection(handle)->exp->Read(buf, count, offset));
 }
@@ -209,6 +289,9 @@ int dst_pread(void* handle, void* buf, uint32_t count, uint64_t offset, uint32_t
 int dst_pwrite(void* handle, const void* buf, uint32_t count, uint64_t offset, uint32_t flags) {
   const Connection* conn = AsConnection(handle);
   if (RefuseIfReadOnly(conn, "write") != 0) return -1;
+  MaybeHoldWrite(count, offset);
+  const MutationGuard guard(state->fences, conn->fence);
+  if (RefuseIfFenced(conn, guard, "write", count, offset) != 0) return -1;
   return Check(conn->exp->Write(buf, count, offset, flags & NBDKIT_FLAG_FUA));
 }
 
@@ -219,12 +302,16 @@ int dst_flush(void* handle, uint32_t) {
 int dst_trim(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
   const Connection* conn = AsConnection(handle);
   if (RefuseIfReadOnly(conn, "trim") != 0) return -1;
+  const MutationGuard guard(state->fences, conn->fence);
+  if (RefuseIfFenced(conn, guard, "trim", count, offset) != 0) return -1;
   return Check(conn->exp->Trim(count, offset, flags & NBDKIT_FLAG_FUA));
 }
 
 int dst_zero(void* handle, uint32_t count, uint64_t offset, uint32_t flags) {
   const Connection* conn = AsConnection(handle);
   if (RefuseIfReadOnly(conn, "zero") != 0) return -1;
+  const MutationGuard guard(state->fences, conn->fence);
+  if (RefuseIfFenced(conn, guard, "zero", count, offset) != 0) return -1;
   const Status s = conn->exp->Zero(count, offset, flags & NBDKIT_FLAG_MAY_TRIM,
                                    flags & NBDKIT_FLAG_FAST_ZERO, flags & NBDKIT_FLAG_FUA);
   // ENOTSUP is not a failure worth logging: nbdkit falls back to writing zeros.

@@ -1,6 +1,7 @@
 #include "nbdkit-plugin/plugin_config.h"
 
 #include <cerrno>
+#include <charconv>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -8,6 +9,7 @@
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
+#include "common/duration.h"
 #include "common/units.h"
 
 namespace dst::plugin {
@@ -116,7 +118,39 @@ class ExportTableParser {
   const toml::table& table_;
 };
 
+constexpr const char* kDurationHelp = "not a duration (e.g. 30, 500ms, 5s)";
+
+// The text of a root-table value that may be written as a number or a string.
+bool ScalarText(const toml::node& node, std::string* text) {
+  if (const auto* n = node.as_integer()) {
+    if (n->get() < 0) return false;
+    *text = std::to_string(n->get());
+    return true;
+  }
+  if (const auto* s = node.as_string()) {
+    *text = s->get();
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+Status ParseHoldWrite(std::string_view text, PluginConfig::HoldWrite* out) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos)
+    return Status::Invalid("expected OFFSET:MILLISECONDS (e.g. 1M:1500)");
+  const std::string_view offset_text = text.substr(0, colon);
+  const std::string_view ms_text = text.substr(colon + 1);
+  const auto offset = ParseSize(offset_text);
+  if (!offset)
+    return Status::Invalid("offset '" + std::string(offset_text) + "': not a size (e.g. 0, 1M)");
+  const auto duration = ParseDuration(ms_text, std::chrono::milliseconds(1));
+  if (!duration)
+    return Status::Invalid("milliseconds '" + std::string(ms_text) + "': " + kDurationHelp);
+  *out = {*offset, *duration};
+  return Status::Ok();
+}
 
 bool ParseBool(std::string_view text, bool* value) {
   std::string s;
@@ -140,7 +174,28 @@ const char* PluginConfig::Help() {
          "description=<TEXT>     export description shown by NBD_OPT_LIST\n"
          "access='<RANGE> <MODE>' access rule, repeatable: RANGE is ADDR[/PREFIX],\n"
          "                       unix or all; MODE is rw, ro or deny; first match wins\n"
-         "config=<FILE>          TOML file describing several exports (see docs)";
+         "config=<FILE>          TOML file describing several exports (see docs)\n"
+         "fence-wait=<DURATION>  how long a fenced open of a newer epoch waits for\n"
+         "                       older writes (seconds, or 500ms, 5s; default 30)\n"
+         "debug-hold-write=<OFFSET>:<MS> fault injection for tests only: hold the\n"
+         "                       first write covering OFFSET for MS milliseconds";
+}
+
+Status PluginConfig::SetGlobal(std::string_view key, std::string_view value,
+                               const std::string& where) {
+  std::string& set_at = key == "fence-wait" ? fence_wait_where_ : hold_write_where_;
+  if (!set_at.empty()) return Status::Invalid(where + ": already given as " + set_at);
+  if (key == "fence-wait") {
+    const auto wait = ParseDuration(value);
+    if (!wait) return Status::Invalid(where + ": " + kDurationHelp);
+    fence_wait_ = *wait;
+  } else {
+    HoldWrite hold;
+    DST_RETURN_IF_ERROR(ParseHoldWrite(value, &hold).Wrap(where));
+    debug_hold_write_ = hold;
+  }
+  set_at = where;
+  return Status::Ok();
 }
 
 Status PluginConfig::Set(std::string_view key, std::string_view value) {
@@ -154,6 +209,8 @@ Status PluginConfig::Set(std::string_view key, std::string_view value) {
     have_file_ = true;
     return Status::Ok();
   }
+  // Plugin-wide keys go with file= and with config= alike.
+  if (key == "fence-wait" || key == "debug-hold-write") return SetGlobal(key, value, kv);
   single_keys_used_ = true;
   if (key == "size") return ParseSizeValue(value, &single_);
   if (key == "name") {
@@ -218,6 +275,12 @@ Status PluginConfig::LoadConfigFile() {
           return Status::Invalid(spec.origin + ": duplicate export name '" + spec.name + "'");
         exports_.push_back(std::move(spec));
       }
+    } else if (key.str() == "fence-wait" || key.str() == "debug-hold-write") {
+      std::string text;
+      if (!ScalarText(node, &text))
+        return Status::Invalid(where + ": " + std::string(key.str()) +
+                               ": expected a string or a non-negative integer");
+      DST_RETURN_IF_ERROR(SetGlobal(key.str(), text, where + ": " + std::string(key.str())));
     } else {
       return Status::Invalid(where + ": unknown key '" + std::string(key.str()) + "'");
     }

@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -135,4 +137,97 @@ TEST_CASE("config errors carry file and line") {
   REQUIRE(missing.Set("config", "/nonexistent/dst.toml").ok());
   CHECK(missing.Complete().message() ==
         "config=/nonexistent/dst.toml: open: No such file or directory");
+}
+
+TEST_CASE("fence-wait= and debug-hold-write=") {
+  using std::chrono::milliseconds;
+  PluginConfig config;
+  REQUIRE(config.Set("file", "/tmp/x.img").ok());
+  CHECK(config.fence_wait() == std::chrono::seconds(30));
+  CHECK_FALSE(config.debug_hold_write().has_value());
+  SUBCASE("bare seconds") {
+    REQUIRE(config.Set("fence-wait", "5").ok());
+    CHECK(config.fence_wait() == std::chrono::seconds(5));
+  }
+  SUBCASE("milliseconds") {
+    REQUIRE(config.Set("fence-wait", "500ms").ok());
+    CHECK(config.fence_wait() == milliseconds(500));
+  }
+  SUBCASE("seconds with unit, and zero") {
+    REQUIRE(config.Set("fence-wait", "0s").ok());
+    CHECK(config.fence_wait() == milliseconds(0));
+  }
+  SUBCASE("debug-hold-write with a size offset and bare milliseconds") {
+    REQUIRE(config.Set("debug-hold-write", "1M:1500").ok());
+    REQUIRE(config.debug_hold_write().has_value());
+    CHECK(config.debug_hold_write()->offset == 1u << 20);
+    CHECK(config.debug_hold_write()->duration == milliseconds(1500));
+  }
+  SUBCASE("debug-hold-write with a unit") {
+    REQUIRE(config.Set("debug-hold-write", "4096:2s").ok());
+    CHECK(config.debug_hold_write()->offset == 4096u);
+    CHECK(config.debug_hold_write()->duration == milliseconds(2000));
+  }
+  // Global keys do not count as single-export keys: they go with config= too.
+  REQUIRE(config.Complete().ok());
+}
+
+TEST_CASE("bad fence-wait= and debug-hold-write= values name the key and the value") {
+  PluginConfig config;
+  const std::string help = ": not a duration (e.g. 30, 500ms, 5s)";
+  for (const char* bad : {"", "abc", "-1", "5x", "1.5s", "99999999999h", "99999999999999999999"}) {
+    CAPTURE(bad);
+    CHECK(config.Set("fence-wait", bad).message() == std::string("fence-wait=") + bad + help);
+  }
+  CHECK(config.Set("fence-wait", "86400").ok());
+  CHECK(config.Set("fence-wait", "1").message() ==
+        "fence-wait=1: already given as fence-wait=86400");
+  CHECK(config.Set("debug-hold-write", "1000").message() ==
+        "debug-hold-write=1000: expected OFFSET:MILLISECONDS (e.g. 1M:1500)");
+  CHECK(config.Set("debug-hold-write", "1X:1000").message() ==
+        "debug-hold-write=1X:1000: offset '1X': not a size (e.g. 0, 1M)");
+  CHECK(config.Set("debug-hold-write", "0:soon").message() ==
+        "debug-hold-write=0:soon: milliseconds 'soon'" + help);
+}
+
+TEST_CASE("fence-wait and debug-hold-write in a config file") {
+  SUBCASE("as root keys") {
+    PluginConfig config;
+    const Status s =
+        LoadText("fence-wait = 7\ndebug-hold-write = \"8K:250\"\n[[export]]\nname='a'\nfile='/x'\n",
+                 &config);
+    REQUIRE_MESSAGE(s.ok(), s.message());
+    CHECK(config.fence_wait() == std::chrono::seconds(7));
+    CHECK(config.debug_hold_write()->offset == 8192u);
+    CHECK(config.debug_hold_write()->duration == std::chrono::milliseconds(250));
+  }
+  SUBCASE("as a string, with config= and the other on the command line") {
+    PluginConfig config;
+    REQUIRE(config.Set("debug-hold-write", "0:10").ok());
+    const Status s = LoadText("fence-wait = \"250ms\"\n[[export]]\nname='a'\nfile='/x'\n", &config);
+    REQUIRE_MESSAGE(s.ok(), s.message());
+    CHECK(config.fence_wait() == std::chrono::milliseconds(250));
+    CHECK(config.debug_hold_write()->duration == std::chrono::milliseconds(10));
+  }
+  auto error_of = [](const std::string& text, std::vector<std::string> args = {}) {
+    PluginConfig config;
+    for (const auto& kv : args) {
+      const auto eq = kv.find('=');
+      REQUIRE(config.Set(kv.substr(0, eq), kv.substr(eq + 1)).ok());
+    }
+    std::string path;
+    std::string msg = LoadText(text, &config, &path).message();
+    const auto at = msg.find(path);
+    if (at != std::string::npos) msg.replace(at, path.size(), "FILE");
+    return msg;
+  };
+  const std::string exp = "[[export]]\nname='a'\nfile='/x'\n";
+  CHECK(error_of("fence-wait = \"soon\"\n" + exp) ==
+        "config=FILE:1: fence-wait: not a duration (e.g. 30, 500ms, 5s)");
+  CHECK(error_of("fence-wait = -3\n" + exp) ==
+        "config=FILE:1: fence-wait: expected a string or a non-negative integer");
+  CHECK(error_of("\ndebug-hold-write = \"12\"\n" + exp) ==
+        "config=FILE:2: debug-hold-write: expected OFFSET:MILLISECONDS (e.g. 1M:1500)");
+  CHECK(error_of("fence-wait = 3\n" + exp, {"fence-wait=5"}) ==
+        "config=FILE:1: fence-wait: already given as fence-wait=5");
 }

@@ -1,0 +1,155 @@
+// Fencing of resent writes (DESIGN.md §3): the aggregator resends a member
+// write on a new connection when the old one timed out, and a stale first copy
+// still queued on this node must never land after the resend.
+//
+// Every fenced connection names a session (one aggregator's connections to one
+// export) and an epoch, in its export name: NAME@dst-fence:SESSION:EPOCH
+// (ParseFencedName). Per (export, session) the FenceTable keeps the current
+// epoch, and counts the mutating requests (write, trim, zero) of each epoch
+// that are running:
+//   - Join with an epoch older than the current one is refused (ESTALE).
+//   - Join with a newer epoch makes it current at once, so that requests of
+//     older epochs that have not started are refused from then on
+//     (BeginMutation returns false), and waits until the older ones that had
+//     started have finished (ETIMEDOUT after `wait`; the epoch stays raised).
+//     A join of the current epoch waits for the same thing, so that no
+//     connection of the new epoch writes while an old write can still land.
+//   - A join superseded by an even newer epoch while it waits is refused
+//     (ESTALE): its connection could never write.
+// The current epoch of a session is kept while it has connections and after;
+// at most max_sessions are kept, and beyond that the sessions without
+// connections that were used longest ago are forgotten (sessions with
+// connections are never forgotten, so the bound can be exceeded when every
+// session is in use).
+//
+// Plain C++, no nbdkit. Thread-safe: every member may be called from any
+// thread at once. A Ticket belongs to one connection; BeginMutation and
+// EndMutation on it may run on many threads at once.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "common/status.h"
+
+namespace dst::plugin {
+
+// What a client asked for, split into the export name and the fence.
+struct FencedName {
+  std::string name;  // the export name proper ("" = the default export)
+  bool fenced = false;
+  std::string session;     // 32 lowercase hex characters, when fenced
+  uint64_t epoch = 0;      // in [1, 2^63), when fenced
+  std::string epoch_text;  // the epoch as the client wrote it, echoed back
+};
+
+inline constexpr std::string_view kFenceMarker = "@dst-fence:";
+
+// Splits `requested` at the last "@dst-fence:". Without the marker the whole
+// name is the export name, unfenced. With it, what follows must be
+// SESSION:EPOCH, or the result is EINVAL naming the bad part.
+Status ParseFencedName(std::string_view requested, FencedName* out);
+
+// "dst-fence SESSION EPOCH": the export description of a fenced connection,
+// which tells the client that this server understood the fence.
+std::string FenceConfirmation(const FencedName& name);
+
+class FenceTable {
+  struct Session;
+
+ public:
+  static constexpr size_t kDefaultMaxSessions = 4096;
+
+  // One connection's membership of a session, from a successful Join until
+  // Leave. Default-constructed: no membership (an unfenced connection).
+  class Ticket {
+   public:
+    Ticket() = default;
+    bool valid() const { return session_ != nullptr; }
+    uint64_t epoch() const { return epoch_; }
+    // The session's epoch before this join; 0 for a session new to the table.
+    uint64_t previous_epoch() const { return previous_epoch_; }
+    // How long Join waited for requests of older epochs.
+    std::chrono::milliseconds waited() const { return waited_; }
+
+   private:
+    friend class FenceTable;
+    std::shared_ptr<Session> session_;
+    uint64_t epoch_ = 0;
+    uint64_t previous_epoch_ = 0;
+    std::chrono::milliseconds waited_{0};
+  };
+
+  explicit FenceTable(size_t max_sessions = kDefaultMaxSessions) : max_sessions_(max_sessions) {}
+  FenceTable(const FenceTable&) = delete;
+  FenceTable& operator=(const FenceTable&) = delete;
+
+  // Joins a connection of `epoch` to (export_name, session), under the rules
+  // above; *out is valid only on success. Errors: ESTALE (older than current,
+  // or superseded while waiting), ETIMEDOUT (older requests still running
+  // after `wait`), EINVAL (epoch 0). Messages start with
+  // "export 'NAME': fence: session SESSION: ".
+  Status Join(std::string_view export_name, std::string_view session, uint64_t epoch,
+              std::chrono::milliseconds wait, Ticket* out);
+
+  // Called before a mutating request: false (and *current = the session's
+  // epoch) if the ticket's epoch is no longer current; otherwise the request
+  // is counted as running until EndMutation. An invalid ticket (unfenced
+  // connection) is always admitted and never counted.
+  bool BeginMutation(const Ticket& ticket, uint64_t* current = nullptr);
+  void EndMutation(const Ticket& ticket);
+
+  // Ends the connection's membership and resets *ticket. Its session's epoch
+  // is remembered.
+  void Leave(Ticket* ticket);
+
+  // For tests and logs: the current epoch of a session the table holds.
+  std::optional<uint64_t> CurrentEpoch(std::string_view export_name,
+                                       std::string_view session) const;
+  size_t session_count() const;
+
+ private:
+  static std::string Key(std::string_view export_name, std::string_view session);
+  std::shared_ptr<Session> Pin(std::string_view export_name, std::string_view session);
+  void Unpin(const std::shared_ptr<Session>& session);
+  void EvictIdle();
+  static Status WaitForOlder(Session& s, std::unique_lock<std::mutex>& lock, uint64_t epoch,
+                             std::chrono::milliseconds wait);
+
+  const size_t max_sessions_;
+  mutable std::mutex mu_;  // guards sessions_, use_clock_ and Session::connections/last_use
+  std::unordered_map<std::string, std::shared_ptr<Session>> sessions_;
+  uint64_t use_clock_ = 0;
+};
+
+// Counts one mutating request as running for as long as it lives, if its
+// connection's epoch is current; admitted() says whether it is.
+class MutationGuard {
+ public:
+  MutationGuard(FenceTable& table, const FenceTable::Ticket& ticket)
+      : table_(table), ticket_(ticket), admitted_(table.BeginMutation(ticket, &current_)) {}
+  ~MutationGuard() {
+    if (admitted_) table_.EndMutation(ticket_);
+  }
+  MutationGuard(const MutationGuard&) = delete;
+  MutationGuard& operator=(const MutationGuard&) = delete;
+
+  bool admitted() const { return admitted_; }
+  // The session's epoch, when not admitted.
+  uint64_t current_epoch() const { return current_; }
+
+ private:
+  FenceTable& table_;
+  const FenceTable::Ticket& ticket_;
+  uint64_t current_ = 0;
+  bool admitted_;
+};
+
+}  // namespace dst::plugin

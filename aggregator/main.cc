@@ -1,17 +1,21 @@
 // dst-aggregator: serves volumes built from remote NBD exports.
 //   dst-aggregator serve --raw [--layout linear|stripe] [--chunk SIZE] [--name NAME]
 //                        [--listen HOST:PORT]... [--unix PATH]... URI...
+//                        [--io-timeout D] [--retries N] [--retry-window D]
+//                        [--keepalive D] [--fencing auto|require|off] [--stats-interval D]
 //   dst-aggregator serve --raw --config FILE
 // main() only parses the command line and wires the parts together.
 #include <csignal>
 #include <cstdio>
 #include <memory>
+#include <tuple>
 
 #include <CLI/CLI.hpp>
 
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/serve_config.h"
 #include "aggregator/server/listener.h"
+#include "common/duration.h"
 #include "common/log.h"
 #include "common/units.h"
 
@@ -28,23 +32,71 @@ int Die(const Status& s) {
   return 1;
 }
 
+// A member as the stats lines name it.
+struct MemberRef {
+  std::string volume;
+  size_t index;
+  const dst::member::NbdMember* member;
+};
+
 // Everything a running server owns; destroyed in reverse order.
 struct Server {
   asio::io_context io{1};
   std::vector<std::unique_ptr<dst::member::NbdMember>> members;
+  std::vector<MemberRef> member_refs;
   std::vector<std::unique_ptr<dst::volume::Volume>> volumes;
   dst::server::ExportRegistry registry;
   dst::server::InFlightLimits limits;
   std::unique_ptr<dst::server::Listener> listener;
 };
 
+void WarnAboutUnfencedMembers(const ServeConfig& config, const Server& server) {
+  if (config.transactions.fencing == dst::member::FencingMode::kOff) {
+    LOG_WARNING("fencing is off: a resent write is not protected against a stale first copy");
+    return;
+  }
+  for (const MemberRef& ref : server.member_refs)
+    if (!ref.member->fenced())
+      LOG_WARNING(
+          "volume %s: member %zu %s cannot fence (not a dst export node): a resent write "
+          "is not protected against a stale first copy landing later",
+          ref.volume.c_str(), ref.index, ref.member->name().c_str());
+}
+
+void LogStats(const Server& server) {
+  for (const MemberRef& ref : server.member_refs)
+    LOG_INFO("stats: volume %s member %zu %s: %s", ref.volume.c_str(), ref.index,
+             ref.member->name().c_str(), ref.member->StatsLine().c_str());
+}
+
+// A stats line per member on every SIGUSR1.
+void LogStatsOnSignal(const Server& server, asio::signal_set& usr1) {
+  usr1.async_wait([&server, &usr1](const asio::error_code& ec, int) {
+    if (ec) return;
+    LogStats(server);
+    LogStatsOnSignal(server, usr1);
+  });
+}
+
+// ... and every `interval`.
+void LogStatsEvery(const Server& server, asio::steady_timer& timer,
+                   std::chrono::milliseconds interval) {
+  timer.expires_after(interval);
+  timer.async_wait([&server, &timer, interval](const asio::error_code& ec) {
+    if (ec) return;
+    LogStats(server);
+    LogStatsEvery(server, timer, interval);
+  });
+}
+
 Status BuildVolumes(const ServeConfig& config, Server& server) {
   std::vector<std::vector<dst::volume::MemberTarget*>> targets;
   for (const VolumeConfig& v : config.volumes) {
     targets.emplace_back();
     for (const std::string& uri : v.members) {
-      server.members.push_back(
-          std::make_unique<dst::member::NbdMember>(server.io, uri, config.connections_per_member));
+      server.members.push_back(std::make_unique<dst::member::NbdMember>(
+          server.io, uri, config.connections_per_member, config.transactions));
+      server.member_refs.push_back({v.name, targets.back().size(), server.members.back().get()});
       targets.back().push_back(server.members.back().get());
     }
   }
@@ -67,6 +119,7 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
     server.volumes.push_back(std::move(volume));
   }
   server.registry.SetDefault(config.default_volume);
+  WarnAboutUnfencedMembers(config, server);
   return Status::Ok();
 }
 
@@ -88,6 +141,10 @@ int Serve(ServeConfig config) {
     LOG_INFO("signal %d: stopping", signo);
     server.io.stop();
   });
+  asio::signal_set usr1(server.io, SIGUSR1);
+  LogStatsOnSignal(server, usr1);
+  asio::steady_timer stats_timer(server.io);
+  if (config.stats_interval.count() > 0) LogStatsEvery(server, stats_timer, config.stats_interval);
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
   server.io.run();
   return 0;
@@ -118,12 +175,45 @@ int main(int argc, char** argv) {
                    "connections per multi-conn member")
       ->check(CLI::Range(1, 16))
       ->capture_default_str();
+  std::string io_timeout = "5s", retry_window = "60s", keepalive = "5s", stats_interval = "0",
+              fencing = "auto";
+  serve->add_option("--io-timeout", io_timeout, "deadline of one member I/O")
+      ->capture_default_str();
+  serve
+      ->add_option("--retries", config.transactions.retries,
+                   "resends of one member I/O (0: bounded by --retry-window only)")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  serve
+      ->add_option("--retry-window", retry_window,
+                   "time after which a member I/O is not resent (0: no limit)")
+      ->capture_default_str();
+  serve->add_option("--keepalive", keepalive, "ping idle member connections this often (0: never)")
+      ->capture_default_str();
+  serve->add_option("--fencing", fencing, "auto, require or off")->capture_default_str();
+  serve
+      ->add_option("--stats-interval", stats_interval,
+                   "log member counters this often (0: only on SIGUSR1)")
+      ->capture_default_str();
   serve->add_option("--config", config_file, "TOML file with listeners and volumes");
   serve->add_flag("-v,--verbose", verbose, "log every request error");
   serve->add_option("members", volume.members, "member NBD URIs, in layout order");
   CLI11_PARSE(app, argc, argv);
 
   if (verbose) dst::SetLogLevel(dst::LogLevel::kDebug);
+  for (auto [name, text, out] :
+       {std::tuple{"--io-timeout", &io_timeout, &config.transactions.io_timeout},
+        {"--retry-window", &retry_window, &config.transactions.retry_window},
+        {"--keepalive", &keepalive, &config.transactions.keepalive},
+        {"--stats-interval", &stats_interval, &config.stats_interval}}) {
+    const auto duration = dst::ParseDuration(*text);
+    if (!duration)
+      return Die(Status::Invalid(std::string(name) + " " + *text +
+                                 ": not a duration (e.g. 5, 500ms, 2m)"));
+    *out = *duration;
+  }
+  if (!dst::member::ParseFencingMode(fencing, &config.transactions.fencing))
+    return Die(Status::Invalid("--fencing " + fencing + ": expected auto, require or off"));
   if (!raw)
     return Die(
         Status::Invalid("volumes with on-member metadata are not implemented yet: use --raw"));

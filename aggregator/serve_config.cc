@@ -5,6 +5,7 @@
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
+#include "common/duration.h"
 #include "common/units.h"
 
 namespace dst::aggregator {
@@ -27,6 +28,17 @@ Status ReadSize(const std::string& where, const toml::node& node, uint64_t* out)
   if (const auto* s = node.as_string()) size = ParseSize(s->get());
   if (!size) return Status::Invalid(where + ": expected a size such as 64K");
   *out = *size;
+  return Status::Ok();
+}
+
+Status ReadDuration(const std::string& where, const toml::node& node,
+                    std::chrono::milliseconds* out) {
+  std::optional<std::chrono::milliseconds> duration;
+  if (const auto* i = node.as_integer(); i && i->get() >= 0)
+    duration = ParseDuration(std::to_string(i->get()));
+  if (const auto* s = node.as_string()) duration = ParseDuration(s->get());
+  if (!duration) return Status::Invalid(where + ": expected a duration such as 5, 500ms or 2m");
+  *out = *duration;
   return Status::Ok();
 }
 
@@ -73,6 +85,25 @@ Status ReadTopLevel(const std::string& path, const std::string& k, const toml::n
   if (k == "max-inflight-per-client")
     return ReadSize(where, node, &config->max_inflight_per_client);
   if (k == "max-inflight") return ReadSize(where, node, &config->max_inflight_total);
+  member::TransactionOptions& t = config->transactions;
+  if (k == "io-timeout") return ReadDuration(where, node, &t.io_timeout);
+  if (k == "retry-window") return ReadDuration(where, node, &t.retry_window);
+  if (k == "keepalive") return ReadDuration(where, node, &t.keepalive);
+  if (k == "stats-interval") return ReadDuration(where, node, &config->stats_interval);
+  if (k == "retries") {
+    const auto* n = node.as_integer();
+    if (!n || n->get() < 0 || n->get() > 1000000)
+      return Status::Invalid(where + ": expected 0 to 1000000");
+    t.retries = static_cast<unsigned>(n->get());
+    return Status::Ok();
+  }
+  if (k == "fencing") {
+    std::string text;
+    DST_RETURN_IF_ERROR(ReadString(where, node, &text));
+    if (!member::ParseFencingMode(text, &t.fencing))
+      return Status::Invalid(where + ": expected auto, require or off");
+    return Status::Ok();
+  }
   if (k == "connections") {
     const auto* n = node.as_integer();
     if (!n || n->get() < 1 || n->get() > 16) return Status::Invalid(where + ": expected 1 to 16");
@@ -126,6 +157,8 @@ Status ValidateServeConfig(const ServeConfig& config) {
     for (const std::string& uri : v.members)
       DST_RETURN_IF_ERROR(CheckMemberUri(uri));
   }
+  if (config.transactions.io_timeout.count() == 0)
+    return Status::Invalid("io-timeout must be more than 0");
   if (!config.default_volume.empty() && !names.count(config.default_volume))
     return Status::Invalid("default volume '" + config.default_volume + "' is not defined");
   return Status::Ok();

@@ -3,10 +3,12 @@
 // only; nothing is connected here. Errors name the option or file:line.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "aggregator/member/transaction_policy.h"
 #include "aggregator/volume/layout.h"
 #include "common/status.h"
 
@@ -27,6 +29,10 @@ struct ServeConfig {
   unsigned connections_per_member = 2;
   uint64_t max_inflight_per_client = 64u << 20;
   uint64_t max_inflight_total = 512u << 20;
+  // Deadlines, resends, keepalive and fencing of member I/O.
+  member::TransactionOptions transactions;
+  // A stats line per member this often (and on SIGUSR1); 0: only on SIGUSR1.
+  std::chrono::milliseconds stats_interval{0};
   std::vector<VolumeConfig> volumes;
 };
 

@@ -1,10 +1,14 @@
 #include "aggregator/member/nbd_connection.h"
 
 #include <libnbd.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <string_view>
 #include <utility>
@@ -114,13 +118,28 @@ bool IsMemberOp(MemberOp op) {
   return op <= MemberOp::kBlockStatus;
 }
 
+// Runs with libnbd's handle lock held: records the option's result for
+// Negotiate(), which runs after the libnbd call returns.
+int OnOptionComplete(void* user_data, int* error) {
+  auto* result = static_cast<std::pair<bool, int>*>(user_data);
+  *result = {true, *error};
+  return 1;
+}
+
+// libnbd returns malloc'ed strings; nullptr and "" are both "none".
+std::string TakeString(char* text) {
+  std::string out = text != nullptr ? text : "";
+  std::free(text);
+  return out;
+}
+
 // Notifications handled per socket event before yielding to other handlers.
 constexpr int kMaxNotifyRounds = 16;
 
 }  // namespace
 
-NbdConnection::NbdConnection(asio::io_context& io, std::string uri)
-    : io_(io), uri_(std::move(uri)), socket_(io) {}
+NbdConnection::NbdConnection(asio::io_context& io, std::string uri, ConnectPlan plan)
+    : io_(io), uri_(std::move(uri)), plan_(std::move(plan)), socket_(io) {}
 
 NbdConnection::~NbdConnection() {
   Shutdown(/*send_disconnect=*/true);
@@ -134,12 +153,17 @@ void NbdConnection::AsyncConnect(std::function<void(Status)> done) {
   }
   state_ = State::kConnecting;
   handle_ = nbd_create();
+  // Option mode stops after the handshake so that Negotiate() chooses the
+  // export name (plain or fenced) before NBD_OPT_GO.
+  const bool full_info = plan_.fencing != ConnectPlan::Fencing::kNone;
   if (handle_ == nullptr || nbd_set_request_structured_replies(handle_, true) == -1 ||
       nbd_add_meta_context(handle_, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+      nbd_set_opt_mode(handle_, true) == -1 || nbd_set_full_info(handle_, full_info) == -1 ||
       nbd_aio_connect_uri(handle_, uri_.c_str()) == -1) {
     Fail(LibnbdError(ENOTCONN));
     return;
   }
+  export_name_ = TakeString(nbd_get_export_name(handle_));
   AfterProgress();
 }
 
@@ -210,6 +234,10 @@ void NbdConnection::AfterProgress() {
     if (nbd_aio_is_ready(handle_)) {
       OnConnected();
       if (handle_ == nullptr) return;
+    } else if (nbd_aio_is_negotiating(handle_)) {
+      // libnbd may read the answer inside the call that sends the option.
+      if (Negotiate()) return AfterProgress();
+      if (handle_ == nullptr) return;
     } else {
       // While connecting to TCP, libnbd may replace the socket (one per
       // resolved address), possibly under the same fd number: re-register.
@@ -220,14 +248,86 @@ void NbdConnection::AfterProgress() {
   ArmWaits();
 }
 
+// Runs whenever the handle is in the negotiating state: sends the first
+// option, or acts on the answer to the last one. Returns true if it sent an
+// option (whose answer may already have arrived).
+bool NbdConnection::Negotiate() {
+  if (option_step_ == OptionStep::kNone) {
+    using Fencing = ConnectPlan::Fencing;
+    if (plan_.fencing == Fencing::kProbe) return SendOption(/*info=*/true, /*fenced=*/true);
+    return SendOption(/*info=*/false, /*fenced=*/plan_.fencing == Fencing::kFence);
+  }
+  if (!option_result_.first) return false;  // still waiting for the reply
+  const int err = std::exchange(option_result_, {false, 0}).second;
+  if (option_step_ == OptionStep::kProbeInfo) {
+    // A server that ignores the name suffix answers, but not with the token.
+    return SendOption(/*info=*/false, /*fenced=*/err == 0 && ServerConfirmsFence());
+  }
+  // A successful NBD_OPT_GO leaves negotiation; we are here only if it failed.
+  Fail(Status::Error(err != 0 ? err : EIO, "server refused export '" +
+                                               (go_fenced_ ? FencedName() : export_name_) +
+                                               "': " + std::strerror(err != 0 ? err : EIO)));
+  return false;
+}
+
+std::string NbdConnection::FencedName() const {
+  return export_name_ + "@dst-fence:" + plan_.session + ":" + std::to_string(plan_.epoch);
+}
+
+bool NbdConnection::SendOption(bool info, bool fenced) {
+  option_step_ = info ? OptionStep::kProbeInfo : OptionStep::kGo;
+  go_fenced_ = fenced;
+  const std::string name = fenced ? FencedName() : export_name_;
+  const nbd_completion_callback completion{
+      .callback = OnOptionComplete, .user_data = &option_result_, .free = nullptr};
+  if (nbd_set_export_name(handle_, name.c_str()) == -1 ||
+      (info ? nbd_aio_opt_info(handle_, completion) : nbd_aio_opt_go(handle_, completion)) == -1) {
+    Fail(LibnbdError(ENOTCONN));
+    return false;
+  }
+  return true;
+}
+
+// The dst plugin answers a fenced name with this exact description; any
+// other server that accepts the name does not.
+bool NbdConnection::ServerConfirmsFence() {
+  const std::string expected = "dst-fence " + plan_.session + " " + std::to_string(plan_.epoch);
+  return TakeString(nbd_get_export_description(handle_)) == expected;
+}
+
 void NbdConnection::OnConnected() {
+  if (go_fenced_ && !ServerConfirmsFence()) {
+    Fail(Status::Error(
+        EPROTO, "server accepted export '" + FencedName() + "' but did not confirm fencing"));
+    return;
+  }
+  fenced_ = go_fenced_;
   Status status = ReadCapabilities();
   if (!status.ok()) {
     Fail(std::move(status));
     return;
   }
+  EnableTcpKeepalive();
   state_ = State::kReady;
   PostConnectDone(Status::Ok());
+}
+
+// Lets the kernel notice a silently dead peer too (a cable pulled while the
+// connection is idle and no ping is due); Unix sockets need nothing.
+void NbdConnection::EnableTcpKeepalive() {
+  const int idle = static_cast<int>(plan_.tcp_keepalive.count());
+  const int fd = nbd_aio_get_fd(handle_);
+  sockaddr_storage address{};
+  socklen_t length = sizeof address;
+  if (idle <= 0 || fd < 0 || getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0)
+    return;
+  if (address.ss_family != AF_INET && address.ss_family != AF_INET6) return;
+  const int on = 1, probes = 3;
+  // Best effort: a failure leaves the system's defaults, and pings still run.
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof idle);
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
 
 Status NbdConnection::ReadCapabilities() {

@@ -1,6 +1,7 @@
 // NbdConnection: one libnbd handle (one TCP or Unix connection to an NBD
 // server) driven by an Asio event loop through libnbd's external main-loop
-// API. It connects, negotiates structured replies and base:allocation, reads
+// API. It connects, negotiates structured replies and base:allocation,
+// optionally asks the dst plugin to fence the connection (ConnectPlan), reads
 // the export's capabilities, and executes MemberIo objects.
 //
 // Contract:
@@ -19,11 +20,13 @@
 // must run on one thread.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include <asio.hpp>
 
@@ -37,9 +40,25 @@ namespace dst::member {
 // The largest read/write payload we ever send, whatever the server allows.
 inline constexpr uint32_t kMaxRequestBytes = 32u << 20;
 
+// How a connection asks for its export. A fenced connection asks for
+// "NAME@dst-fence:SESSION:EPOCH" and requires the dst plugin's confirmation
+// (export description "dst-fence SESSION EPOCH"); see docs/transactions.md.
+struct ConnectPlan {
+  enum class Fencing : uint8_t {
+    kNone,   // plain export name
+    kFence,  // fenced name; fail unless the server confirms
+    kProbe,  // ask with NBD_OPT_INFO first; fence if confirmed, else plain
+  };
+  Fencing fencing = Fencing::kNone;
+  std::string session;  // 32 hex digits
+  uint64_t epoch = 0;
+  // TCP keepalive idle time (TCP members only); 0: leave the system default.
+  std::chrono::seconds tcp_keepalive{0};
+};
+
 class NbdConnection {
  public:
-  NbdConnection(asio::io_context& io, std::string uri);
+  NbdConnection(asio::io_context& io, std::string uri, ConnectPlan plan = {});
   ~NbdConnection();
   NbdConnection(const NbdConnection&) = delete;
   NbdConnection& operator=(const NbdConnection&) = delete;
@@ -68,6 +87,8 @@ class NbdConnection {
   size_t in_flight() const { return *in_flight_; }
   // Valid once connected.
   const volume::MemberCapabilities& capabilities() const { return capabilities_; }
+  // Valid once connected: the server confirmed fencing for plan.epoch.
+  bool fenced() const { return fenced_; }
   const std::string& uri() const { return uri_; }
 
  private:
@@ -76,7 +97,12 @@ class NbdConnection {
 
   int64_t StartCommand(volume::MemberIo& io, void* pending);
   void AfterProgress();
+  bool Negotiate();
+  bool SendOption(bool info, bool fenced);
+  std::string FencedName() const;
+  bool ServerConfirmsFence();
   void OnConnected();
+  void EnableTcpKeepalive();
   Status ReadCapabilities();
   void BindSocket();
   void ReleaseSocket();
@@ -91,7 +117,16 @@ class NbdConnection {
 
   asio::io_context& io_;
   const std::string uri_;
+  const ConnectPlan plan_;
   nbd_handle* handle_ = nullptr;
+  // Negotiation (option mode): the export name from the URI, the last
+  // option sent, and its result {replied, errno}, recorded by libnbd's
+  // completion callback for Negotiate().
+  std::string export_name_;
+  enum class OptionStep : uint8_t { kNone, kProbeInfo, kGo } option_step_ = OptionStep::kNone;
+  std::pair<bool, int> option_result_{false, 0};
+  bool go_fenced_ = false;
+  bool fenced_ = false;
   State state_ = State::kIdle;
   std::string last_error_;
   volume::MemberCapabilities capabilities_;

@@ -2,85 +2,220 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <optional>
+#include <random>
 #include <string>
 #include <utility>
 
+#include "common/duration.h"
+#include "common/log.h"
+
 namespace dst::member {
 
+using std::chrono::milliseconds;
 using volume::MemberIo;
 using volume::MemberOp;
+using volume::MemberOpName;
 
-NbdMember::NbdMember(asio::io_context& io, std::string uri, unsigned connections)
-    : io_(io), uri_(std::move(uri)), wanted_connections_(std::max(connections, 1u)) {}
+namespace {
+
+// 128 random bits: names this member's connections for fencing; a restarted
+// aggregator is a new session.
+std::string NewSession() {
+  std::random_device random;
+  std::string hex;
+  for (int i = 0; i < 4; ++i) {
+    char word[9];
+    std::snprintf(word, sizeof word, "%08x", static_cast<unsigned>(random()));
+    hex += word;
+  }
+  return hex;
+}
+
+// How often deadlines, waiting I/Os, dead connections and keepalive are
+// checked: fine enough that a deadline is late by at most a fifth of itself.
+milliseconds TickPeriod(const TransactionOptions& options) {
+  return std::clamp(options.io_timeout / 5, milliseconds(20), milliseconds(200));
+}
+
+std::string Describe(const MemberIo& io) {
+  std::string text(MemberOpName(io.op));
+  if (io.op == MemberOp::kFlush) return text;
+  return text + " of " + std::to_string(io.length) + " bytes at member offset " +
+         std::to_string(io.offset);
+}
+
+std::string SecondsSince(Clock::time_point start, Clock::time_point now) {
+  const auto ms = std::chrono::duration_cast<milliseconds>(now - start).count();
+  return std::to_string(ms / 1000) + "." + std::to_string(ms % 1000 / 100) + " s";
+}
+
+// The request part of a MemberIo, for one send of it.
+std::shared_ptr<MemberIo> CopyRequest(const MemberIo& io) {
+  auto copy = std::make_shared<MemberIo>();
+  copy->op = io.op;
+  copy->offset = io.offset;
+  copy->length = io.length;
+  copy->data = io.data;
+  copy->fua = io.fua;
+  copy->may_trim = io.may_trim;
+  copy->fast_zero = io.fast_zero;
+  return copy;
+}
+
+bool IsPowerOfTwo(unsigned n) {
+  return n != 0 && (n & (n - 1)) == 0;
+}
+
+}  // namespace
+
+std::string_view MemberStateName(NbdMember::State state) {
+  switch (state) {
+    case NbdMember::State::kConnecting:
+      return "connecting";
+    case NbdMember::State::kReady:
+      return "ready";
+    case NbdMember::State::kReconnecting:
+      return "reconnecting";
+    case NbdMember::State::kFailed:
+      return "failed";
+  }
+  return "?";
+}
+
+NbdMember::NbdMember(asio::io_context& io, std::string uri, unsigned connections,
+                     TransactionOptions options)
+    : io_(io),
+      uri_(std::move(uri)),
+      wanted_connections_(std::max(connections, 1u)),
+      options_(options),
+      session_(NewSession()),
+      tick_timer_(io),
+      connect_timer_(io) {}
+
+NbdMember::~NbdMember() {
+  // Answers of the connections destroyed below find alive_ expired; the
+  // callers still get their one done.
+  for (auto& [id, transaction] : transactions_) {
+    if (transaction.ping) continue;
+    asio::post(io_, [io = std::move(transaction.io)] { io->done(ENOTCONN); });
+  }
+}
+
+ConnectPlan NbdMember::PlanFor(ConnectPlan::Fencing fencing) const {
+  ConnectPlan plan;
+  plan.fencing = fencing;
+  plan.session = session_;
+  plan.epoch = epoch_;
+  if (options_.keepalive.count() > 0)
+    plan.tcp_keepalive =
+        std::max(std::chrono::seconds(1),
+                 std::chrono::duration_cast<std::chrono::seconds>(options_.keepalive));
+  return plan;
+}
+
+// --- first connection -------------------------------------------------------
 
 void NbdMember::AsyncConnect(std::function<void(Status)> done) {
-  connections_.push_back(std::make_unique<NbdConnection>(io_, uri_));
-  // Callbacks capture `this`: a connection drops its callback when destroyed,
-  // and connections never outlive the member.
+  const auto fencing = options_.fencing == FencingMode::kOff ? ConnectPlan::Fencing::kNone
+                                                             : ConnectPlan::Fencing::kProbe;
+  connections_.push_back(std::make_unique<NbdConnection>(io_, uri_, PlanFor(fencing)));
+  // A connection drops its callback when destroyed, and connections never
+  // outlive the member: capturing `this` is safe.
   connections_.front()->AsyncConnect([this, done = std::move(done)](Status status) mutable {
-    if (!status.ok()) {
-      done(std::move(status));
-      return;
-    }
-    capabilities_ = connections_.front()->capabilities();
-    ConnectExtraConnections(std::move(done));
+    OnFirstConnection(std::move(status), std::move(done));
+  });
+}
+
+void NbdMember::OnFirstConnection(Status status, std::function<void(Status)> done) {
+  if (!status.ok()) {
+    // Not retried: an unreachable member at start is a configuration error.
+    last_error_ = status.message();
+    SetState(State::kFailed, last_error_);
+    done(std::move(status));
+    return;
+  }
+  capabilities_ = connections_.front()->capabilities();
+  fenced_ = connections_.front()->fenced();
+  if (!fenced_ && options_.fencing == FencingMode::kRequire) {
+    last_error_ = "cannot fence (not a dst export node), and fencing is required";
+    SetState(State::kFailed, last_error_);
+    done(Status::Error(EPROTO, last_error_));
+    return;
+  }
+  AddExtraConnections([this, done = std::move(done)] {
+    last_activity_ = Clock::now();
+    SetState(State::kReady, fenced_ ? "fenced, epoch 1" : "not fenced");
+    ArmTick();
+    done(Status::Ok());
   });
 }
 
 // Without multi-conn a server may show one connection stale data written
 // through another, so extra connections are only opened when it promises.
-void NbdMember::ConnectExtraConnections(std::function<void(Status)> done) {
+// They share the member's epoch; one that fails or sees another export is
+// dropped, and the member works with the others.
+void NbdMember::AddExtraConnections(std::function<void()> all_done) {
   const unsigned wanted = capabilities_.can_multi_conn ? wanted_connections_ : 1;
-  if (wanted == 1) {
-    done(Status::Ok());
+  if (connections_.size() >= wanted) {
+    all_done();
     return;
   }
-  auto pending = std::make_shared<unsigned>(wanted - 1);
-  auto shared_done = std::make_shared<std::function<void(Status)>>(std::move(done));
-  for (unsigned i = 1; i < wanted; ++i) {
-    connections_.push_back(std::make_unique<NbdConnection>(io_, uri_));
-    connections_.back()->AsyncConnect([this, pending, shared_done](const Status&) {
-      if (--*pending > 0) return;
-      DropUnusableExtraConnections();
-      (*shared_done)(Status::Ok());
+  auto pending = std::make_shared<size_t>(wanted - connections_.size());
+  auto shared_done = std::make_shared<std::function<void()>>(std::move(all_done));
+  const auto fencing = fenced_ ? ConnectPlan::Fencing::kFence : ConnectPlan::Fencing::kNone;
+  for (unsigned i = connections_.size(); i < wanted; ++i) {
+    auto connection = std::make_unique<NbdConnection>(io_, uri_, PlanFor(fencing));
+    NbdConnection* raw = connection.get();
+    extras_.push_back(std::move(connection));
+    raw->AsyncConnect([this, raw, pending, shared_done](const Status& status) {
+      AdoptExtraConnection(raw, status);
+      if (--*pending == 0) (*shared_done)();
     });
   }
 }
 
-// An extra connection that failed, or that sees a different export, would
-// only take I/O to fail it.
-void NbdMember::DropUnusableExtraConnections() {
-  const NbdConnection* first = connections_.front().get();
-  auto unusable = [this, first](const std::unique_ptr<NbdConnection>& connection) {
-    return connection.get() != first &&
-           (!connection->ready() || connection->capabilities().size != capabilities_.size);
-  };
-  std::erase_if(connections_, unusable);
+void NbdMember::AdoptExtraConnection(NbdConnection* connection, const Status& status) {
+  auto it = std::find_if(extras_.begin(), extras_.end(),
+                         [connection](const auto& extra) { return extra.get() == connection; });
+  if (it == extras_.end()) return;
+  std::unique_ptr<NbdConnection> extra = std::move(*it);
+  extras_.erase(it);
+  if (status.ok() && CheckIdentity(*extra).ok()) {
+    connections_.push_back(std::move(extra));
+    DispatchWaiting();
+  }
 }
 
-size_t NbdMember::in_flight() const {
-  size_t total = 0;
-  for (const auto& connection : connections_)
-    total += connection->in_flight();
-  return total;
+// Transitions from the first connect are left to the caller, which reports
+// start-up as a whole (one line when it fails).
+void NbdMember::SetState(State state, const std::string& why) {
+  if (state == state_) return;
+  if (state_ != State::kConnecting)
+    LOG_INFO("member %s: %s -> %s: %s", uri_.c_str(), std::string(MemberStateName(state_)).c_str(),
+             std::string(MemberStateName(state)).c_str(), why.c_str());
+  state_ = state;
 }
+
+// --- transactions -----------------------------------------------------------
 
 void NbdMember::Submit(std::shared_ptr<MemberIo> io) {
-  Dispatch(std::move(io));
-}
-
-void NbdMember::Dispatch(std::shared_ptr<MemberIo> io) {
   if (const int err = CheckRequest(*io); err != 0) {
-    PostError(std::move(io), err);
+    io->failure = "member " + uri_ + ": " + Describe(*io) + ": " + std::strerror(err);
+    asio::post(io_, [io = std::move(io), err] { io->done(err); });
     return;
   }
-  NbdConnection* connection = LeastBusyConnection();
-  if (connection == nullptr) {
-    PostError(std::move(io), ENOTCONN);
+  const uint64_t id = next_id_++;
+  Transaction& transaction = transactions_[id];
+  transaction.io = std::move(io);
+  transaction.history.first_send = Clock::now();
+  if (state_ == State::kFailed) {
+    transaction.last_error = "member is failed: " + last_error_;
+    Finish(id, EIO);
     return;
   }
-  connection->Submit(std::move(io));
+  Dispatch(id);
 }
 
 // What libnbd would reject anyway, answered with the errno the volume layer
@@ -107,6 +242,36 @@ int NbdMember::CheckRequest(const MemberIo& io) const {
   return EINVAL;
 }
 
+void NbdMember::Dispatch(uint64_t id) {
+  if (state_ != State::kReady) {
+    waiting_.push_back(id);
+    return;
+  }
+  NbdConnection* connection = LeastBusyConnection();
+  if (connection == nullptr) {
+    waiting_.push_back(id);
+    StartReconnect("no usable connection");
+    return;
+  }
+  Send(id, *connection);
+}
+
+// Sends what waits and is due, in order; what is not due waits on.
+void NbdMember::DispatchWaiting() {
+  const Clock::time_point now = Clock::now();
+  for (size_t n = waiting_.size(); n > 0 && state_ == State::kReady; --n) {
+    const uint64_t id = waiting_.front();
+    waiting_.pop_front();
+    auto it = transactions_.find(id);
+    if (it == transactions_.end() || it->second.in_flight) continue;  // finished meanwhile
+    if (it->second.not_before > now) {
+      waiting_.push_back(id);
+      continue;
+    }
+    Dispatch(id);
+  }
+}
+
 NbdConnection* NbdMember::LeastBusyConnection() {
   NbdConnection* best = nullptr;
   for (const auto& connection : connections_) {
@@ -116,12 +281,354 @@ NbdConnection* NbdMember::LeastBusyConnection() {
   return best;
 }
 
-void NbdMember::PostError(std::shared_ptr<MemberIo> io, int err) {
-  asio::post(io_, [io = std::move(io), err] { io->done(err); });
+void NbdMember::Send(uint64_t id, NbdConnection& connection) {
+  Transaction& transaction = transactions_.at(id);
+  const Clock::time_point now = Clock::now();
+  if (transaction.history.sends > 0) ++counters_.resends;
+  ++transaction.history.sends;
+  ++transaction.attempt;
+  transaction.in_flight = true;
+  transaction.sent_at = now;
+  ++in_flight_;
+  deadlines_.push_back({now + options_.io_timeout, id, transaction.attempt});
+
+  std::shared_ptr<MemberIo> send = CopyRequest(*transaction.io);
+  MemberIo* answered = send.get();  // alive while its own done runs
+  send->done = [this, alive = std::weak_ptr<char>(alive_), id, attempt = transaction.attempt,
+                answered](int err) {
+    if (!alive.expired()) OnAnswer(id, attempt, err, *answered);
+  };
+  connection.Submit(std::move(send));
+}
+
+void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answered) {
+  auto it = transactions_.find(id);
+  // An answer to a send that timed out or whose connection was dropped: the
+  // transaction has moved on (resent, or finished).
+  if (it == transactions_.end() || !it->second.in_flight || it->second.attempt != attempt) return;
+  Transaction& transaction = it->second;
+  transaction.in_flight = false;
+  --in_flight_;
+  const Clock::time_point now = Clock::now();
+  last_activity_ = now;
+  if (transaction.ping) {
+    if (err != 0 && ClassifyError(MemberOp::kRead, err) == ErrorAction::kReconnect)
+      StartReconnect(std::string("keepalive ping failed: ") + std::strerror(err));
+    transactions_.erase(it);
+    return;
+  }
+  counters_.RecordLatency(now - transaction.sent_at);
+  if (err == 0) {
+    ++counters_.ios;
+    const MemberOp op = transaction.io->op;
+    if (op == MemberOp::kRead || op == MemberOp::kWrite) counters_.bytes += transaction.io->length;
+    if (op == MemberOp::kBlockStatus) transaction.io->extents = std::move(answered.extents);
+    Finish(id, 0);
+    return;
+  }
+  std::string cause;
+  if (err == ENOTCONN) {
+    cause = "connection lost";
+    std::string why;
+    if (SomeConnectionDied(&why)) cause = why;
+  } else {
+    ++counters_.errors;
+    cause = std::string("member answered: ") + std::strerror(err);
+  }
+  OnSendFailed(id, err, std::move(cause));
+}
+
+void NbdMember::OnSendFailed(uint64_t id, int err, std::string cause) {
+  Transaction& transaction = transactions_.at(id);
+  transaction.last_error = std::move(cause);
+  switch (ClassifyError(transaction.io->op, err)) {
+    case ErrorAction::kFail:
+      Finish(id, err);
+      return;
+    case ErrorAction::kResend:
+      Requeue(id, ReconnectDelay(options_, transaction.history.sends - 1));
+      DispatchWaiting();
+      return;
+    case ErrorAction::kReconnect: {
+      const std::string why = transaction.last_error;
+      Requeue(id, milliseconds(0));
+      StartReconnect(why);
+      return;
+    }
+  }
+}
+
+// Puts a transaction back in line, unless its budget is spent.
+void NbdMember::Requeue(uint64_t id, milliseconds delay) {
+  Transaction& transaction = transactions_.at(id);
+  const Clock::time_point now = Clock::now();
+  if (!MaySendAgain(options_, transaction.history, now)) {
+    GiveUp(id);
+    return;
+  }
+  transaction.not_before = now + delay;
+  waiting_.push_back(id);
+}
+
+void NbdMember::GiveUp(uint64_t id) {
+  Transaction& transaction = transactions_.at(id);
+  transaction.last_error =
+      "gave up after " + std::to_string(transaction.history.sends) + " attempts in " +
+      SecondsSince(transaction.history.first_send, Clock::now()) + ": " + transaction.last_error;
+  Finish(id, EIO);
+}
+
+void NbdMember::Finish(uint64_t id, int err) {
+  auto node = transactions_.extract(id);
+  Transaction& transaction = node.mapped();
+  if (transaction.ping) return;
+  if (err != 0) {
+    ++counters_.failures;
+    transaction.io->failure =
+        "member " + uri_ + ": " + Describe(*transaction.io) + ": " + transaction.last_error;
+  }
+  asio::post(io_, [io = std::move(transaction.io), err] { io->done(err); });
+}
+
+void NbdMember::FailAllWaiting(const std::string& cause) {
+  for (const uint64_t id : waiting_) {
+    auto it = transactions_.find(id);
+    if (it == transactions_.end() || it->second.in_flight) continue;
+    it->second.last_error = cause;
+    Finish(id, EIO);
+  }
+  waiting_.clear();
+}
+
+// --- reconnection -----------------------------------------------------------
+
+void NbdMember::StartReconnect(const std::string& cause) {
+  if (state_ != State::kReady) return;  // already reconnecting
+  last_error_ = cause;
+  SetState(State::kReconnecting, cause);
+  unreachable_since_ = Clock::now();
+  connect_failures_in_row_ = 0;
+  DropConnections(cause);
+  ScheduleConnectAttempt(ReconnectDelay(options_, 0));
+}
+
+// Every send in flight is lost with its connection: each waits for the next
+// connection (or gives up if its budget is spent).
+void NbdMember::DropConnections(const std::string& cause) {
+  ++generation_;
+  std::vector<uint64_t> lost;
+  for (const auto& [id, transaction] : transactions_)
+    if (transaction.in_flight) lost.push_back(id);
+  std::sort(lost.begin(), lost.end());  // resent in their original order
+  for (const uint64_t id : lost) {
+    Transaction& transaction = transactions_.at(id);
+    transaction.in_flight = false;
+    --in_flight_;
+    if (transaction.ping) {
+      transactions_.erase(id);
+      continue;
+    }
+    transaction.last_error = cause;
+    Requeue(id, milliseconds(0));
+  }
+  deadlines_.clear();
+  // Closing posts ENOTCONN answers for what was in flight; OnAnswer ignores
+  // them (the transactions are no longer in flight).
+  for (auto& connection : connections_)
+    connection->Close();
+  connections_.clear();
+  extras_.clear();
+}
+
+void NbdMember::ScheduleConnectAttempt(milliseconds delay) {
+  connect_timer_.expires_after(delay);
+  connect_timer_.async_wait(
+      [this, alive = std::weak_ptr<char>(alive_)](const asio::error_code& ec) {
+        if (!ec && !alive.expired()) AttemptConnect();
+      });
+}
+
+// One attempt, under a new epoch: a fencing member then refuses whatever
+// the dropped connections still had queued.
+void NbdMember::AttemptConnect() {
+  ++epoch_;
+  const uint64_t generation = ++generation_;
+  const auto fencing = fenced_ ? ConnectPlan::Fencing::kFence : ConnectPlan::Fencing::kNone;
+  reconnecting_ = std::make_unique<NbdConnection>(io_, uri_, PlanFor(fencing));
+  reconnecting_->AsyncConnect(
+      [this, generation](Status status) { OnReconnectResult(generation, std::move(status)); });
+  connect_timer_.expires_after(options_.io_timeout);
+  connect_timer_.async_wait(
+      [this, alive = std::weak_ptr<char>(alive_), generation](const asio::error_code& ec) {
+        if (ec || alive.expired() || generation != generation_ || !reconnecting_) return;
+        reconnecting_.reset();  // drops its callback
+        OnReconnectResult(generation,
+                          Status::Error(ETIMEDOUT, "no answer to connect within " +
+                                                       FormatDuration(options_.io_timeout)));
+      });
+}
+
+void NbdMember::OnReconnectResult(uint64_t generation, Status status) {
+  if (generation != generation_) return;
+  connect_timer_.cancel();
+  std::unique_ptr<NbdConnection> connection = std::move(reconnecting_);
+  bool refused = false;
+  if (status.ok()) {
+    status = CheckIdentity(*connection);
+    refused = !status.ok();
+  }
+  if (!status.ok()) {
+    OnReconnectFailed(status.message(), refused);
+    return;
+  }
+  connections_.push_back(std::move(connection));
+  ++counters_.reconnects;
+  connect_failures_in_row_ = 0;
+  last_activity_ = Clock::now();
+  SetState(State::kReady, std::string(fenced_ ? "fenced" : "not fenced") + ", epoch " +
+                              std::to_string(epoch_) + ", after " +
+                              SecondsSince(unreachable_since_, last_activity_) + ", " +
+                              std::to_string(waiting_.size()) + " I/Os to resend");
+  DispatchWaiting();
+  AddExtraConnections([] {});
+}
+
+void NbdMember::OnReconnectFailed(const std::string& message, bool refused) {
+  ++counters_.connect_failures;
+  ++connect_failures_in_row_;
+  last_error_ = message;
+  // One line per doubling keeps a long outage readable.
+  if (IsPowerOfTwo(connect_failures_in_row_))
+    LOG_WARNING("member %s: reconnect attempt %u failed: %s", uri_.c_str(),
+                connect_failures_in_row_, message.c_str());
+  // Each failed attempt spends one attempt of every waiting I/O.
+  const Clock::time_point now = Clock::now();
+  for (const uint64_t id : waiting_) {
+    auto it = transactions_.find(id);
+    if (it == transactions_.end()) continue;
+    ++it->second.history.sends;
+    it->second.last_error = "reconnect: " + message;
+    if (!MaySendAgain(options_, it->second.history, now)) GiveUp(id);
+  }
+  const bool out_of_time =
+      options_.retry_window.count() > 0 && now - unreachable_since_ >= options_.retry_window;
+  const bool out_of_tries = options_.retries > 0 && connect_failures_in_row_ > options_.retries;
+  if (refused || out_of_time || out_of_tries) {
+    SetState(State::kFailed,
+             refused ? message
+                     : "unreachable for " + SecondsSince(unreachable_since_, now) + ": " + message);
+    FailAllWaiting(message);
+  }
+  ScheduleConnectAttempt(refused ? options_.backoff_max
+                                 : ReconnectDelay(options_, connect_failures_in_row_));
+}
+
+// A member that comes back must be the export the volume was built on.
+Status NbdMember::CheckIdentity(const NbdConnection& connection) const {
+  const volume::MemberCapabilities& now = connection.capabilities();
+  const volume::MemberCapabilities& was = capabilities_;
+  if (now.size != was.size)
+    return Status::Error(EPROTO, "refused: came back with size " + std::to_string(now.size) +
+                                     ", was " + std::to_string(was.size));
+  if (connection.fenced() != fenced_)
+    return Status::Error(EPROTO, "refused: came back without fencing");
+  const bool same_flags =
+      now.read_only == was.read_only && now.can_flush == was.can_flush &&
+      now.can_fua == was.can_fua && now.can_trim == was.can_trim && now.can_zero == was.can_zero &&
+      now.can_fast_zero == was.can_fast_zero && now.can_cache == was.can_cache &&
+      now.can_multi_conn == was.can_multi_conn && now.can_block_status == was.can_block_status;
+  if (!same_flags) return Status::Error(EPROTO, "refused: came back with other export flags");
+  if (now.min_block != was.min_block || now.max_request != was.max_request)
+    return Status::Error(EPROTO, "refused: came back with other block size constraints");
+  return Status::Ok();
+}
+
+// --- periodic work ----------------------------------------------------------
+
+void NbdMember::ArmTick() {
+  tick_timer_.expires_after(TickPeriod(options_));
+  tick_timer_.async_wait([this, alive = std::weak_ptr<char>(alive_)](const asio::error_code& ec) {
+    if (ec || alive.expired()) return;
+    OnTick();
+    ArmTick();
+  });
+}
+
+void NbdMember::OnTick() {
+  const Clock::time_point now = Clock::now();
+  ExpireDeadlines(now);
+  std::string why;
+  if (state_ == State::kReady && SomeConnectionDied(&why)) StartReconnect(why);
+  ExpireWaiting(now);
+  DispatchWaiting();
+  SendPings(now);
+}
+
+void NbdMember::ExpireDeadlines(Clock::time_point now) {
+  while (!deadlines_.empty() && deadlines_.front().at <= now) {
+    const Deadline deadline = deadlines_.front();
+    deadlines_.pop_front();
+    auto it = transactions_.find(deadline.id);
+    if (it == transactions_.end() || !it->second.in_flight ||
+        it->second.attempt != deadline.attempt)
+      continue;  // answered, or already being resent
+    ++counters_.timeouts;
+    it->second.in_flight = false;
+    --in_flight_;
+    OnSendFailed(deadline.id, ETIMEDOUT,
+                 "no answer within " + FormatDuration(options_.io_timeout) + " to " +
+                     (it->second.ping ? std::string("keepalive ping") : Describe(*it->second.io)));
+  }
+}
+
+void NbdMember::ExpireWaiting(Clock::time_point now) {
+  for (const uint64_t id : waiting_) {
+    auto it = transactions_.find(id);
+    if (it == transactions_.end() || it->second.in_flight) continue;
+    if (!MaySendAgain(options_, it->second.history, now)) GiveUp(id);
+  }
+}
+
+// At idle, one small read per connection proves the member still answers;
+// with I/O in flight, deadlines do that.
+void NbdMember::SendPings(Clock::time_point now) {
+  if (state_ != State::kReady || options_.keepalive.count() == 0 || in_flight_ > 0 ||
+      now - last_activity_ < options_.keepalive)
+    return;
+  last_activity_ = now;
+  for (const auto& connection : connections_) {
+    if (!connection->ready()) continue;
+    const uint64_t id = next_id_++;
+    Transaction& ping = transactions_[id];
+    ping.ping = true;
+    ping.history.first_send = now;
+    ping.ping_buffer.resize(std::max<uint32_t>(capabilities_.min_block, 1));
+    ping.io = std::make_shared<MemberIo>();
+    ping.io->op = MemberOp::kRead;
+    ping.io->length = ping.ping_buffer.size();
+    ping.io->data = ping.ping_buffer.data();
+    ++counters_.pings;
+    Send(id, *connection);
+  }
+}
+
+bool NbdMember::SomeConnectionDied(std::string* why) const {
+  for (const auto& connection : connections_) {
+    if (!connection->dead()) continue;
+    *why = "connection lost: " + connection->last_error();
+    return true;
+  }
+  return false;
+}
+
+std::string NbdMember::StatsLine() const {
+  return "state=" + std::string(MemberStateName(state_)) + " epoch=" + std::to_string(epoch_) +
+         " fenced=" + (fenced_ ? "yes" : "no") + " inflight=" + std::to_string(in_flight_) +
+         " waiting=" + std::to_string(waiting_.size()) + " " + counters_.Format();
 }
 
 Status NbdMember::ConnectAll(asio::io_context& io, std::vector<std::unique_ptr<NbdMember>>& members,
-                             std::chrono::milliseconds timeout) {
+                             milliseconds timeout) {
   // Shared with the callbacks, which may run after we return (on timeout).
   struct Progress {
     size_t pending = 0;

@@ -1,39 +1,52 @@
 // NbdMember: a volume member reached at an NBD URI (nbd://host:port/export,
-// nbd+unix:///export?socket=PATH, ...) through one or more NbdConnections.
+// nbd+unix:///export?socket=PATH, ...) through one or more NbdConnections,
+// with DST transaction semantics (docs/transactions.md).
 //
 // Contract:
-// - AsyncConnect() connects one connection; if the server advertises
-//   multi-conn (every connection sees the others' writes and flushes), it
-//   opens up to `connections` in total, else it uses one. Extra connections
-//   that fail are dropped; the member works with those that connected.
-// - capabilities() are those of the first connection, valid once connected.
-// - Submit() sends each I/O on the ready connection with the fewest I/Os in
-//   flight. done is called exactly once, posted to the io_context: 0, or an
-//   errno. A read or write longer than capabilities().max_request gets EINVAL
-//   (the volume splits requests; this is a safety net); a write, trim or zero
-//   on a read-only export EROFS; fast_zero or block status that the export
-//   did not advertise ENOTSUP; a member with no ready connection ENOTCONN.
-//   Other unadvertised flags (e.g. FUA) are refused by libnbd with EINVAL.
-// - No retries and no reconnects yet: an I/O on a connection that dies fails
-//   with ENOTCONN. Every submission goes through Dispatch(), which a later
-//   resend path can call again with the same MemberIo.
+// - AsyncConnect() makes the first connection: one attempt, no retries (a
+//   member that is unreachable at start is a configuration error). If the
+//   server advertises multi-conn it opens up to `connections` in total.
+//   With fencing kAuto/kRequire it asks the dst plugin to fence; kRequire
+//   fails a member that cannot.
+// - Submit() turns each MemberIo into a transaction: sent on the ready
+//   connection with the fewest I/Os in flight, with a deadline (io_timeout).
+//   A timeout or a lost connection drops every connection, and the member
+//   reconnects with exponential backoff under a new fencing epoch; every
+//   I/O that was in flight is resent once the member is ready again. A
+//   transient error answer (EIO) is resent after a backoff delay on the
+//   same connections. Only when an I/O's budget (retries, retry_window) is
+//   spent does it fail, with EIO, and io->failure says why.
+// - Deterministic errors fail at once with their errno: EINVAL for a read
+//   or write longer than capabilities().max_request, EROFS for a write, trim
+//   or zero on a read-only export, ENOTSUP for fast_zero or block status that
+//   the export did not advertise, and error answers such as ENOSPC.
+// - A member that comes back with another size, other flags or without
+//   fencing it had is refused: state kFailed, its waiting I/Os fail, and it
+//   keeps being probed every backoff_max. A member that stays unreachable
+//   for retry_window also becomes kFailed; new I/O then fails at once with
+//   EIO until it is back.
+// - done is called exactly once per MemberIo, posted to the io_context.
 // - The io_context must outlive the member. Destroying the member fails the
-//   I/Os in flight (their done still runs, with ENOTCONN) and drops a pending
-//   AsyncConnect callback.
+//   I/Os not yet done (their done still runs, with ENOTCONN).
 //
 // Threading: not thread-safe; every call and the io_context run on one thread.
 #pragma once
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <asio.hpp>
 
+#include "aggregator/member/member_stats.h"
 #include "aggregator/member/nbd_connection.h"
+#include "aggregator/member/transaction_policy.h"
 #include "aggregator/volume/member_io.h"
 #include "common/status.h"
 
@@ -41,8 +54,11 @@ namespace dst::member {
 
 class NbdMember : public volume::MemberTarget {
  public:
-  NbdMember(asio::io_context& io, std::string uri, unsigned connections);
-  ~NbdMember() override = default;
+  enum class State : uint8_t { kConnecting, kReady, kReconnecting, kFailed };
+
+  NbdMember(asio::io_context& io, std::string uri, unsigned connections,
+            TransactionOptions options = {});
+  ~NbdMember() override;
   NbdMember(const NbdMember&) = delete;
   NbdMember& operator=(const NbdMember&) = delete;
 
@@ -54,9 +70,16 @@ class NbdMember : public volume::MemberTarget {
   const std::string& name() const override { return uri_; }
   void Submit(std::shared_ptr<volume::MemberIo> io) override;
 
-  // Connections in use (ready or dead), and I/Os not yet done on all of them.
+  State state() const { return state_; }
+  // The server confirmed fencing (the dst plugin); valid once connected.
+  bool fenced() const { return fenced_; }
+  uint64_t epoch() const { return epoch_; }
+  const MemberCounters& counters() const { return counters_; }
+  // Connections in use, and member I/Os sent and not yet answered.
   size_t connection_count() const { return connections_.size(); }
-  size_t in_flight() const;
+  size_t in_flight() const { return in_flight_; }
+  // "state=ready epoch=2 fenced=yes ios=... ": the counters for a log line.
+  std::string StatsLine() const;
 
   // Start-up helper: runs `io` until every member is connected or has failed,
   // or until `timeout`. Returns Ok, or the first failure in `members` order as
@@ -65,19 +88,91 @@ class NbdMember : public volume::MemberTarget {
                            std::chrono::milliseconds timeout);
 
  private:
-  void ConnectExtraConnections(std::function<void(Status)> done);
-  void DropUnusableExtraConnections();
-  // The one submission path: validates, picks a connection, sends.
-  void Dispatch(std::shared_ptr<volume::MemberIo> io);
+  // One MemberIo on its way through the member; resendable.
+  struct Transaction {
+    std::shared_ptr<volume::MemberIo> io;  // the caller's (or the ping's own)
+    SendHistory history;
+    Clock::time_point sent_at;
+    Clock::time_point not_before;  // earliest next send, after a transient error
+    uint64_t attempt = 0;          // which send an answer belongs to
+    bool in_flight = false;
+    bool ping = false;
+    std::string last_error;
+    std::vector<uint8_t> ping_buffer;
+  };
+  struct Deadline {
+    Clock::time_point at;
+    uint64_t id;
+    uint64_t attempt;
+  };
+
+  ConnectPlan PlanFor(ConnectPlan::Fencing fencing) const;
+  void OnFirstConnection(Status status, std::function<void(Status)> done);
+  void AddExtraConnections(std::function<void()> all_done);
+  void AdoptExtraConnection(NbdConnection* connection, const Status& status);
+  void SetState(State state, const std::string& why);
+
+  // Transactions.
+  void Dispatch(uint64_t id);
+  void DispatchWaiting();
+  void Send(uint64_t id, NbdConnection& connection);
+  void OnAnswer(uint64_t id, uint64_t attempt, int err, volume::MemberIo& answered);
+  void OnSendFailed(uint64_t id, int err, std::string cause);
+  void Requeue(uint64_t id, std::chrono::milliseconds delay);
+  void Finish(uint64_t id, int err);
+  void GiveUp(uint64_t id);
+  void FailAllWaiting(const std::string& cause);
   int CheckRequest(const volume::MemberIo& io) const;
   NbdConnection* LeastBusyConnection();
-  void PostError(std::shared_ptr<volume::MemberIo> io, int err);
+
+  // Reconnection, keepalive, deadlines: driven by one periodic tick.
+  void StartReconnect(const std::string& cause);
+  void DropConnections(const std::string& cause);
+  void ScheduleConnectAttempt(std::chrono::milliseconds delay);
+  void AttemptConnect();
+  void OnReconnectResult(uint64_t generation, Status status);
+  void OnReconnectFailed(const std::string& message, bool refused);
+  Status CheckIdentity(const NbdConnection& connection) const;
+  void ArmTick();
+  void OnTick();
+  void ExpireDeadlines(Clock::time_point now);
+  void ExpireWaiting(Clock::time_point now);
+  void SendPings(Clock::time_point now);
+  bool SomeConnectionDied(std::string* why) const;
 
   asio::io_context& io_;
   const std::string uri_;
   const unsigned wanted_connections_;
+  const TransactionOptions options_;
+  const std::string session_;
   volume::MemberCapabilities capabilities_;
-  std::vector<std::unique_ptr<NbdConnection>> connections_;
+  bool fenced_ = false;
+  State state_ = State::kConnecting;
+  uint64_t epoch_ = 1;
+  // Bumped whenever the connections are dropped: callbacks of older
+  // connections recognise themselves and do nothing.
+  uint64_t generation_ = 0;
+  std::vector<std::unique_ptr<NbdConnection>> connections_;  // in use
+  std::vector<std::unique_ptr<NbdConnection>> extras_;       // still connecting
+  std::unique_ptr<NbdConnection> reconnecting_;              // the attempt in progress
+  unsigned connect_failures_in_row_ = 0;
+  Clock::time_point unreachable_since_;
+  std::string last_error_;
+
+  uint64_t next_id_ = 1;
+  std::unordered_map<uint64_t, Transaction> transactions_;
+  std::deque<uint64_t> waiting_;    // ids to send when a connection is ready
+  std::deque<Deadline> deadlines_;  // in send order, hence in deadline order
+  size_t in_flight_ = 0;
+  Clock::time_point last_activity_;
+  MemberCounters counters_;
+
+  asio::steady_timer tick_timer_;
+  asio::steady_timer connect_timer_;
+  // Expires with this object; posted handlers that touch `this` check it.
+  std::shared_ptr<char> alive_ = std::make_shared<char>(0);
 };
+
+std::string_view MemberStateName(NbdMember::State state);
 
 }  // namespace dst::member

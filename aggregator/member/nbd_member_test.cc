@@ -199,10 +199,11 @@ bool AllDone(const std::vector<int>& results) {
 // A connected NbdMember over its own nbdkit memory export.
 struct MemberFixture {
   explicit MemberFixture(unsigned connections = 1,
-                         std::vector<std::string> args = {"memory", "64M"})
+                         std::vector<std::string> args = {"memory", "64M"},
+                         TransactionOptions options = {})
       : server(args) {
     REQUIRE(server.serving());
-    members.push_back(std::make_unique<NbdMember>(io, server.uri(), connections));
+    members.push_back(std::make_unique<NbdMember>(io, server.uri(), connections, options));
     const Status status = NbdMember::ConnectAll(io, members, 5000ms);
     REQUIRE_MESSAGE(status.ok(), status.ToString());
   }
@@ -400,7 +401,8 @@ TEST_CASE("connecting to a missing socket fails with the member's URI") {
   CHECK(result == kPending);  // never synchronous
   REQUIRE(RunUntil(
       io, [&] { return result != kPending; }, 1s));
-  CHECK(result == ENOTCONN);
+  CHECK(result == EIO);
+  CHECK(members.front()->state() == NbdMember::State::kFailed);
 }
 
 TEST_CASE("ConnectAll gives up on a server that never answers") {
@@ -428,9 +430,12 @@ TEST_CASE("ConnectAll gives up on a server that never answers") {
   close(listener);
 }
 
-TEST_CASE("every in-flight I/O fails when the server is killed") {
+TEST_CASE("every in-flight I/O fails with EIO when the server is gone for the retry window") {
+  TransactionOptions options;
+  options.io_timeout = 500ms;
+  options.retry_window = 1000ms;
   MemberFixture fixture(/*connections=*/2,
-                        {"--filter=delay", "memory", "64M", "rdelay=5", "wdelay=5"});
+                        {"--filter=delay", "memory", "64M", "rdelay=5", "wdelay=5"}, options);
   constexpr int kIos = 32;
   std::vector<std::vector<uint8_t>> buffers(kIos, std::vector<uint8_t>(64 * 1024, 0x11));
   std::vector<int> results(kIos, kPending);
@@ -446,13 +451,21 @@ TEST_CASE("every in-flight I/O fails when the server is killed") {
   fixture.server.Kill();
   REQUIRE(RunUntil(
       fixture.io, [&] { return AllDone(results); }, 10s));
-  CHECK(std::chrono::steady_clock::now() - start < 2s);  // not the 5 s delay
+  // Within the retry window plus one I/O timeout, not the 5 s delay.
+  CHECK(std::chrono::steady_clock::now() - start < 2000ms);
   for (int result : results)
-    CHECK(result != 0);
+    CHECK(result == EIO);
   CHECK(fixture.member().in_flight() == 0);
+  CHECK(fixture.member().counters().failures == kIos);
 
-  // The connections are dead: new I/O fails at once instead of hanging.
-  CHECK(fixture.Run(MemberOp::kFlush, 0, 0) == ENOTCONN);
+  // Unreachable for the whole window, the member is failed: new I/O fails
+  // at once instead of waiting.
+  REQUIRE(RunUntil(
+      fixture.io, [&] { return fixture.member().state() == NbdMember::State::kFailed; }, 3s));
+  const auto flush_start = std::chrono::steady_clock::now();
+  CHECK(fixture.Run(MemberOp::kFlush, 0, 0) == EIO);
+  CHECK(std::chrono::steady_clock::now() - flush_start < 200ms);
+  CHECK(fixture.last_io->failure.find("member is failed") != std::string::npos);
 }
 
 // NbdConnection directly, over nbdkit with reads delayed by one second.

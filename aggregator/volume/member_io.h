@@ -14,13 +14,22 @@
 
 #include <cstdint>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace dst::volume {
 
 enum class MemberOp : uint8_t { kRead, kWrite, kFlush, kTrim, kZero, kCache, kBlockStatus };
+
+// "read", "write", ...: for logs.
+constexpr std::string_view MemberOpName(MemberOp op) {
+  constexpr std::string_view kNames[] = {"read", "write", "flush",       "trim",
+                                         "zero", "cache", "block-status"};
+  return static_cast<size_t>(op) < std::size(kNames) ? kNames[static_cast<size_t>(op)] : "?";
+}
 
 // An allocation extent as NBD base:allocation reports it.
 struct AllocationExtent {
@@ -38,6 +47,9 @@ struct MemberIo {
   bool fast_zero = false;  // for kZero: fail with ENOTSUP rather than be slow
   // For kBlockStatus: filled in order, starting at `offset`.
   std::vector<AllocationExtent> extents;
+  // Set by the member when it fails the I/O: which member, what, and why
+  // ("gave up after 7 sends in 60 s: connect: Connection refused").
+  std::string failure;
   // errno: 0 on success.
   std::function<void(int err)> done;
 };

@@ -2,6 +2,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "common/log.h"
 
 namespace dst::volume {
 
@@ -105,22 +109,47 @@ void Volume::SubmitPiece(const std::shared_ptr<ParentRequest>& parent, const Mem
   auto member_io = std::make_shared<MemberIo>(std::move(io));
   member_io->offset = piece.member_offset;
   member_io->length = piece.length;
-  member_io->done = [parent](int err) { parent->PartDone(err); };
+  const MemberIo* part = member_io.get();  // alive while its own done runs
+  member_io->done = [this, parent, part, piece](int err) {
+    if (err != 0) LogPartFailure(*part, piece, err);
+    parent->PartDone(err);
+  };
   if (member_io->fua && !member->capabilities().can_fua) {
     // A member without FUA gets the write, then a flush, before the part is done.
     member_io->fua = false;
     if (member->capabilities().can_flush) {
-      member_io->done = [parent, member](int err) {
-        if (err != 0) return parent->PartDone(err);
+      member_io->done = [this, parent, member, part, piece](int err) {
+        if (err != 0) {
+          LogPartFailure(*part, piece, err);
+          return parent->PartDone(err);
+        }
         auto flush = std::make_shared<MemberIo>();
         flush->op = MemberOp::kFlush;
-        flush->done = [parent](int flush_err) { parent->PartDone(flush_err); };
+        const MemberIo* flush_part = flush.get();
+        flush->done = [this, parent, flush_part, piece](int flush_err) {
+          if (flush_err != 0) LogPartFailure(*flush_part, piece, flush_err);
+          parent->PartDone(flush_err);
+        };
         member->Submit(std::move(flush));
       };
     }
   }
   parent->AddPart();
   member->Submit(std::move(member_io));
+}
+
+// The one line a failed member I/O leaves: the volume range it served, and
+// the member's own account of what happened.
+void Volume::LogPartFailure(const MemberIo& part, const MemberExtent& piece, int err) const {
+  const std::string what = part.op == MemberOp::kFlush
+                               ? "flush"
+                               : std::string(MemberOpName(part.op)) + " of " +
+                                     std::to_string(piece.length) + " bytes at volume offset " +
+                                     std::to_string(piece.volume_offset);
+  const std::string why =
+      part.failure.empty() ? "member " + members_[piece.member]->name() + ": " + std::strerror(err)
+                           : part.failure;
+  LOG_ERROR("volume %s: %s failed: %s", name_.c_str(), what.c_str(), why.c_str());
 }
 
 void Volume::Read(uint64_t offset, uint64_t length, uint8_t* buf, Done done) {

@@ -346,7 +346,7 @@ void NbdMember::OnSendFailed(uint64_t id, int err, std::string cause) {
       Finish(id, err);
       return;
     case ErrorAction::kResend:
-      Requeue(id, ReconnectDelay(options_, transaction.history.sends - 1));
+      Requeue(id, ResendDelay(options_, transaction.history.sends));
       DispatchWaiting();
       return;
     case ErrorAction::kReconnect: {

@@ -89,20 +89,16 @@ class Nbdkit {
   // `args`: what follows the common options, e.g. {"memory", "64M"}.
   explicit Nbdkit(const std::vector<std::string>& args, Transport transport = Transport::kUnix)
       : pidfile_(dir_.path() + "/nbdkit.pid"), log_(dir_.path() + "/nbdkit.log") {
-    std::vector<std::string> argv = {"nbdkit", "-f", "--exit-with-parent", "-P", pidfile_};
     if (transport == Transport::kUnix) {
-      const std::string socket = dir_.path() + "/nbd.sock";
-      argv.insert(argv.end(), {"-U", socket});
-      uri_ = "nbd+unix:///?socket=" + socket;
+      socket_ = dir_.path() + "/nbd.sock";
+      listen_ = {"-U", socket_};
+      uri_ = "nbd+unix:///?socket=" + socket_;
     } else {
       const std::string port = std::to_string(FreeTcpPort());
-      argv.insert(argv.end(), {"-i", "127.0.0.1", "-p", port});
+      listen_ = {"-i", "127.0.0.1", "-p", port};
       uri_ = "nbd://localhost:" + port;
     }
-    argv.insert(argv.end(), args.begin(), args.end());
-    Spawn(argv);
-    if (pid_ > 0) WaitUntilServing();
-    if (!serving_) MESSAGE("nbdkit did not start; its log:\n" << ReadLog());
+    Start(args);
   }
   ~Nbdkit() { Kill(); }
 
@@ -114,6 +110,17 @@ class Nbdkit {
     kill(pid_, SIGKILL);
     waitpid(pid_, nullptr, 0);
     pid_ = -1;
+    serving_ = false;
+  }
+  void Signal(int sig) {
+    if (pid_ > 0) kill(pid_, sig);
+  }
+  // Kills this nbdkit and starts another on the same socket or port.
+  void Restart(const std::vector<std::string>& args) {
+    Kill();
+    if (!socket_.empty()) unlink(socket_.c_str());  // left behind by SIGKILL
+    unlink(pidfile_.c_str());
+    Start(args);
   }
 
  private:
@@ -147,6 +154,15 @@ class Nbdkit {
     }
   }
 
+  void Start(const std::vector<std::string>& args) {
+    std::vector<std::string> argv = {"nbdkit", "-f", "--exit-with-parent", "-P", pidfile_};
+    argv.insert(argv.end(), listen_.begin(), listen_.end());
+    argv.insert(argv.end(), args.begin(), args.end());
+    Spawn(argv);
+    if (pid_ > 0) WaitUntilServing();
+    if (!serving_) MESSAGE("nbdkit did not start; its log:\n" << ReadLog());
+  }
+
   std::string ReadLog() const {
     std::ifstream log(log_);
     return std::string(std::istreambuf_iterator<char>(log), std::istreambuf_iterator<char>());
@@ -155,6 +171,8 @@ class Nbdkit {
   TempDir dir_;
   std::string pidfile_;
   std::string log_;
+  std::string socket_;               // "" for TCP
+  std::vector<std::string> listen_;  // -U SOCKET or -i ADDR -p PORT
   std::string uri_;
   pid_t pid_ = -1;
   bool serving_ = false;
@@ -588,6 +606,107 @@ TEST_CASE("a refused TCP connection fails with the member's URI") {
   CHECK(status.err() == ECONNREFUSED);
   CHECK(status.message().find("member " + uri + ": ") == 0);
   CHECK(status.message().find("Connection refused") != std::string::npos);
+}
+
+// DST transactions: resends, reconnects, identity, keepalive.
+
+TransactionOptions FastOptions() {
+  TransactionOptions options;
+  options.io_timeout = 500ms;
+  options.retry_window = 10000ms;
+  options.keepalive = 0ms;
+  return options;
+}
+
+TEST_CASE("a server restarted on the same socket gets the in-flight I/O again") {
+  const std::vector<std::string> slow = {"--filter=delay", "memory", "64M", "wdelay=300ms"};
+  MemberFixture fixture(/*connections=*/1, slow, FastOptions());
+  constexpr int kIos = 8;
+  std::vector<std::vector<uint8_t>> buffers(kIos, std::vector<uint8_t>(64 * 1024, 0x5A));
+  std::vector<int> results(kIos, kPending);
+  for (int i = 0; i < kIos; ++i)
+    fixture.member().Submit(MakeIo(MemberOp::kWrite, i * buffers[i].size(), buffers[i].size(),
+                                   buffers[i].data(), &results[i]));
+  RunFor(fixture.io, 100ms);
+  REQUIRE(fixture.member().in_flight() == kIos);
+
+  fixture.server.Restart({"memory", "64M"});
+  REQUIRE(fixture.server.serving());
+  REQUIRE(RunUntil(
+      fixture.io, [&] { return AllDone(results); }, 10s));
+  for (int result : results)
+    CHECK(result == 0);
+  const MemberCounters& counters = fixture.member().counters();
+  CHECK(counters.reconnects == 1);
+  CHECK(counters.resends == kIos);
+  CHECK(counters.failures == 0);
+  CHECK(fixture.member().state() == NbdMember::State::kReady);
+  CHECK(fixture.member().epoch() > 1);
+  // The restarted server holds what was resent.
+  std::vector<uint8_t> back(64 * 1024);
+  CHECK(fixture.Run(MemberOp::kRead, 3 * back.size(), back.size(), back.data()) == 0);
+  CHECK(back == buffers[3]);
+}
+
+TEST_CASE("a server that comes back as another export is refused") {
+  MemberFixture fixture(/*connections=*/1, {"memory", "64M"}, FastOptions());
+  fixture.server.Restart({"memory", "32M"});
+  REQUIRE(fixture.server.serving());
+  // The next I/O meets the dead connection, and the reconnect finds 32M.
+  std::vector<uint8_t> data(4096, 1);
+  CHECK(fixture.Run(MemberOp::kWrite, 0, data.size(), data.data()) == EIO);
+  CHECK(fixture.member().state() == NbdMember::State::kFailed);
+  CHECK(fixture.last_io->failure.find("refused: came back with size 33554432, was 67108864") !=
+        std::string::npos);
+  CHECK(fixture.member().counters().connect_failures >= 1);
+}
+
+TEST_CASE("keepalive pings find a server that stopped answering while idle") {
+  TransactionOptions options = FastOptions();
+  options.keepalive = 200ms;
+  options.io_timeout = 300ms;
+  MemberFixture fixture(/*connections=*/1, {"memory", "64M"}, options);
+  RunFor(fixture.io, 300ms);
+  CHECK(fixture.member().counters().pings >= 1);
+  CHECK(fixture.member().state() == NbdMember::State::kReady);
+
+  fixture.server.Signal(SIGSTOP);
+  const bool noticed = RunUntil(
+      fixture.io, [&] { return fixture.member().state() == NbdMember::State::kReconnecting; }, 3s);
+  fixture.server.Signal(SIGCONT);
+  REQUIRE(noticed);
+  CHECK(fixture.member().counters().timeouts >= 1);
+  CHECK(fixture.member().counters().ios == 0);  // no client I/O was involved
+  REQUIRE(RunUntil(
+      fixture.io, [&] { return fixture.member().state() == NbdMember::State::kReady; }, 5s));
+}
+
+TEST_CASE("error answers are resent until they succeed") {
+  MemberFixture fixture(/*connections=*/1,
+                        {"--filter=error", "memory", "64M", "error-pwrite-rate=30%", "error=EIO"},
+                        FastOptions());
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 16; ++i) {
+    std::vector<uint8_t> data = RandomBytes(rng, 4096);
+    REQUIRE(fixture.Run(MemberOp::kWrite, i * 4096, data.size(), data.data()) == 0);
+    std::vector<uint8_t> back(4096);
+    REQUIRE(fixture.Run(MemberOp::kRead, i * 4096, back.size(), back.data()) == 0);
+    CHECK(back == data);
+  }
+  CHECK(fixture.member().counters().errors >= 1);
+  CHECK(fixture.member().counters().resends == fixture.member().counters().errors);
+  CHECK(fixture.member().counters().reconnects == 0);
+}
+
+TEST_CASE("a flush answered with EIO fails at once") {
+  // nbdkit's error filter cannot fail flushes; the eval plugin can.
+  MemberFixture fixture(/*connections=*/1,
+                        {"eval", "get_size=echo 64M", "pread=exit 1", "can_flush=exit 0",
+                         "flush=echo EIO flush failed >&2; exit 1"},
+                        FastOptions());
+  CHECK(fixture.Run(MemberOp::kFlush, 0, 0) == EIO);
+  CHECK(fixture.member().counters().resends == 0);
+  CHECK(fixture.last_io->failure.find("member answered: Input/output error") != std::string::npos);
 }
 
 }  // namespace

@@ -63,4 +63,9 @@ std::chrono::milliseconds ReconnectDelay(const TransactionOptions& options, unsi
   return std::min(delay, options.backoff_max);
 }
 
+std::chrono::milliseconds ResendDelay(const TransactionOptions& options, unsigned sends) {
+  return std::min(ReconnectDelay(options, sends > 0 ? sends - 1 : 0),
+                  std::chrono::milliseconds(1000));
+}
+
 }  // namespace dst::member

@@ -71,4 +71,9 @@ bool MaySendAgain(const TransactionOptions& options, const SendHistory& history,
 // after a loss): initial, doubled each time, capped at max.
 std::chrono::milliseconds ReconnectDelay(const TransactionOptions& options, unsigned failures);
 
+// The wait before resending an I/O that got a transient error answer, after
+// `sends` sends: like ReconnectDelay, but capped at one second, since the
+// member is there and answering.
+std::chrono::milliseconds ResendDelay(const TransactionOptions& options, unsigned sends);
+
 }  // namespace dst::member

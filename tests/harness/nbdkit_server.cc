@@ -286,6 +286,27 @@ std::string NbdkitServer::SanitizerReports() const {
   return SanitizerReportLines(stderr_text());
 }
 
+void NbdkitServer::Kill(int sig) {
+  if (process_) process_->Kill(sig);
+}
+
+void NbdkitServer::Restart() {
+  if (process_ && process_->Running())
+    throw std::runtime_error("nbdkit restart: the previous nbdkit is still running");
+  if (process_) process_->Wait(std::chrono::seconds(5));  // reap it
+  if (!socket_path_.empty()) ::unlink(socket_path_.c_str());
+  switch (Launch()) {
+    case Startup::kReady:
+      return;
+    case Startup::kTimedOut:
+      Stop();
+      throw std::runtime_error(StartError("nbdkit did not restart in time", *process_));
+    case Startup::kExited:
+      throw std::runtime_error(StartError(
+          "nbdkit exited with code " + std::to_string(*process_->exit_code()), *process_));
+  }
+}
+
 int NbdkitServer::Stop(std::chrono::milliseconds timeout) {
   if (!process_) return -1;
   if (process_->exit_code()) return *process_->exit_code();

@@ -81,6 +81,13 @@ class NbdkitServer {
   // Lines of stderr in which a sanitizer reported a problem ("" if none).
   std::string SanitizerReports() const;
 
+  // Sends sig to nbdkit (e.g. SIGKILL, SIGSTOP, SIGCONT).
+  void Kill(int sig);
+  // Starts nbdkit again, with the same options on the same socket or port,
+  // after it has exited or been killed (a SIGKILLed nbdkit leaves its Unix
+  // socket behind; it is removed first). Throws like the constructor.
+  void Restart();
+
   // SIGTERM, then SIGKILL if nbdkit has not exited after timeout. Returns its
   // exit code (137 if it had to be killed). nbdkit waits for connected clients
   // to leave before it exits: close them first. Safe to call more than once.

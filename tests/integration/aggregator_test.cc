@@ -1132,6 +1132,33 @@ TEST_CASE("an unreachable TCP member is reported by URI") {
   CheckOneErrorLine(f, {missing});
 }
 
+TEST_CASE("bad transaction options are refused") {
+  MemoryServer member(kMiB);
+  TempDir dir("dst-agg-bad-options");
+  const std::string volume = "[[volume]]\nname = \"a\"\nmembers = [" + Quoted(member.uri()) + "]\n";
+  SUBCASE("--io-timeout that is not a duration") {
+    CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--io-timeout", "5x", member.uri()}),
+                      {"--io-timeout 5x: not a duration"});
+  }
+  SUBCASE("--io-timeout 0") {
+    CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--io-timeout", "0", member.uri()}),
+                      {"io-timeout must be more than 0"});
+  }
+  SUBCASE("--fencing with an unknown mode") {
+    CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--fencing", "yes", member.uri()}),
+                      {"--fencing yes: expected auto, require or off"});
+  }
+  SUBCASE("a config duration that is not one") {
+    const std::string config = WriteText(dir, "c.toml", "retry-window = \"soon\"\n" + volume);
+    CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--config", config}),
+                      {config + ":1: retry-window: expected a duration"});
+  }
+  SUBCASE("--fencing require with a member that cannot fence") {
+    CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--fencing", "require", member.uri()}),
+                      {"member " + member.uri() + ": cannot fence (not a dst export node)"});
+  }
+}
+
 TEST_CASE("bad layouts, URIs and chunks are refused") {
   MemoryServer big(8 * kMiB), small(32 * kKiB);
   SUBCASE("unknown layout") {

@@ -564,14 +564,17 @@ void NbdMember::OnTick() {
   SendPings(now);
 }
 
+// Deadlines are in send order; answered sends are dropped from the front as
+// well, so that the queue stays about as long as what is in flight.
 void NbdMember::ExpireDeadlines(Clock::time_point now) {
-  while (!deadlines_.empty() && deadlines_.front().at <= now) {
+  while (!deadlines_.empty()) {
     const Deadline deadline = deadlines_.front();
-    deadlines_.pop_front();
     auto it = transactions_.find(deadline.id);
-    if (it == transactions_.end() || !it->second.in_flight ||
-        it->second.attempt != deadline.attempt)
-      continue;  // answered, or already being resent
+    const bool pending =
+        it != transactions_.end() && it->second.in_flight && it->second.attempt == deadline.attempt;
+    if (pending && deadline.at > now) break;
+    deadlines_.pop_front();
+    if (!pending) continue;  // answered, or already being resent
     ++counters_.timeouts;
     it->second.in_flight = false;
     --in_flight_;

@@ -1,0 +1,140 @@
+// Member format v1, superblock: what a member says about itself and its volume, encoded
+// big-endian into one 4096-byte slot. docs/format.md has the byte table; the constants below and
+// superblock_test's golden bytes keep code and document in step.
+//
+// Write protocol (the caller does the I/O): a superblock with event counter E is written to slot
+// NextSlot(E) = E % 2, then the member is flushed; only after the flush is it current. Each
+// update bumps E, so writes alternate and a torn write can only damage the slot that held the
+// older copy: ChooseSlot then still finds the newer intact one. Creating a member writes both
+// slots (events 0 and 1) so that no stale superblock survives from an earlier use of the export.
+//
+// Contract: Encode() and Decode() accept exactly the same superblocks (ValidateSuperblock()), so
+// whatever is written can be read back and nothing out of range is ever trusted. Decode checks, in
+// order: the magic (ENOENT "no dst superblock"), the self-checksum (EIO "torn or corrupted"), the
+// version and flags (ENOTSUP), then every field (EINVAL naming it). The magic, version, flags and
+// checksum fields are the same in every format version, so a newer superblock is recognised as
+// such rather than taken for a torn one.
+//
+// Threading: plain values and pure functions; safe from any thread.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "aggregator/integrity/member_format.h"
+#include "aggregator/volume/layout.h"
+#include "common/checksum.h"
+#include "common/status.h"
+
+namespace dst::integrity {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr char kMagic[8] = {'D', 'S', 'T', 'M', 'E', 'M', 'B', '1'};
+// The member-state array is fixed in the slot; a volume has at most this many members.
+inline constexpr uint32_t kMaxMembers = 64;
+inline constexpr size_t kMaxNameLength = 64;  // bytes of UTF-8, NUL-padded on disk
+
+// Byte offsets of the fields inside a slot (see docs/format.md).
+namespace offsets {
+inline constexpr size_t kMagic = 0;
+inline constexpr size_t kVersion = 8;
+inline constexpr size_t kFlags = 12;
+inline constexpr size_t kChecksum = 16;
+inline constexpr size_t kEvent = 24;
+inline constexpr size_t kCreated = 32;
+inline constexpr size_t kVolumeUuid = 40;
+inline constexpr size_t kMemberUuid = 56;
+inline constexpr size_t kName = 72;
+inline constexpr size_t kMemberIndex = 136;
+inline constexpr size_t kMemberCount = 140;
+inline constexpr size_t kLayout = 144;
+inline constexpr size_t kAlgorithm = 145;
+inline constexpr size_t kState = 146;
+inline constexpr size_t kBlockSize = 148;
+inline constexpr size_t kChunkSize = 152;
+inline constexpr size_t kRegionSize = 160;
+inline constexpr size_t kMemberSize = 168;
+inline constexpr size_t kVolumeSize = 176;
+inline constexpr size_t kSuperblocks = 184;  // each area: offset u64, size u64
+inline constexpr size_t kBitmap = 200;
+inline constexpr size_t kTable = 216;
+inline constexpr size_t kData = 232;
+inline constexpr size_t kKeyId = 256;
+inline constexpr size_t kMemberStates = 288;
+inline constexpr size_t kEnd = 352;  // the rest of the slot is zero
+}  // namespace offsets
+
+using Uuid = std::array<uint8_t, 16>;
+using KeyId = std::array<uint8_t, 32>;
+
+// On-disk codes: never renumber.
+enum class VolumeState : uint8_t {
+  kClean = 1,  // stopped in order: every checksum is durable, the bitmap is empty
+  kDirty = 2,  // in use or crashed: dirty regions need their checksums recomputed at assembly
+};
+enum class MemberState : uint8_t {
+  kUnused = 0,  // index >= member count
+  kActive = 1,
+  kFailed = 2,
+  kMissing = 3,
+};
+
+struct Superblock {
+  uint32_t version = kFormatVersion;
+  uint32_t flags = 0;  // v1 defines none: any set bit is refused
+  uint64_t event = 0;
+  uint64_t created = 0;  // seconds since the Unix epoch, UTC
+  Uuid volume_uuid{};
+  Uuid member_uuid{};
+  std::string name;  // the volume's name, 1..64 bytes of UTF-8, no control characters
+  uint32_t member_index = 0;
+  uint32_t member_count = 0;
+  volume::LayoutKind layout = volume::LayoutKind::kLinear;
+  uint64_t chunk_size = 0;  // stripe only; 0 for linear
+  VolumeState state = VolumeState::kClean;
+  uint64_t volume_size = 0;  // the whole volume's size in bytes
+  MemberGeometry geometry;   // member size, block/region size, algorithm, areas
+  KeyId key_id{};            // KeyIdentity() of the key for kBlake2bKeyed; zero otherwise
+  std::array<MemberState, kMaxMembers> member_states{};  // indexed by member index
+
+  bool operator==(const Superblock&) const = default;
+};
+
+// EINVAL naming the first field out of range (see the file comment); ENOTSUP for a version or
+// flags this code does not know.
+Status ValidateSuperblock(const Superblock& sb);
+Status Encode(const Superblock& sb, std::span<uint8_t, kSlotSize> out);
+// `in` must be exactly one slot.
+Status Decode(std::span<const uint8_t> in, Superblock* out);
+
+// The slot an update with event counter `event` goes to.
+inline constexpr uint32_t NextSlot(uint64_t event) {
+  return static_cast<uint32_t>(event % 2);
+}
+inline constexpr uint64_t SlotOffset(uint32_t slot) {
+  return slot * kSlotSize;
+}
+
+struct SlotChoice {
+  uint32_t slot = 0;
+  Superblock superblock;
+};
+// The valid slot with the higher event counter. A slot is valid when it decodes and its event
+// counter belongs in it (NextSlot), which also catches a slot written to the wrong place. Both
+// invalid: an error naming both reasons, ENOENT when neither has the magic. Either slot from a
+// newer format (ENOTSUP) is an error even if the other is valid: falling back to the older copy
+// would silently roll the volume back.
+Status ChooseSlot(std::span<const uint8_t> slot0, std::span<const uint8_t> slot1, SlotChoice* out);
+
+// Identifies a keyed-checksum key without revealing it: keyed BLAKE2b-256 of a fixed string, so it
+// is as hard to invert as any table entry. EINVAL for a key Checksummer refuses.
+Status KeyIdentity(std::span<const uint8_t> key, KeyId* out);
+
+// On-disk codes of the layout kinds (LayoutKind itself has no fixed values).
+uint8_t LayoutCode(volume::LayoutKind kind);
+std::string_view VolumeStateName(VolumeState state);  // "clean", "dirty"
+std::string_view MemberStateName(MemberState state);  // "unused", "active", "failed", "missing"
+
+}  // namespace dst::integrity

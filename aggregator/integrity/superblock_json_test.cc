@@ -1,0 +1,107 @@
+#include "aggregator/integrity/superblock_json.h"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "aggregator/integrity/assembly.h"
+#include "aggregator/integrity/test_superblock.h"
+
+namespace dst::integrity {
+namespace {
+
+using testing::TestMember;
+
+// Structural JSON check: strings terminate, escapes are valid, brackets nest and balance, and
+// nothing follows the top-level value. Enough to catch a broken writer; the integration test
+// feeds the real output to a JSON parser.
+bool WellFormed(const std::string& json) {
+  std::vector<char> open;
+  bool in_string = false;
+  for (size_t i = 0; i < json.size(); ++i) {
+    const char c = json[i];
+    if (in_string) {
+      if (static_cast<unsigned char>(c) < 0x20) return false;
+      if (c == '\\') {
+        if (++i == json.size() || std::string("\"\\/bfnrtu").find(json[i]) == std::string::npos) {
+          return false;
+        }
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      open.push_back(c == '{' ? '}' : ']');
+    } else if (c == '}' || c == ']') {
+      if (open.empty() || open.back() != c) return false;
+      open.pop_back();
+      if (open.empty() && i + 1 != json.size()) return false;
+    }
+  }
+  return !in_string && open.empty();
+}
+
+bool Has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST_CASE("json: every field, well formed") {
+  Superblock sb = TestMember(1, 2, volume::LayoutKind::kStripe);
+  sb.member_states[1] = MemberState::kFailed;
+  const std::string json = SuperblockToJson(sb);
+  CAPTURE(json);
+  CHECK(WellFormed(json));
+  CHECK(json.front() == '{');
+  CHECK(Has(json, "{\"magic\":\"DSTMEMB1\",\"version\":1,\"flags\":0,\"event\":2,"));
+  CHECK(Has(json, "\"created\":1700000000,\"created_utc\":\"2023-11-14T22:13:20Z\""));
+  CHECK(Has(json, "\"volume_uuid\":\"" + FormatUuid(sb.volume_uuid) + "\""));
+  CHECK(Has(json, "\"volume_name\":\"vol0\""));
+  CHECK(Has(json, "\"member_index\":1,\"member_count\":2,\"layout\":\"stripe\""));
+  CHECK(Has(json, "\"chunk_size\":65536,\"state\":\"clean\",\"block_size\":4096"));
+  CHECK(Has(json, "\"region_size\":4194304,\"checksum\":\"crc32c\",\"member_size\":67108864"));
+  CHECK(Has(json, "\"volume_size\":" + std::to_string(sb.volume_size)));
+  CHECK(Has(json, "\"areas\":{\"superblocks\":{\"offset\":0,\"size\":8192},\"bitmap\":{"));
+  CHECK(Has(json, "\"data\":{\"offset\":1048576,\"size\":66060288}}"));
+  CHECK(Has(json, "\"key_identity\":null,\"members\":[\"active\",\"failed\"]}"));
+}
+
+TEST_CASE("json: the name is escaped and the key identity shown as hex") {
+  Superblock sb = TestMember(0, 1);
+  sb.name = "a\"b\\c\xc3\xa9";
+  sb.key_id[31] = 0xab;
+  const std::string json = SuperblockToJson(sb);
+  CHECK(WellFormed(json));
+  CHECK(Has(json, "\"volume_name\":\"a\\\"b\\\\c\xc3\xa9\""));
+  CHECK(Has(json, "\"key_identity\":\"" + std::string(62, '0') + "ab\""));
+  CHECK(JsonQuote("x\n\x01y") == "\"x\\u000a\\u0001y\"");
+  CHECK(!WellFormed("{\"a\":\"b}"));
+  CHECK(!WellFormed("{\"a\":[1}"));
+}
+
+TEST_CASE("text: one readable line per aspect") {
+  Superblock sb = TestMember(1, 2);
+  sb.state = VolumeState::kDirty;
+  sb.event = 7;
+  const std::string text = SuperblockToText(sb);
+  CAPTURE(text);
+  CHECK(Has(text, "volume:       \"vol0\" " + FormatUuid(sb.volume_uuid) + "\n"));
+  CHECK(Has(text, "layout:       linear, 2 members, 126 MiB\n"));
+  CHECK(Has(text, "member:       1 " + FormatUuid(sb.member_uuid) + "\n"));
+  CHECK(Has(text, "state:        dirty, event 7\n"));
+  CHECK(Has(text, "created:      2023-11-14T22:13:20Z\n"));
+  CHECK(Has(text, "format:       version 1, block 4 KiB, region 4 MiB, checksum crc32c\n"));
+  CHECK(Has(text, "key identity: none\n"));
+  CHECK(Has(text, "data:         [1048576, +66060288) 63 MiB\n"));
+  CHECK(Has(text, "members:      0 active, 1 active\n"));
+}
+
+TEST_CASE("time: UTC, or seconds when not a date") {
+  CHECK(FormatTimeUtc(0) == "1970-01-01T00:00:00Z");
+  CHECK(FormatTimeUtc(1700000000) == "2023-11-14T22:13:20Z");
+  CHECK(FormatTimeUtc(UINT64_MAX) == "18446744073709551615");
+}
+
+}  // namespace
+}  // namespace dst::integrity

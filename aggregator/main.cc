@@ -4,7 +4,12 @@
 //                        [--io-timeout D] [--retries N] [--retry-window D]
 //                        [--keepalive D] [--fencing auto|require|off] [--stats-interval D]
 //   dst-aggregator serve --raw --config FILE
-// main() only parses the command line and wires the parts together.
+//   dst-aggregator create --name NAME [--layout linear|stripe] [--chunk SIZE] [--block-size SIZE]
+//                         [--region-size SIZE] [--checksum crc32c|blake2b|blake2b-keyed]
+//                         [--key-file FILE] [--force] URI...
+//   dst-aggregator inspect [--json] URI...
+// main() only parses the command line and wires the parts together; create and inspect live in
+// create_command.h and inspect_command.h.
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -12,6 +17,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "aggregator/create_command.h"
+#include "aggregator/inspect_command.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/serve_config.h"
 #include "aggregator/server/listener.h"
@@ -198,7 +205,16 @@ int main(int argc, char** argv) {
   serve->add_option("--config", config_file, "TOML file with listeners and volumes");
   serve->add_flag("-v,--verbose", verbose, "log every request error");
   serve->add_option("members", volume.members, "member NBD URIs, in layout order");
+  dst::aggregator::CreateArgs create_args;
+  CLI::App* create = dst::aggregator::AddCreateCommand(app, &create_args);
+  dst::aggregator::InspectArgs inspect_args;
+  CLI::App* inspect = dst::aggregator::AddInspectCommand(app, &inspect_args);
   CLI11_PARSE(app, argc, argv);
+  if (create->parsed()) {
+    const Status s = dst::aggregator::RunCreate(create_args);
+    return s.ok() ? 0 : Die(s);
+  }
+  if (inspect->parsed()) return dst::aggregator::RunInspect(inspect_args);
 
   if (verbose) dst::SetLogLevel(dst::LogLevel::kDebug);
   for (auto [name, text, out] :

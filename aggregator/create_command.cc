@@ -1,0 +1,334 @@
+#include "aggregator/create_command.h"
+
+#include <string.h>  // explicit_bzero
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <set>
+
+#include <CLI/CLI.hpp>
+
+#include "aggregator/integrity/assembly.h"
+#include "aggregator/integrity/member_metadata.h"
+#include "aggregator/integrity/superblock.h"
+#include "aggregator/serve_config.h"
+#include "aggregator/volume/layout.h"
+#include "common/log.h"
+#include "common/units.h"
+
+namespace dst::aggregator {
+
+namespace {
+
+using integrity::MemberReadResult;
+using integrity::Superblock;
+
+// A checksum key is a secret: 128 bits at least, whatever BLAKE2b itself would accept.
+constexpr size_t kMinKeyFileSize = 16;
+
+// The options, parsed and checked.
+struct CreatePlan {
+  std::string name;
+  volume::LayoutKind layout = volume::LayoutKind::kLinear;
+  uint64_t chunk_size = 0;  // 0 for linear, as the superblock records it
+  integrity::FormatParams params;
+  integrity::KeyId key_id{};  // zero unless keyed
+  std::vector<std::string> uris;
+  bool force = false;
+};
+
+// One member: what create found on it, and what it will hold.
+struct PlannedMember {
+  std::string uri;
+  MemberReadResult found;
+  Superblock superblock;
+};
+
+Status ParseSizeOption(std::string_view option, const std::string& text, uint64_t* out) {
+  const auto size = ParseSize(text);
+  if (!size) return Status::Invalid(std::string(option) + " " + text + ": not a size (e.g. 64K)");
+  *out = *size;
+  return Status::Ok();
+}
+
+Status ParseFormatOptions(const CreateArgs& args, CreatePlan* plan) {
+  uint64_t block = 0;
+  DST_RETURN_IF_ERROR(ParseSizeOption("--block-size", args.block_size, &block));
+  if (block > integrity::kMaxBlockSize) {
+    return Status::Invalid("--block-size " + args.block_size +
+                           ": the block size is a power of two from 512 B to 64 KiB");
+  }
+  plan->params.block_size = static_cast<uint32_t>(block);
+  DST_RETURN_IF_ERROR(
+      ParseSizeOption("--region-size", args.region_size, &plan->params.region_size));
+  const auto algorithm = ParseChecksumAlgorithm(args.checksum);
+  if (!algorithm) {
+    return Status::Invalid("--checksum " + args.checksum +
+                           ": expected crc32c, blake2b or blake2b-keyed");
+  }
+  plan->params.algorithm = *algorithm;
+  return integrity::ValidateFormatParams(plan->params);
+}
+
+// A stripe chunk never splits a block, so a block never spans two members (docs/format.md §1).
+Status ParseLayoutOptions(const CreateArgs& args, CreatePlan* plan) {
+  DST_RETURN_IF_ERROR(volume::ParseLayoutKind(args.layout, &plan->layout).Wrap("--layout"));
+  if (plan->layout == volume::LayoutKind::kLinear) {
+    if (!args.chunk.empty()) return Status::Invalid("--chunk applies to --layout stripe only");
+    return Status::Ok();
+  }
+  plan->chunk_size = volume::kDefaultChunkSize;
+  if (!args.chunk.empty())
+    DST_RETURN_IF_ERROR(ParseSizeOption("--chunk", args.chunk, &plan->chunk_size));
+  const uint64_t block = plan->params.block_size;
+  if (!std::has_single_bit(plan->chunk_size) || plan->chunk_size < block ||
+      plan->chunk_size > volume::kMaxChunkSize) {
+    return Status::Invalid("--chunk " + FormatSize(plan->chunk_size) +
+                           ": a stripe chunk is a power of two from the block size (" +
+                           FormatSize(block) + ") to 1 GiB");
+  }
+  return Status::Ok();
+}
+
+// The file's bytes, exactly: a trailing newline is part of the key. At most one byte more than a
+// key is read, so that naming /dev/urandom by mistake fails instead of reading forever, and the
+// buffer is sized once, so no copy of the key is left behind in freed memory.
+Status ReadKeyFile(const std::string& path, std::vector<uint8_t>* key) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::FromErrno(errno, "--key-file " + path);
+  key->resize(kMaxChecksumKeySize + 1);
+  in.read(reinterpret_cast<char*>(key->data()), static_cast<std::streamsize>(key->size()));
+  if (in.bad()) return Status::FromErrno(errno, "--key-file " + path);
+  key->resize(static_cast<size_t>(in.gcount()));
+  if (key->size() < kMinKeyFileSize || key->size() > kMaxChecksumKeySize) {
+    const std::string size =
+        key->size() > kMaxChecksumKeySize ? "more than 64" : std::to_string(key->size());
+    return Status::Invalid("--key-file " + path + " holds " + size +
+                           " bytes: a checksum key is 16 to 64 bytes (e.g. head -c 32 "
+                           "/dev/urandom > FILE)");
+  }
+  return Status::Ok();
+}
+
+// Only the key's identity is kept; the key itself is wiped once it has been used.
+Status ParseKeyOptions(const CreateArgs& args, CreatePlan* plan) {
+  const bool keyed = plan->params.algorithm == ChecksumAlgorithm::kBlake2bKeyed;
+  if (!keyed) {
+    if (args.key_file.empty()) return Status::Ok();
+    return Status::Invalid("--key-file is only for --checksum blake2b-keyed");
+  }
+  if (args.key_file.empty()) return Status::Invalid("--checksum blake2b-keyed needs --key-file");
+  std::vector<uint8_t> key;
+  Status s = ReadKeyFile(args.key_file, &key);
+  if (s.ok()) s = integrity::KeyIdentity(key, &plan->key_id).Wrap("--key-file " + args.key_file);
+  if (!key.empty()) explicit_bzero(key.data(), key.size());
+  return s;
+}
+
+Status CheckMemberList(const std::vector<std::string>& uris) {
+  if (uris.empty()) return Status::Invalid("no members: give the member URIs in layout order");
+  if (uris.size() > integrity::kMaxMembers) {
+    return Status::Invalid("a volume has at most 64 members, not " + std::to_string(uris.size()));
+  }
+  std::set<std::string> seen;
+  for (const std::string& uri : uris) {
+    DST_RETURN_IF_ERROR(CheckMemberUri(uri));
+    if (!seen.insert(uri).second) return Status::Invalid("member " + uri + " is given twice");
+  }
+  return Status::Ok();
+}
+
+Status ParseCreateArgs(const CreateArgs& args, CreatePlan* plan) {
+  // The superblock checks the rest of the name rule (printable UTF-8) before anything is written.
+  if (args.name.empty() || args.name.size() > integrity::kMaxNameLength) {
+    return Status::Invalid("--name: a volume name is 1 to 64 bytes, not " +
+                           std::to_string(args.name.size()));
+  }
+  plan->name = args.name;
+  plan->uris = args.members;
+  plan->force = args.force;
+  DST_RETURN_IF_ERROR(ParseFormatOptions(args, plan));
+  DST_RETURN_IF_ERROR(ParseLayoutOptions(args, plan));
+  DST_RETURN_IF_ERROR(ParseKeyOptions(args, plan));
+  return CheckMemberList(plan->uris);
+}
+
+// "member 1 of volume "vol0" 0123..." or, for a member without a usable superblock, why not.
+std::string DescribeExisting(const MemberReadResult& found) {
+  if (!found.choice_status.ok()) {
+    return "a damaged dst superblock (" + found.choice_status.message() + ")";
+  }
+  const Superblock& sb = found.choice.superblock;
+  return "a dst superblock: member " + std::to_string(sb.member_index) + " of volume \"" + sb.name +
+         "\" " + integrity::FormatUuid(sb.volume_uuid);
+}
+
+Status CheckMember(const CreatePlan& plan, const std::string& uri, const MemberReadResult& found) {
+  if (found.read_only) return Status::Error(EROFS, "member " + uri + " is read-only");
+  const uint64_t unit = std::min<uint64_t>(plan.params.block_size, integrity::kSlotSize);
+  if (found.min_block_size > unit) {
+    return Status::Invalid("member " + uri + " needs I/O in units of " +
+                           FormatSize(found.min_block_size) + ", more than " + FormatSize(unit));
+  }
+  if (!found.HasMagic() || plan.force) return Status::Ok();
+  return Status::Error(EEXIST, "member " + uri + " already holds " + DescribeExisting(found) +
+                                   ": use --force to overwrite it");
+}
+
+// Said only once every check has passed, right before the writes: until then nothing is
+// overwritten.
+void WarnAboutOverwrites(const std::vector<PlannedMember>& members) {
+  for (const PlannedMember& m : members)
+    if (m.found.HasMagic())
+      LOG_WARNING("member %s: overwriting %s", m.uri.c_str(), DescribeExisting(m.found).c_str());
+}
+
+// Reads and checks every member before anything is written to any of them.
+Status ExamineMembers(const CreatePlan& plan, std::vector<PlannedMember>* members) {
+  for (const std::string& uri : plan.uris) {
+    PlannedMember m;
+    m.uri = uri;
+    DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(uri, &m.found));
+    DST_RETURN_IF_ERROR(CheckMember(plan, uri, m.found));
+    DST_RETURN_IF_ERROR(
+        integrity::ComputeGeometry(m.found.export_size, plan.params, &m.superblock.geometry)
+            .Wrap("member " + uri));
+    members->push_back(std::move(m));
+  }
+  return Status::Ok();
+}
+
+// The layout over the data areas gives the volume size (and refuses what cannot be striped).
+Status ComputeVolumeSize(const CreatePlan& plan, const std::vector<PlannedMember>& members,
+                         std::unique_ptr<volume::Layout>* layout) {
+  std::vector<uint64_t> sizes;
+  for (const PlannedMember& m : members) {
+    const uint64_t data = m.superblock.geometry.data.size;
+    if (plan.layout == volume::LayoutKind::kStripe && data < plan.chunk_size) {
+      return Status::Invalid("member " + m.uri + ": its data area (" + FormatSize(data) +
+                             ") is smaller than one chunk (" + FormatSize(plan.chunk_size) + ")");
+    }
+    sizes.push_back(data);
+  }
+  return volume::MakeLayout(plan.layout, sizes, plan.chunk_size, layout);
+}
+
+uint64_t SecondsSinceEpoch() {
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(now).count());
+}
+
+// Fills every member's superblock (geometry is already there) and checks that each encodes.
+Status PlanSuperblocks(const CreatePlan& plan, uint64_t volume_size,
+                       std::vector<PlannedMember>* members) {
+  const integrity::Uuid volume_uuid = integrity::NewUuid();
+  const uint64_t created = SecondsSinceEpoch();
+  const auto count = static_cast<uint32_t>(members->size());
+  for (uint32_t i = 0; i < count; ++i) {
+    Superblock& sb = (*members)[i].superblock;
+    sb.created = created;
+    sb.volume_uuid = volume_uuid;
+    sb.member_uuid = integrity::NewUuid();
+    sb.name = plan.name;
+    sb.member_index = i;
+    sb.member_count = count;
+    sb.layout = plan.layout;
+    sb.chunk_size = plan.chunk_size;
+    sb.state = integrity::VolumeState::kClean;
+    sb.volume_size = volume_size;
+    sb.key_id = plan.key_id;
+    std::fill_n(sb.member_states.begin(), count, integrity::MemberState::kActive);
+    DST_RETURN_IF_ERROR(integrity::ValidateSuperblock(sb).Wrap(
+        "cannot make the superblock of member " + (*members)[i].uri));
+  }
+  return Status::Ok();
+}
+
+// Reading every member back catches two URIs that reach the same export: the later write wins,
+// and the earlier member then holds the other's superblock.
+Status VerifyMember(const PlannedMember& m) {
+  MemberReadResult back;
+  DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(m.uri, &back));
+  if (!back.choice_status.ok()) {
+    return back.choice_status.Wrap("member " + m.uri + ": reading back the new superblock");
+  }
+  Superblock expected = m.superblock;
+  expected.event = 1;
+  if (back.choice.superblock == expected) return Status::Ok();
+  return Status::Error(EIO, "member " + m.uri + " does not read back the superblock written to it" +
+                                " (it holds member " +
+                                std::to_string(back.choice.superblock.member_index) + " " +
+                                integrity::FormatUuid(back.choice.superblock.member_uuid) +
+                                "): do two URIs name the same export?");
+}
+
+std::string LayoutText(const CreatePlan& plan) {
+  std::string text(volume::LayoutKindName(plan.layout));
+  if (plan.layout == volume::LayoutKind::kStripe) text += ", chunk " + FormatSize(plan.chunk_size);
+  return text;
+}
+
+void PrintSummary(const CreatePlan& plan, const std::vector<PlannedMember>& members,
+                  const volume::Layout& layout) {
+  const Superblock& first = members.front().superblock;
+  std::printf("volume:   \"%s\" %s\n", plan.name.c_str(),
+              integrity::FormatUuid(first.volume_uuid).c_str());
+  std::printf("layout:   %s, %zu members, %s (%llu bytes)\n", LayoutText(plan).c_str(),
+              members.size(), FormatSize(layout.size()).c_str(),
+              static_cast<unsigned long long>(layout.size()));
+  std::printf(
+      "format:   block %s, region %s, checksum %s\n", FormatSize(plan.params.block_size).c_str(),
+      FormatSize(plan.params.region_size).c_str(), ChecksumAlgorithmName(plan.params.algorithm));
+  for (size_t i = 0; i < members.size(); ++i) {
+    const Superblock& sb = members[i].superblock;
+    std::printf("member %zu: %s %s, data %s at %s, %s used\n", i, members[i].uri.c_str(),
+                integrity::FormatUuid(sb.member_uuid).c_str(),
+                FormatSize(sb.geometry.data.size).c_str(),
+                FormatSize(sb.geometry.data.offset).c_str(),
+                FormatSize(layout.member_usable_size(static_cast<uint32_t>(i))).c_str());
+  }
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+CLI::App* AddCreateCommand(CLI::App& app, CreateArgs* args) {
+  CLI::App* create = app.add_subcommand("create", "format members as a new volume");
+  create->add_option("--name", args->name, "volume name (1 to 64 bytes)")->required();
+  create->add_option("--layout", args->layout, "linear or stripe")->capture_default_str();
+  create->add_option("--chunk", args->chunk, "stripe chunk size (power of two, default 64K)");
+  create->add_option("--block-size", args->block_size, "checksummed block size")
+      ->capture_default_str();
+  create->add_option("--region-size", args->region_size, "write-intent bitmap region size")
+      ->capture_default_str();
+  create->add_option("--checksum", args->checksum, "crc32c, blake2b or blake2b-keyed")
+      ->capture_default_str();
+  create->add_option("--key-file", args->key_file, "blake2b-keyed: file holding the key");
+  create->add_flag("--force", args->force, "overwrite members that hold a dst superblock");
+  create->add_option("members", args->members, "member NBD URIs, in layout order")->required();
+  return create;
+}
+
+Status RunCreate(const CreateArgs& args) {
+  CreatePlan plan;
+  DST_RETURN_IF_ERROR(ParseCreateArgs(args, &plan));
+  std::vector<PlannedMember> members;
+  DST_RETURN_IF_ERROR(ExamineMembers(plan, &members));
+  std::unique_ptr<volume::Layout> layout;
+  DST_RETURN_IF_ERROR(ComputeVolumeSize(plan, members, &layout));
+  DST_RETURN_IF_ERROR(PlanSuperblocks(plan, layout->size(), &members));
+  WarnAboutOverwrites(members);
+  for (const PlannedMember& m : members)
+    DST_RETURN_IF_ERROR(integrity::WriteNewMember(m.uri, m.superblock));
+  for (const PlannedMember& m : members)
+    DST_RETURN_IF_ERROR(VerifyMember(m));
+  PrintSummary(plan, members, *layout);
+  return Status::Ok();
+}
+
+}  // namespace dst::aggregator

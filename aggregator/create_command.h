@@ -1,0 +1,51 @@
+// `dst-aggregator create`: formats the members of a new volume with member format v1
+// (docs/format.md, docs/aggregator.md "create and inspect"):
+//
+//   dst-aggregator create --name NAME [--layout linear|stripe] [--chunk SIZE] [--block-size SIZE]
+//                         [--region-size SIZE] [--checksum crc32c|blake2b|blake2b-keyed]
+//                         [--key-file FILE] [--force] URI...
+//
+// Contract: either every member is formatted (and read back) or the command fails with one error
+// line naming the option or member at fault. Everything that can be checked without writing is
+// checked, on every member, before the first write: the options, that every member is reachable,
+// writable, large enough, and holds no dst superblock (any slot with the magic, valid or torn)
+// unless --force. Members are numbered in command-line order. The data areas are never written.
+// A failure during the writes (a member dying halfway) can leave some members formatted and
+// others not; the error says which member failed, and running create again (with --force) redoes
+// them all.
+//
+// Threading: runs on the calling thread, with blocking member I/O (member_metadata.h).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace CLI {
+class App;
+}  // namespace CLI
+
+namespace dst::aggregator {
+
+// The options as given; RunCreate parses and checks them.
+struct CreateArgs {
+  std::string name;
+  std::string layout = "linear";  // as serve: members concatenated unless asked otherwise
+  std::string chunk;              // stripe only; empty: volume::kDefaultChunkSize
+  std::string block_size = "4K";
+  std::string region_size = "4M";
+  std::string checksum = "crc32c";
+  std::string key_file;  // required for blake2b-keyed, refused otherwise
+  bool force = false;
+  std::vector<std::string> members;
+};
+
+// Adds the `create` subcommand to `app`, storing its options in *args (which must outlive the
+// parse).
+CLI::App* AddCreateCommand(CLI::App& app, CreateArgs* args);
+
+// Formats the members and prints a summary of the new volume on stdout.
+Status RunCreate(const CreateArgs& args);
+
+}  // namespace dst::aggregator

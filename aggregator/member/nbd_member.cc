@@ -510,10 +510,8 @@ void NbdMember::OnReconnectFailed(const std::string& message, bool refused) {
     it->second.last_error = "reconnect: " + message;
     if (!MaySendAgain(options_, it->second.history, now)) GiveUp(id);
   }
-  const bool out_of_time =
-      options_.retry_window.count() > 0 && now - unreachable_since_ >= options_.retry_window;
   const bool out_of_tries = options_.retries > 0 && connect_failures_in_row_ > options_.retries;
-  if (refused || out_of_time || out_of_tries) {
+  if (refused || out_of_tries || UnreachableTooLong(now)) {
     SetState(State::kFailed,
              refused ? message
                      : "unreachable for " + SecondsSince(unreachable_since_, now) + ": " + message);
@@ -521,6 +519,11 @@ void NbdMember::OnReconnectFailed(const std::string& message, bool refused) {
   }
   ScheduleConnectAttempt(refused ? options_.backoff_max
                                  : ReconnectDelay(options_, connect_failures_in_row_));
+}
+
+bool NbdMember::UnreachableTooLong(Clock::time_point now) const {
+  return state_ == State::kReconnecting && options_.retry_window.count() > 0 &&
+         now - unreachable_since_ >= options_.retry_window;
 }
 
 // A member that comes back must be the export the volume was built on.
@@ -560,6 +563,14 @@ void NbdMember::OnTick() {
   std::string why;
   if (state_ == State::kReady && SomeConnectionDied(&why)) StartReconnect(why);
   ExpireWaiting(now);
+  // Checked between reconnect attempts too (they are up to backoff_max
+  // apart), after the I/Os whose own budget is spent have given up.
+  if (UnreachableTooLong(now)) {
+    const std::string cause =
+        "unreachable for " + SecondsSince(unreachable_since_, now) + ": " + last_error_;
+    SetState(State::kFailed, cause);
+    FailAllWaiting("member failed: " + cause);
+  }
   DispatchWaiting();
   SendPings(now);
 }

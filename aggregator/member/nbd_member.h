@@ -133,6 +133,7 @@ class NbdMember : public volume::MemberTarget {
   void OnReconnectResult(uint64_t generation, Status status);
   void OnReconnectFailed(const std::string& message, bool refused);
   Status CheckIdentity(const NbdConnection& connection) const;
+  bool UnreachableTooLong(Clock::time_point now) const;
   void ArmTick();
   void OnTick();
   void ExpireDeadlines(Clock::time_point now);

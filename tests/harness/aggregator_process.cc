@@ -78,7 +78,8 @@ void AggregatorServer::Start() {
 }
 
 Argv AggregatorServer::BuildArgv() const {
-  Argv argv = {options_.binary, "serve"};
+  Argv argv = options_.wrapper;
+  argv.insert(argv.end(), {options_.binary, "serve"});
   switch (options_.listen) {
     case AggregatorListen::kUnix:
       argv.insert(argv.end(), {"--unix", socket_path_});

@@ -1,6 +1,6 @@
 // AggregatorServer: a real `dst-aggregator serve` process for the lifetime of
 // the object, started as
-//   dst-aggregator serve (--unix SOCKET | --listen 127.0.0.1:PORT) ARGS...
+//   [WRAPPER...] dst-aggregator serve (--unix SOCKET | --listen 127.0.0.1:PORT) ARGS...
 // with the socket in a private TempDir or on a free loopback port (or with no
 // listener added, when ARGS carry their own, e.g. through --config). The
 // constructor returns once the aggregator has logged that it is serving (it
@@ -35,6 +35,11 @@ struct AggregatorOptions {
   AggregatorListen listen = AggregatorListen::kUnix;
   std::vector<std::string> extra_env;  // KEY=VALUE for the process
   std::chrono::milliseconds start_timeout{20000};
+  // Prepended to the command line, e.g. {"ip", "netns", "exec", "NS"} to run
+  // the aggregator in a network namespace. The wrapper must exec the
+  // aggregator (not fork it), so that pid() is the aggregator's; Kill()
+  // reaches it either way, through the process group.
+  std::vector<std::string> wrapper;
 };
 
 class AggregatorServer {

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <span>
 
+#include "aggregator/member/libnbd_error.h"
 #include "common/units.h"
 
 namespace dst::integrity {
@@ -19,15 +20,6 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kMaxZeroPiece = uint64_t{1} << 30;
 // Writes of zeros, for exports that cannot zero, are cut to this (or the export's maximum).
 constexpr uint64_t kZeroWriteSize = uint64_t{1} << 20;
-
-// libnbd prefixes its messages with the API call ("nbd_pread: ..."); we say what we were doing.
-std::string WithoutCallName(const char* message) {
-  if (message == nullptr) return "unknown libnbd error";
-  std::string_view text(message);
-  const size_t colon = text.find(": ");
-  if (text.starts_with("nbd_") && colon != std::string_view::npos) text.remove_prefix(colon + 2);
-  return std::string(text);
-}
 
 // One blocking libnbd connection to a member. Closed (after a polite NBD_CMD_DISC) when it dies.
 class Connection {
@@ -74,7 +66,7 @@ Connection::~Connection() {
 
 Status Connection::Failure(std::string_view what) const {
   const int err = nbd_get_errno();
-  const std::string message = WithoutCallName(nbd_get_error());
+  const std::string message = member::LibnbdMessage(nbd_get_error());
   // libnbd's connect errors already begin with "connect: ".
   const bool said = message.starts_with(std::string(what) + ": ");
   return Status::Error(err != 0 ? err : EIO,

@@ -13,27 +13,13 @@
 #include <string_view>
 #include <utility>
 
+#include "aggregator/member/libnbd_error.h"
+
 namespace dst::member {
 namespace {
 
 using volume::MemberIo;
 using volume::MemberOp;
-
-// libnbd prefixes its messages with the API call ("nbd_aio_connect_uri:
-// connect: ..."). We know which call we made; the rest is the news.
-std::string WithoutCallName(const char* message) {
-  if (message == nullptr) return "unknown libnbd error";
-  std::string_view text(message);
-  const size_t colon = text.find(": ");
-  if (text.starts_with("nbd_") && colon != std::string_view::npos) text.remove_prefix(colon + 2);
-  return std::string(text);
-}
-
-// The error of the libnbd call that just failed on this thread.
-Status LibnbdError(int fallback_errno) {
-  const int err = nbd_get_errno();
-  return Status::Error(err != 0 ? err : fallback_errno, WithoutCallName(nbd_get_error()));
-}
 
 void PostDone(asio::io_context& io_context, std::shared_ptr<MemberIo> io,
               std::shared_ptr<size_t> in_flight, int err) {

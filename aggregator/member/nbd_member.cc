@@ -511,11 +511,11 @@ void NbdMember::OnReconnectFailed(const std::string& message, bool refused) {
     if (!MaySendAgain(options_, it->second.history, now)) GiveUp(id);
   }
   const bool out_of_tries = options_.retries > 0 && connect_failures_in_row_ > options_.retries;
-  if (refused || out_of_tries || UnreachableTooLong(now)) {
-    SetState(State::kFailed,
-             refused ? message
-                     : "unreachable for " + SecondsSince(unreachable_since_, now) + ": " + message);
+  if (refused) {
+    SetState(State::kFailed, message);
     FailAllWaiting(message);
+  } else if (out_of_tries || UnreachableTooLong(now)) {
+    FailUnreachable(now);
   }
   ScheduleConnectAttempt(refused ? options_.backoff_max
                                  : ReconnectDelay(options_, connect_failures_in_row_));
@@ -524,6 +524,14 @@ void NbdMember::OnReconnectFailed(const std::string& message, bool refused) {
 bool NbdMember::UnreachableTooLong(Clock::time_point now) const {
   return state_ == State::kReconnecting && options_.retry_window.count() > 0 &&
          now - unreachable_since_ >= options_.retry_window;
+}
+
+// The member's budget is spent: what waits fails now, and so will new I/O.
+void NbdMember::FailUnreachable(Clock::time_point now) {
+  const std::string cause =
+      "unreachable for " + SecondsSince(unreachable_since_, now) + ": " + last_error_;
+  SetState(State::kFailed, cause);
+  FailAllWaiting("member failed: " + cause);
 }
 
 // A member that comes back must be the export the volume was built on.
@@ -565,12 +573,7 @@ void NbdMember::OnTick() {
   ExpireWaiting(now);
   // Checked between reconnect attempts too (they are up to backoff_max
   // apart), after the I/Os whose own budget is spent have given up.
-  if (UnreachableTooLong(now)) {
-    const std::string cause =
-        "unreachable for " + SecondsSince(unreachable_since_, now) + ": " + last_error_;
-    SetState(State::kFailed, cause);
-    FailAllWaiting("member failed: " + cause);
-  }
+  if (UnreachableTooLong(now)) FailUnreachable(now);
   DispatchWaiting();
   SendPings(now);
 }

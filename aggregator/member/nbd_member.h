@@ -134,6 +134,7 @@ class NbdMember : public volume::MemberTarget {
   void OnReconnectFailed(const std::string& message, bool refused);
   Status CheckIdentity(const NbdConnection& connection) const;
   bool UnreachableTooLong(Clock::time_point now) const;
+  void FailUnreachable(Clock::time_point now);
   void ArmTick();
   void OnTick();
   void ExpireDeadlines(Clock::time_point now);

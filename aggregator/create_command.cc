@@ -16,6 +16,7 @@
 #include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/member_metadata.h"
 #include "aggregator/integrity/superblock.h"
+#include "aggregator/key_file.h"
 #include "aggregator/serve_config.h"
 #include "aggregator/volume/layout.h"
 #include "common/log.h"
@@ -27,9 +28,6 @@ namespace {
 
 using integrity::MemberReadResult;
 using integrity::Superblock;
-
-// A checksum key is a secret: 128 bits at least, whatever BLAKE2b itself would accept.
-constexpr size_t kMinKeyFileSize = 16;
 
 // The options, parsed and checked.
 struct CreatePlan {
@@ -91,26 +89,6 @@ Status ParseLayoutOptions(const CreateArgs& args, CreatePlan* plan) {
     return Status::Invalid("--chunk " + FormatSize(plan->chunk_size) +
                            ": a stripe chunk is a power of two from the block size (" +
                            FormatSize(block) + ") to 1 GiB");
-  }
-  return Status::Ok();
-}
-
-// The file's bytes, exactly: a trailing newline is part of the key. At most one byte more than a
-// key is read, so that naming /dev/urandom by mistake fails instead of reading forever, and the
-// buffer is sized once, so no copy of the key is left behind in freed memory.
-Status ReadKeyFile(const std::string& path, std::vector<uint8_t>* key) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status::FromErrno(errno, "--key-file " + path);
-  key->resize(kMaxChecksumKeySize + 1);
-  in.read(reinterpret_cast<char*>(key->data()), static_cast<std::streamsize>(key->size()));
-  if (in.bad()) return Status::FromErrno(errno, "--key-file " + path);
-  key->resize(static_cast<size_t>(in.gcount()));
-  if (key->size() < kMinKeyFileSize || key->size() > kMaxChecksumKeySize) {
-    const std::string size =
-        key->size() > kMaxChecksumKeySize ? "more than 64" : std::to_string(key->size());
-    return Status::Invalid("--key-file " + path + " holds " + size +
-                           " bytes: a checksum key is 16 to 64 bytes (e.g. head -c 32 "
-                           "/dev/urandom > FILE)");
   }
   return Status::Ok();
 }

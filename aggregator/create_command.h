@@ -9,7 +9,7 @@
 // line naming the option or member at fault. Everything that can be checked without writing is
 // checked, on every member, before the first write: the options, that every member is reachable,
 // writable, large enough, and holds no dst superblock (any slot with the magic, valid or torn)
-// unless --force. Members are numbered in command-line order. The data areas are never written.
+// unless --force. Members are numbered in command-line order. The data areas are zeroed.
 // A failure during the writes (a member dying halfway) can leave some members formatted and
 // others not; the error says which member failed, and running create again (with --force) redoes
 // them all.

@@ -1,5 +1,6 @@
 #include "aggregator/serve_config.h"
 
+#include <algorithm>
 #include <set>
 
 #define TOML_EXCEPTIONS 0
@@ -61,14 +62,22 @@ Status ReadVolume(const std::string& path, const toml::table& table, VolumeConfi
       DST_RETURN_IF_ERROR(ReadString(where, node, &v->name));
     else if (k == "description")
       DST_RETURN_IF_ERROR(ReadString(where, node, &v->description));
-    else if (k == "chunk")
+    else if (k == "chunk") {
       DST_RETURN_IF_ERROR(ReadSize(where, node, &v->chunk_size));
-    else if (k == "members")
+      v->layout_given = true;
+    } else if (k == "raw") {
+      const auto* b = node.as_boolean();
+      if (!b) return Status::Invalid(where + ": expected true or false");
+      v->raw = b->get();
+    } else if (k == "key-file") {
+      DST_RETURN_IF_ERROR(ReadString(where, node, &v->key_file));
+    } else if (k == "members")
       DST_RETURN_IF_ERROR(ReadStrings(where, node, &v->members));
     else if (k == "layout") {
       std::string text;
       DST_RETURN_IF_ERROR(ReadString(where, node, &text));
       DST_RETURN_IF_ERROR(volume::ParseLayoutKind(text, &v->layout).Wrap(where));
+      v->layout_given = true;
     } else {
       return Status::Invalid(Where(path, node) + ": unknown key '" + k + "' in [[volume]]");
     }
@@ -85,6 +94,13 @@ Status ReadTopLevel(const std::string& path, const std::string& k, const toml::n
   if (k == "max-inflight-per-client")
     return ReadSize(where, node, &config->max_inflight_per_client);
   if (k == "max-inflight") return ReadSize(where, node, &config->max_inflight_total);
+  if (k == "table-cache") return ReadSize(where, node, &config->table_cache);
+  if (k == "raw") {
+    const auto* b = node.as_boolean();
+    if (!b) return Status::Invalid(where + ": expected true or false");
+    config->raw = b->get();
+    return Status::Ok();
+  }
   member::TransactionOptions& t = config->transactions;
   if (k == "io-timeout") return ReadDuration(where, node, &t.io_timeout);
   if (k == "retry-window") return ReadDuration(where, node, &t.retry_window);
@@ -147,19 +163,32 @@ Status CheckMemberUri(const std::string& uri) {
       ": not an NBD URI (nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH)");
 }
 
-Status ValidateServeConfig(const ServeConfig& config) {
+Status ValidateServeConfig(ServeConfig& config) {
   if (config.volumes.empty()) return Status::Invalid("no volume: give member URIs or --config");
   std::set<std::string> names;
-  for (const VolumeConfig& v : config.volumes) {
-    if (v.members.empty()) return Status::Invalid("volume " + v.name + ": no members");
-    if (!names.insert(v.name).second)
+  for (VolumeConfig& v : config.volumes) {
+    const bool raw = v.IsRaw(config.raw);
+    if (raw && v.name.empty()) v.name = "vol0";
+    const std::string what = v.name.empty() ? "a volume" : "volume " + v.name;
+    if (v.members.empty()) return Status::Invalid(what + ": no members");
+    if (!raw && v.layout_given)
+      return Status::Invalid(what +
+                             ": layout and chunk are recorded in the members' "
+                             "superblocks; they apply to raw volumes only (--raw)");
+    if (raw && !v.key_file.empty())
+      return Status::Invalid(what + ": a checksum key is for assembled volumes, not raw ones");
+    if (!v.name.empty() && !names.insert(v.name).second)
       return Status::Invalid("duplicate volume name '" + v.name + "'");
     for (const std::string& uri : v.members)
       DST_RETURN_IF_ERROR(CheckMemberUri(uri));
   }
   if (config.transactions.io_timeout.count() == 0)
     return Status::Invalid("io-timeout must be more than 0");
-  if (!config.default_volume.empty() && !names.count(config.default_volume))
+  if (config.table_cache < kMinTableCache)
+    return Status::Invalid("table-cache must be at least 1M");
+  if (!config.default_volume.empty() && !names.count(config.default_volume) &&
+      std::all_of(config.volumes.begin(), config.volumes.end(),
+                  [](const VolumeConfig& v) { return !v.name.empty(); }))
     return Status::Invalid("default volume '" + config.default_volume + "' is not defined");
   return Status::Ok();
 }

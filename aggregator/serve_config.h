@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,12 +15,24 @@
 
 namespace dst::aggregator {
 
+// The smallest --table-cache: a few pages per request in flight.
+inline constexpr uint64_t kMinTableCache = uint64_t{1} << 20;
+
 struct VolumeConfig {
-  std::string name = "vol0";
+  // Raw volumes: "vol0" when not given. Assembled volumes: the name in their superblocks, which
+  // a name given here must match.
+  std::string name;
   std::string description;
+  // Raw: members served as they are, with this layout. Otherwise assembled from the members'
+  // superblocks (docs/integrity.md). Unset: ServeConfig::raw.
+  std::optional<bool> raw;
   volume::LayoutKind layout = volume::LayoutKind::kLinear;
   uint64_t chunk_size = volume::kDefaultChunkSize;
-  std::vector<std::string> members;  // NBD URIs, in layout order
+  bool layout_given = false;         // layout or chunk set: refused for assembled volumes
+  std::string key_file;              // the checksum key of a keyed assembled volume
+  std::vector<std::string> members;  // NBD URIs: raw in layout order, assembled in any order
+
+  bool IsRaw(bool default_raw) const { return raw.value_or(default_raw); }
 };
 
 struct ServeConfig {
@@ -33,13 +46,18 @@ struct ServeConfig {
   member::TransactionOptions transactions;
   // A stats line per member this often (and on SIGUSR1); 0: only on SIGUSR1.
   std::chrono::milliseconds stats_interval{0};
+  // Volumes that do not say: served raw (--raw) or assembled from superblocks.
+  bool raw = false;
+  // Memory for checksum table pages, per assembled volume.
+  uint64_t table_cache = uint64_t{64} << 20;
   std::vector<VolumeConfig> volumes;
 };
 
 // Reads a TOML file into *config (keys not in the file keep their values).
 Status LoadServeConfig(const std::string& path, ServeConfig* config);
-// Checks the whole: at least one volume, each with members, unique names.
-Status ValidateServeConfig(const ServeConfig& config);
+// Checks the whole: at least one volume, each with members, unique names, no layout options on
+// assembled volumes. Names raw volumes that have none "vol0".
+Status ValidateServeConfig(ServeConfig& config);
 // Checks that a member URI is one we can reach: nbd:// or nbd+unix://.
 Status CheckMemberUri(const std::string& uri);
 

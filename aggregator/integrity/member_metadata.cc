@@ -290,7 +290,7 @@ Status WriteNewMember(const std::string& uri, const Superblock& sb) {
   const MemberGeometry& g = sb.geometry;
   DST_RETURN_IF_ERROR(connection.Zero(g.superblocks.offset, g.superblocks.size));
   DST_RETURN_IF_ERROR(connection.Flush());
-  DST_RETURN_IF_ERROR(connection.Zero(g.superblocks.end(), g.data.offset - g.superblocks.end()));
+  DST_RETURN_IF_ERROR(connection.Zero(g.superblocks.end(), g.data.end() - g.superblocks.end()));
   DST_RETURN_IF_ERROR(connection.Flush());
   for (uint32_t i = 0; i < kSlotCount; ++i)
     DST_RETURN_IF_ERROR(connection.Write(SlotOffset(i), slots[i]));

@@ -77,9 +77,11 @@ Status ReadSuperblocks(const std::string& uri, MemberReadResult* out);
 // interrupted create never leaves an old superblock in front of new metadata, nor a new
 // superblock in front of stale metadata:
 //   1. zero both slots, flush (an earlier superblock is gone);
-//   2. zero everything from the bitmap to the data area (bitmap, table, padding), flush;
+//   2. zero everything from the bitmap to the end of the data area (bitmap, table, padding,
+//      data), flush;
 //   3. write slot 0 with event 0 and slot 1 with event 1, flush.
-// The data area is not touched. Zeroing uses NBD_CMD_WRITE_ZEROES where the export supports it,
+// The data area is zeroed because recovery recomputes checksums from data: a never-written block
+// must hold zeros (docs/format.md). Zeroing uses NBD_CMD_WRITE_ZEROES where the export supports it,
 // otherwise writes of zeros. Refuses (EROFS, EINVAL) a read-only export, or one whose size is not
 // sb.geometry.member_size any more.
 Status WriteNewMember(const std::string& uri, const Superblock& sb);

@@ -140,7 +140,7 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
 
 int ClientConnection::Validate(const Request& request) const {
   const RequestHeader& h = request.header;
-  const volume::Volume& vol = *negotiated_.volume;
+  const volume::BlockDevice& vol = *negotiated_.volume;
   const auto& caps = vol.capabilities();
   if (!IsKnownCommand(h.type) || (h.flags & ~AllowedFlags(h.type))) return EINVAL;
   if ((h.flags & kCmdFlagDf) && !negotiated_.structured_replies) return EINVAL;
@@ -180,7 +180,7 @@ void ClientConnection::Release(uint64_t bytes) {
 
 void ClientConnection::Start(std::shared_ptr<Request> request) {
   const RequestHeader& h = request->header;
-  volume::Volume& vol = *negotiated_.volume;
+  volume::BlockDevice& vol = *negotiated_.volume;
   if (h.length == 0 && h.type != kCmdFlush) {
     Complete(*request, 0);  // nothing to do, and members may reject empty I/O
     return;
@@ -189,9 +189,10 @@ void ClientConnection::Start(std::shared_ptr<Request> request) {
   auto done = [self, request](int err) { self->Complete(*request, err); };
   switch (h.type) {
     case kCmdRead:
-      vol.Read(h.offset, h.length, request->buffer.data(), [self, request](int err) {
-        self->Complete(*request, err, std::move(request->buffer));
-      });
+      vol.Read(h.offset, h.length, request->buffer.data(),
+               [self, request](int err, std::vector<volume::ByteRange> holes) {
+                 self->CompleteRead(*request, err, std::move(request->buffer), holes);
+               });
       break;
     case kCmdWrite:
       vol.Write(h.offset, h.length, request->buffer.data(), h.flags & kCmdFlagFua, done);
@@ -260,6 +261,60 @@ ClientConnection::Reply ClientConnection::MakeReply(const Request& request, int 
   reply.header.resize(StructuredReplyHeader::kSize);
   chunk.Encode(reply.header.data());
   reply.header.insert(reply.header.end(), payload.begin(), payload.end());
+  return reply;
+}
+
+void ClientConnection::CompleteRead(const Request& request, int err, std::vector<uint8_t> data,
+                                    const std::vector<volume::ByteRange>& holes) {
+  // DF forbids splitting the reply; simple replies cannot carry holes.
+  if (err != 0 || holes.empty() || !negotiated_.structured_replies ||
+      (request.header.flags & kCmdFlagDf)) {
+    Complete(request, err, std::move(data));
+    return;
+  }
+  Reply reply = MakeSparseReadReply(request, data, holes);
+  reply.accounted = request.accounted;
+  Queue(std::move(reply));
+}
+
+// OFFSET_DATA and OFFSET_HOLE chunks in offset order, the last one flagged
+// DONE. Built in one buffer: sparse replies are rare and mostly holes.
+ClientConnection::Reply ClientConnection::MakeSparseReadReply(
+    const Request& request, const std::vector<uint8_t>& data,
+    const std::vector<volume::ByteRange>& holes) const {
+  const RequestHeader& h = request.header;
+  struct Piece {
+    uint64_t offset, length;
+    bool hole;
+  };
+  std::vector<Piece> pieces;
+  uint64_t at = h.offset;
+  for (const volume::ByteRange& hole : holes) {
+    if (hole.offset > at) pieces.push_back({at, hole.offset - at, false});
+    pieces.push_back({hole.offset, hole.length, true});
+    at = hole.offset + hole.length;
+  }
+  if (at < h.offset + h.length) pieces.push_back({at, h.offset + h.length - at, false});
+  Reply reply;
+  std::vector<uint8_t>& out = reply.header;
+  for (size_t i = 0; i < pieces.size(); ++i) {
+    const Piece& p = pieces[i];
+    const uint16_t flags = i + 1 == pieces.size() ? kReplyFlagDone : 0;
+    const uint32_t length = static_cast<uint32_t>(p.hole ? kOffsetHolePayloadSize : 8 + p.length);
+    StructuredReplyHeader chunk{kStructuredReplyMagic, flags,
+                                p.hole ? kReplyTypeOffsetHole : kReplyTypeOffsetData, h.cookie,
+                                length};
+    const size_t start = out.size();
+    out.resize(start + StructuredReplyHeader::kSize + 8);
+    chunk.Encode(out.data() + start);
+    StoreBE64(out.data() + start + StructuredReplyHeader::kSize, p.offset);
+    if (p.hole) {
+      AppendU32(out, static_cast<uint32_t>(p.length));
+    } else {
+      const auto first = data.begin() + static_cast<ptrdiff_t>(p.offset - h.offset);
+      out.insert(out.end(), first, first + static_cast<ptrdiff_t>(p.length));
+    }
+  }
   return reply;
 }
 

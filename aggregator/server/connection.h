@@ -53,6 +53,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   asio::awaitable<void> WaitForBudget(uint64_t bytes);
   void Start(std::shared_ptr<Request> request);
   void Complete(const Request& request, int err, std::vector<uint8_t> data = {});
+  // A read reply; with structured replies, known holes go out as hole chunks.
+  void CompleteRead(const Request& request, int err, std::vector<uint8_t> data,
+                    const std::vector<volume::ByteRange>& holes);
+  Reply MakeSparseReadReply(const Request& request, const std::vector<uint8_t>& data,
+                            const std::vector<volume::ByteRange>& holes) const;
   void CompleteBlockStatus(const Request& request, int err,
                            std::vector<volume::AllocationExtent> extents);
   void Queue(Reply reply);

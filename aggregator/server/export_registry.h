@@ -7,28 +7,28 @@
 #include <string_view>
 #include <vector>
 
-#include "aggregator/volume/volume.h"
+#include "aggregator/volume/block_device.h"
 
 namespace dst::server {
 
 class ExportRegistry {
  public:
-  void Add(volume::Volume* volume) { volumes_.push_back(volume); }
+  void Add(volume::BlockDevice* volume) { volumes_.push_back(volume); }
   void SetDefault(std::string name) { default_name_ = std::move(name); }
 
   // nullptr when no volume has that name.
-  volume::Volume* Find(std::string_view name) const {
+  volume::BlockDevice* Find(std::string_view name) const {
     if (name.empty())
       name = default_name_.empty() && volumes_.size() == 1 ? std::string_view(volumes_[0]->name())
                                                            : std::string_view(default_name_);
-    for (volume::Volume* v : volumes_)
+    for (volume::BlockDevice* v : volumes_)
       if (v->name() == name) return v;
     return nullptr;
   }
-  const std::vector<volume::Volume*>& volumes() const { return volumes_; }
+  const std::vector<volume::BlockDevice*>& volumes() const { return volumes_; }
 
  private:
-  std::vector<volume::Volume*> volumes_;
+  std::vector<volume::BlockDevice*> volumes_;
   std::string default_name_;
 };
 

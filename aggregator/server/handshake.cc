@@ -145,7 +145,7 @@ class Handshake {
 
   asio::awaitable<Status> ExportName(bool* done) {
     const std::string name(payload_.begin(), payload_.end());
-    volume::Volume* vol = registry_.Find(name);
+    volume::BlockDevice* vol = registry_.Find(name);
     // The spec leaves no error reply for EXPORT_NAME: unknown names hang up.
     if (!vol) co_return Status::Error(ENOENT, "unknown export '" + name + "'");
     out_->volume = vol;
@@ -160,7 +160,7 @@ class Handshake {
 
   asio::awaitable<Status> List() {
     if (!payload_.empty()) co_return co_await ReplyError(kRepErrInvalid, "LIST takes no data");
-    for (const volume::Volume* vol : registry_.volumes()) {
+    for (const volume::BlockDevice* vol : registry_.volumes()) {
       std::vector<uint8_t> entry;
       AppendU32(entry, static_cast<uint32_t>(vol->name().size()));
       AppendString(entry, vol->name());
@@ -192,7 +192,7 @@ class Handshake {
       requests.push_back(type);
     }
     if (!valid || !in.AtEnd()) co_return co_await ReplyError(kRepErrInvalid, "malformed request");
-    volume::Volume* vol = registry_.Find(name);
+    volume::BlockDevice* vol = registry_.Find(name);
     if (!vol) co_return co_await ReplyError(kRepErrUnknown, "unknown export '" + name + "'");
     DST_CO_RETURN_IF_ERROR(co_await SendInfo(*vol, name, requests));
     DST_CO_RETURN_IF_ERROR(co_await Reply(kRepAck, {}));
@@ -204,7 +204,7 @@ class Handshake {
     co_return Status::Ok();
   }
 
-  asio::awaitable<Status> SendInfo(const volume::Volume& vol, const std::string& asked,
+  asio::awaitable<Status> SendInfo(const volume::BlockDevice& vol, const std::string& asked,
                                    const std::vector<uint16_t>& requests) {
     std::vector<uint8_t> info;
     AppendU16(info, kInfoExport);
@@ -286,7 +286,7 @@ asio::awaitable<Status> Discard(Socket& socket, uint64_t size, const char* conte
   co_return Status::Ok();
 }
 
-uint16_t TransmissionFlags(const volume::Volume& volume, bool structured_replies) {
+uint16_t TransmissionFlags(const volume::BlockDevice& volume, bool structured_replies) {
   const auto& caps = volume.capabilities();
   // FLUSH reaches every member and completes after all of them, so it is a
   // barrier across connections: multi-conn is safe to advertise.

@@ -19,7 +19,7 @@ namespace dst::server {
 
 // What the handshake agreed on, for the transmission phase.
 struct Negotiated {
-  volume::Volume* volume = nullptr;
+  volume::BlockDevice* volume = nullptr;
   uint16_t transmission_flags = 0;
   bool structured_replies = false;
   bool base_allocation = false;  // meta context kBaseAllocationId selected
@@ -35,6 +35,6 @@ inline constexpr int kMaxOptions = 1024;
 asio::awaitable<Status> Negotiate(Socket& socket, const ExportRegistry& registry, Negotiated* out);
 
 // The transmission flags of a volume as this connection sees it.
-uint16_t TransmissionFlags(const volume::Volume& volume, bool structured_replies);
+uint16_t TransmissionFlags(const volume::BlockDevice& volume, bool structured_replies);
 
 }  // namespace dst::server

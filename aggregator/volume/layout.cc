@@ -109,6 +109,7 @@ void Layout::AppendMap(uint64_t offset, uint64_t length, std::vector<MemberExten
 LinearLayout::LinearLayout(std::vector<uint64_t> member_sizes)
     : member_sizes_(std::move(member_sizes)) {
   for (size_t i = 0; i < member_sizes_.size(); ++i) {
+    member_starts_.push_back(size_);
     if (member_sizes_[i] == 0) continue;
     segments_.push_back({size_, member_sizes_[i], static_cast<uint32_t>(i)});
     size_ += member_sizes_[i];
@@ -121,6 +122,10 @@ uint32_t LinearLayout::member_count() const {
 
 uint64_t LinearLayout::member_usable_size(uint32_t member) const {
   return member < member_sizes_.size() ? member_sizes_[member] : 0;
+}
+
+uint64_t LinearLayout::VolumeOffset(uint32_t member, uint64_t member_offset) const {
+  return member < member_starts_.size() ? member_starts_[member] + member_offset : 0;
 }
 
 void LinearLayout::AppendInRange(uint64_t offset, uint64_t length,
@@ -153,6 +158,12 @@ StripeLayout::StripeLayout(std::vector<uint64_t> member_sizes, uint64_t chunk_si
 
 uint64_t StripeLayout::member_usable_size(uint32_t member) const {
   return member < member_count_ ? usable_per_member_ : 0;
+}
+
+uint64_t StripeLayout::VolumeOffset(uint32_t member, uint64_t member_offset) const {
+  const uint64_t row = member_offset >> chunk_shift_;
+  const uint64_t chunk = row * member_count_ + member;
+  return (chunk << chunk_shift_) + (member_offset & (chunk_size_ - 1));
 }
 
 void StripeLayout::AppendInRange(uint64_t offset, uint64_t length,

@@ -69,6 +69,10 @@ class Layout {
   // connection and map without allocating. Existing elements of `out` are left
   // alone and never merged with.
   void AppendMap(uint64_t offset, uint64_t length, std::vector<MemberExtent>& out) const;
+  // The inverse of Map for one byte: the volume offset that byte
+  // `member_offset` of `member` holds. Callers pass member_offset <
+  // member_usable_size(member); the result is unspecified otherwise.
+  virtual uint64_t VolumeOffset(uint32_t member, uint64_t member_offset) const = 0;
 
  private:
   // Called with 0 < length and offset + length <= size().
@@ -89,6 +93,7 @@ class LinearLayout final : public Layout {
   uint64_t size() const override { return size_; }
   uint32_t member_count() const override;
   uint64_t member_usable_size(uint32_t member) const override;
+  uint64_t VolumeOffset(uint32_t member, uint64_t member_offset) const override;
 
  private:
   // A non-empty member and where it starts in the volume.
@@ -102,7 +107,8 @@ class LinearLayout final : public Layout {
                      std::vector<MemberExtent>& out) const override;
 
   std::vector<uint64_t> member_sizes_;
-  std::vector<Segment> segments_;  // ascending volume_offset; the first is at 0
+  std::vector<Segment> segments_;        // ascending volume_offset; the first is at 0
+  std::vector<uint64_t> member_starts_;  // volume offset of each member's first byte
   uint64_t size_ = 0;
 };
 
@@ -126,6 +132,7 @@ class StripeLayout final : public Layout {
   uint64_t size() const override { return size_; }
   uint32_t member_count() const override { return member_count_; }
   uint64_t member_usable_size(uint32_t member) const override;
+  uint64_t VolumeOffset(uint32_t member, uint64_t member_offset) const override;
   uint64_t chunk_size() const { return chunk_size_; }
 
  private:

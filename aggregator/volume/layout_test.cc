@@ -684,5 +684,21 @@ TEST_CASE("property: no two volume bytes share a member byte") {
   }
 }
 
+// VolumeOffset must undo Map for every byte a member holds: checksum
+// recomputation walks members and needs each block's volume address.
+TEST_CASE("VolumeOffset inverts Map for linear and stripe layouts") {
+  const std::vector<uint64_t> sizes = {3 * 4096, 0, 5 * 4096, 4096};
+  std::unique_ptr<Layout> linear, stripe;
+  REQUIRE(MakeLayout(LayoutKind::kLinear, sizes, 0, &linear).ok());
+  REQUIRE(MakeLayout(LayoutKind::kStripe, {8192, 16384, 8192}, 4096, &stripe).ok());
+  for (const Layout* layout : {linear.get(), stripe.get()}) {
+    for (uint64_t offset = 0; offset < layout->size(); offset += 512) {
+      const Extents e = layout->Map(offset, 1);
+      REQUIRE(e.size() == 1);
+      CHECK(layout->VolumeOffset(e[0].member, e[0].member_offset) == offset);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace dst::volume

@@ -152,7 +152,11 @@ void Volume::LogPartFailure(const MemberIo& part, const MemberExtent& piece, int
   LOG_ERROR("volume %s: %s failed: %s", name_.c_str(), what.c_str(), why.c_str());
 }
 
-void Volume::Read(uint64_t offset, uint64_t length, uint8_t* buf, Done done) {
+void Volume::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {
+  ReadData(offset, length, buf, [done = std::move(done)](int err) { done(err, {}); });
+}
+
+void Volume::ReadData(uint64_t offset, uint64_t length, uint8_t* buf, Done done) {
   auto parent = std::make_shared<ParentRequest>(std::move(done));
   for (const MemberExtent& piece : Pieces(offset, length, 0)) {
     MemberIo io;

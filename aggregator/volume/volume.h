@@ -18,50 +18,39 @@
 #include <string>
 #include <vector>
 
+#include "aggregator/volume/block_device.h"
 #include "aggregator/volume/layout.h"
 #include "aggregator/volume/member_io.h"
 #include "common/status.h"
 
 namespace dst::volume {
 
-struct VolumeCapabilities {
-  bool read_only = false;
-  bool can_trim = false;
-  bool can_zero = true;  // always: emulated by writing zeros where needed
-  bool can_fast_zero = false;
-  bool can_cache = false;
-  bool can_block_status = false;
-  uint32_t min_block = 1;
-  uint32_t preferred_block = 4096;
-  uint32_t max_payload = 32u << 20;
-};
-
-class Volume {
+class Volume final : public BlockDevice {
  public:
-  using Done = std::function<void(int err)>;
-  using ExtentsDone = std::function<void(int err, std::vector<AllocationExtent> extents)>;
-
   // Members must outlive the volume. Their capabilities must be known.
   static Status Create(std::string name, std::string description, LayoutKind kind,
                        uint64_t chunk_size, std::vector<MemberTarget*> members,
                        std::unique_ptr<Volume>* out);
 
-  const std::string& name() const { return name_; }
-  const std::string& description() const { return description_; }
-  uint64_t size() const { return layout_->size(); }
+  const std::string& name() const override { return name_; }
+  const std::string& description() const override { return description_; }
+  uint64_t size() const override { return layout_->size(); }
   const Layout& layout() const { return *layout_; }
-  const VolumeCapabilities& capabilities() const { return caps_; }
+  const VolumeCapabilities& capabilities() const override { return caps_; }
   const std::vector<MemberTarget*>& members() const { return members_; }
 
-  void Read(uint64_t offset, uint64_t length, uint8_t* buf, Done done);
-  void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done);
+  // Reports no holes: a raw volume does not know which blocks were written.
+  void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
+  // As Read, for callers that have no use for holes.
+  void ReadData(uint64_t offset, uint64_t length, uint8_t* buf, Done done);
+  void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
   // Sent to every member; completes after all of them.
-  void Flush(Done done);
-  void Trim(uint64_t offset, uint64_t length, bool fua, Done done);
-  void Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua, Done done);
-  void Cache(uint64_t offset, uint64_t length, Done done);
-  // base:allocation of [offset, offset+length), possibly shorter than asked.
-  void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done);
+  void Flush(Done done) override;
+  void Trim(uint64_t offset, uint64_t length, bool fua, Done done) override;
+  void Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua,
+            Done done) override;
+  void Cache(uint64_t offset, uint64_t length, Done done) override;
+  void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) override;
 
  private:
   class ParentRequest;

@@ -112,7 +112,7 @@ TEST_CASE("random writes and reads through a striped volume equal a flat model")
     const uint64_t rlen = 1 + rng() % std::min<uint64_t>(100000, model.size() - roff);
     std::vector<uint8_t> back(rlen);
     int read_err = -1;
-    f.volume->Read(roff, rlen, back.data(), [&](int err) { read_err = err; });
+    f.volume->ReadData(roff, rlen, back.data(), [&](int err) { read_err = err; });
     f.RunAll();
     REQUIRE(read_err == 0);
     REQUIRE(std::equal(back.begin(), back.end(), model.begin() + roff));
@@ -124,7 +124,7 @@ TEST_CASE("the first member error fails the whole request once") {
   f.members[1]->fail_with_ = EIO;
   std::vector<uint8_t> buf(8192);
   int calls = 0, result = 0;
-  f.volume->Read(0, 8192, buf.data(), [&](int err) {
+  f.volume->ReadData(0, 8192, buf.data(), [&](int err) {
     ++calls;
     result = err;
   });

@@ -426,7 +426,7 @@ TEST_CASE("an unreachable member is refused by its URI, and nothing is written")
   CHECK(m.AllBlank());
 }
 
-TEST_CASE("create zeroes the metadata areas and leaves the data area alone") {
+TEST_CASE("create zeroes the metadata and data areas and leaves the tail alone") {
   TempDir dir("dst-meta-data");
   const std::string file = dir.File("full.img");
   const Bytes original = RandomBytes(8 * kMiB, 77);
@@ -441,11 +441,13 @@ TEST_CASE("create zeroes the metadata areas and leaves the data area alone") {
 
   const Bytes now = ReadFile(file);
   REQUIRE(now.size() == original.size());
-  // Slots, then bitmap, table and the padding up to the data area: all written by create.
+  // Slots, then bitmap, table, padding and the data area: all zeroed by create, so that a
+  // never-written block holds zeros (recovery recomputes checksums from data).
   CHECK(sb.bitmap_offset == 2 * kSlotSize);
-  CHECK(AllZero({now.data() + sb.bitmap_offset, sb.data_offset - sb.bitmap_offset}));
-  // The data area and the tail after it are as they were.
-  CHECK(std::equal(now.begin() + sb.data_offset, now.end(), original.begin() + sb.data_offset));
+  const uint64_t data_end = sb.data_offset + sb.data_size;
+  CHECK(AllZero({now.data() + sb.bitmap_offset, data_end - sb.bitmap_offset}));
+  // The tail after the data area (less than a block) is as it was.
+  CHECK(std::equal(now.begin() + data_end, now.end(), original.begin() + data_end));
 }
 
 TEST_CASE("an export that cannot zero gets written zeros") {
@@ -462,8 +464,9 @@ TEST_CASE("an export that cannot zero gets written zeros") {
   CreateOk({"--name", "nozero"}, {server.uri()});
   const Inspected sb = InspectOk({server.uri()})[0];
   const Bytes now = ReadFile(file);
-  CHECK(AllZero({now.data() + sb.bitmap_offset, sb.data_offset - sb.bitmap_offset}));
-  CHECK(std::equal(now.begin() + sb.data_offset, now.end(), original.begin() + sb.data_offset));
+  const uint64_t data_end = sb.data_offset + sb.data_size;
+  CHECK(AllZero({now.data() + sb.bitmap_offset, data_end - sb.bitmap_offset}));
+  CHECK(std::equal(now.begin() + data_end, now.end(), original.begin() + data_end));
   CHECK(server.Stop() == 0);
 }
 

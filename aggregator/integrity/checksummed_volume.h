@@ -1,0 +1,167 @@
+// ChecksummedVolume: a volume assembled from members formatted with member
+// format v1 (docs/format.md), serving clients with end-to-end checksums
+// (docs/integrity.md). It wraps a plain Volume built over the members' data
+// areas and adds, per request:
+//   - a range lock on the blocks it touches (reads shared, the rest exclusive);
+//   - the checksum table entries of those blocks (TableCache);
+//   - for anything that changes data, the write-intent bits of the regions it
+//     touches, durable before the first member write (WriteIntent).
+// Reads verify every block against its entry and read a mismatching block
+// once more before failing with EIO; blocks whose entry is zero read as zeros
+// without a member read and are reported as holes. A write covering part of a
+// block is a read-modify-write of that block. TRIM and WRITE_ZEROES set
+// entries to zero and zero the members' blocks (so that a crash before the
+// table reaches the members cannot bring old data back).
+//
+// Lifecycle: Create() checks the superblocks; Open() loads the bitmaps, marks
+// the volume dirty on every member and recomputes the checksums of regions
+// left dirty by an unclean stop; then requests may come; Close() waits for
+// them, writes everything back, clears the bitmap and marks the volume clean.
+// A cleaner writes dirty table pages back every `clean_interval` and clears
+// the bits of regions that stayed quiet meanwhile.
+//
+// Threading: the event-loop thread only.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <asio.hpp>
+
+#include "aggregator/integrity/data_area_member.h"
+#include "aggregator/integrity/range_lock.h"
+#include "aggregator/integrity/superblock.h"
+#include "aggregator/integrity/table_cache.h"
+#include "aggregator/integrity/write_intent.h"
+#include "aggregator/volume/volume.h"
+#include "common/checksum.h"
+
+namespace dst::integrity {
+
+struct ChecksumOptions {
+  uint64_t table_cache_bytes = uint64_t{64} << 20;
+  std::chrono::milliseconds clean_interval{5000};
+  std::string description;
+};
+
+struct IntegrityCounters {
+  uint64_t checksum_errors = 0;    // blocks that failed verification twice: the client got EIO
+  uint64_t rereads_recovered = 0;  // blocks that failed once and verified when read again
+  uint64_t rmw_blocks = 0;         // partial blocks read to be merged with a write
+  uint64_t recomputed_regions = 0;
+  uint64_t recomputed_bytes = 0;
+};
+
+class ChecksummedVolume final : public volume::BlockDevice {
+ public:
+  // `members` and `superblocks` are in member-index order, as OrderMembers
+  // returns them; `key` is the checksum key (empty unless keyed). Members must
+  // outlive the volume. EINVAL when the superblocks describe a volume these
+  // members cannot hold.
+  static Status Create(asio::io_context& io, std::vector<volume::MemberTarget*> members,
+                       std::vector<Superblock> superblocks, std::span<const uint8_t> key,
+                       ChecksumOptions options, std::unique_ptr<ChecksummedVolume>* out);
+  ~ChecksummedVolume() override;
+
+  void Open(Done done);
+  void Close(Done done);
+
+  const std::string& name() const override { return inner_->name(); }
+  const std::string& description() const override { return inner_->description(); }
+  uint64_t size() const override { return inner_->size(); }
+  const volume::VolumeCapabilities& capabilities() const override { return caps_; }
+  const Superblock& superblock(size_t member) const { return superblocks_[member]; }
+  const IntegrityCounters& counters() const { return counters_; }
+  // "state=dirty checksum_errors=0 ...": for stats lines.
+  std::string StatsLine() const;
+
+  void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
+  void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
+  void Flush(Done done) override;
+  void Trim(uint64_t offset, uint64_t length, bool fua, Done done) override;
+  void Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua,
+            Done done) override;
+  void Cache(uint64_t offset, uint64_t length, Done done) override;
+  void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) override;
+
+ private:
+  struct BlockRef {
+    uint32_t member;
+    uint64_t block;  // data block of the member
+  };
+  struct Op;
+  struct ReadOp;
+  struct WriteOp;
+  class Recompute;
+
+  ChecksummedVolume(asio::io_context& io, std::vector<volume::MemberTarget*> members,
+                    std::vector<Superblock> superblocks, Checksummer checksummer,
+                    ChecksumOptions options);
+
+  // Blocks [first, first + count) of the volume, in order.
+  std::vector<BlockRef> MapBlocks(uint64_t first, uint64_t count) const;
+  std::vector<PageKey> PagesOf(const std::vector<BlockRef>& refs) const;
+  std::vector<RegionRef> RegionsOf(const std::vector<BlockRef>& refs) const;
+  bool EntryIsZero(const BlockRef& ref);
+  bool Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data);
+  Digest ChecksumOf(uint64_t volume_block, const uint8_t* data);
+
+  // Common steps of every request: lock, pin, (for changes) mark regions.
+  void Begin(const std::shared_ptr<Op>& op, bool exclusive, std::function<void(int)> next);
+  void End(const std::shared_ptr<Op>& op);
+
+  void ReadData(const std::shared_ptr<ReadOp>& op);
+  void VerifyRead(const std::shared_ptr<ReadOp>& op);
+  void Reread(const std::shared_ptr<ReadOp>& op, std::vector<size_t> bad);
+  void FinishRead(const std::shared_ptr<ReadOp>& op, int err);
+
+  void MergePartialBlocks(const std::shared_ptr<WriteOp>& op);
+  void WriteData(const std::shared_ptr<WriteOp>& op);
+  // Zeroes whole blocks [first, first+count) in steps, one after the other.
+  void ZeroBlocks(uint64_t first, uint64_t count, bool may_trim, bool fua, Done done);
+  void ZeroStep(uint64_t first, uint64_t count, bool may_trim, bool fua, Done done);
+
+  void WriteSuperblocks(VolumeState state, Done done);
+  void RecomputeDirtyRegions(Done done);
+  void ScheduleClean();
+  // Writes dirty table pages back, flushes, and clears the bits of regions
+  // that stayed idle meanwhile (all of them when the volume is drained).
+  void Clean(Done done);
+  bool Admit(const std::function<void(int)>& fail);
+  void Leave();
+
+  asio::io_context& io_;
+  std::vector<volume::MemberTarget*> members_;
+  std::vector<Superblock> superblocks_;
+  std::vector<std::unique_ptr<DataAreaMember>> data_areas_;
+  std::unique_ptr<volume::Volume> inner_;
+  Checksummer checksummer_;
+  ChecksumOptions options_;
+  uint32_t block_size_;
+  volume::VolumeCapabilities caps_;
+  RangeLock lock_;
+  TableCache table_;
+  WriteIntent intent_;
+  // Per member, per region: requests changing it now, and a count of those
+  // that started, so the cleaner can tell a region stayed idle.
+  struct RegionActivity {
+    uint32_t active = 0;
+    uint32_t started = 0;
+  };
+  std::vector<std::vector<RegionActivity>> activity_;
+  asio::steady_timer clean_timer_;
+  bool cleaning_ = false;
+  std::vector<std::function<void()>> after_clean_;  // Clean() calls made while cleaning
+  bool open_ = false;
+  bool unclean_at_open_ = false;  // a superblock said dirty: the last stop was a crash
+  bool closing_ = false;
+  size_t in_flight_ = 0;
+  std::function<void()> drained_;  // Close()'s continuation, once nothing is in flight
+  IntegrityCounters counters_;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace dst::integrity

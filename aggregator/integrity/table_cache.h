@@ -1,0 +1,102 @@
+// TableCache: the checksum table pages of a volume's members, cached in
+// bounded memory and written back lazily (docs/format.md, "Checksum table").
+//
+// A request pins the pages holding its blocks' entries, reads and changes the
+// entries while they are pinned, marks what it changed dirty, and unpins.
+// Dirty pages reach the members when WriteBack() is called (the volume does so
+// periodically and at shutdown) or when the cache is over its budget; the
+// write-intent bitmap is what makes the delay safe, so this class never
+// flushes. Writes of one page never overlap: a member may reorder concurrent
+// writes, and an older copy landing last would undo a newer one.
+//
+// Contract: Pin() calls `ready` exactly once: before it returns when every
+// page is cached, otherwise when the last one has loaded. The caller calls
+// Unpin() with the same keys after `ready`, whatever the error. A page that
+// failed to load reports its errno to every pinner and is dropped when the
+// last one unpins, so a later Pin() reads it again. Memory: pages beyond
+// the budget are evicted least recently used first, once unpinned and clean;
+// pinned pages are never evicted, so the cache exceeds its budget by at most
+// what the requests in flight have pinned.
+//
+// Threading: the event-loop thread only.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "aggregator/integrity/member_format.h"
+#include "aggregator/volume/member_io.h"
+
+namespace dst::integrity {
+
+// One page of one member's checksum table: page `index` of the table area.
+struct PageKey {
+  uint32_t member = 0;
+  uint64_t index = 0;
+  auto operator<=>(const PageKey&) const = default;
+};
+
+struct TableCacheCounters {
+  uint64_t loads = 0;       // pages read from members
+  uint64_t writebacks = 0;  // pages written to members
+  uint64_t evictions = 0;
+  uint64_t errors = 0;  // failed page reads and writes
+};
+
+class TableCache {
+ public:
+  using Done = std::function<void(int err)>;
+
+  // `members` and `geometries` are in member-index order and outlive the cache.
+  TableCache(std::vector<volume::MemberTarget*> members, std::vector<MemberGeometry> geometries,
+             uint64_t budget_bytes);
+  ~TableCache();
+
+  // The page holding the entry of data block `block` of `member`.
+  PageKey KeyOf(uint32_t member, uint64_t block) const;
+
+  void Pin(const std::vector<PageKey>& keys, Done ready);
+  void Unpin(const std::vector<PageKey>& keys);
+
+  // The entry of a block whose page is pinned and loaded.
+  std::span<uint8_t> Entry(uint32_t member, uint64_t block);
+  // Records that entries of a pinned page changed.
+  void MarkDirty(const PageKey& key);
+
+  // Writes every page that is dirty when called; `done` when all of them are
+  // written (not flushed), with the first error.
+  void WriteBack(Done done);
+
+  size_t cached_pages() const { return pages_.size(); }
+  size_t dirty_pages() const;
+  const TableCacheCounters& counters() const { return counters_; }
+
+ private:
+  struct Page;
+  Page& Lookup(const PageKey& key);
+  void Load(const PageKey& key, Page& page);
+  // Writes the page if dirty, after any write already in flight; `done` once
+  // the content it had when called is on the member.
+  void WritePage(const PageKey& key, Done done);
+  void Touch(Page& page);
+  void MaybeEvict();
+  uint64_t PageOffset(const PageKey& key) const;
+
+  std::vector<volume::MemberTarget*> members_;
+  std::vector<MemberGeometry> geometries_;
+  uint64_t budget_pages_;
+  std::map<PageKey, std::unique_ptr<Page>> pages_;
+  std::list<PageKey> lru_;  // least recently used first
+  TableCacheCounters counters_;
+  // Cleared by the destructor, so that completions of I/O still in flight at
+  // shutdown find no cache to update.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace dst::integrity

@@ -1,0 +1,89 @@
+// WriteIntent: the write-intent bitmaps of a volume's members (docs/format.md,
+// "Write-intent bitmap"). A region's bit is set and flushed on its member
+// before the first write into the region; it is cleared, lazily, once the
+// region's checksums are durable. After a crash, only regions whose bit is
+// set can have a checksum table that disagrees with their data.
+//
+// Each member's bitmap is kept whole in memory twice: what it should be, and
+// what is known to be on the member. Changes reach the member in syncs, one
+// at a time per member: the changed pages are written, then the member is
+// flushed, and only then are the bits counted as durable. A bit is "durably
+// set" when it is set in both copies; clearing drops it from both at once, so
+// a region being cleared is never mistaken for protected.
+//
+// Contract: Ensure() calls `done` before it returns when every region is
+// already durably set, otherwise after the sync that sets them (or with the
+// errno of the member write or flush that failed). Callers must not Clear() a
+// region while a request that Ensure()d it is in flight. Sync() writes what
+// Clear() changed.
+//
+// Threading: the event-loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <set>
+#include <vector>
+
+#include "aggregator/integrity/member_format.h"
+#include "aggregator/volume/member_io.h"
+
+namespace dst::integrity {
+
+struct RegionRef {
+  uint32_t member;
+  uint64_t region;
+  bool operator==(const RegionRef&) const = default;
+};
+
+class WriteIntent {
+ public:
+  using Done = std::function<void(int err)>;
+
+  WriteIntent(std::vector<volume::MemberTarget*> members, std::vector<MemberGeometry> geometries);
+  ~WriteIntent();
+
+  // Reads every member's bitmap; bits found set count as durably set.
+  void Load(Done done);
+
+  bool IsSet(uint32_t member, uint64_t region) const;
+  // Regions of `member` whose bit is set, ascending.
+  std::vector<uint64_t> SetRegions(uint32_t member) const;
+  size_t set_count() const;
+  uint64_t syncs() const { return syncs_; }
+
+  void Ensure(const std::vector<RegionRef>& regions, Done done);
+  void Clear(uint32_t member, uint64_t region);
+  // Writes every changed page of every member and flushes; `done` after.
+  void Sync(Done done);
+
+ private:
+  struct MemberBitmap {
+    std::vector<uint8_t> wanted;   // what the bitmap area should hold
+    std::vector<uint8_t> durable;  // what it is known to hold
+    std::set<uint64_t> changed_pages;
+    bool syncing = false;
+  };
+  struct Waiter {
+    std::vector<RegionRef> regions;  // empty for Sync(): waits for no changed pages
+    std::set<uint32_t> members;
+    Done done;
+  };
+
+  bool DurablySet(const RegionRef& r) const;
+  void StartSync(uint32_t member);
+  void FinishSync(uint32_t member, const std::vector<uint64_t>& pages,
+                  const std::vector<std::vector<uint8_t>>& written, int err);
+  void WakeWaiters();
+
+  std::vector<volume::MemberTarget*> members_;
+  std::vector<MemberGeometry> geometries_;
+  std::vector<MemberBitmap> bitmaps_;
+  std::list<Waiter> waiters_;
+  uint64_t syncs_ = 0;
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+};
+
+}  // namespace dst::integrity

@@ -1,4 +1,4 @@
-// Fencing of resent writes (DESIGN.md §3): the aggregator resends a member
+// Fencing of resent writes (docs/transactions.md): the aggregator resends a member
 // write on a new connection when the old one timed out, and a stale first copy
 // still queued on this node must never land after the resend.
 //

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on local defaults: builds dst, starts three export nodes
-# (nbdkit with the dst plugin) on temporary files, an aggregator striping
-# them into one volume, and has real NBD clients write data through the
-# volume and read it back. Everything it starts is stopped on exit.
+# (nbdkit with the dst plugin) on temporary files, formats them as one
+# striped volume with end-to-end checksums, serves it with the aggregator,
+# and has real NBD clients write data through the volume and read it back.
+# Everything it starts is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +33,12 @@ done
 for i in 0 1 2; do wait_for "$work/node$i.pid"; done
 printf '%s\n' "${members[@]}"
 
-step "aggregator: volume vol0 striped over the three nodes (64 KiB chunks)"
-"$aggregator" serve --raw --layout stripe --chunk 64K --name vol0 \
-  --description "demo volume" --unix "$work/agg.sock" "${members[@]}" 2>"$work/agg.log" &
+step "create: volume vol0 striped over the three nodes (64 KiB chunks, crc32c checksums)"
+"$aggregator" create --name vol0 --layout stripe --chunk 64K "${members[@]}"
+
+step "aggregator: assemble vol0 from the superblocks (members given in another order) and serve it"
+"$aggregator" serve --description "demo volume" --unix "$work/agg.sock" \
+  "${members[2]}" "${members[0]}" "${members[1]}" 2>"$work/agg.log" &
 pids+=($!)
 wait_for "$work/agg.sock"
 sleep 0.2
@@ -51,10 +55,24 @@ sha256sum <"$work/in.bin" | sed "s|-|written|"
 cmp -n 48M "$work/in.bin" "$work/out.bin"
 echo "data read back equals data written"
 
-step "the second 64 KiB chunk of the volume is the first chunk of disk1"
-cmp -n 64K -i 64K:0 "$work/in.bin" "$work/disk1.img" && echo "stripe mapping as expected"
+step "the second 64 KiB chunk of the volume is the first chunk of disk1's data area (at 1 MiB)"
+cmp -n 64K -i 64K:1M "$work/in.bin" "$work/disk1.img" && echo "stripe mapping as expected"
 
-step "allocation map of the volume (48 MiB data, the rest a hole)"
+step "corrupt one byte of disk1's data area behind the aggregator's back: the read fails, never wrong data"
+printf '\xff' | dd of="$work/disk1.img" bs=1 seek=$((1024 * 1024 + 100)) conv=notrunc status=none
+if nbdcopy "$uri" "$work/out2.bin" 2>"$work/copy.err"; then
+  echo "corruption was not detected" >&2
+  exit 1
+fi
+grep -m1 "checksum mismatch" "$work/agg.log"
+
+step "allocation map of the volume (48 MiB data, the rest a hole: never written)"
 nbdinfo --map "$uri"
+
+step "stop the aggregator: checksums written back, volume marked clean"
+kill -TERM "${pids[-1]}"
+wait "${pids[-1]}" || true
+tail -1 "$work/agg.log"
+"$aggregator" inspect "${members[0]}" | grep -E 'state'
 echo
 echo "demo OK"

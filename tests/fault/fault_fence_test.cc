@@ -1,4 +1,4 @@
-// fault_fence: the resend race of DESIGN.md §3, end to end. The export node
+// fault_fence: the resend race of docs/transactions.md, end to end. The export node
 // holds the first copy of a write (debug-hold-write=) for longer than
 // io-timeout; the aggregator times it out, reconnects under a new epoch and
 // resends it, the client gets its ack and writes the block again. Then the

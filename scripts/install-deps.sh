@@ -9,7 +9,7 @@ packages=(
   g++ cmake ninja-build pkg-config git clang-format
   # libraries
   libnbd-dev nbdkit-plugin-dev libasio-dev libcrypto++-dev doctest-dev
-  libcli11-dev libtomlplusplus-dev
+  libcli11-dev libtomlplusplus-dev libisal-dev
   # real peers and clients used by the tests and the demo
   nbdkit libnbd-bin python3-libnbd qemu-utils fio nbd-server
   iproute2 procps

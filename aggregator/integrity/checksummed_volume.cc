@@ -77,9 +77,10 @@ struct ChecksummedVolume::ReadOp : Op {
   uint64_t length = 0;
   uint8_t* buf = nullptr;
   ReadDone done;
-  std::vector<uint8_t> staging;  // whole blocks, when the request is not aligned
-  uint8_t* dest = nullptr;       // buf or staging
-  std::vector<bool> unwritten;   // per block: entry zero
+  std::vector<uint8_t> staging;             // whole blocks, when the request is not aligned
+  uint8_t* dest = nullptr;                  // buf or staging
+  std::vector<bool> unwritten;              // per block: entry zero
+  std::vector<std::span<uint8_t>> entries;  // per block, while pinned
 };
 
 struct ChecksummedVolume::WriteOp : Op {
@@ -205,7 +206,10 @@ std::vector<RegionRef> ChecksummedVolume::RegionsOf(const std::vector<BlockRef>&
 }
 
 bool ChecksummedVolume::EntryIsZero(const BlockRef& ref) {
-  const std::span<uint8_t> entry = table_.Entry(ref.member, ref.block);
+  return IsZeroEntry(table_.Entry(ref.member, ref.block));
+}
+
+bool ChecksummedVolume::IsZeroEntry(std::span<const uint8_t> entry) {
   return std::all_of(entry.begin(), entry.end(), [](uint8_t b) { return b == 0; });
 }
 
@@ -215,8 +219,12 @@ Digest ChecksummedVolume::ChecksumOf(uint64_t volume_block, const uint8_t* data)
 }
 
 bool ChecksummedVolume::Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data) {
+  return Verify(volume_block, table_.Entry(ref.member, ref.block), data);
+}
+
+bool ChecksummedVolume::Verify(uint64_t volume_block, std::span<const uint8_t> entry,
+                               const uint8_t* data) {
   const Digest digest = ChecksumOf(volume_block, data);
-  const std::span<uint8_t> entry = table_.Entry(ref.member, ref.block);
   return std::memcmp(entry.data(), digest.bytes.data(), entry.size()) == 0;
 }
 
@@ -288,9 +296,13 @@ void ChecksummedVolume::ReadData(const std::shared_ptr<ReadOp>& op) {
   const bool aligned = op->offset % block_size_ == 0 && op->length % block_size_ == 0;
   if (!aligned) op->staging.resize(op->count * block_size_);
   op->dest = aligned ? op->buf : op->staging.data();
+  // Entries looked up once: pinned pages do not move until End().
   op->unwritten.resize(op->count);
-  for (uint64_t i = 0; i < op->count; ++i)
-    op->unwritten[i] = EntryIsZero(op->refs[i]);
+  op->entries.reserve(op->count);
+  for (uint64_t i = 0; i < op->count; ++i) {
+    op->entries.push_back(table_.Entry(op->refs[i].member, op->refs[i].block));
+    op->unwritten[i] = IsZeroEntry(op->entries[i]);
+  }
   auto join = MakeJoin([this, op](int err) {
     if (err != 0) return FinishRead(op, err);
     VerifyRead(op);
@@ -315,7 +327,7 @@ void ChecksummedVolume::ReadData(const std::shared_ptr<ReadOp>& op) {
 void ChecksummedVolume::VerifyRead(const std::shared_ptr<ReadOp>& op) {
   std::vector<size_t> bad;
   for (uint64_t i = 0; i < op->count; ++i)
-    if (!op->unwritten[i] && !Verify(op->first + i, op->refs[i], op->dest + i * block_size_))
+    if (!op->unwritten[i] && !Verify(op->first + i, op->entries[i], op->dest + i * block_size_))
       bad.push_back(i);
   if (bad.empty()) return FinishRead(op, 0);
   Reread(op, std::move(bad));

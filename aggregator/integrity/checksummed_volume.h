@@ -106,7 +106,9 @@ class ChecksummedVolume final : public volume::BlockDevice {
   std::vector<PageKey> PagesOf(const std::vector<BlockRef>& refs) const;
   std::vector<RegionRef> RegionsOf(const std::vector<BlockRef>& refs) const;
   bool EntryIsZero(const BlockRef& ref);
+  static bool IsZeroEntry(std::span<const uint8_t> entry);
   bool Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data);
+  bool Verify(uint64_t volume_block, std::span<const uint8_t> entry, const uint8_t* data);
   Digest ChecksumOf(uint64_t volume_block, const uint8_t* data);
 
   // Common steps of every request: lock, pin, (for changes) mark regions.

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
+#include <iomanip>
 #include <map>
 #include <memory>
 #include <random>
@@ -867,6 +868,50 @@ TEST_CASE("never-written, trimmed and zeroed blocks are holes that read as zeros
   REQUIRE_NBD_OK(reread.Connect(again.uri()));
   CHECK(MapString(reread, size) == before_stop);
   CHECK(reread.ReadOrThrow(64 * kKiB, 128 * kKiB) == want);
+}
+
+// Structured READ replies: libnbd reports each chunk it receives. Holes come as OFFSET_HOLE
+// chunks, data as OFFSET_DATA; with DF the reply must not be split, so it is one data chunk.
+constexpr const char* kStructuredRead = R"(
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+for flags in (0, nbd.CMD_FLAG_DF):
+    chunks = []
+    def chunk(buf, offset, status, err):
+        kind = {nbd.READ_DATA: "data", nbd.READ_HOLE: "hole"}[status]
+        chunks.append("%s@%d+%d" % (kind, offset, len(buf)))
+        return 0
+    buf = h.pread_structured(262144, 0, chunk, flags)
+    print(" ".join(sorted(chunks, key=lambda c: int(c.split("@")[1].split("+")[0]))))
+    print(buf[131072:131072 + 8].hex(), buf[0:8].hex())
+h.shutdown()
+)";
+
+TEST_CASE("structured READ replies carry unwritten blocks as hole chunks") {
+  FileMembers m(1);
+  const std::string name = "ck-sparse";
+  CreateOk({"--name", name}, m.uris());
+  Served v(name, m.uris());
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  const Bytes data = RandomBytes(64 * kKiB, 710);
+  REQUIRE_NBD_OK(client.Pwrite(data, 128 * kKiB));
+  const CommandResult r = RunOk({kPython3, "-c", kStructuredRead, v.uri()});
+  std::istringstream lines(r.stdout_text);
+  std::string sparse, sparse_bytes, whole, whole_bytes;
+  std::getline(lines, sparse);
+  std::getline(lines, sparse_bytes);
+  std::getline(lines, whole);
+  std::getline(lines, whole_bytes);
+  CHECK(sparse == "hole@0+131072 data@131072+65536 hole@196608+65536");
+  CHECK(whole == "data@0+262144");
+  // Both replies give the client the same bytes: the data, and zeros in the holes.
+  std::ostringstream hex;
+  for (size_t i = 0; i < 8; ++i)
+    hex << std::hex << std::setw(2) << std::setfill('0') << static_cast<int>(data[i]);
+  CHECK(sparse_bytes == hex.str() + " 0000000000000000");
+  CHECK(whole_bytes == sparse_bytes);
 }
 
 TEST_CASE("write-zeroes longer than a 64 KiB block that covers no whole block") {

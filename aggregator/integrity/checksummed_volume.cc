@@ -5,35 +5,13 @@
 #include <cstring>
 #include <utility>
 
+#include "aggregator/integrity/join.h"
 #include "common/log.h"
 #include "common/units.h"
 
 namespace dst::integrity {
 
 namespace {
-
-// Counts completions and reports the first error once all are in.
-struct Join {
-  size_t outstanding = 1;
-  int error = 0;
-  std::function<void(int)> done;
-
-  explicit Join(std::function<void(int)> d) : done(std::move(d)) {}
-  void Arrive(int err) {
-    if (err != 0 && error == 0) error = err;
-    if (--outstanding == 0) done(error);
-  }
-};
-
-// A Join that owns itself: alive until its last part arrives.
-std::function<void(int)> Part(const std::shared_ptr<Join>& join) {
-  ++join->outstanding;
-  return [join](int err) { join->Arrive(err); };
-}
-
-std::shared_ptr<Join> MakeJoin(std::function<void(int)> done) {
-  return std::make_shared<Join>(std::move(done));
-}
 
 // Large enough for the partial blocks of a zero: less than two blocks.
 constexpr size_t kZerosSize = 2 * kMaxBlockSize;

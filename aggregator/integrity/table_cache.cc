@@ -4,6 +4,7 @@
 #include <cstring>
 #include <utility>
 
+#include "aggregator/integrity/join.h"
 #include "common/log.h"
 
 namespace dst::integrity {
@@ -53,17 +54,7 @@ void TableCache::Touch(Page& page) {
 
 void TableCache::Pin(const std::vector<PageKey>& keys, Done ready) {
   // Counts the pages still loading; the last one to arrive calls `ready`.
-  struct Join {
-    size_t outstanding = 1;
-    int error = 0;
-    Done ready;
-    void Arrive(int err) {
-      if (err != 0 && error == 0) error = err;
-      if (--outstanding == 0) ready(error);
-    }
-  };
-  auto join = std::make_shared<Join>();
-  join->ready = std::move(ready);
+  auto join = MakeJoin(std::move(ready));
   for (const PageKey& key : keys) {
     auto [it, inserted] = pages_.try_emplace(key);
     if (inserted) {
@@ -75,8 +66,7 @@ void TableCache::Pin(const std::vector<PageKey>& keys, Done ready) {
     Touch(page);
     if (inserted) Load(key, page);
     if (page.state == Page::State::kLoading) {
-      ++join->outstanding;
-      page.on_loaded.push_back([join, &page] { join->Arrive(page.error); });
+      page.on_loaded.push_back([part = Part(join), &page] { part(page.error); });
     } else if (page.state == Page::State::kFailed && join->error == 0) {
       join->error = page.error;
     }
@@ -186,20 +176,9 @@ void TableCache::WriteBack(Done done) {
   std::vector<PageKey> keys;
   for (const auto& [key, page] : pages_)
     if (page->dirty || page->writing) keys.push_back(key);
-  struct Join {
-    size_t outstanding = 1;
-    int error = 0;
-    Done done;
-    void Arrive(int err) {
-      if (err != 0 && error == 0) error = err;
-      if (--outstanding == 0) done(error);
-    }
-  };
-  auto join = std::make_shared<Join>();
-  join->done = std::move(done);
-  join->outstanding += keys.size();
+  auto join = MakeJoin(std::move(done));
   for (const PageKey& key : keys)
-    WritePage(key, [join](int err) { join->Arrive(err); });
+    WritePage(key, Part(join));
   join->Arrive(0);
 }
 

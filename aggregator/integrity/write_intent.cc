@@ -4,22 +4,12 @@
 #include <cstring>
 #include <utility>
 
+#include "aggregator/integrity/join.h"
 #include "common/log.h"
 
 namespace dst::integrity {
 
 namespace {
-
-// Counts completions and reports the first error once all are in.
-struct Join {
-  size_t outstanding = 1;
-  int error = 0;
-  std::function<void(int)> done;
-  void Arrive(int err) {
-    if (err != 0 && error == 0) error = err;
-    if (--outstanding == 0) done(error);
-  }
-};
 
 constexpr uint64_t kLoadPiece = uint64_t{1} << 20;
 
@@ -40,8 +30,7 @@ WriteIntent::~WriteIntent() {
 }
 
 void WriteIntent::Load(Done done) {
-  auto join = std::make_shared<Join>();
-  join->done = [this, alive = alive_, done = std::move(done)](int err) {
+  auto join = MakeJoin([this, alive = alive_, done = std::move(done)](int err) {
     if (!*alive) return;
     if (err == 0) {
       for (size_t m = 0; m < bitmaps_.size(); ++m) {
@@ -55,7 +44,7 @@ void WriteIntent::Load(Done done) {
       }
     }
     done(err);
-  };
+  });
   for (size_t m = 0; m < members_.size(); ++m) {
     const Area& area = geometries_[m].bitmap;
     const uint64_t piece = std::min<uint64_t>(kLoadPiece, members_[m]->capabilities().max_request);
@@ -65,10 +54,7 @@ void WriteIntent::Load(Done done) {
       io->offset = area.offset + at;
       io->length = std::min(piece, area.size - at);
       io->data = bitmaps_[m].wanted.data() + at;
-      ++join->outstanding;
-      io->done = [join, alive = alive_](int err) {
-        if (*alive) join->Arrive(err);
-      };
+      io->done = Part(join);  // `this` is checked for life in the join's done
       members_[m]->Submit(std::move(io));
     }
   }
@@ -153,8 +139,7 @@ void WriteIntent::StartSync(uint32_t member) {
     written->emplace_back(first, first + kMetadataPageSize);
   }
   volume::MemberTarget* target = members_[member];
-  auto join = std::make_shared<Join>();
-  join->done = [this, alive = alive_, member, pages, written, target](int err) {
+  auto join = MakeJoin([this, alive = alive_, member, pages, written, target](int err) {
     if (!*alive) return;
     if (err != 0 || !target->capabilities().can_flush)
       return FinishSync(member, pages, *written, err);
@@ -164,15 +149,14 @@ void WriteIntent::StartSync(uint32_t member) {
       if (*alive) FinishSync(member, pages, *written, flush_err);
     };
     target->Submit(std::move(flush));
-  };
+  });
   for (size_t i = 0; i < pages.size(); ++i) {
     auto io = std::make_shared<volume::MemberIo>();
     io->op = volume::MemberOp::kWrite;
     io->offset = geometries_[member].bitmap.offset + pages[i] * kMetadataPageSize;
     io->length = kMetadataPageSize;
     io->data = (*written)[i].data();
-    ++join->outstanding;
-    io->done = [join, written](int err) { join->Arrive(err); };
+    io->done = Part(join);  // the join's done holds `written` alive
     target->Submit(std::move(io));
   }
   join->Arrive(0);

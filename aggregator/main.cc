@@ -9,6 +9,7 @@
 //                         [--region-size SIZE] [--checksum crc32c|blake2b|blake2b-keyed]
 //                         [--key-file FILE] [--force] URI...
 //   dst-aggregator inspect [--json] URI...
+//   dst-aggregator status [--control PATH] [--json]
 // main() only parses the command line; serve, create and inspect live in serve_command.h,
 // create_command.h and inspect_command.h.
 #include <csignal>
@@ -22,6 +23,7 @@
 #include "aggregator/inspect_command.h"
 #include "aggregator/serve_command.h"
 #include "aggregator/serve_config.h"
+#include "aggregator/status_command.h"
 #include "common/duration.h"
 #include "common/log.h"
 #include "common/units.h"
@@ -48,7 +50,7 @@ int main(int argc, char** argv) {
   ServeConfig config;
   VolumeConfig volume;
   std::string layout = "linear", chunk = "64K", config_file;
-  bool raw = false, verbose = false;
+  bool raw = false, verbose = false, check_config = false;
   serve->add_flag("--raw", raw, "serve members as they are, with no metadata or checksums");
   std::string table_cache = "64M";
   serve->add_option("--key-file", volume.key_file, "checksum key of a blake2b-keyed volume");
@@ -90,14 +92,24 @@ int main(int argc, char** argv) {
                    "log member counters this often (0: only on SIGUSR1)")
       ->capture_default_str();
   serve->add_option("--config", config_file, "TOML file with listeners and volumes");
+  serve->add_option("--control", config.control,
+                    "control socket for `status` (default " +
+                        dst::aggregator::DefaultControlPath() + "; none: no socket)");
+  serve->add_option("--metrics", config.metrics,
+                    "serve Prometheus metrics over HTTP on HOST:PORT (/metrics)");
   serve->add_flag("-v,--verbose", verbose, "log every request error");
+  serve->add_flag("--check-config", check_config,
+                  "check the configuration (options and --config file) and exit, serving nothing");
   serve->add_option("members", volume.members,
                     "member NBD URIs: raw in layout order, assembled in any order");
   dst::aggregator::CreateArgs create_args;
   CLI::App* create = dst::aggregator::AddCreateCommand(app, &create_args);
   dst::aggregator::InspectArgs inspect_args;
   CLI::App* inspect = dst::aggregator::AddInspectCommand(app, &inspect_args);
+  dst::aggregator::StatusArgs status_args;
+  CLI::App* status = dst::aggregator::AddStatusCommand(app, &status_args);
   CLI11_PARSE(app, argc, argv);
+  if (status->parsed()) return dst::aggregator::RunStatus(status_args);
   if (create->parsed()) {
     const Status s = dst::aggregator::RunCreate(create_args);
     return s.ok() ? 0 : Die(s);
@@ -142,5 +154,10 @@ int main(int argc, char** argv) {
   }
   if (config.listen.empty() && config.unix_sockets.empty())
     config.listen.push_back("127.0.0.1:10809");
+  if (check_config) {
+    if (Status s = dst::aggregator::CheckServeConfig(config); !s.ok()) return Die(s);
+    std::printf("configuration OK: %zu volume(s)\n", config.volumes.size());
+    return 0;
+  }
   return dst::aggregator::Serve(std::move(config));
 }

@@ -12,6 +12,8 @@
 #include "aggregator/key_file.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/server/listener.h"
+#include "aggregator/server/one_shot_server.h"
+#include "aggregator/status_report.h"
 #include "common/checksum.h"
 #include "common/log.h"
 #include "common/units.h"
@@ -23,6 +25,10 @@ namespace {
 constexpr auto kConnectTimeout = std::chrono::seconds(15);
 // How long a stop waits for requests in flight and the final write-back.
 constexpr auto kCloseTimeout = std::chrono::seconds(30);
+// A control or metrics client gets this long to ask and be answered.
+constexpr auto kQueryTimeout = std::chrono::seconds(5);
+constexpr size_t kMaxControlRequest = 256;
+constexpr size_t kMaxHttpRequest = 8192;
 
 int Die(const Status& s) {
   std::fprintf(stderr, "dst-aggregator: error: %s\n", s.message().c_str());
@@ -44,6 +50,7 @@ struct AssemblyPlan {
 
 // Everything a running server owns; destroyed in reverse order.
 struct Server {
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   asio::io_context io{1};
   std::vector<std::unique_ptr<member::NbdMember>> members;
   std::vector<MemberRef> member_refs;
@@ -52,6 +59,8 @@ struct Server {
   server::ExportRegistry registry;
   server::InFlightLimits limits;
   std::unique_ptr<server::Listener> listener;
+  std::unique_ptr<server::OneShotServer> control;
+  std::unique_ptr<server::OneShotServer> metrics;
 };
 
 // Reads every member's superblocks and checks that they make one volume (assembly.h).
@@ -136,6 +145,105 @@ void LogStatsEvery(const Server& server, asio::steady_timer& timer,
     LogStats(server);
     LogStatsEvery(server, timer, interval);
   });
+}
+
+StatusReport BuildReport(const Server& server) {
+  StatusReport report;
+  report.uptime_seconds =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::steady_clock::now() - server.started)
+                                .count());
+  for (const auto& volume : server.volumes) {
+    VolumeStatus v;
+    v.name = volume->name();
+    v.size = volume->size();
+    v.traffic = server.registry.TrafficOf(volume.get());
+    for (const integrity::ChecksummedVolume* c : server.checksummed) {
+      if (c != volume.get()) continue;
+      const integrity::Superblock& sb = c->superblock(0);
+      v.checksummed = true;
+      v.layout = std::string(volume::LayoutKindName(sb.layout));
+      v.members = sb.member_count;
+      v.integrity = IntegrityStatus{std::string(integrity::VolumeStateName(sb.state)),
+                                    ChecksumAlgorithmName(sb.geometry.params.algorithm),
+                                    c->counters(),
+                                    c->dirty_regions(),
+                                    c->table_pages(),
+                                    c->table_dirty_pages()};
+    }
+    if (!v.checksummed) {
+      const auto* raw = static_cast<const volume::Volume*>(volume.get());
+      v.layout = std::string(volume::LayoutKindName(raw->layout().kind()));
+      v.members = raw->members().size();
+    }
+    report.volumes.push_back(std::move(v));
+  }
+  for (const MemberRef& ref : server.member_refs) {
+    const member::NbdMember& m = *ref.member;
+    report.members.push_back({ref.volume, ref.index, m.name(),
+                              std::string(member::MemberStateName(m.state())), m.fenced(),
+                              m.epoch(), m.connection_count(), m.in_flight(), m.counters()});
+  }
+  return report;
+}
+
+// The control socket's one command: "status" (a table) or "status json".
+std::string AnswerControl(const Server& server, const std::string& request) {
+  std::string command = request;
+  while (!command.empty() && (command.back() == '\r' || command.back() == ' '))
+    command.pop_back();
+  if (command == "status") return StatusToText(BuildReport(server));
+  if (command == "status json") return StatusToJson(BuildReport(server));
+  return "error: unknown command '" + command + "' (expected: status, status json)\n";
+}
+
+std::string HttpResponse(const std::string& status, const std::string& type,
+                         const std::string& body) {
+  return "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+         body;
+}
+
+// GET /metrics in the Prometheus text format; anything else is refused.
+std::string AnswerMetrics(const Server& server, const std::string& request) {
+  const std::string line = request.substr(0, request.find("\r\n"));
+  if (line.rfind("GET ", 0) != 0)
+    return HttpResponse("405 Method Not Allowed", "text/plain", "only GET\n");
+  const size_t path_end = line.find(' ', 4);
+  const std::string path = line.substr(4, path_end == std::string::npos ? path_end : path_end - 4);
+  if (path != "/metrics" && path.rfind("/metrics?", 0) != 0)
+    return HttpResponse("404 Not Found", "text/plain", "metrics are at /metrics\n");
+  return HttpResponse("200 OK", "text/plain; version=0.0.4; charset=utf-8",
+                      StatusToPrometheus(BuildReport(server)));
+}
+
+// The control socket at its path; the default path is given up with a
+// warning when another aggregator holds it, a path asked for is not.
+Status StartControl(const ServeConfig& config, Server& server) {
+  if (config.control == "none") return Status::Ok();
+  const bool defaulted = config.control.empty();
+  const std::string path = defaulted ? DefaultControlPath() : config.control;
+  server.control = std::make_unique<server::OneShotServer>(
+      server.io, "\n", kMaxControlRequest, kQueryTimeout,
+      [&server](const std::string& request) { return AnswerControl(server, request); });
+  Status s = server.control->ListenUnix(path, 0600);
+  if (!s.ok() && defaulted) {
+    LOG_WARNING("%s: no control socket (give one with --control PATH)", s.message().c_str());
+    server.control.reset();
+    return Status::Ok();
+  }
+  if (s.ok()) LOG_INFO("control socket %s", path.c_str());
+  return s;
+}
+
+Status StartMetrics(const ServeConfig& config, Server& server) {
+  if (config.metrics.empty()) return Status::Ok();
+  server.metrics = std::make_unique<server::OneShotServer>(
+      server.io, "\r\n\r\n", kMaxHttpRequest, kQueryTimeout,
+      [&server](const std::string& request) { return AnswerMetrics(server, request); });
+  DST_RETURN_IF_ERROR(server.metrics->ListenTcp(config.metrics).Wrap("--metrics"));
+  LOG_INFO("metrics on http://%s/metrics", config.metrics.c_str());
+  return Status::Ok();
 }
 
 // The members of every volume, in the order the volume uses them, connected.
@@ -275,6 +383,8 @@ int Serve(ServeConfig config) {
     if (Status s = server.listener->ListenTcp(address); !s.ok()) return Die(s);
   for (const std::string& path : config.unix_sockets)
     if (Status s = server.listener->ListenUnix(path); !s.ok()) return Die(s);
+  if (Status s = StartControl(config, server); !s.ok()) return Die(s);
+  if (Status s = StartMetrics(config, server); !s.ok()) return Die(s);
   asio::signal_set signals(server.io, SIGINT, SIGTERM);
   signals.async_wait([&server](const asio::error_code& ec, int signo) {
     if (ec) return;
@@ -283,6 +393,17 @@ int Serve(ServeConfig config) {
   });
   asio::signal_set usr1(server.io, SIGUSR1);
   LogStatsOnSignal(server, usr1);
+  // SIGHUP, which log rotation sends, must not kill a server that logs to
+  // stderr: the supervisor (systemd, a pipe) owns that stream.
+  asio::signal_set hup(server.io, SIGHUP);
+  std::function<void()> await_hup = [&hup, &await_hup] {
+    hup.async_wait([&await_hup](const asio::error_code& ec, int) {
+      if (ec) return;
+      LOG_INFO("SIGHUP: logs go to stderr, nothing to reopen");
+      await_hup();
+    });
+  };
+  await_hup();
   asio::steady_timer stats_timer(server.io);
   if (config.stats_interval.count() > 0) LogStatsEvery(server, stats_timer, config.stats_interval);
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
@@ -290,8 +411,10 @@ int Serve(ServeConfig config) {
   // Clients get ESHUTDOWN from here on; what is in flight finishes, then the checksums are
   // written back and the volumes marked clean.
   server.listener->Close();
+  if (server.metrics) server.metrics->Close();
   const int close_err = RunOnEveryVolume(
       server, [](integrity::ChecksummedVolume& v, auto done) { v.Close(done); }, kCloseTimeout);
+  if (server.control) server.control->Close();  // status answers until the volumes are closed
   if (close_err != 0) {
     LOG_ERROR("stopping: volumes not closed clean: %s", std::strerror(close_err));
     return 1;

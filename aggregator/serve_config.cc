@@ -1,11 +1,17 @@
 #include "aggregator/serve_config.h"
 
+#include <string.h>  // explicit_bzero
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
+#include "aggregator/key_file.h"
+#include "aggregator/server/listener.h"
 #include "common/duration.h"
 #include "common/units.h"
 
@@ -71,6 +77,10 @@ Status ReadVolume(const std::string& path, const toml::table& table, VolumeConfi
       v->raw = b->get();
     } else if (k == "key-file") {
       DST_RETURN_IF_ERROR(ReadString(where, node, &v->key_file));
+      std::vector<uint8_t> key;
+      const Status s = ReadKeyFile(v->key_file, &key);
+      if (!key.empty()) explicit_bzero(key.data(), key.size());
+      DST_RETURN_IF_ERROR(s.Wrap(where));
     } else if (k == "members")
       DST_RETURN_IF_ERROR(ReadStrings(where, node, &v->members));
     else if (k == "layout") {
@@ -88,13 +98,25 @@ Status ReadVolume(const std::string& path, const toml::table& table, VolumeConfi
 Status ReadTopLevel(const std::string& path, const std::string& k, const toml::node& node,
                     ServeConfig* config) {
   const std::string where = Where(path, node) + ": " + k;
-  if (k == "listen") return ReadStrings(where, node, &config->listen);
+  if (k == "listen") {
+    DST_RETURN_IF_ERROR(ReadStrings(where, node, &config->listen));
+    asio::ip::tcp::endpoint endpoint;
+    for (const std::string& address : config->listen)
+      DST_RETURN_IF_ERROR(server::ParseHostPort(address, &endpoint).Wrap(where));
+    return Status::Ok();
+  }
   if (k == "unix") return ReadStrings(where, node, &config->unix_sockets);
   if (k == "default") return ReadString(where, node, &config->default_volume);
   if (k == "max-inflight-per-client")
     return ReadSize(where, node, &config->max_inflight_per_client);
   if (k == "max-inflight") return ReadSize(where, node, &config->max_inflight_total);
   if (k == "table-cache") return ReadSize(where, node, &config->table_cache);
+  if (k == "control") return ReadString(where, node, &config->control);
+  if (k == "metrics") {
+    DST_RETURN_IF_ERROR(ReadString(where, node, &config->metrics));
+    asio::ip::tcp::endpoint endpoint;
+    return server::ParseHostPort(config->metrics, &endpoint).Wrap(where);
+  }
   if (k == "raw") {
     const auto* b = node.as_boolean();
     if (!b) return Status::Invalid(where + ": expected true or false");
@@ -154,6 +176,13 @@ Status LoadServeConfig(const std::string& path, ServeConfig* config) {
   return Status::Ok();
 }
 
+std::string DefaultControlPath() {
+  if (::geteuid() == 0) return "/run/dst-aggregator.sock";
+  if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime && *runtime)
+    return std::string(runtime) + "/dst-aggregator.sock";
+  return "/tmp/dst-aggregator-" + std::to_string(::geteuid()) + ".sock";
+}
+
 Status CheckMemberUri(const std::string& uri) {
   if (uri.rfind("nbd://", 0) == 0 || uri.rfind("nbd+unix://", 0) == 0) return Status::Ok();
   if (uri.rfind("nbds://", 0) == 0 || uri.rfind("nbds+unix://", 0) == 0)
@@ -190,6 +219,28 @@ Status ValidateServeConfig(ServeConfig& config) {
       std::all_of(config.volumes.begin(), config.volumes.end(),
                   [](const VolumeConfig& v) { return !v.name.empty(); }))
     return Status::Invalid("default volume '" + config.default_volume + "' is not defined");
+  return Status::Ok();
+}
+
+Status CheckServeConfig(ServeConfig& config) {
+  DST_RETURN_IF_ERROR(ValidateServeConfig(config));
+  asio::ip::tcp::endpoint endpoint;
+  for (const std::string& address : config.listen)
+    DST_RETURN_IF_ERROR(server::ParseHostPort(address, &endpoint));
+  if (!config.metrics.empty())
+    DST_RETURN_IF_ERROR(server::ParseHostPort(config.metrics, &endpoint).Wrap("metrics"));
+  for (const std::string& path : config.unix_sockets)
+    if (path.empty() || path.size() >= 108)
+      return Status::Invalid("unix socket '" + path + "': empty or longer than 107 bytes");
+  if (config.control.size() >= 108)
+    return Status::Invalid("control socket '" + config.control + "': longer than 107 bytes");
+  for (const VolumeConfig& v : config.volumes) {
+    if (v.key_file.empty()) continue;
+    std::vector<uint8_t> key;
+    const Status s = ReadKeyFile(v.key_file, &key);
+    if (!key.empty()) explicit_bzero(key.data(), key.size());
+    DST_RETURN_IF_ERROR(s.Wrap(v.name.empty() ? "a volume" : "volume " + v.name));
+  }
   return Status::Ok();
 }
 

@@ -48,6 +48,11 @@ struct ServeConfig {
   std::chrono::milliseconds stats_interval{0};
   // Volumes that do not say: served raw (--raw) or assembled from superblocks.
   bool raw = false;
+  // Control socket for `dst-aggregator status`: "" for the default path
+  // (DefaultControlPath), "none" for no socket.
+  std::string control;
+  // HOST:PORT of the Prometheus metrics endpoint; "" for none.
+  std::string metrics;
   // Memory for checksum table pages, per assembled volume.
   uint64_t table_cache = uint64_t{64} << 20;
   std::vector<VolumeConfig> volumes;
@@ -58,6 +63,15 @@ Status LoadServeConfig(const std::string& path, ServeConfig* config);
 // Checks the whole: at least one volume, each with members, unique names, no layout options on
 // assembled volumes. Names raw volumes that have none "vol0".
 Status ValidateServeConfig(ServeConfig& config);
+// Everything `serve --check-config` can check without connecting to anything:
+// ValidateServeConfig, then every listen, unix, control and metrics address
+// and every key file. Errors name the option or key.
+Status CheckServeConfig(ServeConfig& config);
+
+// Where the control socket goes when --control does not say: /run for root,
+// else $XDG_RUNTIME_DIR, else /tmp, named for the user.
+std::string DefaultControlPath();
+
 // Checks that a member URI is one we can reach: nbd:// or nbd+unix://.
 Status CheckMemberUri(const std::string& uri);
 

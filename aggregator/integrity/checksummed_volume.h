@@ -75,6 +75,9 @@ class ChecksummedVolume final : public volume::BlockDevice {
   const volume::VolumeCapabilities& capabilities() const override { return caps_; }
   const Superblock& superblock(size_t member) const { return superblocks_[member]; }
   const IntegrityCounters& counters() const { return counters_; }
+  uint64_t dirty_regions() const { return intent_.set_count(); }
+  uint64_t table_pages() const { return table_.cached_pages(); }
+  uint64_t table_dirty_pages() const { return table_.dirty_pages(); }
   // "state=dirty checksum_errors=0 ...": for stats lines.
   std::string StatsLine() const;
 

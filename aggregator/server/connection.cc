@@ -13,6 +13,7 @@ using namespace dst::nbd;
 
 struct ClientConnection::Request {
   RequestHeader header;
+  std::chrono::steady_clock::time_point received;
   std::vector<uint8_t> buffer;  // write payload, or read destination
   uint64_t accounted = 0;       // bytes charged to the in-flight budget
 };
@@ -76,6 +77,9 @@ asio::awaitable<void> ClientConnection::Run() {
     socket_.close(ignored);
     co_return;
   }
+  traffic_ = &registry_.TrafficOf(negotiated_.volume);
+  ++traffic_->clients;
+  ++traffic_->connections;
   LOG_INFO("client %s: connected to volume %s (%s replies)", peer_.c_str(),
            negotiated_.volume->name().c_str(),
            negotiated_.structured_replies ? "structured" : "simple");
@@ -106,6 +110,7 @@ asio::awaitable<Status> ClientConnection::ReadRequests() {
 asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_header) {
   auto request = std::make_shared<Request>();
   request->header = RequestHeader::Decode(raw_header);
+  request->received = std::chrono::steady_clock::now();
   const RequestHeader& h = request->header;
   if (h.magic != kRequestMagic) co_return Status::Error(EPROTO, "bad request magic");
   if (h.type == kCmdDisc) {
@@ -113,6 +118,7 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
     co_return Status::Ok();
   }
   ++requests_in_flight_;
+  ++traffic_->in_flight;
   const int err = Validate(*request);
   if (h.type == kCmdWrite) {
     if (err != 0) {
@@ -219,7 +225,24 @@ void ClientConnection::Start(std::shared_ptr<Request> request) {
   }
 }
 
+void ClientConnection::Account(const Request& request, int err) {
+  const RequestHeader& h = request.header;
+  --traffic_->in_flight;
+  ++traffic_->requests;
+  traffic_->RecordLatency(std::chrono::steady_clock::now() - request.received);
+  if (err != 0) {
+    ++traffic_->errors;
+  } else if (h.type == kCmdRead) {
+    ++traffic_->reads;
+    traffic_->read_bytes += h.length;
+  } else if (h.type == kCmdWrite) {
+    ++traffic_->writes;
+    traffic_->write_bytes += h.length;
+  }
+}
+
 void ClientConnection::Complete(const Request& request, int err, std::vector<uint8_t> data) {
+  Account(request, err);
   const RequestHeader& h = request.header;
   if (err != 0)
     LOG_DEBUG("client %s: %s offset %llu length %u: %s", peer_.c_str(), CommandName(h.type),
@@ -272,6 +295,7 @@ void ClientConnection::CompleteRead(const Request& request, int err, std::vector
     Complete(request, err, std::move(data));
     return;
   }
+  Account(request, 0);
   Reply reply = MakeSparseReadReply(request, data, holes);
   reply.accounted = request.accounted;
   Queue(std::move(reply));
@@ -325,6 +349,7 @@ void ClientConnection::CompleteBlockStatus(const Request& request, int err,
     Complete(request, err);
     return;
   }
+  Account(request, 0);
   const RequestHeader& h = request.header;
   std::vector<uint8_t> payload;
   AppendU32(payload, kBaseAllocationId);
@@ -382,6 +407,7 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
   socket_.shutdown(Socket::shutdown_both, ignored);
   socket_.close(ignored);
   budget_wakeup_.cancel();
+  --traffic_->clients;
   LOG_INFO("client %s: disconnected", peer_.c_str());
 }
 

@@ -52,6 +52,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   int Validate(const Request& request) const;
   asio::awaitable<void> WaitForBudget(uint64_t bytes);
   void Start(std::shared_ptr<Request> request);
+  // Counts an answered request in the volume's traffic (once per request).
+  void Account(const Request& request, int err);
   void Complete(const Request& request, int err, std::vector<uint8_t> data = {});
   // A read reply; with structured replies, known holes go out as hole chunks.
   void CompleteRead(const Request& request, int err, std::vector<uint8_t> data,
@@ -69,6 +71,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   InFlightLimits& limits_;
   std::string peer_;
   Negotiated negotiated_;
+  VolumeTraffic* traffic_ = nullptr;  // the negotiated volume's
   std::deque<Reply> replies_;
   asio::steady_timer writer_wakeup_;
   asio::steady_timer budget_wakeup_;

@@ -8,8 +8,6 @@
 
 namespace dst::server {
 
-namespace {
-
 Status ParseHostPort(const std::string& text, asio::ip::tcp::endpoint* out) {
   const auto colon = text.rfind(':');
   if (colon == std::string::npos)
@@ -28,8 +26,6 @@ Status ParseHostPort(const std::string& text, asio::ip::tcp::endpoint* out) {
   *out = asio::ip::tcp::endpoint(address, static_cast<uint16_t>(port));
   return Status::Ok();
 }
-
-}  // namespace
 
 Status Listener::ListenTcp(const std::string& host_port) {
   asio::ip::tcp::endpoint endpoint;
@@ -56,6 +52,7 @@ Status Listener::ListenUnix(const std::string& path) {
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::Error(ec.value(), "listen on " + path + ": " + ec.message());
   unix_.push_back(std::move(acceptor));
+  unix_paths_.push_back(path);
   asio::co_spawn(io_, AcceptUnix(*unix_.back()), asio::detached);
   return Status::Ok();
 }
@@ -66,6 +63,9 @@ void Listener::Close() {
     acceptor->close(ignored);
   for (auto& acceptor : unix_)
     acceptor->close(ignored);
+  for (const std::string& path : unix_paths_)
+    ::unlink(path.c_str());  // no stale socket left for the next start to trip over
+  unix_paths_.clear();
 }
 
 void Listener::Spawn(Socket socket, std::string peer) {

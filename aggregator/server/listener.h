@@ -13,6 +13,10 @@
 
 namespace dst::server {
 
+// "HOST:PORT" or "[V6]:PORT" (an empty HOST is every address); EINVAL naming
+// --listen otherwise.
+Status ParseHostPort(const std::string& text, asio::ip::tcp::endpoint* out);
+
 class Listener {
  public:
   Listener(asio::io_context& io, const ExportRegistry& registry, InFlightLimits& limits)
@@ -22,7 +26,8 @@ class Listener {
   Status ListenTcp(const std::string& host_port);
   // Replaces a stale socket file left by a previous run.
   Status ListenUnix(const std::string& path);
-  // Stops accepting; connections already open go on.
+  // Stops accepting and removes the Unix sockets; connections already open
+  // go on.
   void Close();
 
  private:
@@ -36,6 +41,7 @@ class Listener {
   // One acceptor per --listen / --unix address; never moved once accepting.
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> tcp_;
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> unix_;
+  std::vector<std::string> unix_paths_;
 };
 
 }  // namespace dst::server

@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <algorithm>
 
 #include <csignal>
 #include <cstring>
@@ -90,8 +91,16 @@ Argv AggregatorServer::BuildArgv() const {
     case AggregatorListen::kFromArgs:
       break;
   }
+  // Every aggregator gets its own control socket, so that parallel tests
+  // never meet at the default path.
+  if (std::find(options_.args.begin(), options_.args.end(), "--control") == options_.args.end())
+    argv.insert(argv.end(), {"--control", control_path()});
   argv.insert(argv.end(), options_.args.begin(), options_.args.end());
   return argv;
+}
+
+std::string AggregatorServer::control_path() const {
+  return dir_.File("control.sock");
 }
 
 AggregatorServer::Startup AggregatorServer::Launch() {

@@ -56,7 +56,10 @@ class AggregatorServer {
   // NBD URI of a volume on the listener this object added.
   std::string uri(std::string_view volume = "vol0") const;
   const std::string& socket_path() const { return socket_path_; }  // "" unless kUnix
-  int port() const { return port_; }                               // 0 unless kTcp4
+  // The control socket (`dst-aggregator status --control PATH`), in the
+  // server's TempDir unless the arguments name one.
+  std::string control_path() const;
+  int port() const { return port_; }  // 0 unless kTcp4
   pid_t pid() const { return process_ ? process_->pid() : -1; }
   bool Running() { return process_ && process_->Running(); }
 

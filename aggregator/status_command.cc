@@ -1,0 +1,93 @@
+#include "aggregator/status_command.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <CLI/CLI.hpp>
+
+#include "aggregator/serve_config.h"
+#include "common/status.h"
+
+namespace dst::aggregator {
+
+namespace {
+
+// Long enough for a busy event loop; a hung aggregator fails the command.
+constexpr int kAnswerTimeoutMs = 10000;
+
+Status Connect(const std::string& path, int* out) {
+  sockaddr_un address{};
+  if (path.size() >= sizeof address.sun_path)
+    return Status::Invalid("control socket " + path + ": path too long");
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno(errno, "socket");
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return Status::FromErrno(
+        err, "control socket " + path + " (is the aggregator running? see --control)");
+  }
+  *out = fd;
+  return Status::Ok();
+}
+
+// Everything the aggregator sends until it closes the connection.
+Status ReadAnswer(int fd, const std::string& path, std::string* answer) {
+  char buffer[4096];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, kAnswerTimeoutMs);
+    if (ready == 0) return Status::Error(ETIMEDOUT, "control socket " + path + ": no answer");
+    if (ready < 0 && errno != EINTR) return Status::FromErrno(errno, "poll");
+    if (ready < 0) continue;
+    const ssize_t n = ::read(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::FromErrno(errno, "control socket " + path + ": read");
+    if (n == 0) return Status::Ok();
+    answer->append(buffer, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace
+
+CLI::App* AddStatusCommand(CLI::App& app, StatusArgs* args) {
+  CLI::App* status =
+      app.add_subcommand("status", "show a running aggregator's volumes and members");
+  status->add_option("--control", args->control,
+                     "the aggregator's control socket (default " + DefaultControlPath() + ")");
+  status->add_flag("--json", args->json, "print JSON instead of a table");
+  return status;
+}
+
+int RunStatus(const StatusArgs& args) {
+  const std::string path = args.control.empty() ? DefaultControlPath() : args.control;
+  int fd = -1;
+  Status s = Connect(path, &fd);
+  std::string answer;
+  if (s.ok()) {
+    const std::string request = args.json ? "status json\n" : "status\n";
+    if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size()))
+      s = Status::FromErrno(errno, "control socket " + path + ": write");
+    if (s.ok()) s = ReadAnswer(fd, path, &answer);
+    ::close(fd);
+  }
+  if (s.ok() && answer.empty())
+    s = Status::Error(EPROTO,
+                      "control socket " + path + ": the aggregator closed without answering");
+  if (!s.ok()) {
+    std::fprintf(stderr, "dst-aggregator: error: %s\n", s.message().c_str());
+    return 1;
+  }
+  std::fwrite(answer.data(), 1, answer.size(), stdout);
+  return answer.rfind("error: ", 0) == 0 ? 1 : 0;
+}
+
+}  // namespace dst::aggregator

@@ -1,0 +1,26 @@
+// `dst-aggregator status [--control PATH] [--json]`: asks a running aggregator
+// over its control socket for its volumes and members, and prints the answer
+// (a table, or JSON: docs/operations.md describes every field).
+//
+// Threading: blocking, on the calling thread.
+#pragma once
+
+#include <string>
+
+namespace CLI {
+class App;
+}  // namespace CLI
+
+namespace dst::aggregator {
+
+struct StatusArgs {
+  std::string control;  // "" for DefaultControlPath()
+  bool json = false;
+};
+
+CLI::App* AddStatusCommand(CLI::App& app, StatusArgs* args);
+// The process exit code: 0 when the aggregator answered, 1 (with one error
+// line on stderr) when it could not be reached or did not answer in time.
+int RunStatus(const StatusArgs& args);
+
+}  // namespace dst::aggregator

@@ -35,6 +35,7 @@
 #include <thread>
 
 #include "tests/fault/fault_fixture.h"
+#include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault {
 namespace {
@@ -112,16 +113,9 @@ class CrashVolume {
       members_.push_back(std::make_unique<Member>(options));
       uris_.push_back(members_.back()->uri());
     }
-    std::vector<std::string> create = {DST_AGGREGATOR_PATH, "create", "--name", kVolume,
-                                       "--layout",          "stripe"};
-    create.insert(create.end(), uris_.begin(), uris_.end());
-    const CommandResult r = RunCommand(create, 30s);
-    REQUIRE_MESSAGE(r.exit_code == 0, "create failed:\n" << r.stdout_text << r.stderr_text);
-    CHECK_MESSAGE(SanitizerReportLines(r.stderr_text).empty(), r.stderr_text);
+    CreateOk({"--name", kVolume, "--layout", "stripe"}, uris_);
     // The geometry this test computes offsets with is the one create wrote.
-    std::vector<std::string> inspect = {DST_AGGREGATOR_PATH, "inspect"};
-    inspect.insert(inspect.end(), uris_.begin(), uris_.end());
-    const CommandResult i = RunCommand(inspect, 30s);
+    const CommandResult i = RunAggregator(Concat({"inspect"}, uris_));
     INFO(i.stdout_text << i.stderr_text);
     REQUIRE(i.exit_code == 0);
     REQUIRE(CountOf(i.stdout_text, "bitmap:       [8192, +4096)") == kMembers);
@@ -202,45 +196,15 @@ std::optional<int> WaitOrKill(Process& p, Ms timeout) {
 
 // The integrity stats line of the volume, after SIGUSR1:
 // "info: stats: volume crash integrity: state=dirty checksum_errors=0 ...".
+const std::string kIntegrityMark = "info: stats: volume " + kVolume + " integrity: ";
+
 MemberStats QueryIntegrity(AggregatorServer& aggregator, Ms timeout = 5s) {
-  const std::string mark = "info: stats: volume " + kVolume + " integrity: ";
-  const size_t before = CountOf(aggregator.stderr_text(), mark);
-  aggregator.Kill(SIGUSR1);
-  const auto deadline = SteadyClock::now() + timeout;
-  for (;;) {
-    const std::string log = aggregator.stderr_text();
-    const size_t at = log.rfind(mark);
-    if (CountOf(log, mark) > before && at != std::string::npos) {
-      const size_t end = log.find('\n', at);
-      if (end != std::string::npos) {
-        const std::string line = log.substr(at, end - at);
-        std::map<std::string, std::string> values;
-        std::istringstream fields(line.substr(mark.size()));
-        std::string field;
-        while (fields >> field) {
-          const size_t eq = field.find('=');
-          if (eq == std::string::npos) throw std::runtime_error("bad stats field: " + line);
-          values[field.substr(0, eq)] = field.substr(eq + 1);
-        }
-        return MemberStats(std::move(values), line);
-      }
-    }
-    if (SteadyClock::now() > deadline || !aggregator.Running())
-      throw std::runtime_error("no integrity stats line after SIGUSR1; aggregator stderr:\n" + log);
-    std::this_thread::sleep_for(5ms);
-  }
+  return QueryStatsLine(aggregator, kIntegrityMark, timeout);
 }
 
 MemberStats WaitForIntegrity(AggregatorServer& aggregator,
                              const std::function<bool(const MemberStats&)>& done, Ms timeout) {
-  const auto deadline = SteadyClock::now() + timeout;
-  for (;;) {
-    MemberStats stats = QueryIntegrity(aggregator);
-    if (done(stats)) return stats;
-    if (SteadyClock::now() > deadline)
-      throw std::runtime_error("integrity stats did not get there in time; last: " + stats.line());
-    std::this_thread::sleep_for(100ms);
-  }
+  return WaitForStatsLine(aggregator, kIntegrityMark, done, timeout, 100ms);
 }
 
 // What the start-up log says about recovery.

@@ -91,7 +91,8 @@ uint64_t MemberStats::Count(const std::string& key) const {
 
 namespace {
 
-// "dst-aggregator: info: stats: volume VOL member IDX URI: state=... ..."
+// "dst-aggregator: info: stats: volume VOL member IDX URI: state=... ..." or
+// "dst-aggregator: info: stats: volume VOL integrity: state=... ...".
 MemberStats ParseStatsLine(const std::string& line) {
   std::map<std::string, std::string> values;
   const size_t start = line.find(" state=");
@@ -107,12 +108,13 @@ MemberStats ParseStatsLine(const std::string& line) {
   return MemberStats(std::move(values), line);
 }
 
+std::string MemberMark(const std::string& volume, size_t index) {
+  return "info: stats: volume " + volume + " member " + std::to_string(index) + " ";
+}
+
 }  // namespace
 
-MemberStats QueryStats(AggregatorServer& aggregator, const std::string& volume, size_t index,
-                       Ms timeout) {
-  const std::string mark =
-      "info: stats: volume " + volume + " member " + std::to_string(index) + " ";
+MemberStats QueryStatsLine(AggregatorServer& aggregator, const std::string& mark, Ms timeout) {
   const size_t before = CountOf(aggregator.stderr_text(), mark);
   aggregator.Kill(SIGUSR1);
   const auto deadline = SteadyClock::now() + timeout;
@@ -129,25 +131,35 @@ MemberStats QueryStats(AggregatorServer& aggregator, const std::string& volume, 
       }
     }
     if (SteadyClock::now() > deadline || !aggregator.Running())
-      throw std::runtime_error("no stats line for volume " + volume + " member " +
-                               std::to_string(index) + " after SIGUSR1; aggregator stderr:\n" +
-                               log);
+      throw std::runtime_error("no stats line with '" + mark +
+                               "' after SIGUSR1; aggregator stderr:\n" + log);
     std::this_thread::sleep_for(5ms);
   }
+}
+
+MemberStats WaitForStatsLine(AggregatorServer& aggregator, const std::string& mark,
+                             const std::function<bool(const MemberStats&)>& done, Ms timeout,
+                             Ms period) {
+  const auto deadline = SteadyClock::now() + timeout;
+  for (;;) {
+    MemberStats stats = QueryStatsLine(aggregator, mark);
+    if (done(stats)) return stats;
+    if (SteadyClock::now() > deadline)
+      throw std::runtime_error("stats line '" + mark +
+                               "' did not get there in time; last: " + stats.line());
+    std::this_thread::sleep_for(period);
+  }
+}
+
+MemberStats QueryStats(AggregatorServer& aggregator, const std::string& volume, size_t index,
+                       Ms timeout) {
+  return QueryStatsLine(aggregator, MemberMark(volume, index), timeout);
 }
 
 MemberStats WaitForStats(AggregatorServer& aggregator, const std::string& volume, size_t index,
                          const std::function<bool(const MemberStats&)>& done, Ms timeout,
                          Ms period) {
-  const auto deadline = SteadyClock::now() + timeout;
-  for (;;) {
-    MemberStats stats = QueryStats(aggregator, volume, index);
-    if (done(stats)) return stats;
-    if (SteadyClock::now() > deadline)
-      throw std::runtime_error("stats of volume " + volume + " member " + std::to_string(index) +
-                               " did not get there in time; last: " + stats.line());
-    std::this_thread::sleep_for(period);
-  }
+  return WaitForStatsLine(aggregator, MemberMark(volume, index), done, timeout, period);
 }
 
 // ---------------------------------------------------------------------------
@@ -160,14 +172,6 @@ bool WaitForText(const std::function<std::string()>& text, std::string_view need
     std::this_thread::sleep_for(10ms);
   }
   return true;
-}
-
-size_t CountOf(std::string_view text, std::string_view needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string_view::npos;
-       at = text.find(needle, at + needle.size()))
-    ++n;
-  return n;
 }
 
 // ---------------------------------------------------------------------------

@@ -92,13 +92,23 @@ class MemberStats {
   std::string line_;
 };
 
-// Sends SIGUSR1 and waits (bounded) for the next stats line of member
-// `index` of `volume`; throws std::runtime_error if none comes.
+// Sends SIGUSR1 and waits (bounded) for the next complete stats line that
+// contains `mark` (e.g. "info: stats: volume VOL integrity: "); its
+// key=value fields are those from "state=" on. Throws std::runtime_error if
+// no such line comes.
+MemberStats QueryStatsLine(AggregatorServer& aggregator, const std::string& mark, Ms timeout = 5s);
+
+// Queries that stats line every `period` until `done(stats)` holds; returns
+// the last stats, or throws std::runtime_error after `timeout`.
+MemberStats WaitForStatsLine(AggregatorServer& aggregator, const std::string& mark,
+                             const std::function<bool(const MemberStats&)>& done, Ms timeout,
+                             Ms period = 50ms);
+
+// QueryStatsLine for the stats line of member `index` of `volume`.
 MemberStats QueryStats(AggregatorServer& aggregator, const std::string& volume, size_t index,
                        Ms timeout = 5s);
 
-// Queries the stats every `period` until `done(stats)` holds; returns the
-// last stats, or throws std::runtime_error after `timeout`.
+// WaitForStatsLine for the stats line of member `index` of `volume`.
 MemberStats WaitForStats(AggregatorServer& aggregator, const std::string& volume, size_t index,
                          const std::function<bool(const MemberStats&)>& done, Ms timeout,
                          Ms period = 50ms);
@@ -108,7 +118,6 @@ MemberStats WaitForStats(AggregatorServer& aggregator, const std::string& volume
 
 // Polls `text()` until it contains `needle`; false after `timeout`.
 bool WaitForText(const std::function<std::string()>& text, std::string_view needle, Ms timeout);
-size_t CountOf(std::string_view text, std::string_view needle);
 
 // ---------------------------------------------------------------------------
 // Client I/O, every wait bounded.

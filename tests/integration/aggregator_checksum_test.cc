@@ -23,6 +23,7 @@
 
 #include "tests/harness/aggregator_process.h"
 #include "tests/integration/plugin_fixture.h"
+#include "tests/integration/volume_fixture.h"
 
 namespace dst::test {
 namespace {
@@ -34,49 +35,6 @@ constexpr uint64_t kBlock = 4096;  // create's default block size
 constexpr uint64_t kSlotSize = 4096;
 // 4 MiB members keep 3 MiB of data at 1 MiB with the defaults: small enough to read whole.
 constexpr uint64_t kMemberSize = 4 * kMiB;
-
-// ---------------------------------------------------------------------------
-// Members and commands.
-
-// Plugin exports on sparse temp files, one nbdkit each.
-class FileMembers {
- public:
-  FileMembers(size_t count, uint64_t size = kMemberSize) {
-    for (size_t i = 0; i < count; ++i) {
-      files_.push_back(dir_.File("member" + std::to_string(i) + ".img"));
-      servers_.push_back(std::make_unique<PluginServer>(
-          std::vector<std::string>{"file=" + files_.back(), "size=" + std::to_string(size)}));
-      uris_.push_back(servers_.back()->uri());
-    }
-  }
-
-  const std::vector<std::string>& uris() const { return uris_; }
-  const std::string& uri(size_t i) const { return uris_[i]; }
-  const std::string& file(size_t i) const { return files_[i]; }
-  const TempDir& dir() const { return dir_; }
-
- private:
-  TempDir dir_{"dst-ck-members"};
-  std::vector<std::unique_ptr<PluginServer>> servers_;
-  std::vector<std::string> uris_;
-  std::vector<std::string> files_;
-};
-
-std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
-CommandResult RunAggregator(const std::vector<std::string>& args) {
-  const CommandResult r = RunCommand(Concat({DST_AGGREGATOR_PATH}, args), 30s);
-  CHECK_MESSAGE(SanitizerReportLines(r.stderr_text).empty(), r.stderr_text);
-  return r;
-}
-
-void CreateOk(const std::vector<std::string>& options, const std::vector<std::string>& uris) {
-  const CommandResult r = RunAggregator(Concat(Concat({"create"}, options), uris));
-  REQUIRE_MESSAGE(r.exit_code == 0, "stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
-}
 
 // ---------------------------------------------------------------------------
 // inspect --json, read by Python's json module.
@@ -193,14 +151,6 @@ AggregatorOptions ServeOptions(std::vector<std::string> args) {
   o.args = std::move(args);
   o.listen = AggregatorListen::kUnix;
   return o;
-}
-
-size_t CountOf(std::string_view text, std::string_view needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string_view::npos;
-       at = text.find(needle, at + needle.size()))
-    ++n;
-  return n;
 }
 
 // `dst-aggregator serve URI...` (no --raw) for the volume `name`. Stop() (or the destructor)
@@ -329,7 +279,7 @@ std::string MapString(NbdClient& client, uint64_t count, uint64_t offset = 0) {
 // match.
 void CheckCorruptionDetected(const std::string& name, const std::vector<std::string>& options,
                              size_t member_count, uint64_t seed) {
-  FileMembers m(member_count);
+  FileMembers m(member_count, kMemberSize);
   CreateOk(Concat({"--name", name}, options), m.uris());
   const VolumeMap map = MapOf(m.uris());
   Served v(name, m.uris());
@@ -406,7 +356,7 @@ TEST_CASE("corrupted blocks of a two-member stripe read as EIO, named in the log
 }
 
 TEST_CASE("a block written to another block's place fails verification: the address is covered") {
-  FileMembers m(2);
+  FileMembers m(2, kMemberSize);
   const std::string name = "ck-misdirect";
   CreateOk({"--name", name, "--layout", "stripe", "--chunk", "16K"}, m.uris());
   const VolumeMap map = MapOf(m.uris());
@@ -459,7 +409,7 @@ TEST_CASE("a block written to another block's place fails verification: the addr
 TEST_CASE(
     "serve marks the superblocks dirty, a clean stop marks them clean, a torn slot is "
     "survived and members come in any order") {
-  FileMembers m(2);
+  FileMembers m(2, kMemberSize);
   const std::string name = "ck-super";
   CreateOk({"--name", name, "--layout", "stripe", "--chunk", "8K"}, m.uris());
   const std::vector<Inspected> created = InspectOk(m.uris());
@@ -534,7 +484,7 @@ TEST_CASE(
 }
 
 TEST_CASE("serve refuses members that do not make one volume") {
-  FileMembers m(4);
+  FileMembers m(4, kMemberSize);
   // Volume A: members 0 and 1 (stripe). Volume B: member 2. Member 3: blank.
   CreateOk({"--name", "ck-a", "--layout", "stripe"}, {m.uri(0), m.uri(1)});
   CreateOk({"--name", "ck-b"}, {m.uri(2)});
@@ -581,7 +531,7 @@ uint64_t PartialBlocks(uint64_t offset, uint64_t length) {
 }
 
 TEST_CASE("sub-block writes at odd offsets and lengths read back exactly") {
-  FileMembers m(2);
+  FileMembers m(2, kMemberSize);
   const std::string name = "ck-rmw";
   CreateOk({"--name", name, "--layout", "stripe", "--chunk", "8K"}, m.uris());
   Served v(name, m.uris());
@@ -715,7 +665,7 @@ struct AioClient {
 };
 
 TEST_CASE("concurrent overlapping unaligned writes and reads: no lost update, no EIO") {
-  FileMembers m(1);
+  FileMembers m(1, kMemberSize);
   const std::string name = "ck-concurrent";
   CreateOk({"--name", name}, m.uris());
   Served v(name, m.uris());
@@ -815,7 +765,7 @@ TEST_CASE("concurrent overlapping unaligned writes and reads: no lost update, no
 // 5. Holes.
 
 TEST_CASE("never-written, trimmed and zeroed blocks are holes that read as zeros") {
-  FileMembers m(1);
+  FileMembers m(1, kMemberSize);
   const std::string name = "ck-holes";
   CreateOk({"--name", name}, m.uris());
   const VolumeMap map = MapOf(m.uris());
@@ -889,7 +839,7 @@ h.shutdown()
 )";
 
 TEST_CASE("structured READ replies carry unwritten blocks as hole chunks") {
-  FileMembers m(1);
+  FileMembers m(1, kMemberSize);
   const std::string name = "ck-sparse";
   CreateOk({"--name", name}, m.uris());
   Served v(name, m.uris());
@@ -917,7 +867,7 @@ TEST_CASE("structured READ replies carry unwritten blocks as hole chunks") {
 TEST_CASE("write-zeroes longer than a 64 KiB block that covers no whole block") {
   // With 64 KiB blocks a write-zeroes can cover parts of two blocks and no whole one while
   // being longer than one block.
-  FileMembers m(1);
+  FileMembers m(1, kMemberSize);
   const std::string name = "ck-bigblock";
   CreateOk({"--name", name, "--block-size", "64K"}, m.uris());
   Served v(name, m.uris());
@@ -935,7 +885,7 @@ TEST_CASE("write-zeroes longer than a 64 KiB block that covers no whole block") 
 // 6. Keyed checksums.
 
 TEST_CASE("a keyed volume is served with its key only") {
-  FileMembers m(2);
+  FileMembers m(2, kMemberSize);
   const std::string name = "ck-keyed";
   const std::string key = m.dir().File("volume.key");
   WriteFile(key, RandomBytes(32, 808));
@@ -967,7 +917,7 @@ TEST_CASE("a keyed volume is served with its key only") {
 }
 
 TEST_CASE("a key for an unkeyed volume is refused") {
-  FileMembers m(1);
+  FileMembers m(1, kMemberSize);
   const std::string key = m.dir().File("volume.key");
   WriteFile(key, RandomBytes(32, 811));
   CreateOk({"--name", "ck-unkeyed", "--checksum", "blake2b"}, m.uris());

@@ -4,11 +4,11 @@
 // document has to be valid JSON, not merely look like it.
 #include <algorithm>
 #include <cstdint>
-#include <memory>
 #include <set>
 #include <sstream>
 
 #include "tests/integration/plugin_fixture.h"
+#include "tests/integration/volume_fixture.h"
 
 namespace dst::test {
 namespace {
@@ -18,62 +18,7 @@ using namespace std::chrono_literals;
 constexpr uint64_t kSlotSize = 4096;
 
 // ---------------------------------------------------------------------------
-// Members and commands.
-
-// Plugin exports on sparse temp files, one nbdkit each.
-class FileMembers {
- public:
-  explicit FileMembers(const std::vector<uint64_t>& sizes) {
-    for (uint64_t size : sizes)
-      Add(size);
-  }
-
-  const std::vector<std::string>& uris() const { return uris_; }
-  const std::string& uri(size_t i) const { return uris_[i]; }
-  const std::string& file(size_t i) const { return files_[i]; }
-  bool AllBlank() const {
-    return std::all_of(files_.begin(), files_.end(),
-                       [](const std::string& f) { return AllZero(ReadFile(f)); });
-  }
-
- private:
-  void Add(uint64_t size) {
-    files_.push_back(dir_.File("member" + std::to_string(files_.size()) + ".img"));
-    servers_.push_back(std::make_unique<PluginServer>(
-        std::vector<std::string>{"file=" + files_.back(), "size=" + std::to_string(size)}));
-    uris_.push_back(servers_.back()->uri());
-  }
-
-  TempDir dir_{"dst-meta-members"};
-  std::vector<std::unique_ptr<PluginServer>> servers_;
-  std::vector<std::string> uris_;
-  std::vector<std::string> files_;
-};
-
-std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
-// Runs dst-aggregator with `args` and requires that no sanitizer complained.
-CommandResult RunAggregator(const std::vector<std::string>& args) {
-  const CommandResult r = RunCommand(Concat({DST_AGGREGATOR_PATH}, args), 30s);
-  CHECK_MESSAGE(SanitizerReportLines(r.stderr_text).empty(), r.stderr_text);
-  return r;
-}
-
-CommandResult Create(const std::vector<std::string>& options,
-                     const std::vector<std::string>& uris) {
-  return RunAggregator(Concat(Concat({"create"}, options), uris));
-}
-
-// create with these options must succeed.
-CommandResult CreateOk(const std::vector<std::string>& options,
-                       const std::vector<std::string>& uris) {
-  const CommandResult r = Create(options, uris);
-  REQUIRE_MESSAGE(r.exit_code == 0, "stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
-  return r;
-}
+// Commands.
 
 // A refused command: exit 1 and exactly one line on stderr, the error, naming every needle.
 void CheckRefused(const CommandResult& r, std::initializer_list<std::string_view> needles) {

@@ -17,6 +17,7 @@
 
 #include "tests/harness/aggregator_process.h"
 #include "tests/integration/plugin_fixture.h"
+#include "tests/integration/volume_fixture.h"
 
 namespace dst::test {
 namespace {
@@ -196,11 +197,6 @@ class Members {
   std::vector<std::string> uris_;
   std::vector<std::string> files_;
 };
-
-std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
 
 // ---------------------------------------------------------------------------
 // Random I/O through the volume, mirrored into the model.

@@ -49,6 +49,14 @@ bool Contains(std::string_view text, std::string_view needle) {
   return text.find(needle) != std::string_view::npos;
 }
 
+size_t CountOf(std::string_view text, std::string_view needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string_view::npos;
+       at = text.find(needle, at + needle.size()))
+    ++n;
+  return n;
+}
+
 CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout) {
   const CommandResult r = RunCommand(argv, timeout);
   INFO(JoinArgv(argv));

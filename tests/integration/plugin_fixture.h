@@ -54,6 +54,8 @@ std::string WriteConfig(const TempDir& dir, std::string_view toml,
 std::string LineWithAll(const std::string& text, std::initializer_list<std::string_view> needles);
 
 bool Contains(std::string_view text, std::string_view needle);
+// How many times needle occurs in text, not overlapping.
+size_t CountOf(std::string_view text, std::string_view needle);
 
 // Runs a tool and requires exit code 0, showing its output otherwise.
 CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout = std::chrono::seconds(30));

@@ -1,0 +1,55 @@
+#include "tests/integration/volume_fixture.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace dst::test {
+
+using namespace std::chrono_literals;
+
+FileMembers::FileMembers(std::initializer_list<uint64_t> sizes) {
+  for (uint64_t size : sizes)
+    Add(size);
+}
+
+FileMembers::FileMembers(size_t count, uint64_t size) {
+  for (size_t i = 0; i < count; ++i)
+    Add(size);
+}
+
+bool FileMembers::AllBlank() const {
+  return std::all_of(files_.begin(), files_.end(),
+                     [](const std::string& f) { return AllZero(ReadFile(f)); });
+}
+
+void FileMembers::Add(uint64_t size) {
+  files_.push_back(dir_.File("member" + std::to_string(files_.size()) + ".img"));
+  servers_.push_back(std::make_unique<PluginServer>(
+      std::vector<std::string>{"file=" + files_.back(), "size=" + std::to_string(size)}));
+  uris_.push_back(servers_.back()->uri());
+}
+
+std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+CommandResult RunAggregator(const std::vector<std::string>& args) {
+  const CommandResult r = RunCommand(Concat({DST_AGGREGATOR_PATH}, args), 30s);
+  CHECK_MESSAGE(SanitizerReportLines(r.stderr_text).empty(), r.stderr_text);
+  return r;
+}
+
+CommandResult Create(const std::vector<std::string>& options,
+                     const std::vector<std::string>& uris) {
+  return RunAggregator(Concat(Concat({"create"}, options), uris));
+}
+
+CommandResult CreateOk(const std::vector<std::string>& options,
+                       const std::vector<std::string>& uris) {
+  const CommandResult r = Create(options, uris);
+  REQUIRE_MESSAGE(r.exit_code == 0, "stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+  return r;
+}
+
+}  // namespace dst::test

@@ -378,12 +378,14 @@ int Serve(ServeConfig config) {
       std::chrono::hours(24 * 365));
   if (open_err != 0)
     return Die(Status::Error(open_err, std::string("opening volumes: ") + std::strerror(open_err)));
+  // The control socket first: a second aggregator started by mistake on the
+  // same paths fails here, before it touches anything of the first one's.
+  if (Status s = StartControl(config, server); !s.ok()) return Die(s);
   server.listener = std::make_unique<server::Listener>(server.io, server.registry, server.limits);
   for (const std::string& address : config.listen)
     if (Status s = server.listener->ListenTcp(address); !s.ok()) return Die(s);
   for (const std::string& path : config.unix_sockets)
     if (Status s = server.listener->ListenUnix(path); !s.ok()) return Die(s);
-  if (Status s = StartControl(config, server); !s.ok()) return Die(s);
   if (Status s = StartMetrics(config, server); !s.ok()) return Die(s);
   asio::signal_set signals(server.io, SIGINT, SIGTERM);
   signals.async_wait([&server](const asio::error_code& ec, int signo) {

@@ -1,12 +1,28 @@
 #include "aggregator/server/listener.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <charconv>
 
 #include "common/log.h"
 
 namespace dst::server {
+
+bool UnixSocketInUse(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+  const bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
+  ::close(fd);
+  return live;
+}
 
 Status ParseHostPort(const std::string& text, asio::ip::tcp::endpoint* out) {
   const auto colon = text.rfind(':');
@@ -43,7 +59,11 @@ Status Listener::ListenTcp(const std::string& host_port) {
 }
 
 Status Listener::ListenUnix(const std::string& path) {
-  ::unlink(path.c_str());
+  // Another server's live socket is never taken over: that would cut its
+  // clients off while it still looks healthy.
+  if (UnixSocketInUse(path))
+    return Status::Error(EADDRINUSE, "listen on " + path + ": in use by another process");
+  ::unlink(path.c_str());  // stale, from a process that is gone
   auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
   asio::error_code ec;
   const asio::local::stream_protocol::endpoint endpoint(path);

@@ -13,6 +13,9 @@
 
 namespace dst::server {
 
+// True when a process accepts connections on the Unix socket `path` now.
+bool UnixSocketInUse(const std::string& path);
+
 // "HOST:PORT" or "[V6]:PORT" (an empty HOST is every address); EINVAL naming
 // --listen otherwise.
 Status ParseHostPort(const std::string& text, asio::ip::tcp::endpoint* out);
@@ -21,10 +24,13 @@ class Listener {
  public:
   Listener(asio::io_context& io, const ExportRegistry& registry, InFlightLimits& limits)
       : io_(io), registry_(registry), limits_(limits) {}
+  // Closes, so that a server that fails to start leaves no socket behind.
+  ~Listener() { Close(); }
 
   // "HOST:PORT" or "[V6]:PORT".
   Status ListenTcp(const std::string& host_port);
-  // Replaces a stale socket file left by a previous run.
+  // Replaces a stale socket file left by a previous run; EADDRINUSE when a
+  // live process listens there.
   Status ListenUnix(const std::string& path);
   // Stops accepting and removes the Unix sockets; connections already open
   // go on.

@@ -1,6 +1,5 @@
 #include "aggregator/server/one_shot_server.h"
 
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -13,22 +12,6 @@
 #include "common/log.h"
 
 namespace dst::server {
-
-namespace {
-
-// True when something accepts connections on `path` now.
-bool SomeoneListens(const std::string& path) {
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
-  std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
-  const bool live = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
-  ::close(fd);
-  return live;
-}
-
-}  // namespace
 
 OneShotServer::OneShotServer(asio::io_context& io, std::string terminator, size_t max_request,
                              std::chrono::milliseconds timeout, Handler handler)
@@ -45,7 +28,7 @@ OneShotServer::~OneShotServer() {
 Status OneShotServer::ListenUnix(const std::string& path, unsigned mode) {
   if (path.size() >= sizeof(sockaddr_un::sun_path))
     return Status::Invalid("control socket " + path + ": path too long");
-  if (SomeoneListens(path))
+  if (UnixSocketInUse(path))
     return Status::Error(EADDRINUSE, "control socket " + path + " is in use by another process");
   ::unlink(path.c_str());  // stale, from a process that is gone
   auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io_);

@@ -34,8 +34,9 @@ using dst::Status;
 using dst::aggregator::ServeConfig;
 using dst::aggregator::VolumeConfig;
 
+// One error line ("dst-aggregator: error: ...", or JSON with --log-format json), exit code 1.
 int Die(const Status& s) {
-  std::fprintf(stderr, "dst-aggregator: error: %s\n", s.message().c_str());
+  LOG_ERROR("%s", s.message().c_str());
   return 1;
 }
 
@@ -45,6 +46,7 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);  // a client that goes away is an error code, not a signal
   CLI::App app{"dst-aggregator: one NBD device from several NBD exports"};
   app.require_subcommand(1);
+  app.fallthrough();  // --log-format may come after the subcommand too
   CLI::App* serve = app.add_subcommand("serve", "serve volumes over NBD");
 
   ServeConfig config;
@@ -98,6 +100,10 @@ int main(int argc, char** argv) {
   serve->add_option("--metrics", config.metrics,
                     "serve Prometheus metrics over HTTP on HOST:PORT (/metrics)");
   serve->add_flag("-v,--verbose", verbose, "log every request error");
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "text, or json: one JSON object a line")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
   serve->add_flag("--check-config", check_config,
                   "check the configuration (options and --config file) and exit, serving nothing");
   serve->add_option("members", volume.members,
@@ -109,6 +115,7 @@ int main(int argc, char** argv) {
   dst::aggregator::StatusArgs status_args;
   CLI::App* status = dst::aggregator::AddStatusCommand(app, &status_args);
   CLI11_PARSE(app, argc, argv);
+  if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
   if (status->parsed()) return dst::aggregator::RunStatus(status_args);
   if (create->parsed()) {
     const Status s = dst::aggregator::RunCreate(create_args);

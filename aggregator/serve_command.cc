@@ -30,8 +30,9 @@ constexpr auto kQueryTimeout = std::chrono::seconds(5);
 constexpr size_t kMaxControlRequest = 256;
 constexpr size_t kMaxHttpRequest = 8192;
 
+// One error line ("dst-aggregator: error: ...", or JSON with --log-format json), exit code 1.
 int Die(const Status& s) {
-  std::fprintf(stderr, "dst-aggregator: error: %s\n", s.message().c_str());
+  LOG_ERROR("%s", s.message().c_str());
   return 1;
 }
 

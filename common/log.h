@@ -8,6 +8,12 @@ namespace dst {
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
 void SetLogLevel(LogLevel level);
+// kText: "dst-aggregator: LEVEL: message". kJson: one JSON object a line,
+// {"time":"2026-11-21T08:00:00.123Z","level":"info","message":"..."}, for log
+// collectors. Process-wide, set once at start-up.
+enum class LogFormat { kText, kJson };
+void SetLogFormat(LogFormat format);
+bool LogIsJson();
 bool LogEnabled(LogLevel level);
 void Log(LogLevel level, const char* format, ...) __attribute__((format(printf, 2, 3)));
 

@@ -3,10 +3,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <utility>
 
 #include "aggregator/integrity/join.h"
 #include "common/log.h"
+#include "common/progress.h"
 #include "common/units.h"
 
 namespace dst::integrity {
@@ -664,11 +666,13 @@ class ChecksummedVolume::Recompute : public std::enable_shared_from_this<Recompu
       : v_(volume), slices_(std::move(slices)), done_(std::move(done)) {
     for (const Slice& s : slices_)
       total_bytes_ += s.length;
+    progress_.emplace("volume " + v_.name() + ": recomputing checksums", total_bytes_,
+                      Progress::StderrIsTerminal(), kProgressInterval);
   }
   uint64_t total_bytes() const { return total_bytes_; }
 
   void Start() {
-    started_ = last_progress_ = std::chrono::steady_clock::now();
+    started_ = std::chrono::steady_clock::now();
     for (size_t i = 0; i < kRecomputeParallel; ++i)
       Next();
     if (slices_.empty()) Finish();
@@ -740,17 +744,13 @@ class ChecksummedVolume::Recompute : public std::enable_shared_from_this<Recompu
     }
     done_bytes_ += slice.length;
     v_.counters_.recomputed_bytes += slice.length;
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_progress_ >= kProgressInterval) {
-      last_progress_ = now;
-      LOG_INFO("volume %s: recomputed %s of %s", v_.name().c_str(), FormatSize(done_bytes_).c_str(),
-               FormatSize(total_bytes_).c_str());
-    }
+    progress_->Update(done_bytes_);
     if (error_ == 0) Next();
     if (running_ == 0 && (error_ != 0 || next_ >= slices_.size())) Finish();
   }
 
   void Finish() {
+    progress_->Clear();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
     if (error_ == 0)
@@ -768,7 +768,8 @@ class ChecksummedVolume::Recompute : public std::enable_shared_from_this<Recompu
   int error_ = 0;
   uint64_t total_bytes_ = 0;
   uint64_t done_bytes_ = 0;
-  std::chrono::steady_clock::time_point started_, last_progress_;
+  std::chrono::steady_clock::time_point started_;
+  std::optional<Progress> progress_;
 };
 
 void ChecksummedVolume::RecomputeDirtyRegions(Done done) {

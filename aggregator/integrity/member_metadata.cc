@@ -7,6 +7,7 @@
 #include <span>
 
 #include "aggregator/member/libnbd_error.h"
+#include "common/progress.h"
 #include "common/units.h"
 
 namespace dst::integrity {
@@ -127,25 +128,31 @@ Status Connection::Write(uint64_t offset, std::span<const uint8_t> data) {
 
 Status Connection::Zero(uint64_t offset, uint64_t length) {
   if (!can_zero_) return WriteZeros(offset, length);
-  while (length > 0) {
-    const uint64_t piece = std::min(length, kMaxZeroPiece);
-    if (nbd_zero(handle_, piece, offset, 0) == -1) {
-      return Failure("zero " + std::to_string(piece) + " bytes at " + std::to_string(offset));
-    }
-    offset += piece;
-    length -= piece;
+  Progress progress("member " + uri_ + ": zeroing", length, Progress::StderrIsTerminal());
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t piece = std::min(length - done, kMaxZeroPiece);
+    if (nbd_zero(handle_, piece, offset + done, 0) == -1)
+      return Failure("zero " + std::to_string(piece) + " bytes at " +
+                     std::to_string(offset + done));
+    done += piece;
+    progress.Update(done);
   }
+  progress.Finish();
   return Status::Ok();
 }
 
+// The slow path, for exports without WRITE_ZEROES: a large member takes
+// minutes, hence the progress.
 Status Connection::WriteZeros(uint64_t offset, uint64_t length) {
   const std::vector<uint8_t> zeros(std::min(length, max_request_), 0);
-  while (length > 0) {
-    const uint64_t piece = std::min<uint64_t>(length, zeros.size());
-    DST_RETURN_IF_ERROR(Write(offset, {zeros.data(), piece}));
-    offset += piece;
-    length -= piece;
+  Progress progress("member " + uri_ + ": writing zeros", length, Progress::StderrIsTerminal());
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t piece = std::min<uint64_t>(length - done, zeros.size());
+    DST_RETURN_IF_ERROR(Write(offset + done, {zeros.data(), piece}));
+    done += piece;
+    progress.Update(done);
   }
+  progress.Finish();
   return Status::Ok();
 }
 

@@ -330,6 +330,10 @@ std::string JoinLines(const std::vector<std::string>& lines) {
 //                          completed when it was issued
 //   "acked B:P ..."        when the connection fails: the operations known
 //                          to be acknowledged that no completed flush covers
+//                          (those in flight get up to 5 s to be answered)
+//   "unacked B:P ..."      then the operations issued but never acknowledged
+//                          (failed, or no reply): they may or may not have
+//                          happened
 //   "error ..."            then (exit 2)
 // It stops by itself after `seconds` ("done").
 constexpr const char* kWriterScript = R"PY(
@@ -407,7 +411,31 @@ except nbd.Error as e:
     acked = list(completed)
     for n, covered in flushes.values():
         acked.extend(covered)
+    # The operations still in flight: wait (bounded) for their replies, so
+    # that one the server answered after the first failure counts as
+    # acknowledged; the others may or may not have happened.
+    unacked = []
+    settle = time.monotonic() + 5
+    while inflight:
+        for c in list(inflight):
+            try:
+                done = h.aio_command_completed(c)
+            except nbd.Error:
+                unacked.append(inflight.pop(c)[:2])
+                continue
+            if done:
+                acked.append(inflight.pop(c)[:2])
+        if not inflight:
+            break
+        if time.monotonic() > settle or h.aio_is_dead() or h.aio_is_closed():
+            unacked.extend(x[:2] for x in inflight.values())
+            break
+        try:
+            h.poll(100)
+        except nbd.Error:
+            pass
     emit("acked %s" % " ".join("%d:%d" % x for x in acked))
+    emit("unacked %s" % " ".join("%d:%d" % x for x in unacked))
     emit("error %s" % e)
     sys.exit(2)
 )PY";
@@ -421,8 +449,10 @@ struct WriterLog {
   size_t flush_lines = 0;
   size_t flushed_ops = 0;
   size_t flushed_zero_ops = 0;
-  size_t unflushed_acked_ops = 0;  // on the "acked" line
+  size_t unflushed_acked_ops = 0;                  // on the "acked" line
+  std::map<uint64_t, std::set<uint64_t>> unacked;  // block -> generations issued, never acked
   bool error = false;
+  std::string error_text;  // the "error" line
   bool done = false;
 };
 
@@ -468,8 +498,17 @@ WriterLog ParseWriterLog(const std::string& text, uint64_t blocks) {
         ++log.flushed_ops;
         if (log.zeros[g].count(b)) ++log.flushed_zero_ops;
       }
+    } else if (kind == "unacked") {
+      for (std::string op; fields >> op;) {
+        const size_t colon = op.find(':');
+        if (colon == std::string::npos) throw std::runtime_error("bad writer line: " + line);
+        const uint64_t b = std::stoull(op.substr(0, colon));
+        if (b >= blocks) throw std::runtime_error("bad writer line: " + line);
+        log.unacked[b].insert(std::stoull(op.substr(colon + 1)));
+      }
     } else if (kind == "error") {
       log.error = true;
+      log.error_text = line;
     } else if (kind == "done") {
       log.done = true;
     }
@@ -490,6 +529,22 @@ uint64_t Be64(const uint8_t* p) {
   for (int i = 0; i < 8; ++i)
     v = (v << 8) | p[i];
   return v;
+}
+
+bool SameState(const BlockState& a, const BlockState& b) {
+  return a.kind == b.kind && a.gen == b.gen && a.kind != BlockState::kGarbage;
+}
+
+std::string DescribeState(const BlockState& s) {
+  switch (s.kind) {
+    case BlockState::kZeros:
+      return "zeros";
+    case BlockState::kStamp:
+      return "generation " + std::to_string(s.gen);
+    case BlockState::kGarbage:
+      return "garbage (" + s.why + ")";
+  }
+  return "?";
 }
 
 BlockState Classify(const uint8_t* data, uint64_t offset) {
@@ -562,13 +617,31 @@ std::string CheckWriterBlock(const WriterLog& log, uint64_t b, uint64_t floor,
 // NBD promises only the former after a crash, but the export nodes did not
 // crash and the aggregator acknowledges an operation only once they have
 // done it, so nothing acknowledged may go missing here either.
+//
+// A writer run over an area an earlier run wrote (`before`: the state every
+// block was in when this run started, as read then) numbers its generations
+// from 1 again, so its log alone does not describe the area: a block on
+// which none of this run's operations was acknowledged (its only one was in
+// flight when the connection went, and the run's first pass issued one on
+// every block) may still hold exactly what it held before, generation
+// numbers beyond this run's included. A block on which anything was
+// acknowledged is held to this run's log alone.
 struct WriterAreaCheck {
-  WriterAreaCheck(const WriterLog& l, uint64_t b, uint64_t n) : log(l), base(b), blocks(n) {}
+  WriterAreaCheck(const WriterLog& l, uint64_t b, uint64_t n,
+                  const std::vector<BlockState>* before_run = nullptr)
+      : log(l), base(b), blocks(n), before(before_run) {
+    states.resize(n);
+  }
 
   const WriterLog& log;
   uint64_t base;
   uint64_t blocks;
+  const std::vector<BlockState>* before;
+  std::vector<BlockState> states;  // per block, as read
   std::vector<std::string> wrong, lost_acked;
+  // Blocks that only what they held before this run explains.
+  std::vector<std::string> kept;
+  size_t kept_blocks = 0;
   size_t flushed_blocks = 0;  // blocks with a flushed operation to check
   size_t zero_blocks = 0;
 
@@ -577,15 +650,29 @@ struct WriterAreaCheck {
          off < std::min(at + data.size(), base + blocks * kBlock); off += kBlock) {
       const uint64_t b = (off - base) / kBlock;
       const BlockState s = Classify(data.data() + (off - at), off);
+      states[b] = s;
       if (log.flushed[b] > 0) ++flushed_blocks;
       if (s.kind == BlockState::kZeros) ++zero_blocks;
-      const std::string where = "writer block " + std::to_string(b) + " (volume offset " +
-                                std::to_string(off) + ", last flushed generation " +
-                                std::to_string(log.flushed[b]) + ", last acknowledged " +
-                                std::to_string(log.acked[b]) + "): ";
+      std::string where = "writer block " + std::to_string(b) + " (volume offset " +
+                          std::to_string(off) + ", last flushed generation " +
+                          std::to_string(log.flushed[b]) + ", last acknowledged " +
+                          std::to_string(log.acked[b]);
+      if (auto it = log.unacked.find(b); it != log.unacked.end())
+        for (uint64_t g : it->second)
+          where += ", generation " + std::to_string(g) + " unacknowledged";
+      if (before) where += ", before this run: " + DescribeState((*before)[b]);
+      where += "): ";
       const std::string why = CheckWriterBlock(log, b, log.flushed[b], s);
-      if (!why.empty() && wrong.size() < 20) wrong.push_back(where + why);
       const std::string why_acked = CheckWriterBlock(log, b, log.acked[b], s);
+      if ((!why.empty() || !why_acked.empty()) && before && log.acked[b] == 0 &&
+          log.unacked.count(b) > 0 && SameState(s, (*before)[b])) {
+        // Nothing this run did to the block was acknowledged, and it holds
+        // what it held before (which the earlier run's check accepted).
+        if (kept.size() < 20) kept.push_back(where + (why.empty() ? why_acked : why));
+        ++kept_blocks;
+        continue;
+      }
+      if (!why.empty() && wrong.size() < 20) wrong.push_back(where + why);
       if (why.empty() && !why_acked.empty() && lost_acked.size() < 20)
         lost_acked.push_back(where + why_acked);
     }
@@ -715,6 +802,7 @@ TEST_CASE(
   // Restart over the same members: recovery recomputes exactly the regions
   // whose bit is set, logs it, and only then serves.
   WriterLog before_stop;
+  std::vector<BlockState> after_crash_states;  // the writer's area when the second run started
   {
     Aggregator second(volume.uris());
     const std::string log = second.stderr_text();
@@ -752,6 +840,7 @@ TEST_CASE(
             << check.zero_blocks << " read as zeros; recomputed " << rec.regions << " of "
             << rec.total << " regions; ";
     CHECK(check.flushed_blocks >= kWriterBlocks / 2);
+    after_crash_states = check.states;
 
     const MemberStats read_stats = QueryIntegrity(second);
     INFO(read_stats.line());
@@ -808,7 +897,9 @@ TEST_CASE(
     CHECK_FALSE(Contains(log, "unclean"));
     NbdClient client;
     REQUIRE_NBD_OK(client.Connect(third.uri(kVolume)));
-    WriterAreaCheck check(before_stop, kWriterBase, kWriterBlocks);
+    // The second writer run started over what the first one left (and
+    // numbered its generations from 1 again).
+    WriterAreaCheck check(before_stop, kWriterBase, kWriterBlocks, &after_crash_states);
     const VolumeRead again =
         ReadWholeVolume(client, [&](uint64_t at, const Bytes& data) { check.Visit(at, data); });
     CHECK_MESSAGE(again.failures.empty(), "reads failed:\n" << JoinLines(again.failures));
@@ -818,6 +909,17 @@ TEST_CASE(
                                            << JoinLines(check.wrong));
     CHECK_MESSAGE(check.lost_acked.empty(), "acknowledged operations lost across a clean stop:\n"
                                                 << JoinLines(check.lost_acked));
+    summary << "second writer: " << before_stop.last_pass << " passes, " << before_stop.flush_lines
+            << " flushes covering " << before_stop.flushed_ops << " operations, "
+            << before_stop.unflushed_acked_ops << " more acknowledged, "
+            << before_stop.unacked.size() << " blocks with an unacknowledged operation, "
+            << check.kept_blocks << " of them still holding what the first run left ("
+            << before_stop.error_text << ")";
+    if (!check.kept.empty())
+      MESSAGE(
+          "blocks that only the first run's data explains (their operation in the second "
+          "run was never acknowledged):\n"
+          << JoinLines(check.kept));
     const MemberStats stats = QueryIntegrity(third);
     INFO(stats.line());
     CHECK(stats.Count("recomputed_regions") == 0);

@@ -1,0 +1,15 @@
+#include "common/progress.h"
+
+#include <doctest/doctest.h>
+
+using dst::Progress;
+
+TEST_CASE("progress line: percent, sizes, rate and ETA") {
+  CHECK(Progress::Line("zeroing", 512u << 20, 2048u << 20, 2.0) ==
+        "zeroing: 25% (512 MiB of 2 GiB) at 256 MiB/s, ETA 6 s");
+  // Nothing done yet: no rate to speak of, no ETA.
+  CHECK(Progress::Line("x", 0, 100, 0.0) == "x: 0% (0 B of 100 B) at -");
+  // Done: no ETA; an empty total counts as done.
+  CHECK(Progress::Line("x", 100, 100, 1.0) == "x: 100% (100 B of 100 B) at 100 B/s");
+  CHECK(Progress::Line("x", 0, 0, 1.0) == "x: 100% (0 B of 0 B) at 0 B/s");
+}

@@ -1217,6 +1217,24 @@ TEST_CASE("bad layouts, URIs and chunks are refused") {
   }
 }
 
+// --log-format json: every line a JSON object a log collector can take, the
+// start-up error included. Parsed by Python's json module, not by eye.
+TEST_CASE("--log-format json logs one JSON object a line") {
+  const std::string missing = "nbd+unix:///x?socket=/nonexistent/sock";
+  const StartFailure f = ExpectAggregatorFailure({"--log-format", "json", "--raw", missing});
+  CHECK(f.exit_code == 1);
+  TempDir dir("dst-agg-json-log");
+  const std::string log = WriteText(dir, "log.txt", f.stderr_text);
+  const CommandResult r = RunOk({kPython3, "-c",
+                                 "import json, sys\n"
+                                 "for line in open(sys.argv[1]):\n"
+                                 "    o = json.loads(line)\n"
+                                 "    assert set(o) == {'time', 'level', 'message'}, o\n"
+                                 "    print(o['level'] + '|' + o['message'])\n",
+                                 log});
+  CHECK_MESSAGE(Contains(r.stdout_text, "error|member " + missing + ": connect"), r.stdout_text);
+}
+
 TEST_CASE("a listen address in use is refused") {
   MemoryServer member(kMiB);
   // Hold a port: bound and listening, so the aggregator cannot have it.

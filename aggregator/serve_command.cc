@@ -181,9 +181,13 @@ StatusReport BuildReport(const Server& server) {
   }
   for (const MemberRef& ref : server.member_refs) {
     const member::NbdMember& m = *ref.member;
+    uint64_t checksum_errors = 0;
+    for (const integrity::ChecksummedVolume* c : server.checksummed)
+      if (c->name() == ref.volume) checksum_errors = c->member_checksum_errors(ref.index);
     report.members.push_back({ref.volume, ref.index, m.name(),
                               std::string(member::MemberStateName(m.state())), m.fenced(),
-                              m.epoch(), m.connection_count(), m.in_flight(), m.counters()});
+                              m.epoch(), m.connection_count(), m.in_flight(), m.counters(),
+                              checksum_errors});
   }
   return report;
 }

@@ -67,6 +67,8 @@ std::vector<Field> MemberFields(const MemberStatus& m) {
       {"connect_failures", c.connect_failures, true, "Failed reconnect attempts"},
       {"failures", c.failures, true, "Member I/Os that failed to the volume"},
       {"pings", c.pings, true, "Keepalive pings"},
+      {"checksum_errors", m.checksum_errors, true,
+       "Blocks on the member that failed verification twice"},
       {"latency_avg_us", c.latency_count ? c.latency_total_us / c.latency_count : 0, false,
        "Average member I/O latency, microseconds"},
       {"latency_max_us", c.latency_max_us, false, "Largest member I/O latency, microseconds"},
@@ -136,16 +138,19 @@ std::string StatusToText(const StatusReport& report) {
     out << line;
   }
   out << "\n";
-  std::snprintf(line, sizeof line, "%-16s %3s %-13s %-6s %8s %8s %8s %8s %10s  %s\n", "VOLUME", "#",
-                "STATE", "FENCED", "INFLIGHT", "TIMEOUTS", "RESENDS", "RECONN", "FAILURES", "URI");
+  std::snprintf(line, sizeof line, "%-16s %3s %-13s %-6s %8s %8s %8s %8s %10s %9s  %s\n", "VOLUME",
+                "#", "STATE", "FENCED", "INFLIGHT", "TIMEOUTS", "RESENDS", "RECONN", "FAILURES",
+                "CKSUM_ERR", "URI");
   out << line;
   for (const MemberStatus& m : report.members) {
-    std::snprintf(line, sizeof line, "%-16s %3zu %-13s %-6s %8zu %8llu %8llu %8llu %10llu  %s\n",
+    std::snprintf(line, sizeof line,
+                  "%-16s %3zu %-13s %-6s %8zu %8llu %8llu %8llu %10llu %9llu  %s\n",
                   m.volume.c_str(), m.index, m.state.c_str(), m.fenced ? "yes" : "no", m.in_flight,
                   static_cast<unsigned long long>(m.counters.timeouts),
                   static_cast<unsigned long long>(m.counters.resends),
                   static_cast<unsigned long long>(m.counters.reconnects),
-                  static_cast<unsigned long long>(m.counters.failures), m.uri.c_str());
+                  static_cast<unsigned long long>(m.counters.failures),
+                  static_cast<unsigned long long>(m.checksum_errors), m.uri.c_str());
     out << line;
   }
   return out.str();

@@ -48,6 +48,8 @@ struct MemberStatus {
   size_t connections = 0;
   size_t in_flight = 0;
   member::MemberCounters counters;
+  // Blocks on this member that failed verification twice (checksummed volumes).
+  uint64_t checksum_errors = 0;
 };
 
 struct StatusReport {

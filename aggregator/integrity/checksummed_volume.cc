@@ -146,6 +146,7 @@ ChecksummedVolume::ChecksummedVolume(asio::io_context& io,
       clean_timer_(io) {
   for (const Superblock& sb : superblocks_)
     activity_.emplace_back(sb.geometry.regions());
+  member_checksum_errors_.assign(members_.size(), 0);
 }
 
 ChecksummedVolume::~ChecksummedVolume() {
@@ -342,6 +343,7 @@ void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_
                      }
                      if (!failed_before) return ReadVerified(block, ref, dest, true, keep, done);
                      ++counters_.checksum_errors;
+                     ++member_checksum_errors_[ref.member];
                      LOG_ERROR("volume %s: checksum mismatch at %s, read twice: returning EIO",
                                name().c_str(), where.c_str());
                      done(EIO);

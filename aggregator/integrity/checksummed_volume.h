@@ -76,6 +76,8 @@ class ChecksummedVolume final : public volume::BlockDevice {
   const Superblock& superblock(size_t member) const { return superblocks_[member]; }
   const IntegrityCounters& counters() const { return counters_; }
   uint64_t dirty_regions() const { return intent_.set_count(); }
+  // checksum_errors of the blocks that live on member `index`.
+  uint64_t member_checksum_errors(size_t index) const { return member_checksum_errors_[index]; }
   uint64_t table_pages() const { return table_.cached_pages(); }
   uint64_t table_dirty_pages() const { return table_.dirty_pages(); }
   // "state=dirty checksum_errors=0 ...": for stats lines.
@@ -171,6 +173,7 @@ class ChecksummedVolume final : public volume::BlockDevice {
   size_t in_flight_ = 0;
   std::function<void()> drained_;  // Close()'s continuation, once nothing is in flight
   IntegrityCounters counters_;
+  std::vector<uint64_t> member_checksum_errors_;  // by member index
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
 };
 

@@ -80,6 +80,7 @@ class Members {
   const std::vector<std::string>& uris() const { return uris_; }
   const std::string& uri(size_t i) const { return uris_.at(i); }
   Member& member(size_t i) { return *servers_.at(i); }
+  std::string file(size_t i) const { return dir_.File("member" + std::to_string(i) + ".img"); }
 
  private:
   TempDir dir_{"dst-status-members"};
@@ -284,13 +285,13 @@ const std::set<std::string> kIntegrityKeys = {"state",
                                               "dirty_regions",
                                               "table_pages",
                                               "table_dirty_pages"};
-const std::set<std::string> kMemberKeys = {"volume",        "index",      "uri",
-                                           "state",         "fenced",     "epoch",
-                                           "connections",   "in_flight",  "ios",
-                                           "bytes",         "timeouts",   "errors",
-                                           "resends",       "reconnects", "connect_failures",
-                                           "failures",      "pings",      "latency_avg_us",
-                                           "latency_max_us"};
+const std::set<std::string> kMemberKeys = {"volume",         "index",          "uri",
+                                           "state",          "fenced",         "epoch",
+                                           "connections",    "in_flight",      "ios",
+                                           "bytes",          "timeouts",       "errors",
+                                           "resends",        "reconnects",     "connect_failures",
+                                           "failures",       "pings",          "latency_avg_us",
+                                           "latency_max_us", "checksum_errors"};
 
 // Checks the shape of a status document: the keys of the spec, with the right types.
 void CheckShape(const Json& s) {
@@ -1516,13 +1517,32 @@ TEST_CASE("a checksummed volume shows its integrity") {
     CHECK(s.Num(M(m, "index")) == m);
     CHECK(s.Str(M(m, "state")) == "ready");
   }
+  // A corrupted block on member 1 is counted for the volume and for that
+  // member. Linear over two 4 MiB members: member 1's data area (at 1 MiB in
+  // its file) starts at volume offset 3 MiB.
+  {
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(aggregator->uri("safe")));
+    REQUIRE_NBD_OK(client.Pwrite(Bytes(4096, 0x5a), 3 * kMiB));
+    REQUIRE_NBD_OK(client.Flush());
+    WriteFileAt(members.file(1), kMiB + 100, Bytes(1, 0xa5));
+    Bytes back(4096);
+    CHECK(client.Pread(back, 3 * kMiB).err == EIO);
+    CHECK_NBD_OK(client.Shutdown());
+  }
+  const Json after = WaitForStatus(
+      control, [](const Json& j) { return j.Num(V(0, "clients")) == 0; }, 5s,
+      "the client to leave");
+  CHECK(after.Num(V(0, "integrity.checksum_errors")) == 1);
+  CHECK(after.Num(M(0, "checksum_errors")) == 0);
+  CHECK(after.Num(M(1, "checksum_errors")) == 1);
   const std::string table = StatusOk(control, false);
   INFO("status:\n" << table);
   const std::vector<std::string> line = Words(LineWithAll(table, {"safe ", "linear"}));
   REQUIRE(line.size() == 14);
   CHECK(line[0] == "safe");
   CHECK(line[2] == "crc32c/dirty");
-  CHECK(line[13] == "0");
+  CHECK(line[13] == "1");
   // Stopped: the volume is marked clean.
   const int code = aggregator->Stop();
   CHECK(code == 0);

@@ -43,16 +43,24 @@ Status ParseHostPort(const std::string& text, asio::ip::tcp::endpoint* out) {
   return Status::Ok();
 }
 
-Status Listener::ListenTcp(const std::string& host_port) {
+Status OpenTcpAcceptor(asio::io_context& io, const std::string& host_port,
+                       std::unique_ptr<asio::ip::tcp::acceptor>* out) {
   asio::ip::tcp::endpoint endpoint;
   DST_RETURN_IF_ERROR(ParseHostPort(host_port, &endpoint));
-  auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(io_);
+  auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(io);
   asio::error_code ec;
   acceptor->open(endpoint.protocol(), ec);
   if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor->bind(endpoint, ec);
   if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Status::Error(ec.value(), "listen on " + host_port + ": " + ec.message());
+  *out = std::move(acceptor);
+  return Status::Ok();
+}
+
+Status Listener::ListenTcp(const std::string& host_port) {
+  std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
+  DST_RETURN_IF_ERROR(OpenTcpAcceptor(io_, host_port, &acceptor));
   tcp_.push_back(std::move(acceptor));
   asio::co_spawn(io_, AcceptTcp(*tcp_.back()), asio::detached);
   return Status::Ok();

@@ -13,6 +13,11 @@
 
 namespace dst::server {
 
+// A TCP acceptor listening on HOST:PORT (address reuse on, so a restart does
+// not wait for TIME_WAIT); errors name the address.
+Status OpenTcpAcceptor(asio::io_context& io, const std::string& host_port,
+                       std::unique_ptr<asio::ip::tcp::acceptor>* out);
+
 // True when a process accepts connections on the Unix socket `path` now.
 bool UnixSocketInUse(const std::string& path);
 

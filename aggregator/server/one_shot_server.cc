@@ -46,16 +46,7 @@ Status OneShotServer::ListenUnix(const std::string& path, unsigned mode) {
 }
 
 Status OneShotServer::ListenTcp(const std::string& host_port) {
-  asio::ip::tcp::endpoint endpoint;
-  DST_RETURN_IF_ERROR(ParseHostPort(host_port, &endpoint));
-  auto acceptor = std::make_unique<asio::ip::tcp::acceptor>(io_);
-  asio::error_code ec;
-  acceptor->open(endpoint.protocol(), ec);
-  if (!ec) acceptor->set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor->bind(endpoint, ec);
-  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Status::Error(ec.value(), "listen on " + host_port + ": " + ec.message());
-  tcp_ = std::move(acceptor);
+  DST_RETURN_IF_ERROR(OpenTcpAcceptor(io_, host_port, &tcp_));
   asio::co_spawn(io_, Accept(*tcp_), asio::detached);
   return Status::Ok();
 }

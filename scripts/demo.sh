@@ -37,7 +37,7 @@ step "create: volume vol0 striped over the three nodes (64 KiB chunks, crc32c ch
 "$aggregator" create --name vol0 --layout stripe --chunk 64K "${members[@]}"
 
 step "aggregator: assemble vol0 from the superblocks (members given in another order) and serve it"
-"$aggregator" serve --description "demo volume" --unix "$work/agg.sock" \
+"$aggregator" serve --description "demo volume" --unix "$work/agg.sock" --control "$work/control.sock" \
   "${members[2]}" "${members[0]}" "${members[1]}" 2>"$work/agg.log" &
 pids+=($!)
 wait_for "$work/agg.sock"
@@ -65,6 +65,9 @@ if nbdcopy "$uri" "$work/out2.bin" 2>"$work/copy.err"; then
   exit 1
 fi
 grep -m1 "checksum mismatch" "$work/agg.log"
+
+step "the running aggregator's view: dst-aggregator status"
+"$aggregator" status --control "$work/control.sock"
 
 step "allocation map of the volume (48 MiB data, the rest a hole: never written)"
 nbdinfo --map "$uri"

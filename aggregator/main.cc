@@ -19,6 +19,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
 #include "aggregator/serve_command.h"
@@ -31,14 +32,9 @@
 namespace {
 
 using dst::Status;
+using dst::aggregator::ExitWithError;
 using dst::aggregator::ServeConfig;
 using dst::aggregator::VolumeConfig;
-
-// One error line ("dst-aggregator: error: ...", or JSON with --log-format json), exit code 1.
-int Die(const Status& s) {
-  LOG_ERROR("%s", s.message().c_str());
-  return 1;
-}
 
 }  // namespace
 
@@ -119,7 +115,7 @@ int main(int argc, char** argv) {
   if (status->parsed()) return dst::aggregator::RunStatus(status_args);
   if (create->parsed()) {
     const Status s = dst::aggregator::RunCreate(create_args);
-    return s.ok() ? 0 : Die(s);
+    return s.ok() ? 0 : ExitWithError(s);
   }
   if (inspect->parsed()) return dst::aggregator::RunInspect(inspect_args);
 
@@ -131,30 +127,33 @@ int main(int argc, char** argv) {
         {"--stats-interval", &stats_interval, &config.stats_interval}}) {
     const auto duration = dst::ParseDuration(*text);
     if (!duration)
-      return Die(Status::Invalid(std::string(name) + " " + *text +
-                                 ": not a duration (e.g. 5, 500ms, 2m)"));
+      return ExitWithError(Status::Invalid(std::string(name) + " " + *text +
+                                           ": not a duration (e.g. 5, 500ms, 2m)"));
     *out = *duration;
   }
   if (!dst::member::ParseFencingMode(fencing, &config.transactions.fencing))
-    return Die(Status::Invalid("--fencing " + fencing + ": expected auto, require or off"));
+    return ExitWithError(
+        Status::Invalid("--fencing " + fencing + ": expected auto, require or off"));
   config.raw = raw;
   const auto cache_size = dst::ParseSize(table_cache);
-  if (!cache_size) return Die(Status::Invalid("--table-cache " + table_cache + ": not a size"));
+  if (!cache_size)
+    return ExitWithError(Status::Invalid("--table-cache " + table_cache + ": not a size"));
   config.table_cache = *cache_size;
   if (!config_file.empty()) {
     if (!volume.members.empty())
-      return Die(Status::Invalid("--config cannot be combined with member URIs"));
+      return ExitWithError(Status::Invalid("--config cannot be combined with member URIs"));
     if (serve->count("--key-file") || serve->count("--name") || serve->count("--layout") ||
         serve->count("--chunk"))
-      return Die(
+      return ExitWithError(
           Status::Invalid("--config: give --name, --layout, --chunk and --key-file in the "
                           "file's [[volume]] tables"));
-    if (Status s = dst::aggregator::LoadServeConfig(config_file, &config); !s.ok()) return Die(s);
+    if (Status s = dst::aggregator::LoadServeConfig(config_file, &config); !s.ok())
+      return ExitWithError(s);
   } else {
     if (Status s = dst::volume::ParseLayoutKind(layout, &volume.layout); !s.ok())
-      return Die(s.Wrap("--layout"));
+      return ExitWithError(s.Wrap("--layout"));
     const auto chunk_size = dst::ParseSize(chunk);
-    if (!chunk_size) return Die(Status::Invalid("--chunk " + chunk + ": not a size"));
+    if (!chunk_size) return ExitWithError(Status::Invalid("--chunk " + chunk + ": not a size"));
     volume.chunk_size = *chunk_size;
     volume.layout_given = serve->count("--layout") || serve->count("--chunk");
     config.volumes.push_back(volume);
@@ -162,7 +161,7 @@ int main(int argc, char** argv) {
   if (config.listen.empty() && config.unix_sockets.empty())
     config.listen.push_back("127.0.0.1:10809");
   if (check_config) {
-    if (Status s = dst::aggregator::CheckServeConfig(config); !s.ok()) return Die(s);
+    if (Status s = dst::aggregator::CheckServeConfig(config); !s.ok()) return ExitWithError(s);
     std::printf("configuration OK: %zu volume(s)\n", config.volumes.size());
     return 0;
   }

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "aggregator/command_error.h"
 #include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/checksummed_volume.h"
 #include "aggregator/integrity/member_metadata.h"
@@ -29,12 +30,6 @@ constexpr auto kCloseTimeout = std::chrono::seconds(30);
 constexpr auto kQueryTimeout = std::chrono::seconds(5);
 constexpr size_t kMaxControlRequest = 256;
 constexpr size_t kMaxHttpRequest = 8192;
-
-// One error line ("dst-aggregator: error: ...", or JSON with --log-format json), exit code 1.
-int Die(const Status& s) {
-  LOG_ERROR("%s", s.message().c_str());
-  return 1;
-}
 
 // A member as the stats lines name it.
 struct MemberRef {
@@ -372,26 +367,27 @@ int RunOnEveryVolume(Server& server, Step step, std::chrono::milliseconds timeou
 }  // namespace
 
 int Serve(ServeConfig config) {
-  if (Status s = ValidateServeConfig(config); !s.ok()) return Die(s);
+  if (Status s = ValidateServeConfig(config); !s.ok()) return ExitWithError(s);
   Server server;
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
-  if (Status s = BuildVolumes(config, server); !s.ok()) return Die(s);
+  if (Status s = BuildVolumes(config, server); !s.ok()) return ExitWithError(s);
   // Assembled volumes are opened (and recovered) before any client can connect.
   const int open_err = RunOnEveryVolume(
       server, [](integrity::ChecksummedVolume& v, auto done) { v.Open(done); },
       std::chrono::hours(24 * 365));
   if (open_err != 0)
-    return Die(Status::Error(open_err, std::string("opening volumes: ") + std::strerror(open_err)));
+    return ExitWithError(
+        Status::Error(open_err, std::string("opening volumes: ") + std::strerror(open_err)));
   // The control socket first: a second aggregator started by mistake on the
   // same paths fails here, before it touches anything of the first one's.
-  if (Status s = StartControl(config, server); !s.ok()) return Die(s);
+  if (Status s = StartControl(config, server); !s.ok()) return ExitWithError(s);
   server.listener = std::make_unique<server::Listener>(server.io, server.registry, server.limits);
   for (const std::string& address : config.listen)
-    if (Status s = server.listener->ListenTcp(address); !s.ok()) return Die(s);
+    if (Status s = server.listener->ListenTcp(address); !s.ok()) return ExitWithError(s);
   for (const std::string& path : config.unix_sockets)
-    if (Status s = server.listener->ListenUnix(path); !s.ok()) return Die(s);
-  if (Status s = StartMetrics(config, server); !s.ok()) return Die(s);
+    if (Status s = server.listener->ListenUnix(path); !s.ok()) return ExitWithError(s);
+  if (Status s = StartMetrics(config, server); !s.ok()) return ExitWithError(s);
   asio::signal_set signals(server.io, SIGINT, SIGTERM);
   signals.async_wait([&server](const asio::error_code& ec, int signo) {
     if (ec) return;

@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "aggregator/command_error.h"
 #include "aggregator/serve_config.h"
 #include "common/status.h"
 
@@ -82,10 +83,7 @@ int RunStatus(const StatusArgs& args) {
   if (s.ok() && answer.empty())
     s = Status::Error(EPROTO,
                       "control socket " + path + ": the aggregator closed without answering");
-  if (!s.ok()) {
-    std::fprintf(stderr, "dst-aggregator: error: %s\n", s.message().c_str());
-    return 1;
-  }
+  if (!s.ok()) return ExitWithError(s);
   std::fwrite(answer.data(), 1, answer.size(), stdout);
   return answer.rfind("error: ", 0) == 0 ? 1 : 0;
 }

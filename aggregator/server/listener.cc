@@ -1,6 +1,7 @@
 #include "aggregator/server/listener.h"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -66,19 +67,31 @@ Status Listener::ListenTcp(const std::string& host_port) {
   return Status::Ok();
 }
 
+Status OpenUnixAcceptor(asio::io_context& io, const std::string& path, unsigned mode,
+                        const std::string& context,
+                        std::unique_ptr<asio::local::stream_protocol::acceptor>* out) {
+  ::unlink(path.c_str());  // stale, from a process that is gone
+  auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io);
+  asio::error_code ec;
+  const asio::local::stream_protocol::endpoint endpoint(path);
+  acceptor->open(endpoint.protocol(), ec);
+  if (!ec) acceptor->bind(endpoint, ec);
+  // Before listen(): no client can connect while the mode is still wider.
+  if (!ec && mode != 0 && ::chmod(path.c_str(), mode) != 0)
+    ec.assign(errno, asio::system_category());
+  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return Status::Error(ec.value(), context + ": " + ec.message());
+  *out = std::move(acceptor);
+  return Status::Ok();
+}
+
 Status Listener::ListenUnix(const std::string& path) {
   // Another server's live socket is never taken over: that would cut its
   // clients off while it still looks healthy.
   if (UnixSocketInUse(path))
     return Status::Error(EADDRINUSE, "listen on " + path + ": in use by another process");
-  ::unlink(path.c_str());  // stale, from a process that is gone
-  auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
-  asio::error_code ec;
-  const asio::local::stream_protocol::endpoint endpoint(path);
-  acceptor->open(endpoint.protocol(), ec);
-  if (!ec) acceptor->bind(endpoint, ec);
-  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Status::Error(ec.value(), "listen on " + path + ": " + ec.message());
+  std::unique_ptr<asio::local::stream_protocol::acceptor> acceptor;
+  DST_RETURN_IF_ERROR(OpenUnixAcceptor(io_, path, 0, "listen on " + path, &acceptor));
   unix_.push_back(std::move(acceptor));
   unix_paths_.push_back(path);
   asio::co_spawn(io_, AcceptUnix(*unix_.back()), asio::detached);

@@ -18,6 +18,13 @@ namespace dst::server {
 Status OpenTcpAcceptor(asio::io_context& io, const std::string& host_port,
                        std::unique_ptr<asio::ip::tcp::acceptor>* out);
 
+// A Unix socket acceptor listening on `path`, which it first unlinks (the
+// caller has checked that nobody listens there: UnixSocketInUse), chmodded to
+// `mode` unless 0. Errors read "CONTEXT: reason".
+Status OpenUnixAcceptor(asio::io_context& io, const std::string& path, unsigned mode,
+                        const std::string& context,
+                        std::unique_ptr<asio::local::stream_protocol::acceptor>* out);
+
 // True when a process accepts connections on the Unix socket `path` now.
 bool UnixSocketInUse(const std::string& path);
 

@@ -1,11 +1,7 @@
 #include "aggregator/server/one_shot_server.h"
 
-#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 
 #include "aggregator/server/listener.h"
 #include "aggregator/server/socket.h"
@@ -30,16 +26,7 @@ Status OneShotServer::ListenUnix(const std::string& path, unsigned mode) {
     return Status::Invalid("control socket " + path + ": path too long");
   if (UnixSocketInUse(path))
     return Status::Error(EADDRINUSE, "control socket " + path + " is in use by another process");
-  ::unlink(path.c_str());  // stale, from a process that is gone
-  auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
-  asio::error_code ec;
-  const asio::local::stream_protocol::endpoint endpoint(path);
-  acceptor->open(endpoint.protocol(), ec);
-  if (!ec) acceptor->bind(endpoint, ec);
-  if (!ec && ::chmod(path.c_str(), mode) != 0) ec.assign(errno, asio::system_category());
-  if (!ec) acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Status::Error(ec.value(), "control socket " + path + ": " + ec.message());
-  unix_ = std::move(acceptor);
+  DST_RETURN_IF_ERROR(OpenUnixAcceptor(io_, path, mode, "control socket " + path, &unix_));
   unix_path_ = path;
   asio::co_spawn(io_, Accept(*unix_), asio::detached);
   return Status::Ok();

@@ -186,6 +186,17 @@ std::vector<RegionRef> ChecksummedVolume::RegionsOf(const std::vector<BlockRef>&
   return regions;
 }
 
+void ChecksummedVolume::CoverBlocks(Op& op, uint64_t offset, uint64_t length) const {
+  op.first = offset / block_size_;
+  op.count = (offset + length + block_size_ - 1) / block_size_ - op.first;
+}
+
+std::string ChecksummedVolume::BlockPlace(uint64_t volume_block, const BlockRef& ref) const {
+  return "volume offset " + std::to_string(volume_block * block_size_) + " (member " +
+         std::to_string(ref.member) + " " + members_[ref.member]->name() + ", data offset " +
+         std::to_string(ref.block * block_size_) + ")";
+}
+
 bool ChecksummedVolume::EntryIsZero(const BlockRef& ref) {
   return IsZeroEntry(table_.Entry(ref.member, ref.block));
 }
@@ -265,8 +276,7 @@ void ChecksummedVolume::Read(uint64_t offset, uint64_t length, uint8_t* buf, Rea
   op->length = length;
   op->buf = buf;
   op->done = std::move(done);
-  op->first = offset / block_size_;
-  op->count = (offset + length + block_size_ - 1) / block_size_ - op->first;
+  CoverBlocks(*op, offset, length);
   Begin(op, false, [this, op](int err) {
     if (err != 0) return FinishRead(op, err);
     ReadData(op);
@@ -329,15 +339,11 @@ void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_
   inner_->ReadData(block * block_size_, block_size_, dest,
                    [this, block, ref, dest, failed_before, keep, done = std::move(done)](int err) {
                      if (err != 0) return done(err);
-                     const std::string where =
-                         "volume offset " + std::to_string(block * block_size_) + " (member " +
-                         std::to_string(ref.member) + " " + members_[ref.member]->name() +
-                         ", data offset " + std::to_string(ref.block * block_size_) + ")";
                      if (Verify(block, ref, dest)) {
                        if (failed_before) {
                          ++counters_.rereads_recovered;
                          LOG_WARNING("volume %s: checksum mismatch at %s cleared on re-read",
-                                     name().c_str(), where.c_str());
+                                     name().c_str(), BlockPlace(block, ref).c_str());
                        }
                        return done(0);
                      }
@@ -345,7 +351,7 @@ void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_
                      ++counters_.checksum_errors;
                      ++member_checksum_errors_[ref.member];
                      LOG_ERROR("volume %s: checksum mismatch at %s, read twice: returning EIO",
-                               name().c_str(), where.c_str());
+                               name().c_str(), BlockPlace(block, ref).c_str());
                      done(EIO);
                    });
 }
@@ -386,8 +392,7 @@ void ChecksummedVolume::Write(uint64_t offset, uint64_t length, const uint8_t* b
   op->buf = buf;
   op->fua = fua;
   op->done = std::move(done);
-  op->first = offset / block_size_;
-  op->count = (offset + length + block_size_ - 1) / block_size_ - op->first;
+  CoverBlocks(*op, offset, length);
   Begin(op, true, [this, op](int err) {
     if (err != 0) {
       End(op);
@@ -562,8 +567,7 @@ void ChecksummedVolume::BlockStatus(uint64_t offset, uint64_t length, ExtentsDon
   if (!Admit([&done](int err) { done(err, {}); })) return;
   length = std::min(length, kStatusBytes);
   auto op = std::make_shared<Op>();
-  op->first = offset / block_size_;
-  op->count = (offset + length + block_size_ - 1) / block_size_ - op->first;
+  CoverBlocks(*op, offset, length);
   Begin(op, false, [this, op, offset, length, done = std::move(done)](int err) {
     std::vector<volume::AllocationExtent> extents;
     if (err == 0) {

@@ -106,6 +106,10 @@ class ChecksummedVolume final : public volume::BlockDevice {
                     std::vector<Superblock> superblocks, Checksummer checksummer,
                     ChecksumOptions options);
 
+  // Sets op.first and op.count to the blocks that [offset, offset+length) touches.
+  void CoverBlocks(Op& op, uint64_t offset, uint64_t length) const;
+  // "volume offset O (member I URI, data offset D)": for log lines.
+  std::string BlockPlace(uint64_t volume_block, const BlockRef& ref) const;
   // Blocks [first, first + count) of the volume, in order.
   std::vector<BlockRef> MapBlocks(uint64_t first, uint64_t count) const;
   std::vector<PageKey> PagesOf(const std::vector<BlockRef>& refs) const;

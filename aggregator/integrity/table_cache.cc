@@ -35,9 +35,11 @@ TableCache::~TableCache() {
 }
 
 PageKey TableCache::KeyOf(uint32_t member, uint64_t block) const {
-  const MemberGeometry& g = geometries_[member];
-  const TableEntryLocation where = LocateTableEntry(g, block);
-  return {member, (where.page_offset - g.table.offset) / kMetadataPageSize};
+  return KeyAt(member, LocateTableEntry(geometries_[member], block));
+}
+
+PageKey TableCache::KeyAt(uint32_t member, const TableEntryLocation& where) const {
+  return {member, (where.page_offset - geometries_[member].table.offset) / kMetadataPageSize};
 }
 
 uint64_t TableCache::PageOffset(const PageKey& key) const {
@@ -114,7 +116,7 @@ void TableCache::Unpin(const std::vector<PageKey>& keys) {
 
 std::span<uint8_t> TableCache::Entry(uint32_t member, uint64_t block) {
   const TableEntryLocation where = LocateTableEntry(geometries_[member], block);
-  Page& page = Lookup(KeyOf(member, block));
+  Page& page = Lookup(KeyAt(member, where));
   return {page.bytes.data() + where.offset_in_page, where.size};
 }
 

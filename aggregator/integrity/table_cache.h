@@ -79,6 +79,7 @@ class TableCache {
 
  private:
   struct Page;
+  PageKey KeyAt(uint32_t member, const TableEntryLocation& where) const;
   Page& Lookup(const PageKey& key);
   void Load(const PageKey& key, Page& page);
   // Writes the page if dirty, after any write already in flight; `done` once

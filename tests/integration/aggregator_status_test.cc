@@ -28,6 +28,7 @@
 
 #include "tests/harness/aggregator_process.h"
 #include "tests/integration/plugin_fixture.h"
+#include "tests/integration/volume_fixture.h"
 
 namespace dst::test {
 namespace {
@@ -88,11 +89,6 @@ class Members {
   std::vector<std::string> uris_;
 };
 
-std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
 AggregatorOptions StatusAggregatorOptions(std::vector<std::string> args) {
   AggregatorOptions o;
   o.binary = DST_AGGREGATOR_PATH;
@@ -113,13 +109,6 @@ class Aggregator : public AggregatorServer {
     CHECK_MESSAGE(SanitizerReports().empty(), "sanitizer reports:\n" << stderr_text());
   }
 };
-
-// Runs dst-aggregator with `args` (30 s at most) and checks that no sanitizer complained.
-CommandResult RunAggregator(const std::vector<std::string>& args) {
-  const CommandResult r = RunCommand(Concat({DST_AGGREGATOR_PATH}, args), 30s);
-  CHECK_MESSAGE(SanitizerReportLines(r.stderr_text).empty(), r.stderr_text);
-  return r;
-}
 
 // `dst-aggregator status --control PATH [--json]`, which must succeed with nothing on stderr.
 std::string StatusOk(const std::string& control, bool json) {

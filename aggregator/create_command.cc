@@ -17,6 +17,7 @@
 #include "aggregator/integrity/member_metadata.h"
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/key_file.h"
+#include "aggregator/member_tls_options.h"
 #include "aggregator/serve_config.h"
 #include "aggregator/volume/layout.h"
 #include "common/log.h"
@@ -37,6 +38,7 @@ struct CreatePlan {
   integrity::FormatParams params;
   integrity::KeyId key_id{};  // zero unless keyed
   std::vector<std::string> uris;
+  member::MemberTls tls;
   bool force = false;
 };
 
@@ -129,11 +131,13 @@ Status ParseCreateArgs(const CreateArgs& args, CreatePlan* plan) {
   }
   plan->name = args.name;
   plan->uris = args.members;
+  plan->tls = args.tls;
   plan->force = args.force;
   DST_RETURN_IF_ERROR(ParseFormatOptions(args, plan));
   DST_RETURN_IF_ERROR(ParseLayoutOptions(args, plan));
   DST_RETURN_IF_ERROR(ParseKeyOptions(args, plan));
-  return CheckMemberList(plan->uris);
+  DST_RETURN_IF_ERROR(CheckMemberList(plan->uris));
+  return member::CheckMemberTls(plan->tls, plan->uris);
 }
 
 // "member 1 of volume "vol0" 0123..." or, for a member without a usable superblock, why not.
@@ -171,7 +175,7 @@ Status ExamineMembers(const CreatePlan& plan, std::vector<PlannedMember>* member
   for (const std::string& uri : plan.uris) {
     PlannedMember m;
     m.uri = uri;
-    DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(uri, &m.found));
+    DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(uri, plan.tls, &m.found));
     DST_RETURN_IF_ERROR(CheckMember(plan, uri, m.found));
     DST_RETURN_IF_ERROR(
         integrity::ComputeGeometry(m.found.export_size, plan.params, &m.superblock.geometry)
@@ -229,9 +233,9 @@ Status PlanSuperblocks(const CreatePlan& plan, uint64_t volume_size,
 
 // Reading every member back catches two URIs that reach the same export: the later write wins,
 // and the earlier member then holds the other's superblock.
-Status VerifyMember(const PlannedMember& m) {
+Status VerifyMember(const PlannedMember& m, const member::MemberTls& tls) {
   MemberReadResult back;
-  DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(m.uri, &back));
+  DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(m.uri, tls, &back));
   if (!back.choice_status.ok()) {
     return back.choice_status.Wrap("member " + m.uri + ": reading back the new superblock");
   }
@@ -288,6 +292,7 @@ CLI::App* AddCreateCommand(CLI::App& app, CreateArgs* args) {
       ->capture_default_str();
   create->add_option("--key-file", args->key_file, "blake2b-keyed: file holding the key");
   create->add_flag("--force", args->force, "overwrite members that hold a dst superblock");
+  AddMemberTlsOptions(*create, &args->tls);
   create->add_option("members", args->members, "member NBD URIs, in layout order")->required();
   return create;
 }
@@ -302,9 +307,9 @@ Status RunCreate(const CreateArgs& args) {
   DST_RETURN_IF_ERROR(PlanSuperblocks(plan, layout->size(), &members));
   WarnAboutOverwrites(members);
   for (const PlannedMember& m : members)
-    DST_RETURN_IF_ERROR(integrity::WriteNewMember(m.uri, m.superblock));
+    DST_RETURN_IF_ERROR(integrity::WriteNewMember(m.uri, plan.tls, m.superblock));
   for (const PlannedMember& m : members)
-    DST_RETURN_IF_ERROR(VerifyMember(m));
+    DST_RETURN_IF_ERROR(VerifyMember(m, plan.tls));
   PrintSummary(plan, members, *layout);
   return Status::Ok();
 }

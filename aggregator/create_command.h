@@ -3,7 +3,10 @@
 //
 //   dst-aggregator create --name NAME [--layout linear|stripe] [--chunk SIZE] [--block-size SIZE]
 //                         [--region-size SIZE] [--checksum crc32c|blake2b|blake2b-keyed]
-//                         [--key-file FILE] [--force] URI...
+//                         [--key-file FILE] [--force] [member TLS options] URI...
+//
+// The member TLS options (--member-tls-psk etc., member_tls_options.h) are serve's: TLS members
+// are formatted over TLS with the same credentials.
 //
 // Contract: either every member is formatted (and read back) or the command fails with one error
 // line naming the option or member at fault. Everything that can be checked without writing is
@@ -20,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "aggregator/member/member_tls.h"
 #include "common/status.h"
 
 namespace CLI {
@@ -38,6 +42,7 @@ struct CreateArgs {
   std::string checksum = "crc32c";
   std::string key_file;  // required for blake2b-keyed, refused otherwise
   bool force = false;
+  member::MemberTls tls;  // --member-tls-*: credentials for nbds:// and nbds+unix:// members
   std::vector<std::string> members;
 };
 

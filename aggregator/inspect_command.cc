@@ -6,6 +6,7 @@
 
 #include "aggregator/integrity/member_metadata.h"
 #include "aggregator/integrity/superblock_json.h"
+#include "aggregator/member_tls_options.h"
 #include "aggregator/serve_config.h"
 #include "common/log.h"
 #include "common/status.h"
@@ -28,11 +29,11 @@ struct Inspection {
   Status status;  // Ok() when found.choice holds the current superblock
 };
 
-Inspection Inspect(const std::string& uri) {
+Inspection Inspect(const std::string& uri, const member::MemberTls& tls) {
   Inspection in;
   in.uri = uri;
   in.status = CheckMemberUri(uri);
-  if (in.status.ok()) in.status = integrity::ReadSuperblocks(uri, &in.found);
+  if (in.status.ok()) in.status = integrity::ReadSuperblocks(uri, tls, &in.found);
   if (!in.status.ok()) return in;
   in.read = true;
   in.status = in.found.choice_status.Wrap("member " + uri);
@@ -100,15 +101,20 @@ void PrintJson(const std::vector<Inspection>& inspections) {
 CLI::App* AddInspectCommand(CLI::App& app, InspectArgs* args) {
   CLI::App* inspect = app.add_subcommand("inspect", "print the superblocks of members");
   inspect->add_flag("--json", args->json, "one JSON document instead of text");
+  AddMemberTlsOptions(*inspect, &args->tls);
   inspect->add_option("members", args->members, "member NBD URIs")->required();
   return inspect;
 }
 
 int RunInspect(const InspectArgs& args) {
+  if (Status s = member::CheckMemberTls(args.tls, args.members); !s.ok()) {
+    LOG_ERROR("%s", s.message().c_str());
+    return 1;
+  }
   std::vector<Inspection> inspections;
   bool all_valid = true;
   for (const std::string& uri : args.members) {
-    inspections.push_back(Inspect(uri));
+    inspections.push_back(Inspect(uri, args.tls));
     all_valid = all_valid && inspections.back().status.ok();
   }
   if (args.json) {

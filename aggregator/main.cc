@@ -4,12 +4,17 @@
 //                        with either: [--listen HOST:PORT]... [--unix PATH]...
 //                        [--io-timeout D] [--retries N] [--retry-window D]
 //                        [--keepalive D] [--fencing auto|require|off] [--stats-interval D]
+//                        [--tls off|on|require --tls-psk FILE | --tls-certificates DIR]
+//                        [--max-connections N] [--handshake-timeout D] [--request-timeout D]
 //   dst-aggregator serve [--raw] --config FILE
 //   dst-aggregator create --name NAME [--layout linear|stripe] [--chunk SIZE] [--block-size SIZE]
 //                         [--region-size SIZE] [--checksum crc32c|blake2b|blake2b-keyed]
 //                         [--key-file FILE] [--force] URI...
 //   dst-aggregator inspect [--json] URI...
 //   dst-aggregator status [--control PATH] [--json]
+// serve, create and inspect also take the member TLS options (member_tls_options.h):
+//   [--member-tls-psk FILE [--member-tls-username NAME] | --member-tls-certificates DIR]
+//   [--[no-]member-tls-verify-peer]
 // main() only parses the command line; serve, create and inspect live in serve_command.h,
 // create_command.h and inspect_command.h.
 #include <csignal>
@@ -22,6 +27,7 @@
 #include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
+#include "aggregator/member_tls_options.h"
 #include "aggregator/serve_command.h"
 #include "aggregator/serve_config.h"
 #include "aggregator/status_command.h"
@@ -95,6 +101,33 @@ int main(int argc, char** argv) {
                         dst::aggregator::DefaultControlPath() + "; none: no socket)");
   serve->add_option("--metrics", config.metrics,
                     "serve Prometheus metrics over HTTP on HOST:PORT (/metrics)");
+  std::string tls_mode = "off", handshake_timeout = "10s", request_timeout = "30s",
+              max_inflight_per_client = "64M";
+  serve->add_option("--tls", tls_mode, "client TLS: off, on (clients choose) or require")
+      ->capture_default_str();
+  serve->add_option("--tls-psk", config.tls.psk_file,
+                    "client TLS with pre-shared keys: identity:hexkey lines (psktool)");
+  serve->add_option("--tls-certificates", config.tls.certificates_dir,
+                    "client TLS with X.509: DIR with server-cert.pem, server-key.pem, ca-cert.pem");
+  serve->add_flag("--tls-verify-peer", config.tls.verify_peer,
+                  "X.509: require client certificates signed by DIR/ca-cert.pem");
+  serve
+      ->add_option("--max-connections", config.max_connections,
+                   "client connections open at once; more are closed at accept")
+      ->check(CLI::Range(1, 1000000))
+      ->capture_default_str();
+  serve
+      ->add_option("--handshake-timeout", handshake_timeout,
+                   "time a client has to choose an export")
+      ->capture_default_str();
+  serve
+      ->add_option("--request-timeout", request_timeout,
+                   "time a client has to finish sending a started request, or to read a reply")
+      ->capture_default_str();
+  serve
+      ->add_option("--max-inflight-per-client", max_inflight_per_client,
+                   "request data held in memory per client before its reads pause")
+      ->capture_default_str();
   serve->add_flag("-v,--verbose", verbose, "log every request error");
   std::string log_format = "text";
   app.add_option("--log-format", log_format, "text, or json: one JSON object a line")
@@ -104,6 +137,7 @@ int main(int argc, char** argv) {
                   "check the configuration (options and --config file) and exit, serving nothing");
   serve->add_option("members", volume.members,
                     "member NBD URIs: raw in layout order, assembled in any order");
+  dst::aggregator::AddMemberTlsOptions(*serve, &config.member_tls);
   dst::aggregator::CreateArgs create_args;
   CLI::App* create = dst::aggregator::AddCreateCommand(app, &create_args);
   dst::aggregator::InspectArgs inspect_args;
@@ -124,7 +158,9 @@ int main(int argc, char** argv) {
        {std::tuple{"--io-timeout", &io_timeout, &config.transactions.io_timeout},
         {"--retry-window", &retry_window, &config.transactions.retry_window},
         {"--keepalive", &keepalive, &config.transactions.keepalive},
-        {"--stats-interval", &stats_interval, &config.stats_interval}}) {
+        {"--stats-interval", &stats_interval, &config.stats_interval},
+        {"--handshake-timeout", &handshake_timeout, &config.handshake_timeout},
+        {"--request-timeout", &request_timeout, &config.request_timeout}}) {
     const auto duration = dst::ParseDuration(*text);
     if (!duration)
       return ExitWithError(Status::Invalid(std::string(name) + " " + *text +
@@ -134,6 +170,13 @@ int main(int argc, char** argv) {
   if (!dst::member::ParseFencingMode(fencing, &config.transactions.fencing))
     return ExitWithError(
         Status::Invalid("--fencing " + fencing + ": expected auto, require or off"));
+  if (!dst::server::ParseTlsMode(tls_mode, &config.tls.mode))
+    return ExitWithError(Status::Invalid("--tls " + tls_mode + ": expected off, on or require"));
+  const auto inflight = dst::ParseSize(max_inflight_per_client);
+  if (!inflight || *inflight == 0)
+    return ExitWithError(
+        Status::Invalid("--max-inflight-per-client " + max_inflight_per_client + ": not a size"));
+  config.max_inflight_per_client = *inflight;
   config.raw = raw;
   const auto cache_size = dst::ParseSize(table_cache);
   if (!cache_size)

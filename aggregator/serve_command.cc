@@ -47,6 +47,10 @@ struct AssemblyPlan {
 // Everything a running server owns; destroyed in reverse order.
 struct Server {
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  // Before io: connections still queued in io when it is destroyed count
+  // themselves out of the policy.
+  std::unique_ptr<server::ServerTls> tls;
+  server::ConnectionPolicy policy;
   asio::io_context io{1};
   std::vector<std::unique_ptr<member::NbdMember>> members;
   std::vector<MemberRef> member_refs;
@@ -60,11 +64,11 @@ struct Server {
 };
 
 // Reads every member's superblocks and checks that they make one volume (assembly.h).
-Status PlanAssembly(const VolumeConfig& v, AssemblyPlan* plan) {
+Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, AssemblyPlan* plan) {
   std::vector<integrity::MemberSuperblock> found;
   for (const std::string& uri : v.members) {
     integrity::MemberReadResult r;
-    DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(uri, &r));
+    DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(uri, tls, &r));
     if (!r.choice_status.ok())
       return Status::Error(r.choice_status.err(),
                            "member " + uri + ": " + r.choice_status.message() +
@@ -262,7 +266,7 @@ Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>
     targets->emplace_back();
     for (const std::string& uri : uris) {
       server.members.push_back(std::make_unique<member::NbdMember>(
-          server.io, uri, config.connections_per_member, config.transactions));
+          server.io, uri, config.connections_per_member, config.transactions, config.member_tls));
       server.member_refs.push_back({name, targets->back().size(), server.members.back().get()});
       targets->back().push_back(server.members.back().get());
     }
@@ -311,7 +315,7 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
   std::vector<AssemblyPlan> plans(config.volumes.size());
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     if (config.volumes[i].IsRaw(config.raw)) continue;
-    DST_RETURN_IF_ERROR(PlanAssembly(config.volumes[i], &plans[i]));
+    DST_RETURN_IF_ERROR(PlanAssembly(config.volumes[i], config.member_tls, &plans[i]));
     LogAssembly(plans[i]);
   }
   std::vector<std::vector<volume::MemberTarget*>> targets;
@@ -364,6 +368,21 @@ int RunOnEveryVolume(Server& server, Step step, std::chrono::milliseconds timeou
   return progress->error;
 }
 
+// TLS credentials are loaded before any member is contacted, so that a bad
+// key file fails the start at once.
+Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
+  if (config.tls.mode != server::TlsMode::kOff) {
+    DST_RETURN_IF_ERROR(server::ServerTls::Create(config.tls, &server.tls));
+    LOG_INFO("clients: TLS %s (%s)", server::TlsModeName(config.tls.mode),
+             config.tls.psk_file.empty() ? "X.509" : "PSK");
+  }
+  server.policy.tls = server.tls.get();
+  server.policy.max_connections = config.max_connections;
+  server.policy.handshake_timeout = config.handshake_timeout;
+  server.policy.request_timeout = config.request_timeout;
+  return Status::Ok();
+}
+
 }  // namespace
 
 int Serve(ServeConfig config) {
@@ -371,6 +390,7 @@ int Serve(ServeConfig config) {
   Server server;
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
+  if (Status s = SetUpClientPolicy(config, server); !s.ok()) return ExitWithError(s);
   if (Status s = BuildVolumes(config, server); !s.ok()) return ExitWithError(s);
   // Assembled volumes are opened (and recovered) before any client can connect.
   const int open_err = RunOnEveryVolume(
@@ -382,7 +402,8 @@ int Serve(ServeConfig config) {
   // The control socket first: a second aggregator started by mistake on the
   // same paths fails here, before it touches anything of the first one's.
   if (Status s = StartControl(config, server); !s.ok()) return ExitWithError(s);
-  server.listener = std::make_unique<server::Listener>(server.io, server.registry, server.limits);
+  server.listener =
+      std::make_unique<server::Listener>(server.io, server.registry, server.limits, server.policy);
   for (const std::string& address : config.listen)
     if (Status s = server.listener->ListenTcp(address); !s.ok()) return ExitWithError(s);
   for (const std::string& path : config.unix_sockets)

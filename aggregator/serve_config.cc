@@ -95,6 +95,59 @@ Status ReadVolume(const std::string& path, const toml::table& table, VolumeConfi
   return Status::Ok();
 }
 
+// The keys about clients: TLS, connection count and client deadlines.
+Status ReadClientLimit(const std::string& where, const std::string& k, const toml::node& node,
+                       ServeConfig* config) {
+  if (k == "tls") {
+    std::string text;
+    DST_RETURN_IF_ERROR(ReadString(where, node, &text));
+    if (!server::ParseTlsMode(text, &config->tls.mode))
+      return Status::Invalid(where + ": expected off, on or require");
+    return Status::Ok();
+  }
+  if (k == "tls-psk") return ReadString(where, node, &config->tls.psk_file);
+  if (k == "tls-certificates") return ReadString(where, node, &config->tls.certificates_dir);
+  if (k == "tls-verify-peer") {
+    const auto* b = node.as_boolean();
+    if (!b) return Status::Invalid(where + ": expected true or false");
+    config->tls.verify_peer = b->get();
+    return Status::Ok();
+  }
+  if (k == "max-connections") {
+    const auto* n = node.as_integer();
+    if (!n || n->get() < 1 || n->get() > 1000000)
+      return Status::Invalid(where + ": expected 1 to 1000000");
+    config->max_connections = static_cast<size_t>(n->get());
+    return Status::Ok();
+  }
+  if (k == "handshake-timeout") return ReadDuration(where, node, &config->handshake_timeout);
+  if (k == "request-timeout") return ReadDuration(where, node, &config->request_timeout);
+  return Status::Invalid(where + ": unknown key");
+}
+
+// The member-tls-* keys: credentials for TLS members, as the --member-tls-* options.
+Status ReadMemberTls(const std::string& where, const std::string& k, const toml::node& node,
+                     member::MemberTls* tls) {
+  if (k == "member-tls-psk") return ReadString(where, node, &tls->psk_file);
+  if (k == "member-tls-username") return ReadString(where, node, &tls->username);
+  if (k == "member-tls-certificates") return ReadString(where, node, &tls->certificates_dir);
+  if (k == "member-tls-verify-peer") {
+    const auto* b = node.as_boolean();
+    if (!b) return Status::Invalid(where + ": expected true or false");
+    tls->verify_peer = b->get();
+    return Status::Ok();
+  }
+  return Status::Invalid(where + ": unknown key");
+}
+
+// Every member of every volume shares the member TLS options.
+Status CheckServeMemberTls(const ServeConfig& config) {
+  std::vector<std::string> uris;
+  for (const VolumeConfig& v : config.volumes)
+    uris.insert(uris.end(), v.members.begin(), v.members.end());
+  return member::CheckMemberTls(config.member_tls, uris);
+}
+
 Status ReadTopLevel(const std::string& path, const std::string& k, const toml::node& node,
                     ServeConfig* config) {
   const std::string where = Where(path, node) + ": " + k;
@@ -112,6 +165,10 @@ Status ReadTopLevel(const std::string& path, const std::string& k, const toml::n
   if (k == "max-inflight") return ReadSize(where, node, &config->max_inflight_total);
   if (k == "table-cache") return ReadSize(where, node, &config->table_cache);
   if (k == "control") return ReadString(where, node, &config->control);
+  if (k.rfind("member-tls-", 0) == 0) return ReadMemberTls(where, k, node, &config->member_tls);
+  if (k.rfind("tls", 0) == 0 || k == "max-connections" || k == "handshake-timeout" ||
+      k == "request-timeout")
+    return ReadClientLimit(where, k, node, config);
   if (k == "metrics") {
     DST_RETURN_IF_ERROR(ReadString(where, node, &config->metrics));
     asio::ip::tcp::endpoint endpoint;
@@ -184,12 +241,11 @@ std::string DefaultControlPath() {
 }
 
 Status CheckMemberUri(const std::string& uri) {
-  if (uri.rfind("nbd://", 0) == 0 || uri.rfind("nbd+unix://", 0) == 0) return Status::Ok();
-  if (uri.rfind("nbds://", 0) == 0 || uri.rfind("nbds+unix://", 0) == 0)
-    return Status::Invalid("member " + uri + ": TLS members are not supported yet");
-  return Status::Invalid(
-      "member " + uri +
-      ": not an NBD URI (nbd://HOST[:PORT]/NAME or nbd+unix:///NAME?socket=PATH)");
+  if (uri.rfind("nbd://", 0) == 0 || uri.rfind("nbd+unix://", 0) == 0 || member::IsTlsUri(uri))
+    return Status::Ok();
+  return Status::Invalid("member " + uri +
+                         ": not an NBD URI (nbd://HOST[:PORT]/NAME, "
+                         "nbd+unix:///NAME?socket=PATH, or nbds:// and nbds+unix:// for TLS)");
 }
 
 Status ValidateServeConfig(ServeConfig& config) {
@@ -213,12 +269,17 @@ Status ValidateServeConfig(ServeConfig& config) {
   }
   if (config.transactions.io_timeout.count() == 0)
     return Status::Invalid("io-timeout must be more than 0");
+  if (config.handshake_timeout.count() == 0 || config.request_timeout.count() == 0)
+    return Status::Invalid("handshake-timeout and request-timeout must be more than 0");
+  DST_RETURN_IF_ERROR(server::CheckTlsConfig(config.tls));
   if (config.table_cache < kMinTableCache)
     return Status::Invalid("table-cache must be at least 1M");
   if (!config.default_volume.empty() && !names.count(config.default_volume) &&
       std::all_of(config.volumes.begin(), config.volumes.end(),
                   [](const VolumeConfig& v) { return !v.name.empty(); }))
     return Status::Invalid("default volume '" + config.default_volume + "' is not defined");
+  // Last: it reads the PSK file.
+  DST_RETURN_IF_ERROR(CheckServeMemberTls(config));
   return Status::Ok();
 }
 
@@ -240,6 +301,10 @@ Status CheckServeConfig(ServeConfig& config) {
     const Status s = ReadKeyFile(v.key_file, &key);
     if (!key.empty()) explicit_bzero(key.data(), key.size());
     DST_RETURN_IF_ERROR(s.Wrap(v.name.empty() ? "a volume" : "volume " + v.name));
+  }
+  if (config.tls.mode != server::TlsMode::kOff) {
+    std::unique_ptr<server::ServerTls> tls;  // reads the key or certificate files
+    DST_RETURN_IF_ERROR(server::ServerTls::Create(config.tls, &tls));
   }
   return Status::Ok();
 }

@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "aggregator/member/member_tls.h"
 #include "aggregator/member/transaction_policy.h"
+#include "aggregator/server/tls.h"
 #include "aggregator/volume/layout.h"
 #include "common/status.h"
 
@@ -42,8 +44,16 @@ struct ServeConfig {
   unsigned connections_per_member = 2;
   uint64_t max_inflight_per_client = 64u << 20;
   uint64_t max_inflight_total = 512u << 20;
+  // Clients: TLS, and the bounds that keep one client from starving the others.
+  server::TlsConfig tls;
+  size_t max_connections = 1024;
+  std::chrono::milliseconds handshake_timeout{10000};
+  std::chrono::milliseconds request_timeout{30000};
   // Deadlines, resends, keepalive and fencing of member I/O.
   member::TransactionOptions transactions;
+  // How the aggregator authenticates to TLS members (nbds://, nbds+unix://): the member-tls-*
+  // keys and --member-tls-* options, for every member.
+  member::MemberTls member_tls;
   // A stats line per member this often (and on SIGUSR1); 0: only on SIGUSR1.
   std::chrono::milliseconds stats_interval{0};
   // Volumes that do not say: served raw (--raw) or assembled from superblocks.
@@ -61,7 +71,8 @@ struct ServeConfig {
 // Reads a TOML file into *config (keys not in the file keep their values).
 Status LoadServeConfig(const std::string& path, ServeConfig* config);
 // Checks the whole: at least one volume, each with members, unique names, no layout options on
-// assembled volumes. Names raw volumes that have none "vol0".
+// assembled volumes, member TLS options that fit the members and name readable files
+// (member::CheckMemberTls). Names raw volumes that have none "vol0".
 Status ValidateServeConfig(ServeConfig& config);
 // Everything `serve --check-config` can check without connecting to anything:
 // ValidateServeConfig, then every listen, unix, control and metrics address
@@ -72,7 +83,8 @@ Status CheckServeConfig(ServeConfig& config);
 // else $XDG_RUNTIME_DIR, else /tmp, named for the user.
 std::string DefaultControlPath();
 
-// Checks that a member URI is one we can reach: nbd:// or nbd+unix://.
+// Checks that a member URI is one we can reach: nbd://, nbd+unix://, or with TLS nbds://,
+// nbds+unix://.
 Status CheckMemberUri(const std::string& uri);
 
 }  // namespace dst::aggregator

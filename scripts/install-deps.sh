@@ -9,9 +9,14 @@ packages=(
   g++ cmake ninja-build pkg-config git clang-format
   # libraries
   libnbd-dev nbdkit-plugin-dev libasio-dev libcrypto++-dev doctest-dev
-  libcli11-dev libtomlplusplus-dev libisal-dev
+  libcli11-dev libtomlplusplus-dev libisal-dev libssl-dev
+  # fuzz targets (libFuzzer ships with clang's runtime)
+  clang libclang-rt-14-dev
   # real peers and clients used by the tests and the demo
   nbdkit libnbd-bin python3-libnbd qemu-utils fio nbd-server
+  gnutls-bin openssl
+  # the kernel-client test: a stock Debian kernel booted under qemu
+  qemu-system-x86 busybox-static nbd-client e2fsprogs cpio kmod
   iproute2 procps
 )
 

@@ -25,7 +25,7 @@ constexpr uint64_t kZeroWriteSize = uint64_t{1} << 20;
 // One blocking libnbd connection to a member. Closed (after a polite NBD_CMD_DISC) when it dies.
 class Connection {
  public:
-  explicit Connection(std::string uri) : uri_(std::move(uri)) {}
+  Connection(std::string uri, const member::MemberTls& tls) : uri_(std::move(uri)), tls_(tls) {}
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -46,11 +46,13 @@ class Connection {
  private:
   // "member URI: WHAT: libnbd's message", with libnbd's errno (EIO if it has none).
   Status Failure(std::string_view what) const;
+  Status Connect();
   Status WaitUntilConnected();
   void ReadProperties();
   Status WriteZeros(uint64_t offset, uint64_t length);
 
   std::string uri_;
+  const member::MemberTls& tls_;
   nbd_handle* handle_ = nullptr;
   uint64_t size_ = 0;
   bool read_only_ = false;
@@ -77,10 +79,16 @@ Status Connection::Failure(std::string_view what) const {
 Status Connection::Open() {
   handle_ = nbd_create();
   if (handle_ == nullptr) return Failure("create libnbd handle");
-  if (nbd_aio_connect_uri(handle_, uri_.c_str()) == -1) return Failure("connect");
-  DST_RETURN_IF_ERROR(WaitUntilConnected());
+  DST_RETURN_IF_ERROR(member::ExplainConnectFailure(Connect(), uri_));
   ReadProperties();
   return Status::Ok();
+}
+
+// With the member TLS options, as the data path connects.
+Status Connection::Connect() {
+  DST_RETURN_IF_ERROR(member::ApplyMemberTls(handle_, tls_, uri_).Wrap("member " + uri_));
+  if (nbd_aio_connect_uri(handle_, uri_.c_str()) == -1) return Failure("connect");
+  return WaitUntilConnected();
 }
 
 // The blocking nbd_connect_uri has no deadline; polling the asynchronous connect gives one.
@@ -276,8 +284,9 @@ bool MemberReadResult::HasMagic() const {
                      [](const SlotReport& s) { return s.state != SlotState::kAbsent; });
 }
 
-Status ReadSuperblocks(const std::string& uri, MemberReadResult* out) {
-  Connection connection(uri);
+Status ReadSuperblocks(const std::string& uri, const member::MemberTls& tls,
+                       MemberReadResult* out) {
+  Connection connection(uri, tls);
   DST_RETURN_IF_ERROR(connection.Open());
   MemberReadResult result;
   result.export_size = connection.size();
@@ -288,10 +297,10 @@ Status ReadSuperblocks(const std::string& uri, MemberReadResult* out) {
   return Status::Ok();
 }
 
-Status WriteNewMember(const std::string& uri, const Superblock& sb) {
+Status WriteNewMember(const std::string& uri, const member::MemberTls& tls, const Superblock& sb) {
   EncodedSlots slots;
   DST_RETURN_IF_ERROR(EncodeSlots(sb, &slots).Wrap("member " + uri));
-  Connection connection(uri);
+  Connection connection(uri, tls);
   DST_RETURN_IF_ERROR(connection.Open());
   DST_RETURN_IF_ERROR(CheckWritable(connection, uri, sb));
   const MemberGeometry& g = sb.geometry;

@@ -9,7 +9,8 @@
 // for the kernel's TCP timeout. Reads and writes then block until the member answers; a member
 // that stops answering halfway is left to Ctrl-C.
 //
-// Contract: every function opens its own connection and closes it before returning. Errors carry
+// Contract: every function opens its own connection and closes it before returning, with the
+// member TLS options applied as on the data path (member_tls.h). Errors carry
 // libnbd's errno (EIO when it gives none) and name the URI and the operation:
 // "member nbd://h/x: pwrite 4096 bytes at 0: Input/output error". Nothing is written to a member
 // that is read-only, whose size differs from the superblock's, or whose superblock does not
@@ -27,6 +28,7 @@
 #include <vector>
 
 #include "aggregator/integrity/superblock.h"
+#include "aggregator/member/member_tls.h"
 #include "common/status.h"
 
 namespace dst::integrity {
@@ -71,7 +73,7 @@ struct MemberReadResult {
 // returned Status is about the connection and the reads only: a member without a usable
 // superblock is a successful read with !choice_status.ok(). An export smaller than the two slots
 // reads as both slots absent.
-Status ReadSuperblocks(const std::string& uri, MemberReadResult* out);
+Status ReadSuperblocks(const std::string& uri, const member::MemberTls& tls, MemberReadResult* out);
 
 // Formats one member from `sb` (its event is ignored), durably and in this order, so that an
 // interrupted create never leaves an old superblock in front of new metadata, nor a new
@@ -84,6 +86,6 @@ Status ReadSuperblocks(const std::string& uri, MemberReadResult* out);
 // must hold zeros (docs/format.md). Zeroing uses NBD_CMD_WRITE_ZEROES where the export supports it,
 // otherwise writes of zeros. Refuses (EROFS, EINVAL) a read-only export, or one whose size is not
 // sb.geometry.member_size any more.
-Status WriteNewMember(const std::string& uri, const Superblock& sb);
+Status WriteNewMember(const std::string& uri, const member::MemberTls& tls, const Superblock& sb);
 
 }  // namespace dst::integrity

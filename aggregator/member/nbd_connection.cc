@@ -104,14 +104,6 @@ bool IsMemberOp(MemberOp op) {
   return op <= MemberOp::kBlockStatus;
 }
 
-// Runs with libnbd's handle lock held: records the option's result for
-// Negotiate(), which runs after the libnbd call returns.
-int OnOptionComplete(void* user_data, int* error) {
-  auto* result = static_cast<std::pair<bool, int>*>(user_data);
-  *result = {true, *error};
-  return 1;
-}
-
 // libnbd returns malloc'ed strings; nullptr and "" are both "none".
 std::string TakeString(char* text) {
   std::string out = text != nullptr ? text : "";
@@ -123,6 +115,17 @@ std::string TakeString(char* text) {
 constexpr int kMaxNotifyRounds = 16;
 
 }  // namespace
+
+// Runs with libnbd's handle lock held: records the option's result for
+// Negotiate(), which runs after the libnbd call returns. libnbd has set its
+// message for an error reply just before calling back.
+int NbdConnection::OnOptionComplete(void* user_data, int* error) {
+  auto* result = static_cast<OptionResult*>(user_data);
+  result->replied = true;
+  result->err = *error;
+  result->message = *error != 0 ? LibnbdMessage(nbd_get_error()) : "";
+  return 1;
+}
 
 NbdConnection::NbdConnection(asio::io_context& io, std::string uri, ConnectPlan plan)
     : io_(io), uri_(std::move(uri)), plan_(std::move(plan)), socket_(io) {}
@@ -142,7 +145,16 @@ void NbdConnection::AsyncConnect(std::function<void(Status)> done) {
   // Option mode stops after the handshake so that Negotiate() chooses the
   // export name (plain or fenced) before NBD_OPT_GO.
   const bool full_info = plan_.fencing != ConnectPlan::Fencing::kNone;
-  if (handle_ == nullptr || nbd_set_request_structured_replies(handle_, true) == -1 ||
+  if (handle_ == nullptr) {
+    Fail(LibnbdError(ENOMEM));
+    return;
+  }
+  // Every connection, reconnects included, gets the member TLS options.
+  if (Status tls = ApplyMemberTls(handle_, plan_.tls, uri_); !tls.ok()) {
+    Fail(std::move(tls));
+    return;
+  }
+  if (nbd_set_request_structured_replies(handle_, true) == -1 ||
       nbd_add_meta_context(handle_, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
       nbd_set_opt_mode(handle_, true) == -1 || nbd_set_full_info(handle_, full_info) == -1 ||
       nbd_aio_connect_uri(handle_, uri_.c_str()) == -1) {
@@ -243,16 +255,17 @@ bool NbdConnection::Negotiate() {
     if (plan_.fencing == Fencing::kProbe) return SendOption(/*info=*/true, /*fenced=*/true);
     return SendOption(/*info=*/false, /*fenced=*/plan_.fencing == Fencing::kFence);
   }
-  if (!option_result_.first) return false;  // still waiting for the reply
-  const int err = std::exchange(option_result_, {false, 0}).second;
+  if (!option_result_.replied) return false;  // still waiting for the reply
+  const OptionResult result = std::exchange(option_result_, {});
   if (option_step_ == OptionStep::kProbeInfo) {
     // A server that ignores the name suffix answers, but not with the token.
-    return SendOption(/*info=*/false, /*fenced=*/err == 0 && ServerConfirmsFence());
+    return SendOption(/*info=*/false, /*fenced=*/result.err == 0 && ServerConfirmsFence());
   }
   // A successful NBD_OPT_GO leaves negotiation; we are here only if it failed.
-  Fail(Status::Error(err != 0 ? err : EIO, "server refused export '" +
-                                               (go_fenced_ ? FencedName() : export_name_) +
-                                               "': " + std::strerror(err != 0 ? err : EIO)));
+  const int err = result.err != 0 ? result.err : EIO;
+  const std::string name = go_fenced_ ? FencedName() : export_name_;
+  const std::string why = result.message.empty() ? std::strerror(err) : result.message;
+  Fail(Status::Error(err, "server refused export '" + name + "': " + why));
   return false;
 }
 
@@ -433,6 +446,7 @@ void NbdConnection::Fail(Status status) {
   if (state_ == State::kDead || state_ == State::kClosed) return;
   const bool was_connecting = state_ == State::kConnecting;
   state_ = State::kDead;
+  if (was_connecting) status = ExplainConnectFailure(std::move(status), uri_);
   last_error_ = status.message();
   // libnbd has already failed what was in flight (ENOTCONN); closing the
   // handle now also covers anything it did not.

@@ -1,8 +1,10 @@
 // NbdConnection: one libnbd handle (one TCP or Unix connection to an NBD
 // server) driven by an Asio event loop through libnbd's external main-loop
-// API. It connects, negotiates structured replies and base:allocation,
-// optionally asks the dst plugin to fence the connection (ConnectPlan), reads
-// the export's capabilities, and executes MemberIo objects.
+// API. It connects (with TLS for nbds:// and nbds+unix:// members, using
+// the credentials in ConnectPlan::tls: member_tls.h), negotiates structured
+// replies and base:allocation, optionally asks the dst plugin to fence the
+// connection (ConnectPlan), reads the export's capabilities, and executes
+// MemberIo objects.
 //
 // Contract:
 // - Every submitted MemberIo gets exactly one io->done(err), always posted to
@@ -30,6 +32,7 @@
 
 #include <asio.hpp>
 
+#include "aggregator/member/member_tls.h"
 #include "aggregator/volume/member_io.h"
 #include "common/status.h"
 
@@ -54,6 +57,8 @@ struct ConnectPlan {
   uint64_t epoch = 0;
   // TCP keepalive idle time (TCP members only); 0: leave the system default.
   std::chrono::seconds tcp_keepalive{0};
+  // Credentials for a TLS member (nbds://, nbds+unix://); unused for a plain one.
+  MemberTls tls;
 };
 
 class NbdConnection {
@@ -95,6 +100,8 @@ class NbdConnection {
   enum class State { kIdle, kConnecting, kReady, kDead, kClosed };
   using WaitType = asio::posix::descriptor_base::wait_type;
 
+  // libnbd's option completion callback; user_data is an OptionResult.
+  static int OnOptionComplete(void* user_data, int* error);
   int64_t StartCommand(volume::MemberIo& io, void* pending);
   void AfterProgress();
   bool Negotiate();
@@ -120,11 +127,18 @@ class NbdConnection {
   const ConnectPlan plan_;
   nbd_handle* handle_ = nullptr;
   // Negotiation (option mode): the export name from the URI, the last
-  // option sent, and its result {replied, errno}, recorded by libnbd's
-  // completion callback for Negotiate().
+  // option sent, and its result, recorded by libnbd's completion callback
+  // for Negotiate().
+  struct OptionResult {
+    bool replied = false;
+    int err = 0;
+    // libnbd's reading of an error reply ("handshake: server requires TLS
+    // encryption first"): more telling than the errno alone.
+    std::string message;
+  };
   std::string export_name_;
   enum class OptionStep : uint8_t { kNone, kProbeInfo, kGo } option_step_ = OptionStep::kNone;
-  std::pair<bool, int> option_result_{false, 0};
+  OptionResult option_result_;
   bool go_fenced_ = false;
   bool fenced_ = false;
   State state_ = State::kIdle;

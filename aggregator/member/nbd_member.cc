@@ -85,11 +85,12 @@ std::string_view MemberStateName(NbdMember::State state) {
 }
 
 NbdMember::NbdMember(asio::io_context& io, std::string uri, unsigned connections,
-                     TransactionOptions options)
+                     TransactionOptions options, MemberTls tls)
     : io_(io),
       uri_(std::move(uri)),
       wanted_connections_(std::max(connections, 1u)),
       options_(options),
+      tls_(std::move(tls)),
       session_(NewSession()),
       tick_timer_(io),
       connect_timer_(io) {}
@@ -108,6 +109,7 @@ ConnectPlan NbdMember::PlanFor(ConnectPlan::Fencing fencing) const {
   plan.fencing = fencing;
   plan.session = session_;
   plan.epoch = epoch_;
+  plan.tls = tls_;
   if (options_.keepalive.count() > 0)
     plan.tcp_keepalive =
         std::max(std::chrono::seconds(1),

@@ -1,6 +1,7 @@
 // NbdMember: a volume member reached at an NBD URI (nbd://host:port/export,
-// nbd+unix:///export?socket=PATH, ...) through one or more NbdConnections,
-// with DST transaction semantics (docs/transactions.md).
+// nbd+unix:///export?socket=PATH, or their TLS forms nbds://, nbds+unix://)
+// through one or more NbdConnections, with DST transaction semantics
+// (docs/transactions.md).
 //
 // Contract:
 // - AsyncConnect() makes the first connection: one attempt, no retries (a
@@ -45,6 +46,7 @@
 #include <asio.hpp>
 
 #include "aggregator/member/member_stats.h"
+#include "aggregator/member/member_tls.h"
 #include "aggregator/member/nbd_connection.h"
 #include "aggregator/member/transaction_policy.h"
 #include "aggregator/volume/member_io.h"
@@ -56,8 +58,10 @@ class NbdMember : public volume::MemberTarget {
  public:
   enum class State : uint8_t { kConnecting, kReady, kReconnecting, kFailed };
 
+  // `tls`: the credentials of a TLS member (nbds://, nbds+unix://), used on
+  // every connection, reconnects included.
   NbdMember(asio::io_context& io, std::string uri, unsigned connections,
-            TransactionOptions options = {});
+            TransactionOptions options = {}, MemberTls tls = {});
   ~NbdMember() override;
   NbdMember(const NbdMember&) = delete;
   NbdMember& operator=(const NbdMember&) = delete;
@@ -146,6 +150,7 @@ class NbdMember : public volume::MemberTarget {
   const std::string uri_;
   const unsigned wanted_connections_;
   const TransactionOptions options_;
+  const MemberTls tls_;
   const std::string session_;
   volume::MemberCapabilities capabilities_;
   bool fenced_ = false;

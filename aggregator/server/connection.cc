@@ -59,31 +59,82 @@ void AppendU32(std::vector<uint8_t>& v, uint32_t x) {
 
 }  // namespace
 
+// Closes the stream unless disarmed in time. A generation number tells a
+// timer that fired from one that was re-armed or disarmed since, whose
+// completion may already be queued.
+class ClientConnection::Deadline {
+ public:
+  Deadline(ClientStream& stream) : stream_(stream), timer_(stream.get_executor()) {}
+
+  void Arm(std::chrono::milliseconds timeout) {
+    const uint64_t armed = ++generation_;
+    expired_ = false;
+    timer_.expires_after(timeout);
+    timer_.async_wait([this, armed](asio::error_code ec) {
+      if (ec || armed != generation_) return;
+      expired_ = true;
+      stream_.Close();
+    });
+  }
+  void Disarm() {
+    ++generation_;
+    timer_.cancel();
+  }
+  bool expired() const { return expired_; }
+
+ private:
+  ClientStream& stream_;
+  asio::steady_timer timer_;
+  uint64_t generation_ = 0;
+  bool expired_ = false;
+};
+
 ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry,
-                                   InFlightLimits& limits, std::string peer)
-    : socket_(std::move(socket)),
+                                   InFlightLimits& limits, ConnectionPolicy& policy,
+                                   std::string peer)
+    : stream_(std::move(socket)),
       registry_(registry),
       limits_(limits),
+      policy_(policy),
+      read_deadline_(std::make_unique<Deadline>(stream_)),
+      write_deadline_(std::make_unique<Deadline>(stream_)),
       peer_(std::move(peer)),
-      writer_wakeup_(socket_.get_executor()),
-      budget_wakeup_(socket_.get_executor()) {}
+      writer_wakeup_(stream_.get_executor()),
+      budget_wakeup_(stream_.get_executor()) {
+  ++policy_.open_connections;
+}
+
+ClientConnection::~ClientConnection() {
+  --policy_.open_connections;
+}
+
+asio::awaitable<Status> ClientConnection::Handshake() {
+  read_deadline_->Arm(policy_.handshake_timeout);
+  Status status = co_await Negotiate(stream_, registry_, policy_.tls, &negotiated_);
+  read_deadline_->Disarm();
+  if (read_deadline_->expired())
+    co_return Status::Error(ETIMEDOUT, "no export chosen within " +
+                                           std::to_string(policy_.handshake_timeout.count()) +
+                                           " ms; disconnected");
+  co_return status;
+}
 
 asio::awaitable<void> ClientConnection::Run() {
   auto self = shared_from_this();  // alive until every coroutine and callback is done
-  Status status = co_await Negotiate(socket_, registry_, &negotiated_);
+  Status status = co_await Handshake();
   if (!status.ok()) {
     LOG_INFO("client %s: handshake ended: %s", peer_.c_str(), status.message().c_str());
-    asio::error_code ignored;
-    socket_.close(ignored);
+    stream_.Close();
     co_return;
   }
   traffic_ = &registry_.TrafficOf(negotiated_.volume);
   ++traffic_->clients;
   ++traffic_->connections;
-  LOG_INFO("client %s: connected to volume %s (%s replies)", peer_.c_str(),
+  const std::string tls = negotiated_.tls ? ", TLS " + stream_.PeerIdentity() : "";
+  LOG_INFO("client %s: connected to volume %s (%s replies%s)", peer_.c_str(),
            negotiated_.volume->name().c_str(),
-           negotiated_.structured_replies ? "structured" : "simple");
-  asio::co_spawn(socket_.get_executor(), self->WriteReplies(), asio::detached);
+           negotiated_.structured_replies ? "structured" : "simple", tls.c_str());
+  asio::co_spawn(stream_.get_executor(), self->WriteReplies(), asio::detached);
   status = co_await ReadRequests();
   reading_done_ = true;
   writer_wakeup_.cancel();
@@ -91,8 +142,7 @@ asio::awaitable<void> ClientConnection::Run() {
     // A protocol violation leaves the stream unparseable: hang up now.
     LOG_WARNING("client %s: %s; disconnecting", peer_.c_str(), status.message().c_str());
     broken_ = true;
-    asio::error_code ignored;
-    socket_.close(ignored);
+    stream_.Close();
   } else if (!status.ok()) {
     LOG_INFO("client %s: %s", peer_.c_str(), status.message().c_str());
   }
@@ -101,10 +151,25 @@ asio::awaitable<void> ClientConnection::Run() {
 asio::awaitable<Status> ClientConnection::ReadRequests() {
   uint8_t raw[RequestHeader::kSize];
   while (!reading_done_ && !broken_) {
-    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket_, raw, sizeof raw, "request header"));
+    // Idle between requests for as long as the client likes.
+    DST_CO_RETURN_IF_ERROR(co_await stream_.WaitForData("request header"));
+    DST_CO_RETURN_IF_ERROR(
+        co_await Bounded(stream_.ReadExact(raw, sizeof raw, "request header"), "request header"));
     DST_CO_RETURN_IF_ERROR(co_await HandleRequest(raw));
   }
   co_return Status::Ok();
+}
+
+asio::awaitable<Status> ClientConnection::Bounded(asio::awaitable<Status> read,
+                                                  const char* context) {
+  read_deadline_->Arm(policy_.request_timeout);
+  Status status = co_await std::move(read);
+  read_deadline_->Disarm();
+  if (read_deadline_->expired())
+    co_return Status::Error(EPROTO, std::string(context) + ": client stalled for " +
+                                        std::to_string(policy_.request_timeout.count()) +
+                                        " ms in the middle of a request");
+  co_return status;
 }
 
 asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_header) {
@@ -119,19 +184,31 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
   }
   ++requests_in_flight_;
   ++traffic_->in_flight;
+  // A write whose payload never arrives is dropped unanswered: it must stop
+  // counting as in flight (the writer closes only once every request in
+  // flight is answered) and give its budget back.
+  const auto drop = [&](Status status) {
+    --requests_in_flight_;
+    --traffic_->in_flight;
+    Release(request->accounted);
+    return status;
+  };
   const int err = Validate(*request);
   if (h.type == kCmdWrite) {
     if (err != 0) {
       // Refused, but its payload is on the wire: drain it to stay in sync.
-      DST_CO_RETURN_IF_ERROR(co_await Discard(socket_, h.length, "refused write payload"));
+      Status status = co_await Bounded(stream_.Discard(h.length, "refused write payload"),
+                                       "refused write payload");
+      if (!status.ok()) co_return drop(std::move(status));
       Complete(*request, err);
       co_return Status::Ok();
     }
     co_await WaitForBudget(h.length);
     request->accounted = h.length;
     request->buffer.resize(h.length);
-    DST_CO_RETURN_IF_ERROR(
-        co_await ReadExact(socket_, request->buffer.data(), h.length, "write payload"));
+    Status status = co_await Bounded(
+        stream_.ReadExact(request->buffer.data(), h.length, "write payload"), "write payload");
+    if (!status.ok()) co_return drop(std::move(status));
   } else if (err != 0) {
     Complete(*request, err);
     co_return Status::Ok();
@@ -368,6 +445,11 @@ void ClientConnection::CompleteBlockStatus(const Request& request, int err,
 }
 
 void ClientConnection::Queue(Reply reply) {
+  if (broken_) {
+    // Nobody will send it: its budget, shared with every connection, comes back now.
+    Release(reply.accounted);
+    return;
+  }
   replies_.push_back(std::move(reply));
   writer_wakeup_.cancel();
 }
@@ -394,7 +476,14 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
       buffers.push_back(asio::buffer(r.header));
       if (!r.data.empty()) buffers.push_back(asio::buffer(r.data));
     }
-    const Status status = co_await WriteAll(socket_, buffers, "reply");
+    // A client that stops reading its replies is dropped, not waited for.
+    write_deadline_->Arm(policy_.request_timeout);
+    Status status = co_await stream_.WriteAll(buffers, "reply");
+    write_deadline_->Disarm();
+    if (write_deadline_->expired())
+      status = Status::Error(ETIMEDOUT, "replies not read for " +
+                                            std::to_string(policy_.request_timeout.count()) +
+                                            " ms; disconnected");
     for (const Reply& r : batch)
       Release(r.accounted);
     requests_in_flight_ -= batch.size();
@@ -403,9 +492,13 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
       broken_ = true;
     }
   }
-  asio::error_code ignored;
-  socket_.shutdown(Socket::shutdown_both, ignored);
-  socket_.close(ignored);
+  for (const Reply& r : replies_)
+    Release(r.accounted);  // queued before the connection broke, never to be sent
+  replies_.clear();
+  if (broken_)
+    stream_.Close();
+  else
+    co_await stream_.Shutdown();
   budget_wakeup_.cancel();
   --traffic_->clients;
   LOG_INFO("client %s: disconnected", peer_.c_str());

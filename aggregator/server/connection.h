@@ -10,9 +10,15 @@
 // connection stays in sync. Bytes in flight are bounded per connection and
 // in total (InFlightLimits); when a bound is reached the reader pauses.
 //
+// Clients cannot hold the server's resources by going quiet at the wrong
+// moment (ConnectionPolicy): the handshake has a deadline, and so has every
+// message once its first byte has arrived, and every reply's send. A client
+// idle between requests is left alone: the kernel client idles for hours.
+//
 // Threading: everything on the single event-loop thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -31,10 +37,23 @@ struct InFlightLimits {
   uint64_t used_total = 0;  // current total, maintained by the connections
 };
 
+// What every connection of a server shares besides the volumes: TLS, the
+// deadlines that keep a stalled client from holding resources, and the
+// connection count that the listener bounds.
+struct ConnectionPolicy {
+  ServerTls* tls = nullptr;  // nullptr: TLS off
+  std::chrono::milliseconds handshake_timeout{10000};
+  // From the first byte of a request to its last; and for a reply to be sent.
+  std::chrono::milliseconds request_timeout{30000};
+  size_t max_connections = 1024;
+  size_t open_connections = 0;  // maintained by the connections
+};
+
 class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
  public:
   ClientConnection(Socket socket, const ExportRegistry& registry, InFlightLimits& limits,
-                   std::string peer);
+                   ConnectionPolicy& policy, std::string peer);
+  ~ClientConnection();
   // Runs the whole connection; spawn it with co_spawn.
   asio::awaitable<void> Run();
 
@@ -45,8 +64,13 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
     uint64_t accounted = 0;  // bytes to release from the in-flight budget once sent
   };
   struct Request;
+  class Deadline;
 
+  asio::awaitable<Status> Handshake();
   asio::awaitable<Status> ReadRequests();
+  // A read of a message the client has started, which it must finish within
+  // the request timeout.
+  asio::awaitable<Status> Bounded(asio::awaitable<Status> read, const char* context);
   asio::awaitable<void> WriteReplies();
   asio::awaitable<Status> HandleRequest(const uint8_t* raw_header);
   int Validate(const Request& request) const;
@@ -66,9 +90,12 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void Release(uint64_t bytes);
   Reply MakeReply(const Request& request, int err, std::vector<uint8_t> data) const;
 
-  Socket socket_;
+  ClientStream stream_;
   const ExportRegistry& registry_;
   InFlightLimits& limits_;
+  ConnectionPolicy& policy_;
+  std::unique_ptr<Deadline> read_deadline_;
+  std::unique_ptr<Deadline> write_deadline_;
   std::string peer_;
   Negotiated negotiated_;
   VolumeTraffic* traffic_ = nullptr;  // the negotiated volume's

@@ -56,8 +56,8 @@ void AppendString(std::vector<uint8_t>& v, const std::string& s) {
 // One handshake: the state of the option haggling on one connection.
 class Handshake {
  public:
-  Handshake(Socket& socket, const ExportRegistry& registry, Negotiated* out)
-      : socket_(socket), registry_(registry), out_(out) {}
+  Handshake(ClientStream& stream, const ExportRegistry& registry, ServerTls* tls, Negotiated* out)
+      : stream_(stream), registry_(registry), tls_(tls), out_(out) {}
 
   asio::awaitable<Status> Run() {
     DST_CO_RETURN_IF_ERROR(co_await Greet());
@@ -78,9 +78,9 @@ class Handshake {
     StoreBE64(hello, kNbdMagic);
     StoreBE64(hello + 8, kIHaveOpt);
     StoreBE16(hello + 16, kFlagFixedNewstyle | kFlagNoZeroes);
-    DST_CO_RETURN_IF_ERROR(co_await WriteAll(socket_, asio::buffer(hello), "handshake"));
+    DST_CO_RETURN_IF_ERROR(co_await stream_.WriteAll(asio::buffer(hello), "handshake"));
     uint8_t flags[4];
-    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket_, flags, 4, "client flags"));
+    DST_CO_RETURN_IF_ERROR(co_await stream_.ReadExact(flags, 4, "client flags"));
     client_flags_ = LoadBE32(flags);
     // Unknown client flags: the spec says to close the connection.
     if (client_flags_ & ~kClientFlagsKnown)
@@ -92,7 +92,7 @@ class Handshake {
 
   asio::awaitable<Status> ReadOptionHeader(OptionHeader* header) {
     uint8_t raw[OptionHeader::kSize];
-    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket_, raw, sizeof raw, "option header"));
+    DST_CO_RETURN_IF_ERROR(co_await stream_.ReadExact(raw, sizeof raw, "option header"));
     *header = OptionHeader::Decode(raw);
     if (header->magic != kIHaveOpt) co_return Status::Error(EPROTO, "bad option magic");
     co_return Status::Ok();
@@ -102,12 +102,20 @@ class Handshake {
     if (length > kMaxOptionLength) {
       // EXPORT_NAME has no error reply: the only answer is to hang up.
       if (option_ == kOptExportName) co_return Status::Error(EPROTO, "export name too long");
-      DST_CO_RETURN_IF_ERROR(co_await Discard(socket_, length, "oversized option"));
+      DST_CO_RETURN_IF_ERROR(co_await stream_.Discard(length, "oversized option"));
       co_return co_await ReplyError(kRepErrTooBig, "option too long");
     }
     payload_.resize(length);
-    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket_, payload_.data(), length, "option data"));
+    DST_CO_RETURN_IF_ERROR(co_await stream_.ReadExact(payload_.data(), length, "option data"));
+    if (TlsRequired() && option_ != kOptStartTls && option_ != kOptAbort) {
+      // EXPORT_NAME cannot be refused: the spec's answer is to hang up.
+      if (option_ == kOptExportName)
+        co_return Status::Error(EACCES, "NBD_OPT_EXPORT_NAME before TLS; TLS is required");
+      co_return co_await ReplyError(kRepErrTlsReqd, "TLS is required");
+    }
     switch (option_) {
+      case kOptStartTls:
+        co_return co_await StartTls();
       case kOptExportName:
         co_return co_await ExportName(done);
       case kOptAbort:
@@ -135,12 +143,26 @@ class Handshake {
     OptionReplyHeader header{kOptionReplyMagic, option_, type, static_cast<uint32_t>(data.size())};
     const auto raw = header.Encode();
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(raw), asio::buffer(data)};
-    co_return co_await WriteAll(socket_, buffers, "option reply");
+    co_return co_await stream_.WriteAll(buffers, "option reply");
   }
 
   asio::awaitable<Status> ReplyError(uint32_t type, const std::string& message) {
     LOG_DEBUG("handshake: %s: %s", OptionName(option_), message.c_str());
     co_return co_await Reply(type, std::vector<uint8_t>(message.begin(), message.end()));
+  }
+
+  bool TlsRequired() const { return tls_ && tls_->mode() == TlsMode::kRequire && !stream_.tls(); }
+
+  asio::awaitable<Status> StartTls() {
+    if (!tls_) co_return co_await ReplyError(kRepErrUnsup, "TLS is not enabled on this server");
+    if (!payload_.empty()) co_return co_await ReplyError(kRepErrInvalid, "STARTTLS takes no data");
+    if (stream_.tls()) co_return co_await ReplyError(kRepErrInvalid, "TLS is already on");
+    DST_CO_RETURN_IF_ERROR(co_await Reply(kRepAck, {}));
+    DST_CO_RETURN_IF_ERROR(co_await stream_.StartTls(tls_->context()));
+    *out_ = Negotiated{};  // options agreed in plain text may have been tampered with
+    out_->tls = true;
+    LOG_DEBUG("handshake: TLS started (%s)", stream_.PeerIdentity().c_str());
+    co_return Status::Ok();
   }
 
   asio::awaitable<Status> ExportName(bool* done) {
@@ -155,7 +177,7 @@ class Handshake {
     AppendU16(reply, out_->transmission_flags);
     if (!(client_flags_ & kClientFlagNoZeroes)) reply.resize(reply.size() + kExportNameZeroPadding);
     *done = true;
-    co_return co_await WriteAll(socket_, asio::buffer(reply), "export name reply");
+    co_return co_await stream_.WriteAll(asio::buffer(reply), "export name reply");
   }
 
   asio::awaitable<Status> List() {
@@ -266,8 +288,9 @@ class Handshake {
     co_return co_await Reply(kRepAck, {});
   }
 
-  Socket& socket_;
+  ClientStream& stream_;
   const ExportRegistry& registry_;
+  ServerTls* tls_;  // nullptr: TLS off
   Negotiated* out_;
   uint32_t client_flags_ = 0;
   uint32_t option_ = 0;
@@ -275,16 +298,6 @@ class Handshake {
 };
 
 }  // namespace
-
-asio::awaitable<Status> Discard(Socket& socket, uint64_t size, const char* context) {
-  std::array<uint8_t, 64 * 1024> sink;
-  while (size > 0) {
-    const size_t n = std::min<uint64_t>(size, sink.size());
-    DST_CO_RETURN_IF_ERROR(co_await ReadExact(socket, sink.data(), n, context));
-    size -= n;
-  }
-  co_return Status::Ok();
-}
 
 uint16_t TransmissionFlags(const volume::BlockDevice& volume, bool structured_replies) {
   const auto& caps = volume.capabilities();
@@ -301,8 +314,9 @@ uint16_t TransmissionFlags(const volume::BlockDevice& volume, bool structured_re
   return flags;
 }
 
-asio::awaitable<Status> Negotiate(Socket& socket, const ExportRegistry& registry, Negotiated* out) {
-  Handshake handshake(socket, registry, out);
+asio::awaitable<Status> Negotiate(ClientStream& stream, const ExportRegistry& registry,
+                                  ServerTls* tls, Negotiated* out) {
+  Handshake handshake(stream, registry, tls, out);
   co_return co_await handshake.Run();
 }
 

@@ -1,7 +1,13 @@
 // The fixed-newstyle NBD handshake, server side: greets the client, answers
 // options (GO, INFO, EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY, LIST_ and
-// SET_META_CONTEXT with base:allocation; ERR_UNSUP for the rest) and ends
-// when the client has chosen a volume or gone away.
+// SET_META_CONTEXT with base:allocation, STARTTLS; ERR_UNSUP for the rest)
+// and ends when the client has chosen a volume or gone away.
+//
+// TLS (tls.h): with --tls=require the server is in the spec's FORCEDTLS mode
+// (every option but STARTTLS and ABORT gets ERR_TLS_REQD until TLS is up, an
+// EXPORT_NAME hangs up), so nothing about the volumes leaks in plain text;
+// with --tls=on a client may upgrade whenever it likes. What was negotiated
+// before STARTTLS is forgotten after it, as it could have been tampered with.
 //
 // Every length from the client is checked before it is used; option count
 // and sizes are bounded, so that a client cannot make the server buffer more
@@ -12,8 +18,9 @@
 
 #include <cstdint>
 
+#include "aggregator/server/client_stream.h"
 #include "aggregator/server/export_registry.h"
-#include "aggregator/server/socket.h"
+#include "aggregator/server/tls.h"
 
 namespace dst::server {
 
@@ -23,6 +30,7 @@ struct Negotiated {
   uint16_t transmission_flags = 0;
   bool structured_replies = false;
   bool base_allocation = false;  // meta context kBaseAllocationId selected
+  bool tls = false;              // the options and transmission go through TLS
 };
 
 inline constexpr uint32_t kBaseAllocationId = 1;
@@ -31,8 +39,9 @@ inline constexpr int kMaxOptions = 1024;
 
 // Returns OK with out->volume set when transmission should start; an error
 // (logged by the caller) when the connection must be closed, including a
-// client's NBD_OPT_ABORT (ESHUTDOWN).
-asio::awaitable<Status> Negotiate(Socket& socket, const ExportRegistry& registry, Negotiated* out);
+// client's NBD_OPT_ABORT (ESHUTDOWN). `tls` is nullptr when TLS is off.
+asio::awaitable<Status> Negotiate(ClientStream& stream, const ExportRegistry& registry,
+                                  ServerTls* tls, Negotiated* out);
 
 // The transmission flags of a volume as this connection sees it.
 uint16_t TransmissionFlags(const volume::BlockDevice& volume, bool structured_replies);

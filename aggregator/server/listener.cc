@@ -110,8 +110,13 @@ void Listener::Close() {
 }
 
 void Listener::Spawn(Socket socket, std::string peer) {
-  auto connection =
-      std::make_shared<ClientConnection>(std::move(socket), registry_, limits_, std::move(peer));
+  if (policy_.open_connections >= policy_.max_connections) {
+    LOG_WARNING("client %s: refused: %zu connections already open (--max-connections)",
+                peer.c_str(), policy_.open_connections);
+    return;  // the socket closes as it goes out of scope
+  }
+  auto connection = std::make_shared<ClientConnection>(std::move(socket), registry_, limits_,
+                                                       policy_, std::move(peer));
   asio::co_spawn(io_, connection->Run(), asio::detached);
 }
 

@@ -1,5 +1,7 @@
 // Listeners: accept clients on TCP and Unix sockets and run a
-// ClientConnection for each. Binding happens in Listen*(), synchronously at
+// ClientConnection for each, up to ConnectionPolicy::max_connections at once
+// (a client over the bound is accepted and closed at once, so it sees a
+// disconnect rather than waiting in the backlog). Binding happens in Listen*(), synchronously at
 // start-up, so that a busy port is reported before serving begins.
 //
 // Threading: the accept loops run on the event loop.
@@ -34,8 +36,9 @@ Status ParseHostPort(const std::string& text, asio::ip::tcp::endpoint* out);
 
 class Listener {
  public:
-  Listener(asio::io_context& io, const ExportRegistry& registry, InFlightLimits& limits)
-      : io_(io), registry_(registry), limits_(limits) {}
+  Listener(asio::io_context& io, const ExportRegistry& registry, InFlightLimits& limits,
+           ConnectionPolicy& policy)
+      : io_(io), registry_(registry), limits_(limits), policy_(policy) {}
   // Closes, so that a server that fails to start leaves no socket behind.
   ~Listener() { Close(); }
 
@@ -56,6 +59,7 @@ class Listener {
   asio::io_context& io_;
   const ExportRegistry& registry_;
   InFlightLimits& limits_;
+  ConnectionPolicy& policy_;
   // One acceptor per --listen / --unix address; never moved once accepting.
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> tcp_;
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> unix_;

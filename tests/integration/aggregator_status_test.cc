@@ -1447,8 +1447,8 @@ TEST_CASE("serve --check-config validates without connecting") {
                       "\nmembers = [" + Quoted(absent) + "]\n",
                   "volume a: a checksum key is for assembled volumes, not raw ones");
     whole_refused("[[volume]]\nname = \"a\"\nraw = true\nmembers = [\"http://x/y\"]\n",
-                  "member http://x/y: not an NBD URI (nbd://HOST[:PORT]/NAME or "
-                  "nbd+unix:///NAME?socket=PATH)");
+                  "member http://x/y: not an NBD URI (nbd://HOST[:PORT]/NAME, "
+                  "nbd+unix:///NAME?socket=PATH, or nbds:// and nbds+unix:// for TLS)");
     whole_refused("[[volume]]\nname = \"a\"\nraw = true\n", "volume a: no members");
     const std::string long_path = "/tmp/" + std::string(110, 'c') + ".sock";
     whole_refused(

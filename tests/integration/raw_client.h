@@ -1,0 +1,73 @@
+// RawClient: an NBD client built on the socket API, for tests that send
+// hand-made bytes (bad magics, oversized options, half requests, plain text
+// where TLS is required). Bytes in, bytes out; nothing checked on its side
+// beyond the framing it parses. Every wait is bounded by a receive timeout,
+// so a server that stops answering fails the test rather than hanging it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <span>
+#include <stdexcept>
+#include <string>
+
+#include "common/nbd_protocol.h"
+#include "tests/harness/test_data.h"
+
+namespace dst::test {
+
+struct OptionReply {
+  nbd::OptionReplyHeader header;
+  Bytes data;
+};
+
+struct ExportInfo {
+  uint64_t size = 0;
+  uint16_t flags = 0;
+};
+
+class RawClient {
+ public:
+  // Connects to a Unix socket.
+  explicit RawClient(const std::string& socket_path,
+                     std::chrono::seconds timeout = std::chrono::seconds(10));
+  // Connects to 127.0.0.1:port.
+  explicit RawClient(int port, std::chrono::seconds timeout = std::chrono::seconds(10));
+  ~RawClient() { Close(); }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+
+  void Close();
+
+  // Sends everything or throws (MSG_NOSIGNAL: a server that hung up is an
+  // error here, not a SIGPIPE that kills the test).
+  void Send(std::span<const uint8_t> data);
+  // Reads exactly data.size() bytes; false if the server closed first.
+  bool Recv(std::span<uint8_t> data);
+  void RecvOrThrow(std::span<uint8_t> data);
+  // True once the server has closed the connection (EOF or reset) and sent
+  // nothing more; throws if it is still open after the receive timeout.
+  bool ClosedByServer();
+
+  // The server's greeting, then the client flags (fixed newstyle, no zeroes).
+  void Greet();
+  void SendOption(uint32_t option, std::span<const uint8_t> data, uint64_t magic = nbd::kIHaveOpt);
+  OptionReply ReadOptionReply();
+  // NBD_OPT_GO for `name`; the export's size and flags, or throws with the
+  // error reply's name.
+  ExportInfo Go(const std::string& name);
+
+  void SendRequest(const nbd::RequestHeader& header, std::span<const uint8_t> payload = {});
+  nbd::SimpleReply ReadSimpleReply();
+
+ private:
+  void SetTimeouts(std::chrono::seconds timeout);
+
+  int fd_ = -1;
+};
+
+// A request header with the request magic.
+nbd::RequestHeader Request(uint16_t type, uint64_t offset, uint32_t length, uint64_t cookie,
+                           uint16_t flags = 0);
+
+}  // namespace dst::test

@@ -1,6 +1,6 @@
 // The --member-tls-* options, the same for serve, create and inspect: how the aggregator
 // authenticates to TLS members (nbds://, nbds+unix://). See member/member_tls.h for what they
-// mean and docs/security-member-tls.md for how to set them up. The config file of serve has the
+// mean and docs/security.md for how to set them up. The config file of serve has the
 // same keys without the dashes (serve_config.h).
 #pragma once
 

@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "aggregator/member/libnbd_error.h"
+#include "common/log.h"
 
 namespace dst::member {
 namespace {
@@ -148,6 +149,23 @@ std::string UriUser(std::string_view uri) {
   return at == std::string_view::npos ? "" : std::string(authority.substr(0, at));
 }
 
+namespace {
+
+// libnbd checks no certificate over a Unix socket (there is no host name to
+// check it against): encryption without authentication, worth a warning.
+void WarnUnverifiedUnixMembers(const MemberTls& tls, const std::vector<std::string>& uris) {
+  if (tls.certificates_dir.empty()) return;
+  for (const std::string& uri : uris)
+    if (uri.rfind("nbds+unix://", 0) == 0)
+      LOG_WARNING(
+          "member %s: X.509 over a Unix socket: the member's certificate is not checked "
+          "(the socket's permissions authenticate it; use member-tls-psk to have it "
+          "prove itself)",
+          uri.c_str());
+}
+
+}  // namespace
+
 Status CheckMemberTls(const MemberTls& tls, const std::vector<std::string>& uris) {
   if (!tls.any()) return Status::Ok();
   if (std::none_of(uris.begin(), uris.end(), [](const std::string& u) { return IsTlsUri(u); }))
@@ -163,6 +181,7 @@ Status CheckMemberTls(const MemberTls& tls, const std::vector<std::string>& uris
   if (!tls.psk_file.empty()) DST_RETURN_IF_ERROR(CheckPskFile(tls, uris));
   if (!tls.certificates_dir.empty())
     DST_RETURN_IF_ERROR(CheckCertificatesDir(tls.certificates_dir));
+  WarnUnverifiedUnixMembers(tls, uris);
   return Status::Ok();
 }
 

@@ -1,6 +1,6 @@
 // MemberTls: how the aggregator authenticates itself to TLS members (nbds://HOST[:PORT]/NAME,
 // nbds+unix:///NAME?socket=PATH), the checks made on those options before anything connects,
-// and their application to a libnbd handle (docs/security-member-tls.md).
+// and their application to a libnbd handle (docs/security.md).
 //
 // Contract:
 // - One set of credentials serves every member of an aggregator (and of one create or inspect

@@ -1,4 +1,4 @@
-// Integration tests of TLS between the aggregator and its members (docs/security-member-tls.md):
+// Integration tests of TLS between the aggregator and its members (docs/security.md):
 // export nodes are nbdkit with our plugin and --tls=require, with pre-shared keys made by psktool
 // or X.509 certificates made by certtool at test time; `dst-aggregator create`, `inspect` and
 // `serve` reach them through nbds:// and nbds+unix:// URIs with the --member-tls-* options (or

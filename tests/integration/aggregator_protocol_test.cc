@@ -17,8 +17,8 @@
 
 #include "common/nbd_protocol.h"
 #include "tests/harness/aggregator_process.h"
-#include "tests/integration/raw_client.h"
 #include "tests/integration/plugin_fixture.h"
+#include "tests/integration/raw_client.h"
 
 namespace dst::test {
 namespace {
@@ -200,6 +200,26 @@ TEST_CASE_FIXTURE(AbuseFixture, "oversized option is drained and refused with TO
   CheckBystander();
   CHECK(raw->Go("vol0").size == kVolumeSize);
   CheckRawRead(*raw, 0, Bytes(4096, 0), 2);
+}
+
+TEST_CASE_FIXTURE(AbuseFixture, "export names over 4096 bytes are refused") {
+  auto raw = Raw();
+  raw->Greet();
+  // NBD_OPT_GO with a 5000-byte name: INVALID (a string may not exceed 4096).
+  const std::string long_name(5000, 'v');
+  Bytes go(4 + long_name.size() + 2, 0);
+  nbd::StoreBE32(go.data(), static_cast<uint32_t>(long_name.size()));
+  std::copy(long_name.begin(), long_name.end(), go.begin() + 4);
+  raw->SendOption(nbd::kOptGo, go);
+  CHECK(raw->ReadOptionReply().header.reply_type == nbd::kRepErrInvalid);
+  CHECK(raw->Go("vol0").size == kVolumeSize);
+  CheckRawRead(*raw, 0, Bytes(4096, 0), 1);
+  // EXPORT_NAME has no error reply: too long a name hangs up.
+  auto by_name = Raw();
+  by_name->Greet();
+  by_name->SendOption(nbd::kOptExportName, Bytes(70000, 'v'));
+  CHECK(by_name->ClosedByServer());
+  CheckBystander();
 }
 
 // Sends `count` unknown options at once and reads their replies.

@@ -1,0 +1,186 @@
+# shellcheck shell=sh
+# The guest half of the kernel-client test (kernel_client_test.cc). It runs
+# as /test/run under the /init of scripts/build-kernel-guest.sh (busybox sh,
+# Debian's kernel, the host's nbd-client and e2fsprogs) and attaches the
+# aggregator's volumes with the kernel's NBD client. /test/params sets HOST,
+# PORT and, for each volume, its export name and size in bytes.
+#
+# Each case prints `dst-case NAME: PASS` or `dst-case NAME: FAIL: WHY`; the
+# host asserts on those lines. `dst-mark copy-start` and `dst-mark copy-done`
+# bracket the copy during which the host kills and restarts an export node.
+# Cases share the guest's state: later ones read what earlier ones wrote.
+# /test/params exists in the guest only; the cases run through run_case.
+# shellcheck disable=SC1091,SC2317
+. /test/params
+
+DEV=/dev/nbd0
+MNT=/mnt
+SRC=/tmp/src
+why=""
+
+# Runs a command, showing its output only if it fails; a failure becomes
+# the case's reason.
+run() {
+  "$@" >/tmp/run.out 2>&1
+  rc=$?
+  [ "$rc" -eq 0 ] && return 0
+  sed 's/^/  | /' /tmp/run.out
+  why="'$*' exited with $rc"
+  return 1
+}
+
+# attach EXPORT SIZE [nbd-client options]: connects $DEV to the export
+# ("" for the default export, i.e. no -N) and checks the size the kernel sees.
+attach() {
+  name=$1
+  size=$2
+  shift 2
+  [ -n "$name" ] && set -- -N "$name" "$@"
+  run nbd-client "$HOST" "$PORT" "$DEV" -b 4096 "$@" || return 1
+  got=$(blockdev --getsize64 "$DEV")
+  [ "$got" = "$size" ] || { why="$DEV has $got bytes, want $size"; return 1; }
+}
+
+detach() {
+  run nbd-client -d "$DEV" || return 1
+  # The device can be connected again once the kernel has let it go.
+  tries=0
+  while [ -e /sys/block/nbd0/pid ]; do
+    tries=$((tries + 1))
+    [ "$tries" -gt 100 ] && { why="$DEV still connected 10 s after nbd-client -d"; return 1; }
+    sleep 0.1
+  done
+}
+
+mount_fs() { run mount -t ext4 "$DEV" "$MNT"; }
+
+# Writes everything out and lets go of the device.
+unmount_and_detach() {
+  run sync && run umount "$MNT" && detach
+}
+
+# new_set SET KIB...: one file of random data per size under $SRC/SET, and
+# their checksums in /tmp/SET.sha256 (paths relative to the mount point).
+new_set() {
+  set_name=$1
+  shift
+  mkdir -p "$SRC/$set_name"
+  n=0
+  for kib in "$@"; do
+    n=$((n + 1))
+    dd if=/dev/urandom of="$SRC/$set_name/f$n" bs=1K count="$kib" status=none
+  done
+  (cd "$SRC" && sha256sum "$set_name"/*) >"/tmp/$set_name.sha256"
+}
+
+copy_set() { run cp -r "$SRC/$1" "$MNT/"; }
+
+# verify SET...: the files on the mounted volume match their checksums.
+verify() {
+  for set_name in "$@"; do
+    (cd "$MNT" && sha256sum -c "/tmp/$set_name.sha256") >/tmp/run.out 2>&1 && continue
+    sed 's/^/  | /' /tmp/run.out
+    why="set $set_name does not match its checksums"
+    return 1
+  done
+}
+
+# reconnect_and_check EXPORT SIZE SETS [-- nbd-client options]: attaches
+# again, checks the file system without changing it, and verifies the sets.
+reconnect_and_check() {
+  name=$1
+  size=$2
+  sets=$3
+  shift 3
+  attach "$name" "$size" "$@" || return 1
+  run fsck.ext4 -fn "$DEV" || return 1
+  mount_fs || return 1
+  # shellcheck disable=SC2086 # sets is a list
+  verify $sets || return 1
+  run umount "$MNT" && detach
+}
+
+# The kernel must not have reported an error on the device or the file system.
+kernel_log_clean() {
+  dmesg | grep -E 'I/O error|EXT4-fs (error|warning)|nbd.*(timed out|Dead connection|failed)' \
+    >/tmp/kernel.out || return 0
+  sed 's/^/  | /' /tmp/kernel.out
+  why="the kernel logged errors"
+  return 1
+}
+
+# ---------------------------------------------------------------------------
+# Cases.
+
+# A new file system on the linear volume, attached by name; large enough a
+# file that it crosses from the first member into the second.
+linear_named() {
+  new_set a 1 100 3072 40960
+  attach "$LINEAR" "$LINEAR_SIZE" || return 1
+  run mkfs.ext4 -q "$DEV" || return 1
+  mount_fs && copy_set a && unmount_and_detach || return 1
+  reconnect_and_check "$LINEAR" "$LINEAR_SIZE" a
+}
+
+# The same volume through the default export: nbd-client without -N asks for
+# the empty name, which the aggregator maps to its default volume.
+linear_default() {
+  reconnect_and_check "" "$LINEAR_SIZE" a
+}
+
+# The striped volume over two connections (-C 2), which the kernel uses at
+# once: the aggregator must order nothing across them.
+stripe_two_connections() {
+  new_set b 1 100 3072 20480
+  attach "$STRIPE" "$STRIPE_SIZE" -C 2 || return 1
+  run mkfs.ext4 -q "$DEV" || return 1
+  mount_fs && copy_set b && unmount_and_detach || return 1
+  reconnect_and_check "$STRIPE" "$STRIPE_SIZE" b -C 2
+}
+
+# A copy onto the striped volume during which the host kills an export node
+# and restarts it: the copy only slows down. O_DIRECT keeps I/O going to the
+# members for the whole copy, instead of leaving it to a later writeback.
+stripe_member_restart() {
+  new_set c 49152
+  attach "$STRIPE" "$STRIPE_SIZE" -C 2 || return 1
+  mount_fs && run mkdir "$MNT/c" || return 1
+  echo "dst-mark copy-start"
+  run dd if="$SRC/c/f1" of="$MNT/c/f1" bs=1M oflag=direct || return 1
+  echo "dst-mark copy-done"
+  unmount_and_detach || return 1
+  reconnect_and_check "$STRIPE" "$STRIPE_SIZE" "b c" -C 2
+}
+
+# A raw volume: the members as they are, without dst's checksums.
+raw_linear() {
+  new_set d 1 100 8192
+  attach "$RAW" "$RAW_SIZE" || return 1
+  run mkfs.ext4 -q "$DEV" || return 1
+  mount_fs && copy_set d && unmount_and_detach || return 1
+  reconnect_and_check "$RAW" "$RAW_SIZE" d
+}
+
+# run_case NAME FUNCTION: runs one case and reports it; a failed case leaves
+# the device free for the next one.
+run_case() {
+  why=""
+  dmesg -c >/dev/null
+  echo "dst-case $1: start"
+  if $2 && kernel_log_clean; then
+    echo "dst-case $1: PASS"
+    return 0
+  fi
+  echo "dst-case $1: FAIL: $why"
+  umount "$MNT" 2>/dev/null
+  nbd-client -d "$DEV" >/dev/null 2>&1
+  failed=1
+}
+
+failed=0
+run_case linear-named linear_named
+run_case linear-default linear_default
+run_case stripe-two-connections stripe_two_connections
+run_case stripe-member-restart stripe_member_restart
+run_case raw-linear raw_linear
+exit "$failed"

@@ -148,6 +148,13 @@ TEST_CASE_FIXTURE(SecurityFixture, "PSK: nbdinfo, libnbd and qemu-io reach the v
 
   const std::string object =
       "tls-creds-psk,id=tls0,endpoint=client,username=alice,dir=" + psk.dir();
+  const CommandResult img =
+      RunCommand({DST_TOOL_QEMU_IMG, "info", "--output=json", "--object", object, "--image-opts",
+                  "driver=nbd,host=127.0.0.1,port=" + std::to_string(agg.port()) +
+                      ",export=vol0,tls-creds=tls0"},
+                 60s);
+  REQUIRE_MESSAGE(img.exit_code == 0, img.stderr_text);
+  CHECK(Contains(img.stdout_text, "\"virtual-size\": " + std::to_string(kVolumeSize)));
   const CommandResult qemu =
       QemuIo(object, agg.port(), {"write -P 0x5a 2M 1M", "read -P 0x5a 2M 1M"});
   REQUIRE_MESSAGE(qemu.exit_code == 0, qemu.stdout_text << qemu.stderr_text);

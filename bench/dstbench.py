@@ -63,6 +63,10 @@ WORKLOADS = [
     Workload("randrw70-4k-qd32x4",
              "4 KiB random 70% read / 30% write, QD32, 4 jobs (4 NBD connections)",
              "randrw", "4k", 32, numjobs=4, rwmixread=70),
+    # Many clients with deep queues: what the server's peak RSS is measured on.
+    Workload("randrw70-4k-qd128x8",
+             "4 KiB random 70% read / 30% write, QD128, 8 jobs (8 NBD connections)",
+             "randrw", "4k", 128, numjobs=8, rwmixread=70),
 ]
 WORKLOADS_BY_NAME = {w.name: w for w in WORKLOADS}
 

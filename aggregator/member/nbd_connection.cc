@@ -12,8 +12,10 @@
 #include <cstring>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "aggregator/member/libnbd_error.h"
+#include "aggregator/member/read_coverage.h"
 
 namespace dst::member {
 namespace {
@@ -29,22 +31,28 @@ void PostDone(asio::io_context& io_context, std::shared_ptr<MemberIo> io,
   });
 }
 
+}  // namespace
+
 // One MemberIo while libnbd holds it. libnbd calls the completion callback
 // (or not at all, when nbd_close frees a command still in flight) and then,
-// exactly once, the free callback; that is where done is posted, so every
+// exactly once, the free callback; that is where done is scheduled, so every
 // path (reply, dead connection, closed handle) ends in exactly one done.
 struct PendingIo {
+  NbdConnection* connection;  // alive until libnbd frees the command
   std::shared_ptr<MemberIo> io;
   std::shared_ptr<size_t> in_flight;
   asio::io_context* io_context;
   // Replaced by the completion callback; kept when the handle is closed with
   // the command in flight.
   int err = ENOTCONN;
+  ReadCoverage coverage{};  // reads only
   // libnbd frees the closure inside a failing nbd_aio_* call (and inside a
   // call during which the connection died); Submit finishes those itself.
   bool in_submission = true;
   bool freed_in_submission = false;
 };
+
+namespace {
 
 void Finish(PendingIo* pending) {
   PostDone(*pending->io_context, std::move(pending->io), std::move(pending->in_flight),
@@ -54,17 +62,26 @@ void Finish(PendingIo* pending) {
 
 // Runs with libnbd's handle lock held: records the result, calls nothing.
 int OnCommandComplete(void* user_data, int* error) {
-  static_cast<PendingIo*>(user_data)->err = *error;
+  auto* pending = static_cast<PendingIo*>(user_data);
+  pending->err = *error;
+  const MemberIo& io = *pending->io;
+  // A read whose buffer the server did not fill entirely fails.
+  if (pending->err == 0 && io.op == MemberOp::kRead && !pending->coverage.Covers(io.length))
+    pending->err = EIO;
   return 1;  // auto-retire: nobody polls nbd_aio_command_completed
 }
 
-void OnCommandFree(void* user_data) {
+// Records which part of a read a chunk of the answer filled (data, or a hole
+// that libnbd has zeroed). Called once for the whole buffer without
+// structured replies.
+int OnReadChunk(void* user_data, const void* /*subbuf*/, size_t count, uint64_t offset,
+                unsigned status, int* /*error*/) {
   auto* pending = static_cast<PendingIo*>(user_data);
-  if (pending->in_submission) {
-    pending->freed_in_submission = true;
-    return;
-  }
-  Finish(pending);
+  const MemberIo& io = *pending->io;
+  if (status == LIBNBD_READ_ERROR || offset < io.offset || offset - io.offset > io.length) return 0;
+  const uint64_t begin = offset - io.offset;
+  pending->coverage.Add(begin, begin + count);
+  return 0;
 }
 
 // Appends base:allocation extents in order, clipped to the requested range
@@ -127,6 +144,43 @@ int NbdConnection::OnOptionComplete(void* user_data, int* error) {
   return 1;
 }
 
+void NbdConnection::OnCommandFree(void* user_data) {
+  auto* pending = static_cast<PendingIo*>(user_data);
+  if (pending->in_submission) {
+    pending->freed_in_submission = true;
+    return;
+  }
+  pending->connection->Answered(pending);
+}
+
+// Answers read by a socket event are run at its end, without a trip round
+// the event loop each; anything else (a handle closed with commands in
+// flight) is posted.
+void NbdConnection::Answered(PendingIo* pending) {
+  if (collecting_)
+    answered_.push_back(pending);
+  else
+    Finish(pending);
+}
+
+// Runs the collected answers; the last thing a socket event does, since a
+// done callback may destroy this connection (a member dropping it).
+void NbdConnection::RunAnswered() {
+  if (answered_.empty()) return;
+  std::vector<PendingIo*> batch;
+  batch.swap(answered_);
+  const std::weak_ptr<char> alive = alive_;
+  for (PendingIo* pending : batch) {
+    --*pending->in_flight;
+    pending->io->done(pending->err);
+    delete pending;
+  }
+  if (!alive.expired() && answered_.empty()) {
+    batch.clear();
+    answered_.swap(batch);  // keeps the capacity for the next event
+  }
+}
+
 NbdConnection::NbdConnection(asio::io_context& io, std::string uri, ConnectPlan plan)
     : io_(io), uri_(std::move(uri)), plan_(std::move(plan)), socket_(io) {}
 
@@ -154,8 +208,12 @@ void NbdConnection::AsyncConnect(std::function<void(Status)> done) {
     Fail(std::move(tls));
     return;
   }
-  if (nbd_set_request_structured_replies(handle_, true) == -1 ||
-      nbd_add_meta_context(handle_, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1 ||
+  // Read buffers are not zeroed by libnbd (a memset of every payload): a
+  // read succeeds only if the answer covers all of it (ReadCoverage).
+  if (nbd_set_request_structured_replies(handle_, plan_.structured_replies) == -1 ||
+      nbd_set_pread_initialize(handle_, false) == -1 ||
+      (plan_.structured_replies &&
+       nbd_add_meta_context(handle_, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1) ||
       nbd_set_opt_mode(handle_, true) == -1 || nbd_set_full_info(handle_, full_info) == -1 ||
       nbd_aio_connect_uri(handle_, uri_.c_str()) == -1) {
     Fail(LibnbdError(ENOTCONN));
@@ -175,7 +233,7 @@ void NbdConnection::Submit(std::shared_ptr<MemberIo> io) {
     PostDone(io_, std::move(io), in_flight_, EINVAL);
     return;
   }
-  auto* pending = new PendingIo{std::move(io), in_flight_, &io_};
+  auto* pending = new PendingIo{this, std::move(io), in_flight_, &io_};
   const int64_t cookie = StartCommand(*pending->io, pending);
   pending->in_submission = false;
   if (cookie == -1) {
@@ -193,8 +251,12 @@ int64_t NbdConnection::StartCommand(MemberIo& io, void* pending) {
   const nbd_completion_callback completion{
       .callback = OnCommandComplete, .user_data = pending, .free = OnCommandFree};
   switch (io.op) {
-    case MemberOp::kRead:
-      return nbd_aio_pread(handle_, io.data, io.length, io.offset, completion, 0);
+    case MemberOp::kRead: {
+      // The chunk closure borrows `pending`, which the completion closure owns.
+      const nbd_chunk_callback chunk{
+          .callback = OnReadChunk, .user_data = pending, .free = nullptr};
+      return nbd_aio_pread_structured(handle_, io.data, io.length, io.offset, chunk, completion, 0);
+    }
     case MemberOp::kWrite:
       return nbd_aio_pwrite(handle_, io.data, io.length, io.offset, completion, FuaFlag(io));
     case MemberOp::kFlush:
@@ -352,6 +414,7 @@ Status NbdConnection::ReadCapabilities() {
                          ? static_cast<uint32_t>(std::min<int64_t>(maximum, kMaxRequestBytes))
                          : kMaxRequestBytes;
   capabilities_ = caps;
+  structured_replies_ = nbd_get_structured_replies_negotiated(handle_) == 1;
   return Status::Ok();
 }
 
@@ -399,11 +462,14 @@ void NbdConnection::OnSocketEvent(WaitType type, const asio::error_code& ec) {
     Fail(Status::Error(ec.value(), "wait on socket: " + ec.message()));
     return;
   }
-  if (NotifyLibnbd() == -1) {
+  collecting_ = true;
+  const int notified = NotifyLibnbd();
+  collecting_ = false;
+  if (notified == -1)
     Fail(LibnbdError(ENOTCONN));
-    return;
-  }
-  AfterProgress();
+  else
+    AfterProgress();
+  RunAnswered();  // last: it may destroy this connection
 }
 
 // What the socket is ready for now, among the directions libnbd wants; HUP
@@ -417,6 +483,18 @@ short NbdConnection::PollSocket(unsigned direction) {
   return poll_fd.revents & poll_fd.events;
 }
 
+// What the socket is ready for in this round. Once libnbd has nothing in
+// flight and nothing to send, no more data can be due: the poll that would
+// find none is skipped (at QD1, two polls per I/O). The first round always
+// polls: a wait that fired is only a hint, and a read notification that
+// finds no data leaves libnbd 1.14 unable to send until data arrives.
+short NbdConnection::ReadyNow(int round) {
+  const unsigned direction = nbd_aio_get_direction(handle_);
+  if (round > 0 && direction == LIBNBD_AIO_DIRECTION_READ && nbd_aio_in_flight(handle_) == 0)
+    return 0;
+  return PollSocket(direction);
+}
+
 // Tells libnbd what the socket is really ready for, reads before writes, and
 // repeats while it stays ready: libnbd handles at most one reply per read
 // notification. The wait that fired is only a hint (another round may have
@@ -427,8 +505,7 @@ short NbdConnection::PollSocket(unsigned direction) {
 int NbdConnection::NotifyLibnbd() {
   for (int round = 0; round < kMaxNotifyRounds; ++round) {
     if (nbd_aio_is_dead(handle_) || nbd_aio_is_closed(handle_)) return 0;
-    const unsigned direction = nbd_aio_get_direction(handle_);
-    const short ready = PollSocket(direction);
+    const short ready = ReadyNow(round);
     if (ready == 0) return 0;
     if (ready & POLLIN) {
       if (nbd_aio_notify_read(handle_) == -1) return -1;

@@ -26,7 +26,9 @@
 //   keeps being probed every backoff_max. A member that stays unreachable
 //   for retry_window also becomes kFailed; new I/O then fails at once with
 //   EIO until it is back.
-// - done is called exactly once per MemberIo, posted to the io_context.
+// - done is called exactly once per MemberIo, from the io_context, never from
+//   inside Submit(): at once for an answer (handled at the end of a socket
+//   event), posted otherwise.
 // - The io_context must outlive the member. Destroying the member fails the
 //   I/Os not yet done (their done still runs, with ENOTCONN).
 //
@@ -117,17 +119,20 @@ class NbdMember : public volume::MemberTarget {
   void SetState(State state, const std::string& why);
 
   // Transactions.
-  void Dispatch(uint64_t id);
+  // `now`: the caller's clock reading, one per I/O on the hot path.
+  void Dispatch(uint64_t id, Clock::time_point now);
   void DispatchWaiting();
-  void Send(uint64_t id, NbdConnection& connection);
+  void Send(uint64_t id, NbdConnection& connection, Clock::time_point now);
   void OnAnswer(uint64_t id, uint64_t attempt, int err, volume::MemberIo& answered);
   void OnSendFailed(uint64_t id, int err, std::string cause);
   void Requeue(uint64_t id, std::chrono::milliseconds delay);
-  void Finish(uint64_t id, int err);
+  // `post`: run done later from the event loop rather than now; only an
+  // answer (OnAnswer runs outside Submit and libnbd) may run it at once.
+  void Finish(uint64_t id, int err, bool post = true);
   void GiveUp(uint64_t id);
   void FailAllWaiting(const std::string& cause);
   int CheckRequest(const volume::MemberIo& io) const;
-  NbdConnection* LeastBusyConnection();
+  NbdConnection* ConnectionFor(volume::MemberOp op);
 
   // Reconnection, keepalive, deadlines: driven by one periodic tick.
   void StartReconnect(const std::string& cause);

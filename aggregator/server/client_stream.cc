@@ -17,13 +17,23 @@ namespace {
 // Large enough for a burst of request headers, small enough to be cheap per
 // connection; payloads at least this big are read around it.
 constexpr size_t kReceiveBufferSize = 16 * 1024;
+// Room in the kernel for replies not yet read by the client: a 1 MiB read
+// reply goes out in one write instead of five or more, each after a wait for
+// the socket to drain (the system default is about 208 KiB). Best effort:
+// the system's maximum (net.core.wmem_max) may cap it.
+constexpr int kSendBufferBytes = 1 << 20;
 // A client that neither answers close_notify nor closes is not waited for.
 constexpr auto kCloseNotifyWait = std::chrono::seconds(1);
 
 }  // namespace
 
 ClientStream::ClientStream(Socket socket)
-    : socket_(std::move(socket)), buffer_(kReceiveBufferSize) {}
+    : socket_(std::move(socket)), buffer_(kReceiveBufferSize) {
+  // WriteAll tries a plain write that must not block first.
+  asio::error_code ignored;
+  socket_.non_blocking(true, ignored);
+  socket_.set_option(asio::socket_base::send_buffer_size(kSendBufferBytes), ignored);
+}
 
 asio::awaitable<std::tuple<asio::error_code, size_t>> ClientStream::ReadSome(
     asio::mutable_buffer buffer) {
@@ -38,6 +48,13 @@ asio::awaitable<Status> ClientStream::WaitForData(const char* context) {
   begin_ = 0;
   end_ = n;
   co_return Status::Ok();
+}
+
+bool ClientStream::TakeBuffered(void* data, size_t size) {
+  if (end_ - begin_ < size) return false;
+  std::memcpy(data, buffer_.data() + begin_, size);
+  begin_ += size;
+  return true;
 }
 
 asio::awaitable<Status> ClientStream::ReadExact(void* data, size_t size, const char* context) {

@@ -31,6 +31,9 @@ class ClientStream {
 
   // Waits until at least one byte is buffered.
   asio::awaitable<Status> WaitForData(const char* context);
+  // Copies `size` bytes out of the buffer if they are all there, without
+  // suspending; false (and nothing consumed) if not.
+  bool TakeBuffered(void* data, size_t size);
   // Reads exactly `size` bytes.
   asio::awaitable<Status> ReadExact(void* data, size_t size, const char* context);
   // Reads and drops `size` bytes, to stay in step with a client after
@@ -64,8 +67,32 @@ class ClientStream {
 
 template <typename Buffers>
 asio::awaitable<Status> ClientStream::WriteAll(const Buffers& buffers, const char* context) {
-  auto [ec, n] = tls_ ? co_await asio::async_write(*tls_, buffers, kAsTuple)
-                      : co_await asio::async_write(socket_, buffers, kAsTuple);
+  if (tls_) {
+    auto [ec, n] = co_await asio::async_write(*tls_, buffers, kAsTuple);
+    if (ec) co_return FromAsio(ec, context);
+    co_return Status::Ok();
+  }
+  // A plain socket usually takes everything at once: writing without waiting
+  // first queues no operation and posts no completion (one trip round the
+  // event loop less per batch of replies). Only what it did not take waits.
+  asio::error_code ec;
+  const size_t total = asio::buffer_size(buffers);
+  const size_t sent = socket_.write_some(buffers, ec);  // the socket is non-blocking
+  if (ec && ec != asio::error::would_block) co_return FromAsio(ec, context);
+  if (sent == total) co_return Status::Ok();
+  std::vector<asio::const_buffer> rest;
+  size_t skip = sent;
+  for (auto it = asio::buffer_sequence_begin(buffers); it != asio::buffer_sequence_end(buffers);
+       ++it) {
+    asio::const_buffer b(*it);
+    if (skip >= b.size()) {
+      skip -= b.size();
+      continue;
+    }
+    rest.push_back(b + skip);
+    skip = 0;
+  }
+  std::tie(ec, std::ignore) = co_await asio::async_write(socket_, rest, kAsTuple);
   if (ec) co_return FromAsio(ec, context);
   co_return Status::Ok();
 }

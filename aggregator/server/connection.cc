@@ -14,8 +14,8 @@ using namespace dst::nbd;
 struct ClientConnection::Request {
   RequestHeader header;
   std::chrono::steady_clock::time_point received;
-  std::vector<uint8_t> buffer;  // write payload, or read destination
-  uint64_t accounted = 0;       // bytes charged to the in-flight budget
+  IoBuffer buffer;         // write payload, or read destination
+  uint64_t accounted = 0;  // bytes charged to the in-flight budget
 };
 
 namespace {
@@ -59,33 +59,49 @@ void AppendU32(std::vector<uint8_t>& v, uint32_t x) {
 
 }  // namespace
 
-// Closes the stream unless disarmed in time. A generation number tells a
-// timer that fired from one that was re-armed or disarmed since, whose
-// completion may already be queued.
+// Closes the stream unless disarmed in time. Armed and disarmed around
+// every request and reply, so both are cheap: the timer is not cancelled or
+// re-armed each time (which would queue a cancelled wait each time), only
+// the deadline is recorded. A wait that ends before the deadline waits on
+// until it; one that finds the deadline disarmed just stops.
 class ClientConnection::Deadline {
  public:
+  using Clock = asio::steady_timer::clock_type;
+
   Deadline(ClientStream& stream) : stream_(stream), timer_(stream.get_executor()) {}
 
   void Arm(std::chrono::milliseconds timeout) {
-    const uint64_t armed = ++generation_;
+    armed_ = true;
     expired_ = false;
-    timer_.expires_after(timeout);
-    timer_.async_wait([this, armed](asio::error_code ec) {
-      if (ec || armed != generation_) return;
+    deadline_ = Clock::now() + timeout;
+    // A wait running to a later time would fire too late: restart it.
+    if (!waiting_ || deadline_ < timer_.expiry()) Wait();
+  }
+  void Disarm() { armed_ = false; }
+  bool expired() const { return expired_; }
+
+ private:
+  void Wait() {
+    const uint64_t wait = ++waits_;
+    waiting_ = true;
+    timer_.expires_at(deadline_);
+    timer_.async_wait([this, wait](asio::error_code ec) {
+      // Aborted (destroyed, or restarted: a newer wait runs) touches nothing.
+      if (ec || wait != waits_) return;
+      waiting_ = false;
+      if (!armed_) return;
+      if (Clock::now() < deadline_) return Wait();  // re-armed since: wait on
       expired_ = true;
       stream_.Close();
     });
   }
-  void Disarm() {
-    ++generation_;
-    timer_.cancel();
-  }
-  bool expired() const { return expired_; }
 
- private:
   ClientStream& stream_;
   asio::steady_timer timer_;
-  uint64_t generation_ = 0;
+  Clock::time_point deadline_;
+  uint64_t waits_ = 0;
+  bool waiting_ = false;
+  bool armed_ = false;
   bool expired_ = false;
 };
 
@@ -137,7 +153,7 @@ asio::awaitable<void> ClientConnection::Run() {
   asio::co_spawn(stream_.get_executor(), self->WriteReplies(), asio::detached);
   status = co_await ReadRequests();
   reading_done_ = true;
-  writer_wakeup_.cancel();
+  WakeWriter();
   if (status.err() == EPROTO) {
     // A protocol violation leaves the stream unparseable: hang up now.
     LOG_WARNING("client %s: %s; disconnecting", peer_.c_str(), status.message().c_str());
@@ -152,9 +168,12 @@ asio::awaitable<Status> ClientConnection::ReadRequests() {
   uint8_t raw[RequestHeader::kSize];
   while (!reading_done_ && !broken_) {
     // Idle between requests for as long as the client likes.
-    DST_CO_RETURN_IF_ERROR(co_await stream_.WaitForData("request header"));
-    DST_CO_RETURN_IF_ERROR(
-        co_await Bounded(stream_.ReadExact(raw, sizeof raw, "request header"), "request header"));
+    if (stream_.buffered() == 0)
+      DST_CO_RETURN_IF_ERROR(co_await stream_.WaitForData("request header"));
+    // A header already received is taken as it is: no deadline, no wait.
+    if (!stream_.TakeBuffered(raw, sizeof raw))
+      DST_CO_RETURN_IF_ERROR(
+          co_await Bounded(stream_.ReadExact(raw, sizeof raw, "request header"), "request header"));
     DST_CO_RETURN_IF_ERROR(co_await HandleRequest(raw));
   }
   co_return Status::Ok();
@@ -205,17 +224,20 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
     }
     co_await WaitForBudget(h.length);
     request->accounted = h.length;
-    request->buffer.resize(h.length);
-    Status status = co_await Bounded(
-        stream_.ReadExact(request->buffer.data(), h.length, "write payload"), "write payload");
-    if (!status.ok()) co_return drop(std::move(status));
+    request->buffer = IoBuffer(h.length);
+    // A payload already received is taken as it is: no deadline, no wait.
+    if (!stream_.TakeBuffered(request->buffer.data(), h.length)) {
+      Status status = co_await Bounded(
+          stream_.ReadExact(request->buffer.data(), h.length, "write payload"), "write payload");
+      if (!status.ok()) co_return drop(std::move(status));
+    }
   } else if (err != 0) {
     Complete(*request, err);
     co_return Status::Ok();
   } else if (h.type == kCmdRead) {
     co_await WaitForBudget(h.length);
     request->accounted = h.length;
-    request->buffer.resize(h.length);
+    request->buffer = IoBuffer(h.length);
   }
   Start(std::move(request));
   co_return Status::Ok();
@@ -318,7 +340,7 @@ void ClientConnection::Account(const Request& request, int err) {
   }
 }
 
-void ClientConnection::Complete(const Request& request, int err, std::vector<uint8_t> data) {
+void ClientConnection::Complete(const Request& request, int err, IoBuffer data) {
   Account(request, err);
   const RequestHeader& h = request.header;
   if (err != 0)
@@ -330,41 +352,40 @@ void ClientConnection::Complete(const Request& request, int err, std::vector<uin
 }
 
 ClientConnection::Reply ClientConnection::MakeReply(const Request& request, int err,
-                                                    std::vector<uint8_t> data) const {
+                                                    IoBuffer data) const {
   const RequestHeader& h = request.header;
   const uint32_t nbd_error = ErrnoToNbdError(err, h.flags);
   const bool with_data = nbd_error == 0 && h.type == kCmdRead && h.length > 0;
   Reply reply;
   if (!negotiated_.structured_replies) {
-    reply.header.resize(SimpleReply::kSize);
-    SimpleReply{kSimpleReplyMagic, nbd_error, h.cookie}.Encode(reply.header.data());
+    reply.head_size = SimpleReply::kSize;
+    SimpleReply{kSimpleReplyMagic, nbd_error, h.cookie}.Encode(reply.head.data());
     if (with_data) reply.data = std::move(data);
     return reply;
   }
   StructuredReplyHeader chunk{kStructuredReplyMagic, kReplyFlagDone, kReplyTypeNone, h.cookie, 0};
-  std::vector<uint8_t> payload;
+  reply.head_size = StructuredReplyHeader::kSize;
   if (nbd_error != 0) {
     const char* message = std::strerror(err);
     chunk.type = kReplyTypeError;
-    AppendU32(payload, nbd_error);
+    AppendU32(reply.body, nbd_error);
     const uint16_t length = static_cast<uint16_t>(std::strlen(message));
-    payload.resize(payload.size() + 2);
-    StoreBE16(payload.data() + 4, length);
-    payload.insert(payload.end(), message, message + length);
+    reply.body.resize(reply.body.size() + 2);
+    StoreBE16(reply.body.data() + 4, length);
+    reply.body.insert(reply.body.end(), message, message + length);
+    chunk.length = static_cast<uint32_t>(reply.body.size());
   } else if (with_data) {
     chunk.type = kReplyTypeOffsetData;
-    payload.resize(8);
-    StoreBE64(payload.data(), h.offset);
+    StoreBE64(reply.head.data() + reply.head_size, h.offset);
+    reply.head_size += 8;
     reply.data = std::move(data);
+    chunk.length = static_cast<uint32_t>(8 + reply.data.size());
   }
-  chunk.length = static_cast<uint32_t>(payload.size() + reply.data.size());
-  reply.header.resize(StructuredReplyHeader::kSize);
-  chunk.Encode(reply.header.data());
-  reply.header.insert(reply.header.end(), payload.begin(), payload.end());
+  chunk.Encode(reply.head.data());
   return reply;
 }
 
-void ClientConnection::CompleteRead(const Request& request, int err, std::vector<uint8_t> data,
+void ClientConnection::CompleteRead(const Request& request, int err, IoBuffer data,
                                     const std::vector<volume::ByteRange>& holes) {
   // DF forbids splitting the reply; simple replies cannot carry holes.
   if (err != 0 || holes.empty() || !negotiated_.structured_replies ||
@@ -381,7 +402,7 @@ void ClientConnection::CompleteRead(const Request& request, int err, std::vector
 // OFFSET_DATA and OFFSET_HOLE chunks in offset order, the last one flagged
 // DONE. Built in one buffer: sparse replies are rare and mostly holes.
 ClientConnection::Reply ClientConnection::MakeSparseReadReply(
-    const Request& request, const std::vector<uint8_t>& data,
+    const Request& request, const IoBuffer& data,
     const std::vector<volume::ByteRange>& holes) const {
   const RequestHeader& h = request.header;
   struct Piece {
@@ -397,7 +418,7 @@ ClientConnection::Reply ClientConnection::MakeSparseReadReply(
   }
   if (at < h.offset + h.length) pieces.push_back({at, h.offset + h.length - at, false});
   Reply reply;
-  std::vector<uint8_t>& out = reply.header;
+  std::vector<uint8_t>& out = reply.body;
   for (size_t i = 0; i < pieces.size(); ++i) {
     const Piece& p = pieces[i];
     const uint16_t flags = i + 1 == pieces.size() ? kReplyFlagDone : 0;
@@ -412,8 +433,8 @@ ClientConnection::Reply ClientConnection::MakeSparseReadReply(
     if (p.hole) {
       AppendU32(out, static_cast<uint32_t>(p.length));
     } else {
-      const auto first = data.begin() + static_cast<ptrdiff_t>(p.offset - h.offset);
-      out.insert(out.end(), first, first + static_cast<ptrdiff_t>(p.length));
+      const uint8_t* first = data.data() + (p.offset - h.offset);
+      out.insert(out.end(), first, first + p.length);
     }
   }
   return reply;
@@ -438,9 +459,9 @@ void ClientConnection::CompleteBlockStatus(const Request& request, int err,
   StructuredReplyHeader chunk{kStructuredReplyMagic, kReplyFlagDone, kReplyTypeBlockStatus,
                               h.cookie, static_cast<uint32_t>(payload.size())};
   Reply reply;
-  reply.header.resize(StructuredReplyHeader::kSize);
-  chunk.Encode(reply.header.data());
-  reply.data = std::move(payload);
+  reply.head_size = StructuredReplyHeader::kSize;
+  chunk.Encode(reply.head.data());
+  reply.body = std::move(payload);
   Queue(std::move(reply));
 }
 
@@ -451,6 +472,13 @@ void ClientConnection::Queue(Reply reply) {
     return;
   }
   replies_.push_back(std::move(reply));
+  WakeWriter();
+}
+
+// Once per batch: the replies queued until the writer runs go out together.
+void ClientConnection::WakeWriter() {
+  if (!writer_waiting_) return;
+  writer_waiting_ = false;
   writer_wakeup_.cancel();
 }
 
@@ -462,7 +490,9 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
     if (replies_.empty()) {
       if (reading_done_ && requests_in_flight_ == 0) break;
       writer_wakeup_.expires_at(kForever);
+      writer_waiting_ = true;
       co_await writer_wakeup_.async_wait(kAsTuple);
+      writer_waiting_ = false;
       continue;
     }
     // Everything queued goes out in one gathered write.
@@ -473,8 +503,9 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
       replies_.pop_front();
     }
     for (const Reply& r : batch) {
-      buffers.push_back(asio::buffer(r.header));
-      if (!r.data.empty()) buffers.push_back(asio::buffer(r.data));
+      if (r.head_size > 0) buffers.push_back(asio::buffer(r.head.data(), r.head_size));
+      if (!r.body.empty()) buffers.push_back(asio::buffer(r.body));
+      if (!r.data.empty()) buffers.push_back(asio::buffer(r.data.data(), r.data.size()));
     }
     // A client that stops reading its replies is dropped, not waited for.
     write_deadline_->Arm(policy_.request_timeout);

@@ -18,6 +18,7 @@
 // Threading: everything on the single event-loop thread.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -26,6 +27,7 @@
 
 #include "aggregator/server/export_registry.h"
 #include "aggregator/server/handshake.h"
+#include "aggregator/server/io_buffer.h"
 #include "aggregator/server/socket.h"
 
 namespace dst::server {
@@ -58,10 +60,15 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   asio::awaitable<void> Run();
 
  private:
+  // What is sent for one request: `head`, then `body`, then `data`.
   struct Reply {
-    std::vector<uint8_t> header;
-    std::vector<uint8_t> data;
-    uint64_t accounted = 0;  // bytes to release from the in-flight budget once sent
+    // The fixed part (a simple reply, or a chunk header and a read's
+    // offset), kept inline: no allocation for the common replies.
+    std::array<uint8_t, 32> head;
+    uint8_t head_size = 0;
+    std::vector<uint8_t> body;  // variable payloads: error messages, extents, sparse reads
+    IoBuffer data;              // a read's data
+    uint64_t accounted = 0;     // bytes to release from the in-flight budget once sent
   };
   struct Request;
   class Deadline;
@@ -78,17 +85,18 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void Start(std::shared_ptr<Request> request);
   // Counts an answered request in the volume's traffic (once per request).
   void Account(const Request& request, int err);
-  void Complete(const Request& request, int err, std::vector<uint8_t> data = {});
+  void Complete(const Request& request, int err, IoBuffer data = {});
   // A read reply; with structured replies, known holes go out as hole chunks.
-  void CompleteRead(const Request& request, int err, std::vector<uint8_t> data,
+  void CompleteRead(const Request& request, int err, IoBuffer data,
                     const std::vector<volume::ByteRange>& holes);
-  Reply MakeSparseReadReply(const Request& request, const std::vector<uint8_t>& data,
+  Reply MakeSparseReadReply(const Request& request, const IoBuffer& data,
                             const std::vector<volume::ByteRange>& holes) const;
   void CompleteBlockStatus(const Request& request, int err,
                            std::vector<volume::AllocationExtent> extents);
   void Queue(Reply reply);
+  void WakeWriter();
   void Release(uint64_t bytes);
-  Reply MakeReply(const Request& request, int err, std::vector<uint8_t> data) const;
+  Reply MakeReply(const Request& request, int err, IoBuffer data) const;
 
   ClientStream stream_;
   const ExportRegistry& registry_;
@@ -101,6 +109,7 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   VolumeTraffic* traffic_ = nullptr;  // the negotiated volume's
   std::deque<Reply> replies_;
   asio::steady_timer writer_wakeup_;
+  bool writer_waiting_ = false;  // on writer_wakeup_
   asio::steady_timer budget_wakeup_;
   uint64_t bytes_in_flight_ = 0;
   size_t requests_in_flight_ = 0;

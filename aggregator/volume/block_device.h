@@ -6,7 +6,8 @@
 // Threading: single event-loop thread. Callers check ranges and read-only
 // status before calling; implementations do not. `done` is called exactly
 // once, usually later from the event loop, but possibly before the call
-// returns (e.g. a flush with no member to flush).
+// returns (e.g. a flush with no member to flush). A read that succeeds has
+// written every byte of `buf`, holes included: callers do not initialise it.
 #pragma once
 
 #include <cstdint>

@@ -41,7 +41,9 @@ struct MemberIo {
   MemberOp op = MemberOp::kRead;
   uint64_t offset = 0;
   uint64_t length = 0;
-  uint8_t* data = nullptr;  // read destination or write source, `length` bytes
+  // Read destination or write source, `length` bytes. A read that succeeds
+  // has written all of them (callers need not initialise the buffer).
+  uint8_t* data = nullptr;
   bool fua = false;
   bool may_trim = false;   // for kZero: the member may punch a hole
   bool fast_zero = false;  // for kZero: fail with ENOTSUP rather than be slow

@@ -62,6 +62,8 @@ class Volume final : public BlockDevice {
   std::vector<MemberExtent> Pieces(uint64_t offset, uint64_t length, uint64_t max_piece) const;
   void SubmitPiece(const std::shared_ptr<ParentRequest>& parent, const MemberExtent& piece,
                    MemberIo io);
+  void SubmitReads(const std::shared_ptr<ParentRequest>& parent, uint64_t offset, uint64_t length,
+                   uint8_t* buf);
   void LogPartFailure(const MemberIo& part, const MemberExtent& piece, int err) const;
   void ZeroPiece(const std::shared_ptr<ParentRequest>& parent, const MemberExtent& piece,
                  bool may_trim, bool fast_only, bool fua);

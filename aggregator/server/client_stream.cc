@@ -52,6 +52,7 @@ asio::awaitable<Status> ClientStream::WaitForData(const char* context) {
 
 bool ClientStream::TakeBuffered(void* data, size_t size) {
   if (end_ - begin_ < size) return false;
+  if (size == 0) return true;  // an empty payload has no buffer: memcpy(nullptr) is undefined
   std::memcpy(data, buffer_.data() + begin_, size);
   begin_ += size;
   return true;

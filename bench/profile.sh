@@ -92,9 +92,9 @@ fio=(fio --name=profile --ioengine=nbd --uri="nbd+unix:///vol0?socket=$tmp/agg.s
   --bs=$bs --iodepth=$qd --norandommap --io_size="$io_size" --output-format=json
   --output="$out/fio.json")
 if [[ $tool == callgrind ]]; then
-  callgrind_control -z "$agg" >/dev/null
+  callgrind_control -z "$agg" >/dev/null 2>&1
   "${fio[@]}"
-  callgrind_control -d "$agg" >/dev/null
+  callgrind_control -d "$agg" >/dev/null 2>&1
   total=$(awk '/^summary:/ {print $2}' "$out/callgrind.$agg.1")
   echo "$workload: $((total / ios)) instructions per I/O ($total over $ios I/Os; $out/callgrind.$agg.1)"
 else
@@ -105,6 +105,7 @@ else
   kill -INT "$perf_pid"
   wait "$perf_pid" || true
   awk -F, -v n="$ios" -v w="$workload" '$1 + 0 > 0 {
-      sub("syscalls:sys_enter_", "", $3); printf "  %-16s %6.2f per I/O\n", $3, $1 / n; total += $1 }
+      sub("syscalls:sys_enter_", "", $3); total += $1
+      if ($1 / n >= 0.005) printf "  %-16s %6.2f per I/O\n", $3, $1 / n }
     END { printf "%s: %.2f system calls per I/O\n", w, total / n }' "$out/perf.csv"
 fi

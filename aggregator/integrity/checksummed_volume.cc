@@ -6,7 +6,7 @@
 #include <optional>
 #include <utility>
 
-#include "aggregator/integrity/join.h"
+#include "common/join.h"
 #include "common/log.h"
 #include "common/progress.h"
 #include "common/units.h"

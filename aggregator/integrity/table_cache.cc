@@ -4,7 +4,7 @@
 #include <cstring>
 #include <utility>
 
-#include "aggregator/integrity/join.h"
+#include "common/join.h"
 #include "common/log.h"
 
 namespace dst::integrity {
@@ -69,8 +69,8 @@ void TableCache::Pin(const std::vector<PageKey>& keys, Done ready) {
     if (inserted) Load(key, page);
     if (page.state == Page::State::kLoading) {
       page.on_loaded.push_back([part = Part(join), &page] { part(page.error); });
-    } else if (page.state == Page::State::kFailed && join->error == 0) {
-      join->error = page.error;
+    } else if (page.state == Page::State::kFailed) {
+      Part(join)(page.error);
     }
   }
   join->Arrive(0);

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <utility>
 
-#include "aggregator/integrity/join.h"
+#include "common/join.h"
 #include "common/log.h"
 
 namespace dst::integrity {

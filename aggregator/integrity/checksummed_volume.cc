@@ -230,18 +230,35 @@ void ChecksummedVolume::StopClean(Done done) {
   });
 }
 
-std::string ChecksummedVolume::StatsLine() const {
+std::vector<NamedCounter> ChecksummedVolume::Counters() const {
+  const IntegrityCounters& c = counters_;
   const TableCacheCounters& t = table_.counters();
-  auto u = [](uint64_t v) { return std::to_string(v); };
-  return std::string("state=") + std::string(VolumeStateName(superblocks_[0].state)) +
-         " checksum_errors=" + u(counters_.checksum_errors) +
-         " rereads_recovered=" + u(counters_.rereads_recovered) +
-         " rmw_blocks=" + u(counters_.rmw_blocks) +
-         " recomputed_regions=" + u(counters_.recomputed_regions) +
-         " dirty_regions=" + u(intent_.set_count()) + " bitmap_syncs=" + u(intent_.syncs()) +
-         " table_pages=" + u(table_.cached_pages()) + " table_dirty=" + u(table_.dirty_pages()) +
-         " table_loads=" + u(t.loads) + " table_writebacks=" + u(t.writebacks) +
-         " table_evictions=" + u(t.evictions) + " table_errors=" + u(t.errors);
+  return {
+      {"checksum_errors", c.checksum_errors, true,
+       "Blocks that failed verification twice (EIO to the client)"},
+      {"rereads_recovered", c.rereads_recovered, true,
+       "Blocks that verified when read a second time"},
+      {"rmw_blocks", c.rmw_blocks, true, "Partial blocks merged with a write"},
+      {"recomputed_regions", c.recomputed_regions, false,
+       "Regions recomputed at the last assembly"},
+      {"recomputed_bytes", c.recomputed_bytes, false,
+       "Bytes of data read to recompute checksums at the last assembly"},
+      {"dirty_regions", intent_.set_count(), false, "Write-intent bits set"},
+      {"bitmap_syncs", intent_.syncs(), true, "Write-intent bitmap updates (write and flush)"},
+      {"table_pages", table_.cached_pages(), false, "Checksum table pages cached"},
+      {"table_dirty", table_.dirty_pages(), false, "Cached table pages not yet written back"},
+      {"table_loads", t.loads, true, "Checksum table pages read from members"},
+      {"table_writebacks", t.writebacks, true, "Checksum table pages written to members"},
+      {"table_evictions", t.evictions, true, "Checksum table pages dropped from the cache"},
+      {"table_errors", t.errors, true, "Failed checksum table page reads and writes"},
+  };
+}
+
+std::string ChecksummedVolume::StatsLine() const {
+  std::string line = "state=" + std::string(VolumeStateName(superblocks_[0].state));
+  for (const NamedCounter& c : Counters())
+    line += " " + std::string(c.name) + "=" + std::to_string(c.value);
+  return line;
 }
 
 }  // namespace dst::integrity

@@ -80,7 +80,11 @@ class ChecksummedVolume final : public volume::BlockDevice {
   uint64_t member_checksum_errors(size_t index) const { return member_checksum_errors_[index]; }
   uint64_t table_pages() const { return table_.cached_pages(); }
   uint64_t table_dirty_pages() const { return table_.dirty_pages(); }
-  // "state=dirty checksum_errors=0 ...": for stats lines.
+  // Every number of the volume, in the order and with the names that the
+  // stats line, `status` and the metrics endpoint use.
+  std::vector<NamedCounter> Counters() const;
+  // "state=dirty checksum_errors=0 ...": the superblocks' state, then
+  // Counters(); for stats lines.
   std::string StatsLine() const;
 
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;

@@ -761,6 +761,54 @@ TEST_CASE("checksummed volume: after a crash, only dirty regions are recomputed"
 }
 
 // ---------------------------------------------------------------------------
+// Counters.
+
+// The stats line, `status` and the metrics endpoint all print Counters(): one list, one name
+// each, with the values of the accessors that report the same things.
+TEST_CASE("checksummed volume: one list of counters, printed by the stats line") {
+  Harness h(Stripe());
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(100, Pattern(5000, 81)) == 0);  // blocks 0 and 1, both partial
+  const std::vector<NamedCounter> counters = h.vol->Counters();
+  std::vector<std::string> names;
+  std::map<std::string, uint64_t> values;
+  std::string line = "state=dirty";
+  for (const NamedCounter& c : counters) {
+    names.emplace_back(c.name);
+    values[std::string(c.name)] = c.value;
+    line += " " + std::string(c.name) + "=" + std::to_string(c.value);
+    CHECK_MESSAGE(!c.help.empty(), c.name);
+  }
+  CHECK(names == std::vector<std::string>{"checksum_errors", "rereads_recovered", "rmw_blocks",
+                                          "recomputed_regions", "recomputed_bytes", "dirty_regions",
+                                          "bitmap_syncs", "table_pages", "table_dirty",
+                                          "table_loads", "table_writebacks", "table_evictions",
+                                          "table_errors"});
+  CHECK(h.vol->StatsLine() == line);
+  CHECK(values["rmw_blocks"] == 2);
+  CHECK(values["rmw_blocks"] == h.vol->counters().rmw_blocks);
+  CHECK(values["dirty_regions"] == 1);
+  CHECK(values["dirty_regions"] == h.vol->dirty_regions());
+  CHECK(values["bitmap_syncs"] == 1);
+  CHECK(values["table_dirty"] == 1);
+  CHECK(values["table_dirty"] == h.vol->table_dirty_pages());
+  CHECK(values["table_pages"] == h.vol->table_pages());
+  CHECK(values["table_loads"] == values["table_pages"]);
+  CHECK(values["table_writebacks"] == 0);
+  // Levels are gauges, everything that only grows is a counter.
+  for (const NamedCounter& c : counters) {
+    const bool level = c.name == "recomputed_regions" || c.name == "recomputed_bytes" ||
+                       c.name == "dirty_regions" || c.name == "table_pages" ||
+                       c.name == "table_dirty";
+    CHECK_MESSAGE(c.monotonic == !level, c.name);
+  }
+  REQUIRE(h.Close() == 0);
+  CHECK(h.Stat("table_dirty") == 0);
+  CHECK(h.Stat("dirty_regions") == 0);
+  CHECK(h.Stat("table_writebacks") == 1);
+}
+
+// ---------------------------------------------------------------------------
 // Member errors.
 
 // A data write the member fails returns its errno and leaves the old checksum, so the old data

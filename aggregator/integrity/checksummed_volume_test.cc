@@ -57,6 +57,7 @@ struct Setup {
   FormatParams params{.block_size = 4096, .region_size = 64 * KiB};
   volume::MemberCapabilities caps = MemberCaps();
   ChecksumOptions options = QuietOptions();
+  std::vector<uint8_t> key;  // with params.algorithm kBlake2bKeyed
 };
 
 // Two members striped in 8 KiB chunks: pairs of consecutive 4 KiB blocks alternate members.
@@ -107,6 +108,7 @@ class Harness {
       sb.state = VolumeState::kClean;
       sb.volume_size = layout->size();
       sb.geometry = geometry[i];
+      if (!setup_.key.empty()) REQUIRE(KeyIdentity(setup_.key, &sb.key_id).ok());
       std::fill_n(sb.member_states.begin(), setup_.members, MemberState::kActive);
       REQUIRE(ValidateSuperblock(sb).ok());
       for (uint32_t slot = 0; slot < kSlotCount; ++slot) {
@@ -145,7 +147,8 @@ class Harness {
     std::vector<volume::MemberTarget*> targets;
     for (auto& m : members)
       targets.push_back(m.get());
-    const Status s = ChecksummedVolume::Create(io, targets, OnDisk(), {}, setup_.options, &vol);
+    const Status s =
+        ChecksummedVolume::Create(io, targets, OnDisk(), setup_.key, setup_.options, &vol);
     REQUIRE_MESSAGE(s.ok(), s.message());
     int result = kPending;
     vol->Open([&](int err) { result = err; });
@@ -806,6 +809,62 @@ TEST_CASE("checksummed volume: one list of counters, printed by the stats line")
   CHECK(h.Stat("table_dirty") == 0);
   CHECK(h.Stat("dirty_regions") == 0);
   CHECK(h.Stat("table_writebacks") == 1);
+}
+
+// ---------------------------------------------------------------------------
+// Known limits against a hostile export host (docs/security.md, "Untrusted export hosts").
+//
+// Nothing authenticates the checksum table as a whole, so an export host without the key can
+// edit it. The checks below state what a client should see; today they fail, and
+// doctest::expected_failures(1) keeps the suite passing for exactly that one failure. When
+// authenticated table pages land (planned with encryption at rest) the check passes, doctest
+// reports the test, and the decorator goes. Every other check must pass: the setup is what it
+// says, and a change of the data alone is caught.
+
+Setup Keyed() {
+  Setup s;
+  s.params.algorithm = ChecksumAlgorithm::kBlake2bKeyed;
+  s.key.assign(32, 0x5a);
+  return s;
+}
+
+// (a) A zeroed entry means "never written": the block reads as zeros, with no error and no log.
+TEST_CASE("checksummed volume: known limit: a table entry zeroed on the member" *
+          doctest::expected_failures(1)) {
+  Harness h(Keyed());
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(0, Pattern(3 * 4096, 91)) == 0);
+  REQUIRE(h.Close() == 0);  // entries written back
+  const std::span<const uint8_t> entry = h.EntryOnMember(0);
+  REQUIRE(entry.size() == 32);
+  REQUIRE_FALSE(AllZero(entry.data(), entry.size()));
+  std::memset(const_cast<uint8_t*>(entry.data()), 0, entry.size());  // block 0's entry
+  h.MemberByte(4096)[7] ^= 0x01;                                     // block 1's data (control)
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Read(4096, 4096).err == EIO);  // a changed block is caught
+  CHECK(h.Matches(2 * 4096, 4096));
+  CHECK(h.Read(0, 4096).err == EIO);  // fails today: zeros, err 0
+}
+
+// (b) The MAC covers the volume, the address and the data, but no generation: an older (data,
+// entry) pair of the same block verifies.
+TEST_CASE("checksummed volume: known limit: a block rolled back with its entry" *
+          doctest::expected_failures(1)) {
+  Harness h(Keyed());
+  const uint64_t at = 3 * 4096;
+  REQUIRE(h.Open() == 0);
+  const std::vector<uint8_t> v1 = Pattern(4096, 92);
+  REQUIRE(h.Write(at, v1) == 0);
+  REQUIRE(h.Close() == 0);
+  const std::vector<uint8_t> old_entry(h.EntryOnMember(at).begin(), h.EntryOnMember(at).end());
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(at, Pattern(4096, 93)) == 0);
+  REQUIRE(h.Close() == 0);
+  REQUIRE_FALSE(std::equal(v1.begin(), v1.end(), h.MemberByte(at)));
+  std::copy(v1.begin(), v1.end(), h.MemberByte(at));
+  std::copy(old_entry.begin(), old_entry.end(), const_cast<uint8_t*>(h.EntryOnMember(at).data()));
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Read(at, 4096).err == EIO);  // fails today: the old data, err 0
 }
 
 // ---------------------------------------------------------------------------

@@ -20,6 +20,11 @@
 // A cleaner writes dirty table pages back every `clean_interval` and clears
 // the bits of regions that stayed quiet meanwhile.
 //
+// The work is split by job: the request path is checksummed_requests.cc; the
+// lifecycle (assembly, superblock updates, clean stop) checksummed_volume.cc;
+// crash recovery recompute.h and the cleaner cleaner.h, both of which work
+// only on what the volume hands them (table cache, bitmap, data areas).
+//
 // Threading: the event-loop thread only.
 #pragma once
 
@@ -31,13 +36,16 @@
 
 #include <asio.hpp>
 
+#include "aggregator/integrity/cleaner.h"
 #include "aggregator/integrity/data_area_member.h"
+#include "aggregator/integrity/integrity_counters.h"
 #include "aggregator/integrity/range_lock.h"
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/table_cache.h"
 #include "aggregator/integrity/write_intent.h"
 #include "aggregator/volume/volume.h"
 #include "common/checksum.h"
+#include "common/lifetime.h"
 
 namespace dst::integrity {
 
@@ -45,14 +53,6 @@ struct ChecksumOptions {
   uint64_t table_cache_bytes = uint64_t{64} << 20;
   std::chrono::milliseconds clean_interval{5000};
   std::string description;
-};
-
-struct IntegrityCounters {
-  uint64_t checksum_errors = 0;    // blocks that failed verification twice: the client got EIO
-  uint64_t rereads_recovered = 0;  // blocks that failed once and verified when read again
-  uint64_t rmw_blocks = 0;         // partial blocks read to be merged with a write
-  uint64_t recomputed_regions = 0;
-  uint64_t recomputed_bytes = 0;
 };
 
 class ChecksummedVolume final : public volume::BlockDevice {
@@ -80,7 +80,11 @@ class ChecksummedVolume final : public volume::BlockDevice {
   uint64_t member_checksum_errors(size_t index) const { return member_checksum_errors_[index]; }
   uint64_t table_pages() const { return table_.cached_pages(); }
   uint64_t table_dirty_pages() const { return table_.dirty_pages(); }
-  // "state=dirty checksum_errors=0 ...": for stats lines.
+  // Every number of the volume, in the order and with the names that the
+  // stats line, `status` and the metrics endpoint use.
+  std::vector<NamedCounter> Counters() const;
+  // "state=dirty checksum_errors=0 ...": the superblocks' state, then
+  // Counters(); for stats lines.
   std::string StatsLine() const;
 
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
@@ -100,12 +104,17 @@ class ChecksummedVolume final : public volume::BlockDevice {
   struct Op;
   struct ReadOp;
   struct WriteOp;
-  class Recompute;
 
   ChecksummedVolume(asio::io_context& io, std::vector<volume::MemberTarget*> members,
                     std::vector<Superblock> superblocks, Checksummer checksummer,
                     ChecksumOptions options);
 
+  // Lifecycle (checksummed_volume.cc).
+  void WriteSuperblocks(VolumeState state, Done done);
+  void RecoverDirtyRegions(Done done);
+  void StopClean(Done done);
+
+  // The request path (checksummed_requests.cc).
   // Sets op.first and op.count to the blocks that [offset, offset+length) touches.
   void CoverBlocks(Op& op, uint64_t offset, uint64_t length) const;
   // "volume offset O (member I URI, data offset D)": for log lines.
@@ -120,6 +129,8 @@ class ChecksummedVolume final : public volume::BlockDevice {
   bool Verify(uint64_t volume_block, std::span<const uint8_t> entry, const uint8_t* data);
   Digest ChecksumOf(uint64_t volume_block, const uint8_t* data);
 
+  bool Admit(const std::function<void(int)>& fail);
+  void Leave();
   // Common steps of every request: lock, pin, (for changes) mark regions.
   void Begin(const std::shared_ptr<Op>& op, bool exclusive, std::function<void(int)> next);
   void End(const std::shared_ptr<Op>& op);
@@ -140,15 +151,6 @@ class ChecksummedVolume final : public volume::BlockDevice {
   void ZeroBlocks(uint64_t first, uint64_t count, bool may_trim, bool fua, Done done);
   void ZeroStep(uint64_t first, uint64_t count, bool may_trim, bool fua, Done done);
 
-  void WriteSuperblocks(VolumeState state, Done done);
-  void RecomputeDirtyRegions(Done done);
-  void ScheduleClean();
-  // Writes dirty table pages back, flushes, and clears the bits of regions
-  // that stayed idle meanwhile (all of them when the volume is drained).
-  void Clean(Done done);
-  bool Admit(const std::function<void(int)>& fail);
-  void Leave();
-
   asio::io_context& io_;
   std::vector<volume::MemberTarget*> members_;
   std::vector<Superblock> superblocks_;
@@ -161,16 +163,8 @@ class ChecksummedVolume final : public volume::BlockDevice {
   RangeLock lock_;
   TableCache table_;
   WriteIntent intent_;
-  // Per member, per region: requests changing it now, and a count of those
-  // that started, so the cleaner can tell a region stayed idle.
-  struct RegionActivity {
-    uint32_t active = 0;
-    uint32_t started = 0;
-  };
-  std::vector<std::vector<RegionActivity>> activity_;
-  asio::steady_timer clean_timer_;
-  bool cleaning_ = false;
-  std::vector<std::function<void()>> after_clean_;  // Clean() calls made while cleaning
+  RegionActivity activity_;
+  Cleaner cleaner_;
   bool open_ = false;
   bool unclean_at_open_ = false;  // a superblock said dirty: the last stop was a crash
   bool closing_ = false;
@@ -178,7 +172,7 @@ class ChecksummedVolume final : public volume::BlockDevice {
   std::function<void()> drained_;  // Close()'s continuation, once nothing is in flight
   IntegrityCounters counters_;
   std::vector<uint64_t> member_checksum_errors_;  // by member index
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Lifetime lifetime_;                             // last: expires first
 };
 
 }  // namespace dst::integrity

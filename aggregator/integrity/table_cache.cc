@@ -30,9 +30,7 @@ TableCache::TableCache(std::vector<volume::MemberTarget*> members,
       geometries_(std::move(geometries)),
       budget_pages_(std::max<uint64_t>(1, budget_bytes / kMetadataPageSize)) {}
 
-TableCache::~TableCache() {
-  *alive_ = false;
-}
+TableCache::~TableCache() = default;
 
 PageKey TableCache::KeyOf(uint32_t member, uint64_t block) const {
   return KeyAt(member, LocateTableEntry(geometries_[member], block));
@@ -83,8 +81,8 @@ void TableCache::Load(const PageKey& key, Page& page) {
   io->length = kMetadataPageSize;
   io->data = page.bytes.data();  // the page is pinned until its load completes
   ++counters_.loads;
-  io->done = [this, alive = alive_, key](int err) {
-    if (!*alive) return;
+  io->done = [this, alive = lifetime_.Watch(), key](int err) {
+    if (alive.expired()) return;
     Page& p = Lookup(key);
     p.state = err == 0 ? Page::State::kLoaded : Page::State::kFailed;
     p.error = err;
@@ -152,9 +150,9 @@ void TableCache::WritePage(const PageKey& key, Done done) {
   auto snapshot = std::make_shared<std::vector<uint8_t>>(page.bytes);
   io->data = snapshot->data();
   ++counters_.writebacks;
-  io->done = [this, alive = alive_, key, snapshot, version = page.version,
+  io->done = [this, alive = lifetime_.Watch(), key, snapshot, version = page.version,
               done = std::move(done)](int err) {
-    if (!*alive) return;
+    if (alive.expired()) return;
     Page& p = Lookup(key);
     p.writing = false;
     --p.pins;

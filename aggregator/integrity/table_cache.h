@@ -32,6 +32,7 @@
 
 #include "aggregator/integrity/member_format.h"
 #include "aggregator/volume/member_io.h"
+#include "common/lifetime.h"
 
 namespace dst::integrity {
 
@@ -95,9 +96,9 @@ class TableCache {
   std::map<PageKey, std::unique_ptr<Page>> pages_;
   std::list<PageKey> lru_;  // least recently used first
   TableCacheCounters counters_;
-  // Cleared by the destructor, so that completions of I/O still in flight at
+  // Last, so it expires first: completions of I/O still in flight at
   // shutdown find no cache to update.
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Lifetime lifetime_;
 };
 
 }  // namespace dst::integrity

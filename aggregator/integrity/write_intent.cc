@@ -25,13 +25,9 @@ WriteIntent::WriteIntent(std::vector<volume::MemberTarget*> members,
   }
 }
 
-WriteIntent::~WriteIntent() {
-  *alive_ = false;
-}
-
 void WriteIntent::Load(Done done) {
-  auto join = MakeJoin([this, alive = alive_, done = std::move(done)](int err) {
-    if (!*alive) return;
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), done = std::move(done)](int err) {
+    if (alive.expired()) return;
     if (err == 0) {
       for (size_t m = 0; m < bitmaps_.size(); ++m) {
         // Bits past the last region mean nothing; a stray one (a bit flip on
@@ -139,14 +135,14 @@ void WriteIntent::StartSync(uint32_t member) {
     written->emplace_back(first, first + kMetadataPageSize);
   }
   volume::MemberTarget* target = members_[member];
-  auto join = MakeJoin([this, alive = alive_, member, pages, written, target](int err) {
-    if (!*alive) return;
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), member, pages, written, target](int err) {
+    if (alive.expired()) return;
     if (err != 0 || !target->capabilities().can_flush)
       return FinishSync(member, pages, *written, err);
     auto flush = std::make_shared<volume::MemberIo>();
     flush->op = volume::MemberOp::kFlush;
     flush->done = [this, alive, member, pages, written](int flush_err) {
-      if (*alive) FinishSync(member, pages, *written, flush_err);
+      if (!alive.expired()) FinishSync(member, pages, *written, flush_err);
     };
     target->Submit(std::move(flush));
   });

@@ -29,6 +29,7 @@
 
 #include "aggregator/integrity/member_format.h"
 #include "aggregator/volume/member_io.h"
+#include "common/lifetime.h"
 
 namespace dst::integrity {
 
@@ -43,7 +44,6 @@ class WriteIntent {
   using Done = std::function<void(int err)>;
 
   WriteIntent(std::vector<volume::MemberTarget*> members, std::vector<MemberGeometry> geometries);
-  ~WriteIntent();
 
   // Reads every member's bitmap; bits found set count as durably set.
   void Load(Done done);
@@ -83,7 +83,7 @@ class WriteIntent {
   std::vector<MemberBitmap> bitmaps_;
   std::list<Waiter> waiters_;
   uint64_t syncs_ = 0;
-  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  Lifetime lifetime_;  // last: expires first
 };
 
 }  // namespace dst::integrity

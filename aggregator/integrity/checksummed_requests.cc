@@ -1,0 +1,495 @@
+// The request path of ChecksummedVolume: every client request, from the range
+// lock to the reply, and the block mapping and verification it rests on.
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "aggregator/integrity/checksummed_volume.h"
+#include "common/join.h"
+#include "common/log.h"
+
+namespace dst::integrity {
+
+namespace {
+
+// Large enough for the partial blocks of a zero: less than two blocks.
+constexpr size_t kZerosSize = 2 * kMaxBlockSize;
+
+const uint8_t* Zeros() {
+  static const std::vector<uint8_t> zeros(kZerosSize, 0);
+  return zeros.data();
+}
+
+// TRIM and WRITE_ZEROES pin the table pages of what they cover: large ones
+// (a whole-device discard) go in steps of this many bytes, one at a time.
+constexpr uint64_t kZeroStepBytes = uint64_t{64} << 20;
+// BLOCK_STATUS answers at most this much at once (NBD allows short answers).
+constexpr uint64_t kStatusBytes = uint64_t{256} << 20;
+
+}  // namespace
+
+struct ChecksummedVolume::Op {
+  uint64_t first = 0;  // volume blocks [first, first + count)
+  uint64_t count = 0;
+  bool exclusive = false;
+  std::vector<BlockRef> refs;
+  std::vector<PageKey> pages;
+  std::vector<RegionRef> regions;  // changes only
+  RangeLock::Id lock = 0;
+};
+
+struct ChecksummedVolume::ReadOp : Op {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  uint8_t* buf = nullptr;
+  ReadDone done;
+  std::vector<uint8_t> staging;             // whole blocks, when the request is not aligned
+  uint8_t* dest = nullptr;                  // buf or staging
+  std::vector<bool> unwritten;              // per block: entry zero
+  std::vector<std::span<uint8_t>> entries;  // per block, while pinned
+};
+
+struct ChecksummedVolume::WriteOp : Op {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  const uint8_t* buf = nullptr;
+  bool fua = false;
+  Done done;
+  std::vector<uint8_t> staging;  // whole blocks, when partial blocks are merged
+  const uint8_t* source = nullptr;
+};
+
+// ---------------------------------------------------------------------------
+// Mapping and checksums.
+
+std::vector<ChecksummedVolume::BlockRef> ChecksummedVolume::MapBlocks(uint64_t first,
+                                                                      uint64_t count) const {
+  std::vector<BlockRef> refs;
+  refs.reserve(count);
+  for (const volume::MemberExtent& e :
+       inner_->layout().Map(first * block_size_, count * block_size_))
+    for (uint64_t at = 0; at < e.length; at += block_size_)
+      refs.push_back({e.member, (e.member_offset + at) / block_size_});
+  return refs;
+}
+
+std::vector<PageKey> ChecksummedVolume::PagesOf(const std::vector<BlockRef>& refs) const {
+  std::vector<PageKey> pages;
+  for (const BlockRef& ref : refs) {
+    const PageKey key = table_.KeyOf(ref.member, ref.block);
+    if (std::find(pages.begin(), pages.end(), key) == pages.end()) pages.push_back(key);
+  }
+  return pages;
+}
+
+std::vector<RegionRef> ChecksummedVolume::RegionsOf(const std::vector<BlockRef>& refs) const {
+  std::vector<RegionRef> regions;
+  for (const BlockRef& ref : refs) {
+    const uint64_t region = ref.block * block_size_ / superblocks_[0].geometry.params.region_size;
+    const RegionRef r{ref.member, region};
+    if (std::find(regions.begin(), regions.end(), r) == regions.end()) regions.push_back(r);
+  }
+  return regions;
+}
+
+void ChecksummedVolume::CoverBlocks(Op& op, uint64_t offset, uint64_t length) const {
+  op.first = offset / block_size_;
+  op.count = (offset + length + block_size_ - 1) / block_size_ - op.first;
+}
+
+std::string ChecksummedVolume::BlockPlace(uint64_t volume_block, const BlockRef& ref) const {
+  return "volume offset " + std::to_string(volume_block * block_size_) + " (member " +
+         std::to_string(ref.member) + " " + members_[ref.member]->name() + ", data offset " +
+         std::to_string(ref.block * block_size_) + ")";
+}
+
+bool ChecksummedVolume::EntryIsZero(const BlockRef& ref) {
+  return IsZeroEntry(table_.Entry(ref.member, ref.block));
+}
+
+bool ChecksummedVolume::IsZeroEntry(std::span<const uint8_t> entry) {
+  return std::all_of(entry.begin(), entry.end(), [](uint8_t b) { return b == 0; });
+}
+
+Digest ChecksummedVolume::ChecksumOf(uint64_t volume_block, const uint8_t* data) {
+  return BlockChecksum(checksummer_, std::span<const uint8_t, 16>(superblocks_[0].volume_uuid),
+                       volume_block, {data, block_size_});
+}
+
+bool ChecksummedVolume::Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data) {
+  return Verify(volume_block, table_.Entry(ref.member, ref.block), data);
+}
+
+bool ChecksummedVolume::Verify(uint64_t volume_block, std::span<const uint8_t> entry,
+                               const uint8_t* data) {
+  const Digest digest = ChecksumOf(volume_block, data);
+  return std::memcmp(entry.data(), digest.bytes.data(), entry.size()) == 0;
+}
+
+// ---------------------------------------------------------------------------
+// Request bookkeeping.
+
+bool ChecksummedVolume::Admit(const std::function<void(int)>& fail) {
+  if (!open_ || closing_) {
+    fail(ESHUTDOWN);
+    return false;
+  }
+  ++in_flight_;
+  return true;
+}
+
+void ChecksummedVolume::Leave() {
+  if (--in_flight_ == 0 && drained_) asio::post(io_, std::exchange(drained_, nullptr));
+}
+
+void ChecksummedVolume::Begin(const std::shared_ptr<Op>& op, bool exclusive,
+                              std::function<void(int)> next) {
+  op->exclusive = exclusive;
+  op->refs = MapBlocks(op->first, op->count);
+  op->pages = PagesOf(op->refs);
+  if (exclusive) op->regions = RegionsOf(op->refs);
+  lock_.Acquire(op->first, op->count, exclusive,
+                [this, op, next = std::move(next)](RangeLock::Id id) mutable {
+                  op->lock = id;
+                  // Marked busy before the bits are ensured: the cleaner must
+                  // not clear a bit a request is relying on.
+                  for (const RegionRef& r : op->regions)
+                    activity_.Begin(r);
+                  auto join = MakeJoin(std::move(next));
+                  table_.Pin(op->pages, Part(join));
+                  if (!op->regions.empty()) intent_.Ensure(op->regions, Part(join));
+                  join->Arrive(0);
+                });
+}
+
+void ChecksummedVolume::End(const std::shared_ptr<Op>& op) {
+  for (const RegionRef& r : op->regions)
+    activity_.End(r);
+  table_.Unpin(op->pages);
+  lock_.Release(op->lock);
+  Leave();
+}
+
+// ---------------------------------------------------------------------------
+// Reads.
+
+void ChecksummedVolume::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {
+  if (!Admit([&done](int err) { done(err, {}); })) return;
+  auto op = std::make_shared<ReadOp>();
+  op->offset = offset;
+  op->length = length;
+  op->buf = buf;
+  op->done = std::move(done);
+  CoverBlocks(*op, offset, length);
+  Begin(op, false, [this, op](int err) {
+    if (err != 0) return FinishRead(op, err);
+    ReadData(op);
+  });
+}
+
+void ChecksummedVolume::ReadData(const std::shared_ptr<ReadOp>& op) {
+  const bool aligned = op->offset % block_size_ == 0 && op->length % block_size_ == 0;
+  if (!aligned) op->staging.resize(op->count * block_size_);
+  op->dest = aligned ? op->buf : op->staging.data();
+  // Entries looked up once: pinned pages do not move until End().
+  op->unwritten.resize(op->count);
+  op->entries.reserve(op->count);
+  for (uint64_t i = 0; i < op->count; ++i) {
+    op->entries.push_back(table_.Entry(op->refs[i].member, op->refs[i].block));
+    op->unwritten[i] = IsZeroEntry(op->entries[i]);
+  }
+  auto join = MakeJoin([this, op](int err) {
+    if (err != 0) return FinishRead(op, err);
+    VerifyRead(op);
+  });
+  // One member read per run of written blocks; unwritten ones are zeros.
+  for (uint64_t i = 0; i < op->count;) {
+    uint8_t* at = op->dest + i * block_size_;
+    if (op->unwritten[i]) {
+      std::memset(at, 0, block_size_);
+      ++i;
+      continue;
+    }
+    uint64_t end = i;
+    while (end < op->count && !op->unwritten[end])
+      ++end;
+    inner_->ReadData((op->first + i) * block_size_, (end - i) * block_size_, at, Part(join));
+    i = end;
+  }
+  join->Arrive(0);
+}
+
+void ChecksummedVolume::VerifyRead(const std::shared_ptr<ReadOp>& op) {
+  std::vector<size_t> bad;
+  for (uint64_t i = 0; i < op->count; ++i)
+    if (!op->unwritten[i] && !Verify(op->first + i, op->entries[i], op->dest + i * block_size_))
+      bad.push_back(i);
+  if (bad.empty()) return FinishRead(op, 0);
+  Reread(op, std::move(bad));
+}
+
+// Each block that failed verification is read once more, alone: a transient
+// fault (a flipped bit on the wire, a member caught mid-rewrite by another
+// aggregator) clears; a corrupted block fails again and the client gets EIO.
+void ChecksummedVolume::Reread(const std::shared_ptr<ReadOp>& op, std::vector<size_t> bad) {
+  auto join = MakeJoin([this, op](int err) { FinishRead(op, err); });
+  for (size_t i : bad)
+    ReadVerified(op->first + i, op->refs[i], op->dest + i * block_size_, true, op, Part(join));
+  join->Arrive(0);
+}
+
+void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_t* dest,
+                                     bool failed_before, std::shared_ptr<Op> keep, Done done) {
+  inner_->ReadData(block * block_size_, block_size_, dest,
+                   [this, block, ref, dest, failed_before, keep, done = std::move(done)](int err) {
+                     if (err != 0) return done(err);
+                     if (Verify(block, ref, dest)) {
+                       if (failed_before) {
+                         ++counters_.rereads_recovered;
+                         LOG_WARNING("volume %s: checksum mismatch at %s cleared on re-read",
+                                     name().c_str(), BlockPlace(block, ref).c_str());
+                       }
+                       return done(0);
+                     }
+                     if (!failed_before) return ReadVerified(block, ref, dest, true, keep, done);
+                     ++counters_.checksum_errors;
+                     ++member_checksum_errors_[ref.member];
+                     LOG_ERROR("volume %s: checksum mismatch at %s, read twice: returning EIO",
+                               name().c_str(), BlockPlace(block, ref).c_str());
+                     done(EIO);
+                   });
+}
+
+void ChecksummedVolume::FinishRead(const std::shared_ptr<ReadOp>& op, int err) {
+  std::vector<volume::ByteRange> holes;
+  if (err == 0) {
+    if (!op->staging.empty())
+      std::memcpy(op->buf, op->staging.data() + (op->offset - op->first * block_size_), op->length);
+    const uint64_t end = op->offset + op->length;
+    for (uint64_t i = 0; i < op->count;) {
+      if (!op->unwritten[i]) {
+        ++i;
+        continue;
+      }
+      uint64_t run = i;
+      while (run < op->count && op->unwritten[run])
+        ++run;
+      const uint64_t from = std::max(op->offset, (op->first + i) * block_size_);
+      const uint64_t to = std::min(end, (op->first + run) * block_size_);
+      holes.push_back({from, to - from});
+      i = run;
+    }
+  }
+  End(op);
+  op->done(err, std::move(holes));
+}
+
+// ---------------------------------------------------------------------------
+// Writes.
+
+void ChecksummedVolume::Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua,
+                              Done done) {
+  if (!Admit(done)) return;
+  auto op = std::make_shared<WriteOp>();
+  op->offset = offset;
+  op->length = length;
+  op->buf = buf;
+  op->fua = fua;
+  op->done = std::move(done);
+  CoverBlocks(*op, offset, length);
+  Begin(op, true, [this, op](int err) {
+    if (err != 0) {
+      End(op);
+      return op->done(err);
+    }
+    MergePartialBlocks(op);
+  });
+}
+
+// A write that covers blocks only partly is widened to whole blocks: the
+// missing parts are read (and verified) first. Unwritten blocks are zeros.
+void ChecksummedVolume::MergePartialBlocks(const std::shared_ptr<WriteOp>& op) {
+  const bool head = op->offset % block_size_ != 0;
+  const bool tail = (op->offset + op->length) % block_size_ != 0;
+  if (!head && !tail) {
+    op->source = op->buf;
+    return WriteData(op);
+  }
+  op->staging.resize(op->count * block_size_);
+  op->source = op->staging.data();
+  std::vector<size_t> edges;
+  if (head) edges.push_back(0);
+  if (tail && (op->count > 1 || !head)) edges.push_back(op->count - 1);
+  auto join = MakeJoin([this, op](int err) {
+    if (err != 0) {
+      End(op);
+      return op->done(err);
+    }
+    std::memcpy(op->staging.data() + (op->offset - op->first * block_size_), op->buf, op->length);
+    WriteData(op);
+  });
+  for (size_t i : edges) {
+    ++counters_.rmw_blocks;
+    uint8_t* at = op->staging.data() + i * block_size_;
+    if (EntryIsZero(op->refs[i])) {
+      std::memset(at, 0, block_size_);
+      continue;
+    }
+    // Merging into a block that does not verify would give the corruption a
+    // fresh, valid checksum: the write fails instead.
+    ReadVerified(op->first + i, op->refs[i], at, false, op, Part(join));
+  }
+  join->Arrive(0);
+}
+
+void ChecksummedVolume::WriteData(const std::shared_ptr<WriteOp>& op) {
+  auto digests = std::make_shared<std::vector<Digest>>();
+  digests->reserve(op->count);
+  for (uint64_t i = 0; i < op->count; ++i)
+    digests->push_back(ChecksumOf(op->first + i, op->source + i * block_size_));
+  inner_->Write(op->first * block_size_, op->count * block_size_, op->source, op->fua,
+                [this, op, digests](int err) {
+                  // On failure the entries keep the old checksums: whatever
+                  // the member holds now reads back only if it is the old data.
+                  if (err == 0) {
+                    for (uint64_t i = 0; i < op->count; ++i) {
+                      const std::span<uint8_t> entry =
+                          table_.Entry(op->refs[i].member, op->refs[i].block);
+                      std::memcpy(entry.data(), (*digests)[i].bytes.data(), entry.size());
+                    }
+                    for (const PageKey& key : op->pages)
+                      table_.MarkDirty(key);
+                  }
+                  End(op);
+                  op->done(err);
+                });
+}
+
+// ---------------------------------------------------------------------------
+// Trim, zero, flush, cache, block status.
+
+void ChecksummedVolume::Flush(Done done) {
+  if (!Admit(done)) return;
+  inner_->Flush([this, done = std::move(done)](int err) {
+    Leave();
+    done(err);
+  });
+}
+
+void ChecksummedVolume::Trim(uint64_t offset, uint64_t length, bool fua, Done done) {
+  // Only whole blocks are forgotten; trimming part of a block is a no-op,
+  // which TRIM's advisory nature allows.
+  if (!Admit(done)) return;
+  const uint64_t first = (offset + block_size_ - 1) / block_size_;
+  const uint64_t end = (offset + length) / block_size_;
+  if (end <= first) {
+    Leave();
+    return done(0);
+  }
+  ZeroBlocks(first, end - first, true, fua, [this, done = std::move(done)](int err) {
+    Leave();
+    done(err);
+  });
+}
+
+void ChecksummedVolume::Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only,
+                             bool fua, Done done) {
+  if (!Admit(done)) return;
+  if (fast_only) {  // not advertised; a client sending it anyway
+    Leave();
+    return done(ENOTSUP);
+  }
+  auto join = MakeJoin([this, done = std::move(done)](int err) {
+    Leave();
+    done(err);
+  });
+  const uint64_t end = offset + length;
+  const uint64_t first = (offset + block_size_ - 1) / block_size_;
+  const uint64_t last = end / block_size_;  // whole blocks: [first, last)
+  if (last <= first) {
+    Write(offset, length, Zeros(), fua, Part(join));  // inside one or two blocks
+  } else {
+    if (offset < first * block_size_)
+      Write(offset, first * block_size_ - offset, Zeros(), fua, Part(join));
+    ZeroBlocks(first, last - first, may_trim, fua, Part(join));
+    if (last * block_size_ < end)
+      Write(last * block_size_, end - last * block_size_, Zeros(), fua, Part(join));
+  }
+  join->Arrive(0);
+}
+
+void ChecksummedVolume::ZeroBlocks(uint64_t first, uint64_t count, bool may_trim, bool fua,
+                                   Done done) {
+  const uint64_t step = std::max<uint64_t>(1, kZeroStepBytes / block_size_);
+  const uint64_t n = std::min(count, step);
+  ZeroStep(first, n, may_trim, fua,
+           [this, first, count, n, may_trim, fua, done = std::move(done)](int err) mutable {
+             if (err != 0 || n == count) return done(err);
+             ZeroBlocks(first + n, count - n, may_trim, fua, std::move(done));
+           });
+}
+
+void ChecksummedVolume::ZeroStep(uint64_t first, uint64_t count, bool may_trim, bool fua,
+                                 Done done) {
+  auto op = std::make_shared<Op>();
+  op->first = first;
+  op->count = count;
+  ++in_flight_;  // a request of its own: End() leaves
+  Begin(op, true, [this, op, first, count, may_trim, fua, done = std::move(done)](int err) mutable {
+    if (err != 0) {
+      End(op);
+      return done(err);
+    }
+    // The members' blocks are zeroed, not merely forgotten: after a crash the
+    // checksums of dirty regions are recomputed from the data, and a block
+    // that still held its old data would come back.
+    inner_->Zero(first * block_size_, count * block_size_, may_trim, false, fua,
+                 [this, op, done = std::move(done)](int zero_err) {
+                   if (zero_err == 0) {
+                     for (const BlockRef& ref : op->refs) {
+                       const std::span<uint8_t> entry = table_.Entry(ref.member, ref.block);
+                       std::fill(entry.begin(), entry.end(), 0);
+                     }
+                     for (const PageKey& key : op->pages)
+                       table_.MarkDirty(key);
+                   }
+                   End(op);
+                   done(zero_err);
+                 });
+  });
+}
+
+void ChecksummedVolume::Cache(uint64_t offset, uint64_t length, Done done) {
+  if (!Admit(done)) return;
+  inner_->Cache(offset, length, [this, done = std::move(done)](int err) {
+    Leave();
+    done(err);
+  });
+}
+
+void ChecksummedVolume::BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) {
+  if (!Admit([&done](int err) { done(err, {}); })) return;
+  length = std::min(length, kStatusBytes);
+  auto op = std::make_shared<Op>();
+  CoverBlocks(*op, offset, length);
+  Begin(op, false, [this, op, offset, length, done = std::move(done)](int err) {
+    std::vector<volume::AllocationExtent> extents;
+    if (err == 0) {
+      const uint64_t end = offset + length;
+      for (uint64_t i = 0; i < op->count; ++i) {
+        const uint32_t flags = EntryIsZero(op->refs[i]) ? 3u : 0u;  // HOLE | ZERO
+        const uint64_t from = std::max(offset, (op->first + i) * block_size_);
+        const uint64_t to = std::min(end, (op->first + i + 1) * block_size_);
+        if (!extents.empty() && extents.back().flags == flags)
+          extents.back().length += to - from;
+        else
+          extents.push_back({to - from, flags});
+      }
+    }
+    End(op);
+    done(err, std::move(extents));
+  });
+}
+
+}  // namespace dst::integrity

@@ -1,0 +1,35 @@
+// IntegrityCounters: what a checksummed volume counts about its own work
+// (verification, merges, recovery), and NamedCounter, the one form in which
+// the volume hands out all of its numbers (these, and those of its table
+// cache and write-intent bitmap), so that the stats line, `status` and the
+// metrics endpoint print one list with one name each (docs/integrity.md,
+// "Counters").
+//
+// Threading: plain data; read on the volume's event-loop thread.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace dst::integrity {
+
+struct IntegrityCounters {
+  uint64_t checksum_errors = 0;    // blocks that failed verification twice: the client got EIO
+  uint64_t rereads_recovered = 0;  // blocks that failed once and verified when read again
+  uint64_t rmw_blocks = 0;         // partial blocks read to be merged with a write
+  uint64_t recomputed_regions = 0;
+  uint64_t recomputed_bytes = 0;
+};
+
+// One number of a volume, named as the stats line, `status --json` and the
+// metrics endpoint name it.
+struct NamedCounter {
+  std::string_view name;
+  uint64_t value = 0;
+  // Only ever grows while the process runs (a Prometheus counter); otherwise
+  // a level that goes up and down (a gauge).
+  bool monotonic = false;
+  std::string_view help;  // one line, for metrics
+};
+
+}  // namespace dst::integrity

@@ -1,0 +1,76 @@
+// Crash recovery of a checksummed volume (docs/integrity.md, "Crash
+// consistency"): the checksum entries of every region whose write-intent bit
+// is set are recomputed from the data the members hold. A block of zeros
+// becomes unwritten (entry zero); every other block gets the checksum of what
+// it holds. Regions whose bit is clear are neither read nor changed.
+//
+// Recovery works only on what it is given: the members' data areas, the
+// layout over them (which volume block a data-area block is), the table
+// cache, a checksum function and the counters to fill in. It knows nothing of
+// the volume that owns them, so it can be run (and tested) alone.
+//
+// Contract: Recompute() reads the planned slices a few at a time, pins their
+// table pages, writes the entries and marks the pages dirty (the volume's
+// cleaner writes them back); it calls `done` exactly once, from a member or
+// table completion, with 0 or the errno of the first slice that failed
+// (logged), after every slice already started has finished. Everything the
+// inputs point to must outlive the recomputation, unless `owner` expires
+// first: completions that arrive after that are dropped, `done` included.
+//
+// Threading: the event-loop thread of the members and the table cache.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "aggregator/integrity/integrity_counters.h"
+#include "aggregator/integrity/table_cache.h"
+#include "aggregator/volume/layout.h"
+#include "aggregator/volume/member_io.h"
+#include "common/checksum.h"
+#include "common/lifetime.h"
+
+namespace dst::integrity {
+
+// The table entry of volume block `volume_block` holding `data` (one block).
+using BlockChecksumFn = std::function<Digest(uint64_t volume_block, const uint8_t* data)>;
+
+struct RecomputeInputs {
+  std::string volume;                             // names the volume in log lines
+  std::vector<volume::MemberTarget*> data_areas;  // each member's data area, by member index
+  const volume::Layout* layout = nullptr;         // the volume's layout over the data areas
+  TableCache* table = nullptr;                    // the members' checksum tables
+  uint32_t block_size = 0;
+  BlockChecksumFn checksum;
+  IntegrityCounters* counters = nullptr;  // recomputed_regions and recomputed_bytes are set
+  LifetimeWatch owner;                    // of everything above
+};
+
+// [offset, offset + length) of member `member`'s data area.
+struct RecomputeSlice {
+  uint32_t member = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const RecomputeSlice&) const = default;
+};
+
+struct RecomputePlan {
+  std::vector<RecomputeSlice> slices;
+  uint64_t regions = 0;  // dirty regions that hold volume data
+  uint64_t bytes = 0;    // what the slices cover
+};
+
+// The slices to read for the dirty regions, `dirty[m]` being the regions
+// (of `region_size` bytes) of member m whose bit is set. The part of a region
+// past what the layout uses of its member is left out (it has no volume
+// address); slices are at most 4 MiB and at most the member's largest request.
+RecomputePlan PlanRecompute(const RecomputeInputs& inputs, uint64_t region_size,
+                            const std::vector<std::vector<uint64_t>>& dirty);
+
+// Carries the plan out, showing progress (a bar on a terminal, otherwise a
+// log line every 2 s) and logging the result.
+void Recompute(RecomputeInputs inputs, RecomputePlan plan, std::function<void(int err)> done);
+
+}  // namespace dst::integrity

@@ -82,6 +82,8 @@ class ChecksummedVolume final : public volume::BlockDevice {
   uint64_t table_dirty_pages() const { return table_.dirty_pages(); }
   // "state=dirty checksum_errors=0 ...": for stats lines.
   std::string StatsLine() const;
+  // The superblocks' state and the integrity counters (checksummed_volume_state.cc).
+  volume::DeviceState State() const override;
 
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;

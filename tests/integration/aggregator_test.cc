@@ -1134,7 +1134,7 @@ TEST_CASE("bad transaction options are refused") {
   const std::string volume = "[[volume]]\nname = \"a\"\nmembers = [" + Quoted(member.uri()) + "]\n";
   SUBCASE("--io-timeout that is not a duration") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--io-timeout", "5x", member.uri()}),
-                      {"--io-timeout 5x: not a duration"});
+                      {"--io-timeout 5x: expected a duration such as 5, 500ms or 2m"});
   }
   SUBCASE("--io-timeout 0") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--io-timeout", "0", member.uri()}),
@@ -1151,7 +1151,7 @@ TEST_CASE("bad transaction options are refused") {
   }
   SUBCASE("--table-cache that is not a size") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--table-cache", "lots", member.uri()}),
-                      {"--table-cache lots: not a size"});
+                      {"--table-cache lots: expected a size such as 64K"});
   }
   SUBCASE("--table-cache below 1M") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--table-cache", "4K", member.uri()}),

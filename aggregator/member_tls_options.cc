@@ -4,24 +4,29 @@
 
 #include <CLI/CLI.hpp>
 
+#include "aggregator/serve_options.h"
+
 namespace dst::aggregator {
 
+// The options are serve's (serve_options.cc): the same names, help and parsers here.
 void AddMemberTlsOptions(CLI::App& command, member::MemberTls* tls) {
-  command.add_option("--member-tls-psk", tls->psk_file,
-                     "TLS members: file of pre-shared keys (identity:hexkey lines, as psktool "
-                     "writes them)");
-  command.add_option("--member-tls-username", tls->username,
-                     "TLS members: the identity to use from --member-tls-psk (default: the "
-                     "login name)");
-  command.add_option("--member-tls-certificates", tls->certificates_dir,
-                     "TLS members: X.509 directory with ca-cert.pem (and client-cert.pem, "
-                     "client-key.pem)");
-  // Unset unless given, so that libnbd's default stands (and a config file may override it).
-  command.add_flag_function(
-      "--member-tls-verify-peer,!--no-member-tls-verify-peer",
-      [tls](std::int64_t count) { tls->verify_peer = count > 0; },
-      "TLS members over TCP with X.509: check the member's certificate against its host name "
-      "(default: yes)");
+  for (const ServeOption& option : ServeOptions()) {
+    if (option.name.rfind("member-tls-", 0) != 0) continue;
+    // Applied as serve applies them, to a configuration holding only *tls. They cannot fail.
+    auto apply = [tls, &option](const std::string& text) {
+      ServeConfig config;
+      config.member_tls = *tls;
+      if (option.apply(text, &config).ok()) *tls = config.member_tls;
+    };
+    const std::string flag = "--" + std::string(option.name);
+    if (option.form == OptionForm::kBoolean)
+      command.add_flag_function(
+          flag + ",!--no-" + std::string(option.name),
+          [apply](std::int64_t count) { apply(count > 0 ? "true" : "false"); },
+          std::string(option.help));
+    else
+      command.add_option_function<std::string>(flag, apply, std::string(option.help));
+  }
 }
 
 }  // namespace dst::aggregator

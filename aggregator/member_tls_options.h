@@ -1,7 +1,7 @@
 // The --member-tls-* options, the same for serve, create and inspect: how the aggregator
 // authenticates to TLS members (nbds://, nbds+unix://). See member/member_tls.h for what they
-// mean and docs/security.md for how to set them up. The config file of serve has the
-// same keys without the dashes (serve_config.h).
+// mean and docs/security.md for how to set them up. They are serve's options, defined in its
+// table (serve_options.h), whose config file has the same keys without the dashes.
 #pragma once
 
 #include "aggregator/member/member_tls.h"

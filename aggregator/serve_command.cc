@@ -5,8 +5,12 @@
 #include <csignal>
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 #include "aggregator/command_error.h"
+#include "aggregator/control/control_plane.h"
+#include "aggregator/control/runtime.h"
+#include "aggregator/fd_limit.h"
 #include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/checksummed_volume.h"
 #include "aggregator/integrity/member_metadata.h"
@@ -14,9 +18,10 @@
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/server/listener.h"
 #include "aggregator/server/one_shot_server.h"
-#include "aggregator/status_report.h"
 #include "common/checksum.h"
+#include "common/join.h"
 #include "common/log.h"
+#include "common/run_until.h"
 #include "common/units.h"
 
 namespace dst::aggregator {
@@ -26,41 +31,13 @@ namespace {
 constexpr auto kConnectTimeout = std::chrono::seconds(15);
 // How long a stop waits for requests in flight and the final write-back.
 constexpr auto kCloseTimeout = std::chrono::seconds(30);
-// A control or metrics client gets this long to ask and be answered.
-constexpr auto kQueryTimeout = std::chrono::seconds(5);
-constexpr size_t kMaxControlRequest = 256;
-constexpr size_t kMaxHttpRequest = 8192;
-
-// A member as the stats lines name it.
-struct MemberRef {
-  std::string volume;
-  size_t index;
-  const member::NbdMember* member;
-};
+using control::MemberRef;
+using control::Server;
 
 // What a volume's superblocks say, read before the event loop starts.
 struct AssemblyPlan {
   std::vector<integrity::MemberSuperblock> members;  // in member-index order
   std::vector<uint8_t> key;                          // empty unless keyed
-};
-
-// Everything a running server owns; destroyed in reverse order.
-struct Server {
-  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
-  // Before io: connections still queued in io when it is destroyed count
-  // themselves out of the policy.
-  std::unique_ptr<server::ServerTls> tls;
-  server::ConnectionPolicy policy;
-  asio::io_context io{1};
-  std::vector<std::unique_ptr<member::NbdMember>> members;
-  std::vector<MemberRef> member_refs;
-  std::vector<std::unique_ptr<volume::BlockDevice>> volumes;
-  std::vector<integrity::ChecksummedVolume*> checksummed;
-  server::ExportRegistry registry;
-  server::InFlightLimits limits;
-  std::unique_ptr<server::Listener> listener;
-  std::unique_ptr<server::OneShotServer> control;
-  std::unique_ptr<server::OneShotServer> metrics;
 };
 
 // Reads every member's superblocks and checks that they make one volume (assembly.h).
@@ -119,137 +96,6 @@ void WarnAboutUnfencedMembers(const ServeConfig& config, const Server& server) {
           ref.volume.c_str(), ref.index, ref.member->name().c_str());
 }
 
-void LogStats(const Server& server) {
-  for (const MemberRef& ref : server.member_refs)
-    LOG_INFO("stats: volume %s member %zu %s: %s", ref.volume.c_str(), ref.index,
-             ref.member->name().c_str(), ref.member->StatsLine().c_str());
-  for (const integrity::ChecksummedVolume* v : server.checksummed)
-    LOG_INFO("stats: volume %s integrity: %s", v->name().c_str(), v->StatsLine().c_str());
-}
-
-// A stats line per member on every SIGUSR1.
-void LogStatsOnSignal(const Server& server, asio::signal_set& usr1) {
-  usr1.async_wait([&server, &usr1](const asio::error_code& ec, int) {
-    if (ec) return;
-    LogStats(server);
-    LogStatsOnSignal(server, usr1);
-  });
-}
-
-// ... and every `interval`.
-void LogStatsEvery(const Server& server, asio::steady_timer& timer,
-                   std::chrono::milliseconds interval) {
-  timer.expires_after(interval);
-  timer.async_wait([&server, &timer, interval](const asio::error_code& ec) {
-    if (ec) return;
-    LogStats(server);
-    LogStatsEvery(server, timer, interval);
-  });
-}
-
-StatusReport BuildReport(const Server& server) {
-  StatusReport report;
-  report.uptime_seconds =
-      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                std::chrono::steady_clock::now() - server.started)
-                                .count());
-  for (const auto& volume : server.volumes) {
-    VolumeStatus v;
-    v.name = volume->name();
-    v.size = volume->size();
-    v.traffic = server.registry.TrafficOf(volume.get());
-    for (const integrity::ChecksummedVolume* c : server.checksummed) {
-      if (c != volume.get()) continue;
-      const integrity::Superblock& sb = c->superblock(0);
-      v.checksummed = true;
-      v.layout = std::string(volume::LayoutKindName(sb.layout));
-      v.members = sb.member_count;
-      v.integrity = IntegrityStatus{std::string(integrity::VolumeStateName(sb.state)),
-                                    ChecksumAlgorithmName(sb.geometry.params.algorithm),
-                                    c->counters(),
-                                    c->dirty_regions(),
-                                    c->table_pages(),
-                                    c->table_dirty_pages()};
-    }
-    if (!v.checksummed) {
-      const auto* raw = static_cast<const volume::Volume*>(volume.get());
-      v.layout = std::string(volume::LayoutKindName(raw->layout().kind()));
-      v.members = raw->members().size();
-    }
-    report.volumes.push_back(std::move(v));
-  }
-  for (const MemberRef& ref : server.member_refs) {
-    const member::NbdMember& m = *ref.member;
-    uint64_t checksum_errors = 0;
-    for (const integrity::ChecksummedVolume* c : server.checksummed)
-      if (c->name() == ref.volume) checksum_errors = c->member_checksum_errors(ref.index);
-    report.members.push_back({ref.volume, ref.index, m.name(),
-                              std::string(member::MemberStateName(m.state())), m.fenced(),
-                              m.epoch(), m.connection_count(), m.in_flight(), m.counters(),
-                              checksum_errors});
-  }
-  return report;
-}
-
-// The control socket's one command: "status" (a table) or "status json".
-std::string AnswerControl(const Server& server, const std::string& request) {
-  std::string command = request;
-  while (!command.empty() && (command.back() == '\r' || command.back() == ' '))
-    command.pop_back();
-  if (command == "status") return StatusToText(BuildReport(server));
-  if (command == "status json") return StatusToJson(BuildReport(server));
-  return "error: unknown command '" + command + "' (expected: status, status json)\n";
-}
-
-std::string HttpResponse(const std::string& status, const std::string& type,
-                         const std::string& body) {
-  return "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
-         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
-         body;
-}
-
-// GET /metrics in the Prometheus text format; anything else is refused.
-std::string AnswerMetrics(const Server& server, const std::string& request) {
-  const std::string line = request.substr(0, request.find("\r\n"));
-  if (line.rfind("GET ", 0) != 0)
-    return HttpResponse("405 Method Not Allowed", "text/plain", "only GET\n");
-  const size_t path_end = line.find(' ', 4);
-  const std::string path = line.substr(4, path_end == std::string::npos ? path_end : path_end - 4);
-  if (path != "/metrics" && path.rfind("/metrics?", 0) != 0)
-    return HttpResponse("404 Not Found", "text/plain", "metrics are at /metrics\n");
-  return HttpResponse("200 OK", "text/plain; version=0.0.4; charset=utf-8",
-                      StatusToPrometheus(BuildReport(server)));
-}
-
-// The control socket at its path; the default path is given up with a
-// warning when another aggregator holds it, a path asked for is not.
-Status StartControl(const ServeConfig& config, Server& server) {
-  if (config.control == "none") return Status::Ok();
-  const bool defaulted = config.control.empty();
-  const std::string path = defaulted ? DefaultControlPath() : config.control;
-  server.control = std::make_unique<server::OneShotServer>(
-      server.io, "\n", kMaxControlRequest, kQueryTimeout,
-      [&server](const std::string& request) { return AnswerControl(server, request); });
-  Status s = server.control->ListenUnix(path, 0600);
-  if (!s.ok() && defaulted) {
-    LOG_WARNING("%s: no control socket (give one with --control PATH)", s.message().c_str());
-    server.control.reset();
-    return Status::Ok();
-  }
-  if (s.ok()) LOG_INFO("control socket %s", path.c_str());
-  return s;
-}
-
-Status StartMetrics(const ServeConfig& config, Server& server) {
-  if (config.metrics.empty()) return Status::Ok();
-  server.metrics = std::make_unique<server::OneShotServer>(
-      server.io, "\r\n\r\n", kMaxHttpRequest, kQueryTimeout,
-      [&server](const std::string& request) { return AnswerMetrics(server, request); });
-  DST_RETURN_IF_ERROR(server.metrics->ListenTcp(config.metrics).Wrap("--metrics"));
-  LOG_INFO("metrics on http://%s/metrics", config.metrics.c_str());
-  return Status::Ok();
-}
-
 // The members of every volume, in the order the volume uses them, connected.
 Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>& plans,
                       Server& server, std::vector<std::vector<volume::MemberTarget*>>* targets) {
@@ -267,7 +113,7 @@ Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>
     for (const std::string& uri : uris) {
       server.members.push_back(std::make_unique<member::NbdMember>(
           server.io, uri, config.connections_per_member, config.transactions, config.member_tls));
-      server.member_refs.push_back({name, targets->back().size(), server.members.back().get()});
+      server.member_refs.push_back({name, i, targets->back().size(), server.members.back().get()});
       targets->back().push_back(server.members.back().get());
     }
   }
@@ -344,28 +190,29 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
 // `timeout` passes. Returns the first error.
 template <typename Step>
 int RunOnEveryVolume(Server& server, Step step, std::chrono::milliseconds timeout) {
-  struct Progress {
-    size_t pending = 0;
-    int error = 0;
-    bool timed_out = false;
-  };
-  auto progress = std::make_shared<Progress>();
-  progress->pending = server.checksummed.size();
+  // Shared with the parts, which may arrive after a timeout returned.
+  auto result = std::make_shared<std::optional<int>>();
+  auto join = MakeJoin([result](int err) { *result = err; });
   for (integrity::ChecksummedVolume* v : server.checksummed)
-    step(*v, [progress](int err) {
-      if (err != 0 && progress->error == 0) progress->error = err;
-      --progress->pending;
-    });
-  asio::steady_timer deadline(server.io, timeout);
-  deadline.async_wait([progress](const asio::error_code& ec) {
-    if (!ec) progress->timed_out = true;
-  });
-  if (server.io.stopped()) server.io.restart();
-  while (progress->pending > 0 && !progress->timed_out)
-    if (server.io.run_one() == 0) break;
-  deadline.cancel();
-  if (progress->pending > 0) return progress->timed_out ? ETIMEDOUT : ECANCELED;
-  return progress->error;
+    step(*v, Part(join));
+  join->Arrive(0);
+  join.reset();
+  const RunResult run = RunUntil(
+      server.io, [&result] { return result->has_value(); }, timeout);
+  if (result->has_value()) return **result;
+  return run == RunResult::kTimedOut ? ETIMEDOUT : ECANCELED;
+}
+
+// Descriptors for everything but client connections: stdio and logs, listeners, the control and
+// metrics servers with their clients, and every member connection twice over (a reconnect opens
+// the new connection before the old one is gone).
+uint64_t ReservedFiles(const ServeConfig& config) {
+  uint64_t members = 0;
+  for (const VolumeConfig& v : config.volumes)
+    members += v.members.size();
+  return 32 + config.listen.size() + config.unix_sockets.size() +
+         2 * (server::OneShotServer::kMaxConnections + 1) +
+         2 * members * config.connections_per_member;
 }
 
 // TLS credentials are loaded before any member is contacted, so that a bad
@@ -387,6 +234,11 @@ Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
 
 int Serve(ServeConfig config) {
   if (Status s = ValidateServeConfig(config); !s.ok()) return ExitWithError(s);
+  const uint64_t reserve = ReservedFiles(config);
+  if (Status s = EnsureFileLimit(config.max_connections + reserve, reserve,
+                                 "--max-connections " + std::to_string(config.max_connections));
+      !s.ok())
+    return ExitWithError(s);
   Server server;
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
@@ -401,22 +253,21 @@ int Serve(ServeConfig config) {
         Status::Error(open_err, std::string("opening volumes: ") + std::strerror(open_err)));
   // The control socket first: a second aggregator started by mistake on the
   // same paths fails here, before it touches anything of the first one's.
-  if (Status s = StartControl(config, server); !s.ok()) return ExitWithError(s);
+  if (Status s = control::StartControl(server, config.control); !s.ok()) return ExitWithError(s);
   server.listener =
       std::make_unique<server::Listener>(server.io, server.registry, server.limits, server.policy);
   for (const std::string& address : config.listen)
     if (Status s = server.listener->ListenTcp(address); !s.ok()) return ExitWithError(s);
   for (const std::string& path : config.unix_sockets)
     if (Status s = server.listener->ListenUnix(path); !s.ok()) return ExitWithError(s);
-  if (Status s = StartMetrics(config, server); !s.ok()) return ExitWithError(s);
+  if (Status s = control::StartMetrics(server, config.metrics); !s.ok()) return ExitWithError(s);
   asio::signal_set signals(server.io, SIGINT, SIGTERM);
   signals.async_wait([&server](const asio::error_code& ec, int signo) {
     if (ec) return;
     LOG_INFO("signal %d: stopping", signo);
     server.io.stop();
   });
-  asio::signal_set usr1(server.io, SIGUSR1);
-  LogStatsOnSignal(server, usr1);
+  control::StatsLogger stats(server, config.stats_interval);
   // SIGHUP, which log rotation sends, must not kill a server that logs to
   // stderr: the supervisor (systemd, a pipe) owns that stream.
   asio::signal_set hup(server.io, SIGHUP);
@@ -428,8 +279,6 @@ int Serve(ServeConfig config) {
     });
   };
   await_hup();
-  asio::steady_timer stats_timer(server.io);
-  if (config.stats_interval.count() > 0) LogStatsEvery(server, stats_timer, config.stats_interval);
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
   server.io.run();
   // Clients get ESHUTDOWN from here on; what is in flight finishes, then the checksums are
@@ -444,6 +293,18 @@ int Serve(ServeConfig config) {
     return 1;
   }
   return 0;
+}
+
+int RunServe(const ServeArgs& args) {
+  if (args.verbose) SetLogLevel(LogLevel::kDebug);
+  ServeConfig config;
+  if (Status s = ServeConfigFromArgs(args, &config); !s.ok()) return ExitWithError(s);
+  if (args.check_config) {
+    if (Status s = CheckServeConfig(config); !s.ok()) return ExitWithError(s);
+    std::printf("configuration OK: %zu volume(s)\n", config.volumes.size());
+    return 0;
+  }
+  return Serve(std::move(config));
 }
 
 }  // namespace dst::aggregator

@@ -1,19 +1,19 @@
 #include "aggregator/serve_config.h"
 
 #include <string.h>  // explicit_bzero
-#include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
+#include <cerrno>
+#include <fstream>
 #include <set>
+#include <sstream>
 
 #define TOML_EXCEPTIONS 0
 #include <toml++/toml.h>
 
 #include "aggregator/key_file.h"
+#include "aggregator/serve_options.h"
 #include "aggregator/server/listener.h"
-#include "common/duration.h"
-#include "common/units.h"
 
 namespace dst::aggregator {
 
@@ -23,121 +23,78 @@ std::string Where(const std::string& path, const toml::node& node) {
   return path + ":" + std::to_string(node.source().begin.line);
 }
 
-Status ReadString(const std::string& where, const toml::node& node, std::string* out) {
-  if (!node.is_string()) return Status::Invalid(where + ": expected a string");
-  *out = node.as_string()->get();
-  return Status::Ok();
+// The key file can be read and holds a key; the key itself is wiped at once.
+Status CheckKeyFile(const std::string& path) {
+  std::vector<uint8_t> key;
+  const Status s = ReadKeyFile(path, &key);
+  if (!key.empty()) explicit_bzero(key.data(), key.size());
+  return s;
 }
 
-Status ReadSize(const std::string& where, const toml::node& node, uint64_t* out) {
-  std::optional<uint64_t> size;
-  if (const auto* i = node.as_integer(); i && i->get() >= 0) size = static_cast<uint64_t>(i->get());
-  if (const auto* s = node.as_string()) size = ParseSize(s->get());
-  if (!size) return Status::Invalid(where + ": expected a size such as 64K");
-  *out = *size;
-  return Status::Ok();
+// The text a scalar stands for, as it would be written on the command line; "" for what no
+// option accepts (a float, a date, a table), which the option's parser then refuses.
+std::string ScalarText(const toml::node& node) {
+  if (const auto* s = node.as_string()) return s->get();
+  if (const auto* i = node.as_integer()) return std::to_string(i->get());
+  if (const auto* b = node.as_boolean()) return b->get() ? "true" : "false";
+  return "";
 }
 
-Status ReadDuration(const std::string& where, const toml::node& node,
-                    std::chrono::milliseconds* out) {
-  std::optional<std::chrono::milliseconds> duration;
-  if (const auto* i = node.as_integer(); i && i->get() >= 0)
-    duration = ParseDuration(std::to_string(i->get()));
-  if (const auto* s = node.as_string()) duration = ParseDuration(s->get());
-  if (!duration) return Status::Invalid(where + ": expected a duration such as 5, 500ms or 2m");
-  *out = *duration;
-  return Status::Ok();
-}
-
-Status ReadStrings(const std::string& where, const toml::node& node,
-                   std::vector<std::string>* out) {
-  const auto* array = node.as_array();
-  if (!array) return Status::Invalid(where + ": expected an array of strings");
-  for (const auto& item : *array) {
-    if (!item.is_string()) return Status::Invalid(where + ": expected an array of strings");
-    out->push_back(item.as_string()->get());
+// One key of the file, read by the option's own parser (serve_options.h): the same as
+// --NAME on the command line, with "FILE:LINE: NAME: " in front of any error.
+template <typename Config>
+Status ReadOption(const std::string& where, const toml::node& node, const Option<Config>& option,
+                  Config* config) {
+  switch (option.form) {
+    case OptionForm::kText:
+      if (!node.is_string()) return Status::Invalid(where + ": expected a string");
+      break;
+    case OptionForm::kBoolean:
+      if (!node.is_boolean()) return Status::Invalid(where + ": expected true or false");
+      break;
+    case OptionForm::kTextList: {
+      const auto* array = node.as_array();
+      if (!array) return Status::Invalid(where + ": expected an array of strings");
+      for (const auto& item : *array) {
+        if (!item.is_string()) return Status::Invalid(where + ": expected an array of strings");
+        const std::string text = item.as_string()->get();
+        // An item is named by its value, as on the command line ("listen nowhere: ...").
+        DST_RETURN_IF_ERROR(option.apply(text, config).Wrap(where + " " + text));
+      }
+      return Status::Ok();
+    }
+    case OptionForm::kNumber:
+    case OptionForm::kQuantity:
+      break;
   }
-  return Status::Ok();
+  return option.apply(ScalarText(node), config).Wrap(where);
 }
 
+// A [[volume]] table: the volume options, plus what only the file says per volume (its members,
+// which the command line gives as arguments, and raw, which --raw sets for all).
 Status ReadVolume(const std::string& path, const toml::table& table, VolumeConfig* v) {
   for (const auto& [key, node] : table) {
     const std::string k(key.str());
     const std::string where = Where(path, node) + ": " + k;
-    if (k == "name")
-      DST_RETURN_IF_ERROR(ReadString(where, node, &v->name));
-    else if (k == "description")
-      DST_RETURN_IF_ERROR(ReadString(where, node, &v->description));
-    else if (k == "chunk") {
-      DST_RETURN_IF_ERROR(ReadSize(where, node, &v->chunk_size));
-      v->layout_given = true;
+    if (const VolumeOption* option = FindVolumeOption(k)) {
+      DST_RETURN_IF_ERROR(ReadOption(where, node, *option, v));
+      if (k == "key-file") DST_RETURN_IF_ERROR(CheckKeyFile(v->key_file).Wrap(where));
+    } else if (k == "members") {
+      const auto* array = node.as_array();
+      if (!array) return Status::Invalid(where + ": expected an array of strings");
+      for (const auto& item : *array) {
+        if (!item.is_string()) return Status::Invalid(where + ": expected an array of strings");
+        v->members.push_back(item.as_string()->get());
+      }
     } else if (k == "raw") {
       const auto* b = node.as_boolean();
       if (!b) return Status::Invalid(where + ": expected true or false");
       v->raw = b->get();
-    } else if (k == "key-file") {
-      DST_RETURN_IF_ERROR(ReadString(where, node, &v->key_file));
-      std::vector<uint8_t> key;
-      const Status s = ReadKeyFile(v->key_file, &key);
-      if (!key.empty()) explicit_bzero(key.data(), key.size());
-      DST_RETURN_IF_ERROR(s.Wrap(where));
-    } else if (k == "members")
-      DST_RETURN_IF_ERROR(ReadStrings(where, node, &v->members));
-    else if (k == "layout") {
-      std::string text;
-      DST_RETURN_IF_ERROR(ReadString(where, node, &text));
-      DST_RETURN_IF_ERROR(volume::ParseLayoutKind(text, &v->layout).Wrap(where));
-      v->layout_given = true;
     } else {
       return Status::Invalid(Where(path, node) + ": unknown key '" + k + "' in [[volume]]");
     }
   }
   return Status::Ok();
-}
-
-// The keys about clients: TLS, connection count and client deadlines.
-Status ReadClientLimit(const std::string& where, const std::string& k, const toml::node& node,
-                       ServeConfig* config) {
-  if (k == "tls") {
-    std::string text;
-    DST_RETURN_IF_ERROR(ReadString(where, node, &text));
-    if (!server::ParseTlsMode(text, &config->tls.mode))
-      return Status::Invalid(where + ": expected off, on or require");
-    return Status::Ok();
-  }
-  if (k == "tls-psk") return ReadString(where, node, &config->tls.psk_file);
-  if (k == "tls-certificates") return ReadString(where, node, &config->tls.certificates_dir);
-  if (k == "tls-verify-peer") {
-    const auto* b = node.as_boolean();
-    if (!b) return Status::Invalid(where + ": expected true or false");
-    config->tls.verify_peer = b->get();
-    return Status::Ok();
-  }
-  if (k == "max-connections") {
-    const auto* n = node.as_integer();
-    if (!n || n->get() < 1 || n->get() > 1000000)
-      return Status::Invalid(where + ": expected 1 to 1000000");
-    config->max_connections = static_cast<size_t>(n->get());
-    return Status::Ok();
-  }
-  if (k == "handshake-timeout") return ReadDuration(where, node, &config->handshake_timeout);
-  if (k == "request-timeout") return ReadDuration(where, node, &config->request_timeout);
-  return Status::Invalid(where + ": unknown key");
-}
-
-// The member-tls-* keys: credentials for TLS members, as the --member-tls-* options.
-Status ReadMemberTls(const std::string& where, const std::string& k, const toml::node& node,
-                     member::MemberTls* tls) {
-  if (k == "member-tls-psk") return ReadString(where, node, &tls->psk_file);
-  if (k == "member-tls-username") return ReadString(where, node, &tls->username);
-  if (k == "member-tls-certificates") return ReadString(where, node, &tls->certificates_dir);
-  if (k == "member-tls-verify-peer") {
-    const auto* b = node.as_boolean();
-    if (!b) return Status::Invalid(where + ": expected true or false");
-    tls->verify_peer = b->get();
-    return Status::Ok();
-  }
-  return Status::Invalid(where + ": unknown key");
 }
 
 // Every member of every volume shares the member TLS options.
@@ -151,60 +108,8 @@ Status CheckServeMemberTls(const ServeConfig& config) {
 Status ReadTopLevel(const std::string& path, const std::string& k, const toml::node& node,
                     ServeConfig* config) {
   const std::string where = Where(path, node) + ": " + k;
-  if (k == "listen") {
-    DST_RETURN_IF_ERROR(ReadStrings(where, node, &config->listen));
-    asio::ip::tcp::endpoint endpoint;
-    for (const std::string& address : config->listen)
-      DST_RETURN_IF_ERROR(server::ParseHostPort(address, &endpoint).Wrap(where));
-    return Status::Ok();
-  }
-  if (k == "unix") return ReadStrings(where, node, &config->unix_sockets);
-  if (k == "default") return ReadString(where, node, &config->default_volume);
-  if (k == "max-inflight-per-client")
-    return ReadSize(where, node, &config->max_inflight_per_client);
-  if (k == "max-inflight") return ReadSize(where, node, &config->max_inflight_total);
-  if (k == "table-cache") return ReadSize(where, node, &config->table_cache);
-  if (k == "control") return ReadString(where, node, &config->control);
-  if (k.rfind("member-tls-", 0) == 0) return ReadMemberTls(where, k, node, &config->member_tls);
-  if (k.rfind("tls", 0) == 0 || k == "max-connections" || k == "handshake-timeout" ||
-      k == "request-timeout")
-    return ReadClientLimit(where, k, node, config);
-  if (k == "metrics") {
-    DST_RETURN_IF_ERROR(ReadString(where, node, &config->metrics));
-    asio::ip::tcp::endpoint endpoint;
-    return server::ParseHostPort(config->metrics, &endpoint).Wrap(where);
-  }
-  if (k == "raw") {
-    const auto* b = node.as_boolean();
-    if (!b) return Status::Invalid(where + ": expected true or false");
-    config->raw = b->get();
-    return Status::Ok();
-  }
-  member::TransactionOptions& t = config->transactions;
-  if (k == "io-timeout") return ReadDuration(where, node, &t.io_timeout);
-  if (k == "retry-window") return ReadDuration(where, node, &t.retry_window);
-  if (k == "keepalive") return ReadDuration(where, node, &t.keepalive);
-  if (k == "stats-interval") return ReadDuration(where, node, &config->stats_interval);
-  if (k == "retries") {
-    const auto* n = node.as_integer();
-    if (!n || n->get() < 0 || n->get() > 1000000)
-      return Status::Invalid(where + ": expected 0 to 1000000");
-    t.retries = static_cast<unsigned>(n->get());
-    return Status::Ok();
-  }
-  if (k == "fencing") {
-    std::string text;
-    DST_RETURN_IF_ERROR(ReadString(where, node, &text));
-    if (!member::ParseFencingMode(text, &t.fencing))
-      return Status::Invalid(where + ": expected auto, require or off");
-    return Status::Ok();
-  }
-  if (k == "connections") {
-    const auto* n = node.as_integer();
-    if (!n || n->get() < 1 || n->get() > 16) return Status::Invalid(where + ": expected 1 to 16");
-    config->connections_per_member = static_cast<unsigned>(n->get());
-    return Status::Ok();
-  }
+  if (const ServeOption* option = FindServeOption(k))
+    return ReadOption(where, node, *option, config);
   if (k == "volume") {
     const auto* tables = node.as_array();
     if (!tables || !tables->is_array_of_tables())
@@ -221,23 +126,25 @@ Status ReadTopLevel(const std::string& path, const std::string& k, const toml::n
 
 }  // namespace
 
-Status LoadServeConfig(const std::string& path, ServeConfig* config) {
-  toml::parse_result parsed = toml::parse_file(path);
+Status ParseServeConfig(std::string_view text, const std::string& source, ServeConfig* config) {
+  toml::parse_result parsed = toml::parse(text, source);
   if (!parsed) {
     const auto& err = parsed.error();
-    return Status::Invalid(path + ":" + std::to_string(err.source().begin.line) + ": " +
+    return Status::Invalid(source + ":" + std::to_string(err.source().begin.line) + ": " +
                            std::string(err.description()));
   }
   for (const auto& [key, node] : parsed.table())
-    DST_RETURN_IF_ERROR(ReadTopLevel(path, std::string(key.str()), node, config));
+    DST_RETURN_IF_ERROR(ReadTopLevel(source, std::string(key.str()), node, config));
   return Status::Ok();
 }
 
-std::string DefaultControlPath() {
-  if (::geteuid() == 0) return "/run/dst-aggregator.sock";
-  if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime && *runtime)
-    return std::string(runtime) + "/dst-aggregator.sock";
-  return "/tmp/dst-aggregator-" + std::to_string(::geteuid()) + ".sock";
+Status LoadServeConfig(const std::string& path, ServeConfig* config) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::FromErrno(errno, path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return Status::FromErrno(EIO, path);
+  return ParseServeConfig(text.str(), path, config);
 }
 
 Status CheckMemberUri(const std::string& uri) {
@@ -295,13 +202,10 @@ Status CheckServeConfig(ServeConfig& config) {
       return Status::Invalid("unix socket '" + path + "': empty or longer than 107 bytes");
   if (config.control.size() >= 108)
     return Status::Invalid("control socket '" + config.control + "': longer than 107 bytes");
-  for (const VolumeConfig& v : config.volumes) {
-    if (v.key_file.empty()) continue;
-    std::vector<uint8_t> key;
-    const Status s = ReadKeyFile(v.key_file, &key);
-    if (!key.empty()) explicit_bzero(key.data(), key.size());
-    DST_RETURN_IF_ERROR(s.Wrap(v.name.empty() ? "a volume" : "volume " + v.name));
-  }
+  for (const VolumeConfig& v : config.volumes)
+    if (!v.key_file.empty())
+      DST_RETURN_IF_ERROR(
+          CheckKeyFile(v.key_file).Wrap(v.name.empty() ? "a volume" : "volume " + v.name));
   if (config.tls.mode != server::TlsMode::kOff) {
     std::unique_ptr<server::ServerTls> tls;  // reads the key or certificate files
     DST_RETURN_IF_ERROR(server::ServerTls::Create(config.tls, &tls));

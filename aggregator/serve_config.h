@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "aggregator/member/member_tls.h"
@@ -68,8 +69,11 @@ struct ServeConfig {
   std::vector<VolumeConfig> volumes;
 };
 
-// Reads a TOML file into *config (keys not in the file keep their values).
+// Reads a TOML file into *config (keys not in the file keep their values). Every key is read by
+// its option's parser (serve_options.h); errors name the file, line and key.
 Status LoadServeConfig(const std::string& path, ServeConfig* config);
+// The same for TOML text; `source` names it in errors.
+Status ParseServeConfig(std::string_view text, const std::string& source, ServeConfig* config);
 // Checks the whole: at least one volume, each with members, unique names, no layout options on
 // assembled volumes, member TLS options that fit the members and name readable files
 // (member::CheckMemberTls). Names raw volumes that have none "vol0".
@@ -78,10 +82,6 @@ Status ValidateServeConfig(ServeConfig& config);
 // ValidateServeConfig, then every listen, unix, control and metrics address
 // and every key file. Errors name the option or key.
 Status CheckServeConfig(ServeConfig& config);
-
-// Where the control socket goes when --control does not say: /run for root,
-// else $XDG_RUNTIME_DIR, else /tmp, named for the user.
-std::string DefaultControlPath();
 
 // Checks that a member URI is one we can reach: nbd://, nbd+unix://, or with TLS nbds://,
 // nbds+unix://.

@@ -12,7 +12,7 @@
 #include <CLI/CLI.hpp>
 
 #include "aggregator/command_error.h"
-#include "aggregator/serve_config.h"
+#include "aggregator/control/control_path.h"
 #include "common/status.h"
 
 namespace dst::aggregator {
@@ -21,6 +21,9 @@ namespace {
 
 // Long enough for a busy event loop; a hung aggregator fails the command.
 constexpr int kAnswerTimeoutMs = 10000;
+// Far more than the status of thousands of members; whatever sends more is not an aggregator
+// answering, and is cut off rather than read into memory and printed.
+constexpr size_t kMaxAnswer = 16u << 20;
 
 Status Connect(const std::string& path, int* out) {
   sockaddr_un address{};
@@ -53,6 +56,10 @@ Status ReadAnswer(int fd, const std::string& path, std::string* answer) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return Status::FromErrno(errno, "control socket " + path + ": read");
     if (n == 0) return Status::Ok();
+    if (answer->size() + static_cast<size_t>(n) > kMaxAnswer)
+      return Status::Error(EMSGSIZE, "control socket " + path + ": an answer longer than " +
+                                         std::to_string(kMaxAnswer >> 20) +
+                                         " MiB: not an aggregator's");
     answer->append(buffer, static_cast<size_t>(n));
   }
 }
@@ -62,16 +69,22 @@ Status ReadAnswer(int fd, const std::string& path, std::string* answer) {
 CLI::App* AddStatusCommand(CLI::App& app, StatusArgs* args) {
   CLI::App* status =
       app.add_subcommand("status", "show a running aggregator's volumes and members");
-  status->add_option("--control", args->control,
-                     "the aggregator's control socket (default " + DefaultControlPath() + ")");
+  status->add_option(
+      "--control", args->control,
+      "the aggregator's control socket (default " + control::DefaultControlPath() + ")");
   status->add_flag("--json", args->json, "print JSON instead of a table");
   return status;
 }
 
 int RunStatus(const StatusArgs& args) {
-  const std::string path = args.control.empty() ? DefaultControlPath() : args.control;
+  const std::string path = args.control.empty() ? control::DefaultControlPath() : args.control;
+  Status s;
+  // The default path in a shared temporary directory: only in a directory that is ours.
+  // One that does not exist is no aggregator running: Connect says so.
+  if (const std::string dir = control::PrivateControlDir(); args.control.empty() && !dir.empty())
+    if (s = control::CheckPrivateDir(dir, /*create=*/false); s.err() == ENOENT) s = Status::Ok();
   int fd = -1;
-  Status s = Connect(path, &fd);
+  if (s.ok()) s = Connect(path, &fd);
   std::string answer;
   if (s.ok()) {
     const std::string request = args.json ? "status json\n" : "status\n";

@@ -1,6 +1,8 @@
 // `dst-aggregator status [--control PATH] [--json]`: asks a running aggregator
 // over its control socket for its volumes and members, and prints the answer
-// (a table, or JSON: docs/operations.md describes every field).
+// (a table, or JSON: docs/operations.md describes every field). The default control socket in
+// a shared temporary directory is used only if its directory is ours (control/control_path.h),
+// and an answer is read up to a bound.
 //
 // Threading: blocking, on the calling thread.
 #pragma once

@@ -254,6 +254,15 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
   };
 }
 
+volume::DeviceState ChecksummedVolume::State() const {
+  volume::IntegrityState integrity;
+  integrity.state = std::string(VolumeStateName(superblocks_[0].state));
+  integrity.checksum = ChecksumAlgorithmName(superblocks_[0].geometry.params.algorithm);
+  integrity.counters = Counters();
+  integrity.member_checksum_errors = member_checksum_errors_;
+  return {superblocks_[0].layout, superblocks_[0].member_count, std::move(integrity)};
+}
+
 std::string ChecksummedVolume::StatsLine() const {
   std::string line = "state=" + std::string(VolumeStateName(superblocks_[0].state));
   for (const NamedCounter& c : Counters())

@@ -86,6 +86,8 @@ class ChecksummedVolume final : public volume::BlockDevice {
   // "state=dirty checksum_errors=0 ...": the superblocks' state, then
   // Counters(); for stats lines.
   std::string StatsLine() const;
+  // The superblocks' state and Counters(), for status, metrics and stats lines.
+  volume::DeviceState State() const override;
 
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;

@@ -780,7 +780,7 @@ TEST_CASE("checksummed volume: one list of counters, printed by the stats line")
     names.emplace_back(c.name);
     values[std::string(c.name)] = c.value;
     line += " " + std::string(c.name) + "=" + std::to_string(c.value);
-    CHECK_MESSAGE(!c.help.empty(), c.name);
+    CHECK_MESSAGE(!std::string_view(c.help).empty(), c.name);
   }
   CHECK(names == std::vector<std::string>{"checksum_errors", "rereads_recovered", "rmw_blocks",
                                           "recomputed_regions", "recomputed_bytes", "dirty_regions",
@@ -800,9 +800,9 @@ TEST_CASE("checksummed volume: one list of counters, printed by the stats line")
   CHECK(values["table_writebacks"] == 0);
   // Levels are gauges, everything that only grows is a counter.
   for (const NamedCounter& c : counters) {
-    const bool level = c.name == "recomputed_regions" || c.name == "recomputed_bytes" ||
-                       c.name == "dirty_regions" || c.name == "table_pages" ||
-                       c.name == "table_dirty";
+    const std::string_view name = c.name;
+    const bool level = name == "recomputed_regions" || name == "recomputed_bytes" ||
+                       name == "dirty_regions" || name == "table_pages" || name == "table_dirty";
     CHECK_MESSAGE(c.monotonic == !level, c.name);
   }
   REQUIRE(h.Close() == 0);

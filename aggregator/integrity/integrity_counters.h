@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "aggregator/volume/device_state.h"
+
 namespace dst::integrity {
 
 struct IntegrityCounters {
@@ -21,15 +23,7 @@ struct IntegrityCounters {
   uint64_t recomputed_bytes = 0;
 };
 
-// One number of a volume, named as the stats line, `status --json` and the
-// metrics endpoint name it.
-struct NamedCounter {
-  std::string_view name;
-  uint64_t value = 0;
-  // Only ever grows while the process runs (a Prometheus counter); otherwise
-  // a level that goes up and down (a gauge).
-  bool monotonic = false;
-  std::string_view help;  // one line, for metrics
-};
+// The volume hands its numbers out as volume::NamedCounter (device_state.h).
+using volume::NamedCounter;
 
 }  // namespace dst::integrity

@@ -84,6 +84,8 @@ class NbdMember : public volume::MemberTarget {
   // Connections in use, and member I/Os sent and not yet answered.
   size_t connection_count() const { return connections_.size(); }
   size_t in_flight() const { return in_flight_; }
+  // Member I/Os waiting for a connection or a resend delay.
+  size_t waiting() const { return waiting_.size(); }
   // "state=ready epoch=2 fenced=yes ios=... ": the counters for a log line.
   std::string StatsLine() const;
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "aggregator/volume/device_state.h"
 #include "aggregator/volume/member_io.h"
 
 namespace dst::volume {
@@ -53,6 +54,8 @@ class BlockDevice {
   virtual const std::string& description() const = 0;
   virtual uint64_t size() const = 0;
   virtual const VolumeCapabilities& capabilities() const = 0;
+  // Layout, members and (checksummed devices) integrity, for status and metrics.
+  virtual DeviceState State() const { return {}; }
 
   virtual void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) = 0;
   virtual void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) = 0;

@@ -14,10 +14,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
@@ -265,22 +267,32 @@ const std::set<std::string> kVolumeKeys = {
     "members",    "clients",        "connections",    "requests_in_flight",
     "requests",   "request_errors", "reads",          "writes",
     "read_bytes", "written_bytes",  "latency_avg_us", "latency_max_us"};
-const std::set<std::string> kIntegrityKeys = {"state",
-                                              "checksum",
-                                              "checksum_errors",
-                                              "rereads_recovered",
-                                              "rmw_blocks",
-                                              "recomputed_regions",
-                                              "dirty_regions",
-                                              "table_pages",
-                                              "table_dirty_pages"};
-const std::set<std::string> kMemberKeys = {"volume",         "index",          "uri",
-                                           "state",          "fenced",         "epoch",
-                                           "connections",    "in_flight",      "ios",
-                                           "bytes",          "timeouts",       "errors",
-                                           "resends",        "reconnects",     "connect_failures",
-                                           "failures",       "pings",          "latency_avg_us",
-                                           "latency_max_us", "checksum_errors"};
+const std::set<std::string> kIntegrityKeys = {
+    "state",           "checksum",           "checksum_errors", "rereads_recovered",
+    "rmw_blocks",      "recomputed_regions", "dirty_regions",   "bitmap_syncs",
+    "table_pages",     "table_dirty",        "table_loads",     "table_writebacks",
+    "table_evictions", "table_errors"};
+const std::set<std::string> kMemberKeys = {"volume",
+                                           "index",
+                                           "uri",
+                                           "state",
+                                           "fenced",
+                                           "epoch",
+                                           "connections",
+                                           "in_flight",
+                                           "waiting",
+                                           "ios",
+                                           "bytes",
+                                           "timeouts",
+                                           "errors",
+                                           "resends",
+                                           "reconnects",
+                                           "connect_failures",
+                                           "failures",
+                                           "pings",
+                                           "latency_avg_us",
+                                           "latency_max_us",
+                                           "checksum_errors"};
 
 // Checks the shape of a status document: the keys of the spec, with the right types.
 void CheckShape(const Json& s) {
@@ -754,6 +766,7 @@ class ConfigServed {
 
   int metrics_port() const { return port_; }
   std::string log() const { return process_->stderr_text(); }
+  void Kill(int sig) { process_->Kill(sig); }
 
   int Stop() {
     if (stopped_) return code_;
@@ -1351,7 +1364,7 @@ TEST_CASE("serve --check-config validates without connecting") {
   SUBCASE("a listen address without a port") {
     file_refused(
         "listen = [\"nowhere\"]\n[[volume]]\nraw = true\nmembers = [" + Quoted(absent) + "]\n",
-        "1: listen: --listen nowhere: expected HOST:PORT");
+        "1: listen nowhere: expected HOST:PORT");
   }
   SUBCASE("a key file that does not exist") {
     file_refused("[[volume]]\nmembers = [" + Quoted(absent) + "]\nkey-file = \"/nonexistent\"\n",
@@ -1381,7 +1394,7 @@ TEST_CASE("serve --check-config validates without connecting") {
     file_refused("keepalive = -1\n[[volume]]\nmembers = [" + Quoted(absent) + "]\n",
                  "1: keepalive: expected a duration such as 5, 500ms or 2m");
     check_refused({"--raw", "--io-timeout", "5x", absent},
-                  "--io-timeout 5x: not a duration (e.g. 5, 500ms, 2m)");
+                  "--io-timeout 5x: expected a duration such as 5, 500ms or 2m");
     check_refused({"--raw", "--io-timeout", "0", absent}, "io-timeout must be more than 0");
   }
   SUBCASE("bad addresses on the command line") {
@@ -1399,15 +1412,13 @@ TEST_CASE("serve --check-config validates without connecting") {
     INFO("stderr:\n" << r.stderr_text);
     CHECK(r.exit_code == 1);
     CHECK(CountOf(r.stderr_text, "\n") == 1);
-    CHECK(r.stderr_text.rfind("dst-aggregator: error: " + path + ":1: metrics: ", 0) == 0);
-    CHECK(Contains(r.stderr_text, "nowhere: expected HOST:PORT"));
+    CHECK(r.stderr_text == "dst-aggregator: error: " + path + ":1: metrics: expected HOST:PORT\n");
     const CommandResult c =
         RunAggregator({"serve", "--check-config", "--metrics", "nowhere", "--raw", absent});
     INFO("stderr:\n" << c.stderr_text);
     CHECK(c.exit_code == 1);
     CHECK(CountOf(c.stderr_text, "\n") == 1);
-    CHECK(Contains(c.stderr_text, "metrics"));
-    CHECK(Contains(c.stderr_text, "nowhere: expected HOST:PORT"));
+    CHECK(c.stderr_text == "dst-aggregator: error: --metrics nowhere: expected HOST:PORT\n");
   }
   // Checks of the whole configuration, after the file has been read: they name the volume or
   // the key, not a line.
@@ -1537,6 +1548,270 @@ TEST_CASE("a checksummed volume shows its integrity") {
   CHECK(code == 0);
   CHECK(Contains(aggregator->stderr_text(), "volume safe: stopped clean"));
   aggregator.reset();
+}
+
+// ---------------------------------------------------------------------------
+// One list of counters, and the control socket's place.
+
+// The "name=value" fields of the last stats line with `mark` in `log`.
+std::map<std::string, std::string> LastStatsLine(const std::string& log, const std::string& mark) {
+  const size_t at = log.rfind(mark);
+  REQUIRE_MESSAGE(at != std::string::npos, "no '" << mark << "' in:\n" << log);
+  const size_t end = log.find('\n', at);
+  REQUIRE(end != std::string::npos);
+  std::map<std::string, std::string> out;
+  for (const std::string& word : Words(log.substr(at + mark.size(), end - at - mark.size()))) {
+    const size_t eq = word.find('=');
+    REQUIRE_MESSAGE(eq != std::string::npos, "not name=value: " << word);
+    CHECK_MESSAGE(out.emplace(word.substr(0, eq), word.substr(eq + 1)).second, word << " twice");
+  }
+  return out;
+}
+
+// SIGUSR1, then the log once the line with `last_mark` (logged last) has appeared once more.
+std::string LogAfterStatsSignal(ConfigServed& served, const std::string& last_mark) {
+  const size_t before = CountOf(served.log(), last_mark);
+  served.Kill(SIGUSR1);
+  const auto deadline = SteadyClock::now() + 5s;
+  for (;;) {
+    const std::string log = served.log();
+    const size_t at = log.rfind(last_mark);
+    if (CountOf(log, last_mark) > before && log.find('\n', at) != std::string::npos) return log;
+    if (SteadyClock::now() > deadline)
+      throw std::runtime_error("no new '" + last_mark + "' line after SIGUSR1:\n" + log);
+    std::this_thread::sleep_for(10ms);
+  }
+}
+
+// The issue: status --json lacked bitmap_syncs, table_loads, table_writebacks, table_evictions
+// and table_errors, which the SIGUSR1 line and integrity.md have, and called table_dirty
+// table_dirty_pages; the stats line called in_flight inflight. Now every output prints one list.
+TEST_CASE("status, the status table, metrics and the stats lines show one list of counters") {
+  Members safe(2, 4 * kMiB);
+  {
+    const CommandResult r = RunAggregator(Concat({"create", "--name", "safe"}, safe.uris()));
+    INFO("create stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+    REQUIRE(r.exit_code == 0);
+  }
+  TempDir dir("dst-status-counters");
+  const std::string socket = dir.File("agg.sock");
+  const std::string control = dir.File("ctl.sock");
+  ConfigServed served(dir, [&](int port) {
+    return "unix = [" + Quoted(socket) + "]\ncontrol = " + Quoted(control) +
+           "\nmetrics = \"127.0.0.1:" + std::to_string(port) +
+           "\"\nkeepalive = 0\n[[volume]]\nname = \"safe\"\nmembers = " +
+           QuotedList(safe.uris()) + "\n";
+  });
+  KnownTraffic("nbd+unix:///safe?socket=" + socket);
+  WaitForStatus(
+      control, [](const Json& s) { return s.Num(V(0, "clients")) == 0; }, 5s,
+      "the client to leave");
+
+  const std::string integrity_mark = "info: stats: volume safe integrity: ";
+  // Metrics, status --json, the table, the stats lines, metrics again: when both metrics agree,
+  // nothing moved in between (the cleaner may write back at any time).
+  std::optional<Json> status;
+  std::string table, log, metrics;
+  for (int attempt = 0; attempt < 10 && !status; ++attempt) {
+    if (attempt > 0) std::this_thread::sleep_for(200ms);
+    const std::string before = FetchMetrics(served.metrics_port());
+    Json s = StatusJson(control);
+    table = StatusOk(control, false);
+    log = LogAfterStatsSignal(served, integrity_mark);
+    metrics = FetchMetrics(served.metrics_port());
+    if (WithoutUptime(before) == WithoutUptime(metrics)) status.emplace(std::move(s));
+  }
+  REQUIRE_MESSAGE(status.has_value(), "the counters never held still; last metrics:\n" << metrics);
+  const Json& s = *status;
+  CheckShape(s);
+  CheckMetricsMatchStatus(ParseExposition(metrics), s);
+  INFO("status --json:\n" << s.text() << "\nstatus:\n" << table);
+
+  // The volume's integrity: the stats line has exactly the JSON's keys, with the same values,
+  // and the table's integrity line is the stats line's fields.
+  const auto line = LastStatsLine(log, integrity_mark);
+  std::set<std::string> line_keys;
+  for (const auto& [key, value] : line) {
+    line_keys.insert(key);
+    const std::string json_key = V(0, "integrity." + key);
+    const std::string want =
+        key == "state" || key == "checksum" ? s.Str(json_key) : std::to_string(s.Num(json_key));
+    CHECK_MESSAGE(value == want, key);
+  }
+  CHECK(line_keys == kIntegrityKeys);
+  const std::string table_line = LineWithAll(table, {"safe ", "state=", "table_dirty="});
+  const std::string fields = log.substr(log.rfind(integrity_mark) + integrity_mark.size());
+  CHECK(Words(table_line) ==
+        Concat({"safe"}, Words(fields.substr(0, fields.find('\n')))));
+  // After writes, the counters the status lacked before are not all zero.
+  CHECK(s.Num(V(0, "integrity.bitmap_syncs")) > 0);
+  CHECK(s.Num(V(0, "integrity.table_loads")) > 0);
+
+  // Every member: the stats line has the JSON's keys (but the labels), with the same values.
+  for (size_t m = 0; m < 2; ++m) {
+    const std::string mark =
+        "info: stats: volume safe member " + std::to_string(m) + " " + safe.uri(m) + ": ";
+    const auto member_line = LastStatsLine(log, mark);
+    const size_t j = MemberIndex(s, "safe", m);
+    std::set<std::string> keys;
+    for (const auto& [key, value] : member_line) {
+      keys.insert(key);
+      const std::string want = key == "state"    ? s.Str(M(j, key))
+                               : key == "fenced" ? (s.Bool(M(j, key)) ? "yes" : "no")
+                                                 : std::to_string(s.Num(M(j, key)));
+      CHECK_MESSAGE(value == want, "member " << m << " " << key);
+    }
+    std::set<std::string> want = kMemberKeys;
+    for (const char* label : {"volume", "index", "uri"})
+      want.erase(label);
+    CHECK(keys == want);
+  }
+}
+
+// A Unix socket at `path` that answers anything with `answer` (ignoring errors once the client
+// is gone), for one client, on a thread of its own.
+class FakeControl {
+ public:
+  FakeControl(const std::string& path, std::string answer) : fd_(::socket(AF_UNIX, SOCK_STREAM, 0)) {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    REQUIRE(path.size() < sizeof address.sun_path);
+    std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+    REQUIRE(::bind(fd_.get(), reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
+    REQUIRE(::chmod(path.c_str(), 0777) == 0);
+    REQUIRE(::listen(fd_.get(), 4) == 0);
+    thread_ = std::thread([this, answer = std::move(answer)] { AnswerOne(answer); });
+  }
+  ~FakeControl() {
+    stop_ = true;
+    thread_.join();
+  }
+  bool answered() const { return answered_; }
+
+ private:
+  void AnswerOne(const std::string& answer) {
+    const auto deadline = SteadyClock::now() + 20s;
+    while (!stop_ && SteadyClock::now() < deadline) {
+      pollfd p{fd_.get(), POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      Fd client(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+      if (client.get() < 0) continue;
+      answered_ = true;
+      for (size_t sent = 0; sent < answer.size();) {
+        const ssize_t n =
+            ::send(client.get(), answer.data() + sent, answer.size() - sent, MSG_NOSIGNAL);
+        if (n <= 0) break;  // the client stopped reading and closed
+        sent += static_cast<size_t>(n);
+      }
+      return;
+    }
+  }
+
+  Fd fd_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> answered_{false};
+  std::thread thread_;
+};
+
+// The audit's C4 (W13), second half: status read the whole answer into memory, however long.
+TEST_CASE("status cuts off an answer no aggregator would give") {
+  TempDir dir("dst-status-oversized");
+  const std::string path = dir.File("ctl.sock");
+  FakeControl fake(path, std::string(64 * kMiB, 'x'));
+  const CommandResult r = RunAggregator({"status", "--control", path});
+  CHECK(r.exit_code == 1);
+  CHECK(r.stdout_text.empty());
+  CHECK(r.stderr_text == "dst-aggregator: error: control socket " + path +
+                             ": an answer longer than 16 MiB: not an aggregator's\n");
+}
+
+// The audit's C4 (W13): without $XDG_RUNTIME_DIR the default control socket was
+// /tmp/dst-aggregator-UID.sock, which another user could bind first: `status` printed that
+// user's text, and serve ran without a control socket. The socket now lives in a directory of
+// the user's own in $TMPDIR (mode 0700); one that someone else made, or that others can write
+// to, is refused by status and given up by serve, and nothing inside it is talked to. As root,
+// the test runs serve and status as nobody, in a shared directory root squats in.
+TEST_CASE("the default control socket in a shared temporary directory cannot be squatted") {
+  TempDir shared("dst-status-shared-tmp");
+  REQUIRE(::chmod(shared.path().c_str(), 01777) == 0);  // as /tmp
+  const bool root = ::geteuid() == 0;
+  const uid_t victim = root ? 65534 : ::geteuid();
+  const Argv as_victim = root ? Argv{"setpriv", "--reuid=65534", "--regid=65534",
+                                     "--clear-groups", DST_AGGREGATOR_PATH}
+                              : Argv{DST_AGGREGATOR_PATH};
+  const std::vector<std::string> env = {"XDG_RUNTIME_DIR=", "TMPDIR=" + shared.path()};
+  const std::string dir = shared.File("dst-aggregator-" + std::to_string(victim));
+  auto status = [&] { return RunCommand(Concat(as_victim, {"status"}), 30s, env); };
+  NbdkitOptions member_options;
+  member_options.plugin = "memory";
+  member_options.args = {"size=1M"};
+  member_options.transport = Transport::kTcp4;  // reachable by the victim's uid
+  NbdkitServer member(member_options);
+  // serve as the victim, on a TCP port: returns once it serves, with its stderr so far.
+  const int port = PickFreePort();
+  auto start = [&](std::optional<Process>& serve) {
+    serve.emplace(Concat(as_victim, {"serve", "--raw", "--listen",
+                                     "127.0.0.1:" + std::to_string(port), member.uri()}),
+                  env);
+    const auto deadline = SteadyClock::now() + 20s;
+    while (serve->Running() && !Contains(serve->stderr_text(), "info: serving ") &&
+           SteadyClock::now() < deadline)
+      std::this_thread::sleep_for(10ms);
+    INFO("serve stderr:\n" << serve->stderr_text());
+    REQUIRE(Contains(serve->stderr_text(), "info: serving "));
+  };
+  auto stop = [](std::optional<Process>& serve) {
+    serve->Kill(SIGTERM);
+    CHECK(serve->Wait(10s) == 0);
+    CHECK(SanitizerReportLines(serve->stderr_text()).empty());
+    serve.reset();
+  };
+  const std::string refusal =
+      "control directory " + dir + ": " +
+      (root ? "owned by uid 0, not by us (uid 65534)" : std::string("mode 0777, not 0700")) +
+      ": another user may have made it; not using it (remove it, or give --control PATH)";
+
+  {
+    // The squatter's directory, open to all, with a socket that answers fake text.
+    REQUIRE(::mkdir(dir.c_str(), 0777) == 0);
+    REQUIRE(::chmod(dir.c_str(), 0777) == 0);
+    FakeControl fake(dir + "/control.sock", "VOLUME fake\n");
+    const CommandResult r = status();
+    INFO("status stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+    CHECK(r.exit_code == 1);
+    CHECK(r.stdout_text.empty());
+    CHECK(r.stderr_text == "dst-aggregator: error: " + refusal + "\n");
+    // serve gives the directory up, says why, and serves without a control socket.
+    std::optional<Process> serve;
+    start(serve);
+    CHECK(Contains(serve->stderr_text(), "warning: " + refusal +
+                                             ": no control socket (give one with --control "
+                                             "PATH)\n"));
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect("nbd://127.0.0.1:" + std::to_string(port) + "/vol0"));
+    CHECK(client.Size() == static_cast<int64_t>(kMiB));
+    CHECK_NBD_OK(client.Shutdown());
+    stop(serve);
+    CHECK_FALSE(fake.answered());
+  }
+
+  // Without the squatter: serve makes the directory, 0700 and the victim's, and status finds it.
+  std::filesystem::remove_all(dir);
+  std::optional<Process> serve;
+  start(serve);
+  struct stat st {};
+  REQUIRE(::lstat(dir.c_str(), &st) == 0);
+  CHECK(S_ISDIR(st.st_mode));
+  CHECK((st.st_mode & 07777) == 0700);
+  CHECK(st.st_uid == victim);
+  CHECK(Contains(serve->stderr_text(), "info: control socket " + dir + "/control.sock\n"));
+  const CommandResult r = status();
+  INFO("status stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+  CHECK(r.exit_code == 0);
+  CHECK(r.stdout_text.rfind("uptime ", 0) == 0);
+  CHECK(Contains(r.stdout_text, member.uri()));
+  stop(serve);
+  CHECK(::lstat((dir + "/control.sock").c_str(), &st) != 0);
 }
 
 TEST_SUITE_END();

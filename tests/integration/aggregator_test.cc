@@ -1112,6 +1112,58 @@ void CheckFinalErrorLine(const StartFailure& f, std::initializer_list<std::strin
     CHECK_MESSAGE(Contains(last, n), "missing: " << n);
 }
 
+// The audit's X13 (W6), start-up half: with an open-file limit of 64 and --max-connections 1024
+// (systemd's default soft limit is 1024 too), the server ran until it hit EMFILE. Now a hard
+// limit too low is refused at start with what to change (and the advice works), and a soft limit
+// below a high enough hard one is raised.
+TEST_CASE("--max-connections is checked against the open-file limit at start") {
+  MemoryServer member(kMiB);
+  auto under_limit = [&](const std::string& nofile, std::vector<std::string> args) {
+    AggregatorOptions o =
+        AggregatorArgs(Concat(std::move(args), {member.uri()}), AggregatorListen::kUnix);
+    o.wrapper = {"prlimit", "--nofile=" + nofile};
+    o.start_timeout = 10s;
+    return o;
+  };
+  SUBCASE("a hard limit of 64: refused, naming the limit") {
+    const StartFailure f = AggregatorServer::StartExpectingFailure(
+        under_limit("64:64", {"--raw", "--max-connections", "1024"}));
+    CheckOneErrorLine(f, {"--max-connections 1024 needs about ",
+                          " open files, but the limit is 64: raise the limit (ulimit -n, or "
+                          "LimitNOFILE= in a systemd unit)"});
+  }
+  SUBCASE("a hard limit of 300: refused with a --max-connections that fits, which then serves") {
+    const StartFailure f = AggregatorServer::StartExpectingFailure(
+        under_limit("300:300", {"--raw", "--max-connections", "1024"}));
+    CheckOneErrorLine(f, {"--max-connections 1024 needs about ",
+                          "but the limit is 300: lower it "
+                          "to at most "});
+    const std::string marker = "lower it to at most ";
+    const size_t at = f.stderr_text.find(marker);
+    REQUIRE(at != std::string::npos);
+    const std::string fits = std::to_string(std::stoul(f.stderr_text.substr(at + marker.size())));
+    INFO("advised --max-connections " << fits);
+    CHECK(std::stoul(fits) > 100);
+    AggregatorServer agg(under_limit("300:300", {"--raw", "--max-connections", fits}));
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(agg.uri()));
+    CHECK(client.Size() == static_cast<int64_t>(kMiB));
+    CHECK_NBD_OK(client.Shutdown());
+    CHECK(agg.Stop() == 0);
+    CHECK(agg.SanitizerReports().empty());
+  }
+  SUBCASE("a soft limit of 64 under a hard limit of 4096: raised, and said so") {
+    AggregatorServer agg(under_limit("64:4096", {"--raw", "--max-connections", "1024"}));
+    CHECK(Contains(agg.stderr_text(), "info: raised the open file limit from 64 to "));
+    CHECK(Contains(agg.stderr_text(), " for --max-connections 1024\n"));
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(agg.uri()));
+    CHECK_NBD_OK(client.Shutdown());
+    CHECK(agg.Stop() == 0);
+    CHECK(agg.SanitizerReports().empty());
+  }
+}
+
 TEST_CASE("an unreachable member is reported by URI within seconds") {
   MemoryServer good(kMiB);
   TempDir dir("dst-agg-missing");
@@ -1134,7 +1186,7 @@ TEST_CASE("bad transaction options are refused") {
   const std::string volume = "[[volume]]\nname = \"a\"\nmembers = [" + Quoted(member.uri()) + "]\n";
   SUBCASE("--io-timeout that is not a duration") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--io-timeout", "5x", member.uri()}),
-                      {"--io-timeout 5x: not a duration"});
+                      {"--io-timeout 5x: expected a duration such as 5, 500ms or 2m"});
   }
   SUBCASE("--io-timeout 0") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--io-timeout", "0", member.uri()}),
@@ -1151,7 +1203,7 @@ TEST_CASE("bad transaction options are refused") {
   }
   SUBCASE("--table-cache that is not a size") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--table-cache", "lots", member.uri()}),
-                      {"--table-cache lots: not a size"});
+                      {"--table-cache lots: expected a size such as 64K"});
   }
   SUBCASE("--table-cache below 1M") {
     CheckOneErrorLine(ExpectAggregatorFailure({"--raw", "--table-cache", "4K", member.uri()}),

@@ -1,27 +1,43 @@
-#include "aggregator/status_report.h"
+#include "aggregator/control/status_report.h"
 
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <sstream>
 
 #include "aggregator/integrity/superblock_json.h"
 #include "common/units.h"
 
-namespace dst::aggregator {
+namespace dst::control {
 
 namespace {
 
 using integrity::JsonQuote;
 
-// One named number of a volume or member, with what each renderer needs.
-struct Field {
-  const char* name;  // JSON key and metric name stem
-  uint64_t value;
-  bool counter;  // monotonic: Prometheus _total
-  const char* help;
-};
+using Field = volume::NamedCounter;
 
-std::vector<Field> TrafficFields(const server::VolumeTraffic& t) {
+const std::vector<Field> kNoFields;
+
+const std::vector<Field>& IntegrityFields(const VolumeStatus& v) {
+  return v.integrity ? v.integrity->counters : kNoFields;
+}
+
+// "name=value name=value".
+std::string StatsFields(const std::vector<Field>& fields) {
+  std::string out;
+  for (const Field& f : fields)
+    out += std::string(out.empty() ? "" : " ") + f.name + "=" + std::to_string(f.value);
+  return out;
+}
+
+void AppendJsonFields(std::ostringstream& out, const std::vector<Field>& fields) {
+  for (const Field& f : fields)
+    out << ", " << JsonQuote(f.name) << ": " << f.value;
+}
+
+}  // namespace
+
+std::vector<volume::NamedCounter> TrafficCounters(const server::VolumeTraffic& t) {
   return {
       {"clients", t.clients, false, "Clients connected to the volume"},
       {"connections", t.connections, true, "Client connections since start"},
@@ -37,27 +53,13 @@ std::vector<Field> TrafficFields(const server::VolumeTraffic& t) {
   };
 }
 
-std::vector<Field> IntegrityFields(const IntegrityStatus& i) {
-  return {
-      {"checksum_errors", i.counters.checksum_errors, true,
-       "Blocks that failed verification twice (EIO to the client)"},
-      {"rereads_recovered", i.counters.rereads_recovered, true,
-       "Blocks that verified when read a second time"},
-      {"rmw_blocks", i.counters.rmw_blocks, true, "Partial blocks merged with a write"},
-      {"recomputed_regions", i.counters.recomputed_regions, false,
-       "Regions recomputed at the last assembly"},
-      {"dirty_regions", i.dirty_regions, false, "Write-intent bits set"},
-      {"table_pages", i.table_pages, false, "Checksum table pages cached"},
-      {"table_dirty_pages", i.table_dirty, false, "Cached table pages not yet written back"},
-  };
-}
-
-std::vector<Field> MemberFields(const MemberStatus& m) {
+std::vector<volume::NamedCounter> MemberCounters(const MemberStatus& m) {
   const member::MemberCounters& c = m.counters;
   return {
       {"epoch", m.epoch, false, "Fencing epoch of the member's connections"},
       {"connections", m.connections, false, "Connections to the member"},
       {"in_flight", m.in_flight, false, "Member I/Os sent and not yet answered"},
+      {"waiting", m.waiting, false, "Member I/Os waiting for a connection or a resend delay"},
       {"ios", c.ios, true, "Member I/Os answered with success"},
       {"bytes", c.bytes, true, "Payload bytes of member reads and writes"},
       {"timeouts", c.timeouts, true, "Member sends that passed their deadline"},
@@ -75,12 +77,14 @@ std::vector<Field> MemberFields(const MemberStatus& m) {
   };
 }
 
-void AppendJsonFields(std::ostringstream& out, const std::vector<Field>& fields) {
-  for (const Field& f : fields)
-    out << ", " << JsonQuote(f.name) << ": " << f.value;
+std::string MemberStatsFields(const MemberStatus& m) {
+  return "state=" + m.state + " fenced=" + (m.fenced ? "yes" : "no") + " " +
+         StatsFields(MemberCounters(m));
 }
 
-}  // namespace
+std::string IntegrityStatsFields(const volume::IntegrityState& i) {
+  return "state=" + i.state + " checksum=" + i.checksum + " " + StatsFields(i.counters);
+}
 
 std::string StatusToJson(const StatusReport& report) {
   std::ostringstream out;
@@ -89,13 +93,13 @@ std::string StatusToJson(const StatusReport& report) {
     const VolumeStatus& v = report.volumes[i];
     out << (i ? ",\n  " : "\n  ") << "{\"name\": " << JsonQuote(v.name)
         << ", \"layout\": " << JsonQuote(v.layout)
-        << ", \"checksummed\": " << (v.checksummed ? "true" : "false") << ", \"size\": " << v.size
+        << ", \"checksummed\": " << (v.integrity ? "true" : "false") << ", \"size\": " << v.size
         << ", \"members\": " << v.members;
-    AppendJsonFields(out, TrafficFields(v.traffic));
+    AppendJsonFields(out, TrafficCounters(v.traffic));
     if (v.integrity) {
       out << ", \"integrity\": {\"state\": " << JsonQuote(v.integrity->state)
-          << ", \"checksum\": " << JsonQuote(v.integrity->algorithm);
-      AppendJsonFields(out, IntegrityFields(*v.integrity));
+          << ", \"checksum\": " << JsonQuote(v.integrity->checksum);
+      AppendJsonFields(out, v.integrity->counters);
       out << "}";
     }
     out << "}";
@@ -107,7 +111,7 @@ std::string StatusToJson(const StatusReport& report) {
         << ", \"index\": " << m.index << ", \"uri\": " << JsonQuote(m.uri)
         << ", \"state\": " << JsonQuote(m.state)
         << ", \"fenced\": " << (m.fenced ? "true" : "false");
-    AppendJsonFields(out, MemberFields(m));
+    AppendJsonFields(out, MemberCounters(m));
     out << "}";
   }
   out << "]}\n";
@@ -124,9 +128,10 @@ std::string StatusToText(const StatusReport& report) {
   out << line;
   for (const VolumeStatus& v : report.volumes) {
     const std::string checksums =
-        v.integrity ? v.integrity->algorithm + "/" + v.integrity->state : "raw";
-    const std::string cksum_errors =
-        v.integrity ? std::to_string(v.integrity->counters.checksum_errors) : "-";
+        v.integrity ? v.integrity->checksum + "/" + v.integrity->state : "raw";
+    std::string cksum_errors = "-";
+    for (const Field& f : IntegrityFields(v))
+      if (std::string_view(f.name) == "checksum_errors") cksum_errors = std::to_string(f.value);
     std::snprintf(
         line, sizeof line, "%-16s %-7s %-14s %9s %7llu %10llu %10s %10s %8llu %8llu %10s\n",
         v.name.c_str(), v.layout.c_str(), checksums.c_str(), FormatSize(v.size).c_str(),
@@ -153,6 +158,17 @@ std::string StatusToText(const StatusReport& report) {
                   static_cast<unsigned long long>(m.checksum_errors), m.uri.c_str());
     out << line;
   }
+  // Checksummed volumes: every integrity counter, as the stats line has them.
+  bool header = false;
+  for (const VolumeStatus& v : report.volumes) {
+    if (!v.integrity) continue;
+    if (!header)
+      out << "\n"
+          << "VOLUME           INTEGRITY\n";
+    header = true;
+    std::snprintf(line, sizeof line, "%-16s ", v.name.c_str());
+    out << line << IntegrityStatsFields(*v.integrity) << "\n";
+  }
   return out.str();
 }
 
@@ -176,11 +192,12 @@ std::string LabelValue(const std::string& text) {
 class Exposition {
  public:
   void Add(const std::string& stem, const Field& f, const std::string& labels) {
-    const std::string name = "dst_" + stem + "_" + f.name + (f.counter ? "_total" : "");
+    const std::string name =
+        "dst_" + stem + "_" + std::string(f.name) + (f.monotonic ? "_total" : "");
     Metric& m = metrics_[name];
     if (m.help.empty()) {
       m.help = f.help;
-      m.type = f.counter ? "counter" : "gauge";
+      m.type = f.monotonic ? "counter" : "gauge";
       order_.push_back(name);
     }
     m.samples +=
@@ -211,13 +228,13 @@ std::string StatusToPrometheus(const StatusReport& report) {
   for (const VolumeStatus& v : report.volumes) {
     const std::string labels = "volume=\"" + LabelValue(v.name) + "\"";
     e.Add("volume", {"size_bytes", v.size, false, "Volume size in bytes"}, labels);
-    for (const Field& f : TrafficFields(v.traffic))
+    for (const Field& f : TrafficCounters(v.traffic))
       e.Add("volume", f, labels);
     if (v.integrity) {
       e.Add("volume",
             {"clean", v.integrity->state == "clean", false, "1 when the superblocks say clean"},
             labels);
-      for (const Field& f : IntegrityFields(*v.integrity))
+      for (const Field& f : v.integrity->counters)
         e.Add("volume", f, labels);
     }
   }
@@ -229,10 +246,10 @@ std::string StatusToPrometheus(const StatusReport& report) {
             {"state", m.state == state, false, "1 for the member's current state, else 0"},
             labels + ",state=\"" + state + "\"");
     e.Add("member", {"fenced", m.fenced, false, "1 when the member confirmed fencing"}, labels);
-    for (const Field& f : MemberFields(m))
+    for (const Field& f : MemberCounters(m))
       e.Add("member", f, labels);
   }
   return e.Render();
 }
 
-}  // namespace dst::aggregator
+}  // namespace dst::control

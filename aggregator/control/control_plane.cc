@@ -1,0 +1,150 @@
+#include "aggregator/control/control_plane.h"
+
+#include <csignal>
+#include <memory>
+
+#include "aggregator/control/control_path.h"
+#include "common/log.h"
+
+namespace dst::control {
+
+namespace {
+
+// A control or metrics client gets this long to ask and be answered.
+constexpr auto kQueryTimeout = std::chrono::seconds(5);
+constexpr size_t kMaxControlRequest = 256;
+constexpr size_t kMaxHttpRequest = 8192;
+
+std::string HttpResponse(const std::string& status, const std::string& type,
+                         const std::string& body) {
+  return "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
+         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" +
+         body;
+}
+
+MemberStatus MemberStatusOf(const MemberRef& ref, const std::vector<VolumeStatus>& volumes) {
+  const member::NbdMember& m = *ref.member;
+  MemberStatus status{ref.volume,
+                      ref.index,
+                      m.name(),
+                      std::string(member::MemberStateName(m.state())),
+                      m.fenced(),
+                      m.epoch(),
+                      m.connection_count(),
+                      m.in_flight(),
+                      m.waiting(),
+                      m.counters(),
+                      0};
+  const auto& integrity = volumes.at(ref.volume_index).integrity;
+  if (integrity && ref.index < integrity->member_checksum_errors.size())
+    status.checksum_errors = integrity->member_checksum_errors[ref.index];
+  return status;
+}
+
+}  // namespace
+
+StatusReport BuildReport(const Server& server) {
+  StatusReport report;
+  report.uptime_seconds =
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::steady_clock::now() - server.started)
+                                .count());
+  for (const auto& volume : server.volumes) {
+    volume::DeviceState state = volume->State();
+    report.volumes.push_back({volume->name(), std::string(volume::LayoutKindName(state.layout)),
+                              volume->size(), state.members,
+                              server.registry.TrafficOf(volume.get()), std::move(state.integrity)});
+  }
+  for (const MemberRef& ref : server.member_refs)
+    report.members.push_back(MemberStatusOf(ref, report.volumes));
+  return report;
+}
+
+std::string AnswerControl(const Server& server, const std::string& request) {
+  std::string command = request;
+  while (!command.empty() && (command.back() == '\r' || command.back() == ' '))
+    command.pop_back();
+  if (command == "status") return StatusToText(BuildReport(server));
+  if (command == "status json") return StatusToJson(BuildReport(server));
+  return "error: unknown command '" + command + "' (expected: status, status json)\n";
+}
+
+std::string AnswerMetrics(const Server& server, const std::string& request) {
+  const std::string line = request.substr(0, request.find("\r\n"));
+  if (line.rfind("GET ", 0) != 0)
+    return HttpResponse("405 Method Not Allowed", "text/plain", "only GET\n");
+  const size_t path_end = line.find(' ', 4);
+  const std::string path = line.substr(4, path_end == std::string::npos ? path_end : path_end - 4);
+  if (path != "/metrics" && path.rfind("/metrics?", 0) != 0)
+    return HttpResponse("404 Not Found", "text/plain", "metrics are at /metrics\n");
+  return HttpResponse("200 OK", "text/plain; version=0.0.4; charset=utf-8",
+                      StatusToPrometheus(BuildReport(server)));
+}
+
+Status StartControl(Server& server, const std::string& option) {
+  if (option == "none") return Status::Ok();
+  const bool defaulted = option.empty();
+  const std::string path = defaulted ? DefaultControlPath() : option;
+  Status s;
+  if (const std::string dir = PrivateControlDir(); defaulted && !dir.empty())
+    s = CheckPrivateDir(dir, /*create=*/true);
+  if (s.ok()) {
+    server.control = std::make_unique<server::OneShotServer>(
+        server.io, "\n", kMaxControlRequest, kQueryTimeout,
+        [&server](const std::string& request) { return AnswerControl(server, request); });
+    s = server.control->ListenUnix(path, 0600);
+  }
+  if (!s.ok() && defaulted) {
+    LOG_WARNING("%s: no control socket (give one with --control PATH)", s.message().c_str());
+    server.control.reset();
+    return Status::Ok();
+  }
+  if (s.ok()) LOG_INFO("control socket %s", path.c_str());
+  return s;
+}
+
+Status StartMetrics(Server& server, const std::string& host_port) {
+  if (host_port.empty()) return Status::Ok();
+  server.metrics = std::make_unique<server::OneShotServer>(
+      server.io, "\r\n\r\n", kMaxHttpRequest, kQueryTimeout,
+      [&server](const std::string& request) { return AnswerMetrics(server, request); });
+  DST_RETURN_IF_ERROR(server.metrics->ListenTcp(host_port).Wrap("--metrics"));
+  LOG_INFO("metrics on http://%s/metrics", host_port.c_str());
+  return Status::Ok();
+}
+
+StatsLogger::StatsLogger(Server& server, std::chrono::milliseconds interval)
+    : server_(server), interval_(interval), usr1_(server.io, SIGUSR1), timer_(server.io) {
+  AwaitSignal();
+  if (interval_.count() > 0) AwaitTick();
+}
+
+void StatsLogger::LogNow() const {
+  const StatusReport report = BuildReport(server_);
+  for (const MemberStatus& m : report.members)
+    LOG_INFO("stats: volume %s member %zu %s: %s", m.volume.c_str(), m.index, m.uri.c_str(),
+             MemberStatsFields(m).c_str());
+  for (const VolumeStatus& v : report.volumes)
+    if (v.integrity)
+      LOG_INFO("stats: volume %s integrity: %s", v.name.c_str(),
+               IntegrityStatsFields(*v.integrity).c_str());
+}
+
+void StatsLogger::AwaitSignal() {
+  usr1_.async_wait([this](const asio::error_code& ec, int) {
+    if (ec) return;
+    LogNow();
+    AwaitSignal();
+  });
+}
+
+void StatsLogger::AwaitTick() {
+  timer_.expires_after(interval_);
+  timer_.async_wait([this](const asio::error_code& ec) {
+    if (ec) return;
+    LogNow();
+    AwaitTick();
+  });
+}
+
+}  // namespace dst::control

@@ -1,0 +1,54 @@
+// Server: everything a running `dst-aggregator serve` owns, as serve_command.cc builds it and the
+// control plane (control_plane.h) reads it; MemberRef: a member as status, metrics and the stats
+// lines name it. Members and volumes are in the order of the configuration.
+//
+// Threading: built before the event loop runs, then touched only on its thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <asio.hpp>
+
+#include "aggregator/integrity/checksummed_volume.h"
+#include "aggregator/member/nbd_member.h"
+#include "aggregator/server/connection.h"
+#include "aggregator/server/export_registry.h"
+#include "aggregator/server/listener.h"
+#include "aggregator/server/one_shot_server.h"
+#include "aggregator/server/tls.h"
+#include "aggregator/volume/block_device.h"
+
+namespace dst::control {
+
+struct MemberRef {
+  std::string volume;   // the volume's name
+  size_t volume_index;  // its place in Server::volumes
+  size_t index;         // the member's index in the volume
+  const member::NbdMember* member;
+};
+
+// Destroyed in reverse order.
+struct Server {
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  // Before io: connections still queued in io when it is destroyed count
+  // themselves out of the policy.
+  std::unique_ptr<server::ServerTls> tls;
+  server::ConnectionPolicy policy;
+  asio::io_context io{1};
+  std::vector<std::unique_ptr<member::NbdMember>> members;
+  std::vector<MemberRef> member_refs;
+  std::vector<std::unique_ptr<volume::BlockDevice>> volumes;
+  // The volumes that must be opened before serving and closed clean after.
+  std::vector<integrity::ChecksummedVolume*> checksummed;
+  server::ExportRegistry registry;
+  server::InFlightLimits limits;
+  std::unique_ptr<server::Listener> listener;
+  std::unique_ptr<server::OneShotServer> control;
+  std::unique_ptr<server::OneShotServer> metrics;
+};
+
+}  // namespace dst::control

@@ -1,0 +1,67 @@
+// StatusReport: one snapshot of a running aggregator, what `dst-aggregator status` prints, the
+// metrics endpoint serves and the stats lines log: every volume with its client traffic (and,
+// for checksummed volumes, its integrity state and counters), and every member with its
+// transaction counters. Each kind of thing has one list of named numbers (TrafficCounters,
+// MemberCounters, and the volume's own IntegrityState::counters), and every output prints that
+// list under those names: a table and JSON for `status`, the Prometheus text format, and the
+// "name=value" stats lines.
+//
+// Threading: plain values and pure functions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "aggregator/member/member_stats.h"
+#include "aggregator/server/volume_traffic.h"
+#include "aggregator/volume/device_state.h"
+
+namespace dst::control {
+
+struct VolumeStatus {
+  std::string name;
+  std::string layout;  // "linear", "stripe"
+  uint64_t size = 0;
+  size_t members = 0;
+  server::VolumeTraffic traffic;
+  std::optional<volume::IntegrityState> integrity;  // checksummed volumes only
+};
+
+struct MemberStatus {
+  std::string volume;
+  size_t index = 0;
+  std::string uri;
+  std::string state;  // connecting, ready, reconnecting, failed
+  bool fenced = false;
+  uint64_t epoch = 0;
+  size_t connections = 0;
+  size_t in_flight = 0;
+  size_t waiting = 0;
+  member::MemberCounters counters;
+  // Blocks on this member that failed verification twice (checksummed volumes).
+  uint64_t checksum_errors = 0;
+};
+
+struct StatusReport {
+  uint64_t uptime_seconds = 0;
+  std::vector<VolumeStatus> volumes;
+  std::vector<MemberStatus> members;
+};
+
+// The named numbers of a volume's client traffic and of a member, in the order shown.
+std::vector<volume::NamedCounter> TrafficCounters(const server::VolumeTraffic& traffic);
+std::vector<volume::NamedCounter> MemberCounters(const MemberStatus& member);
+
+std::string StatusToJson(const StatusReport& report);
+std::string StatusToText(const StatusReport& report);
+// Prometheus text exposition format 0.0.4: counters end in _total, labels are
+// volume, member (the index) and uri.
+std::string StatusToPrometheus(const StatusReport& report);
+// The stats lines' "name=value" fields: "state=ready fenced=yes epoch=1 ... latency_max_us=9"
+// for a member, "state=dirty checksum=crc32c checksum_errors=0 ..." for a checksummed volume.
+std::string MemberStatsFields(const MemberStatus& member);
+std::string IntegrityStatsFields(const volume::IntegrityState& integrity);
+
+}  // namespace dst::control

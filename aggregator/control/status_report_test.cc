@@ -1,0 +1,123 @@
+// The renderers of status_report.h over one report with distinct numbers: every counter of a
+// volume's integrity list and of a member appears under the same name with the same value in
+// status --json, the status table's integrity section, the metrics and the stats lines.
+#include "aggregator/control/status_report.h"
+
+#include <map>
+#include <sstream>
+
+#include <doctest/doctest.h>
+
+namespace dst::control {
+namespace {
+
+StatusReport SampleReport() {
+  StatusReport report;
+  report.uptime_seconds = 42;
+  VolumeStatus v;
+  v.name = "safe";
+  v.layout = "stripe";
+  v.size = 1 << 20;
+  v.members = 2;
+  v.traffic.requests = 7;
+  volume::IntegrityState integrity{"dirty", "crc32c", {}, {3, 4}};
+  const char* names[] = {"checksum_errors",  "bitmap_syncs",    "table_dirty", "table_loads",
+                         "table_writebacks", "table_evictions", "table_errors"};
+  uint64_t value = 100;
+  for (const char* name : names)
+    integrity.counters.push_back({name, value++, std::string(name) != "table_dirty", "help"});
+  v.integrity = integrity;
+  report.volumes.push_back(v);
+  MemberStatus m;
+  m.volume = "safe";
+  m.index = 1;
+  m.uri = "nbd://node1/disk";
+  m.state = "ready";
+  m.fenced = true;
+  m.epoch = 5;
+  m.in_flight = 6;
+  m.waiting = 8;
+  m.counters.resends = 9;
+  m.checksum_errors = 4;
+  report.members.push_back(m);
+  return report;
+}
+
+// "name=value" pairs of a stats line.
+std::map<std::string, std::string> Pairs(const std::string& line) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(line);
+  std::string word;
+  while (in >> word) {
+    const size_t eq = word.find('=');
+    REQUIRE_MESSAGE(eq != std::string::npos, word);
+    out[word.substr(0, eq)] = word.substr(eq + 1);
+  }
+  return out;
+}
+
+bool Contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+TEST_CASE("every integrity counter: one name and one value in JSON, table, metrics, stats line") {
+  const StatusReport report = SampleReport();
+  const volume::IntegrityState& integrity = *report.volumes[0].integrity;
+  const std::string json = StatusToJson(report);
+  const std::string text = StatusToText(report);
+  const std::string metrics = StatusToPrometheus(report);
+  const std::string line = IntegrityStatsFields(integrity);
+  INFO("json:\n" << json << "\ntext:\n" << text << "\nmetrics:\n" << metrics << "\nline: " << line);
+  const auto pairs = Pairs(line);
+  CHECK(pairs.at("state") == "dirty");
+  CHECK(pairs.at("checksum") == "crc32c");
+  CHECK(pairs.size() == integrity.counters.size() + 2);
+  for (const volume::NamedCounter& c : integrity.counters) {
+    const std::string name = c.name, value = std::to_string(c.value);
+    CHECK(pairs.at(name) == value);
+    CHECK(Contains(json, "\"" + name + "\": " + value));
+    CHECK(Contains(text, " " + name + "=" + value));
+    CHECK(Contains(metrics, "dst_volume_" + name + (c.monotonic ? "_total" : "") +
+                                "{volume=\"safe\"} " + value + "\n"));
+  }
+  CHECK(Contains(text,
+                 "\nVOLUME           INTEGRITY\nsafe             state=dirty checksum=crc32c "));
+  CHECK_FALSE(Contains(json, "table_dirty_pages"));
+}
+
+TEST_CASE("every member counter: one name and one value in JSON, metrics and the stats line") {
+  const StatusReport report = SampleReport();
+  const MemberStatus& m = report.members[0];
+  const std::string json = StatusToJson(report);
+  const std::string metrics = StatusToPrometheus(report);
+  const std::string line = MemberStatsFields(m);
+  INFO("json:\n" << json << "\nmetrics:\n" << metrics << "\nline: " << line);
+  const auto pairs = Pairs(line);
+  CHECK(pairs.at("state") == "ready");
+  CHECK(pairs.at("fenced") == "yes");
+  const auto counters = MemberCounters(m);
+  CHECK(pairs.size() == counters.size() + 2);
+  const std::string labels = "{volume=\"safe\",member=\"1\",uri=\"nbd://node1/disk\"} ";
+  for (const volume::NamedCounter& c : counters) {
+    const std::string name = c.name, value = std::to_string(c.value);
+    CHECK(pairs.at(name) == value);
+    CHECK(Contains(json, "\"" + name + "\": " + value));
+    CHECK(Contains(metrics,
+                   "dst_member_" + name + (c.monotonic ? "_total" : "") + labels + value + "\n"));
+  }
+  CHECK(pairs.at("in_flight") == "6");
+  CHECK(pairs.at("waiting") == "8");
+  CHECK(pairs.at("checksum_errors") == "4");
+}
+
+TEST_CASE("a raw volume has no integrity section") {
+  StatusReport report = SampleReport();
+  report.volumes[0].integrity.reset();
+  const std::string text = StatusToText(report);
+  CHECK_FALSE(Contains(text, "INTEGRITY"));
+  CHECK(Contains(StatusToJson(report), "\"checksummed\": false"));
+  CHECK_FALSE(Contains(StatusToJson(report), "\"integrity\""));
+}
+
+}  // namespace
+}  // namespace dst::control

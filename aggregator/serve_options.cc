@@ -1,0 +1,432 @@
+#include "aggregator/serve_options.h"
+
+#include <charconv>
+
+#include <CLI/CLI.hpp>
+
+#include "aggregator/server/listener.h"
+#include "common/duration.h"
+#include "common/units.h"
+
+namespace dst::aggregator {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// ---------------------------------------------------------------------------
+// Parsers and printers of the value kinds. Errors say what was expected.
+
+Status ParseNumber(std::string_view text, uint64_t min, uint64_t max, uint64_t* out) {
+  uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || n < min || n > max)
+    return Status::Invalid("expected " + std::to_string(min) + " to " + std::to_string(max));
+  *out = n;
+  return Status::Ok();
+}
+
+template <typename T>
+Status ApplyNumber(std::string_view text, uint64_t min, uint64_t max, T* out) {
+  uint64_t n = 0;
+  DST_RETURN_IF_ERROR(ParseNumber(text, min, max, &n));
+  *out = static_cast<T>(n);
+  return Status::Ok();
+}
+
+Status ApplyDuration(std::string_view text, milliseconds* out) {
+  const auto duration = ParseDuration(text);
+  if (!duration) return Status::Invalid("expected a duration such as 5, 500ms or 2m");
+  *out = *duration;
+  return Status::Ok();
+}
+
+// "5s", "2m", "500ms", "0": the largest unit that keeps the value exact, as ParseDuration reads.
+std::string ShowDuration(milliseconds duration) {
+  const int64_t ms = duration.count();
+  if (ms == 0) return "0";
+  if (ms % (3600 * 1000) == 0) return std::to_string(ms / (3600 * 1000)) + "h";
+  if (ms % (60 * 1000) == 0) return std::to_string(ms / (60 * 1000)) + "m";
+  if (ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
+  return std::to_string(ms) + "ms";
+}
+
+enum class Zero : bool { kRefused, kAllowed };
+
+Status ApplySize(std::string_view text, Zero zero, uint64_t* out) {
+  const auto size = ParseSize(text);
+  if (!size || (*size == 0 && zero == Zero::kRefused))
+    return Status::Invalid(zero == Zero::kAllowed ? "expected a size such as 64K"
+                                                  : "expected a size such as 64K, more than 0");
+  *out = *size;
+  return Status::Ok();
+}
+
+// "64M", "512K", "1000": the largest binary unit that keeps the value exact, as ParseSize reads.
+std::string ShowSize(uint64_t bytes) {
+  static constexpr const char* kUnits[] = {"", "K", "M", "G", "T", "P", "E"};
+  size_t unit = 0;
+  while (bytes != 0 && bytes % 1024 == 0 && unit < 6) {
+    bytes /= 1024;
+    ++unit;
+  }
+  return std::to_string(bytes) + kUnits[unit];
+}
+
+Status ApplyBoolean(std::string_view text, bool* out) {
+  if (text != "true" && text != "false") return Status::Invalid("expected true or false");
+  *out = text == "true";
+  return Status::Ok();
+}
+
+std::string ShowBoolean(bool value) {
+  return value ? "true" : "false";
+}
+
+// Checked when read, so that the file's errors carry a line number.
+Status AppendHostPort(std::string_view text, std::vector<std::string>* out) {
+  asio::ip::tcp::endpoint endpoint;
+  Status s = server::ParseHostPort(std::string(text), &endpoint);
+  if (!s.ok()) {
+    // ParseHostPort names the option as --listen: the caller names it here.
+    const std::string prefix = "--listen " + std::string(text) + ": ";
+    std::string message = s.message();
+    if (message.rfind(prefix, 0) == 0) message.erase(0, prefix.size());
+    return Status::Invalid(message);
+  }
+  out->emplace_back(text);
+  return Status::Ok();
+}
+
+std::string ShowList(const std::vector<std::string>& items) {
+  std::string out;
+  for (const std::string& item : items)
+    out += (out.empty() ? "" : ",") + item;
+  return out;
+}
+
+// The default listener goes in when none is given (ServeConfigFromArgs).
+constexpr const char* kDefaultListen = "127.0.0.1:10809";
+
+// ---------------------------------------------------------------------------
+// The tables. Captureless lambdas: each option says in one place what it sets and how.
+
+using Config = ServeConfig;
+using Form = OptionForm;
+
+const ServeOption kServeOptions[] = {
+    // Where clients connect.
+    {"listen", Form::kTextList, "TCP address HOST:PORT (default 127.0.0.1:10809)",
+     [](std::string_view v, Config* c) { return AppendHostPort(v, &c->listen); },
+     [](const Config& c) { return ShowList(c.listen); }},
+    {"unix", Form::kTextList, "Unix socket path",
+     [](std::string_view v, Config* c) {
+       c->unix_sockets.emplace_back(v);
+       return Status::Ok();
+     },
+     [](const Config& c) { return ShowList(c.unix_sockets); }},
+    {"default", Form::kText, "the volume a client gets when it asks for the empty export name",
+     [](std::string_view v, Config* c) {
+       c->default_volume = v;
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.default_volume; }},
+    {"raw", Form::kBoolean,
+     "serve members as they are, with no metadata or checksums (volumes that do not say)",
+     [](std::string_view v, Config* c) { return ApplyBoolean(v, &c->raw); },
+     [](const Config& c) { return ShowBoolean(c.raw); }},
+    // Members.
+    {"connections", Form::kNumber, "connections per multi-conn member",
+     [](std::string_view v, Config* c) {
+       return ApplyNumber(v, 1, 16, &c->connections_per_member);
+     },
+     [](const Config& c) { return std::to_string(c.connections_per_member); }},
+    {"io-timeout", Form::kQuantity, "deadline of one member I/O",
+     [](std::string_view v, Config* c) { return ApplyDuration(v, &c->transactions.io_timeout); },
+     [](const Config& c) { return ShowDuration(c.transactions.io_timeout); }},
+    {"retries", Form::kNumber, "resends of one member I/O (0: bounded by --retry-window only)",
+     [](std::string_view v, Config* c) {
+       return ApplyNumber(v, 0, 1000000, &c->transactions.retries);
+     },
+     [](const Config& c) { return std::to_string(c.transactions.retries); }},
+    {"retry-window", Form::kQuantity, "time after which a member I/O is not resent (0: no limit)",
+     [](std::string_view v, Config* c) { return ApplyDuration(v, &c->transactions.retry_window); },
+     [](const Config& c) { return ShowDuration(c.transactions.retry_window); }},
+    {"keepalive", Form::kQuantity, "ping idle member connections this often (0: never)",
+     [](std::string_view v, Config* c) { return ApplyDuration(v, &c->transactions.keepalive); },
+     [](const Config& c) { return ShowDuration(c.transactions.keepalive); }},
+    {"fencing", Form::kText, "auto, require or off",
+     [](std::string_view v, Config* c) {
+       if (!member::ParseFencingMode(v, &c->transactions.fencing))
+         return Status::Invalid("expected auto, require or off");
+       return Status::Ok();
+     },
+     [](const Config& c) { return std::string(member::FencingModeName(c.transactions.fencing)); }},
+    {"stats-interval", Form::kQuantity, "log member counters this often (0: only on SIGUSR1)",
+     [](std::string_view v, Config* c) { return ApplyDuration(v, &c->stats_interval); },
+     [](const Config& c) { return ShowDuration(c.stats_interval); }},
+    {"table-cache", Form::kQuantity, "memory for checksum table pages, per assembled volume",
+     [](std::string_view v, Config* c) { return ApplySize(v, Zero::kAllowed, &c->table_cache); },
+     [](const Config& c) { return ShowSize(c.table_cache); }},
+    // Monitoring.
+    {"control", Form::kText,
+     "control socket for `status` (default: /run/dst-aggregator.sock for root, else "
+     "$XDG_RUNTIME_DIR/dst-aggregator.sock or a private directory in $TMPDIR; none: no socket)",
+     [](std::string_view v, Config* c) {
+       c->control = v;
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.control; }},
+    {"metrics", Form::kText, "serve Prometheus metrics over HTTP on HOST:PORT (/metrics)",
+     [](std::string_view v, Config* c) {
+       std::vector<std::string> address;
+       DST_RETURN_IF_ERROR(AppendHostPort(v, &address));
+       c->metrics = address[0];
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.metrics; }},
+    // Clients.
+    {"tls", Form::kText, "client TLS: off, on (clients choose) or require",
+     [](std::string_view v, Config* c) {
+       if (!server::ParseTlsMode(std::string(v), &c->tls.mode))
+         return Status::Invalid("expected off, on or require");
+       return Status::Ok();
+     },
+     [](const Config& c) { return std::string(server::TlsModeName(c.tls.mode)); }},
+    {"tls-psk", Form::kText, "client TLS with pre-shared keys: identity:hexkey lines (psktool)",
+     [](std::string_view v, Config* c) {
+       c->tls.psk_file = v;
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.tls.psk_file; }},
+    {"tls-certificates", Form::kText,
+     "client TLS with X.509: DIR with server-cert.pem, server-key.pem, ca-cert.pem",
+     [](std::string_view v, Config* c) {
+       c->tls.certificates_dir = v;
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.tls.certificates_dir; }},
+    {"tls-verify-peer", Form::kBoolean,
+     "X.509: require client certificates signed by DIR/ca-cert.pem",
+     [](std::string_view v, Config* c) { return ApplyBoolean(v, &c->tls.verify_peer); },
+     [](const Config& c) { return ShowBoolean(c.tls.verify_peer); }},
+    {"max-connections", Form::kNumber, "client connections open at once; more are closed at accept",
+     [](std::string_view v, Config* c) { return ApplyNumber(v, 1, 1000000, &c->max_connections); },
+     [](const Config& c) { return std::to_string(c.max_connections); }},
+    {"handshake-timeout", Form::kQuantity, "time a client has to choose an export",
+     [](std::string_view v, Config* c) { return ApplyDuration(v, &c->handshake_timeout); },
+     [](const Config& c) { return ShowDuration(c.handshake_timeout); }},
+    {"request-timeout", Form::kQuantity,
+     "time a client has to finish sending a started request, or to read a reply",
+     [](std::string_view v, Config* c) { return ApplyDuration(v, &c->request_timeout); },
+     [](const Config& c) { return ShowDuration(c.request_timeout); }},
+    {"max-inflight-per-client", Form::kQuantity,
+     "request data held in memory per client before its reads pause",
+     [](std::string_view v, Config* c) {
+       return ApplySize(v, Zero::kRefused, &c->max_inflight_per_client);
+     },
+     [](const Config& c) { return ShowSize(c.max_inflight_per_client); }},
+    {"max-inflight", Form::kQuantity,
+     "request data held in memory for all clients together before their reads pause",
+     [](std::string_view v, Config* c) {
+       return ApplySize(v, Zero::kRefused, &c->max_inflight_total);
+     },
+     [](const Config& c) { return ShowSize(c.max_inflight_total); }},
+    // How the aggregator authenticates to TLS members (create and inspect share these).
+    {"member-tls-psk", Form::kText,
+     "TLS members: file of pre-shared keys (identity:hexkey lines, as psktool writes them)",
+     [](std::string_view v, Config* c) {
+       c->member_tls.psk_file = v;
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.member_tls.psk_file; }},
+    {"member-tls-username", Form::kText,
+     "TLS members: the identity to use from --member-tls-psk (default: the login name)",
+     [](std::string_view v, Config* c) {
+       c->member_tls.username = v;
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.member_tls.username; }},
+    {"member-tls-certificates", Form::kText,
+     "TLS members: X.509 directory with ca-cert.pem (and client-cert.pem, client-key.pem)",
+     [](std::string_view v, Config* c) {
+       c->member_tls.certificates_dir = v;
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.member_tls.certificates_dir; }},
+    // Unset unless given, so that libnbd's default (check) stands.
+    {"member-tls-verify-peer", Form::kBoolean,
+     "TLS members over TCP with X.509: check the member's certificate against its host name "
+     "(default: yes)",
+     [](std::string_view v, Config* c) {
+       bool verify = false;
+       DST_RETURN_IF_ERROR(ApplyBoolean(v, &verify));
+       c->member_tls.verify_peer = verify;
+       return Status::Ok();
+     },
+     [](const Config& c) {
+       return c.member_tls.verify_peer ? ShowBoolean(*c.member_tls.verify_peer) : std::string();
+     }},
+};
+
+const VolumeOption kVolumeOptions[] = {
+    {"name", Form::kText,
+     "volume (export) name; raw: default vol0, assembled: must match the members",
+     [](std::string_view v, VolumeConfig* c) {
+       c->name = v;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) { return c.name; }},
+    {"description", Form::kText, "volume description",
+     [](std::string_view v, VolumeConfig* c) {
+       c->description = v;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) { return c.description; }},
+    {"layout", Form::kText, "raw volumes: linear or stripe",
+     [](std::string_view v, VolumeConfig* c) {
+       if (!volume::ParseLayoutKind(v, &c->layout).ok())
+         return Status::Invalid("expected linear or stripe");
+       c->layout_given = true;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) { return std::string(volume::LayoutKindName(c.layout)); }},
+    {"chunk", Form::kQuantity, "raw stripe volumes: chunk size (power of two)",
+     [](std::string_view v, VolumeConfig* c) {
+       DST_RETURN_IF_ERROR(ApplySize(v, Zero::kAllowed, &c->chunk_size));
+       c->layout_given = true;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) { return ShowSize(c.chunk_size); }},
+    {"key-file", Form::kText, "checksum key of a blake2b-keyed volume",
+     [](std::string_view v, VolumeConfig* c) {
+       c->key_file = v;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) { return c.key_file; }},
+};
+
+template <typename O>
+const O* Find(std::span<const O> options, std::string_view name) {
+  for (const O& o : options)
+    if (o.name == name) return &o;
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------
+// The command line: every option's text is kept as given and applied after parsing.
+
+template <typename O, typename Given>
+void AddTableOption(CLI::App& serve, const O& option, const std::string& shown_default,
+                    Given* given) {
+  const std::string flag = "--" + std::string(option.name);
+  const std::string help(option.help);
+  if (option.form == OptionForm::kBoolean) {
+    serve.add_flag_function(
+        flag + ",!--no-" + std::string(option.name),
+        [given, &option](std::int64_t count) {
+          given->emplace_back(&option, count > 0 ? "true" : "false");
+        },
+        help);
+    return;
+  }
+  if (option.form == OptionForm::kTextList) {
+    // --listen A --listen B; never takes the member URIs that follow.
+    serve
+        .add_option_function<std::vector<std::string>>(
+            flag,
+            [given, &option](const std::vector<std::string>& items) {
+              for (const std::string& item : items)
+                given->emplace_back(&option, item);
+            },
+            help)
+        ->allow_extra_args(false);
+    return;
+  }
+  CLI::Option* o = serve.add_option_function<std::string>(
+      flag, [given, &option](const std::string& text) { given->emplace_back(&option, text); },
+      help);
+  if (!shown_default.empty()) o->default_str(shown_default);
+}
+
+// "--NAME VALUE: message".
+template <typename O>
+Status OnCommandLine(const O& option, const std::string& text, const Status& s) {
+  return Status::Error(s.err(), "--" + std::string(option.name) + " " + text + ": " + s.message());
+}
+
+Status VolumeFromArgs(const ServeArgs& args, VolumeConfig* volume) {
+  for (const auto& [option, text] : args.volume_options)
+    if (Status s = option->apply(text, volume); !s.ok()) return OnCommandLine(*option, text, s);
+  volume->members = args.members;
+  return Status::Ok();
+}
+
+// "--name, --description, ... and --key-file".
+std::string VolumeFlags() {
+  std::string out;
+  const auto options = VolumeOptions();
+  for (size_t i = 0; i < options.size(); ++i)
+    out += std::string(i == 0                    ? ""
+                       : i + 1 == options.size() ? " and "
+                                                 : ", ") +
+           "--" + std::string(options[i].name);
+  return out;
+}
+
+}  // namespace
+
+std::span<const ServeOption> ServeOptions() {
+  return kServeOptions;
+}
+
+std::span<const VolumeOption> VolumeOptions() {
+  return kVolumeOptions;
+}
+
+const ServeOption* FindServeOption(std::string_view name) {
+  return Find(ServeOptions(), name);
+}
+
+const VolumeOption* FindVolumeOption(std::string_view name) {
+  return Find(VolumeOptions(), name);
+}
+
+CLI::App* AddServeCommand(CLI::App& app, ServeArgs* args) {
+  CLI::App* serve = app.add_subcommand("serve", "serve volumes over NBD");
+  const ServeConfig defaults;
+  for (const ServeOption& option : ServeOptions())
+    AddTableOption(*serve, option, option.show(defaults), &args->options);
+  const VolumeConfig volume_defaults;
+  for (const VolumeOption& option : VolumeOptions())
+    AddTableOption(*serve, option, option.show(volume_defaults), &args->volume_options);
+  serve->add_option("--config", args->config_file, "TOML file with listeners and volumes");
+  serve->add_flag("-v,--verbose", args->verbose, "log every request error");
+  serve->add_flag("--check-config", args->check_config,
+                  "check the configuration (options and --config file) and exit, serving nothing");
+  serve->add_option("members", args->members,
+                    "member NBD URIs: raw in layout order, assembled in any order");
+  return serve;
+}
+
+Status ServeConfigFromArgs(const ServeArgs& args, ServeConfig* config) {
+  for (const auto& [option, text] : args.options)
+    if (Status s = option->apply(text, config); !s.ok()) return OnCommandLine(*option, text, s);
+  if (!args.config_file.empty()) {
+    if (!args.members.empty())
+      return Status::Invalid("--config cannot be combined with member URIs");
+    if (!args.volume_options.empty())
+      return Status::Invalid("--config: give " + VolumeFlags() +
+                             " in the file's [[volume]] tables");
+    DST_RETURN_IF_ERROR(LoadServeConfig(args.config_file, config));
+  } else {
+    VolumeConfig volume;
+    DST_RETURN_IF_ERROR(VolumeFromArgs(args, &volume));
+    config->volumes.push_back(std::move(volume));
+  }
+  if (config->listen.empty() && config->unix_sockets.empty())
+    config->listen.push_back(kDefaultListen);
+  return Status::Ok();
+}
+
+}  // namespace dst::aggregator

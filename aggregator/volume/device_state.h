@@ -1,0 +1,40 @@
+// DeviceState: what a block device tells about itself for `dst-aggregator status`, the metrics
+// endpoint and the stats lines (aggregator/control/): its layout and member count, and for a
+// checksummed device its integrity state and counters. The device names its counters once, in
+// the order they are shown; every output prints that one list under those names.
+//
+// Threading: plain values, taken on the event-loop thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "aggregator/volume/layout.h"
+
+namespace dst::volume {
+
+// One named number.
+struct NamedCounter {
+  const char* name;  // JSON key, stats-line key and metric name stem: "checksum_errors"
+  uint64_t value;
+  bool monotonic;    // only grows (a Prometheus counter); else it goes up and down (a gauge)
+  const char* help;  // one line, for the metric's HELP
+};
+
+struct IntegrityState {
+  std::string state;     // what the superblocks record: "dirty" while serving, or "clean"
+  std::string checksum;  // the algorithm: "crc32c", "blake2b", "blake2b-keyed"
+  std::vector<NamedCounter> counters;
+  std::vector<uint64_t> member_checksum_errors;  // checksum_errors by member index
+};
+
+struct DeviceState {
+  LayoutKind layout = LayoutKind::kLinear;
+  size_t members = 0;
+  std::optional<IntegrityState> integrity;  // checksummed devices only
+};
+
+}  // namespace dst::volume

@@ -267,11 +267,21 @@ const std::set<std::string> kVolumeKeys = {
     "members",    "clients",        "connections",    "requests_in_flight",
     "requests",   "request_errors", "reads",          "writes",
     "read_bytes", "written_bytes",  "latency_avg_us", "latency_max_us"};
-const std::set<std::string> kIntegrityKeys = {
-    "state",           "checksum",           "checksum_errors", "rereads_recovered",
-    "rmw_blocks",      "recomputed_regions", "dirty_regions",   "bitmap_syncs",
-    "table_pages",     "table_dirty",        "table_loads",     "table_writebacks",
-    "table_evictions", "table_errors"};
+const std::set<std::string> kIntegrityKeys = {"state",
+                                              "checksum",
+                                              "checksum_errors",
+                                              "rereads_recovered",
+                                              "rmw_blocks",
+                                              "recomputed_regions",
+                                              "recomputed_bytes",
+                                              "dirty_regions",
+                                              "bitmap_syncs",
+                                              "table_pages",
+                                              "table_dirty",
+                                              "table_loads",
+                                              "table_writebacks",
+                                              "table_evictions",
+                                              "table_errors"};
 const std::set<std::string> kMemberKeys = {"volume",
                                            "index",
                                            "uri",
@@ -1599,8 +1609,8 @@ TEST_CASE("status, the status table, metrics and the stats lines show one list o
   ConfigServed served(dir, [&](int port) {
     return "unix = [" + Quoted(socket) + "]\ncontrol = " + Quoted(control) +
            "\nmetrics = \"127.0.0.1:" + std::to_string(port) +
-           "\"\nkeepalive = 0\n[[volume]]\nname = \"safe\"\nmembers = " +
-           QuotedList(safe.uris()) + "\n";
+           "\"\nkeepalive = 0\n[[volume]]\nname = \"safe\"\nmembers = " + QuotedList(safe.uris()) +
+           "\n";
   });
   KnownTraffic("nbd+unix:///safe?socket=" + socket);
   WaitForStatus(
@@ -1641,8 +1651,7 @@ TEST_CASE("status, the status table, metrics and the stats lines show one list o
   CHECK(line_keys == kIntegrityKeys);
   const std::string table_line = LineWithAll(table, {"safe ", "state=", "table_dirty="});
   const std::string fields = log.substr(log.rfind(integrity_mark) + integrity_mark.size());
-  CHECK(Words(table_line) ==
-        Concat({"safe"}, Words(fields.substr(0, fields.find('\n')))));
+  CHECK(Words(table_line) == Concat({"safe"}, Words(fields.substr(0, fields.find('\n')))));
   // After writes, the counters the status lacked before are not all zero.
   CHECK(s.Num(V(0, "integrity.bitmap_syncs")) > 0);
   CHECK(s.Num(V(0, "integrity.table_loads")) > 0);
@@ -1672,7 +1681,8 @@ TEST_CASE("status, the status table, metrics and the stats lines show one list o
 // is gone), for one client, on a thread of its own.
 class FakeControl {
  public:
-  FakeControl(const std::string& path, std::string answer) : fd_(::socket(AF_UNIX, SOCK_STREAM, 0)) {
+  FakeControl(const std::string& path, std::string answer)
+      : fd_(::socket(AF_UNIX, SOCK_STREAM, 0)) {
     sockaddr_un address{};
     address.sun_family = AF_UNIX;
     REQUIRE(path.size() < sizeof address.sun_path);
@@ -1736,8 +1746,8 @@ TEST_CASE("the default control socket in a shared temporary directory cannot be 
   REQUIRE(::chmod(shared.path().c_str(), 01777) == 0);  // as /tmp
   const bool root = ::geteuid() == 0;
   const uid_t victim = root ? 65534 : ::geteuid();
-  const Argv as_victim = root ? Argv{"setpriv", "--reuid=65534", "--regid=65534",
-                                     "--clear-groups", DST_AGGREGATOR_PATH}
+  const Argv as_victim = root ? Argv{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                     DST_AGGREGATOR_PATH}
                               : Argv{DST_AGGREGATOR_PATH};
   const std::vector<std::string> env = {"XDG_RUNTIME_DIR=", "TMPDIR=" + shared.path()};
   const std::string dir = shared.File("dst-aggregator-" + std::to_string(victim));

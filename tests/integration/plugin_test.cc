@@ -3,6 +3,7 @@
 // zero, extents of sparse files, export listing and selection, advertised
 // flags and block sizes, read-only exports.
 #include <libnbd.h>
+#include <sys/stat.h>
 
 #include <optional>
 #include <sstream>
@@ -293,6 +294,21 @@ TEST_CASE("readonly=true: read-only export, writes, trims and zeroes fail with E
   CHECK_NBD_ERR(c.Trim(4096, 0), EPERM);
   CHECK_NBD_ERR(c.Zero(4096, 0), EPERM);
   CHECK(ReadFile(file) == data);
+}
+
+TEST_CASE("a backing file created by size= is private to its owner (mode 0600 under umask 022)") {
+  TempDir dir;
+  const std::string file = dir.File("new.img");
+  const mode_t previous = umask(022);  // nbdkit inherits it
+  std::optional<PluginServer> server;
+  server.emplace(std::vector<std::string>{"file=" + file, "size=16M"});
+  umask(previous);
+  struct stat st {};
+  REQUIRE(stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  NbdClient c;
+  REQUIRE_NBD_OK(c.Connect(server->uri()));
+  CHECK_NBD_OK(c.Pwrite(Bytes(4096, 1), 0));
 }
 
 TEST_CASE("nbdkit --dump-plugin: parallel thread model") {

@@ -136,6 +136,18 @@ const char* dst_default_export(int, int) {
   return state->config.default_export().c_str();
 }
 
+// Only a client that may write can fence: a fenced name on a read-only
+// connection (an `ro` rule, readonly=true, nbdkit -r), NBD_OPT_INFO included,
+// is refused, so that a reader can neither raise a session's epoch nor learn
+// from the confirmation that a session exists. Readers open the plain name.
+bool RefuseReadOnlyFence(const Connection& conn, const std::string& name, const Peer& peer) {
+  if (!conn.readonly) return false;
+  Fail(Status::Error(EPERM, "export '" + name + "': fence: refusing a fenced open from " +
+                                peer.ToString() +
+                                ": the connection is read-only, and only writers may fence"));
+  return true;
+}
+
 // Joins the connection to its fence session. Done last in .open, after every
 // check that can refuse the client, so that a refused open never raises an
 // epoch.
@@ -149,8 +161,9 @@ bool JoinFence(const FencedName& fenced, const std::string& name, Connection* co
   conn->fence_confirmation = dst::plugin::FenceConfirmation(fenced);
   nbdkit_debug("export '%s': fence: session %s: joined epoch %" PRIu64 " (was %" PRIu64
                ") after waiting %lld ms",
-               name.c_str(), fenced.session.c_str(), conn->fence.epoch(),
-               conn->fence.previous_epoch(), static_cast<long long>(conn->fence.waited().count()));
+               name.c_str(), dst::plugin::SessionFingerprint(fenced.session).c_str(),
+               conn->fence.epoch(), conn->fence.previous_epoch(),
+               static_cast<long long>(conn->fence.waited().count()));
   return true;
 }
 
@@ -159,7 +172,7 @@ void* dst_open(int readonly) {
   const std::string requested = requested_c ? requested_c : "";
   FencedName fenced;
   if (const Status s = dst::plugin::ParseFencedName(requested, &fenced); !s.ok()) {
-    Fail(s.Wrap("export name '" + requested + "'"));
+    Fail(s.Wrap("export name '" + dst::plugin::RedactedExportName(requested) + "'"));
     return nullptr;
   }
   const std::string name = !fenced.name.empty() ? fenced.name : state->config.default_export();
@@ -179,7 +192,9 @@ void* dst_open(int readonly) {
   auto conn = std::make_unique<Connection>();
   conn->exp = exp;
   conn->readonly = readonly != 0 || exp->spec().readonly || mode == AccessMode::kReadOnly;
-  if (fenced.fenced && !JoinFence(fenced, name, conn.get())) return nullptr;
+  if (fenced.fenced &&
+      (RefuseReadOnlyFence(*conn, name, peer) || !JoinFence(fenced, name, conn.get())))
+    return nullptr;
   nbdkit_debug("export '%s' opened by %s (%s%s)", name.c_str(), peer.ToString().c_str(),
                conn->readonly ? "ro" : "rw", fenced.fenced ? ", fenced" : "");
   return conn.release();

@@ -7,6 +7,8 @@
 #include <limits>
 #include <map>
 
+#include "common/checksum.h"
+
 namespace dst::plugin {
 
 namespace {
@@ -57,13 +59,14 @@ Status ParseFencedName(std::string_view requested, FencedName* out) {
   const std::string_view suffix = requested.substr(at + kFenceMarker.size());
   const size_t colon = suffix.find(':');
   if (colon == std::string_view::npos)
-    return Status::Invalid("fence suffix " + Quoted(suffix) + ": expected SESSION:EPOCH after " +
+    return Status::Invalid("fence suffix of " + std::to_string(suffix.size()) +
+                           " characters: expected SESSION:EPOCH after " +
                            std::string(kFenceMarker));
   const std::string_view session = suffix.substr(0, colon);
   const std::string_view epoch_text = suffix.substr(colon + 1);
   if (!IsSession(session))
-    return Status::Invalid("fence session " + Quoted(session) +
-                           ": expected 32 lowercase hex characters");
+    return Status::Invalid("fence session of " + std::to_string(session.size()) +
+                           " characters: expected 32 lowercase hex characters");
   uint64_t epoch = 0;
   if (!ParseEpoch(epoch_text, &epoch))
     return Status::Invalid("fence epoch " + Quoted(epoch_text) +
@@ -80,22 +83,48 @@ std::string FenceConfirmation(const FencedName& name) {
   return "dst-fence " + name.session + " " + name.epoch_text;
 }
 
-struct FenceTable::Session {
-  Session(std::string_view export_name, std::string_view id) : export_name(export_name), id(id) {}
+std::string RedactedExportName(std::string_view requested) {
+  const size_t at = requested.rfind(kFenceMarker);
+  if (at == std::string_view::npos) return std::string(requested);
+  return std::string(requested.substr(0, at)) + std::string(kFenceMarker) + "<redacted>";
+}
 
-  std::string Where() const { return "export '" + export_name + "': fence: session " + id; }
+std::string SessionFingerprint(std::string_view session) {
+  Checksummer::Result hasher = Checksummer::Create(ChecksumAlgorithm::kBlake2b);
+  if (!hasher.ok()) return "#?";
+  const Digest digest = hasher.checksummer->Compute(
+      {reinterpret_cast<const uint8_t*>(session.data()), session.size()});
+  return "#" + digest.ToHex().substr(0, 8);
+}
+
+// A steady_clock duration holds under 2^34 seconds, so the sum cannot
+// overflow.
+uint64_t FenceTable::MaxEpochJump(std::chrono::steady_clock::duration since_raised) {
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_raised).count();
+  if (seconds <= 0) return kEpochJumpBase;
+  return kEpochJumpBase + static_cast<uint64_t>(seconds) * kEpochJumpPerSecond;
+}
+
+struct FenceTable::Session {
+  Session(std::string_view export_name, std::string_view id)
+      : export_name(export_name), fingerprint(SessionFingerprint(id)) {}
+
+  std::string Where() const {
+    return "export '" + export_name + "': fence: session " + fingerprint;
+  }
 
   const std::string export_name;
-  const std::string id;
+  const std::string fingerprint;  // never the id itself: see the header
 
   // Guarded by FenceTable::mu_: a session with connections is never evicted.
   uint64_t connections = 0;
   uint64_t last_use = 0;
 
   std::mutex mu;
-  std::condition_variable drained;       // an epoch's running count reached 0, or current rose
-  uint64_t current = 0;                  // guarded by mu
-  std::map<uint64_t, uint64_t> running;  // guarded by mu: epoch -> mutations running
+  std::condition_variable drained;  // an epoch's running count reached 0, or current rose
+  uint64_t current = 0;             // guarded by mu
+  std::chrono::steady_clock::time_point raised_at;  // guarded by mu: when current was set
+  std::map<uint64_t, uint64_t> running;             // guarded by mu: epoch -> mutations running
 
   // Mutations still running from epochs before `epoch`. Needs mu.
   uint64_t RunningBefore(uint64_t epoch) const {
@@ -111,7 +140,7 @@ Status FenceTable::Join(std::string_view export_name, std::string_view session, 
   *out = Ticket{};
   if (epoch == 0)
     return Status::Invalid("export '" + std::string(export_name) + "': fence: session " +
-                           std::string(session) + ": epoch 0 is not valid");
+                           SessionFingerprint(session) + ": epoch 0 is not valid");
   std::shared_ptr<Session> s = Pin(export_name, session);
   uint64_t previous = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -119,17 +148,8 @@ Status FenceTable::Join(std::string_view export_name, std::string_view session, 
   {
     std::unique_lock lock(s->mu);
     previous = s->current;
-    if (epoch < s->current) {
-      status =
-          Status::Error(ESTALE, s->Where() + ": epoch " + std::to_string(epoch) +
-                                    " is older than current epoch " + std::to_string(s->current));
-    } else {
-      if (epoch > s->current) {
-        s->current = epoch;
-        s->drained.notify_all();  // joins waiting for an older epoch are now superseded
-      }
-      status = WaitForOlder(*s, lock, epoch, wait);
-    }
+    status = Raise(*s, epoch);
+    if (status.ok()) status = WaitForOlder(*s, lock, epoch, wait);
   }
   if (!status.ok()) {
     Unpin(s);
@@ -140,6 +160,27 @@ Status FenceTable::Join(std::string_view export_name, std::string_view session, 
   out->previous_epoch_ = previous;
   out->waited_ = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start);
+  return Status::Ok();
+}
+
+// Makes `epoch` current if it is newer and within the bound; the current
+// epoch itself passes unchanged. Needs s.mu.
+Status FenceTable::Raise(Session& s, uint64_t epoch) const {
+  if (epoch < s.current)
+    return Status::Error(ESTALE, s.Where() + ": epoch " + std::to_string(epoch) +
+                                     " is older than current epoch " + std::to_string(s.current));
+  if (epoch == s.current) return Status::Ok();
+  const auto now = clock_();
+  if (s.current != 0) {
+    const uint64_t bound = MaxEpochJump(now - s.raised_at);
+    if (epoch - s.current > bound)
+      return Status::Error(ERANGE, s.Where() + ": epoch " + std::to_string(epoch) +
+                                       " is more than " + std::to_string(bound) +
+                                       " above current epoch " + std::to_string(s.current));
+  }
+  s.current = epoch;
+  s.raised_at = now;
+  s.drained.notify_all();  // joins waiting for an older epoch are now superseded
   return Status::Ok();
 }
 

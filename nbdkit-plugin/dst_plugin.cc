@@ -4,10 +4,17 @@
 // nbdkit_error + nbdkit_set_error, so that the client gets the errno and the
 // log the context.
 //
-// Threading: NBDKIT_THREAD_MODEL_PARALLEL. Exports are created in .get_ready
-// (single-threaded) and are immutable afterwards; the FenceTable is shared
-// and thread-safe; a Connection belongs to one client connection, and its
-// requests may run on several threads at once.
+// Threading: NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS: connections run in
+// parallel, the requests of one connection one at a time, on one thread.
+// nbdkit before 1.33.10 (Debian 12 has 1.32.5) aborts under the parallel
+// model when a client resets a connection with replies pending: a worker
+// whose send failed shuts the socket down while another, already past its
+// check of the connection's state, is about to send (fixed upstream by
+// nbdkit commit 9d82aa4f). With one thread per connection no reply is ever
+// sent concurrently, which closes that race whatever nbdkit flags the node
+// runs with; docs/nbdkit-plugin.md has what it costs. Exports are created in
+// .get_ready (single-threaded) and are immutable afterwards; the FenceTable
+// is shared and thread-safe; a Connection belongs to one client connection.
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -395,5 +402,5 @@ nbdkit_plugin plugin = MakePlugin();
 
 }  // namespace
 
-#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS
 NBDKIT_REGISTER_PLUGIN(plugin)

@@ -311,13 +311,13 @@ TEST_CASE("a backing file created by size= is private to its owner (mode 0600 un
   CHECK_NBD_OK(c.Pwrite(Bytes(4096, 1), 0));
 }
 
-TEST_CASE("nbdkit --dump-plugin: parallel thread model") {
+TEST_CASE("nbdkit --dump-plugin: requests of a connection serialised, connections parallel") {
   const CommandResult r = RunCommand({DST_TOOL_NBDKIT, "--dump-plugin", DST_PLUGIN_PATH},
                                      std::chrono::seconds(10), NbdkitEnvironment());
   INFO(r.stdout_text << r.stderr_text);
   REQUIRE(r.exit_code == 0);
   CHECK(Contains(r.stdout_text, "name=dst\n"));
-  CHECK(Contains(r.stdout_text, "thread_model=parallel\n"));
+  CHECK(Contains(r.stdout_text, "thread_model=serialize_requests\n"));
 }
 
 TEST_SUITE_END();

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <limits>
+#include <list>
 #include <map>
 
 #include "common/checksum.h"
@@ -106,8 +107,8 @@ uint64_t FenceTable::MaxEpochJump(std::chrono::steady_clock::duration since_rais
 }
 
 struct FenceTable::Session {
-  Session(std::string_view export_name, std::string_view id)
-      : export_name(export_name), fingerprint(SessionFingerprint(id)) {}
+  Session(std::string_view export_name, std::string_view id, std::string key)
+      : export_name(export_name), fingerprint(SessionFingerprint(id)), key(std::move(key)) {}
 
   std::string Where() const {
     return "export '" + export_name + "': fence: session " + fingerprint;
@@ -115,10 +116,12 @@ struct FenceTable::Session {
 
   const std::string export_name;
   const std::string fingerprint;  // never the id itself: see the header
+  const std::string key;          // in FenceTable::sessions_
 
-  // Guarded by FenceTable::mu_: a session with connections is never evicted.
+  // Guarded by FenceTable::mu_: a session with connections is never evicted;
+  // one without is in FenceTable::idle_, at `idle`.
   uint64_t connections = 0;
-  uint64_t last_use = 0;
+  std::optional<std::list<std::string>::iterator> idle;
 
   std::mutex mu;
   std::condition_variable drained;  // an epoch's running count reached 0, or current rose
@@ -263,33 +266,32 @@ std::string FenceTable::Key(std::string_view export_name, std::string_view sessi
 std::shared_ptr<FenceTable::Session> FenceTable::Pin(std::string_view export_name,
                                                      std::string_view session) {
   std::lock_guard lock(mu_);
-  std::shared_ptr<Session>& slot = sessions_[Key(export_name, session)];
-  if (!slot) slot = std::make_shared<Session>(export_name, session);
+  std::string key = Key(export_name, session);
+  std::shared_ptr<Session>& slot = sessions_[key];
+  if (!slot) slot = std::make_shared<Session>(export_name, session, std::move(key));
   std::shared_ptr<Session> s = slot;  // EvictIdle may rehash: do not keep the reference
-  ++s->connections;
-  s->last_use = ++use_clock_;
+  if (s->connections++ == 0 && s->idle) {
+    idle_.erase(*s->idle);
+    s->idle.reset();
+  }
   EvictIdle();
   return s;
 }
 
 void FenceTable::Unpin(const std::shared_ptr<Session>& session) {
   std::lock_guard lock(mu_);
-  --session->connections;
-  session->last_use = ++use_clock_;
+  if (--session->connections == 0) session->idle = idle_.insert(idle_.end(), session->key);
   EvictIdle();  // the table may be over its bound while every session had connections
 }
 
 // Forgets idle sessions, least recently used first, until the table is within
-// its bound or only sessions with connections remain. Needs mu_.
+// its bound or only sessions with connections remain. Each step takes the
+// front of idle_, so a join or leave costs O(1) however many sessions have
+// connections. Needs mu_.
 void FenceTable::EvictIdle() {
-  while (sessions_.size() > max_sessions_) {
-    auto victim = sessions_.end();
-    for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
-      if (it->second->connections != 0) continue;
-      if (victim == sessions_.end() || it->second->last_use < victim->second->last_use) victim = it;
-    }
-    if (victim == sessions_.end()) return;
-    sessions_.erase(victim);
+  while (sessions_.size() > max_sessions_ && !idle_.empty()) {
+    sessions_.erase(idle_.front());
+    idle_.pop_front();
   }
 }
 

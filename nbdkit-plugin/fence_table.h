@@ -24,10 +24,10 @@
 //     session for good cannot. A session new to the table (after a restart
 //     of the node, or an eviction) takes whatever epoch comes first.
 // The current epoch of a session is kept while it has connections and after;
-// at most max_sessions are kept, and beyond that the sessions without
-// connections that were used longest ago are forgotten (sessions with
-// connections are never forgotten, so the bound can be exceeded when every
-// session is in use).
+// at most max_sessions are kept, and beyond that the sessions that lost their
+// last connection longest ago are forgotten (sessions with connections are
+// never forgotten, so the bound can be exceeded when every session is in
+// use). Joining and leaving cost O(1) in the number of sessions either way.
 //
 // Session ids are capabilities: whoever knows one can fence its aggregator
 // out. They never appear in messages; SessionFingerprint() stands for them.
@@ -41,6 +41,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -157,9 +158,11 @@ class FenceTable {
 
   const size_t max_sessions_;
   const Clock clock_;
-  mutable std::mutex mu_;  // guards sessions_, use_clock_ and Session::connections/last_use
+  mutable std::mutex mu_;  // guards sessions_, idle_ and Session::connections/idle
   std::unordered_map<std::string, std::shared_ptr<Session>> sessions_;
-  uint64_t use_clock_ = 0;
+  // Keys of the sessions without connections, in the order they lost their
+  // last one: least recently used first.
+  std::list<std::string> idle_;
 };
 
 // Counts one mutating request as running for as long as it lives, if its

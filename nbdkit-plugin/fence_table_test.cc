@@ -441,3 +441,42 @@ TEST_CASE("a join too far above the current epoch is refused with ERANGE and cha
   }
   table.Leave(&writer);
 }
+
+namespace {
+
+std::string NumberedSession(int i) {
+  std::string hex = std::to_string(i);
+  return std::string(32 - hex.size(), '0') + hex;
+}
+
+}  // namespace
+
+TEST_CASE("many sessions with connections beyond the bound: joins and leaves stay cheap") {
+  // The audit's suspicion: once the bound was exceeded by sessions with
+  // connections, every join and leave scanned the whole table under the
+  // table's lock. Idle sessions now wait in a list in the order they went
+  // idle, and eviction takes from its front.
+  constexpr int kBound = 16;
+  constexpr int kSessions = 20000;
+  FenceTable table(kBound);
+  std::vector<FenceTable::Ticket> tickets(kSessions);
+  for (int i = 0; i < kSessions; ++i)
+    REQUIRE(table.Join("vol0", NumberedSession(i), 1, kLongWait, &tickets[i]).ok());
+  CHECK(table.session_count() == static_cast<size_t>(kSessions));  // none may go
+  // Session 3 goes idle first, then comes back: it is no longer idle, and
+  // goes idle again last.
+  table.Leave(&tickets[3]);
+  CHECK(table.session_count() == static_cast<size_t>(kSessions) - 1);  // forgotten at once
+  REQUIRE(table.Join("vol0", NumberedSession(3), 9, kLongWait, &tickets[3]).ok());
+  CHECK(tickets[3].previous_epoch() == 0);
+  for (int i = 0; i < kSessions; ++i)
+    if (i != 3) table.Leave(&tickets[i]);
+  table.Leave(&tickets[3]);
+  CHECK(table.session_count() == static_cast<size_t>(kBound));
+  // Kept: the kBound that went idle last (3, and the last kBound - 1 others).
+  CHECK(table.CurrentEpoch("vol0", NumberedSession(3)) == 9u);
+  for (int i = kSessions - kBound + 1; i < kSessions; ++i)
+    CHECK(table.CurrentEpoch("vol0", NumberedSession(i)) == 1u);
+  CHECK_FALSE(table.CurrentEpoch("vol0", NumberedSession(0)).has_value());
+  CHECK_FALSE(table.CurrentEpoch("vol0", NumberedSession(kSessions - kBound)).has_value());
+}

@@ -12,6 +12,9 @@ namespace dst::plugin {
 
 namespace {
 
+// ::ffff:0:0/96, the IPv4-mapped IPv6 addresses.
+constexpr unsigned kIPv4MappedPrefixBits = 96;
+
 bool IsIPv4Mapped(const uint8_t* a) {
   static constexpr uint8_t kPrefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   return std::memcmp(a, kPrefix, sizeof kPrefix) == 0;
@@ -144,7 +147,25 @@ Status AccessRule::Parse(std::string_view text, AccessRule* rule) {
         r.prefix_bits_ > max_bits)
       return Status::Invalid(bad_range);
   }
+  if (r.scope_ == Scope::kIPv6 && IsIPv4Mapped(r.network_.data()))
+    DST_RETURN_IF_ERROR(r.NormaliseIPv4Mapped(bad_range));
   *rule = std::move(r);
+  return Status::Ok();
+}
+
+// Peers in the IPv4-mapped form are matched as IPv4 (Peer::FromSockaddr), so a
+// rule written in that form becomes the IPv4 rule it means; as an IPv6 rule it
+// could never match anyone. Only a prefix inside the mapped space (96 bits or
+// more) says something about IPv4 addresses.
+Status AccessRule::NormaliseIPv4Mapped(const std::string& bad_range) {
+  if (prefix_bits_ < kIPv4MappedPrefixBits)
+    return Status::Invalid(bad_range + ": an IPv4-mapped range needs a prefix of 96 to 128 (" +
+                           "IPv4 clients are matched as IPv4: write it as an IPv4 range)");
+  std::array<uint8_t, 16> ipv4{};
+  std::memcpy(ipv4.data(), network_.data() + 12, 4);
+  network_ = ipv4;
+  prefix_bits_ -= kIPv4MappedPrefixBits;
+  scope_ = Scope::kIPv4;
   return Status::Ok();
 }
 

@@ -2,7 +2,10 @@
 // write. A rule is "ADDR[/PREFIX] MODE" (IPv4 or IPv6 range), "unix MODE" for
 // Unix-socket clients or "all MODE"; MODE is rw, ro or deny. The first rule
 // that matches decides; an empty policy lets everyone read and write, and a
-// non-empty one denies whoever no rule matches.
+// non-empty one denies whoever no rule matches. IPv4 clients are matched as
+// IPv4 however they arrive, so a range written in the IPv4-mapped form
+// (::ffff:a.b.c.d/N, N >= 96) is taken as the IPv4 range a.b.c.d/(N-96), and
+// a shorter prefix in that form is refused.
 //
 // Pure logic, immutable after parsing: safe to share between nbdkit's threads.
 #pragma once
@@ -45,6 +48,8 @@ class AccessRule {
 
  private:
   enum class Scope { kAll, kUnix, kIPv4, kIPv6 };
+
+  Status NormaliseIPv4Mapped(const std::string& bad_range);
   Scope scope_ = Scope::kAll;
   std::array<uint8_t, 16> network_{};
   unsigned prefix_bits_ = 0;

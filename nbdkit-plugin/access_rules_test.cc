@@ -66,6 +66,55 @@ TEST_CASE("IPv6 rules, and IPv4-mapped peers match IPv4 rules") {
   CHECK_FALSE(Rule("::/0 rw").Matches(V4("127.0.0.1")));
 }
 
+TEST_CASE("rules in the IPv4-mapped form match IPv4 peers, however they arrive") {
+  // One host: ::ffff:127.0.0.3 is 127.0.0.3/32.
+  const AccessRule host = Rule("::ffff:127.0.0.3 deny");
+  CHECK(host.Matches(V4("127.0.0.3")));
+  CHECK(host.Matches(V6("::ffff:127.0.0.3")));  // an IPv4 client on a dual-stack socket
+  CHECK_FALSE(host.Matches(V4("127.0.0.4")));
+  CHECK_FALSE(host.Matches(V6("::1")));
+  CHECK(host.mode() == AccessMode::kDeny);
+  CHECK(host.text() == "::ffff:127.0.0.3 deny");  // reported as written
+  // A range: /104 is 127.0.0.0/8.
+  const AccessRule range = Rule("::ffff:127.0.0.0/104 ro");
+  CHECK(range.Matches(V4("127.1.2.3")));
+  CHECK(range.Matches(V6("::ffff:127.255.0.1")));
+  CHECK_FALSE(range.Matches(V4("128.0.0.1")));
+  // Not on a byte boundary: /107 is 127.0.0.0/11, /96 every IPv4 address.
+  CHECK(Rule("::ffff:127.0.0.0/107 rw").Matches(V4("127.31.0.1")));
+  CHECK_FALSE(Rule("::ffff:127.0.0.0/107 rw").Matches(V4("127.32.0.1")));
+  CHECK(Rule("::ffff:0.0.0.0/96 rw").Matches(V4("8.8.8.8")));
+  CHECK_FALSE(Rule("::ffff:0.0.0.0/96 rw").Matches(V6("2001:db8::1")));
+  // The hex spelling is the same address.
+  CHECK(Rule("::ffff:7f00:3 deny").Matches(V4("127.0.0.3")));
+}
+
+TEST_CASE("the audit's dead rules now decide: mapped deny rules before all rw") {
+  AccessPolicy policy;
+  policy.Add(Rule("::ffff:127.0.0.3 deny"));
+  policy.Add(Rule("::ffff:127.0.0.0/104 ro"));
+  policy.Add(Rule("all rw"));
+  CHECK(policy.Decide(V6("::ffff:127.0.0.3")) == AccessMode::kDeny);
+  CHECK(policy.Decide(V4("127.0.0.3")) == AccessMode::kDeny);
+  CHECK(policy.Decide(V6("::ffff:127.0.0.2")) == AccessMode::kReadOnly);
+  CHECK(policy.Decide(V4("127.0.0.2")) == AccessMode::kReadOnly);
+  CHECK(policy.Decide(V4("10.0.0.1")) == AccessMode::kReadWrite);
+  CHECK(policy.Decide(V6("::1")) == AccessMode::kReadWrite);
+}
+
+TEST_CASE("an IPv4-mapped range wider than the mapped space is refused, not left dead") {
+  const std::string why =
+      ": an IPv4-mapped range needs a prefix of 96 to 128 (IPv4 clients are matched as IPv4: "
+      "write it as an IPv4 range)";
+  CHECK(ParseError("::ffff:127.0.0.0/95 deny") == "bad address range '::ffff:127.0.0.0/95'" + why);
+  CHECK(ParseError("::ffff:0:0/80 rw") == "bad address range '::ffff:0:0/80'" + why);
+  CHECK(ParseError("::ffff:127.0.0.1/129 rw") == "bad address range '::ffff:127.0.0.1/129'");
+  // Plain IPv6 ranges are IPv6 rules as before, even those that contain the
+  // mapped space: IPv4 clients are not IPv6 peers.
+  CHECK(Rule("::/0 rw").Matches(V6("::1")));
+  CHECK_FALSE(Rule("::/0 rw").Matches(V6("::ffff:127.0.0.1")));
+}
+
 TEST_CASE("unix and all scopes") {
   CHECK(Rule("unix ro").Matches(Peer::Unix()));
   CHECK_FALSE(Rule("unix ro").Matches(V4("127.0.0.1")));

@@ -4,10 +4,17 @@
 // nbdkit_error + nbdkit_set_error, so that the client gets the errno and the
 // log the context.
 //
-// Threading: NBDKIT_THREAD_MODEL_PARALLEL. Exports are created in .get_ready
-// (single-threaded) and are immutable afterwards; the FenceTable is shared
-// and thread-safe; a Connection belongs to one client connection, and its
-// requests may run on several threads at once.
+// Threading: NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS: connections run in
+// parallel, the requests of one connection one at a time, on one thread.
+// nbdkit before 1.33.10 (Debian 12 has 1.32.5) aborts under the parallel
+// model when a client resets a connection with replies pending: a worker
+// whose send failed shuts the socket down while another, already past its
+// check of the connection's state, is about to send (fixed upstream by
+// nbdkit commit 9d82aa4f). With one thread per connection no reply is ever
+// sent concurrently, which closes that race whatever nbdkit flags the node
+// runs with; docs/nbdkit-plugin.md has what it costs. Exports are created in
+// .get_ready (single-threaded) and are immutable afterwards; the FenceTable
+// is shared and thread-safe; a Connection belongs to one client connection.
 #define NBDKIT_API_VERSION 2
 #include <nbdkit-plugin.h>
 
@@ -136,6 +143,18 @@ const char* dst_default_export(int, int) {
   return state->config.default_export().c_str();
 }
 
+// Only a client that may write can fence: a fenced name on a read-only
+// connection (an `ro` rule, readonly=true, nbdkit -r), NBD_OPT_INFO included,
+// is refused, so that a reader can neither raise a session's epoch nor learn
+// from the confirmation that a session exists. Readers open the plain name.
+bool RefuseReadOnlyFence(const Connection& conn, const std::string& name, const Peer& peer) {
+  if (!conn.readonly) return false;
+  Fail(Status::Error(EPERM, "export '" + name + "': fence: refusing a fenced open from " +
+                                peer.ToString() +
+                                ": the connection is read-only, and only writers may fence"));
+  return true;
+}
+
 // Joins the connection to its fence session. Done last in .open, after every
 // check that can refuse the client, so that a refused open never raises an
 // epoch.
@@ -149,8 +168,9 @@ bool JoinFence(const FencedName& fenced, const std::string& name, Connection* co
   conn->fence_confirmation = dst::plugin::FenceConfirmation(fenced);
   nbdkit_debug("export '%s': fence: session %s: joined epoch %" PRIu64 " (was %" PRIu64
                ") after waiting %lld ms",
-               name.c_str(), fenced.session.c_str(), conn->fence.epoch(),
-               conn->fence.previous_epoch(), static_cast<long long>(conn->fence.waited().count()));
+               name.c_str(), dst::plugin::SessionFingerprint(fenced.session).c_str(),
+               conn->fence.epoch(), conn->fence.previous_epoch(),
+               static_cast<long long>(conn->fence.waited().count()));
   return true;
 }
 
@@ -159,7 +179,7 @@ void* dst_open(int readonly) {
   const std::string requested = requested_c ? requested_c : "";
   FencedName fenced;
   if (const Status s = dst::plugin::ParseFencedName(requested, &fenced); !s.ok()) {
-    Fail(s.Wrap("export name '" + requested + "'"));
+    Fail(s.Wrap("export name '" + dst::plugin::RedactedExportName(requested) + "'"));
     return nullptr;
   }
   const std::string name = !fenced.name.empty() ? fenced.name : state->config.default_export();
@@ -179,7 +199,9 @@ void* dst_open(int readonly) {
   auto conn = std::make_unique<Connection>();
   conn->exp = exp;
   conn->readonly = readonly != 0 || exp->spec().readonly || mode == AccessMode::kReadOnly;
-  if (fenced.fenced && !JoinFence(fenced, name, conn.get())) return nullptr;
+  if (fenced.fenced &&
+      (RefuseReadOnlyFence(*conn, name, peer) || !JoinFence(fenced, name, conn.get())))
+    return nullptr;
   nbdkit_debug("export '%s' opened by %s (%s%s)", name.c_str(), peer.ToString().c_str(),
                conn->readonly ? "ro" : "rw", fenced.fenced ? ", fenced" : "");
   return conn.release();
@@ -380,5 +402,5 @@ nbdkit_plugin plugin = MakePlugin();
 
 }  // namespace
 
-#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS
 NBDKIT_REGISTER_PLUGIN(plugin)

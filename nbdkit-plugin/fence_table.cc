@@ -5,7 +5,10 @@
 #include <charconv>
 #include <condition_variable>
 #include <limits>
+#include <list>
 #include <map>
+
+#include "common/checksum.h"
 
 namespace dst::plugin {
 
@@ -57,13 +60,14 @@ Status ParseFencedName(std::string_view requested, FencedName* out) {
   const std::string_view suffix = requested.substr(at + kFenceMarker.size());
   const size_t colon = suffix.find(':');
   if (colon == std::string_view::npos)
-    return Status::Invalid("fence suffix " + Quoted(suffix) + ": expected SESSION:EPOCH after " +
+    return Status::Invalid("fence suffix of " + std::to_string(suffix.size()) +
+                           " characters: expected SESSION:EPOCH after " +
                            std::string(kFenceMarker));
   const std::string_view session = suffix.substr(0, colon);
   const std::string_view epoch_text = suffix.substr(colon + 1);
   if (!IsSession(session))
-    return Status::Invalid("fence session " + Quoted(session) +
-                           ": expected 32 lowercase hex characters");
+    return Status::Invalid("fence session of " + std::to_string(session.size()) +
+                           " characters: expected 32 lowercase hex characters");
   uint64_t epoch = 0;
   if (!ParseEpoch(epoch_text, &epoch))
     return Status::Invalid("fence epoch " + Quoted(epoch_text) +
@@ -80,22 +84,50 @@ std::string FenceConfirmation(const FencedName& name) {
   return "dst-fence " + name.session + " " + name.epoch_text;
 }
 
-struct FenceTable::Session {
-  Session(std::string_view export_name, std::string_view id) : export_name(export_name), id(id) {}
+std::string RedactedExportName(std::string_view requested) {
+  const size_t at = requested.rfind(kFenceMarker);
+  if (at == std::string_view::npos) return std::string(requested);
+  return std::string(requested.substr(0, at)) + std::string(kFenceMarker) + "<redacted>";
+}
 
-  std::string Where() const { return "export '" + export_name + "': fence: session " + id; }
+std::string SessionFingerprint(std::string_view session) {
+  Checksummer::Result hasher = Checksummer::Create(ChecksumAlgorithm::kBlake2b);
+  if (!hasher.ok()) return "#?";
+  const Digest digest = hasher.checksummer->Compute(
+      {reinterpret_cast<const uint8_t*>(session.data()), session.size()});
+  return "#" + digest.ToHex().substr(0, 8);
+}
+
+// A steady_clock duration holds under 2^34 seconds, so the sum cannot
+// overflow.
+uint64_t FenceTable::MaxEpochJump(std::chrono::steady_clock::duration since_raised) {
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(since_raised).count();
+  if (seconds <= 0) return kEpochJumpBase;
+  return kEpochJumpBase + static_cast<uint64_t>(seconds) * kEpochJumpPerSecond;
+}
+
+struct FenceTable::Session {
+  Session(std::string_view export_name, std::string_view id, std::string key)
+      : export_name(export_name), fingerprint(SessionFingerprint(id)), key(std::move(key)) {}
+
+  std::string Where() const {
+    return "export '" + export_name + "': fence: session " + fingerprint;
+  }
 
   const std::string export_name;
-  const std::string id;
+  const std::string fingerprint;  // never the id itself: see the header
+  const std::string key;          // in FenceTable::sessions_
 
-  // Guarded by FenceTable::mu_: a session with connections is never evicted.
+  // Guarded by FenceTable::mu_: a session with connections is never evicted;
+  // one without is in FenceTable::idle_, at `idle`.
   uint64_t connections = 0;
-  uint64_t last_use = 0;
+  std::optional<std::list<std::string>::iterator> idle;
 
   std::mutex mu;
-  std::condition_variable drained;       // an epoch's running count reached 0, or current rose
-  uint64_t current = 0;                  // guarded by mu
-  std::map<uint64_t, uint64_t> running;  // guarded by mu: epoch -> mutations running
+  std::condition_variable drained;  // an epoch's running count reached 0, or current rose
+  uint64_t current = 0;             // guarded by mu
+  std::chrono::steady_clock::time_point raised_at;  // guarded by mu: when current was set
+  std::map<uint64_t, uint64_t> running;             // guarded by mu: epoch -> mutations running
 
   // Mutations still running from epochs before `epoch`. Needs mu.
   uint64_t RunningBefore(uint64_t epoch) const {
@@ -111,7 +143,7 @@ Status FenceTable::Join(std::string_view export_name, std::string_view session, 
   *out = Ticket{};
   if (epoch == 0)
     return Status::Invalid("export '" + std::string(export_name) + "': fence: session " +
-                           std::string(session) + ": epoch 0 is not valid");
+                           SessionFingerprint(session) + ": epoch 0 is not valid");
   std::shared_ptr<Session> s = Pin(export_name, session);
   uint64_t previous = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -119,17 +151,8 @@ Status FenceTable::Join(std::string_view export_name, std::string_view session, 
   {
     std::unique_lock lock(s->mu);
     previous = s->current;
-    if (epoch < s->current) {
-      status =
-          Status::Error(ESTALE, s->Where() + ": epoch " + std::to_string(epoch) +
-                                    " is older than current epoch " + std::to_string(s->current));
-    } else {
-      if (epoch > s->current) {
-        s->current = epoch;
-        s->drained.notify_all();  // joins waiting for an older epoch are now superseded
-      }
-      status = WaitForOlder(*s, lock, epoch, wait);
-    }
+    status = Raise(*s, epoch);
+    if (status.ok()) status = WaitForOlder(*s, lock, epoch, wait);
   }
   if (!status.ok()) {
     Unpin(s);
@@ -140,6 +163,27 @@ Status FenceTable::Join(std::string_view export_name, std::string_view session, 
   out->previous_epoch_ = previous;
   out->waited_ = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - start);
+  return Status::Ok();
+}
+
+// Makes `epoch` current if it is newer and within the bound; the current
+// epoch itself passes unchanged. Needs s.mu.
+Status FenceTable::Raise(Session& s, uint64_t epoch) const {
+  if (epoch < s.current)
+    return Status::Error(ESTALE, s.Where() + ": epoch " + std::to_string(epoch) +
+                                     " is older than current epoch " + std::to_string(s.current));
+  if (epoch == s.current) return Status::Ok();
+  const auto now = clock_();
+  if (s.current != 0) {
+    const uint64_t bound = MaxEpochJump(now - s.raised_at);
+    if (epoch - s.current > bound)
+      return Status::Error(ERANGE, s.Where() + ": epoch " + std::to_string(epoch) +
+                                       " is more than " + std::to_string(bound) +
+                                       " above current epoch " + std::to_string(s.current));
+  }
+  s.current = epoch;
+  s.raised_at = now;
+  s.drained.notify_all();  // joins waiting for an older epoch are now superseded
   return Status::Ok();
 }
 
@@ -222,33 +266,32 @@ std::string FenceTable::Key(std::string_view export_name, std::string_view sessi
 std::shared_ptr<FenceTable::Session> FenceTable::Pin(std::string_view export_name,
                                                      std::string_view session) {
   std::lock_guard lock(mu_);
-  std::shared_ptr<Session>& slot = sessions_[Key(export_name, session)];
-  if (!slot) slot = std::make_shared<Session>(export_name, session);
+  std::string key = Key(export_name, session);
+  std::shared_ptr<Session>& slot = sessions_[key];
+  if (!slot) slot = std::make_shared<Session>(export_name, session, std::move(key));
   std::shared_ptr<Session> s = slot;  // EvictIdle may rehash: do not keep the reference
-  ++s->connections;
-  s->last_use = ++use_clock_;
+  if (s->connections++ == 0 && s->idle) {
+    idle_.erase(*s->idle);
+    s->idle.reset();
+  }
   EvictIdle();
   return s;
 }
 
 void FenceTable::Unpin(const std::shared_ptr<Session>& session) {
   std::lock_guard lock(mu_);
-  --session->connections;
-  session->last_use = ++use_clock_;
+  if (--session->connections == 0) session->idle = idle_.insert(idle_.end(), session->key);
   EvictIdle();  // the table may be over its bound while every session had connections
 }
 
 // Forgets idle sessions, least recently used first, until the table is within
-// its bound or only sessions with connections remain. Needs mu_.
+// its bound or only sessions with connections remain. Each step takes the
+// front of idle_, so a join or leave costs O(1) however many sessions have
+// connections. Needs mu_.
 void FenceTable::EvictIdle() {
-  while (sessions_.size() > max_sessions_) {
-    auto victim = sessions_.end();
-    for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
-      if (it->second->connections != 0) continue;
-      if (victim == sessions_.end() || it->second->last_use < victim->second->last_use) victim = it;
-    }
-    if (victim == sessions_.end()) return;
-    sessions_.erase(victim);
+  while (sessions_.size() > max_sessions_ && !idle_.empty()) {
+    sessions_.erase(idle_.front());
+    idle_.pop_front();
   }
 }
 

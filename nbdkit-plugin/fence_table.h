@@ -16,11 +16,21 @@
 //     connection of the new epoch writes while an old write can still land.
 //   - A join superseded by an even newer epoch while it waits is refused
 //     (ESTALE): its connection could never write.
+//   - A newer epoch may exceed the current one by at most MaxEpochJump():
+//     2^20, plus 2^10 for every second since the epoch last rose (ERANGE
+//     beyond that). An aggregator raises its epoch by one per reconnect
+//     attempt, at most ten a second, so it never comes near the bound, even
+//     after a partition of years; a client that jumps to 2^63-1 to lock the
+//     session for good cannot. A session new to the table (after a restart
+//     of the node, or an eviction) takes whatever epoch comes first.
 // The current epoch of a session is kept while it has connections and after;
-// at most max_sessions are kept, and beyond that the sessions without
-// connections that were used longest ago are forgotten (sessions with
-// connections are never forgotten, so the bound can be exceeded when every
-// session is in use).
+// at most max_sessions are kept, and beyond that the sessions that lost their
+// last connection longest ago are forgotten (sessions with connections are
+// never forgotten, so the bound can be exceeded when every session is in
+// use). Joining and leaving cost O(1) in the number of sessions either way.
+//
+// Session ids are capabilities: whoever knows one can fence its aggregator
+// out. They never appear in messages; SessionFingerprint() stands for them.
 //
 // Plain C++, no nbdkit. Thread-safe: every member may be called from any
 // thread at once. A Ticket belongs to one connection; BeginMutation and
@@ -30,6 +40,8 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -54,8 +66,18 @@ inline constexpr std::string_view kFenceMarker = "@dst-fence:";
 
 // Splits `requested` at the last "@dst-fence:". Without the marker the whole
 // name is the export name, unfenced. With it, what follows must be
-// SESSION:EPOCH, or the result is EINVAL naming the bad part.
+// SESSION:EPOCH, or the result is EINVAL naming the bad part (a session only
+// by its length).
 Status ParseFencedName(std::string_view requested, FencedName* out);
+
+// `requested` fit for a log line: the name, and any fence suffix as
+// "@dst-fence:<redacted>".
+std::string RedactedExportName(std::string_view requested);
+
+// "#" and the first 8 hex digits of the BLAKE2b-256 digest of the session id
+// (`printf %s SESSION | b2sum -l 256 | cut -c1-8`): tells sessions apart in
+// logs without telling anyone the id.
+std::string SessionFingerprint(std::string_view session);
 
 // "dst-fence SESSION EPOCH": the export description of a fenced connection,
 // which tells the client that this server understood the fence.
@@ -66,6 +88,13 @@ class FenceTable {
 
  public:
   static constexpr size_t kDefaultMaxSessions = 4096;
+  static constexpr uint64_t kEpochJumpBase = uint64_t{1} << 20;
+  static constexpr uint64_t kEpochJumpPerSecond = uint64_t{1} << 10;
+  using Clock = std::function<std::chrono::steady_clock::time_point()>;
+
+  // How far above the current epoch a join may go, `since_raised` after the
+  // current epoch was set.
+  static uint64_t MaxEpochJump(std::chrono::steady_clock::duration since_raised);
 
   // One connection's membership of a session, from a successful Join until
   // Leave. Default-constructed: no membership (an unfenced connection).
@@ -87,15 +116,18 @@ class FenceTable {
     std::chrono::milliseconds waited_{0};
   };
 
-  explicit FenceTable(size_t max_sessions = kDefaultMaxSessions) : max_sessions_(max_sessions) {}
+  // `clock` is what the epoch bound measures time with (tests pass their own).
+  explicit FenceTable(size_t max_sessions = kDefaultMaxSessions,
+                      Clock clock = std::chrono::steady_clock::now)
+      : max_sessions_(max_sessions), clock_(std::move(clock)) {}
   FenceTable(const FenceTable&) = delete;
   FenceTable& operator=(const FenceTable&) = delete;
 
   // Joins a connection of `epoch` to (export_name, session), under the rules
   // above; *out is valid only on success. Errors: ESTALE (older than current,
-  // or superseded while waiting), ETIMEDOUT (older requests still running
-  // after `wait`), EINVAL (epoch 0). Messages start with
-  // "export 'NAME': fence: session SESSION: ".
+  // or superseded while waiting), ERANGE (too far above current), ETIMEDOUT
+  // (older requests still running after `wait`), EINVAL (epoch 0). Messages
+  // start with "export 'NAME': fence: session #FINGERPRINT: ".
   Status Join(std::string_view export_name, std::string_view session, uint64_t epoch,
               std::chrono::milliseconds wait, Ticket* out);
 
@@ -120,13 +152,17 @@ class FenceTable {
   std::shared_ptr<Session> Pin(std::string_view export_name, std::string_view session);
   void Unpin(const std::shared_ptr<Session>& session);
   void EvictIdle();
+  Status Raise(Session& s, uint64_t epoch) const;
   static Status WaitForOlder(Session& s, std::unique_lock<std::mutex>& lock, uint64_t epoch,
                              std::chrono::milliseconds wait);
 
   const size_t max_sessions_;
-  mutable std::mutex mu_;  // guards sessions_, use_clock_ and Session::connections/last_use
+  const Clock clock_;
+  mutable std::mutex mu_;  // guards sessions_, idle_ and Session::connections/idle
   std::unordered_map<std::string, std::shared_ptr<Session>> sessions_;
-  uint64_t use_clock_ = 0;
+  // Keys of the sessions without connections, in the order they lost their
+  // last one: least recently used first.
+  std::list<std::string> idle_;
 };
 
 // Counts one mutating request as running for as long as it lives, if its

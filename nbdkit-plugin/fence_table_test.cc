@@ -91,7 +91,7 @@ TEST_CASE("fenced names: NAME@dst-fence:SESSION:EPOCH") {
     CHECK(twice.session == kSessionA);
     CHECK(twice.epoch == 9);
     CHECK(ParseError(std::string("a@dst-fence:") + kSessionA + ":1@dst-fence:") ==
-          "fence suffix '': expected SESSION:EPOCH after @dst-fence:");
+          "fence suffix of 0 characters: expected SESSION:EPOCH after @dst-fence:");
   }
   SUBCASE("epoch bounds, and the epoch echoed as written") {
     CHECK(Parse(std::string("v@dst-fence:") + kSessionA + ":9223372036854775807").epoch ==
@@ -102,16 +102,17 @@ TEST_CASE("fenced names: NAME@dst-fence:SESSION:EPOCH") {
   }
 }
 
-TEST_CASE("malformed fence suffixes are EINVAL naming the bad part") {
+TEST_CASE("malformed fence suffixes are EINVAL naming the bad part, but never a session") {
   const std::string prefix = "vol0@dst-fence:";
   CHECK(ParseError(prefix + kSessionA) ==
-        std::string("fence suffix '") + kSessionA + "': expected SESSION:EPOCH after @dst-fence:");
+        "fence suffix of 32 characters: expected SESSION:EPOCH after @dst-fence:");
   CHECK(ParseError(prefix + "0123:1") ==
-        "fence session '0123': expected 32 lowercase hex characters");
+        "fence session of 4 characters: expected 32 lowercase hex characters");
+  // A session with one wrong character is still (nearly) a session.
   CHECK(ParseError(prefix + "0123456789ABCDEF0123456789abcdef:1") ==
-        "fence session '0123456789ABCDEF0123456789abcdef': expected 32 lowercase hex characters");
-  CHECK(ParseError(prefix + "0123456789abcdef0123456789abcdeg:1").find("fence session") == 0);
-  CHECK(ParseError(prefix + ":1").find("fence session ''") == 0);
+        "fence session of 32 characters: expected 32 lowercase hex characters");
+  CHECK(ParseError(prefix + "0123456789abcdef0123456789abcdeg:1").find("fence session of 32") == 0);
+  CHECK(ParseError(prefix + ":1").find("fence session of 0 characters") == 0);
   const std::string epoch_error = "': expected a decimal integer from 1 to 2^63-1";
   for (const char* bad :
        {"0", "", "-1", "+1", "1x", " 1", "1:2", "9223372036854775808", "99999999999999999999999"}) {
@@ -130,8 +131,8 @@ TEST_CASE("an older epoch is refused with ESTALE, the same epoch joins") {
   CHECK(five.previous_epoch() == 0);
   const Status stale = table.Join("vol0", kSessionA, 3, kLongWait, &three);
   CHECK(stale.err() == ESTALE);
-  CHECK(stale.message() == std::string("export 'vol0': fence: session ") + kSessionA +
-                               ": epoch 3 is older than current epoch 5");
+  CHECK(stale.message() ==
+        "export 'vol0': fence: session #2788636b: epoch 3 is older than current epoch 5");
   CHECK_FALSE(three.valid());
   REQUIRE(table.Join("vol0", kSessionA, 5, kLongWait, &five_again).ok());
   CHECK(five_again.previous_epoch() == 5);
@@ -229,9 +230,9 @@ TEST_CASE("a join that waits too long fails with ETIMEDOUT and the epoch stays r
   REQUIRE(table.BeginMutation(one));
   const Status s = table.Join("vol0", kSessionA, 2, milliseconds(50), &two);
   CHECK(s.err() == ETIMEDOUT);
-  CHECK(s.message() == std::string("export 'vol0': fence: session ") + kSessionA +
-                           ": epoch 2: 1 write request(s) of older epochs still running after "
-                           "50 ms");
+  CHECK(s.message() ==
+        "export 'vol0': fence: session #2788636b: epoch 2: 1 write request(s) of older epochs "
+        "still running after 50 ms");
   CHECK_FALSE(two.valid());
   CHECK(table.CurrentEpoch("vol0", kSessionA) == 2u);
   CHECK_FALSE(table.BeginMutation(one));
@@ -360,4 +361,122 @@ TEST_CASE("the table is bounded by evicting idle sessions, oldest first") {
     CHECK(t[1].previous_epoch() == 0);
     table.Leave(&t[1]);
   }
+}
+
+namespace {
+
+// A clock that moves only when the test says so.
+struct ManualClock {
+  std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
+  FenceTable::Clock Get() {
+    return [this] { return now; };
+  }
+};
+
+}  // namespace
+
+TEST_CASE("session ids are fingerprinted and redacted, never shown") {
+  // BLAKE2b-256 of the id, as `printf %s ID | b2sum -l 256 | cut -c1-8` gives.
+  CHECK(dst::plugin::SessionFingerprint(kSessionA) == "#2788636b");
+  CHECK(dst::plugin::SessionFingerprint(kSessionB) != "#2788636b");
+  using dst::plugin::RedactedExportName;
+  CHECK(RedactedExportName(std::string("vol0@dst-fence:") + kSessionA + ":7") ==
+        "vol0@dst-fence:<redacted>");
+  CHECK(RedactedExportName(std::string("@dst-fence:") + kSessionA) == "@dst-fence:<redacted>");
+  CHECK(RedactedExportName("vol0") == "vol0");
+  CHECK(RedactedExportName("vol0@dst-fence") == "vol0@dst-fence");
+  FenceTable table;
+  FenceTable::Ticket t;
+  const Status zero = table.Join("vol0", kSessionA, 0, kLongWait, &t);
+  CHECK(zero.message() == "export 'vol0': fence: session #2788636b: epoch 0 is not valid");
+}
+
+TEST_CASE("the epoch bound: 2^20 above current, plus 2^10 per second since it rose") {
+  using std::chrono::seconds;
+  CHECK(FenceTable::MaxEpochJump(seconds(0)) == 1048576u);
+  CHECK(FenceTable::MaxEpochJump(milliseconds(999)) == 1048576u);
+  CHECK(FenceTable::MaxEpochJump(seconds(1)) == 1048576u + 1024u);
+  CHECK(FenceTable::MaxEpochJump(seconds(-5)) == 1048576u);  // a clock that went back
+  // Ten reconnect attempts a second for a year stay far inside it.
+  CHECK(FenceTable::MaxEpochJump(std::chrono::hours(24 * 365)) > 10u * 3600u * 24u * 365u);
+  // The longest duration the clock can express does not overflow the sum.
+  CHECK(FenceTable::MaxEpochJump(std::chrono::steady_clock::duration::max()) >
+        FenceTable::MaxEpochJump(std::chrono::hours(24 * 365)));
+}
+
+TEST_CASE("a join too far above the current epoch is refused with ERANGE and changes nothing") {
+  ManualClock clock;
+  FenceTable table(FenceTable::kDefaultMaxSessions, clock.Get());
+  FenceTable::Ticket writer, huge, edge, later;
+  REQUIRE(table.Join("vol0", kSessionA, 5, kLongWait, &writer).ok());
+
+  // The audit's attack: one open at 2^63-1 would have locked the session.
+  const Status s = table.Join("vol0", kSessionA, 9223372036854775807ull, kLongWait, &huge);
+  CHECK(s.err() == ERANGE);
+  CHECK(s.message() ==
+        "export 'vol0': fence: session #2788636b: epoch 9223372036854775807 is more than 1048576 "
+        "above current epoch 5");
+  CHECK_FALSE(huge.valid());
+  CHECK(table.CurrentEpoch("vol0", kSessionA) == 5u);
+  CHECK(table.BeginMutation(writer));  // the writer keeps writing
+  table.EndMutation(writer);
+  CHECK(table.Join("vol0", kSessionA, 5 + 1048577, kLongWait, &huge).err() == ERANGE);
+
+  SUBCASE("exactly the bound is allowed") {
+    REQUIRE(table.Join("vol0", kSessionA, 5 + 1048576, kLongWait, &edge).ok());
+    CHECK_FALSE(table.BeginMutation(writer));
+    // The bound counts from the new current epoch, and its time from now.
+    CHECK(table.Join("vol0", kSessionA, 5 + 2 * 1048576 + 1, kLongWait, &later).err() == ERANGE);
+    table.Leave(&edge);
+  }
+  SUBCASE("the bound grows while the epoch stays where it is") {
+    clock.now += std::chrono::seconds(100);
+    REQUIRE(table.Join("vol0", kSessionA, 5 + 1048576 + 100 * 1024, kLongWait, &later).ok());
+    CHECK(table.CurrentEpoch("vol0", kSessionA) == 5u + 1048576u + 102400u);
+    table.Leave(&later);
+  }
+  SUBCASE("a session new to the table takes any epoch") {
+    REQUIRE(table.Join("vol0", kSessionB, 9223372036854775807ull, kLongWait, &later).ok());
+    table.Leave(&later);
+  }
+  table.Leave(&writer);
+}
+
+namespace {
+
+std::string NumberedSession(int i) {
+  std::string hex = std::to_string(i);
+  return std::string(32 - hex.size(), '0') + hex;
+}
+
+}  // namespace
+
+TEST_CASE("many sessions with connections beyond the bound: joins and leaves stay cheap") {
+  // The audit's suspicion: once the bound was exceeded by sessions with
+  // connections, every join and leave scanned the whole table under the
+  // table's lock. Idle sessions now wait in a list in the order they went
+  // idle, and eviction takes from its front.
+  constexpr int kBound = 16;
+  constexpr int kSessions = 20000;
+  FenceTable table(kBound);
+  std::vector<FenceTable::Ticket> tickets(kSessions);
+  for (int i = 0; i < kSessions; ++i)
+    REQUIRE(table.Join("vol0", NumberedSession(i), 1, kLongWait, &tickets[i]).ok());
+  CHECK(table.session_count() == static_cast<size_t>(kSessions));  // none may go
+  // Session 3 goes idle first, then comes back: it is no longer idle, and
+  // goes idle again last.
+  table.Leave(&tickets[3]);
+  CHECK(table.session_count() == static_cast<size_t>(kSessions) - 1);  // forgotten at once
+  REQUIRE(table.Join("vol0", NumberedSession(3), 9, kLongWait, &tickets[3]).ok());
+  CHECK(tickets[3].previous_epoch() == 0);
+  for (int i = 0; i < kSessions; ++i)
+    if (i != 3) table.Leave(&tickets[i]);
+  table.Leave(&tickets[3]);
+  CHECK(table.session_count() == static_cast<size_t>(kBound));
+  // Kept: the kBound that went idle last (3, and the last kBound - 1 others).
+  CHECK(table.CurrentEpoch("vol0", NumberedSession(3)) == 9u);
+  for (int i = kSessions - kBound + 1; i < kSessions; ++i)
+    CHECK(table.CurrentEpoch("vol0", NumberedSession(i)) == 1u);
+  CHECK_FALSE(table.CurrentEpoch("vol0", NumberedSession(0)).has_value());
+  CHECK_FALSE(table.CurrentEpoch("vol0", NumberedSession(kSessions - kBound)).has_value());
 }

@@ -47,12 +47,11 @@ FileExport::~FileExport() {
 
 Status FileExport::OpenFile() {
   const std::string where = "file=" + spec_.file;
-  int flags = O_CLOEXEC | (spec_.readonly ? O_RDONLY : O_RDWR);
+  const int flags = O_CLOEXEC | (spec_.readonly ? O_RDONLY : O_RDWR);
   // Only a size= may bring a file into existence: a typo in a path must not
   // silently serve an empty new file.
-  if (spec_.size && !spec_.readonly) flags |= O_CREAT;
-  fd_ = open(spec_.file.c_str(), flags, 0644);
-  if (fd_ < 0) return Status::FromErrno(errno, where + ": open");
+  const bool may_create = spec_.size && !spec_.readonly;
+  DST_RETURN_IF_ERROR(may_create ? OpenOrCreate(flags) : OpenExisting(flags));
   struct stat st;
   if (fstat(fd_, &st) < 0) return Status::FromErrno(errno, where + ": fstat");
   if (S_ISBLK(st.st_mode)) {
@@ -65,7 +64,7 @@ Status FileExport::OpenFile() {
     return Status::Invalid(where + ": not a regular file or block device");
   }
   if (spec_.direct) {
-    direct_fd_ = open(spec_.file.c_str(), (flags & ~O_CREAT) | O_DIRECT);
+    direct_fd_ = open(spec_.file.c_str(), flags | O_DIRECT);
     if (direct_fd_ < 0) return Status::FromErrno(errno, where + ": open with O_DIRECT");
   }
   return Status::Ok();
@@ -83,6 +82,25 @@ Status FileExport::ApplySize() {
   if (ftruncate(fd_, static_cast<off_t>(*spec_.size)) < 0)
     return Status::FromErrno(errno, key + ": ftruncate " + spec_.file);
   size_ = *spec_.size;
+  return Status::Ok();
+}
+
+Status FileExport::OpenExisting(int flags) {
+  fd_ = open(spec_.file.c_str(), flags);
+  if (fd_ < 0) return Status::FromErrno(errno, "file=" + spec_.file + ": open");
+  return Status::Ok();
+}
+
+// A file the plugin creates holds a volume's data: only its owner may read
+// it, whatever the umask (which can only take bits away from open's mode, so
+// the mode is set again once the file exists). A file that was already there
+// keeps the mode its owner gave it.
+Status FileExport::OpenOrCreate(int flags) {
+  const std::string where = "file=" + spec_.file;
+  fd_ = open(spec_.file.c_str(), flags | O_CREAT | O_EXCL, kCreatedFileMode);
+  if (fd_ < 0 && errno == EEXIST) return OpenExisting(flags);
+  if (fd_ < 0) return Status::FromErrno(errno, where + ": open");
+  if (fchmod(fd_, kCreatedFileMode) < 0) return Status::FromErrno(errno, where + ": fchmod");
   return Status::Ok();
 }
 

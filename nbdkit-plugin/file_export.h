@@ -27,6 +27,10 @@ class FileExport {
   };
   using ExtentSink = std::function<Status(const Extent&)>;
 
+  // The mode of a backing file that Open creates (size= and a missing file):
+  // owner read and write only, whatever the umask.
+  static constexpr int kCreatedFileMode = 0600;
+
   // Opens (and with spec.size, creates or extends) the backing file.
   static Status Open(const ExportSpec& spec, std::unique_ptr<FileExport>* out);
   ~FileExport();
@@ -52,6 +56,8 @@ class FileExport {
  private:
   explicit FileExport(const ExportSpec& spec) : spec_(spec) {}
   Status OpenFile();
+  Status OpenExisting(int flags);
+  Status OpenOrCreate(int flags);
   Status ApplySize();
   bool UseDirect(const void* buf, uint32_t count, uint64_t offset) const;
   Status ReadDirect(void* buf, uint32_t count, uint64_t offset) const;

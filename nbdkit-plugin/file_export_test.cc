@@ -167,3 +167,48 @@ TEST_CASE("size= extends an existing file without touching its data") {
   REQUIRE(bigger->Read(back.data(), back.size(), 0).ok());
   CHECK(back == data);
 }
+
+namespace {
+
+mode_t PermissionBits(const std::string& path) {
+  struct stat st;
+  REQUIRE(stat(path.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+
+// Sets the process umask for the lifetime of the object.
+class ScopedUmask {
+ public:
+  explicit ScopedUmask(mode_t mask) : previous_(umask(mask)) {}
+  ~ScopedUmask() { umask(previous_); }
+
+ private:
+  mode_t previous_;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "a file created by size= is readable and writable by its owner only, whatever the umask") {
+  for (const mode_t mask : {mode_t{0}, mode_t{022}, mode_t{077}, mode_t{0277}}) {
+    CAPTURE(mask);
+    TempPath tmp;
+    {
+      const ScopedUmask scoped(mask);
+      OpenOrFail(Spec(tmp.path(), 1 << 20));
+    }
+    CHECK(PermissionBits(tmp.path()) == 0600);
+  }
+}
+
+TEST_CASE("an existing file keeps its mode when size= opens or extends it") {
+  TempPath tmp;
+  const int fd = open(tmp.path().c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  REQUIRE(fchmod(fd, 0640) == 0);
+  close(fd);
+  OpenOrFail(Spec(tmp.path(), 1 << 20));
+  CHECK(PermissionBits(tmp.path()) == 0640);
+  OpenOrFail(Spec(tmp.path(), 2 << 20));
+  CHECK(PermissionBits(tmp.path()) == 0640);
+}

@@ -72,8 +72,12 @@ TEST_CASE("delay filter: writes 300ms slow with io-timeout 1s cost latency only"
   TempDir dir("dst-fault-delay");
   const std::string file = dir.File("m0.img");
   Member slow(file, kMemberSize, {"delay"}, {"delay-write=300ms"});
-  Aggregator aggregator(
-      {"--raw", "--io-timeout", "1s", "--keepalive", "1s", "--retries", "2", slow.uri()});
+  // The node runs one request of a connection at a time
+  // (docs/nbdkit-plugin.md, "nbdkit versions and the thread model"): eight
+  // writes at once need eight connections to be slow side by side rather
+  // than one after another.
+  Aggregator aggregator({"--raw", "--io-timeout", "1s", "--keepalive", "1s", "--retries", "2",
+                         "--connections", "8", slow.uri()});
   NbdClient client;
   REQUIRE_NBD_OK(client.Connect(aggregator.uri()));
 
@@ -86,7 +90,8 @@ TEST_CASE("delay filter: writes 300ms slow with io-timeout 1s cost latency only"
     CHECK(SecondsSince(start) >= 0.29);
     std::copy(data.begin(), data.end(), model.begin() + offset);
   }
-  // Several at once: each waits its 300 ms, none times out.
+  // Several at once, one per member connection: each waits its 300 ms, none
+  // times out.
   std::vector<Bytes> parallel;
   std::vector<int64_t> cookies;
   for (int i = 0; i < 8; ++i) {

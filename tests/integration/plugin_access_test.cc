@@ -151,6 +151,51 @@ TEST_CASE("TCP 127.0.0.1 seen as ::ffff:127.0.0.1: IPv4 rules match IPv4-mapped 
   }
 }
 
+// The audit's dead rules: written in the IPv4-mapped form they never matched
+// anyone, so a deny before `all rw` let the client write. They now match the
+// IPv4 client, whether it arrives as 127.0.0.1 or as ::ffff:127.0.0.1.
+std::string MappedRulesToml(const TempDir& dir) {
+  return ExportToml(dir, "mdeny", "\"::ffff:127.0.0.1 deny\", \"all rw\"") +
+         ExportToml(dir, "mro", "\"::ffff:127.0.0.0/104 ro\", \"all rw\"") +
+         ExportToml(dir, "mrw", "\"::ffff:127.0.0.1/128 rw\"");
+}
+
+void ExpectMappedRulesApply(const PluginServer& server) {
+  SUBCASE("::ffff:127.0.0.1 deny before all rw") {
+    ExpectDenied(server.uri("mdeny"));
+  }
+  SUBCASE("::ffff:127.0.0.0/104 ro before all rw") {
+    ExpectReadOnly(server.uri("mro"));
+  }
+  SUBCASE("::ffff:127.0.0.1/128 rw alone") {
+    ExpectReadWrite(server.uri("mrw"));
+  }
+}
+
+TEST_CASE("rules in the IPv4-mapped form apply to 127.0.0.1 on a dual-stack socket") {
+  REQUIRE_MESSAGE(Ipv4MappedListenAvailable(), "cannot listen on an IPv6 dual-stack socket here");
+  TempDir dir;
+  PluginServer server({"config=" + WriteConfig(dir, MappedRulesToml(dir))},
+                      Transport::kTcp4MappedV6);
+  ExpectMappedRulesApply(server);
+}
+
+TEST_CASE("rules in the IPv4-mapped form apply to 127.0.0.1 on an IPv4 socket") {
+  TempDir dir;
+  PluginServer server({"config=" + WriteConfig(dir, MappedRulesToml(dir))}, Transport::kTcp4);
+  ExpectMappedRulesApply(server);
+}
+
+TEST_CASE("an IPv4-mapped rule wider than the mapped space stops nbdkit at start") {
+  TempDir dir;
+  const StartFailure f =
+      ExpectStartFailure({"file=" + dir.File("x.img"), "size=1M", "access=::ffff:0:0/80 deny"});
+  CHECK(f.exit_code != 0);
+  CHECK_FALSE(LineWithAll(f.stderr_text, {"access='::ffff:0:0/80 deny'",
+                                          "an IPv4-mapped range needs a prefix of 96 to 128"})
+                  .empty());
+}
+
 TEST_SUITE_END();
 
 }  // namespace

@@ -5,11 +5,16 @@
 // writes. debug-hold-write= delays a write in the server the way a slow
 // network delays a first copy, to show the hazard and that the fence removes
 // it.
+#include <arpa/inet.h>
 #include <libnbd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <optional>
+#include <sstream>
 #include <thread>
 
 #include "tests/integration/plugin_fixture.h"
@@ -165,9 +170,9 @@ TEST_CASE("a malformed fence suffix is refused and the server keeps serving") {
     std::string name;
     std::string complaint;
   } bad[] = {
-      {"vol0@dst-fence:xyz:1", "fence session 'xyz'"},
+      {"vol0@dst-fence:xyz:1", "fence session of 3 characters"},
       {"vol0@dst-fence:" + session + ":0", "fence epoch '0'"},
-      {"vol0@dst-fence:" + session, "fence suffix '" + session + "'"},
+      {"vol0@dst-fence:" + session, "fence suffix of 32 characters"},
       {"vol0@dst-fence:" + session + ":1x", "fence epoch '1x'"},
       {"vol0@dst-fence:" + session + ":9223372036854775808", "fence epoch '9223372036854775808'"},
   };
@@ -175,8 +180,10 @@ TEST_CASE("a malformed fence suffix is refused and the server keeps serving") {
     CAPTURE(b.name);
     NbdClient c;
     CHECK_NBD_FAILS(Open(c, *s.server, b.name));
-    CHECK_FALSE(LineWithAll(s.log(), {"export name '" + b.name + "'", b.complaint}).empty());
+    CHECK_FALSE(
+        LineWithAll(s.log(), {"export name 'vol0@dst-fence:<redacted>'", b.complaint}).empty());
   }
+  CHECK_FALSE(Contains(s.log(), session));  // named by neither error nor echo
   // Never taken as a literal export name.
   CHECK_FALSE(Contains(s.log(), "unknown export 'vol0@dst-fence"));
   // A refused open (here: an unknown export) does not raise the epoch.
@@ -256,6 +263,155 @@ TEST_CASE("debug-hold-write holds only the first covering write") {
   CHECK_NBD_OK(c.Pwrite(Bytes(kBlock, 3), kHeldOffset));
   const std::string log = s.log();
   CHECK(log.find("holding write") == log.rfind("holding write"));
+}
+
+// --- who may fence (the audit's P10, and epoch jumps) -------------------------
+
+constexpr uint64_t kMaxEpoch = 9223372036854775807ull;  // 2^63-1
+
+// Opens `name` on 127.0.0.1:port from the local address `source`, so that
+// access rules for other addresses than 127.0.0.1 can be exercised: the
+// socket is bound and connected here and handed to libnbd. In option mode
+// the handle stays in negotiation (for nbd_opt_info / nbd_opt_go).
+NbdStatus OpenFrom(NbdClient& c, const char* source, int port, const std::string& name,
+                   bool option_mode = false) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {errno, "socket"};
+  sockaddr_in from{}, to{};
+  from.sin_family = to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  if (inet_pton(AF_INET, source, &from.sin_addr) != 1 ||
+      inet_pton(AF_INET, "127.0.0.1", &to.sin_addr) != 1 ||
+      ::bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0 ||
+      ::connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return {err, std::string("connect from ") + source};
+  }
+  nbd_handle* h = c.handle();
+  if (nbd_set_opt_mode(h, option_mode) == -1 || nbd_set_export_name(h, name.c_str()) == -1 ||
+      nbd_set_full_info(h, true) == -1 || nbd_connect_socket(h, fd) == -1)
+    return LastError();  // libnbd owns fd from nbd_connect_socket on
+  return {};
+}
+
+// NBD_OPT_INFO for `name` on a handle in option mode.
+NbdStatus OptInfo(NbdClient& c, const std::string& name) {
+  if (nbd_set_export_name(c.handle(), name.c_str()) == -1 || nbd_opt_info(c.handle()) == -1)
+    return LastError();
+  return {};
+}
+
+// Export "pub" on TCP 127.0.0.1: 127.0.0.1 may write, 127.0.0.2 may read.
+struct SharedNode {
+  TempDir dir;
+  std::string file = dir.File("pub.img");
+  PluginServer server;
+
+  explicit SharedNode(std::vector<std::string> nbdkit_flags = {})
+      : server(
+            {"file=" + file, "size=16M", "name=pub", "access=127.0.0.1 rw", "access=127.0.0.2 ro"},
+            Transport::kTcp4, std::move(nbdkit_flags)) {}
+  std::string log() const { return server.stderr_text(); }
+};
+
+// The writer, as the aggregator connects: fenced, from a read-write address.
+void ExpectWriterStillWrites(NbdClient& writer, uint8_t fill) {
+  const Bytes data(kBlock, fill);
+  CHECK_NBD_OK(writer.Pwrite(data, 0));
+  CHECK(writer.ReadOrThrow(kBlock, 0) == data);
+}
+
+TEST_CASE("a read-only client cannot fence: NBD_OPT_INFO and GO with a fenced name are refused") {
+  SharedNode node;
+  NbdClient writer;
+  REQUIRE_NBD_OK(OpenFrom(writer, "127.0.0.1", node.server.port(), Fenced("pub", kSessionA, 1)));
+  CHECK(Description(writer) == Confirmation(kSessionA, 1));
+  ExpectWriterStillWrites(writer, 1);
+
+  // The audit's P10: the ro peer asks NBD_OPT_INFO for the writer's session
+  // at epoch 2^63-1 (a session it sniffed from a plain nbd:// link).
+  NbdClient reader;
+  REQUIRE_NBD_OK(OpenFrom(reader, "127.0.0.2", node.server.port(), "pub", /*option_mode=*/true));
+  CHECK_NBD_FAILS(OptInfo(reader, Fenced("pub", kSessionA, kMaxEpoch)));
+  CHECK_NBD_FAILS(OptInfo(reader, Fenced("pub", kSessionB, 1)));  // nor a session of its own
+  REQUIRE_NBD_OK(reader.SetExportName(Fenced("pub", kSessionA, kMaxEpoch)));
+  CHECK_NBD_FAILS(reader.OptGo());
+  CHECK(Contains(node.log(),
+                 "export 'pub': fence: refusing a fenced open from 127.0.0.2: the connection is "
+                 "read-only, and only writers may fence"));
+
+  // The writer was not fenced: it keeps writing, and its next epoch is 2.
+  ExpectWriterStillWrites(writer, 2);
+  NbdClient reconnected;
+  REQUIRE_NBD_OK(
+      OpenFrom(reconnected, "127.0.0.1", node.server.port(), Fenced("pub", kSessionA, 2)));
+  ExpectWriterStillWrites(reconnected, 3);
+  CHECK_NBD_ERR(writer.Pwrite(Bytes(kBlock, 4), 0), ESHUTDOWN);  // epoch 1 is stale now
+
+  // The reader still reads, with the plain name, read-only.
+  REQUIRE_NBD_OK(reader.SetExportName("pub"));
+  REQUIRE_NBD_OK(reader.OptGo());
+  CHECK(reader.IsReadOnly());
+  CHECK(reader.ReadOrThrow(kBlock, 0) == Bytes(kBlock, 3));
+  CHECK_FALSE(Contains(node.log(), kSessionA));
+  CHECK_FALSE(Contains(node.log(), kSessionB));
+}
+
+TEST_CASE("a fenced name on a readonly=true export is refused, the plain name serves") {
+  TempDir dir;
+  const std::string file = dir.File("ro.img");
+  WriteFile(file, Bytes(kMiB, 5));
+  PluginServer server({"file=" + file, "readonly=true", "name=vol0"});
+  NbdClient fenced, plain;
+  CHECK_NBD_FAILS(Open(fenced, server, Fenced("vol0", kSessionA, 1)));
+  REQUIRE_NBD_OK(Open(plain, server, "vol0"));
+  CHECK(plain.ReadOrThrow(kBlock, 0) == Bytes(kBlock, 5));
+  CHECK(Contains(server.stderr_text(), "refusing a fenced open from unix socket"));
+}
+
+TEST_CASE("a writer's epoch jump beyond the bound is refused and the session is unchanged") {
+  SharedNode node;
+  NbdClient writer, jumper, edge, next;
+  REQUIRE_NBD_OK(OpenFrom(writer, "127.0.0.1", node.server.port(), Fenced("pub", kSessionA, 1)));
+  ExpectWriterStillWrites(writer, 1);
+  CHECK_NBD_FAILS(
+      OpenFrom(jumper, "127.0.0.1", node.server.port(), Fenced("pub", kSessionA, kMaxEpoch)));
+  CHECK(Contains(node.log(),
+                 "export 'pub': fence: session #2788636b: epoch 9223372036854775807 is more than "
+                 "1048576 above current epoch 1"));
+  ExpectWriterStillWrites(writer, 2);
+  // 1 + 2^20 is within the bound: an ordinary, if large, reconnect.
+  REQUIRE_NBD_OK(
+      OpenFrom(edge, "127.0.0.1", node.server.port(), Fenced("pub", kSessionA, 1 + 1048576)));
+  CHECK_NBD_ERR(writer.Pwrite(Bytes(kBlock, 3), 0), ESHUTDOWN);
+  ExpectWriterStillWrites(edge, 4);
+  CHECK_FALSE(Contains(node.log(), kSessionA));
+}
+
+TEST_CASE("session ids stay out of the plugin's own lines, also with nbdkit -v") {
+  SharedNode node({"-v"});
+  {
+    NbdClient writer, stale, reader, bad;
+    REQUIRE_NBD_OK(OpenFrom(writer, "127.0.0.1", node.server.port(), Fenced("pub", kSessionA, 3)));
+    ExpectWriterStillWrites(writer, 1);
+    CHECK_NBD_FAILS(OpenFrom(stale, "127.0.0.1", node.server.port(), Fenced("pub", kSessionA, 2)));
+    CHECK_NBD_FAILS(OpenFrom(reader, "127.0.0.2", node.server.port(), Fenced("pub", kSessionA, 4)));
+    CHECK_NBD_FAILS(
+        OpenFrom(bad, "127.0.0.1", node.server.port(), "pub@dst-fence:" + std::string(kSessionA)));
+  }
+  const std::string log = node.log();
+  CHECK(Contains(log, "fence: session #2788636b: joined epoch 3"));
+  CHECK(Contains(log, "fence: session #2788636b: epoch 2 is older than current epoch 3"));
+  // nbdkit itself names the export a client asks for in its debug lines;
+  // no other line may carry the session.
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (!Contains(line, kSessionA)) continue;
+    CAPTURE(line);
+    CHECK((Contains(line, "debug: newstyle negotiation: NBD_OPT_") ||
+           Contains(line, "debug: dst: open readonly=")));
+  }
 }
 
 TEST_SUITE_END();

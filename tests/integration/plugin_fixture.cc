@@ -13,8 +13,18 @@ NbdkitOptions PluginOptions(std::vector<std::string> args, Transport transport) 
   return o;
 }
 
-PluginServer::PluginServer(std::vector<std::string> args, Transport transport)
-    : NbdkitServer(PluginOptions(std::move(args), transport)) {}
+namespace {
+
+NbdkitOptions WithFlags(NbdkitOptions options, std::vector<std::string> nbdkit_flags) {
+  options.nbdkit_flags = std::move(nbdkit_flags);
+  return options;
+}
+
+}  // namespace
+
+PluginServer::PluginServer(std::vector<std::string> args, Transport transport,
+                           std::vector<std::string> nbdkit_flags)
+    : NbdkitServer(WithFlags(PluginOptions(std::move(args), transport), std::move(nbdkit_flags))) {}
 
 PluginServer::~PluginServer() {
   const int code = Stop();

@@ -38,7 +38,9 @@ NbdkitOptions PluginOptions(std::vector<std::string> args, Transport transport =
 // nbdkit serving nbdkit-dst-plugin.so with the given plugin arguments.
 class PluginServer : public NbdkitServer {
  public:
-  explicit PluginServer(std::vector<std::string> args, Transport transport = Transport::kUnix);
+  // nbdkit_flags go before the plugin, e.g. "-v".
+  explicit PluginServer(std::vector<std::string> args, Transport transport = Transport::kUnix,
+                        std::vector<std::string> nbdkit_flags = {});
   // Stops nbdkit and checks it exited with 0 and without sanitizer reports.
   ~PluginServer();
 };

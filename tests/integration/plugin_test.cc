@@ -3,6 +3,7 @@
 // zero, extents of sparse files, export listing and selection, advertised
 // flags and block sizes, read-only exports.
 #include <libnbd.h>
+#include <sys/stat.h>
 
 #include <optional>
 #include <sstream>
@@ -295,13 +296,28 @@ TEST_CASE("readonly=true: read-only export, writes, trims and zeroes fail with E
   CHECK(ReadFile(file) == data);
 }
 
-TEST_CASE("nbdkit --dump-plugin: parallel thread model") {
+TEST_CASE("a backing file created by size= is private to its owner (mode 0600 under umask 022)") {
+  TempDir dir;
+  const std::string file = dir.File("new.img");
+  const mode_t previous = umask(022);  // nbdkit inherits it
+  std::optional<PluginServer> server;
+  server.emplace(std::vector<std::string>{"file=" + file, "size=16M"});
+  umask(previous);
+  struct stat st {};
+  REQUIRE(stat(file.c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0600);
+  NbdClient c;
+  REQUIRE_NBD_OK(c.Connect(server->uri()));
+  CHECK_NBD_OK(c.Pwrite(Bytes(4096, 1), 0));
+}
+
+TEST_CASE("nbdkit --dump-plugin: requests of a connection serialised, connections parallel") {
   const CommandResult r = RunCommand({DST_TOOL_NBDKIT, "--dump-plugin", DST_PLUGIN_PATH},
                                      std::chrono::seconds(10), NbdkitEnvironment());
   INFO(r.stdout_text << r.stderr_text);
   REQUIRE(r.exit_code == 0);
   CHECK(Contains(r.stdout_text, "name=dst\n"));
-  CHECK(Contains(r.stdout_text, "thread_model=parallel\n"));
+  CHECK(Contains(r.stdout_text, "thread_model=serialize_requests\n"));
 }
 
 TEST_SUITE_END();

@@ -54,6 +54,13 @@ void RawClient::Close() {
   fd_ = -1;
 }
 
+void RawClient::Reset() {
+  if (fd_ < 0) return;
+  const linger abort_on_close{1, 0};
+  ::setsockopt(fd_, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof abort_on_close);
+  Close();
+}
+
 void RawClient::Send(std::span<const uint8_t> data) {
   while (!data.empty()) {
     const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);

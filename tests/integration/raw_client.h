@@ -38,6 +38,9 @@ class RawClient {
   RawClient& operator=(const RawClient&) = delete;
 
   void Close();
+  // Closes with SO_LINGER {1, 0}: the kernel drops whatever is unsent or
+  // unread and the server gets a reset instead of an orderly end of stream.
+  void Reset();
 
   // Sends everything or throws (MSG_NOSIGNAL: a server that hung up is an
   // error here, not a SIGPIPE that kills the test).

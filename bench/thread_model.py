@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 """What serialising the requests of each connection costs the export node.
 
-Runs fio's nbd engine against two builds of nbdkit-dst-plugin.so that differ
-only in their thread model (nbdkit's parallel one, and one thread per
-connection), straight and through `dst-aggregator serve --raw`, alternating
-the two plugins round by round so that both see the same machine, and prints
-a Markdown table of median IOPS / MiB/s with the ratio serialised / parallel.
+Runs fio's nbd engine against nbdkit-dst-plugin.so in its two thread models
+(nbdkit's parallel one with parallel-requests=true, and the default of one
+thread per connection), straight and through `dst-aggregator serve --raw`,
+alternating the two round by round so that both see the same machine, and
+prints a Markdown table of median IOPS / MiB/s with the ratio serialised /
+parallel.
 
-    bench/thread_model.py --parallel OLD.so --serialised NEW.so --aggregator AGG \
+    bench/thread_model.py --plugin PLUGIN.so --aggregator AGG \
         [--rounds 3] [--runtime 5] [--ramp 1] [--size 1G] [--disk-dir /var/tmp]
 
 Members: a file on tmpfs (page cache: the CPU cost of each request), and with
@@ -81,12 +82,12 @@ def fio(uri, workload, runtime, ramp, tmp):
 
 
 class Node:
-    """nbdkit with one plugin build over one file, and optionally an aggregator."""
+    """nbdkit with the plugin over one file, and optionally an aggregator."""
 
-    def __init__(self, tmp, plugin, file, size, direct, aggregator, connections):
+    def __init__(self, tmp, plugin, file, size, direct, aggregator, connections, extra=()):
         self.sock = os.path.join(tmp, "node.sock")
         args = ["nbdkit", "-f", "--exit-with-parent", "-U", self.sock, plugin,
-                f"file={file}", f"size={size}"]
+                f"file={file}", f"size={size}", *extra]
         if direct:
             args.append("direct=true")
         self.nbdkit = subprocess.Popen(args, stderr=subprocess.DEVNULL)
@@ -123,8 +124,7 @@ def precondition(tmp, plugin, file, size, direct):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--parallel", required=True, help="plugin built with the parallel model")
-    ap.add_argument("--serialised", required=True, help="plugin serialising each connection")
+    ap.add_argument("--plugin", required=True, help="nbdkit-dst-plugin.so")
     ap.add_argument("--aggregator", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runtime", type=int, default=5)
@@ -136,7 +136,8 @@ def main():
     ap.add_argument("--no-tmpfs", action="store_true", help="only the O_DIRECT file")
     a = ap.parse_args()
 
-    plugins = {"parallel": os.path.abspath(a.parallel), "serialised": os.path.abspath(a.serialised)}
+    plugin = os.path.abspath(a.plugin)
+    variants = {"parallel": ["parallel-requests=true"], "serialised": []}
     tmp = tempfile.mkdtemp(prefix="dst-tm-", dir="/dev/shm")
     cases = []  # (label, file, direct, aggregator, connections, workloads)
     shm_file = os.path.join(tmp, "m0.img")
@@ -153,15 +154,15 @@ def main():
                           a.aggregator, conns, DISK_WORKLOADS))
     try:
         if not a.no_tmpfs:
-            precondition(tmp, plugins["parallel"], shm_file, a.size, False)
+            precondition(tmp, plugin, shm_file, a.size, False)
         if a.disk_dir:
-            precondition(tmp, plugins["parallel"], disk_file, a.size, True)
+            precondition(tmp, plugin, disk_file, a.size, True)
         results = {}  # (case, workload, variant) -> [(iops, mibs)]
-        order = list(plugins)
+        order = list(variants)
         for rnd in range(a.rounds):
             for variant in (order if rnd % 2 == 0 else order[::-1]):
                 for label, file, direct, agg, conns, workloads in cases:
-                    node = Node(tmp, plugins[variant], file, a.size, direct, agg, conns)
+                    node = Node(tmp, plugin, file, a.size, direct, agg, conns, variants[variant])
                     try:
                         for w in workloads:
                             r = fio(node.uri, w, a.runtime, a.ramp, tmp)
@@ -175,11 +176,11 @@ def main():
         print("|---|---|---:|---:|---:|")
         for label, _, _, _, _, workloads in cases:
             for w in workloads:
-                med = {v: statistics.median(x[0] for x in results[(label, w, v)]) for v in plugins}
+                med = {v: statistics.median(x[0] for x in results[(label, w, v)]) for v in variants}
                 unit = "IOPS"
                 if w.startswith("seq"):
                     med = {v: statistics.median(x[1] for x in results[(label, w, v)])
-                           for v in plugins}
+                           for v in variants}
                     unit = "MiB/s"
                 print(f"| {label} | {w} | {med['parallel']:,.0f} {unit} | "
                       f"{med['serialised']:,.0f} {unit} | "

@@ -4,8 +4,9 @@
 // nbdkit_error + nbdkit_set_error, so that the client gets the errno and the
 // log the context.
 //
-// Threading: NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS: connections run in
-// parallel, the requests of one connection one at a time, on one thread.
+// Threading: NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS by default (parallel with
+// parallel-requests=true): connections run in parallel, the requests of one
+// connection one at a time, on one thread.
 // nbdkit before 1.33.10 (Debian 12 has 1.32.5) aborts under the parallel
 // model when a client resets a connection with replies pending: a worker
 // whose send failed shuts the socket down while another, already past its
@@ -110,6 +111,12 @@ int dst_config(const char* key, const char* value) {
 
 int dst_config_complete() {
   return Check(state->config.Complete());
+}
+
+// Asked after the configuration: serialised unless parallel-requests=true.
+int dst_thread_model() {
+  return state->config.parallel_requests() ? NBDKIT_THREAD_MODEL_PARALLEL
+                                           : NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS;
 }
 
 // Files are opened here rather than in .config_complete so that --dump-plugin
@@ -369,6 +376,7 @@ nbdkit_plugin MakePlugin() {
   p.unload = dst_unload;
   p.config = dst_config;
   p.config_complete = dst_config_complete;
+  p.thread_model = dst_thread_model;
   p.config_help = dst::plugin::PluginConfig::Help();
   p.magic_config_key = "file";
   p.get_ready = dst_get_ready;
@@ -402,5 +410,7 @@ nbdkit_plugin plugin = MakePlugin();
 
 }  // namespace
 
-#define THREAD_MODEL NBDKIT_THREAD_MODEL_SERIALIZE_REQUESTS
+// The loosest model the plugin supports; dst_thread_model() tightens it to
+// serialised requests unless the node is told otherwise.
+#define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 NBDKIT_REGISTER_PLUGIN(plugin)

@@ -131,7 +131,15 @@ bool ScalarText(const toml::node& node, std::string* text) {
     *text = s->get();
     return true;
   }
+  if (const auto* b = node.as_boolean()) {
+    *text = b->get() ? "true" : "false";
+    return true;
+  }
   return false;
+}
+
+bool IsGlobalKey(std::string_view key) {
+  return key == "fence-wait" || key == "parallel-requests" || key == "debug-hold-write";
 }
 
 }  // namespace
@@ -177,18 +185,25 @@ const char* PluginConfig::Help() {
          "config=<FILE>          TOML file describing several exports (see docs)\n"
          "fence-wait=<DURATION>  how long a fenced open of a newer epoch waits for\n"
          "                       older writes (seconds, or 500ms, 5s; default 30)\n"
+         "parallel-requests=true|false  run a connection's requests in parallel\n"
+         "                       (default false: unsafe under nbdkit before 1.33.10)\n"
          "debug-hold-write=<OFFSET>:<MS> fault injection for tests only: hold the\n"
          "                       first write covering OFFSET for MS milliseconds";
 }
 
 Status PluginConfig::SetGlobal(std::string_view key, std::string_view value,
                                const std::string& where) {
-  std::string& set_at = key == "fence-wait" ? fence_wait_where_ : hold_write_where_;
+  std::string& set_at = key == "fence-wait"          ? fence_wait_where_
+                        : key == "parallel-requests" ? parallel_where_
+                                                     : hold_write_where_;
   if (!set_at.empty()) return Status::Invalid(where + ": already given as " + set_at);
   if (key == "fence-wait") {
     const auto wait = ParseDuration(value);
     if (!wait) return Status::Invalid(where + ": " + kDurationHelp);
     fence_wait_ = *wait;
+  } else if (key == "parallel-requests") {
+    if (!ParseBool(value, &parallel_requests_))
+      return Status::Invalid(where + ": expected true or false");
   } else {
     HoldWrite hold;
     DST_RETURN_IF_ERROR(ParseHoldWrite(value, &hold).Wrap(where));
@@ -210,7 +225,7 @@ Status PluginConfig::Set(std::string_view key, std::string_view value) {
     return Status::Ok();
   }
   // Plugin-wide keys go with file= and with config= alike.
-  if (key == "fence-wait" || key == "debug-hold-write") return SetGlobal(key, value, kv);
+  if (IsGlobalKey(key)) return SetGlobal(key, value, kv);
   single_keys_used_ = true;
   if (key == "size") return ParseSizeValue(value, &single_);
   if (key == "name") {
@@ -275,7 +290,7 @@ Status PluginConfig::LoadConfigFile() {
           return Status::Invalid(spec.origin + ": duplicate export name '" + spec.name + "'");
         exports_.push_back(std::move(spec));
       }
-    } else if (key.str() == "fence-wait" || key.str() == "debug-hold-write") {
+    } else if (IsGlobalKey(key.str())) {
       std::string text;
       if (!ScalarText(node, &text))
         return Status::Invalid(where + ": " + std::string(key.str()) +

@@ -1,8 +1,8 @@
 // PluginConfig: collects nbdkit's key=value parameters and turns them into a
 // list of ExportSpecs, either the single export of file= or the exports of a
 // TOML config= file, plus the plugin-wide settings (fence-wait=,
-// debug-hold-write=) that either may give. Every error names the key and value (and, for config
-// files, the file and line) so that nbdkit can stop with one clear line.
+// parallel-requests=, debug-hold-write=) that either may give. Every error names the key and value
+// (and, for config files, the file and line) so that nbdkit can stop with one clear line.
 //
 // Used only from nbdkit's single-threaded configuration phase.
 #pragma once
@@ -39,6 +39,10 @@ class PluginConfig {
   // How long a fenced open of a newer epoch waits for older writes.
   std::chrono::milliseconds fence_wait() const { return fence_wait_; }
   const std::optional<HoldWrite>& debug_hold_write() const { return debug_hold_write_; }
+  // parallel-requests=true: the requests of one connection may run on
+  // several threads (nbdkit's parallel model). Off by default: nbdkit before
+  // 1.33.10 can abort under it when a client resets (docs/nbdkit-plugin.md).
+  bool parallel_requests() const { return parallel_requests_; }
 
   static constexpr const char* kDefaultExportName = "default";
   static constexpr std::chrono::seconds kDefaultFenceWait{30};
@@ -60,6 +64,8 @@ class PluginConfig {
   std::optional<HoldWrite> debug_hold_write_;
   std::string fence_wait_where_;  // where each global key was set, "" if not
   std::string hold_write_where_;
+  std::string parallel_where_;
+  bool parallel_requests_ = false;
 };
 
 // "true/false", "yes/no", "on/off", "1/0", case-insensitive.

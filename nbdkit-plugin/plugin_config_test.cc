@@ -190,6 +190,26 @@ TEST_CASE("bad fence-wait= and debug-hold-write= values name the key and the val
         "debug-hold-write=0:soon: milliseconds 'soon'" + help);
 }
 
+TEST_CASE("parallel-requests= is off unless given, once, as a boolean") {
+  PluginConfig config;
+  REQUIRE(config.Set("file", "/tmp/x.img").ok());
+  CHECK_FALSE(config.parallel_requests());
+  CHECK(config.Set("parallel-requests", "maybe").message() ==
+        "parallel-requests=maybe: expected true or false");
+  REQUIRE(config.Set("parallel-requests", "true").ok());
+  CHECK(config.parallel_requests());
+  CHECK(config.Set("parallel-requests", "false").message() ==
+        "parallel-requests=false: already given as parallel-requests=true");
+  REQUIRE(config.Complete().ok());
+}
+
+TEST_CASE("parallel-requests as a root key of a config file") {
+  PluginConfig config;
+  const Status s = LoadText("parallel-requests = true\n[[export]]\nname='a'\nfile='/x'\n", &config);
+  REQUIRE_MESSAGE(s.ok(), s.message());
+  CHECK(config.parallel_requests());
+}
+
 TEST_CASE("fence-wait and debug-hold-write in a config file") {
   SUBCASE("as root keys") {
     PluginConfig config;

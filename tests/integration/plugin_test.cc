@@ -320,6 +320,23 @@ TEST_CASE("nbdkit --dump-plugin: requests of a connection serialised, connection
   CHECK(Contains(r.stdout_text, "thread_model=serialize_requests\n"));
 }
 
+// nbdkit says at start which model it runs the plugin under.
+TEST_CASE("parallel-requests=true runs a connection's requests in parallel; the default does not") {
+  TempDir dir;
+  for (const bool parallel : {false, true}) {
+    CAPTURE(parallel);
+    std::vector<std::string> args = {"file=" + dir.File("disk.img"), "size=1M"};
+    if (parallel) args.push_back("parallel-requests=true");
+    PluginServer server(args, Transport::kUnix, {"-v"});
+    NbdClient c;
+    REQUIRE_NBD_OK(c.Connect(server.uri()));
+    CHECK_NBD_OK(c.Pwrite(Bytes(4096, 7), 0));
+    const std::string log = server.stderr_text();
+    CHECK(Contains(log, parallel ? "using thread model: parallel\n"
+                                 : "using thread model: serialize_requests\n"));
+  }
+}
+
 TEST_SUITE_END();
 
 }  // namespace

@@ -106,8 +106,9 @@ class NbdMember : public volume::MemberTarget {
   std::string StatsLine() const;
 
   // Start-up helper: runs `io` until every member is connected or has failed,
-  // or until `timeout`. Returns Ok, or the first failure in `members` order as
-  // "member URI: message" (ETIMEDOUT for a member still connecting).
+  // or until `timeout` of real time (whatever the members' environment).
+  // Returns Ok, or the first failure in `members` order as "member URI:
+  // message" (ETIMEDOUT for a member still connecting).
   static Status ConnectAll(asio::io_context& io, std::vector<std::unique_ptr<NbdMember>>& members,
                            std::chrono::milliseconds timeout);
 

@@ -12,15 +12,4 @@ void MemberCounters::RecordLatency(std::chrono::steady_clock::duration latency) 
   latency_max_us = std::max(latency_max_us, us);
 }
 
-std::string MemberCounters::Format() const {
-  const uint64_t average = latency_count ? latency_total_us / latency_count : 0;
-  return "ios=" + std::to_string(ios) + " bytes=" + std::to_string(bytes) +
-         " timeouts=" + std::to_string(timeouts) + " errors=" + std::to_string(errors) +
-         " resends=" + std::to_string(resends) + " reconnects=" + std::to_string(reconnects) +
-         " connect_failures=" + std::to_string(connect_failures) +
-         " failures=" + std::to_string(failures) + " pings=" + std::to_string(pings) +
-         " latency_avg_us=" + std::to_string(average) +
-         " latency_max_us=" + std::to_string(latency_max_us);
-}
-
 }  // namespace dst::member

@@ -25,8 +25,6 @@ struct MemberCounters {
   uint64_t latency_max_us = 0;
 
   void RecordLatency(std::chrono::steady_clock::duration latency);
-  // "ios=12 bytes=49152 timeouts=0 ... latency_avg_us=95 latency_max_us=400"
-  std::string Format() const;
 };
 
 }  // namespace dst::member

@@ -169,7 +169,7 @@ void NbdConnection::RunAnswered() {
   if (answered_.empty()) return;
   std::vector<PendingIo*> batch;
   batch.swap(answered_);
-  const std::weak_ptr<char> alive = alive_;
+  const LifetimeWatch alive = lifetime_.Watch();
   for (PendingIo* pending : batch) {
     --*pending->in_flight;
     pending->io->done(pending->err);
@@ -190,11 +190,11 @@ NbdConnection::~NbdConnection() {
 
 void NbdConnection::AsyncConnect(std::function<void(Status)> done) {
   connect_done_ = std::move(done);
-  if (state_ != State::kIdle) {
+  if (state() != State::kIdle) {
     PostConnectDone(Status::Error(EALREADY, "connection already used"));
     return;
   }
-  state_ = State::kConnecting;
+  set_state(State::kConnecting);
   handle_ = nbd_create();
   // Option mode stops after the handshake so that Negotiate() chooses the
   // export name (plain or fenced) before NBD_OPT_GO.
@@ -224,16 +224,17 @@ void NbdConnection::AsyncConnect(std::function<void(Status)> done) {
 }
 
 void NbdConnection::Submit(std::shared_ptr<MemberIo> io) {
-  ++*in_flight_;
-  if (state_ != State::kReady) {
-    PostDone(io_, std::move(io), in_flight_, ENOTCONN);
+  const std::shared_ptr<size_t>& in_flight = in_flight_counter();
+  ++*in_flight;
+  if (state() != State::kReady) {
+    PostDone(io_, std::move(io), in_flight, ENOTCONN);
     return;
   }
   if (!IsMemberOp(io->op) || (NeedsBuffer(io->op) && io->data == nullptr)) {
-    PostDone(io_, std::move(io), in_flight_, EINVAL);
+    PostDone(io_, std::move(io), in_flight, EINVAL);
     return;
   }
-  auto* pending = new PendingIo{this, std::move(io), in_flight_, &io_};
+  auto* pending = new PendingIo{this, std::move(io), in_flight, &io_};
   const int64_t cookie = StartCommand(*pending->io, pending);
   pending->in_submission = false;
   if (cookie == -1) {
@@ -290,7 +291,7 @@ void NbdConnection::AfterProgress() {
     Fail(Status::Error(ENOTCONN, "server closed the connection"));
     return;
   }
-  if (state_ == State::kConnecting) {
+  if (state() == State::kConnecting) {
     if (nbd_aio_is_ready(handle_)) {
       OnConnected();
       if (handle_ == nullptr) return;
@@ -362,14 +363,13 @@ void NbdConnection::OnConnected() {
         EPROTO, "server accepted export '" + FencedName() + "' but did not confirm fencing"));
     return;
   }
-  fenced_ = go_fenced_;
-  Status status = ReadCapabilities();
+  Status status = ReadCapabilities(/*fenced=*/go_fenced_);
   if (!status.ok()) {
     Fail(std::move(status));
     return;
   }
   EnableTcpKeepalive();
-  state_ = State::kReady;
+  set_state(State::kReady);
   PostConnectDone(Status::Ok());
 }
 
@@ -391,7 +391,7 @@ void NbdConnection::EnableTcpKeepalive() {
   setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &probes, sizeof probes);
 }
 
-Status NbdConnection::ReadCapabilities() {
+Status NbdConnection::ReadCapabilities(bool fenced) {
   const int64_t size = nbd_get_size(handle_);
   if (size < 0) return LibnbdError(EIO);
   volume::MemberCapabilities caps;
@@ -413,8 +413,7 @@ Status NbdConnection::ReadCapabilities() {
   caps.max_request = maximum > 0
                          ? static_cast<uint32_t>(std::min<int64_t>(maximum, kMaxRequestBytes))
                          : kMaxRequestBytes;
-  capabilities_ = caps;
-  structured_replies_ = nbd_get_structured_replies_negotiated(handle_) == 1;
+  SetNegotiated(caps, fenced, nbd_get_structured_replies_negotiated(handle_) == 1);
   return Status::Ok();
 }
 
@@ -449,8 +448,8 @@ void NbdConnection::ArmWaits() {
 
 void NbdConnection::ArmWait(WaitType type) {
   (type == WaitType::wait_read ? read_armed_ : write_armed_) = true;
-  socket_.async_wait(type, [this, alive = std::weak_ptr<char>(alive_),
-                            generation = socket_generation_, type](const asio::error_code& ec) {
+  socket_.async_wait(type, [this, alive = lifetime_.Watch(), generation = socket_generation_,
+                            type](const asio::error_code& ec) {
     if (alive.expired() || generation != socket_generation_) return;  // released or destroyed
     OnSocketEvent(type, ec);
   });
@@ -519,12 +518,15 @@ int NbdConnection::NotifyLibnbd() {
   return 0;  // still busy: the re-armed wait fires again at once
 }
 
+// The one way out for every failure message: the session in a fenced name,
+// which libnbd and the server may quote as well, is redacted here.
 void NbdConnection::Fail(Status status) {
-  if (state_ == State::kDead || state_ == State::kClosed) return;
-  const bool was_connecting = state_ == State::kConnecting;
-  state_ = State::kDead;
+  if (state() == State::kDead || state() == State::kClosed) return;
+  const bool was_connecting = state() == State::kConnecting;
+  set_state(State::kDead);
   if (was_connecting) status = ExplainConnectFailure(std::move(status), uri_);
-  last_error_ = status.message();
+  status = Status::Error(status.err(), RedactSession(status.message(), plan_.session));
+  set_last_error(status.message());
   // libnbd has already failed what was in flight (ENOTCONN); closing the
   // handle now also covers anything it did not.
   Shutdown(/*send_disconnect=*/false);
@@ -532,8 +534,8 @@ void NbdConnection::Fail(Status status) {
 }
 
 void NbdConnection::Close() {
-  const bool was_connecting = state_ == State::kConnecting;
-  if (state_ != State::kDead) state_ = State::kClosed;
+  const bool was_connecting = state() == State::kConnecting;
+  if (state() != State::kDead) set_state(State::kClosed);
   Shutdown(/*send_disconnect=*/true);
   if (was_connecting) PostConnectDone(Status::Error(ECANCELED, "closed while connecting"));
 }
@@ -553,8 +555,7 @@ void NbdConnection::Shutdown(bool send_disconnect) {
 void NbdConnection::PostConnectDone(Status status) {
   std::function<void(Status)> done = std::exchange(connect_done_, nullptr);
   if (!done) return;
-  asio::post(io_, [alive = std::weak_ptr<char>(alive_), done = std::move(done),
-                   status = std::move(status)] {
+  asio::post(io_, [alive = lifetime_.Watch(), done = std::move(done), status = std::move(status)] {
     if (!alive.expired()) done(status);
   });
 }

@@ -9,7 +9,9 @@
 #include <utility>
 
 #include "common/duration.h"
+#include "common/join.h"
 #include "common/log.h"
+#include "common/run_until.h"
 
 namespace dst::member {
 
@@ -86,17 +88,29 @@ std::string_view MemberStateName(NbdMember::State state) {
 
 NbdMember::NbdMember(asio::io_context& io, std::string uri, unsigned connections,
                      TransactionOptions options, MemberTls tls)
+    : NbdMember(io, std::make_unique<DefaultMemberEnv>(io), nullptr, std::move(uri), connections,
+                options, std::move(tls)) {}
+
+NbdMember::NbdMember(asio::io_context& io, MemberEnv& env, std::string uri, unsigned connections,
+                     TransactionOptions options, MemberTls tls)
+    : NbdMember(io, nullptr, &env, std::move(uri), connections, options, std::move(tls)) {}
+
+NbdMember::NbdMember(asio::io_context& io, std::unique_ptr<MemberEnv> own_env, MemberEnv* env,
+                     std::string uri, unsigned connections, TransactionOptions options,
+                     MemberTls tls)
     : io_(io),
+      own_env_(std::move(own_env)),
+      env_(env != nullptr ? *env : *own_env_),
       uri_(std::move(uri)),
       wanted_connections_(std::max(connections, 1u)),
       options_(options),
       tls_(std::move(tls)),
       session_(NewSession()),
-      tick_timer_(io),
-      connect_timer_(io) {}
+      tick_timer_(env_.NewTimer()),
+      connect_timer_(env_.NewTimer()) {}
 
 NbdMember::~NbdMember() {
-  // Answers of the connections destroyed below find alive_ expired; the
+  // Answers of the connections destroyed below find the lifetime ended; the
   // callers still get their one done.
   for (auto& [id, transaction] : transactions_) {
     if (transaction.ping) continue;
@@ -117,12 +131,20 @@ ConnectPlan NbdMember::PlanFor(ConnectPlan::Fencing fencing) const {
   return plan;
 }
 
+std::unique_ptr<MemberConnection> NbdMember::NewConnection(ConnectPlan::Fencing fencing) {
+  return env_.NewConnection(uri_, PlanFor(fencing));
+}
+
+size_t NbdMember::MaxInFlight() const {
+  return std::max(options_.max_in_flight, 1u);
+}
+
 // --- first connection -------------------------------------------------------
 
 void NbdMember::AsyncConnect(std::function<void(Status)> done) {
   const auto fencing = options_.fencing == FencingMode::kOff ? ConnectPlan::Fencing::kNone
                                                              : ConnectPlan::Fencing::kProbe;
-  connections_.push_back(std::make_unique<NbdConnection>(io_, uri_, PlanFor(fencing)));
+  connections_.push_back(NewConnection(fencing));
   // A connection drops its callback when destroyed, and connections never
   // outlive the member: capturing `this` is safe.
   connections_.front()->AsyncConnect([this, done = std::move(done)](Status status) mutable {
@@ -146,12 +168,26 @@ void NbdMember::OnFirstConnection(Status status, std::function<void(Status)> don
     done(Status::Error(EPROTO, last_error_));
     return;
   }
+  WarnIfSmallRequests();
   AddExtraConnections([this, done = std::move(done)] {
-    last_activity_ = Clock::now();
+    last_activity_ = env_.Now();
     SetState(State::kReady, fenced_ ? "fenced, epoch 1" : "not fenced");
     ArmTick();
+    DispatchWaiting();  // whatever was submitted while connecting
     done(Status::Ok());
   });
+}
+
+// A member with a tiny maximum request (NBD_INFO_BLOCK_SIZE allows 512)
+// turns one large client request into very many member I/Os. It works, with
+// the in-flight bound like any slow member, but it is worth knowing.
+void NbdMember::WarnIfSmallRequests() const {
+  constexpr uint32_t kSmallRequest = 64 * 1024;
+  if (capabilities_.max_request >= kSmallRequest) return;
+  LOG_WARNING(
+      "member %s: maximum request size is %u bytes (under 64 KiB): a large client request "
+      "becomes many member I/Os, at most %zu in flight per connection",
+      uri_.c_str(), capabilities_.max_request, MaxInFlight());
 }
 
 // Without multi-conn a server may show one connection stale data written
@@ -164,30 +200,29 @@ void NbdMember::AddExtraConnections(std::function<void()> all_done) {
     all_done();
     return;
   }
-  auto pending = std::make_shared<size_t>(wanted - connections_.size());
-  auto shared_done = std::make_shared<std::function<void()>>(std::move(all_done));
+  auto join = MakeJoin([all_done = std::move(all_done)](int) { all_done(); });
   const auto fencing = fenced_ ? ConnectPlan::Fencing::kFence : ConnectPlan::Fencing::kNone;
   // The first connection has structured replies for block status; the
   // others carry the reads, whose simple answers cost libnbd half the
   // receives (ConnectionFor).
   ConnectPlan plan = PlanFor(fencing);
   plan.structured_replies = false;
-  for (unsigned i = connections_.size(); i < wanted; ++i) {
-    auto connection = std::make_unique<NbdConnection>(io_, uri_, plan);
-    NbdConnection* raw = connection.get();
-    extras_.push_back(std::move(connection));
-    raw->AsyncConnect([this, raw, pending, shared_done](const Status& status) {
-      AdoptExtraConnection(raw, status);
-      if (--*pending == 0) (*shared_done)();
+  for (size_t i = connections_.size(); i < wanted; ++i) {
+    extras_.push_back(env_.NewConnection(uri_, plan));
+    MemberConnection* extra = extras_.back().get();
+    extra->AsyncConnect([this, extra, part = Part(join)](const Status& status) {
+      AdoptExtraConnection(extra, status);
+      part(0);
     });
   }
+  join->Arrive(0);
 }
 
-void NbdMember::AdoptExtraConnection(NbdConnection* connection, const Status& status) {
+void NbdMember::AdoptExtraConnection(MemberConnection* connection, const Status& status) {
   auto it = std::find_if(extras_.begin(), extras_.end(),
                          [connection](const auto& extra) { return extra.get() == connection; });
   if (it == extras_.end()) return;
-  std::unique_ptr<NbdConnection> extra = std::move(*it);
+  std::unique_ptr<MemberConnection> extra = std::move(*it);
   extras_.erase(it);
   if (status.ok() && CheckIdentity(*extra).ok()) {
     connections_.push_back(std::move(extra));
@@ -216,7 +251,7 @@ void NbdMember::Submit(std::shared_ptr<MemberIo> io) {
   const uint64_t id = next_id_++;
   Transaction& transaction = transactions_[id];
   transaction.io = std::move(io);
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = env_.Now();
   transaction.history.first_send = now;
   if (state_ == State::kFailed) {
     transaction.last_error = "member is failed: " + last_error_;
@@ -250,51 +285,97 @@ int NbdMember::CheckRequest(const MemberIo& io) const {
   return EINVAL;
 }
 
+// A new I/O is sent at once when nothing waits ahead of it and a connection
+// has room; otherwise it waits its turn (its id is the newest: the queue
+// stays in id order).
 void NbdMember::Dispatch(uint64_t id, Clock::time_point now) {
-  if (state_ != State::kReady) {
+  if (state_ == State::kReady && waiting_.empty()) {
+    bool saturated = false;
+    MemberConnection* connection = ConnectionFor(transactions_.at(id).io->op, &saturated);
+    if (connection != nullptr) {
+      Send(id, *connection, now);
+      return;
+    }
     waiting_.push_back(id);
+    if (!saturated) StartReconnect("no usable connection");
     return;
   }
-  NbdConnection* connection = ConnectionFor(transactions_.at(id).io->op);
-  if (connection == nullptr) {
-    waiting_.push_back(id);
-    StartReconnect("no usable connection");
-    return;
-  }
-  Send(id, *connection, now);
+  waiting_.push_back(id);
+  if (state_ == State::kReady) DispatchWaiting();
 }
 
-// Sends what waits and is due, in order; what is not due waits on.
+// Sends what waits, in order, while the connections have room. A resend
+// whose delay has passed joins the queue at its place (ahead of newer I/O).
 void NbdMember::DispatchWaiting() {
-  const Clock::time_point now = Clock::now();
-  for (size_t n = waiting_.size(); n > 0 && state_ == State::kReady; --n) {
+  const Clock::time_point now = env_.Now();
+  PromoteDueResends(now);
+  while (state_ == State::kReady && !waiting_.empty()) {
     const uint64_t id = waiting_.front();
-    waiting_.pop_front();
     auto it = transactions_.find(id);
-    if (it == transactions_.end() || it->second.in_flight) continue;  // finished meanwhile
-    if (it->second.not_before > now) {
-      waiting_.push_back(id);
+    if (it == transactions_.end() || it->second.in_flight) {  // finished meanwhile
+      waiting_.pop_front();
       continue;
     }
-    Dispatch(id, now);
+    bool saturated = false;
+    MemberConnection* connection = ConnectionFor(it->second.io->op, &saturated);
+    if (connection == nullptr) {
+      if (!saturated) StartReconnect("no usable connection");
+      return;
+    }
+    waiting_.pop_front();
+    Send(id, *connection, now);
   }
 }
 
-// The ready connection with the fewest I/Os in flight among those that suit
-// `op` (block status needs structured replies). A read counts a connection
-// with structured replies as kStructuredReadPenalty I/Os busier: a simple
-// answer is two receives in libnbd, a structured one four, so reads go to
-// the others until their queues are that much deeper. Queues are still
-// balanced beyond that, since libnbd finds the command an answer belongs
-// to by walking the connection's list of commands in flight.
-NbdConnection* NbdMember::ConnectionFor(MemberOp op) {
+// Ids are given in submission order, so the queue's order is the original
+// order; an I/O being resent is older than most that wait, and goes near the
+// front.
+void NbdMember::EnqueueWaiting(uint64_t id) {
+  if (waiting_.empty() || waiting_.back() < id) {
+    waiting_.push_back(id);
+    return;
+  }
+  const auto at = std::lower_bound(waiting_.begin(), waiting_.end(), id);
+  if (at == waiting_.end() || *at != id) waiting_.insert(at, id);
+}
+
+void NbdMember::PromoteDueResends(Clock::time_point now) {
+  if (delayed_.empty()) return;
+  size_t kept = 0;
+  for (const uint64_t id : delayed_) {
+    auto it = transactions_.find(id);
+    if (it == transactions_.end() || it->second.in_flight) continue;  // finished meanwhile
+    if (it->second.not_before > now)
+      delayed_[kept++] = id;
+    else
+      EnqueueWaiting(id);
+  }
+  delayed_.resize(kept);
+}
+
+// The ready connection with room under the in-flight bound and the fewest
+// I/Os in flight, among those that suit `op` (block status needs structured
+// replies); nullptr if none, with *saturated set when a suitable connection
+// is ready but full (the I/O then waits for room, not for a reconnect).
+// A read counts a connection with structured replies as
+// kStructuredReadPenalty I/Os busier: a simple answer is two receives in
+// libnbd, a structured one four, so reads go to the others until their
+// queues are that much deeper. Queues are still balanced beyond that, since
+// libnbd finds the command an answer belongs to by walking the connection's
+// list of commands in flight.
+MemberConnection* NbdMember::ConnectionFor(MemberOp op, bool* saturated) {
   constexpr size_t kStructuredReadPenalty = 32;
-  NbdConnection* best = nullptr;
+  const size_t bound = MaxInFlight();
+  MemberConnection* best = nullptr;
   size_t best_load = 0;
   for (const auto& connection : connections_) {
     if (!connection->ready()) continue;
     const bool structured = connection->structured_replies();
     if (op == MemberOp::kBlockStatus && !structured) continue;
+    if (connection->in_flight() >= bound) {
+      *saturated = true;
+      continue;
+    }
     const size_t load = connection->in_flight() +
                         (op == MemberOp::kRead && structured ? kStructuredReadPenalty : 0);
     // Ties go to the later connection: the first one is the structured one.
@@ -306,7 +387,7 @@ NbdConnection* NbdMember::ConnectionFor(MemberOp op) {
   return best;
 }
 
-void NbdMember::Send(uint64_t id, NbdConnection& connection, Clock::time_point now) {
+void NbdMember::Send(uint64_t id, MemberConnection& connection, Clock::time_point now) {
   Transaction& transaction = transactions_.at(id);
   if (transaction.history.sends > 0) ++counters_.resends;
   ++transaction.history.sends;
@@ -318,7 +399,7 @@ void NbdMember::Send(uint64_t id, NbdConnection& connection, Clock::time_point n
 
   std::shared_ptr<MemberIo> send = CopyRequest(*transaction.io);
   MemberIo* answered = send.get();  // alive while its own done runs
-  send->done = [this, alive = std::weak_ptr<char>(alive_), id, attempt = transaction.attempt,
+  send->done = [this, alive = lifetime_.Watch(), id, attempt = transaction.attempt,
                 answered](int err) {
     if (!alive.expired()) OnAnswer(id, attempt, err, *answered);
   };
@@ -333,12 +414,15 @@ void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answe
   Transaction& transaction = it->second;
   transaction.in_flight = false;
   --in_flight_;
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = env_.Now();
   last_activity_ = now;
   if (transaction.ping) {
-    if (err != 0 && ClassifyError(MemberOp::kRead, err) == ErrorAction::kReconnect)
-      StartReconnect(std::string("keepalive ping failed: ") + std::strerror(err));
+    if (err != 0) {
+      OnSendFailed(id, err, std::string("keepalive ping failed: ") + std::strerror(err));
+      return;
+    }
     transactions_.erase(it);
+    if (!waiting_.empty()) DispatchWaiting();
     return;
   }
   counters_.RecordLatency(now - transaction.sent_at);
@@ -347,7 +431,8 @@ void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answe
     const MemberOp op = transaction.io->op;
     if (op == MemberOp::kRead || op == MemberOp::kWrite) counters_.bytes += transaction.io->length;
     if (op == MemberOp::kBlockStatus) transaction.io->extents = std::move(answered.extents);
-    Finish(id, 0, /*post=*/false);  // saves a trip round the event loop per I/O
+    if (!waiting_.empty()) DispatchWaiting();  // the next in line takes the room
+    Finish(id, 0, /*post=*/false);             // saves a trip round the event loop per I/O
     return;
   }
   std::string cause;
@@ -364,10 +449,16 @@ void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answe
 
 void NbdMember::OnSendFailed(uint64_t id, int err, std::string cause) {
   Transaction& transaction = transactions_.at(id);
+  if (transaction.ping) {  // it did its job; never resent
+    transactions_.erase(id);
+    if (ClassifyError(MemberOp::kRead, err) == ErrorAction::kReconnect) StartReconnect(cause);
+    return;
+  }
   transaction.last_error = std::move(cause);
   switch (ClassifyError(transaction.io->op, err)) {
     case ErrorAction::kFail:
       Finish(id, err);
+      DispatchWaiting();
       return;
     case ErrorAction::kResend:
       Requeue(id, ResendDelay(options_, transaction.history.sends));
@@ -385,20 +476,23 @@ void NbdMember::OnSendFailed(uint64_t id, int err, std::string cause) {
 // Puts a transaction back in line, unless its budget is spent.
 void NbdMember::Requeue(uint64_t id, milliseconds delay) {
   Transaction& transaction = transactions_.at(id);
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = env_.Now();
   if (!MaySendAgain(options_, transaction.history, now)) {
     GiveUp(id);
     return;
   }
   transaction.not_before = now + delay;
-  waiting_.push_back(id);
+  if (delay.count() > 0)
+    delayed_.push_back(id);
+  else
+    EnqueueWaiting(id);
 }
 
 void NbdMember::GiveUp(uint64_t id) {
   Transaction& transaction = transactions_.at(id);
   transaction.last_error =
       "gave up after " + std::to_string(transaction.history.sends) + " attempts in " +
-      SecondsSince(transaction.history.first_send, Clock::now()) + ": " + transaction.last_error;
+      SecondsSince(transaction.history.first_send, env_.Now()) + ": " + transaction.last_error;
   Finish(id, EIO);
 }
 
@@ -419,14 +513,27 @@ void NbdMember::Finish(uint64_t id, int err, bool post) {
   io->done(err);  // may submit more I/O to this member
 }
 
+void NbdMember::VisitWaiting(const std::function<bool(uint64_t, Transaction&)>& keep) {
+  auto visit = [&](auto& queue) {
+    size_t kept = 0;
+    for (size_t i = 0; i < queue.size(); ++i) {
+      const uint64_t id = queue[i];
+      auto it = transactions_.find(id);
+      if (it == transactions_.end() || it->second.in_flight) continue;
+      if (keep(id, it->second)) queue[kept++] = id;
+    }
+    queue.resize(kept);
+  };
+  visit(waiting_);
+  visit(delayed_);
+}
+
 void NbdMember::FailAllWaiting(const std::string& cause) {
-  for (const uint64_t id : waiting_) {
-    auto it = transactions_.find(id);
-    if (it == transactions_.end() || it->second.in_flight) continue;
-    it->second.last_error = cause;
+  VisitWaiting([&](uint64_t id, Transaction& transaction) {
+    transaction.last_error = cause;
     Finish(id, EIO);
-  }
-  waiting_.clear();
+    return false;
+  });
 }
 
 // --- reconnection -----------------------------------------------------------
@@ -435,14 +542,15 @@ void NbdMember::StartReconnect(const std::string& cause) {
   if (state_ != State::kReady) return;  // already reconnecting
   last_error_ = cause;
   SetState(State::kReconnecting, cause);
-  unreachable_since_ = Clock::now();
+  unreachable_since_ = env_.Now();
   connect_failures_in_row_ = 0;
   DropConnections(cause);
   ScheduleConnectAttempt(ReconnectDelay(options_, 0));
 }
 
 // Every send in flight is lost with its connection: each waits for the next
-// connection (or gives up if its budget is spent).
+// connection, ahead of the I/Os never sent (or gives up if its budget is
+// spent).
 void NbdMember::DropConnections(const std::string& cause) {
   ++generation_;
   std::vector<uint64_t> lost;
@@ -470,11 +578,7 @@ void NbdMember::DropConnections(const std::string& cause) {
 }
 
 void NbdMember::ScheduleConnectAttempt(milliseconds delay) {
-  connect_timer_.expires_after(delay);
-  connect_timer_.async_wait(
-      [this, alive = std::weak_ptr<char>(alive_)](const asio::error_code& ec) {
-        if (!ec && !alive.expired()) AttemptConnect();
-      });
+  connect_timer_->Start(delay, [this] { AttemptConnect(); });
 }
 
 // One attempt, under a new epoch: a fencing member then refuses whatever
@@ -482,25 +586,23 @@ void NbdMember::ScheduleConnectAttempt(milliseconds delay) {
 void NbdMember::AttemptConnect() {
   ++epoch_;
   const uint64_t generation = ++generation_;
-  const auto fencing = fenced_ ? ConnectPlan::Fencing::kFence : ConnectPlan::Fencing::kNone;
-  reconnecting_ = std::make_unique<NbdConnection>(io_, uri_, PlanFor(fencing));
+  reconnecting_ =
+      NewConnection(fenced_ ? ConnectPlan::Fencing::kFence : ConnectPlan::Fencing::kNone);
   reconnecting_->AsyncConnect(
       [this, generation](Status status) { OnReconnectResult(generation, std::move(status)); });
-  connect_timer_.expires_after(options_.io_timeout);
-  connect_timer_.async_wait(
-      [this, alive = std::weak_ptr<char>(alive_), generation](const asio::error_code& ec) {
-        if (ec || alive.expired() || generation != generation_ || !reconnecting_) return;
-        reconnecting_.reset();  // drops its callback
-        OnReconnectResult(generation,
-                          Status::Error(ETIMEDOUT, "no answer to connect within " +
-                                                       FormatDuration(options_.io_timeout)));
-      });
+  connect_timer_->Start(options_.io_timeout, [this, generation] {
+    if (generation != generation_ || !reconnecting_) return;
+    reconnecting_.reset();  // drops its callback
+    OnReconnectResult(generation,
+                      Status::Error(ETIMEDOUT, "no answer to connect within " +
+                                                   FormatDuration(options_.io_timeout)));
+  });
 }
 
 void NbdMember::OnReconnectResult(uint64_t generation, Status status) {
   if (generation != generation_) return;
-  connect_timer_.cancel();
-  std::unique_ptr<NbdConnection> connection = std::move(reconnecting_);
+  connect_timer_->Cancel();
+  std::unique_ptr<MemberConnection> connection = std::move(reconnecting_);
   bool refused = false;
   if (status.ok()) {
     status = CheckIdentity(*connection);
@@ -513,11 +615,11 @@ void NbdMember::OnReconnectResult(uint64_t generation, Status status) {
   connections_.push_back(std::move(connection));
   ++counters_.reconnects;
   connect_failures_in_row_ = 0;
-  last_activity_ = Clock::now();
+  last_activity_ = env_.Now();
   SetState(State::kReady, std::string(fenced_ ? "fenced" : "not fenced") + ", epoch " +
                               std::to_string(epoch_) + ", after " +
                               SecondsSince(unreachable_since_, last_activity_) + ", " +
-                              std::to_string(waiting_.size()) + " I/Os to resend");
+                              std::to_string(waiting()) + " I/Os to resend");
   DispatchWaiting();
   AddExtraConnections([] {});
 }
@@ -531,14 +633,14 @@ void NbdMember::OnReconnectFailed(const std::string& message, bool refused) {
     LOG_WARNING("member %s: reconnect attempt %u failed: %s", uri_.c_str(),
                 connect_failures_in_row_, message.c_str());
   // Each failed attempt spends one attempt of every waiting I/O.
-  const Clock::time_point now = Clock::now();
-  for (const uint64_t id : waiting_) {
-    auto it = transactions_.find(id);
-    if (it == transactions_.end()) continue;
-    ++it->second.history.sends;
-    it->second.last_error = "reconnect: " + message;
-    if (!MaySendAgain(options_, it->second.history, now)) GiveUp(id);
-  }
+  const Clock::time_point now = env_.Now();
+  VisitWaiting([&](uint64_t id, Transaction& transaction) {
+    ++transaction.history.sends;
+    transaction.last_error = "reconnect: " + message;
+    if (MaySendAgain(options_, transaction.history, now)) return true;
+    GiveUp(id);
+    return false;
+  });
   const bool out_of_tries = options_.retries > 0 && connect_failures_in_row_ > options_.retries;
   if (refused) {
     SetState(State::kFailed, message);
@@ -564,7 +666,7 @@ void NbdMember::FailUnreachable(Clock::time_point now) {
 }
 
 // A member that comes back must be the export the volume was built on.
-Status NbdMember::CheckIdentity(const NbdConnection& connection) const {
+Status NbdMember::CheckIdentity(const MemberConnection& connection) const {
   const volume::MemberCapabilities& now = connection.capabilities();
   const volume::MemberCapabilities& was = capabilities_;
   if (now.size != was.size)
@@ -588,16 +690,14 @@ Status NbdMember::CheckIdentity(const NbdConnection& connection) const {
 // --- periodic work ----------------------------------------------------------
 
 void NbdMember::ArmTick() {
-  tick_timer_.expires_after(TickPeriod(options_));
-  tick_timer_.async_wait([this, alive = std::weak_ptr<char>(alive_)](const asio::error_code& ec) {
-    if (ec || alive.expired()) return;
+  tick_timer_->Start(TickPeriod(options_), [this] {
     OnTick();
     ArmTick();
   });
 }
 
 void NbdMember::OnTick() {
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = env_.Now();
   ExpireDeadlines(now);
   std::string why;
   if (state_ == State::kReady && SomeConnectionDied(&why)) StartReconnect(why);
@@ -629,12 +729,14 @@ void NbdMember::ExpireDeadlines(Clock::time_point now) {
   }
 }
 
+// An I/O waiting to be sent (for room, a connection or its resend delay)
+// still has a budget, counted from its submission.
 void NbdMember::ExpireWaiting(Clock::time_point now) {
-  for (const uint64_t id : waiting_) {
-    auto it = transactions_.find(id);
-    if (it == transactions_.end() || it->second.in_flight) continue;
-    if (!MaySendAgain(options_, it->second.history, now)) GiveUp(id);
-  }
+  VisitWaiting([&](uint64_t id, Transaction& transaction) {
+    if (MaySendAgain(options_, transaction.history, now)) return true;
+    GiveUp(id);
+    return false;
+  });
 }
 
 // At idle, one small read per connection proves the member still answers;
@@ -669,18 +771,11 @@ bool NbdMember::SomeConnectionDied(std::string* why) const {
   return false;
 }
 
-std::string NbdMember::StatsLine() const {
-  return "state=" + std::string(MemberStateName(state_)) + " epoch=" + std::to_string(epoch_) +
-         " fenced=" + (fenced_ ? "yes" : "no") + " inflight=" + std::to_string(in_flight_) +
-         " waiting=" + std::to_string(waiting_.size()) + " " + counters_.Format();
-}
-
 Status NbdMember::ConnectAll(asio::io_context& io, std::vector<std::unique_ptr<NbdMember>>& members,
                              milliseconds timeout) {
   // Shared with the callbacks, which may run after we return (on timeout).
   struct Progress {
     size_t pending = 0;
-    bool timed_out = false;
     std::vector<std::optional<Status>> results;
   };
   auto progress = std::make_shared<Progress>();
@@ -692,19 +787,13 @@ Status NbdMember::ConnectAll(asio::io_context& io, std::vector<std::unique_ptr<N
       --progress->pending;
     });
   }
-  asio::steady_timer deadline(io, timeout);
-  deadline.async_wait([progress](const asio::error_code& ec) {
-    if (!ec) progress->timed_out = true;
-  });
-  if (io.stopped()) io.restart();
-  while (progress->pending > 0 && !progress->timed_out) {
-    if (io.run_one() == 0) break;  // stopped from elsewhere
-  }
-  deadline.cancel();
+  const RunResult run = RunUntil(
+      io, [&progress] { return progress->pending == 0; }, timeout);
   const Status unfinished =
-      progress->timed_out ? Status::Error(ETIMEDOUT, "connect timed out after " +
-                                                         std::to_string(timeout.count()) + " ms")
-                          : Status::Error(ECANCELED, "event loop stopped while connecting");
+      run == RunResult::kTimedOut
+          ? Status::Error(ETIMEDOUT,
+                          "connect timed out after " + std::to_string(timeout.count()) + " ms")
+          : Status::Error(ECANCELED, "event loop stopped while connecting");
   for (size_t i = 0; i < members.size(); ++i) {
     const Status& result = progress->results[i].value_or(unfinished);
     if (!result.ok()) return result.Wrap("member " + members[i]->name());

@@ -8,15 +8,20 @@
 //   member that is unreachable at start is a configuration error). If the
 //   server advertises multi-conn it opens up to `connections` in total.
 //   With fencing kAuto/kRequire it asks the dst plugin to fence; kRequire
-//   fails a member that cannot.
+//   fails a member that cannot. A member whose maximum request is under
+//   64 KiB is accepted, with one warning.
 // - Submit() turns each MemberIo into a transaction: sent on the ready
-//   connection with the fewest I/Os in flight, with a deadline (io_timeout).
+//   connection with the fewest I/Os in flight, with a deadline (io_timeout)
+//   that starts when it is sent. At most options.max_in_flight I/Os are in
+//   flight on one connection; the others wait, and are sent in the order they
+//   were submitted as answers make room (I/Os being resent go first).
 //   A timeout or a lost connection drops every connection, and the member
 //   reconnects with exponential backoff under a new fencing epoch; every
-//   I/O that was in flight is resent once the member is ready again. A
-//   transient error answer (EIO) is resent after a backoff delay on the
-//   same connections. Only when an I/O's budget (retries, retry_window) is
-//   spent does it fail, with EIO, and io->failure says why.
+//   I/O that was in flight is resent once the member is ready again, within
+//   the same bound. A transient error answer (EIO) is resent after a backoff
+//   delay on the same connections. Only when an I/O's budget (retries,
+//   retry_window, counted from its submission) is spent does it fail, with
+//   EIO, and io->failure says why.
 // - Deterministic errors fail at once with their errno: EINVAL for a read
 //   or write longer than capabilities().max_request, EROFS for a write, trim
 //   or zero on a read-only export, ENOTSUP for fast_zero or block status that
@@ -29,10 +34,15 @@
 // - done is called exactly once per MemberIo, from the io_context, never from
 //   inside Submit(): at once for an answer (handled at the end of a socket
 //   event), posted otherwise.
-// - The io_context must outlive the member. Destroying the member fails the
-//   I/Os not yet done (their done still runs, with ENOTCONN).
+// - Time, timers and connections come from a MemberEnv (member_env.h): by
+//   default the real ones; the unit tests of these rules inject a manual
+//   clock and scripted connections. The io_context and the environment must
+//   outlive the member. Destroying the member fails the I/Os not yet done
+//   (their done still runs, with ENOTCONN).
+// - Logs name the member by its URI and never show the fencing session.
 //
-// Threading: not thread-safe; every call and the io_context run on one thread.
+// Threading: not thread-safe; every call, the environment and the io_context
+// run on one thread.
 #pragma once
 
 #include <chrono>
@@ -47,11 +57,13 @@
 
 #include <asio.hpp>
 
+#include "aggregator/member/member_connection.h"
+#include "aggregator/member/member_env.h"
 #include "aggregator/member/member_stats.h"
 #include "aggregator/member/member_tls.h"
-#include "aggregator/member/nbd_connection.h"
 #include "aggregator/member/transaction_policy.h"
 #include "aggregator/volume/member_io.h"
+#include "common/lifetime.h"
 #include "common/status.h"
 
 namespace dst::member {
@@ -61,8 +73,11 @@ class NbdMember : public volume::MemberTarget {
   enum class State : uint8_t { kConnecting, kReady, kReconnecting, kFailed };
 
   // `tls`: the credentials of a TLS member (nbds://, nbds+unix://), used on
-  // every connection, reconnects included.
+  // every connection, reconnects included. Real time and libnbd connections.
   NbdMember(asio::io_context& io, std::string uri, unsigned connections,
+            TransactionOptions options = {}, MemberTls tls = {});
+  // The same over `env`'s time, timers and connections.
+  NbdMember(asio::io_context& io, MemberEnv& env, std::string uri, unsigned connections,
             TransactionOptions options = {}, MemberTls tls = {});
   ~NbdMember() override;
   NbdMember(const NbdMember&) = delete;
@@ -84,14 +99,14 @@ class NbdMember : public volume::MemberTarget {
   // Connections in use, and member I/Os sent and not yet answered.
   size_t connection_count() const { return connections_.size(); }
   size_t in_flight() const { return in_flight_; }
-  // Member I/Os waiting for a connection or a resend delay.
-  size_t waiting() const { return waiting_.size(); }
-  // "state=ready epoch=2 fenced=yes ios=... ": the counters for a log line.
-  std::string StatsLine() const;
+  // Member I/Os waiting to be sent: for a connection, for room under the
+  // in-flight bound, or for a resend delay.
+  size_t waiting() const { return waiting_.size() + delayed_.size(); }
 
   // Start-up helper: runs `io` until every member is connected or has failed,
-  // or until `timeout`. Returns Ok, or the first failure in `members` order as
-  // "member URI: message" (ETIMEDOUT for a member still connecting).
+  // or until `timeout` of real time (whatever the members' environment).
+  // Returns Ok, or the first failure in `members` order as "member URI:
+  // message" (ETIMEDOUT for a member still connecting).
   static Status ConnectAll(asio::io_context& io, std::vector<std::unique_ptr<NbdMember>>& members,
                            std::chrono::milliseconds timeout);
 
@@ -114,17 +129,25 @@ class NbdMember : public volume::MemberTarget {
     uint64_t attempt;
   };
 
+  // `env`, or else `own_env`.
+  NbdMember(asio::io_context& io, std::unique_ptr<MemberEnv> own_env, MemberEnv* env,
+            std::string uri, unsigned connections, TransactionOptions options, MemberTls tls);
+
   ConnectPlan PlanFor(ConnectPlan::Fencing fencing) const;
+  std::unique_ptr<MemberConnection> NewConnection(ConnectPlan::Fencing fencing);
   void OnFirstConnection(Status status, std::function<void(Status)> done);
+  void WarnIfSmallRequests() const;
   void AddExtraConnections(std::function<void()> all_done);
-  void AdoptExtraConnection(NbdConnection* connection, const Status& status);
+  void AdoptExtraConnection(MemberConnection* connection, const Status& status);
   void SetState(State state, const std::string& why);
 
   // Transactions.
   // `now`: the caller's clock reading, one per I/O on the hot path.
   void Dispatch(uint64_t id, Clock::time_point now);
   void DispatchWaiting();
-  void Send(uint64_t id, NbdConnection& connection, Clock::time_point now);
+  void EnqueueWaiting(uint64_t id);
+  void PromoteDueResends(Clock::time_point now);
+  void Send(uint64_t id, MemberConnection& connection, Clock::time_point now);
   void OnAnswer(uint64_t id, uint64_t attempt, int err, volume::MemberIo& answered);
   void OnSendFailed(uint64_t id, int err, std::string cause);
   void Requeue(uint64_t id, std::chrono::milliseconds delay);
@@ -134,7 +157,7 @@ class NbdMember : public volume::MemberTarget {
   void GiveUp(uint64_t id);
   void FailAllWaiting(const std::string& cause);
   int CheckRequest(const volume::MemberIo& io) const;
-  NbdConnection* ConnectionFor(volume::MemberOp op);
+  MemberConnection* ConnectionFor(volume::MemberOp op, bool* saturated);
 
   // Reconnection, keepalive, deadlines: driven by one periodic tick.
   void StartReconnect(const std::string& cause);
@@ -143,17 +166,24 @@ class NbdMember : public volume::MemberTarget {
   void AttemptConnect();
   void OnReconnectResult(uint64_t generation, Status status);
   void OnReconnectFailed(const std::string& message, bool refused);
-  Status CheckIdentity(const NbdConnection& connection) const;
+  Status CheckIdentity(const MemberConnection& connection) const;
   bool UnreachableTooLong(Clock::time_point now) const;
   void FailUnreachable(Clock::time_point now);
   void ArmTick();
   void OnTick();
   void ExpireDeadlines(Clock::time_point now);
   void ExpireWaiting(Clock::time_point now);
+  // Calls keep(id, transaction) for each I/O waiting to be sent (in order,
+  // then those in their resend delay) and forgets those for which it returns
+  // false (it gave them up); entries of finished I/Os are dropped too.
+  void VisitWaiting(const std::function<bool(uint64_t id, Transaction& transaction)>& keep);
+  size_t MaxInFlight() const;
   void SendPings(Clock::time_point now);
   bool SomeConnectionDied(std::string* why) const;
 
   asio::io_context& io_;
+  std::unique_ptr<MemberEnv> own_env_;  // the default one, unless injected
+  MemberEnv& env_;
   const std::string uri_;
   const unsigned wanted_connections_;
   const TransactionOptions options_;
@@ -166,25 +196,28 @@ class NbdMember : public volume::MemberTarget {
   // Bumped whenever the connections are dropped: callbacks of older
   // connections recognise themselves and do nothing.
   uint64_t generation_ = 0;
-  std::vector<std::unique_ptr<NbdConnection>> connections_;  // in use
-  std::vector<std::unique_ptr<NbdConnection>> extras_;       // still connecting
-  std::unique_ptr<NbdConnection> reconnecting_;              // the attempt in progress
+  std::vector<std::unique_ptr<MemberConnection>> connections_;  // in use
+  std::vector<std::unique_ptr<MemberConnection>> extras_;       // still connecting
+  std::unique_ptr<MemberConnection> reconnecting_;              // the attempt in progress
   unsigned connect_failures_in_row_ = 0;
   Clock::time_point unreachable_since_;
   std::string last_error_;
 
   uint64_t next_id_ = 1;
   std::unordered_map<uint64_t, Transaction> transactions_;
-  std::deque<uint64_t> waiting_;    // ids to send when a connection is ready
+  // Ids to send when a connection has room, in id (submission) order; ids of
+  // transactions finished meanwhile are skipped when met.
+  std::deque<uint64_t> waiting_;
+  std::vector<uint64_t> delayed_;   // ids waiting for their resend delay
   std::deque<Deadline> deadlines_;  // in send order, hence in deadline order
   size_t in_flight_ = 0;
   Clock::time_point last_activity_;
   MemberCounters counters_;
 
-  asio::steady_timer tick_timer_;
-  asio::steady_timer connect_timer_;
-  // Expires with this object; posted handlers that touch `this` check it.
-  std::shared_ptr<char> alive_ = std::make_shared<char>(0);
+  std::unique_ptr<MemberTimer> tick_timer_;
+  std::unique_ptr<MemberTimer> connect_timer_;
+  // Answers of sends that may arrive after the member is gone check it.
+  Lifetime lifetime_;
 };
 
 std::string_view MemberStateName(NbdMember::State state);

@@ -41,6 +41,14 @@ struct TransactionOptions {
   std::chrono::milliseconds backoff_initial{100};
   std::chrono::milliseconds backoff_max{5000};
   FencingMode fencing = FencingMode::kAuto;
+  // Member I/Os in flight on one member connection (keepalive pings aside);
+  // more wait in the member, in order, and their deadline starts only when
+  // they are sent. Enough to keep a member's disks busy; few enough that a
+  // request split into tens of thousands of member I/Os (a huge trim, a
+  // member with a tiny maximum request) does not bury the member, nor time
+  // out while queued, nor all come back at once after a reconnect. 0 is
+  // taken as 1.
+  unsigned max_in_flight = 256;
 };
 
 // What to do with a member I/O whose attempt ended with `err`.

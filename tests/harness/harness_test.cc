@@ -6,7 +6,9 @@
 
 #include <csignal>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
+#include <thread>
 
 #include "tests/harness/nbd_client.h"
 #include "tests/harness/nbdkit_server.h"
@@ -121,6 +123,26 @@ TEST_CASE("StartExpectingFailure returns nbdkit's exit code and stderr") {
   CHECK(f.stderr_text.find("nosuchparam") != std::string::npos);
   CHECK_THROWS_AS(NbdkitServer::StartExpectingFailure(Memory()), std::runtime_error);
   CHECK_THROWS_AS(NbdkitServer{o}, std::runtime_error);
+}
+
+// The reason for the rule in nbdkit_server.h: nbdkit's parent-death signal
+// follows the thread that started it.
+TEST_CASE("NbdkitServer: a server started from a thread that exits goes with it") {
+  std::unique_ptr<NbdkitServer> server;
+  std::thread starter([&server] { server = std::make_unique<NbdkitServer>(Memory()); });
+  starter.join();
+  REQUIRE(server != nullptr);
+  bool gone = false;
+  for (int i = 0; i < 500 && !gone; ++i) {  // bounded: 5 s
+    gone = !server->Running();
+    if (!gone) std::this_thread::sleep_for(10ms);
+  }
+  CHECK(gone);
+  // Restarted from this thread, which outlives it, it stays.
+  server->Restart();
+  std::this_thread::sleep_for(200ms);
+  CHECK(server->Running());
+  CHECK(server->Stop() == 0);
 }
 
 }  // namespace

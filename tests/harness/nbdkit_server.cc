@@ -213,6 +213,7 @@ Argv NbdkitServer::BuildArgv() const {
 
 std::vector<std::string> NbdkitServer::BuildEnv() const {
   std::vector<std::string> env = options_.extra_env;
+  if (!options_.sanitizer_runtimes) return env;
   for (std::string& e : NbdkitEnvironment())
     env.push_back(std::move(e));
   return env;
@@ -305,6 +306,12 @@ void NbdkitServer::Restart() {
       throw std::runtime_error(StartError(
           "nbdkit exited with code " + std::to_string(*process_->exit_code()), *process_));
   }
+}
+
+void NbdkitServer::Restart(NbdkitOptions options) {
+  options.transport = options_.transport;
+  options_ = std::move(options);
+  Restart();
 }
 
 int NbdkitServer::Stop(std::chrono::milliseconds timeout) {

@@ -8,6 +8,15 @@
 // and throws std::runtime_error with nbdkit's stderr if it exits or does not
 // get there in time. The destructor kills nbdkit if Stop() was not called.
 //
+// Threads: on Linux, nbdkit 1.32.5 sets a parent-death signal (SIGTERM,
+// PR_SET_PDEATHSIG) even without --exit-with-parent (which the harness passes
+// anyway), and the "parent" whose death sends it is the *thread* that spawned
+// nbdkit. A server started or restarted from a thread that exits after the
+// server is up (the constructor and Restart() wait for that) quits at once,
+// cleanly and silently. Construct and Restart() a server only on a thread
+// that outlives it: the test's own thread, or a helper thread kept alive
+// until the server is stopped (harness_test shows the hazard).
+//
 // Sanitizers: when the harness is built with DST_ASAN_RUNTIME (and
 // DST_UBSAN_RUNTIME) defined, nbdkit is started with those runtimes in
 // LD_PRELOAD and ASAN_OPTIONS=detect_leaks=0, so that a plugin built with
@@ -45,6 +54,10 @@ struct NbdkitOptions {
   Transport transport = Transport::kUnix;
   std::vector<std::string> nbdkit_flags;  // before the plugin, e.g. "-v", "--filter=..."
   std::vector<std::string> extra_env;     // KEY=VALUE for the nbdkit process
+  // Preload the sanitizer runtimes (see above). Only a plugin built like ours
+  // needs them; nbdkit's own plugins run faster without (the ASan allocator
+  // behind every request buffer).
+  bool sanitizer_runtimes = true;
   std::chrono::milliseconds start_timeout{10000};
   std::string nbdkit = "nbdkit";  // executable (PATH lookup)
 };
@@ -87,6 +100,9 @@ class NbdkitServer {
   // after it has exited or been killed (a SIGKILLed nbdkit leaves its Unix
   // socket behind; it is removed first). Throws like the constructor.
   void Restart();
+  // The same with other options (plugin, arguments, flags): another server
+  // where clients expect this one. The transport stays.
+  void Restart(NbdkitOptions options);
 
   // SIGTERM, then SIGKILL if nbdkit has not exited after timeout. Returns its
   // exit code (137 if it had to be killed). nbdkit waits for connected clients

@@ -1289,9 +1289,9 @@ TEST_CASE("serve --check-config validates without connecting") {
   Trap trap;
   const std::string absent = "nbd+unix:///x?socket=/nonexistent";
   const std::string key = dir.File("safe.key");
-  WriteFile(key, RandomBytes(32, 1));
+  WriteKeyFile(key, RandomBytes(32, 1));
   const std::string short_key = dir.File("short.key");
-  WriteFile(short_key, RandomBytes(5, 2));
+  WriteKeyFile(short_key, RandomBytes(5, 2));
   const std::string socket = dir.File("agg.sock");
   const std::string control = dir.File("ctl.sock");
 

@@ -47,9 +47,12 @@ TEST_CASE("key files other users can read or change are refused, naming file and
     mode_t mode;
     const char* exposure;
   } cases[] = {
-      {0644, "mode 0644 lets every user read it"},   {0604, "mode 0604 lets every user read it"},
-      {0640, "mode 0640 lets its group read it"},    {0660, "mode 0660 lets other users change it"},
-      {0666, "mode 0666 lets other users change it"}, {0602, "mode 0602 lets other users change it"},
+      {0644, "mode 0644 lets every user read it"},
+      {0604, "mode 0604 lets every user read it"},
+      {0640, "mode 0640 lets its group read it"},
+      {0660, "mode 0660 lets other users change it"},
+      {0666, "mode 0666 lets other users change it"},
+      {0602, "mode 0602 lets other users change it"},
       {0620, "mode 0620 lets other users change it"},
   };
   for (const auto& c : cases) {

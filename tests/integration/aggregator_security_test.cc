@@ -403,8 +403,10 @@ TEST_CASE_FIXTURE(SecurityFixture, "half-open handshakes by the hundred cannot l
       CHECK(raw->ClosedByServer());
     }
   }
-  CHECK(greeted <= 40);
-  CHECK(greeted >= 39);  // the bystander holds one slot
+  // All from 127.0.0.1, which may hold three quarters of the 40 slots; the
+  // bystander holds one of them.
+  CHECK(greeted <= 30);
+  CHECK(greeted >= 29);
   CHECK(std::chrono::steady_clock::now() - start < 6s);
   attackers.clear();
   NbdClient late;

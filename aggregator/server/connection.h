@@ -7,8 +7,9 @@
 //
 // Bad requests get the error the NBD spec names (EINVAL, ENOSPC, EPERM,
 // EOVERFLOW only with DF); a write's payload is always drained so the
-// connection stays in sync. Bytes in flight are bounded per connection and
-// in total (InFlightLimits); when a bound is reached the reader pauses.
+// connection stays in sync. Requests in flight and their replies are charged
+// to a budget bounded per connection and in total (InFlightLimits); when a
+// bound is reached the reader pauses.
 //
 // Clients cannot hold the server's resources by going quiet at the wrong
 // moment (ConnectionPolicy): the handshake has a deadline, and so has every

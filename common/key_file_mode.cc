@@ -20,6 +20,7 @@ const char* Exposure(const struct stat& st) {
 }  // namespace
 
 Status CheckKeyFileMode(const struct stat& st, const std::string& path, const std::string& what) {
+  if (!S_ISREG(st.st_mode)) return Status::Ok();
   const char* exposure = Exposure(st);
   if (exposure == nullptr) return Status::Ok();
   char mode[8];

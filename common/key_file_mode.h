@@ -7,7 +7,8 @@
 // the process runs as (who reads it as its owner, so the group bit only lets
 // others in). Allowed: 0600, 0400, and a key owned by another user (root)
 // that the process reads through its group (0640 root:GROUP, a common way to
-// hand a key to a service).
+// hand a key to a service). Only regular files are checked: a device or a
+// pipe named by mistake (/dev/urandom) is for the reader to refuse.
 //
 // Threading: pure apart from stat(); callable from any thread.
 #pragma once

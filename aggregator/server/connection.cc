@@ -559,7 +559,11 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
   budget_wakeup_.cancel();
   --traffic_->clients;
   LOG_INFO("client %s: disconnected", peer_.c_str());
-  if (peak_bytes_in_flight_ >= kReturnMemoryAfter) ReturnFreedMemory();
+  if (peak_bytes_in_flight_ >= kReturnMemoryAfter) {
+    batch.clear();  // the last replies sent, data included: freed first
+    batch.shrink_to_fit();
+    ReturnFreedMemory();
+  }
 }
 
 }  // namespace dst::server

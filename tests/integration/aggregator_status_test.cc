@@ -1361,8 +1361,8 @@ TEST_CASE("serve --check-config validates without connecting") {
     file_refused(
         "[[volume]]\nmembers = [" + Quoted(absent) + "]\nkey-file = " + Quoted(short_key) + "\n",
         "3: key-file: --key-file " + short_key +
-            " holds 5 bytes: a checksum key is 16 to 64 bytes (e.g. head -c 32 /dev/urandom > "
-            "FILE)");
+            " holds 5 bytes: a checksum key is 16 to 64 bytes (e.g. (umask 077; head -c 32 "
+            "/dev/urandom > FILE))");
   }
   SUBCASE("an unknown key in a volume") {
     file_refused("[[volume]]\nmembers = [" + Quoted(absent) + "]\ncolour = \"blue\"\n",

@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "common/checksum.h"
+#include "common/key_file_mode.h"
 
 namespace dst::aggregator {
 
@@ -11,6 +12,7 @@ namespace dst::aggregator {
 // key is read, so that naming /dev/urandom by mistake fails instead of reading forever, and the
 // buffer is sized once, so no copy of the key is left behind in freed memory.
 Status ReadKeyFile(const std::string& path, std::vector<uint8_t>* key) {
+  DST_RETURN_IF_ERROR(CheckKeyFileMode(path, "--key-file " + path));
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::FromErrno(errno, "--key-file " + path);
   key->resize(kMaxChecksumKeySize + 1);
@@ -21,8 +23,8 @@ Status ReadKeyFile(const std::string& path, std::vector<uint8_t>* key) {
     const std::string size =
         key->size() > kMaxChecksumKeySize ? "more than 64" : std::to_string(key->size());
     return Status::Invalid("--key-file " + path + " holds " + size +
-                           " bytes: a checksum key is 16 to 64 bytes (e.g. head -c 32 "
-                           "/dev/urandom > FILE)");
+                           " bytes: a checksum key is 16 to 64 bytes (e.g. (umask 077; head -c 32 "
+                           "/dev/urandom > FILE))");
   }
   return Status::Ok();
 }

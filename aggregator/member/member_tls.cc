@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "aggregator/member/libnbd_error.h"
+#include "common/key_file_mode.h"
 #include "common/log.h"
 
 namespace dst::member {
@@ -45,6 +46,8 @@ Status ReadPskFile(const std::string& path, SecretText* out) {
     s = Status::FromErrno(errno, what + ": stat");
   } else if (!S_ISREG(st.st_mode) || st.st_size > kMaxPskFileSize) {
     s = Status::Invalid(what + ": not a PSK file (a small file of identity:hexkey lines)");
+  } else if (Status mode = CheckKeyFileMode(st, path, what); !mode.ok()) {
+    s = std::move(mode);
   } else {
     out->text().resize(static_cast<size_t>(st.st_size));
     const ssize_t n = ::read(fd, out->text().data(), out->text().size());
@@ -126,7 +129,7 @@ Status CheckCertificatesDir(const std::string& dir) {
                            "certificates)");
   if (Readable(dir + "/client-cert.pem") != Readable(dir + "/client-key.pem"))
     return Status::Invalid(what + ": client-cert.pem and client-key.pem go together");
-  return Status::Ok();
+  return CheckKeyFileMode(dir + "/client-key.pem", what + ": client-key.pem");
 }
 
 }  // namespace

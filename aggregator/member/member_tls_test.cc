@@ -27,9 +27,12 @@ class Dir {
     path_ = pattern;
   }
   ~Dir() { std::filesystem::remove_all(path_); }
+  // Mode 0600: key files must be private to their owner.
   std::string Write(const std::string& name, const std::string& text) const {
     const std::string path = path_ + "/" + name;
     std::ofstream(path) << text;
+    std::filesystem::permissions(
+        path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     return path;
   }
   const std::string& path() const { return path_; }

@@ -111,8 +111,11 @@ std::string ClientStream::PeerIdentity() const {
 asio::awaitable<void> ClientStream::Shutdown() {
   if (tls_ && socket_.is_open()) {
     asio::steady_timer give_up(socket_.get_executor(), kCloseNotifyWait);
-    give_up.async_wait([this](asio::error_code ec) {
-      if (!ec) Close();
+    // An expiry in the same pass as the client's close_notify is already
+    // queued when Shutdown returns, and the stream may be gone by the time
+    // it runs.
+    give_up.async_wait([this, alive = lifetime_.Watch()](asio::error_code ec) {
+      if (!ec && !alive.expired()) Close();
     });
     co_await tls_->async_shutdown(kAsTuple);
     give_up.cancel();

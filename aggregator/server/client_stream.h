@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "aggregator/server/socket.h"
+#include "common/lifetime.h"
 
 namespace dst::server {
 
@@ -63,6 +64,7 @@ class ClientStream {
   std::unique_ptr<asio::ssl::stream<Socket&>> tls_;
   std::vector<uint8_t> buffer_;
   size_t begin_ = 0, end_ = 0;  // the unread part of buffer_
+  Lifetime lifetime_;           // for the close_notify timer, which may outlive the stream
 };
 
 template <typename Buffers>

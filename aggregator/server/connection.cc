@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "aggregator/server/sparse_read_reply.h"
+#include "common/lifetime.h"
 #include "common/log.h"
 #include "common/nbd_errors.h"
 #include "common/nbd_protocol.h"
@@ -21,6 +23,9 @@ struct ClientConnection::Request {
 namespace {
 
 constexpr auto kForever = asio::steady_timer::time_point::max();
+// A connection that held this much at once gives the allocator's free memory
+// back to the system when it ends: a client that leaves leaves nothing behind.
+constexpr uint64_t kReturnMemoryAfter = 16u << 20;
 
 // The flags each command may carry; anything else is EINVAL.
 uint16_t AllowedFlags(uint16_t type) {
@@ -63,7 +68,10 @@ void AppendU32(std::vector<uint8_t>& v, uint32_t x) {
 // every request and reply, so both are cheap: the timer is not cancelled or
 // re-armed each time (which would queue a cancelled wait each time), only
 // the deadline is recorded. A wait that ends before the deadline waits on
-// until it; one that finds the deadline disarmed just stops.
+// until it; one that finds the deadline disarmed just stops. A wait that
+// expired in the same pass of the event loop as the connection's last event
+// is already queued when the connection ends, and then finds its Lifetime
+// over.
 class ClientConnection::Deadline {
  public:
   using Clock = asio::steady_timer::clock_type;
@@ -85,9 +93,9 @@ class ClientConnection::Deadline {
     const uint64_t wait = ++waits_;
     waiting_ = true;
     timer_.expires_at(deadline_);
-    timer_.async_wait([this, wait](asio::error_code ec) {
+    timer_.async_wait([this, wait, alive = lifetime_.Watch()](asio::error_code ec) {
       // Aborted (destroyed, or restarted: a newer wait runs) touches nothing.
-      if (ec || wait != waits_) return;
+      if (ec || alive.expired() || wait != waits_) return;
       waiting_ = false;
       if (!armed_) return;
       if (Clock::now() < deadline_) return Wait();  // re-armed since: wait on
@@ -103,11 +111,12 @@ class ClientConnection::Deadline {
   bool waiting_ = false;
   bool armed_ = false;
   bool expired_ = false;
+  Lifetime lifetime_;  // last: its watches expire before the rest is destroyed
 };
 
 ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry,
                                    InFlightLimits& limits, ConnectionPolicy& policy,
-                                   std::string peer)
+                                   std::string peer, std::string address)
     : stream_(std::move(socket)),
       registry_(registry),
       limits_(limits),
@@ -115,13 +124,30 @@ ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry
       read_deadline_(std::make_unique<Deadline>(stream_)),
       write_deadline_(std::make_unique<Deadline>(stream_)),
       peer_(std::move(peer)),
+      address_(std::move(address)),
       writer_wakeup_(stream_.get_executor()),
       budget_wakeup_(stream_.get_executor()) {
   ++policy_.open_connections;
+  if (!address_.empty()) ++policy_.open_per_address[address_];
 }
 
+// Touches only the policy, which outlives the event loop (and thus the
+// connections it still holds when it is destroyed); the in-flight limits
+// need not.
 ClientConnection::~ClientConnection() {
   --policy_.open_connections;
+  if (address_.empty()) return;
+  const auto it = policy_.open_per_address.find(address_);
+  if (--it->second == 0) policy_.open_per_address.erase(it);
+}
+
+std::string AddressKey(const asio::ip::address& address) {
+  if (address.is_v4()) return address.to_string();
+  asio::ip::address_v6 v6 = address.to_v6();
+  if (v6.is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, v6).to_string();
+  asio::ip::address_v6::bytes_type bytes = v6.to_bytes();
+  std::fill(bytes.begin() + 8, bytes.end(), 0);
+  return asio::ip::address_v6(bytes).to_string() + "/64";
 }
 
 asio::awaitable<Status> ClientConnection::Handshake() {
@@ -213,6 +239,11 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
     return status;
   };
   const int err = Validate(*request);
+  // Every request is charged, whatever it is; its data only if it is served.
+  const bool with_data = err == 0 && (h.type == kCmdRead || h.type == kCmdWrite);
+  const uint64_t cost = limits_.request_cost + (with_data ? h.length : 0);
+  co_await WaitForBudget(cost);
+  request->accounted = cost;
   if (h.type == kCmdWrite) {
     if (err != 0) {
       // Refused, but its payload is on the wire: drain it to stay in sync.
@@ -222,8 +253,6 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
       Complete(*request, err);
       co_return Status::Ok();
     }
-    co_await WaitForBudget(h.length);
-    request->accounted = h.length;
     request->buffer = IoBuffer(h.length);
     // A payload already received is taken as it is: no deadline, no wait.
     if (!stream_.TakeBuffered(request->buffer.data(), h.length)) {
@@ -235,8 +264,6 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
     Complete(*request, err);
     co_return Status::Ok();
   } else if (h.type == kCmdRead) {
-    co_await WaitForBudget(h.length);
-    request->accounted = h.length;
     request->buffer = IoBuffer(h.length);
   }
   Start(std::move(request));
@@ -262,18 +289,44 @@ int ClientConnection::Validate(const Request& request) const {
   return 0;
 }
 
-asio::awaitable<void> ClientConnection::WaitForBudget(uint64_t bytes) {
-  // A connection with nothing in flight always gets one request through, so
-  // no client can starve; the total may thus exceed its bound by at most one
-  // maximum-sized request per connection.
-  while (bytes_in_flight_ > 0 && !broken_ &&
-         (bytes_in_flight_ + bytes > limits_.per_connection ||
-          limits_.used_total + bytes > limits_.total)) {
-    budget_wakeup_.expires_at(kForever);
-    co_await budget_wakeup_.async_wait(kAsTuple);
+void InFlightLimits::WakeWaitersThatFit() {
+  if (waiting.empty()) return;
+  if (used_total == 0) {
+    waiting.front().wakeup->cancel();  // alone, it may take more than `total`
+    return;
   }
+  uint64_t room = used_total < total ? total - used_total : 0;
+  for (const Waiter& w : waiting) {
+    if (room < request_cost) break;  // no request is smaller
+    if (w.bytes > room) continue;
+    w.wakeup->cancel();
+    room -= w.bytes;
+  }
+}
+
+asio::awaitable<void> ClientConnection::WaitForBudget(uint64_t bytes) {
+  // This connection's share first: only its own replies make room there.
+  while (!broken_ && bytes_in_flight_ > 0 && bytes_in_flight_ + bytes > limits_.per_connection)
+    co_await WaitForWakeup();
+  // Then the total, which others' replies make room in.
+  if (!broken_ && !limits_.FitsTotal(bytes)) {
+    const auto me = limits_.waiting.insert(limits_.waiting.end(), {&budget_wakeup_, bytes});
+    while (!broken_ && !limits_.FitsTotal(bytes))
+      co_await WaitForWakeup();
+    limits_.waiting.erase(me);
+  }
+  Charge(bytes);
+}
+
+asio::awaitable<void> ClientConnection::WaitForWakeup() {
+  budget_wakeup_.expires_at(kForever);
+  co_await budget_wakeup_.async_wait(kAsTuple);
+}
+
+void ClientConnection::Charge(uint64_t bytes) {
   bytes_in_flight_ += bytes;
   limits_.used_total += bytes;
+  peak_bytes_in_flight_ = std::max(peak_bytes_in_flight_, bytes_in_flight_);
 }
 
 void ClientConnection::Release(uint64_t bytes) {
@@ -281,6 +334,7 @@ void ClientConnection::Release(uint64_t bytes) {
   bytes_in_flight_ -= bytes;
   limits_.used_total -= bytes;
   budget_wakeup_.cancel();
+  limits_.WakeWaitersThatFit();
 }
 
 void ClientConnection::Start(std::shared_ptr<Request> request) {
@@ -346,9 +400,7 @@ void ClientConnection::Complete(const Request& request, int err, IoBuffer data) 
   if (err != 0)
     LOG_DEBUG("client %s: %s offset %llu length %u: %s", peer_.c_str(), CommandName(h.type),
               static_cast<unsigned long long>(h.offset), h.length, std::strerror(err));
-  Reply reply = MakeReply(request, err, std::move(data));
-  reply.accounted = request.accounted;
-  Queue(std::move(reply));
+  Queue(MakeReply(request, err, std::move(data)), request);
 }
 
 ClientConnection::Reply ClientConnection::MakeReply(const Request& request, int err,
@@ -393,51 +445,17 @@ void ClientConnection::CompleteRead(const Request& request, int err, IoBuffer da
     Complete(request, err, std::move(data));
     return;
   }
-  Account(request, 0);
-  Reply reply = MakeSparseReadReply(request, data, holes);
-  reply.accounted = request.accounted;
-  Queue(std::move(reply));
-}
-
-// OFFSET_DATA and OFFSET_HOLE chunks in offset order, the last one flagged
-// DONE. Built in one buffer: sparse replies are rare and mostly holes.
-ClientConnection::Reply ClientConnection::MakeSparseReadReply(
-    const Request& request, const IoBuffer& data,
-    const std::vector<volume::ByteRange>& holes) const {
   const RequestHeader& h = request.header;
-  struct Piece {
-    uint64_t offset, length;
-    bool hole;
-  };
-  std::vector<Piece> pieces;
-  uint64_t at = h.offset;
-  for (const volume::ByteRange& hole : holes) {
-    if (hole.offset > at) pieces.push_back({at, hole.offset - at, false});
-    pieces.push_back({hole.offset, hole.length, true});
-    at = hole.offset + hole.length;
-  }
-  if (at < h.offset + h.length) pieces.push_back({at, h.offset + h.length - at, false});
   Reply reply;
-  std::vector<uint8_t>& out = reply.body;
-  for (size_t i = 0; i < pieces.size(); ++i) {
-    const Piece& p = pieces[i];
-    const uint16_t flags = i + 1 == pieces.size() ? kReplyFlagDone : 0;
-    const uint32_t length = static_cast<uint32_t>(p.hole ? kOffsetHolePayloadSize : 8 + p.length);
-    StructuredReplyHeader chunk{kStructuredReplyMagic, flags,
-                                p.hole ? kReplyTypeOffsetHole : kReplyTypeOffsetData, h.cookie,
-                                length};
-    const size_t start = out.size();
-    out.resize(start + StructuredReplyHeader::kSize + 8);
-    chunk.Encode(out.data() + start);
-    StoreBE64(out.data() + start + StructuredReplyHeader::kSize, p.offset);
-    if (p.hole) {
-      AppendU32(out, static_cast<uint32_t>(p.length));
-    } else {
-      const uint8_t* first = data.data() + (p.offset - h.offset);
-      out.insert(out.end(), first, first + p.length);
-    }
+  const Status s =
+      AppendSparseReadChunks(h.cookie, h.offset, {data.data(), data.size()}, holes, &reply.body);
+  if (!s.ok()) {
+    LOG_ERROR("client %s: %s", peer_.c_str(), s.message().c_str());
+    Complete(request, EIO);
+    return;
   }
-  return reply;
+  Account(request, 0);
+  Queue(std::move(reply), request);
 }
 
 void ClientConnection::CompleteBlockStatus(const Request& request, int err,
@@ -462,10 +480,18 @@ void ClientConnection::CompleteBlockStatus(const Request& request, int err,
   reply.head_size = StructuredReplyHeader::kSize;
   chunk.Encode(reply.head.data());
   reply.body = std::move(payload);
-  Queue(std::move(reply));
+  Queue(std::move(reply), request);
 }
 
-void ClientConnection::Queue(Reply reply) {
+void ClientConnection::Queue(Reply reply, const Request& request) {
+  reply.accounted = request.accounted;
+  // A reply larger than what its request was charged (many extents) is
+  // charged the difference: it is held all the same. No wait: it exists.
+  const uint64_t held = reply.body.size() + reply.data.size();
+  if (held > reply.accounted) {
+    Charge(held - reply.accounted);
+    reply.accounted = held;
+  }
   if (broken_) {
     // Nobody will send it: its budget, shared with every connection, comes back now.
     Release(reply.accounted);
@@ -533,6 +559,11 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
   budget_wakeup_.cancel();
   --traffic_->clients;
   LOG_INFO("client %s: disconnected", peer_.c_str());
+  if (peak_bytes_in_flight_ >= kReturnMemoryAfter) {
+    batch.clear();  // the last replies sent, data included: freed first
+    batch.shrink_to_fit();
+    ReturnFreedMemory();
+  }
 }
 
 }  // namespace dst::server

@@ -1,5 +1,7 @@
 #include "aggregator/server/io_buffer.h"
 
+#include <malloc.h>
+
 #include <bit>
 #include <vector>
 
@@ -69,6 +71,10 @@ IoBuffer::IoBuffer(size_t size) : size_(size) {
   }
   size_class_ = static_cast<uint8_t>(size_class);
   data_ = ThreadPool().Take(size_class);
+}
+
+void ReturnFreedMemory() {
+  ::malloc_trim(0);
 }
 
 void IoBuffer::Release() {

@@ -59,4 +59,10 @@ class IoBuffer {
   uint8_t size_class_ = 0;
 };
 
+// Gives the memory that the allocator keeps after frees back to the system
+// (glibc's malloc_trim): the buffers and replies of a client that held many
+// megabytes, once it has gone. Costs a walk over the heap's free memory, so
+// it is for the end of large users, not for every free.
+void ReturnFreedMemory();
+
 }  // namespace dst::server

@@ -5,10 +5,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <cstring>
-
 #include <charconv>
+#include <cstring>
 
 #include "common/log.h"
 
@@ -63,14 +63,36 @@ Status Listener::ListenTcp(const std::string& host_port) {
   std::unique_ptr<asio::ip::tcp::acceptor> acceptor;
   DST_RETURN_IF_ERROR(OpenTcpAcceptor(io_, host_port, &acceptor));
   tcp_.push_back(std::move(acceptor));
-  asio::co_spawn(io_, AcceptTcp(*tcp_.back()), asio::detached);
+  asio::co_spawn(io_, AcceptTcp(*tcp_.back(), "clients on " + host_port), asio::detached);
   return Status::Ok();
+}
+
+namespace {
+
+bool IsSocket(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
+}  // namespace
+
+void RemoveUnixSocket(const std::string& path) {
+  if (IsSocket(path)) ::unlink(path.c_str());
 }
 
 Status OpenUnixAcceptor(asio::io_context& io, const std::string& path, unsigned mode,
                         const std::string& context,
                         std::unique_ptr<asio::local::stream_protocol::acceptor>* out) {
-  ::unlink(path.c_str());  // stale, from a process that is gone
+  // A socket left by a process that is gone is replaced; anything else at
+  // the path is somebody's data (a typo in a unit file must not delete it).
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode))
+      return Status::Error(EEXIST, context + ": " + path +
+                                       " exists and is not a socket; not replacing it (remove "
+                                       "it, or choose another path)");
+    ::unlink(path.c_str());
+  }
   auto acceptor = std::make_unique<asio::local::stream_protocol::acceptor>(io);
   asio::error_code ec;
   const asio::local::stream_protocol::endpoint endpoint(path);
@@ -94,7 +116,7 @@ Status Listener::ListenUnix(const std::string& path) {
   DST_RETURN_IF_ERROR(OpenUnixAcceptor(io_, path, 0, "listen on " + path, &acceptor));
   unix_.push_back(std::move(acceptor));
   unix_paths_.push_back(path);
-  asio::co_spawn(io_, AcceptUnix(*unix_.back()), asio::detached);
+  asio::co_spawn(io_, AcceptUnix(*unix_.back(), "clients on " + path), asio::detached);
   return Status::Ok();
 }
 
@@ -105,48 +127,128 @@ void Listener::Close() {
   for (auto& acceptor : unix_)
     acceptor->close(ignored);
   for (const std::string& path : unix_paths_)
-    ::unlink(path.c_str());  // no stale socket left for the next start to trip over
+    RemoveUnixSocket(path);  // no stale socket left for the next start to trip over
   unix_paths_.clear();
 }
 
-void Listener::Spawn(Socket socket, std::string peer) {
+std::chrono::milliseconds AcceptBackoff::Failed(const asio::error_code& ec) {
+  if (ec == asio::error::connection_aborted || ec == asio::error::interrupted) {
+    LOG_DEBUG("%s: accept: %s", where_.c_str(), ec.message().c_str());
+    return std::chrono::milliseconds(0);  // one client's trouble, not the server's
+  }
+  const auto now = Clock::now();
+  ++failures_since_log_;
+  if (pause_.count() == 0) {
+    trouble_since_ = now;
+    last_log_ = now;
+    failures_since_log_ = 0;
+    pause_ = kFirstPause;
+    LOG_WARNING(
+        "%s: accept: %s; new clients wait until it works again (retrying every %lld ms "
+        "to %lld ms)",
+        where_.c_str(), ec.message().c_str(), static_cast<long long>(kFirstPause.count()),
+        static_cast<long long>(kMaxPause.count()));
+    return pause_;
+  }
+  pause_ = std::min(pause_ * 2, kMaxPause);
+  if (now - last_log_ >= kLogInterval) {
+    LOG_WARNING("%s: accept: %s, for %lld s now (%llu failures since the last line)",
+                where_.c_str(), ec.message().c_str(),
+                static_cast<long long>(
+                    std::chrono::duration_cast<std::chrono::seconds>(now - trouble_since_).count()),
+                static_cast<unsigned long long>(failures_since_log_));
+    last_log_ = now;
+    failures_since_log_ = 0;
+  }
+  return pause_;
+}
+
+void AcceptBackoff::Succeeded() {
+  if (pause_.count() == 0) return;
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - trouble_since_);
+  LOG_INFO("%s: accepting again after %lld ms", where_.c_str(), static_cast<long long>(ms.count()));
+  pause_ = std::chrono::milliseconds(0);
+}
+
+asio::awaitable<bool> PauseAccepting(std::chrono::milliseconds pause, const LifetimeWatch& alive) {
+  if (pause.count() == 0) co_return !alive.expired();
+  asio::steady_timer timer(co_await asio::this_coro::executor, pause);
+  auto [ec] = co_await timer.async_wait(kAsTuple);
+  co_return !ec && !alive.expired();
+}
+
+void Listener::LogRefusal(const std::string& line) {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_refusal_log_ < std::chrono::seconds(1)) {
+    ++refusals_not_logged_;
+    return;
+  }
+  if (refusals_not_logged_ > 0)
+    LOG_WARNING("%s (and %llu more refused since the last such line)", line.c_str(),
+                static_cast<unsigned long long>(refusals_not_logged_));
+  else
+    LOG_WARNING("%s", line.c_str());
+  last_refusal_log_ = now;
+  refusals_not_logged_ = 0;
+}
+
+void Listener::Spawn(Socket socket, std::string peer, std::string address) {
   if (policy_.open_connections >= policy_.max_connections) {
-    LOG_WARNING("client %s: refused: %zu connections already open (--max-connections)",
-                peer.c_str(), policy_.open_connections);
+    LogRefusal("client " + peer + ": refused: " + std::to_string(policy_.open_connections) +
+               " connections already open (--max-connections)");
     return;  // the socket closes as it goes out of scope
   }
-  auto connection = std::make_shared<ClientConnection>(std::move(socket), registry_, limits_,
-                                                       policy_, std::move(peer));
+  if (!address.empty()) {
+    const auto it = policy_.open_per_address.find(address);
+    const size_t open = it == policy_.open_per_address.end() ? 0 : it->second;
+    if (open >= policy_.PerAddressLimit()) {
+      LogRefusal("client " + peer + ": refused: " + std::to_string(open) +
+                 " connections already open from " + address + " (--max-connections-per-address)");
+      return;
+    }
+  }
+  auto connection = std::make_shared<ClientConnection>(
+      std::move(socket), registry_, limits_, policy_, std::move(peer), std::move(address));
   asio::co_spawn(io_, connection->Run(), asio::detached);
 }
 
-asio::awaitable<void> Listener::AcceptTcp(asio::ip::tcp::acceptor& acceptor) {
+asio::awaitable<void> Listener::AcceptTcp(asio::ip::tcp::acceptor& acceptor, std::string where) {
+  const LifetimeWatch alive = lifetime_.Watch();
+  AcceptBackoff backoff(std::move(where));
   while (acceptor.is_open()) {
     asio::ip::tcp::socket socket(io_);
     auto [ec] = co_await acceptor.async_accept(socket, kAsTuple);
-    if (ec == asio::error::operation_aborted) break;
+    if (ec == asio::error::operation_aborted || alive.expired()) break;
     if (ec) {
-      LOG_WARNING("accept: %s", ec.message().c_str());  // e.g. EMFILE: keep serving others
+      if (!co_await PauseAccepting(backoff.Failed(ec), alive)) break;
       continue;
     }
+    backoff.Succeeded();
     asio::error_code ignored;
     socket.set_option(asio::ip::tcp::no_delay(true), ignored);  // replies are small and urgent
     const auto remote = socket.remote_endpoint(ignored);
     std::string peer = remote.address().to_string() + ":" + std::to_string(remote.port());
-    Spawn(Socket(std::move(socket)), std::move(peer));
+    Spawn(Socket(std::move(socket)), std::move(peer), AddressKey(remote.address()));
   }
 }
 
-asio::awaitable<void> Listener::AcceptUnix(asio::local::stream_protocol::acceptor& acceptor) {
+// Clients on Unix sockets share one "address" and are authenticated by the
+// socket's permissions: they are not counted per address.
+asio::awaitable<void> Listener::AcceptUnix(asio::local::stream_protocol::acceptor& acceptor,
+                                           std::string where) {
+  const LifetimeWatch alive = lifetime_.Watch();
+  AcceptBackoff backoff(std::move(where));
   while (acceptor.is_open()) {
     asio::local::stream_protocol::socket socket(io_);
     auto [ec] = co_await acceptor.async_accept(socket, kAsTuple);
-    if (ec == asio::error::operation_aborted) break;
+    if (ec == asio::error::operation_aborted || alive.expired()) break;
     if (ec) {
-      LOG_WARNING("accept: %s", ec.message().c_str());
+      if (!co_await PauseAccepting(backoff.Failed(ec), alive)) break;
       continue;
     }
-    Spawn(Socket(std::move(socket)), "unix");
+    backoff.Succeeded();
+    Spawn(Socket(std::move(socket)), "unix", "");
   }
 }
 

@@ -3,11 +3,28 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "aggregator/server/listener.h"
-#include "aggregator/server/socket.h"
 #include "common/log.h"
 
 namespace dst::server {
+
+// One client. Shared by its coroutine and its deadline's handler, which may
+// run after the coroutine has ended (an expiry in the same pass of the event
+// loop as the client's last event): the socket it closes is still there.
+struct OneShotServer::Session {
+  explicit Session(Socket s) : socket(std::move(s)) {}
+  void Close() {
+    asio::error_code ignored;
+    socket.close(ignored);
+  }
+
+  Socket socket;
+  bool answering = false;  // the request is complete: not to be evicted
+  bool listed = true;      // in sessions_ at `position`
+  Sessions::iterator position;
+};
 
 OneShotServer::OneShotServer(asio::io_context& io, std::string terminator, size_t max_request,
                              std::chrono::milliseconds timeout, Handler handler)
@@ -28,13 +45,13 @@ Status OneShotServer::ListenUnix(const std::string& path, unsigned mode) {
     return Status::Error(EADDRINUSE, "control socket " + path + " is in use by another process");
   DST_RETURN_IF_ERROR(OpenUnixAcceptor(io_, path, mode, "control socket " + path, &unix_));
   unix_path_ = path;
-  asio::co_spawn(io_, Accept(*unix_), asio::detached);
+  asio::co_spawn(io_, Accept(*unix_, "control socket " + path), asio::detached);
   return Status::Ok();
 }
 
 Status OneShotServer::ListenTcp(const std::string& host_port) {
   DST_RETURN_IF_ERROR(OpenTcpAcceptor(io_, host_port, &tcp_));
-  asio::co_spawn(io_, Accept(*tcp_), asio::detached);
+  asio::co_spawn(io_, Accept(*tcp_, "metrics on " + host_port), asio::detached);
   return Status::Ok();
 }
 
@@ -43,52 +60,71 @@ void OneShotServer::Close() {
   if (tcp_) tcp_->close(ignored);
   if (unix_ && unix_->is_open()) {
     unix_->close(ignored);
-    ::unlink(unix_path_.c_str());
+    RemoveUnixSocket(unix_path_);
   }
 }
 
 template <typename Acceptor>
-asio::awaitable<void> OneShotServer::Accept(Acceptor& acceptor) {
+asio::awaitable<void> OneShotServer::Accept(Acceptor& acceptor, std::string where) {
+  const LifetimeWatch alive = lifetime_.Watch();
+  AcceptBackoff backoff(std::move(where));
   while (acceptor.is_open()) {
     typename Acceptor::protocol_type::socket socket(io_);
     auto [ec] = co_await acceptor.async_accept(socket, kAsTuple);
-    if (ec == asio::error::operation_aborted) break;
+    if (ec == asio::error::operation_aborted || alive.expired()) break;
     if (ec) {
-      LOG_WARNING("accept: %s", ec.message().c_str());
+      if (!co_await PauseAccepting(backoff.Failed(ec), alive)) break;
       continue;
     }
-    if (connections_ >= kMaxConnections) continue;  // closed by going out of scope
-    asio::co_spawn(io_, Serve(std::move(socket)), asio::detached);
+    backoff.Succeeded();
+    Admit(Socket(std::move(socket)));
   }
 }
 
-template <typename Socket>
-asio::awaitable<void> OneShotServer::Serve(Socket socket) {
-  ++connections_;
+void OneShotServer::Admit(Socket socket) {
+  if (sessions_.size() >= kMaxConnections) {
+    const auto oldest_waiting = std::find_if(sessions_.begin(), sessions_.end(),
+                                             [](const auto& s) { return !s->answering; });
+    if (oldest_waiting == sessions_.end()) return;  // all answering: closed as it goes
+    LOG_DEBUG("%zu connections at once: closing the oldest, which has not sent its request",
+              sessions_.size());
+    (*oldest_waiting)->listed = false;
+    (*oldest_waiting)->Close();  // its coroutine ends in the next pass
+    sessions_.erase(oldest_waiting);
+  }
+  auto session = std::make_shared<Session>(std::move(socket));
+  session->position = sessions_.insert(sessions_.end(), session);
+  asio::co_spawn(io_, Serve(std::move(session)), asio::detached);
+}
+
+asio::awaitable<void> OneShotServer::Serve(std::shared_ptr<Session> session) {
+  const LifetimeWatch alive = lifetime_.Watch();
   // The deadline closes the socket, which ends any read or write pending.
   asio::steady_timer deadline(io_, timeout_);
-  deadline.async_wait([&socket](const asio::error_code& ec) {
-    asio::error_code ignored;
-    if (!ec) socket.close(ignored);
+  deadline.async_wait([session](const asio::error_code& ec) {
+    if (!ec) session->Close();
   });
   std::string request;
   char chunk[1024];
   size_t end = std::string::npos;
   while (end == std::string::npos && request.size() <= max_request_) {
-    auto [ec, n] = co_await socket.async_read_some(asio::buffer(chunk), kAsTuple);
+    auto [ec, n] = co_await session->socket.async_read_some(asio::buffer(chunk), kAsTuple);
+    if (alive.expired()) co_return;  // the server is gone; the session closes with us
     if (ec) break;
     request.append(chunk, n);
     end = request.find(terminator_);
   }
   if (end != std::string::npos) {
+    session->answering = true;
     const std::string response = handler_(request.substr(0, end));
-    co_await asio::async_write(socket, asio::buffer(response), kAsTuple);
+    co_await asio::async_write(session->socket, asio::buffer(response), kAsTuple);
+    if (alive.expired()) co_return;
   }
   deadline.cancel();
   asio::error_code ignored;
-  socket.shutdown(asio::socket_base::shutdown_both, ignored);
-  socket.close(ignored);
-  --connections_;
+  session->socket.shutdown(asio::socket_base::shutdown_both, ignored);
+  session->Close();
+  if (session->listed) sessions_.erase(session->position);
 }
 
 }  // namespace dst::server

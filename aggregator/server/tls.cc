@@ -9,6 +9,9 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "common/key_file_mode.h"
+#include "common/log.h"
+
 namespace dst::server {
 
 namespace {
@@ -114,6 +117,7 @@ Status CheckTlsConfig(const TlsConfig& config) {
 }
 
 Status LoadPskFile(const std::string& path, PskKeys* keys) {
+  DST_RETURN_IF_ERROR(CheckKeyFileMode(path, "--tls-psk " + path));
   std::ifstream in(path);
   if (!in) return Status::FromErrno(errno, "--tls-psk " + path);
   std::string line;
@@ -172,11 +176,23 @@ Status ServerTls::UseCertificates(const std::string& dir, bool verify_peer) {
   const std::string cert = dir + "/server-cert.pem", key = dir + "/server-key.pem";
   context_.use_certificate_chain_file(cert, ec);
   if (ec) return Status::Invalid("--tls-certificates: " + cert + ": " + ec.message());
+  DST_RETURN_IF_ERROR(CheckKeyFileMode(key, "--tls-certificates: " + key));
   context_.use_private_key_file(key, asio::ssl::context::pem, ec);
   if (ec) return Status::Invalid("--tls-certificates: " + key + ": " + ec.message());
   if (SSL_CTX_check_private_key(context_.native_handle()) != 1)
     return Status::Invalid("--tls-certificates: " + key + " does not match " + cert);
-  if (!verify_peer) return Status::Ok();
+  if (!verify_peer) {
+    // The server proves itself, the clients do not: anyone who can connect
+    // gets in, which --tls=require may wrongly suggest is not so.
+    if (mode_ == TlsMode::kRequire)
+      LOG_WARNING(
+          "--tls=require with X.509 but without --tls-verify-peer: clients are not "
+          "authenticated, anyone who can connect gets access; TLS only keeps the network from "
+          "reading or changing the traffic (add --tls-verify-peer to require client "
+          "certificates signed by %s/ca-cert.pem)",
+          dir.c_str());
+    return Status::Ok();
+  }
   const std::string ca = dir + "/ca-cert.pem";
   context_.load_verify_file(ca, ec);
   if (ec) return Status::Invalid("--tls-verify-peer: " + ca + ": " + ec.message());

@@ -2,7 +2,17 @@
 // io-timeout, while a client has writes and reads outstanding on it. The
 // aggregator times the I/O out, reconnects once the node answers again
 // (SIGCONT) and resends: the client sees latency, no error, correct data.
+//
+// Each step waits for what it needs to have happened, not for a time that
+// is usually enough: the node is stopped (every thread of it, as /proc
+// shows), the aggregator has timed its I/O out, and only then is the I/O
+// checked to be still outstanding and the node resumed.
+#include <dirent.h>
+
 #include <csignal>
+#include <fstream>
+#include <iterator>
+#include <thread>
 
 #include "tests/fault/fault_fixture.h"
 
@@ -11,6 +21,35 @@ namespace {
 
 constexpr uint64_t kChunk = 64 * kKiB;
 constexpr uint64_t kMemberSize = 4 * kMiB;
+
+// Whether every thread of `pid` is stopped by a signal ("T" in /proc):
+// kill() returns before the target has stopped.
+bool AllThreadsStopped(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  DIR* dir = ::opendir(tasks.c_str());
+  if (dir == nullptr) return false;
+  bool stopped = true, any = false;
+  while (const dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] == '.') continue;
+    std::ifstream in(tasks + "/" + entry->d_name + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos || close + 2 >= stat.size()) continue;  // the thread ended
+    any = true;
+    stopped = stopped && stat[close + 2] == 'T';
+  }
+  ::closedir(dir);
+  return any && stopped;
+}
+
+bool WaitUntilStopped(pid_t pid, Ms timeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  while (!AllThreadsStopped(pid)) {
+    if (SteadyClock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
 
 TEST_SUITE_BEGIN("fault_stop");
 
@@ -37,6 +76,7 @@ TEST_CASE("a member stopped for 2 s with io-timeout 500ms: the I/O waits, then c
   REQUIRE_NBD_OK(FlushFor(client));
 
   m0.Kill(SIGSTOP);
+  REQUIRE(WaitUntilStopped(m0.pid(), 10s));
   const auto stopped_at = SteadyClock::now();
   // New data over the first MiB, and a read of the second: both need
   // member 0 (every other 64K chunk is on it).
@@ -44,9 +84,24 @@ TEST_CASE("a member stopped for 2 s with io-timeout 500ms: the I/O waits, then c
   Bytes read_back(kMiB);
   const std::vector<int64_t> cookies = {SubmitWrite(client, new_data, 0),
                                         SubmitRead(client, read_back, kMiB), SubmitFlush(client)};
-  PollFor(client, 2s);
+  // Until the aggregator has timed member 0's I/O out (the client is polled
+  // meanwhile, so that its requests go out), and for 2 s at least.
+  MemberStats timed_out;
+  const auto deadline = stopped_at + 30s;
+  while (SteadyClock::now() < deadline) {
+    PollFor(client, 100ms);
+    timed_out = QueryStats(aggregator, "vol0", 0);
+    if (timed_out.Count("timeouts") >= 1) break;
+  }
+  INFO("member 0 while stopped: " << timed_out.line());
+  REQUIRE(timed_out.Count("timeouts") >= 1);
+  PollFor(client,
+          std::max(Ms(0), std::chrono::duration_cast<Ms>(stopped_at + 2s - SteadyClock::now())));
   // Nothing could complete while member 0 was stopped, and nothing failed.
-  CHECK(InFlight(client) == 3);
+  {
+    INFO("aggregator log:\n" << aggregator.stderr_text());
+    CHECK(InFlight(client) == 3);
+  }
   m0.Kill(SIGCONT);
 
   CHECK_NBD_OK(AwaitAll(client, cookies, 20s));

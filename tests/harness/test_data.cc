@@ -85,6 +85,11 @@ void WriteFile(const std::string& path, std::span<const uint8_t> data) {
   WriteFileAt(path, 0, data);
 }
 
+void WriteKeyFile(const std::string& path, std::span<const uint8_t> data) {
+  WriteFile(path, data);
+  if (::chmod(path.c_str(), 0600) != 0) throw IoError("chmod", path);
+}
+
 void CreateSparseFile(const std::string& path, uint64_t size) {
   Fd fd(path, O_WRONLY | O_CREAT | O_TRUNC);
   if (::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) throw IoError("ftruncate", path);

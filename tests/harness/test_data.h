@@ -19,6 +19,9 @@ Bytes RandomBytes(size_t size, uint64_t seed);
 Bytes ReadFile(const std::string& path);
 Bytes ReadFileRange(const std::string& path, uint64_t offset, size_t count);
 void WriteFile(const std::string& path, std::span<const uint8_t> data);
+// WriteFile for a secret key: the file is left readable and writable by its
+// owner only (mode 0600), as the aggregator requires of key files.
+void WriteKeyFile(const std::string& path, std::span<const uint8_t> data);
 // Writes data at offset without truncating (creates the file if missing).
 void WriteFileAt(const std::string& path, uint64_t offset, std::span<const uint8_t> data);
 // Creates (or truncates) a sparse file of the given size: all hole.

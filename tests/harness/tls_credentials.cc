@@ -1,5 +1,7 @@
 #include "tests/harness/tls_credentials.h"
 
+#include <sys/stat.h>
+
 #include <fstream>
 #include <stdexcept>
 
@@ -12,6 +14,12 @@ namespace {
 void Run(const Argv& argv) {
   const CommandResult r = RunCommand(argv);
   if (r.exit_code != 0) throw std::runtime_error(JoinArgv(argv) + " failed:\n" + r.stderr_text);
+}
+
+// Private keys are for their owner only, as the aggregator requires (the
+// tools make them so, but that is theirs to change).
+void MakePrivate(const std::string& path) {
+  if (::chmod(path.c_str(), 0600) != 0) throw std::runtime_error("cannot chmod 600 " + path);
 }
 
 void WriteText(const std::string& path, const std::string& text) {
@@ -28,6 +36,7 @@ void MakeCertificate(const TempDir& dir, const std::string& name, const std::str
   const std::string template_path = dir.File(name + ".info");
   WriteText(template_path, info + "expiration_days = 2\n");
   Run({"certtool", "--generate-privkey", "--outfile", key});
+  MakePrivate(key);
   if (self_signed)
     Run({"certtool", "--generate-self-signed", "--load-privkey", key, "--template", template_path,
          "--outfile", cert});
@@ -41,6 +50,7 @@ void MakeCertificate(const TempDir& dir, const std::string& name, const std::str
 
 PskFile::PskFile(const std::string& identity) : path_(dir_.File("keys.psk")) {
   Run({"psktool", "-u", identity, "-p", path_});
+  MakePrivate(path_);
 }
 
 X509Dir::X509Dir(const std::string& client_cn) {

@@ -5,6 +5,7 @@
 //   - X509Dir: a directory in the layout nbdkit, qemu and libnbd share:
 //     ca-cert.pem, server-cert.pem/server-key.pem (for localhost and
 //     127.0.0.1), client-cert.pem/client-key.pem, all signed by the CA.
+// Key files are mode 0600, as the aggregator requires of them.
 // Throws std::runtime_error if a tool fails.
 #pragma once
 

@@ -888,9 +888,9 @@ TEST_CASE("a keyed volume is served with its key only") {
   FileMembers m(2, kMemberSize);
   const std::string name = "ck-keyed";
   const std::string key = m.dir().File("volume.key");
-  WriteFile(key, RandomBytes(32, 808));
+  WriteKeyFile(key, RandomBytes(32, 808));
   const std::string wrong = m.dir().File("wrong.key");
-  WriteFile(wrong, RandomBytes(32, 809));
+  WriteKeyFile(wrong, RandomBytes(32, 809));
   CreateOk({"--name", name, "--checksum", "blake2b-keyed", "--key-file", key}, m.uris());
 
   const Bytes data = RandomBytes(100 * kKiB + 1, 810);
@@ -919,7 +919,7 @@ TEST_CASE("a keyed volume is served with its key only") {
 TEST_CASE("a key for an unkeyed volume is refused") {
   FileMembers m(1, kMemberSize);
   const std::string key = m.dir().File("volume.key");
-  WriteFile(key, RandomBytes(32, 811));
+  WriteKeyFile(key, RandomBytes(32, 811));
   CreateOk({"--name", "ck-unkeyed", "--checksum", "blake2b"}, m.uris());
   CheckServeRefused(Concat({"--key-file", key}, m.uris()),
                     {"a checksum key was given", "\"ck-unkeyed\"", "not keyed"});

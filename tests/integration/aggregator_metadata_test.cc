@@ -158,7 +158,7 @@ void TearSlot(const std::string& file, uint64_t slot) {
 
 std::string KeyFile(const TempDir& dir, const std::string& name, size_t size, uint64_t seed) {
   const std::string path = dir.File(name);
-  WriteFile(path, RandomBytes(size, seed));
+  WriteKeyFile(path, RandomBytes(size, seed));
   return path;
 }
 

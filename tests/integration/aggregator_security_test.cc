@@ -171,6 +171,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "X.509: certificates both ways, client certif
   REQUIRE_MESSAGE(info.exit_code == 0, info.stderr_text);
   CHECK(info.stdout_text == std::to_string(kVolumeSize) + "\n");
   CHECK(LogShows(agg, "(structured replies, TLS /CN=client-one)"));
+  CHECK_FALSE(Contains(agg.stderr_text(), "without --tls-verify-peer"));
 
   const std::string object = "tls-creds-x509,id=tls0,endpoint=client,dir=" + pki.path();
   const CommandResult qemu =
@@ -188,6 +189,103 @@ TEST_CASE_FIXTURE(SecurityFixture, "X.509: certificates both ways, client certif
   NbdClient client;
   ConnectTls(client, TlsUri("", "tls-certificates=" + pki.path()));
   CheckReadWrite(client, 9 * kMiB, 2);
+}
+
+// The audit's T7: --tls=require with X.509 and no client verification let an
+// anonymous client in without a word at start.
+TEST_CASE_FIXTURE(SecurityFixture,
+                  "X.509 without --tls-verify-peer: a warning says anyone gets in") {
+  const X509Dir pki;
+  AggregatorServer& agg = Start({"--tls=require", "--tls-certificates", pki.path()});
+  CHECK(LogShows(agg,
+                 "warning: --tls=require with X.509 but without --tls-verify-peer: clients are "
+                 "not authenticated, anyone who can connect gets access; TLS only keeps the "
+                 "network from reading or changing the traffic"));
+  // As it says: a client with no certificate of its own reads the volume.
+  const TempDir ca_only("dst-pki-ca-only");
+  std::filesystem::copy_file(pki.path() + "/ca-cert.pem", ca_only.File("ca-cert.pem"));
+  const CommandResult info = Nbdinfo({"--size", TlsUri("", "tls-certificates=" + ca_only.path())});
+  CHECK_MESSAGE(info.exit_code == 0, info.stderr_text);
+  CHECK(info.stdout_text == std::to_string(kVolumeSize) + "\n");
+}
+
+// The audit's S2: a 0644 --tls-psk, a 0666 --key-file and a 0644
+// server-key.pem were used without a word.
+TEST_CASE_FIXTURE(SecurityFixture, "key files other users can read or change are refused") {
+  namespace fs = std::filesystem;
+  const auto refusal = [](const std::string& what, const std::string& path,
+                          const std::string& exposure) {
+    return what + ": " + exposure + ", and it holds a secret key; refusing to use it (chmod 600 " +
+           path + ")";
+  };
+  const PskFile psk("alice");
+  fs::permissions(psk.path(), fs::perms::others_read, fs::perm_options::add);
+  const X509Dir pki;
+  const std::string open_pki = dir().File("open-pki");
+  fs::copy(pki.path(), open_pki);
+  const std::string server_key = open_pki + "/server-key.pem";
+  fs::permissions(server_key, fs::perms::owner_read | fs::perms::owner_write |
+                                  fs::perms::group_read | fs::perms::others_read);
+  // Clients: refused at start and by --check-config alike.
+  for (const bool check_only : {false, true}) {
+    const auto also = [check_only](std::vector<std::string> args) {
+      if (check_only) args.insert(args.begin(), "--check-config");
+      return args;
+    };
+    const StartFailure p = StartFailing(also({"--tls=require", "--tls-psk", psk.path()}));
+    CHECK(p.exit_code == 1);
+    CHECK_MESSAGE(Contains(p.stderr_text, refusal("--tls-psk " + psk.path(), psk.path(),
+                                                  "mode 0604 lets every user read it")),
+                  p.stderr_text);
+    const StartFailure x = StartFailing(also({"--tls=require", "--tls-certificates", open_pki}));
+    CHECK(x.exit_code == 1);
+    CHECK_MESSAGE(Contains(x.stderr_text, refusal("--tls-certificates: " + server_key, server_key,
+                                                  "mode 0644 lets every user read it")),
+                  x.stderr_text);
+  }
+
+  // A checksum key, for create and serve.
+  const std::string key = dir().File("volume.key");
+  WriteKeyFile(key, RandomBytes(32, 1));
+  fs::permissions(key,
+                  fs::perms::group_write | fs::perms::others_write | fs::perms::group_read |
+                      fs::perms::others_read,
+                  fs::perm_options::add);
+  const std::string member = "nbd+unix:///x?socket=" + dir().File("no-such.sock");
+  const CommandResult create =
+      RunCommand({DST_AGGREGATOR_PATH, "create", "--name", "k", "--checksum", "blake2b-keyed",
+                  "--key-file", key, member});
+  CHECK(create.exit_code == 1);
+  CHECK_MESSAGE(Contains(create.stderr_text,
+                         refusal("--key-file " + key, key, "mode 0666 lets other users change it")),
+                create.stderr_text);
+  const CommandResult serve =
+      RunCommand({DST_AGGREGATOR_PATH, "serve", "--check-config", "--key-file", key, member});
+  CHECK(serve.exit_code == 1);
+  CHECK_MESSAGE(Contains(serve.stderr_text, "mode 0666 lets other users change it"),
+                serve.stderr_text);
+
+  // The member leg's pre-shared keys and client key.
+  const PskFile member_psk("alice");
+  fs::permissions(member_psk.path(), fs::perms::group_read, fs::perm_options::add);
+  const CommandResult mpsk =
+      RunCommand({DST_AGGREGATOR_PATH, "serve", "--check-config", "--raw", "--member-tls-psk",
+                  member_psk.path(), "--member-tls-username", "alice", "nbds://127.0.0.1:1/x"});
+  CHECK(mpsk.exit_code == 1);
+  CHECK_MESSAGE(
+      Contains(mpsk.stderr_text, refusal("member-tls-psk " + member_psk.path(), member_psk.path(),
+                                         "mode 0640 lets its group read it")),
+      mpsk.stderr_text);
+  const std::string client_key = pki.path() + "/client-key.pem";
+  fs::permissions(client_key, fs::perms::others_read, fs::perm_options::add);
+  const CommandResult mx509 =
+      RunCommand({DST_AGGREGATOR_PATH, "serve", "--check-config", "--raw",
+                  "--member-tls-certificates", pki.path(), "nbds://127.0.0.1:1/x"});
+  CHECK(mx509.exit_code == 1);
+  CHECK_MESSAGE(Contains(mx509.stderr_text,
+                         refusal("member-tls-certificates " + pki.path() + ": client-key.pem",
+                                 client_key, "mode 0604 lets every user read it")),
+                mx509.stderr_text);
 }
 
 TEST_CASE_FIXTURE(SecurityFixture, "--tls=require: a plain client gets ERR_TLS_REQD and no data") {
@@ -268,6 +366,8 @@ TEST_CASE_FIXTURE(SecurityFixture, "TLS configuration errors stop the start with
   const X509Dir pki;
   const std::string bad_psk = dir().File("bad.psk");
   std::ofstream(bad_psk) << "alice:xyz\n";
+  std::filesystem::permissions(
+      bad_psk, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
   const std::string no_key_dir = dir().File("no-key");
   std::filesystem::create_directory(no_key_dir);
   std::filesystem::copy_file(pki.path() + "/server-cert.pem", no_key_dir + "/server-cert.pem");
@@ -403,8 +503,10 @@ TEST_CASE_FIXTURE(SecurityFixture, "half-open handshakes by the hundred cannot l
       CHECK(raw->ClosedByServer());
     }
   }
-  CHECK(greeted <= 40);
-  CHECK(greeted >= 39);  // the bystander holds one slot
+  // All from 127.0.0.1, which may hold three quarters of the 40 slots; the
+  // bystander holds one of them.
+  CHECK(greeted <= 30);
+  CHECK(greeted >= 29);
   CHECK(std::chrono::steady_clock::now() - start < 6s);
   attackers.clear();
   NbdClient late;

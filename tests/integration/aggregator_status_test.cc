@@ -1313,9 +1313,9 @@ TEST_CASE("serve --check-config validates without connecting") {
   Trap trap;
   const std::string absent = "nbd+unix:///x?socket=/nonexistent";
   const std::string key = dir.File("safe.key");
-  WriteFile(key, RandomBytes(32, 1));
+  WriteKeyFile(key, RandomBytes(32, 1));
   const std::string short_key = dir.File("short.key");
-  WriteFile(short_key, RandomBytes(5, 2));
+  WriteKeyFile(short_key, RandomBytes(5, 2));
   const std::string socket = dir.File("agg.sock");
   const std::string control = dir.File("ctl.sock");
 
@@ -1385,8 +1385,8 @@ TEST_CASE("serve --check-config validates without connecting") {
     file_refused(
         "[[volume]]\nmembers = [" + Quoted(absent) + "]\nkey-file = " + Quoted(short_key) + "\n",
         "3: key-file: --key-file " + short_key +
-            " holds 5 bytes: a checksum key is 16 to 64 bytes (e.g. head -c 32 /dev/urandom > "
-            "FILE)");
+            " holds 5 bytes: a checksum key is 16 to 64 bytes (e.g. (umask 077; head -c 32 "
+            "/dev/urandom > FILE))");
   }
   SUBCASE("an unknown key in a volume") {
     file_refused("[[volume]]\nmembers = [" + Quoted(absent) + "]\ncolour = \"blue\"\n",

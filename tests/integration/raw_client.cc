@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -31,9 +32,19 @@ RawClient::RawClient(const std::string& socket_path, std::chrono::seconds timeou
   SetTimeouts(timeout);
 }
 
-RawClient::RawClient(int port, std::chrono::seconds timeout) {
+RawClient::RawClient(int port, std::chrono::seconds timeout) : RawClient(port, "", timeout) {}
+
+RawClient::RawClient(int port, const std::string& source, std::chrono::seconds timeout) {
   fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd_ < 0) throw Errno("socket");
+  if (!source.empty()) {
+    sockaddr_in local{};
+    local.sin_family = AF_INET;
+    if (::inet_pton(AF_INET, source.c_str(), &local.sin_addr) != 1)
+      throw std::runtime_error("bad source address " + source);
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0)
+      throw Errno("bind " + source);
+  }
   sockaddr_in address{};
   address.sin_family = AF_INET;
   address.sin_port = htons(static_cast<uint16_t>(port));
@@ -68,6 +79,22 @@ void RawClient::Send(std::span<const uint8_t> data) {
     if (n < 0) throw Errno("send");
     data = data.subspan(n);
   }
+}
+
+size_t RawClient::TrySend(std::span<const uint8_t> data) {
+  for (;;) {
+    const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n >= 0) return static_cast<size_t>(n);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    throw Errno("send");
+  }
+}
+
+size_t RawClient::Available() const {
+  int n = 0;
+  if (::ioctl(fd_, FIONREAD, &n) != 0) throw Errno("ioctl FIONREAD");
+  return static_cast<size_t>(n);
 }
 
 bool RawClient::Recv(std::span<uint8_t> data) {

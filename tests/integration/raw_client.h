@@ -33,6 +33,10 @@ class RawClient {
                      std::chrono::seconds timeout = std::chrono::seconds(10));
   // Connects to 127.0.0.1:port.
   explicit RawClient(int port, std::chrono::seconds timeout = std::chrono::seconds(10));
+  // Connects to 127.0.0.1:port from the loopback address `source` (e.g.
+  // "127.0.0.2"), to look like another host.
+  RawClient(int port, const std::string& source,
+            std::chrono::seconds timeout = std::chrono::seconds(10));
   ~RawClient() { Close(); }
   RawClient(const RawClient&) = delete;
   RawClient& operator=(const RawClient&) = delete;
@@ -45,6 +49,11 @@ class RawClient {
   // Sends everything or throws (MSG_NOSIGNAL: a server that hung up is an
   // error here, not a SIGPIPE that kills the test).
   void Send(std::span<const uint8_t> data);
+  // Sends what the socket takes now without waiting; the number of bytes
+  // taken (0 when its buffer is full). Throws if the server hung up.
+  size_t TrySend(std::span<const uint8_t> data);
+  // Bytes received and not read yet.
+  size_t Available() const;
   // Reads exactly data.size() bytes; false if the server closed first.
   bool Recv(std::span<uint8_t> data);
   void RecvOrThrow(std::span<uint8_t> data);

@@ -10,7 +10,7 @@
 #include "aggregator/command_error.h"
 #include "aggregator/control/control_plane.h"
 #include "aggregator/control/runtime.h"
-#include "aggregator/fd_limit.h"
+#include "aggregator/server/fd_limit.h"
 #include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/checksummed_volume.h"
 #include "aggregator/integrity/member_metadata.h"
@@ -203,14 +203,15 @@ int RunOnEveryVolume(Server& server, Step step, std::chrono::milliseconds timeou
   return run == RunResult::kTimedOut ? ETIMEDOUT : ECANCELED;
 }
 
-// Descriptors for everything but client connections: stdio and logs, listeners, the control and
-// metrics servers with their clients, and every member connection twice over (a reconnect opens
-// the new connection before the old one is gone).
+// Descriptors for everything but client connections: stdio, the event loop's own, listeners, the
+// control and metrics servers with their clients, and every member connection twice over (a
+// reconnect opens the new connection before the old one is gone). server::kSpareDescriptors
+// come on top.
 uint64_t ReservedFiles(const ServeConfig& config) {
   uint64_t members = 0;
   for (const VolumeConfig& v : config.volumes)
     members += v.members.size();
-  return 32 + config.listen.size() + config.unix_sockets.size() +
+  return 8 + config.listen.size() + config.unix_sockets.size() +
          2 * (server::OneShotServer::kMaxConnections + 1) +
          2 * members * config.connections_per_member;
 }
@@ -234,10 +235,7 @@ Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
 
 int Serve(ServeConfig config) {
   if (Status s = ValidateServeConfig(config); !s.ok()) return ExitWithError(s);
-  const uint64_t reserve = ReservedFiles(config);
-  if (Status s = EnsureFileLimit(config.max_connections + reserve, reserve,
-                                 "--max-connections " + std::to_string(config.max_connections));
-      !s.ok())
+  if (Status s = server::EnsureFileLimit(config.max_connections, ReservedFiles(config)); !s.ok())
     return ExitWithError(s);
   Server server;
   server.limits.per_connection = config.max_inflight_per_client;

@@ -16,6 +16,8 @@ Status PlanFileLimit(uint64_t max_connections, uint64_t others, const struct rli
     const uint64_t fits = limits.rlim_max > others + kSpareDescriptors
                               ? limits.rlim_max - others - kSpareDescriptors
                               : 0;
+    const std::string smaller =
+        fits > 0 ? ", or give --max-connections " + std::to_string(fits) + " or less" : "";
     return Status::Error(
         EMFILE, "--max-connections " + std::to_string(max_connections) + " needs " +
                     std::to_string(needed) + " open files (with " + std::to_string(others) +
@@ -23,8 +25,8 @@ Status PlanFileLimit(uint64_t max_connections, uint64_t others, const struct rli
                     std::to_string(kSpareDescriptors) + " spare), but at most " +
                     std::to_string(limits.rlim_max) +
                     " are allowed (the hard RLIMIT_NOFILE: LimitNOFILE= in a systemd unit, "
-                    "ulimit -Hn in a shell); raise it, or give --max-connections " +
-                    std::to_string(fits) + " or less");
+                    "ulimit -Hn in a shell); raise it" +
+                    smaller);
   }
   *soft = static_cast<rlim_t>(needed);
   return Status::Ok();

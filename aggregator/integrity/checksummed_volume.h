@@ -32,7 +32,7 @@
 #include <asio.hpp>
 
 #include "aggregator/integrity/data_area_member.h"
-#include "aggregator/integrity/range_lock.h"
+#include "aggregator/volume/range_lock.h"
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/table_cache.h"
 #include "aggregator/integrity/write_intent.h"
@@ -40,6 +40,8 @@
 #include "common/checksum.h"
 
 namespace dst::integrity {
+
+using volume::RangeLock;
 
 struct ChecksumOptions {
   uint64_t table_cache_bytes = uint64_t{64} << 20;

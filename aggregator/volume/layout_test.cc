@@ -242,6 +242,53 @@ TEST_CASE("AppendMap keeps existing elements and never merges with them") {
 }
 
 // ---------------------------------------------------------------------------
+// AppendMapPrefix and AppendRuns
+
+TEST_CASE("AppendMapPrefix maps at most max_extents and says how far it got") {
+  const StripeLayout layout({1 * MiB, 1 * MiB}, 4 * KiB);
+  Extents out;
+  CHECK(layout.AppendMapPrefix(1000, 20 * KiB, 2, out) == 7192);
+  CHECK(out == Extents{{0, 1000, 3096, 1000}, {1, 0, 4096, 4096}});
+  CHECK(layout.AppendMapPrefix(1000 + 7192, 20 * KiB - 7192, 100, out) == 20 * KiB - 7192);
+  CHECK(out.size() == 6);
+  CHECK(out.back() == MemberExtent{1, 8192, 1000, 5 * 4096});
+  CHECK(layout.AppendMapPrefix(0, 10, 0, out) == 0);        // no room: nothing
+  CHECK(layout.AppendMapPrefix(2 * MiB, 10, 5, out) == 0);  // past the end
+  CHECK(out.size() == 6);
+
+  const LinearLayout linear({10, 20, 30});
+  out.clear();
+  CHECK(linear.AppendMapPrefix(5, 50, 2, out) == 25);
+  CHECK(out == Extents{{0, 5, 5, 5}, {1, 0, 20, 10}});
+}
+
+TEST_CASE("AppendRuns: a 4 GiB stripe request is one contiguous run per member") {
+  // The audit's request: 0xFFFF0000 bytes on two 4 GiB members, 64 KiB chunks.
+  const StripeLayout layout({4 * GiB, 4 * GiB}, 64 * KiB);
+  Extents runs;
+  layout.AppendRuns(0, 0xFFFF0000, runs);
+  CHECK(runs == Extents{{0, 0, 0x80000000, 0}, {1, 0, 0x7FFF0000, 64 * KiB}});
+
+  // Partial chunks at both ends stay in their member's run.
+  runs.clear();
+  layout.AppendRuns(64 * KiB + 100, 4 * 64 * KiB, runs);
+  CHECK(runs ==
+        Extents{{1, 100, 2 * 64 * KiB, 64 * KiB + 100}, {0, 64 * KiB, 2 * 64 * KiB, 2 * 64 * KiB}});
+  runs.clear();
+  layout.AppendRuns(8 * GiB - 10, 100, runs);  // clipped at the end
+  CHECK(runs == Extents{{1, 4 * GiB - 10, 10, 8 * GiB - 10}});
+}
+
+TEST_CASE("AppendRuns: linear requests are their extents; existing elements are kept") {
+  const LinearLayout layout({10, 0, 20, 30});
+  Extents runs{{7, 7, 7, 7}};
+  layout.AppendRuns(5, 40, runs);
+  CHECK(runs == Extents{{7, 7, 7, 7}, {0, 5, 5, 5}, {2, 0, 20, 10}, {3, 0, 15, 30}});
+  layout.AppendRuns(60, 5, runs);  // past the end: nothing
+  CHECK(runs.size() == 4);
+}
+
+// ---------------------------------------------------------------------------
 // MakeLayout and layout kinds
 
 TEST_CASE("MakeLayout builds valid layouts") {
@@ -553,6 +600,31 @@ std::string CoverageError(const Layout& layout, const Spec& spec, Request reques
   return "";
 }
 
+// Returns why `runs` are not the member runs of `extents` (a correct map of a
+// request), or "": one run per member touched, each the hull of that member's
+// extents with nothing missing in between, in order of first appearance.
+std::string RunsError(const Extents& extents, const Extents& runs) {
+  Extents expected;
+  for (const MemberExtent& e : extents) {
+    auto run = std::find_if(expected.begin(), expected.end(),
+                            [&](const MemberExtent& r) { return r.member == e.member; });
+    if (run == expected.end()) {
+      expected.push_back(e);
+      continue;
+    }
+    if (run->member_offset + run->length != e.member_offset)
+      return "member " + std::to_string(e.member) + " is not contiguous";
+    run->length += e.length;
+  }
+  if (runs != expected) {
+    std::ostringstream why;
+    why << "runs " << doctest::StringMaker<Extents>::convert(runs).c_str() << ", expected "
+        << doctest::StringMaker<Extents>::convert(expected).c_str();
+    return why.str();
+  }
+  return "";
+}
+
 TEST_CASE("property: random layouts map random requests exactly") {
   std::mt19937_64 rng(20240601);
   Extents extents;
@@ -573,6 +645,13 @@ TEST_CASE("property: random layouts map random requests exactly") {
       const std::string error = CoverageError(*layout, spec, request, extents, true);
       REQUIRE_MESSAGE(error.empty(), spec.Describe(), " request ", request.offset, "+",
                       request.length, ": ", error);
+
+      // The runs hold the same member bytes, one run per member at most.
+      Extents runs;
+      layout->AppendRuns(request.offset, request.length, runs);
+      const std::string runs_error = RunsError(extents, runs);
+      REQUIRE_MESSAGE(runs_error.empty(), spec.Describe(), " request ", request.offset, "+",
+                      request.length, ": ", runs_error);
 
       // Splitting keeps the cover exact.
       const uint64_t max_len = Uniform(rng, 1, 2 * request.length);

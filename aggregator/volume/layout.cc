@@ -237,18 +237,4 @@ Status MakeLayout(LayoutKind kind, std::vector<uint64_t> member_sizes, uint64_t 
   return Status::Invalid("unknown layout kind " + std::to_string(static_cast<int>(kind)));
 }
 
-void SplitByMaximum(const MemberExtent& extent, uint64_t max_len, std::vector<MemberExtent>& out) {
-  if (extent.length == 0) return;
-  if (max_len == 0 || extent.length <= max_len) {
-    out.push_back(extent);
-    return;
-  }
-  // Advancing by the piece, not by max_len, keeps `done` <= length: no wrap.
-  for (uint64_t done = 0; done < extent.length;) {
-    const uint64_t piece = std::min(max_len, extent.length - done);
-    out.push_back({extent.member, extent.member_offset + done, piece, extent.volume_offset + done});
-    done += piece;
-  }
-}
-
 }  // namespace dst::volume

@@ -170,11 +170,4 @@ class StripeLayout final : public Layout {
 Status MakeLayout(LayoutKind kind, std::vector<uint64_t> member_sizes, uint64_t chunk_size,
                   std::unique_ptr<Layout>* out);
 
-// Appends `extent` to `out` cut into consecutive pieces of at most `max_len`
-// bytes, each with its own member and volume offsets. Members advertise a
-// maximum request size, and even TRIM and WRITE_ZEROES, which carry no
-// payload, must respect it. max_len 0 means no limit; an empty extent appends
-// nothing.
-void SplitByMaximum(const MemberExtent& extent, uint64_t max_len, std::vector<MemberExtent>& out);
-
 }  // namespace dst::volume

@@ -110,6 +110,18 @@ struct HugeStripe {
   Aggregator aggregator{{"--raw", "--layout", "stripe", "--chunk", "64K", m0.uri(), m1.uri()}};
   static constexpr uint64_t kSize = 8 * kGiB;
 
+  // Member I/Os so far, both members together, from `status --json`.
+  uint64_t MemberIos() {
+    const CommandResult r =
+        RunOk({DST_AGGREGATOR_PATH, "status", "--json", "--control", aggregator.control_path()});
+    uint64_t total = 0;
+    const std::string key = "\"ios\": ";
+    for (size_t at = r.stdout_text.find(key); at != std::string::npos;
+         at = r.stdout_text.find(key, at + 1))
+      total += std::stoull(r.stdout_text.substr(at + key.size()));
+    return total;
+  }
+
   // What the aggregator's log must not hold after huge requests.
   void CheckNoMemberTrouble() {
     const std::string log = aggregator.stderr_text();
@@ -142,6 +154,7 @@ TEST_CASE("8 pipelined 4 GiB TRIMs, then 8 WRITE_ZEROES, on a stripe of two 4 Gi
     return out;
   };
   const pid_t pid = v.aggregator.pid();
+  const uint64_t ios_before = v.MemberIos();
   const uint64_t rss_before = ProcStatusBytes(pid, "VmRSS");
   ResetPeakRss(pid);
   const auto start = SteadyClock::now();
@@ -159,6 +172,11 @@ TEST_CASE("8 pipelined 4 GiB TRIMs, then 8 WRITE_ZEROES, on a stripe of two 4 Gi
   // Before, each such request took ~57 MB (65,536 member I/Os); eight at once
   // are now a few dozen member I/Os. The bound leaves room for the sanitizers.
   CHECK(peak < rss_before + 64 * kMiB);
+  // Each request is a run per member, in pieces of at most 1 GiB: 4 or 6
+  // member I/Os, not 65,535.
+  const uint64_t ios = v.MemberIos() - ios_before;
+  MESSAGE("member I/Os: " << ios);
+  CHECK(ios <= 16 * 6);
   v.CheckNoMemberTrouble();
 
   CHECK(client.ReadOrThrow(kMiB, 0) == head);
@@ -176,6 +194,7 @@ TEST_CASE("blkdiscard- and mkfs-sized TRIM and WRITE_ZEROES from libnbd over the
   NbdClient client;
   REQUIRE_NBD_OK(client.Connect(v.aggregator.uri()));
   REQUIRE_NBD_OK(client.Pwrite(RandomBytes(kMiB, 41), 3 * kGiB));
+  const uint64_t ios_before = v.MemberIos();
   // blkdiscard and mkfs discard a device in requests of the kernel's discard
   // limit (2 GiB less a sector for nbd); qemu-img zeroes in 2 GiB steps.
   const std::string script =
@@ -191,6 +210,11 @@ TEST_CASE("blkdiscard- and mkfs-sized TRIM and WRITE_ZEROES from libnbd over the
   const CommandResult r =
       RunOk({kPython3, "-m", "nbd", "-u", v.aggregator.uri(), "-c", script}, 60s);
   CHECK(Contains(r.stdout_text, "ok"));
+  // 5 TRIMs and 5 WRITE_ZEROES of up to 2 GiB, and one of 4 GiB, each one
+  // run per member in pieces of at most 1 GiB; and a read of 1 MiB.
+  const uint64_t ios = v.MemberIos() - ios_before;
+  MESSAGE("member I/Os: " << ios);
+  CHECK(ios <= 10 * 4 + 6 + 32);
   v.CheckNoMemberTrouble();
   CHECK(AllZero(client.ReadOrThrow(kMiB, 3 * kGiB)));
 }

@@ -9,9 +9,6 @@ namespace dst::volume {
 
 namespace {
 
-// Layout extents of a read or write mapped at a time: about a window's worth.
-constexpr size_t kMapBatch = Volume::kRequestWindow;
-
 const uint8_t* ZeroBuffer() {
   static const std::vector<uint8_t> zeros(kZeroPieceSize, 0);
   return zeros.data();
@@ -28,61 +25,69 @@ bool Modifies(MemberOp op) {
 }  // namespace
 
 bool Volume::Fanout::NextPiece(MemberExtent* piece, const Segment** segment) {
-  while (extent_ == extents_.size()) {
+  while (!have_extent_) {
     if (segment_ == segment_count_) return false;
-    if (segment_mapped_) {
-      ++segment_;
-      mapped_ = 0;
-      segment_mapped_ = false;
-      continue;
+    if (NextExtent(segments_[segment_])) {
+      have_extent_ = true;
+      within_ = 0;
+      break;
     }
-    Refill(segments_[segment_]);
+    ++segment_;
+    mapped_ = 0;
+    runs_.clear();
+    next_run_ = 0;
+    runs_mapped_ = false;
   }
   const Segment& s = segments_[segment_];
-  const MemberExtent& e = extents_[extent_];
-  const uint64_t length = std::min(e.length - within_, volume_.PieceLimit(e.member, s.op));
+  const uint64_t length =
+      std::min(extent_.length - within_, volume_.PieceLimit(extent_.member, s.op));
   // Within a run, volume offsets are not contiguous; only reads and writes,
   // whose extents are, use them.
-  *piece = {e.member, e.member_offset + within_, length, e.volume_offset + within_};
+  *piece = {extent_.member, extent_.member_offset + within_, length,
+            extent_.volume_offset + within_};
   *segment = &s;
   within_ += length;
-  if (within_ >= e.length) {
-    ++extent_;
-    within_ = 0;
-  }
+  have_extent_ = within_ < extent_.length;
   return true;
 }
 
-// Maps the next extents of `segment`. Reads and writes map a batch of layout
-// extents at a time; the others map the whole segment to member runs.
-void Volume::Fanout::Refill(const Segment& segment) {
-  extents_.clear();
-  extent_ = 0;
-  within_ = 0;
-  const Layout& layout = *volume_.layout_;
-  if (segment.op == MemberOp::kFlush) {
-    for (uint32_t m = 0; m < volume_.members_.size(); ++m)
-      extents_.push_back({m, 0, 0, 0});
-    segment_mapped_ = true;
-  } else if (HasPayload(segment.op)) {
-    const uint64_t mapped = layout.AppendMapPrefix(segment.offset + mapped_,
-                                                   segment.length - mapped_, kMapBatch, extents_);
-    mapped_ += mapped;
-    segment_mapped_ = mapped == 0 || mapped_ >= segment.length;
-  } else {
-    layout.AppendRuns(segment.offset, segment.length, extents_);
-    segment_mapped_ = true;
+// The next extent of `segment` into extent_; false when it has no more. A
+// read or write is mapped one extent at a time; the others are mapped to
+// member runs (or, for a flush, the members) once, skipping the members that
+// do not take part.
+bool Volume::Fanout::NextExtent(const Segment& segment) {
+  if (HasPayload(segment.op)) {
+    extent_ = volume_.layout_->FirstExtent(segment.offset + mapped_, segment.length - mapped_);
+    mapped_ += extent_.length;
+    return extent_.length > 0;
   }
-  std::erase_if(extents_,
-                [&](const MemberExtent& e) { return !volume_.Takes(e.member, segment.op); });
+  if (!runs_mapped_) {
+    runs_mapped_ = true;
+    if (segment.op == MemberOp::kFlush) {
+      for (uint32_t m = 0; m < volume_.members_.size(); ++m)
+        runs_.push_back({m, 0, 0, 0});
+    } else {
+      volume_.layout_->AppendRuns(segment.offset, segment.length, runs_);
+    }
+    std::erase_if(runs_,
+                  [&](const MemberExtent& e) { return !volume_.Takes(e.member, segment.op); });
+  }
+  if (next_run_ == runs_.size()) return false;
+  extent_ = runs_[next_run_++];
+  return true;
 }
 
 void Volume::Fanout::Pump() {
   MemberExtent piece;
   const Segment* segment = nullptr;
   // After a failure the request has failed: nothing more is started.
-  while (in_flight_ < kRequestWindow && failed_ == 0 && NextPiece(&piece, &segment))
+  while (!generated_ && in_flight_ < kRequestWindow && failed_ == 0) {
+    if (!NextPiece(&piece, &segment)) {
+      generated_ = true;
+      return;
+    }
     Submit(piece, *segment);
+  }
 }
 
 void Volume::Fanout::Submit(const MemberExtent& piece, const Segment& segment) {

@@ -75,7 +75,7 @@ class Volume::Fanout : public std::enable_shared_from_this<Fanout> {
   virtual void Answered(uint32_t /*member*/, MemberIo& /*io*/) {}
 
   bool NextPiece(MemberExtent* piece, const Segment** segment);
-  void Refill(const Segment& segment);
+  bool NextExtent(const Segment& segment);
   void Pump();
   void Submit(const MemberExtent& piece, const Segment& segment);
   void FlushAfter(uint32_t member);
@@ -89,15 +89,18 @@ class Volume::Fanout : public std::enable_shared_from_this<Fanout> {
   const uint64_t length_;
   std::array<Segment, 3> segments_;
   size_t segment_count_ = 0;
-  // Where piece generation stands: the current segment, its extents mapped
-  // so far (a batch of a read or write; all runs of the others), the next
-  // extent and how far into it.
+  // Where piece generation stands: the current segment; for a read or
+  // write, how much of it is mapped (extent by extent, no vector), for the
+  // others its runs and the next one; the current extent and how far into it.
   size_t segment_ = 0;
   uint64_t mapped_ = 0;
-  bool segment_mapped_ = false;
-  std::vector<MemberExtent> extents_;
-  size_t extent_ = 0;
+  std::vector<MemberExtent> runs_;
+  size_t next_run_ = 0;
+  bool runs_mapped_ = false;
+  MemberExtent extent_{};
+  bool have_extent_ = false;
   uint64_t within_ = 0;
+  bool generated_ = false;  // every piece has been submitted
   size_t in_flight_ = 0;
   size_t failed_ = 0;
   std::string first_failure_;

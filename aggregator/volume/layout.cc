@@ -111,6 +111,12 @@ uint64_t Layout::AppendMapPrefix(uint64_t offset, uint64_t length, size_t max_ex
   return AppendInRange(offset, std::min(length, end - offset), max_extents, out);
 }
 
+MemberExtent Layout::FirstExtent(uint64_t offset, uint64_t length) const {
+  const uint64_t end = size();
+  if (length == 0 || offset >= end) return {0, 0, 0, offset};
+  return FirstInRange(offset, std::min(length, end - offset));
+}
+
 void Layout::AppendRuns(uint64_t offset, uint64_t length, std::vector<MemberExtent>& out) const {
   // Mapped a batch of extents at a time, so that a range of many chunks
   // never needs a vector of them all.
@@ -157,6 +163,16 @@ uint64_t LinearLayout::VolumeOffset(uint32_t member, uint64_t member_offset) con
   return member < member_starts_.size() ? member_starts_[member] + member_offset : 0;
 }
 
+MemberExtent LinearLayout::FirstInRange(uint64_t offset, uint64_t length) const {
+  // The last segment starting at or before `offset`, as in AppendInRange.
+  const auto segment =
+      std::upper_bound(segments_.begin(), segments_.end(), offset,
+                       [](uint64_t value, const Segment& s) { return value < s.volume_offset; }) -
+      1;
+  const uint64_t within = offset - segment->volume_offset;
+  return {segment->member, within, std::min(length, segment->length - within), offset};
+}
+
 uint64_t LinearLayout::AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
                                      std::vector<MemberExtent>& out) const {
   // The last segment starting at or before `offset`; one exists because the
@@ -193,6 +209,15 @@ uint64_t StripeLayout::VolumeOffset(uint32_t member, uint64_t member_offset) con
   const uint64_t row = member_offset >> chunk_shift_;
   const uint64_t chunk = row * member_count_ + member;
   return (chunk << chunk_shift_) + (member_offset & (chunk_size_ - 1));
+}
+
+MemberExtent StripeLayout::FirstInRange(uint64_t offset, uint64_t length) const {
+  if (member_count_ == 1) return {0, offset, length, offset};
+  const uint64_t chunk = offset >> chunk_shift_;
+  const uint64_t within = offset & (chunk_size_ - 1);
+  return {static_cast<uint32_t>(chunk % member_count_),
+          ((chunk / member_count_) << chunk_shift_) + within,
+          std::min(length, chunk_size_ - within), offset};
 }
 
 uint64_t StripeLayout::AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,

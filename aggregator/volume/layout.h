@@ -75,6 +75,10 @@ class Layout {
   // bytes mapped: the extents cover [offset, offset + returned value).
   uint64_t AppendMapPrefix(uint64_t offset, uint64_t length, size_t max_extents,
                            std::vector<MemberExtent>& out) const;
+  // The first extent of Map(offset, length), without a vector: a request is
+  // walked extent by extent by calling it again past each one. Its length is
+  // 0 when there is nothing to map (length 0, or offset past the end).
+  MemberExtent FirstExtent(uint64_t offset, uint64_t length) const;
   // The member runs of [offset, offset + length): the bytes the range touches
   // on each member, merged where they are contiguous on that member. A range
   // touches one contiguous stretch of each member in both layouts (a stripe's
@@ -95,6 +99,8 @@ class Layout {
   // appends at most max_extents extents and returns the bytes they cover.
   virtual uint64_t AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
                                  std::vector<MemberExtent>& out) const = 0;
+  // The first of them, under the same conditions.
+  virtual MemberExtent FirstInRange(uint64_t offset, uint64_t length) const = 0;
 };
 
 // Members concatenated in order, like RAID linear: the volume is member 0,
@@ -122,6 +128,7 @@ class LinearLayout final : public Layout {
 
   uint64_t AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
                          std::vector<MemberExtent>& out) const override;
+  MemberExtent FirstInRange(uint64_t offset, uint64_t length) const override;
 
   std::vector<uint64_t> member_sizes_;
   std::vector<Segment> segments_;        // ascending volume_offset; the first is at 0
@@ -155,6 +162,7 @@ class StripeLayout final : public Layout {
  private:
   uint64_t AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
                          std::vector<MemberExtent>& out) const override;
+  MemberExtent FirstInRange(uint64_t offset, uint64_t length) const override;
 
   uint32_t member_count_ = 0;
   uint64_t chunk_size_ = 0;

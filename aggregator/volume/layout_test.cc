@@ -262,6 +262,16 @@ TEST_CASE("AppendMapPrefix maps at most max_extents and says how far it got") {
   CHECK(out == Extents{{0, 5, 5, 5}, {1, 0, 20, 10}});
 }
 
+TEST_CASE("FirstExtent: the first extent, without a vector; length 0 past the end") {
+  const StripeLayout layout({1 * MiB, 1 * MiB}, 4 * KiB);
+  CHECK(layout.FirstExtent(5000, 10 * KiB) == MemberExtent{1, 904, 3192, 5000});
+  CHECK(layout.FirstExtent(5000, 100) == MemberExtent{1, 904, 100, 5000});
+  CHECK(layout.FirstExtent(2 * MiB, 10).length == 0);
+  CHECK(layout.FirstExtent(0, 0).length == 0);
+  const LinearLayout linear({10, 0, 20});
+  CHECK(linear.FirstExtent(12, 100) == MemberExtent{2, 2, 18, 12});
+}
+
 TEST_CASE("AppendRuns: a 4 GiB stripe request is one contiguous run per member") {
   // The audit's request: 0xFFFF0000 bytes on two 4 GiB members, 64 KiB chunks.
   const StripeLayout layout({4 * GiB, 4 * GiB}, 64 * KiB);
@@ -634,6 +644,17 @@ TEST_CASE("property: random layouts map random requests exactly") {
       }
       REQUIRE_MESSAGE(batched == extents, spec.Describe(), " request ", request.offset, "+",
                       request.length, " in batches of ", batch);
+
+      // Walked extent by extent, it is the same map too.
+      batched.clear();
+      for (uint64_t done = 0; done < request.length;) {
+        const MemberExtent e = layout->FirstExtent(request.offset + done, request.length - done);
+        REQUIRE(e.length > 0);
+        batched.push_back(e);
+        done += e.length;
+      }
+      REQUIRE_MESSAGE(batched == extents, spec.Describe(), " request ", request.offset, "+",
+                      request.length, " extent by extent");
     }
   }
 }

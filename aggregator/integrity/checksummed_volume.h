@@ -39,15 +39,17 @@
 #include "aggregator/integrity/cleaner.h"
 #include "aggregator/integrity/data_area_member.h"
 #include "aggregator/integrity/integrity_counters.h"
-#include "aggregator/integrity/range_lock.h"
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/table_cache.h"
 #include "aggregator/integrity/write_intent.h"
+#include "aggregator/volume/range_lock.h"
 #include "aggregator/volume/volume.h"
 #include "common/checksum.h"
 #include "common/lifetime.h"
 
 namespace dst::integrity {
+
+using volume::RangeLock;
 
 struct ChecksumOptions {
   uint64_t table_cache_bytes = uint64_t{64} << 20;

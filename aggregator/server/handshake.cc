@@ -1,5 +1,6 @@
 #include "aggregator/server/handshake.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <vector>
 
@@ -226,7 +227,7 @@ class Handshake {
     co_return Status::Ok();
   }
 
-  asio::awaitable<Status> SendInfo(const volume::BlockDevice& vol, const std::string& asked,
+  asio::awaitable<Status> SendInfo(const volume::BlockDevice& vol, const std::string& name_asked,
                                    const std::vector<uint16_t>& requests) {
     std::vector<uint8_t> info;
     AppendU16(info, kInfoExport);
@@ -236,7 +237,7 @@ class Handshake {
     for (uint16_t type : requests) {
       info.clear();
       AppendU16(info, type);
-      if (type == kInfoName && asked != vol.name())
+      if (type == kInfoName && name_asked != vol.name())
         AppendString(info, vol.name());
       else if (type == kInfoDescription && !vol.description().empty())
         AppendString(info, vol.description());
@@ -244,12 +245,17 @@ class Handshake {
         continue;
       DST_CO_RETURN_IF_ERROR(co_await Reply(kRepInfo, info));
     }
-    // Block sizes are sent unasked: clients that honour them avoid members'
-    // read-modify-write and never exceed what a member accepts.
+    // Block sizes go to every client (libnbd takes them even unasked). One
+    // that asked for them in its GO must honour them (the spec), so it gets
+    // the members' minimum and never makes the volume merge partial blocks;
+    // one that did not ask gets the spec's default minimum of 1, and the
+    // volume merges partial blocks for its unaligned requests (volume.h).
+    const bool asked =
+        std::find(requests.begin(), requests.end(), kInfoBlockSize) != requests.end();
     const auto& caps = vol.capabilities();
     info.clear();
     AppendU16(info, kInfoBlockSize);
-    AppendU32(info, caps.min_block);
+    AppendU32(info, asked ? caps.min_block : 1);
     AppendU32(info, caps.preferred_block);
     AppendU32(info, caps.max_payload);
     co_return co_await Reply(kRepInfo, info);

@@ -9,6 +9,12 @@
 // with --tls=on a client may upgrade whenever it likes. What was negotiated
 // before STARTTLS is forgotten after it, as it could have been tampered with.
 //
+// Block sizes (NBD_INFO_BLOCK_SIZE, sent in every INFO and GO reply): a client
+// that asks for them in its GO (or INFO) gets the volume's minimum block and
+// must keep to it; a client that does not ask (GO without the request, or
+// EXPORT_NAME: the kernel, old qemu) gets the spec's default minimum of 1,
+// and the volume serves its unaligned requests by merging partial blocks.
+//
 // Every length from the client is checked before it is used; option count
 // and sizes are bounded, so that a client cannot make the server buffer more
 // than kMaxOptionLength at a time.

@@ -27,6 +27,8 @@ struct VolumeCapabilities {
   bool can_fast_zero = false;
   bool can_cache = false;
   bool can_block_status = false;
+  // Requests aligned to it cost no read-modify-write; it is advertised to
+  // clients that agree to keep to it. Every device serves any alignment.
   uint32_t min_block = 1;
   uint32_t preferred_block = 4096;
   uint32_t max_payload = 32u << 20;

@@ -100,10 +100,45 @@ std::vector<MemberExtent> Layout::Map(uint64_t offset, uint64_t length) const {
 }
 
 void Layout::AppendMap(uint64_t offset, uint64_t length, std::vector<MemberExtent>& out) const {
+  AppendMapPrefix(offset, length, std::numeric_limits<size_t>::max(), out);
+}
+
+uint64_t Layout::AppendMapPrefix(uint64_t offset, uint64_t length, size_t max_extents,
+                                 std::vector<MemberExtent>& out) const {
   // Written so that offset + length cannot overflow, whatever the caller sent.
   const uint64_t end = size();
-  if (length == 0 || offset >= end) return;
-  AppendInRange(offset, std::min(length, end - offset), out);
+  if (length == 0 || offset >= end || max_extents == 0) return 0;
+  return AppendInRange(offset, std::min(length, end - offset), max_extents, out);
+}
+
+MemberExtent Layout::FirstExtent(uint64_t offset, uint64_t length) const {
+  const uint64_t end = size();
+  if (length == 0 || offset >= end) return {0, 0, 0, offset};
+  return FirstInRange(offset, std::min(length, end - offset));
+}
+
+void Layout::AppendRuns(uint64_t offset, uint64_t length, std::vector<MemberExtent>& out) const {
+  // Mapped a batch of extents at a time, so that a range of many chunks
+  // never needs a vector of them all.
+  constexpr size_t kBatch = 256;
+  std::vector<size_t> open_run(member_count(), SIZE_MAX);  // index in `out`, per member
+  std::vector<MemberExtent> batch;
+  while (length > 0) {
+    batch.clear();
+    const uint64_t mapped = AppendMapPrefix(offset, length, kBatch, batch);
+    if (mapped == 0) return;  // past the end
+    for (const MemberExtent& e : batch) {
+      size_t& run = open_run[e.member];
+      if (run != SIZE_MAX && out[run].member_offset + out[run].length == e.member_offset) {
+        out[run].length += e.length;
+        continue;
+      }
+      run = out.size();
+      out.push_back(e);
+    }
+    offset += mapped;
+    length -= mapped;
+  }
 }
 
 LinearLayout::LinearLayout(std::vector<uint64_t> member_sizes)
@@ -128,22 +163,32 @@ uint64_t LinearLayout::VolumeOffset(uint32_t member, uint64_t member_offset) con
   return member < member_starts_.size() ? member_starts_[member] + member_offset : 0;
 }
 
-void LinearLayout::AppendInRange(uint64_t offset, uint64_t length,
-                                 std::vector<MemberExtent>& out) const {
+MemberExtent LinearLayout::FirstInRange(uint64_t offset, uint64_t length) const {
+  // The last segment starting at or before `offset`, as in AppendInRange.
+  const auto segment =
+      std::upper_bound(segments_.begin(), segments_.end(), offset,
+                       [](uint64_t value, const Segment& s) { return value < s.volume_offset; }) -
+      1;
+  const uint64_t within = offset - segment->volume_offset;
+  return {segment->member, within, std::min(length, segment->length - within), offset};
+}
+
+uint64_t LinearLayout::AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
+                                     std::vector<MemberExtent>& out) const {
   // The last segment starting at or before `offset`; one exists because the
   // first starts at 0 and offset < size().
   auto segment =
       std::upper_bound(segments_.begin(), segments_.end(), offset,
                        [](uint64_t value, const Segment& s) { return value < s.volume_offset; });
   --segment;
-  while (length > 0) {
-    const uint64_t within = offset - segment->volume_offset;
-    const uint64_t piece = std::min(length, segment->length - within);
-    out.push_back({segment->member, within, piece, offset});
-    offset += piece;
-    length -= piece;
-    ++segment;
+  uint64_t mapped = 0;
+  for (size_t n = 0; n < max_extents && mapped < length; ++n, ++segment) {
+    const uint64_t within = offset + mapped - segment->volume_offset;
+    const uint64_t piece = std::min(length - mapped, segment->length - within);
+    out.push_back({segment->member, within, piece, offset + mapped});
+    mapped += piece;
   }
+  return mapped;
 }
 
 StripeLayout::StripeLayout(std::vector<uint64_t> member_sizes, uint64_t chunk_size)
@@ -166,29 +211,39 @@ uint64_t StripeLayout::VolumeOffset(uint32_t member, uint64_t member_offset) con
   return (chunk << chunk_shift_) + (member_offset & (chunk_size_ - 1));
 }
 
-void StripeLayout::AppendInRange(uint64_t offset, uint64_t length,
-                                 std::vector<MemberExtent>& out) const {
+MemberExtent StripeLayout::FirstInRange(uint64_t offset, uint64_t length) const {
+  if (member_count_ == 1) return {0, offset, length, offset};
+  const uint64_t chunk = offset >> chunk_shift_;
+  const uint64_t within = offset & (chunk_size_ - 1);
+  return {static_cast<uint32_t>(chunk % member_count_),
+          ((chunk / member_count_) << chunk_shift_) + within,
+          std::min(length, chunk_size_ - within), offset};
+}
+
+uint64_t StripeLayout::AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
+                                     std::vector<MemberExtent>& out) const {
   // One member is the identity mapping: the whole request is one extent.
   if (member_count_ == 1) {
     out.push_back({0, offset, length, offset});
-    return;
+    return length;
   }
   const uint64_t chunk = offset >> chunk_shift_;
   uint32_t member = static_cast<uint32_t>(chunk % member_count_);
   uint64_t row_offset = (chunk / member_count_) << chunk_shift_;
   uint64_t within = offset & (chunk_size_ - 1);
   // Walk chunk by chunk, stepping member and row instead of dividing again.
-  while (length > 0) {
-    const uint64_t piece = std::min(length, chunk_size_ - within);
-    out.push_back({member, row_offset + within, piece, offset});
-    offset += piece;
-    length -= piece;
+  uint64_t mapped = 0;
+  for (size_t n = 0; n < max_extents && mapped < length; ++n) {
+    const uint64_t piece = std::min(length - mapped, chunk_size_ - within);
+    out.push_back({member, row_offset + within, piece, offset + mapped});
+    mapped += piece;
     within = 0;
     if (++member == member_count_) {
       member = 0;
       row_offset += chunk_size_;
     }
   }
+  return mapped;
 }
 
 Status MakeLayout(LayoutKind kind, std::vector<uint64_t> member_sizes, uint64_t chunk_size,
@@ -205,20 +260,6 @@ Status MakeLayout(LayoutKind kind, std::vector<uint64_t> member_sizes, uint64_t 
       return Status::Ok();
   }
   return Status::Invalid("unknown layout kind " + std::to_string(static_cast<int>(kind)));
-}
-
-void SplitByMaximum(const MemberExtent& extent, uint64_t max_len, std::vector<MemberExtent>& out) {
-  if (extent.length == 0) return;
-  if (max_len == 0 || extent.length <= max_len) {
-    out.push_back(extent);
-    return;
-  }
-  // Advancing by the piece, not by max_len, keeps `done` <= length: no wrap.
-  for (uint64_t done = 0; done < extent.length;) {
-    const uint64_t piece = std::min(max_len, extent.length - done);
-    out.push_back({extent.member, extent.member_offset + done, piece, extent.volume_offset + done});
-    done += piece;
-  }
 }
 
 }  // namespace dst::volume

@@ -12,6 +12,7 @@
 // share one instance between all connections of a volume.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string_view>
@@ -69,15 +70,37 @@ class Layout {
   // connection and map without allocating. Existing elements of `out` are left
   // alone and never merged with.
   void AppendMap(uint64_t offset, uint64_t length, std::vector<MemberExtent>& out) const;
+  // As AppendMap(), but stops after at most `max_extents` extents (> 0), so
+  // that a huge request can be mapped a bounded piece at a time. Returns the
+  // bytes mapped: the extents cover [offset, offset + returned value).
+  uint64_t AppendMapPrefix(uint64_t offset, uint64_t length, size_t max_extents,
+                           std::vector<MemberExtent>& out) const;
+  // The first extent of Map(offset, length), without a vector: a request is
+  // walked extent by extent by calling it again past each one. Its length is
+  // 0 when there is nothing to map (length 0, or offset past the end).
+  MemberExtent FirstExtent(uint64_t offset, uint64_t length) const;
+  // The member runs of [offset, offset + length): the bytes the range touches
+  // on each member, merged where they are contiguous on that member. A range
+  // touches one contiguous stretch of each member in both layouts (a stripe's
+  // rows follow one another on every member), so this is at most one run per
+  // member, in the order the members first appear, however many chunks the
+  // range spans. A run's volume_offset is where its first byte is; for a
+  // stripe its bytes are not contiguous in the volume. For requests without
+  // a payload (TRIM, WRITE_ZEROES, CACHE, BLOCK_STATUS), which need no
+  // buffer placement. Existing elements of `out` are left alone.
+  void AppendRuns(uint64_t offset, uint64_t length, std::vector<MemberExtent>& out) const;
   // The inverse of Map for one byte: the volume offset that byte
   // `member_offset` of `member` holds. Callers pass member_offset <
   // member_usable_size(member); the result is unspecified otherwise.
   virtual uint64_t VolumeOffset(uint32_t member, uint64_t member_offset) const = 0;
 
  private:
-  // Called with 0 < length and offset + length <= size().
-  virtual void AppendInRange(uint64_t offset, uint64_t length,
-                             std::vector<MemberExtent>& out) const = 0;
+  // Called with 0 < length, offset + length <= size() and max_extents > 0;
+  // appends at most max_extents extents and returns the bytes they cover.
+  virtual uint64_t AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
+                                 std::vector<MemberExtent>& out) const = 0;
+  // The first of them, under the same conditions.
+  virtual MemberExtent FirstInRange(uint64_t offset, uint64_t length) const = 0;
 };
 
 // Members concatenated in order, like RAID linear: the volume is member 0,
@@ -103,8 +126,9 @@ class LinearLayout final : public Layout {
     uint32_t member;
   };
 
-  void AppendInRange(uint64_t offset, uint64_t length,
-                     std::vector<MemberExtent>& out) const override;
+  uint64_t AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
+                         std::vector<MemberExtent>& out) const override;
+  MemberExtent FirstInRange(uint64_t offset, uint64_t length) const override;
 
   std::vector<uint64_t> member_sizes_;
   std::vector<Segment> segments_;        // ascending volume_offset; the first is at 0
@@ -136,8 +160,9 @@ class StripeLayout final : public Layout {
   uint64_t chunk_size() const { return chunk_size_; }
 
  private:
-  void AppendInRange(uint64_t offset, uint64_t length,
-                     std::vector<MemberExtent>& out) const override;
+  uint64_t AppendInRange(uint64_t offset, uint64_t length, size_t max_extents,
+                         std::vector<MemberExtent>& out) const override;
+  MemberExtent FirstInRange(uint64_t offset, uint64_t length) const override;
 
   uint32_t member_count_ = 0;
   uint64_t chunk_size_ = 0;
@@ -152,12 +177,5 @@ class StripeLayout final : public Layout {
 // members are numbered from 0 in configuration order, as in MemberExtent.
 Status MakeLayout(LayoutKind kind, std::vector<uint64_t> member_sizes, uint64_t chunk_size,
                   std::unique_ptr<Layout>* out);
-
-// Appends `extent` to `out` cut into consecutive pieces of at most `max_len`
-// bytes, each with its own member and volume offsets. Members advertise a
-// maximum request size, and even TRIM and WRITE_ZEROES, which carry no
-// payload, must respect it. max_len 0 means no limit; an empty extent appends
-// nothing.
-void SplitByMaximum(const MemberExtent& extent, uint64_t max_len, std::vector<MemberExtent>& out);
 
 }  // namespace dst::volume

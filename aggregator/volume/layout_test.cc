@@ -242,6 +242,63 @@ TEST_CASE("AppendMap keeps existing elements and never merges with them") {
 }
 
 // ---------------------------------------------------------------------------
+// AppendMapPrefix and AppendRuns
+
+TEST_CASE("AppendMapPrefix maps at most max_extents and says how far it got") {
+  const StripeLayout layout({1 * MiB, 1 * MiB}, 4 * KiB);
+  Extents out;
+  CHECK(layout.AppendMapPrefix(1000, 20 * KiB, 2, out) == 7192);
+  CHECK(out == Extents{{0, 1000, 3096, 1000}, {1, 0, 4096, 4096}});
+  CHECK(layout.AppendMapPrefix(1000 + 7192, 20 * KiB - 7192, 100, out) == 20 * KiB - 7192);
+  CHECK(out.size() == 6);
+  CHECK(out.back() == MemberExtent{1, 8192, 1000, 5 * 4096});
+  CHECK(layout.AppendMapPrefix(0, 10, 0, out) == 0);        // no room: nothing
+  CHECK(layout.AppendMapPrefix(2 * MiB, 10, 5, out) == 0);  // past the end
+  CHECK(out.size() == 6);
+
+  const LinearLayout linear({10, 20, 30});
+  out.clear();
+  CHECK(linear.AppendMapPrefix(5, 50, 2, out) == 25);
+  CHECK(out == Extents{{0, 5, 5, 5}, {1, 0, 20, 10}});
+}
+
+TEST_CASE("FirstExtent: the first extent, without a vector; length 0 past the end") {
+  const StripeLayout layout({1 * MiB, 1 * MiB}, 4 * KiB);
+  CHECK(layout.FirstExtent(5000, 10 * KiB) == MemberExtent{1, 904, 3192, 5000});
+  CHECK(layout.FirstExtent(5000, 100) == MemberExtent{1, 904, 100, 5000});
+  CHECK(layout.FirstExtent(2 * MiB, 10).length == 0);
+  CHECK(layout.FirstExtent(0, 0).length == 0);
+  const LinearLayout linear({10, 0, 20});
+  CHECK(linear.FirstExtent(12, 100) == MemberExtent{2, 2, 18, 12});
+}
+
+TEST_CASE("AppendRuns: a 4 GiB stripe request is one contiguous run per member") {
+  // The audit's request: 0xFFFF0000 bytes on two 4 GiB members, 64 KiB chunks.
+  const StripeLayout layout({4 * GiB, 4 * GiB}, 64 * KiB);
+  Extents runs;
+  layout.AppendRuns(0, 0xFFFF0000, runs);
+  CHECK(runs == Extents{{0, 0, 0x80000000, 0}, {1, 0, 0x7FFF0000, 64 * KiB}});
+
+  // Partial chunks at both ends stay in their member's run.
+  runs.clear();
+  layout.AppendRuns(64 * KiB + 100, 4 * 64 * KiB, runs);
+  CHECK(runs ==
+        Extents{{1, 100, 2 * 64 * KiB, 64 * KiB + 100}, {0, 64 * KiB, 2 * 64 * KiB, 2 * 64 * KiB}});
+  runs.clear();
+  layout.AppendRuns(8 * GiB - 10, 100, runs);  // clipped at the end
+  CHECK(runs == Extents{{1, 4 * GiB - 10, 10, 8 * GiB - 10}});
+}
+
+TEST_CASE("AppendRuns: linear requests are their extents; existing elements are kept") {
+  const LinearLayout layout({10, 0, 20, 30});
+  Extents runs{{7, 7, 7, 7}};
+  layout.AppendRuns(5, 40, runs);
+  CHECK(runs == Extents{{7, 7, 7, 7}, {0, 5, 5, 5}, {2, 0, 20, 10}, {3, 0, 15, 30}});
+  layout.AppendRuns(60, 5, runs);  // past the end: nothing
+  CHECK(runs.size() == 4);
+}
+
+// ---------------------------------------------------------------------------
 // MakeLayout and layout kinds
 
 TEST_CASE("MakeLayout builds valid layouts") {
@@ -331,36 +388,6 @@ TEST_CASE("layout kinds parse and print by name") {
   CHECK(ParseLayoutKind("", &kind).message() == "unknown layout '' (expected linear or stripe)");
   CHECK_FALSE(ParseLayoutKind("Linear", &kind).ok());
   CHECK(kind == LayoutKind::kStripe);  // untouched on error
-}
-
-// ---------------------------------------------------------------------------
-// SplitByMaximum
-
-TEST_CASE("SplitByMaximum cuts an extent into pieces of at most max_len") {
-  Extents out;
-  SplitByMaximum({1, 1000, 2500, 5000}, 1000, out);
-  CHECK(out == Extents{{1, 1000, 1000, 5000}, {1, 2000, 1000, 6000}, {1, 3000, 500, 7000}});
-
-  out.clear();
-  SplitByMaximum({2, 0, 3000, 64}, 1000, out);  // exact multiple: no empty tail
-  CHECK(out == Extents{{2, 0, 1000, 64}, {2, 1000, 1000, 1064}, {2, 2000, 1000, 2064}});
-}
-
-TEST_CASE("SplitByMaximum leaves short extents whole and appends") {
-  Extents out{{9, 9, 9, 9}};
-  SplitByMaximum({0, 10, 100, 20}, 100, out);
-  SplitByMaximum({0, 10, 100, 20}, 1000, out);
-  SplitByMaximum({0, 10, 100, 20}, 0, out);  // 0: no limit
-  SplitByMaximum({0, 10, 0, 20}, 7, out);    // empty: nothing
-  CHECK(out == Extents{{9, 9, 9, 9}, {0, 10, 100, 20}, {0, 10, 100, 20}, {0, 10, 100, 20}});
-
-  // A maximum above 2^63 must not make the offsets wrap.
-  out.clear();
-  const uint64_t max = std::numeric_limits<uint64_t>::max();
-  SplitByMaximum({0, 0, max, 0}, (uint64_t{1} << 63) + 1, out);
-  CHECK(out ==
-        Extents{{0, 0, (uint64_t{1} << 63) + 1, 0},
-                {0, (uint64_t{1} << 63) + 1, (uint64_t{1} << 63) - 2, (uint64_t{1} << 63) + 1}});
 }
 
 // ---------------------------------------------------------------------------
@@ -520,10 +547,10 @@ Request RandomRequest(std::mt19937_64& rng, const Spec& spec, uint64_t size, uin
 // Returns why `extents` is not a correct mapping of the request, or "" if it
 // is: ascending, gap-free and overlap-free cover of exactly the request, every
 // piece inside its member's usable size and where the reference model puts
-// its first and last byte. With `require_merged`, no two neighbours may be
-// mergeable (same member, contiguous there).
+// its first and last byte, with no two neighbours mergeable (same member,
+// contiguous there).
 std::string CoverageError(const Layout& layout, const Spec& spec, Request request,
-                          const Extents& extents, bool require_merged) {
+                          const Extents& extents) {
   std::ostringstream why;
   uint64_t expected = request.offset;
   for (size_t i = 0; i < extents.size(); ++i) {
@@ -536,7 +563,7 @@ std::string CoverageError(const Layout& layout, const Spec& spec, Request reques
     if (e.member_offset > usable || e.length > usable - e.member_offset) {
       return why.str() + "beyond the member's usable size";
     }
-    if (require_merged && i > 0 && extents[i - 1].member == e.member &&
+    if (i > 0 && extents[i - 1].member == e.member &&
         extents[i - 1].member_offset + extents[i - 1].length == e.member_offset) {
       return why.str() + "not merged with its predecessor";
     }
@@ -553,10 +580,35 @@ std::string CoverageError(const Layout& layout, const Spec& spec, Request reques
   return "";
 }
 
+// Returns why `runs` are not the member runs of `extents` (a correct map of a
+// request), or "": one run per member touched, each the hull of that member's
+// extents with nothing missing in between, in order of first appearance.
+std::string RunsError(const Extents& extents, const Extents& runs) {
+  Extents expected;
+  for (const MemberExtent& e : extents) {
+    auto run = std::find_if(expected.begin(), expected.end(),
+                            [&](const MemberExtent& r) { return r.member == e.member; });
+    if (run == expected.end()) {
+      expected.push_back(e);
+      continue;
+    }
+    if (run->member_offset + run->length != e.member_offset)
+      return "member " + std::to_string(e.member) + " is not contiguous";
+    run->length += e.length;
+  }
+  if (runs != expected) {
+    std::ostringstream why;
+    why << "runs " << doctest::StringMaker<Extents>::convert(runs).c_str() << ", expected "
+        << doctest::StringMaker<Extents>::convert(expected).c_str();
+    return why.str();
+  }
+  return "";
+}
+
 TEST_CASE("property: random layouts map random requests exactly") {
   std::mt19937_64 rng(20240601);
   Extents extents;
-  Extents pieces;
+  Extents batched;
   for (int iteration = 0; iteration < 3000; ++iteration) {
     const Spec spec = RandomLargeSpec(rng);
     const auto layout = Build(spec);
@@ -570,21 +622,39 @@ TEST_CASE("property: random layouts map random requests exactly") {
       const Request request = RandomRequest(rng, spec, layout->size(), max_length);
       extents.clear();
       layout->AppendMap(request.offset, request.length, extents);
-      const std::string error = CoverageError(*layout, spec, request, extents, true);
+      const std::string error = CoverageError(*layout, spec, request, extents);
       REQUIRE_MESSAGE(error.empty(), spec.Describe(), " request ", request.offset, "+",
                       request.length, ": ", error);
 
-      // Splitting keeps the cover exact.
-      const uint64_t max_len = Uniform(rng, 1, 2 * request.length);
-      pieces.clear();
-      for (const MemberExtent& e : extents)
-        SplitByMaximum(e, max_len, pieces);
-      const bool too_long = std::any_of(pieces.begin(), pieces.end(),
-                                        [&](const MemberExtent& p) { return p.length > max_len; });
-      const std::string split_error = CoverageError(*layout, spec, request, pieces, false);
-      REQUIRE_MESSAGE((split_error.empty() && !too_long), spec.Describe(), " request ",
-                      request.offset, "+", request.length, " split by ", max_len, ": ",
-                      split_error);
+      // The runs hold the same member bytes, one run per member at most.
+      Extents runs;
+      layout->AppendRuns(request.offset, request.length, runs);
+      const std::string runs_error = RunsError(extents, runs);
+      REQUIRE_MESSAGE(runs_error.empty(), spec.Describe(), " request ", request.offset, "+",
+                      request.length, ": ", runs_error);
+
+      // Mapped a few extents at a time, it is the same map.
+      const size_t batch = Uniform(rng, 1, 4);
+      batched.clear();
+      for (uint64_t done = 0; done < request.length;) {
+        const uint64_t mapped =
+            layout->AppendMapPrefix(request.offset + done, request.length - done, batch, batched);
+        REQUIRE(mapped > 0);
+        done += mapped;
+      }
+      REQUIRE_MESSAGE(batched == extents, spec.Describe(), " request ", request.offset, "+",
+                      request.length, " in batches of ", batch);
+
+      // Walked extent by extent, it is the same map too.
+      batched.clear();
+      for (uint64_t done = 0; done < request.length;) {
+        const MemberExtent e = layout->FirstExtent(request.offset + done, request.length - done);
+        REQUIRE(e.length > 0);
+        batched.push_back(e);
+        done += e.length;
+      }
+      REQUIRE_MESSAGE(batched == extents, spec.Describe(), " request ", request.offset, "+",
+                      request.length, " extent by extent");
     }
   }
 }
@@ -610,7 +680,7 @@ TEST_CASE("property: data written through Map reads back through the reference m
     for (int r = 0; r < 8; ++r) {
       const Request request = RandomRequest(rng, spec, size, size);
       const Extents extents = layout->Map(request.offset, request.length);
-      REQUIRE(CoverageError(*layout, spec, request, extents, true).empty());
+      REQUIRE(CoverageError(*layout, spec, request, extents).empty());
       data.resize(request.length);
       Fill(rng, data);
       for (const MemberExtent& e : extents) {

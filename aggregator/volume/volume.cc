@@ -2,59 +2,11 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <string>
 
-#include "common/log.h"
+#include "aggregator/volume/fanout.h"
 
 namespace dst::volume {
-
-namespace {
-
-// TRIM and WRITE_ZEROES carry no payload, so clients send them far larger than
-// reads and writes (the kernel trims whole devices); members get them in
-// pieces that fit NBD's 32-bit length with room to spare.
-constexpr uint64_t kMaxNoPayloadPiece = uint64_t{1} << 30;
-// Zeros written where a member cannot zero natively, one piece at a time.
-constexpr uint64_t kZeroBufferSize = uint64_t{1} << 20;
-
-const uint8_t* ZeroBuffer() {
-  static const std::vector<uint8_t> zeros(kZeroBufferSize, 0);
-  return zeros.data();
-}
-
-}  // namespace
-
-// A client request in flight: counts its outstanding member I/Os and calls
-// `done` once, with the first error, when the last one completes.
-class Volume::ParentRequest {
- public:
-  explicit ParentRequest(Done done) : done_(std::move(done)) {}
-  // A read's own callback, held as it is rather than wrapped in a Done (one
-  // allocation less per read).
-  explicit ParentRequest(ReadDone done) : read_done_(std::move(done)) {}
-
-  // Called once per member I/O before it is submitted.
-  void AddPart() { ++outstanding_; }
-  void PartDone(int err) {
-    if (err != 0 && error_ == 0) error_ = err;
-    if (--outstanding_ > 0) return;
-    if (read_done_)
-      read_done_(error_, {});
-    else
-      done_(error_);
-  }
-  // Drops the submitter's own reference once every part has been submitted,
-  // so that an early completion cannot finish the parent while parts are
-  // still being added.
-  void Finish() { PartDone(0); }
-
- private:
-  Done done_;
-  ReadDone read_done_;
-  size_t outstanding_ = 1;  // the submitter's reference
-  int error_ = 0;
-};
 
 Status Volume::Create(std::string name, std::string description, LayoutKind kind,
                       uint64_t chunk_size, std::vector<MemberTarget*> members,
@@ -65,8 +17,10 @@ Status Volume::Create(std::string name, std::string description, LayoutKind kind
   std::unique_ptr<Layout> layout;
   DST_RETURN_IF_ERROR(
       MakeLayout(kind, std::move(sizes), chunk_size, &layout).Wrap("volume " + name));
-  out->reset(
+  std::unique_ptr<Volume> volume(
       new Volume(std::move(name), std::move(description), std::move(layout), std::move(members)));
+  DST_RETURN_IF_ERROR(volume->CheckBlockAlignment().Wrap("volume " + volume->name_));
+  *out = std::move(volume);
   return Status::Ok();
 }
 
@@ -98,223 +52,144 @@ void Volume::DeriveCapabilities() {
   });
 }
 
-std::vector<MemberExtent> Volume::Pieces(uint64_t offset, uint64_t length,
-                                         uint64_t max_piece) const {
-  std::vector<MemberExtent> extents;
-  layout_->AppendMap(offset, length, extents);
-  // Usually every extent fits: no second vector then.
-  const auto fits = [&](const MemberExtent& e) {
-    return e.length <= (max_piece ? max_piece : members_[e.member]->capabilities().max_request);
-  };
-  if (std::all_of(extents.begin(), extents.end(), fits)) return extents;
-  std::vector<MemberExtent> pieces;
-  pieces.reserve(extents.size());
-  for (const MemberExtent& e : extents) {
-    const uint64_t limit = max_piece ? max_piece : members_[e.member]->capabilities().max_request;
-    SplitByMaximum(e, limit, pieces);
+// Whole blocks of the volume must be whole blocks of its members, or no
+// request, aligned or merged, could reach a member aligned.
+Status Volume::CheckBlockAlignment() const {
+  const uint64_t block = caps_.min_block;
+  if (block <= 1) return Status::Ok();
+  if (layout_->kind() == LayoutKind::kStripe) {
+    const uint64_t chunk = static_cast<const StripeLayout&>(*layout_).chunk_size();
+    if (chunk % block != 0)
+      return Status::Invalid("chunk size " + std::to_string(chunk) +
+                             " is not a multiple of the members' minimum block size " +
+                             std::to_string(block));
+    return Status::Ok();
   }
-  return pieces;
+  for (uint32_t m = 0; m < members_.size(); ++m) {
+    if (layout_->member_usable_size(m) == 0) continue;
+    const uint64_t start = layout_->VolumeOffset(m, 0);
+    if (start % block != 0)
+      return Status::Invalid(
+          "member " + std::to_string(m) + " starts at volume offset " + std::to_string(start) +
+          ", not a multiple of the members' minimum block size " + std::to_string(block));
+  }
+  return Status::Ok();
 }
 
-void Volume::SubmitPiece(const std::shared_ptr<ParentRequest>& parent, const MemberExtent& piece,
-                         MemberIo io) {
-  MemberTarget* member = members_[piece.member];
-  auto member_io = std::make_shared<MemberIo>(std::move(io));
-  member_io->offset = piece.member_offset;
-  member_io->length = piece.length;
-  const MemberIo* part = member_io.get();  // alive while its own done runs
-  member_io->done = [this, parent, part, piece](int err) {
-    if (err != 0) LogPartFailure(*part, piece, err);
-    parent->PartDone(err);
-  };
-  if (member_io->fua && !member->capabilities().can_fua) {
-    // A member without FUA gets the write, then a flush, before the part is done.
-    member_io->fua = false;
-    if (member->capabilities().can_flush) {
-      member_io->done = [this, parent, member, part, piece](int err) {
-        if (err != 0) {
-          LogPartFailure(*part, piece, err);
-          return parent->PartDone(err);
-        }
-        auto flush = std::make_shared<MemberIo>();
-        flush->op = MemberOp::kFlush;
-        const MemberIo* flush_part = flush.get();
-        flush->done = [this, parent, flush_part, piece](int flush_err) {
-          if (flush_err != 0) LogPartFailure(*flush_part, piece, flush_err);
-          parent->PartDone(flush_err);
-        };
-        member->Submit(std::move(flush));
-      };
-    }
+bool Volume::Takes(uint32_t member, MemberOp op) const {
+  const MemberCapabilities& mc = members_[member]->capabilities();
+  switch (op) {
+    case MemberOp::kTrim:
+      return mc.can_trim;  // advisory: a member that cannot trim keeps its data
+    case MemberOp::kCache:
+      return mc.can_cache;  // a hint only
+    case MemberOp::kBlockStatus:
+      return mc.can_block_status;  // the others report data
+    case MemberOp::kFlush:
+      return mc.can_flush;  // nothing it could make durable
+    default:
+      return true;
   }
-  parent->AddPart();
-  member->Submit(std::move(member_io));
 }
 
-// The one line a failed member I/O leaves: the volume range it served, and
-// the member's own account of what happened.
-void Volume::LogPartFailure(const MemberIo& part, const MemberExtent& piece, int err) const {
-  const std::string what = part.op == MemberOp::kFlush
-                               ? "flush"
-                               : std::string(MemberOpName(part.op)) + " of " +
-                                     std::to_string(piece.length) + " bytes at volume offset " +
-                                     std::to_string(piece.volume_offset);
-  const std::string why =
-      part.failure.empty() ? "member " + members_[piece.member]->name() + ": " + std::strerror(err)
-                           : part.failure;
-  LOG_ERROR("volume %s: %s failed: %s", name_.c_str(), what.c_str(), why.c_str());
+uint64_t Volume::PieceLimit(uint32_t member, MemberOp op) const {
+  const MemberCapabilities& mc = members_[member]->capabilities();
+  // Pieces cut at the maximum stay aligned (the spec makes it a multiple of
+  // the minimum; a member that says otherwise is not trusted on it).
+  const uint64_t block = std::max<uint64_t>(mc.min_block, 1);
+  const uint64_t max_request = std::max(block, mc.max_request - mc.max_request % block);
+  switch (op) {
+    case MemberOp::kRead:
+    case MemberOp::kWrite:
+      return max_request;
+    case MemberOp::kZero:
+      return mc.can_zero ? kMaxNoPayloadPiece : std::min(kZeroPieceSize, max_request);
+    default:
+      return kMaxNoPayloadPiece;
+  }
+}
+
+bool Volume::Aligned(uint64_t offset, uint64_t length) const {
+  return offset % caps_.min_block == 0 && length % caps_.min_block == 0;
 }
 
 void Volume::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {
-  SubmitReads(std::make_shared<ParentRequest>(std::move(done)), offset, length, buf);
+  auto to_client = [done = std::move(done)](int err) { done(err, {}); };
+  if (!Aligned(offset, length)) return ReadUnaligned(offset, length, buf, std::move(to_client));
+  auto fanout = MakeFanout(std::move(to_client), MemberOp::kRead, offset, length);
+  fanout->Add({MemberOp::kRead, offset, length, buf});  // reassembled in place, in order
+  fanout->Start();
 }
 
 void Volume::ReadData(uint64_t offset, uint64_t length, uint8_t* buf, Done done) {
-  SubmitReads(std::make_shared<ParentRequest>(std::move(done)), offset, length, buf);
-}
-
-void Volume::SubmitReads(const std::shared_ptr<ParentRequest>& parent, uint64_t offset,
-                         uint64_t length, uint8_t* buf) {
-  for (const MemberExtent& piece : Pieces(offset, length, 0)) {
-    MemberIo io;
-    io.op = MemberOp::kRead;
-    io.data = buf + (piece.volume_offset - offset);  // reassembled in place, in order
-    SubmitPiece(parent, piece, std::move(io));
-  }
-  parent->Finish();
+  if (!Aligned(offset, length)) return ReadUnaligned(offset, length, buf, std::move(done));
+  auto fanout = MakeFanout(std::move(done), MemberOp::kRead, offset, length);
+  fanout->Add({MemberOp::kRead, offset, length, buf});
+  fanout->Start();
 }
 
 void Volume::Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) {
-  auto parent = std::make_shared<ParentRequest>(std::move(done));
-  for (const MemberExtent& piece : Pieces(offset, length, 0)) {
-    MemberIo io;
-    io.op = MemberOp::kWrite;
-    io.data = const_cast<uint8_t*>(buf) + (piece.volume_offset - offset);  // only read
-    io.fua = fua;
-    SubmitPiece(parent, piece, std::move(io));
-  }
-  parent->Finish();
+  if (!Aligned(offset, length))
+    return MergeEdges(MemberOp::kWrite, offset, length, buf, fua, false, std::move(done));
+  auto fanout = MakeFanout(std::move(done), MemberOp::kWrite, offset, length);
+  fanout->Add({MemberOp::kWrite, offset, length, const_cast<uint8_t*>(buf)});  // only read
+  fanout->fua = fua;
+  StartModifying(fanout, offset, length);
 }
 
 void Volume::Flush(Done done) {
-  auto parent = std::make_shared<ParentRequest>(std::move(done));
-  for (uint32_t i = 0; i < members_.size(); ++i) {
-    if (!members_[i]->capabilities().can_flush) continue;  // nothing it could make durable
-    MemberIo io;
-    io.op = MemberOp::kFlush;
-    SubmitPiece(parent, MemberExtent{i, 0, 0, 0}, std::move(io));
-  }
-  parent->Finish();
+  auto fanout = MakeFanout(std::move(done), MemberOp::kFlush, 0, 0);
+  fanout->Add({MemberOp::kFlush, 0, 0, nullptr});
+  fanout->Start();
 }
 
 void Volume::Trim(uint64_t offset, uint64_t length, bool fua, Done done) {
-  auto parent = std::make_shared<ParentRequest>(std::move(done));
-  for (const MemberExtent& piece : Pieces(offset, length, kMaxNoPayloadPiece)) {
-    // Trim is advisory: a member that cannot trim keeps its data.
-    if (!members_[piece.member]->capabilities().can_trim) continue;
-    MemberIo io;
-    io.op = MemberOp::kTrim;
-    io.fua = fua;
-    SubmitPiece(parent, piece, std::move(io));
-  }
-  parent->Finish();
+  // Only whole blocks are trimmed: TRIM is advisory, so partial blocks at the
+  // edges may keep their data.
+  const uint64_t start = AlignDown(offset + caps_.min_block - 1);
+  const uint64_t end = AlignDown(offset + length);
+  if (end <= start) return done(0);
+  auto fanout = MakeFanout(std::move(done), MemberOp::kTrim, offset, length);
+  fanout->Add({MemberOp::kTrim, start, end - start, nullptr});
+  fanout->fua = fua;
+  StartModifying(fanout, start, end - start);
 }
 
 void Volume::Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua,
                   Done done) {
-  auto parent = std::make_shared<ParentRequest>(std::move(done));
-  for (const MemberExtent& piece : Pieces(offset, length, kMaxNoPayloadPiece))
-    ZeroPiece(parent, piece, may_trim, fast_only, fua);
-  parent->Finish();
-}
-
-void Volume::ZeroPiece(const std::shared_ptr<ParentRequest>& parent, const MemberExtent& piece,
-                       bool may_trim, bool fast_only, bool fua) {
-  const MemberCapabilities& mc = members_[piece.member]->capabilities();
-  if (mc.can_zero) {
-    MemberIo io;
-    io.op = MemberOp::kZero;
-    io.may_trim = may_trim;
-    io.fast_zero = fast_only;
-    io.fua = fua;
-    SubmitPiece(parent, piece, std::move(io));
-    return;
-  }
-  if (fast_only) {  // writing zeros is exactly the slow path the client refused
-    parent->AddPart();
-    parent->PartDone(ENOTSUP);
-    return;
-  }
-  std::vector<MemberExtent> writes;
-  SplitByMaximum(piece, std::min<uint64_t>(kZeroBufferSize, mc.max_request), writes);
-  for (const MemberExtent& w : writes) {
-    MemberIo io;
-    io.op = MemberOp::kWrite;
-    io.data = const_cast<uint8_t*>(ZeroBuffer());  // only read
-    io.fua = fua;
-    SubmitPiece(parent, w, std::move(io));
-  }
+  // Writing zeros, or merging partial blocks, is exactly the slow path a
+  // client asking for fast zeroing refuses.
+  if (fast_only && (!caps_.can_fast_zero || !Aligned(offset, length))) return done(ENOTSUP);
+  if (!Aligned(offset, length))
+    return MergeEdges(MemberOp::kZero, offset, length, nullptr, fua, may_trim, std::move(done));
+  auto fanout = MakeFanout(std::move(done), MemberOp::kZero, offset, length);
+  fanout->Add({MemberOp::kZero, offset, length, nullptr});
+  fanout->fua = fua;
+  fanout->may_trim = may_trim;
+  fanout->fast_zero = fast_only;
+  StartModifying(fanout, offset, length);
 }
 
 void Volume::Cache(uint64_t offset, uint64_t length, Done done) {
-  auto parent = std::make_shared<ParentRequest>(std::move(done));
-  for (const MemberExtent& piece : Pieces(offset, length, kMaxNoPayloadPiece)) {
-    if (!members_[piece.member]->capabilities().can_cache) continue;  // a hint only
-    MemberIo io;
-    io.op = MemberOp::kCache;
-    SubmitPiece(parent, piece, std::move(io));
-  }
-  parent->Finish();
+  // A hint: widened to whole blocks.
+  const uint64_t start = AlignDown(offset);
+  const uint64_t end = std::min(AlignDown(offset + length + caps_.min_block - 1), size());
+  auto fanout = MakeFanout(std::move(done), MemberOp::kCache, offset, length);
+  fanout->Add({MemberOp::kCache, start, end - start, nullptr});
+  fanout->Start();
 }
 
 void Volume::BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) {
-  // Each piece's answer is kept in its own slot and joined in volume order
-  // when all are in; a short answer ends the reply there (NBD allows that).
-  struct Slot {
-    uint64_t length;
-    bool reported;  // false: member without base:allocation, so "data"
-    std::vector<AllocationExtent> extents;
-  };
-  auto slots = std::make_shared<std::vector<Slot>>();
-  auto parent = std::make_shared<ParentRequest>([slots, done](int err) {
-    std::vector<AllocationExtent> out;
-    for (const Slot& slot : *slots) {
-      if (!slot.reported) {
-        out.push_back({slot.length, 0});
-        continue;
-      }
-      uint64_t covered = 0;
-      for (const AllocationExtent& e : slot.extents) {
-        const uint64_t len = std::min(e.length, slot.length - covered);
-        if (len == 0) break;
-        out.push_back({len, e.flags});
-        covered += len;
-      }
-      if (covered < slot.length) break;
-    }
-    done(err, std::move(out));
-  });
-  const std::vector<MemberExtent> pieces = Pieces(offset, length, kMaxNoPayloadPiece);
-  slots->reserve(pieces.size());  // slots are filled in place by index below
-  for (const MemberExtent& piece : pieces) {
-    MemberTarget* member = members_[piece.member];
-    const bool reported = member->capabilities().can_block_status;
-    slots->push_back({piece.length, reported, {}});
-    if (!reported) continue;
-    auto io = std::make_shared<MemberIo>();
-    io->op = MemberOp::kBlockStatus;
-    io->offset = piece.member_offset;
-    io->length = piece.length;
-    const size_t index = slots->size() - 1;
-    MemberIo* raw = io.get();  // alive while its own done runs
-    io->done = [parent, slots, index, raw](int err) {
-      (*slots)[index].extents = std::move(raw->extents);
-      parent->PartDone(err);
-    };
-    parent->AddPart();
-    member->Submit(std::move(io));
-  }
-  parent->Finish();
+  // Asked of whole blocks; at most kMaxNoPayloadPiece bytes, so one member
+  // I/O per member, and kMaxStatusExtents chunks, so a bounded reply.
+  auto fanout = std::make_shared<StatusFanout>(*this, offset, length, std::move(done));
+  fanout->start = AlignDown(offset);
+  const uint64_t end = std::min(AlignDown(offset + length + caps_.min_block - 1), size());
+  const uint64_t mapped =
+      layout_->AppendMapPrefix(fanout->start, std::min(end - fanout->start, kMaxNoPayloadPiece),
+                               kMaxStatusExtents, fanout->chunks);
+  fanout->Add({MemberOp::kBlockStatus, fanout->start, mapped, nullptr});
+  fanout->Start();
 }
 
 }  // namespace dst::volume

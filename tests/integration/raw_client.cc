@@ -148,10 +148,13 @@ OptionReply RawClient::ReadOptionReply() {
   return reply;
 }
 
-ExportInfo RawClient::Go(const std::string& name) {
-  Bytes payload(4 + name.size() + 2, 0);
+ExportInfo RawClient::Go(const std::string& name, std::vector<uint16_t> requests) {
+  Bytes payload(4 + name.size() + 2 + 2 * requests.size(), 0);
   nbd::StoreBE32(payload.data(), static_cast<uint32_t>(name.size()));
   std::copy(name.begin(), name.end(), payload.begin() + 4);
+  nbd::StoreBE16(payload.data() + 4 + name.size(), static_cast<uint16_t>(requests.size()));
+  for (size_t i = 0; i < requests.size(); ++i)
+    nbd::StoreBE16(payload.data() + 4 + name.size() + 2 + 2 * i, requests[i]);
   SendOption(nbd::kOptGo, payload);
   ExportInfo info;
   for (;;) {
@@ -165,7 +168,20 @@ ExportInfo RawClient::Go(const std::string& name) {
       info.size = nbd::LoadBE64(r.data.data() + 2);
       info.flags = nbd::LoadBE16(r.data.data() + 10);
     }
+    if (r.header.reply_type == nbd::kRepInfo && r.data.size() == nbd::kInfoBlockSizeLength &&
+        nbd::LoadBE16(r.data.data()) == nbd::kInfoBlockSize) {
+      info.min_block = nbd::LoadBE32(r.data.data() + 2);
+      info.preferred_block = nbd::LoadBE32(r.data.data() + 6);
+      info.max_block = nbd::LoadBE32(r.data.data() + 10);
+    }
   }
+}
+
+ExportInfo RawClient::ExportName(const std::string& name) {
+  SendOption(nbd::kOptExportName, {reinterpret_cast<const uint8_t*>(name.data()), name.size()});
+  uint8_t reply[10];  // size, flags; no zeroes (negotiated in Greet)
+  if (!Recv(reply)) throw std::runtime_error("NBD_OPT_EXPORT_NAME: the server hung up");
+  return {nbd::LoadBE64(reply), nbd::LoadBE16(reply + 8)};
 }
 
 void RawClient::SendRequest(const nbd::RequestHeader& header, std::span<const uint8_t> payload) {

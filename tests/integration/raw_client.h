@@ -10,6 +10,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/nbd_protocol.h"
 #include "tests/harness/test_data.h"
@@ -24,6 +25,10 @@ struct OptionReply {
 struct ExportInfo {
   uint64_t size = 0;
   uint16_t flags = 0;
+  // From NBD_INFO_BLOCK_SIZE; 0 if the server sent none (or for EXPORT_NAME).
+  uint32_t min_block = 0;
+  uint32_t preferred_block = 0;
+  uint32_t max_block = 0;
 };
 
 class RawClient {
@@ -65,9 +70,13 @@ class RawClient {
   void Greet();
   void SendOption(uint32_t option, std::span<const uint8_t> data, uint64_t magic = nbd::kIHaveOpt);
   OptionReply ReadOptionReply();
-  // NBD_OPT_GO for `name`; the export's size and flags, or throws with the
-  // error reply's name.
-  ExportInfo Go(const std::string& name);
+  // NBD_OPT_GO for `name`, asking for the information types in `requests`
+  // (none: a client that never asks for block sizes); the export's size,
+  // flags and block sizes, or throws with the error reply's name.
+  ExportInfo Go(const std::string& name, std::vector<uint16_t> requests = {});
+  // NBD_OPT_EXPORT_NAME, as the kernel's nbd-client and old clients do: the
+  // export's size and flags, or throws if the server hangs up.
+  ExportInfo ExportName(const std::string& name);
 
   void SendRequest(const nbd::RequestHeader& header, std::span<const uint8_t> payload = {});
   nbd::SimpleReply ReadSimpleReply();

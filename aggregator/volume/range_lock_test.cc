@@ -1,10 +1,10 @@
-#include "aggregator/integrity/range_lock.h"
+#include "aggregator/volume/range_lock.h"
 
 #include <vector>
 
 #include <doctest/doctest.h>
 
-using dst::integrity::RangeLock;
+using dst::volume::RangeLock;
 
 TEST_CASE("range lock: shared ranges overlap, exclusive ones wait in order") {
   RangeLock lock;

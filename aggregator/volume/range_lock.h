@@ -3,7 +3,8 @@
 // writes, trims and zeroes hold theirs exclusively, so that a read never sees
 // a block's data and checksum from two different writes, and the
 // read-modify-write of a partial block cannot interleave with another write
-// to that block.
+// to that block. A raw Volume uses one the same way for the partial blocks it
+// merges for clients that send unaligned requests (volume.h).
 //
 // Contract: Acquire() calls `granted` exactly once, either before it returns
 // (nothing overlapping is held or waiting) or later from inside a Release().
@@ -18,7 +19,7 @@
 #include <functional>
 #include <list>
 
-namespace dst::integrity {
+namespace dst::volume {
 
 class RangeLock {
  public:
@@ -51,4 +52,4 @@ class RangeLock {
   Id next_id_ = 1;
 };
 
-}  // namespace dst::integrity
+}  // namespace dst::volume

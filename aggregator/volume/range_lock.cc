@@ -1,8 +1,8 @@
-#include "aggregator/integrity/range_lock.h"
+#include "aggregator/volume/range_lock.h"
 
 #include <utility>
 
-namespace dst::integrity {
+namespace dst::volume {
 
 bool RangeLock::ConflictsWithHeld(const Range& range) const {
   for (const Range& h : held_)
@@ -53,4 +53,4 @@ void RangeLock::Release(Id id) {
     g.granted(g.id);
 }
 
-}  // namespace dst::integrity
+}  // namespace dst::volume

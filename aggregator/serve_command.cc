@@ -226,6 +226,7 @@ Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
   }
   server.policy.tls = server.tls.get();
   server.policy.max_connections = config.max_connections;
+  server.policy.max_connections_per_address = config.max_connections_per_address;
   server.policy.handshake_timeout = config.handshake_timeout;
   server.policy.request_timeout = config.request_timeout;
   return Status::Ok();

@@ -48,6 +48,8 @@ struct ServeConfig {
   // Clients: TLS, and the bounds that keep one client from starving the others.
   server::TlsConfig tls;
   size_t max_connections = 1024;
+  // From one address (an IPv6 /64); 0: three quarters of max_connections.
+  size_t max_connections_per_address = 0;
   std::chrono::milliseconds handshake_timeout{10000};
   std::chrono::milliseconds request_timeout{30000};
   // Deadlines, resends, keepalive and fencing of member I/O.

@@ -141,6 +141,13 @@ const ServeOption kServeOptions[] = {
        return ApplyNumber(v, 1, 16, &c->connections_per_member);
      },
      [](const Config& c) { return std::to_string(c.connections_per_member); }},
+    {"member-max-inflight", Form::kNumber,
+     "member I/Os in flight per member connection; more wait their turn, and their deadline "
+     "starts when they are sent",
+     [](std::string_view v, Config* c) {
+       return ApplyNumber(v, 1, 65536, &c->transactions.max_in_flight);
+     },
+     [](const Config& c) { return std::to_string(c.transactions.max_in_flight); }},
     {"io-timeout", Form::kQuantity, "deadline of one member I/O",
      [](std::string_view v, Config* c) { return ApplyDuration(v, &c->transactions.io_timeout); },
      [](const Config& c) { return ShowDuration(c.transactions.io_timeout); }},
@@ -213,6 +220,13 @@ const ServeOption kServeOptions[] = {
     {"max-connections", Form::kNumber, "client connections open at once; more are closed at accept",
      [](std::string_view v, Config* c) { return ApplyNumber(v, 1, 1000000, &c->max_connections); },
      [](const Config& c) { return std::to_string(c.max_connections); }},
+    {"max-connections-per-address", Form::kNumber,
+     "client connections open at once from one address (an IPv6 /64); 0: three quarters of "
+     "max-connections",
+     [](std::string_view v, Config* c) {
+       return ApplyNumber(v, 0, 1000000, &c->max_connections_per_address);
+     },
+     [](const Config& c) { return std::to_string(c.max_connections_per_address); }},
     {"handshake-timeout", Form::kQuantity, "time a client has to choose an export",
      [](std::string_view v, Config* c) { return ApplyDuration(v, &c->handshake_timeout); },
      [](const Config& c) { return ShowDuration(c.handshake_timeout); }},

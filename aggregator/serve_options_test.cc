@@ -34,6 +34,7 @@ const std::map<std::string, Sample> kServeSamples = {
     {"default", {"safe"}},
     {"raw", {"true"}},
     {"connections", {"4", "17", "expected 1 to 16"}},
+    {"member-max-inflight", {"64", "0", "expected 1 to 65536"}},
     {"io-timeout", {"500ms", "5x", kDuration}},
     {"retries", {"7", "1000001", "expected 0 to 1000000"}},
     {"retry-window", {"2m", "soon", kDuration}},
@@ -48,6 +49,7 @@ const std::map<std::string, Sample> kServeSamples = {
     {"tls-certificates", {"/etc/dst/pki"}},
     {"tls-verify-peer", {"true"}},
     {"max-connections", {"20", "0", "expected 1 to 1000000"}},
+    {"max-connections-per-address", {"8", "-1", "expected 0 to 1000000"}},
     {"handshake-timeout", {"3s", "3 s", kDuration}},
     {"request-timeout", {"1h", "", kDuration}},
     {"max-inflight-per-client", {"4M", "0", "expected a size such as 64K, more than 0"}},
@@ -74,9 +76,12 @@ class TempFiles {
     dir_ = dir;
   }
   ~TempFiles() { std::filesystem::remove_all(dir_); }
+  // Mode 0600: key files others may read are refused.
   std::string Write(const std::string& name, const std::string& text) const {
     const std::string path = dir_ + "/" + name;
     std::ofstream(path, std::ios::binary) << text;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_read |
+                                           std::filesystem::perms::owner_write);
     return path;
   }
 

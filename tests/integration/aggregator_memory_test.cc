@@ -13,6 +13,7 @@
 #include "tests/harness/aggregator_process.h"
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/raw_client.h"
+#include "tests/integration/raw_volume_fixture.h"
 
 namespace dst::test {
 namespace {
@@ -39,63 +40,19 @@ std::vector<std::string> SmallQuarantine() {
           "quarantine_size_mb=4:allocator_release_to_os_interval_ms=100"};
 }
 
-// One plugin member served raw as vol0 on a Unix socket, from a config file
-// (for `max-inflight`, which has no command-line option) plus `args`.
-class MemoryFixture {
+// One plugin member served raw as vol0 on a Unix socket, with `max_inflight`
+// as the total budget, plus `args`, and a small sanitizer quarantine.
+class MemoryFixture : public RawVolumeFixture {
  public:
-  MemoryFixture() : member_({"file=" + dir_.File("member.img"), "size=64M"}) {}
-  ~MemoryFixture() {
-    if (!aggregator_) return;
-    CHECK_MESSAGE(aggregator_->Running(), "dst-aggregator died:\n" << aggregator_->stderr_text());
-    const int code = aggregator_->Stop();
-    CHECK_MESSAGE(code == 0, "exit code " << code << "\n" << aggregator_->stderr_text());
-    CHECK_MESSAGE(aggregator_->SanitizerReports().empty(), aggregator_->stderr_text());
-  }
+  MemoryFixture() : RawVolumeFixture("dst-agg-memory") {}
 
   AggregatorServer& Start(const std::string& max_inflight, std::vector<std::string> args) {
-    const std::string config = dir_.File("serve.toml");
-    std::ofstream(config) << "max-inflight = \"" << max_inflight << "\"\nraw = true\n"
-                          << "[[volume]]\nname = \"vol0\"\nmembers = [\"" << member_.uri()
-                          << "\"]\n";
-    AggregatorOptions o;
-    o.binary = DST_AGGREGATOR_PATH;
-    o.args = {"--config", config};
-    o.args.insert(o.args.end(), args.begin(), args.end());
+    args.insert(args.begin(), {"--max-inflight", max_inflight});
+    AggregatorOptions o = Options(std::move(args), AggregatorListen::kUnix);
     o.extra_env = SmallQuarantine();
-    aggregator_ = std::make_unique<AggregatorServer>(std::move(o));
-    return *aggregator_;
+    return RawVolumeFixture::Start(std::move(o));
   }
-
- private:
-  TempDir dir_{"dst-agg-memory"};
-  PluginServer member_;
-  std::unique_ptr<AggregatorServer> aggregator_;
 };
-
-void CheckReadWrite(NbdClient& client, uint64_t offset, uint64_t seed) {
-  const Bytes data = RandomBytes(64 * kKiB, seed);
-  REQUIRE_NBD_OK(client.Pwrite(data, offset));
-  Bytes back(data.size());
-  REQUIRE_NBD_OK(client.Pread(back, offset));
-  CHECK_MESSAGE(back == data, "read back different data at " << offset);
-}
-
-bool LogShows(AggregatorServer& aggregator, std::string_view needle,
-              std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (Contains(aggregator.stderr_text(), needle)) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
-}
-
-size_t Occurrences(const std::string& text, std::string_view needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
-    ++n;
-  return n;
-}
 
 TEST_SUITE_BEGIN("aggregator_memory");
 
@@ -200,10 +157,10 @@ TEST_CASE_FIXTURE(MemoryFixture,
 
   readers.clear();
   const auto gone_deadline = std::chrono::steady_clock::now() + 20s;
-  while (Occurrences(agg.stderr_text(), "client unix: disconnected") < 28 &&
+  while (CountOf(agg.stderr_text(), "client unix: disconnected") < 28 &&
          std::chrono::steady_clock::now() < gone_deadline)
     std::this_thread::sleep_for(50ms);
-  REQUIRE(Occurrences(agg.stderr_text(), "client unix: disconnected") == 28);
+  REQUIRE(CountOf(agg.stderr_text(), "client unix: disconnected") == 28);
   std::this_thread::sleep_for(500ms);
   const uint64_t after = ResidentBytes(agg.pid());
   MESSAGE("resident after they left: " << after / kMiB << " MiB");

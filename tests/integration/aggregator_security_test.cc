@@ -17,6 +17,7 @@
 #include "tests/harness/tls_credentials.h"
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/raw_client.h"
+#include "tests/integration/raw_volume_fixture.h"
 
 namespace dst::test {
 namespace {
@@ -24,54 +25,17 @@ namespace {
 using namespace std::chrono_literals;
 namespace nbd = ::dst::nbd;
 
-constexpr uint64_t kVolumeSize = 64 * kMiB;
+constexpr uint64_t kVolumeSize = RawVolumeFixture::kVolumeSize;
 
-// One plugin member served raw as vol0, with the aggregator options of the case.
-class SecurityFixture {
+class SecurityFixture : public RawVolumeFixture {
  public:
-  SecurityFixture() : member_({"file=" + dir_.File("member.img"), "size=64M"}) {}
-  ~SecurityFixture() {
-    if (!aggregator_) return;
-    CHECK_MESSAGE(aggregator_->Running(), "dst-aggregator died:\n" << aggregator_->stderr_text());
-    const int code = aggregator_->Stop();
-    CHECK_MESSAGE(code == 0, "exit code " << code << "\n" << aggregator_->stderr_text());
-    CHECK_MESSAGE(aggregator_->SanitizerReports().empty(), aggregator_->stderr_text());
-  }
-
-  AggregatorServer& Start(std::vector<std::string> args,
-                          AggregatorListen listen = AggregatorListen::kTcp4) {
-    AggregatorOptions o;
-    o.binary = DST_AGGREGATOR_PATH;
-    o.args = {"--raw"};
-    o.args.insert(o.args.end(), args.begin(), args.end());
-    o.args.push_back(member_.uri());
-    o.listen = listen;
-    aggregator_ = std::make_unique<AggregatorServer>(std::move(o));
-    return *aggregator_;
-  }
-
-  StartFailure StartFailing(std::vector<std::string> args) {
-    AggregatorOptions o;
-    o.binary = DST_AGGREGATOR_PATH;
-    o.args = {"--raw"};
-    o.args.insert(o.args.end(), args.begin(), args.end());
-    o.args.push_back(member_.uri());
-    return AggregatorServer::StartExpectingFailure(std::move(o));
-  }
-
-  AggregatorServer& aggregator() { return *aggregator_; }
-  const TempDir& dir() const { return dir_; }
+  SecurityFixture() : RawVolumeFixture("dst-agg-security") {}
 
   // nbds:// URI of vol0 on the TCP listener, with URI query parameters.
   std::string TlsUri(const std::string& user, const std::string& query) const {
     return "nbds://" + (user.empty() ? "" : user + "@") +
-           "127.0.0.1:" + std::to_string(aggregator_->port()) + "/vol0?" + query;
+           "127.0.0.1:" + std::to_string(aggregator().port()) + "/vol0?" + query;
   }
-
- private:
-  TempDir dir_{"dst-agg-security"};
-  PluginServer member_;
-  std::unique_ptr<AggregatorServer> aggregator_;
 };
 
 // A libnbd client over TLS; credential files named in the URI need
@@ -79,15 +43,6 @@ class SecurityFixture {
 void ConnectTls(NbdClient& client, const std::string& uri) {
   REQUIRE(nbd_set_uri_allow_local_file(client.handle(), true) == 0);
   REQUIRE_NBD_OK(client.Connect(uri));
-}
-
-// Writes a pattern and reads it back on an open client.
-void CheckReadWrite(NbdClient& client, uint64_t offset, uint64_t seed) {
-  const Bytes data = RandomBytes(256 * kKiB, seed);
-  REQUIRE_NBD_OK(client.Pwrite(data, offset));
-  Bytes back(data.size());
-  REQUIRE_NBD_OK(client.Pread(back, offset));
-  CHECK_MESSAGE(back == data, "read back different data at " << offset);
 }
 
 CommandResult Nbdinfo(const std::vector<std::string>& args) {
@@ -107,17 +62,6 @@ CommandResult QemuIo(const std::string& tls_object, int port,
   argv.push_back("driver=nbd,host=127.0.0.1,port=" + std::to_string(port) +
                  ",export=vol0,tls-creds=tls0");
   return RunCommand(argv, 60s);
-}
-
-// Polls the aggregator's stderr for `needle`, for up to `timeout`.
-bool LogShows(AggregatorServer& aggregator, std::string_view needle,
-              std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (Contains(aggregator.stderr_text(), needle)) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
 }
 
 Bytes Text(const std::string& s) {
@@ -143,7 +87,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "PSK: nbdinfo, libnbd and qemu-io reach the v
 
   NbdClient client;
   ConnectTls(client, TlsUri("alice", "tls-psk-file=" + psk.path()));
-  CheckReadWrite(client, 5 * kMiB, 1);
+  CheckReadWrite(client, 5 * kMiB, 1, 256 * kKiB);
   CHECK(LogShows(agg, "connected to volume vol0 (structured replies, TLS PSK alice)"));
 
   const std::string object =
@@ -188,7 +132,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "X.509: certificates both ways, client certif
   CHECK(LogShows(agg, "TLS handshake"));
   NbdClient client;
   ConnectTls(client, TlsUri("", "tls-certificates=" + pki.path()));
-  CheckReadWrite(client, 9 * kMiB, 2);
+  CheckReadWrite(client, 9 * kMiB, 2, 256 * kKiB);
 }
 
 // The audit's T7: --tls=require with X.509 and no client verification let an
@@ -315,7 +259,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "--tls=require: a plain client gets ERR_TLS_R
   CHECK(plain.exit_code != 0);
   NbdClient client;
   ConnectTls(client, TlsUri("alice", "tls-psk-file=" + psk.path()));
-  CheckReadWrite(client, 0, 3);
+  CheckReadWrite(client, 0, 3, 256 * kKiB);
 }
 
 TEST_CASE_FIXTURE(SecurityFixture, "a wrong key or an unknown identity fails the handshake") {
@@ -329,7 +273,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "a wrong key or an unknown identity fails the
     CHECK_MESSAGE(r.exit_code != 0, user << " got in with the wrong key");
   }
   CHECK(LogShows(agg, "handshake ended: TLS handshake"));
-  CheckReadWrite(bystander, 12 * kMiB, 4);
+  CheckReadWrite(bystander, 12 * kMiB, 4, 256 * kKiB);
 }
 
 TEST_CASE_FIXTURE(SecurityFixture, "plain text sent right after STARTTLS is refused") {
@@ -356,8 +300,8 @@ TEST_CASE_FIXTURE(SecurityFixture, "--tls=on serves plain and TLS clients alike"
   NbdClient plain, secure;
   REQUIRE_NBD_OK(plain.Connect(agg.uri()));
   ConnectTls(secure, TlsUri("alice", "tls-psk-file=" + psk.path()));
-  CheckReadWrite(plain, 1 * kMiB, 5);
-  CheckReadWrite(secure, 3 * kMiB, 6);
+  CheckReadWrite(plain, 1 * kMiB, 5, 256 * kKiB);
+  CheckReadWrite(secure, 3 * kMiB, 6, 256 * kKiB);
   CHECK(plain.ReadOrThrow(256 * kKiB, 3 * kMiB) == RandomBytes(256 * kKiB, 6));
 }
 
@@ -416,11 +360,11 @@ TEST_CASE_FIXTURE(SecurityFixture, "--max-connections: one too many is closed, t
   RawClient third(agg.port());
   CHECK(third.ClosedByServer());  // not even greeted
   CHECK(LogShows(agg, "refused: 2 connections already open (--max-connections)"));
-  CheckReadWrite(first, 0, 7);
-  CheckReadWrite(second, 1 * kMiB, 8);
+  CheckReadWrite(first, 0, 7, 256 * kKiB);
+  CheckReadWrite(second, 1 * kMiB, 8, 256 * kKiB);
   REQUIRE_NBD_OK(second.Shutdown());
   CHECK(GreetedWithin(agg.port()));
-  CheckReadWrite(first, 2 * kMiB, 9);
+  CheckReadWrite(first, 2 * kMiB, 9, 256 * kKiB);
 }
 
 TEST_CASE_FIXTURE(SecurityFixture, "--handshake-timeout drops silent and slow handshakes") {
@@ -439,7 +383,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "--handshake-timeout drops silent and slow ha
   CHECK(took >= 900ms);
   CHECK(took < 5s);
   CHECK(LogShows(agg, "no export chosen within 1000 ms; disconnected"));
-  CheckReadWrite(bystander, 0, 10);
+  CheckReadWrite(bystander, 0, 10, 256 * kKiB);
 }
 
 TEST_CASE_FIXTURE(SecurityFixture, "--request-timeout drops a client stalled inside a request") {
@@ -466,7 +410,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "--request-timeout drops a client stalled ins
   CHECK(reply.error == 0);
   Bytes data(4096);
   idle.RecvOrThrow(data);
-  CheckReadWrite(bystander, 0, 11);
+  CheckReadWrite(bystander, 0, 11, 256 * kKiB);
 }
 
 TEST_CASE_FIXTURE(SecurityFixture, "a client that stops reading its replies is dropped") {
@@ -481,7 +425,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "a client that stops reading its replies is d
   for (uint64_t i = 0; i < 64; ++i)
     deaf.SendRequest(Request(nbd::kCmdRead, i * kMiB, kMiB, i));
   CHECK(LogShows(agg, "replies not read for 1000 ms; disconnected", 15s));
-  CheckReadWrite(bystander, 0, 12);
+  CheckReadWrite(bystander, 0, 12, 256 * kKiB);
 }
 
 TEST_CASE_FIXTURE(SecurityFixture, "half-open handshakes by the hundred cannot lock clients out") {
@@ -492,7 +436,7 @@ TEST_CASE_FIXTURE(SecurityFixture, "half-open handshakes by the hundred cannot l
   for (int i = 0; i < 100; ++i)
     attackers.push_back(std::make_unique<RawClient>(agg.port(), 10s));
   // The connected client is not disturbed while the slots are taken.
-  CheckReadWrite(bystander, 0, 13);
+  CheckReadWrite(bystander, 0, 13, 256 * kKiB);
   // Every attacker is greeted-and-dropped or dropped at once, within the timeout.
   const auto start = std::chrono::steady_clock::now();
   size_t greeted = 0;
@@ -512,8 +456,8 @@ TEST_CASE_FIXTURE(SecurityFixture, "half-open handshakes by the hundred cannot l
   NbdClient late;
   CHECK(GreetedWithin(agg.port()));
   REQUIRE_NBD_OK(late.Connect(agg.uri()));
-  CheckReadWrite(late, 4 * kMiB, 14);
-  CheckReadWrite(bystander, 8 * kMiB, 15);
+  CheckReadWrite(late, 4 * kMiB, 14, 256 * kKiB);
+  CheckReadWrite(bystander, 8 * kMiB, 15, 256 * kKiB);
 }
 
 TEST_SUITE_END();

@@ -20,6 +20,7 @@
 #include "tests/harness/aggregator_process.h"
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/raw_client.h"
+#include "tests/integration/raw_volume_fixture.h"
 
 namespace dst::test {
 namespace {
@@ -27,65 +28,12 @@ namespace {
 using namespace std::chrono_literals;
 namespace nbd = ::dst::nbd;
 
-constexpr uint64_t kVolumeSize = 64 * kMiB;
+constexpr uint64_t kVolumeSize = RawVolumeFixture::kVolumeSize;
 
-// One plugin member served raw as vol0, with the aggregator options of the case.
-class SlotsFixture {
+class SlotsFixture : public RawVolumeFixture {
  public:
-  SlotsFixture() : member_({"file=" + dir_.File("member.img"), "size=64M"}) {}
-  ~SlotsFixture() {
-    if (!aggregator_) return;
-    CHECK_MESSAGE(aggregator_->Running(), "dst-aggregator died:\n" << aggregator_->stderr_text());
-    const int code = aggregator_->Stop();
-    CHECK_MESSAGE(code == 0, "exit code " << code << "\n" << aggregator_->stderr_text());
-    CHECK_MESSAGE(aggregator_->SanitizerReports().empty(), aggregator_->stderr_text());
-  }
-
-  AggregatorOptions Options(std::vector<std::string> args,
-                            AggregatorListen listen = AggregatorListen::kTcp4) {
-    AggregatorOptions o;
-    o.binary = DST_AGGREGATOR_PATH;
-    o.args = {"--raw"};
-    o.args.insert(o.args.end(), args.begin(), args.end());
-    o.args.push_back(member_.uri());
-    o.listen = listen;
-    return o;
-  }
-  AggregatorServer& Start(AggregatorOptions options) {
-    aggregator_ = std::make_unique<AggregatorServer>(std::move(options));
-    return *aggregator_;
-  }
-  AggregatorServer& Start(std::vector<std::string> args,
-                          AggregatorListen listen = AggregatorListen::kTcp4) {
-    return Start(Options(std::move(args), listen));
-  }
-
-  PluginServer& member() { return member_; }
-  const TempDir& dir() const { return dir_; }
-
- private:
-  TempDir dir_{"dst-agg-slots"};
-  PluginServer member_;
-  std::unique_ptr<AggregatorServer> aggregator_;
+  SlotsFixture() : RawVolumeFixture("dst-agg-slots") {}
 };
-
-void CheckReadWrite(NbdClient& client, uint64_t offset, uint64_t seed) {
-  const Bytes data = RandomBytes(64 * kKiB, seed);
-  REQUIRE_NBD_OK(client.Pwrite(data, offset));
-  Bytes back(data.size());
-  REQUIRE_NBD_OK(client.Pread(back, offset));
-  CHECK_MESSAGE(back == data, "read back different data at " << offset);
-}
-
-bool LogShows(AggregatorServer& aggregator, std::string_view needle,
-              std::chrono::milliseconds timeout = 10s) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (Contains(aggregator.stderr_text(), needle)) return true;
-    std::this_thread::sleep_for(50ms);
-  }
-  return false;
-}
 
 // A 4 KiB read on a raw client after GO, with simple replies.
 void CheckRawRead(RawClient& raw, uint64_t cookie) {
@@ -124,16 +72,16 @@ std::chrono::milliseconds CpuTime(pid_t pid) {
 
 TEST_SUITE_BEGIN("aggregator_slots");
 
-// The audit's X12: 20 clients that completed GO and idle held every slot of
-// --max-connections 20, for good.
-TEST_CASE_FIXTURE(SlotsFixture, "idle clients from one address cannot take every slot") {
-  AggregatorServer& agg = Start({"--max-connections", "20"});
-  std::vector<std::unique_ptr<RawClient>> idle, refused;
-  for (int i = 0; i < 20; ++i) {
+// Opens `n` clients that complete GO and then idle; those the server turns
+// away go to *refused.
+std::vector<std::unique_ptr<RawClient>> IdleClients(
+    const AggregatorServer& agg, int n, std::vector<std::unique_ptr<RawClient>>* refused) {
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < n; ++i) {
     auto raw = std::make_unique<RawClient>(agg.port(), 5s);
     uint8_t hello[18];
     if (!raw->Recv(hello)) {
-      refused.push_back(std::move(raw));
+      refused->push_back(std::move(raw));
       continue;
     }
     uint8_t flags[4];
@@ -142,6 +90,15 @@ TEST_CASE_FIXTURE(SlotsFixture, "idle clients from one address cannot take every
     REQUIRE(raw->Go("vol0").size == kVolumeSize);
     idle.push_back(std::move(raw));
   }
+  return idle;
+}
+
+// The audit's X12: 20 clients that completed GO and idle held every slot of
+// --max-connections 20, for good.
+TEST_CASE_FIXTURE(SlotsFixture, "idle clients from one address cannot take every slot") {
+  AggregatorServer& agg = Start({"--max-connections", "20"});
+  std::vector<std::unique_ptr<RawClient>> refused;
+  std::vector<std::unique_ptr<RawClient>> idle = IdleClients(agg, 20, &refused);
   // Three quarters of the 20 slots for one address.
   CHECK(idle.size() == 15);
   CHECK(refused.size() == 5);
@@ -152,6 +109,18 @@ TEST_CASE_FIXTURE(SlotsFixture, "idle clients from one address cannot take every
   REQUIRE(other.Go("vol0").size == kVolumeSize);
   CheckRawRead(other, 1);
   CheckRawRead(*idle.front(), 2);  // the idle ones were only idle
+}
+
+TEST_CASE_FIXTURE(SlotsFixture, "--max-connections-per-address sets the share of one address") {
+  AggregatorServer& agg = Start({"--max-connections", "20", "--max-connections-per-address", "4"});
+  std::vector<std::unique_ptr<RawClient>> refused;
+  std::vector<std::unique_ptr<RawClient>> idle = IdleClients(agg, 6, &refused);
+  CHECK(idle.size() == 4);
+  CHECK(refused.size() == 2);
+  RawClient other(agg.port(), "127.0.0.2");
+  other.Greet();
+  REQUIRE(other.Go("vol0").size == kVolumeSize);
+  CheckRawRead(other, 1);
 }
 
 // The audit's C7 (and C3 for the control socket): 16 idle connections held

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <string>
 
 namespace dst::member {
 
@@ -66,6 +67,11 @@ std::chrono::milliseconds ReconnectDelay(const TransactionOptions& options, unsi
 std::chrono::milliseconds ResendDelay(const TransactionOptions& options, unsigned sends) {
   return std::min(ReconnectDelay(options, sends > 0 ? sends - 1 : 0),
                   std::chrono::milliseconds(1000));
+}
+
+std::string FormatElapsed(Clock::time_point start, Clock::time_point now) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count();
+  return std::to_string(ms / 1000) + "." + std::to_string(ms % 1000 / 100) + " s";
 }
 
 }  // namespace dst::member

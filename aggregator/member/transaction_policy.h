@@ -79,6 +79,9 @@ bool MaySendAgain(const TransactionOptions& options, const SendHistory& history,
 // after a loss): initial, doubled each time, capped at max.
 std::chrono::milliseconds ReconnectDelay(const TransactionOptions& options, unsigned failures);
 
+// "12.3 s": the time from `start` to `now`, for log lines.
+std::string FormatElapsed(Clock::time_point start, Clock::time_point now);
+
 // The wait before resending an I/O that got a transient error answer, after
 // `sends` sends: like ReconnectDelay, but capped at one second, since the
 // member is there and answering.

@@ -101,5 +101,12 @@ TEST_CASE("fencing modes parse by name") {
   CHECK(FencingModeName(FencingMode::kRequire) == "require");
 }
 
+TEST_CASE("FormatElapsed: seconds with one decimal, rounded down") {
+  const Clock::time_point start{};
+  CHECK(FormatElapsed(start, start) == "0.0 s");
+  CHECK(FormatElapsed(start, start + std::chrono::milliseconds(1299)) == "1.2 s");
+  CHECK(FormatElapsed(start, start + std::chrono::seconds(62)) == "62.0 s");
+}
+
 }  // namespace
 }  // namespace dst::member

@@ -1,5 +1,7 @@
 #include "aggregator/key_file.h"
 
+#include <string.h>  // explicit_bzero
+
 #include <cerrno>
 #include <fstream>
 
@@ -27,6 +29,13 @@ Status ReadKeyFile(const std::string& path, std::vector<uint8_t>* key) {
                            "/dev/urandom > FILE))");
   }
   return Status::Ok();
+}
+
+Status CheckKeyFile(const std::string& path) {
+  std::vector<uint8_t> key;
+  const Status s = ReadKeyFile(path, &key);
+  if (!key.empty()) explicit_bzero(key.data(), key.size());
+  return s;
 }
 
 }  // namespace dst::aggregator

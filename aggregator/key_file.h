@@ -16,4 +16,7 @@ inline constexpr size_t kMinKeyFileSize = 16;
 // The caller wipes *key (explicit_bzero) once it has been used.
 Status ReadKeyFile(const std::string& path, std::vector<uint8_t>* key);
 
+// That the key file can be read and holds a key; the key itself is wiped at once.
+Status CheckKeyFile(const std::string& path);
+
 }  // namespace dst::aggregator

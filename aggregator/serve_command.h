@@ -2,13 +2,13 @@
 // (raw, or assembled from the members' superblocks with checksums: docs/integrity.md), starts
 // the control plane (control/control_plane.h: status, metrics, stats lines), listens, and serves
 // until SIGINT or SIGTERM, after which assembled volumes are closed clean. Its options are in
-// serve_options.h.
+// serve_options.h, its command line in serve_args.h.
 //
 // Threading: runs the event loop on the calling thread until the server stops.
 #pragma once
 
+#include "aggregator/serve_args.h"
 #include "aggregator/serve_config.h"
-#include "aggregator/serve_options.h"
 
 namespace dst::aggregator {
 

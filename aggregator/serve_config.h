@@ -71,11 +71,6 @@ struct ServeConfig {
   std::vector<VolumeConfig> volumes;
 };
 
-// Reads a TOML file into *config (keys not in the file keep their values). Every key is read by
-// its option's parser (serve_options.h); errors name the file, line and key.
-Status LoadServeConfig(const std::string& path, ServeConfig* config);
-// The same for TOML text; `source` names it in errors.
-Status ParseServeConfig(std::string_view text, const std::string& source, ServeConfig* config);
 // Checks the whole: at least one volume, each with members, unique names, no layout options on
 // assembled volumes, member TLS options that fit the members and name readable files
 // (member::CheckMemberTls). Names raw volumes that have none "vol0".

@@ -19,10 +19,6 @@
 #include "aggregator/serve_config.h"
 #include "common/status.h"
 
-namespace CLI {
-class App;
-}  // namespace CLI
-
 namespace dst::aggregator {
 
 // How a value is written in the config file. On the command line every value is text.
@@ -56,23 +52,5 @@ std::span<const VolumeOption> VolumeOptions();
 // nullptr when there is no such option.
 const ServeOption* FindServeOption(std::string_view name);
 const VolumeOption* FindVolumeOption(std::string_view name);
-
-// What `serve` was given on the command line, applied after parsing (ServeConfigFromArgs).
-struct ServeArgs {
-  // Every table option given, with its text, in the order given.
-  std::vector<std::pair<const ServeOption*, std::string>> options;
-  std::vector<std::pair<const VolumeOption*, std::string>> volume_options;
-  std::vector<std::string> members;
-  std::string config_file;
-  bool verbose = false;
-  bool check_config = false;
-};
-
-// Adds `serve` with every option of both tables, --config, --check-config, -v and the member
-// URIs. `args` must outlive the parse.
-CLI::App* AddServeCommand(CLI::App& app, ServeArgs* args);
-// The configuration the command line asks for: its options, then the --config file over them
-// (keys in the file win), or the one volume of its member URIs. Errors name the option.
-Status ServeConfigFromArgs(const ServeArgs& args, ServeConfig* config);
 
 }  // namespace dst::aggregator

@@ -14,6 +14,9 @@
 #include <doctest/doctest.h>
 #include <CLI/CLI.hpp>
 
+#include "aggregator/serve_args.h"
+#include "aggregator/serve_config_file.h"
+
 namespace dst::aggregator {
 namespace {
 
@@ -80,8 +83,8 @@ class TempFiles {
   std::string Write(const std::string& name, const std::string& text) const {
     const std::string path = dir_ + "/" + name;
     std::ofstream(path, std::ios::binary) << text;
-    std::filesystem::permissions(path, std::filesystem::perms::owner_read |
-                                           std::filesystem::perms::owner_write);
+    std::filesystem::permissions(
+        path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     return path;
   }
 

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "aggregator/volume/layout.h"
+#include "aggregator/volume/set_geometry.h"
 #include "common/units.h"
 
 namespace dst::integrity {
@@ -42,6 +43,7 @@ Status CheckSameParameters(const MemberSuperblock& a, const MemberSuperblock& b)
     return Differs(a, b, "layout", volume::LayoutKindName(x.layout),
                    volume::LayoutKindName(y.layout));
   }
+  if (x.copies != y.copies) return Differs(a, b, "copies", n(x.copies), n(y.copies));
   if (x.chunk_size != y.chunk_size) {
     return Differs(a, b, "chunk size", FormatSize(x.chunk_size), FormatSize(y.chunk_size));
   }
@@ -101,6 +103,18 @@ Status CheckComplete(const Members& sorted) {
                          " were given: missing member index " + missing);
 }
 
+// The layout over the members' data areas: directly for linear and stripe, over the sets of
+// copies for mirror and raid10.
+Status MakeMemberLayout(const Superblock& first, const std::vector<uint64_t>& sizes,
+                        std::unique_ptr<volume::Layout>* layout) {
+  if (!volume::IsRedundant(first.layout))
+    return volume::MakeLayout(first.layout, sizes, first.chunk_size, layout);
+  volume::SetGeometry sets;
+  DST_RETURN_IF_ERROR(
+      volume::MakeSetGeometry(first.layout, first.member_count, first.copies, &sets));
+  return volume::MakeSetLayout(sets, sizes, first.chunk_size, layout);
+}
+
 // The layout the server will build must have the size every member recorded.
 Status CheckVolumeSize(const Members& sorted) {
   const Superblock& first = sorted.front().superblock;
@@ -108,7 +122,7 @@ Status CheckVolumeSize(const Members& sorted) {
   for (const MemberSuperblock& m : sorted)
     sizes.push_back(m.superblock.geometry.data.size);
   std::unique_ptr<volume::Layout> layout;
-  const Status made = volume::MakeLayout(first.layout, sizes, first.chunk_size, &layout);
+  const Status made = MakeMemberLayout(first, sizes, &layout);
   DST_RETURN_IF_ERROR(made.Wrap("members' data areas do not form the recorded layout"));
   if (layout->size() == first.volume_size) return Status::Ok();
   return Status::Invalid("members' data areas make a volume of " + std::to_string(layout->size()) +

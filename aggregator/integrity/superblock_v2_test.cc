@@ -256,8 +256,8 @@ TEST_CASE("superblock v2: Decode names what is wrong") {
   SUBCASE("the layout is version 2's and the copies fit the members") {
     refused(mirror, {{o::kLayout, 1}}, 1, "layout linear is written in format version 1, not 2");
     refused(mirror, {{o::kLayout, 2}}, 1, "layout stripe is written in format version 1, not 2");
-    refused(mirror, {{o::kCopies, 1}}, 1, "1 copies: a mirror volume keeps at least 2");
-    refused(mirror, {{o::kCopies, 0}}, 1, "0 copies");
+    refused(mirror, {{o::kCopies, 1}}, 1, "a mirror volume keeps at least 2 copies, not 1");
+    refused(mirror, {{o::kCopies, 0}}, 1, "keeps at least 2 copies, not 0");
     refused(mirror, {{o::kCopies, 3}}, 1, "a mirror of 3 copies has exactly 3 members, not 2");
     refused(raid10, {{o::kCopies, 3}}, 1, "raid10 with 3 copies needs a multiple of 3 members");
     refused(raid10, {{o::kCopies, 4}}, 1, "is a single set: use layout mirror");

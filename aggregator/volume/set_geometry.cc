@@ -65,9 +65,8 @@ Status MakeSetGeometry(LayoutKind kind, uint32_t members, uint32_t copies, SetGe
     return Status::Invalid("layout " + std::string(LayoutKindName(kind)) + " keeps no copies");
   }
   if (copies < kMinCopies) {
-    return Status::Invalid(std::to_string(copies) + " copies: a " +
-                           std::string(LayoutKindName(kind)) + " volume keeps at least " +
-                           std::to_string(kMinCopies));
+    return Status::Invalid("a " + std::string(LayoutKindName(kind)) + " volume keeps at least " +
+                           std::to_string(kMinCopies) + " copies, not " + std::to_string(copies));
   }
   DST_RETURN_IF_ERROR(kind == LayoutKind::kMirror ? CheckMirror(members, copies)
                                                   : CheckRaid10(members, copies));

@@ -72,9 +72,9 @@ TEST_CASE("set geometry: member i is copy i % K of set i / K") {
 }
 
 TEST_CASE("set geometry: copy counts a volume cannot have are refused by rule") {
-  CHECK(Refused(LayoutKind::kMirror, 1, 1) == "1 copies: a mirror volume keeps at least 2");
-  CHECK(Refused(LayoutKind::kRaid10, 4, 1) == "1 copies: a raid10 volume keeps at least 2");
-  CHECK(Refused(LayoutKind::kMirror, 2, 0) == "0 copies: a mirror volume keeps at least 2");
+  CHECK(Refused(LayoutKind::kMirror, 1, 1) == "a mirror volume keeps at least 2 copies, not 1");
+  CHECK(Refused(LayoutKind::kRaid10, 4, 1) == "a raid10 volume keeps at least 2 copies, not 1");
+  CHECK(Refused(LayoutKind::kMirror, 2, 0) == "a mirror volume keeps at least 2 copies, not 0");
   CHECK(Refused(LayoutKind::kMirror, 3, 2) == "a mirror of 2 copies has exactly 2 members, not 3");
   CHECK(Refused(LayoutKind::kMirror, 1, 2) == "a mirror of 2 copies has exactly 2 members, not 1");
   CHECK(Refused(LayoutKind::kRaid10, 6, 4) ==

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -224,6 +225,28 @@ Status ExamineMembers(const CreatePlan& plan, std::vector<PlannedMember>* member
   return Status::Ok();
 }
 
+// Mirror and raid10: every copy of a set gets the areas of the set's smallest copy, so that one
+// member offset names the same table entry or data byte on each copy (a set is addressed as one
+// member). member_size stays each export's own size, which assembly checks the export against.
+Status ShareSetGeometry(const CreatePlan& plan, std::vector<PlannedMember>* members) {
+  if (!plan.sets) return Status::Ok();
+  for (uint32_t set = 0; set < plan.sets->sets(); ++set) {
+    uint64_t smallest = UINT64_MAX;
+    for (uint32_t copy = 0; copy < plan.sets->copies; ++copy)
+      smallest = std::min(smallest, (*members)[plan.sets->MemberOf(set, copy)].found.export_size);
+    for (uint32_t copy = 0; copy < plan.sets->copies; ++copy) {
+      PlannedMember& m = (*members)[plan.sets->MemberOf(set, copy)];
+      integrity::MemberGeometry shared;
+      DST_RETURN_IF_ERROR(
+          integrity::ComputeGeometry(smallest, plan.params, integrity::kFormatVersion2, &shared)
+              .Wrap("set " + std::to_string(set)));
+      shared.member_size = m.found.export_size;
+      m.superblock.geometry = shared;
+    }
+  }
+  return Status::Ok();
+}
+
 // The layout over the data areas gives the volume size (and refuses what cannot be striped). For
 // mirror and raid10 it is the layout over the sets, each as large as its smallest copy.
 Status ComputeVolumeSize(const CreatePlan& plan, const std::vector<PlannedMember>& members,
@@ -386,6 +409,7 @@ Status RunCreate(const CreateArgs& args) {
   DST_RETURN_IF_ERROR(ParseCreateArgs(args, &plan));
   std::vector<PlannedMember> members;
   DST_RETURN_IF_ERROR(ExamineMembers(plan, &members));
+  DST_RETURN_IF_ERROR(ShareSetGeometry(plan, &members));
   std::unique_ptr<volume::Layout> layout;
   DST_RETURN_IF_ERROR(ComputeVolumeSize(plan, members, &layout));
   DST_RETURN_IF_ERROR(PlanSuperblocks(plan, layout->size(), &members));

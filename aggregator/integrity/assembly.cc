@@ -115,6 +115,25 @@ Status MakeMemberLayout(const Superblock& first, const std::vector<uint64_t>& si
   return volume::MakeSetLayout(sets, sizes, first.chunk_size, layout);
 }
 
+// Copies of a set are addressed with one set of member offsets, so their areas must be equal
+// (create gives every copy its set's smallest geometry; only member_size may differ).
+Status CheckSetAreas(const Members& sorted) {
+  const Superblock& first = sorted.front().superblock;
+  if (!volume::IsRedundant(first.layout)) return Status::Ok();
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    const MemberGeometry& a = sorted[i - 1].superblock.geometry;
+    const MemberGeometry& b = sorted[i].superblock.geometry;
+    if (sorted[i].superblock.member_index / first.copies !=
+        sorted[i - 1].superblock.member_index / first.copies)
+      continue;
+    if (a.bitmap != b.bitmap || a.missed_writes != b.missed_writes || a.table != b.table ||
+        a.data != b.data)
+      return Status::Invalid(sorted[i].uri + " and " + sorted[i - 1].uri +
+                             " are copies of one set but their areas differ");
+  }
+  return Status::Ok();
+}
+
 // The layout the server will build must have the size every member recorded.
 Status CheckVolumeSize(const Members& sorted) {
   const Superblock& first = sorted.front().superblock;
@@ -153,6 +172,7 @@ Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSup
   });
   DST_RETURN_IF_ERROR(CheckNoDuplicates(members));
   DST_RETURN_IF_ERROR(CheckComplete(members));
+  DST_RETURN_IF_ERROR(CheckSetAreas(members));
   DST_RETURN_IF_ERROR(CheckVolumeSize(members));
   *out = std::move(members);
   return Status::Ok();

@@ -185,15 +185,24 @@ TEST_CASE("assembly: mirror and raid10 members that disagree on the volume are r
   }
   SUBCASE("a mirror's size is its smallest copy's") {
     std::vector<MemberSuperblock> members = RedundantVolume(2, 2, LayoutKind::kMirror);
-    members[0].superblock.geometry.data.size -= 4096;
+    for (MemberSuperblock& m : members)
+      m.superblock.geometry.data.size -= 4096;
     const Status status = OrderMembers(members, &out);
     CHECK(Contains(status, "members' data areas make a volume of " +
                                std::to_string(members[1].superblock.volume_size - 4096) +
                                " bytes, but the superblocks record"));
   }
+  SUBCASE("copies of one set with different areas") {
+    std::vector<MemberSuperblock> members = RedundantVolume(4, 2, LayoutKind::kRaid10);
+    for (MemberSuperblock& m : members)
+      if (m.superblock.member_index == 3) m.superblock.geometry.data.size -= 4096;
+    CHECK(OrderMembers(members, &out).message() ==
+          "nbd://node3/disk and nbd://node2/disk are copies of one set but their areas differ");
+  }
   SUBCASE("a raid10 set smaller than a chunk") {
     std::vector<MemberSuperblock> members = RedundantVolume(4, 2, LayoutKind::kRaid10);
-    members[0].superblock.geometry.data.size = 4096;  // member 3: set 1
+    for (MemberSuperblock& m : members)
+      if (m.superblock.member_index / 2 == 1) m.superblock.geometry.data.size = 4096;
     const Status status = OrderMembers(members, &out);
     CHECK(status.message() ==
           "members' data areas do not form the recorded layout: set 1 (members 2 to 3, 4 KiB) is "

@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 
 #include <CLI/CLI.hpp>
@@ -20,6 +23,7 @@
 #include "aggregator/member_tls_options.h"
 #include "aggregator/serve_config.h"
 #include "aggregator/volume/layout.h"
+#include "aggregator/volume/set_geometry.h"
 #include "common/log.h"
 #include "common/units.h"
 
@@ -34,7 +38,9 @@ using integrity::Superblock;
 struct CreatePlan {
   std::string name;
   volume::LayoutKind layout = volume::LayoutKind::kLinear;
-  uint64_t chunk_size = 0;  // 0 for linear, as the superblock records it
+  uint64_t chunk_size = 0;  // 0 for linear and mirror, as the superblock records it
+  // Mirror and raid10: the sets of copies (format version 2). Linear and stripe: none (version 1).
+  std::optional<volume::SetGeometry> sets;
   integrity::FormatParams params;
   integrity::KeyId key_id{};  // zero unless keyed
   std::vector<std::string> uris;
@@ -75,11 +81,18 @@ Status ParseFormatOptions(const CreateArgs& args, CreatePlan* plan) {
   return integrity::ValidateFormatParams(plan->params);
 }
 
-// A stripe chunk never splits a block, so a block never spans two members (docs/format.md §1).
+bool IsStriped(volume::LayoutKind layout) {
+  return layout == volume::LayoutKind::kStripe || layout == volume::LayoutKind::kRaid10;
+}
+
+// A chunk never splits a block, so a block never spans two members or sets (docs/format.md §1).
 Status ParseLayoutOptions(const CreateArgs& args, CreatePlan* plan) {
   DST_RETURN_IF_ERROR(volume::ParseLayoutKind(args.layout, &plan->layout).Wrap("--layout"));
-  if (plan->layout == volume::LayoutKind::kLinear) {
-    if (!args.chunk.empty()) return Status::Invalid("--chunk applies to --layout stripe only");
+  if (!args.copies.empty() && !volume::IsRedundant(plan->layout))
+    return Status::Invalid("--copies applies to --layout mirror and raid10 only");
+  if (!IsStriped(plan->layout)) {
+    if (!args.chunk.empty())
+      return Status::Invalid("--chunk applies to --layout stripe and raid10 only");
     return Status::Ok();
   }
   plan->chunk_size = volume::kDefaultChunkSize;
@@ -89,10 +102,36 @@ Status ParseLayoutOptions(const CreateArgs& args, CreatePlan* plan) {
   if (!std::has_single_bit(plan->chunk_size) || plan->chunk_size < block ||
       plan->chunk_size > volume::kMaxChunkSize) {
     return Status::Invalid("--chunk " + FormatSize(plan->chunk_size) +
-                           ": a stripe chunk is a power of two from the block size (" +
-                           FormatSize(block) + ") to 1 GiB");
+                           ": a chunk is a power of two from the block size (" + FormatSize(block) +
+                           ") to 1 GiB");
   }
   return Status::Ok();
+}
+
+// Mirror and raid10: the copy count against the members given. Without --copies a mirror keeps
+// one copy per member and a raid10 two, as md's raid10 does.
+Status ParseCopies(const CreateArgs& args, CreatePlan* plan) {
+  if (!volume::IsRedundant(plan->layout)) return Status::Ok();
+  const auto members = static_cast<uint32_t>(plan->uris.size());
+  uint32_t copies = plan->layout == volume::LayoutKind::kMirror ? members : volume::kMinCopies;
+  std::string what = "--layout " + args.layout;
+  if (!args.copies.empty()) {
+    const char* end = args.copies.data() + args.copies.size();
+    const auto [at, ec] = std::from_chars(args.copies.data(), end, copies);
+    if (ec != std::errc() || at != end)
+      return Status::Invalid("--copies " + args.copies + ": not a number of copies");
+    what = "--copies " + args.copies;
+  } else if (members < volume::kMinCopies) {
+    return Status::Invalid(what + ": a mirror needs at least 2 members, one per copy");
+  }
+  volume::SetGeometry sets;
+  DST_RETURN_IF_ERROR(volume::MakeSetGeometry(plan->layout, members, copies, &sets).Wrap(what));
+  plan->sets = sets;
+  return Status::Ok();
+}
+
+uint32_t FormatVersion(const CreatePlan& plan) {
+  return plan.sets ? integrity::kFormatVersion2 : integrity::kFormatVersion1;
 }
 
 // Only the key's identity is kept; the key itself is wiped once it has been used.
@@ -137,6 +176,7 @@ Status ParseCreateArgs(const CreateArgs& args, CreatePlan* plan) {
   DST_RETURN_IF_ERROR(ParseLayoutOptions(args, plan));
   DST_RETURN_IF_ERROR(ParseKeyOptions(args, plan));
   DST_RETURN_IF_ERROR(CheckMemberList(plan->uris));
+  DST_RETURN_IF_ERROR(ParseCopies(args, plan));
   return member::CheckMemberTls(plan->tls, plan->uris);
 }
 
@@ -177,27 +217,68 @@ Status ExamineMembers(const CreatePlan& plan, std::vector<PlannedMember>* member
     m.uri = uri;
     DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(uri, plan.tls, &m.found));
     DST_RETURN_IF_ERROR(CheckMember(plan, uri, m.found));
-    DST_RETURN_IF_ERROR(
-        integrity::ComputeGeometry(m.found.export_size, plan.params, &m.superblock.geometry)
-            .Wrap("member " + uri));
+    DST_RETURN_IF_ERROR(integrity::ComputeGeometry(m.found.export_size, plan.params,
+                                                   FormatVersion(plan), &m.superblock.geometry)
+                            .Wrap("member " + uri));
     members->push_back(std::move(m));
   }
   return Status::Ok();
 }
 
-// The layout over the data areas gives the volume size (and refuses what cannot be striped).
+// Mirror and raid10: every copy of a set gets the areas of the set's smallest copy, so that one
+// member offset names the same table entry or data byte on each copy (a set is addressed as one
+// member). member_size stays each export's own size, which assembly checks the export against.
+Status ShareSetGeometry(const CreatePlan& plan, std::vector<PlannedMember>* members) {
+  if (!plan.sets) return Status::Ok();
+  for (uint32_t set = 0; set < plan.sets->sets(); ++set) {
+    uint64_t smallest = UINT64_MAX;
+    for (uint32_t copy = 0; copy < plan.sets->copies; ++copy)
+      smallest = std::min(smallest, (*members)[plan.sets->MemberOf(set, copy)].found.export_size);
+    for (uint32_t copy = 0; copy < plan.sets->copies; ++copy) {
+      PlannedMember& m = (*members)[plan.sets->MemberOf(set, copy)];
+      integrity::MemberGeometry shared;
+      DST_RETURN_IF_ERROR(
+          integrity::ComputeGeometry(smallest, plan.params, integrity::kFormatVersion2, &shared)
+              .Wrap("set " + std::to_string(set)));
+      shared.member_size = m.found.export_size;
+      m.superblock.geometry = shared;
+    }
+  }
+  return Status::Ok();
+}
+
+// The layout over the data areas gives the volume size (and refuses what cannot be striped). For
+// mirror and raid10 it is the layout over the sets, each as large as its smallest copy.
 Status ComputeVolumeSize(const CreatePlan& plan, const std::vector<PlannedMember>& members,
                          std::unique_ptr<volume::Layout>* layout) {
   std::vector<uint64_t> sizes;
   for (const PlannedMember& m : members) {
     const uint64_t data = m.superblock.geometry.data.size;
-    if (plan.layout == volume::LayoutKind::kStripe && data < plan.chunk_size) {
+    if (IsStriped(plan.layout) && data < plan.chunk_size) {
       return Status::Invalid("member " + m.uri + ": its data area (" + FormatSize(data) +
                              ") is smaller than one chunk (" + FormatSize(plan.chunk_size) + ")");
     }
     sizes.push_back(data);
   }
+  if (plan.sets) return volume::MakeSetLayout(*plan.sets, sizes, plan.chunk_size, layout);
   return volume::MakeLayout(plan.layout, sizes, plan.chunk_size, layout);
+}
+
+// Version 2: every slot active and owned by its member, one new generation with no history, the
+// maps clear since event 0 (the create), no owner yet.
+void PlanCopies(const CreatePlan& plan, std::vector<PlannedMember>* members) {
+  if (!plan.sets) return;
+  const integrity::Uuid generation = integrity::NewUuid();
+  for (PlannedMember& m : *members) {
+    Superblock& sb = m.superblock;
+    sb.version = integrity::kFormatVersion2;
+    sb.copies = plan.sets->copies;
+    sb.generation = generation;
+    sb.map_epoch = 0;
+    sb.ownership_epoch = 0;
+    for (uint32_t i = 0; i < members->size(); ++i)
+      sb.slot_members[i] = (*members)[i].superblock.member_uuid;
+  }
 }
 
 uint64_t SecondsSinceEpoch() {
@@ -211,11 +292,13 @@ Status PlanSuperblocks(const CreatePlan& plan, uint64_t volume_size,
   const integrity::Uuid volume_uuid = integrity::NewUuid();
   const uint64_t created = SecondsSinceEpoch();
   const auto count = static_cast<uint32_t>(members->size());
+  for (PlannedMember& m : *members)
+    m.superblock.member_uuid = integrity::NewUuid();
+  PlanCopies(plan, members);
   for (uint32_t i = 0; i < count; ++i) {
     Superblock& sb = (*members)[i].superblock;
     sb.created = created;
     sb.volume_uuid = volume_uuid;
-    sb.member_uuid = integrity::NewUuid();
     sb.name = plan.name;
     sb.member_index = i;
     sb.member_count = count;
@@ -249,10 +332,27 @@ Status VerifyMember(const PlannedMember& m, const member::MemberTls& tls) {
                                 "): do two URIs name the same export?");
 }
 
+// "stripe, chunk 64 KiB", "mirror, 2 copies", "raid10, chunk 64 KiB, 2 copies x 3 sets".
 std::string LayoutText(const CreatePlan& plan) {
   std::string text(volume::LayoutKindName(plan.layout));
-  if (plan.layout == volume::LayoutKind::kStripe) text += ", chunk " + FormatSize(plan.chunk_size);
+  if (IsStriped(plan.layout)) text += ", chunk " + FormatSize(plan.chunk_size);
+  if (plan.sets) {
+    text += ", " + std::to_string(plan.sets->copies) + " copies";
+    if (plan.sets->sets() > 1) text += " x " + std::to_string(plan.sets->sets()) + " sets";
+  }
   return text;
+}
+
+// The volume bytes member i holds: its set's for mirror and raid10, its own otherwise.
+uint64_t UsedBytes(const CreatePlan& plan, const volume::Layout& layout, uint32_t member) {
+  return layout.member_usable_size(plan.sets ? plan.sets->SetOf(member) : member);
+}
+
+// ", set 1 copy 0" for mirror and raid10 members.
+std::string CopyText(const CreatePlan& plan, uint32_t member) {
+  if (!plan.sets) return "";
+  return ", set " + std::to_string(plan.sets->SetOf(member)) + " copy " +
+         std::to_string(plan.sets->CopyOf(member));
 }
 
 void PrintSummary(const CreatePlan& plan, const std::vector<PlannedMember>& members,
@@ -263,16 +363,18 @@ void PrintSummary(const CreatePlan& plan, const std::vector<PlannedMember>& memb
   std::printf("layout:   %s, %zu members, %s (%llu bytes)\n", LayoutText(plan).c_str(),
               members.size(), FormatSize(layout.size()).c_str(),
               static_cast<unsigned long long>(layout.size()));
-  std::printf(
-      "format:   block %s, region %s, checksum %s\n", FormatSize(plan.params.block_size).c_str(),
-      FormatSize(plan.params.region_size).c_str(), ChecksumAlgorithmName(plan.params.algorithm));
-  for (size_t i = 0; i < members.size(); ++i) {
+  std::printf("format:   version %u, block %s, region %s, checksum %s\n", FormatVersion(plan),
+              FormatSize(plan.params.block_size).c_str(),
+              FormatSize(plan.params.region_size).c_str(),
+              ChecksumAlgorithmName(plan.params.algorithm));
+  if (plan.sets) std::printf("generation: %s\n", integrity::FormatUuid(first.generation).c_str());
+  for (uint32_t i = 0; i < members.size(); ++i) {
     const Superblock& sb = members[i].superblock;
-    std::printf("member %zu: %s %s, data %s at %s, %s used\n", i, members[i].uri.c_str(),
-                integrity::FormatUuid(sb.member_uuid).c_str(),
+    std::printf("member %u: %s %s%s, data %s at %s, %s used\n", i, members[i].uri.c_str(),
+                integrity::FormatUuid(sb.member_uuid).c_str(), CopyText(plan, i).c_str(),
                 FormatSize(sb.geometry.data.size).c_str(),
                 FormatSize(sb.geometry.data.offset).c_str(),
-                FormatSize(layout.member_usable_size(static_cast<uint32_t>(i))).c_str());
+                FormatSize(UsedBytes(plan, layout, i)).c_str());
   }
   std::fflush(stdout);
 }
@@ -282,8 +384,13 @@ void PrintSummary(const CreatePlan& plan, const std::vector<PlannedMember>& memb
 CLI::App* AddCreateCommand(CLI::App& app, CreateArgs* args) {
   CLI::App* create = app.add_subcommand("create", "format members as a new volume");
   create->add_option("--name", args->name, "volume name (1 to 64 bytes)")->required();
-  create->add_option("--layout", args->layout, "linear or stripe")->capture_default_str();
-  create->add_option("--chunk", args->chunk, "stripe chunk size (power of two, default 64K)");
+  create->add_option("--layout", args->layout, "linear, stripe, mirror or raid10")
+      ->capture_default_str();
+  create->add_option("--copies", args->copies,
+                     "mirror and raid10: copies of every block (mirror: default one per member; "
+                     "raid10: default 2)");
+  create->add_option("--chunk", args->chunk,
+                     "stripe and raid10 chunk size (power of two, default 64K)");
   create->add_option("--block-size", args->block_size, "checksummed block size")
       ->capture_default_str();
   create->add_option("--region-size", args->region_size, "write-intent bitmap region size")
@@ -302,6 +409,7 @@ Status RunCreate(const CreateArgs& args) {
   DST_RETURN_IF_ERROR(ParseCreateArgs(args, &plan));
   std::vector<PlannedMember> members;
   DST_RETURN_IF_ERROR(ExamineMembers(plan, &members));
+  DST_RETURN_IF_ERROR(ShareSetGeometry(plan, &members));
   std::unique_ptr<volume::Layout> layout;
   DST_RETURN_IF_ERROR(ComputeVolumeSize(plan, members, &layout));
   DST_RETURN_IF_ERROR(PlanSuperblocks(plan, layout->size(), &members));

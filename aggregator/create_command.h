@@ -1,9 +1,15 @@
-// `dst-aggregator create`: formats the members of a new volume with member format v1
-// (docs/format.md, docs/aggregator.md "create and inspect"):
+// `dst-aggregator create`: formats the members of a new volume in the member format
+// (docs/format.md, docs/aggregator.md "create and inspect"): version 1 for linear and stripe
+// volumes, version 2 for mirror and raid10 ones.
 //
-//   dst-aggregator create --name NAME [--layout linear|stripe] [--chunk SIZE] [--block-size SIZE]
-//                         [--region-size SIZE] [--checksum crc32c|blake2b|blake2b-keyed]
-//                         [--key-file FILE] [--force] [member TLS options] URI...
+//   dst-aggregator create --name NAME [--layout linear|stripe|mirror|raid10] [--copies K]
+//                         [--chunk SIZE] [--block-size SIZE] [--region-size SIZE]
+//                         [--checksum crc32c|blake2b|blake2b-keyed] [--key-file FILE] [--force]
+//                         [member TLS options] URI...
+//
+// A mirror keeps K copies on its K members (K defaults to the member count); a raid10 of N members
+// keeps K copies (default 2) on each of N / K sets, member i being copy i % K of set i / K, and
+// stripes over the sets.
 //
 // The member TLS options (--member-tls-psk etc., member_tls_options.h) are serve's: TLS members
 // are formatted over TLS with the same credentials.
@@ -36,7 +42,8 @@ namespace dst::aggregator {
 struct CreateArgs {
   std::string name;
   std::string layout = "linear";  // as serve: members concatenated unless asked otherwise
-  std::string chunk;              // stripe only; empty: volume::kDefaultChunkSize
+  std::string chunk;              // stripe and raid10; empty: volume::kDefaultChunkSize
+  std::string copies;             // mirror and raid10; empty: the layout's default
   std::string block_size = "4K";
   std::string region_size = "4M";
   std::string checksum = "crc32c";

@@ -18,6 +18,7 @@
 #include "aggregator/server/fd_limit.h"
 #include "aggregator/server/listener.h"
 #include "aggregator/server/one_shot_server.h"
+#include "aggregator/volume/set_geometry.h"
 #include "common/checksum.h"
 #include "common/join.h"
 #include "common/log.h"
@@ -57,6 +58,11 @@ Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, Assembl
   if (!v.name.empty() && v.name != sb.name)
     return Status::Invalid("volume " + v.name + ": the members belong to volume \"" + sb.name +
                            "\"");
+  // The format is in place; serving copies (writes to all, reads from one) is not yet.
+  if (volume::IsRedundant(sb.layout))
+    return Status::Error(ENOTSUP, "volume " + sb.name +
+                                      ": serving mirror and raid10 volumes is not supported by "
+                                      "this version");
   if (!v.key_file.empty()) DST_RETURN_IF_ERROR(ReadKeyFile(v.key_file, &plan->key));
   Status s = integrity::CheckChecksumKey(sb, plan->key);
   if (!s.ok() && !plan->key.empty()) explicit_bzero(plan->key.data(), plan->key.size());

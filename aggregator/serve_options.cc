@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "aggregator/server/listener.h"
+#include "aggregator/volume/set_geometry.h"
 #include "common/duration.h"
 #include "common/units.h"
 
@@ -296,8 +297,16 @@ const VolumeOption kVolumeOptions[] = {
      [](const VolumeConfig& c) { return c.description; }},
     {"layout", Form::kText, "raw volumes: linear or stripe",
      [](std::string_view v, VolumeConfig* c) {
-       if (!volume::ParseLayoutKind(v, &c->layout).ok())
+       volume::LayoutKind kind = volume::LayoutKind::kLinear;
+       if (!volume::ParseLayoutKind(v, &kind).ok())
          return Status::Invalid("expected linear or stripe");
+       // Which copies are current is recorded in the superblocks: raw members have none.
+       if (volume::IsRedundant(kind))
+         return Status::Invalid(
+             "mirror and raid10 need the member format: create the volume with dst-aggregator "
+             "create --layout " +
+             std::string(v) + " and serve it without --raw and --layout");
+       c->layout = kind;
        c->layout_given = true;
        return Status::Ok();
      },

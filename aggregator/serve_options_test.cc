@@ -258,6 +258,26 @@ TEST_CASE("--help shows the defaults ServeConfig{} holds, and they read back to 
   CHECK(serve->get_option("--layout")->get_default_str() == "linear");
 }
 
+TEST_CASE("raw volumes are linear or stripe: mirror and raid10 need the member format") {
+  TempFiles files;
+  for (const std::string layout : {"mirror", "raid10"}) {
+    INFO("layout " << layout);
+    const std::string why =
+        ": mirror and raid10 need the member format: create the volume with "
+        "dst-aggregator create --layout " +
+        layout + " and serve it without --raw and --layout";
+    ServeConfig config;
+    CHECK(FromCommandLine({"--raw", "--layout", layout, kMember, kMember}, &config).message() ==
+          "--layout " + layout + why);
+    CHECK(FromCommandLine({"--layout", layout, kMember, kMember}, &config).message() ==
+          "--layout " + layout + why);
+    const std::string path =
+        files.Write("mirror.toml", "raw = true\n[[volume]]\nlayout = \"" + layout +
+                                       "\"\nmembers = [\"" + std::string(kMember) + "\"]\n");
+    CHECK(FromCommandLine({"--config", path}, &config).message() == path + ":3: layout" + why);
+  }
+}
+
 TEST_CASE("the file's keys override the command line's, lists add up") {
   TempFiles files;
   const std::string path = files.Write(

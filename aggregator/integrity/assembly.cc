@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "aggregator/volume/layout.h"
+#include "aggregator/volume/set_geometry.h"
 #include "common/units.h"
 
 namespace dst::integrity {
@@ -42,6 +43,7 @@ Status CheckSameParameters(const MemberSuperblock& a, const MemberSuperblock& b)
     return Differs(a, b, "layout", volume::LayoutKindName(x.layout),
                    volume::LayoutKindName(y.layout));
   }
+  if (x.copies != y.copies) return Differs(a, b, "copies", n(x.copies), n(y.copies));
   if (x.chunk_size != y.chunk_size) {
     return Differs(a, b, "chunk size", FormatSize(x.chunk_size), FormatSize(y.chunk_size));
   }
@@ -101,6 +103,37 @@ Status CheckComplete(const Members& sorted) {
                          " were given: missing member index " + missing);
 }
 
+// The layout over the members' data areas: directly for linear and stripe, over the sets of
+// copies for mirror and raid10.
+Status MakeMemberLayout(const Superblock& first, const std::vector<uint64_t>& sizes,
+                        std::unique_ptr<volume::Layout>* layout) {
+  if (!volume::IsRedundant(first.layout))
+    return volume::MakeLayout(first.layout, sizes, first.chunk_size, layout);
+  volume::SetGeometry sets;
+  DST_RETURN_IF_ERROR(
+      volume::MakeSetGeometry(first.layout, first.member_count, first.copies, &sets));
+  return volume::MakeSetLayout(sets, sizes, first.chunk_size, layout);
+}
+
+// Copies of a set are addressed with one set of member offsets, so their areas must be equal
+// (create gives every copy its set's smallest geometry; only member_size may differ).
+Status CheckSetAreas(const Members& sorted) {
+  const Superblock& first = sorted.front().superblock;
+  if (!volume::IsRedundant(first.layout)) return Status::Ok();
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    const MemberGeometry& a = sorted[i - 1].superblock.geometry;
+    const MemberGeometry& b = sorted[i].superblock.geometry;
+    if (sorted[i].superblock.member_index / first.copies !=
+        sorted[i - 1].superblock.member_index / first.copies)
+      continue;
+    if (a.bitmap != b.bitmap || a.missed_writes != b.missed_writes || a.table != b.table ||
+        a.data != b.data)
+      return Status::Invalid(sorted[i].uri + " and " + sorted[i - 1].uri +
+                             " are copies of one set but their areas differ");
+  }
+  return Status::Ok();
+}
+
 // The layout the server will build must have the size every member recorded.
 Status CheckVolumeSize(const Members& sorted) {
   const Superblock& first = sorted.front().superblock;
@@ -108,7 +141,7 @@ Status CheckVolumeSize(const Members& sorted) {
   for (const MemberSuperblock& m : sorted)
     sizes.push_back(m.superblock.geometry.data.size);
   std::unique_ptr<volume::Layout> layout;
-  const Status made = volume::MakeLayout(first.layout, sizes, first.chunk_size, &layout);
+  const Status made = MakeMemberLayout(first, sizes, &layout);
   DST_RETURN_IF_ERROR(made.Wrap("members' data areas do not form the recorded layout"));
   if (layout->size() == first.volume_size) return Status::Ok();
   return Status::Invalid("members' data areas make a volume of " + std::to_string(layout->size()) +
@@ -139,6 +172,7 @@ Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSup
   });
   DST_RETURN_IF_ERROR(CheckNoDuplicates(members));
   DST_RETURN_IF_ERROR(CheckComplete(members));
+  DST_RETURN_IF_ERROR(CheckSetAreas(members));
   DST_RETURN_IF_ERROR(CheckVolumeSize(members));
   *out = std::move(members);
   return Status::Ok();

@@ -6,7 +6,9 @@
 // Contract: OrderMembers either returns every member of one volume exactly once, ordered by
 // member index, with identical volume parameters; or EINVAL with a one-line message naming the
 // URIs (and UUIDs) at fault. It does not look at event counters or member states: which member's
-// superblock is freshest is the caller's decision.
+// superblock is freshest is the caller's decision. Nor does it compare what version 2 members
+// legitimately disagree on (generation and history, epochs, slot states, stale-since, cursors,
+// flags, slot owners): which copies are current is decided from those elsewhere.
 //
 // Threading: pure functions; safe from any thread. NewUuid() creates its own random_device.
 #pragma once
@@ -29,10 +31,10 @@ struct MemberSuperblock {
 };
 
 // Checks, in order: all members belong to the first one's volume (UUID), agree on the member
-// count, layout, chunk, block and region size, checksum algorithm and key identity, and volume
-// size; no member index or member UUID appears twice; no index is missing; the layout built from
-// the members' data areas has the recorded volume size. On success *out holds the members ordered
-// by index; on error it is untouched.
+// count, layout, copies, chunk, block and region size, checksum algorithm and key identity, and
+// volume size; no member index or member UUID appears twice; no index is missing; the layout built
+// from the members' data areas (over the sets of copies for mirror and raid10) has the recorded
+// volume size. On success *out holds the members ordered by index; on error it is untouched.
 Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSuperblock>* out);
 
 // Checks the checksum key given at assembly (empty: none) against the volume's key identity:

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "aggregator/integrity/test_superblock.h"
@@ -13,6 +14,7 @@ namespace dst::integrity {
 namespace {
 
 using testing::TestMember;
+using testing::TestRedundantMember;
 using testing::TestUuid;
 using volume::LayoutKind;
 
@@ -118,6 +120,95 @@ TEST_CASE("assembly: the recorded volume size must match the members' data areas
   CHECK(status.err() == EINVAL);
   CHECK(Contains(status, "but the superblocks record"));
   CHECK(OrderMembers({}, &out).err() == EINVAL);
+}
+
+// Member `index` of a freshly created mirror or raid10, as create writes it.
+MemberSuperblock Redundant(uint32_t index, uint32_t count, uint32_t copies, LayoutKind layout) {
+  return {"nbd://node" + std::to_string(index) + "/disk",
+          TestRedundantMember(index, count, copies, layout)};
+}
+
+std::vector<MemberSuperblock> RedundantVolume(uint32_t count, uint32_t copies, LayoutKind layout) {
+  std::vector<MemberSuperblock> members;
+  for (uint32_t i = count; i-- > 0;)
+    members.push_back(Redundant(i, count, copies, layout));
+  return members;
+}
+
+TEST_CASE("assembly: the members of a new mirror or raid10 make one volume") {
+  for (auto [count, copies, layout] :
+       {std::tuple{2u, 2u, LayoutKind::kMirror}, std::tuple{3u, 3u, LayoutKind::kMirror},
+        std::tuple{4u, 2u, LayoutKind::kRaid10}, std::tuple{6u, 3u, LayoutKind::kRaid10}}) {
+    CAPTURE(count);
+    std::vector<MemberSuperblock> out;
+    const Status status = OrderMembers(RedundantVolume(count, copies, layout), &out);
+    REQUIRE_MESSAGE(status.ok(), status.message());
+    CHECK(out.size() == count);
+    for (uint32_t i = 0; i < count; ++i)
+      CHECK(out[i].superblock.member_index == i);
+  }
+}
+
+TEST_CASE("assembly: what version 2 members may disagree on is left to the caller") {
+  // The shape of a demotion: member 1 went stale, the others moved to a new generation.
+  std::vector<MemberSuperblock> members = RedundantVolume(4, 2, LayoutKind::kRaid10);
+  for (MemberSuperblock& m : members) {
+    Superblock& sb = m.superblock;
+    if (sb.member_index == 1) continue;
+    sb.event = 9;
+    sb.history[0] = sb.generation;
+    sb.generation = TestUuid(0xd);
+    sb.ownership_epoch = 3;
+    sb.owner_uuid = TestUuid(0xe);
+    sb.member_states[1] = MemberState::kStale;
+    sb.stale_since[1] = 8;
+    sb.slot_flags[3] = kSlotWriteMostly;
+  }
+  std::vector<MemberSuperblock> out;
+  const Status status = OrderMembers(members, &out);
+  CHECK_MESSAGE(status.ok(), status.message());
+}
+
+TEST_CASE("assembly: mirror and raid10 members that disagree on the volume are refused") {
+  std::vector<MemberSuperblock> out;
+  SUBCASE("copies") {
+    std::vector<MemberSuperblock> members = RedundantVolume(4, 2, LayoutKind::kRaid10);
+    members[1].superblock = TestRedundantMember(2, 4, 4, LayoutKind::kMirror);
+    members[1].superblock.layout = LayoutKind::kRaid10;
+    CHECK(OrderMembers(members, &out).message() ==
+          "nbd://node2/disk has copies 4 but nbd://node3/disk has 2");
+  }
+  SUBCASE("a version 1 member among version 2 ones") {
+    const Status status =
+        OrderMembers({Redundant(0, 2, 2, LayoutKind::kMirror), Labelled(1, 2)}, &out);
+    CHECK(status.message() == "nbd://node1/disk has layout linear but nbd://node0/disk has mirror");
+  }
+  SUBCASE("a mirror's size is its smallest copy's") {
+    std::vector<MemberSuperblock> members = RedundantVolume(2, 2, LayoutKind::kMirror);
+    for (MemberSuperblock& m : members)
+      m.superblock.geometry.data.size -= 4096;
+    const Status status = OrderMembers(members, &out);
+    CHECK(Contains(status, "members' data areas make a volume of " +
+                               std::to_string(members[1].superblock.volume_size - 4096) +
+                               " bytes, but the superblocks record"));
+  }
+  SUBCASE("copies of one set with different areas") {
+    std::vector<MemberSuperblock> members = RedundantVolume(4, 2, LayoutKind::kRaid10);
+    for (MemberSuperblock& m : members)
+      if (m.superblock.member_index == 3) m.superblock.geometry.data.size -= 4096;
+    CHECK(OrderMembers(members, &out).message() ==
+          "nbd://node3/disk and nbd://node2/disk are copies of one set but their areas differ");
+  }
+  SUBCASE("a raid10 set smaller than a chunk") {
+    std::vector<MemberSuperblock> members = RedundantVolume(4, 2, LayoutKind::kRaid10);
+    for (MemberSuperblock& m : members)
+      if (m.superblock.member_index / 2 == 1) m.superblock.geometry.data.size = 4096;
+    const Status status = OrderMembers(members, &out);
+    CHECK(status.message() ==
+          "members' data areas do not form the recorded layout: set 1 (members 2 to 3, 4 KiB) is "
+          "smaller than one chunk (64 KiB)");
+  }
+  CHECK(out.empty());
 }
 
 TEST_CASE("assembly: the checksum key must be the one the volume was created with") {

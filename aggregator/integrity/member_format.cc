@@ -49,11 +49,18 @@ uint64_t TableSize(uint64_t capacity_blocks, const FormatParams& params) {
 // Places the metadata for the most data blocks the member could ever hold (as if it had no
 // metadata at all). The real data area is smaller, so the tables always cover it; the price is a
 // few unused table entries, and there is no circular dependency to iterate on.
-void PlaceMetadata(uint64_t member_size, const FormatParams& params, MemberGeometry* g) {
+// Version 2 puts the missed-write map, as large as the bitmap, between the bitmap and the table.
+void PlaceMetadata(uint64_t member_size, const FormatParams& params, uint32_t version,
+                   MemberGeometry* g) {
   const uint64_t capacity_blocks = (member_size - kSlotCount * kSlotSize) / params.block_size;
   g->superblocks = {0, kSlotCount * kSlotSize};
   g->bitmap = {g->superblocks.end(), BitmapSize(capacity_blocks, params)};
-  g->table = {g->bitmap.end(), TableSize(capacity_blocks, params)};
+  uint64_t next = g->bitmap.end();
+  if (version == kFormatVersion2) {
+    g->missed_writes = {next, g->bitmap.size};
+    next = g->missed_writes.end();
+  }
+  g->table = {next, TableSize(capacity_blocks, params)};
   g->data.offset = AlignUp(g->table.end(), kDataAlignment);
 }
 
@@ -80,6 +87,14 @@ Status ValidateFormatParams(const FormatParams& params) {
 }
 
 Status ComputeGeometry(uint64_t member_size, const FormatParams& params, MemberGeometry* out) {
+  return ComputeGeometry(member_size, params, kFormatVersion1, out);
+}
+
+Status ComputeGeometry(uint64_t member_size, const FormatParams& params, uint32_t version,
+                       MemberGeometry* out) {
+  if (version != kFormatVersion1 && version != kFormatVersion2) {
+    return Status::Invalid("unknown member format version " + std::to_string(version));
+  }
   DST_RETURN_IF_ERROR(ValidateFormatParams(params));
   if (member_size > kMaxMemberSize) {
     return Status::Invalid("member of " + FormatSize(member_size) +
@@ -89,10 +104,10 @@ Status ComputeGeometry(uint64_t member_size, const FormatParams& params, MemberG
   g.member_size = member_size;
   g.params = params;
   if (member_size < kSlotCount * kSlotSize) {
-    PlaceMetadata(kSlotCount * kSlotSize, params, &g);
+    PlaceMetadata(kSlotCount * kSlotSize, params, version, &g);
     return TooSmall(member_size, g);
   }
-  PlaceMetadata(member_size, params, &g);
+  PlaceMetadata(member_size, params, version, &g);
   const uint64_t room = member_size > g.data.offset ? member_size - g.data.offset : 0;
   g.data.size = room / params.block_size * params.block_size;
   if (g.data.size == 0) return TooSmall(member_size, g);
@@ -106,11 +121,23 @@ TableEntryLocation LocateTableEntry(const MemberGeometry& geometry, uint64_t blo
   return {offset, page, static_cast<uint32_t>(offset - page), geometry.entry_size()};
 }
 
-BitmapBit LocateBitmapBit(const MemberGeometry& geometry, uint64_t data_offset) {
-  const uint64_t region = data_offset / geometry.params.region_size;
-  const uint64_t offset = geometry.bitmap.offset + region / 8;
+namespace {
+
+BitmapBit LocateRegionBit(const Area& map, uint64_t region_size, uint64_t data_offset) {
+  const uint64_t region = data_offset / region_size;
+  const uint64_t offset = map.offset + region / 8;
   return {region, offset, offset & ~(kMetadataPageSize - 1),
           static_cast<uint8_t>(1u << (region % 8))};
+}
+
+}  // namespace
+
+BitmapBit LocateBitmapBit(const MemberGeometry& geometry, uint64_t data_offset) {
+  return LocateRegionBit(geometry.bitmap, geometry.params.region_size, data_offset);
+}
+
+BitmapBit LocateMissedWriteBit(const MemberGeometry& geometry, uint64_t data_offset) {
+  return LocateRegionBit(geometry.missed_writes, geometry.params.region_size, data_offset);
 }
 
 }  // namespace dst::integrity

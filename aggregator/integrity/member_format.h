@@ -1,9 +1,11 @@
-// Member format v1, geometry: where the superblock slots, the write-intent bitmap, the checksum
-// table and the data area lie on one member, computed from the member's size and the format
-// parameters. Pure arithmetic: no I/O. docs/format.md is the specification; keep the two in step.
+// Member format, geometry: where the superblock slots, the write-intent bitmap, the missed-write
+// map (version 2), the checksum table and the data area lie on one member, computed from the
+// member's size, the format parameters and the format version. Pure arithmetic: no I/O.
+// docs/format.md is the specification; keep the two in step.
 //
-//   [slot 0 | slot 1 | bitmap | table | (padding) | data area | (tail < one block)]
-//    0        4 KiB    8 KiB                       1 MiB-aligned
+//   version 1: [slot 0 | slot 1 | bitmap | table | (padding) | data area | (tail < one block)]
+//   version 2: [slot 0 | slot 1 | bitmap | missed-write map | table | (padding) | data area | ...]
+//               0        4 KiB    8 KiB                                  1 MiB-aligned
 //
 // Contract: ComputeGeometry validates everything and either fills a MemberGeometry whose areas lie
 // in order inside the member without overlapping, or returns EINVAL naming the bad value. The
@@ -19,6 +21,11 @@
 #include "common/status.h"
 
 namespace dst::integrity {
+
+// Format versions. Version 1 is for linear and stripe volumes. Version 2, for mirror and raid10
+// volumes, adds the missed-write map area and the superblock fields that track copies.
+inline constexpr uint32_t kFormatVersion1 = 1;
+inline constexpr uint32_t kFormatVersion2 = 2;
 
 inline constexpr uint64_t kSlotSize = 4096;  // one superblock copy
 inline constexpr uint64_t kSlotCount = 2;
@@ -60,8 +67,10 @@ struct MemberGeometry {
   FormatParams params;
   Area superblocks;  // both slots: {0, 8 KiB}
   Area bitmap;       // 1 bit per region of the data area, padded to a page
-  Area table;        // one entry per data block, padded to a page
-  Area data;         // whole blocks, offset aligned to kDataAlignment
+  // Version 2: 1 bit per region as the bitmap, the same size, right after it. {0, 0} in version 1.
+  Area missed_writes;
+  Area table;  // one entry per data block, padded to a page
+  Area data;   // whole blocks, offset aligned to kDataAlignment
 
   uint32_t entry_size() const { return static_cast<uint32_t>(ChecksumSize(params.algorithm)); }
   uint64_t data_blocks() const { return data.size / params.block_size; }
@@ -75,6 +84,10 @@ Status ValidateFormatParams(const FormatParams& params);
 // Lays out a member of `member_size` bytes. EINVAL when the parameters are invalid, the size is
 // above kMaxMemberSize, or the member cannot hold one data block after its metadata (the message
 // gives the smallest size that can).
+// `version` is kFormatVersion1 or kFormatVersion2 (EINVAL otherwise); the three-argument form is
+// version 1.
+Status ComputeGeometry(uint64_t member_size, const FormatParams& params, uint32_t version,
+                       MemberGeometry* out);
 Status ComputeGeometry(uint64_t member_size, const FormatParams& params, MemberGeometry* out);
 
 // Where the checksum table entry of data block `block` (0-based within this member's data area)
@@ -97,5 +110,7 @@ struct BitmapBit {
   uint8_t mask;            // 1 << (region % 8)
 };
 BitmapBit LocateBitmapBit(const MemberGeometry& geometry, uint64_t data_offset);
+// The missed-write bit of the same region, numbered as the bitmap's (version 2 only).
+BitmapBit LocateMissedWriteBit(const MemberGeometry& geometry, uint64_t data_offset);
 
 }  // namespace dst::integrity

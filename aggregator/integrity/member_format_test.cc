@@ -18,9 +18,10 @@ constexpr uint64_t MiB = 1024 * KiB;
 constexpr uint64_t GiB = 1024 * MiB;
 constexpr uint64_t TiB = 1024 * GiB;
 
-MemberGeometry MustCompute(uint64_t member_size, const FormatParams& params = {}) {
+MemberGeometry MustCompute(uint64_t member_size, const FormatParams& params = {},
+                           uint32_t version = kFormatVersion1) {
   MemberGeometry g;
-  const Status status = ComputeGeometry(member_size, params, &g);
+  const Status status = ComputeGeometry(member_size, params, version, &g);
   REQUIRE_MESSAGE(status.ok(), status.message());
   return g;
 }
@@ -32,7 +33,13 @@ void CheckInvariants(const MemberGeometry& g) {
   CAPTURE(g.params.block_size);
   CHECK(g.superblocks == Area{0, 2 * kSlotSize});
   CHECK(g.bitmap.offset == g.superblocks.end());
-  CHECK(g.table.offset == g.bitmap.end());
+  if (g.missed_writes.size == 0) {  // version 1
+    CHECK(g.missed_writes == Area{});
+    CHECK(g.table.offset == g.bitmap.end());
+  } else {  // version 2: the missed-write map is the bitmap's twin, right after it
+    CHECK(g.missed_writes == Area{g.bitmap.end(), g.bitmap.size});
+    CHECK(g.table.offset == g.missed_writes.end());
+  }
   CHECK(g.table.end() <= g.data.offset);
   CHECK(g.data.end() <= g.member_size);
   CHECK(g.member_size - g.data.end() < g.params.block_size);  // only a partial block is lost
@@ -67,6 +74,52 @@ TEST_CASE("geometry: a 1 GiB member with the defaults, by the numbers of docs/fo
   CHECK(g.data_blocks() == (GiB - 2 * MiB) / 4096);
   CHECK(g.regions() == 256);  // 1022 MiB of data: the last of the 4 MiB regions is partial
   CheckInvariants(g);
+}
+
+TEST_CASE("geometry: version 2 puts the missed-write map between the bitmap and the table") {
+  const MemberGeometry v1 = MustCompute(GiB);
+  CHECK(v1.missed_writes == Area{});
+  const MemberGeometry g = MustCompute(GiB, {}, kFormatVersion2);
+  CHECK(g.bitmap == Area{8 * KiB, 4 * KiB});
+  CHECK(g.missed_writes == Area{12 * KiB, 4 * KiB});
+  CHECK(g.table == Area{16 * KiB, MiB});
+  // The extra page fits in the padding before the 1 MiB boundary: the data area is version 1's.
+  CHECK(g.data == v1.data);
+  CheckInvariants(g);
+
+  const MemberGeometry tib = MustCompute(TiB, {}, kFormatVersion2);
+  CHECK(tib.bitmap == Area{8 * KiB, 32 * KiB});
+  CHECK(tib.missed_writes == Area{40 * KiB, 32 * KiB});
+  CHECK(tib.table == Area{72 * KiB, GiB});
+  CHECK(tib.data == Area{GiB + MiB, TiB - GiB - MiB});
+  CheckInvariants(tib);
+
+  MemberGeometry untouched;
+  const Status status = ComputeGeometry(GiB, {}, 3, &untouched);
+  CHECK(status.err() == EINVAL);
+  CHECK(status.message() == "unknown member format version 3");
+  CHECK(untouched == MemberGeometry{});
+}
+
+TEST_CASE("geometry: version 2 members from the smallest to the largest") {
+  for (const FormatParams& params : ParamSets()) {
+    const uint64_t smallest = MiB + params.block_size;
+    CHECK(MustCompute(smallest, params, kFormatVersion2).data == Area{MiB, params.block_size});
+    MemberGeometry g;
+    CHECK(ComputeGeometry(smallest - 1, params, kFormatVersion2, &g).err() == EINVAL);
+    CheckInvariants(MustCompute(kMaxMemberSize, params, kFormatVersion2));
+  }
+  std::mt19937_64 random(43);
+  for (const FormatParams& params : ParamSets()) {
+    for (int i = 0; i < 1000; ++i) {
+      const uint64_t size = random() % (i % 2 ? 300 * MiB : 4 * TiB);
+      MemberGeometry g;
+      CAPTURE(size);
+      const Status status = ComputeGeometry(size, params, kFormatVersion2, &g);
+      CHECK(status.ok() == (size >= MiB + params.block_size));
+      if (status.ok()) CheckInvariants(g);
+    }
+  }
 }
 
 TEST_CASE("geometry: BLAKE2b entries are 32 bytes, eight times the table") {
@@ -200,6 +253,19 @@ TEST_CASE("geometry: bitmap bits are little-endian within a byte") {
   CHECK(end.member_offset < g.bitmap.end());
   CHECK(LocateBitmapBit(g, 4 * MiB - 1).region == 0);
   CHECK(LocateBitmapBit(g, 7 * 4 * MiB).mask == 0x80);
+}
+
+TEST_CASE("geometry: missed-write bits are numbered as the bitmap's, in their own area") {
+  const MemberGeometry g = MustCompute(GiB, {}, kFormatVersion2);
+  for (uint64_t offset : {uint64_t{0}, 9 * 4 * MiB + 5, 7 * 4 * MiB, g.data.size - 1}) {
+    const BitmapBit intent = LocateBitmapBit(g, offset);
+    const BitmapBit missed = LocateMissedWriteBit(g, offset);
+    CHECK(missed.region == intent.region);
+    CHECK(missed.mask == intent.mask);
+    CHECK(missed.member_offset == intent.member_offset - g.bitmap.offset + g.missed_writes.offset);
+    CHECK(missed.page_offset == missed.member_offset / 4096 * 4096);
+    CHECK(missed.member_offset < g.missed_writes.end());
+  }
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "aggregator/volume/set_geometry.h"
 #include "common/nbd_protocol.h"
 #include "common/units.h"
 
@@ -20,6 +21,8 @@ using nbd::StoreBE64;
 
 constexpr uint8_t kLinearCode = 1;
 constexpr uint8_t kStripeCode = 2;
+constexpr uint8_t kMirrorCode = 3;
+constexpr uint8_t kRaid10Code = 4;
 constexpr std::string_view kKeyIdentityMessage = "dst member format v1 key identity";
 
 // ---------------------------------------------------------------------------
@@ -50,13 +53,14 @@ bool IsPrintableUtf8(std::string_view s) {
 }
 
 Status ValidateHeader(const Superblock& sb) {
-  if (sb.version != kFormatVersion) {
+  if (sb.version != kFormatVersion1 && sb.version != kFormatVersion2) {
     return Status::Error(ENOTSUP, "superblock format version " + std::to_string(sb.version) +
-                                      " is not supported (this dst reads version 1)");
+                                      " is not supported (this dst reads versions 1 and 2)");
   }
   if (sb.flags != 0) {
     return Status::Error(ENOTSUP, "superblock has unknown feature flags " +
-                                      std::to_string(sb.flags) + " (version 1 defines none)");
+                                      std::to_string(sb.flags) + " (version " +
+                                      std::to_string(sb.version) + " defines none)");
   }
   return Status::Ok();
 }
@@ -80,10 +84,11 @@ Status ValidateMembers(const Superblock& sb) {
     return Status::Invalid("member index " + std::to_string(sb.member_index) +
                            " is not below the member count " + std::to_string(sb.member_count));
   }
+  const uint8_t max_state = sb.version == kFormatVersion1 ? kMaxMemberStateV1 : kMaxMemberStateV2;
   for (uint32_t i = 0; i < kMaxMembers; ++i) {
     const auto code = static_cast<uint8_t>(sb.member_states[i]);
     const bool used = i < sb.member_count;
-    if (used ? (code < 1 || code > 3) : code != 0) {
+    if (used ? (code < 1 || code > max_state) : code != 0) {
       return Status::Invalid("member " + std::to_string(i) + " has invalid state " +
                              std::to_string(code));
     }
@@ -91,20 +96,44 @@ Status ValidateMembers(const Superblock& sb) {
   return Status::Ok();
 }
 
+// Version 1 holds linear and stripe volumes, version 2 mirror and raid10 ones.
+Status ValidateLayoutVersion(const Superblock& sb) {
+  const std::string name(volume::LayoutKindName(sb.layout));
+  if (name == "unknown") return Status::Invalid("unknown layout");
+  const bool redundant = volume::IsRedundant(sb.layout);
+  if (redundant && sb.version != kFormatVersion2) {
+    return Status::Invalid("layout " + name + " needs format version 2, not " +
+                           std::to_string(sb.version));
+  }
+  if (!redundant && sb.version != kFormatVersion1) {
+    return Status::Invalid("layout " + name + " is written in format version 1, not " +
+                           std::to_string(sb.version));
+  }
+  return Status::Ok();
+}
+
+Status ValidateChunk(const Superblock& sb) {
+  const uint32_t block = sb.geometry.params.block_size;
+  const std::string name(volume::LayoutKindName(sb.layout));
+  const bool striped =
+      sb.layout == volume::LayoutKind::kStripe || sb.layout == volume::LayoutKind::kRaid10;
+  if (!striped) {
+    if (sb.chunk_size == 0) return Status::Ok();
+    return Status::Invalid(name + " volume has chunk size " + FormatSize(sb.chunk_size));
+  }
+  // A block must never straddle two chunks, i.e. two members (or sets).
+  if (!std::has_single_bit(sb.chunk_size) || sb.chunk_size < block ||
+      sb.chunk_size > volume::kMaxChunkSize) {
+    return Status::Invalid(name + " chunk size " + FormatSize(sb.chunk_size) +
+                           " is not a power of two from the block size to 1 GiB");
+  }
+  return Status::Ok();
+}
+
 Status ValidateVolume(const Superblock& sb) {
   const uint32_t block = sb.geometry.params.block_size;
-  if (sb.layout == volume::LayoutKind::kStripe) {
-    // A block must never straddle two chunks, i.e. two members.
-    if (!std::has_single_bit(sb.chunk_size) || sb.chunk_size < block ||
-        sb.chunk_size > volume::kMaxChunkSize) {
-      return Status::Invalid("stripe chunk size " + FormatSize(sb.chunk_size) +
-                             " is not a power of two from the block size to 1 GiB");
-    }
-  } else if (sb.layout != volume::LayoutKind::kLinear) {
-    return Status::Invalid("unknown layout");
-  } else if (sb.chunk_size != 0) {
-    return Status::Invalid("linear volume has chunk size " + FormatSize(sb.chunk_size));
-  }
+  DST_RETURN_IF_ERROR(ValidateLayoutVersion(sb));
+  DST_RETURN_IF_ERROR(ValidateChunk(sb));
   if (sb.state != VolumeState::kClean && sb.state != VolumeState::kDirty) {
     return Status::Invalid("unknown volume state " + std::to_string(static_cast<int>(sb.state)));
   }
@@ -133,11 +162,14 @@ Status CheckBefore(std::string_view a_name, const Area& a, std::string_view b_na
   return Status::Invalid(Describe(a_name, a) + " overlaps or follows " + Describe(b_name, b));
 }
 
+bool PageAligned(const Area& a) {
+  return a.offset % kMetadataPageSize == 0 && a.size % kMetadataPageSize == 0;
+}
+
 Status CheckAlignment(const MemberGeometry& g) {
-  const bool pages =
-      g.bitmap.offset % kMetadataPageSize == 0 && g.bitmap.size % kMetadataPageSize == 0 &&
-      g.table.offset % kMetadataPageSize == 0 && g.table.size % kMetadataPageSize == 0;
-  if (!pages) return Status::Invalid("bitmap or table area is not aligned to 4 KiB pages");
+  if (!PageAligned(g.bitmap) || !PageAligned(g.missed_writes) || !PageAligned(g.table)) {
+    return Status::Invalid("bitmap, missed-write map or table area is not aligned to 4 KiB pages");
+  }
   if (g.data.offset % kDataAlignment != 0) {
     return Status::Invalid(Describe("data", g.data) + " is not aligned to 1 MiB");
   }
@@ -159,7 +191,24 @@ Status CheckCoverage(const MemberGeometry& g) {
   return Status::Ok();
 }
 
-Status ValidateGeometry(const MemberGeometry& g) {
+// Version 2's missed-write map: the bitmap's twin between the bitmap and the table. Version 1 has
+// none.
+Status CheckMissedWriteMap(const MemberGeometry& g, uint32_t version) {
+  if (version == kFormatVersion1) {
+    if (g.missed_writes == Area{}) return Status::Ok();
+    return Status::Invalid("version 1 has no " + Describe("missed-write map", g.missed_writes));
+  }
+  DST_RETURN_IF_ERROR(CheckInside("missed-write map", g.missed_writes, g.member_size));
+  DST_RETURN_IF_ERROR(CheckBefore("bitmap", g.bitmap, "missed-write map", g.missed_writes));
+  DST_RETURN_IF_ERROR(CheckBefore("missed-write map", g.missed_writes, "table", g.table));
+  if (g.missed_writes.size != g.bitmap.size) {
+    return Status::Invalid(Describe("missed-write map", g.missed_writes) +
+                           " is not the size of the " + Describe("bitmap", g.bitmap));
+  }
+  return Status::Ok();
+}
+
+Status ValidateGeometry(const MemberGeometry& g, uint32_t version) {
   DST_RETURN_IF_ERROR(ValidateFormatParams(g.params));
   if (g.member_size > kMaxMemberSize) return Status::Invalid("member size is 2^63 or more");
   if (g.superblocks != Area{0, kSlotCount * kSlotSize}) {
@@ -171,6 +220,7 @@ Status ValidateGeometry(const MemberGeometry& g) {
   DST_RETURN_IF_ERROR(CheckBefore("superblock", g.superblocks, "bitmap", g.bitmap));
   DST_RETURN_IF_ERROR(CheckBefore("bitmap", g.bitmap, "table", g.table));
   DST_RETURN_IF_ERROR(CheckBefore("table", g.table, "data", g.data));
+  DST_RETURN_IF_ERROR(CheckMissedWriteMap(g, version));
   DST_RETURN_IF_ERROR(CheckAlignment(g));
   return CheckCoverage(g);
 }
@@ -185,6 +235,124 @@ Status ValidateKeyId(const Superblock& sb) {
 }
 
 // ---------------------------------------------------------------------------
+// Version 2: copies, generations, ownership and the slots.
+
+bool IsZero(const Uuid& uuid) {
+  return std::all_of(uuid.begin(), uuid.end(), [](uint8_t b) { return b == 0; });
+}
+
+// Version 1 has none of these on disk, so a version 1 superblock must keep their defaults:
+// otherwise what is written would not read back.
+Status CheckNoVersion2Fields(const Superblock& sb) {
+  const Superblock none;
+  const bool clear = sb.copies == none.copies && sb.generation == none.generation &&
+                     sb.history == none.history && sb.map_epoch == none.map_epoch &&
+                     sb.ownership_epoch == none.ownership_epoch &&
+                     sb.owner_uuid == none.owner_uuid && sb.slot_flags == none.slot_flags &&
+                     sb.stale_since == none.stale_since && sb.cursor == none.cursor &&
+                     sb.slot_members == none.slot_members;
+  if (clear) return Status::Ok();
+  return Status::Invalid(
+      "version 1 superblock has version 2 fields set (copies, generation, epochs or slots)");
+}
+
+// Newest first, zero for none: no gap, no repeat, never the generation itself.
+Status ValidateGenerations(const Superblock& sb) {
+  if (IsZero(sb.generation)) return Status::Invalid("generation UUID is zero");
+  bool ended = false;
+  for (size_t i = 0; i < kHistoryLength; ++i) {
+    const Uuid& h = sb.history[i];
+    const std::string name = "history entry " + std::to_string(i);
+    if (IsZero(h)) {
+      ended = true;
+      continue;
+    }
+    if (ended) return Status::Invalid(name + " is set after an empty one");
+    if (h == sb.generation) return Status::Invalid(name + " is the current generation");
+    for (size_t j = 0; j < i; ++j)
+      if (h == sb.history[j])
+        return Status::Invalid(name + " repeats history entry " + std::to_string(j));
+  }
+  return Status::Ok();
+}
+
+Status ValidateEpochs(const Superblock& sb) {
+  if (sb.ownership_epoch > kMaxOwnershipEpoch) {
+    return Status::Invalid("ownership epoch " + std::to_string(sb.ownership_epoch) +
+                           " is not below 2^31");
+  }
+  if (sb.map_epoch > sb.event) {
+    return Status::Invalid("map epoch " + std::to_string(sb.map_epoch) +
+                           " is after the superblock's event " + std::to_string(sb.event));
+  }
+  return Status::Ok();
+}
+
+// A slot in use: known flags, no stale-since while active, a cursor inside what each copy holds,
+// and an owner.
+Status ValidateSlot(const Superblock& sb, uint32_t slot, uint64_t copy_blocks) {
+  const std::string name = "slot " + std::to_string(slot);
+  if ((sb.slot_flags[slot] & ~kKnownSlotFlags) != 0) {
+    return Status::Invalid(name + " has unknown flags " + std::to_string(sb.slot_flags[slot]));
+  }
+  if (sb.member_states[slot] == MemberState::kActive && sb.stale_since[slot] != 0) {
+    return Status::Invalid(name + " is active but stale since event " +
+                           std::to_string(sb.stale_since[slot]));
+  }
+  if (sb.cursor[slot] > copy_blocks) {
+    return Status::Invalid(name + " cursor " + std::to_string(sb.cursor[slot]) + " is beyond the " +
+                           std::to_string(copy_blocks) + " blocks each copy holds");
+  }
+  if (IsZero(sb.slot_members[slot])) return Status::Invalid(name + " has no member UUID");
+  return Status::Ok();
+}
+
+Status ValidateUnusedSlot(const Superblock& sb, uint32_t slot) {
+  if (sb.slot_flags[slot] == 0 && sb.stale_since[slot] == 0 && sb.cursor[slot] == 0 &&
+      IsZero(sb.slot_members[slot])) {
+    return Status::Ok();
+  }
+  return Status::Invalid("slot " + std::to_string(slot) +
+                         " is past the member count but is not all zero");
+}
+
+// Each slot has its own owner, and this member owns its own slot.
+Status ValidateSlotOwners(const Superblock& sb) {
+  for (uint32_t i = 0; i < sb.member_count; ++i) {
+    for (uint32_t j = i + 1; j < sb.member_count; ++j) {
+      if (sb.slot_members[i] == sb.slot_members[j]) {
+        return Status::Invalid("slots " + std::to_string(i) + " and " + std::to_string(j) +
+                               " have the same member UUID");
+      }
+    }
+  }
+  if (sb.slot_members[sb.member_index] != sb.member_uuid) {
+    return Status::Invalid("slot " + std::to_string(sb.member_index) +
+                           " does not name this member's UUID");
+  }
+  return Status::Ok();
+}
+
+Status ValidateSlots(const Superblock& sb, const volume::SetGeometry& sets) {
+  // Every copy holds the same share of the volume (set_geometry.h), in whole blocks.
+  const uint64_t copy_blocks = sb.volume_size / sets.sets() / sb.geometry.params.block_size;
+  for (uint32_t i = 0; i < kMaxMembers; ++i) {
+    DST_RETURN_IF_ERROR(i < sb.member_count ? ValidateSlot(sb, i, copy_blocks)
+                                            : ValidateUnusedSlot(sb, i));
+  }
+  return ValidateSlotOwners(sb);
+}
+
+Status ValidateRedundancy(const Superblock& sb) {
+  if (sb.version == kFormatVersion1) return CheckNoVersion2Fields(sb);
+  volume::SetGeometry sets;
+  DST_RETURN_IF_ERROR(volume::MakeSetGeometry(sb.layout, sb.member_count, sb.copies, &sets));
+  DST_RETURN_IF_ERROR(ValidateGenerations(sb));
+  DST_RETURN_IF_ERROR(ValidateEpochs(sb));
+  return ValidateSlots(sb, sets);
+}
+
+// ---------------------------------------------------------------------------
 // Byte encoding.
 
 void PutArea(uint8_t* p, const Area& a) {
@@ -194,6 +362,52 @@ void PutArea(uint8_t* p, const Area& a) {
 
 Area GetArea(const uint8_t* p) {
   return {LoadBE64(p), LoadBE64(p + 8)};
+}
+
+void PutUuid(uint8_t* p, const Uuid& uuid) {
+  std::copy(uuid.begin(), uuid.end(), p);
+}
+
+Uuid GetUuid(const uint8_t* p) {
+  Uuid uuid;
+  std::copy_n(p, uuid.size(), uuid.begin());
+  return uuid;
+}
+
+void EncodeVersion2Fields(const Superblock& sb, uint8_t* p) {
+  namespace o = offsets;
+  p[o::kCopies] = static_cast<uint8_t>(sb.copies);
+  PutUuid(p + o::kGeneration, sb.generation);
+  for (size_t i = 0; i < kHistoryLength; ++i)
+    PutUuid(p + o::kHistory + 16 * i, sb.history[i]);
+  StoreBE64(p + o::kMapEpoch, sb.map_epoch);
+  StoreBE64(p + o::kOwnershipEpoch, sb.ownership_epoch);
+  PutUuid(p + o::kOwnerUuid, sb.owner_uuid);
+  PutArea(p + o::kMissedWrites, sb.geometry.missed_writes);
+  for (uint32_t i = 0; i < kMaxMembers; ++i) {
+    p[o::kSlotFlags + i] = sb.slot_flags[i];
+    StoreBE64(p + o::kStaleSince + 8 * i, sb.stale_since[i]);
+    StoreBE64(p + o::kCursor + 8 * i, sb.cursor[i]);
+    PutUuid(p + o::kSlotMembers + 16 * i, sb.slot_members[i]);
+  }
+}
+
+void DecodeVersion2Fields(const uint8_t* p, Superblock* sb) {
+  namespace o = offsets;
+  sb->copies = p[o::kCopies];
+  sb->generation = GetUuid(p + o::kGeneration);
+  for (size_t i = 0; i < kHistoryLength; ++i)
+    sb->history[i] = GetUuid(p + o::kHistory + 16 * i);
+  sb->map_epoch = LoadBE64(p + o::kMapEpoch);
+  sb->ownership_epoch = LoadBE64(p + o::kOwnershipEpoch);
+  sb->owner_uuid = GetUuid(p + o::kOwnerUuid);
+  sb->geometry.missed_writes = GetArea(p + o::kMissedWrites);
+  for (uint32_t i = 0; i < kMaxMembers; ++i) {
+    sb->slot_flags[i] = p[o::kSlotFlags + i];
+    sb->stale_since[i] = LoadBE64(p + o::kStaleSince + 8 * i);
+    sb->cursor[i] = LoadBE64(p + o::kCursor + 8 * i);
+    sb->slot_members[i] = GetUuid(p + o::kSlotMembers + 16 * i);
+  }
 }
 
 void EncodeFields(const Superblock& sb, uint8_t* p) {
@@ -225,6 +439,7 @@ void EncodeFields(const Superblock& sb, uint8_t* p) {
   for (uint32_t i = 0; i < kMaxMembers; ++i) {
     p[o::kMemberStates + i] = static_cast<uint8_t>(sb.member_states[i]);
   }
+  if (sb.version == kFormatVersion2) EncodeVersion2Fields(sb, p);
 }
 
 // The one-byte codes that must map onto enums; the rest is range-checked by ValidateSuperblock.
@@ -236,6 +451,12 @@ Status DecodeCodes(const uint8_t* p, Superblock* sb) {
       break;
     case kStripeCode:
       sb->layout = volume::LayoutKind::kStripe;
+      break;
+    case kMirrorCode:
+      sb->layout = volume::LayoutKind::kMirror;
+      break;
+    case kRaid10Code:
+      sb->layout = volume::LayoutKind::kRaid10;
       break;
     default:
       return Status::Invalid("unknown layout code " + std::to_string(p[o::kLayout]));
@@ -275,6 +496,8 @@ void DecodeFields(const uint8_t* p, Superblock* sb) {
   g.table = GetArea(p + o::kTable);
   g.data = GetArea(p + o::kData);
   std::copy_n(p + o::kKeyId, sb->key_id.size(), sb->key_id.begin());
+  // Version 1 leaves the rest of the slot zero and ignores it on read, whatever it holds.
+  if (sb->version == kFormatVersion2) DecodeVersion2Fields(p, sb);
 }
 
 // CRC32C of the slot with the checksum field taken as zero.
@@ -333,7 +556,17 @@ Status BothInvalid(const Status& s0, const Status& s1) {
 }  // namespace
 
 uint8_t LayoutCode(volume::LayoutKind kind) {
-  return kind == volume::LayoutKind::kStripe ? kStripeCode : kLinearCode;
+  switch (kind) {
+    case volume::LayoutKind::kLinear:
+      return kLinearCode;
+    case volume::LayoutKind::kStripe:
+      return kStripeCode;
+    case volume::LayoutKind::kMirror:
+      return kMirrorCode;
+    case volume::LayoutKind::kRaid10:
+      return kRaid10Code;
+  }
+  return 0;
 }
 
 std::string_view VolumeStateName(VolumeState state) {
@@ -356,6 +589,14 @@ std::string_view MemberStateName(MemberState state) {
       return "failed";
     case MemberState::kMissing:
       return "missing";
+    case MemberState::kStale:
+      return "stale";
+    case MemberState::kRebuilding:
+      return "rebuilding";
+    case MemberState::kSpare:
+      return "spare";
+    case MemberState::kResyncing:
+      return "resyncing";
   }
   return "unknown";
 }
@@ -364,9 +605,10 @@ Status ValidateSuperblock(const Superblock& sb) {
   DST_RETURN_IF_ERROR(ValidateHeader(sb));
   DST_RETURN_IF_ERROR(ValidateName(sb.name));
   DST_RETURN_IF_ERROR(ValidateMembers(sb));
-  DST_RETURN_IF_ERROR(ValidateGeometry(sb.geometry));
+  DST_RETURN_IF_ERROR(ValidateGeometry(sb.geometry, sb.version));
   DST_RETURN_IF_ERROR(ValidateVolume(sb));
-  return ValidateKeyId(sb);
+  DST_RETURN_IF_ERROR(ValidateKeyId(sb));
+  return ValidateRedundancy(sb);
 }
 
 Status Encode(const Superblock& sb, std::span<uint8_t, kSlotSize> out) {

@@ -1,6 +1,13 @@
-// Member format v1, superblock: what a member says about itself and its volume, encoded
-// big-endian into one 4096-byte slot. docs/format.md has the byte table; the constants below and
+// Member format, superblock: what a member says about itself and its volume, encoded big-endian
+// into one 4096-byte slot. docs/format.md has the byte tables; the constants below and
 // superblock_test's golden bytes keep code and document in step.
+//
+// Versions: linear and stripe volumes are written in version 1, mirror and raid10 volumes in
+// version 2, which adds the fields that track copies (generation, ownership, per-slot state) in
+// the bytes version 1 leaves zero. This code reads and writes both; older code refuses version 2
+// as "not supported". A version 1 superblock carries the version 2 fields at their defaults
+// (copies 1, everything else zero): Decode never reads them from a version 1 slot, and Encode
+// refuses a version 1 superblock whose version 2 fields are set.
 //
 // Write protocol (the caller does the I/O): a superblock with event counter E is written to slot
 // NextSlot(E) = E % 2, then the member is flushed; only after the flush is it current. Each
@@ -30,11 +37,15 @@
 
 namespace dst::integrity {
 
-inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr char kMagic[8] = {'D', 'S', 'T', 'M', 'E', 'M', 'B', '1'};
 // The member-state array is fixed in the slot; a volume has at most this many members.
 inline constexpr uint32_t kMaxMembers = 64;
 inline constexpr size_t kMaxNameLength = 64;  // bytes of UTF-8, NUL-padded on disk
+// Previous generations a version 2 superblock remembers.
+inline constexpr size_t kHistoryLength = 2;
+// Ownership epochs stay below 2^31, so that as the high half of a plugin fence epoch they keep it
+// below 2^63 (docs/nbdkit-plugin.md).
+inline constexpr uint64_t kMaxOwnershipEpoch = (uint64_t{1} << 31) - 1;
 
 // Byte offsets of the fields inside a slot (see docs/format.md).
 namespace offsets {
@@ -63,7 +74,20 @@ inline constexpr size_t kTable = 216;
 inline constexpr size_t kData = 232;
 inline constexpr size_t kKeyId = 256;
 inline constexpr size_t kMemberStates = 288;
-inline constexpr size_t kEnd = 352;  // the rest of the slot is zero
+inline constexpr size_t kEndV1 = 352;  // version 1: the rest of the slot is zero
+// Version 2 only.
+inline constexpr size_t kCopies = 352;
+inline constexpr size_t kGeneration = 360;
+inline constexpr size_t kHistory = 376;  // kHistoryLength UUIDs
+inline constexpr size_t kMapEpoch = 408;
+inline constexpr size_t kOwnershipEpoch = 416;
+inline constexpr size_t kOwnerUuid = 424;
+inline constexpr size_t kMissedWrites = 440;  // an area: offset u64, size u64
+inline constexpr size_t kSlotFlags = 456;     // u8 per slot
+inline constexpr size_t kStaleSince = 520;    // u64 per slot
+inline constexpr size_t kCursor = 1032;       // u64 per slot
+inline constexpr size_t kSlotMembers = 1544;  // a UUID per slot
+inline constexpr size_t kEndV2 = 2568;        // version 2: the rest of the slot is zero
 }  // namespace offsets
 
 using Uuid = std::array<uint8_t, 16>;
@@ -74,16 +98,28 @@ enum class VolumeState : uint8_t {
   kClean = 1,  // stopped in order: every checksum is durable, the bitmap is empty
   kDirty = 2,  // in use or crashed: dirty regions need their checksums recomputed at assembly
 };
+// A member's (slot's) state. Version 1 knows 1 to 3 only.
 enum class MemberState : uint8_t {
   kUnused = 0,  // index >= member count
-  kActive = 1,
+  kActive = 1,  // current: receives every write
   kFailed = 2,
   kMissing = 3,
+  kStale = 4,       // has missed writes since stale_since; resynced from the missed-write maps
+  kRebuilding = 5,  // getting a full copy; cursor is valid
+  kSpare = 6,
+  kResyncing = 7,  // getting the regions it missed; cursor is valid
 };
+inline constexpr uint8_t kMaxMemberStateV1 = 3;
+inline constexpr uint8_t kMaxMemberStateV2 = 7;
+
+// Bits of a version 2 slot's flags.
+inline constexpr uint8_t kSlotWriteMostly = 1 << 0;  // read from it only when no other copy can
+inline constexpr uint8_t kSlotWantReplacement = 1 << 1;
+inline constexpr uint8_t kKnownSlotFlags = kSlotWriteMostly | kSlotWantReplacement;
 
 struct Superblock {
-  uint32_t version = kFormatVersion;
-  uint32_t flags = 0;  // v1 defines none: any set bit is refused
+  uint32_t version = kFormatVersion1;
+  uint32_t flags = 0;  // versions 1 and 2 define none: any set bit is refused
   uint64_t event = 0;
   uint64_t created = 0;  // seconds since the Unix epoch, UTC
   Uuid volume_uuid{};
@@ -99,11 +135,23 @@ struct Superblock {
   KeyId key_id{};            // KeyIdentity() of the key for kBlake2bKeyed; zero otherwise
   std::array<MemberState, kMaxMembers> member_states{};  // indexed by member index
 
+  // Version 2 only (mirror and raid10); version 1 keeps these defaults. A slot is a member index.
+  uint32_t copies = 1;  // K, the copies of each byte: at least 2 in version 2
+  Uuid generation{};    // new at every change of the current set; never zero in version 2
+  std::array<Uuid, kHistoryLength> history{};  // previous generations, newest first; zero: none
+  uint64_t map_epoch = 0;        // event at which the missed-write maps were last all clear
+  uint64_t ownership_epoch = 0;  // bumped by every writable assembly; <= kMaxOwnershipEpoch
+  Uuid owner_uuid{};             // the aggregator that last bumped it; zero: none yet
+  std::array<uint8_t, kMaxMembers> slot_flags{};    // kSlotWriteMostly, kSlotWantReplacement
+  std::array<uint64_t, kMaxMembers> stale_since{};  // event the slot stopped receiving writes
+  std::array<uint64_t, kMaxMembers> cursor{};       // resync/rebuild progress in data blocks
+  std::array<Uuid, kMaxMembers> slot_members{};     // the member UUID that owns each slot
+
   bool operator==(const Superblock&) const = default;
 };
 
 // EINVAL naming the first field out of range (see the file comment); ENOTSUP for a version or
-// flags this code does not know.
+// flags this code does not know. docs/format.md §3.3 lists the checks.
 Status ValidateSuperblock(const Superblock& sb);
 Status Encode(const Superblock& sb, std::span<uint8_t, kSlotSize> out);
 // `in` must be exactly one slot.
@@ -135,6 +183,7 @@ Status KeyIdentity(std::span<const uint8_t> key, KeyId* out);
 // On-disk codes of the layout kinds (LayoutKind itself has no fixed values).
 uint8_t LayoutCode(volume::LayoutKind kind);
 std::string_view VolumeStateName(VolumeState state);  // "clean", "dirty"
-std::string_view MemberStateName(MemberState state);  // "unused", "active", "failed", "missing"
+// "unused", "active", "failed", "missing", "stale", "rebuilding", "spare", "resyncing".
+std::string_view MemberStateName(MemberState state);
 
 }  // namespace dst::integrity

@@ -1,10 +1,13 @@
 #include "aggregator/integrity/superblock_json.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <limits>
+#include <vector>
 
 #include "aggregator/integrity/assembly.h"
+#include "aggregator/volume/set_geometry.h"
 #include "common/units.h"
 
 namespace dst::integrity {
@@ -37,13 +40,13 @@ std::string AreaJson(const Area& area) {
   return JsonObject().Number("offset", area.offset).Number("size", area.size).Close();
 }
 
-std::string AreasJson(const MemberGeometry& g) {
-  return JsonObject()
-      .Raw("superblocks", AreaJson(g.superblocks))
-      .Raw("bitmap", AreaJson(g.bitmap))
-      .Raw("table", AreaJson(g.table))
-      .Raw("data", AreaJson(g.data))
-      .Close();
+// Version 2 lists the missed-write map between the bitmap and the table, where it lies.
+std::string AreasJson(const Superblock& sb) {
+  const MemberGeometry& g = sb.geometry;
+  JsonObject areas;
+  areas.Raw("superblocks", AreaJson(g.superblocks)).Raw("bitmap", AreaJson(g.bitmap));
+  if (sb.version == kFormatVersion2) areas.Raw("missed_writes", AreaJson(g.missed_writes));
+  return areas.Raw("table", AreaJson(g.table)).Raw("data", AreaJson(g.data)).Close();
 }
 
 std::string MemberStatesJson(const Superblock& sb) {
@@ -76,6 +79,82 @@ std::string KeyIdJson(const KeyId& id) {
   return IsZero(id) ? "null" : JsonQuote(Hex(id));
 }
 
+bool IsZero(const Uuid& uuid) {
+  return std::all_of(uuid.begin(), uuid.end(), [](uint8_t b) { return b == 0; });
+}
+
+// ---------------------------------------------------------------------------
+// Version 2: copies, generations, epochs and slots.
+
+// A validated version 2 superblock always has a set geometry; a version 1 one is its own set.
+volume::SetGeometry Sets(const Superblock& sb) {
+  volume::SetGeometry sets{sb.layout, sb.member_count, 1};
+  if (sb.version == kFormatVersion2) {
+    volume::SetGeometry made;
+    if (volume::MakeSetGeometry(sb.layout, sb.member_count, sb.copies, &made).ok()) sets = made;
+  }
+  return sets;
+}
+
+// The history entries in use, newest first.
+std::vector<Uuid> History(const Superblock& sb) {
+  std::vector<Uuid> out;
+  for (const Uuid& h : sb.history)
+    if (!IsZero(h)) out.push_back(h);
+  return out;
+}
+
+std::vector<std::string_view> SlotFlagNames(uint8_t flags) {
+  std::vector<std::string_view> out;
+  if (flags & kSlotWriteMostly) out.push_back("write-mostly");
+  if (flags & kSlotWantReplacement) out.push_back("want-replacement");
+  return out;
+}
+
+std::string UuidOrNull(const Uuid& uuid) {
+  return IsZero(uuid) ? "null" : JsonQuote(FormatUuid(uuid));
+}
+
+std::string HistoryJson(const Superblock& sb) {
+  std::string out = "[";
+  for (const Uuid& h : History(sb))
+    out += (out.size() > 1 ? "," : "") + JsonQuote(FormatUuid(h));
+  return out + "]";
+}
+
+std::string SlotJson(const Superblock& sb, uint32_t slot) {
+  std::string flags = "[";
+  for (std::string_view name : SlotFlagNames(sb.slot_flags[slot]))
+    flags += (flags.size() > 1 ? "," : "") + JsonQuote(name);
+  return JsonObject()
+      .String("state", MemberStateName(sb.member_states[slot]))
+      .String("member_uuid", FormatUuid(sb.slot_members[slot]))
+      .Number("stale_since", sb.stale_since[slot])
+      .Number("cursor", sb.cursor[slot])
+      .Raw("flags", flags + "]")
+      .Close();
+}
+
+std::string SlotsJson(const Superblock& sb) {
+  std::string out = "[";
+  for (uint32_t i = 0; i < sb.member_count && i < kMaxMembers; ++i)
+    out += (i > 0 ? "," : "") + SlotJson(sb, i);
+  return out + "]";
+}
+
+void AddVersion2Json(const Superblock& sb, JsonObject& json) {
+  const volume::SetGeometry sets = Sets(sb);
+  json.Number("copies", sb.copies)
+      .Number("set", sets.SetOf(sb.member_index))
+      .Number("copy", sets.CopyOf(sb.member_index))
+      .String("generation", FormatUuid(sb.generation))
+      .Raw("history", HistoryJson(sb))
+      .Number("map_epoch", sb.map_epoch)
+      .Number("ownership_epoch", sb.ownership_epoch)
+      .Raw("owner_uuid", UuidOrNull(sb.owner_uuid))
+      .Raw("slots", SlotsJson(sb));
+}
+
 std::string Line(std::string_view key, std::string_view value) {
   std::string line(key);
   line += ':';
@@ -100,7 +179,51 @@ std::string MembersText(const Superblock& sb) {
 
 std::string LayoutText(const Superblock& sb) {
   std::string out(volume::LayoutKindName(sb.layout));
-  if (sb.layout == volume::LayoutKind::kStripe) out += ", chunk " + FormatSize(sb.chunk_size);
+  if (sb.chunk_size != 0) out += ", chunk " + FormatSize(sb.chunk_size);
+  if (sb.version == kFormatVersion2) {
+    const volume::SetGeometry sets = Sets(sb);
+    out += ", " + std::to_string(sb.copies) + " copies";
+    if (sets.sets() > 1) out += " x " + std::to_string(sets.sets()) + " sets";
+  }
+  return out;
+}
+
+std::string MemberText(const Superblock& sb) {
+  std::string out = std::to_string(sb.member_index) + " " + FormatUuid(sb.member_uuid);
+  if (sb.version != kFormatVersion2) return out;
+  const volume::SetGeometry sets = Sets(sb);
+  return out + ", set " + std::to_string(sets.SetOf(sb.member_index)) + " copy " +
+         std::to_string(sets.CopyOf(sb.member_index));
+}
+
+std::string HistoryText(const Superblock& sb) {
+  std::string out;
+  for (const Uuid& h : History(sb))
+    out += (out.empty() ? "" : ", ") + FormatUuid(h);
+  return out.empty() ? "none" : out;
+}
+
+// "active, member 0123...", then what is not zero: stale-since, cursor, flags.
+std::string SlotText(const Superblock& sb, uint32_t slot) {
+  std::string out = std::string(MemberStateName(sb.member_states[slot])) + ", member " +
+                    FormatUuid(sb.slot_members[slot]);
+  if (sb.stale_since[slot] != 0)
+    out += ", stale since event " + std::to_string(sb.stale_since[slot]);
+  if (sb.cursor[slot] != 0) out += ", cursor " + std::to_string(sb.cursor[slot]);
+  for (std::string_view name : SlotFlagNames(sb.slot_flags[slot]))
+    out += ", " + std::string(name);
+  return out;
+}
+
+std::string Version2Text(const Superblock& sb) {
+  if (sb.version != kFormatVersion2) return "";
+  std::string out =
+      Line("generation", FormatUuid(sb.generation)) + Line("history", HistoryText(sb)) +
+      Line("epochs", "map " + std::to_string(sb.map_epoch) + ", ownership " +
+                         std::to_string(sb.ownership_epoch) + ", owner " +
+                         (IsZero(sb.owner_uuid) ? std::string("none") : FormatUuid(sb.owner_uuid)));
+  for (uint32_t i = 0; i < sb.member_count && i < kMaxMembers; ++i)
+    out += Line("slot " + std::to_string(i), SlotText(sb, i));
   return out;
 }
 
@@ -138,8 +261,8 @@ std::string FormatTimeUtc(uint64_t seconds) {
 
 std::string SuperblockToJson(const Superblock& sb) {
   const MemberGeometry& g = sb.geometry;
-  return JsonObject()
-      .String("magic", std::string_view(kMagic, sizeof kMagic))
+  JsonObject json;
+  json.String("magic", std::string_view(kMagic, sizeof kMagic))
       .Number("version", sb.version)
       .Number("flags", sb.flags)
       .Number("event", sb.event)
@@ -158,10 +281,11 @@ std::string SuperblockToJson(const Superblock& sb) {
       .String("checksum", ChecksumAlgorithmName(g.params.algorithm))
       .Number("member_size", g.member_size)
       .Number("volume_size", sb.volume_size)
-      .Raw("areas", AreasJson(g))
+      .Raw("areas", AreasJson(sb))
       .Raw("key_identity", KeyIdJson(sb.key_id))
-      .Raw("members", MemberStatesJson(sb))
-      .Close();
+      .Raw("members", MemberStatesJson(sb));
+  if (sb.version == kFormatVersion2) AddVersion2Json(sb, json);
+  return json.Close();
 }
 
 std::string SuperblockToText(const Superblock& sb) {
@@ -169,7 +293,7 @@ std::string SuperblockToText(const Superblock& sb) {
   return Line("volume", JsonQuote(sb.name) + " " + FormatUuid(sb.volume_uuid)) +
          Line("layout", LayoutText(sb) + ", " + std::to_string(sb.member_count) + " members, " +
                             FormatSize(sb.volume_size)) +
-         Line("member", std::to_string(sb.member_index) + " " + FormatUuid(sb.member_uuid)) +
+         Line("member", MemberText(sb)) +
          Line("state",
               std::string(VolumeStateName(sb.state)) + ", event " + std::to_string(sb.event)) +
          Line("created", FormatTimeUtc(sb.created)) +
@@ -180,8 +304,9 @@ std::string SuperblockToText(const Superblock& sb) {
          Line("key identity", IsZero(sb.key_id) ? "none" : Hex(sb.key_id)) +
          Line("member size", std::to_string(g.member_size) + " " + FormatSize(g.member_size)) +
          Line("superblocks", AreaText(g.superblocks)) + Line("bitmap", AreaText(g.bitmap)) +
+         (sb.version == kFormatVersion2 ? Line("missed writes", AreaText(g.missed_writes)) : "") +
          Line("table", AreaText(g.table)) + Line("data", AreaText(g.data)) +
-         Line("members", MembersText(sb));
+         Line("members", MembersText(sb)) + Version2Text(sb);
 }
 
 }  // namespace dst::integrity

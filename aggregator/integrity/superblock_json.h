@@ -1,7 +1,9 @@
 // Superblocks for people and scripts: the output of `dst-aggregator inspect` (text) and
 // `inspect --json` (one JSON object per superblock; the caller wraps them with URI and slot).
-// Field names are the ones docs/format.md uses. Sizes and offsets are JSON integers; those above
-// 2^53 (8 PiB) lose precision in JavaScript-style parsers but not in Python or jq 1.7.
+// Field names are the ones docs/format.md uses. Version 2 superblocks add their own fields
+// (copies, set and copy of the member, generation, history, epochs, the missed-write map area and
+// one object per slot); version 1 output is unchanged. Sizes and offsets are JSON integers; those
+// above 2^53 (8 PiB) lose precision in JavaScript-style parsers but not in Python or jq 1.7.
 //
 // Threading: pure functions; safe from any thread.
 #pragma once

@@ -12,6 +12,8 @@ namespace dst::integrity {
 namespace {
 
 using testing::TestMember;
+using testing::TestRedundantMember;
+using testing::TestUuid;
 
 // Structural JSON check: strings terminate, escapes are valid, brackets nest and balance, and
 // nothing follows the top-level value. Enough to catch a broken writer; the integration test
@@ -95,6 +97,78 @@ TEST_CASE("text: one readable line per aspect") {
   CHECK(Has(text, "key identity: none\n"));
   CHECK(Has(text, "data:         [1048576, +66060288) 63 MiB\n"));
   CHECK(Has(text, "members:      0 active, 1 active\n"));
+}
+
+TEST_CASE("json: version 2 adds copies, generations, epochs and one object per slot") {
+  Superblock sb = TestRedundantMember(3, 4, 2, volume::LayoutKind::kRaid10);
+  sb.history[0] = TestUuid(0xd);
+  sb.ownership_epoch = 5;
+  sb.map_epoch = 1;
+  sb.owner_uuid = TestUuid(0xe);
+  sb.member_states[1] = MemberState::kRebuilding;
+  sb.stale_since[1] = 2;
+  sb.cursor[1] = 77;
+  sb.slot_flags[2] = kSlotWriteMostly | kSlotWantReplacement;
+  const std::string json = SuperblockToJson(sb);
+  CAPTURE(json);
+  CHECK(WellFormed(json));
+  CHECK(Has(json, "\"version\":2,"));
+  CHECK(Has(json, "\"layout\":\"raid10\""));
+  const MemberGeometry& g = sb.geometry;
+  CHECK(Has(json,
+            "\"bitmap\":{\"offset\":8192,\"size\":4096},\"missed_writes\":{\"offset\":12288,"
+            "\"size\":4096},\"table\":{\"offset\":16384,"));
+  CHECK(g.missed_writes.offset == g.bitmap.end());
+  CHECK(Has(json,
+            "\"members\":[\"active\",\"rebuilding\",\"active\",\"active\"],\"copies\":2,"
+            "\"set\":1,\"copy\":1,\"generation\":\"" +
+                FormatUuid(TestUuid(0xc)) + "\",\"history\":[\"" + FormatUuid(TestUuid(0xd)) +
+                "\"],\"map_epoch\":1,\"ownership_epoch\":5,\"owner_uuid\":\"" +
+                FormatUuid(TestUuid(0xe)) + "\",\"slots\":[{\"state\":\"active\""));
+  CHECK(Has(json, "{\"state\":\"rebuilding\",\"member_uuid\":\"" + FormatUuid(TestUuid(2)) +
+                      "\",\"stale_since\":2,\"cursor\":77,\"flags\":[]}"));
+  CHECK(Has(json, "{\"state\":\"active\",\"member_uuid\":\"" + FormatUuid(TestUuid(3)) +
+                      "\",\"stale_since\":0,\"cursor\":0,\"flags\":[\"write-mostly\","
+                      "\"want-replacement\"]}"));
+  CHECK(json.back() == '}');
+
+  // Version 1 shows none of it.
+  const std::string v1 = SuperblockToJson(TestMember(0, 2));
+  for (const char* key : {"missed_writes", "copies", "generation", "slots", "owner_uuid"})
+    CHECK_FALSE(Has(v1, key));
+
+  // No owner yet, no history: null and an empty list.
+  const std::string fresh = SuperblockToJson(TestRedundantMember(0, 2, 2));
+  CHECK(Has(fresh, "\"set\":0,\"copy\":0,"));
+  CHECK(Has(fresh, "\"history\":[],\"map_epoch\":0,\"ownership_epoch\":0,\"owner_uuid\":null,"));
+}
+
+TEST_CASE("text: version 2 shows the set, the generation, the epochs and every slot") {
+  Superblock sb = TestRedundantMember(1, 2, 2);
+  sb.member_states[0] = MemberState::kStale;
+  sb.stale_since[0] = 2;
+  sb.history = {TestUuid(0xd), TestUuid(0xe)};
+  const std::string text = SuperblockToText(sb);
+  CAPTURE(text);
+  CHECK(Has(text, "layout:       mirror, 2 copies, 2 members, 63 MiB\n"));
+  CHECK(Has(text, "member:       1 " + FormatUuid(sb.member_uuid) + ", set 0 copy 1\n"));
+  CHECK(Has(text, "format:       version 2, block 4 KiB"));
+  CHECK(Has(text,
+            "bitmap:       [8192, +4096) 4 KiB\nmissed writes: [12288, +4096) 4 KiB\n"
+            "table:        [16384, +"));
+  CHECK(Has(text, "generation:   " + FormatUuid(TestUuid(0xc)) + "\n"));
+  CHECK(Has(text, "history:      " + FormatUuid(TestUuid(0xd)) + ", " + FormatUuid(TestUuid(0xe)) +
+                      "\n"));
+  CHECK(Has(text, "epochs:       map 0, ownership 0, owner none\n"));
+  CHECK(Has(text,
+            "slot 0:       stale, member " + FormatUuid(TestUuid(1)) + ", stale since event 2\n"));
+  CHECK(Has(text, "slot 1:       active, member " + FormatUuid(TestUuid(2)) + "\n"));
+
+  const std::string raid10 =
+      SuperblockToText(TestRedundantMember(2, 4, 2, volume::LayoutKind::kRaid10));
+  CHECK(Has(raid10, "layout:       raid10, chunk 64 KiB, 2 copies x 2 sets, 4 members, 126 MiB\n"));
+  CHECK(Has(raid10, ", set 1 copy 0\n"));
+  CHECK_FALSE(Has(SuperblockToText(TestMember(0, 1)), "generation"));
 }
 
 TEST_CASE("time: UTC, or seconds when not a date") {

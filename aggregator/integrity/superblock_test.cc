@@ -14,28 +14,20 @@
 namespace dst::integrity {
 namespace {
 
+using testing::At;
+using testing::ExpectedChecksum;
+using testing::MustDecode;
+using testing::MustEncode;
+using testing::PatchBE;
+using testing::Reseal;
+using testing::Slot;
 using testing::TestMember;
 using testing::TestUuid;
-using Slot = std::array<uint8_t, kSlotSize>;
 
 constexpr uint64_t MiB = uint64_t{1} << 20;
 
 std::span<const uint8_t> Bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
-Slot MustEncode(const Superblock& sb) {
-  Slot slot;
-  const Status status = Encode(sb, slot);
-  REQUIRE_MESSAGE(status.ok(), status.message());
-  return slot;
-}
-
-Superblock MustDecode(const Slot& slot) {
-  Superblock sb;
-  const Status status = Decode(slot, &sb);
-  REQUIRE_MESSAGE(status.ok(), status.message());
-  return sb;
 }
 
 // Every field away from its default: a keyed, dirty, 7-member stripe with a 64-byte UTF-8 name.
@@ -56,33 +48,6 @@ Superblock FullSuperblock() {
   sb.member_states[1] = MemberState::kFailed;
   sb.member_states[2] = MemberState::kMissing;
   return sb;
-}
-
-// The slot checksum computed independently of superblock.cc, from the documented rule.
-uint32_t ExpectedChecksum(Slot slot) {
-  for (size_t i = 0; i < 4; ++i)
-    slot[offsets::kChecksum + i] = 0;
-  Checksummer crc = std::move(*Checksummer::Create(ChecksumAlgorithm::kCrc32c).checksummer);
-  const Digest d = crc.Compute(slot);
-  return uint32_t{d.bytes[0]} << 24 | uint32_t{d.bytes[1]} << 16 | uint32_t{d.bytes[2]} << 8 |
-         d.bytes[3];
-}
-
-// Makes a patched slot pass the self-checksum again, so a test reaches the field checks.
-void Reseal(Slot& slot) {
-  const uint32_t crc = ExpectedChecksum(slot);
-  for (size_t i = 0; i < 4; ++i)
-    slot[offsets::kChecksum + i] = static_cast<uint8_t>(crc >> (24 - 8 * i));
-}
-
-void PatchBE(Slot& slot, size_t offset, uint64_t value, size_t width) {
-  for (size_t i = 0; i < width; ++i) {
-    slot[offset + i] = static_cast<uint8_t>(value >> (8 * (width - 1 - i)));
-  }
-}
-
-std::vector<uint8_t> At(const Slot& slot, size_t offset, size_t size) {
-  return {slot.begin() + offset, slot.begin() + offset + size};
 }
 
 TEST_CASE("superblock: every field survives Encode and Decode") {
@@ -124,7 +89,8 @@ TEST_CASE("superblock: golden bytes at the offsets of docs/format.md") {
   CHECK(At(slot, 256, 32) == V(sb.key_id.begin(), sb.key_id.end()));
   CHECK(At(slot, 288, 8) == V{1, 2, 3, 1, 1, 1, 1, 0});
   CHECK(At(slot, 296, 56) == V(56, 0));
-  CHECK(At(slot, offsets::kEnd, kSlotSize - offsets::kEnd) == V(kSlotSize - offsets::kEnd, 0));
+  CHECK(At(slot, offsets::kEndV1, kSlotSize - offsets::kEndV1) ==
+        V(kSlotSize - offsets::kEndV1, 0));
 }
 
 TEST_CASE("superblock: Decode names what is wrong") {
@@ -154,7 +120,8 @@ TEST_CASE("superblock: Decode names what is wrong") {
     }
   }
   SUBCASE("unknown version or flags") {
-    refused(patched(offsets::kVersion, 2, 4), ENOTSUP, "format version 2 is not supported");
+    refused(patched(offsets::kVersion, 3, 4), ENOTSUP,
+            "format version 3 is not supported (this dst reads versions 1 and 2)");
     refused(patched(offsets::kFlags, 4, 4), ENOTSUP, "unknown feature flags 4");
   }
   SUBCASE("wrong slot size") {
@@ -218,7 +185,7 @@ TEST_CASE("superblock: Encode refuses what Decode would") {
   sb.name = std::string(65, 'x');
   CHECK(Encode(sb, slot).message().find("refusing to write superblock") != std::string::npos);
   sb.name = "vol0";
-  sb.version = 2;
+  sb.version = 3;
   CHECK(Encode(sb, slot).err() == ENOTSUP);
 }
 
@@ -278,11 +245,11 @@ TEST_CASE("superblock: ChooseSlot takes the valid slot with the higher event") {
   }
   SUBCASE("a slot from a newer format refuses, rather than roll back") {
     Slot newer = WithEvent(5);
-    PatchBE(newer, offsets::kVersion, 2, 4);
+    PatchBE(newer, offsets::kVersion, 3, 4);
     Reseal(newer);
     const Status status = ChooseSlot(WithEvent(4), newer, &choice);
     CHECK(status.err() == ENOTSUP);
-    CHECK(status.message().find("slot 1: superblock format version 2") != std::string::npos);
+    CHECK(status.message().find("slot 1: superblock format version 3") != std::string::npos);
   }
 }
 
@@ -305,8 +272,15 @@ TEST_CASE("superblock: key identity identifies the key without being it") {
 TEST_CASE("superblock: state names") {
   CHECK(VolumeStateName(VolumeState::kDirty) == "dirty");
   CHECK(MemberStateName(MemberState::kMissing) == "missing");
+  CHECK(MemberStateName(MemberState::kStale) == "stale");
+  CHECK(MemberStateName(MemberState::kRebuilding) == "rebuilding");
+  CHECK(MemberStateName(MemberState::kSpare) == "spare");
+  CHECK(MemberStateName(MemberState::kResyncing) == "resyncing");
   CHECK(MemberStateName(static_cast<MemberState>(9)) == "unknown");
+  CHECK(LayoutCode(volume::LayoutKind::kLinear) == 1);
   CHECK(LayoutCode(volume::LayoutKind::kStripe) == 2);
+  CHECK(LayoutCode(volume::LayoutKind::kMirror) == 3);
+  CHECK(LayoutCode(volume::LayoutKind::kRaid10) == 4);
   CHECK(TestUuid(1) != TestUuid(2));
 }
 

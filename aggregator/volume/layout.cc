@@ -27,20 +27,6 @@ Status ValidateMemberCount(const std::vector<uint64_t>& member_sizes) {
   return Status::Ok();
 }
 
-Status ValidateChunkSize(uint64_t chunk_size) {
-  const std::string name = "chunk size " + FormatSize(chunk_size);
-  if (!std::has_single_bit(chunk_size)) return Status::Invalid(name + " is not a power of two");
-  if (chunk_size < kMinChunkSize) {
-    return Status::Invalid(name + " is smaller than the minimum (" + FormatSize(kMinChunkSize) +
-                           ")");
-  }
-  if (chunk_size > kMaxChunkSize) {
-    return Status::Invalid(name + " is larger than the maximum (" + FormatSize(kMaxChunkSize) +
-                           ")");
-  }
-  return Status::Ok();
-}
-
 Status ValidateLinear(const std::vector<uint64_t>& member_sizes) {
   uint64_t total = 0;
   for (size_t i = 0; i < member_sizes.size(); ++i) {
@@ -73,24 +59,44 @@ Status ValidateStripe(const std::vector<uint64_t>& member_sizes, uint64_t chunk_
 
 }  // namespace
 
+Status ValidateChunkSize(uint64_t chunk_size) {
+  const std::string name = "chunk size " + FormatSize(chunk_size);
+  if (!std::has_single_bit(chunk_size)) return Status::Invalid(name + " is not a power of two");
+  if (chunk_size < kMinChunkSize) {
+    return Status::Invalid(name + " is smaller than the minimum (" + FormatSize(kMinChunkSize) +
+                           ")");
+  }
+  if (chunk_size > kMaxChunkSize) {
+    return Status::Invalid(name + " is larger than the maximum (" + FormatSize(kMaxChunkSize) +
+                           ")");
+  }
+  return Status::Ok();
+}
+
 std::string_view LayoutKindName(LayoutKind kind) {
   switch (kind) {
     case LayoutKind::kLinear:
       return "linear";
     case LayoutKind::kStripe:
       return "stripe";
+    case LayoutKind::kMirror:
+      return "mirror";
+    case LayoutKind::kRaid10:
+      return "raid10";
   }
   return "unknown";
 }
 
 Status ParseLayoutKind(std::string_view text, LayoutKind* out) {
-  for (LayoutKind kind : {LayoutKind::kLinear, LayoutKind::kStripe}) {
+  for (LayoutKind kind :
+       {LayoutKind::kLinear, LayoutKind::kStripe, LayoutKind::kMirror, LayoutKind::kRaid10}) {
     if (text == LayoutKindName(kind)) {
       *out = kind;
       return Status::Ok();
     }
   }
-  return Status::Invalid("unknown layout '" + std::string(text) + "' (expected linear or stripe)");
+  return Status::Invalid("unknown layout '" + std::string(text) +
+                         "' (expected linear, stripe, mirror or raid10)");
 }
 
 std::vector<MemberExtent> Layout::Map(uint64_t offset, uint64_t length) const {
@@ -258,6 +264,12 @@ Status MakeLayout(LayoutKind kind, std::vector<uint64_t> member_sizes, uint64_t 
       DST_RETURN_IF_ERROR(ValidateStripe(member_sizes, chunk_size));
       *out = std::make_unique<StripeLayout>(std::move(member_sizes), chunk_size);
       return Status::Ok();
+    case LayoutKind::kMirror:
+    case LayoutKind::kRaid10:
+      // Raw members have no superblocks to say which copies are current.
+      return Status::Invalid("a " + std::string(LayoutKindName(kind)) +
+                             " volume keeps copies on sets of members and needs the member "
+                             "format: it cannot be laid out over raw members");
   }
   return Status::Invalid("unknown layout kind " + std::to_string(static_cast<int>(kind)));
 }

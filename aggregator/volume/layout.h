@@ -29,6 +29,9 @@ inline constexpr uint64_t kMinChunkSize = 512;
 inline constexpr uint64_t kMaxChunkSize = uint64_t{1} << 30;
 inline constexpr uint64_t kDefaultChunkSize = 64 * 1024;
 
+// EINVAL unless the chunk size is a power of two within [kMinChunkSize, kMaxChunkSize].
+Status ValidateChunkSize(uint64_t chunk_size);
+
 // One contiguous piece of a volume request on one member.
 struct MemberExtent {
   uint32_t member;         // index into the member list, in configuration order
@@ -41,9 +44,12 @@ struct MemberExtent {
   bool operator==(const MemberExtent&) const = default;
 };
 
-enum class LayoutKind { kLinear, kStripe };
+// kMirror and kRaid10 keep copies of every byte on sets of members (set_geometry.h). They are
+// laid out over their sets, as a linear (mirror) or stripe (raid10) layout whose "members" are the
+// sets, never directly over members: MakeLayout refuses them.
+enum class LayoutKind { kLinear, kStripe, kMirror, kRaid10 };
 
-// "linear" or "stripe", the names used in configuration.
+// "linear", "stripe", "mirror" or "raid10", the names used in configuration.
 std::string_view LayoutKindName(LayoutKind kind);
 // Accepts exactly the names LayoutKindName returns.
 Status ParseLayoutKind(std::string_view text, LayoutKind* out);
@@ -175,6 +181,7 @@ class StripeLayout final : public Layout {
 // untouched on error. `chunk_size` applies to kStripe only and is ignored for
 // kLinear. Errors are EINVAL with a one-line message naming the bad value;
 // members are numbered from 0 in configuration order, as in MemberExtent.
+// kMirror and kRaid10 are refused: MakeSetLayout (set_geometry.h) lays them out.
 Status MakeLayout(LayoutKind kind, std::vector<uint64_t> member_sizes, uint64_t chunk_size,
                   std::unique_ptr<Layout>* out);
 

@@ -373,19 +373,36 @@ TEST_CASE("MakeLayout rejects volumes of 2^63 bytes or more") {
         "stripe volume of 1 x 18014398509481920 KiB overflows 2^63 bytes");
 }
 
+TEST_CASE("mirror and raid10 are not laid out over raw members") {
+  for (LayoutKind kind : {LayoutKind::kMirror, LayoutKind::kRaid10}) {
+    const std::string error = MakeError(kind, {MiB, MiB, MiB, MiB});
+    CHECK(error.find(std::string(LayoutKindName(kind)) + " volume keeps copies") !=
+          std::string::npos);
+    CHECK(error.find("needs the member format") != std::string::npos);
+  }
+}
+
 TEST_CASE("layout kinds parse and print by name") {
   LayoutKind kind = LayoutKind::kStripe;
   CHECK(ParseLayoutKind("linear", &kind).ok());
   CHECK(kind == LayoutKind::kLinear);
   CHECK(ParseLayoutKind("stripe", &kind).ok());
   CHECK(kind == LayoutKind::kStripe);
+  CHECK(ParseLayoutKind("mirror", &kind).ok());
+  CHECK(kind == LayoutKind::kMirror);
+  CHECK(ParseLayoutKind("raid10", &kind).ok());
+  CHECK(kind == LayoutKind::kRaid10);
   CHECK(LayoutKindName(LayoutKind::kLinear) == "linear");
   CHECK(LayoutKindName(LayoutKind::kStripe) == "stripe");
+  CHECK(LayoutKindName(LayoutKind::kMirror) == "mirror");
+  CHECK(LayoutKindName(LayoutKind::kRaid10) == "raid10");
 
+  kind = LayoutKind::kStripe;
   const Status bad = ParseLayoutKind("raid5", &kind);
   CHECK(bad.err() == 22 /*EINVAL*/);
-  CHECK(bad.message() == "unknown layout 'raid5' (expected linear or stripe)");
-  CHECK(ParseLayoutKind("", &kind).message() == "unknown layout '' (expected linear or stripe)");
+  CHECK(bad.message() == "unknown layout 'raid5' (expected linear, stripe, mirror or raid10)");
+  CHECK(ParseLayoutKind("", &kind).message() ==
+        "unknown layout '' (expected linear, stripe, mirror or raid10)");
   CHECK_FALSE(ParseLayoutKind("Linear", &kind).ok());
   CHECK(kind == LayoutKind::kStripe);  // untouched on error
 }

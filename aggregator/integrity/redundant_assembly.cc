@@ -1,6 +1,8 @@
 #include "aggregator/integrity/redundant_assembly.h"
 
 #include <algorithm>
+#include <array>
+#include <initializer_list>
 #include <string>
 #include <utility>
 
@@ -16,6 +18,18 @@ constexpr Uuid kNoGeneration{};
 
 std::string Id(const Uuid& uuid) {
   return FormatUuid(uuid);
+}
+
+// Concatenates with one allocation: reasons are built for every slot of every assembly.
+std::string Cat(std::initializer_list<std::string_view> parts) {
+  size_t size = 0;
+  for (std::string_view p : parts)
+    size += p.size();
+  std::string text;
+  text.reserve(size);
+  for (std::string_view p : parts)
+    text += p;
+  return text;
 }
 
 // --- Input checks ----------------------------------------------------------------------------
@@ -38,7 +52,8 @@ Status CheckConsistent(std::span<const MemberView* const> sorted, const Assembly
   if (sorted.empty()) return Status::Invalid("no members given");
   const MemberView& first = *sorted.front();
   for (const MemberView* m : sorted) {
-    DST_RETURN_IF_ERROR(CheckShape(*m).Wrap("slot " + to_string(m->slot)));
+    const Status shape = CheckShape(*m);
+    if (!shape.ok()) return shape.Wrap("slot " + to_string(m->slot));
     if (m->copies != first.copies || m->member_count != first.member_count) {
       return Status::Invalid("slot " + to_string(m->slot) + " records " +
                              to_string(m->member_count) + " members of " + to_string(m->copies) +
@@ -86,17 +101,31 @@ bool InHistory(const MemberView& of, const Uuid& generation) {
 // --- Per-slot rules ---------------------------------------------------------------------------
 
 struct Context {
+  Context(const MemberView& f, const AssemblyOptions& o)
+      : freshest(f),
+        options(o),
+        name(Cat({"the freshest superblock (slot ", to_string(f.slot), ", event ",
+                  to_string(f.event), ")"})),
+        generation(Id(f.generation)) {}
+
   const MemberView& freshest;
   const AssemblyOptions& options;
+  const std::string name;        // "the freshest superblock (slot 0, event 42)"
+  const std::string generation;  // its generation, formatted once
 };
 
-SlotVerdict Verdict(SlotRole role, Rule rule, std::string text) {
-  return {role, rule, std::string(RuleName(rule)) + ": " + std::move(text)};
-}
-
-std::string FreshestName(const Context& c) {
-  return "the freshest superblock (slot " + to_string(c.freshest.slot) + ", event " +
-         to_string(c.freshest.event) + ")";
+// "<rule>: <parts...>", the reason an operator sees.
+SlotVerdict Verdict(SlotRole role, Rule rule, std::initializer_list<std::string_view> parts) {
+  size_t size = RuleName(rule).size() + 2;
+  for (std::string_view p : parts)
+    size += p.size();
+  std::string reason;
+  reason.reserve(size);
+  reason += RuleName(rule);
+  reason += ": ";
+  for (std::string_view p : parts)
+    reason += p;
+  return {role, rule, std::move(reason)};
 }
 
 SlotState FreshestState(const Context& c, uint32_t slot) {
@@ -105,40 +134,41 @@ SlotState FreshestState(const Context& c, uint32_t slot) {
 
 // md's events_cleared rule: the maps cover what a slot missed only if they were not cleared
 // after it stopped receiving writes.
-SlotVerdict StaleBy(Rule rule, uint64_t stale_point, const Context& c, std::string why) {
+SlotVerdict StaleBy(Rule rule, uint64_t stale_point, const Context& c, std::string_view why) {
   const uint64_t map_epoch = c.freshest.map_epoch;
   if (stale_point != 0 && map_epoch <= stale_point) {
     return Verdict(SlotRole::kStaleResync, rule,
-                   why + "; the missed-write maps were last clear at event " +
-                       to_string(map_epoch) + ", so a bitmap resync");
+                   {why, "; the missed-write maps were last clear at event ", to_string(map_epoch),
+                    ", so a bitmap resync"});
   }
   return Verdict(SlotRole::kStaleRebuild, rule,
-                 why + "; the missed-write maps were cleared at event " + to_string(map_epoch) +
-                     ", after it, so a full rebuild");
+                 {why, "; the missed-write maps were cleared at event ", to_string(map_epoch),
+                  ", after it, so a full rebuild"});
 }
 
 // Rule "marked-stale": the freshest superblock's word on the slot is final.
 SlotVerdict MarkedStale(const MemberView& m, const Context& c) {
-  const SlotState state = FreshestState(c, m.slot);
+  const std::string_view state = SlotStateName(FreshestState(c, m.slot));
   const uint64_t since = c.freshest.stale_since[m.slot];
-  std::string why = FreshestName(c) + " marks it " + std::string(SlotStateName(state));
   if (since == 0) {
     return Verdict(SlotRole::kStaleRebuild, Rule::kMarkedStale,
-                   why + " with no stale-since event, so a full rebuild");
+                   {c.name, " marks it ", state, " with no stale-since event, so a full rebuild"});
   }
-  return StaleBy(Rule::kMarkedStale, since, c, why + " since event " + to_string(since));
+  return StaleBy(Rule::kMarkedStale, since, c,
+                 Cat({c.name, " marks it ", state, " since event ", to_string(since)}));
 }
 
 // Rule "older-generation": a generation the freshest superblock has moved on from. The freshest
 // still marks the slot active, so the update that started the new generation never reached it;
 // when that is all it missed (one event behind), the maps since its last event cover its data.
 SlotVerdict OlderGeneration(const MemberView& m, const Context& c) {
-  std::string why = "generation " + Id(m.generation) + " is in the history of " + FreshestName(c) +
-                    ", generation " + Id(c.freshest.generation);
+  const std::string why = Cat({"generation ", Id(m.generation), " is in the history of ", c.name,
+                               ", generation ", c.generation});
   if (m.event + 1 < c.freshest.event) {
-    return Verdict(
-        SlotRole::kStaleRebuild, Rule::kOlderGeneration,
-        why + "; event " + to_string(m.event) + " is more than one behind, so a full rebuild");
+    return Verdict(SlotRole::kStaleRebuild, Rule::kOlderGeneration,
+                   {why, "; event ", to_string(m.event),
+                    " is more than one behind, so a full "
+                    "rebuild"});
   }
   return StaleBy(Rule::kOlderGeneration, m.event + 1, c, why);
 }
@@ -147,69 +177,76 @@ SlotVerdict OlderGeneration(const MemberView& m, const Context& c) {
 // recorded which writes it missed.
 SlotVerdict Behind(const MemberView& m, const Context& c) {
   return Verdict(SlotRole::kStaleRebuild, Rule::kBehind,
-                 "event " + to_string(m.event) + " is more than one behind " + FreshestName(c) +
-                     " in the same generation; what it missed is recorded nowhere, so a full "
-                     "rebuild");
+                 {"event ", to_string(m.event), " is more than one behind ", c.name,
+                  " in the same generation; what it missed is recorded nowhere, so a full "
+                  "rebuild"});
 }
 
 SlotVerdict SplitBrain(const MemberView& m, const Context& c) {
-  const MemberView& f = c.freshest;
-  if (InHistory(m, f.generation)) {
+  if (InHistory(m, c.freshest.generation)) {
     return Verdict(SlotRole::kRefused, Rule::kSplitBrain,
-                   "generation " + Id(m.generation) + " descends from generation " +
-                       Id(f.generation) + " of " + FreshestName(c) +
-                       ", yet its superblock is older (ownership epoch " +
-                       to_string(m.ownership_epoch) + ", event " + to_string(m.event) + ")");
+                   {"generation ", Id(m.generation), " descends from generation ", c.generation,
+                    " of ", c.name, ", yet its superblock is older (ownership epoch ",
+                    to_string(m.ownership_epoch), ", event ", to_string(m.event), ")"});
   }
   return Verdict(SlotRole::kRefused, Rule::kSplitBrain,
-                 "generation " + Id(m.generation) + " diverged from generation " +
-                     Id(f.generation) + " of " + FreshestName(c));
+                 {"generation ", Id(m.generation), " diverged from generation ", c.generation,
+                  " of ", c.name});
 }
 
+SlotVerdict NotOwner(const MemberView& m, const Context& c) {
+  return Verdict(
+      SlotRole::kRefused, Rule::kNotOwner,
+      {"member ", Id(m.member_uuid), " does not own slot ", to_string(m.slot), "; ", c.name,
+       " gives it to member ", Id(c.freshest.slot_members[m.slot]), " (a replaced member)"});
+}
+
+// The rules for a reachable member, in order: owner, split brain, the freshest's state of the
+// slot, generation, event.
 SlotVerdict ReachableSlot(const MemberView& m, const Context& c) {
   const MemberView& f = c.freshest;
-  if (f.slot_members[m.slot] != m.member_uuid) {
-    return Verdict(SlotRole::kRefused, Rule::kNotOwner,
-                   "member " + Id(m.member_uuid) + " does not own slot " + to_string(m.slot) +
-                       "; " + FreshestName(c) + " gives it to member " +
-                       Id(f.slot_members[m.slot]) + " (a replaced member)");
-  }
+  if (f.slot_members[m.slot] != m.member_uuid) return NotOwner(m, c);
   const bool same = m.generation == f.generation;
   if (!same && !InHistory(f, m.generation)) return SplitBrain(m, c);
   const SlotState state = FreshestState(c, m.slot);
   if (state == SlotState::kSpare) {
-    return Verdict(SlotRole::kSpare, Rule::kSpare, FreshestName(c) + " marks it spare");
+    return Verdict(SlotRole::kSpare, Rule::kSpare, {c.name, " marks it spare"});
   }
   if (state != SlotState::kActive) return MarkedStale(m, c);
   if (!same) return OlderGeneration(m, c);
   if (m.event + 1 < f.event) return Behind(m, c);
   return Verdict(SlotRole::kCurrent, Rule::kCurrent,
-                 "generation " + Id(m.generation) + ", event " + to_string(m.event) + ", as " +
-                     FreshestName(c));
+                 {"generation ", c.generation, ", event ", to_string(m.event), ", as ", c.name});
 }
 
 SlotVerdict MissingSlot(uint32_t slot, const Context& c) {
   const SlotState state = FreshestState(c, slot);
   if (state != SlotState::kActive) {
     return Verdict(SlotRole::kMissing, Rule::kMissingStale,
-                   FreshestName(c) + " already marks it " + std::string(SlotStateName(state)));
+                   {c.name, " already marks it ", SlotStateName(state)});
   }
   if (c.options.allow_degraded) {
     return Verdict(SlotRole::kMissing, Rule::kMissingCurrent,
-                   "current in " + FreshestName(c) +
-                       "; recorded stale in a new generation (--allow-degraded)");
+                   {"current in ", c.name,
+                    "; recorded stale in a new generation "
+                    "(--allow-degraded)"});
   }
   return Verdict(SlotRole::kMissing, Rule::kMissingCurrent,
-                 "current in " + FreshestName(c) + "; serving without it needs --allow-degraded");
+                 {"current in ", c.name, "; serving without it needs --allow-degraded"});
 }
 
 SlotVerdict Discarded(uint32_t slot) {
   return Verdict(SlotRole::kRebuilding, Rule::kDiscarded,
-                 "--discard " + to_string(slot) +
-                     ": rebuilt in full from the current copies, its data never merged");
+                 {"--discard ", to_string(slot),
+                  ": rebuilt in full from the current copies, its data never merged"});
 }
 
 // --- Refusals, in order of precedence ----------------------------------------------------------
+
+bool AnyWithRule(const std::vector<SlotVerdict>& slots, Rule rule) {
+  return std::any_of(slots.begin(), slots.end(),
+                     [rule](const SlotVerdict& v) { return v.rule == rule; });
+}
 
 std::vector<uint32_t> SlotsWithRule(const std::vector<SlotVerdict>& slots, Rule rule) {
   std::vector<uint32_t> out;
@@ -226,27 +263,30 @@ std::string SlotList(const std::vector<uint32_t>& slots) {
 }
 
 Status RefuseNotOwner(const std::vector<SlotVerdict>& slots) {
+  if (!AnyWithRule(slots, Rule::kNotOwner)) return Status::Ok();
   const std::vector<uint32_t> refused = SlotsWithRule(slots, Rule::kNotOwner);
   if (refused.empty()) return Status::Ok();
   return Status::Invalid("slot " + to_string(refused[0]) + ": " + slots[refused[0]].reason);
 }
 
 // Which side of a split brain is current is the operator's choice, so neither side is.
-void RefuseFreshestSide(std::vector<SlotVerdict>& slots, const MemberView& freshest) {
+void RefuseFreshestSide(std::vector<SlotVerdict>& slots, const Context& c) {
   for (SlotVerdict& v : slots) {
     if (v.role != SlotRole::kCurrent) continue;
     v = Verdict(SlotRole::kRefused, Rule::kSplitBrain,
-                "on the side of slot " + to_string(freshest.slot) + ", generation " +
-                    Id(freshest.generation) + "; --discard decides which side is current");
+                {"on the side of slot ", to_string(c.freshest.slot), ", generation ", c.generation,
+                 "; --discard decides which side is current"});
   }
 }
 
 // Rule "split-brain": names the freshest and the lowest diverged slot.
 Status RefuseSplitBrain(std::vector<SlotVerdict>& slots, std::span<const MemberView* const> sorted,
-                        const MemberView& freshest) {
+                        const Context& c) {
+  if (!AnyWithRule(slots, Rule::kSplitBrain)) return Status::Ok();
   const std::vector<uint32_t> diverged = SlotsWithRule(slots, Rule::kSplitBrain);
   if (diverged.empty()) return Status::Ok();
-  RefuseFreshestSide(slots, freshest);
+  RefuseFreshestSide(slots, c);
+  const MemberView& freshest = c.freshest;
   const MemberView* other = nullptr;
   for (const MemberView* m : sorted)
     if (m->slot == diverged[0]) other = m;
@@ -257,29 +297,32 @@ Status RefuseSplitBrain(std::vector<SlotVerdict>& slots, std::span<const MemberV
                          Id(b->generation) + " diverged; resolve with --discard SLOT");
 }
 
+bool HasCurrent(const std::vector<SlotVerdict>& slots, uint32_t set, uint32_t copies) {
+  for (uint32_t s = set * copies; s < (set + 1) * copies; ++s)
+    if (slots[s].role == SlotRole::kCurrent) return true;
+  return false;
+}
+
 // Rule "set": every set needs a current copy; a stale copy alone is never served.
 Status RefuseSetWithoutCurrent(const std::vector<SlotVerdict>& slots, uint32_t copies) {
   for (uint32_t set = 0; set * copies < slots.size(); ++set) {
+    if (HasCurrent(slots, set, copies)) continue;
     std::string roles;
-    bool current = false;
     for (uint32_t s = set * copies; s < (set + 1) * copies; ++s) {
-      current = current || slots[s].role == SlotRole::kCurrent;
       roles += (roles.empty() ? "slot " : ", slot ") + to_string(s) + " " +
                std::string(SlotRoleName(slots[s].role));
     }
-    if (!current) {
-      return Status::Invalid("set " + to_string(set) + " has no current copy (" + roles +
-                             "): its data is stale or lost, so the volume is not served");
-    }
+    return Status::Invalid("set " + to_string(set) + " has no current copy (" + roles +
+                           "): its data is stale or lost, so the volume is not served");
   }
   return Status::Ok();
 }
 
-Status RefuseMissingActive(const std::vector<SlotVerdict>& slots, const Context& c) {
-  if (c.options.allow_degraded) return Status::Ok();
+Status RefuseMissingCurrent(const std::vector<SlotVerdict>& slots, const Context& c) {
+  if (c.options.allow_degraded || !AnyWithRule(slots, Rule::kMissingCurrent)) return Status::Ok();
   const std::vector<uint32_t> missing = SlotsWithRule(slots, Rule::kMissingCurrent);
   if (missing.empty()) return Status::Ok();
-  return Status::Invalid(SlotList(missing) + " missing but current in " + FreshestName(c) +
+  return Status::Invalid(SlotList(missing) + " missing but current in " + c.name +
                          ": start the missing members, or give --allow-degraded to serve "
                          "without them (they become stale)");
 }
@@ -300,7 +343,7 @@ void NoteNewGeneration(const Context& c, AssemblyDecision* d) {
   }
   if (dropped.empty()) return;
   d->new_generation = true;
-  d->new_generation_reason = SlotList(dropped) + " current in " + FreshestName(c) + " but not now";
+  d->new_generation_reason = SlotList(dropped) + " current in " + c.name + " but not now";
 }
 
 std::vector<const MemberView*> SortedBySlot(std::span<const MemberView> members) {
@@ -314,7 +357,7 @@ std::vector<const MemberView*> SortedBySlot(std::span<const MemberView> members)
 
 std::vector<SlotVerdict> Verdicts(std::span<const MemberView* const> sorted, const Context& c) {
   std::vector<SlotVerdict> slots(c.freshest.member_count);
-  std::vector<bool> seen(slots.size());
+  std::array<bool, kMaxSlots> seen{};
   for (const MemberView* m : sorted) {
     seen[m->slot] = true;
     if (c.options.discard_slot != m->slot) slots[m->slot] = ReachableSlot(*m, c);
@@ -336,7 +379,7 @@ AssemblyDecision NothingLeft(uint32_t count, uint32_t discarded) {
   for (uint32_t s = 0; s < count; ++s) {
     d.slots[s] = s == discarded ? Discarded(s)
                                 : Verdict(SlotRole::kMissing, Rule::kMissingCurrent,
-                                          "no superblock other than the discarded one");
+                                          {"no superblock other than the discarded one"});
   }
   d.status = Status::Invalid("--discard " + to_string(discarded) +
                              " leaves no member to assemble the volume from");
@@ -357,9 +400,9 @@ AssemblyDecision DecideAssembly(std::span<const MemberView> members,
   d.freshest_slot = freshest->slot;
   d.slots = Verdicts(sorted, c);
   d.status = RefuseNotOwner(d.slots);
-  if (d.status.ok()) d.status = RefuseSplitBrain(d.slots, sorted, *freshest);
+  if (d.status.ok()) d.status = RefuseSplitBrain(d.slots, sorted, c);
   if (d.status.ok()) d.status = RefuseSetWithoutCurrent(d.slots, freshest->copies);
-  if (d.status.ok()) d.status = RefuseMissingActive(d.slots, c);
+  if (d.status.ok()) d.status = RefuseMissingCurrent(d.slots, c);
   if (d.status.ok()) NoteNewGeneration(c, &d);
   return d;
 }

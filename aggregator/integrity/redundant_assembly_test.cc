@@ -395,5 +395,403 @@ TEST_CASE("redundant assembly: inconsistent input is refused before any rule") {
   CHECK(d.slots.empty());
 }
 
+// --- Every combination ------------------------------------------------------------------------
+//
+// A scenario gives each slot a member choice (missing, or present with a generation, an event lag
+// and an ownership epoch), the view the current generation's superblocks hold of every slot, where
+// the maps were last cleared, and the options. The checks below restate the rules from the raw
+// scenario, independently of how DecideAssembly is written, and hold for every scenario.
+
+enum class Gen : uint8_t {
+  kSame,      // kG, history kH1, kH2
+  kOlder,     // kH1, history kH2, kH3: in the current generation's history
+  kDiverged,  // its own generation, branched from kH1 as kG was: the other side of a split brain
+};
+enum class Lag : uint8_t { kNone, kOne, kFar };
+
+struct Choice {
+  bool present = true;
+  Gen gen = Gen::kSame;
+  Lag lag = Lag::kNone;
+  bool lower_epoch = false;
+};
+
+const Choice kMissing{.present = false};
+// Every present combination, then missing.
+std::vector<Choice> AllChoices() {
+  std::vector<Choice> all;
+  for (Gen gen : {Gen::kSame, Gen::kOlder, Gen::kDiverged})
+    for (Lag lag : {Lag::kNone, Lag::kOne, Lag::kFar})
+      for (bool lower : {false, true})
+        all.push_back({.present = true, .gen = gen, .lag = lag, .lower_epoch = lower});
+  all.push_back(kMissing);
+  return all;
+}
+
+const Uuid kH3 = U(0x40);
+Uuid DivergedGeneration(uint32_t slot) {
+  return U(static_cast<uint8_t>(0x80 + 8 * slot));
+}
+constexpr uint64_t kStaleSince = 80;
+
+struct Scenario {
+  uint32_t copies = 2;
+  std::vector<Choice> members;  // one per slot
+  std::vector<SlotState> view;  // the current generation's view of each slot
+  bool maps_cleared_since = false;
+  AssemblyOptions options;
+};
+
+MemberView Build(const Scenario& sc, uint32_t slot) {
+  const Choice& c = sc.members[slot];
+  const uint32_t count = static_cast<uint32_t>(sc.members.size());
+  MemberView m = Healthy(slot, count, sc.copies);
+  m.event = kEvent - (c.lag == Lag::kNone ? 0 : c.lag == Lag::kOne ? 1 : 50);
+  m.ownership_epoch = kEpoch - (c.lower_epoch ? 1 : 0);
+  if (c.gen == Gen::kSame) {
+    m.map_epoch = sc.maps_cleared_since ? kStaleSince + 10 : kStaleSince - 10;
+    for (uint32_t s = 0; s < count; ++s) {
+      m.slot_states[s] = sc.view[s];
+      m.stale_since[s] = sc.view[s] == SlotState::kActive ? 0 : kStaleSince;
+    }
+  } else if (c.gen == Gen::kOlder) {
+    m.generation = kH1;  // and its own, older view: everyone active
+    m.history = {kH2, kH3};
+    m.map_epoch = 1;
+  } else {
+    m.generation = DivergedGeneration(slot);  // it ran alone: everyone else stale
+    m.map_epoch = 1;
+    for (uint32_t s = 0; s < count; ++s) {
+      if (s == slot) continue;
+      m.slot_states[s] = SlotState::kStale;
+      m.stale_since[s] = kStaleSince + 15;
+    }
+  }
+  return m;
+}
+
+void Build(const Scenario& sc, std::vector<MemberView>& members) {
+  members.clear();
+  for (uint32_t s = 0; s < sc.members.size(); ++s)
+    if (sc.members[s].present) members.push_back(Build(sc, s));
+}
+
+std::string Describe(const Scenario& sc) {
+  static constexpr const char* kGen[] = {"same", "older", "diverged"};
+  static constexpr const char* kLag[] = {"", " -1", " -50"};
+  std::string text;
+  for (uint32_t s = 0; s < sc.members.size(); ++s) {
+    const Choice& c = sc.members[s];
+    text += "slot " + std::to_string(s) + ": ";
+    text += c.present ? std::string(kGen[static_cast<int>(c.gen)]) + kLag[static_cast<int>(c.lag)] +
+                            (c.lower_epoch ? " epoch-1" : "")
+                      : "missing";
+    text += ", viewed " + std::string(SlotStateName(sc.view[s])) + "; ";
+  }
+  text += sc.maps_cleared_since ? "maps cleared since; " : "maps not cleared since; ";
+  if (sc.options.allow_degraded) text += "--allow-degraded ";
+  if (sc.options.discard_slot) text += "--discard " + std::to_string(*sc.options.discard_slot);
+  return text;
+}
+
+bool SameDecision(const AssemblyDecision& a, const AssemblyDecision& b) {
+  if (a.status.err() != b.status.err() || a.status.message() != b.status.message()) return false;
+  if (a.freshest_slot != b.freshest_slot || a.new_generation != b.new_generation) return false;
+  if (a.new_generation_reason != b.new_generation_reason) return false;
+  if (a.slots.size() != b.slots.size()) return false;
+  for (size_t i = 0; i < a.slots.size(); ++i) {
+    const SlotVerdict& x = a.slots[i];
+    const SlotVerdict& y = b.slots[i];
+    if (x.role != y.role || x.rule != y.rule || x.reason != y.reason) return false;
+  }
+  return true;
+}
+
+bool InHistoryOf(const MemberView& m, const Uuid& generation) {
+  return m.history[0] == generation || m.history[1] == generation;
+}
+bool Diverged(const MemberView& a, const MemberView& b) {
+  return a.generation != b.generation && !InHistoryOf(a, b.generation) &&
+         !InHistoryOf(b, a.generation);
+}
+
+// The rules restated from the raw members: what the decision must say.
+struct Expected {
+  const MemberView* freshest = nullptr;
+  std::vector<const MemberView*> given;  // reachable and not discarded
+  std::vector<bool> may_be_current;      // per slot: rule "current" holds
+  bool diverged_from_freshest = false;
+  bool diverged_pair = false;
+  bool set_without_candidate = false;
+  bool missing_current = false;
+};
+
+Expected Expect(const Scenario& sc, const std::vector<MemberView>& members) {
+  Expected e;
+  const uint32_t count = static_cast<uint32_t>(sc.members.size());
+  for (const MemberView& m : members) {
+    if (sc.options.discard_slot == m.slot) continue;
+    e.given.push_back(&m);
+    const MemberView* f = e.freshest;
+    if (f == nullptr || m.ownership_epoch > f->ownership_epoch ||
+        (m.ownership_epoch == f->ownership_epoch && m.event > f->event)) {
+      e.freshest = &m;  // members come in slot order: ties stay with the lowest slot
+    }
+  }
+  e.may_be_current.assign(count, false);
+  if (e.freshest == nullptr) return e;
+  const MemberView& f = *e.freshest;
+  for (const MemberView* m : e.given) {
+    e.may_be_current[m->slot] = m->generation == f.generation && m->event + 1 >= f.event &&
+                                f.slot_states[m->slot] == SlotState::kActive;
+    e.diverged_from_freshest = e.diverged_from_freshest ||
+                               (m->generation != f.generation && !InHistoryOf(f, m->generation));
+    for (const MemberView* other : e.given)
+      e.diverged_pair = e.diverged_pair || Diverged(*m, *other);
+  }
+  for (uint32_t set = 0; set < count / sc.copies; ++set) {
+    bool candidate = false;
+    for (uint32_t s = set * sc.copies; s < (set + 1) * sc.copies; ++s)
+      candidate = candidate || e.may_be_current[s];
+    e.set_without_candidate = e.set_without_candidate || !candidate;
+  }
+  for (uint32_t s = 0; s < count; ++s) {
+    const bool given = std::any_of(members.begin(), members.end(),
+                                   [s](const MemberView& m) { return m.slot == s; });
+    if (!given && sc.options.discard_slot != s && f.slot_states[s] == SlotState::kActive) {
+      e.missing_current = true;
+    }
+  }
+  return e;
+}
+
+// Returns what is wrong, or an empty string.
+std::string CheckRules(const Scenario& sc, const std::vector<MemberView>& members,
+                       const AssemblyDecision& d) {
+  const Expected e = Expect(sc, members);
+  const uint32_t count = static_cast<uint32_t>(sc.members.size());
+  if (members.empty()) return d.status.message() == "no members given" ? "" : "served nothing";
+  if (d.slots.size() != count) return "not one verdict per slot";
+  if (sc.options.discard_slot && d.slots[*sc.options.discard_slot].role != SlotRole::kRebuilding) {
+    return "the discarded slot is not rebuilding";
+  }
+  if (e.freshest == nullptr) {
+    if (d.status.ok()) return "served with no member left";
+    return "";
+  }
+  if (d.freshest_slot != e.freshest->slot) return "not the freshest superblock";
+  for (uint32_t s = 0; s < count; ++s) {
+    if (d.slots[s].role == SlotRole::kCurrent && !e.may_be_current[s]) {
+      return "slot " + std::to_string(s) + " current against the rules (stale, older or behind)";
+    }
+  }
+  const bool split = d.status.message().starts_with("split brain: ");
+  if (e.diverged_pair && !split) return "diverged generations not refused as split brain";
+  if (split != e.diverged_from_freshest) return "split brain where there is none, or missed";
+  const bool expect_ok = !e.diverged_from_freshest && !e.set_without_candidate &&
+                         (sc.options.allow_degraded || !e.missing_current);
+  if (d.status.ok() != expect_ok)
+    return "served or refused against the rules: " + d.status.message();
+  if (!d.status.ok()) return d.new_generation ? "new generation on a refusal" : "";
+  const MemberView& f = *e.freshest;
+  bool dropped = false;
+  for (uint32_t s = 0; s < count; ++s) {
+    const SlotVerdict& v = d.slots[s];
+    if (e.may_be_current[s] != (v.role == SlotRole::kCurrent)) return "a current slot left out";
+    dropped = dropped || (f.slot_states[s] == SlotState::kActive && v.role != SlotRole::kCurrent);
+    if (v.rule == Rule::kMarkedStale) {
+      const bool maps_cover = f.map_epoch <= f.stale_since[s];
+      if ((v.role == SlotRole::kStaleResync) != maps_cover) return "bitmap versus full rebuild";
+    }
+  }
+  if (d.new_generation != (dropped || sc.options.discard_slot.has_value())) {
+    return "new generation wrong: " + d.new_generation_reason;
+  }
+  return "";
+}
+
+// The same decision whatever the order of the members, and whatever the members other than the
+// freshest say about the slots (their states, stale-since events and map epochs): both are checked
+// by one call, members reversed and rewritten, and members of three or more by a rotation too.
+// `scratch` is reused: the sweeps below make a hundred thousand calls.
+std::string CheckIndependence(const std::vector<MemberView>& members,
+                              const AssemblyOptions& options, const AssemblyDecision& d,
+                              std::vector<MemberView>& scratch) {
+  if (members.empty()) return "";
+  scratch.assign(members.rbegin(), members.rend());
+  for (MemberView& m : scratch) {
+    if (d.freshest_slot == m.slot) continue;
+    m.slot_states.fill(SlotState::kActive);
+    m.stale_since.fill(0);
+    m.map_epoch = 1000;
+  }
+  if (!SameDecision(d, DecideAssembly(scratch, options))) {
+    return "depends on the order, or on what a member other than the freshest says";
+  }
+  if (members.size() <= 2) return "";
+  scratch.assign(members.begin() + 1, members.end());
+  scratch.push_back(members.front());
+  if (!SameDecision(d, DecideAssembly(scratch, options))) return "depends on the order";
+  return "";
+}
+
+// Calls `visit` with every combination of digits below `radices`.
+template <typename Visit>
+void ForEachCombination(const std::vector<size_t>& radices, Visit visit) {
+  std::vector<size_t> digits(radices.size(), 0);
+  while (true) {
+    visit(digits);
+    size_t i = 0;
+    while (i < digits.size() && ++digits[i] == radices[i])
+      digits[i++] = 0;
+    if (i == digits.size()) return;
+  }
+}
+
+struct Axes {
+  uint32_t copies = 2;
+  uint32_t count = 2;
+  std::vector<Choice> choices;
+  std::vector<SlotState> views;
+  std::vector<bool> maps_cleared{false, true};
+  std::vector<bool> allow_degraded{false, true};
+  std::vector<std::optional<uint32_t>> discards;
+};
+
+// The view is read only from members of the current generation, and where the maps were cleared
+// only for slots the view does not mark active: other combinations repeat one already checked.
+bool Repeats(const Scenario& sc) {
+  const bool read = std::any_of(sc.members.begin(), sc.members.end(),
+                                [](const Choice& c) { return c.present && c.gen == Gen::kSame; });
+  const bool all_active = std::all_of(sc.view.begin(), sc.view.end(),
+                                      [](SlotState v) { return v == SlotState::kActive; });
+  if (!read && (!all_active || sc.maps_cleared_since)) return true;
+  return all_active && sc.maps_cleared_since;
+}
+
+// Runs every combination of the axes; returns how many there were, and checks those that do not
+// repeat an earlier one.
+size_t Exhaust(const Axes& axes) {
+  std::vector<size_t> radices(axes.count, axes.choices.size());
+  radices.insert(radices.end(), axes.count, axes.views.size());
+  radices.push_back(axes.maps_cleared.size());
+  radices.push_back(axes.allow_degraded.size());
+  radices.push_back(axes.discards.size());
+  size_t scenarios = 0;
+  int failures = 0;
+  std::vector<MemberView> members;
+  std::vector<MemberView> scratch;
+  ForEachCombination(radices, [&](const std::vector<size_t>& digits) {
+    if (failures >= 5) return;
+    Scenario sc;
+    sc.copies = axes.copies;
+    for (uint32_t s = 0; s < axes.count; ++s) {
+      sc.members.push_back(axes.choices[digits[s]]);
+      sc.view.push_back(axes.views[digits[axes.count + s]]);
+    }
+    sc.maps_cleared_since = axes.maps_cleared[digits[2 * axes.count]];
+    sc.options.allow_degraded = axes.allow_degraded[digits[2 * axes.count + 1]];
+    sc.options.discard_slot = axes.discards[digits[2 * axes.count + 2]];
+    ++scenarios;
+    if (Repeats(sc)) return;
+    Build(sc, members);
+    const AssemblyDecision d = DecideAssembly(members, sc.options);
+    std::string wrong = CheckRules(sc, members, d);
+    if (wrong.empty()) wrong = CheckIndependence(members, sc.options, d, scratch);
+    if (wrong.empty()) return;
+    ++failures;
+    FAIL_CHECK(wrong << "\n  scenario: " << Describe(sc)
+                     << "\n  decision: " << d.status.ToString());
+  });
+  return scenarios;
+}
+
+std::vector<std::optional<uint32_t>> NoneAnd(std::vector<uint32_t> slots) {
+  std::vector<std::optional<uint32_t>> out{std::nullopt};
+  for (uint32_t s : slots)
+    out.push_back(s);
+  return out;
+}
+
+const std::vector<SlotState> kAllViews = {SlotState::kActive, SlotState::kStale, SlotState::kFailed,
+                                          SlotState::kRebuilding};
+
+// Two copies: the whole product of every axis.
+TEST_CASE("redundant assembly, every combination: a 2-copy mirror") {
+  const size_t n = Exhaust({.copies = 2,
+                            .count = 2,
+                            .choices = AllChoices(),
+                            .views = kAllViews,
+                            .discards = NoneAnd({0, 1})});
+  CHECK(n == 19 * 19 * 4 * 4 * 2 * 2 * 3);
+}
+
+// Three copies: the whole product is 7 million, so three sweeps that cross every axis with every
+// other that it interacts with: every member combination with --allow-degraded or not; --discard
+// of each slot; and every view of every slot, with the maps cleared or not, over members of each
+// generation.
+TEST_CASE("redundant assembly, every combination: a 3-copy mirror") {
+  size_t n = Exhaust({.copies = 3,
+                      .count = 3,
+                      .choices = AllChoices(),
+                      .views = {SlotState::kActive},
+                      .maps_cleared = {false},
+                      .discards = NoneAnd({})});
+  CHECK(n == 19 * 19 * 19 * 2);
+  const std::vector<Choice> sides = {{},
+                                     {.lag = Lag::kOne},
+                                     {.lower_epoch = true},
+                                     {.gen = Gen::kOlder},
+                                     {.gen = Gen::kDiverged},
+                                     kMissing};
+  n = Exhaust({.copies = 3,
+               .count = 3,
+               .choices = sides,
+               .views = {SlotState::kActive},
+               .maps_cleared = {false},
+               .discards = {0, 1, 2}});
+  CHECK(n == 6 * 6 * 6 * 2 * 3);
+  const std::vector<Choice> generations = {
+      {}, {.gen = Gen::kOlder, .lag = Lag::kOne}, {.gen = Gen::kDiverged}, kMissing};
+  n = Exhaust({.copies = 3,
+               .count = 3,
+               .choices = generations,
+               .views = kAllViews,
+               .discards = NoneAnd({})});
+  CHECK(n == 4 * 4 * 4 * 64 * 2 * 2);
+}
+
+// Two sets of two: the same sweeps, with a set that can lose both copies.
+TEST_CASE("redundant assembly, every combination: raid10 of 2 sets x 2 copies") {
+  const std::vector<Choice> members = {{},
+                                       {.lag = Lag::kOne},
+                                       {.lag = Lag::kFar},
+                                       {.lower_epoch = true},
+                                       {.gen = Gen::kOlder},
+                                       {.gen = Gen::kDiverged},
+                                       kMissing};
+  size_t n = Exhaust({.copies = 2,
+                      .count = 4,
+                      .choices = members,
+                      .views = {SlotState::kActive},
+                      .maps_cleared = {false},
+                      .discards = NoneAnd({})});
+  CHECK(n == 7 * 7 * 7 * 7 * 2);
+  const std::vector<Choice> sides = {{}, {.gen = Gen::kOlder}, {.gen = Gen::kDiverged}, kMissing};
+  n = Exhaust({.copies = 2,
+               .count = 4,
+               .choices = sides,
+               .views = {SlotState::kActive},
+               .maps_cleared = {false},
+               .discards = {0, 3}});
+  CHECK(n == 4 * 4 * 4 * 4 * 2 * 2);
+  n = Exhaust({.copies = 2,
+               .count = 4,
+               .choices = {{}, {.gen = Gen::kOlder}, kMissing},
+               .views = {SlotState::kActive, SlotState::kStale},
+               .discards = NoneAnd({})});
+  CHECK(n == 81 * 16 * 2 * 2);
+}
+
 }  // namespace
 }  // namespace dst::integrity::redundancy

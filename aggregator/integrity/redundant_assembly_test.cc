@@ -449,7 +449,8 @@ MemberView Build(const Scenario& sc, uint32_t slot) {
   m.event = kEvent - (c.lag == Lag::kNone ? 0 : c.lag == Lag::kOne ? 1 : 50);
   m.ownership_epoch = kEpoch - (c.lower_epoch ? 1 : 0);
   if (c.gen == Gen::kSame) {
-    m.map_epoch = sc.maps_cleared_since ? kStaleSince + 10 : kStaleSince - 10;
+    m.map_epoch =
+        sc.maps_cleared_since ? kStaleSince + 1 : kStaleSince;  // either side of md's rule
     for (uint32_t s = 0; s < count; ++s) {
       m.slot_states[s] = sc.view[s];
       m.stale_since[s] = sc.view[s] == SlotState::kActive ? 0 : kStaleSince;

@@ -14,6 +14,8 @@
 // Contract: DecideAssembly never does I/O and never fails in any other way than by returning a
 // refusal. Its result does not depend on the order of the members given. Every slot gets a role
 // and a one-line reason naming the rule that fired; a refusal names the slots and the way out.
+// Refusals, the first that applies: inconsistent input; a replaced member; split brain; a set
+// with no current copy; a missing current member without --allow-degraded.
 // The freshest superblock (highest ownership epoch, then event) is the only one whose view of the
 // slots is read: a member's own superblock never promotes it nor clears what the freshest says
 // it missed (the shape of LINBIT/drbd#145).
@@ -93,7 +95,8 @@ enum class Rule : uint8_t {
   kMissingStale,     // missing, and the freshest superblock already marks it not current
   kSpare,            // the freshest superblock marks it spare
   kNotOwner,         // its member UUID does not own the slot: a replaced member
-  kSplitBrain,       // its generation diverged from the freshest one
+  kSplitBrain,       // its generation diverged from the freshest one, or it is on the freshest's
+                     // side of such a divergence
 };
 
 struct SlotVerdict {
@@ -121,7 +124,7 @@ AssemblyDecision DecideAssembly(std::span<const MemberView> members,
                                 const AssemblyOptions& options);
 
 std::string_view SlotStateName(SlotState state);  // "active", "stale", ...
-std::string_view SlotRoleName(SlotRole role);     // "current", "stale (resync)", ...
+std::string_view SlotRoleName(SlotRole role);     // "current", "stale (bitmap resync)", ...
 std::string_view RuleName(Rule rule);             // "current", "marked-stale", ...
 
 }  // namespace dst::integrity::redundancy

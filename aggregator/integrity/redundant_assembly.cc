@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <array>
 #include <initializer_list>
+#include <span>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "aggregator/integrity/assembly.h"
 
@@ -15,10 +18,6 @@ namespace {
 using std::to_string;
 
 constexpr Uuid kNoGeneration{};
-
-std::string Id(const Uuid& uuid) {
-  return FormatUuid(uuid);
-}
 
 // Concatenates with one allocation: reasons are built for every slot of every assembly.
 std::string Cat(std::initializer_list<std::string_view> parts) {
@@ -106,7 +105,7 @@ struct Context {
         options(o),
         name(Cat({"the freshest superblock (slot ", to_string(f.slot), ", event ",
                   to_string(f.event), ")"})),
-        generation(Id(f.generation)) {}
+        generation(FormatUuid(f.generation)) {}
 
   const MemberView& freshest;
   const AssemblyOptions& options;
@@ -162,8 +161,8 @@ SlotVerdict MarkedStale(const MemberView& m, const Context& c) {
 // still marks the slot active, so the update that started the new generation never reached it;
 // when that is all it missed (one event behind), the maps since its last event cover its data.
 SlotVerdict OlderGeneration(const MemberView& m, const Context& c) {
-  const std::string why = Cat({"generation ", Id(m.generation), " is in the history of ", c.name,
-                               ", generation ", c.generation});
+  const std::string why = Cat({"generation ", FormatUuid(m.generation), " is in the history of ",
+                               c.name, ", generation ", c.generation});
   if (m.event + 1 < c.freshest.event) {
     return Verdict(SlotRole::kStaleRebuild, Rule::kOlderGeneration,
                    {why, "; event ", to_string(m.event),
@@ -185,20 +184,20 @@ SlotVerdict Behind(const MemberView& m, const Context& c) {
 SlotVerdict SplitBrain(const MemberView& m, const Context& c) {
   if (InHistory(m, c.freshest.generation)) {
     return Verdict(SlotRole::kRefused, Rule::kSplitBrain,
-                   {"generation ", Id(m.generation), " descends from generation ", c.generation,
-                    " of ", c.name, ", yet its superblock is older (ownership epoch ",
+                   {"generation ", FormatUuid(m.generation), " descends from generation ",
+                    c.generation, " of ", c.name, ", yet its superblock is older (ownership epoch ",
                     to_string(m.ownership_epoch), ", event ", to_string(m.event), ")"});
   }
   return Verdict(SlotRole::kRefused, Rule::kSplitBrain,
-                 {"generation ", Id(m.generation), " diverged from generation ", c.generation,
-                  " of ", c.name});
+                 {"generation ", FormatUuid(m.generation), " diverged from generation ",
+                  c.generation, " of ", c.name});
 }
 
 SlotVerdict NotOwner(const MemberView& m, const Context& c) {
-  return Verdict(
-      SlotRole::kRefused, Rule::kNotOwner,
-      {"member ", Id(m.member_uuid), " does not own slot ", to_string(m.slot), "; ", c.name,
-       " gives it to member ", Id(c.freshest.slot_members[m.slot]), " (a replaced member)"});
+  return Verdict(SlotRole::kRefused, Rule::kNotOwner,
+                 {"member ", FormatUuid(m.member_uuid), " does not own slot ", to_string(m.slot),
+                  "; ", c.name, " gives it to member ", FormatUuid(c.freshest.slot_members[m.slot]),
+                  " (a replaced member)"});
 }
 
 // The rules for a reachable member, in order: owner, split brain, the freshest's state of the
@@ -293,8 +292,9 @@ Status RefuseSplitBrain(std::vector<SlotVerdict>& slots, std::span<const MemberV
   const MemberView* a = other->slot < freshest.slot ? other : &freshest;
   const MemberView* b = a == other ? &freshest : other;
   return Status::Invalid("split brain: slot " + to_string(a->slot) + " generation " +
-                         Id(a->generation) + " and slot " + to_string(b->slot) + " generation " +
-                         Id(b->generation) + " diverged; resolve with --discard SLOT");
+                         FormatUuid(a->generation) + " and slot " + to_string(b->slot) +
+                         " generation " + FormatUuid(b->generation) +
+                         " diverged; resolve with --discard SLOT");
 }
 
 bool HasCurrent(const std::vector<SlotVerdict>& slots, uint32_t set, uint32_t copies) {

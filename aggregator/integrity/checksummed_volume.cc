@@ -260,7 +260,7 @@ volume::DeviceState ChecksummedVolume::State() const {
   integrity.checksum = ChecksumAlgorithmName(superblocks_[0].geometry.params.algorithm);
   integrity.counters = Counters();
   integrity.member_checksum_errors = member_checksum_errors_;
-  return {superblocks_[0].layout, superblocks_[0].member_count, std::move(integrity)};
+  return {superblocks_[0].layout, superblocks_[0].member_count, std::move(integrity), std::nullopt};
 }
 
 std::string ChecksummedVolume::StatsLine() const {

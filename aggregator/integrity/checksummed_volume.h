@@ -30,6 +30,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,6 +43,7 @@
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/table_cache.h"
 #include "aggregator/integrity/write_intent.h"
+#include "aggregator/volume/mirror_set.h"
 #include "aggregator/volume/range_lock.h"
 #include "aggregator/volume/volume.h"
 #include "common/checksum.h"
@@ -57,6 +59,13 @@ struct ChecksumOptions {
   std::string description;
 };
 
+// One slot (member) of a mirror or raid10 volume as assembly decided it.
+struct RedundantSlot {
+  volume::MemberTarget* target = nullptr;  // nullptr when the member is missing
+  std::optional<Superblock> superblock;    // what the member holds; nullopt when missing
+  volume::CopyRole role = volume::CopyRole::kOut;
+};
+
 class ChecksummedVolume final : public volume::BlockDevice {
  public:
   // `members` and `superblocks` are in member-index order, as OrderMembers
@@ -66,6 +75,15 @@ class ChecksummedVolume final : public volume::BlockDevice {
   static Status Create(asio::io_context& io, std::vector<volume::MemberTarget*> members,
                        std::vector<Superblock> superblocks, std::span<const uint8_t> key,
                        ChecksumOptions options, std::unique_ptr<ChecksummedVolume>* out);
+  // Mirror and raid10 (format version 2): `slots` in member-index order, one
+  // per slot of the volume. `view` is the superblock the volume continues
+  // from: the freshest current member's, with the slot states and the
+  // generation that assembly decided; Open() writes it (with each member's own
+  // identity and size) to every member present. The volume builds one
+  // volume::MirrorSet per set and serves through them (docs/redundancy.md).
+  static Status CreateRedundant(asio::io_context& io, std::vector<RedundantSlot> slots,
+                                Superblock view, std::span<const uint8_t> key,
+                                ChecksumOptions options, std::unique_ptr<ChecksummedVolume>* out);
   ~ChecksummedVolume() override;
 
   void Open(Done done);

@@ -31,10 +31,27 @@ struct IntegrityState {
   std::vector<uint64_t> member_checksum_errors;  // checksum_errors by member index
 };
 
+// One slot (member) of a mirror or raid10 volume.
+struct SlotState {
+  std::string uri;               // empty when the member is missing
+  std::string state;             // as the superblocks record it: "active", "stale", ...
+  uint64_t stale_since = 0;      // event at which it stopped receiving writes; 0 while active
+  uint64_t repaired_blocks = 0;  // its blocks rewritten from another copy after a mismatch
+  uint64_t read_failovers = 0;   // its reads served by another copy after an error or mismatch
+};
+
+struct RedundancyState {
+  uint32_t copies = 0;
+  std::string generation;               // the current generation UUID
+  std::vector<std::string> set_health;  // per set, md's notation: "UU", "U_"
+  std::vector<SlotState> slots;         // by member index
+};
+
 struct DeviceState {
   LayoutKind layout = LayoutKind::kLinear;
   size_t members = 0;
-  std::optional<IntegrityState> integrity;  // checksummed devices only
+  std::optional<IntegrityState> integrity;    // checksummed devices only
+  std::optional<RedundancyState> redundancy;  // mirror and raid10 only
 };
 
 }  // namespace dst::volume

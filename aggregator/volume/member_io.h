@@ -52,6 +52,16 @@ struct MemberIo {
   // Set by the member when it fails the I/O: which member, what, and why
   // ("gave up after 7 sends in 60 s: connect: Connection refused").
   std::string failure;
+  // Mirror sets (mirror_set.h) only; plain members ignore these three.
+  // Send to this copy of the set only (a self-heal write, a targeted re-read,
+  // a table page repair). -1: the set's own rules.
+  int32_t only_copy = -1;
+  // Copies a read must not use, bit c for copy c (a re-read after a checksum
+  // mismatch).
+  uint64_t avoid_copies = 0;
+  // Set by a set on a read: the copy whose bytes are in `data`. -1 on a plain
+  // member.
+  int32_t served_by = -1;
   // errno: 0 on success.
   std::function<void(int err)> done;
 };
@@ -82,6 +92,10 @@ class MemberTarget {
   // Starts the I/O; io->done is called exactly once, later, on the event loop.
   // The caller keeps `io` alive until then (the shared_ptr is held inside).
   virtual void Submit(std::shared_ptr<MemberIo> io) = 0;
+  // The volume gave up on this member (a demoted copy): fail everything queued
+  // and in flight with EIO at once, and every later Submit too. Logged with
+  // `why`. Members that cannot be abandoned ignore it.
+  virtual void Abandon(const std::string& why) { (void)why; }
 };
 
 }  // namespace dst::volume

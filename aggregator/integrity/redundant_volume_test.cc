@@ -389,6 +389,51 @@ TEST_CASE("raid10: a failing copy is demoted in its set only; the other set stay
   CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"UU", "U_"});
 }
 
+TEST_CASE("raid10: copies failing in one write are demoted in one superblock update") {
+  Harness h(Raid10());
+  REQUIRE(h.Open() == 0);
+  const Superblock before = h.OnDisk(0);
+  for (uint32_t i : {1u, 3u})
+    h.members[i]->faults.push_back(
+        {MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  CHECK(h.Write(0, Pattern(64 * KiB, 17)) == 0);  // both sets
+  for (uint32_t i : {0u, 2u}) {
+    CAPTURE(i);
+    const Superblock sb = h.OnDisk(i);
+    CHECK(sb.event == before.event + 1);  // one update for both
+    CHECK(sb.member_states[1] == MemberState::kStale);
+    CHECK(sb.member_states[3] == MemberState::kStale);
+    CHECK(sb.stale_since[1] == sb.event);
+    CHECK(sb.stale_since[3] == sb.event);
+    CHECK(sb.history[0] == before.generation);  // one new generation
+  }
+  CHECK(h.OnDisk(0).generation == h.OnDisk(2).generation);
+  CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"U_", "U_"});
+  CHECK(h.Matches(0, 64 * KiB));
+}
+
+TEST_CASE("mirror: a copy whose superblock update fails is demoted; the update succeeds") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(8 * KiB, 18)) == 0);
+  h.members[1]->faults.push_back({MemberOp::kWrite, 0, kSlotCount * kSlotSize});
+  CHECK(h.Close() == 0);
+  const Superblock sb = h.OnDisk(0);
+  CHECK(sb.state == VolumeState::kClean);
+  CHECK(sb.member_states[1] == MemberState::kStale);
+  CHECK(h.OnDisk(1).state == VolumeState::kDirty);  // as Open left it
+  CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"U_"});
+}
+
+TEST_CASE("mirror: the last current copy failing a superblock update fails the update") {
+  Harness h;
+  REQUIRE(h.Open({1}) == 0);
+  h.members[0]->faults.push_back({MemberOp::kWrite, 0, kSlotCount * kSlotSize});
+  CHECK(h.Close() == EIO);
+  CHECK(h.OnDisk(0).state == VolumeState::kDirty);
+  CHECK(h.OnDisk(0).member_states[0] == MemberState::kActive);
+}
+
 TEST_CASE("mirror: the last current copy failing a write gives the client EIO") {
   Harness h;
   REQUIRE(h.Open({1}) == 0);
@@ -440,6 +485,23 @@ TEST_CASE("raid10: a corrupted block is repaired from its set's other copy") {
   CHECK(h.Slot(member).repaired_blocks == 1);
   REQUIRE(h.Close() == 0);
   CHECK(h.SameAfterSuperblocks(2, 3));
+}
+
+TEST_CASE("mirror: a copy whose repair fails is demoted; the read still gets good data") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(64 * KiB, 19)) == 0);
+  const uint64_t offset = 24 * KiB;
+  const auto [set, at] = h.Locate(offset);
+  const uint32_t bad = h.ServingCopy(set, offset);
+  MemMember& member = *h.members[h.MemberOf(set, bad)];
+  member.bytes[at + 7] ^= 0x80;
+  member.faults.push_back({MemberOp::kWrite, at, at + 4096});
+  CHECK(h.Matches(offset, 4096));
+  CHECK(h.Slot(bad).repaired_blocks == 0);
+  CHECK(h.Slot(bad).state == "stale");
+  CHECK(h.OnDisk(1 - bad).member_states[bad] == MemberState::kStale);
+  CHECK(h.Matches(0, 64 * KiB));  // from the other copy only
 }
 
 TEST_CASE("mirror: a block corrupted on both copies is EIO, naming both") {

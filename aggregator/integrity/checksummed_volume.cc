@@ -189,6 +189,9 @@ ChecksummedVolume::ChecksummedVolume(asio::io_context& io, Assembly assembly,
   member_checksum_errors_.assign(copies_.size(), 0);
   repaired_blocks_.assign(copies_.size(), 0);
   read_failovers_.assign(copies_.size(), 0);
+  if (redundant())
+    intent_.TrackMissedWrites(
+        [this](uint32_t set) { return sets_[set]->current_copies() < sets_[set]->copy_count(); });
 }
 
 std::vector<volume::MemberTarget*> ChecksummedVolume::MakeTargets(Assembly& assembly) {
@@ -329,6 +332,27 @@ void ChecksummedVolume::StartUpdate() {
     view.history[0] = view.generation;
     view.generation = NewUuid();
   }
+  if (!demotions.empty()) {
+    // Writes in flight (intent bit set) may have missed the demoted copies:
+    // their regions' missed-write bits are set too. Not waited for: the sync
+    // goes through the sets, whose I/O may itself wait for this update.
+    const uint32_t k = copies_per_set();
+    std::vector<RegionRef> missed;
+    for (const PendingDemotion& d : demotions)
+      for (uint64_t r : intent_.SetRegions(d.slot / k))
+        if (std::find(missed.begin(), missed.end(), RegionRef{d.slot / k, r}) == missed.end())
+          missed.push_back({d.slot / k, r});
+    intent_.EnsureMissed(missed, [this, alive = lifetime_.Watch()](int err) {
+      if (!alive.expired() && err != 0)
+        LOG_ERROR("volume %s: recording the regions a demoted copy missed: %s", name().c_str(),
+                  std::strerror(err));
+    });
+  }
+  WriteUpdate(std::move(view), std::move(demotions), std::move(updates));
+}
+
+void ChecksummedVolume::WriteUpdate(Superblock view, std::vector<PendingDemotion> demotions,
+                                    std::vector<PendingUpdate> updates) {
   const uint32_t k = copies_per_set();
   std::vector<uint32_t> targets;
   for (uint32_t i = 0; i < copies_.size(); ++i)

@@ -172,6 +172,8 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   // state change and demotion queued since the last.
   void QueueUpdate(std::optional<VolumeState> state, Done done);
   void StartUpdate();
+  void WriteUpdate(Superblock view, std::vector<PendingDemotion> demotions,
+                   std::vector<PendingUpdate> updates);
   void FinishUpdate(const Superblock& view, std::vector<uint32_t> written,
                     std::vector<std::pair<uint32_t, int>> failed,
                     std::vector<PendingDemotion> demotions, std::vector<PendingUpdate> updates);

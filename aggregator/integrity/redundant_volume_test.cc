@@ -7,6 +7,7 @@
 // metadata and data), and the volume is assembled from what their slots say, every present slot
 // current unless a test says otherwise.
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -223,6 +224,17 @@ class Harness {
       if (DataReads(MemberOf(set, c), before[c]) > 0) return c;
     FAIL("no copy served the read");
     return 0;
+  }
+
+  // The missed-write bit of `region` as member `m` holds it, and how many are set.
+  bool MissedOnMember(uint32_t m, uint64_t region) const {
+    return (members[m]->bytes[geometry.missed_writes.offset + region / 8] >> (region % 8)) & 1;
+  }
+  size_t MissedBitsOnMember(uint32_t m) const {
+    size_t n = 0;
+    for (uint64_t i = geometry.missed_writes.offset; i < geometry.missed_writes.end(); ++i)
+      n += static_cast<size_t>(std::popcount(members[m]->bytes[i]));
+    return n;
   }
 
   const volume::SlotState& Slot(uint32_t i) const {
@@ -531,6 +543,68 @@ TEST_CASE("mirror: a partial write over a corrupted block merges the good copy")
   CHECK(h.Matches(0, 16 * KiB));
   REQUIRE(h.Close() == 0);
   CHECK(h.SameAfterSuperblocks(0, 1));
+}
+
+// ---------------------------------------------------------------------------
+// The missed-write map.
+
+TEST_CASE("mirror: whole, writes set no missed-write bit") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(256 * KiB, 20)) == 0);
+  REQUIRE(h.Close() == 0);
+  CHECK(h.MissedBitsOnMember(0) == 0);
+  CHECK(h.MissedBitsOnMember(1) == 0);
+}
+
+TEST_CASE("mirror: degraded, a write sets its region's missed-write bit with the intent bit") {
+  Harness h;
+  REQUIRE(h.Open({1}) == 0);
+  const size_t since = h.members[0]->log.size();
+  CHECK(h.Write(5 * 64 * KiB + 4 * KiB, Pattern(8 * KiB, 21)) == 0);  // region 5
+  CHECK(h.MissedOnMember(0, 5));
+  CHECK(h.MissedBitsOnMember(0) == 1);
+  // One sync: the bitmap page and the map page, then one flush, before the data.
+  const auto flushes = h.members[0]->Ops(MemberOp::kFlush, {}, since);
+  REQUIRE(flushes.size() == 1);
+  const auto bitmap = h.members[0]->Ops(MemberOp::kWrite, h.geometry.bitmap, since);
+  const auto map = h.members[0]->Ops(MemberOp::kWrite, h.geometry.missed_writes, since);
+  const auto data = h.members[0]->Ops(MemberOp::kWrite, h.geometry.data, since);
+  REQUIRE(bitmap.size() == 1);
+  REQUIRE(map.size() == 1);
+  REQUIRE(data.size() == 1);
+  CHECK(map[0].completed < flushes[0].submitted);
+  CHECK(bitmap[0].completed < flushes[0].submitted);
+  CHECK(flushes[0].completed < data[0].submitted);
+  // Never cleared while degraded: not by the stop, which clears the intent bits.
+  REQUIRE(h.Close() == 0);
+  CHECK(h.MissedOnMember(0, 5));
+  CHECK(h.vol->dirty_regions() == 0);
+  h.vol.reset();
+  REQUIRE(h.Open({1}) == 0);
+  CHECK(h.Write(9 * 64 * KiB, Pattern(4 * KiB, 22)) == 0);
+  REQUIRE(h.Close() == 0);
+  CHECK(h.MissedOnMember(0, 5));  // loaded, and written back with the new bit
+  CHECK(h.MissedOnMember(0, 9));
+  CHECK(h.MissedBitsOnMember(0) == 2);
+}
+
+TEST_CASE("raid10: after a demotion, writes to that set set missed-write bits there only") {
+  Harness h(Raid10());
+  REQUIRE(h.Open() == 0);
+  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  CHECK(h.Write(0, Pattern(4 * KiB, 23)) == 0);  // set 0, region 0: demotes member 1
+  h.Pump();
+  CHECK(h.MissedOnMember(0, 0));  // the region being written when the copy failed
+  // Chunks alternate sets every 8 KiB: volume offset 128 KiB is set 0's region 1, the next chunk
+  // is set 1's region 1.
+  CHECK(h.Write(128 * KiB, Pattern(16 * KiB, 24)) == 0);
+  CHECK(h.MissedOnMember(0, 1));
+  CHECK(h.MissedBitsOnMember(0) == 2);
+  CHECK(h.MissedBitsOnMember(1) == 0);  // the demoted copy is not written
+  CHECK(h.MissedBitsOnMember(2) == 0);  // set 1 is whole
+  CHECK(h.MissedBitsOnMember(3) == 0);
+  CHECK(h.Matches(0, 256 * KiB));
 }
 
 }  // namespace

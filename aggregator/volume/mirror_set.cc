@@ -62,6 +62,13 @@ std::string FailureOf(const MemberTarget& target, const MemberIo& child, int err
   return target.name() + ": " + Describe(child) + " failed: " + std::strerror(err);
 }
 
+// A copy's answer to a parent whose set is gone: passed on as it is.
+void PassOn(MemberIo& parent, MemberIo& child, int err) {
+  if (err != 0) parent.failure = child.failure;
+  parent.extents = std::move(child.extents);
+  parent.done(err);
+}
+
 // An answer that says nothing about the copy's health: it declined a fast
 // zero, which the caller handles by writing zeros.
 bool DeclinedFastZero(const MemberIo& io, int err) {
@@ -146,7 +153,14 @@ MirrorSet::MirrorSet(asio::io_context& io, uint32_t set, std::vector<CopySetup> 
   name_ += ")";
 }
 
-MirrorSet::~MirrorSet() = default;
+// I/Os waiting for a demotion that can no longer become durable here end
+// with ECANCELED, later, from the event loop.
+MirrorSet::~MirrorSet() {
+  lifetime_.End();
+  for (Copy& copy : copies_)
+    for (auto& waiter : copy.demotion_waiters)
+      asio::post(io_, [waiter = std::move(waiter)] { waiter(ECANCELED); });
+}
 
 void MirrorSet::ComputeCapabilities() {
   bool first = true;
@@ -236,7 +250,9 @@ void MirrorSet::SubmitToOne(std::shared_ptr<MemberIo> io, uint32_t c) {
   auto child = ChildOf(*io);
   const uint64_t load = LoadOf(*child);
   copies_[c].bytes_in_flight += load;
-  child->done = [this, c, load, parent = std::move(io), child = child.get()](int err) {
+  child->done = [this, alive = lifetime_.Watch(), c, load, parent = std::move(io),
+                 child = child.get()](int err) {
+    if (alive.expired()) return PassOn(*parent, *child, err);
     copies_[c].bytes_in_flight -= load;
     if (err == 0) {
       if (IsReadLike(parent->op)) parent->served_by = static_cast<int32_t>(c);
@@ -265,7 +281,12 @@ void MirrorSet::SubmitToAll(std::shared_ptr<MemberIo> io) {
     auto child = ChildOf(*f->parent);
     const uint64_t load = LoadOf(*child);
     copies_[c].bytes_in_flight += load;
-    child->done = [this, f, c, counted, load, child = child.get()](int err) {
+    child->done = [this, alive = lifetime_.Watch(), f, c, counted, load,
+                   child = child.get()](int err) {
+      if (alive.expired()) {
+        if (err != 0) f->Failed(child->failure);
+        return f->join.Arrive(err);
+      }
       copies_[c].bytes_in_flight -= load;
       if (err == 0) return f->join.Arrive(0);
       const std::string failure = FailureOf(*copies_[c].target, *child, err);
@@ -287,9 +308,9 @@ void MirrorSet::SubmitToAll(std::shared_ptr<MemberIo> io) {
         Demote(c, failure, [](int) {});
         return f->join.Arrive(0);
       }
-      Demote(c, failure, [this, f, c, failure](int durable) {
+      Demote(c, failure, [f, failure, name = copies_[c].target->name()](int durable) {
         if (durable != 0)
-          f->Failed(failure + "; demoting " + copies_[c].target->name() +
+          f->Failed(failure + "; demoting " + name +
                     " could not be made durable: " + std::strerror(durable));
         f->join.Arrive(durable);
       });
@@ -305,7 +326,8 @@ void MirrorSet::Demote(uint32_t c, const std::string& cause, std::function<void(
   copy.demotion_waiters.push_back(std::move(durable));
   if (copy.demoting) return;
   copy.demoting = true;
-  auto finished = [this, c](int err) {
+  auto finished = [this, alive = lifetime_.Watch(), c](int err) {
+    if (alive.expired()) return;  // its waiters went with the set
     Copy& copy = copies_[c];
     copy.demoting = false;
     auto waiters = std::exchange(copy.demotion_waiters, {});
@@ -336,7 +358,9 @@ void MirrorSet::Read::From(uint32_t c) {
   auto child = ChildOf(*parent);
   const uint64_t load = LoadOf(*child);
   copy.bytes_in_flight += load;
-  child->done = [self = shared_from_this(), c, load, child = child.get()](int err) {
+  child->done = [self = shared_from_this(), alive = set.lifetime_.Watch(), c, load,
+                 child = child.get()](int err) {
+    if (alive.expired()) return PassOn(*self->parent, *child, err);
     MirrorSet& set = self->set;
     Copy& copy = set.copies_[c];
     copy.bytes_in_flight -= load;

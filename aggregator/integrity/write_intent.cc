@@ -1,6 +1,7 @@
 #include "aggregator/integrity/write_intent.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <utility>
 
@@ -22,6 +23,8 @@ WriteIntent::WriteIntent(std::vector<volume::MemberTarget*> members,
   for (size_t m = 0; m < members_.size(); ++m) {
     bitmaps_[m].wanted.assign(geometries_[m].bitmap.size, 0);
     bitmaps_[m].durable.assign(geometries_[m].bitmap.size, 0);
+    bitmaps_[m].missed.assign(geometries_[m].missed_writes.size, 0);
+    bitmaps_[m].missed_durable.assign(geometries_[m].missed_writes.size, 0);
   }
 }
 
@@ -36,22 +39,30 @@ void WriteIntent::Load(Done done) {
         const uint64_t regions = geometries_[m].regions();
         for (uint64_t bit = regions; bit < b.wanted.size() * 8; ++bit)
           b.wanted[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
+        for (uint64_t bit = regions; bit < b.missed.size() * 8; ++bit)
+          b.missed[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
         b.durable = b.wanted;
+        b.missed_durable = b.missed;
       }
     }
     done(err);
   });
   for (size_t m = 0; m < members_.size(); ++m) {
-    const Area& area = geometries_[m].bitmap;
     const uint64_t piece = std::min<uint64_t>(kLoadPiece, members_[m]->capabilities().max_request);
-    for (uint64_t at = 0; at < area.size; at += piece) {
-      auto io = std::make_shared<volume::MemberIo>();
-      io->op = volume::MemberOp::kRead;
-      io->offset = area.offset + at;
-      io->length = std::min(piece, area.size - at);
-      io->data = bitmaps_[m].wanted.data() + at;
-      io->done = Part(join);  // `this` is checked for life in the join's done
-      members_[m]->Submit(std::move(io));
+    // The missed-write map too: pages are written whole, so its bits must be known.
+    const std::pair<const Area*, uint8_t*> areas[] = {
+        {&geometries_[m].bitmap, bitmaps_[m].wanted.data()},
+        {&geometries_[m].missed_writes, bitmaps_[m].missed.data()}};
+    for (const auto& [area, into] : areas) {
+      for (uint64_t at = 0; at < area->size; at += piece) {
+        auto io = std::make_shared<volume::MemberIo>();
+        io->op = volume::MemberOp::kRead;
+        io->offset = area->offset + at;
+        io->length = std::min(piece, area->size - at);
+        io->data = into + at;
+        io->done = Part(join);  // `this` is checked for life in the join's done
+        members_[m]->Submit(std::move(io));
+      }
     }
   }
   join->Arrive(0);
@@ -65,6 +76,29 @@ bool WriteIntent::DurablySet(const RegionRef& r) const {
   const MemberBitmap& b = bitmaps_[r.member];
   const uint8_t mask = static_cast<uint8_t>(1u << (r.region % 8));
   return (b.wanted[r.region / 8] & mask) && (b.durable[r.region / 8] & mask);
+}
+
+bool WriteIntent::MissedDurably(const RegionRef& r) const {
+  const MemberBitmap& b = bitmaps_[r.member];
+  const uint8_t mask = static_cast<uint8_t>(1u << (r.region % 8));
+  return (b.missed[r.region / 8] & mask) && (b.missed_durable[r.region / 8] & mask);
+}
+
+bool WriteIntent::IsMissed(uint32_t member, uint64_t region) const {
+  const MemberBitmap& b = bitmaps_[member];
+  return region / 8 < b.missed.size() && ((b.missed[region / 8] >> (region % 8)) & 1);
+}
+
+size_t WriteIntent::missed_count() const {
+  size_t n = 0;
+  for (const MemberBitmap& b : bitmaps_)
+    for (uint8_t byte : b.missed)
+      n += static_cast<size_t>(std::popcount(byte));
+  return n;
+}
+
+void WriteIntent::TrackMissedWrites(std::function<bool(uint32_t member)> degraded) {
+  degraded_ = std::move(degraded);
 }
 
 std::vector<uint64_t> WriteIntent::SetRegions(uint32_t member) const {
@@ -84,16 +118,36 @@ size_t WriteIntent::set_count() const {
 }
 
 void WriteIntent::Ensure(const std::vector<RegionRef>& regions, Done done) {
+  EnsureBits(regions, true, false, std::move(done));
+}
+
+void WriteIntent::EnsureMissed(const std::vector<RegionRef>& regions, Done done) {
+  EnsureBits(regions, false, true, std::move(done));
+}
+
+// Sets the intent bits (`intent`) and the missed-write bits (`only_missed`,
+// or on a target missing a copy) of `regions`; one sync per member writes both.
+void WriteIntent::EnsureBits(const std::vector<RegionRef>& regions, bool intent, bool only_missed,
+                             Done done) {
   Waiter waiter;
   for (const RegionRef& r : regions) {
-    if (DurablySet(r)) continue;
     MemberBitmap& b = bitmaps_[r.member];
-    b.wanted[r.region / 8] |= static_cast<uint8_t>(1u << (r.region % 8));
-    b.changed_pages.insert(r.region / 8 / kMetadataPageSize);
-    waiter.regions.push_back(r);
-    waiter.members.insert(r.member);
+    const uint8_t mask = static_cast<uint8_t>(1u << (r.region % 8));
+    if (intent && !DurablySet(r)) {
+      b.wanted[r.region / 8] |= mask;
+      b.changed_pages.insert(r.region / 8 / kMetadataPageSize);
+      waiter.regions.push_back(r);
+      waiter.members.insert(r.member);
+    }
+    const bool missed = !b.missed.empty() && (only_missed || (degraded_ && degraded_(r.member)));
+    if (missed && !MissedDurably(r)) {
+      b.missed[r.region / 8] |= mask;
+      b.missed_changed_pages.insert(r.region / 8 / kMetadataPageSize);
+      waiter.missed.push_back(r);
+      waiter.members.insert(r.member);
+    }
   }
-  if (waiter.regions.empty()) return done(0);
+  if (waiter.regions.empty() && waiter.missed.empty()) return done(0);
   waiter.done = std::move(done);
   const std::set<uint32_t> members = waiter.members;
   waiters_.push_back(std::move(waiter));
@@ -113,7 +167,9 @@ void WriteIntent::Clear(uint32_t member, uint64_t region) {
 void WriteIntent::Sync(Done done) {
   Waiter waiter;
   for (uint32_t m = 0; m < bitmaps_.size(); ++m)
-    if (!bitmaps_[m].changed_pages.empty() || bitmaps_[m].syncing) waiter.members.insert(m);
+    if (!bitmaps_[m].changed_pages.empty() || !bitmaps_[m].missed_changed_pages.empty() ||
+        bitmaps_[m].syncing)
+      waiter.members.insert(m);
   if (waiter.members.empty()) return done(0);
   waiter.done = std::move(done);
   const std::set<uint32_t> members = waiter.members;
@@ -124,58 +180,62 @@ void WriteIntent::Sync(Done done) {
 
 void WriteIntent::StartSync(uint32_t member) {
   MemberBitmap& b = bitmaps_[member];
-  if (b.syncing || b.changed_pages.empty()) return;
+  if (b.syncing || (b.changed_pages.empty() && b.missed_changed_pages.empty())) return;
   b.syncing = true;
   ++syncs_;
-  const std::vector<uint64_t> pages(b.changed_pages.begin(), b.changed_pages.end());
-  b.changed_pages.clear();
-  auto written = std::make_shared<std::vector<std::vector<uint8_t>>>();
-  for (uint64_t page : pages) {
-    const auto first = b.wanted.begin() + static_cast<ptrdiff_t>(page * kMetadataPageSize);
-    written->emplace_back(first, first + kMetadataPageSize);
-  }
+  auto pages = std::make_shared<std::vector<SyncPage>>();
+  const auto take = [&pages](bool missed, std::set<uint64_t>& changed,
+                             const std::vector<uint8_t>& bits) {
+    for (uint64_t page : changed) {
+      const auto first = bits.begin() + static_cast<ptrdiff_t>(page * kMetadataPageSize);
+      pages->push_back({missed, page, std::vector<uint8_t>(first, first + kMetadataPageSize)});
+    }
+    changed.clear();
+  };
+  take(false, b.changed_pages, b.wanted);
+  take(true, b.missed_changed_pages, b.missed);
   volume::MemberTarget* target = members_[member];
-  auto join = MakeJoin([this, alive = lifetime_.Watch(), member, pages, written, target](int err) {
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), member, pages, target](int err) {
     if (alive.expired()) return;
-    if (err != 0 || !target->capabilities().can_flush)
-      return FinishSync(member, pages, *written, err);
+    if (err != 0 || !target->capabilities().can_flush) return FinishSync(member, *pages, err);
     auto flush = std::make_shared<volume::MemberIo>();
     flush->op = volume::MemberOp::kFlush;
-    flush->done = [this, alive, member, pages, written](int flush_err) {
-      if (!alive.expired()) FinishSync(member, pages, *written, flush_err);
+    flush->done = [this, alive, member, pages](int flush_err) {
+      if (!alive.expired()) FinishSync(member, *pages, flush_err);
     };
     target->Submit(std::move(flush));
   });
-  for (size_t i = 0; i < pages.size(); ++i) {
+  for (SyncPage& page : *pages) {
+    const Area& area = page.missed ? geometries_[member].missed_writes : geometries_[member].bitmap;
     auto io = std::make_shared<volume::MemberIo>();
     io->op = volume::MemberOp::kWrite;
-    io->offset = geometries_[member].bitmap.offset + pages[i] * kMetadataPageSize;
+    io->offset = area.offset + page.index * kMetadataPageSize;
     io->length = kMetadataPageSize;
-    io->data = (*written)[i].data();
-    io->done = Part(join);  // the join's done holds `written` alive
+    io->data = page.bytes.data();
+    io->done = Part(join);  // the join's done holds `pages` alive
     target->Submit(std::move(io));
   }
   join->Arrive(0);
 }
 
-void WriteIntent::FinishSync(uint32_t member, const std::vector<uint64_t>& pages,
-                             const std::vector<std::vector<uint8_t>>& written, int err) {
+void WriteIntent::FinishSync(uint32_t member, const std::vector<SyncPage>& pages, int err) {
   MemberBitmap& b = bitmaps_[member];
   b.syncing = false;
   if (err == 0) {
-    for (size_t i = 0; i < pages.size(); ++i) {
+    for (const SyncPage& page : pages) {
       // What was written is durable, except bits cleared meanwhile: those
       // must not count as set until a later sync writes them again.
-      uint8_t* durable = b.durable.data() + pages[i] * kMetadataPageSize;
-      const uint8_t* wanted = b.wanted.data() + pages[i] * kMetadataPageSize;
+      const size_t at = page.index * kMetadataPageSize;
+      uint8_t* durable = (page.missed ? b.missed_durable : b.durable).data() + at;
+      const uint8_t* wanted = (page.missed ? b.missed : b.wanted).data() + at;
       for (size_t j = 0; j < kMetadataPageSize; ++j)
-        durable[j] = written[i][j] & wanted[j];
+        durable[j] = page.bytes[j] & wanted[j];
     }
   } else {
     LOG_ERROR("write-intent bitmap: update of member %s failed: %s",
               members_[member]->name().c_str(), std::strerror(err));
-    for (uint64_t page : pages)
-      b.changed_pages.insert(page);  // tried again by the next sync
+    for (const SyncPage& page : pages)  // tried again by the next sync
+      (page.missed ? b.missed_changed_pages : b.changed_pages).insert(page.index);
     // Everyone waiting on this member learns of the failure; the callbacks
     // run after the list is settled, since they may Ensure() again.
     std::vector<Done> failed;
@@ -202,12 +262,15 @@ void WriteIntent::WakeWaiters() {
   std::vector<Done> ready;
   for (auto it = waiters_.begin(); it != waiters_.end();) {
     bool satisfied = true;
-    if (it->regions.empty()) {
+    if (it->regions.empty() && it->missed.empty()) {
       for (uint32_t m : it->members)
-        satisfied = satisfied && !bitmaps_[m].syncing && bitmaps_[m].changed_pages.empty();
+        satisfied = satisfied && !bitmaps_[m].syncing && bitmaps_[m].changed_pages.empty() &&
+                    bitmaps_[m].missed_changed_pages.empty();
     } else {
       for (const RegionRef& r : it->regions)
         satisfied = satisfied && DurablySet(r);
+      for (const RegionRef& r : it->missed)
+        satisfied = satisfied && MissedDurably(r);
     }
     if (!satisfied) {
       ++it;

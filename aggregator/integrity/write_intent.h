@@ -11,6 +11,14 @@
 // set" when it is set in both copies; clearing drops it from both at once, so
 // a region being cleared is never mistaken for protected.
 //
+// Mirror and raid10 members (format version 2) also have a missed-write map
+// (docs/format.md §7.2), one bit per region like the bitmap. While a target
+// (a set of copies) is missing a copy, Ensure() sets the missed-write bits of
+// the regions it is given on that target too, in the same page writes and
+// flush as their intent bits; EnsureMissed() sets them alone (the regions a
+// just-demoted copy may have missed). Missed-write bits are never cleared
+// here: resync clears them once the set is whole again.
+//
 // Contract: Ensure() calls `done` before it returns when every region is
 // already durably set, otherwise after the sync that sets them (or with the
 // errno of the member write or flush that failed). Callers must not Clear() a
@@ -55,6 +63,12 @@ class WriteIntent {
   uint64_t syncs() const { return syncs_; }
 
   void Ensure(const std::vector<RegionRef>& regions, Done done);
+  // Which targets are missing a copy now (called at every Ensure()). Unset:
+  // none ever is (linear and stripe volumes).
+  void TrackMissedWrites(std::function<bool(uint32_t member)> degraded);
+  void EnsureMissed(const std::vector<RegionRef>& regions, Done done);
+  bool IsMissed(uint32_t member, uint64_t region) const;
+  size_t missed_count() const;
   void Clear(uint32_t member, uint64_t region);
   // Writes every changed page of every member and flushes; `done` after.
   void Sync(Done done);
@@ -64,24 +78,37 @@ class WriteIntent {
     std::vector<uint8_t> wanted;   // what the bitmap area should hold
     std::vector<uint8_t> durable;  // what it is known to hold
     std::set<uint64_t> changed_pages;
+    std::vector<uint8_t> missed;  // the missed-write map: should hold, and known to hold
+    std::vector<uint8_t> missed_durable;
+    std::set<uint64_t> missed_changed_pages;
     bool syncing = false;
   };
+  // A page a sync writes: of the bitmap or of the missed-write map.
+  struct SyncPage {
+    bool missed;
+    uint64_t index;
+    std::vector<uint8_t> bytes;
+  };
   struct Waiter {
-    std::vector<RegionRef> regions;  // empty for Sync(): waits for no changed pages
+    // Both empty for Sync(): waits for no changed pages.
+    std::vector<RegionRef> regions;
+    std::vector<RegionRef> missed;  // missed-write bits
     std::set<uint32_t> members;
     Done done;
   };
 
   bool DurablySet(const RegionRef& r) const;
+  bool MissedDurably(const RegionRef& r) const;
+  void EnsureBits(const std::vector<RegionRef>& regions, bool intent, bool only_missed, Done done);
   void StartSync(uint32_t member);
-  void FinishSync(uint32_t member, const std::vector<uint64_t>& pages,
-                  const std::vector<std::vector<uint8_t>>& written, int err);
+  void FinishSync(uint32_t member, const std::vector<SyncPage>& pages, int err);
   void WakeWaiters();
 
   std::vector<volume::MemberTarget*> members_;
   std::vector<MemberGeometry> geometries_;
   std::vector<MemberBitmap> bitmaps_;
   std::list<Waiter> waiters_;
+  std::function<bool(uint32_t member)> degraded_;
   uint64_t syncs_ = 0;
   Lifetime lifetime_;  // last: expires first
 };

@@ -123,7 +123,7 @@ void NbdMember::Submit(std::shared_ptr<MemberIo> io) {
   transaction.io = std::move(io);
   const Clock::time_point now = env_.Now();
   transaction.history.first_send = now;
-  if (state_ == State::kFailed) {
+  if (state_ == State::kFailed || abandoned_) {
     transaction.last_error = "member is failed: " + last_error_;
     Finish(id, EIO);
     return;
@@ -383,6 +383,44 @@ void NbdMember::Finish(uint64_t id, int err, bool post) {
   io->done(err);  // may submit more I/O to this member
 }
 
+// Everything the member holds fails now, whether waiting, delayed or in
+// flight (what the connections still answer for it finds no transaction).
+void NbdMember::Abandon(const std::string& why) {
+  if (abandoned_) return;
+  abandoned_ = true;
+  LOG_WARNING("member %s abandoned: %s", uri_.c_str(), why.c_str());
+  last_error_ = "abandoned: " + why;
+  std::vector<uint64_t> ids;
+  ids.reserve(transactions_.size());
+  for (const auto& [id, transaction] : transactions_)
+    ids.push_back(id);
+  std::sort(ids.begin(), ids.end());  // done in submission order
+  for (const uint64_t id : ids) {
+    transactions_.at(id).last_error = last_error_;
+    Finish(id, EIO);
+  }
+  in_flight_ = 0;
+  waiting_.clear();
+  delayed_.clear();
+  deadlines_.clear();
+  // While the first connection is being made, its completion reports the
+  // failure to AsyncConnect's caller (OnFirstConnection) and closes then.
+  if (state_ == State::kConnecting) return;
+  CloseForGood();
+}
+
+void NbdMember::CloseForGood() {
+  ++generation_;  // a reconnect in progress recognises itself as stale
+  tick_timer_->Cancel();
+  connect_timer_->Cancel();
+  reconnecting_.reset();
+  for (auto& connection : connections_)
+    connection->Close();
+  connections_.clear();
+  extras_.clear();
+  state_ = State::kFailed;
+}
+
 void NbdMember::VisitWaiting(const std::function<bool(uint64_t, Transaction&)>& keep) {
   auto visit = [&](auto& queue) {
     size_t kept = 0;
@@ -411,7 +449,7 @@ void NbdMember::FailAllWaiting(const std::string& cause) {
 void NbdMember::ArmTick() {
   tick_timer_->Start(TickPeriod(options_), [this] {
     OnTick();
-    ArmTick();
+    if (!abandoned_) ArmTick();
   });
 }
 

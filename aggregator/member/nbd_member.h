@@ -39,6 +39,12 @@
 //   clock and scripted connections. The io_context and the environment must
 //   outlive the member. Destroying the member fails the I/Os not yet done
 //   (their done still runs, with ENOTCONN).
+// - Abandon(why) (the volume gave up on this member: a demoted copy) logs
+//   `member URI abandoned: WHY`, fails every queued, delayed and in-flight
+//   I/O with EIO at once, closes the connections and leaves the member
+//   kFailed for good: every later Submit() fails with EIO (posted), and it
+//   never reconnects. Abandoned while its first connection is being made,
+//   AsyncConnect's done gets the failure.
 // - Logs name the member by its URI and never show the fencing session.
 //
 // Threading: not thread-safe; every call, the environment and the io_context
@@ -90,8 +96,10 @@ class NbdMember : public volume::MemberTarget {
   const volume::MemberCapabilities& capabilities() const override { return capabilities_; }
   const std::string& name() const override { return uri_; }
   void Submit(std::shared_ptr<volume::MemberIo> io) override;
+  void Abandon(const std::string& why) override;
 
   State state() const { return state_; }
+  bool abandoned() const { return abandoned_; }
   // The server confirmed fencing (the dst plugin); valid once connected.
   bool fenced() const { return fenced_; }
   uint64_t epoch() const { return epoch_; }
@@ -156,6 +164,8 @@ class NbdMember : public volume::MemberTarget {
   void Finish(uint64_t id, int err, bool post = true);
   void GiveUp(uint64_t id);
   void FailAllWaiting(const std::string& cause);
+  // Abandon's end of the connections: closes them and stops every timer.
+  void CloseForGood();
   int CheckRequest(const volume::MemberIo& io) const;
   MemberConnection* ConnectionFor(volume::MemberOp op, bool* saturated);
 
@@ -192,6 +202,7 @@ class NbdMember : public volume::MemberTarget {
   volume::MemberCapabilities capabilities_;
   bool fenced_ = false;
   State state_ = State::kConnecting;
+  bool abandoned_ = false;  // Abandon() was called: failed for good
   uint64_t epoch_ = 1;
   // Bumped whenever the connections are dropped: callbacks of older
   // connections recognise themselves and do nothing.

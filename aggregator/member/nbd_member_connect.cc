@@ -58,6 +58,11 @@ void NbdMember::AsyncConnect(std::function<void(Status)> done) {
 }
 
 void NbdMember::OnFirstConnection(Status status, std::function<void(Status)> done) {
+  if (abandoned_) {
+    CloseForGood();
+    done(Status::Error(EIO, last_error_));
+    return;
+  }
   if (!status.ok()) {
     // Not retried: an unreachable member at start is a configuration error.
     last_error_ = status.message();
@@ -75,6 +80,11 @@ void NbdMember::OnFirstConnection(Status status, std::function<void(Status)> don
   }
   WarnIfSmallRequests();
   AddExtraConnections([this, done = std::move(done)] {
+    if (abandoned_) {
+      CloseForGood();
+      done(Status::Error(EIO, last_error_));
+      return;
+    }
     last_activity_ = env_.Now();
     SetState(State::kReady, fenced_ ? "fenced, epoch 1" : "not fenced");
     ArmTick();

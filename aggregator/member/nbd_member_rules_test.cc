@@ -794,6 +794,143 @@ TEST_CASE("a member with a maximum request under 64 KiB is used, with one warnin
   CHECK_MESSAGE(capture.Text().find("maximum request size") == std::string::npos, capture.Text());
 }
 
+// --- abandoning ----------------------------------------------------------------
+
+TEST_CASE("an abandoned member fails everything at once and never reconnects") {
+  TransactionOptions options = FastOptions();
+  options.max_in_flight = 2;
+  Rig rig(options);
+  rig.ConnectOrFail();
+  std::vector<uint8_t> buffer(4096);
+  // Two answered, two in flight (held by the server), two queued for room,
+  // one in its resend delay after a transient error.
+  CHECK(rig.Run(MemberOp::kWrite, 0, buffer.size(), buffer.data()) == 0);
+  int transient = 1;
+  rig.server.answer = [&](const MemberIo& io) {
+    if (io.op == MemberOp::kTrim && transient > 0) {
+      --transient;
+      return EIO;
+    }
+    return FakeExport::kHold;
+  };
+  rig.Submit(MemberOp::kTrim, 0, 512);
+  rig.env.Settle();
+  REQUIRE(rig.member().waiting() == 1);  // waiting for its resend delay
+  rig.Submit(MemberOp::kRead, 0, buffer.size(), buffer.data());
+  rig.Submit(MemberOp::kWrite, 4096, buffer.size(), buffer.data());
+  rig.Submit(MemberOp::kFlush, 0, 0);
+  rig.Submit(MemberOp::kRead, 8192, buffer.size(), buffer.data());
+  rig.env.Settle();
+  REQUIRE(rig.member().in_flight() == 2);
+  REQUIRE(rig.member().waiting() == 3);
+  const size_t attempts = rig.server.attempts().size();
+  const Clock::time_point start = rig.env.now();
+
+  std::string log;
+  {
+    test::StderrCapture capture;
+    rig.member().Abandon("demoted: write failed");
+    log = capture.Text();
+  }
+  CHECK_MESSAGE(log.find(std::string("warning: member ") + kUri +
+                         " abandoned: demoted: write failed\n") != std::string::npos,
+                log);
+  CHECK(std::count(log.begin(), log.end(), '\n') == 1);  // that line only
+  CHECK(rig.member().state() == NbdMember::State::kFailed);
+  CHECK(rig.member().abandoned());
+  CHECK(rig.member().in_flight() == 0);
+  CHECK(rig.member().waiting() == 0);
+  CHECK(rig.member().connection_count() == 0);
+  CHECK(rig.server.connections() == 0);
+  // Not from inside Abandon(): on the next turn of the loop, no time passing.
+  CHECK(rig.done_count == 1);
+  rig.env.Settle();
+  CHECK(rig.env.now() == start);
+  REQUIRE(rig.AllDone());
+  CHECK(rig.results == std::vector<int>{0, EIO, EIO, EIO, EIO, EIO});
+  for (size_t i = 1; i < rig.ios.size(); ++i) {
+    CAPTURE(i);
+    CHECK(rig.ios[i]->failure.find("abandoned: demoted: write failed") != std::string::npos);
+  }
+
+  // Later I/O fails too, posted, at once.
+  rig.Submit(MemberOp::kRead, 0, buffer.size(), buffer.data());
+  CHECK(rig.results.back() == kPending);
+  rig.env.Settle();
+  CHECK(rig.results.back() == EIO);
+  CHECK(rig.ios.back()->failure.find("abandoned") != std::string::npos);
+  CHECK(rig.member().counters().failures == 6);
+
+  // No reconnect ever, whatever the server does, and nothing more arrives.
+  const size_t arrivals = rig.server.arrivals().size();
+  rig.server.answer = nullptr;
+  rig.env.Advance(60s);
+  CHECK(rig.server.attempts().size() == attempts);
+  CHECK(rig.server.arrivals().size() == arrivals);
+  CHECK(rig.member().state() == NbdMember::State::kFailed);
+  CHECK(rig.member().counters().reconnects == 0);
+  // A second Abandon says nothing more.
+  test::StderrCapture capture;
+  rig.member().Abandon("again");
+  CHECK(capture.Text().empty());
+}
+
+TEST_CASE("a member abandoned while reconnecting stops trying at once") {
+  TransactionOptions options = FastOptions();
+  options.backoff_initial = 100ms;
+  options.retry_window = 0ms;  // would keep trying for ever
+  Rig rig(options);
+  rig.ConnectOrFail();
+  rig.server.answering = false;
+  std::vector<uint8_t> data = Pattern(512, 1);
+  rig.Submit(MemberOp::kWrite, 0, data.size(), data.data());
+  rig.env.Settle();
+  rig.server.reach = FakeExport::Reach::kRefused;
+  rig.server.Crash();
+  REQUIRE(rig.AdvanceUntilState(NbdMember::State::kReconnecting, 1s));
+  rig.env.Advance(300ms);
+  REQUIRE(rig.results[0] == kPending);  // waiting for the member to come back
+  const size_t attempts = rig.server.attempts().size();
+  {
+    test::StderrCapture capture;
+    rig.member().Abandon("demoted");
+  }
+  rig.env.Settle();
+  CHECK(rig.results[0] == EIO);
+  rig.server.reach = FakeExport::Reach::kUp;
+  rig.server.answering = true;
+  rig.env.Advance(30s);
+  CHECK(rig.server.attempts().size() == attempts);
+  CHECK(rig.member().state() == NbdMember::State::kFailed);
+  CHECK(rig.Run(MemberOp::kFlush, 0, 0) == EIO);
+}
+
+TEST_CASE("a member abandoned while it first connects reports the failure to its connect") {
+  Rig rig;
+  rig.server.reach = FakeExport::Reach::kUp;
+  rig.members.push_back(std::make_unique<NbdMember>(rig.io, rig.env, kUri, 1, rig.options));
+  Status connected = Status::Ok();
+  bool called = false;
+  rig.member().AsyncConnect([&](Status status) {
+    connected = std::move(status);
+    called = true;
+  });
+  rig.Submit(MemberOp::kFlush, 0, 0);  // waits for the connection
+  {
+    test::StderrCapture capture;
+    rig.member().Abandon("demoted");
+  }
+  rig.env.Settle();
+  CHECK(rig.results[0] == EIO);
+  REQUIRE(called);
+  CHECK(connected.err() == EIO);
+  CHECK(connected.message().find("abandoned: demoted") != std::string::npos);
+  CHECK(rig.member().state() == NbdMember::State::kFailed);
+  CHECK(rig.member().connection_count() == 0);
+  rig.env.Advance(10s);
+  CHECK(rig.server.attempts().size() == 1);
+}
+
 // --- lifetime -----------------------------------------------------------------
 
 TEST_CASE("destroying a member completes its I/Os with ENOTCONN") {

@@ -46,6 +46,7 @@
 
 #include "aggregator/volume/member_io.h"
 #include "aggregator/volume/read_balance.h"
+#include "common/lifetime.h"
 
 namespace dst::volume {
 
@@ -146,6 +147,9 @@ class MirrorSet final : public MemberTarget {
   MemberCapabilities caps_;
   std::string name_;
   ReadStream stream_;
+  // Copy answers and demotion outcomes that arrive after the set is gone
+  // complete their I/O without touching it.
+  Lifetime lifetime_;
 };
 
 }  // namespace dst::volume

@@ -86,7 +86,7 @@ std::vector<PageKey> ChecksummedVolume::PagesOf(const std::vector<BlockRef>& ref
 std::vector<RegionRef> ChecksummedVolume::RegionsOf(const std::vector<BlockRef>& refs) const {
   std::vector<RegionRef> regions;
   for (const BlockRef& ref : refs) {
-    const uint64_t region = ref.block * block_size_ / superblocks_[0].geometry.params.region_size;
+    const uint64_t region = ref.block * block_size_ / view_.geometry.params.region_size;
     const RegionRef r{ref.member, region};
     if (std::find(regions.begin(), regions.end(), r) == regions.end()) regions.push_back(r);
   }
@@ -99,6 +99,10 @@ void ChecksummedVolume::CoverBlocks(Op& op, uint64_t offset, uint64_t length) co
 }
 
 std::string ChecksummedVolume::BlockPlace(uint64_t volume_block, const BlockRef& ref) const {
+  if (redundant())  // the set's name lists its copies
+    return "volume offset " + std::to_string(volume_block * block_size_) + " (" +
+           members_[ref.member]->name() + ", data offset " +
+           std::to_string(ref.block * block_size_) + ")";
   return "volume offset " + std::to_string(volume_block * block_size_) + " (member " +
          std::to_string(ref.member) + " " + members_[ref.member]->name() + ", data offset " +
          std::to_string(ref.block * block_size_) + ")";
@@ -113,8 +117,8 @@ bool ChecksummedVolume::IsZeroEntry(std::span<const uint8_t> entry) {
 }
 
 Digest ChecksummedVolume::ChecksumOf(uint64_t volume_block, const uint8_t* data) {
-  return BlockChecksum(checksummer_, std::span<const uint8_t, 16>(superblocks_[0].volume_uuid),
-                       volume_block, {data, block_size_});
+  return BlockChecksum(checksummer_, std::span<const uint8_t, 16>(view_.volume_uuid), volume_block,
+                       {data, block_size_});
 }
 
 bool ChecksummedVolume::Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data) {
@@ -241,6 +245,8 @@ void ChecksummedVolume::Reread(const std::shared_ptr<ReadOp>& op, std::vector<si
 
 void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_t* dest,
                                      bool failed_before, std::shared_ptr<Op> keep, Done done) {
+  // With copies, the second read asks each of them.
+  if (redundant() && failed_before) return ReadFromCopies(block, ref, dest, keep, std::move(done));
   inner_->ReadData(block * block_size_, block_size_, dest,
                    [this, block, ref, dest, failed_before, keep, done = std::move(done)](int err) {
                      if (err != 0) return done(err);
@@ -259,6 +265,157 @@ void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_
                                name().c_str(), BlockPlace(block, ref).c_str());
                      done(EIO);
                    });
+}
+
+// ---------------------------------------------------------------------------
+// Self-heal (redundant volumes).
+
+namespace {
+
+// One copy's answer to a block read.
+struct CopyRead {
+  uint32_t copy = 0;
+  int err = 0;
+  bool verified = false;
+  std::vector<uint8_t> data;
+};
+
+}  // namespace
+
+// Every current copy is read, not just another one: the first read does not
+// say which copy served it, and each copy that holds a bad block is repaired.
+void ChecksummedVolume::ReadFromCopies(uint64_t block, const BlockRef& ref, uint8_t* dest,
+                                       std::shared_ptr<Op> keep, Done done) {
+  const volume::MirrorSet& set = *sets_[ref.member];
+  auto reads = std::make_shared<std::vector<CopyRead>>();
+  for (uint32_t c = 0; c < set.copy_count(); ++c)
+    if (set.role(c) == volume::CopyRole::kCurrent)
+      reads->push_back({c, 0, false, std::vector<uint8_t>(block_size_)});
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), block, ref, dest, reads, keep,
+                        done = std::move(done)](int) {
+    if (alive.expired()) return;
+    const uint32_t k = copies_per_set();
+    const CopyRead* good = nullptr;
+    for (CopyRead& r : *reads) {
+      r.verified = r.err == 0 && Verify(block, ref, r.data.data());
+      if (r.verified && good == nullptr) good = &r;
+    }
+    if (good == nullptr) {
+      std::string tried;
+      for (const CopyRead& r : *reads) {
+        const uint32_t slot = ref.member * k + r.copy;
+        if (r.err == 0) ++member_checksum_errors_[slot];
+        tried += (tried.empty() ? "" : ", ") + std::string("member ") + std::to_string(slot) + " " +
+                 copies_[slot]->name() + ": " +
+                 (r.err == 0 ? std::string("mismatch") : std::string(std::strerror(r.err)));
+      }
+      ++counters_.checksum_errors;
+      LOG_ERROR("volume %s: checksum mismatch at %s on every copy (%s): returning EIO",
+                name().c_str(), BlockPlace(block, ref).c_str(), tried.c_str());
+      return done(EIO);
+    }
+    std::memcpy(dest, good->data.data(), block_size_);
+    const uint32_t good_slot = ref.member * k + good->copy;
+    bool repairing = false;
+    for (const CopyRead& r : *reads) {
+      if (r.err != 0 || r.verified) continue;
+      const uint32_t slot = ref.member * k + r.copy;
+      ++read_failovers_[slot];
+      repairing = true;
+      LOG_WARNING(
+          "volume %s: checksum mismatch at %s on member %u %s: served from member %u %s; "
+          "repairing",
+          name().c_str(), BlockPlace(block, ref).c_str(), slot, copies_[slot]->name().c_str(),
+          good_slot, copies_[good_slot]->name().c_str());
+      Repair(block, ref, r.copy, std::make_shared<std::vector<uint8_t>>(good->data));
+    }
+    if (!repairing) {
+      ++counters_.rereads_recovered;
+      LOG_WARNING("volume %s: checksum mismatch at %s cleared on re-read", name().c_str(),
+                  BlockPlace(block, ref).c_str());
+    }
+    done(0);
+  });
+  for (size_t i = 0; i < reads->size(); ++i) {
+    auto io = std::make_shared<volume::MemberIo>();
+    io->op = volume::MemberOp::kRead;
+    io->offset = ref.block * block_size_;
+    io->length = block_size_;
+    io->data = (*reads)[i].data.data();
+    io->only_copy = static_cast<int32_t>((*reads)[i].copy);
+    io->done = [reads, i, part = Part(join)](int err) {
+      (*reads)[i].err = err;
+      part(0);
+    };
+    data_areas_[ref.member]->Submit(std::move(io));
+  }
+  join->Arrive(0);
+}
+
+// Runs after the read that found the bad copy has ended: the rewrite needs
+// the block exclusively, and a write that came first has repaired it already
+// (the entry no longer matches `good`).
+void ChecksummedVolume::Repair(uint64_t block, BlockRef ref, uint32_t copy,
+                               std::shared_ptr<std::vector<uint8_t>> good) {
+  ++in_flight_;  // Close() waits for it
+  lock_.Acquire(block, 1, true,
+                [this, alive = lifetime_.Watch(), block, ref, copy, good](RangeLock::Id id) {
+                  if (alive.expired()) return;
+                  const std::vector<PageKey> pages{table_.KeyOf(ref.member, ref.block)};
+                  table_.Pin(pages, [this, block, ref, copy, good, id, pages](int err) {
+                    auto release = [this, id, pages] {
+                      table_.Unpin(pages);
+                      lock_.Release(id);
+                      Leave();
+                    };
+                    if (err != 0 || !Verify(block, ref, good->data())) return release();
+                    RepairLocked(block, ref, copy, good, std::move(release));
+                  });
+                });
+}
+
+void ChecksummedVolume::RepairLocked(uint64_t block, BlockRef ref, uint32_t copy,
+                                     std::shared_ptr<std::vector<uint8_t>> good,
+                                     std::function<void()> release) {
+  const uint32_t slot = ref.member * copies_per_set() + copy;
+  auto fail = [this, block, ref, slot, release](const std::string& why) {
+    LOG_ERROR("volume %s: repairing %s on member %u %s: %s", name().c_str(),
+              BlockPlace(block, ref).c_str(), slot, copies_[slot]->name().c_str(), why.c_str());
+    const uint32_t k = copies_per_set();
+    if (sets_[ref.member]->role(slot % k) == volume::CopyRole::kCurrent && !LastCurrent(slot))
+      DemoteSlot(slot, "repair of a bad block failed: " + why, [](int) {});
+    release();
+  };
+  auto write = std::make_shared<volume::MemberIo>();
+  write->op = volume::MemberOp::kWrite;
+  write->offset = ref.block * block_size_;
+  write->length = block_size_;
+  write->data = good->data();
+  write->fua = members_[ref.member]->capabilities().can_fua;
+  write->only_copy = static_cast<int32_t>(copy);
+  write->done = [this, alive = lifetime_.Watch(), block, ref, copy, slot, good, fail,
+                 release](int err) {
+    if (alive.expired()) return;
+    if (err != 0) return fail(std::string("write: ") + std::strerror(err));
+    auto check = std::make_shared<std::vector<uint8_t>>(block_size_);
+    auto read = std::make_shared<volume::MemberIo>();
+    read->op = volume::MemberOp::kRead;
+    read->offset = ref.block * block_size_;
+    read->length = block_size_;
+    read->data = check->data();
+    read->only_copy = static_cast<int32_t>(copy);
+    read->done = [this, alive, block, ref, slot, check, fail, release](int read_err) {
+      if (alive.expired()) return;
+      if (read_err != 0) return fail(std::string("re-read: ") + std::strerror(read_err));
+      if (!Verify(block, ref, check->data())) return fail("the re-read block does not verify");
+      ++repaired_blocks_[slot];
+      LOG_INFO("volume %s: repaired %s on member %u %s", name().c_str(),
+               BlockPlace(block, ref).c_str(), slot, copies_[slot]->name().c_str());
+      release();
+    };
+    data_areas_[ref.member]->Submit(std::move(read));
+  };
+  data_areas_[ref.member]->Submit(std::move(write));
 }
 
 void ChecksummedVolume::FinishRead(const std::shared_ptr<ReadOp>& op, int err) {

@@ -8,12 +8,46 @@
 #include <cstring>
 #include <utility>
 
+#include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/recompute.h"
+#include "aggregator/volume/set_geometry.h"
 #include "common/join.h"
 #include "common/log.h"
 #include "common/units.h"
 
 namespace dst::integrity {
+
+namespace {
+
+// Checks a member (a copy) against its superblock and the volume's block size.
+Status CheckMember(const volume::MemberTarget& member, const Superblock& sb, uint32_t block_size) {
+  const volume::MemberCapabilities& caps = member.capabilities();
+  if (caps.size != sb.geometry.member_size)
+    return Status::Invalid("member " + member.name() + " has " + FormatSize(caps.size) +
+                           " but was formatted with " + FormatSize(sb.geometry.member_size));
+  if (caps.min_block > block_size)
+    return Status::Invalid("member " + member.name() + " needs " + std::to_string(caps.min_block) +
+                           "-byte blocks, larger than the " + "volume's " +
+                           std::to_string(block_size));
+  return Status::Ok();
+}
+
+bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
+  const auto same = [](const Area& x, const Area& y) {
+    return x.offset == y.offset && x.size == y.size;
+  };
+  return same(a.superblocks, b.superblocks) && same(a.bitmap, b.bitmap) && same(a.table, b.table) &&
+         same(a.data, b.data);
+}
+
+std::vector<uint64_t> RegionCounts(const std::vector<MemberGeometry>& geometries) {
+  std::vector<uint64_t> regions;
+  for (const MemberGeometry& g : geometries)
+    regions.push_back(g.regions());
+  return regions;
+}
+
+}  // namespace
 
 Status ChecksummedVolume::Create(asio::io_context& io, std::vector<volume::MemberTarget*> members,
                                  std::vector<Superblock> superblocks, std::span<const uint8_t> key,
@@ -22,38 +56,113 @@ Status ChecksummedVolume::Create(asio::io_context& io, std::vector<volume::Membe
     return Status::Invalid("a checksummed volume needs one superblock per member");
   const Superblock& first = superblocks[0];
   const uint32_t block_size = first.geometry.params.block_size;
-  for (size_t m = 0; m < members.size(); ++m) {
-    const Superblock& sb = superblocks[m];
-    const volume::MemberCapabilities& caps = members[m]->capabilities();
-    if (caps.size != sb.geometry.member_size)
-      return Status::Invalid("member " + members[m]->name() + " has " + FormatSize(caps.size) +
-                             " but was formatted with " + FormatSize(sb.geometry.member_size));
-    if (caps.min_block > block_size)
-      return Status::Invalid("member " + members[m]->name() + " needs " +
-                             std::to_string(caps.min_block) + "-byte blocks, larger than the " +
-                             "volume's " + std::to_string(block_size));
-  }
+  for (size_t m = 0; m < members.size(); ++m)
+    DST_RETURN_IF_ERROR(CheckMember(*members[m], superblocks[m], block_size));
   if (first.layout == volume::LayoutKind::kStripe && first.chunk_size % block_size != 0)
     return Status::Invalid("stripe chunk " + FormatSize(first.chunk_size) +
                            " is not a multiple of the block size " + FormatSize(block_size));
   Checksummer::Result ck = Checksummer::Create(first.geometry.params.algorithm, key);
   if (!ck.ok()) return ck.status;
-  std::unique_ptr<ChecksummedVolume> volume(new ChecksummedVolume(
-      io, std::move(members), std::move(superblocks), std::move(*ck.checksummer), options));
+  Assembly assembly;
+  assembly.members = std::move(members);
+  for (const Superblock& sb : superblocks)
+    assembly.geometries.push_back(sb.geometry);
+  assembly.view = first;
+  assembly.superblocks = std::move(superblocks);
+  return Finish(std::unique_ptr<ChecksummedVolume>(new ChecksummedVolume(
+                    io, std::move(assembly), std::move(*ck.checksummer), options)),
+                out);
+}
+
+Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<RedundantSlot> slots,
+                                          Superblock view, std::span<const uint8_t> key,
+                                          ChecksumOptions options,
+                                          std::unique_ptr<ChecksummedVolume>* out) {
+  volume::SetGeometry sets;
+  DST_RETURN_IF_ERROR(MakeSetGeometry(view.layout, view.member_count, view.copies, &sets));
+  if (slots.size() != view.member_count)
+    return Status::Invalid("a " + std::to_string(view.member_count) + "-member volume needs " +
+                           std::to_string(view.member_count) + " slots, not " +
+                           std::to_string(slots.size()));
+  const uint32_t block_size = view.geometry.params.block_size;
+  if (view.layout == volume::LayoutKind::kRaid10 && view.chunk_size % block_size != 0)
+    return Status::Invalid("raid10 chunk " + FormatSize(view.chunk_size) +
+                           " is not a multiple of the block size " + FormatSize(block_size));
+  Checksummer::Result ck = Checksummer::Create(view.geometry.params.algorithm, key);
+  if (!ck.ok()) return ck.status;
+  Assembly assembly;
+  for (uint32_t s = 0; s < sets.sets(); ++s) {
+    std::vector<volume::CopySetup> copies;
+    std::optional<MemberGeometry> geometry;
+    bool current = false;
+    for (uint32_t c = 0; c < sets.copies; ++c) {
+      const uint32_t i = sets.MemberOf(s, c);
+      RedundantSlot& slot = slots[i];
+      if (slot.target == nullptr && slot.role != volume::CopyRole::kOut)
+        return Status::Invalid("slot " + std::to_string(i) + " is missing but not out");
+      if (slot.target != nullptr) {
+        if (!slot.superblock)
+          return Status::Invalid("member " + slot.target->name() + " has no superblock");
+        DST_RETURN_IF_ERROR(CheckMember(*slot.target, *slot.superblock, block_size));
+        if (geometry && !SameAreas(*geometry, slot.superblock->geometry))
+          return Status::Invalid("member " + slot.target->name() +
+                                 " has areas that differ from the other copies of set " +
+                                 std::to_string(s));
+        if (!geometry) geometry = slot.superblock->geometry;
+      }
+      current = current || slot.role == volume::CopyRole::kCurrent;
+      copies.push_back({.target = slot.target,
+                        .role = slot.role,
+                        .write_mostly = (view.slot_flags[i] & kSlotWriteMostly) != 0,
+                        .cursor = view.cursor[i] * block_size});
+      Superblock sb = slot.superblock.value_or(view);
+      if (!slot.superblock) {
+        sb.member_index = i;
+        sb.member_uuid = view.slot_members[i];
+      }
+      assembly.superblocks.push_back(std::move(sb));
+    }
+    if (!geometry || !current)
+      return Status::Invalid("set " + std::to_string(s) + " has no current copy");
+    assembly.geometries.push_back(*geometry);
+    assembly.sets.push_back(std::move(copies));
+  }
+  assembly.view = std::move(view);
+  std::unique_ptr<ChecksummedVolume> volume(
+      new ChecksummedVolume(io, std::move(assembly), std::move(*ck.checksummer), options));
+  for (size_t s = 0; s < volume->sets_.size(); ++s)
+    if (volume->sets_[s]->capabilities().size < volume->geometries_[s].data.end())
+      return Status::Invalid(volume->sets_[s]->name() + " has " +
+                             FormatSize(volume->sets_[s]->capabilities().size) +
+                             ", less than its data area needs (" +
+                             FormatSize(volume->geometries_[s].data.end()) + ")");
+  return Finish(std::move(volume), out);
+}
+
+Status ChecksummedVolume::Finish(std::unique_ptr<ChecksummedVolume> volume,
+                                 std::unique_ptr<ChecksummedVolume>* out) {
+  const Superblock& view = volume->view_;
   std::vector<volume::MemberTarget*> views;
   for (size_t m = 0; m < volume->members_.size(); ++m) {
-    volume->data_areas_.push_back(std::make_unique<DataAreaMember>(
-        volume->members_[m], volume->superblocks_[m].geometry.data));
+    volume->data_areas_.push_back(
+        std::make_unique<DataAreaMember>(volume->members_[m], volume->geometries_[m].data));
     views.push_back(volume->data_areas_.back().get());
   }
-  DST_RETURN_IF_ERROR(volume::Volume::Create(first.name, options.description, first.layout,
-                                             first.chunk_size, views, &volume->inner_));
-  if (volume->inner_->size() != first.volume_size)
+  volume::LayoutKind kind = view.layout;
+  if (volume->redundant()) {
+    volume::SetGeometry sets;
+    DST_RETURN_IF_ERROR(MakeSetGeometry(view.layout, view.member_count, view.copies, &sets));
+    kind = sets.set_layout();
+  }
+  DST_RETURN_IF_ERROR(volume::Volume::Create(view.name, volume->options_.description, kind,
+                                             view.chunk_size, views, &volume->inner_));
+  if (volume->inner_->size() != view.volume_size)
     return Status::Invalid("the members' data areas make " + FormatSize(volume->inner_->size()) +
-                           ", but the superblocks say " + FormatSize(first.volume_size));
+                           ", but the superblocks say " + FormatSize(view.volume_size));
   volume->caps_ = volume->inner_->capabilities();
   volume->caps_.min_block = 1;  // partial blocks are read-modify-write
-  volume->caps_.preferred_block = std::max(volume->caps_.preferred_block, block_size);
+  volume->caps_.preferred_block =
+      std::max(volume->caps_.preferred_block, view.geometry.params.block_size);
   volume->caps_.can_trim = true;  // the table forgets the blocks; members are zeroed
   volume->caps_.can_zero = true;
   volume->caps_.can_fast_zero = false;    // partial blocks are written, never fast
@@ -62,45 +171,46 @@ Status ChecksummedVolume::Create(asio::io_context& io, std::vector<volume::Membe
   return Status::Ok();
 }
 
-namespace {
-
-std::vector<MemberGeometry> GeometriesOf(const std::vector<Superblock>& superblocks) {
-  std::vector<MemberGeometry> geometries;
-  for (const Superblock& sb : superblocks)
-    geometries.push_back(sb.geometry);
-  return geometries;
-}
-
-std::vector<uint64_t> RegionCounts(const std::vector<Superblock>& superblocks) {
-  std::vector<uint64_t> regions;
-  for (const Superblock& sb : superblocks)
-    regions.push_back(sb.geometry.regions());
-  return regions;
-}
-
-}  // namespace
-
-ChecksummedVolume::ChecksummedVolume(asio::io_context& io,
-                                     std::vector<volume::MemberTarget*> members,
-                                     std::vector<Superblock> superblocks, Checksummer checksummer,
-                                     ChecksumOptions options)
+ChecksummedVolume::ChecksummedVolume(asio::io_context& io, Assembly assembly,
+                                     Checksummer checksummer, ChecksumOptions options)
     : io_(io),
-      members_(std::move(members)),
-      superblocks_(std::move(superblocks)),
+      members_(MakeTargets(assembly)),
+      geometries_(std::move(assembly.geometries)),
+      superblocks_(std::move(assembly.superblocks)),
+      view_(std::move(assembly.view)),
       checksummer_(std::move(checksummer)),
       options_(std::move(options)),
-      block_size_(superblocks_[0].geometry.params.block_size),
-      table_(members_, GeometriesOf(superblocks_), options_.table_cache_bytes),
-      intent_(members_, GeometriesOf(superblocks_)),
-      activity_(RegionCounts(superblocks_)),
-      cleaner_(io, superblocks_[0].name, options_.clean_interval, table_, intent_, activity_,
+      block_size_(view_.geometry.params.block_size),
+      table_(members_, geometries_, options_.table_cache_bytes),
+      intent_(members_, geometries_),
+      activity_(RegionCounts(geometries_)),
+      cleaner_(io, view_.name, options_.clean_interval, table_, intent_, activity_,
                [this](Done done) { inner_->Flush(std::move(done)); }) {
-  member_checksum_errors_.assign(members_.size(), 0);
+  member_checksum_errors_.assign(copies_.size(), 0);
+  repaired_blocks_.assign(copies_.size(), 0);
+  read_failovers_.assign(copies_.size(), 0);
+}
+
+std::vector<volume::MemberTarget*> ChecksummedVolume::MakeTargets(Assembly& assembly) {
+  if (assembly.sets.empty()) {
+    copies_ = assembly.members;
+    return assembly.members;
+  }
+  std::vector<volume::MemberTarget*> targets;
+  for (uint32_t s = 0; s < assembly.sets.size(); ++s) {
+    for (const volume::CopySetup& copy : assembly.sets[s])
+      copies_.push_back(copy.target);
+    sets_.push_back(std::make_unique<volume::MirrorSet>(io_, s, assembly.sets[s],
+                                                        static_cast<volume::SetHealth*>(this)));
+    targets.push_back(sets_.back().get());
+  }
+  return targets;
 }
 
 ChecksummedVolume::~ChecksummedVolume() = default;
 
 void ChecksummedVolume::WriteSuperblocks(VolumeState state, Done done) {
+  if (redundant()) return QueueUpdate(state, std::move(done));
   uint64_t event = 0;
   for (const Superblock& sb : superblocks_)
     event = std::max(event, sb.event);
@@ -108,7 +218,10 @@ void ChecksummedVolume::WriteSuperblocks(VolumeState state, Done done) {
   auto updated = std::make_shared<std::vector<Superblock>>(superblocks_);
   auto join = MakeJoin([this, alive = lifetime_.Watch(), updated, done = std::move(done)](int err) {
     if (alive.expired()) return;
-    if (err == 0) superblocks_ = *updated;
+    if (err == 0) {
+      superblocks_ = *updated;
+      view_ = superblocks_[0];
+    }
     done(err);
   });
   for (size_t m = 0; m < members_.size(); ++m) {
@@ -138,6 +251,197 @@ void ChecksummedVolume::WriteSuperblocks(VolumeState state, Done done) {
     member->Submit(std::move(write));
   }
   join->Arrive(0);
+}
+
+// ---------------------------------------------------------------------------
+// Superblock updates of a redundant volume.
+
+Superblock ChecksummedVolume::CopySuperblock(const Superblock& view, uint32_t slot) const {
+  Superblock sb = view;
+  const Superblock& own = superblocks_[slot];
+  sb.member_uuid = own.member_uuid;
+  sb.member_index = own.member_index;
+  sb.geometry.member_size = own.geometry.member_size;
+  return sb;
+}
+
+bool ChecksummedVolume::LastCurrent(uint32_t slot) const {
+  const uint32_t k = copies_per_set();
+  const volume::MirrorSet& set = *sets_[slot / k];
+  for (uint32_t c = 0; c < k; ++c)
+    if (c != slot % k && set.role(c) == volume::CopyRole::kCurrent) return false;
+  return true;
+}
+
+void ChecksummedVolume::QueueUpdate(std::optional<VolumeState> state, Done done) {
+  pending_updates_.push_back({state, std::move(done)});
+  if (updating_) return;
+  updating_ = true;
+  // Posted, so that copies failing together are demoted in one update.
+  asio::post(io_, [this, alive = lifetime_.Watch()] {
+    if (!alive.expired()) StartUpdate();
+  });
+}
+
+void ChecksummedVolume::Demote(uint32_t set, uint32_t copy, std::string cause,
+                               std::function<void(int err)> durable) {
+  DemoteSlot(set * copies_per_set() + copy, std::move(cause), std::move(durable));
+}
+
+// The copy is dropped first (its queued and in-flight I/O fail at once), then
+// recorded stale by the next superblock update of the others.
+void ChecksummedVolume::DemoteSlot(uint32_t slot, std::string cause,
+                                   std::function<void(int err)> durable) {
+  const uint32_t k = copies_per_set();
+  if (copies_[slot] != nullptr) copies_[slot]->Abandon("demoted to stale: " + cause);
+  sets_[slot / k]->SetRole(slot % k, volume::CopyRole::kOut);
+  pending_demotions_.push_back({slot, std::move(cause), std::move(durable)});
+  if (updating_) return;
+  updating_ = true;
+  asio::post(io_, [this, alive = lifetime_.Watch()] {
+    if (!alive.expired()) StartUpdate();
+  });
+}
+
+// One update: the view with every queued change, written and flushed to every
+// copy that is present and not out.
+void ChecksummedVolume::StartUpdate() {
+  auto demotions = std::exchange(pending_demotions_, {});
+  auto updates = std::exchange(pending_updates_, {});
+  if (demotions.empty() && updates.empty()) {
+    updating_ = false;
+    return;
+  }
+  updating_ = true;
+  Superblock view = view_;
+  for (const Superblock& sb : superblocks_)
+    view.event = std::max(view.event, sb.event);
+  ++view.event;
+  for (const PendingUpdate& u : updates)
+    if (u.state) view.state = *u.state;
+  if (!demotions.empty()) {
+    for (const PendingDemotion& d : demotions) {
+      view.member_states[d.slot] = MemberState::kStale;
+      view.stale_since[d.slot] = view.event;
+    }
+    for (size_t h = view.history.size() - 1; h > 0; --h)
+      view.history[h] = view.history[h - 1];
+    view.history[0] = view.generation;
+    view.generation = NewUuid();
+  }
+  const uint32_t k = copies_per_set();
+  std::vector<uint32_t> targets;
+  for (uint32_t i = 0; i < copies_.size(); ++i)
+    if (copies_[i] != nullptr && sets_[i / k]->role(i % k) != volume::CopyRole::kOut)
+      targets.push_back(i);
+  auto results = std::make_shared<std::vector<int>>(targets.size(), 0);
+  auto join =
+      MakeJoin([this, alive = lifetime_.Watch(), view, targets, results,
+                demotions = std::move(demotions), updates = std::move(updates)](int) mutable {
+        if (alive.expired()) return;
+        std::vector<uint32_t> written;
+        std::vector<std::pair<uint32_t, int>> failed;
+        for (size_t t = 0; t < targets.size(); ++t) {
+          if ((*results)[t] == 0)
+            written.push_back(targets[t]);
+          else
+            failed.push_back({targets[t], (*results)[t]});
+        }
+        FinishUpdate(view, std::move(written), std::move(failed), std::move(demotions),
+                     std::move(updates));
+      });
+  for (size_t t = 0; t < targets.size(); ++t) {
+    const uint32_t i = targets[t];
+    auto record = [results, t, part = Part(join)](int err) {
+      (*results)[t] = err;
+      part(0);
+    };
+    auto slot = std::make_shared<std::vector<uint8_t>>(kSlotSize);
+    if (Status s =
+            Encode(CopySuperblock(view, i), std::span<uint8_t, kSlotSize>(slot->data(), kSlotSize));
+        !s.ok()) {
+      LOG_ERROR("volume %s: superblock of member %u: %s", name().c_str(), i, s.message().c_str());
+      record(s.err());
+      continue;
+    }
+    volume::MemberTarget* member = copies_[i];
+    auto write = std::make_shared<volume::MemberIo>();
+    write->op = volume::MemberOp::kWrite;
+    write->offset = SlotOffset(NextSlot(view.event));
+    write->length = kSlotSize;
+    write->data = slot->data();
+    write->done = [member, slot, record](int err) {
+      if (err != 0 || !member->capabilities().can_flush) return record(err);
+      auto flush = std::make_shared<volume::MemberIo>();
+      flush->op = volume::MemberOp::kFlush;
+      flush->done = record;
+      member->Submit(std::move(flush));
+    };
+    member->Submit(std::move(write));
+  }
+  join->Arrive(0);
+}
+
+// The update is durable when every set has a current copy that took it. A
+// copy that did not, while another current copy of its set did, is demoted
+// in turn, and the waiters wait for that too; a set none of whose current
+// copies took it fails the update.
+void ChecksummedVolume::FinishUpdate(const Superblock& view, std::vector<uint32_t> written,
+                                     std::vector<std::pair<uint32_t, int>> failed,
+                                     std::vector<PendingDemotion> demotions,
+                                     std::vector<PendingUpdate> updates) {
+  const uint32_t k = copies_per_set();
+  for (uint32_t i : written)
+    superblocks_[i] = CopySuperblock(view, i);
+  view_ = view;
+  int err = 0;
+  std::vector<std::pair<uint32_t, int>> to_demote;
+  for (uint32_t s = 0; s < sets_.size(); ++s) {
+    bool durable = false;
+    for (uint32_t i : written)
+      durable = durable || (i / k == s && sets_[s]->role(i % k) == volume::CopyRole::kCurrent);
+    for (const auto& [i, e] : failed) {
+      if (i / k != s) continue;
+      LOG_ERROR("volume %s: superblock update of member %u %s: %s", name().c_str(), i,
+                copies_[i]->name().c_str(), std::strerror(e));
+      if (durable)
+        to_demote.push_back({i, e});
+      else if (err == 0)
+        err = e;
+    }
+  }
+  for (const PendingDemotion& d : demotions) {
+    if (err == 0) {
+      LOG_WARNING("volume %s: member %u %s demoted to stale (set %u now [%s]): %s", name().c_str(),
+                  d.slot,
+                  copies_[d.slot] != nullptr ? copies_[d.slot]->name().c_str() : "(missing)",
+                  d.slot / k, sets_[d.slot / k]->Health().c_str(), d.cause.c_str());
+    } else {
+      LOG_ERROR("volume %s: member %u could not be recorded stale: %s", name().c_str(), d.slot,
+                std::strerror(err));
+    }
+  }
+  auto finish = [demotions = std::move(demotions), updates = std::move(updates)](int e) mutable {
+    for (PendingDemotion& d : demotions)
+      if (d.durable) d.durable(e);
+    for (PendingUpdate& u : updates)
+      if (u.done) u.done(e);
+  };
+  updating_ = false;
+  if (err != 0 || to_demote.empty()) {
+    finish(err);
+  } else {
+    auto join = MakeJoin(std::move(finish));
+    for (const auto& [i, e] : to_demote)
+      DemoteSlot(i, std::string("superblock update failed: ") + std::strerror(e), Part(join));
+    join->Arrive(0);
+  }
+  if (!updating_ && (!pending_demotions_.empty() || !pending_updates_.empty())) {
+    updating_ = true;
+    asio::post(io_, [this, alive = lifetime_.Watch()] {
+      if (!alive.expired()) StartUpdate();
+    });
+  }
 }
 
 void ChecksummedVolume::Open(Done done) {
@@ -185,9 +489,9 @@ void ChecksummedVolume::RecoverDirtyRegions(Done done) {
   for (uint32_t m = 0; m < members_.size(); ++m) {
     inputs.data_areas.push_back(data_areas_[m].get());
     dirty.push_back(intent_.SetRegions(m));
-    total_regions += superblocks_[m].geometry.regions();
+    total_regions += geometries_[m].regions();
   }
-  RecomputePlan plan = PlanRecompute(inputs, superblocks_[0].geometry.params.region_size, dirty);
+  RecomputePlan plan = PlanRecompute(inputs, view_.geometry.params.region_size, dirty);
   if (plan.slices.empty()) {
     if (unclean_at_open_)
       LOG_INFO("volume %s: unclean stop, but no region was dirty", name().c_str());
@@ -233,7 +537,7 @@ void ChecksummedVolume::StopClean(Done done) {
 std::vector<NamedCounter> ChecksummedVolume::Counters() const {
   const IntegrityCounters& c = counters_;
   const TableCacheCounters& t = table_.counters();
-  return {
+  std::vector<NamedCounter> counters{
       {"checksum_errors", c.checksum_errors, true,
        "Blocks that failed verification twice (EIO to the client)"},
       {"rereads_recovered", c.rereads_recovered, true,
@@ -252,19 +556,48 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
       {"table_evictions", t.evictions, true, "Checksum table pages dropped from the cache"},
       {"table_errors", t.errors, true, "Failed checksum table page reads and writes"},
   };
+  if (!redundant()) return counters;
+  uint64_t repaired = 0;
+  uint64_t failovers = 0;
+  for (uint32_t i = 0; i < copies_.size(); ++i) {
+    repaired += repaired_blocks_[i];
+    failovers +=
+        read_failovers_[i] + sets_[i / copies_per_set()]->read_failovers(i % copies_per_set());
+  }
+  counters.push_back({"repaired_blocks", repaired, true,
+                      "Blocks rewritten from another copy after a checksum mismatch"});
+  counters.push_back({"read_failovers", failovers, true,
+                      "Reads served by another copy after an error or a checksum mismatch"});
+  return counters;
 }
 
 volume::DeviceState ChecksummedVolume::State() const {
   volume::IntegrityState integrity;
-  integrity.state = std::string(VolumeStateName(superblocks_[0].state));
-  integrity.checksum = ChecksumAlgorithmName(superblocks_[0].geometry.params.algorithm);
+  integrity.state = std::string(VolumeStateName(view_.state));
+  integrity.checksum = ChecksumAlgorithmName(view_.geometry.params.algorithm);
   integrity.counters = Counters();
   integrity.member_checksum_errors = member_checksum_errors_;
-  return {superblocks_[0].layout, superblocks_[0].member_count, std::move(integrity), std::nullopt};
+  if (!redundant()) return {view_.layout, view_.member_count, std::move(integrity), std::nullopt};
+  volume::RedundancyState redundancy;
+  redundancy.copies = view_.copies;
+  redundancy.generation = FormatUuid(view_.generation);
+  for (const auto& set : sets_)
+    redundancy.set_health.push_back(set->Health());
+  for (uint32_t i = 0; i < copies_.size(); ++i) {
+    const uint32_t k = copies_per_set();
+    redundancy.slots.push_back({
+        .uri = copies_[i] != nullptr ? copies_[i]->name() : "",
+        .state = std::string(MemberStateName(view_.member_states[i])),
+        .stale_since = view_.stale_since[i],
+        .repaired_blocks = repaired_blocks_[i],
+        .read_failovers = read_failovers_[i] + sets_[i / k]->read_failovers(i % k),
+    });
+  }
+  return {view_.layout, view_.member_count, std::move(integrity), std::move(redundancy)};
 }
 
 std::string ChecksummedVolume::StatsLine() const {
-  std::string line = "state=" + std::string(VolumeStateName(superblocks_[0].state));
+  std::string line = "state=" + std::string(VolumeStateName(view_.state));
   for (const NamedCounter& c : Counters())
     line += " " + std::string(c.name) + "=" + std::to_string(c.value);
   return line;

@@ -13,6 +13,15 @@
 // entries to zero and zero the members' blocks (so that a crash before the
 // table reaches the members cannot bring old data back).
 //
+// Mirror and raid10 volumes (CreateRedundant, docs/redundancy.md): each set
+// of copies stands where a member stands (a volume::MirrorSet over the
+// copies: the table cache, the bitmap, the data areas and the inner Volume
+// address sets), while superblocks are written to each copy with its own
+// identity. The volume is the sets' SetHealth: it demotes a failing copy
+// durably in the superblocks of the others. A block that fails verification
+// is read from every current copy of its set; if one verifies, the client
+// gets it and the copies that did not are rewritten with it (self-heal).
+//
 // Lifecycle: Create() checks the superblocks; Open() loads the bitmaps, marks
 // the volume dirty on every member and recomputes the checksums of regions
 // left dirty by an unclean stop; then requests may come; Close() waits for
@@ -66,7 +75,7 @@ struct RedundantSlot {
   volume::CopyRole role = volume::CopyRole::kOut;
 };
 
-class ChecksummedVolume final : public volume::BlockDevice {
+class ChecksummedVolume final : public volume::BlockDevice, private volume::SetHealth {
  public:
   // `members` and `superblocks` are in member-index order, as OrderMembers
   // returns them; `key` is the checksum key (empty unless keyed). Members must
@@ -93,10 +102,13 @@ class ChecksummedVolume final : public volume::BlockDevice {
   const std::string& description() const override { return inner_->description(); }
   uint64_t size() const override { return inner_->size(); }
   const volume::VolumeCapabilities& capabilities() const override { return caps_; }
+  // Member `member`'s superblock as last written (for a missing copy of a
+  // redundant volume: the volume's view).
   const Superblock& superblock(size_t member) const { return superblocks_[member]; }
   const IntegrityCounters& counters() const { return counters_; }
   uint64_t dirty_regions() const { return intent_.set_count(); }
-  // checksum_errors of the blocks that live on member `index`.
+  // checksum_errors of the blocks that live on member `index` (for copies: of
+  // the blocks whose data on that copy failed verification).
   uint64_t member_checksum_errors(size_t index) const { return member_checksum_errors_[index]; }
   uint64_t table_pages() const { return table_.cached_pages(); }
   uint64_t table_dirty_pages() const { return table_.dirty_pages(); }
@@ -120,19 +132,60 @@ class ChecksummedVolume final : public volume::BlockDevice {
 
  private:
   struct BlockRef {
-    uint32_t member;
-    uint64_t block;  // data block of the member
+    uint32_t member;  // the target: a member, or a set of copies
+    uint64_t block;   // data block of the target
   };
   struct Op;
   struct ReadOp;
   struct WriteOp;
+  // What Create and CreateRedundant hand the constructor.
+  struct Assembly {
+    std::vector<volume::MemberTarget*> members;        // linear/stripe: the members
+    std::vector<std::vector<volume::CopySetup>> sets;  // mirror/raid10: the copies of each set
+    std::vector<MemberGeometry> geometries;            // per target (member or set)
+    std::vector<Superblock> superblocks;               // per member (copy)
+    Superblock view;                                   // what the volume continues from
+  };
+  // A superblock update of a redundant volume and who waits for it.
+  struct PendingDemotion {
+    uint32_t slot;
+    std::string cause;
+    std::function<void(int err)> durable;
+  };
+  struct PendingUpdate {
+    std::optional<VolumeState> state;
+    Done done;
+  };
 
-  ChecksummedVolume(asio::io_context& io, std::vector<volume::MemberTarget*> members,
-                    std::vector<Superblock> superblocks, Checksummer checksummer,
+  ChecksummedVolume(asio::io_context& io, Assembly assembly, Checksummer checksummer,
                     ChecksumOptions options);
+  // Builds sets_ from the assembly's copies (a redundant volume) and returns
+  // the targets the layers above address.
+  std::vector<volume::MemberTarget*> MakeTargets(Assembly& assembly);
+  // Checks shared by Create and CreateRedundant once the volume exists.
+  static Status Finish(std::unique_ptr<ChecksummedVolume> volume,
+                       std::unique_ptr<ChecksummedVolume>* out);
 
   // Lifecycle (checksummed_volume.cc).
   void WriteSuperblocks(VolumeState state, Done done);
+  // Redundant volumes: superblock updates, one at a time, each taking every
+  // state change and demotion queued since the last.
+  void QueueUpdate(std::optional<VolumeState> state, Done done);
+  void StartUpdate();
+  void FinishUpdate(const Superblock& view, std::vector<uint32_t> written,
+                    std::vector<std::pair<uint32_t, int>> failed,
+                    std::vector<PendingDemotion> demotions, std::vector<PendingUpdate> updates);
+  // The superblock copy `slot` gets: the view with the slot's identity.
+  Superblock CopySuperblock(const Superblock& view, uint32_t slot) const;
+  // SetHealth.
+  void Demote(uint32_t set, uint32_t copy, std::string cause,
+              std::function<void(int err)> durable) override;
+  void DemoteSlot(uint32_t slot, std::string cause, std::function<void(int err)> durable);
+  // Whether `slot` is the last current copy of its set.
+  bool LastCurrent(uint32_t slot) const;
+  bool redundant() const { return !sets_.empty(); }
+  uint32_t copies_per_set() const { return redundant() ? view_.copies : 1; }
+  const Superblock& view() const { return view_; }
   void RecoverDirtyRegions(Done done);
   void StopClean(Done done);
 
@@ -166,6 +219,18 @@ class ChecksummedVolume final : public volume::BlockDevice {
   void ReadVerified(uint64_t block, const BlockRef& ref, uint8_t* dest, bool failed_before,
                     std::shared_ptr<Op> keep, Done done);
   void FinishRead(const std::shared_ptr<ReadOp>& op, int err);
+  // Redundant volumes: reads a block that failed verification from every
+  // current copy of its set, serves a copy that verifies and repairs the
+  // others; EIO naming every copy when none verifies.
+  void ReadFromCopies(uint64_t block, const BlockRef& ref, uint8_t* dest, std::shared_ptr<Op> keep,
+                      Done done);
+  // Rewrites copy `copy` of the set holding `ref` with `good` (which verifies
+  // against the entry `digest`) under the block's exclusive lock, then
+  // re-reads and verifies it.
+  void Repair(uint64_t block, BlockRef ref, uint32_t copy,
+              std::shared_ptr<std::vector<uint8_t>> good);
+  void RepairLocked(uint64_t block, BlockRef ref, uint32_t copy,
+                    std::shared_ptr<std::vector<uint8_t>> good, std::function<void()> release);
 
   void MergePartialBlocks(const std::shared_ptr<WriteOp>& op);
   void WriteData(const std::shared_ptr<WriteOp>& op);
@@ -174,8 +239,15 @@ class ChecksummedVolume final : public volume::BlockDevice {
   void ZeroStep(uint64_t first, uint64_t count, bool may_trim, bool fua, Done done);
 
   asio::io_context& io_;
+  // Mirror and raid10: one set per K copies; empty for linear and stripe.
+  // Before members_, which points into it.
+  std::vector<std::unique_ptr<volume::MirrorSet>> sets_;
+  std::vector<volume::MemberTarget*> copies_;  // by member index; nullptr: missing
+  // The targets the layers below address (members, or sets), and their areas.
   std::vector<volume::MemberTarget*> members_;
-  std::vector<Superblock> superblocks_;
+  std::vector<MemberGeometry> geometries_;
+  std::vector<Superblock> superblocks_;  // by member index
+  Superblock view_;  // linear/stripe: member 0's; redundant: the volume's slot states
   std::vector<std::unique_ptr<DataAreaMember>> data_areas_;
   std::unique_ptr<volume::Volume> inner_;
   Checksummer checksummer_;
@@ -194,7 +266,13 @@ class ChecksummedVolume final : public volume::BlockDevice {
   std::function<void()> drained_;  // Close()'s continuation, once nothing is in flight
   IntegrityCounters counters_;
   std::vector<uint64_t> member_checksum_errors_;  // by member index
-  Lifetime lifetime_;                             // last: expires first
+  std::vector<uint64_t> repaired_blocks_;         // by member index
+  std::vector<uint64_t> read_failovers_;          // by member index, after a mismatch
+  // Redundant superblock updates: one in flight, the rest queued.
+  bool updating_ = false;
+  std::vector<PendingDemotion> pending_demotions_;
+  std::vector<PendingUpdate> pending_updates_;
+  Lifetime lifetime_;  // last: expires first
 };
 
 }  // namespace dst::integrity

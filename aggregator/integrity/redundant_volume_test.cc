@@ -1,0 +1,475 @@
+// ChecksummedVolume over copies (mirror and raid10, docs/redundancy.md) against in-memory members
+// (test_members.h): data, tables and bitmaps reach every copy; a copy that fails a write is
+// demoted durably in the other copies' superblocks; a block that fails verification on one copy
+// is served from another and repaired; superblocks are written per copy.
+//
+// Members are formatted as `create` formats them (format version 2, both superblock slots, zeroed
+// metadata and data), and the volume is assembled from what their slots say, every present slot
+// current unless a test says otherwise.
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <asio.hpp>
+
+#include "aggregator/integrity/checksummed_volume.h"
+#include "aggregator/integrity/member_format.h"
+#include "aggregator/integrity/superblock.h"
+#include "aggregator/integrity/test_members.h"
+#include "aggregator/volume/member_io.h"
+#include "aggregator/volume/set_geometry.h"
+
+namespace dst::integrity {
+namespace {
+
+using volume::ByteRange;
+using volume::CopyRole;
+using volume::LayoutKind;
+using volume::MemberOp;
+using namespace testing;  // NOLINT(build/namespaces): the helpers of test_members.h
+
+struct Setup {
+  LayoutKind layout = LayoutKind::kMirror;
+  uint32_t members = 2;
+  uint32_t copies = 2;
+  uint64_t member_size = 2 * MiB;
+  uint64_t chunk = 8 * KiB;  // raid10 only
+  FormatParams params{.block_size = 4096, .region_size = 64 * KiB};
+};
+
+Setup Raid10() {
+  return {.layout = LayoutKind::kRaid10, .members = 4, .copies = 2};
+}
+
+struct ReadResult {
+  int err = kPending;
+  std::vector<uint8_t> data;
+};
+
+class Harness {
+ public:
+  explicit Harness(Setup setup = {}) : setup_(setup) {
+    MemberGeometry g;
+    REQUIRE(ComputeGeometry(setup_.member_size, setup_.params, kFormatVersion2, &g).ok());
+    geometry = g;
+    volume::SetGeometry sets;
+    REQUIRE(volume::MakeSetGeometry(setup_.layout, setup_.members, setup_.copies, &sets).ok());
+    std::vector<uint64_t> data_sizes(setup_.members, g.data.size);
+    std::unique_ptr<volume::Layout> layout;
+    REQUIRE(volume::MakeSetLayout(sets, data_sizes,
+                                  setup_.layout == LayoutKind::kRaid10 ? setup_.chunk : 0, &layout)
+                .ok());
+    set_layout = std::move(layout);
+    for (uint32_t i = 0; i < setup_.members; ++i) {
+      members.push_back(std::make_unique<MemMember>(io, &clock, "mem" + std::to_string(i),
+                                                    setup_.member_size, MemberCaps()));
+      Superblock sb;
+      sb.version = kFormatVersion2;
+      sb.created = 1700000000;
+      for (size_t b = 0; b < sb.volume_uuid.size(); ++b)
+        sb.volume_uuid[b] = static_cast<uint8_t>(0xa0 + b);
+      sb.member_uuid = MemberUuid(i);
+      sb.name = "vol0";
+      sb.member_index = i;
+      sb.member_count = setup_.members;
+      sb.layout = setup_.layout;
+      sb.chunk_size = setup_.layout == LayoutKind::kRaid10 ? setup_.chunk : 0;
+      sb.volume_size = set_layout->size();
+      sb.geometry = g;
+      sb.copies = setup_.copies;
+      for (size_t b = 0; b < sb.generation.size(); ++b)
+        sb.generation[b] = static_cast<uint8_t>(0xc0 + b);
+      for (uint32_t m = 0; m < setup_.members; ++m) {
+        sb.member_states[m] = MemberState::kActive;
+        sb.slot_members[m] = MemberUuid(m);
+      }
+      const Status valid = ValidateSuperblock(sb);
+      REQUIRE_MESSAGE(valid.ok(), valid.message());
+      for (uint32_t slot = 0; slot < kSlotCount; ++slot) {
+        Superblock copy = sb;
+        copy.event = slot;
+        REQUIRE(Encode(copy, std::span<uint8_t, kSlotSize>(
+                                 members[i]->bytes.data() + SlotOffset(slot), kSlotSize))
+                    .ok());
+      }
+    }
+    model.assign(set_layout->size(), 0);
+  }
+
+  ~Harness() {
+    vol.reset();
+    io.restart();
+    io.poll();
+  }
+
+  static Uuid MemberUuid(uint32_t i) {
+    Uuid uuid;
+    for (size_t b = 0; b < uuid.size(); ++b)
+      uuid[b] = static_cast<uint8_t>(16 * (i + 1) + b);
+    return uuid;
+  }
+
+  Superblock OnDisk(uint32_t i) const {
+    const auto& m = members[i];
+    SlotChoice choice;
+    const Status s =
+        ChooseSlot(std::span<const uint8_t>(m->bytes.data(), kSlotSize),
+                   std::span<const uint8_t>(m->bytes.data() + kSlotSize, kSlotSize), &choice);
+    REQUIRE_MESSAGE(s.ok(), s.message());
+    return choice.superblock;
+  }
+
+  // Assembles the volume from what the members hold, `missing` slots left out (target nullptr,
+  // role out, recorded missing in the view), and opens it.
+  int Open(const std::vector<uint32_t>& missing = {}) {
+    std::vector<RedundantSlot> slots;
+    std::optional<Superblock> view;
+    for (uint32_t i = 0; i < members.size(); ++i) {
+      const bool gone = std::find(missing.begin(), missing.end(), i) != missing.end();
+      if (gone) {
+        slots.push_back({nullptr, std::nullopt, CopyRole::kOut});
+        continue;
+      }
+      const Superblock sb = OnDisk(i);
+      if (!view || sb.event > view->event) view = sb;
+      slots.push_back({members[i].get(), sb, CopyRole::kCurrent});
+    }
+    for (uint32_t i : missing)
+      view->member_states[i] = MemberState::kMissing;
+    const Status s =
+        ChecksummedVolume::CreateRedundant(io, std::move(slots), *view, {}, QuietOptions(), &vol);
+    REQUIRE_MESSAGE(s.ok(), s.message());
+    int result = kPending;
+    vol->Open([&](int err) { result = err; });
+    REQUIRE(Pump([&] { return result != kPending; }));
+    return result;
+  }
+
+  int Close() {
+    int result = kPending;
+    vol->Close([&](int err) { result = err; });
+    REQUIRE(Pump([&] { return result != kPending; }));
+    return result;
+  }
+
+  static ChecksumOptions QuietOptions() {
+    ChecksumOptions options;
+    options.clean_interval = std::chrono::hours(1);  // the cleaner stays out of the way
+    return options;
+  }
+
+  bool Pump(const std::function<bool()>& until = [] { return false; }) {
+    return testing::Pump(io, until);
+  }
+
+  int Write(uint64_t offset, const std::vector<uint8_t>& data) {
+    int result = kPending;
+    vol->Write(offset, data.size(), data.data(), false, [&](int err) { result = err; });
+    REQUIRE(Pump([&] { return result != kPending; }));
+    if (result == 0) std::copy(data.begin(), data.end(), model.begin() + offset);
+    return result;
+  }
+
+  ReadResult Read(uint64_t offset, uint64_t length) {
+    ReadResult r;
+    r.data.assign(length, 0xee);
+    vol->Read(offset, length, r.data.data(), [&](int err, std::vector<ByteRange>) { r.err = err; });
+    REQUIRE(Pump([&] { return r.err != kPending; }));
+    Pump();  // and whatever the read started (repairs)
+    return r;
+  }
+
+  bool Matches(uint64_t offset, uint64_t length) {
+    const ReadResult r = Read(offset, length);
+    return r.err == 0 && std::equal(r.data.begin(), r.data.end(), model.begin() + offset);
+  }
+
+  // The set holding volume byte `offset`, and the member byte offset on each of its copies.
+  std::pair<uint32_t, uint64_t> Locate(uint64_t offset) const {
+    const volume::MemberExtent e = set_layout->Map(offset, 1).at(0);
+    return {e.member, geometry.data.offset + e.member_offset};
+  }
+  uint32_t MemberOf(uint32_t set, uint32_t copy) const { return set * setup_.copies + copy; }
+
+  // Everything after the superblocks (bitmap, table, data) of two members.
+  bool SameAfterSuperblocks(uint32_t a, uint32_t b) const {
+    const uint64_t from = geometry.superblocks.end();
+    return std::equal(members[a]->bytes.begin() + from, members[a]->bytes.end(),
+                      members[b]->bytes.begin() + from);
+  }
+
+  // Reads of the data area of member `m` from log entry `since` on.
+  size_t DataReads(uint32_t m, size_t since = 0) const {
+    return members[m]->Count(MemberOp::kRead, geometry.data, since);
+  }
+
+  // The copy of set `set` that serves a read of volume block `offset` (the read balancing's
+  // choice), found by reading it.
+  uint32_t ServingCopy(uint32_t set, uint64_t offset) {
+    std::vector<size_t> before;
+    for (uint32_t c = 0; c < setup_.copies; ++c)
+      before.push_back(members[MemberOf(set, c)]->log.size());
+    REQUIRE(Read(offset, setup_.params.block_size).err == 0);
+    for (uint32_t c = 0; c < setup_.copies; ++c)
+      if (DataReads(MemberOf(set, c), before[c]) > 0) return c;
+    FAIL("no copy served the read");
+    return 0;
+  }
+
+  const volume::SlotState& Slot(uint32_t i) const {
+    state = vol->State();
+    REQUIRE(state.redundancy.has_value());
+    return state.redundancy->slots.at(i);
+  }
+  uint64_t Counter(const std::string& name) const {
+    for (const auto& c : vol->Counters())
+      if (c.name == name) return c.value;
+    FAIL("no counter " << name);
+    return 0;
+  }
+
+  asio::io_context io;  // first: destroyed last
+  uint64_t clock = 0;
+  std::vector<std::unique_ptr<MemMember>> members;
+  MemberGeometry geometry;
+  std::unique_ptr<volume::Layout> set_layout;
+  std::vector<uint8_t> model;
+  std::unique_ptr<ChecksummedVolume> vol;
+  mutable volume::DeviceState state;
+
+ private:
+  Setup setup_;
+};
+
+// ---------------------------------------------------------------------------
+// Copies hold the same bytes.
+
+TEST_CASE("mirror: writes reach both copies, read back, and the copies stay identical") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(64 * KiB, 1)) == 0);
+  CHECK(h.Write(100 * KiB + 5, Pattern(10000, 2)) == 0);  // partial blocks: read-modify-write
+  CHECK(h.Write(900 * KiB, Pattern(8 * KiB, 3)) == 0);
+  CHECK(h.Matches(0, 1 * MiB - 64 * KiB));
+  for (auto& m : h.members)
+    CHECK(m->Count(MemberOp::kWrite, h.geometry.data) > 0);
+  REQUIRE(h.Close() == 0);
+  // Data, checksum tables and write-intent bitmaps: byte for byte.
+  CHECK(h.SameAfterSuperblocks(0, 1));
+  const auto state = h.vol->State();
+  REQUIRE(state.redundancy.has_value());
+  CHECK(state.layout == LayoutKind::kMirror);
+  CHECK(state.redundancy->copies == 2);
+  CHECK(state.redundancy->set_health == std::vector<std::string>{"UU"});
+  CHECK(state.redundancy->slots.size() == 2);
+  CHECK(state.redundancy->slots[1].uri == "mem1");
+  CHECK(state.redundancy->slots[1].state == "active");
+}
+
+TEST_CASE("raid10: data is striped over the sets and each set's copies are identical") {
+  Harness h(Raid10());
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(96 * KiB, 4)) == 0);  // many 8 KiB chunks: both sets
+  CHECK(h.Write(300 * KiB + 100, Pattern(20000, 5)) == 0);
+  CHECK(h.Matches(0, 512 * KiB));
+  for (auto& m : h.members)
+    CHECK(m->Count(MemberOp::kWrite, h.geometry.data) > 0);
+  REQUIRE(h.Close() == 0);
+  CHECK(h.SameAfterSuperblocks(0, 1));
+  CHECK(h.SameAfterSuperblocks(2, 3));
+  CHECK_FALSE(h.SameAfterSuperblocks(0, 2));  // the sets hold different chunks
+  CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"UU", "UU"});
+  // The volume reassembles from what the copies hold.
+  h.vol.reset();
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Matches(0, 512 * KiB));
+}
+
+// ---------------------------------------------------------------------------
+// Superblocks per copy.
+
+TEST_CASE("mirror: Open and Close write each copy's superblock with its own identity") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  for (uint32_t i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    const Superblock sb = h.OnDisk(i);
+    CHECK(sb.state == VolumeState::kDirty);
+    CHECK(sb.member_index == i);
+    CHECK(sb.member_uuid == Harness::MemberUuid(i));
+    CHECK(sb.geometry.member_size == 2 * MiB);
+    CHECK(sb.event == 2);
+  }
+  REQUIRE(h.Close() == 0);
+  const Superblock a = h.OnDisk(0);
+  const Superblock b = h.OnDisk(1);
+  CHECK(a.state == VolumeState::kClean);
+  CHECK(a.event == 3);
+  CHECK(a.member_index == 0);
+  CHECK(b.member_index == 1);
+  CHECK(b.member_uuid == Harness::MemberUuid(1));
+  // Apart from the identity, the same view of the volume.
+  Superblock same = b;
+  same.member_index = a.member_index;
+  same.member_uuid = a.member_uuid;
+  CHECK(same == a);
+}
+
+TEST_CASE("mirror: a missing copy serves degraded and its superblock is not written") {
+  Harness h;
+  REQUIRE(h.Open({1}) == 0);
+  CHECK(h.Write(0, Pattern(32 * KiB, 6)) == 0);
+  CHECK(h.Matches(0, 64 * KiB));
+  REQUIRE(h.Close() == 0);
+  CHECK(h.members[1]->log.empty());  // never touched
+  CHECK(h.OnDisk(1).event == 1);     // as created
+  const Superblock sb = h.OnDisk(0);
+  CHECK(sb.member_states[1] == MemberState::kMissing);
+  CHECK(sb.state == VolumeState::kClean);
+  const auto state = h.vol->State();
+  CHECK(state.redundancy->set_health == std::vector<std::string>{"U_"});
+  CHECK(state.redundancy->slots[1].uri.empty());
+  CHECK(state.redundancy->slots[1].state == "missing");
+}
+
+// ---------------------------------------------------------------------------
+// Demotion.
+
+TEST_CASE("mirror: a copy that fails a write is demoted durably; the client's write succeeds") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(8 * KiB, 7)) == 0);
+  const Superblock before = h.OnDisk(0);
+  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  CHECK(h.Write(16 * KiB, Pattern(8 * KiB, 8)) == 0);
+  // Member 0's superblock records member 1 stale, under a new generation.
+  const Superblock sb = h.OnDisk(0);
+  CHECK(sb.event > before.event);
+  CHECK(sb.member_states[1] == MemberState::kStale);
+  CHECK(sb.member_states[0] == MemberState::kActive);
+  CHECK(sb.stale_since[1] == sb.event);
+  CHECK(sb.generation != before.generation);
+  CHECK(sb.history[0] == before.generation);
+  CHECK(sb.history[1] == before.history[0]);
+  CHECK(h.Slot(1).state == "stale");
+  CHECK(h.Slot(1).stale_since == sb.event);
+  CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"U_"});
+  // Later I/O leaves it alone: no write, no read, no superblock.
+  const size_t since = h.members[1]->log.size();
+  CHECK(h.Write(32 * KiB, Pattern(8 * KiB, 9)) == 0);
+  CHECK(h.Matches(0, 64 * KiB));
+  REQUIRE(h.Close() == 0);
+  CHECK(h.members[1]->log.size() == since);
+  CHECK(h.OnDisk(0).state == VolumeState::kClean);
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kStale);
+}
+
+TEST_CASE("raid10: a failing copy is demoted in its set only; the other set stays whole") {
+  Harness h(Raid10());
+  REQUIRE(h.Open() == 0);
+  h.members[3]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  CHECK(h.Write(0, Pattern(64 * KiB, 10)) == 0);
+  CHECK(h.Matches(0, 64 * KiB));
+  for (uint32_t i : {0u, 1u, 2u}) {
+    CAPTURE(i);
+    const Superblock sb = h.OnDisk(i);
+    CHECK(sb.member_states[3] == MemberState::kStale);
+    CHECK(sb.member_states[2] == MemberState::kActive);
+    CHECK(sb.member_index == i);
+  }
+  CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"UU", "U_"});
+}
+
+TEST_CASE("mirror: the last current copy failing a write gives the client EIO") {
+  Harness h;
+  REQUIRE(h.Open({1}) == 0);
+  h.members[0]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  CHECK(h.Write(0, Pattern(8 * KiB, 11)) == EIO);
+  CHECK(h.OnDisk(0).member_states[0] == MemberState::kActive);  // never demoted
+  CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"U_"});
+}
+
+// ---------------------------------------------------------------------------
+// Self-heal.
+
+TEST_CASE("mirror: a corrupted block on one copy is served from the other and repaired") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(64 * KiB, 12)) == 0);
+  const uint64_t offset = 20 * KiB;
+  const auto [set, at] = h.Locate(offset);
+  const uint32_t bad = h.ServingCopy(set, offset);
+  const uint32_t good = 1 - bad;
+  h.members[h.MemberOf(set, bad)]->bytes[at + 100] ^= 0x5a;
+  CHECK(h.Matches(offset, 4096));
+  // The bad copy holds the good bytes again.
+  CHECK(std::equal(h.members[bad]->bytes.begin() + at, h.members[bad]->bytes.begin() + at + 4096,
+                   h.members[good]->bytes.begin() + at));
+  CHECK(h.Slot(bad).repaired_blocks == 1);
+  CHECK(h.Slot(bad).read_failovers == 1);
+  CHECK(h.Slot(good).repaired_blocks == 0);
+  CHECK(h.Counter("repaired_blocks") == 1);
+  CHECK(h.Counter("read_failovers") == 1);
+  CHECK(h.vol->counters().checksum_errors == 0);
+  CHECK(h.Matches(0, 64 * KiB));
+  CHECK(h.Counter("repaired_blocks") == 1);  // nothing else was bad
+  REQUIRE(h.Close() == 0);
+  CHECK(h.SameAfterSuperblocks(0, 1));
+}
+
+TEST_CASE("raid10: a corrupted block is repaired from its set's other copy") {
+  Harness h(Raid10());
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(64 * KiB, 13)) == 0);
+  const uint64_t offset = 8 * KiB;  // the second chunk: set 1
+  const auto [set, at] = h.Locate(offset);
+  REQUIRE(set == 1);
+  const uint32_t bad = h.ServingCopy(set, offset);
+  const uint32_t member = h.MemberOf(set, bad);
+  h.members[member]->bytes[at] ^= 0xff;
+  CHECK(h.Matches(offset, 4096));
+  CHECK(h.Slot(member).repaired_blocks == 1);
+  REQUIRE(h.Close() == 0);
+  CHECK(h.SameAfterSuperblocks(2, 3));
+}
+
+TEST_CASE("mirror: a block corrupted on both copies is EIO, naming both") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(64 * KiB, 14)) == 0);
+  const auto [set, at] = h.Locate(12 * KiB);
+  h.members[0]->bytes[at + 1] ^= 1;
+  h.members[1]->bytes[at + 2] ^= 1;
+  CHECK(h.Read(12 * KiB, 4096).err == EIO);
+  CHECK(h.vol->counters().checksum_errors == 1);
+  CHECK(h.Counter("repaired_blocks") == 0);
+  CHECK(h.Matches(0, 12 * KiB));  // its neighbours are fine
+  CHECK(h.Matches(16 * KiB, 48 * KiB));
+  // Nothing was rewritten: the copies still differ where they were corrupted.
+  CHECK(h.members[0]->bytes[at + 1] != h.members[1]->bytes[at + 1]);
+}
+
+TEST_CASE("mirror: a partial write over a corrupted block merges the good copy") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(16 * KiB, 15)) == 0);
+  const auto [set, at] = h.Locate(4 * KiB);
+  const uint32_t bad = h.ServingCopy(set, 4 * KiB);
+  h.members[h.MemberOf(set, bad)]->bytes[at + 3000] ^= 0x10;
+  CHECK(h.Write(4 * KiB + 10, Pattern(100, 16)) == 0);  // read-modify-write of that block
+  CHECK(h.Matches(0, 16 * KiB));
+  REQUIRE(h.Close() == 0);
+  CHECK(h.SameAfterSuperblocks(0, 1));
+}
+
+}  // namespace
+}  // namespace dst::integrity

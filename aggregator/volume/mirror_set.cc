@@ -1,0 +1,377 @@
+#include "aggregator/volume/mirror_set.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "common/join.h"
+
+namespace dst::volume {
+
+const char* CopyRoleName(CopyRole role) {
+  switch (role) {
+    case CopyRole::kCurrent:
+      return "current";
+    case CopyRole::kCatchingUp:
+      return "catching-up";
+    case CopyRole::kOut:
+      return "out";
+  }
+  return "?";
+}
+
+namespace {
+
+bool IsReadLike(MemberOp op) {
+  return op == MemberOp::kRead || op == MemberOp::kCache || op == MemberOp::kBlockStatus;
+}
+
+// Bytes a copy holds in flight for the read balance: the payload of reads
+// and writes.
+uint64_t LoadOf(const MemberIo& io) {
+  return io.op == MemberOp::kRead || io.op == MemberOp::kWrite ? io.length : 0;
+}
+
+// A child I/O with the parent's parameters and the parent's buffer.
+std::shared_ptr<MemberIo> ChildOf(const MemberIo& parent) {
+  auto child = std::make_shared<MemberIo>();
+  child->op = parent.op;
+  child->offset = parent.offset;
+  child->length = parent.length;
+  child->data = parent.data;
+  child->fua = parent.fua;
+  child->may_trim = parent.may_trim;
+  child->fast_zero = parent.fast_zero;
+  return child;
+}
+
+// "write of 4096 at 8192"
+std::string Describe(const MemberIo& io) {
+  return std::string(MemberOpName(io.op)) + " of " + std::to_string(io.length) + " at " +
+         std::to_string(io.offset);
+}
+
+// What a copy said when it failed: its own failure text, which names it,
+// or its URI and the errno.
+std::string FailureOf(const MemberTarget& target, const MemberIo& child, int err) {
+  if (!child.failure.empty()) {
+    if (child.failure.find(target.name()) != std::string::npos) return child.failure;
+    return target.name() + ": " + child.failure;
+  }
+  return target.name() + ": " + Describe(child) + " failed: " + std::strerror(err);
+}
+
+// An answer that says nothing about the copy's health: it declined a fast
+// zero, which the caller handles by writing zeros.
+bool DeclinedFastZero(const MemberIo& io, int err) {
+  return io.op == MemberOp::kZero && io.fast_zero && (err == ENOTSUP || err == EOPNOTSUPP);
+}
+
+}  // namespace
+
+// A write, TRIM, WRITE_ZEROES or FLUSH on its way to every written copy:
+// one part per copy, one more per demotion it waits for. The first error
+// wins; the parent is done after every part. Held by the callbacks of its
+// parts.
+struct MirrorSet::Fanout {
+  struct Finisher {
+    Fanout* self;
+    void operator()(int err) const { self->Finish(err); }
+  };
+
+  explicit Fanout(std::shared_ptr<MemberIo> parent)
+      : parent(std::move(parent)), join(Finisher{this}) {}
+
+  void Finish(int err) {
+    if (err != 0 && parent->failure.empty()) parent->failure = first_failure;
+    auto io = std::move(parent);
+    io->done(err);
+  }
+
+  // Records why the parent fails, the first reason only.
+  void Failed(std::string why) {
+    if (first_failure.empty()) first_failure = std::move(why);
+  }
+
+  std::shared_ptr<MemberIo> parent;
+  std::string first_failure;
+  BasicJoin<Finisher> join;
+};
+
+// A read, CACHE or BLOCK_STATUS on one copy at a time: the copies tried so
+// far and what each said. Held by the callback of the copy it waits for.
+struct MirrorSet::Read : std::enable_shared_from_this<Read> {
+  Read(MirrorSet& set, std::shared_ptr<MemberIo> parent)
+      : set(set), parent(std::move(parent)), avoid(this->parent->avoid_copies) {}
+
+  // What the copies can do for this read: the avoided ones cannot.
+  std::vector<CopyLoad> Loads() const {
+    std::vector<CopyLoad> loads = set.Loads();
+    for (uint32_t c = 0; c < loads.size() && c < 64; ++c)
+      if (avoid & (uint64_t{1} << c)) loads[c].readable = false;
+    return loads;
+  }
+  ReadRequest Request() const { return {parent->offset, parent->length}; }
+
+  void From(uint32_t c);
+  void Served(uint32_t c, MemberIo& child);
+  void Next();
+
+  MirrorSet& set;
+  std::shared_ptr<MemberIo> parent;
+  const uint64_t avoid;
+  std::vector<uint32_t> tried;
+  std::vector<std::string> failures;
+};
+
+MirrorSet::MirrorSet(asio::io_context& io, uint32_t set, std::vector<CopySetup> copies,
+                     SetHealth* health)
+    : io_(io), set_(set), health_(health) {
+  copies_.reserve(copies.size());
+  for (const CopySetup& setup : copies) {
+    Copy copy;
+    copy.target = setup.target;
+    copy.role = setup.target ? setup.role : CopyRole::kOut;
+    copy.write_mostly = setup.write_mostly;
+    copy.cursor = setup.cursor;
+    copies_.push_back(std::move(copy));
+  }
+  ComputeCapabilities();
+  name_ = "set " + std::to_string(set_) + " (";
+  for (size_t c = 0; c < copies_.size(); ++c) {
+    if (c > 0) name_ += ", ";
+    name_ += copies_[c].target ? copies_[c].target->name() : std::string("missing");
+  }
+  name_ += ")";
+}
+
+MirrorSet::~MirrorSet() = default;
+
+void MirrorSet::ComputeCapabilities() {
+  bool first = true;
+  for (const Copy& copy : copies_) {
+    if (!copy.target) continue;
+    const MemberCapabilities& c = copy.target->capabilities();
+    if (first) {
+      caps_ = c;
+      first = false;
+      continue;
+    }
+    caps_.size = std::min(caps_.size, c.size);
+    caps_.max_request = std::min(caps_.max_request, c.max_request);
+    caps_.min_block = std::max(caps_.min_block, c.min_block);
+    caps_.preferred_block = std::max(caps_.preferred_block, c.preferred_block);
+    caps_.read_only = caps_.read_only || c.read_only;
+    caps_.can_flush = caps_.can_flush && c.can_flush;
+    caps_.can_fua = caps_.can_fua && c.can_fua;
+    caps_.can_trim = caps_.can_trim && c.can_trim;
+    caps_.can_zero = caps_.can_zero && c.can_zero;
+    caps_.can_fast_zero = caps_.can_fast_zero && c.can_fast_zero;
+    caps_.can_cache = caps_.can_cache && c.can_cache;
+    caps_.can_multi_conn = caps_.can_multi_conn && c.can_multi_conn;
+    caps_.can_block_status = caps_.can_block_status && c.can_block_status;
+  }
+}
+
+uint32_t MirrorSet::current_copies() const {
+  return static_cast<uint32_t>(std::count_if(
+      copies_.begin(), copies_.end(), [](const Copy& c) { return c.role == CopyRole::kCurrent; }));
+}
+
+std::string MirrorSet::Health() const {
+  std::string health;
+  for (const Copy& copy : copies_) {
+    switch (copy.role) {
+      case CopyRole::kCurrent:
+        health += 'U';
+        break;
+      case CopyRole::kCatchingUp:
+        health += 'C';
+        break;
+      case CopyRole::kOut:
+        health += '_';
+        break;
+    }
+  }
+  return health;
+}
+
+void MirrorSet::SetRole(uint32_t c, CopyRole role, uint64_t cursor) {
+  Copy& copy = copies_.at(c);
+  copy.role = copy.target ? role : CopyRole::kOut;
+  copy.cursor = cursor;
+}
+
+void MirrorSet::SetWriteMostly(uint32_t c, bool write_mostly) {
+  copies_.at(c).write_mostly = write_mostly;
+}
+
+std::vector<CopyLoad> MirrorSet::Loads() const {
+  std::vector<CopyLoad> loads(copies_.size());
+  for (size_t c = 0; c < copies_.size(); ++c) {
+    const Copy& copy = copies_[c];
+    loads[c].readable = copy.target != nullptr && copy.role != CopyRole::kOut;
+    loads[c].write_mostly = copy.write_mostly;
+    loads[c].bytes_in_flight = copy.bytes_in_flight;
+    if (copy.role == CopyRole::kCatchingUp) loads[c].serve_below = copy.cursor;
+  }
+  return loads;
+}
+
+void MirrorSet::Submit(std::shared_ptr<MemberIo> io) {
+  io->served_by = -1;
+  if (io->only_copy >= 0) {
+    const auto c = static_cast<uint32_t>(io->only_copy);
+    if (c < copies_.size() && copies_[c].target) return SubmitToOne(std::move(io), c);
+    io->failure = name_ + ": " + Describe(*io) + ": no copy " + std::to_string(io->only_copy);
+    asio::post(io_, [io = std::move(io)] { io->done(ENXIO); });
+    return;
+  }
+  if (IsReadLike(io->op)) return SubmitRead(std::move(io));
+  SubmitToAll(std::move(io));
+}
+
+void MirrorSet::SubmitToOne(std::shared_ptr<MemberIo> io, uint32_t c) {
+  auto child = ChildOf(*io);
+  const uint64_t load = LoadOf(*child);
+  copies_[c].bytes_in_flight += load;
+  child->done = [this, c, load, parent = std::move(io), child = child.get()](int err) {
+    copies_[c].bytes_in_flight -= load;
+    if (err == 0) {
+      if (IsReadLike(parent->op)) parent->served_by = static_cast<int32_t>(c);
+      parent->extents = std::move(child->extents);
+    } else {
+      parent->failure = FailureOf(*copies_[c].target, *child, err);
+    }
+    parent->done(err);
+  };
+  copies_[c].target->Submit(std::move(child));
+}
+
+void MirrorSet::SubmitToAll(std::shared_ptr<MemberIo> io) {
+  auto f = std::make_shared<Fanout>(std::move(io));
+  std::vector<uint32_t> written;
+  for (uint32_t c = 0; c < copies_.size(); ++c)
+    if (copies_[c].target && copies_[c].role != CopyRole::kOut) written.push_back(c);
+  if (written.empty()) {
+    f->Failed(name_ + ": " + Describe(*f->parent) + ": no copy to write (" + Health() + ")");
+    asio::post(io_, [f] { f->join.Arrive(EIO); });
+    return;
+  }
+  f->join.Add(written.size());
+  for (uint32_t c : written) {
+    const bool counted = copies_[c].role == CopyRole::kCurrent;
+    auto child = ChildOf(*f->parent);
+    const uint64_t load = LoadOf(*child);
+    copies_[c].bytes_in_flight += load;
+    child->done = [this, f, c, counted, load, child = child.get()](int err) {
+      copies_[c].bytes_in_flight -= load;
+      if (err == 0) return f->join.Arrive(0);
+      const std::string failure = FailureOf(*copies_[c].target, *child, err);
+      if (DeclinedFastZero(*child, err)) {
+        f->Failed(failure);
+        return f->join.Arrive(err);
+      }
+      if (copies_[c].role == CopyRole::kCurrent && current_copies() == 1) {
+        // The last current copy: the set keeps it, the I/O fails (md's MD_BROKEN).
+        f->Failed(failure);
+        return f->join.Arrive(err);
+      }
+      if (copies_[c].role == CopyRole::kOut && !copies_[c].demoting) {
+        // Already out, durably or by the owner: nothing to wait for.
+        return f->join.Arrive(0);
+      }
+      if (!counted) {
+        // A catching-up copy: demoted, but the ack never waited for it.
+        Demote(c, failure, [](int) {});
+        return f->join.Arrive(0);
+      }
+      Demote(c, failure, [this, f, c, failure](int durable) {
+        if (durable != 0)
+          f->Failed(failure + "; demoting " + copies_[c].target->name() +
+                    " could not be made durable: " + std::strerror(durable));
+        f->join.Arrive(durable);
+      });
+    };
+    copies_[c].target->Submit(std::move(child));
+  }
+  f->join.Arrive(0);
+}
+
+void MirrorSet::Demote(uint32_t c, const std::string& cause, std::function<void(int err)> durable) {
+  Copy& copy = copies_[c];
+  copy.role = CopyRole::kOut;
+  copy.demotion_waiters.push_back(std::move(durable));
+  if (copy.demoting) return;
+  copy.demoting = true;
+  auto finished = [this, c](int err) {
+    Copy& copy = copies_[c];
+    copy.demoting = false;
+    auto waiters = std::exchange(copy.demotion_waiters, {});
+    for (auto& waiter : waiters)
+      waiter(err);
+  };
+  if (!health_) return asio::post(io_, [finished] { finished(0); });
+  health_->Demote(set_, c, cause, std::move(finished));
+}
+
+void MirrorSet::SubmitRead(std::shared_ptr<MemberIo> io) {
+  auto read = std::make_shared<Read>(*this, std::move(io));
+  const std::optional<uint32_t> chosen = ChooseCopy(read->Loads(), read->Request(), stream_);
+  if (!chosen) {
+    MemberIo& parent = *read->parent;
+    parent.failure = name_ + ": " + Describe(parent) + ": no copy can serve it (" + Health() +
+                     (read->avoid ? ", some avoided" : "") + ")";
+    asio::post(io_, [parent = std::move(read->parent)] { parent->done(EIO); });
+    return;
+  }
+  stream_ = AdvanceStream(stream_, read->Request(), *chosen);
+  read->From(*chosen);
+}
+
+void MirrorSet::Read::From(uint32_t c) {
+  tried.push_back(c);
+  Copy& copy = set.copies_[c];
+  auto child = ChildOf(*parent);
+  const uint64_t load = LoadOf(*child);
+  copy.bytes_in_flight += load;
+  child->done = [self = shared_from_this(), c, load, child = child.get()](int err) {
+    MirrorSet& set = self->set;
+    Copy& copy = set.copies_[c];
+    copy.bytes_in_flight -= load;
+    if (err == 0) return self->Served(c, *child);
+    const std::string failure = FailureOf(*copy.target, *child, err);
+    self->failures.push_back(failure);
+    // Demoted as for a write (never the last current copy), not waited for.
+    const bool last_current = copy.role == CopyRole::kCurrent && set.current_copies() == 1;
+    if (copy.role != CopyRole::kOut && !last_current) set.Demote(c, failure, [](int) {});
+    self->Next();
+  };
+  copy.target->Submit(std::move(child));
+}
+
+void MirrorSet::Read::Served(uint32_t c, MemberIo& child) {
+  for (uint32_t failed : tried)
+    if (failed != c) ++set.copies_[failed].read_failovers;
+  parent->served_by = static_cast<int32_t>(c);
+  parent->extents = std::move(child.extents);
+  parent->failure.clear();
+  auto io = std::move(parent);
+  io->done(0);
+}
+
+void MirrorSet::Read::Next() {
+  const std::optional<uint32_t> next = NextCopy(Loads(), Request(), tried);
+  if (next) return From(*next);
+  std::string failure = set.name_ + ": " + Describe(*parent) + " failed on every copy tried: ";
+  for (size_t i = 0; i < failures.size(); ++i) {
+    if (i > 0) failure += "; ";
+    failure += failures[i];
+  }
+  parent->failure = std::move(failure);
+  auto io = std::move(parent);
+  io->done(EIO);
+}
+
+}  // namespace dst::volume

@@ -15,6 +15,7 @@
 #include "aggregator/integrity/member_metadata.h"
 #include "aggregator/key_file.h"
 #include "aggregator/member/nbd_member.h"
+#include "aggregator/redundant_serve.h"
 #include "aggregator/server/fd_limit.h"
 #include "aggregator/server/listener.h"
 #include "aggregator/server/one_shot_server.h"
@@ -37,32 +38,57 @@ using control::Server;
 
 // What a volume's superblocks say, read before the event loop starts.
 struct AssemblyPlan {
-  std::vector<integrity::MemberSuperblock> members;  // in member-index order
+  std::vector<integrity::MemberSuperblock> members;  // linear, stripe: in member-index order
+  std::optional<RedundantPlan> redundant;            // mirror, raid10
   std::vector<uint8_t> key;                          // empty unless keyed
+
+  const integrity::Superblock& superblock() const {
+    return redundant ? redundant->view : members[0].superblock;
+  }
 };
 
-// Reads every member's superblocks and checks that they make one volume (assembly.h).
+Status PlanLinearAssembly(const VolumeConfig& v, std::vector<integrity::MemberSuperblock> found,
+                          const std::vector<UnreadMember>& unread, AssemblyPlan* plan) {
+  if (!unread.empty()) return unread.front().why;
+  const integrity::Superblock& sb = found.front().superblock;
+  if (v.allow_degraded || v.discard_slot)
+    return Status::Invalid("volume " + sb.name +
+                           ": --allow-degraded and --discard are for mirror and raid10 volumes; "
+                           "this one is " +
+                           std::string(volume::LayoutKindName(sb.layout)));
+  return integrity::OrderMembers(std::move(found), &plan->members);
+}
+
+// Reads every member's superblocks and checks that they make one volume (assembly.h); for
+// mirror and raid10, decides which copies serve (redundant_serve.h), a member that cannot be
+// read counting as missing.
 Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, AssemblyPlan* plan) {
   std::vector<integrity::MemberSuperblock> found;
+  std::vector<UnreadMember> unread;
   for (const std::string& uri : v.members) {
     integrity::MemberReadResult r;
-    DST_RETURN_IF_ERROR(integrity::ReadSuperblocks(uri, tls, &r));
+    if (Status s = integrity::ReadSuperblocks(uri, tls, &r); !s.ok()) {
+      unread.push_back({uri, s});
+      continue;
+    }
     if (!r.choice_status.ok())
       return Status::Error(r.choice_status.err(),
                            "member " + uri + ": " + r.choice_status.message() +
                                " (format it with dst-aggregator create, or serve it with --raw)");
     found.push_back({uri, r.choice.superblock});
   }
-  DST_RETURN_IF_ERROR(integrity::OrderMembers(std::move(found), &plan->members));
-  const integrity::Superblock& sb = plan->members[0].superblock;
+  if (found.empty()) return unread.front().why;
+  if (volume::IsRedundant(found.front().superblock.layout)) {
+    plan->redundant.emplace();
+    DST_RETURN_IF_ERROR(
+        PlanRedundantAssembly(v, std::move(found), std::move(unread), &*plan->redundant));
+  } else {
+    DST_RETURN_IF_ERROR(PlanLinearAssembly(v, std::move(found), unread, plan));
+  }
+  const integrity::Superblock& sb = plan->superblock();
   if (!v.name.empty() && v.name != sb.name)
     return Status::Invalid("volume " + v.name + ": the members belong to volume \"" + sb.name +
                            "\"");
-  // The format is in place; serving copies (writes to all, reads from one) is not yet.
-  if (volume::IsRedundant(sb.layout))
-    return Status::Error(ENOTSUP, "volume " + sb.name +
-                                      ": serving mirror and raid10 volumes is not supported by "
-                                      "this version");
   if (!v.key_file.empty()) DST_RETURN_IF_ERROR(ReadKeyFile(v.key_file, &plan->key));
   Status s = integrity::CheckChecksumKey(sb, plan->key);
   if (!s.ok() && !plan->key.empty()) explicit_bzero(plan->key.data(), plan->key.size());
@@ -70,6 +96,7 @@ Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, Assembl
 }
 
 void LogAssembly(const AssemblyPlan& plan) {
+  if (plan.redundant) return;  // PlanRedundantAssembly logs its slots
   const integrity::Superblock& sb = plan.members[0].superblock;
   uint64_t newest = 0, oldest = UINT64_MAX;
   for (const auto& m : plan.members) {
@@ -102,23 +129,37 @@ void WarnAboutUnfencedMembers(const ServeConfig& config, const Server& server) {
           ref.volume.c_str(), ref.index, ref.member->name().c_str());
 }
 
-// The members of every volume, in the order the volume uses them, connected.
+// The members of every volume, in the order the volume uses them (by slot for mirror and raid10,
+// nullptr for a missing one), connected.
 Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>& plans,
                       Server& server, std::vector<std::vector<volume::MemberTarget*>>* targets) {
+  const member::TransactionOptions redundant_options = RedundantMemberOptions(config);
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     const VolumeConfig& v = config.volumes[i];
-    std::vector<std::string> uris = v.members;
+    const AssemblyPlan& plan = plans[i];
+    std::vector<std::optional<std::string>> uris(v.members.begin(), v.members.end());
     std::string name = v.name;
-    if (!v.IsRaw(config.raw)) {
+    if (plan.redundant) {
       uris.clear();
-      for (const auto& m : plans[i].members)
+      for (const auto& m : plan.redundant->slots)
+        uris.push_back(m ? std::optional(m->uri) : std::nullopt);
+      name = plan.redundant->name;
+    } else if (!v.IsRaw(config.raw)) {
+      uris.clear();
+      for (const auto& m : plan.members)
         uris.push_back(m.uri);
-      name = plans[i].members[0].superblock.name;
+      name = plan.members[0].superblock.name;
     }
+    const member::TransactionOptions& options =
+        plan.redundant ? redundant_options : config.transactions;
     targets->emplace_back();
-    for (const std::string& uri : uris) {
+    for (const auto& uri : uris) {
+      if (!uri) {
+        targets->back().push_back(nullptr);
+        continue;
+      }
       server.members.push_back(std::make_unique<member::NbdMember>(
-          server.io, uri, config.connections_per_member, config.transactions, config.member_tls));
+          server.io, *uri, config.connections_per_member, options, config.member_tls));
       server.member_refs.push_back({name, i, targets->back().size(), server.members.back().get()});
       targets->back().push_back(server.members.back().get());
     }
@@ -145,17 +186,23 @@ Status BuildRawVolume(const VolumeConfig& v, const std::vector<volume::MemberTar
 
 Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, AssemblyPlan& plan,
                               const std::vector<volume::MemberTarget*>& targets, Server& server) {
-  std::vector<integrity::Superblock> superblocks;
-  for (const auto& m : plan.members)
-    superblocks.push_back(m.superblock);
   integrity::ChecksumOptions options;
   options.table_cache_bytes = config.table_cache;
   options.description = v.description;
   std::unique_ptr<integrity::ChecksummedVolume> volume;
-  Status s = integrity::ChecksummedVolume::Create(server.io, targets, std::move(superblocks),
-                                                  plan.key, options, &volume);
+  Status s;
+  if (plan.redundant) {
+    s = BuildRedundantVolume(server.io, *plan.redundant, targets, plan.key, options, &volume);
+  } else {
+    std::vector<integrity::Superblock> superblocks;
+    for (const auto& m : plan.members)
+      superblocks.push_back(m.superblock);
+    s = integrity::ChecksummedVolume::Create(server.io, targets, std::move(superblocks), plan.key,
+                                             options, &volume)
+            .Wrap("volume " + plan.members[0].superblock.name);
+  }
   if (!plan.key.empty()) explicit_bzero(plan.key.data(), plan.key.size());
-  DST_RETURN_IF_ERROR(s.Wrap("volume " + plan.members[0].superblock.name));
+  DST_RETURN_IF_ERROR(s);
   LOG_INFO("volume %s: %s of data, table cache %s", volume->name().c_str(),
            FormatSize(volume->size()).c_str(), FormatSize(config.table_cache).c_str());
   server.checksummed.push_back(volume.get());

@@ -41,6 +41,10 @@ Status ValidateServeConfig(ServeConfig& config) {
       return Status::Invalid(what +
                              ": layout and chunk are recorded in the members' "
                              "superblocks; they apply to raw volumes only (--raw)");
+    if (raw && (v.allow_degraded || v.discard_slot))
+      return Status::Invalid(what +
+                             ": --allow-degraded and --discard are for mirror and raid10 "
+                             "volumes, which are never raw");
     if (raw && !v.key_file.empty())
       return Status::Invalid(what + ": a checksum key is for assembled volumes, not raw ones");
     if (!v.name.empty() && !names.insert(v.name).second)
@@ -50,6 +54,8 @@ Status ValidateServeConfig(ServeConfig& config) {
   }
   if (config.transactions.io_timeout.count() == 0)
     return Status::Invalid("io-timeout must be more than 0");
+  if (config.degrade_after.count() == 0)
+    return Status::Invalid("degrade-after must be more than 0");
   if (config.handshake_timeout.count() == 0 || config.request_timeout.count() == 0)
     return Status::Invalid("handshake-timeout and request-timeout must be more than 0");
   DST_RETURN_IF_ERROR(server::CheckTlsConfig(config.tls));

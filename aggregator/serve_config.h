@@ -34,6 +34,11 @@ struct VolumeConfig {
   bool layout_given = false;         // layout or chunk set: refused for assembled volumes
   std::string key_file;              // the checksum key of a keyed assembled volume
   std::vector<std::string> members;  // NBD URIs: raw in layout order, assembled in any order
+  // Mirror and raid10 only (docs/redundancy.md "Assembly"): serve without a member the freshest
+  // superblock marks current, which then becomes stale; and set a slot aside to be rebuilt,
+  // which is how a split brain is resolved. Linear and stripe volumes refuse both.
+  bool allow_degraded = false;
+  std::optional<uint32_t> discard_slot;
 
   bool IsRaw(bool default_raw) const { return raw.value_or(default_raw); }
 };
@@ -54,6 +59,9 @@ struct ServeConfig {
   std::chrono::milliseconds request_timeout{30000};
   // Deadlines, resends, keepalive and fencing of member I/O.
   member::TransactionOptions transactions;
+  // Members of mirror and raid10 volumes give up on an unanswered I/O after
+  // min(retry-window, degrade-after), so that a silent copy is demoted and the set goes on.
+  std::chrono::milliseconds degrade_after{10000};
   // How the aggregator authenticates to TLS members (nbds://, nbds+unix://): the member-tls-*
   // keys and --member-tls-* options, for every member.
   member::MemberTls member_tls;

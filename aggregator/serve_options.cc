@@ -2,6 +2,7 @@
 
 #include <charconv>
 
+#include "aggregator/integrity/superblock.h"
 #include "aggregator/server/listener.h"
 #include "aggregator/volume/set_geometry.h"
 #include "common/duration.h"
@@ -157,6 +158,11 @@ const ServeOption kServeOptions[] = {
     {"retry-window", Form::kQuantity, "time after which a member I/O is not resent (0: no limit)",
      [](std::string_view v, Config* c) { return ApplyDuration(v, &c->transactions.retry_window); },
      [](const Config& c) { return ShowDuration(c.transactions.retry_window); }},
+    {"degrade-after", Form::kQuantity,
+     "mirror and raid10: a copy that has not answered an I/O for this long is demoted to stale "
+     "(its members give up after min(retry-window, degrade-after))",
+     [](std::string_view v, Config* c) { return ApplyDuration(v, &c->degrade_after); },
+     [](const Config& c) { return ShowDuration(c.degrade_after); }},
     {"keepalive", Form::kQuantity, "ping idle member connections this often (0: never)",
      [](std::string_view v, Config* c) { return ApplyDuration(v, &c->transactions.keepalive); },
      [](const Config& c) { return ShowDuration(c.transactions.keepalive); }},
@@ -324,6 +330,23 @@ const VolumeOption kVolumeOptions[] = {
        return Status::Ok();
      },
      [](const VolumeConfig& c) { return c.key_file; }},
+    {"allow-degraded", Form::kBoolean,
+     "mirror and raid10: serve even though a member the superblocks call current is missing "
+     "(it becomes stale)",
+     [](std::string_view v, VolumeConfig* c) { return ApplyBoolean(v, &c->allow_degraded); },
+     [](const VolumeConfig& c) { return ShowBoolean(c.allow_degraded); }},
+    {"discard", Form::kNumber,
+     "mirror and raid10: set slot SLOT (a member index) aside to be rebuilt from the others; "
+     "resolves a split brain",
+     [](std::string_view v, VolumeConfig* c) {
+       uint32_t slot = 0;
+       DST_RETURN_IF_ERROR(ApplyNumber(v, 0, integrity::kMaxMembers - 1, &slot));
+       c->discard_slot = slot;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) {
+       return c.discard_slot ? std::to_string(*c.discard_slot) : std::string();
+     }},
 };
 
 template <typename O>

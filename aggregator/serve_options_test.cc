@@ -41,6 +41,7 @@ const std::map<std::string, Sample> kServeSamples = {
     {"io-timeout", {"500ms", "5x", kDuration}},
     {"retries", {"7", "1000001", "expected 0 to 1000000"}},
     {"retry-window", {"2m", "soon", kDuration}},
+    {"degrade-after", {"2s", "2 s", kDuration}},
     {"keepalive", {"0", "1w", kDuration}},
     {"fencing", {"require", "yes", "expected auto, require or off"}},
     {"stats-interval", {"90s", "1.5s", kDuration}},
@@ -69,6 +70,8 @@ const std::map<std::string, Sample> kVolumeSamples = {
     {"layout", {"stripe", "raid5", "expected linear or stripe"}},
     {"chunk", {"128K", "1.5K", "expected a size such as 64K"}},
     {"key-file", {""}},  // a real key file: see KeyFile()
+    {"allow-degraded", {"true"}},
+    {"discard", {"1", "64", "expected 0 to 63"}},
 };
 
 class TempFiles {
@@ -256,6 +259,28 @@ TEST_CASE("--help shows the defaults ServeConfig{} holds, and they read back to 
   CHECK(serve->get_option("--max-inflight-per-client")->get_default_str() == "64M");
   CHECK(serve->get_option("--chunk")->get_default_str() == "64K");
   CHECK(serve->get_option("--layout")->get_default_str() == "linear");
+  CHECK(serve->get_option("--degrade-after")->get_default_str() == "10s");
+}
+
+TEST_CASE("--allow-degraded and --discard are for mirror and raid10: raw volumes refuse them") {
+  TempFiles files;
+  ServeConfig config;
+  REQUIRE(FromCommandLine({"--raw", "--allow-degraded", kMember}, &config).ok());
+  CHECK(ValidateServeConfig(config).message() ==
+        "volume vol0: --allow-degraded and --discard are for mirror and raid10 volumes, which "
+        "are never raw");
+  ServeConfig discard;
+  REQUIRE(FromCommandLine({"--raw", "--discard", "0", kMember}, &discard).ok());
+  CHECK(ValidateServeConfig(discard).message() ==
+        "volume vol0: --allow-degraded and --discard are for mirror and raid10 volumes, which "
+        "are never raw");
+  // Assembled volumes keep them until their superblocks say which layout they have.
+  ServeConfig assembled;
+  REQUIRE(
+      FromCommandLine({"--allow-degraded", "--discard", "1", kMember, kMember}, &assembled).ok());
+  CHECK(ValidateServeConfig(assembled).ok());
+  CHECK(assembled.volumes[0].allow_degraded);
+  CHECK(assembled.volumes[0].discard_slot == 1u);
 }
 
 TEST_CASE("raw volumes are linear or stripe: mirror and raid10 need the member format") {
@@ -299,8 +324,8 @@ TEST_CASE("volume options and member URIs belong in the file with --config") {
       files.Write("serve.toml", "[[volume]]\nmembers = [\"" + std::string(kMember) + "\"]\n");
   ServeConfig config;
   CHECK(FromCommandLine({"--description", "x", "--config", path}, &config).message() ==
-        "--config: give --name, --description, --layout, --chunk and --key-file in the file's "
-        "[[volume]] tables");
+        "--config: give --name, --description, --layout, --chunk, --key-file, --allow-degraded "
+        "and --discard in the file's [[volume]] tables");
   CHECK(FromCommandLine({"--config", path, kMember}, &config).message() ==
         "--config cannot be combined with member URIs");
 }

@@ -53,7 +53,8 @@ StatusReport BuildReport(const Server& server) {
     volume::DeviceState state = volume->State();
     report.volumes.push_back({volume->name(), std::string(volume::LayoutKindName(state.layout)),
                               volume->size(), state.members,
-                              server.registry.TrafficOf(volume.get()), std::move(state.integrity)});
+                              server.registry.TrafficOf(volume.get()), std::move(state.integrity),
+                              std::move(state.redundancy)});
   }
   for (const MemberRef& ref : server.member_refs)
     report.members.push_back(MemberStatusOf(ref, report.volumes));
@@ -128,6 +129,14 @@ void StatsLogger::LogNow() const {
     if (v.integrity)
       LOG_INFO("stats: volume %s integrity: %s", v.name.c_str(),
                IntegrityStatsFields(*v.integrity).c_str());
+  for (const VolumeStatus& v : report.volumes) {
+    if (!v.redundancy) continue;
+    LOG_INFO("stats: volume %s redundancy: %s", v.name.c_str(),
+             RedundancyStatsFields(*v.redundancy).c_str());
+    for (size_t i = 0; i < v.redundancy->slots.size(); ++i)
+      LOG_INFO("stats: volume %s slot %zu %s: %s", v.name.c_str(), i,
+               v.redundancy->slots[i].uri.c_str(), SlotStatsFields(v.redundancy->slots[i]).c_str());
+  }
 }
 
 void StatsLogger::AwaitSignal() {

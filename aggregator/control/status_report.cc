@@ -86,6 +86,81 @@ std::string IntegrityStatsFields(const volume::IntegrityState& i) {
   return "state=" + i.state + " checksum=" + i.checksum + " " + StatsFields(i.counters);
 }
 
+std::string ShortGeneration(const std::string& generation) {
+  return generation.substr(0, 8);
+}
+
+std::string RedundancyStatsFields(const volume::RedundancyState& r) {
+  std::string sets;
+  for (const std::string& health : r.set_health)
+    sets += "[" + health + "]";
+  return "generation=" + ShortGeneration(r.generation) + " sets=" + sets;
+}
+
+std::string SlotStatsFields(const volume::SlotState& s) {
+  return "state=" + s.state + " stale_since=" + std::to_string(s.stale_since) +
+         " repaired_blocks=" + std::to_string(s.repaired_blocks) +
+         " read_failovers=" + std::to_string(s.read_failovers);
+}
+
+namespace {
+
+void AppendRedundancyJson(std::ostringstream& out, const volume::RedundancyState& r) {
+  out << ", \"redundancy\": {\"copies\": " << r.copies
+      << ", \"generation\": " << JsonQuote(r.generation) << ", \"sets\": [";
+  for (size_t i = 0; i < r.set_health.size(); ++i)
+    out << (i ? ", " : "") << JsonQuote(r.set_health[i]);
+  out << "], \"slots\": [";
+  for (size_t i = 0; i < r.slots.size(); ++i) {
+    const volume::SlotState& s = r.slots[i];
+    out << (i ? ", " : "") << "{\"slot\": " << i << ", \"uri\": " << JsonQuote(s.uri)
+        << ", \"state\": " << JsonQuote(s.state) << ", \"stale_since\": " << s.stale_since
+        << ", \"repaired_blocks\": " << s.repaired_blocks
+        << ", \"read_failovers\": " << s.read_failovers << "}";
+  }
+  out << "]}";
+}
+
+// Mirror and raid10 volumes: the health of every set, then every slot.
+void AppendRedundancyText(std::ostringstream& out, const StatusReport& report) {
+  bool header = false;
+  char line[512];
+  for (const VolumeStatus& v : report.volumes) {
+    if (!v.redundancy) continue;
+    const volume::RedundancyState& r = *v.redundancy;
+    if (!header)
+      out << "\n"
+          << "VOLUME           COPIES GENERATION SETS\n";
+    header = true;
+    std::string sets;
+    for (const std::string& health : r.set_health)
+      sets += (sets.empty() ? "[" : " [") + health + "]";
+    std::snprintf(line, sizeof line, "%-16s %6u %-10s %s\n", v.name.c_str(), r.copies,
+                  ShortGeneration(r.generation).c_str(), sets.c_str());
+    out << line;
+  }
+  if (!header) return;
+  std::snprintf(line, sizeof line, "\n%-16s %4s %4s %-10s %11s %8s %9s  %s\n", "VOLUME", "SLOT",
+                "SET", "STATE", "STALE_SINCE", "REPAIRED", "FAILOVERS", "URI");
+  out << line;
+  for (const VolumeStatus& v : report.volumes) {
+    if (!v.redundancy) continue;
+    const volume::RedundancyState& r = *v.redundancy;
+    for (size_t i = 0; i < r.slots.size(); ++i) {
+      const volume::SlotState& s = r.slots[i];
+      const std::string since = s.stale_since ? std::to_string(s.stale_since) : "-";
+      std::snprintf(line, sizeof line, "%-16s %4zu %4zu %-10s %11s %8llu %9llu  %s\n",
+                    v.name.c_str(), i, r.copies ? i / r.copies : 0, s.state.c_str(), since.c_str(),
+                    static_cast<unsigned long long>(s.repaired_blocks),
+                    static_cast<unsigned long long>(s.read_failovers),
+                    s.uri.empty() ? "(missing)" : s.uri.c_str());
+      out << line;
+    }
+  }
+}
+
+}  // namespace
+
 std::string StatusToJson(const StatusReport& report) {
   std::ostringstream out;
   out << "{\"uptime_seconds\": " << report.uptime_seconds << ",\n \"volumes\": [";
@@ -102,6 +177,7 @@ std::string StatusToJson(const StatusReport& report) {
       AppendJsonFields(out, v.integrity->counters);
       out << "}";
     }
+    if (v.redundancy) AppendRedundancyJson(out, *v.redundancy);
     out << "}";
   }
   out << "],\n \"members\": [";
@@ -169,6 +245,7 @@ std::string StatusToText(const StatusReport& report) {
     std::snprintf(line, sizeof line, "%-16s ", v.name.c_str());
     out << line << IntegrityStatsFields(*v.integrity) << "\n";
   }
+  AppendRedundancyText(out, report);
   return out.str();
 }
 
@@ -220,6 +297,35 @@ class Exposition {
   std::vector<std::string> order_;
 };
 
+void AddRedundancyMetrics(Exposition& e, const std::string& labels,
+                          const volume::RedundancyState& r) {
+  for (size_t set = 0; set < r.set_health.size(); ++set) {
+    uint64_t current = 0;
+    for (char c : r.set_health[set])
+      current += c == 'U';
+    e.Add("set", {"current_copies", current, false, "Copies of the set that are current"},
+          labels + ",set=\"" + std::to_string(set) + "\"");
+  }
+  for (size_t i = 0; i < r.slots.size(); ++i) {
+    const volume::SlotState& s = r.slots[i];
+    const std::string slot_labels =
+        labels + ",slot=\"" + std::to_string(i) + "\",uri=\"" + LabelValue(s.uri) + "\"";
+    e.Add("slot", {"current", s.state == "active", false, "1 when the slot is current"},
+          slot_labels);
+    e.Add("slot",
+          {"stale_since", s.stale_since, false, "Event at which the slot stopped receiving writes"},
+          slot_labels);
+    e.Add("slot",
+          {"repaired_blocks", s.repaired_blocks, true,
+           "Blocks of the slot rewritten from another copy after a mismatch"},
+          slot_labels);
+    e.Add("slot",
+          {"read_failovers", s.read_failovers, true,
+           "Reads of the slot served by another copy after an error or mismatch"},
+          slot_labels);
+  }
+}
+
 }  // namespace
 
 std::string StatusToPrometheus(const StatusReport& report) {
@@ -237,6 +343,7 @@ std::string StatusToPrometheus(const StatusReport& report) {
       for (const Field& f : v.integrity->counters)
         e.Add("volume", f, labels);
     }
+    if (v.redundancy) AddRedundancyMetrics(e, labels, *v.redundancy);
   }
   for (const MemberStatus& m : report.members) {
     const std::string labels = "volume=\"" + LabelValue(m.volume) + "\",member=\"" +

@@ -26,7 +26,8 @@ struct VolumeStatus {
   uint64_t size = 0;
   size_t members = 0;
   server::VolumeTraffic traffic;
-  std::optional<volume::IntegrityState> integrity;  // checksummed volumes only
+  std::optional<volume::IntegrityState> integrity;    // checksummed volumes only
+  std::optional<volume::RedundancyState> redundancy;  // mirror and raid10 only
 };
 
 struct MemberStatus {
@@ -63,5 +64,11 @@ std::string StatusToPrometheus(const StatusReport& report);
 // for a member, "state=dirty checksum=crc32c checksum_errors=0 ..." for a checksummed volume.
 std::string MemberStatsFields(const MemberStatus& member);
 std::string IntegrityStatsFields(const volume::IntegrityState& integrity);
+// "generation=0123abcd sets=[UU][U_]": the health of a mirror or raid10 volume for its stats line.
+std::string RedundancyStatsFields(const volume::RedundancyState& redundancy);
+// "state=stale stale_since=12 repaired_blocks=0 read_failovers=3": one slot, for its stats line.
+std::string SlotStatsFields(const volume::SlotState& slot);
+// The first 8 hex digits of a generation UUID, as the table shows it.
+std::string ShortGeneration(const std::string& generation);
 
 }  // namespace dst::control

@@ -119,5 +119,65 @@ TEST_CASE("a raw volume has no integrity section") {
   CHECK_FALSE(Contains(StatusToJson(report), "\"integrity\""));
 }
 
+// A raid10 of four with set 1 degraded: slot 3 stale since event 17, slot 0 repaired twice.
+StatusReport Raid10Report() {
+  StatusReport report = SampleReport();
+  volume::RedundancyState r;
+  r.copies = 2;
+  r.generation = "0123abcd-4567-4890-abcd-ef0123456789";
+  r.set_health = {"UU", "U_"};
+  r.slots = {{"nbd://a/x", "active", 0, 2, 0},
+             {"nbd://b/x", "active", 0, 0, 5},
+             {"nbd://c/x", "active", 0, 0, 0},
+             {"", "stale", 17, 0, 1}};
+  report.volumes[0].layout = "raid10";
+  report.volumes[0].redundancy = r;
+  return report;
+}
+
+TEST_CASE("a mirror or raid10 volume: set health, generation and every slot in every output") {
+  const StatusReport report = Raid10Report();
+  const std::string json = StatusToJson(report);
+  const std::string text = StatusToText(report);
+  const std::string metrics = StatusToPrometheus(report);
+  INFO("json:\n" << json << "\ntext:\n" << text << "\nmetrics:\n" << metrics);
+  CHECK(Contains(text,
+                 "\nVOLUME           COPIES GENERATION SETS\n"
+                 "safe                  2 0123abcd   [UU] [U_]\n"));
+  CHECK(Contains(text,
+                 "\nVOLUME           SLOT  SET STATE      STALE_SINCE REPAIRED FAILOVERS  URI\n"
+                 "safe                0    0 active               -        2         0  "
+                 "nbd://a/x\n"));
+  CHECK(Contains(text,
+                 "safe                3    1 stale               17        0         1  "
+                 "(missing)\n"));
+  CHECK(Contains(json,
+                 "\"redundancy\": {\"copies\": 2, \"generation\": "
+                 "\"0123abcd-4567-4890-abcd-ef0123456789\", \"sets\": [\"UU\", \"U_\"], "
+                 "\"slots\": [{\"slot\": 0, \"uri\": \"nbd://a/x\", \"state\": \"active\", "
+                 "\"stale_since\": 0, \"repaired_blocks\": 2, \"read_failovers\": 0}"));
+  CHECK(Contains(json,
+                 "{\"slot\": 3, \"uri\": \"\", \"state\": \"stale\", \"stale_since\": 17, "
+                 "\"repaired_blocks\": 0, \"read_failovers\": 1}]}"));
+  CHECK(Contains(metrics, "dst_set_current_copies{volume=\"safe\",set=\"1\"} 1\n"));
+  CHECK(Contains(metrics, "dst_slot_current{volume=\"safe\",slot=\"3\",uri=\"\"} 0\n"));
+  CHECK(Contains(
+      metrics, "dst_slot_repaired_blocks_total{volume=\"safe\",slot=\"0\",uri=\"nbd://a/x\"} 2\n"));
+  CHECK(Contains(metrics, "dst_slot_stale_since{volume=\"safe\",slot=\"3\",uri=\"\"} 17\n"));
+  CHECK(Contains(
+      metrics, "dst_slot_read_failovers_total{volume=\"safe\",slot=\"1\",uri=\"nbd://b/x\"} 5\n"));
+  CHECK(RedundancyStatsFields(*report.volumes[0].redundancy) ==
+        "generation=0123abcd sets=[UU][U_]");
+  CHECK(SlotStatsFields(report.volumes[0].redundancy->slots[3]) ==
+        "state=stale stale_since=17 repaired_blocks=0 read_failovers=1");
+}
+
+TEST_CASE("a linear or stripe volume shows no redundancy") {
+  const StatusReport report = SampleReport();
+  CHECK_FALSE(Contains(StatusToText(report), "GENERATION"));
+  CHECK_FALSE(Contains(StatusToJson(report), "\"redundancy\""));
+  CHECK_FALSE(Contains(StatusToPrometheus(report), "dst_slot_"));
+}
+
 }  // namespace
 }  // namespace dst::control

@@ -178,6 +178,37 @@ Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSup
   return Status::Ok();
 }
 
+Status PlaceRedundantMembers(std::vector<MemberSuperblock> members,
+                             std::vector<std::optional<MemberSuperblock>>* out) {
+  if (members.empty()) return Status::Invalid("no members given");
+  for (size_t i = 1; i < members.size(); ++i) {
+    DST_RETURN_IF_ERROR(CheckSameVolume(members[0], members[i]));
+    DST_RETURN_IF_ERROR(CheckSameParameters(members[0], members[i]));
+  }
+  std::stable_sort(members.begin(), members.end(), [](const auto& a, const auto& b) {
+    return a.superblock.member_index < b.superblock.member_index;
+  });
+  DST_RETURN_IF_ERROR(CheckNoDuplicates(members));
+  DST_RETURN_IF_ERROR(CheckSetAreas(members));
+  const Superblock& first = members.front().superblock;
+  std::vector<std::optional<MemberSuperblock>> slots(first.member_count);
+  for (MemberSuperblock& m : members)
+    slots[m.superblock.member_index] = m;
+  // Each missing copy measured as a copy of its set that is present.
+  Members measured;
+  for (uint32_t s = 0; s < first.member_count; ++s) {
+    const uint32_t set_first = s / first.copies * first.copies;
+    const MemberSuperblock* stand_in = nullptr;
+    for (uint32_t c = set_first; c < set_first + first.copies && !stand_in; ++c)
+      if (slots[c]) stand_in = &*slots[c];
+    if (!stand_in) break;
+    measured.push_back(slots[s] ? *slots[s] : *stand_in);
+  }
+  if (measured.size() == first.member_count) DST_RETURN_IF_ERROR(CheckVolumeSize(measured));
+  *out = std::move(slots);
+  return Status::Ok();
+}
+
 Status CheckChecksumKey(const Superblock& sb, std::span<const uint8_t> key) {
   const bool keyed = sb.geometry.params.algorithm == ChecksumAlgorithm::kBlake2bKeyed;
   if (!keyed) {

@@ -37,6 +37,14 @@ struct MemberSuperblock {
 // volume size. On success *out holds the members ordered by index; on error it is untouched.
 Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSuperblock>* out);
 
+// For mirror and raid10, whose members may be missing at start: OrderMembers' checks except
+// completeness (which members must be there is the redundant assembly decision's call). *out has
+// one entry per slot (member index), nullopt for a slot no member was given for. The volume size
+// is checked with each set measured by a copy present (copies share their areas); a set with no
+// copy present is left to the decision, which refuses it.
+Status PlaceRedundantMembers(std::vector<MemberSuperblock> members,
+                             std::vector<std::optional<MemberSuperblock>>* out);
+
 // Checks the checksum key given at assembly (empty: none) against the volume's key identity:
 // a keyed volume needs the very key it was created with; an unkeyed one refuses a key, since the
 // user evidently expects protection the volume does not have. EINVAL.

@@ -1,0 +1,62 @@
+// Serving mirror and raid10 volumes: from the superblocks the members given to `serve` hold, the
+// assembly decision (integrity/redundant_assembly.h) and the checksummed volume over copies
+// (ChecksummedVolume::CreateRedundant). docs/redundancy.md "Assembly" is the operator's view.
+//
+// Contract: a member that cannot be reached or read at start is missing, not an error: the
+// decision says whether the volume may be served without it (--allow-degraded). A refusal is the
+// decision's own status, message unchanged. Every slot gets one log line with its role and the
+// rule that gave it. Nothing is written here: the volume's Open() writes the view (with a new
+// generation when the decision asks for one) to every member present before any client comes.
+//
+// Threading: planning runs before the event loop; building on its thread, before it runs.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <asio.hpp>
+
+#include "aggregator/integrity/assembly.h"
+#include "aggregator/integrity/checksummed_volume.h"
+#include "aggregator/integrity/redundant_assembly.h"
+#include "aggregator/member/transaction_policy.h"
+#include "aggregator/serve_config.h"
+#include "common/status.h"
+
+namespace dst::aggregator {
+
+// A member given to serve whose superblocks could not be read.
+struct UnreadMember {
+  std::string uri;
+  Status why;
+};
+
+struct RedundantPlan {
+  std::string name;                                               // the volume's
+  std::vector<std::optional<integrity::MemberSuperblock>> slots;  // by member index
+  std::vector<UnreadMember> unread;
+  integrity::redundancy::AssemblyDecision decision;
+  uint32_t freshest = 0;       // the current slot the view starts from
+  integrity::Superblock view;  // what the volume continues from
+};
+
+// Places the members read (`found`, at least one, of a mirror or raid10 volume), runs the
+// decision with the volume's --allow-degraded and --discard, logs one line per slot, and builds
+// the view. The decision's status when it refuses.
+Status PlanRedundantAssembly(const VolumeConfig& v, std::vector<integrity::MemberSuperblock> found,
+                             std::vector<UnreadMember> unread, RedundantPlan* plan);
+
+// Members of redundant volumes give up on an I/O after min(retry-window, degrade-after), so that
+// a copy that does not answer fails its I/O and is demoted by its set.
+member::TransactionOptions RedundantMemberOptions(const ServeConfig& config);
+
+// `targets` by slot: the connected member, nullptr for a missing one.
+Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,
+                            std::span<volume::MemberTarget* const> targets,
+                            std::span<const uint8_t> key, integrity::ChecksumOptions options,
+                            std::unique_ptr<integrity::ChecksummedVolume>* out);
+
+}  // namespace dst::aggregator

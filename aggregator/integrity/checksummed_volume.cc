@@ -472,7 +472,19 @@ void ChecksummedVolume::Open(Done done) {
   unclean_at_open_ =
       std::any_of(superblocks_.begin(), superblocks_.end(),
                   [](const Superblock& sb) { return sb.state == VolumeState::kDirty; });
-  intent_.Load([this, done = std::move(done)](int err) mutable {
+  // A redundant volume's bits are read from every current copy: a crash can
+  // leave a bit on one copy only.
+  std::function<std::vector<int32_t>(uint32_t)> copies = [](uint32_t) {
+    return std::vector<int32_t>{-1};
+  };
+  if (redundant())
+    copies = [this](uint32_t set) {
+      std::vector<int32_t> current;
+      for (uint32_t c : CurrentCopies(set))
+        current.push_back(static_cast<int32_t>(c));
+      return current;
+    };
+  intent_.Load(std::move(copies), [this, done = std::move(done)](int err) mutable {
     if (err != 0) {
       LOG_ERROR("volume %s: reading the write-intent bitmaps: %s", name().c_str(),
                 std::strerror(err));
@@ -495,8 +507,17 @@ void ChecksummedVolume::Open(Done done) {
   });
 }
 
+std::vector<uint32_t> ChecksummedVolume::CurrentCopies(uint32_t set) const {
+  std::vector<uint32_t> current;
+  for (uint32_t c = 0; c < sets_[set]->copy_count(); ++c)
+    if (sets_[set]->copy(c) != nullptr && sets_[set]->role(c) == volume::CopyRole::kCurrent)
+      current.push_back(c);
+  return current;
+}
+
 // Recomputes the entries of the regions whose write-intent bit is set: after
-// a crash, those whose table may disagree with their data.
+// a crash, those whose table may disagree with their data. The copies of a
+// set are reconciled first (recompute.h).
 void ChecksummedVolume::RecoverDirtyRegions(Done done) {
   RecomputeInputs inputs{
       .volume = name(),
@@ -507,7 +528,21 @@ void ChecksummedVolume::RecoverDirtyRegions(Done done) {
       .checksum = [this](uint64_t block, const uint8_t* data) { return ChecksumOf(block, data); },
       .counters = &counters_,
       .owner = lifetime_.Watch(),
+      .copies = std::nullopt,
   };
+  if (redundant())
+    inputs.copies = RecomputeCopies{
+        .current = [this](uint32_t set) { return CurrentCopies(set); },
+        .targets = members_,
+        .geometries = geometries_,
+        .region_size = view_.geometry.params.region_size,
+        .describe =
+            [this](uint32_t set, uint32_t copy) {
+              const uint32_t slot = set * copies_per_set() + copy;
+              return "member " + std::to_string(slot) + " " + copies_[slot]->name();
+            },
+        .mismatches = &counters_.resync_mismatches,
+    };
   std::vector<std::vector<uint64_t>> dirty;
   uint64_t total_regions = 0;
   for (uint32_t m = 0; m < members_.size(); ++m) {
@@ -592,6 +627,8 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
                       "Blocks rewritten from another copy after a checksum mismatch"});
   counters.push_back({"read_failovers", failovers, true,
                       "Reads served by another copy after an error or a checksum mismatch"});
+  counters.push_back({"resync_mismatches", counters_.resync_mismatches, true,
+                      "Blocks whose copies differed in regions reconciled after an unclean stop"});
   return counters;
 }
 

@@ -183,6 +183,8 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   void Demote(uint32_t set, uint32_t copy, std::string cause,
               std::function<void(int err)> durable) override;
   void DemoteSlot(uint32_t slot, std::string cause, std::function<void(int err)> durable);
+  // The current copies of set `set` that have a target, ascending.
+  std::vector<uint32_t> CurrentCopies(uint32_t set) const;
   // Whether `slot` is the last current copy of its set.
   bool LastCurrent(uint32_t slot) const;
   bool redundant() const { return !sets_.empty(); }

@@ -136,6 +136,7 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
     uint64_t block;   // data block of the target
   };
   struct Op;
+  struct CopyRead;
   struct ReadOp;
   struct WriteOp;
   // What Create and CreateRedundant hand the constructor.
@@ -228,6 +229,16 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   // others; EIO naming every copy when none verifies.
   void ReadFromCopies(uint64_t block, const BlockRef& ref, uint8_t* dest, std::shared_ptr<Op> keep,
                       Done done);
+  // No copy's data verifies against the cached entry: the entry may be the
+  // bad part. Reads the table page holding it from each copy (only_copy); a
+  // copy whose own (data, entry) pair verifies is served, its entry replaces
+  // the cached one and the other copies are repaired (data and table page).
+  // EIO naming every copy when no pair verifies.
+  void RepairEntry(uint64_t block, const BlockRef& ref, uint8_t* dest,
+                   std::shared_ptr<std::vector<CopyRead>> reads, std::shared_ptr<Op> keep,
+                   Done done);
+  void FailEveryCopy(uint64_t block, const BlockRef& ref, const std::vector<CopyRead>& reads,
+                     const Done& done);
   // Rewrites copy `copy` of the set holding `ref` with `good` (which verifies
   // against the entry `digest`) under the block's exclusive lock, then
   // re-reads and verifies it.

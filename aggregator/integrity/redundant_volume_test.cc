@@ -634,6 +634,112 @@ TEST_CASE("raid10: after a demotion, writes to that set set missed-write bits th
 }
 
 // ---------------------------------------------------------------------------
+// Table-entry repair.
+
+TEST_CASE("mirror: a bad table entry on one copy is repaired from the other copy's table page") {
+  // The table cache loads a page from the copy the set reads: corrupting each copy in turn
+  // covers the cache holding the bad entry (repaired on the read) and the good one.
+  bool cache_held_bad = false;
+  bool cache_held_good = false;
+  for (uint32_t corrupt : {0u, 1u}) {
+    CAPTURE(corrupt);
+    Harness h;
+    REQUIRE(h.Open() == 0);
+    const uint64_t offset = 40 * KiB;
+    CHECK(h.Write(0, Pattern(64 * KiB, 60)) == 0);
+    REQUIRE(h.Close() == 0);
+    h.vol.reset();
+    REQUIRE(h.Open() == 0);
+    const auto [set, at] = h.Locate(offset);
+    const TableEntryLocation entry =
+        LocateTableEntry(h.geometry, (at - h.geometry.data.offset) / 4096);
+    h.members[corrupt]->bytes[entry.member_offset + 1] ^= 0x20;
+    const size_t since = h.members[corrupt]->log.size();
+    CHECK(h.Matches(offset, 4096));
+    const bool bad_cached = h.members[corrupt]->Count(MemberOp::kRead, h.geometry.table, since) > 0;
+    if (bad_cached) {
+      cache_held_bad = true;
+      CHECK(h.Slot(corrupt).repaired_blocks == 1);
+      CHECK(h.Slot(1 - corrupt).repaired_blocks == 0);
+      CHECK(h.Counter("repaired_blocks") == 1);
+      CHECK(h.vol->counters().checksum_errors == 0);
+      // The table page on the bad copy holds the good entry again, before any stop.
+      CHECK(std::equal(h.members[0]->bytes.begin() + entry.page_offset,
+                       h.members[0]->bytes.begin() + entry.page_offset + 4096,
+                       h.members[1]->bytes.begin() + entry.page_offset));
+    } else {
+      // The cache holds the good entry: reads never look at the bad one. It is overwritten when
+      // the page is next written back whole (here by a write to a neighbouring block).
+      cache_held_good = true;
+      CHECK(h.Counter("repaired_blocks") == 0);
+      CHECK(h.Write(offset + 4096, Pattern(4096, 61)) == 0);
+    }
+    CHECK(h.Matches(0, 64 * KiB));
+    REQUIRE(h.Close() == 0);
+    CHECK(h.SameAfterSuperblocks(0, 1));  // data and table, byte for byte
+  }
+  CHECK(cache_held_bad);
+  CHECK(cache_held_good);
+}
+
+TEST_CASE("mirror: a copy with a bad entry and bad data is repaired from the other's pair") {
+  // Interesting when the cache read the bad copy's page: neither copy's data verifies against the
+  // cached entry. Corrupting each copy in turn makes that happen once.
+  bool cache_held_bad = false;
+  for (uint32_t corrupt : {0u, 1u}) {
+    CAPTURE(corrupt);
+    Harness h;
+    REQUIRE(h.Open() == 0);
+    CHECK(h.Write(0, Pattern(64 * KiB, 62)) == 0);
+    REQUIRE(h.Close() == 0);
+    h.vol.reset();
+    REQUIRE(h.Open() == 0);
+    const uint64_t offset = 12 * KiB;
+    const auto [set, at] = h.Locate(offset);
+    const TableEntryLocation entry =
+        LocateTableEntry(h.geometry, (at - h.geometry.data.offset) / 4096);
+    h.members[corrupt]->bytes[entry.member_offset] ^= 0x01;
+    h.members[corrupt]->bytes[at + 99] ^= 0x01;
+    const size_t since = h.members[corrupt]->log.size();
+    CHECK(h.Matches(offset, 4096));
+    const bool bad_cached = h.members[corrupt]->Count(MemberOp::kRead, h.geometry.table, since) > 0;
+    if (bad_cached) {
+      cache_held_bad = true;
+      CHECK(h.Slot(corrupt).repaired_blocks == 1);  // counted once for data and entry
+      CHECK(h.Slot(corrupt).read_failovers == 1);
+      CHECK(h.Slot(1 - corrupt).repaired_blocks == 0);
+    }
+    CHECK(h.Matches(0, 64 * KiB));
+    CHECK(h.Write(offset + 4096, Pattern(4096, 64)) == 0);  // the page is written back whole
+    REQUIRE(h.Close() == 0);
+    // With the good entry cached, the bad data is repaired only when a read lands on it.
+    if (bad_cached) CHECK(h.SameAfterSuperblocks(0, 1));
+  }
+  CHECK(cache_held_bad);
+}
+
+TEST_CASE("mirror: a block whose entry is bad on both copies is EIO, that block only") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(64 * KiB, 63)) == 0);
+  REQUIRE(h.Close() == 0);
+  h.vol.reset();
+  REQUIRE(h.Open() == 0);
+  const uint64_t offset = 28 * KiB;
+  const auto [set, at] = h.Locate(offset);
+  const TableEntryLocation entry =
+      LocateTableEntry(h.geometry, (at - h.geometry.data.offset) / 4096);
+  h.members[0]->bytes[entry.member_offset] ^= 0x01;
+  h.members[1]->bytes[entry.member_offset + 2] ^= 0x08;
+  CHECK(h.Read(offset, 4096).err == EIO);
+  CHECK(h.vol->counters().checksum_errors == 1);
+  CHECK(h.Counter("repaired_blocks") == 0);
+  CHECK(h.Matches(0, offset));
+  CHECK(h.Matches(offset + 4096, 64 * KiB - offset - 4096));
+  CHECK(h.Read(offset, 4096).err == EIO);  // still: nothing was rewritten
+}
+
+// ---------------------------------------------------------------------------
 // Crash reconciliation across copies.
 
 TEST_CASE("mirror: after a crash, the copy whose data matches its durable entry wins") {

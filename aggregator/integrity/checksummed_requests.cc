@@ -162,7 +162,11 @@ void ChecksummedVolume::Begin(const std::shared_ptr<Op>& op, bool exclusive,
                     activity_.Begin(r);
                   auto join = MakeJoin(std::move(next));
                   table_.Pin(op->pages, Part(join));
-                  if (!op->regions.empty()) intent_.Ensure(op->regions, Part(join));
+                  if (!op->regions.empty())
+                    AwaitDurableDemotions(op->refs, [this, op, ensured = Part(join)](int err) {
+                      if (err != 0) return ensured(err);
+                      intent_.Ensure(op->regions, ensured);
+                    });
                   join->Arrive(0);
                 });
 }

@@ -481,6 +481,58 @@ TEST_CASE("mirror: the last current copy failing a write gives the client EIO") 
   CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"U_"});
 }
 
+TEST_CASE("mirror: while a demotion is not durable, writes to the set fail and reads work") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(8 * KiB, 70)) == 0);
+  // Copy 1 fails its writes, and the update recording it stale cannot reach copy 0.
+  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  h.members[0]->faults.push_back({MemberOp::kWrite, 0, kSlotCount * kSlotSize});
+  CHECK(h.Write(16 * KiB, Pattern(8 * KiB, 71)) == EIO);
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kActive);  // what a restart would see
+  // Nothing more reaches the data of the set: the superblocks still call copy 1 current.
+  const size_t since = h.members[0]->log.size();
+  CHECK(h.Write(32 * KiB, Pattern(8 * KiB, 72)) == EIO);
+  CHECK(h.members[0]->Count(MemberOp::kWrite, h.geometry.data, since) == 0);
+  CHECK(h.members[0]->Count(MemberOp::kWrite, {0, kSlotCount * kSlotSize}, since) == 1);  // retried
+  CHECK(h.Matches(0, 8 * KiB));
+  // Once the superblock can be written, the next write records the demotion and goes on.
+  h.members[0]->faults.clear();
+  CHECK(h.Write(48 * KiB, Pattern(8 * KiB, 73)) == 0);
+  const Superblock sb = h.OnDisk(0);
+  CHECK(sb.member_states[1] == MemberState::kStale);
+  CHECK(sb.state == VolumeState::kDirty);
+  CHECK(h.Matches(0, 8 * KiB));
+  CHECK(h.Matches(48 * KiB, 8 * KiB));
+  REQUIRE(h.Close() == 0);
+  CHECK(h.OnDisk(0).state == VolumeState::kClean);
+}
+
+TEST_CASE("mirror: a demotion's missed-write bits are on the remaining copy before its record") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  const size_t since = h.members[0]->log.size();
+  CHECK(h.Write(5 * 64 * KiB, Pattern(8 * KiB, 74)) == 0);  // region 5: demotes copy 1
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kStale);
+  CHECK(h.MissedOnMember(0, 5));
+  // On copy 0: the map page with region 5's bit written, then a flush, then the superblock.
+  const auto superblocks = h.members[0]->Ops(MemberOp::kWrite, {0, kSlotCount * kSlotSize}, since);
+  REQUIRE(superblocks.size() == 1);
+  uint64_t map_written = 0;
+  for (const auto& w : h.members[0]->Ops(MemberOp::kWrite, h.geometry.missed_writes, since))
+    if (!w.written.empty() && (w.written[0] & 0x20) != 0 && map_written == 0)
+      map_written = w.completed;
+  REQUIRE(map_written != 0);
+  CHECK(map_written < superblocks[0].submitted);
+  bool flushed_between = false;
+  for (const auto& f : h.members[0]->Ops(MemberOp::kFlush, {}, since))
+    flushed_between =
+        flushed_between || (f.submitted > map_written && f.completed < superblocks[0].submitted);
+  CHECK(flushed_between);
+  CHECK(h.Matches(5 * 64 * KiB, 8 * KiB));
+}
+
 // ---------------------------------------------------------------------------
 // Self-heal.
 

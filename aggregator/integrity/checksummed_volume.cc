@@ -383,12 +383,12 @@ void ChecksummedVolume::WriteMissedPages(
         members_[s]->Submit(std::move(io));
       };
       auto writes = MakeJoin(flush);
-      for (const WriteIntent::MapPage& page : *pages) {
+      for (WriteIntent::MapPage& page : *pages) {
         auto io = std::make_shared<volume::MemberIo>();
         io->op = volume::MemberOp::kWrite;
         io->offset = page.offset;
         io->length = page.bytes.size();
-        io->data = const_cast<uint8_t*>(page.bytes.data());
+        io->data = page.bytes.data();
         io->only_copy = static_cast<int32_t>(c);
         io->done = [pages, part = Part(writes)](int err) { part(err); };
         members_[s]->Submit(std::move(io));

@@ -162,7 +162,11 @@ void ChecksummedVolume::Begin(const std::shared_ptr<Op>& op, bool exclusive,
                     activity_.Begin(r);
                   auto join = MakeJoin(std::move(next));
                   table_.Pin(op->pages, Part(join));
-                  if (!op->regions.empty()) intent_.Ensure(op->regions, Part(join));
+                  if (!op->regions.empty())
+                    AwaitDurableDemotions(op->refs, [this, op, ensured = Part(join)](int err) {
+                      if (err != 0) return ensured(err);
+                      intent_.Ensure(op->regions, ensured);
+                    });
                   join->Arrive(0);
                 });
 }
@@ -270,17 +274,15 @@ void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_
 // ---------------------------------------------------------------------------
 // Self-heal (redundant volumes).
 
-namespace {
-
-// One copy's answer to a block read.
-struct CopyRead {
+// One copy's answer to a block read, and to a read of its table page.
+struct ChecksummedVolume::CopyRead {
   uint32_t copy = 0;
   int err = 0;
   bool verified = false;
   std::vector<uint8_t> data;
+  int page_err = 0;
+  std::vector<uint8_t> page;
 };
-
-}  // namespace
 
 // Every current copy is read, not just another one: the first read does not
 // say which copy served it, and each copy that holds a bad block is repaired.
@@ -290,7 +292,7 @@ void ChecksummedVolume::ReadFromCopies(uint64_t block, const BlockRef& ref, uint
   auto reads = std::make_shared<std::vector<CopyRead>>();
   for (uint32_t c = 0; c < set.copy_count(); ++c)
     if (set.role(c) == volume::CopyRole::kCurrent)
-      reads->push_back({c, 0, false, std::vector<uint8_t>(block_size_)});
+      reads->push_back({c, 0, false, std::vector<uint8_t>(block_size_), 0, {}});
   auto join = MakeJoin([this, alive = lifetime_.Watch(), block, ref, dest, reads, keep,
                         done = std::move(done)](int) {
     if (alive.expired()) return;
@@ -300,20 +302,7 @@ void ChecksummedVolume::ReadFromCopies(uint64_t block, const BlockRef& ref, uint
       r.verified = r.err == 0 && Verify(block, ref, r.data.data());
       if (r.verified && good == nullptr) good = &r;
     }
-    if (good == nullptr) {
-      std::string tried;
-      for (const CopyRead& r : *reads) {
-        const uint32_t slot = ref.member * k + r.copy;
-        if (r.err == 0) ++member_checksum_errors_[slot];
-        tried += (tried.empty() ? "" : ", ") + std::string("member ") + std::to_string(slot) + " " +
-                 copies_[slot]->name() + ": " +
-                 (r.err == 0 ? std::string("mismatch") : std::string(std::strerror(r.err)));
-      }
-      ++counters_.checksum_errors;
-      LOG_ERROR("volume %s: checksum mismatch at %s on every copy (%s): returning EIO",
-                name().c_str(), BlockPlace(block, ref).c_str(), tried.c_str());
-      return done(EIO);
-    }
+    if (good == nullptr) return RepairEntry(block, ref, dest, reads, keep, done);
     std::memcpy(dest, good->data.data(), block_size_);
     const uint32_t good_slot = ref.member * k + good->copy;
     bool repairing = false;
@@ -348,6 +337,99 @@ void ChecksummedVolume::ReadFromCopies(uint64_t block, const BlockRef& ref, uint
       part(0);
     };
     data_areas_[ref.member]->Submit(std::move(io));
+  }
+  join->Arrive(0);
+}
+
+void ChecksummedVolume::FailEveryCopy(uint64_t block, const BlockRef& ref,
+                                      const std::vector<CopyRead>& reads, const Done& done) {
+  const uint32_t k = copies_per_set();
+  std::string tried;
+  for (const CopyRead& r : reads) {
+    const uint32_t slot = ref.member * k + r.copy;
+    if (r.err == 0) ++member_checksum_errors_[slot];
+    tried += (tried.empty() ? "" : ", ") + std::string("member ") + std::to_string(slot) + " " +
+             copies_[slot]->name() + ": " +
+             (r.err == 0 ? std::string("mismatch") : std::string(std::strerror(r.err)));
+  }
+  ++counters_.checksum_errors;
+  LOG_ERROR("volume %s: checksum mismatch at %s on every copy (%s): returning EIO", name().c_str(),
+            BlockPlace(block, ref).c_str(), tried.c_str());
+  done(EIO);
+}
+
+void ChecksummedVolume::RepairEntry(uint64_t block, const BlockRef& ref, uint8_t* dest,
+                                    std::shared_ptr<std::vector<CopyRead>> reads,
+                                    std::shared_ptr<Op> keep, Done done) {
+  const TableEntryLocation where = LocateTableEntry(geometries_[ref.member], ref.block);
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), block, ref, dest, reads, keep, where,
+                        done = std::move(done)](int) {
+    if (alive.expired()) return;
+    const auto own_entry = [&where](const CopyRead& r) {
+      return std::span<const uint8_t>(r.page.data() + where.offset_in_page, where.size);
+    };
+    const CopyRead* good = nullptr;
+    for (const CopyRead& r : *reads)
+      if (good == nullptr && r.err == 0 && r.page_err == 0 && !IsZeroEntry(own_entry(r)) &&
+          Verify(block, own_entry(r), r.data.data()))
+        good = &r;
+    if (good == nullptr) return FailEveryCopy(block, ref, *reads, done);
+    const uint32_t k = copies_per_set();
+    const uint32_t good_slot = ref.member * k + good->copy;
+    const std::span<uint8_t> entry = table_.Entry(ref.member, ref.block);
+    std::memcpy(entry.data(), own_entry(*good).data(), entry.size());
+    const PageKey key = table_.KeyOf(ref.member, ref.block);
+    table_.MarkDirty(key);
+    std::memcpy(dest, good->data.data(), block_size_);
+    LOG_WARNING(
+        "volume %s: checksum mismatch at %s on every copy against the cached table entry; member "
+        "%u %s's own entry and data verify: serving them, repairing the other copies",
+        name().c_str(), BlockPlace(block, ref).c_str(), good_slot,
+        copies_[good_slot]->name().c_str());
+    // Copies whose data is good but whose entry was not are repaired by the
+    // page write; the others by rewriting the block (which counts them).
+    std::vector<uint32_t> entry_only;
+    for (const CopyRead& r : *reads) {
+      if (&r == good) continue;
+      const uint32_t slot = ref.member * k + r.copy;
+      const bool data_good = r.err == 0 && Verify(block, entry, r.data.data());
+      const bool entry_good =
+          r.page_err == 0 && std::equal(entry.begin(), entry.end(), own_entry(r).begin());
+      if (!data_good) {
+        ++read_failovers_[slot];
+        Repair(block, ref, r.copy, std::make_shared<std::vector<uint8_t>>(good->data));
+      } else if (!entry_good) {
+        entry_only.push_back(slot);
+      }
+    }
+    ++in_flight_;  // Close() waits for the page write
+    table_.WriteNow(key, [this, alive, block, ref, entry_only](int err) {
+      if (alive.expired()) return;
+      if (err == 0) {
+        for (uint32_t slot : entry_only) {
+          ++repaired_blocks_[slot];
+          LOG_INFO("volume %s: repaired the checksum table entry of %s on member %u %s",
+                   name().c_str(), BlockPlace(block, ref).c_str(), slot,
+                   copies_[slot]->name().c_str());
+        }
+      }
+      Leave();
+    });
+    done(0);
+  });
+  for (CopyRead& r : *reads) {
+    r.page.resize(kMetadataPageSize);
+    auto io = std::make_shared<volume::MemberIo>();
+    io->op = volume::MemberOp::kRead;
+    io->offset = where.page_offset;
+    io->length = kMetadataPageSize;
+    io->data = r.page.data();
+    io->only_copy = static_cast<int32_t>(r.copy);
+    io->done = [&r, part = Part(join)](int err) {  // `reads` outlives the join
+      r.page_err = err;
+      part(0);
+    };
+    members_[ref.member]->Submit(std::move(io));
   }
   join->Arrive(0);
 }

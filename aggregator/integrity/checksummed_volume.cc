@@ -189,6 +189,7 @@ ChecksummedVolume::ChecksummedVolume(asio::io_context& io, Assembly assembly,
   member_checksum_errors_.assign(copies_.size(), 0);
   repaired_blocks_.assign(copies_.size(), 0);
   read_failovers_.assign(copies_.size(), 0);
+  undurable_demotions_.assign(copies_.size(), false);
   if (redundant())
     intent_.TrackMissedWrites(
         [this](uint32_t set) { return sets_[set]->current_copies() < sets_[set]->copy_count(); });
@@ -298,6 +299,13 @@ void ChecksummedVolume::DemoteSlot(uint32_t slot, std::string cause,
   const uint32_t k = copies_per_set();
   if (copies_[slot] != nullptr) copies_[slot]->Abandon("demoted to stale: " + cause);
   sets_[slot / k]->SetRole(slot % k, volume::CopyRole::kOut);
+  // Writes in flight (intent bit set) may have missed the copy: their
+  // regions' missed-write bits are set now, so that every sync of the map
+  // from here on carries them, and written before the update (StartUpdate).
+  std::vector<RegionRef> missed;
+  for (uint64_t r : intent_.SetRegions(slot / k))
+    missed.push_back({slot / k, r});
+  intent_.MarkMissed(missed);
   pending_demotions_.push_back({slot, std::move(cause), std::move(durable)});
   if (updating_) return;
   updating_ = true;
@@ -332,48 +340,93 @@ void ChecksummedVolume::StartUpdate() {
     view.history[0] = view.generation;
     view.generation = NewUuid();
   }
-  if (!demotions.empty()) {
-    // Writes in flight (intent bit set) may have missed the demoted copies:
-    // their regions' missed-write bits are set too. Not waited for: the sync
-    // goes through the sets, whose I/O may itself wait for this update.
-    const uint32_t k = copies_per_set();
-    std::vector<RegionRef> missed;
-    for (const PendingDemotion& d : demotions)
-      for (uint64_t r : intent_.SetRegions(d.slot / k))
-        if (std::find(missed.begin(), missed.end(), RegionRef{d.slot / k, r}) == missed.end())
-          missed.push_back({d.slot / k, r});
-    intent_.EnsureMissed(missed, [this, alive = lifetime_.Watch()](int err) {
-      if (!alive.expired() && err != 0)
-        LOG_ERROR("volume %s: recording the regions a demoted copy missed: %s", name().c_str(),
-                  std::strerror(err));
-    });
+  if (demotions.empty())
+    return WriteUpdate(std::move(view), std::move(demotions), std::move(updates), {});
+  auto shared = std::make_shared<std::vector<PendingDemotion>>(std::move(demotions));
+  WriteMissedPages(*shared, [this, alive = lifetime_.Watch(), view = std::move(view), shared,
+                             updates = std::move(updates)](auto failed) mutable {
+    if (!alive.expired())
+      WriteUpdate(std::move(view), std::move(*shared), std::move(updates), std::move(failed));
+  });
+}
+
+// Written to each copy alone: through the set the writes would wait for the
+// demotion this update is about to make durable.
+void ChecksummedVolume::WriteMissedPages(
+    const std::vector<PendingDemotion>& demotions,
+    std::function<void(std::vector<std::pair<uint32_t, int>> failed)> done) {
+  const uint32_t k = copies_per_set();
+  std::vector<uint32_t> sets;
+  for (const PendingDemotion& d : demotions)
+    if (std::find(sets.begin(), sets.end(), d.slot / k) == sets.end()) sets.push_back(d.slot / k);
+  auto failed = std::make_shared<std::vector<std::pair<uint32_t, int>>>();
+  auto join = MakeJoin([failed, done = std::move(done)](int) { done(std::move(*failed)); });
+  for (uint32_t s : sets) {
+    std::vector<RegionRef> regions;
+    for (uint64_t r = 0; r < geometries_[s].regions(); ++r)
+      if (intent_.IsMissed(s, r)) regions.push_back({s, r});
+    auto pages = std::make_shared<std::vector<WriteIntent::MapPage>>(intent_.MissedPages(regions));
+    if (pages->empty()) continue;
+    for (uint32_t c = 0; c < k; ++c) {
+      if (copies_[s * k + c] == nullptr || sets_[s]->role(c) == volume::CopyRole::kOut) continue;
+      const uint32_t slot = s * k + c;
+      auto record = [failed, slot, part = Part(join)](int err) {
+        if (err != 0) failed->push_back({slot, err});
+        part(0);
+      };
+      auto flush = [this, s, c, record](int err) {
+        if (err != 0 || !members_[s]->capabilities().can_flush) return record(err);
+        auto io = std::make_shared<volume::MemberIo>();
+        io->op = volume::MemberOp::kFlush;
+        io->only_copy = static_cast<int32_t>(c);
+        io->done = record;
+        members_[s]->Submit(std::move(io));
+      };
+      auto writes = MakeJoin(flush);
+      for (WriteIntent::MapPage& page : *pages) {
+        auto io = std::make_shared<volume::MemberIo>();
+        io->op = volume::MemberOp::kWrite;
+        io->offset = page.offset;
+        io->length = page.bytes.size();
+        io->data = page.bytes.data();
+        io->only_copy = static_cast<int32_t>(c);
+        io->done = [pages, part = Part(writes)](int err) { part(err); };
+        members_[s]->Submit(std::move(io));
+      }
+      writes->Arrive(0);
+    }
   }
-  WriteUpdate(std::move(view), std::move(demotions), std::move(updates));
+  join->Arrive(0);
 }
 
 void ChecksummedVolume::WriteUpdate(Superblock view, std::vector<PendingDemotion> demotions,
-                                    std::vector<PendingUpdate> updates) {
+                                    std::vector<PendingUpdate> updates,
+                                    std::vector<std::pair<uint32_t, int>> failed_before) {
   const uint32_t k = copies_per_set();
   std::vector<uint32_t> targets;
+  const auto failed_already = [&failed_before](uint32_t i) {
+    return std::any_of(failed_before.begin(), failed_before.end(),
+                       [i](const auto& f) { return f.first == i; });
+  };
   for (uint32_t i = 0; i < copies_.size(); ++i)
-    if (copies_[i] != nullptr && sets_[i / k]->role(i % k) != volume::CopyRole::kOut)
+    if (copies_[i] != nullptr && sets_[i / k]->role(i % k) != volume::CopyRole::kOut &&
+        !failed_already(i))
       targets.push_back(i);
   auto results = std::make_shared<std::vector<int>>(targets.size(), 0);
-  auto join =
-      MakeJoin([this, alive = lifetime_.Watch(), view, targets, results,
-                demotions = std::move(demotions), updates = std::move(updates)](int) mutable {
-        if (alive.expired()) return;
-        std::vector<uint32_t> written;
-        std::vector<std::pair<uint32_t, int>> failed;
-        for (size_t t = 0; t < targets.size(); ++t) {
-          if ((*results)[t] == 0)
-            written.push_back(targets[t]);
-          else
-            failed.push_back({targets[t], (*results)[t]});
-        }
-        FinishUpdate(view, std::move(written), std::move(failed), std::move(demotions),
-                     std::move(updates));
-      });
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), view, targets, results,
+                        demotions = std::move(demotions), updates = std::move(updates),
+                        failed = std::move(failed_before)](int) mutable {
+    if (alive.expired()) return;
+    std::vector<uint32_t> written;
+    for (size_t t = 0; t < targets.size(); ++t) {
+      if ((*results)[t] == 0)
+        written.push_back(targets[t]);
+      else
+        failed.push_back({targets[t], (*results)[t]});
+    }
+    FinishUpdate(view, std::move(written), std::move(failed), std::move(demotions),
+                 std::move(updates));
+  });
   for (size_t t = 0; t < targets.size(); ++t) {
     const uint32_t i = targets[t];
     auto record = [results, t, part = Part(join)](int err) {
@@ -445,6 +498,14 @@ void ChecksummedVolume::FinishUpdate(const Superblock& view, std::vector<uint32_
                 std::strerror(err));
     }
   }
+  // A successful update carries every stale mark of the view, those of
+  // demotions that failed to become durable before included.
+  if (err == 0) {
+    std::fill(undurable_demotions_.begin(), undurable_demotions_.end(), false);
+  } else {
+    for (const PendingDemotion& d : demotions)
+      undurable_demotions_[d.slot] = true;
+  }
   auto finish = [demotions = std::move(demotions), updates = std::move(updates)](int e) mutable {
     for (PendingDemotion& d : demotions)
       if (d.durable) d.durable(e);
@@ -468,11 +529,44 @@ void ChecksummedVolume::FinishUpdate(const Superblock& view, std::vector<uint32_
   }
 }
 
+void ChecksummedVolume::AwaitDurableDemotions(const std::vector<BlockRef>& refs, Done done) {
+  if (!redundant()) return done(0);
+  const uint32_t k = copies_per_set();
+  std::vector<uint32_t> waiting;  // slots of the op's sets whose demotion is not durable
+  for (const BlockRef& ref : refs)
+    for (uint32_t c = 0; c < k; ++c)
+      if (undurable_demotions_[ref.member * k + c] &&
+          std::find(waiting.begin(), waiting.end(), ref.member * k + c) == waiting.end())
+        waiting.push_back(ref.member * k + c);
+  if (waiting.empty()) return done(0);
+  QueueUpdate(
+      std::nullopt, [this, alive = lifetime_.Watch(), waiting, done = std::move(done)](int err) {
+        if (alive.expired()) return;
+        if (err == 0) return done(0);
+        for (uint32_t slot : waiting)
+          LOG_ERROR("volume %s: member %u is still not recorded stale (%s): writes to set %u fail",
+                    name().c_str(), slot, std::strerror(err), slot / copies_per_set());
+        done(EIO);
+      });
+}
+
 void ChecksummedVolume::Open(Done done) {
   unclean_at_open_ =
       std::any_of(superblocks_.begin(), superblocks_.end(),
                   [](const Superblock& sb) { return sb.state == VolumeState::kDirty; });
-  intent_.Load([this, done = std::move(done)](int err) mutable {
+  // A redundant volume's bits are read from every current copy: a crash can
+  // leave a bit on one copy only.
+  std::function<std::vector<int32_t>(uint32_t)> copies = [](uint32_t) {
+    return std::vector<int32_t>{-1};
+  };
+  if (redundant())
+    copies = [this](uint32_t set) {
+      std::vector<int32_t> current;
+      for (uint32_t c : CurrentCopies(set))
+        current.push_back(static_cast<int32_t>(c));
+      return current;
+    };
+  intent_.Load(std::move(copies), [this, done = std::move(done)](int err) mutable {
     if (err != 0) {
       LOG_ERROR("volume %s: reading the write-intent bitmaps: %s", name().c_str(),
                 std::strerror(err));
@@ -495,8 +589,17 @@ void ChecksummedVolume::Open(Done done) {
   });
 }
 
+std::vector<uint32_t> ChecksummedVolume::CurrentCopies(uint32_t set) const {
+  std::vector<uint32_t> current;
+  for (uint32_t c = 0; c < sets_[set]->copy_count(); ++c)
+    if (sets_[set]->copy(c) != nullptr && sets_[set]->role(c) == volume::CopyRole::kCurrent)
+      current.push_back(c);
+  return current;
+}
+
 // Recomputes the entries of the regions whose write-intent bit is set: after
-// a crash, those whose table may disagree with their data.
+// a crash, those whose table may disagree with their data. The copies of a
+// set are reconciled first (recompute.h).
 void ChecksummedVolume::RecoverDirtyRegions(Done done) {
   RecomputeInputs inputs{
       .volume = name(),
@@ -507,7 +610,21 @@ void ChecksummedVolume::RecoverDirtyRegions(Done done) {
       .checksum = [this](uint64_t block, const uint8_t* data) { return ChecksumOf(block, data); },
       .counters = &counters_,
       .owner = lifetime_.Watch(),
+      .copies = std::nullopt,
   };
+  if (redundant())
+    inputs.copies = RecomputeCopies{
+        .current = [this](uint32_t set) { return CurrentCopies(set); },
+        .targets = members_,
+        .geometries = geometries_,
+        .region_size = view_.geometry.params.region_size,
+        .describe =
+            [this](uint32_t set, uint32_t copy) {
+              const uint32_t slot = set * copies_per_set() + copy;
+              return "member " + std::to_string(slot) + " " + copies_[slot]->name();
+            },
+        .mismatches = &counters_.resync_mismatches,
+    };
   std::vector<std::vector<uint64_t>> dirty;
   uint64_t total_regions = 0;
   for (uint32_t m = 0; m < members_.size(); ++m) {
@@ -592,6 +709,8 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
                       "Blocks rewritten from another copy after a checksum mismatch"});
   counters.push_back({"read_failovers", failovers, true,
                       "Reads served by another copy after an error or a checksum mismatch"});
+  counters.push_back({"resync_mismatches", counters_.resync_mismatches, true,
+                      "Blocks whose copies differed in regions reconciled after an unclean stop"});
   return counters;
 }
 

@@ -136,6 +136,7 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
     uint64_t block;   // data block of the target
   };
   struct Op;
+  struct CopyRead;
   struct ReadOp;
   struct WriteOp;
   // What Create and CreateRedundant hand the constructor.
@@ -172,8 +173,16 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   // state change and demotion queued since the last.
   void QueueUpdate(std::optional<VolumeState> state, Done done);
   void StartUpdate();
+  // Before an update that demotes copies: the missed-write pages of the
+  // demoted copies' sets (DemoteSlot marked them) written and flushed to each
+  // remaining copy of those sets alone, so that they are durable before the
+  // superblocks say the copy is stale. A copy that fails them is left out of
+  // the update, as if its superblock write had failed.
+  void WriteMissedPages(const std::vector<PendingDemotion>& demotions,
+                        std::function<void(std::vector<std::pair<uint32_t, int>> failed)> done);
   void WriteUpdate(Superblock view, std::vector<PendingDemotion> demotions,
-                   std::vector<PendingUpdate> updates);
+                   std::vector<PendingUpdate> updates,
+                   std::vector<std::pair<uint32_t, int>> failed_before);
   void FinishUpdate(const Superblock& view, std::vector<uint32_t> written,
                     std::vector<std::pair<uint32_t, int>> failed,
                     std::vector<PendingDemotion> demotions, std::vector<PendingUpdate> updates);
@@ -183,6 +192,13 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   void Demote(uint32_t set, uint32_t copy, std::string cause,
               std::function<void(int err)> durable) override;
   void DemoteSlot(uint32_t slot, std::string cause, std::function<void(int err)> durable);
+  // The current copies of set `set` that have a target, ascending.
+  std::vector<uint32_t> CurrentCopies(uint32_t set) const;
+  // Writes to sets with a demotion that could not be made durable wait for a
+  // new superblock update: 0 once it is durable, EIO while it is not (the
+  // superblocks may still call the demoted copy current, so nothing may be
+  // written to its set without it).
+  void AwaitDurableDemotions(const std::vector<BlockRef>& refs, Done done);
   // Whether `slot` is the last current copy of its set.
   bool LastCurrent(uint32_t slot) const;
   bool redundant() const { return !sets_.empty(); }
@@ -226,6 +242,16 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   // others; EIO naming every copy when none verifies.
   void ReadFromCopies(uint64_t block, const BlockRef& ref, uint8_t* dest, std::shared_ptr<Op> keep,
                       Done done);
+  // No copy's data verifies against the cached entry: the entry may be the
+  // bad part. Reads the table page holding it from each copy (only_copy); a
+  // copy whose own (data, entry) pair verifies is served, its entry replaces
+  // the cached one and the other copies are repaired (data and table page).
+  // EIO naming every copy when no pair verifies.
+  void RepairEntry(uint64_t block, const BlockRef& ref, uint8_t* dest,
+                   std::shared_ptr<std::vector<CopyRead>> reads, std::shared_ptr<Op> keep,
+                   Done done);
+  void FailEveryCopy(uint64_t block, const BlockRef& ref, const std::vector<CopyRead>& reads,
+                     const Done& done);
   // Rewrites copy `copy` of the set holding `ref` with `good` (which verifies
   // against the entry `digest`) under the block's exclusive lock, then
   // re-reads and verifies it.
@@ -274,6 +300,8 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   bool updating_ = false;
   std::vector<PendingDemotion> pending_demotions_;
   std::vector<PendingUpdate> pending_updates_;
+  // By slot: demoted, but no superblock update recording it has succeeded.
+  std::vector<bool> undurable_demotions_;
   Lifetime lifetime_;  // last: expires first
 };
 

@@ -21,6 +21,7 @@ struct IntegrityCounters {
   uint64_t rmw_blocks = 0;         // partial blocks read to be merged with a write
   uint64_t recomputed_regions = 0;
   uint64_t recomputed_bytes = 0;
+  uint64_t resync_mismatches = 0;  // mirror, raid10: blocks whose copies differed at recovery
 };
 
 // The volume hands its numbers out as volume::NamedCounter (device_state.h).

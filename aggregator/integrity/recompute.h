@@ -4,6 +4,14 @@
 // becomes unwritten (entry zero); every other block gets the checksum of what
 // it holds. Regions whose bit is clear are neither read nor changed.
 //
+// Mirror and raid10 (docs/redundancy.md, "Crash reconciliation"): when the
+// inputs name the copies of each set, a dirty slice is read from every current
+// copy (only_copy). Copies that agree are recomputed as above. Where they
+// differ, block by block, the first copy whose data matches its own durable
+// table entry (read from that copy's table page) wins, else the lowest current
+// copy; the winner's block is written to the copies that differ and the entry
+// recomputed from it. Each region with differences is logged in one line.
+//
 // Recovery works only on what it is given: the members' data areas, the
 // layout over them (which volume block a data-area block is), the table
 // cache, a checksum function and the counters to fill in. It knows nothing of
@@ -22,6 +30,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +46,19 @@ namespace dst::integrity {
 // The table entry of volume block `volume_block` holding `data` (one block).
 using BlockChecksumFn = std::function<Digest(uint64_t volume_block, const uint8_t* data)>;
 
+// The copies of each set (a data area's target), for a mirror or raid10.
+struct RecomputeCopies {
+  // The current copies of set m, ascending (only_copy values). One copy: the
+  // slice is recomputed as for a plain member.
+  std::function<std::vector<uint32_t>(uint32_t member)> current;
+  std::vector<volume::MemberTarget*> targets;  // each set whole (its table pages), by member index
+  std::vector<MemberGeometry> geometries;      // each set's areas, by member index
+  uint64_t region_size = 0;
+  // "member 1 nbd://host/e" for copy c of set m: for log lines.
+  std::function<std::string(uint32_t member, uint32_t copy)> describe;
+  uint64_t* mismatches = nullptr;  // blocks whose copies differed, counted up
+};
+
 struct RecomputeInputs {
   std::string volume;                             // names the volume in log lines
   std::vector<volume::MemberTarget*> data_areas;  // each member's data area, by member index
@@ -46,6 +68,7 @@ struct RecomputeInputs {
   BlockChecksumFn checksum;
   IntegrityCounters* counters = nullptr;  // recomputed_regions and recomputed_bytes are set
   LifetimeWatch owner;                    // of everything above
+  std::optional<RecomputeCopies> copies;  // mirror and raid10 only
 };
 
 // [offset, offset + length) of member `member`'s data area.

@@ -74,7 +74,8 @@ class Rig {
                        .block_size = kBlock,
                        .checksum = Fake,
                        .counters = &counters,
-                       .owner = owner.Watch()};
+                       .owner = owner.Watch(),
+                       .copies = std::nullopt};
     for (const auto& d : data_areas)
       in.data_areas.push_back(d.get());
     return in;

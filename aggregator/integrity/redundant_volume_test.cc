@@ -237,6 +237,32 @@ class Harness {
     return n;
   }
 
+  // A crash: the volume is dropped without Close(), its superblocks dirty and its bits set.
+  void Crash() {
+    vol.reset();
+    io.restart();
+    io.poll();
+  }
+
+  // The write-intent bit of the region holding member byte `at` (a data-area byte) on member m.
+  void SetIntentBit(uint32_t m, uint64_t at, bool set) {
+    const BitmapBit bit = LocateBitmapBit(geometry, at - geometry.data.offset);
+    uint8_t& byte = members[m]->bytes[bit.member_offset];
+    byte = set ? (byte | bit.mask) : (byte & static_cast<uint8_t>(~bit.mask));
+  }
+  bool IntentBit(uint32_t m, uint64_t at) const {
+    const BitmapBit bit = LocateBitmapBit(geometry, at - geometry.data.offset);
+    return (members[m]->bytes[bit.member_offset] & bit.mask) != 0;
+  }
+
+  // The block at member byte `at` on member m.
+  std::vector<uint8_t> BlockOn(uint32_t m, uint64_t at) const {
+    return {members[m]->bytes.begin() + at, members[m]->bytes.begin() + at + 4096};
+  }
+  void PutBlock(uint32_t m, uint64_t at, const std::vector<uint8_t>& block) {
+    std::copy(block.begin(), block.end(), members[m]->bytes.begin() + at);
+  }
+
   const volume::SlotState& Slot(uint32_t i) const {
     state = vol->State();
     REQUIRE(state.redundancy.has_value());
@@ -455,6 +481,58 @@ TEST_CASE("mirror: the last current copy failing a write gives the client EIO") 
   CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"U_"});
 }
 
+TEST_CASE("mirror: while a demotion is not durable, writes to the set fail and reads work") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(8 * KiB, 70)) == 0);
+  // Copy 1 fails its writes, and the update recording it stale cannot reach copy 0.
+  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  h.members[0]->faults.push_back({MemberOp::kWrite, 0, kSlotCount * kSlotSize});
+  CHECK(h.Write(16 * KiB, Pattern(8 * KiB, 71)) == EIO);
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kActive);  // what a restart would see
+  // Nothing more reaches the data of the set: the superblocks still call copy 1 current.
+  const size_t since = h.members[0]->log.size();
+  CHECK(h.Write(32 * KiB, Pattern(8 * KiB, 72)) == EIO);
+  CHECK(h.members[0]->Count(MemberOp::kWrite, h.geometry.data, since) == 0);
+  CHECK(h.members[0]->Count(MemberOp::kWrite, {0, kSlotCount * kSlotSize}, since) == 1);  // retried
+  CHECK(h.Matches(0, 8 * KiB));
+  // Once the superblock can be written, the next write records the demotion and goes on.
+  h.members[0]->faults.clear();
+  CHECK(h.Write(48 * KiB, Pattern(8 * KiB, 73)) == 0);
+  const Superblock sb = h.OnDisk(0);
+  CHECK(sb.member_states[1] == MemberState::kStale);
+  CHECK(sb.state == VolumeState::kDirty);
+  CHECK(h.Matches(0, 8 * KiB));
+  CHECK(h.Matches(48 * KiB, 8 * KiB));
+  REQUIRE(h.Close() == 0);
+  CHECK(h.OnDisk(0).state == VolumeState::kClean);
+}
+
+TEST_CASE("mirror: a demotion's missed-write bits are on the remaining copy before its record") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  const size_t since = h.members[0]->log.size();
+  CHECK(h.Write(5 * 64 * KiB, Pattern(8 * KiB, 74)) == 0);  // region 5: demotes copy 1
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kStale);
+  CHECK(h.MissedOnMember(0, 5));
+  // On copy 0: the map page with region 5's bit written, then a flush, then the superblock.
+  const auto superblocks = h.members[0]->Ops(MemberOp::kWrite, {0, kSlotCount * kSlotSize}, since);
+  REQUIRE(superblocks.size() == 1);
+  uint64_t map_written = 0;
+  for (const auto& w : h.members[0]->Ops(MemberOp::kWrite, h.geometry.missed_writes, since))
+    if (!w.written.empty() && (w.written[0] & 0x20) != 0 && map_written == 0)
+      map_written = w.completed;
+  REQUIRE(map_written != 0);
+  CHECK(map_written < superblocks[0].submitted);
+  bool flushed_between = false;
+  for (const auto& f : h.members[0]->Ops(MemberOp::kFlush, {}, since))
+    flushed_between =
+        flushed_between || (f.submitted > map_written && f.completed < superblocks[0].submitted);
+  CHECK(flushed_between);
+  CHECK(h.Matches(5 * 64 * KiB, 8 * KiB));
+}
+
 // ---------------------------------------------------------------------------
 // Self-heal.
 
@@ -605,6 +683,210 @@ TEST_CASE("raid10: after a demotion, writes to that set set missed-write bits th
   CHECK(h.MissedBitsOnMember(2) == 0);  // set 1 is whole
   CHECK(h.MissedBitsOnMember(3) == 0);
   CHECK(h.Matches(0, 256 * KiB));
+}
+
+// ---------------------------------------------------------------------------
+// Table-entry repair.
+
+TEST_CASE("mirror: a bad table entry on one copy is repaired from the other copy's table page") {
+  // The table cache loads a page from the copy the set reads: corrupting each copy in turn
+  // covers the cache holding the bad entry (repaired on the read) and the good one.
+  bool cache_held_bad = false;
+  bool cache_held_good = false;
+  for (uint32_t corrupt : {0u, 1u}) {
+    CAPTURE(corrupt);
+    Harness h;
+    REQUIRE(h.Open() == 0);
+    const uint64_t offset = 40 * KiB;
+    CHECK(h.Write(0, Pattern(64 * KiB, 60)) == 0);
+    REQUIRE(h.Close() == 0);
+    h.vol.reset();
+    REQUIRE(h.Open() == 0);
+    const auto [set, at] = h.Locate(offset);
+    const TableEntryLocation entry =
+        LocateTableEntry(h.geometry, (at - h.geometry.data.offset) / 4096);
+    h.members[corrupt]->bytes[entry.member_offset + 1] ^= 0x20;
+    const size_t since = h.members[corrupt]->log.size();
+    CHECK(h.Matches(offset, 4096));
+    const bool bad_cached = h.members[corrupt]->Count(MemberOp::kRead, h.geometry.table, since) > 0;
+    if (bad_cached) {
+      cache_held_bad = true;
+      CHECK(h.Slot(corrupt).repaired_blocks == 1);
+      CHECK(h.Slot(1 - corrupt).repaired_blocks == 0);
+      CHECK(h.Counter("repaired_blocks") == 1);
+      CHECK(h.vol->counters().checksum_errors == 0);
+      // The table page on the bad copy holds the good entry again, before any stop.
+      CHECK(std::equal(h.members[0]->bytes.begin() + entry.page_offset,
+                       h.members[0]->bytes.begin() + entry.page_offset + 4096,
+                       h.members[1]->bytes.begin() + entry.page_offset));
+    } else {
+      // The cache holds the good entry: reads never look at the bad one. It is overwritten when
+      // the page is next written back whole (here by a write to a neighbouring block).
+      cache_held_good = true;
+      CHECK(h.Counter("repaired_blocks") == 0);
+      CHECK(h.Write(offset + 4096, Pattern(4096, 61)) == 0);
+    }
+    CHECK(h.Matches(0, 64 * KiB));
+    REQUIRE(h.Close() == 0);
+    CHECK(h.SameAfterSuperblocks(0, 1));  // data and table, byte for byte
+  }
+  CHECK(cache_held_bad);
+  CHECK(cache_held_good);
+}
+
+TEST_CASE("mirror: a copy with a bad entry and bad data is repaired from the other's pair") {
+  // Interesting when the cache read the bad copy's page: neither copy's data verifies against the
+  // cached entry. Corrupting each copy in turn makes that happen once.
+  bool cache_held_bad = false;
+  for (uint32_t corrupt : {0u, 1u}) {
+    CAPTURE(corrupt);
+    Harness h;
+    REQUIRE(h.Open() == 0);
+    CHECK(h.Write(0, Pattern(64 * KiB, 62)) == 0);
+    REQUIRE(h.Close() == 0);
+    h.vol.reset();
+    REQUIRE(h.Open() == 0);
+    const uint64_t offset = 12 * KiB;
+    const auto [set, at] = h.Locate(offset);
+    const TableEntryLocation entry =
+        LocateTableEntry(h.geometry, (at - h.geometry.data.offset) / 4096);
+    h.members[corrupt]->bytes[entry.member_offset] ^= 0x01;
+    h.members[corrupt]->bytes[at + 99] ^= 0x01;
+    const size_t since = h.members[corrupt]->log.size();
+    CHECK(h.Matches(offset, 4096));
+    const bool bad_cached = h.members[corrupt]->Count(MemberOp::kRead, h.geometry.table, since) > 0;
+    if (bad_cached) {
+      cache_held_bad = true;
+      CHECK(h.Slot(corrupt).repaired_blocks == 1);  // counted once for data and entry
+      CHECK(h.Slot(corrupt).read_failovers == 1);
+      CHECK(h.Slot(1 - corrupt).repaired_blocks == 0);
+    }
+    CHECK(h.Matches(0, 64 * KiB));
+    CHECK(h.Write(offset + 4096, Pattern(4096, 64)) == 0);  // the page is written back whole
+    REQUIRE(h.Close() == 0);
+    // With the good entry cached, the bad data is repaired only when a read lands on it.
+    if (bad_cached) CHECK(h.SameAfterSuperblocks(0, 1));
+  }
+  CHECK(cache_held_bad);
+}
+
+TEST_CASE("mirror: a block whose entry is bad on both copies is EIO, that block only") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(64 * KiB, 63)) == 0);
+  REQUIRE(h.Close() == 0);
+  h.vol.reset();
+  REQUIRE(h.Open() == 0);
+  const uint64_t offset = 28 * KiB;
+  const auto [set, at] = h.Locate(offset);
+  const TableEntryLocation entry =
+      LocateTableEntry(h.geometry, (at - h.geometry.data.offset) / 4096);
+  h.members[0]->bytes[entry.member_offset] ^= 0x01;
+  h.members[1]->bytes[entry.member_offset + 2] ^= 0x08;
+  CHECK(h.Read(offset, 4096).err == EIO);
+  CHECK(h.vol->counters().checksum_errors == 1);
+  CHECK(h.Counter("repaired_blocks") == 0);
+  CHECK(h.Matches(0, offset));
+  CHECK(h.Matches(offset + 4096, 64 * KiB - offset - 4096));
+  CHECK(h.Read(offset, 4096).err == EIO);  // still: nothing was rewritten
+}
+
+// ---------------------------------------------------------------------------
+// Crash reconciliation across copies.
+
+TEST_CASE("mirror: after a crash, the copy whose data matches its durable entry wins") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  const uint64_t offset = 2 * 64 * KiB + 8 * KiB;  // region 2
+  const std::vector<uint8_t> old_block = Pattern(4096, 30);
+  CHECK(h.Write(offset, old_block) == 0);
+  REQUIRE(h.Close() == 0);  // the table on both copies holds old_block's entry
+  h.vol.reset();
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(offset, Pattern(4096, 31)) == 0);  // its entry stays in the cache
+  h.Crash();
+  // The new write reached copy 0 only: copy 1 still holds the old block, which its entry
+  // matches, so copy 1 wins although it is not the lowest slot.
+  const auto [set, at] = h.Locate(offset);
+  h.PutBlock(1, at, old_block);
+  REQUIRE(h.BlockOn(0, at) != old_block);
+  const size_t since = h.members[0]->log.size();
+  REQUIRE(h.Open() == 0);
+  CHECK(h.BlockOn(0, at) == old_block);
+  CHECK(h.BlockOn(1, at) == old_block);
+  CHECK(h.members[0]->Count(MemberOp::kWrite, h.geometry.data, since) == 1);  // that block only
+  CHECK(h.Counter("resync_mismatches") == 1);
+  std::copy(old_block.begin(), old_block.end(), h.model.begin() + offset);
+  CHECK(h.Matches(0, 256 * KiB));
+  REQUIRE(h.Close() == 0);
+  CHECK(h.SameAfterSuperblocks(0, 1));
+}
+
+TEST_CASE("mirror: after a crash, copies that differ end equal; the lowest current copy wins") {
+  // The intent bit on both copies, then on one copy only (each way): every copy's bitmap counts.
+  for (int bits_on : {-1, 0, 1}) {
+    CAPTURE(bits_on);
+    Harness h;
+    REQUIRE(h.Open() == 0);
+    const uint64_t clean_offset = 10 * 64 * KiB;  // region 10: written, then stopped clean
+    CHECK(h.Write(clean_offset, Pattern(8 * KiB, 40)) == 0);
+    REQUIRE(h.Close() == 0);
+    h.vol.reset();
+    REQUIRE(h.Open() == 0);
+    const uint64_t offset = 3 * 64 * KiB;  // region 3: written just before the crash
+    CHECK(h.Write(offset, Pattern(16 * KiB, 41)) == 0);
+    h.Crash();
+    const auto [set, at] = h.Locate(offset + 4 * KiB);
+    const auto [clean_set, clean_at] = h.Locate(clean_offset);
+    REQUIRE(h.IntentBit(0, at));
+    REQUIRE(h.IntentBit(1, at));
+    if (bits_on >= 0) h.SetIntentBit(1 - bits_on, at, false);
+    // The second block of the write reached copy 1 differently (no table entry matches either:
+    // the table was never written back), and region 10 of copy 1 rotted while clean.
+    h.PutBlock(1, at, Pattern(4096, 42));
+    h.members[1]->bytes[clean_at + 5] ^= 0x44;
+    std::vector<size_t> since{h.members[0]->log.size(), h.members[1]->log.size()};
+    REQUIRE(h.Open() == 0);
+    CHECK(h.BlockOn(1, at) == h.BlockOn(0, at));
+    CHECK(h.Counter("resync_mismatches") == 1);
+    CHECK(h.members[0]->Count(MemberOp::kWrite, h.geometry.data, since[0]) == 0);  // copy 0 won
+    CHECK(h.members[1]->Count(MemberOp::kWrite, h.geometry.data, since[1]) == 1);
+    // The clean region was neither read nor written.
+    for (uint32_t m : {0u, 1u})
+      CHECK(h.members[m]->Count(MemberOp::kRead, {clean_at, 64 * KiB}, since[m]) == 0);
+    CHECK(h.members[1]->bytes[clean_at + 5] != h.members[0]->bytes[clean_at + 5]);
+    h.model.assign(h.model.size(), 0);
+    const std::vector<uint8_t> clean = Pattern(8 * KiB, 40);
+    std::copy(clean.begin(), clean.end(), h.model.begin() + clean_offset);
+    const std::vector<uint8_t> dirty = Pattern(16 * KiB, 41);
+    std::copy(dirty.begin(), dirty.end(), h.model.begin() + offset);
+    CHECK(h.Matches(offset, 16 * KiB));
+    REQUIRE(h.Close() == 0);
+    // Both bitmaps were written whole again: no bit is left set on either copy.
+    CHECK_FALSE(h.IntentBit(0, at));
+    CHECK_FALSE(h.IntentBit(1, at));
+  }
+}
+
+TEST_CASE("raid10: after a crash, each set's copies are reconciled") {
+  Harness h(Raid10());
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(64 * KiB, 50)) == 0);  // both sets
+  h.Crash();
+  const auto [set0, at0] = h.Locate(0);
+  const auto [set1, at1] = h.Locate(8 * KiB);
+  REQUIRE(set0 == 0);
+  REQUIRE(set1 == 1);
+  h.PutBlock(1, at0, Pattern(4096, 51));
+  h.PutBlock(3, at1, Pattern(4096, 52));
+  h.PutBlock(2, at1 + 4096, Pattern(4096, 53));
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Counter("resync_mismatches") == 3);
+  CHECK(h.Matches(0, 4096));  // the lowest copy's data: what was written
+  CHECK(h.Matches(8 * KiB, 4096));
+  REQUIRE(h.Close() == 0);
+  CHECK(h.SameAfterSuperblocks(0, 1));
+  CHECK(h.SameAfterSuperblocks(2, 3));
 }
 
 }  // namespace

@@ -70,6 +70,9 @@ class TableCache {
   // Records that entries of a pinned page changed.
   void MarkDirty(const PageKey& key);
 
+  // Writes page `key` now if it is dirty (after a write of it already in
+  // flight); `done` once the content it has now is on the member.
+  void WriteNow(const PageKey& key, Done done) { WritePage(key, std::move(done)); }
   // Writes every page that is dirty when called; `done` when all of them are
   // written (not flushed), with the first error.
   void WriteBack(Done done);

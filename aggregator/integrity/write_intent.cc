@@ -29,30 +29,38 @@ WriteIntent::WriteIntent(std::vector<volume::MemberTarget*> members,
 }
 
 void WriteIntent::Load(Done done) {
-  auto join = MakeJoin([this, alive = lifetime_.Watch(), done = std::move(done)](int err) {
-    if (alive.expired()) return;
-    if (err == 0) {
-      for (size_t m = 0; m < bitmaps_.size(); ++m) {
-        // Bits past the last region mean nothing; a stray one (a bit flip on
-        // disk) must not keep the volume from ever stopping clean.
-        MemberBitmap& b = bitmaps_[m];
-        const uint64_t regions = geometries_[m].regions();
-        for (uint64_t bit = regions; bit < b.wanted.size() * 8; ++bit)
-          b.wanted[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
-        for (uint64_t bit = regions; bit < b.missed.size() * 8; ++bit)
-          b.missed[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
-        b.durable = b.wanted;
-        b.missed_durable = b.missed;
-      }
+  Load([](uint32_t) { return std::vector<int32_t>{-1}; }, std::move(done));
+}
+
+void WriteIntent::Load(std::function<std::vector<int32_t>(uint32_t member)> copies, Done done) {
+  // Per member, per copy read: the bitmap, then the missed-write map.
+  struct Read {
+    uint32_t member;
+    std::vector<uint8_t> bitmap;
+    std::vector<uint8_t> missed;
+  };
+  auto reads = std::make_shared<std::vector<Read>>();
+  std::vector<int32_t> copy_of;
+  for (uint32_t m = 0; m < members_.size(); ++m) {
+    for (int32_t c : copies(m)) {
+      reads->push_back({m, std::vector<uint8_t>(geometries_[m].bitmap.size),
+                        std::vector<uint8_t>(geometries_[m].missed_writes.size)});
+      copy_of.push_back(c);
     }
+  }
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), reads, done = std::move(done)](int err) {
+    if (alive.expired()) return;
+    if (err == 0) Merge(*reads);
     done(err);
   });
-  for (size_t m = 0; m < members_.size(); ++m) {
+  for (size_t i = 0; i < reads->size(); ++i) {
+    Read& read = (*reads)[i];
+    const uint32_t m = read.member;
     const uint64_t piece = std::min<uint64_t>(kLoadPiece, members_[m]->capabilities().max_request);
     // The missed-write map too: pages are written whole, so its bits must be known.
     const std::pair<const Area*, uint8_t*> areas[] = {
-        {&geometries_[m].bitmap, bitmaps_[m].wanted.data()},
-        {&geometries_[m].missed_writes, bitmaps_[m].missed.data()}};
+        {&geometries_[m].bitmap, read.bitmap.data()},
+        {&geometries_[m].missed_writes, read.missed.data()}};
     for (const auto& [area, into] : areas) {
       for (uint64_t at = 0; at < area->size; at += piece) {
         auto io = std::make_shared<volume::MemberIo>();
@@ -60,12 +68,51 @@ void WriteIntent::Load(Done done) {
         io->offset = area->offset + at;
         io->length = std::min(piece, area->size - at);
         io->data = into + at;
-        io->done = Part(join);  // `this` is checked for life in the join's done
+        io->only_copy = copy_of[i];
+        io->done = Part(join);  // the join's done holds `reads` alive
         members_[m]->Submit(std::move(io));
       }
     }
   }
   join->Arrive(0);
+}
+
+// Every bit set on any copy is set; a bit not on every copy is not durable.
+template <typename Reads>
+void WriteIntent::Merge(const Reads& reads) {
+  for (uint32_t m = 0; m < bitmaps_.size(); ++m) {
+    MemberBitmap& b = bitmaps_[m];
+    std::fill(b.wanted.begin(), b.wanted.end(), 0);
+    std::fill(b.missed.begin(), b.missed.end(), 0);
+    std::fill(b.durable.begin(), b.durable.end(), 0xff);
+    std::fill(b.missed_durable.begin(), b.missed_durable.end(), 0xff);
+    for (const auto& read : reads) {
+      if (read.member != m) continue;
+      for (size_t j = 0; j < b.wanted.size(); ++j) {
+        b.wanted[j] |= read.bitmap[j];
+        b.durable[j] &= read.bitmap[j];
+      }
+      for (size_t j = 0; j < b.missed.size(); ++j) {
+        b.missed[j] |= read.missed[j];
+        b.missed_durable[j] &= read.missed[j];
+      }
+    }
+    // Bits past the last region mean nothing; a stray one (a bit flip on
+    // disk) must not keep the volume from ever stopping clean.
+    const uint64_t regions = geometries_[m].regions();
+    for (uint64_t bit = regions; bit < b.wanted.size() * 8; ++bit)
+      b.wanted[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
+    for (uint64_t bit = regions; bit < b.missed.size() * 8; ++bit)
+      b.missed[bit / 8] &= static_cast<uint8_t>(~(1u << (bit % 8)));
+    for (size_t j = 0; j < b.wanted.size(); ++j) {
+      b.durable[j] &= b.wanted[j];
+      if (b.durable[j] != b.wanted[j]) b.changed_pages.insert(j / kMetadataPageSize);
+    }
+    for (size_t j = 0; j < b.missed.size(); ++j) {
+      b.missed_durable[j] &= b.missed[j];
+      if (b.missed_durable[j] != b.missed[j]) b.missed_changed_pages.insert(j / kMetadataPageSize);
+    }
+  }
 }
 
 bool WriteIntent::IsSet(uint32_t member, uint64_t region) const {
@@ -153,6 +200,35 @@ void WriteIntent::EnsureBits(const std::vector<RegionRef>& regions, bool intent,
   waiters_.push_back(std::move(waiter));
   for (uint32_t m : members)
     StartSync(m);
+}
+
+std::vector<WriteIntent::MapPage> WriteIntent::MarkMissed(const std::vector<RegionRef>& regions) {
+  for (const RegionRef& r : regions) {
+    MemberBitmap& b = bitmaps_[r.member];
+    if (b.missed.empty()) continue;
+    const uint8_t mask = static_cast<uint8_t>(1u << (r.region % 8));
+    if (b.missed[r.region / 8] & mask) continue;
+    b.missed[r.region / 8] |= mask;
+    b.missed_changed_pages.insert(r.region / 8 / kMetadataPageSize);
+  }
+  return MissedPages(regions);
+}
+
+std::vector<WriteIntent::MapPage> WriteIntent::MissedPages(
+    const std::vector<RegionRef>& regions) const {
+  std::vector<MapPage> pages;
+  for (const RegionRef& r : regions) {
+    const MemberBitmap& b = bitmaps_[r.member];
+    if (b.missed.empty()) continue;
+    const uint64_t page = r.region / 8 / kMetadataPageSize;
+    const uint64_t offset = geometries_[r.member].missed_writes.offset + page * kMetadataPageSize;
+    if (std::any_of(pages.begin(), pages.end(),
+                    [&](const MapPage& p) { return p.member == r.member && p.offset == offset; }))
+      continue;
+    const auto first = b.missed.begin() + static_cast<ptrdiff_t>(page * kMetadataPageSize);
+    pages.push_back({r.member, offset, std::vector<uint8_t>(first, first + kMetadataPageSize)});
+  }
+  return pages;
 }
 
 void WriteIntent::Clear(uint32_t member, uint64_t region) {

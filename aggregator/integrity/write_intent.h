@@ -55,6 +55,12 @@ class WriteIntent {
 
   // Reads every member's bitmap; bits found set count as durably set.
   void Load(Done done);
+  // Mirror and raid10: reads the bitmap and the missed-write map of each of
+  // `copies(m)` of every target m (only_copy reads) and takes every bit set on
+  // any of them: after a crash a bit may have reached one copy only. A bit
+  // that is set on some copies and not on others counts as set but not
+  // durable, so the next sync writes it to every copy.
+  void Load(std::function<std::vector<int32_t>(uint32_t member)> copies, Done done);
 
   bool IsSet(uint32_t member, uint64_t region) const;
   // Regions of `member` whose bit is set, ascending.
@@ -67,6 +73,17 @@ class WriteIntent {
   // none ever is (linear and stripe volumes).
   void TrackMissedWrites(std::function<bool(uint32_t member)> degraded);
   void EnsureMissed(const std::vector<RegionRef>& regions, Done done);
+  // Sets the missed-write bits of `regions` in memory only and leaves their
+  // pages for the next sync; returns the pages of the map that hold them, as
+  // {member offset, bytes}, for a caller that writes them itself (to chosen
+  // copies, without waiting for the sync of the target).
+  struct MapPage {
+    uint32_t member;
+    uint64_t offset;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<MapPage> MarkMissed(const std::vector<RegionRef>& regions);
+  std::vector<MapPage> MissedPages(const std::vector<RegionRef>& regions) const;
   bool IsMissed(uint32_t member, uint64_t region) const;
   size_t missed_count() const;
   void Clear(uint32_t member, uint64_t region);
@@ -103,6 +120,9 @@ class WriteIntent {
   void StartSync(uint32_t member);
   void FinishSync(uint32_t member, const std::vector<SyncPage>& pages, int err);
   void WakeWaiters();
+  // Load()'s result: the bits of every copy read, merged.
+  template <typename Reads>
+  void Merge(const Reads& reads);
 
   std::vector<volume::MemberTarget*> members_;
   std::vector<MemberGeometry> geometries_;

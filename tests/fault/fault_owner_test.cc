@@ -1,7 +1,10 @@
 // Single writer on a mirror: a second aggregator that assembles the volume fences the first.
 // The first logs it, fails its client's next write with EROFS and writes nothing more; the
 // members' superblocks record the second as owner.
+#include <fstream>
+#include <map>
 #include <regex>
+#include <sstream>
 
 #include "tests/fault/fault_fixture.h"
 #include "tests/integration/volume_fixture.h"
@@ -29,13 +32,43 @@ std::string ClaimedOwner(const std::string& log, const std::string& epoch) {
   return m[1];
 }
 
+// From an nbdkit `log` filter file: whether a write, trim or zero of an epoch below `owner_epoch`
+// succeeded after the first one of `owner_epoch` or above did. Each connection's epoch is the
+// one its fenced export name carries; `newer_seen` says whether the newer owner wrote at all.
+bool OlderWriteAfterNewer(const std::string& log_file, uint64_t owner_epoch, bool* newer_seen) {
+  std::ifstream in(log_file);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::regex connect(
+      "connection=([0-9]+) Connect export=\"[^\"]*@dst-fence:[0-9a-f]+:([0-9]+)\"");
+  const std::regex done("connection=([0-9]+) \\.\\.\\.(Write|Trim|Zero) id=[0-9]+ return=0$");
+  std::map<std::string, uint64_t> epochs;
+  bool newer = false, older_after = false;
+  std::string line;
+  while (std::getline(text, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, connect)) {
+      epochs[m[1]] = std::stoull(m[2]);
+    } else if (std::regex_search(line, m, done)) {
+      const uint64_t epoch = epochs.count(m[1]) ? epochs[m[1]] : 0;
+      if (epoch >= owner_epoch)
+        newer = true;
+      else if (newer)
+        older_after = true;
+    }
+  }
+  *newer_seen = newer;
+  return older_after;
+}
+
 TEST_SUITE_BEGIN("fault_owner");
 
 TEST_CASE("a second aggregator on a mirror fences the first, which stops writing") {
   TempDir dir("dst-fault-owner");
   constexpr uint64_t kSize = 8 * kMiB;
-  Member m0(dir.File("m0.img"), kSize);
-  Member m1(dir.File("m1.img"), kSize);
+  // Every request each node runs, with its connection's fenced name.
+  Member m0(dir.File("m0.img"), kSize, {"log"}, {"logfile=" + dir.File("m0.log")});
+  Member m1(dir.File("m1.img"), kSize, {"log"}, {"logfile=" + dir.File("m1.log")});
   const std::vector<std::string> uris = {m0.uri(), m1.uri()};
   CreateOk({"--name", "mir", "--layout", "mirror"}, uris);
   constexpr uint64_t kBlock = 64 * kKiB;
@@ -88,6 +121,12 @@ TEST_CASE("a second aggregator on a mirror fences the first, which stops writing
     CHECK(std::regex_search(
         plugin_log, std::regex("fence: refusing write of [0-9]+ bytes at [0-9]+ from stale "
                                "epoch 429496729[0-9] \\(session current 858993459[0-9]\\)")));
+    // Epochs as the nodes logged them: B's are 2 << 32 and up.
+    for (const char* log : {"m0.log", "m1.log"}) {
+      bool b_wrote = false;
+      CHECK_FALSE(OlderWriteAfterNewer(dir.File(log), uint64_t{2} << 32, &b_wrote));
+      CHECK(b_wrote);
+    }
     REQUIRE(ReadFor(cb, back, kBlock, 10s).ok());
     CHECK(back == second);
     Bytes zeros(kBlock, 0);

@@ -1,8 +1,11 @@
 #include "aggregator/redundant_serve.h"
 
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <tuple>
 
+#include "aggregator/integrity/member_metadata.h"
 #include "aggregator/integrity/redundant_view.h"
 #include "aggregator/volume/layout.h"
 #include "common/checksum.h"
@@ -88,11 +91,58 @@ Status PlanRedundantAssembly(const VolumeConfig& v, std::vector<integrity::Membe
   return Status::Ok();
 }
 
-member::TransactionOptions RedundantMemberOptions(const ServeConfig& config) {
+member::TransactionOptions RedundantMemberOptions(const ServeConfig& config,
+                                                  const RedundantPlan& plan, uint32_t slot) {
   member::TransactionOptions options = config.transactions;
   if (options.retry_window.count() == 0 || options.retry_window > config.degrade_after)
     options.retry_window = config.degrade_after;
+  if (!config.fencing_given) options.fencing = member::FencingMode::kRequire;
+  options.fence_session = FenceSession(plan.view.volume_uuid, slot);
+  options.fence_epoch_base = plan.view.ownership_epoch << 32;
   return options;
+}
+
+std::string FenceSession(const integrity::Uuid& volume_uuid, uint32_t slot) {
+  std::array<uint8_t, 20> input{};
+  std::copy(volume_uuid.begin(), volume_uuid.end(), input.begin());
+  for (int i = 0; i < 4; ++i)
+    input[16 + i] = static_cast<uint8_t>(slot >> (24 - 8 * i));
+  Checksummer::Result hasher = Checksummer::Create(ChecksumAlgorithm::kBlake2b);
+  return hasher.checksummer->Compute(input).ToHex().substr(0, 32);
+}
+
+const integrity::Uuid& RunOwnerUuid() {
+  static const integrity::Uuid owner = integrity::NewUuid();
+  return owner;
+}
+
+Status ClaimOwnership(const member::MemberTls& tls, const integrity::Uuid& owner,
+                      RedundantPlan* plan) {
+  integrity::Superblock& view = plan->view;
+  if (view.ownership_epoch >= integrity::kMaxOwnershipEpoch)
+    return Status::Error(EOVERFLOW, "volume " + plan->name + ": ownership epoch " +
+                                        std::to_string(view.ownership_epoch) +
+                                        " is the format's largest");
+  for (const auto& m : plan->slots)
+    if (m) view.event = std::max(view.event, m->superblock.event);
+  ++view.event;
+  ++view.ownership_epoch;
+  view.owner_uuid = owner;
+  for (uint32_t s = 0; s < plan->slots.size(); ++s) {
+    if (!plan->slots[s] || plan->decision.slots[s].role != SlotRole::kCurrent) continue;
+    integrity::MemberSuperblock& m = *plan->slots[s];
+    integrity::Superblock sb = view;
+    sb.member_uuid = m.superblock.member_uuid;
+    sb.member_index = m.superblock.member_index;
+    sb.geometry.member_size = m.superblock.geometry.member_size;
+    DST_RETURN_IF_ERROR(integrity::WriteSuperblock(m.uri, tls, sb)
+                            .Wrap("volume " + plan->name + ": claiming ownership"));
+    m.superblock = sb;
+  }
+  LOG_INFO("volume %s: ownership epoch %llu, owner %s", plan->name.c_str(),
+           static_cast<unsigned long long>(view.ownership_epoch),
+           integrity::FormatUuid(owner).c_str());
+  return Status::Ok();
 }
 
 Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,
@@ -111,6 +161,45 @@ Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,
   return integrity::ChecksummedVolume::CreateRedundant(io, std::move(slots), plan.view, key,
                                                        std::move(options), out)
       .Wrap("volume " + plan.name);
+}
+
+bool SingleWriterVolume::Refused(Done& done, int err) {
+  if (!volume_->superseded()) return false;
+  asio::post(io_, [done = std::move(done), err] { done(err); });
+  return true;
+}
+
+void SingleWriterVolume::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {
+  if (!volume_->superseded()) return volume_->Read(offset, length, buf, std::move(done));
+  asio::post(io_, [done = std::move(done)] { done(ESHUTDOWN, {}); });
+}
+
+void SingleWriterVolume::Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua,
+                               Done done) {
+  if (!Refused(done, EROFS)) volume_->Write(offset, length, buf, fua, std::move(done));
+}
+
+void SingleWriterVolume::Flush(Done done) {
+  if (!Refused(done, EROFS)) volume_->Flush(std::move(done));
+}
+
+void SingleWriterVolume::Trim(uint64_t offset, uint64_t length, bool fua, Done done) {
+  if (!Refused(done, EROFS)) volume_->Trim(offset, length, fua, std::move(done));
+}
+
+void SingleWriterVolume::Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only,
+                              bool fua, Done done) {
+  if (!Refused(done, EROFS))
+    volume_->Zero(offset, length, may_trim, fast_only, fua, std::move(done));
+}
+
+void SingleWriterVolume::Cache(uint64_t offset, uint64_t length, Done done) {
+  if (!Refused(done, ESHUTDOWN)) volume_->Cache(offset, length, std::move(done));
+}
+
+void SingleWriterVolume::BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) {
+  if (!volume_->superseded()) return volume_->BlockStatus(offset, length, std::move(done));
+  asio::post(io_, [done = std::move(done)] { done(ESHUTDOWN, {}); });
 }
 
 }  // namespace dst::aggregator

@@ -50,8 +50,63 @@ Status PlanRedundantAssembly(const VolumeConfig& v, std::vector<integrity::Membe
                              std::vector<UnreadMember> unread, RedundantPlan* plan);
 
 // Members of redundant volumes give up on an I/O after min(retry-window, degrade-after), so that
-// a copy that does not answer fails its I/O and is demoted by its set.
-member::TransactionOptions RedundantMemberOptions(const ServeConfig& config);
+// a copy that does not answer fails its I/O and is demoted by its set. They require fencing
+// unless --fencing was given, and fence under the session of their slot (FenceSession) with the
+// plan's ownership epoch as the high half of their epoch.
+member::TransactionOptions RedundantMemberOptions(const ServeConfig& config,
+                                                  const RedundantPlan& plan, uint32_t slot);
+
+// The fence session of slot `slot` of the volume `volume_uuid`: the first 32 hex digits of the
+// BLAKE2b-256 digest of the UUID's 16 bytes and the slot as 4 big-endian bytes. Every aggregator
+// that assembles the volume uses the same one, so that the newest owner fences the others.
+std::string FenceSession(const integrity::Uuid& volume_uuid, uint32_t slot);
+
+// This aggregator run's owner UUID: random, made once per process.
+const integrity::Uuid& RunOwnerUuid();
+
+// Single writer: raises the plan's ownership epoch by one, with `owner` as its owner, and writes
+// the view (with each member's identity, at the next event) to every current member, flushed,
+// through one-shot connections, before any member is connected for data. The volume continues
+// from that view, so later superblock updates keep the new owner. Stale copies keep their own
+// superblocks. Refuses (the first member that cannot take the update, or EOVERFLOW at the
+// format's largest ownership epoch).
+Status ClaimOwnership(const member::MemberTls& tls, const integrity::Uuid& owner,
+                      RedundantPlan* plan);
+
+// What the server serves of a mirror or raid10 volume: the checksummed volume, until a newer
+// owner has fenced it out (ChecksummedVolume::superseded()). From then on writes, trims, zeroes
+// and flushes fail with EROFS (EPERM on the wire, as NBD asks for writes to a read-only export),
+// and reads, cache and block status with ESHUTDOWN: the table cache holds this aggregator's
+// checksums, not the new owner's, so a read could return data the new owner has overwritten.
+class SingleWriterVolume final : public volume::BlockDevice {
+ public:
+  SingleWriterVolume(asio::io_context& io, std::unique_ptr<integrity::ChecksummedVolume> volume)
+      : io_(io), volume_(std::move(volume)) {}
+  integrity::ChecksummedVolume* checksummed() const { return volume_.get(); }
+
+  const std::string& name() const override { return volume_->name(); }
+  const std::string& description() const override { return volume_->description(); }
+  uint64_t size() const override { return volume_->size(); }
+  const volume::VolumeCapabilities& capabilities() const override {
+    return volume_->capabilities();
+  }
+  volume::DeviceState State() const override { return volume_->State(); }
+  void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
+  void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
+  void Flush(Done done) override;
+  void Trim(uint64_t offset, uint64_t length, bool fua, Done done) override;
+  void Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua,
+            Done done) override;
+  void Cache(uint64_t offset, uint64_t length, Done done) override;
+  void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) override;
+
+ private:
+  // Fails `done` with `err` (posted) when superseded.
+  bool Refused(Done& done, int err);
+
+  asio::io_context& io_;
+  std::unique_ptr<integrity::ChecksummedVolume> volume_;
+};
 
 // `targets` by slot: the connected member, nullptr for a missing one.
 Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,

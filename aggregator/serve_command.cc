@@ -133,7 +133,6 @@ void WarnAboutUnfencedMembers(const ServeConfig& config, const Server& server) {
 // nullptr for a missing one), connected.
 Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>& plans,
                       Server& server, std::vector<std::vector<volume::MemberTarget*>>* targets) {
-  const member::TransactionOptions redundant_options = RedundantMemberOptions(config);
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     const VolumeConfig& v = config.volumes[i];
     const AssemblyPlan& plan = plans[i];
@@ -150,14 +149,16 @@ Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>
         uris.push_back(m.uri);
       name = plan.members[0].superblock.name;
     }
-    const member::TransactionOptions& options =
-        plan.redundant ? redundant_options : config.transactions;
     targets->emplace_back();
     for (const auto& uri : uris) {
       if (!uri) {
         targets->back().push_back(nullptr);
         continue;
       }
+      const uint32_t slot = static_cast<uint32_t>(targets->back().size());
+      const member::TransactionOptions options =
+          plan.redundant ? RedundantMemberOptions(config, *plan.redundant, slot)
+                         : config.transactions;
       server.members.push_back(std::make_unique<member::NbdMember>(
           server.io, *uri, config.connections_per_member, options, config.member_tls));
       server.member_refs.push_back({name, i, targets->back().size(), server.members.back().get()});
@@ -206,7 +207,15 @@ Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, 
   LOG_INFO("volume %s: %s of data, table cache %s", volume->name().c_str(),
            FormatSize(volume->size()).c_str(), FormatSize(config.table_cache).c_str());
   server.checksummed.push_back(volume.get());
-  server.volumes.push_back(std::move(volume));
+  if (!plan.redundant) {
+    server.volumes.push_back(std::move(volume));
+    return Status::Ok();
+  }
+  // A member fenced out by a newer owner stops the volume's writes, before its I/O completes.
+  for (uint32_t slot = 0; slot < targets.size(); ++slot)
+    if (auto* member = dynamic_cast<member::NbdMember*>(targets[slot]))
+      member->OnSuperseded([v = volume.get(), slot] { v->Supersede(slot); });
+  server.volumes.push_back(std::make_unique<SingleWriterVolume>(server.io, std::move(volume)));
   return Status::Ok();
 }
 
@@ -216,6 +225,10 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
     if (config.volumes[i].IsRaw(config.raw)) continue;
     DST_RETURN_IF_ERROR(PlanAssembly(config.volumes[i], config.member_tls, &plans[i]));
     LogAssembly(plans[i]);
+    // Durable before the first fenced connection carries the new epoch: an aggregator that
+    // assembles the volume later reads it and goes one above.
+    if (plans[i].redundant)
+      DST_RETURN_IF_ERROR(ClaimOwnership(config.member_tls, RunOwnerUuid(), &*plans[i].redundant));
   }
   std::vector<std::vector<volume::MemberTarget*>> targets;
   DST_RETURN_IF_ERROR(ConnectMembers(config, plans, server, &targets));

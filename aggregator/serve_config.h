@@ -59,6 +59,9 @@ struct ServeConfig {
   std::chrono::milliseconds request_timeout{30000};
   // Deadlines, resends, keepalive and fencing of member I/O.
   member::TransactionOptions transactions;
+  // --fencing (or `fencing =`) was given: it then applies to mirror and raid10 volumes too,
+  // whose members otherwise require fencing (single writer, docs/redundancy.md).
+  bool fencing_given = false;
   // Members of mirror and raid10 volumes give up on an unanswered I/O after
   // min(retry-window, degrade-after), so that a silent copy is demoted and the set goes on.
   std::chrono::milliseconds degrade_after{10000};

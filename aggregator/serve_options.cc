@@ -166,10 +166,12 @@ const ServeOption kServeOptions[] = {
     {"keepalive", Form::kQuantity, "ping idle member connections this often (0: never)",
      [](std::string_view v, Config* c) { return ApplyDuration(v, &c->transactions.keepalive); },
      [](const Config& c) { return ShowDuration(c.transactions.keepalive); }},
-    {"fencing", Form::kText, "auto, require or off",
+    {"fencing", Form::kText,
+     "auto, require or off (default: auto; require for the members of mirror and raid10 volumes)",
      [](std::string_view v, Config* c) {
        if (!member::ParseFencingMode(v, &c->transactions.fencing))
          return Status::Invalid("expected auto, require or off");
+       c->fencing_given = true;
        return Status::Ok();
      },
      [](const Config& c) { return std::string(member::FencingModeName(c.transactions.fencing)); }},

@@ -106,6 +106,12 @@ uint64_t FenceTable::MaxEpochJump(std::chrono::steady_clock::duration since_rais
   return kEpochJumpBase + static_cast<uint64_t>(seconds) * kEpochJumpPerSecond;
 }
 
+bool FenceTable::IsNewOwner(uint64_t current, uint64_t epoch) {
+  const uint64_t owner = epoch >> 32, current_owner = current >> 32;
+  return owner > current_owner && owner - current_owner <= kMaxOwnerJump &&
+         (epoch & 0xffffffffu) <= kEpochJumpBase;
+}
+
 struct FenceTable::Session {
   Session(std::string_view export_name, std::string_view id, std::string key)
       : export_name(export_name), fingerprint(SessionFingerprint(id)), key(std::move(key)) {}
@@ -176,7 +182,7 @@ Status FenceTable::Raise(Session& s, uint64_t epoch) const {
   const auto now = clock_();
   if (s.current != 0) {
     const uint64_t bound = MaxEpochJump(now - s.raised_at);
-    if (epoch - s.current > bound)
+    if (epoch - s.current > bound && !IsNewOwner(s.current, epoch))
       return Status::Error(ERANGE, s.Where() + ": epoch " + std::to_string(epoch) +
                                        " is more than " + std::to_string(bound) +
                                        " above current epoch " + std::to_string(s.current));

@@ -23,6 +23,12 @@
 //     after a partition of years; a client that jumps to 2^63-1 to lock the
 //     session for good cannot. A session new to the table (after a restart
 //     of the node, or an eviction) takes whatever epoch comes first.
+//   - A new owner is the exception (IsNewOwner): the aggregators of a mirror
+//     or raid10 volume share each member's session, and their epoch is
+//     OWNERSHIP << 32 | ATTEMPT. An epoch whose high half is above the
+//     current one's by 1 to kMaxOwnerJump, with a low half of at most
+//     kEpochJumpBase, is a newer aggregator taking the volume over, and is
+//     accepted whatever the time-based bound says.
 // The current epoch of a session is kept while it has connections and after;
 // at most max_sessions are kept, and beyond that the sessions that lost their
 // last connection longest ago are forgotten (sessions with connections are
@@ -90,11 +96,16 @@ class FenceTable {
   static constexpr size_t kDefaultMaxSessions = 4096;
   static constexpr uint64_t kEpochJumpBase = uint64_t{1} << 20;
   static constexpr uint64_t kEpochJumpPerSecond = uint64_t{1} << 10;
+  // How many ownership epochs one join may skip as a new owner.
+  static constexpr uint64_t kMaxOwnerJump = uint64_t{1} << 16;
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
   // How far above the current epoch a join may go, `since_raised` after the
   // current epoch was set.
   static uint64_t MaxEpochJump(std::chrono::steady_clock::duration since_raised);
+  // Whether `epoch` is a new owner's first epochs over `current`: high half
+  // above current's by 1 to kMaxOwnerJump, low half at most kEpochJumpBase.
+  static bool IsNewOwner(uint64_t current, uint64_t epoch);
 
   // One connection's membership of a session, from a successful Join until
   // Leave. Default-constructed: no membership (an unfenced connection).

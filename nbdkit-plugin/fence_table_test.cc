@@ -480,3 +480,35 @@ TEST_CASE("many sessions with connections beyond the bound: joins and leaves sta
   CHECK_FALSE(table.CurrentEpoch("vol0", NumberedSession(0)).has_value());
   CHECK_FALSE(table.CurrentEpoch("vol0", NumberedSession(kSessions - kBound)).has_value());
 }
+
+TEST_CASE("a new owner's epoch is accepted however far its high half is above the current one") {
+  constexpr uint64_t kOwner = uint64_t{1} << 32;
+  CHECK(FenceTable::IsNewOwner(1 * kOwner + 7, 2 * kOwner + 1));
+  CHECK(FenceTable::IsNewOwner(0, kOwner + 1));  // an unfenced-era session: epoch 1..2^20
+  CHECK(FenceTable::IsNewOwner(3 * kOwner + 9, (3 + 65536) * kOwner + 1048576));
+  CHECK_FALSE(FenceTable::IsNewOwner(3 * kOwner + 9, (3 + 65537) * kOwner + 1));  // too many owners
+  CHECK_FALSE(FenceTable::IsNewOwner(3 * kOwner + 9, 4 * kOwner + 1048577));  // low half too high
+  CHECK_FALSE(FenceTable::IsNewOwner(3 * kOwner + 9, 3 * kOwner + 1048576));  // the same owner
+  CHECK_FALSE(FenceTable::IsNewOwner(3 * kOwner + 9, 2 * kOwner + 1));        // an older owner
+
+  ManualClock clock;
+  FenceTable table(FenceTable::kDefaultMaxSessions, clock.Get());
+  FenceTable::Ticket first, second, stale, beyond;
+  REQUIRE(table.Join("vol0", kSessionA, kOwner + 1, kLongWait, &first).ok());
+  // The second aggregator's first epoch: 2^32 above, far beyond the time bound.
+  REQUIRE(table.Join("vol0", kSessionA, 2 * kOwner + 1, kLongWait, &second).ok());
+  CHECK(table.CurrentEpoch("vol0", kSessionA) == 2 * kOwner + 1);
+  CHECK_FALSE(table.BeginMutation(first));  // the first owner is fenced out
+  // Its reconnects stay out: their epochs are older.
+  CHECK(table.Join("vol0", kSessionA, kOwner + 2, kLongWait, &stale).err() == ESTALE);
+  // The rule needs a low half of a first attempt: a jump to a high attempt number is not an owner.
+  const Status s =
+      table.Join("vol0", kSessionA, 3 * kOwner + (uint64_t{1} << 30), kLongWait, &beyond);
+  CHECK(s.err() == ERANGE);
+  CHECK(table.CurrentEpoch("vol0", kSessionA) == 2 * kOwner + 1);
+  // The new owner's own reconnects are ordinary raises within the bound.
+  table.Leave(&second);
+  REQUIRE(table.Join("vol0", kSessionA, 2 * kOwner + 2, kLongWait, &second).ok());
+  table.Leave(&second);
+  table.Leave(&first);
+}

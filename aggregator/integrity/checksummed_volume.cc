@@ -278,6 +278,10 @@ bool ChecksummedVolume::LastCurrent(uint32_t slot) const {
 }
 
 void ChecksummedVolume::QueueUpdate(std::optional<VolumeState> state, Done done) {
+  if (superseded_) {
+    asio::post(io_, [done = std::move(done)] { done(EROFS); });
+    return;
+  }
   pending_updates_.push_back({state, std::move(done)});
   if (updating_) return;
   updating_ = true;
@@ -296,6 +300,10 @@ void ChecksummedVolume::Demote(uint32_t set, uint32_t copy, std::string cause,
 // recorded stale by the next superblock update of the others.
 void ChecksummedVolume::DemoteSlot(uint32_t slot, std::string cause,
                                    std::function<void(int err)> durable) {
+  if (superseded_) {  // the copy is fine; this aggregator may no longer write
+    asio::post(io_, [durable = std::move(durable)] { durable(EROFS); });
+    return;
+  }
   const uint32_t k = copies_per_set();
   if (copies_[slot] != nullptr) copies_[slot]->Abandon("demoted to stale: " + cause);
   sets_[slot / k]->SetRole(slot % k, volume::CopyRole::kOut);
@@ -548,6 +556,49 @@ void ChecksummedVolume::AwaitDurableDemotions(const std::vector<BlockRef>& refs,
                     name().c_str(), slot, std::strerror(err), slot / copies_per_set());
         done(EIO);
       });
+}
+
+// ---------------------------------------------------------------------------
+// Fenced out by a newer owner.
+
+void ChecksummedVolume::Supersede(uint32_t slot) {
+  if (superseded_ || !redundant()) return;
+  superseded_ = true;
+  volume::MemberTarget* copy = slot < copies_.size() ? copies_[slot] : nullptr;
+  if (copy == nullptr) return LogSuperseded({});
+  // Reads are not fenced: the newer owner's superblock says who it is.
+  auto slots = std::make_shared<std::vector<std::vector<uint8_t>>>(kSlotCount,
+                                                                   std::vector<uint8_t>(kSlotSize));
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), slots](int) {
+    if (!alive.expired()) LogSuperseded(*slots);
+  });
+  for (uint32_t i = 0; i < kSlotCount; ++i) {
+    auto read = std::make_shared<volume::MemberIo>();
+    read->op = volume::MemberOp::kRead;
+    read->offset = SlotOffset(i);
+    read->length = kSlotSize;
+    read->data = (*slots)[i].data();
+    read->done = [slots, i, part = Part(join)](int err) {
+      if (err != 0) (*slots)[i].clear();
+      part(0);
+    };
+    copy->Submit(std::move(read));
+  }
+  join->Arrive(0);
+}
+
+void ChecksummedVolume::LogSuperseded(const std::vector<std::vector<uint8_t>>& slots) {
+  uint64_t newest = 0;
+  for (const std::vector<uint8_t>& bytes : slots) {
+    Superblock sb;
+    if (!bytes.empty() && Decode(bytes, &sb).ok() && sb.volume_uuid == view_.volume_uuid)
+      newest = std::max(newest, sb.ownership_epoch);
+  }
+  const std::string epoch = newest > view_.ownership_epoch
+                                ? std::to_string(newest)
+                                : std::to_string(view_.ownership_epoch + 1) + " or later";
+  LOG_ERROR("volume %s: fenced by a newer owner (ownership epoch %s): no more writes",
+            name().c_str(), epoch.c_str());
 }
 
 void ChecksummedVolume::Open(Done done) {

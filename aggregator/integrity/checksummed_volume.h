@@ -98,6 +98,17 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   void Open(Done done);
   void Close(Done done);
 
+  // Mirror and raid10: copy `slot` was fenced out by a newer owner (another
+  // aggregator assembled the volume and joined its members' fence sessions
+  // with a higher ownership epoch). From then on no copy is demoted and no
+  // superblock is written (their waiters get EROFS): the copies did not fail,
+  // this aggregator lost the volume. Logs once `volume V: fenced by a newer
+  // owner (ownership epoch N): no more writes`, N read from that copy's
+  // superblock ("N or later" when it cannot be read). Refusing the clients'
+  // writes is the server's (SingleWriterVolume, redundant_serve.h).
+  void Supersede(uint32_t slot);
+  bool superseded() const { return superseded_; }
+
   const std::string& name() const override { return inner_->name(); }
   const std::string& description() const override { return inner_->description(); }
   uint64_t size() const override { return inner_->size(); }
@@ -205,6 +216,7 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   uint32_t copies_per_set() const { return redundant() ? view_.copies : 1; }
   const Superblock& view() const { return view_; }
   void RecoverDirtyRegions(Done done);
+  void LogSuperseded(const std::vector<std::vector<uint8_t>>& slots);
   void StopClean(Done done);
 
   // The request path (checksummed_requests.cc).
@@ -290,6 +302,7 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   bool open_ = false;
   bool unclean_at_open_ = false;  // a superblock said dirty: the last stop was a crash
   bool closing_ = false;
+  bool superseded_ = false;  // a newer owner fenced this aggregator out
   size_t in_flight_ = 0;
   std::function<void()> drained_;  // Close()'s continuation, once nothing is in flight
   IntegrityCounters counters_;

@@ -313,4 +313,14 @@ Status WriteNewMember(const std::string& uri, const member::MemberTls& tls, cons
   return connection.Flush();
 }
 
+Status WriteSuperblock(const std::string& uri, const member::MemberTls& tls, const Superblock& sb) {
+  std::array<uint8_t, kSlotSize> slot;
+  DST_RETURN_IF_ERROR(Encode(sb, slot).Wrap("member " + uri));
+  Connection connection(uri, tls);
+  DST_RETURN_IF_ERROR(connection.Open());
+  DST_RETURN_IF_ERROR(CheckWritable(connection, uri, sb));
+  DST_RETURN_IF_ERROR(connection.Write(SlotOffset(NextSlot(sb.event)), slot));
+  return connection.Flush();
+}
+
 }  // namespace dst::integrity

@@ -1,5 +1,6 @@
-// Member metadata I/O for the one-shot commands (`dst-aggregator create` and `inspect`): read a
-// member's two superblock slots, and format a member (superblocks, zeroed bitmap and table).
+// Member metadata I/O for the one-shot commands (`dst-aggregator create` and `inspect`) and for
+// serve's assembly: read a member's two superblock slots, update one, and format a member
+// (superblocks, zeroed bitmap and table).
 //
 // This is the only file of dst_member_metadata that touches libnbd, and it uses libnbd's blocking
 // API on purpose: a command formats or reads a handful of members once, one after the other, with
@@ -87,5 +88,10 @@ Status ReadSuperblocks(const std::string& uri, const member::MemberTls& tls, Mem
 // otherwise writes of zeros. Refuses (EROFS, EINVAL) a read-only export, or one whose size is not
 // sb.geometry.member_size any more.
 Status WriteNewMember(const std::string& uri, const member::MemberTls& tls, const Superblock& sb);
+
+// Writes `sb` as a superblock update of an existing member: into slot NextSlot(sb.event), then
+// flushes, so that it is current once this returns Ok (the other slot stays the fallback until the
+// flush). The same refusals as WriteNewMember, before anything is written.
+Status WriteSuperblock(const std::string& uri, const member::MemberTls& tls, const Superblock& sb);
 
 }  // namespace dst::integrity

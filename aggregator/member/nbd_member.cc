@@ -93,7 +93,7 @@ NbdMember::NbdMember(asio::io_context& io, std::unique_ptr<MemberEnv> own_env, M
       wanted_connections_(std::max(connections, 1u)),
       options_(options),
       tls_(std::move(tls)),
-      session_(NewSession()),
+      session_(options.fence_session.empty() ? NewSession() : options.fence_session),
       tick_timer_(env_.NewTimer()),
       connect_timer_(env_.NewTimer()) {}
 
@@ -139,12 +139,12 @@ int NbdMember::CheckRequest(const MemberIo& io) const {
     case MemberOp::kRead:
       return io.length > caps.max_request ? EINVAL : 0;
     case MemberOp::kWrite:
-      if (caps.read_only) return EROFS;
+      if (caps.read_only || superseded_) return EROFS;
       return io.length > caps.max_request ? EINVAL : 0;
     case MemberOp::kTrim:
-      return caps.read_only ? EROFS : 0;
+      return caps.read_only || superseded_ ? EROFS : 0;
     case MemberOp::kZero:
-      if (caps.read_only) return EROFS;
+      if (caps.read_only || superseded_) return EROFS;
       return io.fast_zero && !caps.can_fast_zero ? ENOTSUP : 0;
     case MemberOp::kBlockStatus:
       return caps.can_block_status ? 0 : ENOTSUP;
@@ -305,6 +305,11 @@ void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answe
     Finish(id, 0, /*post=*/false);             // saves a trip round the event loop per I/O
     return;
   }
+  if (IsNewerOwnersFence(transaction, err)) {
+    ++counters_.errors;
+    BecomeSuperseded(id);
+    return;
+  }
   std::string cause;
   if (err == ENOTCONN) {
     cause = "connection lost";
@@ -315,6 +320,26 @@ void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answe
     cause = std::string("member answered: ") + std::strerror(err);
   }
   OnSendFailed(id, err, std::move(cause));
+}
+
+// The member's own epoch only rises after its connections are dropped, and
+// answers of dropped connections never get here: an ESHUTDOWN on a current
+// connection is someone else's newer epoch in the shared session.
+bool NbdMember::IsNewerOwnersFence(const Transaction& transaction, int err) const {
+  const MemberOp op = transaction.io->op;
+  return err == ESHUTDOWN && fenced_ && options_.fence_epoch_base != 0 &&
+         (op == MemberOp::kWrite || op == MemberOp::kTrim || op == MemberOp::kZero);
+}
+
+void NbdMember::BecomeSuperseded(uint64_t id) {
+  transactions_.at(id).last_error = "fenced by a newer owner";
+  if (!superseded_) {
+    superseded_ = true;
+    LOG_WARNING("member %s: fenced by a newer owner: no more writes", uri_.c_str());
+    if (on_superseded_) on_superseded_();
+  }
+  Finish(id, EROFS);
+  DispatchWaiting();
 }
 
 void NbdMember::OnSendFailed(uint64_t id, int err, std::string cause) {

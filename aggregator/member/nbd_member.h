@@ -45,6 +45,13 @@
 //   kFailed for good: every later Submit() fails with EIO (posted), and it
 //   never reconnects. Abandoned while its first connection is being made,
 //   AsyncConnect's done gets the failure.
+// - With options.fence_epoch_base set (a mirror or raid10 member), an
+//   ESHUTDOWN answer to a write, trim or zero on a fenced connection means
+//   that another aggregator joined the session with a newer epoch: the member
+//   is superseded. It logs `member URI: fenced by a newer owner: no more
+//   writes`, calls the OnSuperseded callback (before the I/O completes), fails
+//   that I/O and every later write, trim and zero with EROFS at once, and
+//   never resends them. Reads go on while the member answers them.
 // - Logs name the member by its URI and never show the fencing session.
 //
 // Threading: not thread-safe; every call, the environment and the io_context
@@ -102,7 +109,13 @@ class NbdMember : public volume::MemberTarget {
   bool abandoned() const { return abandoned_; }
   // The server confirmed fencing (the dst plugin); valid once connected.
   bool fenced() const { return fenced_; }
-  uint64_t epoch() const { return epoch_; }
+  // The fence epoch of the current connections: options.fence_epoch_base
+  // plus the member's own count (1 for the first connection).
+  uint64_t epoch() const { return options_.fence_epoch_base + epoch_; }
+  // A newer owner fenced this member out (see the contract).
+  bool superseded() const { return superseded_; }
+  // Called once, when the member becomes superseded.
+  void OnSuperseded(std::function<void()> callback) { on_superseded_ = std::move(callback); }
   const MemberCounters& counters() const { return counters_; }
   // Connections in use, and member I/Os sent and not yet answered.
   size_t connection_count() const { return connections_.size(); }
@@ -163,6 +176,9 @@ class NbdMember : public volume::MemberTarget {
   // answer (OnAnswer runs outside Submit and libnbd) may run it at once.
   void Finish(uint64_t id, int err, bool post = true);
   void GiveUp(uint64_t id);
+  // An ESHUTDOWN answer to a mutating I/O of a member of a redundant volume.
+  bool IsNewerOwnersFence(const Transaction& transaction, int err) const;
+  void BecomeSuperseded(uint64_t id);
   void FailAllWaiting(const std::string& cause);
   // Abandon's end of the connections: closes them and stops every timer.
   void CloseForGood();
@@ -202,7 +218,9 @@ class NbdMember : public volume::MemberTarget {
   volume::MemberCapabilities capabilities_;
   bool fenced_ = false;
   State state_ = State::kConnecting;
-  bool abandoned_ = false;  // Abandon() was called: failed for good
+  bool abandoned_ = false;   // Abandon() was called: failed for good
+  bool superseded_ = false;  // a newer owner fenced it: no more writes
+  std::function<void()> on_superseded_;
   uint64_t epoch_ = 1;
   // Bumped whenever the connections are dropped: callbacks of older
   // connections recognise themselves and do nothing.

@@ -31,7 +31,7 @@ ConnectPlan NbdMember::PlanFor(ConnectPlan::Fencing fencing) const {
   ConnectPlan plan;
   plan.fencing = fencing;
   plan.session = session_;
-  plan.epoch = epoch_;
+  plan.epoch = options_.fence_epoch_base + epoch_;
   plan.tls = tls_;
   if (options_.keepalive.count() > 0)
     plan.tcp_keepalive =
@@ -86,7 +86,7 @@ void NbdMember::OnFirstConnection(Status status, std::function<void(Status)> don
       return;
     }
     last_activity_ = env_.Now();
-    SetState(State::kReady, fenced_ ? "fenced, epoch 1" : "not fenced");
+    SetState(State::kReady, fenced_ ? "fenced, epoch " + std::to_string(epoch()) : "not fenced");
     ArmTick();
     DispatchWaiting();  // whatever was submitted while connecting
     done(Status::Ok());
@@ -236,7 +236,7 @@ void NbdMember::OnReconnectResult(uint64_t generation, Status status) {
   connect_failures_in_row_ = 0;
   last_activity_ = env_.Now();
   SetState(State::kReady, std::string(fenced_ ? "fenced" : "not fenced") + ", epoch " +
-                              std::to_string(epoch_) + ", after " +
+                              std::to_string(epoch()) + ", after " +
                               FormatElapsed(unreachable_since_, last_activity_) + ", " +
                               std::to_string(waiting()) + " I/Os to resend");
   DispatchWaiting();

@@ -988,5 +988,56 @@ TEST_CASE("RedactSession keeps sessions out of messages") {
   CHECK(RedactSession("no session here", "") == "no session here");
 }
 
+TEST_CASE("a member of a redundant volume fenced by a newer owner stops writing, keeps reading") {
+  TransactionOptions options = FastOptions();
+  options.fence_session = "0123456789abcdef0123456789abcdef";
+  options.fence_epoch_base = uint64_t{3} << 32;
+  Rig rig(options);
+  rig.ConnectOrFail();
+  REQUIRE(rig.server.attempts().back().plan.session == options.fence_session);
+  CHECK(rig.server.attempts().back().plan.epoch == (uint64_t{3} << 32) + 1);
+  CHECK(rig.member().epoch() == (uint64_t{3} << 32) + 1);
+  int superseded_calls = 0;
+  rig.member().OnSuperseded([&] {
+    ++superseded_calls;
+    CHECK(rig.member().superseded());
+  });
+  // The plugin refuses the writes of an older epoch with ESHUTDOWN.
+  rig.server.answer = [](const MemberIo& io) { return io.op == MemberOp::kRead ? 0 : ESHUTDOWN; };
+  std::vector<uint8_t> block = Pattern(4096, 7);
+  test::StderrCapture log;
+  CHECK(rig.Run(MemberOp::kWrite, 0, 4096, block.data()) == EROFS);
+  CHECK(superseded_calls == 1);
+  CHECK(log.Text().find("fenced by a newer owner: no more writes") != std::string::npos);
+  CHECK(rig.ios.back()->failure.find("fenced by a newer owner") != std::string::npos);
+  // No resend, no reconnect: one write reached the export, on the first connection.
+  CHECK(rig.ArrivalsOf(MemberOp::kWrite) == 1);
+  CHECK(rig.server.attempts().size() == 1);
+  // Later writes, trims and zeroes fail at once; reads go on.
+  CHECK(rig.Run(MemberOp::kWrite, 4096, 4096, block.data()) == EROFS);
+  CHECK(rig.Run(MemberOp::kTrim, 0, 4096) == EROFS);
+  CHECK(rig.Run(MemberOp::kZero, 0, 4096) == EROFS);
+  CHECK(rig.ArrivalsOf(MemberOp::kWrite) == 1);
+  CHECK(rig.ArrivalsOf(MemberOp::kTrim) == 0);
+  std::vector<uint8_t> back(4096);
+  CHECK(rig.Run(MemberOp::kRead, 0, 4096, back.data()) == 0);
+  CHECK(superseded_calls == 1);
+  CHECK(rig.member().state() == NbdMember::State::kReady);
+}
+
+TEST_CASE("without an ownership epoch, ESHUTDOWN to a write still means reconnect and resend") {
+  Rig rig;
+  rig.ConnectOrFail();
+  int answers = 0;
+  rig.server.answer = [&](const MemberIo& io) {
+    return io.op == MemberOp::kWrite && answers++ == 0 ? ESHUTDOWN : 0;
+  };
+  std::vector<uint8_t> block = Pattern(4096, 8);
+  CHECK(rig.Run(MemberOp::kWrite, 0, 4096, block.data()) == 0);
+  CHECK_FALSE(rig.member().superseded());
+  CHECK(rig.server.attempts().size() == 2);  // a reconnect, under epoch 2
+  CHECK(rig.server.attempts().back().plan.epoch == 2);
+}
+
 }  // namespace
 }  // namespace dst::member

@@ -49,6 +49,16 @@ struct TransactionOptions {
   // out while queued, nor all come back at once after a reconnect. 0 is
   // taken as 1.
   unsigned max_in_flight = 256;
+  // The fence session of the member's connections, 32 lowercase hex digits;
+  // empty: a random one per member (and aggregator run). Mirror and raid10
+  // members use one derived from the volume and the slot, the same in every
+  // aggregator, so that a newer owner fences an older one.
+  std::string fence_session;
+  // Added to the member's own epoch (1, then one more per connect attempt):
+  // the volume's ownership epoch << 32 for mirror and raid10 members, 0
+  // otherwise. Non-zero also means that an ESHUTDOWN answer to a write, trim
+  // or zero is a newer owner's fence (NbdMember::superseded()).
+  uint64_t fence_epoch_base = 0;
 };
 
 // What to do with a member I/O whose attempt ended with `err`.

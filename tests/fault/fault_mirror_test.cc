@@ -43,7 +43,7 @@ TEST_CASE("a copy killed under writes and reads: no client error, demoted to sta
     CHECK(errors == 0);
     CHECK(FlushFor(c).ok());
     CHECK(WaitForText([&] { return agg.stderr_text(); }, "demoted to stale", 10s));
-    const std::string line = LineWithAll(agg.stderr_text(), {"demoted to stale"});
+    const std::string line = LineWithAll(agg.stderr_text(), {"demoted to stale (set"});
     CHECK(Contains(line, "volume mir: member 1"));
     CHECK(Contains(line, "[U_]"));
     const std::string json = StatusJson(agg);

@@ -85,7 +85,18 @@ CONFIGS = {
                     "its own nbdkit + dst plugin member", ["c-crc32c"]),
     "agg1-blake2b": ("fio → dst-aggregator serve (create --checksum blake2b) → "
                      "its own nbdkit + dst plugin member", ["c-blake2b"]),
+    # Redundancy against slow members: each member sits behind nbdkit's delay
+    # filter (DELAY_MS per read and write, parallel requests), so that the
+    # members' latency, not the CPU, bounds the IOPS.
+    "direct-delay": ("fio → nbdkit --filter=delay + dst plugin (parallel requests), the "
+                     "one slow member", ["d0"]),
+    "agg1-delay": ("fio → dst-aggregator serve (create, crc32c) → one slow member",
+                   ["cd0"]),
+    "agg-mirror2-delay": ("fio → dst-aggregator serve (create --layout mirror --copies 2) → "
+                          "2 slow members", ["cm0", "cm1"]),
 }
+# What each request waits in the delay filter of the slow members.
+DELAY_MS = 1
 BASELINE = "direct"
 
 
@@ -520,13 +531,19 @@ class Bench:
                 raise SetupError(f"{uri} did not answer within {timeout:.0f} s: {last}")
             time.sleep(0.1)
 
-    def nbdkit_file(self, name, size):
+    def nbdkit_file(self, name, size, slow=False):
         path = os.path.join(self.tmp, name + ".img")
         sock = self.sock(name)
+        # A slow member: every read and write waits DELAY_MS in the delay
+        # filter, and requests of one connection run in parallel (otherwise one
+        # connection could have one request in the filter at a time).
+        delay = ["--filter=delay"] if slow else []
+        delay_args = ([f"delay-read={DELAY_MS}ms", f"delay-write={DELAY_MS}ms",
+                       "parallel-requests=true"] if slow else [])
         p = self.procs.start(
             f"nbdkit[{name}]",
-            ["nbdkit", "--exit-with-parent", "-U", sock, self.build["plugin"],
-             f"file={path}", f"size={size}", f"name={name}"],
+            ["nbdkit", "--exit-with-parent", "-U", sock] + delay + [self.build["plugin"],
+             f"file={path}", f"size={size}", f"name={name}"] + delay_args,
             self.log("member-" + name))
         return p, f"nbd+unix:///{name}?socket={sock}"
 
@@ -547,6 +564,8 @@ class Bench:
                 m = (p, f"nbd+unix:///?socket={sock}")
             elif name.startswith("s"):
                 m = self.nbdkit_file(name, size // 4 // MIB * MIB)
+            elif name in ("d0", "cd0", "cm0", "cm1"):
+                m = self.nbdkit_file(name, size, slow=True)
             elif name == "m0x":
                 # A second nbdkit on m0's file whose noextents filter answers
                 # block status itself (see README: qemu-nbd and SEEK_HOLE).
@@ -571,7 +590,7 @@ class Bench:
         agg = self.build["aggregator"]
         members = [self.member(n) for n in c.member_names]
         sock = self.sock(c.name)
-        if c.name in ("direct", "direct-memory"):
+        if c.name in ("direct", "direct-memory", "direct-delay"):
             c.server, c.uri = members[0]
             c.members = []
         else:
@@ -598,17 +617,20 @@ class Bench:
                         "--image-opts",
                         f"driver=nbd,server.type=unix,server.path={msock},export=m0"]
                 c.uri = f"nbd+unix:///vol0?socket={sock}"
-            elif c.name in ("agg1-crc32c", "agg1-blake2b"):
-                alg = c.name.split("-", 1)[1]
+            elif c.name in ("agg1-crc32c", "agg1-blake2b", "agg1-delay", "agg-mirror2-delay"):
+                if c.name == "agg-mirror2-delay":
+                    options = ["--layout", "mirror", "--copies", "2"]
+                else:
+                    options = ["--checksum", c.name.split("-", 1)[1].replace("delay", "crc32c")]
                 rc, tail = self.procs.run(
                     f"create[{c.name}]",
-                    [agg, "create", "--name", "vol0", "--checksum", alg, uris[0]],
+                    [agg, "create", "--name", "vol0"] + options + uris,
                     self.log(f"create-{c.name}"), timeout=60)
                 if rc != 0:
                     raise SetupError("dst-aggregator create " +
                                      ("timed out" if rc is None else f"exited {rc}") +
                                      f": {tail or '(no output)'}")
-                argv = [agg, "serve", "--unix", sock, uris[0]]
+                argv = [agg, "serve", "--unix", sock] + uris
                 c.uri = f"nbd+unix:///vol0?socket={sock}"
             else:
                 raise AssertionError(c.name)
@@ -657,7 +679,7 @@ class Bench:
             except SetupError as e:
                 c.error = f"setup: {e}"
                 print(f"dstbench:   FAILED: {c.error}", flush=True)
-                if c.server and c.name not in ("direct", "direct-memory"):
+                if c.server and c.name not in ("direct", "direct-memory", "direct-delay"):
                     self.procs.stop(c.server)  # not a shared member
 
     # -- runs --------------------------------------------------------------

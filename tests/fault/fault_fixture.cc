@@ -1,10 +1,13 @@
 #include "tests/fault/fault_fixture.h"
 
+#include "tests/integration/volume_fixture.h"
+
 #include <libnbd.h>
 
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -256,6 +259,69 @@ NbdStatus FlushFor(NbdClient& client, Ms timeout) {
 
 double SecondsSince(SteadyClock::time_point start) {
   return std::chrono::duration<double>(SteadyClock::now() - start).count();
+}
+
+// ---------------------------------------------------------------------------
+// Mirror and raid10 volumes.
+
+std::string StatusJson(const AggregatorServer& aggregator) {
+  const CommandResult r =
+      RunAggregator({"status", "--json", "--control", aggregator.control_path()});
+  if (r.exit_code != 0)
+    throw std::runtime_error("status --json exited " + std::to_string(r.exit_code) + ": " +
+                             r.stderr_text);
+  return r.stdout_text;
+}
+
+std::string InspectGeneration(const std::string& uri) {
+  const CommandResult r = RunAggregator({"inspect", "--json", uri});
+  std::smatch g;
+  if (r.exit_code != 0 ||
+      !std::regex_search(r.stdout_text, g, std::regex("\"generation\": *\"([0-9a-f-]+)\"")))
+    throw std::runtime_error("no generation in inspect --json " + uri + ": " + r.stdout_text +
+                             r.stderr_text);
+  return g[1];
+}
+
+std::string SlotState(size_t slot, const std::string& uri, const std::string& state) {
+  return "{\"slot\": " + std::to_string(slot) + ", \"uri\": \"" + uri + "\", \"state\": \"" +
+         state + "\"";
+}
+
+std::optional<double> WaitForStatus(const AggregatorServer& aggregator, const std::string& needle,
+                                    Ms timeout) {
+  const auto start = SteadyClock::now();
+  while (!Contains(StatusJson(aggregator), needle)) {
+    if (SteadyClock::now() - start > timeout) return std::nullopt;
+    std::this_thread::sleep_for(20ms);
+  }
+  return SecondsSince(start);
+}
+
+FioReport ParseFioJson(const std::string& fio_stdout) {
+  TempDir dir("dst-fio-json");
+  const std::string path = dir.File("fio.json");
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) throw std::runtime_error("cannot write " + path);
+  std::fwrite(fio_stdout.data(), 1, fio_stdout.size(), f);
+  std::fclose(f);
+  // One line of numbers: error, then io_kib, ios, clat max for read and write.
+  const char* script =
+      "import json, sys\n"
+      "s = open(sys.argv[1]).read()\n"
+      "job = json.loads(s[s.index('{'):])['jobs'][0]\n"
+      "out = [job['error']]\n"
+      "for d in ('read', 'write'):\n"
+      "    out += [job[d]['io_kbytes'], job[d]['total_ios'], job[d]['clat_ns']['max']]\n"
+      "print(' '.join(str(int(x)) for x in out))\n";
+  const CommandResult r = RunCommand({kPython3, "-c", script, path});
+  std::istringstream numbers(r.stdout_text);
+  FioReport report;
+  if (r.exit_code != 0 || !(numbers >> report.error >> report.read.io_kib >> report.read.ios >>
+                            report.read.clat_max_ns >> report.write.io_kib >> report.write.ios >>
+                            report.write.clat_max_ns))
+    throw std::runtime_error("no fio JSON report: " + r.stderr_text + "\nfio said:\n" + fio_stdout);
+  return report;
 }
 
 // ---------------------------------------------------------------------------

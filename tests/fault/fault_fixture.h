@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -147,6 +148,38 @@ NbdStatus FlushFor(NbdClient& client, Ms timeout = 20s);
 NbdStatus LastNbdError();
 
 double SecondsSince(SteadyClock::time_point start);
+
+// ---------------------------------------------------------------------------
+// Mirror and raid10 volumes.
+
+// `dst-aggregator status --json` of a running aggregator (must exit 0).
+std::string StatusJson(const AggregatorServer& aggregator);
+// The generation UUID in `inspect --json URI` of a member.
+std::string InspectGeneration(const std::string& uri);
+// The start of slot `slot`'s entry in status --json when its state is
+// `state`: {"slot": 1, "uri": "URI", "state": "stale"
+std::string SlotState(size_t slot, const std::string& uri, const std::string& state);
+// Polls status --json until it contains `needle`; the seconds it took, or
+// nullopt after `timeout`.
+std::optional<double> WaitForStatus(const AggregatorServer& aggregator, const std::string& needle,
+                                    Ms timeout);
+
+// ---------------------------------------------------------------------------
+// fio's JSON report (--output-format=json), read with python3's json module.
+
+struct FioDirection {
+  uint64_t io_kib = 0;
+  uint64_t ios = 0;
+  uint64_t clat_max_ns = 0;  // completion latency, the longest one
+};
+struct FioReport {
+  int error = -1;  // the job's error (EILSEQ for a verify failure)
+  FioDirection read, write;
+};
+// Parses the report of fio's only job from fio's stdout (lines before the
+// JSON, like "fio: connected to NBD server", are skipped). Throws if it is
+// not there.
+FioReport ParseFioJson(const std::string& fio_stdout);
 
 // ---------------------------------------------------------------------------
 // A stripe volume's bytes on its members (a model independent of

@@ -1825,6 +1825,25 @@ TEST_CASE("the default control socket in a shared temporary directory cannot be 
   CHECK(::lstat((dir + "/control.sock").c_str(), &st) != 0);
 }
 
+// The configurations in examples/ are what users copy: each must check out as written.
+TEST_CASE("every example aggregator configuration passes serve --check-config") {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(DST_EXAMPLES_DIR)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("aggregator") && name.ends_with(".toml"))
+      files.push_back(entry.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  // aggregator.toml (stripe and raw linear) and aggregator-mirror.toml (mirror and raid10).
+  REQUIRE(files.size() >= 2);
+  for (const std::string& file : files) {
+    const CommandResult r = RunAggregator({"serve", "--check-config", "--config", file});
+    INFO(file << "\nstdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_text == "configuration OK: 2 volume(s)\n");
+  }
+}
+
 TEST_SUITE_END();
 
 }  // namespace

@@ -38,11 +38,11 @@ TEST_CASE("a copy killed under writes and reads: no client error, demoted to sta
         ++errors;
         MESSAGE("iteration " << i << ": write " << w << ", read " << r);
       }
-      if (i > 20 && Contains(agg.stderr_text(), "demoted to stale") && i > 60) break;
+      if (i > 20 && Contains(agg.stderr_text(), "demoted to stale (set") && i > 60) break;
     }
     CHECK(errors == 0);
     CHECK(FlushFor(c).ok());
-    CHECK(WaitForText([&] { return agg.stderr_text(); }, "demoted to stale", 10s));
+    CHECK(WaitForText([&] { return agg.stderr_text(); }, "demoted to stale (set", 10s));
     const std::string line = LineWithAll(agg.stderr_text(), {"demoted to stale (set"});
     CHECK(Contains(line, "volume mir: member 1"));
     CHECK(Contains(line, "[U_]"));

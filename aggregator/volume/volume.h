@@ -69,7 +69,9 @@ class Volume final : public BlockDevice {
   const Layout& layout() const { return *layout_; }
   const VolumeCapabilities& capabilities() const override { return caps_; }
   const std::vector<MemberTarget*>& members() const { return members_; }
-  DeviceState State() const override { return {layout_->kind(), members_.size(), std::nullopt, std::nullopt}; }
+  DeviceState State() const override {
+    return {layout_->kind(), members_.size(), std::nullopt, std::nullopt};
+  }
 
   // Reports no holes: a raw volume does not know which blocks were written.
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;

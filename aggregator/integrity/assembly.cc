@@ -159,9 +159,9 @@ bool IsDashPosition(size_t i) {
   return i == 8 || i == 13 || i == 18 || i == 23;
 }
 
-}  // namespace
-
-Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSuperblock>* out) {
+// What every assembly checks first: the members make one volume, with the same parameters, each
+// index once. Sorts them by member index.
+Status SortOneVolume(Members& members) {
   if (members.empty()) return Status::Invalid("no members given");
   for (size_t i = 1; i < members.size(); ++i) {
     DST_RETURN_IF_ERROR(CheckSameVolume(members[0], members[i]));
@@ -171,6 +171,13 @@ Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSup
     return a.superblock.member_index < b.superblock.member_index;
   });
   DST_RETURN_IF_ERROR(CheckNoDuplicates(members));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSuperblock>* out) {
+  DST_RETURN_IF_ERROR(SortOneVolume(members));
   DST_RETURN_IF_ERROR(CheckComplete(members));
   DST_RETURN_IF_ERROR(CheckSetAreas(members));
   DST_RETURN_IF_ERROR(CheckVolumeSize(members));
@@ -180,15 +187,7 @@ Status OrderMembers(std::vector<MemberSuperblock> members, std::vector<MemberSup
 
 Status PlaceRedundantMembers(std::vector<MemberSuperblock> members,
                              std::vector<std::optional<MemberSuperblock>>* out) {
-  if (members.empty()) return Status::Invalid("no members given");
-  for (size_t i = 1; i < members.size(); ++i) {
-    DST_RETURN_IF_ERROR(CheckSameVolume(members[0], members[i]));
-    DST_RETURN_IF_ERROR(CheckSameParameters(members[0], members[i]));
-  }
-  std::stable_sort(members.begin(), members.end(), [](const auto& a, const auto& b) {
-    return a.superblock.member_index < b.superblock.member_index;
-  });
-  DST_RETURN_IF_ERROR(CheckNoDuplicates(members));
+  DST_RETURN_IF_ERROR(SortOneVolume(members));
   DST_RETURN_IF_ERROR(CheckSetAreas(members));
   const Superblock& first = members.front().superblock;
   std::vector<std::optional<MemberSuperblock>> slots(first.member_count);

@@ -45,19 +45,6 @@ std::string Describe(const MemberIo& io) {
          std::to_string(io.offset);
 }
 
-// The request part of a MemberIo, for one send of it.
-std::shared_ptr<MemberIo> CopyRequest(const MemberIo& io) {
-  auto copy = std::make_shared<MemberIo>();
-  copy->op = io.op;
-  copy->offset = io.offset;
-  copy->length = io.length;
-  copy->data = io.data;
-  copy->fua = io.fua;
-  copy->may_trim = io.may_trim;
-  copy->fast_zero = io.fast_zero;
-  return copy;
-}
-
 }  // namespace
 
 std::string_view MemberStateName(NbdMember::State state) {
@@ -267,7 +254,7 @@ void NbdMember::Send(uint64_t id, MemberConnection& connection, Clock::time_poin
   ++in_flight_;
   deadlines_.push_back({now + options_.io_timeout, id, transaction.attempt});
 
-  std::shared_ptr<MemberIo> send = CopyRequest(*transaction.io);
+  std::shared_ptr<MemberIo> send = volume::CopyRequest(*transaction.io);
   MemberIo* answered = send.get();  // alive while its own done runs
   send->done = [this, alive = lifetime_.Watch(), id, attempt = transaction.attempt,
                 answered](int err) {

@@ -66,6 +66,21 @@ struct MemberIo {
   std::function<void(int err)> done;
 };
 
+// A new MemberIo with the request part of `io` (operation, range, buffer and
+// flags), and none of its routing, answers or completion: for one send of it
+// (a resend, a copy of a set).
+inline std::shared_ptr<MemberIo> CopyRequest(const MemberIo& io) {
+  auto copy = std::make_shared<MemberIo>();
+  copy->op = io.op;
+  copy->offset = io.offset;
+  copy->length = io.length;
+  copy->data = io.data;
+  copy->fua = io.fua;
+  copy->may_trim = io.may_trim;
+  copy->fast_zero = io.fast_zero;
+  return copy;
+}
+
 // What a volume needs to know about a member to build a device from it.
 struct MemberCapabilities {
   uint64_t size = 0;

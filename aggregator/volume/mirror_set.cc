@@ -33,19 +33,6 @@ uint64_t LoadOf(const MemberIo& io) {
   return io.op == MemberOp::kRead || io.op == MemberOp::kWrite ? io.length : 0;
 }
 
-// A child I/O with the parent's parameters and the parent's buffer.
-std::shared_ptr<MemberIo> ChildOf(const MemberIo& parent) {
-  auto child = std::make_shared<MemberIo>();
-  child->op = parent.op;
-  child->offset = parent.offset;
-  child->length = parent.length;
-  child->data = parent.data;
-  child->fua = parent.fua;
-  child->may_trim = parent.may_trim;
-  child->fast_zero = parent.fast_zero;
-  return child;
-}
-
 // "write of 4096 at 8192"
 std::string Describe(const MemberIo& io) {
   return std::string(MemberOpName(io.op)) + " of " + std::to_string(io.length) + " at " +
@@ -247,7 +234,7 @@ void MirrorSet::Submit(std::shared_ptr<MemberIo> io) {
 }
 
 void MirrorSet::SubmitToOne(std::shared_ptr<MemberIo> io, uint32_t c) {
-  auto child = ChildOf(*io);
+  auto child = CopyRequest(*io);
   const uint64_t load = LoadOf(*child);
   copies_[c].bytes_in_flight += load;
   child->done = [this, alive = lifetime_.Watch(), c, load, parent = std::move(io),
@@ -278,7 +265,7 @@ void MirrorSet::SubmitToAll(std::shared_ptr<MemberIo> io) {
   f->join.Add(written.size());
   for (uint32_t c : written) {
     const bool counted = copies_[c].role == CopyRole::kCurrent;
-    auto child = ChildOf(*f->parent);
+    auto child = CopyRequest(*f->parent);
     const uint64_t load = LoadOf(*child);
     copies_[c].bytes_in_flight += load;
     child->done = [this, alive = lifetime_.Watch(), f, c, counted, load,
@@ -355,7 +342,7 @@ void MirrorSet::SubmitRead(std::shared_ptr<MemberIo> io) {
 void MirrorSet::Read::From(uint32_t c) {
   tried.push_back(c);
   Copy& copy = set.copies_[c];
-  auto child = ChildOf(*parent);
+  auto child = CopyRequest(*parent);
   const uint64_t load = LoadOf(*child);
   copy.bytes_in_flight += load;
   child->done = [self = shared_from_this(), alive = set.lifetime_.Watch(), c, load,

@@ -132,9 +132,12 @@ void RawClient::Greet() {
 }
 
 void RawClient::SendOption(uint32_t option, std::span<const uint8_t> data, uint64_t magic) {
+  // One send for header and payload: a server that hangs up as soon as it has
+  // read a bad header must not turn the payload's send into EPIPE.
   const auto header = nbd::OptionHeader{magic, option, static_cast<uint32_t>(data.size())}.Encode();
-  Send(header);
-  Send(data);
+  std::vector<uint8_t> message(header.begin(), header.end());
+  message.insert(message.end(), data.begin(), data.end());
+  Send(message);
 }
 
 OptionReply RawClient::ReadOptionReply() {
@@ -185,8 +188,11 @@ ExportInfo RawClient::ExportName(const std::string& name) {
 }
 
 void RawClient::SendRequest(const nbd::RequestHeader& header, std::span<const uint8_t> payload) {
-  Send(header.Encode());
-  Send(payload);
+  // One send, for the same reason as SendOption.
+  const auto encoded = header.Encode();
+  std::vector<uint8_t> message(encoded.begin(), encoded.end());
+  message.insert(message.end(), payload.begin(), payload.end());
+  Send(message);
 }
 
 nbd::SimpleReply RawClient::ReadSimpleReply() {

@@ -275,10 +275,15 @@ void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answe
   last_activity_ = now;
   if (transaction.ping) {
     if (err != 0) {
-      OnSendFailed(id, err, std::string("keepalive ping failed: ") + std::strerror(err));
+      const std::string what = id == fence_probe_ ? "" : "keepalive ping failed: ";
+      OnSendFailed(id, err, what + std::strerror(err));
       return;
     }
     transactions_.erase(it);
+    if (id == fence_probe_) {
+      OnFenceProbeAnswer(0, "");
+      return;
+    }
     if (!waiting_.empty()) DispatchWaiting();
     return;
   }
@@ -292,9 +297,12 @@ void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answe
     Finish(id, 0, /*post=*/false);             // saves a trip round the event loop per I/O
     return;
   }
-  if (IsNewerOwnersFence(transaction, err)) {
+  if (MayBeNewerOwnersFence(transaction, err)) {
     ++counters_.errors;
-    BecomeSuperseded(id);
+    if (superseded_)
+      BecomeSuperseded(id);
+    else
+      HoldForFenceProbe(id, now);
     return;
   }
   std::string cause;
@@ -311,11 +319,57 @@ void NbdMember::OnAnswer(uint64_t id, uint64_t attempt, int err, MemberIo& answe
 
 // The member's own epoch only rises after its connections are dropped, and
 // answers of dropped connections never get here: an ESHUTDOWN on a current
-// connection is someone else's newer epoch in the shared session.
-bool NbdMember::IsNewerOwnersFence(const Transaction& transaction, int err) const {
+// connection is someone else's newer epoch in the shared session, or nbdkit
+// stopping (it answers whatever is in flight with ESHUTDOWN).
+bool NbdMember::MayBeNewerOwnersFence(const Transaction& transaction, int err) const {
   const MemberOp op = transaction.io->op;
   return err == ESHUTDOWN && fenced_ && options_.fence_epoch_base != 0 &&
          (op == MemberOp::kWrite || op == MemberOp::kTrim || op == MemberOp::kZero);
+}
+
+// The plugin fences writes only: a fenced connection still serves a read,
+// a stopping nbdkit fails it (ESHUTDOWN) or closes. One probe answers for
+// every I/O held meanwhile.
+void NbdMember::HoldForFenceProbe(uint64_t id, Clock::time_point now) {
+  transactions_.at(id).last_error = "member answered ESHUTDOWN";
+  fence_suspects_.push_back(id);
+  if (fence_probe_ != 0) return;
+  for (const auto& connection : connections_) {
+    if (!connection->ready()) continue;
+    fence_probe_ = SendPing(*connection, now);
+    return;
+  }
+  const std::string cause = "member answered ESHUTDOWN and has no connection left to ask";
+  ReleaseFenceSuspects(/*fenced=*/false, cause);
+  StartReconnect(cause);
+}
+
+// The probe's transaction is gone already; `cause` says why it failed.
+void NbdMember::OnFenceProbeAnswer(int err, const std::string& cause) {
+  fence_probe_ = 0;
+  if (err == 0) {
+    ReleaseFenceSuspects(/*fenced=*/true, "");
+    return;
+  }
+  const std::string why =
+      "member answered ESHUTDOWN, then a read failed (" + cause + "): the export node is stopping";
+  ReleaseFenceSuspects(/*fenced=*/false, why);
+  StartReconnect(why);
+}
+
+void NbdMember::ReleaseFenceSuspects(bool fenced, const std::string& cause) {
+  std::vector<uint64_t> ids = std::move(fence_suspects_);
+  fence_suspects_.clear();
+  std::sort(ids.begin(), ids.end());  // resent or failed in submission order
+  for (const uint64_t id : ids) {
+    if (!transactions_.contains(id)) continue;
+    if (fenced) {
+      BecomeSuperseded(id);
+      continue;
+    }
+    transactions_.at(id).last_error = cause;
+    Requeue(id, milliseconds(0));
+  }
 }
 
 void NbdMember::BecomeSuperseded(uint64_t id) {
@@ -333,6 +387,10 @@ void NbdMember::OnSendFailed(uint64_t id, int err, std::string cause) {
   Transaction& transaction = transactions_.at(id);
   if (transaction.ping) {  // it did its job; never resent
     transactions_.erase(id);
+    if (id == fence_probe_) {
+      OnFenceProbeAnswer(err, cause);
+      return;
+    }
     if (ClassifyError(MemberOp::kRead, err) == ErrorAction::kReconnect) StartReconnect(cause);
     return;
   }
@@ -415,6 +473,8 @@ void NbdMember::Abandon(const std::string& why) {
   waiting_.clear();
   delayed_.clear();
   deadlines_.clear();
+  fence_suspects_.clear();
+  fence_probe_ = 0;
   // While the first connection is being made, its completion reports the
   // failure to AsyncConnect's caller (OnFirstConnection) and closes then.
   if (state_ == State::kConnecting) return;
@@ -515,20 +575,23 @@ void NbdMember::SendPings(Clock::time_point now) {
       now - last_activity_ < options_.keepalive)
     return;
   last_activity_ = now;
-  for (const auto& connection : connections_) {
-    if (!connection->ready()) continue;
-    const uint64_t id = next_id_++;
-    Transaction& ping = transactions_[id];
-    ping.ping = true;
-    ping.history.first_send = now;
-    ping.ping_buffer.resize(std::max<uint32_t>(capabilities_.min_block, 1));
-    ping.io = std::make_shared<MemberIo>();
-    ping.io->op = MemberOp::kRead;
-    ping.io->length = ping.ping_buffer.size();
-    ping.io->data = ping.ping_buffer.data();
-    ++counters_.pings;
-    Send(id, *connection, now);
-  }
+  for (const auto& connection : connections_)
+    if (connection->ready()) SendPing(*connection, now);
+}
+
+uint64_t NbdMember::SendPing(MemberConnection& connection, Clock::time_point now) {
+  const uint64_t id = next_id_++;
+  Transaction& ping = transactions_[id];
+  ping.ping = true;
+  ping.history.first_send = now;
+  ping.ping_buffer.resize(std::max<uint32_t>(capabilities_.min_block, 1));
+  ping.io = std::make_shared<MemberIo>();
+  ping.io->op = MemberOp::kRead;
+  ping.io->length = ping.ping_buffer.size();
+  ping.io->data = ping.ping_buffer.data();
+  ++counters_.pings;
+  Send(id, connection, now);
+  return id;
 }
 
 bool NbdMember::SomeConnectionDied(std::string* why) const {

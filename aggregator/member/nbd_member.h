@@ -47,11 +47,17 @@
 //   AsyncConnect's done gets the failure.
 // - With options.fence_epoch_base set (a mirror or raid10 member), an
 //   ESHUTDOWN answer to a write, trim or zero on a fenced connection means
-//   that another aggregator joined the session with a newer epoch: the member
-//   is superseded. It logs `member URI: fenced by a newer owner: no more
+//   either that another aggregator joined the session with a newer epoch, or
+//   that the export node is stopping (nbdkit answers everything in flight
+//   with ESHUTDOWN on SIGTERM). The member holds that I/O and asks with one
+//   read (a fence probe): a fenced connection stays open and serves reads,
+//   a stopping node fails the read or closes. Read answered: the member is
+//   superseded. It logs `member URI: fenced by a newer owner: no more
 //   writes`, calls the OnSuperseded callback (before the I/O completes), fails
-//   that I/O and every later write, trim and zero with EROFS at once, and
-//   never resends them. Reads go on while the member answers them.
+//   the held I/Os and every later write, trim and zero with EROFS at once,
+//   and never resends them. Reads go on while the member answers them.
+//   Read failed (or lost with the connection): the held I/Os are resent
+//   after a reconnect, as for any lost connection.
 // - Logs name the member by its URI and never show the fencing session.
 //
 // Threading: not thread-safe; every call, the environment and the io_context
@@ -176,8 +182,14 @@ class NbdMember : public volume::MemberTarget {
   // answer (OnAnswer runs outside Submit and libnbd) may run it at once.
   void Finish(uint64_t id, int err, bool post = true);
   void GiveUp(uint64_t id);
-  // An ESHUTDOWN answer to a mutating I/O of a member of a redundant volume.
-  bool IsNewerOwnersFence(const Transaction& transaction, int err) const;
+  // An ESHUTDOWN answer to a mutating I/O of a member of a redundant volume:
+  // a newer owner's fence, or a stopping export node.
+  bool MayBeNewerOwnersFence(const Transaction& transaction, int err) const;
+  // Holds `id` until the fence probe (one read) tells the two apart.
+  void HoldForFenceProbe(uint64_t id, Clock::time_point now);
+  void OnFenceProbeAnswer(int err, const std::string& cause);
+  // The held I/Os: superseded (the probe was answered) or resent.
+  void ReleaseFenceSuspects(bool fenced, const std::string& cause);
   void BecomeSuperseded(uint64_t id);
   void FailAllWaiting(const std::string& cause);
   // Abandon's end of the connections: closes them and stops every timer.
@@ -205,6 +217,9 @@ class NbdMember : public volume::MemberTarget {
   void VisitWaiting(const std::function<bool(uint64_t id, Transaction& transaction)>& keep);
   size_t MaxInFlight() const;
   void SendPings(Clock::time_point now);
+  // A ping transaction (a small read that proves the connection answers),
+  // sent on `connection`; its id.
+  uint64_t SendPing(MemberConnection& connection, Clock::time_point now);
   bool SomeConnectionDied(std::string* why) const;
 
   asio::io_context& io_;
@@ -221,6 +236,10 @@ class NbdMember : public volume::MemberTarget {
   bool abandoned_ = false;   // Abandon() was called: failed for good
   bool superseded_ = false;  // a newer owner fenced it: no more writes
   std::function<void()> on_superseded_;
+  // Mutating I/Os answered ESHUTDOWN, held (neither in flight nor waiting)
+  // until the fence probe's answer; 0: no probe in flight.
+  std::vector<uint64_t> fence_suspects_;
+  uint64_t fence_probe_ = 0;
   uint64_t epoch_ = 1;
   // Bumped whenever the connections are dropped: callbacks of older
   // connections recognise themselves and do nothing.

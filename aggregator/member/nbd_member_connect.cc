@@ -188,6 +188,10 @@ void NbdMember::DropConnections(const std::string& cause) {
     Requeue(id, milliseconds(0));
   }
   deadlines_.clear();
+  // A fence probe lost with its connection proves nothing: what it held is
+  // resent on the next connection, whose open a fence would refuse.
+  fence_probe_ = 0;
+  ReleaseFenceSuspects(/*fenced=*/false, cause);
   // Closing posts ENOTCONN answers for what was in flight; OnAnswer ignores
   // them (the transactions are no longer in flight).
   for (auto& connection : connections_)

@@ -1025,6 +1025,85 @@ TEST_CASE("a member of a redundant volume fenced by a newer owner stops writing,
   CHECK(rig.member().state() == NbdMember::State::kReady);
 }
 
+TransactionOptions RedundantOptions() {
+  TransactionOptions options = FastOptions();
+  options.fence_session = "0123456789abcdef0123456789abcdef";
+  options.fence_epoch_base = uint64_t{3} << 32;
+  return options;
+}
+
+// nbdkit stopped with SIGTERM answers what is in flight with ESHUTDOWN, as a
+// fence does; the read that follows tells them apart.
+TEST_CASE(
+    "a stopping export node (ESHUTDOWN, then a failed read) is reconnected, not a new owner") {
+  Rig rig(RedundantOptions());
+  rig.ConnectOrFail();
+  int superseded_calls = 0;
+  rig.member().OnSuperseded([&] { ++superseded_calls; });
+  bool stopping = true;
+  rig.server.answer = [&](const MemberIo& io) {
+    if (!stopping) return 0;
+    if (io.op == MemberOp::kRead) stopping = false;  // the probe; the node comes back
+    return ESHUTDOWN;
+  };
+  std::vector<uint8_t> block = Pattern(4096, 9);
+  test::StderrCapture log;
+  CHECK(rig.Run(MemberOp::kWrite, 0, 4096, block.data()) == 0);
+  CHECK_FALSE(rig.member().superseded());
+  CHECK(superseded_calls == 0);
+  CHECK(log.Text().find("then a read failed") != std::string::npos);
+  CHECK(log.Text().find("the export node is stopping") != std::string::npos);
+  CHECK(log.Text().find("fenced by a newer owner") == std::string::npos);
+  // The write was resent on a new connection, under the next epoch.
+  CHECK(rig.ArrivalsOf(MemberOp::kWrite) == 2);
+  REQUIRE(rig.server.attempts().size() == 2);
+  CHECK(rig.server.attempts().back().plan.epoch == (uint64_t{3} << 32) + 2);
+  CHECK(std::equal(block.begin(), block.end(), rig.server.data.begin()));
+}
+
+TEST_CASE("a fence probe lost with its connection resends the held writes after a reconnect") {
+  Rig rig(RedundantOptions());
+  rig.ConnectOrFail();
+  bool stopping = true;
+  rig.server.answer = [&](const MemberIo& io) {
+    if (!stopping) return 0;
+    return io.op == MemberOp::kRead ? FakeExport::kHold : ESHUTDOWN;
+  };
+  std::vector<uint8_t> first = Pattern(4096, 10);
+  std::vector<uint8_t> second = Pattern(4096, 11);
+  rig.Submit(MemberOp::kWrite, 0, 4096, first.data());
+  rig.Submit(MemberOp::kWrite, 4096, 4096, second.data());
+  // Both writes answered ESHUTDOWN and held; one probe waits for its answer.
+  REQUIRE(rig.env.AdvanceUntil([&] { return rig.server.held() == 1; }, 10s));
+  CHECK(rig.ArrivalsOf(MemberOp::kRead) == 1);
+  CHECK(rig.done_count == 0);
+  stopping = false;
+  rig.server.Crash();  // nbdkit closes the connection as it exits
+  REQUIRE(rig.AdvanceUntilAllDone(30s));
+  CHECK(rig.results == std::vector<int>{0, 0});
+  CHECK_FALSE(rig.member().superseded());
+  CHECK(rig.ArrivalsOf(MemberOp::kWrite) == 4);
+  CHECK(std::equal(first.begin(), first.end(), rig.server.data.begin()));
+  CHECK(std::equal(second.begin(), second.end(), rig.server.data.begin() + 4096));
+}
+
+TEST_CASE("one fence probe answers for every write refused meanwhile") {
+  Rig rig(RedundantOptions());
+  rig.ConnectOrFail();
+  int superseded_calls = 0;
+  rig.member().OnSuperseded([&] { ++superseded_calls; });
+  rig.server.answer = [](const MemberIo& io) { return io.op == MemberOp::kRead ? 0 : ESHUTDOWN; };
+  std::vector<uint8_t> block = Pattern(4096, 12);
+  for (int i = 0; i < 4; ++i)
+    rig.Submit(MemberOp::kWrite, uint64_t(i) * 4096, 4096, block.data());
+  REQUIRE(rig.AdvanceUntilAllDone(10s));
+  CHECK(rig.CountOf(EROFS) == 4);
+  CHECK(superseded_calls == 1);
+  CHECK(rig.ArrivalsOf(MemberOp::kWrite) == 4);
+  CHECK(rig.ArrivalsOf(MemberOp::kRead) == 1);  // the one probe
+  CHECK(rig.server.attempts().size() == 1);
+}
+
 TEST_CASE("without an ownership epoch, ESHUTDOWN to a write still means reconnect and resend") {
   Rig rig;
   rig.ConnectOrFail();

@@ -1,7 +1,11 @@
 // A mirror loses an export node for good while a client writes and reads: the client sees no
 // error, the copy is demoted within --degrade-after (logged, shown by status), and the survivor's
-// superblock records it stale in a new generation.
+// superblock records it stale in a new generation. The node is killed (SIGKILL: connections reset)
+// or stopped (SIGTERM: nbdkit answers what is in flight with ESHUTDOWN, as a newer owner's fence
+// does, and must not be taken for one).
 #include <csignal>
+#include <functional>
+#include <string>
 
 #include "tests/fault/fault_fixture.h"
 #include "tests/integration/volume_fixture.h"
@@ -11,7 +15,9 @@ namespace {
 
 TEST_SUITE_BEGIN("fault_mirror");
 
-TEST_CASE("a copy killed under writes and reads: no client error, demoted to stale") {
+// Runs the client against a mirror whose slot 1 is lost by `lose` at iteration 20; returns the
+// aggregator's log.
+std::string LoseCopyUnderIo(const std::function<void(Member&)>& lose) {
   TempDir dir("dst-fault-mirror");
   constexpr uint64_t kSize = 8 * kMiB;
   Member m0(dir.File("m0.img"), kSize);
@@ -19,6 +25,7 @@ TEST_CASE("a copy killed under writes and reads: no client error, demoted to sta
   const std::vector<std::string> uris = {m0.uri(), m1.uri()};
   CreateOk({"--name", "mir", "--layout", "mirror"}, uris);
   const std::string generation_before = InspectGeneration(m0.uri());
+  std::string log;
   {
     Aggregator agg({"--degrade-after", "2s", "--io-timeout", "1s", m0.uri(), m1.uri()});
     NbdClient c;
@@ -28,7 +35,7 @@ TEST_CASE("a copy killed under writes and reads: no client error, demoted to sta
     const auto start = SteadyClock::now();
     int errors = 0;
     for (int i = 0; i < 400 && SecondsSince(start) < 15; ++i) {
-      if (i == 20) m1.KillHard();
+      if (i == 20) lose(m1);
       const uint64_t offset = (i % 32) * kChunk;
       const Bytes data = RandomBytes(kChunk, 100 + i);
       const NbdStatus w = WriteFor(c, data, offset, 10s);
@@ -54,10 +61,23 @@ TEST_CASE("a copy killed under writes and reads: no client error, demoted to sta
                          "\"stale_since\": 0, \"repaired_blocks\": 0, \"read_failovers\": "
                          "0}]"));  // slot 1's stale_since is set
     CHECK_NBD_OK(c.Shutdown());
+    log = agg.stderr_text();
   }
   const std::string survivor = RunAggregator({"inspect", "--json", m0.uri()}).stdout_text;
   CHECK(InspectGeneration(m0.uri()) != generation_before);
   CHECK(Contains(survivor, "\"stale\""));
+  return log;
+}
+
+TEST_CASE("a copy killed under writes and reads: no client error, demoted to stale") {
+  LoseCopyUnderIo([](Member& m) { m.KillHard(); });
+}
+
+TEST_CASE(
+    "a copy stopped under writes and reads: no client error, demoted, not taken for a fence") {
+  const std::string log = LoseCopyUnderIo([](Member& m) { m.Kill(SIGTERM); });
+  INFO("aggregator log:\n" << log);
+  CHECK_FALSE(Contains(log, "fenced by a newer owner"));
 }
 
 TEST_SUITE_END();

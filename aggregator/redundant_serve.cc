@@ -163,43 +163,4 @@ Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,
       .Wrap("volume " + plan.name);
 }
 
-bool SingleWriterVolume::Refused(Done& done, int err) {
-  if (!volume_->superseded()) return false;
-  asio::post(io_, [done = std::move(done), err] { done(err); });
-  return true;
-}
-
-void SingleWriterVolume::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {
-  if (!volume_->superseded()) return volume_->Read(offset, length, buf, std::move(done));
-  asio::post(io_, [done = std::move(done)] { done(ESHUTDOWN, {}); });
-}
-
-void SingleWriterVolume::Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua,
-                               Done done) {
-  if (!Refused(done, EROFS)) volume_->Write(offset, length, buf, fua, std::move(done));
-}
-
-void SingleWriterVolume::Flush(Done done) {
-  if (!Refused(done, EROFS)) volume_->Flush(std::move(done));
-}
-
-void SingleWriterVolume::Trim(uint64_t offset, uint64_t length, bool fua, Done done) {
-  if (!Refused(done, EROFS)) volume_->Trim(offset, length, fua, std::move(done));
-}
-
-void SingleWriterVolume::Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only,
-                              bool fua, Done done) {
-  if (!Refused(done, EROFS))
-    volume_->Zero(offset, length, may_trim, fast_only, fua, std::move(done));
-}
-
-void SingleWriterVolume::Cache(uint64_t offset, uint64_t length, Done done) {
-  if (!Refused(done, ESHUTDOWN)) volume_->Cache(offset, length, std::move(done));
-}
-
-void SingleWriterVolume::BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) {
-  if (!volume_->superseded()) return volume_->BlockStatus(offset, length, std::move(done));
-  asio::post(io_, [done = std::move(done)] { done(ESHUTDOWN, {}); });
-}
-
 }  // namespace dst::aggregator

@@ -73,41 +73,6 @@ const integrity::Uuid& RunOwnerUuid();
 Status ClaimOwnership(const member::MemberTls& tls, const integrity::Uuid& owner,
                       RedundantPlan* plan);
 
-// What the server serves of a mirror or raid10 volume: the checksummed volume, until a newer
-// owner has fenced it out (ChecksummedVolume::superseded()). From then on writes, trims, zeroes
-// and flushes fail with EROFS (EPERM on the wire, as NBD asks for writes to a read-only export),
-// and reads, cache and block status with ESHUTDOWN: the table cache holds this aggregator's
-// checksums, not the new owner's, so a read could return data the new owner has overwritten.
-class SingleWriterVolume final : public volume::BlockDevice {
- public:
-  SingleWriterVolume(asio::io_context& io, std::unique_ptr<integrity::ChecksummedVolume> volume)
-      : io_(io), volume_(std::move(volume)) {}
-  integrity::ChecksummedVolume* checksummed() const { return volume_.get(); }
-
-  const std::string& name() const override { return volume_->name(); }
-  const std::string& description() const override { return volume_->description(); }
-  uint64_t size() const override { return volume_->size(); }
-  const volume::VolumeCapabilities& capabilities() const override {
-    return volume_->capabilities();
-  }
-  volume::DeviceState State() const override { return volume_->State(); }
-  void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
-  void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
-  void Flush(Done done) override;
-  void Trim(uint64_t offset, uint64_t length, bool fua, Done done) override;
-  void Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua,
-            Done done) override;
-  void Cache(uint64_t offset, uint64_t length, Done done) override;
-  void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) override;
-
- private:
-  // Fails `done` with `err` (posted) when superseded.
-  bool Refused(Done& done, int err);
-
-  asio::io_context& io_;
-  std::unique_ptr<integrity::ChecksummedVolume> volume_;
-};
-
 // `targets` by slot: the connected member, nullptr for a missing one.
 Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,
                             std::span<volume::MemberTarget* const> targets,

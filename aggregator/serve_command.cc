@@ -207,15 +207,12 @@ Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, 
   LOG_INFO("volume %s: %s of data, table cache %s", volume->name().c_str(),
            FormatSize(volume->size()).c_str(), FormatSize(config.table_cache).c_str());
   server.checksummed.push_back(volume.get());
-  if (!plan.redundant) {
-    server.volumes.push_back(std::move(volume));
-    return Status::Ok();
-  }
   // A member fenced out by a newer owner stops the volume's writes, before its I/O completes.
-  for (uint32_t slot = 0; slot < targets.size(); ++slot)
-    if (auto* member = dynamic_cast<member::NbdMember*>(targets[slot]))
-      member->OnSuperseded([v = volume.get(), slot] { v->Supersede(slot); });
-  server.volumes.push_back(std::make_unique<SingleWriterVolume>(server.io, std::move(volume)));
+  if (plan.redundant)
+    for (uint32_t slot = 0; slot < targets.size(); ++slot)
+      if (auto* member = dynamic_cast<member::NbdMember*>(targets[slot]))
+        member->OnSuperseded([v = volume.get(), slot] { v->Supersede(slot); });
+  server.volumes.push_back(std::move(volume));
   return Status::Ok();
 }
 

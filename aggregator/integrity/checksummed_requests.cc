@@ -134,9 +134,17 @@ bool ChecksummedVolume::Verify(uint64_t volume_block, std::span<const uint8_t> e
 // ---------------------------------------------------------------------------
 // Request bookkeeping.
 
-bool ChecksummedVolume::Admit(const std::function<void(int)>& fail) {
+// A superseded volume (a newer owner fenced it out) refuses changes with
+// EROFS (EPERM on the wire, NBD's answer to a write on a read-only export)
+// and reads with ESHUTDOWN: its table cache holds this aggregator's
+// checksums, not the new owner's, and could vouch for overwritten data.
+bool ChecksummedVolume::Admit(const std::function<void(int)>& fail, Access access) {
   if (!open_ || closing_) {
     fail(ESHUTDOWN);
+    return false;
+  }
+  if (superseded_) {
+    fail(access == Access::kChange ? EROFS : ESHUTDOWN);
     return false;
   }
   ++in_flight_;
@@ -183,7 +191,7 @@ void ChecksummedVolume::End(const std::shared_ptr<Op>& op) {
 // Reads.
 
 void ChecksummedVolume::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {
-  if (!Admit([&done](int err) { done(err, {}); })) return;
+  if (!Admit([&done](int err) { done(err, {}); }, Access::kRead)) return;
   auto op = std::make_shared<ReadOp>();
   op->offset = offset;
   op->length = length;
@@ -529,7 +537,7 @@ void ChecksummedVolume::FinishRead(const std::shared_ptr<ReadOp>& op, int err) {
 
 void ChecksummedVolume::Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua,
                               Done done) {
-  if (!Admit(done)) return;
+  if (!Admit(done, Access::kChange)) return;
   auto op = std::make_shared<WriteOp>();
   op->offset = offset;
   op->length = length;
@@ -609,7 +617,7 @@ void ChecksummedVolume::WriteData(const std::shared_ptr<WriteOp>& op) {
 // Trim, zero, flush, cache, block status.
 
 void ChecksummedVolume::Flush(Done done) {
-  if (!Admit(done)) return;
+  if (!Admit(done, Access::kChange)) return;
   inner_->Flush([this, done = std::move(done)](int err) {
     Leave();
     done(err);
@@ -619,7 +627,7 @@ void ChecksummedVolume::Flush(Done done) {
 void ChecksummedVolume::Trim(uint64_t offset, uint64_t length, bool fua, Done done) {
   // Only whole blocks are forgotten; trimming part of a block is a no-op,
   // which TRIM's advisory nature allows.
-  if (!Admit(done)) return;
+  if (!Admit(done, Access::kChange)) return;
   const uint64_t first = (offset + block_size_ - 1) / block_size_;
   const uint64_t end = (offset + length) / block_size_;
   if (end <= first) {
@@ -634,7 +642,7 @@ void ChecksummedVolume::Trim(uint64_t offset, uint64_t length, bool fua, Done do
 
 void ChecksummedVolume::Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only,
                              bool fua, Done done) {
-  if (!Admit(done)) return;
+  if (!Admit(done, Access::kChange)) return;
   if (fast_only) {  // not advertised; a client sending it anyway
     Leave();
     return done(ENOTSUP);
@@ -700,7 +708,7 @@ void ChecksummedVolume::ZeroStep(uint64_t first, uint64_t count, bool may_trim, 
 }
 
 void ChecksummedVolume::Cache(uint64_t offset, uint64_t length, Done done) {
-  if (!Admit(done)) return;
+  if (!Admit(done, Access::kRead)) return;
   inner_->Cache(offset, length, [this, done = std::move(done)](int err) {
     Leave();
     done(err);
@@ -708,7 +716,7 @@ void ChecksummedVolume::Cache(uint64_t offset, uint64_t length, Done done) {
 }
 
 void ChecksummedVolume::BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) {
-  if (!Admit([&done](int err) { done(err, {}); })) return;
+  if (!Admit([&done](int err) { done(err, {}); }, Access::kRead)) return;
   length = std::min(length, kStatusBytes);
   auto op = std::make_shared<Op>();
   CoverBlocks(*op, offset, length);

@@ -104,8 +104,9 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   // superblock is written (their waiters get EROFS): the copies did not fail,
   // this aggregator lost the volume. Logs once `volume V: fenced by a newer
   // owner (ownership epoch N): no more writes`, N read from that copy's
-  // superblock ("N or later" when it cannot be read). Refusing the clients'
-  // writes is the server's (SingleWriterVolume, redundant_serve.h).
+  // superblock ("N or later" when it cannot be read). From then on clients'
+  // writes, trims, zeroes and flushes fail with EROFS, their reads, cache and
+  // block status with ESHUTDOWN (the table cache is not the new owner's).
   void Supersede(uint32_t slot);
   bool superseded() const { return superseded_; }
 
@@ -234,7 +235,11 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   bool Verify(uint64_t volume_block, std::span<const uint8_t> entry, const uint8_t* data);
   Digest ChecksumOf(uint64_t volume_block, const uint8_t* data);
 
-  bool Admit(const std::function<void(int)>& fail);
+  // What a request does to the volume, for Admit's refusals.
+  enum class Access : uint8_t { kRead, kChange };
+  // Counts the request in, or fails it (ESHUTDOWN when the volume is not
+  // open; superseded: EROFS for changes, ESHUTDOWN for reads).
+  bool Admit(const std::function<void(int)>& fail, Access access);
   void Leave();
   // Common steps of every request: lock, pin, (for changes) mark regions.
   void Begin(const std::shared_ptr<Op>& op, bool exclusive, std::function<void(int)> next);

@@ -28,6 +28,7 @@
 #include "aggregator/integrity/test_members.h"
 #include "aggregator/volume/member_io.h"
 #include "aggregator/volume/set_geometry.h"
+#include "tests/harness/stderr_capture.h"
 
 namespace dst::integrity {
 namespace {
@@ -506,6 +507,36 @@ TEST_CASE("mirror: while a demotion is not durable, writes to the set fail and r
   CHECK(h.Matches(48 * KiB, 8 * KiB));
   REQUIRE(h.Close() == 0);
   CHECK(h.OnDisk(0).state == VolumeState::kClean);
+}
+
+TEST_CASE(
+    "mirror: superseded, changes fail with EROFS and reads with ESHUTDOWN; copies untouched") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(8 * KiB, 74)) == 0);
+  dst::test::StderrCapture log;
+  h.vol->Supersede(1);
+  h.Pump();  // the newer owner's superblock is read for the log line
+  CHECK(h.vol->superseded());
+  CHECK(log.Text().find("volume " + h.vol->name() + ": fenced by a newer owner") !=
+        std::string::npos);
+  const size_t since0 = h.members[0]->log.size();
+  const size_t since1 = h.members[1]->log.size();
+  CHECK(h.Write(16 * KiB, Pattern(8 * KiB, 75)) == EROFS);
+  CHECK(h.Read(0, 8 * KiB).err == ESHUTDOWN);
+  int flushed = kPending, trimmed = kPending, cached = kPending, status = kPending;
+  h.vol->Flush([&](int err) { flushed = err; });
+  h.vol->Trim(0, 4 * KiB, false, [&](int err) { trimmed = err; });
+  h.vol->Cache(0, 4 * KiB, [&](int err) { cached = err; });
+  h.vol->BlockStatus(0, 4 * KiB,
+                     [&](int err, std::vector<volume::AllocationExtent>) { status = err; });
+  h.Pump();
+  CHECK(flushed == EROFS);
+  CHECK(trimmed == EROFS);
+  CHECK(cached == ESHUTDOWN);
+  CHECK(status == ESHUTDOWN);
+  CHECK(h.members[0]->log.size() == since0);  // nothing reached the copies
+  CHECK(h.members[1]->log.size() == since1);
 }
 
 TEST_CASE("mirror: a demotion's missed-write bits are on the remaining copy before its record") {

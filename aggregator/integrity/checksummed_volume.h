@@ -31,8 +31,10 @@
 //
 // The work is split by job: the request path is checksummed_requests.cc; the
 // lifecycle (assembly, superblock updates, clean stop) checksummed_volume.cc;
-// crash recovery recompute.h and the cleaner cleaner.h, both of which work
-// only on what the volume hands them (table cache, bitmap, data areas).
+// for copies, their superblock updates, demotion and supersede
+// checksummed_copies.cc and self-heal checksummed_self_heal.cc; crash
+// recovery recompute.h and the cleaner cleaner.h, both of which work only on
+// what the volume hands them (table cache, bitmap, data areas).
 //
 // Threading: the event-loop thread only.
 #pragma once
@@ -181,7 +183,7 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
 
   // Lifecycle (checksummed_volume.cc).
   void WriteSuperblocks(VolumeState state, Done done);
-  // Redundant volumes: superblock updates, one at a time, each taking every
+  // Redundant volumes (checksummed_copies.cc): superblock updates, one at a time, each taking every
   // state change and demotion queued since the last.
   void QueueUpdate(std::optional<VolumeState> state, Done done);
   void StartUpdate();
@@ -254,9 +256,9 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   void ReadVerified(uint64_t block, const BlockRef& ref, uint8_t* dest, bool failed_before,
                     std::shared_ptr<Op> keep, Done done);
   void FinishRead(const std::shared_ptr<ReadOp>& op, int err);
-  // Redundant volumes: reads a block that failed verification from every
-  // current copy of its set, serves a copy that verifies and repairs the
-  // others; EIO naming every copy when none verifies.
+  // Redundant volumes (checksummed_self_heal.cc): reads a block that failed
+  // verification from every current copy of its set, serves a copy that
+  // verifies and repairs the others; EIO naming every copy when none verifies.
   void ReadFromCopies(uint64_t block, const BlockRef& ref, uint8_t* dest, std::shared_ptr<Op> keep,
                       Done done);
   // No copy's data verifies against the cached entry: the entry may be the

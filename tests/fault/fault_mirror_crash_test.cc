@@ -123,8 +123,8 @@ Bytes Slice(const Bytes& bytes, uint64_t offset, uint64_t length) {
 }
 
 // Writes of 64 KiB round region 2's ring, kDepth in flight, until `kill_after` have
-// completed; then calls `kill()` with writes still in flight. Bounded in count and time.
-// Returns the number of writes that completed.
+// completed; then calls `kill()` with kDepth writes sent and unanswered. Bounded in count and
+// time.
 struct InFlightWriter {
   std::deque<std::pair<int64_t, Bytes>> pending;  // outlives the client's commands
   uint64_t submitted = 0, completed = 0;
@@ -140,6 +140,12 @@ struct InFlightWriter {
         pending.emplace_back(cookie, std::move(data));
         ++submitted;
       }
+      // Right after a refill, before libnbd reads another reply: kDepth writes are out.
+      if (completed >= kill_after) {
+        in_flight_at_kill = nbd_aio_in_flight(client.handle());
+        kill();
+        return;
+      }
       REQUIRE(nbd_poll(client.handle(), 20) != -1);
       // Only the oldest are retired, so that every buffer stays alive as long as its command.
       while (!pending.empty()) {
@@ -148,11 +154,6 @@ struct InFlightWriter {
         REQUIRE_MESSAGE(done == 1, "write failed before the kill: " << LastNbdError());
         pending.pop_front();
         ++completed;
-      }
-      if (completed >= kill_after) {
-        in_flight_at_kill = nbd_aio_in_flight(client.handle());
-        kill();
-        return;
       }
     }
     FAIL("the writer did not complete " << kill_after << " writes in time (" << completed << " of "

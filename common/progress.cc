@@ -15,9 +15,10 @@ namespace {
 constexpr auto kBarInterval = std::chrono::milliseconds(100);
 constexpr int kBarWidth = 30;
 
-std::string Rate(uint64_t bytes, double seconds) {
-  if (seconds <= 0) return "-";
-  return FormatSize(static_cast<uint64_t>(static_cast<double>(bytes) / seconds)) + "/s";
+// A negative rate is not known yet.
+std::string Rate(double bytes_per_second) {
+  if (bytes_per_second < 0) return "-";
+  return FormatSize(static_cast<uint64_t>(bytes_per_second)) + "/s";
 }
 
 }  // namespace
@@ -36,11 +37,17 @@ bool Progress::StderrIsTerminal() {
 }
 
 std::string Progress::Line(const std::string& what, uint64_t done, uint64_t total, double seconds) {
+  const double rate = seconds > 0 ? static_cast<double>(done) / seconds : -1;
+  return LineAtRate(what, done, total, rate);
+}
+
+std::string Progress::LineAtRate(const std::string& what, uint64_t done, uint64_t total,
+                                 double bytes_per_second) {
   const uint64_t percent = total ? std::min<uint64_t>(100, done * 100 / total) : 100;
   std::string line = what + ": " + std::to_string(percent) + "% (" + FormatSize(done) + " of " +
-                     FormatSize(total) + ") at " + Rate(done, seconds);
-  if (done > 0 && done < total && seconds > 0) {
-    const double eta = seconds * static_cast<double>(total - done) / static_cast<double>(done);
+                     FormatSize(total) + ") at " + Rate(bytes_per_second);
+  if (done > 0 && done < total && bytes_per_second > 0) {
+    const double eta = static_cast<double>(total - done) / bytes_per_second;
     line += ", ETA " + std::to_string(static_cast<uint64_t>(eta + 0.5)) + " s";
   }
   return line;
@@ -77,7 +84,7 @@ void Progress::Finish() {
   char text[64];
   std::snprintf(text, sizeof text, "%.1f", seconds);
   LOG_INFO("%s: %s in %s s (%s)", what_.c_str(), FormatSize(done_).c_str(), text,
-           Rate(done_, seconds).c_str());
+           Rate(seconds > 0 ? static_cast<double>(done_) / seconds : -1).c_str());
 }
 
 }  // namespace dst

@@ -33,6 +33,11 @@ class Progress {
 
   // "what: 45% (1.2 GiB of 2.6 GiB) at 310 MiB/s, ETA 5 s": pure, for tests.
   static std::string Line(const std::string& what, uint64_t done, uint64_t total, double seconds);
+  // The same at a rate measured elsewhere (background jobs that resume, whose
+  // rate is not done / elapsed): ETA = what is left at that rate. A negative
+  // rate is not known yet: "at -", no ETA.
+  static std::string LineAtRate(const std::string& what, uint64_t done, uint64_t total,
+                                double bytes_per_second);
 
  private:
   std::string what_;

@@ -89,15 +89,19 @@ void BackgroundRate::Forget(Clock::time_point now) {
     finished_.pop_front();
 }
 
-double BackgroundRate::rate(Clock::time_point now) {
-  Forget(now);
-  if (finished_.empty()) return 0;
+double BackgroundRate::rate(Clock::time_point now) const {
   uint64_t bytes = 0;
-  for (const Done& d : finished_)
+  Clock::time_point first = now;
+  for (const Done& d : finished_) {
+    if (now - d.at > kRateWindow) continue;
     bytes += d.bytes;
+    first = std::min(first, d.at);
+  }
+  if (bytes == 0) return 0;
+  // Over the window, or since the first step finished when that is shorter.
+  const Clock::time_point since = std::max(first_finished_, now - kRateWindow);
   const Clock::duration span =
-      std::clamp<Clock::duration>(now - first_finished_, std::chrono::milliseconds(100),
-                                  std::chrono::duration_cast<Clock::duration>(kRateWindow));
+      std::max<Clock::duration>(now - since, std::chrono::milliseconds(100));
   return static_cast<double>(bytes) / Seconds(span);
 }
 

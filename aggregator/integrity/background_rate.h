@@ -67,7 +67,7 @@ class BackgroundRate {
   void Finished(uint64_t bytes, Clock::time_point now);
   // Bytes per second finished over the last kRateWindow (or since the first
   // step, when that is shorter); 0 before anything finished.
-  double rate(Clock::time_point now);
+  double rate(Clock::time_point now) const;
 
  private:
   // Bytes per second of the current mode.

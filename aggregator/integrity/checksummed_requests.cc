@@ -148,10 +148,12 @@ bool ChecksummedVolume::Admit(const std::function<void(int)>& fail, Access acces
     return false;
   }
   ++in_flight_;
+  jobs_.ClientStarted();
   return true;
 }
 
 void ChecksummedVolume::Leave() {
+  jobs_.ClientFinished();
   if (--in_flight_ == 0 && drained_) asio::post(io_, std::exchange(drained_, nullptr));
 }
 

@@ -185,7 +185,8 @@ ChecksummedVolume::ChecksummedVolume(asio::io_context& io, Assembly assembly,
       intent_(members_, geometries_),
       activity_(RegionCounts(geometries_)),
       cleaner_(io, view_.name, options_.clean_interval, table_, intent_, activity_,
-               [this](Done done) { inner_->Flush(std::move(done)); }) {
+               [this](Done done) { inner_->Flush(std::move(done)); }),
+      jobs_(io, options_.background) {
   member_checksum_errors_.assign(copies_.size(), 0);
   repaired_blocks_.assign(copies_.size(), 0);
   read_failovers_.assign(copies_.size(), 0);
@@ -356,10 +357,14 @@ void ChecksummedVolume::Close(Done done) {
   if (!open_ || closing_) return done(0);
   closing_ = true;
   cleaner_.Stop();
-  drained_ = [this, alive = lifetime_.Watch(), done = std::move(done)]() mutable {
-    if (!alive.expired()) StopClean(std::move(done));
-  };
-  if (in_flight_ == 0) asio::post(io_, std::exchange(drained_, nullptr));
+  // Background steps hold locks and write like requests: they end first.
+  jobs_.Shutdown([this, alive = lifetime_.Watch(), done = std::move(done)](int) mutable {
+    if (alive.expired()) return;
+    drained_ = [this, alive = lifetime_.Watch(), done = std::move(done)]() mutable {
+      if (!alive.expired()) StopClean(std::move(done));
+    };
+    if (in_flight_ == 0) asio::post(io_, std::exchange(drained_, nullptr));
+  });
 }
 
 // Once nothing is in flight: a last cleaner pass, which leaves no bit set,

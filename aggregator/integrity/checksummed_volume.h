@@ -24,8 +24,9 @@
 //
 // Lifecycle: Create() checks the superblocks; Open() loads the bitmaps, marks
 // the volume dirty on every member and recomputes the checksums of regions
-// left dirty by an unclean stop; then requests may come; Close() waits for
-// them, writes everything back, clears the bitmap and marks the volume clean.
+// left dirty by an unclean stop; then requests may come; Close() stops the
+// background jobs (checkpointed), waits for the requests, writes everything
+// back, clears the bitmap and marks the volume clean.
 // A cleaner writes dirty table pages back every `clean_interval` and clears
 // the bits of regions that stayed quiet meanwhile.
 //
@@ -48,6 +49,7 @@
 
 #include <asio.hpp>
 
+#include "aggregator/integrity/background_jobs.h"
 #include "aggregator/integrity/cleaner.h"
 #include "aggregator/integrity/data_area_member.h"
 #include "aggregator/integrity/integrity_counters.h"
@@ -68,6 +70,8 @@ struct ChecksumOptions {
   uint64_t table_cache_bytes = uint64_t{64} << 20;
   std::chrono::milliseconds clean_interval{5000};
   std::string description;
+  // Resync, rebuild and scrub: rates, checkpoint and progress intervals.
+  BackgroundJobs::Options background;
 };
 
 // One slot (member) of a mirror or raid10 volume as assembly decided it.
@@ -120,6 +124,11 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   // redundant volume: the volume's view).
   const Superblock& superblock(size_t member) const { return superblocks_[member]; }
   const IntegrityCounters& counters() const { return counters_; }
+  // The volume's background work (resync, rebuild, scrub): it hears of every
+  // client request (the throttle), and Close() shuts it down, checkpointed,
+  // before the clean stop.
+  BackgroundJobs& jobs() { return jobs_; }
+  const BackgroundJobs& jobs() const { return jobs_; }
   uint64_t dirty_regions() const { return intent_.set_count(); }
   // checksum_errors of the blocks that live on member `index` (for copies: of
   // the blocks whose data on that copy failed verification).
@@ -306,6 +315,7 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   WriteIntent intent_;
   RegionActivity activity_;
   Cleaner cleaner_;
+  BackgroundJobs jobs_;
   bool open_ = false;
   bool unclean_at_open_ = false;  // a superblock said dirty: the last stop was a crash
   bool closing_ = false;

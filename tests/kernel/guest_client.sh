@@ -167,7 +167,7 @@ stripe_member_restart() {
 # one. Nothing fails, and the files check out on the copy that is left.
 mirror_member_killed() {
   new_set e 1 100 3072
-  new_set f 8192 16384 16384
+  new_set f 8192 16384 16384 24576
   attach "$MIRROR" "$MIRROR_SIZE" -C 2 || return 1
   run mkfs.ext4 -q "$DEV" || return 1
   mount_fs && copy_set e && copy_during_fault f || return 1

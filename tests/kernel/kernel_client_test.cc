@@ -174,12 +174,18 @@ double KillAndRestartDuringCopy(KernelGuest& guest, Aggregator& aggregator, Memb
   return outage;
 }
 
+struct MirrorLoss {
+  double stale_after = 0;  // seconds from the kill to the slot being stale in status
+  double copy_after = 0;   // seconds the guest's copy went on after that
+};
+
 // Once the guest's copy is under way and its writes reach the mirror victim,
-// SIGKILLs the victim for good and waits until status shows its slot stale.
-// Returns how long that took.
-double KillForGoodDuringCopy(KernelGuest& guest, Aggregator& aggregator, Member& victim,
-                             fault::SteadyClock::time_point deadline) {
+// SIGKILLs the victim for good, waits until status shows its slot stale, and
+// then for the end of the copy.
+MirrorLoss KillForGoodDuringCopy(KernelGuest& guest, Aggregator& aggregator, Member& victim,
+                                 fault::SteadyClock::time_point deadline) {
   AwaitCopyOnVictim(guest, aggregator, kMirrorVictim, deadline);
+  const auto killed_at = fault::SteadyClock::now();
   victim.KillHard();
   const std::optional<double> stale_after = fault::WaitForStatus(
       aggregator, fault::SlotState(kMirrorVictim.slot, victim.uri(), "stale"),
@@ -189,7 +195,10 @@ double KillForGoodDuringCopy(KernelGuest& guest, Aggregator& aggregator, Member&
   CHECK_MESSAGE(!CopyDone(guest, kMirrorVictim),
                 "the copy ended before the mirror lost its copy: writes to one copy were not "
                 "tested");
-  return *stale_after;
+  const auto stale_at = fault::SteadyClock::now();
+  CHECK(guest.WaitForConsole(Mark("copy-done", kMirrorVictim), Left(deadline)));
+  return {.stale_after = std::chrono::duration<double>(stale_at - killed_at).count(),
+          .copy_after = fault::SecondsSince(stale_at)};
 }
 
 // No member gave up on its I/O or failed, other than `except` (a URI).
@@ -273,7 +282,7 @@ struct GuestRun {
   std::string console;
   double seconds = 0;  // from boot to power-off
   double outage = 0;   // how long the stripe victim was down
-  double demoted = 0;  // seconds from the mirror victim's kill to its slot being stale
+  MirrorLoss mirror_loss;
 };
 
 // Boots the guest against the aggregator, restarts the stripe victim and
@@ -290,7 +299,7 @@ GuestRun RunGuest(const std::string& image, Aggregator& aggregator, const Volume
   GuestRun run;
   run.outage = KillAndRestartDuringCopy(guest, aggregator,
                                         volumes.stripe.member(kStripeVictim.slot), deadline);
-  run.demoted =
+  run.mirror_loss =
       KillForGoodDuringCopy(guest, aggregator, volumes.mirror.member(kMirrorVictim.slot), deadline);
   const std::optional<int> exit_code = guest.WaitForExit(Left(deadline));
   run.seconds = fault::SecondsSince(booted_at);
@@ -310,7 +319,7 @@ TEST_CASE(
   // at its middle.
   MemberGroup linear(dir, "linear", {40 * kMiB, 56 * kMiB});
   MemberGroup stripe(dir, "stripe", {48 * kMiB, 48 * kMiB, 48 * kMiB});
-  MemberGroup mirror(dir, "mirror", {96 * kMiB, 96 * kMiB});
+  MemberGroup mirror(dir, "mirror", {128 * kMiB, 128 * kMiB});
   MemberGroup raw(dir, "raw", {24 * kMiB, 24 * kMiB});
   CreateOk({"--name", "vol0", "--layout", "linear"}, linear.uris());
   CreateOk({"--name", "stripe0", "--layout", "stripe", "--chunk", "64K"}, stripe.uris());
@@ -323,7 +332,9 @@ TEST_CASE(
   CheckStripeRecovery(aggregator, stripe, mirror);
   CheckMirrorDegraded(aggregator, mirror);
   MESSAGE("guest ran for " << run.seconds << " s; stripe export node down for " << run.outage
-                           << " s; mirror copy stale " << run.demoted << " s after its kill");
+                           << " s; mirror copy stale " << run.mirror_loss.stale_after
+                           << " s after its kill, the guest's copy went on for "
+                           << run.mirror_loss.copy_after << " s after that");
   if (const char* show = std::getenv("DST_KERNEL_SHOW_CONSOLE"); show && *show == '1')
     MESSAGE("guest console:\n" << run.console);
 }

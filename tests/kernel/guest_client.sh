@@ -6,8 +6,9 @@
 # PORT and, for each volume, its export name and size in bytes.
 #
 # Each case prints `dst-case NAME: PASS` or `dst-case NAME: FAIL: WHY`; the
-# host asserts on those lines. `dst-mark copy-start` and `dst-mark copy-done`
-# bracket the copy during which the host kills and restarts an export node.
+# host asserts on those lines. `dst-mark copy-start NAME` and
+# `dst-mark copy-done NAME` bracket the copy during which the host kills an
+# export node (and, in some cases, restarts it).
 # Cases share the guest's state: later ones read what earlier ones wrote.
 # /test/params exists in the guest only; the cases run through run_case.
 # shellcheck disable=SC1091,SC2317
@@ -75,6 +76,18 @@ new_set() {
 
 copy_set() { run cp -r "$SRC/$1" "$MNT/"; }
 
+# copy_during_fault SET: copies the set's files between the marks the host
+# waits for, to inject its fault meanwhile. O_DIRECT keeps I/O going to the
+# members for the whole copy, instead of leaving it to a later writeback.
+copy_during_fault() {
+  run mkdir "$MNT/$1" || return 1
+  echo "dst-mark copy-start $case_name"
+  for file in "$SRC/$1"/*; do
+    run dd if="$file" of="$MNT/$1/${file##*/}" bs=1M oflag=direct || return 1
+  done
+  echo "dst-mark copy-done $case_name"
+}
+
 # verify SET...: the files on the mounted volume match their checksums.
 verify() {
   for set_name in "$@"; do
@@ -102,7 +115,7 @@ reconnect_and_check() {
 
 # The kernel must not have reported an error on the device or the file system.
 kernel_log_clean() {
-  dmesg | grep -E 'I/O error|EXT4-fs (error|warning)|nbd.*(timed out|Dead connection|failed)' \
+  dmesg | grep -E 'I/O error|blk_update_request|EXT4-fs (error|warning)|nbd.*(timed out|Dead connection|failed)' \
     >/tmp/kernel.out || return 0
   sed 's/^/  | /' /tmp/kernel.out
   why="the kernel logged errors"
@@ -139,17 +152,27 @@ stripe_two_connections() {
 }
 
 # A copy onto the striped volume during which the host kills an export node
-# and restarts it: the copy only slows down. O_DIRECT keeps I/O going to the
-# members for the whole copy, instead of leaving it to a later writeback.
+# and restarts it: the copy only slows down.
 stripe_member_restart() {
   new_set c 49152
   attach "$STRIPE" "$STRIPE_SIZE" -C 2 || return 1
-  mount_fs && run mkdir "$MNT/c" || return 1
-  echo "dst-mark copy-start"
-  run dd if="$SRC/c/f1" of="$MNT/c/f1" bs=1M oflag=direct || return 1
-  echo "dst-mark copy-done"
+  mount_fs && copy_during_fault c || return 1
   unmount_and_detach || return 1
   reconnect_and_check "$STRIPE" "$STRIPE_SIZE" "b c" -C 2
+}
+
+# A new file system on the mirror of two copies, and a copy onto it during
+# which the host kills one copy's export node for good: writes wait until the
+# aggregator gives up on that copy (--degrade-after) and go on with the other
+# one. Nothing fails, and the files check out on the copy that is left.
+mirror_member_killed() {
+  new_set e 1 100 3072
+  new_set f 8192 16384 16384 24576
+  attach "$MIRROR" "$MIRROR_SIZE" -C 2 || return 1
+  run mkfs.ext4 -q "$DEV" || return 1
+  mount_fs && copy_set e && copy_during_fault f || return 1
+  unmount_and_detach || return 1
+  reconnect_and_check "$MIRROR" "$MIRROR_SIZE" "e f" -C 2
 }
 
 # A raw volume: the members as they are, without dst's checksums.
@@ -164,6 +187,7 @@ raw_linear() {
 # run_case NAME FUNCTION: runs one case and reports it; a failed case leaves
 # the device free for the next one.
 run_case() {
+  case_name=$1
   why=""
   dmesg -c >/dev/null
   echo "dst-case $1: start"
@@ -182,5 +206,6 @@ run_case linear-named linear_named
 run_case linear-default linear_default
 run_case stripe-two-connections stripe_two_connections
 run_case stripe-member-restart stripe_member_restart
+run_case mirror-member-killed mirror_member_killed
 run_case raw-linear raw_linear
 exit "$failed"

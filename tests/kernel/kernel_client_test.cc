@@ -4,13 +4,16 @@
 // them with files of known checksums, reconnects, runs fsck and reads the
 // files back: on an assembled linear volume by name and through the default
 // export, on an assembled striped volume with two connections, on a raw
-// volume, and on the striped volume while this side SIGKILLs an export node
-// in the middle of a copy and restarts it. The guest reports each case on
-// its console; this side asserts on those lines and on the aggregator's log.
+// volume, on the striped volume while this side SIGKILLs an export node in
+// the middle of a copy and restarts it, and on a mirror of two copies while
+// this side SIGKILLs one copy's export node for good. The guest reports each
+// case on its console; this side asserts on those lines, on the aggregator's
+// log and on its status.
 #include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <optional>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -29,10 +32,27 @@ using fault::WaitForStats;
 using namespace std::chrono_literals;
 
 // Which cases guest_client.sh runs, in order.
-constexpr const char* kCases[] = {"linear-named", "linear-default", "stripe-two-connections",
-                                  "stripe-member-restart", "raw-linear"};
-// The stripe member that is killed and restarted.
-constexpr size_t kVictim = 1;
+constexpr const char* kCases[] = {"linear-named",           "linear-default",
+                                  "stripe-two-connections", "stripe-member-restart",
+                                  "mirror-member-killed",   "raw-linear"};
+
+// An export node this side kills while a guest case copies onto its volume;
+// the case brackets the copy with `dst-mark copy-start CASE` and
+// `dst-mark copy-done CASE`.
+struct Victim {
+  const char* guest_case;
+  const char* volume;
+  size_t slot;  // the member's index in the volume
+};
+// A stripe member, killed and restarted.
+constexpr Victim kStripeVictim = {"stripe-member-restart", "stripe0", 1};
+// A copy of the mirror, killed for good.
+constexpr Victim kMirrorVictim = {"mirror-member-killed", "mirror0", 1};
+// The mirror demotes a copy that has not answered for this long; its members
+// give up after it too (instead of the retry window).
+constexpr auto kDegradeAfter = 2s;
+// The deadline of one member I/O.
+constexpr auto kIoTimeout = 2s;
 // Bounds: building the guest image (a first build downloads the kernel
 // package), and the guest from boot to power-off (about 30 s when the machine
 // is otherwise idle). Together below the ctest TIMEOUT.
@@ -70,19 +90,29 @@ std::string TomlList(const std::vector<std::string>& items) {
   return out + "]";
 }
 
-// One aggregator serves all three volumes; the empty export name selects
+struct Volumes {
+  MemberGroup& linear;
+  MemberGroup& stripe;
+  MemberGroup& mirror;
+  MemberGroup& raw;
+};
+
+// One aggregator serves all four volumes; the empty export name selects
 // vol0. A member that stops answering is given up on after two seconds
-// (reconnect and resend), instead of the default five, and an outage of up to
-// a minute costs the client latency only.
-std::string AggregatorConfig(const MemberGroup& linear, const MemberGroup& stripe,
-                             const MemberGroup& raw) {
+// (reconnect and resend), instead of the default five, and on the linear and
+// striped volumes an outage of up to a minute costs the client latency only;
+// the mirror instead goes on without a copy that is silent for two seconds.
+std::string AggregatorConfig(const Volumes& volumes) {
   std::ostringstream out;
   out << "default = \"vol0\"\n"
-      << "io-timeout = \"2s\"\nkeepalive = \"1s\"\nretry-window = \"60s\"\n";
-  out << "[[volume]]\nname = \"vol0\"\nmembers = " << TomlList(linear.uris()) << "\n";
-  out << "[[volume]]\nname = \"stripe0\"\nmembers = " << TomlList(stripe.uris()) << "\n";
+      << "io-timeout = \"" << kIoTimeout.count()
+      << "s\"\nkeepalive = \"1s\"\nretry-window = \"60s\"\n"
+      << "degrade-after = \"" << kDegradeAfter.count() << "s\"\n";
+  out << "[[volume]]\nname = \"vol0\"\nmembers = " << TomlList(volumes.linear.uris()) << "\n";
+  out << "[[volume]]\nname = \"stripe0\"\nmembers = " << TomlList(volumes.stripe.uris()) << "\n";
+  out << "[[volume]]\nname = \"mirror0\"\nmembers = " << TomlList(volumes.mirror.uris()) << "\n";
   out << "[[volume]]\nname = \"raw0\"\nraw = true\nlayout = \"linear\"\nmembers = "
-      << TomlList(raw.uris()) << "\n";
+      << TomlList(volumes.raw.uris()) << "\n";
   return out.str();
 }
 
@@ -98,7 +128,7 @@ std::string GuestParams(const AggregatorServer& aggregator) {
   std::ostringstream out;
   out << "HOST=10.0.2.2\nPORT=" << aggregator.port() << "\n";
   const std::pair<const char*, const char*> volumes[] = {
-      {"LINEAR", "vol0"}, {"STRIPE", "stripe0"}, {"RAW", "raw0"}};
+      {"LINEAR", "vol0"}, {"STRIPE", "stripe0"}, {"MIRROR", "mirror0"}, {"RAW", "raw0"}};
   for (const auto& [var, name] : volumes)
     out << var << "=" << name << "\n" << var << "_SIZE=" << VolumeSize(aggregator, name) << "\n";
   return out.str();
@@ -109,46 +139,133 @@ std::string ReadText(const std::string& path) {
   return std::string(bytes.begin(), bytes.end());
 }
 
-// Once the guest's copy is under way and its writes reach the victim,
+std::string Mark(const char* what, const Victim& victim) {
+  return std::string("dst-mark ") + what + " " + victim.guest_case;
+}
+
+// Waits until the victim's case is copying and its writes reach the victim.
+void AwaitCopyOnVictim(KernelGuest& guest, Aggregator& aggregator, const Victim& victim,
+                       fault::SteadyClock::time_point deadline) {
+  REQUIRE_MESSAGE(guest.WaitForConsole(Mark("copy-start", victim), Left(deadline)),
+                  "the guest did not get to the copy of " << victim.guest_case);
+  const uint64_t before = QueryStats(aggregator, victim.volume, victim.slot).Count("ios");
+  WaitForStats(
+      aggregator, victim.volume, victim.slot,
+      [&](const MemberStats& s) { return s.Count("ios") >= before + 16; }, 60s);
+}
+
+bool CopyDone(const KernelGuest& guest, const Victim& victim) {
+  return Contains(guest.Console(), Mark("copy-done", victim));
+}
+
+// Once the guest's copy is under way and its writes reach the stripe victim,
 // SIGKILLs the victim and restarts it on the same socket. Returns how long it
 // was down.
 double KillAndRestartDuringCopy(KernelGuest& guest, Aggregator& aggregator, Member& victim,
                                 fault::SteadyClock::time_point deadline) {
-  REQUIRE_MESSAGE(guest.WaitForConsole("dst-mark copy-start", Left(deadline)),
-                  "the guest did not get to the copy");
-  const uint64_t before = QueryStats(aggregator, "stripe0", kVictim).Count("ios");
-  WaitForStats(
-      aggregator, "stripe0", kVictim,
-      [&](const MemberStats& s) { return s.Count("ios") >= before + 16; }, 60s);
+  AwaitCopyOnVictim(guest, aggregator, kStripeVictim, deadline);
   const auto killed_at = fault::SteadyClock::now();
   victim.KillHard();
   std::this_thread::sleep_for(300ms);
   victim.RestartAfterKill();
   const double outage = fault::SecondsSince(killed_at);
-  CHECK_MESSAGE(!Contains(guest.Console(), "dst-mark copy-done"),
+  CHECK_MESSAGE(!CopyDone(guest, kStripeVictim),
                 "the copy ended before the export node was back: the restart was not tested");
   return outage;
 }
 
-// The aggregator noticed the victim's death, got it back under a new fencing
-// epoch with the guest's I/O waiting for it, and failed nothing.
-void CheckRecovery(Aggregator& aggregator, const MemberGroup& stripe) {
+struct MirrorLoss {
+  double stale_after = 0;  // seconds from the kill to the slot being stale in status
+  double copy_after = 0;   // seconds the guest's copy went on after that
+};
+
+// Once the guest's copy is under way and its writes reach the mirror victim,
+// SIGKILLs the victim for good, waits until status shows its slot stale, and
+// then for the end of the copy.
+MirrorLoss KillForGoodDuringCopy(KernelGuest& guest, Aggregator& aggregator, Member& victim,
+                                 fault::SteadyClock::time_point deadline) {
+  AwaitCopyOnVictim(guest, aggregator, kMirrorVictim, deadline);
+  const auto killed_at = fault::SteadyClock::now();
+  victim.KillHard();
+  const std::optional<double> stale_after = fault::WaitForStatus(
+      aggregator, fault::SlotState(kMirrorVictim.slot, victim.uri(), "stale"),
+      std::min<std::chrono::milliseconds>(kDegradeAfter + 30s, Left(deadline)));
+  REQUIRE_MESSAGE(stale_after.has_value(), "the killed copy was never demoted:\n"
+                                               << fault::StatusJson(aggregator));
+  CHECK_MESSAGE(!CopyDone(guest, kMirrorVictim),
+                "the copy ended before the mirror lost its copy: writes to one copy were not "
+                "tested");
+  const auto stale_at = fault::SteadyClock::now();
+  CHECK(guest.WaitForConsole(Mark("copy-done", kMirrorVictim), Left(deadline)));
+  return {.stale_after = std::chrono::duration<double>(stale_at - killed_at).count(),
+          .copy_after = fault::SecondsSince(stale_at)};
+}
+
+// No member gave up on its I/O or failed, other than `except` (a URI).
+void CheckNoMemberFailed(const std::string& log, const std::string& except) {
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (!Contains(line, "gave up") && !Contains(line, "-> failed")) continue;
+    CHECK_MESSAGE(Contains(line, except), "a member other than the killed copy failed: " << line);
+  }
+}
+
+// The aggregator noticed the stripe victim's death, got it back under a new
+// fencing epoch with the guest's I/O waiting for it, and failed nothing.
+void CheckStripeRecovery(Aggregator& aggregator, const MemberGroup& stripe,
+                         const MemberGroup& mirror) {
   const std::string log = aggregator.stderr_text();
   INFO("dst-aggregator log:\n" << log);
-  const std::string uri = stripe.uris()[kVictim];
+  const std::string uri = stripe.uris()[kStripeVictim.slot];
   CHECK(Contains(log, "info: member " + uri + ": ready -> reconnecting: "));
   const std::string back =
       LineWithAll(log, {"info: member " + uri, "reconnecting -> ready: fenced"});
   CHECK_FALSE(back.empty());
   CHECK_MESSAGE(!Contains(back, " 0 I/Os to resend"), "no guest I/O met the outage: " << back);
-  CHECK_FALSE(Contains(log, "gave up"));
-  CHECK_FALSE(Contains(log, "-> failed"));
+  CheckNoMemberFailed(log, mirror.uris()[kMirrorVictim.slot]);
   for (size_t i = 0; i < stripe.uris().size(); ++i) {
-    const MemberStats stats = QueryStats(aggregator, "stripe0", i);
+    const MemberStats stats = QueryStats(aggregator, kStripeVictim.volume, i);
     INFO(stats.line());
     CHECK(stats.Text("state") == "ready");
     CHECK(stats.Count("failures") == 0);
   }
+}
+
+// A counter of status --json's entry for `volume` (its first `"key": N`).
+uint64_t VolumeCount(const std::string& json, const std::string& volume, const std::string& key) {
+  const std::string entry = LineWithAll(json, {"{\"name\": \"" + volume + "\""});
+  std::smatch m;
+  if (!std::regex_search(entry, m, std::regex("\"" + key + "\": ([0-9]+)")))
+    throw std::runtime_error("no " + key + " for volume " + volume + " in status --json");
+  return std::stoull(m[1]);
+}
+
+// The mirror went on with one copy: the killed one is stale in status and the
+// set shows it missing, it was demoted once, a guest request waited for it
+// (about --degrade-after, not longer than its members' deadlines allow), and
+// no request failed.
+void CheckMirrorDegraded(Aggregator& aggregator, const MemberGroup& mirror) {
+  const std::string log = aggregator.stderr_text();
+  const std::string victim = mirror.uris()[kMirrorVictim.slot];
+  const std::string json = fault::StatusJson(aggregator);
+  const CommandResult table = RunAggregator({"status", "--control", aggregator.control_path()});
+  INFO("dst-aggregator log:\n" << log);
+  INFO("status:\n" << table.stdout_text << json);
+  REQUIRE(table.exit_code == 0);
+  CHECK_FALSE(LineWithAll(table.stdout_text, {"mirror0 ", "[U_]"}).empty());
+  CHECK_FALSE(LineWithAll(table.stdout_text, {"mirror0 ", " stale ", victim}).empty());
+  CHECK(Contains(json, "\"sets\": [\"U_\"]"));
+  CHECK(Contains(json, fault::SlotState(0, mirror.uris()[0], "active")));
+  CHECK(Contains(json, fault::SlotState(kMirrorVictim.slot, victim, "stale")));
+  CHECK(CountOf(log, "demoted to stale (set") == 1);
+  CHECK_FALSE(LineWithAll(log, {"volume mirror0: member 1 " + victim +
+                                " demoted to stale (set 0 now [U_])"})
+                  .empty());
+  CHECK(VolumeCount(json, "mirror0", "request_errors") == 0);
+  const double longest_s = VolumeCount(json, "mirror0", "latency_max_us") / 1e6;
+  MESSAGE("longest mirror request " << longest_s << " s");
+  CHECK(longest_s > 1.0);
+  CHECK(longest_s < std::chrono::duration<double>(kDegradeAfter + kIoTimeout + 5s).count());
 }
 
 void CheckGuestReport(const std::string& console, std::optional<int> exit_code) {
@@ -164,12 +281,14 @@ void CheckGuestReport(const std::string& console, std::optional<int> exit_code) 
 struct GuestRun {
   std::string console;
   double seconds = 0;  // from boot to power-off
-  double outage = 0;   // how long the victim was down
+  double outage = 0;   // how long the stripe victim was down
+  MirrorLoss mirror_loss;
 };
 
-// Boots the guest against the aggregator, restarts the victim during the
-// copy, and checks the guest's report; shows the console on any failure.
-GuestRun RunGuest(const std::string& image, Aggregator& aggregator, MemberGroup& stripe) {
+// Boots the guest against the aggregator, restarts the stripe victim and
+// kills the mirror victim during their cases' copies, and checks the guest's
+// report; shows the console on any failure.
+GuestRun RunGuest(const std::string& image, Aggregator& aggregator, const Volumes& volumes) {
   const auto booted_at = fault::SteadyClock::now();
   const auto deadline = booted_at + kGuestTimeout;
   KernelGuest guest({.qemu = DST_TOOL_QEMU_SYSTEM_X86_64,
@@ -178,7 +297,10 @@ GuestRun RunGuest(const std::string& image, Aggregator& aggregator, MemberGroup&
                                {"/test/params", GuestParams(aggregator)}}});
   INFO("guest console:\n" << guest.Console() << "qemu stderr:\n" << guest.QemuErrors());
   GuestRun run;
-  run.outage = KillAndRestartDuringCopy(guest, aggregator, stripe.member(kVictim), deadline);
+  run.outage = KillAndRestartDuringCopy(guest, aggregator,
+                                        volumes.stripe.member(kStripeVictim.slot), deadline);
+  run.mirror_loss =
+      KillForGoodDuringCopy(guest, aggregator, volumes.mirror.member(kMirrorVictim.slot), deadline);
   const std::optional<int> exit_code = guest.WaitForExit(Left(deadline));
   run.seconds = fault::SecondsSince(booted_at);
   run.console = guest.Console();
@@ -189,22 +311,30 @@ GuestRun RunGuest(const std::string& image, Aggregator& aggregator, MemberGroup&
 TEST_SUITE_BEGIN("kernel");
 
 TEST_CASE(
-    "the kernel's nbd client on linear, striped and raw volumes, and across a member restart") {
+    "the kernel's nbd client on linear, striped, mirror and raw volumes, across a member restart "
+    "and a lost copy") {
   const std::string image = BuildKernelGuest(DST_KERNEL_GUEST_BUILDER, kImageTimeout);
   TempDir dir("dst-kernel");
   // Members of different sizes, so that the linear volume's boundary is not
   // at its middle.
   MemberGroup linear(dir, "linear", {40 * kMiB, 56 * kMiB});
   MemberGroup stripe(dir, "stripe", {48 * kMiB, 48 * kMiB, 48 * kMiB});
+  MemberGroup mirror(dir, "mirror", {128 * kMiB, 128 * kMiB});
   MemberGroup raw(dir, "raw", {24 * kMiB, 24 * kMiB});
   CreateOk({"--name", "vol0", "--layout", "linear"}, linear.uris());
   CreateOk({"--name", "stripe0", "--layout", "stripe", "--chunk", "64K"}, stripe.uris());
-  const std::string config = WriteConfig(dir, AggregatorConfig(linear, stripe, raw));
+  CreateOk({"--name", "mirror0", "--layout", "mirror", "--copies", "2"}, mirror.uris());
+  const Volumes volumes = {linear, stripe, mirror, raw};
+  const std::string config = WriteConfig(dir, AggregatorConfig(volumes));
   Aggregator aggregator({"--config", config}, AggregatorListen::kTcp4);
 
-  const GuestRun run = RunGuest(image, aggregator, stripe);
-  CheckRecovery(aggregator, stripe);
-  MESSAGE("guest ran for " << run.seconds << " s; export node down for " << run.outage << " s");
+  const GuestRun run = RunGuest(image, aggregator, volumes);
+  CheckStripeRecovery(aggregator, stripe, mirror);
+  CheckMirrorDegraded(aggregator, mirror);
+  MESSAGE("guest ran for " << run.seconds << " s; stripe export node down for " << run.outage
+                           << " s; mirror copy stale " << run.mirror_loss.stale_after
+                           << " s after its kill, the guest's copy went on for "
+                           << run.mirror_loss.copy_after << " s after that");
   if (const char* show = std::getenv("DST_KERNEL_SHOW_CONSOLE"); show && *show == '1')
     MESSAGE("guest console:\n" << run.console);
 }

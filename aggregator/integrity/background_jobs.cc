@@ -259,6 +259,7 @@ std::vector<JobStatus> BackgroundJobs::Status() const {
     JobStatus s;
     s.kind = e.job->kind();
     s.what = e.job->what();
+    s.detail = e.job->detail();
     s.running = &e == running || e.in_flight > 0;
     s.paused = e.paused;
     s.done_bytes = e.job->done_bytes();

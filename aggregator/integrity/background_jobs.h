@@ -58,6 +58,8 @@ class BackgroundJob {
   virtual std::string what() const = 0;
   // Lower runs first.
   virtual int priority() const = 0;
+  // Why this job, for status: a resync's "partial: ..." or "full: ..." reason.
+  virtual std::string detail() const { return {}; }
   // Whether a step can start now (false once every step has started).
   virtual bool HasStep() const = 0;
   virtual void Step(StepDone done) = 0;
@@ -74,6 +76,7 @@ class BackgroundJob {
 struct JobStatus {
   BackgroundJob::Kind kind;
   std::string what;
+  std::string detail;
   bool running = false;  // false: waiting for a job that goes first, or paused
   bool paused = false;
   uint64_t done_bytes = 0;

@@ -426,13 +426,31 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
   return counters;
 }
 
+std::vector<volume::JobState> ChecksummedVolume::JobStates() const {
+  std::vector<volume::JobState> out;
+  for (const JobStatus& j : jobs_.Status()) {
+    out.push_back({
+        .kind = JobKindName(j.kind),
+        .what = j.what,
+        .state = j.paused ? "paused" : (j.running ? "running" : "waiting"),
+        .detail = j.detail,
+        .done_bytes = j.done_bytes,
+        .total_bytes = j.total_bytes,
+        .bytes_per_second = static_cast<uint64_t>(j.bytes_per_second),
+        .eta_seconds = j.eta ? std::optional<uint64_t>(j.eta->count()) : std::nullopt,
+    });
+  }
+  return out;
+}
+
 volume::DeviceState ChecksummedVolume::State() const {
   volume::IntegrityState integrity;
   integrity.state = std::string(VolumeStateName(view_.state));
   integrity.checksum = ChecksumAlgorithmName(view_.geometry.params.algorithm);
   integrity.counters = Counters();
   integrity.member_checksum_errors = member_checksum_errors_;
-  if (!redundant()) return {view_.layout, view_.member_count, std::move(integrity), std::nullopt};
+  if (!redundant())
+    return {view_.layout, view_.member_count, std::move(integrity), std::nullopt, JobStates()};
   volume::RedundancyState redundancy;
   redundancy.copies = view_.copies;
   redundancy.generation = FormatUuid(view_.generation);
@@ -448,7 +466,8 @@ volume::DeviceState ChecksummedVolume::State() const {
         .read_failovers = read_failovers_[i] + sets_[i / k]->read_failovers(i % k),
     });
   }
-  return {view_.layout, view_.member_count, std::move(integrity), std::move(redundancy)};
+  return {view_.layout, view_.member_count, std::move(integrity), std::move(redundancy),
+          JobStates()};
 }
 
 std::string ChecksummedVolume::StatsLine() const {

@@ -143,6 +143,8 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   std::string StatsLine() const;
   // The superblocks' state and Counters(), for status, metrics and stats lines.
   volume::DeviceState State() const override;
+  // jobs() as status shows it.
+  std::vector<volume::JobState> JobStates() const;
 
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;

@@ -47,11 +47,24 @@ struct RedundancyState {
   std::vector<SlotState> slots;         // by member index
 };
 
+// One background job of a checksummed device (resync, rebuild, scrub).
+struct JobState {
+  std::string kind;    // "resync", "rebuild", "scrub"
+  std::string what;    // "rebuilding vol0 slot 1"
+  std::string state;   // "running", "waiting" (another job goes first), "paused"
+  std::string detail;  // why this job, e.g. a resync's "partial: ..." or "full: ..." reason
+  uint64_t done_bytes = 0;
+  uint64_t total_bytes = 0;
+  uint64_t bytes_per_second = 0;        // over the last few seconds; 0 when not running
+  std::optional<uint64_t> eta_seconds;  // while running at a known rate
+};
+
 struct DeviceState {
   LayoutKind layout = LayoutKind::kLinear;
   size_t members = 0;
   std::optional<IntegrityState> integrity;    // checksummed devices only
   std::optional<RedundancyState> redundancy;  // mirror and raid10 only
+  std::vector<JobState> jobs;                 // checksummed devices: background jobs, by priority
 };
 
 }  // namespace dst::volume

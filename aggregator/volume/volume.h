@@ -70,7 +70,7 @@ class Volume final : public BlockDevice {
   const VolumeCapabilities& capabilities() const override { return caps_; }
   const std::vector<MemberTarget*>& members() const { return members_; }
   DeviceState State() const override {
-    return {layout_->kind(), members_.size(), std::nullopt, std::nullopt};
+    return {layout_->kind(), members_.size(), std::nullopt, std::nullopt, {}};
   }
 
   // Reports no holes: a raw volume does not know which blocks were written.

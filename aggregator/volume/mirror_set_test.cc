@@ -15,6 +15,8 @@
 #include <doctest/doctest.h>
 #include <asio.hpp>
 
+#include "aggregator/volume/test_member.h"
+
 using namespace dst::volume;
 
 namespace {
@@ -27,91 +29,18 @@ constexpr int kPending = -1;
 // was called from inside Submit().
 bool in_submit = false;
 
-class MemCopy final : public MemberTarget {
+// A copy: the shared in-memory member, 4 MiB unless told, whose block status
+// says HOLE | ZERO, whose injected failures name it, and whose completions
+// check that they do not run inside Submit().
+class MemCopy final : public testing::MemMember {
  public:
-  struct Record {
-    MemberOp op;
-    uint64_t offset;
-    uint64_t length;
-    const uint8_t* data;
-  };
-
   MemCopy(asio::io_context& io, std::string name, uint64_t size = 4 * MiB,
           MemberCapabilities caps = {})
-      : bytes(size, 0), io_(io), name_(std::move(name)), caps_(caps) {
-    caps_.size = size;
+      : MemMember(io, std::move(name), size, caps) {
+    status_flags = 3;
+    describe_failures = true;
+    before_complete = [](const MemberIo&) { CHECK_FALSE(in_submit); };
   }
-  const MemberCapabilities& capabilities() const override { return caps_; }
-  const std::string& name() const override { return name_; }
-
-  void Submit(std::shared_ptr<MemberIo> io) override {
-    log.push_back({io->op, io->offset, io->length, io->data});
-    if (hold) {
-      held_.push_back(std::move(io));
-      return;
-    }
-    asio::post(io_, [this, io = std::move(io)] { Complete(*io); });
-  }
-
-  void Release() {
-    hold = false;
-    for (auto& io : std::exchange(held_, {}))
-      asio::post(io_, [this, io = std::move(io)] { Complete(*io); });
-  }
-  size_t held() const { return held_.size(); }
-  size_t Count(MemberOp op) const {
-    return std::count_if(log.begin(), log.end(), [op](const Record& r) { return r.op == op; });
-  }
-
-  std::vector<uint8_t> bytes;
-  std::vector<Record> log;
-  bool hold = false;  // completions wait for Release()
-  int fail_next = 0;  // the next N I/Os fail with fail_err
-  int fail_err = EIO;
-  bool fail_op_set = false;
-  MemberOp fail_op = MemberOp::kRead;  // with fail_op_set: every I/O of this kind fails
-  uint32_t status_flags = 3;
-
- private:
-  void Complete(MemberIo& io) {
-    CHECK_FALSE(in_submit);
-    int err = 0;
-    if (fail_next > 0) {
-      --fail_next;
-      err = fail_err;
-    } else if (fail_op_set && io.op == fail_op) {
-      err = fail_err;
-    }
-    if (err != 0) {
-      io.failure = name_ + ": injected " + std::string(MemberOpName(io.op)) + " failure";
-      io.done(err);
-      return;
-    }
-    switch (io.op) {
-      case MemberOp::kRead:
-        std::memcpy(io.data, bytes.data() + io.offset, io.length);
-        break;
-      case MemberOp::kWrite:
-        std::memcpy(bytes.data() + io.offset, io.data, io.length);
-        break;
-      case MemberOp::kTrim:
-      case MemberOp::kZero:
-        std::memset(bytes.data() + io.offset, 0, io.length);
-        break;
-      case MemberOp::kBlockStatus:
-        io.extents = {{io.length, status_flags}};
-        break;
-      case MemberOp::kFlush:
-      case MemberOp::kCache:
-        break;
-    }
-    io.done(0);
-  }
-
-  asio::io_context& io_;
-  std::string name_;
-  MemberCapabilities caps_;
-  std::vector<std::shared_ptr<MemberIo>> held_;
 };
 
 // The owner of the copies' durable state: records every demotion asked and
@@ -222,13 +151,14 @@ TEST_CASE("mirror set: TRIM, WRITE_ZEROES and FLUSH go to every written copy wit
   auto io = Harness::Make(MemberOp::kZero, 4 * KiB, 8 * KiB, nullptr, &result);
   io->fua = true;
   io->may_trim = true;
-  h.copy(0).hold = h.copy(1).hold = true;
+  h.copy(0).HoldAll();
+  h.copy(1).HoldAll();
   h.Submit(io, &result);
   h.Pump();
   for (size_t c : {0, 1})
     REQUIRE(h.copy(c).held() == 1);
-  h.copy(0).Release();
-  h.copy(1).Release();
+  h.copy(0).StopHolding();
+  h.copy(1).StopHolding();
   h.Pump();
   CHECK(result == 0);
   h.Start(MemberOp::kTrim, 0, 4 * KiB, nullptr, &result);
@@ -247,16 +177,16 @@ TEST_CASE("mirror set: TRIM, WRITE_ZEROES and FLUSH go to every written copy wit
 TEST_CASE("mirror set: the ack waits for every copy") {
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent, CopyRole::kCatchingUp});
   auto data = Pattern(4 * KiB, 1);
-  h.copy(1).hold = true;
-  h.copy(2).hold = true;
+  h.copy(1).HoldAll();
+  h.copy(2).HoldAll();
   int result;
   h.Start(MemberOp::kWrite, 0, data.size(), data.data(), &result);
   h.Pump();
   CHECK(result == kPending);  // copy 0 answered, copy 1 (current) has not
-  h.copy(1).Release();
+  h.copy(1).StopHolding();
   h.Pump();
   CHECK(result == kPending);  // the catching-up copy has not answered either
-  h.copy(2).Release();
+  h.copy(2).StopHolding();
   h.Pump();
   CHECK(result == 0);
 }
@@ -265,7 +195,7 @@ TEST_CASE("mirror set: a failing current copy is demoted once and the write wait
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
   auto a = Pattern(4 * KiB, 1);
   auto b = Pattern(4 * KiB, 2);
-  h.copy(1).fail_next = 2;
+  h.copy(1).FailNext(2);
   int ra, rb;
   h.Start(MemberOp::kWrite, 0, a.size(), a.data(), &ra);
   h.Start(MemberOp::kWrite, 8 * KiB, b.size(), b.data(), &rb);
@@ -295,7 +225,7 @@ TEST_CASE("mirror set: a failing current copy is demoted once and the write wait
 TEST_CASE("mirror set: a write fails with the error that kept the demotion from being durable") {
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
   auto a = Pattern(4 * KiB, 1);
-  h.copy(0).fail_next = 1;
+  h.copy(0).FailNext(1);
   int result;
   auto io = h.Start(MemberOp::kWrite, 0, a.size(), a.data(), &result);
   h.Pump();
@@ -312,8 +242,7 @@ TEST_CASE("mirror set: the last current copy is never demoted; the I/O fails wit
   SUBCASE("one current copy left") {
     Harness h({CopyRole::kCurrent, CopyRole::kOut});
     auto a = Pattern(4 * KiB, 1);
-    h.copy(0).fail_next = 1;
-    h.copy(0).fail_err = ENOSPC;
+    h.copy(0).FailNext(1, ENOSPC);
     int result;
     auto io = h.Start(MemberOp::kWrite, 0, a.size(), a.data(), &result);
     h.Pump();
@@ -326,8 +255,8 @@ TEST_CASE("mirror set: the last current copy is never demoted; the I/O fails wit
   SUBCASE("both copies fail one write: the first is demoted, the second stays") {
     Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
     auto a = Pattern(4 * KiB, 1);
-    h.copy(0).fail_next = 1;
-    h.copy(1).fail_next = 1;
+    h.copy(0).FailNext(1);
+    h.copy(1).FailNext(1);
     int result;
     auto io = h.Start(MemberOp::kWrite, 0, a.size(), a.data(), &result);
     h.Pump();
@@ -341,7 +270,7 @@ TEST_CASE("mirror set: the last current copy is never demoted; the I/O fails wit
   SUBCASE("a catching-up copy does not count as current") {
     Harness h({CopyRole::kCurrent, CopyRole::kCatchingUp});
     auto a = Pattern(4 * KiB, 1);
-    h.copy(0).fail_next = 1;
+    h.copy(0).FailNext(1);
     int result;
     h.Start(MemberOp::kWrite, 0, a.size(), a.data(), &result);
     h.Pump();
@@ -354,7 +283,7 @@ TEST_CASE("mirror set: the last current copy is never demoted; the I/O fails wit
 TEST_CASE("mirror set: a failing catching-up copy is demoted without holding the write") {
   Harness h({CopyRole::kCurrent, CopyRole::kCatchingUp});
   auto a = Pattern(4 * KiB, 1);
-  h.copy(1).fail_next = 1;
+  h.copy(1).FailNext(1);
   int result;
   h.Start(MemberOp::kWrite, 0, a.size(), a.data(), &result);
   h.Pump();
@@ -367,8 +296,7 @@ TEST_CASE("mirror set: a failing catching-up copy is demoted without holding the
 
 TEST_CASE("mirror set: a declined fast zero fails the I/O and demotes nothing") {
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
-  h.copy(1).fail_next = 1;
-  h.copy(1).fail_err = ENOTSUP;
+  h.copy(1).FailNext(1, ENOTSUP);
   int result;
   auto io = Harness::Make(MemberOp::kZero, 0, 4 * KiB, nullptr, &result);
   io->fast_zero = true;
@@ -399,7 +327,7 @@ TEST_CASE("mirror set: reads go to one copy, spread by area and by bytes in flig
   CHECK(h.copy(0).Count(MemberOp::kRead) == 1);
   CHECK(h.copy(1).Count(MemberOp::kRead) == 1);
   // A busy copy: the next read of its area goes to the other one.
-  h.copy(0).hold = true;
+  h.copy(0).HoldAll();
   std::vector<uint8_t> big(256 * KiB);
   int busy;
   auto held = h.Start(MemberOp::kRead, 1 * MiB, big.size(), big.data(), &busy);
@@ -409,7 +337,7 @@ TEST_CASE("mirror set: reads go to one copy, spread by area and by bytes in flig
   h.Pump();
   CHECK(result == 0);
   CHECK(third->served_by == 1);
-  h.copy(0).Release();
+  h.copy(0).StopHolding();
   h.Pump();
   CHECK(busy == 0);
   CHECK(held->served_by == 0);
@@ -422,7 +350,7 @@ TEST_CASE("mirror set: a failed read is served by the next copy at once") {
   auto good = Pattern(8 * KiB, 9);
   for (size_t c : {0, 1, 2})
     std::copy(good.begin(), good.end(), h.copy(c).bytes.begin());
-  h.copy(0).fail_next = 1;
+  h.copy(0).FailNext(1);
   std::vector<uint8_t> buf(good.size());
   int result;
   auto io = h.Start(MemberOp::kRead, 0, buf.size(), buf.data(), &result);
@@ -444,8 +372,8 @@ TEST_CASE("mirror set: a failed read is served by the next copy at once") {
 
 TEST_CASE("mirror set: a read no copy can serve fails with EIO naming every copy tried") {
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent, CopyRole::kOut});
-  h.copy(0).fail_next = 1;
-  h.copy(1).fail_next = 1;
+  h.copy(0).FailNext(1);
+  h.copy(1).FailNext(1);
   std::vector<uint8_t> buf(4 * KiB);
   int result;
   auto io = h.Start(MemberOp::kRead, 0, buf.size(), buf.data(), &result);
@@ -496,7 +424,7 @@ TEST_CASE("mirror set: a catching-up copy serves reads only below its cursor") {
   std::vector<uint8_t> buf(4 * KiB);
   int result;
   // Copy 0 busy, so the least busy eligible copy is copy 1 where it may serve.
-  h.copy(0).hold = true;
+  h.copy(0).HoldAll();
   std::vector<uint8_t> big(128 * KiB);
   int busy;
   h.Start(MemberOp::kRead, 3 * MiB, big.size(), big.data(), &busy);
@@ -509,7 +437,7 @@ TEST_CASE("mirror set: a catching-up copy serves reads only below its cursor") {
   auto above = h.Start(MemberOp::kRead, 2 * MiB, buf.size(), buf.data(), &r3);
   CHECK(h.copy(0).log.size() == 3);
   CHECK(h.copy(1).log.size() == 1);
-  h.copy(0).Release();
+  h.copy(0).StopHolding();
   h.Pump();
   CHECK(r2 == 0);
   CHECK(r3 == 0);
@@ -517,10 +445,10 @@ TEST_CASE("mirror set: a catching-up copy serves reads only below its cursor") {
   CHECK(above->served_by == 0);
   // The cursor moves with SetRole.
   h.set->SetRole(1, CopyRole::kCatchingUp, 4 * MiB);
-  h.copy(0).hold = true;
+  h.copy(0).HoldAll();
   auto held = h.Start(MemberOp::kRead, 0, big.size(), big.data(), &busy);  // area 0: copy 0
   auto now_below = h.Start(MemberOp::kRead, 2 * MiB, buf.size(), buf.data(), &result);
-  h.copy(0).Release();
+  h.copy(0).StopHolding();
   h.Pump();
   CHECK(held->served_by == 0);
   CHECK(now_below->served_by == 1);
@@ -549,7 +477,7 @@ TEST_CASE(
   CHECK(buf == data);
 
   // A failure is the caller's to handle: no failover, no demotion.
-  h.copy(0).fail_next = 1;
+  h.copy(0).FailNext(1);
   read->only_copy = 0;
   h.Submit(read, &result);
   h.Pump();
@@ -616,7 +544,7 @@ TEST_CASE("mirror set: avoid_copies keeps a read off the copies named") {
   CHECK(h.health.demotions.empty());
   // Avoided copies are not failover targets either: 2 MiB falls to copy 2 of
   // copies 1 and 2, which fails, and copy 1 serves it.
-  h.copy(2).fail_next = 1;
+  h.copy(2).FailNext(1);
   auto again = Harness::Make(MemberOp::kRead, 2 * MiB, buf.size(), buf.data(), &result);
   again->avoid_copies = 0b001;
   h.Submit(again, &result);
@@ -632,7 +560,7 @@ TEST_CASE("mirror set: BLOCK_STATUS and CACHE are answered by one copy") {
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
   h.copy(0).status_flags = 1;
   h.copy(1).status_flags = 1;
-  h.copy(0).fail_next = 1;
+  h.copy(0).FailNext(1);
   int result;
   auto io = h.Start(MemberOp::kBlockStatus, 0, 64 * KiB, nullptr, &result);
   h.Pump();
@@ -737,13 +665,13 @@ TEST_CASE("mirror set: an I/O with no copy to take it completes later, never ins
 TEST_CASE("mirror set: failures while a demotion is pending join it; later ones start another") {
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent, CopyRole::kCurrent});
   auto data = Pattern(4 * KiB, 1);
-  h.copy(2).hold = true;
+  h.copy(2).HoldAll();
   int r1, r2;
   h.Start(MemberOp::kWrite, 0, data.size(), data.data(), &r1);
   h.Start(MemberOp::kWrite, 4 * KiB, data.size(), data.data(), &r2);
   h.Pump();
-  h.copy(2).fail_next = 1;
-  h.copy(2).Release();
+  h.copy(2).FailNext(1);
+  h.copy(2).StopHolding();
   h.Pump();
   REQUIRE(h.health.demotions.size() == 1);
   CHECK(r1 == kPending);
@@ -751,7 +679,7 @@ TEST_CASE("mirror set: failures while a demotion is pending join it; later ones 
   h.health.Durable(0, 0);
   CHECK(r1 == 0);
   // Copy 1 fails later, on its own: a demotion of its own.
-  h.copy(1).fail_next = 1;
+  h.copy(1).FailNext(1);
   int r3;
   h.Start(MemberOp::kWrite, 0, data.size(), data.data(), &r3);
   h.Pump();
@@ -766,20 +694,20 @@ TEST_CASE("mirror set: I/Os outlive a set that is destroyed; each still gets its
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
   auto data = Pattern(4 * KiB, 1);
   std::vector<uint8_t> buf(4 * KiB);
-  h.copy(1).fail_next = 1;
+  h.copy(1).FailNext(1);
   int demoting;
   auto waiting = h.Start(MemberOp::kWrite, 0, data.size(), data.data(), &demoting);
   h.Pump();
   REQUIRE(h.health.demotions.size() == 1);
   REQUIRE(demoting == kPending);
-  h.copy(0).hold = true;
+  h.copy(0).HoldAll();
   int write, read;
   h.Start(MemberOp::kWrite, 8 * KiB, data.size(), data.data(), &write);
   auto reading = h.Start(MemberOp::kRead, 0, buf.size(), buf.data(), &read);
   h.Pump();
   REQUIRE(h.copy(0).held() == 2);
   h.set.reset();
-  h.copy(0).Release();
+  h.copy(0).StopHolding();
   h.Pump();
   CHECK(write == 0);  // answered by its copy, passed on as it is
   CHECK(read == 0);

@@ -26,6 +26,7 @@
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/table_cache.h"
 #include "aggregator/integrity/test_members.h"
+#include "aggregator/integrity/test_superblock.h"
 #include "aggregator/integrity/write_intent.h"
 #include "aggregator/volume/layout.h"
 #include "aggregator/volume/member_io.h"
@@ -91,18 +92,8 @@ class Harness {
     }
     REQUIRE(volume::MakeLayout(setup_.layout, data_sizes, setup_.chunk, &layout).ok());
     // As `create` fills them (PlanSuperblocks) and writes them (WriteNewMember).
-    Uuid volume_uuid;
-    for (size_t i = 0; i < volume_uuid.size(); ++i)
-      volume_uuid[i] = static_cast<uint8_t>(0xa0 + i);
     for (uint32_t i = 0; i < setup_.members; ++i) {
-      Superblock sb;
-      sb.created = 1700000000;
-      sb.volume_uuid = volume_uuid;
-      for (size_t b = 0; b < sb.member_uuid.size(); ++b)
-        sb.member_uuid[b] = static_cast<uint8_t>(16 * (i + 1) + b);
-      sb.name = "vol0";
-      sb.member_index = i;
-      sb.member_count = setup_.members;
+      Superblock sb = testing::TestIdentity(i, setup_.members);
       sb.layout = setup_.layout;
       sb.chunk_size = setup_.layout == volume::LayoutKind::kStripe ? setup_.chunk : 0;
       sb.state = VolumeState::kClean;
@@ -111,13 +102,7 @@ class Harness {
       if (!setup_.key.empty()) REQUIRE(KeyIdentity(setup_.key, &sb.key_id).ok());
       std::fill_n(sb.member_states.begin(), setup_.members, MemberState::kActive);
       REQUIRE(ValidateSuperblock(sb).ok());
-      for (uint32_t slot = 0; slot < kSlotCount; ++slot) {
-        Superblock copy = sb;
-        copy.event = slot;
-        REQUIRE(Encode(copy, std::span<uint8_t, kSlotSize>(
-                                 members[i]->bytes.data() + SlotOffset(slot), kSlotSize))
-                    .ok());
-      }
+      testing::WriteSuperblockSlots(sb, members[i]->bytes);
     }
     model.assign(layout->size(), 0);
   }

@@ -26,6 +26,7 @@
 #include "aggregator/integrity/member_format.h"
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/test_members.h"
+#include "aggregator/integrity/test_superblock.h"
 #include "aggregator/volume/member_io.h"
 #include "aggregator/volume/set_geometry.h"
 #include "tests/harness/stderr_capture.h"
@@ -74,35 +75,21 @@ class Harness {
     for (uint32_t i = 0; i < setup_.members; ++i) {
       members.push_back(std::make_unique<MemMember>(io, &clock, "mem" + std::to_string(i),
                                                     setup_.member_size, MemberCaps()));
-      Superblock sb;
+      Superblock sb = testing::TestIdentity(i, setup_.members);
       sb.version = kFormatVersion2;
-      sb.created = 1700000000;
-      for (size_t b = 0; b < sb.volume_uuid.size(); ++b)
-        sb.volume_uuid[b] = static_cast<uint8_t>(0xa0 + b);
-      sb.member_uuid = MemberUuid(i);
-      sb.name = "vol0";
-      sb.member_index = i;
-      sb.member_count = setup_.members;
       sb.layout = setup_.layout;
       sb.chunk_size = setup_.layout == LayoutKind::kRaid10 ? setup_.chunk : 0;
       sb.volume_size = set_layout->size();
       sb.geometry = g;
       sb.copies = setup_.copies;
-      for (size_t b = 0; b < sb.generation.size(); ++b)
-        sb.generation[b] = static_cast<uint8_t>(0xc0 + b);
+      sb.generation = testing::TestUuid(0xc);
       for (uint32_t m = 0; m < setup_.members; ++m) {
         sb.member_states[m] = MemberState::kActive;
         sb.slot_members[m] = MemberUuid(m);
       }
       const Status valid = ValidateSuperblock(sb);
       REQUIRE_MESSAGE(valid.ok(), valid.message());
-      for (uint32_t slot = 0; slot < kSlotCount; ++slot) {
-        Superblock copy = sb;
-        copy.event = slot;
-        REQUIRE(Encode(copy, std::span<uint8_t, kSlotSize>(
-                                 members[i]->bytes.data() + SlotOffset(slot), kSlotSize))
-                    .ok());
-      }
+      testing::WriteSuperblockSlots(sb, members[i]->bytes);
     }
     model.assign(set_layout->size(), 0);
   }
@@ -113,12 +100,7 @@ class Harness {
     io.poll();
   }
 
-  static Uuid MemberUuid(uint32_t i) {
-    Uuid uuid;
-    for (size_t b = 0; b < uuid.size(); ++b)
-      uuid[b] = static_cast<uint8_t>(16 * (i + 1) + b);
-    return uuid;
-  }
+  static Uuid MemberUuid(uint32_t i) { return TestUuid(static_cast<uint8_t>(i + 1)); }
 
   Superblock OnDisk(uint32_t i) const {
     const auto& m = members[i];

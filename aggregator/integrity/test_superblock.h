@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "aggregator/integrity/member_format.h"
@@ -25,17 +26,37 @@ inline Uuid TestUuid(uint8_t seed) {
   return uuid;
 }
 
-// Member `index` of a `count`-member volume "vol0" with default format parameters.
-inline Superblock TestMember(uint32_t index, uint32_t count,
-                             volume::LayoutKind layout = volume::LayoutKind::kLinear) {
+// Who member `index` of a `count`-member test volume is: "vol0", created 1700000000, volume
+// UUID TestUuid(0xa), its own UUID TestUuid(index + 1). Everything else at its default.
+inline Superblock TestIdentity(uint32_t index, uint32_t count) {
   Superblock sb;
-  sb.event = 2;
   sb.created = 1700000000;
   sb.volume_uuid = TestUuid(0xa);
   sb.member_uuid = TestUuid(static_cast<uint8_t>(index + 1));
   sb.name = "vol0";
   sb.member_index = index;
   sb.member_count = count;
+  return sb;
+}
+
+// Writes `sb` into every superblock slot of a member's bytes, slot i with event i (the last slot
+// is the newest), as `dst-aggregator create` leaves a member after its first updates.
+inline void WriteSuperblockSlots(const Superblock& sb, std::vector<uint8_t>& member_bytes) {
+  REQUIRE(member_bytes.size() >= SlotOffset(kSlotCount - 1) + kSlotSize);
+  for (uint32_t slot = 0; slot < kSlotCount; ++slot) {
+    Superblock copy = sb;
+    copy.event = slot;
+    const Status status = Encode(
+        copy, std::span<uint8_t, kSlotSize>(member_bytes.data() + SlotOffset(slot), kSlotSize));
+    REQUIRE_MESSAGE(status.ok(), status.message());
+  }
+}
+
+// Member `index` of a `count`-member volume "vol0" with default format parameters.
+inline Superblock TestMember(uint32_t index, uint32_t count,
+                             volume::LayoutKind layout = volume::LayoutKind::kLinear) {
+  Superblock sb = TestIdentity(index, count);
+  sb.event = 2;
   sb.layout = layout;
   REQUIRE(ComputeGeometry(kTestMemberSize, FormatParams{}, &sb.geometry).ok());
   const uint64_t data = sb.geometry.data.size;
@@ -55,15 +76,9 @@ inline Superblock TestMember(uint32_t index, uint32_t count,
 // TestUuid(i + 1) (each member's own UUID, as TestMember gives them).
 inline Superblock TestRedundantMember(uint32_t index, uint32_t count, uint32_t copies,
                                       volume::LayoutKind layout = volume::LayoutKind::kMirror) {
-  Superblock sb;
+  Superblock sb = TestIdentity(index, count);
   sb.version = kFormatVersion2;
   sb.event = 2;
-  sb.created = 1700000000;
-  sb.volume_uuid = TestUuid(0xa);
-  sb.member_uuid = TestUuid(static_cast<uint8_t>(index + 1));
-  sb.name = "vol0";
-  sb.member_index = index;
-  sb.member_count = count;
   sb.layout = layout;
   sb.copies = copies;
   REQUIRE(ComputeGeometry(kTestMemberSize, FormatParams{}, kFormatVersion2, &sb.geometry).ok());

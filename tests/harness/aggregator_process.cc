@@ -148,6 +148,25 @@ std::string AggregatorServer::stderr_text() const {
   return process_ ? process_->stderr_text() : "";
 }
 
+bool AggregatorServer::WaitForLog(std::string_view needle, size_t count,
+                                  std::chrono::milliseconds timeout) {
+  const auto occurrences = [&] {
+    const std::string text = stderr_text();
+    size_t n = 0;
+    for (size_t at = text.find(needle); at != std::string::npos && n < count;
+         at = text.find(needle, at + needle.size()))
+      ++n;
+    return n;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (occurrences() >= count) return true;
+    if (!Running()) return occurrences() >= count;  // its last words are in by now
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
 std::string AggregatorServer::SanitizerReports() const {
   return SanitizerReportLines(stderr_text());
 }

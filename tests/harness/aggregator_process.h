@@ -64,6 +64,11 @@ class AggregatorServer {
   bool Running() { return process_ && process_->Running(); }
 
   std::string stderr_text() const;
+  // Polls stderr until `needle` stands in it at least `count` times: how a
+  // test waits for the server to have done something, instead of sleeping.
+  // False after `timeout`, or once the aggregator has exited without it.
+  bool WaitForLog(std::string_view needle, size_t count = 1,
+                  std::chrono::milliseconds timeout = std::chrono::seconds(10));
   // Lines of stderr in which a sanitizer reported a problem ("" if none).
   std::string SanitizerReports() const;
 

@@ -53,12 +53,7 @@ void CheckReadWrite(NbdClient& client, uint64_t offset, uint64_t seed, uint64_t 
 
 bool LogShows(AggregatorServer& aggregator, std::string_view needle,
               std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (Contains(aggregator.stderr_text(), needle)) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
+  return aggregator.WaitForLog(needle, 1, timeout);
 }
 
 }  // namespace dst::test

@@ -283,9 +283,8 @@ TEST_CASE_FIXTURE(SecurityFixture, "plain text sent right after STARTTLS is refu
   raw.Greet();
   // STARTTLS and an option behind it in one segment: an attacker on the path
   // injecting a command that the server would run after the upgrade.
-  const auto starttls = nbd::OptionHeader{nbd::kIHaveOpt, nbd::kOptStartTls, 0}.Encode();
-  Bytes burst(starttls.begin(), starttls.end());
-  const auto injected = nbd::OptionHeader{nbd::kIHaveOpt, nbd::kOptList, 0}.Encode();
+  Bytes burst = OptionMessage(nbd::kOptStartTls, {});
+  const Bytes injected = OptionMessage(nbd::kOptList, {});
   burst.insert(burst.end(), injected.begin(), injected.end());
   raw.Send(burst);
   const OptionReply ack = raw.ReadOptionReply();

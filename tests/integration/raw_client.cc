@@ -81,6 +81,17 @@ void RawClient::Send(std::span<const uint8_t> data) {
   }
 }
 
+bool RawClient::SendUnlessClosed(std::span<const uint8_t> data) {
+  while (!data.empty()) {
+    const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) return false;
+    if (n < 0) throw Errno("send");
+    data = data.subspan(n);
+  }
+  return true;
+}
+
 size_t RawClient::TrySend(std::span<const uint8_t> data) {
   for (;;) {
     const ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -134,10 +145,7 @@ void RawClient::Greet() {
 void RawClient::SendOption(uint32_t option, std::span<const uint8_t> data, uint64_t magic) {
   // One send for header and payload: a server that hangs up as soon as it has
   // read a bad header must not turn the payload's send into EPIPE.
-  const auto header = nbd::OptionHeader{magic, option, static_cast<uint32_t>(data.size())}.Encode();
-  std::vector<uint8_t> message(header.begin(), header.end());
-  message.insert(message.end(), data.begin(), data.end());
-  Send(message);
+  Send(OptionMessage(option, data, magic));
 }
 
 OptionReply RawClient::ReadOptionReply() {
@@ -201,6 +209,13 @@ nbd::SimpleReply RawClient::ReadSimpleReply() {
   const nbd::SimpleReply reply = nbd::SimpleReply::Decode(raw);
   if (reply.magic != nbd::kSimpleReplyMagic) throw std::runtime_error("bad simple reply magic");
   return reply;
+}
+
+Bytes OptionMessage(uint32_t option, std::span<const uint8_t> data, uint64_t magic) {
+  const auto header = nbd::OptionHeader{magic, option, static_cast<uint32_t>(data.size())}.Encode();
+  Bytes message(header.begin(), header.end());
+  message.insert(message.end(), data.begin(), data.end());
+  return message;
 }
 
 nbd::RequestHeader Request(uint16_t type, uint64_t offset, uint32_t length, uint64_t cookie,

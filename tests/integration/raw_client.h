@@ -54,6 +54,10 @@ class RawClient {
   // Sends everything or throws (MSG_NOSIGNAL: a server that hung up is an
   // error here, not a SIGPIPE that kills the test).
   void Send(std::span<const uint8_t> data);
+  // Sends everything, unless the server hangs up first (EPIPE, ECONNRESET):
+  // false then. For messages a server may cut off before their end, such as
+  // an over-long NBD_OPT_EXPORT_NAME it reads only the start of.
+  bool SendUnlessClosed(std::span<const uint8_t> data);
   // Sends what the socket takes now without waiting; the number of bytes
   // taken (0 when its buffer is full). Throws if the server hung up.
   size_t TrySend(std::span<const uint8_t> data);
@@ -86,6 +90,10 @@ class RawClient {
 
   int fd_ = -1;
 };
+
+// An option as a client sends it: header (magic, option, length of data) and data.
+Bytes OptionMessage(uint32_t option, std::span<const uint8_t> data,
+                    uint64_t magic = nbd::kIHaveOpt);
 
 // A request header with the request magic.
 nbd::RequestHeader Request(uint16_t type, uint64_t offset, uint32_t length, uint64_t cookie,

@@ -888,8 +888,16 @@ TEST_CASE("status --json follows a fio run, then a member killed under the volum
       control,
       [](const Json& s) { return s.Num(V(0, "requests")) > 0 && s.Num(V(0, "clients")) == 1; }, 5s,
       "fio's first requests");
-  std::this_thread::sleep_for(300ms);
-  const Json second = StatusJson(control);
+  // The second sample once every counter has moved on, however slowly fio
+  // runs on a loaded machine (within its 8 s).
+  const auto moved_on = [&first](const Json& s) {
+    for (const char* field : {"requests", "reads", "writes", "read_bytes", "written_bytes"})
+      if (s.Num(V(0, field)) <= first.Num(V(0, field))) return false;
+    for (size_t m = 0; m < 2; ++m)
+      if (s.Num(M(m, "ios")) <= first.Num(M(m, "ios"))) return false;
+    return s.Num(V(0, "clients")) == 1;
+  };
+  const Json second = WaitForStatus(control, moved_on, 6s, "fio's later requests");
   CheckShape(second);
   {
     INFO("first sample:\n" << first.text() << "\nsecond sample:\n" << second.text());

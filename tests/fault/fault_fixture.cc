@@ -35,12 +35,7 @@ Member::~Member() {
 
 void Member::KillHard() {
   killed_ = true;
-  Kill(SIGKILL);
-  const auto deadline = SteadyClock::now() + 5s;
-  while (Running()) {
-    if (SteadyClock::now() > deadline) throw std::runtime_error("nbdkit survived SIGKILL");
-    std::this_thread::sleep_for(5ms);
-  }
+  KillAndWait();
 }
 
 void Member::RestartAfterKill() {

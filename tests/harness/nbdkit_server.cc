@@ -291,6 +291,16 @@ void NbdkitServer::Kill(int sig) {
   if (process_) process_->Kill(sig);
 }
 
+void NbdkitServer::KillAndWait(std::chrono::milliseconds timeout) {
+  Kill(SIGKILL);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (Running()) {
+    if (std::chrono::steady_clock::now() > deadline)
+      throw std::runtime_error("nbdkit (pid " + std::to_string(pid()) + ") survived SIGKILL");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 void NbdkitServer::Restart() {
   if (process_ && process_->Running())
     throw std::runtime_error("nbdkit restart: the previous nbdkit is still running");

@@ -96,6 +96,9 @@ class NbdkitServer {
 
   // Sends sig to nbdkit (e.g. SIGKILL, SIGSTOP, SIGCONT).
   void Kill(int sig);
+  // SIGKILL, and waits until the process is gone (ready for Restart());
+  // throws if it is still there after `timeout`.
+  void KillAndWait(std::chrono::milliseconds timeout = std::chrono::seconds(5));
   // Starts nbdkit again, with the same options on the same socket or port,
   // after it has exited or been killed (a SIGKILLed nbdkit leaves its Unix
   // socket behind; it is removed first). Throws like the constructor.

@@ -428,12 +428,7 @@ TEST_CASE("a TLS member that restarts is reconnected over TLS") {
   NbdClient client;
   REQUIRE_NBD_OK(client.Connect(served.uri("vol0")));
   REQUIRE_NBD_OK(client.Pwrite(before, 0));
-  member.Kill(SIGKILL);
-  const auto deadline = std::chrono::steady_clock::now() + 5s;
-  while (member.Running()) {
-    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline, "nbdkit survived SIGKILL");
-    std::this_thread::sleep_for(5ms);
-  }
+  member.KillAndWait();
   member.Restart();
   // The same client connection: the aggregator reconnects behind it, with the same credentials.
   REQUIRE_NBD_OK(client.Pwrite(after, kMiB));

@@ -185,9 +185,7 @@ TEST_CASE_FIXTURE(SlotsFixture,
   REQUIRE_NBD_OK(late.Connect(agg.uri()));
   CheckReadWrite(late, 2 * kMiB, 3);
   // The member goes away and comes back: the aggregator has descriptors to reconnect.
-  member().Kill(SIGKILL);
-  for (int i = 0; i < 100 && member().Running(); ++i)
-    std::this_thread::sleep_for(50ms);
+  member().KillAndWait();
   member().Restart();
   CheckReadWrite(bystander, 3 * kMiB, 4);
   CHECK(LogShows(agg, "reconnecting -> ready"));

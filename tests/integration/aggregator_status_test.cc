@@ -58,12 +58,7 @@ class Member : public NbdkitServer {
   // SIGKILL, and waits (bounded) until the process is gone.
   void KillHard() {
     killed_ = true;
-    Kill(SIGKILL);
-    const auto deadline = SteadyClock::now() + 5s;
-    while (Running()) {
-      if (SteadyClock::now() > deadline) throw std::runtime_error("nbdkit survived SIGKILL");
-      std::this_thread::sleep_for(5ms);
-    }
+    KillAndWait();
   }
 
  private:

@@ -18,19 +18,6 @@ using namespace std::chrono_literals;
 constexpr uint64_t kSlotSize = 4096;
 
 // ---------------------------------------------------------------------------
-// Commands.
-
-// A refused command: exit 1 and exactly one line on stderr, the error, naming every needle.
-void CheckRefused(const CommandResult& r, std::initializer_list<std::string_view> needles) {
-  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
-  CHECK(r.exit_code == 1);
-  CHECK(std::count(r.stderr_text.begin(), r.stderr_text.end(), '\n') == 1);
-  CHECK(r.stderr_text.rfind("dst-aggregator: error: ", 0) == 0);
-  for (std::string_view n : needles)
-    CHECK_MESSAGE(Contains(r.stderr_text, n), "missing: " << n);
-}
-
-// ---------------------------------------------------------------------------
 // inspect --json, read by Python.
 
 // One entry of the JSON array, flattened.

@@ -1,5 +1,6 @@
 #include "tests/integration/plugin_fixture.h"
 
+#include <algorithm>
 #include <sstream>
 
 namespace dst::test {
@@ -74,6 +75,17 @@ CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout) {
                                             << r.stdout_text << "\nstderr:\n"
                                             << r.stderr_text);
   return r;
+}
+
+// A refused dst-aggregator command: exit 1 and exactly one line on stderr, the error, naming every
+// needle.
+void CheckRefused(const CommandResult& r, std::initializer_list<std::string_view> needles) {
+  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+  CHECK(r.exit_code == 1);
+  CHECK(std::count(r.stderr_text.begin(), r.stderr_text.end(), '\n') == 1);
+  CHECK(r.stderr_text.rfind("dst-aggregator: error: ", 0) == 0);
+  for (std::string_view n : needles)
+    CHECK_MESSAGE(Contains(r.stderr_text, n), "missing: " << n);
 }
 
 void CheckFioVerified(const Argv& argv, std::chrono::milliseconds timeout) {

@@ -62,6 +62,10 @@ size_t CountOf(std::string_view text, std::string_view needle);
 // Runs a tool and requires exit code 0, showing its output otherwise.
 CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout = std::chrono::seconds(30));
 
+// A refused dst-aggregator command: exit 1 and exactly one line on stderr,
+// the error, naming every needle.
+void CheckRefused(const CommandResult& r, std::initializer_list<std::string_view> needles);
+
 // Runs a fio job with verify= and checks that it wrote, read back and
 // verified everything: exit 0, no verify failure, no I/O error.
 void CheckFioVerified(const Argv& argv, std::chrono::milliseconds timeout);

@@ -154,7 +154,7 @@ void ChecksummedVolume::RepairEntry(uint64_t block, const BlockRef& ref, uint8_t
                    copies_[slot]->name().c_str());
         }
       }
-      Leave();
+      LeaveInternal();
     });
     done(0);
   });
@@ -191,7 +191,7 @@ void ChecksummedVolume::Repair(uint64_t block, BlockRef ref, uint32_t copy,
                     auto release = [this, id, pages, repaired](bool ok) {
                       table_.Unpin(pages);
                       lock_.Release(id);
-                      Leave();
+                      LeaveInternal();
                       if (repaired) repaired(ok);
                     };
                     if (err != 0 || !Verify(block, ref, good->data())) return release(false);

@@ -272,6 +272,9 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // open; superseded: EROFS for changes, ESHUTDOWN for reads).
   bool Admit(const std::function<void(int)>& fail, Access access);
   void Leave();
+  // The end of work the volume started itself (a repair, a table page write after a read): it
+  // holds Close() like a request, but is no client request for the throttle.
+  void LeaveInternal();
   // Common steps of every request: lock, pin, (for changes) mark regions.
   void Begin(const std::shared_ptr<Op>& op, bool exclusive, std::function<void(int)> next);
   void End(const std::shared_ptr<Op>& op);

@@ -257,6 +257,15 @@ TEST_CASE("scrub --repair on a linear volume is refused; --check runs") {
   CHECK(Contains(json, "\"scrub_errors\": 0,"));
 }
 
+TEST_CASE("scrub and resync-rate on a raw volume: not a checksummed volume") {
+  FileMembers m(2, 4 * kMiB);
+  Served agg(Concat({"--raw"}, m.uris()));
+  const std::string error =
+      "error: volume vol0 is not a checksummed volume (no scrub, no background jobs)";
+  CheckError(Ask(agg, "scrub", {"vol0", "start"}), error);
+  CheckError(Ask(agg, "resync-rate", {"vol0", "--min", "1M", "--max", "2M"}), error);
+}
+
 TEST_SUITE_END();
 
 }  // namespace

@@ -34,61 +34,75 @@ std::vector<int32_t> ChecksummedVolume::ScrubCopies(uint32_t member) const {
   return copies;
 }
 
+// One step of a scrub, from its lock to its verdicts.
+struct ChecksummedVolume::ScrubStep {
+  uint64_t first = 0;
+  bool repair = false;
+  std::vector<BlockRef> refs;
+  std::vector<PageKey> pages;
+  RangeLock::Id lock = 0;
+  BlocksDone done;
+};
+
 void ChecksummedVolume::ScrubBlocks(uint64_t first, uint64_t count, bool repair, BlocksDone done) {
+  auto step = std::make_shared<ScrubStep>();
+  step->first = first;
+  step->repair = repair;
   // Never from inside the call (BackgroundJob's contract): a step of cached, unwritten blocks
   // would otherwise finish at once.
-  done = [this, done = std::move(done)](ScrubTally tally, int err) {
+  step->done = [this, done = std::move(done)](ScrubTally tally, int err) {
     asio::post(io_, [done, tally, err] { done(tally, err); });
   };
-  lock_.Acquire(
-      first, count, false,
-      [this, alive = lifetime_.Watch(), first, count, repair,
-       done = std::move(done)](RangeLock::Id id) mutable {
-        if (alive.expired()) return;
-        auto refs = std::make_shared<std::vector<BlockRef>>(MapBlocks(first, count));
-        auto pages = std::make_shared<std::vector<PageKey>>(PagesOf(*refs));
-        table_.Pin(*pages, [this, alive, first, repair, refs, pages, id,
-                            done = std::move(done)](int err) mutable {
-          if (alive.expired()) return;
-          auto finish = [this, pages, id](void) {
-            table_.Unpin(*pages);
-            lock_.Release(id);
-          };
-          if (err != 0) {
-            finish();
-            return done({}, err);
-          }
-          auto reads = std::make_shared<std::vector<ScrubRead>>();
-          for (uint64_t i = 0; i < refs->size(); ++i) {
-            if (EntryIsZero((*refs)[i])) continue;
-            for (int32_t copy : ScrubCopies((*refs)[i].member))
-              reads->push_back({first + i, (*refs)[i], copy, 0, false,
-                                std::make_shared<std::vector<uint8_t>>(block_size_)});
-          }
-          auto join =
-              MakeJoin([this, alive, reads, repair, finish, done = std::move(done)](int) mutable {
-                if (alive.expired()) return;
-                for (ScrubRead& r : *reads)
-                  r.verified = r.err == 0 && Verify(r.block, r.ref, r.data->data());
-                finish();  // the verdicts are in: repairs take the blocks exclusively
-                ScrubVerify(*reads, repair, std::move(done));
-              });
-          for (ScrubRead& r : *reads) {
-            auto io = std::make_shared<volume::MemberIo>();
-            io->op = volume::MemberOp::kRead;
-            io->offset = r.ref.block * block_size_;
-            io->length = block_size_;
-            io->data = r.data->data();
-            io->only_copy = r.copy;
-            io->done = [&r, part = Part(join)](int read_err) {  // `reads` outlives the join
-              r.err = read_err;
-              part(0);
-            };
-            data_areas_[r.ref.member]->Submit(std::move(io));
-          }
-          join->Arrive(0);
-        });
-      });
+  lock_.Acquire(first, count, false,
+                [this, alive = lifetime_.Watch(), step, count](RangeLock::Id id) {
+                  if (alive.expired()) return;
+                  step->lock = id;
+                  step->refs = MapBlocks(step->first, count);
+                  step->pages = PagesOf(step->refs);
+                  table_.Pin(step->pages, [this, alive, step](int err) {
+                    if (!alive.expired()) ScrubPinned(step, err);
+                  });
+                });
+}
+
+// Reads every current copy of each written block of the step.
+void ChecksummedVolume::ScrubPinned(const std::shared_ptr<ScrubStep>& step, int err) {
+  auto finish = [this, step] {
+    table_.Unpin(step->pages);
+    lock_.Release(step->lock);
+  };
+  if (err != 0) {
+    finish();
+    return step->done({}, err);
+  }
+  auto reads = std::make_shared<std::vector<ScrubRead>>();
+  for (uint64_t i = 0; i < step->refs.size(); ++i) {
+    if (EntryIsZero(step->refs[i])) continue;
+    for (int32_t copy : ScrubCopies(step->refs[i].member))
+      reads->push_back({step->first + i, step->refs[i], copy, 0, false,
+                        std::make_shared<std::vector<uint8_t>>(block_size_)});
+  }
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), step, reads, finish](int) {
+    if (alive.expired()) return;
+    for (ScrubRead& r : *reads)
+      r.verified = r.err == 0 && Verify(r.block, r.ref, r.data->data());
+    finish();  // the verdicts are in: repairs take the blocks exclusively
+    ScrubVerify(*reads, step->repair, step->done);
+  });
+  for (ScrubRead& r : *reads) {
+    auto io = std::make_shared<volume::MemberIo>();
+    io->op = volume::MemberOp::kRead;
+    io->offset = r.ref.block * block_size_;
+    io->length = block_size_;
+    io->data = r.data->data();
+    io->only_copy = r.copy;
+    io->done = [&r, part = Part(join)](int read_err) {  // `reads` outlives the join
+      r.err = read_err;
+      part(0);
+    };
+    data_areas_[r.ref.member]->Submit(std::move(io));
+  }
+  join->Arrive(0);
 }
 
 void ChecksummedVolume::ScrubReport(const ScrubRead& r) const {

@@ -316,6 +316,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
 
   // Scrub (checksummed_scrub.cc): ScrubTarget.
   struct ScrubRead;
+  struct ScrubStep;
   uint64_t scrub_blocks() const override { return size() / block_size_; }
   uint32_t scrub_block_size() const override { return block_size_; }
   void ScrubBlocks(uint64_t first, uint64_t count, bool repair, BlocksDone done) override;
@@ -323,6 +324,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
   void ScrubCompleted(uint64_t errors, Done done) override;
   void ScrubGone(const ScrubJob* job) override;
   void Later(Done done) override;
+  void ScrubPinned(const std::shared_ptr<ScrubStep>& step, int err);
   // The copies a scrub reads of target `member`: every current one (-1: the member itself).
   std::vector<int32_t> ScrubCopies(uint32_t member) const;
   // Once the reads of a step are in: verdicts, counts and log lines; then the repairs.

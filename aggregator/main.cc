@@ -6,6 +6,8 @@
 //                         [--key-file FILE] [--force] URI...
 //   dst-aggregator inspect [--json] URI...
 //   dst-aggregator status [--control PATH] [--json]
+//   dst-aggregator scrub [--control PATH] VOLUME start [--check|--repair] | pause | resume | stop
+//   dst-aggregator resync-rate [--control PATH] VOLUME --min RATE --max RATE
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -16,6 +18,8 @@
 #include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
+#include "aggregator/resync_rate_command.h"
+#include "aggregator/scrub_command.h"
 #include "aggregator/serve_command.h"
 #include "aggregator/status_command.h"
 #include "common/log.h"
@@ -38,11 +42,17 @@ int main(int argc, char** argv) {
   CLI::App* inspect = agg::AddInspectCommand(app, &inspect_args);
   agg::StatusArgs status_args;
   CLI::App* status = agg::AddStatusCommand(app, &status_args);
+  agg::ScrubArgs scrub_args;
+  CLI::App* scrub = agg::AddScrubCommand(app, &scrub_args);
+  agg::ResyncRateArgs rate_args;
+  CLI::App* rate = agg::AddResyncRateCommand(app, &rate_args);
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
   if (serve->parsed()) return agg::RunServe(serve_args);
   if (status->parsed()) return agg::RunStatus(status_args);
+  if (scrub->parsed()) return agg::RunScrub(scrub_args);
+  if (rate->parsed()) return agg::RunResyncRate(rate_args);
   if (create->parsed()) {
     const dst::Status s = agg::RunCreate(create_args);
     return s.ok() ? 0 : agg::ExitWithError(s);

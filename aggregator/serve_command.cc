@@ -189,6 +189,8 @@ Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, 
                               const std::vector<volume::MemberTarget*>& targets, Server& server) {
   integrity::ChecksumOptions options;
   options.table_cache_bytes = config.table_cache;
+  options.background.limits = {.min_bytes_per_second = config.resync_rate_min,
+                               .max_bytes_per_second = config.resync_rate_max};
   options.description = v.description;
   std::unique_ptr<integrity::ChecksummedVolume> volume;
   Status s;

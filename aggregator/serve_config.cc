@@ -61,6 +61,8 @@ Status ValidateServeConfig(ServeConfig& config) {
   DST_RETURN_IF_ERROR(server::CheckTlsConfig(config.tls));
   if (config.table_cache < kMinTableCache)
     return Status::Invalid("table-cache must be at least 1M");
+  if (config.resync_rate_min == 0 || config.resync_rate_min > config.resync_rate_max)
+    return Status::Invalid("resync-rate-min must be more than 0 and at most resync-rate-max");
   if (!config.default_volume.empty() && !names.count(config.default_volume) &&
       std::all_of(config.volumes.begin(), config.volumes.end(),
                   [](const VolumeConfig& v) { return !v.name.empty(); }))

@@ -79,6 +79,11 @@ struct ServeConfig {
   std::string metrics;
   // Memory for checksum table pages, per assembled volume.
   uint64_t table_cache = uint64_t{64} << 20;
+  // Background work of assembled volumes (resync, rebuild, scrub), bytes per second: the floor
+  // always allowed, and the most while clients are idle (docs/redundancy.md, "Throttle").
+  // `dst-aggregator resync-rate` changes them while serving.
+  uint64_t resync_rate_min = uint64_t{1} << 20;
+  uint64_t resync_rate_max = uint64_t{200} << 20;
   std::vector<VolumeConfig> volumes;
 };
 

@@ -181,6 +181,18 @@ const ServeOption kServeOptions[] = {
     {"table-cache", Form::kQuantity, "memory for checksum table pages, per assembled volume",
      [](std::string_view v, Config* c) { return ApplySize(v, Zero::kAllowed, &c->table_cache); },
      [](const Config& c) { return ShowSize(c.table_cache); }},
+    {"resync-rate-min", Form::kQuantity,
+     "bytes per second that resync, rebuild and scrub may always use, however busy the clients",
+     [](std::string_view v, Config* c) {
+       return ApplySize(v, Zero::kRefused, &c->resync_rate_min);
+     },
+     [](const Config& c) { return ShowSize(c.resync_rate_min); }},
+    {"resync-rate-max", Form::kQuantity,
+     "bytes per second that resync, rebuild and scrub may use while clients are idle",
+     [](std::string_view v, Config* c) {
+       return ApplySize(v, Zero::kRefused, &c->resync_rate_max);
+     },
+     [](const Config& c) { return ShowSize(c.resync_rate_max); }},
     // Monitoring.
     {"control", Form::kText,
      "control socket for `status` (default: /run/dst-aggregator.sock for root, else "

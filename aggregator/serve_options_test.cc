@@ -46,6 +46,8 @@ const std::map<std::string, Sample> kServeSamples = {
     {"fencing", {"require", "yes", "expected auto, require or off"}},
     {"stats-interval", {"90s", "1.5s", kDuration}},
     {"table-cache", {"128M", "lots", "expected a size such as 64K"}},
+    {"resync-rate-min", {"4M", "0", "expected a size such as 64K, more than 0"}},
+    {"resync-rate-max", {"1G", "fast", "expected a size such as 64K, more than 0"}},
     {"control", {"none"}},
     {"metrics", {"127.0.0.1:9100", "127.0.0.1:99999", "bad port '99999'"}},
     {"tls", {"require", "maybe", "expected off, on or require"}},
@@ -337,6 +339,23 @@ TEST_CASE("without a listener, serve listens on 127.0.0.1:10809") {
   ServeConfig with_unix;
   REQUIRE(FromCommandLine({"--unix", "/run/a.sock", kMember}, &with_unix).ok());
   CHECK(with_unix.listen.empty());
+}
+
+TEST_CASE("serve options: the resync rates default to 1M and 200M, and min may not pass max") {
+  ServeConfig config;
+  REQUIRE(FromCommandLine({kMember}, &config).ok());
+  CHECK(config.resync_rate_min == uint64_t{1} << 20);
+  CHECK(config.resync_rate_max == uint64_t{200} << 20);
+  CHECK(ValidateServeConfig(config).ok());
+  ServeConfig both;
+  REQUIRE(FromCommandLine({"--resync-rate-min", "10M", "--resync-rate-max", "50M", kMember}, &both)
+              .ok());
+  CHECK(both.resync_rate_min == uint64_t{10} << 20);
+  CHECK(both.resync_rate_max == uint64_t{50} << 20);
+  ServeConfig crossed;
+  REQUIRE(FromCommandLine({"--resync-rate-min", "300M", kMember}, &crossed).ok());
+  CHECK(ValidateServeConfig(crossed).message() ==
+        "resync-rate-min must be more than 0 and at most resync-rate-max");
 }
 
 }  // namespace

@@ -1,8 +1,11 @@
 #include "aggregator/control/control_plane.h"
 
+#include <algorithm>
 #include <csignal>
 #include <memory>
+#include <vector>
 
+#include "aggregator/control/control_commands.h"
 #include "aggregator/control/control_path.h"
 #include "common/log.h"
 
@@ -54,20 +57,29 @@ StatusReport BuildReport(const Server& server) {
     report.volumes.push_back({volume->name(), std::string(volume::LayoutKindName(state.layout)),
                               volume->size(), state.members,
                               server.registry.TrafficOf(volume.get()), std::move(state.integrity),
-                              std::move(state.redundancy)});
+                              std::move(state.redundancy), std::move(state.jobs),
+                              state.background_rate_min, state.background_rate_max});
   }
   for (const MemberRef& ref : server.member_refs)
     report.members.push_back(MemberStatusOf(ref, report.volumes));
   return report;
 }
 
-std::string AnswerControl(const Server& server, const std::string& request) {
+std::string AnswerControl(Server& server, const std::string& request) {
   std::string command = request;
   while (!command.empty() && (command.back() == '\r' || command.back() == ' '))
     command.pop_back();
   if (command == "status") return StatusToText(BuildReport(server));
   if (command == "status json") return StatusToJson(BuildReport(server));
-  return "error: unknown command '" + command + "' (expected: status, status json)\n";
+  std::vector<std::string> words;
+  for (size_t at = 0; at < command.size();) {
+    const size_t end = std::min(command.find(' ', at), command.size());
+    if (end > at) words.push_back(command.substr(at, end - at));
+    at = end + 1;
+  }
+  if (IsActingCommand(words)) return AnswerCommand(server, words);
+  return "error: unknown command '" + command +
+         "' (expected: status, status json, scrub, resync-rate)\n";
 }
 
 std::string AnswerMetrics(const Server& server, const std::string& request) {

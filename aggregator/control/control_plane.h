@@ -19,8 +19,9 @@ namespace dst::control {
 
 StatusReport BuildReport(const Server& server);
 
-// The control socket's one command: "status" (a table) or "status json"; an error line else.
-std::string AnswerControl(const Server& server, const std::string& request);
+// The control socket's commands: "status" (a table), "status json", and those that act
+// (control_commands.h); an error line else.
+std::string AnswerControl(Server& server, const std::string& request);
 // An HTTP response: GET /metrics in the Prometheus text format, 404 or 405 otherwise.
 std::string AnswerMetrics(const Server& server, const std::string& request);
 

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "aggregator/integrity/superblock_json.h"
+#include "common/progress.h"
 #include "common/units.h"
 
 namespace dst::control {
@@ -103,7 +104,50 @@ std::string SlotStatsFields(const volume::SlotState& s) {
          " read_failovers=" + std::to_string(s.read_failovers);
 }
 
+std::string JobText(const volume::JobState& j) {
+  const double rate =
+      j.state == "running" && j.bytes_per_second > 0 ? static_cast<double>(j.bytes_per_second) : -1;
+  std::string out = j.kind + " " + j.state + " " +
+                    Progress::LineAtRate(j.what, j.done_bytes, j.total_bytes, rate);
+  if (!j.detail.empty()) out += " (" + j.detail + ")";
+  return out;
+}
+
 namespace {
+
+std::string RateText(const VolumeStatus& v) {
+  return "rate " + FormatSize(v.rate_min) + "/s to " + FormatSize(v.rate_max) + "/s";
+}
+
+// Checksummed volumes: the rate limits, then one line per background job.
+void AppendBackgroundText(std::ostringstream& out, const StatusReport& report) {
+  bool header = false;
+  char name[32];
+  for (const VolumeStatus& v : report.volumes) {
+    if (!v.integrity) continue;
+    if (!header) out << "\nVOLUME           BACKGROUND\n";
+    header = true;
+    std::snprintf(name, sizeof name, "%-16s ", v.name.c_str());
+    out << name << RateText(v) << "\n";
+    for (const volume::JobState& j : v.jobs)
+      out << name << JobText(j) << "\n";
+  }
+}
+
+void AppendBackgroundJson(std::ostringstream& out, const VolumeStatus& v) {
+  out << ", \"background\": {\"rate_min_bytes\": " << v.rate_min
+      << ", \"rate_max_bytes\": " << v.rate_max << ", \"jobs\": [";
+  for (size_t i = 0; i < v.jobs.size(); ++i) {
+    const volume::JobState& j = v.jobs[i];
+    out << (i ? ", " : "") << "{\"kind\": " << JsonQuote(j.kind)
+        << ", \"what\": " << JsonQuote(j.what) << ", \"state\": " << JsonQuote(j.state)
+        << ", \"detail\": " << JsonQuote(j.detail) << ", \"done_bytes\": " << j.done_bytes
+        << ", \"total_bytes\": " << j.total_bytes
+        << ", \"bytes_per_second\": " << j.bytes_per_second << ", \"eta_seconds\": "
+        << (j.eta_seconds ? std::to_string(*j.eta_seconds) : std::string("null")) << "}";
+  }
+  out << "]}";
+}
 
 void AppendRedundancyJson(std::ostringstream& out, const volume::RedundancyState& r) {
   out << ", \"redundancy\": {\"copies\": " << r.copies
@@ -176,6 +220,7 @@ std::string StatusToJson(const StatusReport& report) {
           << ", \"checksum\": " << JsonQuote(v.integrity->checksum);
       AppendJsonFields(out, v.integrity->counters);
       out << "}";
+      AppendBackgroundJson(out, v);
     }
     if (v.redundancy) AppendRedundancyJson(out, *v.redundancy);
     out << "}";
@@ -246,6 +291,7 @@ std::string StatusToText(const StatusReport& report) {
     out << line << IntegrityStatsFields(*v.integrity) << "\n";
   }
   AppendRedundancyText(out, report);
+  AppendBackgroundText(out, report);
   return out.str();
 }
 
@@ -326,6 +372,23 @@ void AddRedundancyMetrics(Exposition& e, const std::string& labels,
   }
 }
 
+// Per job, labelled by its kind and what it does.
+void AddJobMetrics(Exposition& e, const std::string& labels, const volume::JobState& j) {
+  const std::string job_labels =
+      labels + ",kind=\"" + LabelValue(j.kind) + "\",what=\"" + LabelValue(j.what) + "\"";
+  e.Add("job", {"running", j.state == "running", false, "1 while the job takes steps"}, job_labels);
+  e.Add("job", {"paused", j.state == "paused", false, "1 while the job is paused"}, job_labels);
+  e.Add("job", {"done_bytes", j.done_bytes, false, "Bytes of the job done"}, job_labels);
+  e.Add("job", {"total_bytes", j.total_bytes, false, "Bytes the job covers"}, job_labels);
+  e.Add(
+      "job",
+      {"bytes_per_second", j.bytes_per_second, false, "Bytes per second over the last few seconds"},
+      job_labels);
+  if (j.eta_seconds)
+    e.Add("job", {"eta_seconds", *j.eta_seconds, false, "Seconds left at the current rate"},
+          job_labels);
+}
+
 }  // namespace
 
 std::string StatusToPrometheus(const StatusReport& report) {
@@ -342,6 +405,16 @@ std::string StatusToPrometheus(const StatusReport& report) {
             labels);
       for (const Field& f : v.integrity->counters)
         e.Add("volume", f, labels);
+      e.Add("volume",
+            {"background_rate_min_bytes", v.rate_min, false,
+             "Bytes per second resync, rebuild and scrub may always use"},
+            labels);
+      e.Add("volume",
+            {"background_rate_max_bytes", v.rate_max, false,
+             "Bytes per second resync, rebuild and scrub may use while clients are idle"},
+            labels);
+      for (const volume::JobState& j : v.jobs)
+        AddJobMetrics(e, labels, j);
     }
     if (v.redundancy) AddRedundancyMetrics(e, labels, *v.redundancy);
   }

@@ -28,6 +28,10 @@ struct VolumeStatus {
   server::VolumeTraffic traffic;
   std::optional<volume::IntegrityState> integrity;    // checksummed volumes only
   std::optional<volume::RedundancyState> redundancy;  // mirror and raid10 only
+  // Checksummed volumes: background jobs (resync, rebuild, scrub) and their rate limits.
+  std::vector<volume::JobState> jobs;
+  uint64_t rate_min = 0;  // bytes per second; 0 for raw volumes
+  uint64_t rate_max = 0;
 };
 
 struct MemberStatus {
@@ -68,6 +72,8 @@ std::string IntegrityStatsFields(const volume::IntegrityState& integrity);
 std::string RedundancyStatsFields(const volume::RedundancyState& redundancy);
 // "state=stale stale_since=12 repaired_blocks=0 read_failovers=3": one slot, for its stats line.
 std::string SlotStatsFields(const volume::SlotState& slot);
+// "scrub running 25% (1 MiB of 4 MiB) at 3 MiB/s, ETA 1 s: scrubbing vol0 (repair, 0 errors)".
+std::string JobText(const volume::JobState& job);
 // The first 8 hex digits of a generation UUID, as the table shows it.
 std::string ShortGeneration(const std::string& generation);
 

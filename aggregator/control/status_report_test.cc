@@ -172,6 +172,42 @@ TEST_CASE("a mirror or raid10 volume: set health, generation and every slot in e
         "state=stale stale_since=17 repaired_blocks=0 read_failovers=1");
 }
 
+TEST_CASE("background jobs and rate limits: in the table, JSON and metrics") {
+  StatusReport report = SampleReport();
+  report.volumes[0].rate_min = 1 << 20;
+  report.volumes[0].rate_max = 200 << 20;
+  report.volumes[0].jobs = {
+      {"scrub", "scrubbing safe", "running", "repair, 1 errors", 256 << 10, 1 << 20, 1 << 20, 1},
+      {"scrub", "scrubbing other", "paused", "check, 0 errors", 0, 4096, 0, std::nullopt}};
+  const std::string json = StatusToJson(report);
+  const std::string text = StatusToText(report);
+  const std::string metrics = StatusToPrometheus(report);
+  INFO("json:\n" << json << "\ntext:\n" << text << "\nmetrics:\n" << metrics);
+  CHECK(
+      Contains(text,
+               "\nVOLUME           BACKGROUND\n"
+               "safe             rate 1 MiB/s to 200 MiB/s\n"
+               "safe             scrub running scrubbing safe: 25% (256 KiB of 1 MiB) at 1 MiB/s, "
+               "ETA 1 s (repair, 1 errors)\n"
+               "safe             scrub paused scrubbing other: 0% (0 B of 4 KiB) at - "
+               "(check, 0 errors)\n"));
+  CHECK(Contains(json,
+                 "\"background\": {\"rate_min_bytes\": 1048576, \"rate_max_bytes\": 209715200, "
+                 "\"jobs\": [{\"kind\": \"scrub\", \"what\": \"scrubbing safe\", \"state\": "
+                 "\"running\", \"detail\": \"repair, 1 errors\", \"done_bytes\": 262144, "
+                 "\"total_bytes\": 1048576, \"bytes_per_second\": 1048576, \"eta_seconds\": 1}, "));
+  CHECK(Contains(json, "\"eta_seconds\": null}]}"));
+  CHECK(Contains(metrics, "dst_volume_background_rate_min_bytes{volume=\"safe\"} 1048576\n"));
+  CHECK(Contains(metrics, "dst_volume_background_rate_max_bytes{volume=\"safe\"} 209715200\n"));
+  const std::string job = "{volume=\"safe\",kind=\"scrub\",what=\"scrubbing safe\"} ";
+  CHECK(Contains(metrics, "dst_job_running" + job + "1\n"));
+  CHECK(Contains(metrics, "dst_job_done_bytes" + job + "262144\n"));
+  CHECK(Contains(metrics, "dst_job_total_bytes" + job + "1048576\n"));
+  CHECK(Contains(metrics, "dst_job_eta_seconds" + job + "1\n"));
+  CHECK(Contains(metrics,
+                 "dst_job_paused{volume=\"safe\",kind=\"scrub\",what=\"scrubbing other\"} 1\n"));
+}
+
 TEST_CASE("a linear or stripe volume shows no redundancy") {
   const StatusReport report = SampleReport();
   CHECK_FALSE(Contains(StatusToText(report), "GENERATION"));

@@ -41,9 +41,10 @@ BackgroundJobs::~BackgroundJobs() {
   timer_.cancel();
 }
 
-void BackgroundJobs::Add(std::unique_ptr<BackgroundJob> job) {
+void BackgroundJobs::Add(std::unique_ptr<BackgroundJob> job, bool paused) {
   Entry entry;
   entry.job = std::move(job);
+  entry.paused = paused;
   entry.last_progress = Clock::now();
   entries_.push_back(std::move(entry));
   Pump();

@@ -104,7 +104,8 @@ class BackgroundJobs {
   BackgroundJobs(const BackgroundJobs&) = delete;
   BackgroundJobs& operator=(const BackgroundJobs&) = delete;
 
-  void Add(std::unique_ptr<BackgroundJob> job);
+  // `paused`: as if Pause() came at once (a paused scrub found at assembly).
+  void Add(std::unique_ptr<BackgroundJob> job, bool paused = false);
   // Effective at once (a waiting step is rescheduled).
   void SetLimits(RateLimits limits);
   const RateLimits& limits() const { return rate_.limits(); }

@@ -97,6 +97,7 @@ void ChecksummedVolume::StartUpdate() {
   ++view.event;
   for (const PendingUpdate& u : updates)
     if (u.state) view.state = *u.state;
+  view.scrub = scrub_;
   if (!demotions.empty()) {
     for (const PendingDemotion& d : demotions) {
       view.member_states[d.slot] = MemberState::kStale;

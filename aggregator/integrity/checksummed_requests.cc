@@ -154,6 +154,10 @@ bool ChecksummedVolume::Admit(const std::function<void(int)>& fail, Access acces
 
 void ChecksummedVolume::Leave() {
   jobs_.ClientFinished();
+  LeaveInternal();
+}
+
+void ChecksummedVolume::LeaveInternal() {
   if (--in_flight_ == 0 && drained_) asio::post(io_, std::exchange(drained_, nullptr));
 }
 

@@ -154,7 +154,7 @@ void ChecksummedVolume::RepairEntry(uint64_t block, const BlockRef& ref, uint8_t
                    copies_[slot]->name().c_str());
         }
       }
-      Leave();
+      LeaveInternal();
     });
     done(0);
   });
@@ -179,19 +179,22 @@ void ChecksummedVolume::RepairEntry(uint64_t block, const BlockRef& ref, uint8_t
 // the block exclusively, and a write that came first has repaired it already
 // (the entry no longer matches `good`).
 void ChecksummedVolume::Repair(uint64_t block, BlockRef ref, uint32_t copy,
-                               std::shared_ptr<std::vector<uint8_t>> good) {
+                               std::shared_ptr<std::vector<uint8_t>> good,
+                               std::function<void(bool repaired)> repaired) {
   ++in_flight_;  // Close() waits for it
   lock_.Acquire(block, 1, true,
-                [this, alive = lifetime_.Watch(), block, ref, copy, good](RangeLock::Id id) {
+                [this, alive = lifetime_.Watch(), block, ref, copy, good,
+                 repaired = std::move(repaired)](RangeLock::Id id) {
                   if (alive.expired()) return;
                   const std::vector<PageKey> pages{table_.KeyOf(ref.member, ref.block)};
-                  table_.Pin(pages, [this, block, ref, copy, good, id, pages](int err) {
-                    auto release = [this, id, pages] {
+                  table_.Pin(pages, [this, block, ref, copy, good, id, pages, repaired](int err) {
+                    auto release = [this, id, pages, repaired](bool ok) {
                       table_.Unpin(pages);
                       lock_.Release(id);
-                      Leave();
+                      LeaveInternal();
+                      if (repaired) repaired(ok);
                     };
-                    if (err != 0 || !Verify(block, ref, good->data())) return release();
+                    if (err != 0 || !Verify(block, ref, good->data())) return release(false);
                     RepairLocked(block, ref, copy, good, std::move(release));
                   });
                 });
@@ -199,7 +202,7 @@ void ChecksummedVolume::Repair(uint64_t block, BlockRef ref, uint32_t copy,
 
 void ChecksummedVolume::RepairLocked(uint64_t block, BlockRef ref, uint32_t copy,
                                      std::shared_ptr<std::vector<uint8_t>> good,
-                                     std::function<void()> release) {
+                                     std::function<void(bool repaired)> release) {
   const uint32_t slot = ref.member * copies_per_set() + copy;
   auto fail = [this, block, ref, slot, release](const std::string& why) {
     LOG_ERROR("volume %s: repairing %s on member %u %s: %s", name().c_str(),
@@ -207,7 +210,7 @@ void ChecksummedVolume::RepairLocked(uint64_t block, BlockRef ref, uint32_t copy
     const uint32_t k = copies_per_set();
     if (sets_[ref.member]->role(slot % k) == volume::CopyRole::kCurrent && !LastCurrent(slot))
       DemoteSlot(slot, "repair of a bad block failed: " + why, [](int) {});
-    release();
+    release(false);
   };
   auto write = std::make_shared<volume::MemberIo>();
   write->op = volume::MemberOp::kWrite;
@@ -234,7 +237,7 @@ void ChecksummedVolume::RepairLocked(uint64_t block, BlockRef ref, uint32_t copy
       ++repaired_blocks_[slot];
       LOG_INFO("volume %s: repaired %s on member %u %s", name().c_str(),
                BlockPlace(block, ref).c_str(), slot, copies_[slot]->name().c_str());
-      release();
+      release(true);
     };
     data_areas_[ref.member]->Submit(std::move(read));
   };

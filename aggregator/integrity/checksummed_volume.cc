@@ -186,7 +186,8 @@ ChecksummedVolume::ChecksummedVolume(asio::io_context& io, Assembly assembly,
       activity_(RegionCounts(geometries_)),
       cleaner_(io, view_.name, options_.clean_interval, table_, intent_, activity_,
                [this](Done done) { inner_->Flush(std::move(done)); }),
-      jobs_(io, options_.background) {
+      jobs_(io, options_.background),
+      scrub_(view_.scrub) {
   member_checksum_errors_.assign(copies_.size(), 0);
   repaired_blocks_.assign(copies_.size(), 0);
   read_failovers_.assign(copies_.size(), 0);
@@ -290,6 +291,13 @@ void ChecksummedVolume::Open(Done done) {
         if (rc_err == 0) {
           open_ = true;
           cleaner_.Start();
+          if (scrub_.mode != ScrubMode::kNone) {
+            LOG_INFO("volume %s: resuming the scrub (%s) at block %llu%s", name().c_str(),
+                     std::string(ScrubModeName(scrub_.mode)).c_str(),
+                     static_cast<unsigned long long>(scrub_.cursor),
+                     scrub_.paused ? ", paused" : "");
+            AddScrubJob();
+          }
         }
         done(rc_err);
       });
@@ -408,6 +416,17 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
       {"table_writebacks", t.writebacks, true, "Checksum table pages written to members"},
       {"table_evictions", t.evictions, true, "Checksum table pages dropped from the cache"},
       {"table_errors", t.errors, true, "Failed checksum table page reads and writes"},
+      {"scrub_blocks", scrub_tally_.blocks, true, "Written blocks a scrub verified on every copy"},
+      {"scrub_errors", scrub_tally_.errors, true,
+       "Bad copies of blocks a scrub found (mismatch or failed read)"},
+      {"scrub_repaired", scrub_tally_.repaired, true,
+       "Bad copies a scrub rewrote from a copy that verifies"},
+      {"scrub_unrecoverable", scrub_tally_.unrecoverable, true,
+       "Blocks a scrub found bad on every copy"},
+      {"scrub_last_completed", scrub_.last_completed, false,
+       "When the last scrub completed, seconds since the Unix epoch (0: never)"},
+      {"scrub_last_clean", scrub_.last_result == ScrubResult::kClean, false,
+       "1 when the last completed scrub found nothing"},
   };
   if (!redundant()) return counters;
   uint64_t repaired = 0;
@@ -449,8 +468,10 @@ volume::DeviceState ChecksummedVolume::State() const {
   integrity.checksum = ChecksumAlgorithmName(view_.geometry.params.algorithm);
   integrity.counters = Counters();
   integrity.member_checksum_errors = member_checksum_errors_;
+  const RateLimits& limits = jobs_.limits();
   if (!redundant())
-    return {view_.layout, view_.member_count, std::move(integrity), std::nullopt, JobStates()};
+    return {view_.layout, view_.member_count,          std::move(integrity),       std::nullopt,
+            JobStates(),  limits.min_bytes_per_second, limits.max_bytes_per_second};
   volume::RedundancyState redundancy;
   redundancy.copies = view_.copies;
   redundancy.generation = FormatUuid(view_.generation);
@@ -466,8 +487,9 @@ volume::DeviceState ChecksummedVolume::State() const {
         .read_failovers = read_failovers_[i] + sets_[i / k]->read_failovers(i % k),
     });
   }
-  return {view_.layout, view_.member_count, std::move(integrity), std::move(redundancy),
-          JobStates()};
+  return {
+      view_.layout, view_.member_count,          std::move(integrity),       std::move(redundancy),
+      JobStates(),  limits.min_bytes_per_second, limits.max_bytes_per_second};
 }
 
 std::string ChecksummedVolume::StatsLine() const {

@@ -53,6 +53,7 @@
 #include "aggregator/integrity/cleaner.h"
 #include "aggregator/integrity/data_area_member.h"
 #include "aggregator/integrity/integrity_counters.h"
+#include "aggregator/integrity/scrub_job.h"
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/table_cache.h"
 #include "aggregator/integrity/write_intent.h"
@@ -81,7 +82,9 @@ struct RedundantSlot {
   volume::CopyRole role = volume::CopyRole::kOut;
 };
 
-class ChecksummedVolume final : public volume::BlockDevice, private volume::SetHealth {
+class ChecksummedVolume final : public volume::BlockDevice,
+                                private volume::SetHealth,
+                                private ScrubTarget {
  public:
   // `members` and `superblocks` are in member-index order, as OrderMembers
   // returns them; `key` is the checksum key (empty unless keyed). Members must
@@ -145,6 +148,21 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   volume::DeviceState State() const override;
   // jobs() as status shows it.
   std::vector<volume::JobState> JobStates() const;
+
+  // Scrub (checksummed_scrub.cc; docs/redundancy.md, "Scrub"): reads every written block on
+  // every current copy and verifies it; repair mode rewrites a bad copy from one that verifies.
+  // Each call acts at once; the scrub's record reaches the superblocks of a mirror or raid10
+  // volume right after (linear and stripe volumes keep it in memory only).
+  // StartScrub: no mode: repair when the volume has copies, check otherwise. EBUSY while a scrub
+  // is under way, EINVAL for repair without copies, ESHUTDOWN when not open, EROFS superseded.
+  Status StartScrub(std::optional<ScrubMode> mode);
+  // ENOENT when no scrub is under way.
+  Status PauseScrub();
+  Status ResumeScrub();
+  Status StopScrub();
+  const ScrubRecord& scrub() const { return scrub_; }
+  // The background jobs' rates, effective at once; EINVAL unless 0 < min <= max.
+  Status SetRateLimits(RateLimits limits);
 
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
@@ -254,6 +272,9 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   // open; superseded: EROFS for changes, ESHUTDOWN for reads).
   bool Admit(const std::function<void(int)>& fail, Access access);
   void Leave();
+  // The end of work the volume started itself (a repair, a table page write after a read): it
+  // holds Close() like a request, but is no client request for the throttle.
+  void LeaveInternal();
   // Common steps of every request: lock, pin, (for changes) mark regions.
   void Begin(const std::shared_ptr<Op>& op, bool exclusive, std::function<void(int)> next);
   void End(const std::shared_ptr<Op>& op);
@@ -285,10 +306,34 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   // Rewrites copy `copy` of the set holding `ref` with `good` (which verifies
   // against the entry `digest`) under the block's exclusive lock, then
   // re-reads and verifies it.
+  // `repaired`, when given, hears whether the copy was rewritten and verified.
   void Repair(uint64_t block, BlockRef ref, uint32_t copy,
-              std::shared_ptr<std::vector<uint8_t>> good);
+              std::shared_ptr<std::vector<uint8_t>> good,
+              std::function<void(bool repaired)> repaired = nullptr);
   void RepairLocked(uint64_t block, BlockRef ref, uint32_t copy,
-                    std::shared_ptr<std::vector<uint8_t>> good, std::function<void()> release);
+                    std::shared_ptr<std::vector<uint8_t>> good,
+                    std::function<void(bool repaired)> release);
+
+  // Scrub (checksummed_scrub.cc): ScrubTarget.
+  struct ScrubRead;
+  struct ScrubStep;
+  uint64_t scrub_blocks() const override { return size() / block_size_; }
+  uint32_t scrub_block_size() const override { return block_size_; }
+  void ScrubBlocks(uint64_t first, uint64_t count, bool repair, BlocksDone done) override;
+  void ScrubCheckpoint(uint64_t cursor, uint64_t errors, Done done) override;
+  void ScrubCompleted(uint64_t errors, Done done) override;
+  void ScrubGone(const ScrubJob* job) override;
+  void Later(Done done) override;
+  void ScrubPinned(const std::shared_ptr<ScrubStep>& step, int err);
+  // The copies a scrub reads of target `member`: every current one (-1: the member itself).
+  std::vector<int32_t> ScrubCopies(uint32_t member) const;
+  // Once the reads of a step are in: verdicts, counts and log lines; then the repairs.
+  void ScrubVerify(const std::vector<ScrubRead>& reads, bool repair, BlocksDone done);
+  void ScrubReport(const ScrubRead& read) const;
+  // Adds a ScrubJob from scrub_ (its mode, cursor, errors and pause).
+  void AddScrubJob();
+  // scrub_ made durable (a superblock update of a redundant volume); logged when it fails.
+  void SaveScrub(Done done = nullptr);
 
   void MergePartialBlocks(const std::shared_ptr<WriteOp>& op);
   void WriteData(const std::shared_ptr<WriteOp>& op);
@@ -334,7 +379,10 @@ class ChecksummedVolume final : public volume::BlockDevice, private volume::SetH
   std::vector<PendingUpdate> pending_updates_;
   // By slot: demoted, but no superblock update recording it has succeeded.
   std::vector<bool> undurable_demotions_;
-  Lifetime lifetime_;  // last: expires first
+  ScrubRecord scrub_;              // every superblock update writes it (version 2)
+  ScrubJob* scrub_job_ = nullptr;  // the scrub under way; jobs_ owns it
+  ScrubTally scrub_tally_;         // since the aggregator started
+  Lifetime lifetime_;              // last: expires first
 };
 
 }  // namespace dst::integrity

@@ -767,11 +767,12 @@ TEST_CASE("checksummed volume: one list of counters, printed by the stats line")
     line += " " + std::string(c.name) + "=" + std::to_string(c.value);
     CHECK_MESSAGE(!std::string_view(c.help).empty(), c.name);
   }
-  CHECK(names == std::vector<std::string>{"checksum_errors", "rereads_recovered", "rmw_blocks",
-                                          "recomputed_regions", "recomputed_bytes", "dirty_regions",
-                                          "bitmap_syncs", "table_pages", "table_dirty",
-                                          "table_loads", "table_writebacks", "table_evictions",
-                                          "table_errors"});
+  CHECK(names == std::vector<std::string>{
+                     "checksum_errors", "rereads_recovered", "rmw_blocks", "recomputed_regions",
+                     "recomputed_bytes", "dirty_regions", "bitmap_syncs", "table_pages",
+                     "table_dirty", "table_loads", "table_writebacks", "table_evictions",
+                     "table_errors", "scrub_blocks", "scrub_errors", "scrub_repaired",
+                     "scrub_unrecoverable", "scrub_last_completed", "scrub_last_clean"});
   CHECK(h.vol->StatsLine() == line);
   CHECK(values["rmw_blocks"] == 2);
   CHECK(values["rmw_blocks"] == h.vol->counters().rmw_blocks);
@@ -787,7 +788,8 @@ TEST_CASE("checksummed volume: one list of counters, printed by the stats line")
   for (const NamedCounter& c : counters) {
     const std::string_view name = c.name;
     const bool level = name == "recomputed_regions" || name == "recomputed_bytes" ||
-                       name == "dirty_regions" || name == "table_pages" || name == "table_dirty";
+                       name == "dirty_regions" || name == "table_pages" || name == "table_dirty" ||
+                       name == "scrub_last_completed" || name == "scrub_last_clean";
     CHECK_MESSAGE(c.monotonic == !level, c.name);
   }
   REQUIRE(h.Close() == 0);

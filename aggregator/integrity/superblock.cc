@@ -250,10 +250,11 @@ Status CheckNoVersion2Fields(const Superblock& sb) {
                      sb.ownership_epoch == none.ownership_epoch &&
                      sb.owner_uuid == none.owner_uuid && sb.slot_flags == none.slot_flags &&
                      sb.stale_since == none.stale_since && sb.cursor == none.cursor &&
-                     sb.slot_members == none.slot_members;
+                     sb.slot_members == none.slot_members && sb.scrub == none.scrub;
   if (clear) return Status::Ok();
   return Status::Invalid(
-      "version 1 superblock has version 2 fields set (copies, generation, epochs or slots)");
+      "version 1 superblock has version 2 fields set (copies, generation, epochs, slots or "
+      "scrub)");
 }
 
 // Newest first, zero for none: no gap, no repeat, never the generation itself.
@@ -343,12 +344,33 @@ Status ValidateSlots(const Superblock& sb, const volume::SetGeometry& sets) {
   return ValidateSlotOwners(sb);
 }
 
+// No scrub: nothing of one; a scrub: a cursor inside the volume. A completion time goes with a
+// result.
+Status ValidateScrub(const Superblock& sb) {
+  const ScrubRecord& r = sb.scrub;
+  if (static_cast<uint8_t>(r.mode) > static_cast<uint8_t>(ScrubMode::kRepair))
+    return Status::Invalid("unknown scrub mode " + std::to_string(static_cast<int>(r.mode)));
+  if (static_cast<uint8_t>(r.last_result) > static_cast<uint8_t>(ScrubResult::kErrors))
+    return Status::Invalid("unknown scrub result " +
+                           std::to_string(static_cast<int>(r.last_result)));
+  if (r.mode == ScrubMode::kNone && (r.paused || r.cursor != 0 || r.errors != 0))
+    return Status::Invalid("no scrub under way, but a scrub cursor, errors or pause are set");
+  const uint64_t blocks = sb.volume_size / sb.geometry.params.block_size;
+  if (r.cursor > blocks)
+    return Status::Invalid("scrub cursor " + std::to_string(r.cursor) + " is beyond the " +
+                           std::to_string(blocks) + " blocks of the volume");
+  if ((r.last_result == ScrubResult::kNone) != (r.last_completed == 0))
+    return Status::Invalid("scrub last result and last completion disagree");
+  return Status::Ok();
+}
+
 Status ValidateRedundancy(const Superblock& sb) {
   if (sb.version == kFormatVersion1) return CheckNoVersion2Fields(sb);
   volume::SetGeometry sets;
   DST_RETURN_IF_ERROR(volume::MakeSetGeometry(sb.layout, sb.member_count, sb.copies, &sets));
   DST_RETURN_IF_ERROR(ValidateGenerations(sb));
   DST_RETURN_IF_ERROR(ValidateEpochs(sb));
+  DST_RETURN_IF_ERROR(ValidateScrub(sb));
   return ValidateSlots(sb, sets);
 }
 
@@ -390,6 +412,12 @@ void EncodeVersion2Fields(const Superblock& sb, uint8_t* p) {
     StoreBE64(p + o::kCursor + 8 * i, sb.cursor[i]);
     PutUuid(p + o::kSlotMembers + 16 * i, sb.slot_members[i]);
   }
+  p[o::kScrubMode] = static_cast<uint8_t>(sb.scrub.mode);
+  p[o::kScrubFlags] = sb.scrub.paused ? kScrubPaused : 0;
+  p[o::kScrubLastResult] = static_cast<uint8_t>(sb.scrub.last_result);
+  StoreBE64(p + o::kScrubCursor, sb.scrub.cursor);
+  StoreBE64(p + o::kScrubErrors, sb.scrub.errors);
+  StoreBE64(p + o::kScrubLastCompleted, sb.scrub.last_completed);
 }
 
 void DecodeVersion2Fields(const uint8_t* p, Superblock* sb) {
@@ -408,6 +436,19 @@ void DecodeVersion2Fields(const uint8_t* p, Superblock* sb) {
     sb->cursor[i] = LoadBE64(p + o::kCursor + 8 * i);
     sb->slot_members[i] = GetUuid(p + o::kSlotMembers + 16 * i);
   }
+  sb->scrub.mode = static_cast<ScrubMode>(p[o::kScrubMode]);
+  sb->scrub.paused = (p[o::kScrubFlags] & kScrubPaused) != 0;
+  sb->scrub.last_result = static_cast<ScrubResult>(p[o::kScrubLastResult]);
+  sb->scrub.cursor = LoadBE64(p + o::kScrubCursor);
+  sb->scrub.errors = LoadBE64(p + o::kScrubErrors);
+  sb->scrub.last_completed = LoadBE64(p + o::kScrubLastCompleted);
+}
+
+// Bits of the scrub flags this code does not know, refused like unknown superblock flags.
+Status CheckScrubFlags(const uint8_t* p, uint32_t version) {
+  if (version != kFormatVersion2 || (p[offsets::kScrubFlags] & ~kScrubPaused) == 0)
+    return Status::Ok();
+  return Status::Invalid("unknown scrub flags " + std::to_string(p[offsets::kScrubFlags]));
 }
 
 void EncodeFields(const Superblock& sb, uint8_t* p) {
@@ -533,6 +574,7 @@ Status DecodeChecked(std::span<const uint8_t, kSlotSize> in, Superblock* out) {
   DST_RETURN_IF_ERROR(ValidateHeader(sb));
   DST_RETURN_IF_ERROR(DecodeCodes(in.data(), &sb));
   DST_RETURN_IF_ERROR(CheckNamePadding(in.data(), sb.name.size()));
+  DST_RETURN_IF_ERROR(CheckScrubFlags(in.data(), sb.version));
   DST_RETURN_IF_ERROR(ValidateSuperblock(sb));
   *out = std::move(sb);
   return Status::Ok();
@@ -597,6 +639,30 @@ std::string_view MemberStateName(MemberState state) {
       return "spare";
     case MemberState::kResyncing:
       return "resyncing";
+  }
+  return "unknown";
+}
+
+std::string_view ScrubModeName(ScrubMode mode) {
+  switch (mode) {
+    case ScrubMode::kNone:
+      return "none";
+    case ScrubMode::kCheck:
+      return "check";
+    case ScrubMode::kRepair:
+      return "repair";
+  }
+  return "unknown";
+}
+
+std::string_view ScrubResultName(ScrubResult result) {
+  switch (result) {
+    case ScrubResult::kNone:
+      return "none";
+    case ScrubResult::kClean:
+      return "clean";
+    case ScrubResult::kErrors:
+      return "errors";
   }
   return "unknown";
 }

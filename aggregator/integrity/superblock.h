@@ -87,7 +87,14 @@ inline constexpr size_t kSlotFlags = 456;     // u8 per slot
 inline constexpr size_t kStaleSince = 520;    // u64 per slot
 inline constexpr size_t kCursor = 1032;       // u64 per slot
 inline constexpr size_t kSlotMembers = 1544;  // a UUID per slot
-inline constexpr size_t kEndV2 = 2568;        // version 2: the rest of the slot is zero
+// The volume's scrub (ScrubRecord).
+inline constexpr size_t kScrubMode = 2568;           // u8
+inline constexpr size_t kScrubFlags = 2569;          // u8: kScrubPaused
+inline constexpr size_t kScrubLastResult = 2570;     // u8
+inline constexpr size_t kScrubCursor = 2576;         // u64, volume blocks
+inline constexpr size_t kScrubErrors = 2584;         // u64
+inline constexpr size_t kScrubLastCompleted = 2592;  // u64, seconds since the Unix epoch
+inline constexpr size_t kEndV2 = 2600;               // version 2: the rest of the slot is zero
 }  // namespace offsets
 
 using Uuid = std::array<uint8_t, 16>;
@@ -116,6 +123,31 @@ inline constexpr uint8_t kMaxMemberStateV2 = 7;
 inline constexpr uint8_t kSlotWriteMostly = 1 << 0;  // read from it only when no other copy can
 inline constexpr uint8_t kSlotWantReplacement = 1 << 1;
 inline constexpr uint8_t kKnownSlotFlags = kSlotWriteMostly | kSlotWantReplacement;
+
+// On-disk codes of a scrub (docs/redundancy.md, "Scrub"): never renumber.
+enum class ScrubMode : uint8_t {
+  kNone = 0,    // no scrub under way
+  kCheck = 1,   // counts bad blocks, repairs nothing
+  kRepair = 2,  // rewrites a bad copy from one that verifies
+};
+enum class ScrubResult : uint8_t {
+  kNone = 0,    // no scrub ever completed
+  kClean = 1,   // the last one found nothing
+  kErrors = 2,  // the last one found bad blocks
+};
+inline constexpr uint8_t kScrubPaused = 1 << 0;
+
+// A version 2 volume's scrub, so that it resumes (or stays paused) after a restart.
+struct ScrubRecord {
+  ScrubMode mode = ScrubMode::kNone;
+  bool paused = false;
+  uint64_t cursor = 0;  // volume blocks below it are scrubbed
+  uint64_t errors = 0;  // bad copies of blocks the scrub under way found so far
+  ScrubResult last_result = ScrubResult::kNone;
+  uint64_t last_completed = 0;  // when the last scrub completed, seconds since the Unix epoch
+
+  bool operator==(const ScrubRecord&) const = default;
+};
 
 struct Superblock {
   uint32_t version = kFormatVersion1;
@@ -146,6 +178,7 @@ struct Superblock {
   std::array<uint64_t, kMaxMembers> stale_since{};  // event the slot stopped receiving writes
   std::array<uint64_t, kMaxMembers> cursor{};       // resync/rebuild progress in data blocks
   std::array<Uuid, kMaxMembers> slot_members{};     // the member UUID that owns each slot
+  ScrubRecord scrub;
 
   bool operator==(const Superblock&) const = default;
 };
@@ -185,5 +218,7 @@ uint8_t LayoutCode(volume::LayoutKind kind);
 std::string_view VolumeStateName(VolumeState state);  // "clean", "dirty"
 // "unused", "active", "failed", "missing", "stale", "rebuilding", "spare", "resyncing".
 std::string_view MemberStateName(MemberState state);
+std::string_view ScrubModeName(ScrubMode mode);        // "none", "check", "repair"
+std::string_view ScrubResultName(ScrubResult result);  // "none", "clean", "errors"
 
 }  // namespace dst::integrity

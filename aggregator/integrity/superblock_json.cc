@@ -142,6 +142,28 @@ std::string SlotsJson(const Superblock& sb) {
   return out + "]";
 }
 
+std::string ScrubJson(const ScrubRecord& r) {
+  return JsonObject()
+      .String("mode", ScrubModeName(r.mode))
+      .Raw("paused", r.paused ? "true" : "false")
+      .Number("cursor", r.cursor)
+      .Number("errors", r.errors)
+      .String("last_result", ScrubResultName(r.last_result))
+      .Number("last_completed", r.last_completed)
+      .Close();
+}
+
+// "repair, paused, cursor 12, 1 errors; last clean at 2026-..." or "none; last none".
+std::string ScrubText(const ScrubRecord& r) {
+  std::string out(ScrubModeName(r.mode));
+  if (r.mode != ScrubMode::kNone)
+    out += std::string(r.paused ? ", paused" : "") + ", cursor " + std::to_string(r.cursor) + ", " +
+           std::to_string(r.errors) + " errors";
+  out += "; last " + std::string(ScrubResultName(r.last_result));
+  if (r.last_completed != 0) out += " at " + FormatTimeUtc(r.last_completed);
+  return out;
+}
+
 void AddVersion2Json(const Superblock& sb, JsonObject& json) {
   const volume::SetGeometry sets = Sets(sb);
   json.Number("copies", sb.copies)
@@ -152,7 +174,8 @@ void AddVersion2Json(const Superblock& sb, JsonObject& json) {
       .Number("map_epoch", sb.map_epoch)
       .Number("ownership_epoch", sb.ownership_epoch)
       .Raw("owner_uuid", UuidOrNull(sb.owner_uuid))
-      .Raw("slots", SlotsJson(sb));
+      .Raw("slots", SlotsJson(sb))
+      .Raw("scrub", ScrubJson(sb.scrub));
 }
 
 std::string Line(std::string_view key, std::string_view value) {
@@ -224,7 +247,7 @@ std::string Version2Text(const Superblock& sb) {
                          (IsZero(sb.owner_uuid) ? std::string("none") : FormatUuid(sb.owner_uuid)));
   for (uint32_t i = 0; i < sb.member_count && i < kMaxMembers; ++i)
     out += Line("slot " + std::to_string(i), SlotText(sb, i));
-  return out;
+  return out + Line("scrub", ScrubText(sb.scrub));
 }
 
 }  // namespace

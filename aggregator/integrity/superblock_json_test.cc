@@ -141,6 +141,26 @@ TEST_CASE("json: version 2 adds copies, generations, epochs and one object per s
   const std::string fresh = SuperblockToJson(TestRedundantMember(0, 2, 2));
   CHECK(Has(fresh, "\"set\":0,\"copy\":0,"));
   CHECK(Has(fresh, "\"history\":[],\"map_epoch\":0,\"ownership_epoch\":0,\"owner_uuid\":null,"));
+  CHECK(Has(fresh,
+            "\"scrub\":{\"mode\":\"none\",\"paused\":false,\"cursor\":0,\"errors\":0,"
+            "\"last_result\":\"none\",\"last_completed\":0}}"));
+}
+
+TEST_CASE("json and text: the scrub record") {
+  Superblock sb = TestRedundantMember(0, 2, 2);
+  sb.scrub = {.mode = ScrubMode::kRepair,
+              .paused = true,
+              .cursor = 1024,
+              .errors = 3,
+              .last_result = ScrubResult::kClean,
+              .last_completed = 1700000000};
+  CHECK(Has(SuperblockToJson(sb),
+            "\"scrub\":{\"mode\":\"repair\",\"paused\":true,\"cursor\":1024,\"errors\":3,"
+            "\"last_result\":\"clean\",\"last_completed\":1700000000}}"));
+  CHECK(Has(SuperblockToText(sb),
+            "scrub:        repair, paused, cursor 1024, 3 errors; last clean at "
+            "2023-11-14T22:13:20Z\n"));
+  CHECK(Has(SuperblockToText(TestRedundantMember(0, 2, 2)), "scrub:        none; last none\n"));
 }
 
 TEST_CASE("text: version 2 shows the set, the generation, the epochs and every slot") {

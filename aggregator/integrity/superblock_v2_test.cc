@@ -64,6 +64,12 @@ Superblock FullRedundantSuperblock() {
   sb.stale_since[5] = 0x13;
   sb.cursor[3] = 1000;
   sb.cursor[5] = 7;
+  sb.scrub = {.mode = ScrubMode::kRepair,
+              .paused = true,
+              .cursor = 0x1234,
+              .errors = 0x0a0b,
+              .last_result = ScrubResult::kErrors,
+              .last_completed = 0x6553f100};
   return sb;
 }
 
@@ -148,8 +154,13 @@ TEST_CASE("superblock v2: golden bytes at the offsets of docs/format.md") {
   CHECK(At(slot, 520 + 48, 512 - 48) == V(512 - 48, 0));
   CHECK(At(slot, 1032 + 48, 512 - 48) == V(512 - 48, 0));
   CHECK(At(slot, 1544 + 96, 1024 - 96) == V(1024 - 96, 0));
-  CHECK(offsets::kEndV2 == 2568);
-  CHECK(At(slot, 2568, kSlotSize - 2568) == V(kSlotSize - 2568, 0));
+  // The scrub: repair, paused, last result errors.
+  CHECK(At(slot, 2568, 8) == V{2, 1, 2, 0, 0, 0, 0, 0});
+  CHECK(At(slot, 2576, 8) == BE64(0x1234));      // cursor
+  CHECK(At(slot, 2584, 8) == BE64(0x0a0b));      // errors
+  CHECK(At(slot, 2592, 8) == BE64(0x6553f100));  // last completed
+  CHECK(offsets::kEndV2 == 2600);
+  CHECK(At(slot, 2600, kSlotSize - 2600) == V(kSlotSize - 2600, 0));
 }
 
 TEST_CASE("superblock v2: version 1 slots read and write exactly as before") {
@@ -346,6 +357,23 @@ TEST_CASE("superblock v2: Decode names what is wrong") {
     refused(raid10, {{o::kCursor + 24, set_blocks + 1}}, 8,
             "slot 3 cursor " + std::to_string(set_blocks + 1) + " is beyond the " +
                 std::to_string(set_blocks) + " blocks each copy holds");
+  }
+  SUBCASE("scrub") {
+    refused(mirror, {{o::kScrubMode, 3}}, 1, "unknown scrub mode 3");
+    refused(mirror, {{o::kScrubLastResult, 3}}, 1, "unknown scrub result 3");
+    refused(mirror, {{o::kScrubMode, 1}, {o::kScrubFlags, 2}}, 1, "unknown scrub flags 2");
+    refused(mirror, {{o::kScrubFlags, 1}}, 1,
+            "no scrub under way, but a scrub cursor, errors or pause are set");
+    refused(mirror, {{o::kScrubErrors, 1}}, 8,
+            "no scrub under way, but a scrub cursor, errors or pause are set");
+    const uint64_t blocks = TestRedundantMember(1, 2, 2).volume_size / 4096;
+    Slot scrubbing = mirror;
+    PatchBE(scrubbing, o::kScrubMode, 1, 1);
+    refused(scrubbing, {{o::kScrubCursor, blocks + 1}}, 8,
+            "scrub cursor " + std::to_string(blocks + 1) + " is beyond the " +
+                std::to_string(blocks) + " blocks of the volume");
+    refused(mirror, {{o::kScrubLastCompleted, 5}}, 8,
+            "scrub last result and last completion disagree");
   }
   SUBCASE("slot owners: distinct, and this member owns its own slot") {
     Slot slot = mirror;

@@ -65,6 +65,9 @@ struct DeviceState {
   std::optional<IntegrityState> integrity;    // checksummed devices only
   std::optional<RedundancyState> redundancy;  // mirror and raid10 only
   std::vector<JobState> jobs;                 // checksummed devices: background jobs, by priority
+  // Checksummed devices: the background jobs' rate limits, bytes per second; 0 otherwise.
+  uint64_t background_rate_min = 0;
+  uint64_t background_rate_max = 0;
 };
 
 }  // namespace dst::volume

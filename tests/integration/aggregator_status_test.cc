@@ -276,7 +276,15 @@ const std::set<std::string> kIntegrityKeys = {"state",
                                               "table_loads",
                                               "table_writebacks",
                                               "table_evictions",
-                                              "table_errors"};
+                                              "table_errors",
+                                              "scrub_blocks",
+                                              "scrub_errors",
+                                              "scrub_repaired",
+                                              "scrub_unrecoverable",
+                                              "scrub_last_completed",
+                                              "scrub_last_clean"};
+// A checksummed volume's background work: its rates (and its jobs, none in these tests).
+const std::set<std::string> kBackgroundRates = {"rate_min_bytes", "rate_max_bytes"};
 const std::set<std::string> kMemberKeys = {"volume",
                                            "index",
                                            "uri",
@@ -307,7 +315,7 @@ void CheckShape(const Json& s) {
   for (size_t v = 0; v < s.Size("volumes"); ++v) {
     const std::string path = "volumes." + std::to_string(v);
     std::set<std::string> want = kVolumeKeys;
-    if (s.Bool(V(v, "checksummed"))) want.insert("integrity");
+    if (s.Bool(V(v, "checksummed"))) want.insert({"integrity", "background"});
     CHECK(s.Keys(path) == want);
     for (const std::string& k : kVolumeKeys) {
       const char type = k == "name" || k == "layout" ? 's' : k == "checksummed" ? 'b' : 'i';
@@ -319,6 +327,8 @@ void CheckShape(const Json& s) {
         const char type = k == "state" || k == "checksum" ? 's' : 'i';
         CHECK_MESSAGE(s.Type(V(v, "integrity." + k)) == type, V(v, "integrity." + k));
       }
+      for (const std::string& k : kBackgroundRates)
+        CHECK_MESSAGE(s.Type(V(v, "background." + k)) == 'i', V(v, "background." + k));
     }
   }
   for (size_t m = 0; m < s.Size("members"); ++m) {
@@ -641,6 +651,7 @@ bool IsIntegrityField(const std::string& field) {
 //   dst_aggregator_uptime_seconds                        uptime_seconds (within 2 s)
 //   dst_volume_F[_total]{volume}                         volumes[volume].F, or .integrity.F
 //   dst_volume_size_bytes / dst_volume_clean             size / integrity.state == "clean"
+//   dst_volume_background_F{volume}                      volumes[volume].background.F
 //   dst_member_F[_total]{volume,member,uri}              members[volume, member].F
 //   dst_member_state{volume,member,uri,state}            1 for the member's state, else 0
 //   dst_member_fenced{volume,member,uri}                 fenced
@@ -671,6 +682,9 @@ void CheckMetricsMatchStatus(const Exposition& e, const Json& s) {
       } else if (field == "clean") {
         key = V(v, "integrity.state");
         want = s.Str(key) == "clean";
+      } else if (field.rfind("background_", 0) == 0) {
+        key = V(v, "background." + field.substr(11));
+        want = s.Num(key);
       } else {
         key = V(v, IsIntegrityField(field) ? "integrity." + field : field);
         want = s.Num(key);
@@ -712,6 +726,9 @@ void CheckMetricsMatchStatus(const Exposition& e, const Json& s) {
     if (s.Bool(V(v, "checksummed")))
       for (const std::string& k : kIntegrityKeys)
         if (k != "checksum") want.insert(V(v, "integrity." + k));
+    if (s.Bool(V(v, "checksummed")))
+      for (const std::string& k : kBackgroundRates)
+        want.insert(V(v, "background." + k));
   }
   for (size_t m = 0; m < s.Size("members"); ++m)
     for (const std::string& k : kMemberKeys)

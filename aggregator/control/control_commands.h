@@ -1,0 +1,25 @@
+// The control socket's commands that act on a running server (docs/operations.md, "Control
+// commands"), next to `status`:
+//   scrub VOLUME start [check|repair]      (no mode: repair with copies, check without)
+//   scrub VOLUME pause|resume|stop
+//   resync-rate VOLUME MIN MAX             (bytes per second, or sizes such as 1M)
+// Each answers one line: "ok: ..." once the command took effect, or "error: ..." with the
+// reason (unknown volume, not a checksummed volume, no scrub under way, bad number, usage).
+// What a command changes reaches the superblocks after the answer (the volume's next update).
+//
+// Threading: the event loop's thread (the control socket's handler runs there).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "aggregator/control/runtime.h"
+
+namespace dst::control {
+
+// `words`: the request split at spaces; words[0] is "scrub" or "resync-rate".
+std::string AnswerCommand(Server& server, const std::vector<std::string>& words);
+// Whether words[0] names one of these commands.
+bool IsActingCommand(const std::vector<std::string>& words);
+
+}  // namespace dst::control

@@ -102,7 +102,10 @@ void ChecksummedVolume::PlanCatchUp(const PendingCatchUp& c, std::vector<uint64_
       if (r * region_blocks < cursor)
         plan.ranges.push_back({r * region_blocks, (r + 1) * region_blocks});
     plan.ranges.push_back({cursor, UINT64_MAX});
-    plan.reason = "full: " + c.reason;
+    // Assembly sees a rebuilding slot as stale; the superblocks say what it needs.
+    plan.reason = c.full ? "full: " + c.reason
+                         : "full: the superblocks record a rebuild in progress since event " +
+                               std::to_string(view_.stale_since[c.slot]);
   } else {
     for (uint64_t r : intent_.MissedRegions(s)) {
       ++missed;

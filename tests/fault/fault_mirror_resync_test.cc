@@ -6,7 +6,9 @@
 //   - with no write while it was away, nothing is copied;
 //   - --no-auto-resync leaves it stale;
 //   - a full rebuild of a large sparse volume copies only what was written;
-//   - an aggregator killed in the middle of a resync resumes from the checkpointed cursor.
+//   - an aggregator killed in the middle of a resync or a rebuild resumes from the checkpointed
+//     cursor.
+#include <algorithm>
 #include <csignal>
 #include <random>
 #include <regex>
@@ -227,6 +229,55 @@ TEST_CASE("SIGKILL in the middle of a resync: the restart resumes from the curso
   CHECK(after > 0);
   REQUIRE(agg.Stop() == 0);
   CHECK(mirror.Data(0) == mirror.Data(1));
+}
+
+TEST_CASE("SIGKILL in the middle of a rebuild: the restart resumes from the cursor") {
+  Mirror mirror(64 * kMiB);
+  constexpr uint64_t kPieces = 40;  // 1 MiB each, every 1.5 MiB
+  {
+    Aggregator agg(mirror.uris());
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
+    for (uint64_t i = 0; i < kPieces; ++i)
+      REQUIRE_NBD_OK(WriteFor(client, RandomBytes(kMiB, 300 + i), i * 3 * kMiB / 2));
+    CHECK_NBD_OK(client.Shutdown());
+  }
+  const uint64_t total = kPieces * kMiB;
+  mirror.RestartMember1({"delay"}, {"delay-write=300ms"});
+  uint64_t before_kill = 0;
+  {
+    AggregatorServer agg(
+        FaultAggregatorOptions({"--discard", "1", mirror.member(0).uri(), mirror.member(1).uri()},
+                               AggregatorListen::kUnix));
+    const auto start = SteadyClock::now();
+    while (SecondsSince(start) < 60) {
+      before_kill = Counter(agg, "rebuild_bytes");
+      if (before_kill >= total / 2 && CursorOf(mirror.member(0).uri(), "rebuilding") > 0) break;
+      std::this_thread::sleep_for(100ms);
+    }
+    REQUIRE_MESSAGE(CursorOf(mirror.member(0).uri(), "rebuilding") > 0, agg.stderr_text());
+    agg.Kill(SIGKILL);
+    REQUIRE(agg.Wait(10s).has_value());
+    CHECK_MESSAGE(agg.SanitizerReports().empty(), agg.stderr_text());
+  }
+  REQUIRE(before_kill < total);
+  mirror.RestartMember1();
+  // No --discard this time: the superblocks say the slot is rebuilding.
+  Aggregator agg(mirror.uris());
+  INFO("aggregator log:\n" << agg.stderr_text());
+  REQUIRE(WaitForLog(agg, "rebuilding mir slot 1: done ("));
+  CHECK(Contains(agg.stderr_text(), ", resuming at data offset "));
+  const uint64_t after = Counter(agg, "rebuild_bytes");
+  MESSAGE(total << " bytes to rebuild; " << before_kill << " copied before the kill, " << after
+                << " after the restart");
+  CHECK(after < total);
+  CHECK(after > 0);
+  REQUIRE(agg.Stop() == 0);
+  const Bytes d0 = mirror.Data(0), d1 = mirror.Data(1);
+  for (uint64_t i = 0; i < kPieces; ++i) {
+    const uint64_t at = i * 3 * kMiB / 2;
+    CHECK(std::equal(d0.begin() + at, d0.begin() + at + kMiB, d1.begin() + at));
+  }
 }
 
 TEST_SUITE_END();

@@ -297,8 +297,10 @@ void ResyncJob::WriteTable(const std::shared_ptr<StepState>& step, int err) {
     LOG_ERROR("%s: writing data offset %llu of the target: %s", what().c_str(),
               static_cast<unsigned long long>(step->first * volume_.block_size_),
               std::strerror(err));
-    volume_.DemoteSlot(plan_.slot, std::string("resync write failed: ") + std::strerror(err),
-                       nullptr);
+    // Once: the copy may already have been demoted (a client write failed on it too).
+    if (volume_.sets_[set_]->role(copy_) == volume::CopyRole::kCatchingUp)
+      volume_.DemoteSlot(plan_.slot, std::string("resync write failed: ") + std::strerror(err),
+                         nullptr);
     return Finish(step, err);
   }
   auto join = MakeJoin([this, alive = lifetime_.Watch(), step](int table_err) {

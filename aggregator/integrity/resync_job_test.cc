@@ -123,6 +123,39 @@ TEST_CASE("resync: a block bad on one source copy is read from another") {
   CHECK(SameArea(h, h.geometry.data, 1, 2));
 }
 
+TEST_CASE("resync: a copy that fails a write while catching up is demoted; the job stops") {
+  Harness h;
+  WriteWithSlot1Away(h, {0, 3 * kRegion});
+  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  test::StderrCapture log;
+  REQUIRE(h.OpenCatchingUp() == 0);
+  REQUIRE(h.RunJobs());
+  h.Pump();
+  CHECK(log.Text().find("resyncing vol0 slot 1: stopped: Input/output error") != std::string::npos);
+  CHECK(h.Slot(1).state == "stale");
+  CHECK(h.state.redundancy->set_health.at(0) == "U_");
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kStale);
+  CHECK(h.Counter("resync_bytes") == 0);
+  CHECK(h.Matches(0, 4 * kRegion));
+}
+
+TEST_CASE("resync: a copy demoted under a write gets that write's region back") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(0, Pattern(64 * KiB, 1)) == 0);
+  h.members[0]->faults.push_back({MemberOp::kWrite, 0, UINT64_MAX});
+  REQUIRE(h.Write(0, Pattern(64 * KiB, 2)) == 0);
+  h.Pump();
+  CHECK(h.Slot(0).state == "stale");
+  REQUIRE(h.Close() == 0);
+  CHECK(h.MissedOnMember(1, 0));
+  h.members[0]->faults.clear();
+  REQUIRE(h.OpenCatchingUp() == 0);
+  REQUIRE(h.RunJobs());
+  CHECK(h.Counter("resync_bytes") == kRegion);
+  CHECK(SameArea(h, h.geometry.data, 0, 1));
+}
+
 TEST_CASE("raid10: each set's returning copy gets its own missed regions") {
   Harness h(Raid10());
   REQUIRE(h.Open({1, 3}) == 0);

@@ -254,9 +254,10 @@ TEST_CASE("kill M0, write, kill M1, start M0 alone: refused; M0's old data is ne
   CHECK(Contains(error, "give --allow-degraded to serve without"));
 
   // With M1 back the freshest superblock (M1's) records M0 stale: the newer data, no flag.
+  // (--no-auto-resync: M0 keeps its old data for the split brain below.)
   m1.RestartAfterKill();
   {
-    Aggregator agg({m0.uri(), m1.uri()});
+    Aggregator agg({"--no-auto-resync", m0.uri(), m1.uri()});
     CHECK(read_back(agg) == new_data);
     CHECK(Contains(LineWithAll(agg.stderr_text(), {"slot 0 (set 0 copy 0)"}), "marked-stale"));
     CHECK(Contains(StatusJson(agg), "\"sets\": [\"_U\"]"));

@@ -6,8 +6,8 @@
 // seeded random schedule (the seed is logged; DST_FLAP_SEED=N replays one) kills one export
 // node at a time with SIGKILL and starts it again after 0.1 to 0.8 s (two times in three) or
 // 2.2 to 2.5 s, below or above --degrade-after (2 s): a copy back in time is reconnected and keeps
-// being current, a later one has been demoted to stale. In this version a stale copy stays out of
-// service (there is no resync yet), so a current copy is killed only while both copies are current
+// being current, a later one has been demoted to stale. A stale copy stays out of service for the
+// rest of the run (it is resynced at the next start only), so a current copy is killed only while both copies are current
 // and ready; once one is stale, the flaps hit the stale one (its member is abandoned: nothing may
 // change for the client). Covered:
 //  - no client error at any point (a write is acked only once every current copy has it, or

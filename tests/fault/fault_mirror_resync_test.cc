@@ -3,6 +3,7 @@
 // aggregator and a real client:
 //   - after writes while it was away, a bitmap resync copies exactly the regions they touched,
 //     and the copies' data areas end byte-equal;
+//   - client writes during a resync reach both copies;
 //   - with no write while it was away, nothing is copied;
 //   - --no-auto-resync leaves it stale;
 //   - a full rebuild of a large sparse volume copies only what was written;
@@ -137,6 +138,34 @@ TEST_CASE("re-add with no write while away: nothing is copied") {
   REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done (0 B)"));
   CHECK(Counter(agg, "resync_bytes") == 0);
   CHECK(Contains(StatusJson(agg), "\"sets\": [\"UU\"]"));
+}
+
+TEST_CASE("client writes during a resync: no error, the copies end byte-equal") {
+  Mirror mirror(32 * kMiB);
+  mirror.StopMember1();
+  const std::set<uint64_t> regions = WriteWhileAway(mirror, 24 * kMiB);
+  // Slow writes to the returning copy, so that the client's writes meet the job's steps.
+  mirror.RestartMember1({"delay"}, {"delay-write=100ms"});
+  Aggregator agg(mirror.uris());
+  INFO("aggregator log:\n" << agg.stderr_text());
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
+  std::mt19937_64 rng(23);
+  int written = 0;
+  const auto start = SteadyClock::now();
+  while (written < 200 && SecondsSince(start) < 30 &&
+         !Contains(agg.stderr_text(), "resyncing mir slot 1: done (")) {
+    const uint64_t offset = rng() % (mirror.data_size() / kBlock) * kBlock;
+    REQUIRE_NBD_OK(WriteFor(client, RandomBytes(kBlock, 5000 + written), offset));
+    ++written;
+  }
+  CHECK_NBD_OK(client.Shutdown());
+  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done ("));
+  MESSAGE(written << " client writes during the resync of " << regions.size() << " regions");
+  CHECK(written > 0);
+  CHECK(Counter(agg, "resync_bytes") == regions.size() * kRegion);
+  REQUIRE(agg.Stop() == 0);
+  CHECK(mirror.Data(0) == mirror.Data(1));
 }
 
 TEST_CASE("--no-auto-resync: the copy stays stale") {

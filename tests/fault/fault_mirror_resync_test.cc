@@ -219,31 +219,42 @@ uint64_t CursorOf(const std::string& uri, const std::string& state) {
   return std::regex_search(json, m, re) ? std::stoull(m[1]) : 0;
 }
 
+// Waits (bounded) until the job has copied at least 40 % of `total` and the superblocks record a
+// cursor for slot 1 in `state`, then SIGKILLs the aggregator; the bytes copied before the kill.
+uint64_t KillWhenCheckpointed(AggregatorServer& agg, Mirror& mirror, const std::string& counter,
+                              const std::string& state, uint64_t total) {
+  uint64_t copied = 0;
+  uint64_t cursor = 0;
+  const auto start = SteadyClock::now();
+  while (SecondsSince(start) < 60) {
+    copied = Counter(agg, counter);
+    cursor = CursorOf(mirror.member(0).uri(), state);
+    if (copied * 10 >= total * 4 && cursor > 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  const std::string log = agg.stderr_text();  // not evaluated inside the assertion's report
+  REQUIRE_MESSAGE(cursor > 0, log);
+  agg.Kill(SIGKILL);
+  REQUIRE(agg.Wait(10s).has_value());
+  const std::string reports = agg.SanitizerReports();
+  CHECK_MESSAGE(reports.empty(), reports);
+  MESSAGE("killed at " << copied << " of " << total << " bytes, cursor " << cursor << " blocks");
+  return copied;
+}
+
 TEST_CASE("SIGKILL in the middle of a resync: the restart resumes from the cursor") {
   Mirror mirror(64 * kMiB);
   mirror.StopMember1();
-  const std::set<uint64_t> regions = WriteWhileAway(mirror, 48 * kMiB);
+  const std::set<uint64_t> regions = WriteWhileAway(mirror, 32 * kMiB);
   const uint64_t total = regions.size() * kRegion;
-  // Slow writes to the returning copy, so that the kill lands in the middle.
-  mirror.RestartMember1({"delay"}, {"delay-write=300ms"});
+  // Writes to the returning copy 1 s slow: a step (its data, then its table pages) takes 2 s at
+  // least, so the job outlasts its first checkpoints (every 5 s) and the kill lands in the middle.
+  mirror.RestartMember1({"delay"}, {"delay-write=1000ms"});
   uint64_t before_kill = 0;
   {
     AggregatorServer agg(FaultAggregatorOptions(mirror.uris(), AggregatorListen::kUnix));
     INFO("aggregator log:\n" << agg.stderr_text());
-    // Half copied, and a checkpoint (every 5 s) recorded in the superblocks.
-    const auto start = SteadyClock::now();
-    while (SecondsSince(start) < 60) {
-      before_kill = Counter(agg, "resync_bytes");
-      if (before_kill >= total / 2 && CursorOf(mirror.member(0).uri(), "resyncing") > 0) break;
-      std::this_thread::sleep_for(100ms);
-    }
-    REQUIRE_MESSAGE(CursorOf(mirror.member(0).uri(), "resyncing") > 0,
-                    RunAggregator({"inspect", "--json", mirror.member(0).uri()}).stdout_text
-                        << "\n"
-                        << agg.stderr_text());
-    agg.Kill(SIGKILL);
-    REQUIRE(agg.Wait(10s).has_value());
-    CHECK_MESSAGE(agg.SanitizerReports().empty(), agg.stderr_text());
+    before_kill = KillWhenCheckpointed(agg, mirror, "resync_bytes", "resyncing", total);
   }
   REQUIRE(before_kill < total);
   mirror.RestartMember1();
@@ -262,7 +273,7 @@ TEST_CASE("SIGKILL in the middle of a resync: the restart resumes from the curso
 
 TEST_CASE("SIGKILL in the middle of a rebuild: the restart resumes from the cursor") {
   Mirror mirror(64 * kMiB);
-  constexpr uint64_t kPieces = 40;  // 1 MiB each, every 1.5 MiB
+  constexpr uint64_t kPieces = 24;  // 1 MiB each, every 1.5 MiB
   {
     Aggregator agg(mirror.uris());
     NbdClient client;
@@ -272,22 +283,13 @@ TEST_CASE("SIGKILL in the middle of a rebuild: the restart resumes from the curs
     CHECK_NBD_OK(client.Shutdown());
   }
   const uint64_t total = kPieces * kMiB;
-  mirror.RestartMember1({"delay"}, {"delay-write=300ms"});
+  mirror.RestartMember1({"delay"}, {"delay-write=1000ms"});  // as for the resync above
   uint64_t before_kill = 0;
   {
     AggregatorServer agg(
         FaultAggregatorOptions({"--discard", "1", mirror.member(0).uri(), mirror.member(1).uri()},
                                AggregatorListen::kUnix));
-    const auto start = SteadyClock::now();
-    while (SecondsSince(start) < 60) {
-      before_kill = Counter(agg, "rebuild_bytes");
-      if (before_kill >= total / 2 && CursorOf(mirror.member(0).uri(), "rebuilding") > 0) break;
-      std::this_thread::sleep_for(100ms);
-    }
-    REQUIRE_MESSAGE(CursorOf(mirror.member(0).uri(), "rebuilding") > 0, agg.stderr_text());
-    agg.Kill(SIGKILL);
-    REQUIRE(agg.Wait(10s).has_value());
-    CHECK_MESSAGE(agg.SanitizerReports().empty(), agg.stderr_text());
+    before_kill = KillWhenCheckpointed(agg, mirror, "rebuild_bytes", "rebuilding", total);
   }
   REQUIRE(before_kill < total);
   mirror.RestartMember1();

@@ -148,19 +148,32 @@ Status ClaimOwnership(const member::MemberTls& tls, const integrity::Uuid& owner
 Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,
                             std::span<volume::MemberTarget* const> targets,
                             std::span<const uint8_t> key, integrity::ChecksumOptions options,
-                            std::unique_ptr<integrity::ChecksummedVolume>* out) {
+                            bool auto_resync, std::unique_ptr<integrity::ChecksummedVolume>* out) {
   std::vector<integrity::RedundantSlot> slots(plan.slots.size());
   for (size_t s = 0; s < plan.slots.size(); ++s) {
     if (!plan.slots[s]) continue;
     slots[s].target = targets[s];
     slots[s].superblock = plan.slots[s]->superblock;
-    // Catching up (resync, rebuild) comes later: every copy that is not current is out.
+    // A copy that is not current starts out; CatchUp makes it a catching-up copy at Open.
     slots[s].role = plan.decision.slots[s].role == SlotRole::kCurrent ? volume::CopyRole::kCurrent
                                                                       : volume::CopyRole::kOut;
   }
-  return integrity::ChecksummedVolume::CreateRedundant(io, std::move(slots), plan.view, key,
-                                                       std::move(options), out)
-      .Wrap("volume " + plan.name);
+  DST_RETURN_IF_ERROR(integrity::ChecksummedVolume::CreateRedundant(io, std::move(slots), plan.view,
+                                                                    key, std::move(options), out)
+                          .Wrap("volume " + plan.name));
+  for (uint32_t s = 0; s < plan.slots.size(); ++s) {
+    const auto& verdict = plan.decision.slots[s];
+    const bool full =
+        verdict.role == SlotRole::kStaleRebuild || verdict.role == SlotRole::kRebuilding;
+    if (!plan.slots[s] || !(full || verdict.role == SlotRole::kStaleResync)) continue;
+    if (!auto_resync) {
+      LOG_WARNING("volume %s: slot %u stays stale: not resynced (--no-auto-resync)",
+                  plan.name.c_str(), s);
+      continue;
+    }
+    (*out)->CatchUp(s, full, verdict.reason);
+  }
+  return Status::Ok();
 }
 
 }  // namespace dst::aggregator

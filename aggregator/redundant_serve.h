@@ -73,10 +73,12 @@ const integrity::Uuid& RunOwnerUuid();
 Status ClaimOwnership(const member::MemberTls& tls, const integrity::Uuid& owner,
                       RedundantPlan* plan);
 
-// `targets` by slot: the connected member, nullptr for a missing one.
+// `targets` by slot: the connected member, nullptr for a missing one. A present slot that is not
+// current (stale: a bitmap resync or a full rebuild; discarded: a rebuild) is caught up once the
+// volume is open (ChecksummedVolume::CatchUp) when `auto_resync`, and otherwise stays stale.
 Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,
                             std::span<volume::MemberTarget* const> targets,
                             std::span<const uint8_t> key, integrity::ChecksumOptions options,
-                            std::unique_ptr<integrity::ChecksummedVolume>* out);
+                            bool auto_resync, std::unique_ptr<integrity::ChecksummedVolume>* out);
 
 }  // namespace dst::aggregator

@@ -195,7 +195,8 @@ Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, 
   std::unique_ptr<integrity::ChecksummedVolume> volume;
   Status s;
   if (plan.redundant) {
-    s = BuildRedundantVolume(server.io, *plan.redundant, targets, plan.key, options, &volume);
+    s = BuildRedundantVolume(server.io, *plan.redundant, targets, plan.key, options, v.auto_resync,
+                             &volume);
   } else {
     std::vector<integrity::Superblock> superblocks;
     for (const auto& m : plan.members)

@@ -45,6 +45,10 @@ Status ValidateServeConfig(ServeConfig& config) {
       return Status::Invalid(what +
                              ": --allow-degraded and --discard are for mirror and raid10 "
                              "volumes, which are never raw");
+    if (raw && !v.auto_resync)
+      return Status::Invalid(what +
+                             ": --no-auto-resync is for mirror and raid10 volumes, which are never "
+                             "raw");
     if (raw && !v.key_file.empty())
       return Status::Invalid(what + ": a checksum key is for assembled volumes, not raw ones");
     if (!v.name.empty() && !names.insert(v.name).second)

@@ -39,6 +39,9 @@ struct VolumeConfig {
   // which is how a split brain is resolved. Linear and stripe volumes refuse both.
   bool allow_degraded = false;
   std::optional<uint32_t> discard_slot;
+  // Mirror and raid10 (docs/redundancy.md "Resync and rebuild"): a stale copy that is present at
+  // start is resynced or rebuilt in the background; false (--no-auto-resync) leaves it stale.
+  bool auto_resync = true;
 
   bool IsRaw(bool default_raw) const { return raw.value_or(default_raw); }
 };

@@ -349,6 +349,10 @@ const VolumeOption kVolumeOptions[] = {
      "(it becomes stale)",
      [](std::string_view v, VolumeConfig* c) { return ApplyBoolean(v, &c->allow_degraded); },
      [](const VolumeConfig& c) { return ShowBoolean(c.allow_degraded); }},
+    {"auto-resync", Form::kBoolean,
+     "mirror and raid10: resync or rebuild a stale copy that is present at start (default: yes)",
+     [](std::string_view v, VolumeConfig* c) { return ApplyBoolean(v, &c->auto_resync); },
+     [](const VolumeConfig& c) { return ShowBoolean(c.auto_resync); }},
     {"discard", Form::kNumber,
      "mirror and raid10: set slot SLOT (a member index) aside to be rebuilt from the others; "
      "resolves a split brain",

@@ -74,6 +74,7 @@ const std::map<std::string, Sample> kVolumeSamples = {
     {"key-file", {""}},  // a real key file: see KeyFile()
     {"allow-degraded", {"true"}},
     {"discard", {"1", "64", "expected 0 to 63"}},
+    {"auto-resync", {"true"}},
 };
 
 class TempFiles {
@@ -305,6 +306,26 @@ TEST_CASE("raw volumes are linear or stripe: mirror and raid10 need the member f
   }
 }
 
+TEST_CASE("--no-auto-resync leaves stale copies stale; raw volumes refuse it") {
+  ServeConfig config;
+  REQUIRE(FromCommandLine({kMember, kMember}, &config).ok());
+  CHECK(config.volumes[0].auto_resync);
+  ServeConfig off;
+  REQUIRE(FromCommandLine({"--no-auto-resync", kMember, kMember}, &off).ok());
+  CHECK_FALSE(off.volumes[0].auto_resync);
+  ServeConfig raw;
+  REQUIRE(FromCommandLine({"--raw", "--no-auto-resync", kMember}, &raw).ok());
+  CHECK(ValidateServeConfig(raw).message() ==
+        "volume vol0: --no-auto-resync is for mirror and raid10 volumes, which are never raw");
+  TempFiles files;
+  const std::string path =
+      files.Write("serve.toml", "[[volume]]\nauto-resync = false\nmembers = [\"" +
+                                    std::string(kMember) + "\"]\n");
+  ServeConfig from_file;
+  REQUIRE(FromCommandLine({"--config", path}, &from_file).ok());
+  CHECK_FALSE(from_file.volumes[0].auto_resync);
+}
+
 TEST_CASE("the file's keys override the command line's, lists add up") {
   TempFiles files;
   const std::string path = files.Write(
@@ -326,8 +347,8 @@ TEST_CASE("volume options and member URIs belong in the file with --config") {
       files.Write("serve.toml", "[[volume]]\nmembers = [\"" + std::string(kMember) + "\"]\n");
   ServeConfig config;
   CHECK(FromCommandLine({"--description", "x", "--config", path}, &config).message() ==
-        "--config: give --name, --description, --layout, --chunk, --key-file, --allow-degraded "
-        "and --discard in the file's [[volume]] tables");
+        "--config: give --name, --description, --layout, --chunk, --key-file, --allow-degraded, "
+        "--auto-resync and --discard in the file's [[volume]] tables");
   CHECK(FromCommandLine({"--config", path, kMember}, &config).message() ==
         "--config cannot be combined with member URIs");
 }

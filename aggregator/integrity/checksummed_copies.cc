@@ -37,11 +37,42 @@ bool ChecksummedVolume::LastCurrent(uint32_t slot) const {
 }
 
 void ChecksummedVolume::QueueUpdate(std::optional<VolumeState> state, Done done) {
+  PendingUpdate update;
+  update.state = state;
+  update.done = std::move(done);
+  QueueUpdate(std::move(update));
+}
+
+void ChecksummedVolume::QueueSlotChange(uint32_t slot, MemberState state, uint64_t cursor,
+                                        Done done) {
+  PendingUpdate update;
+  update.done = std::move(done);
+  update.slot_change = SlotChange{slot, state, cursor};
+  QueueUpdate(std::move(update));
+}
+
+void ChecksummedVolume::QueueMapEpoch(Done done) {
+  PendingUpdate update;
+  update.done = std::move(done);
+  update.map_epoch = true;
+  QueueUpdate(std::move(update));
+}
+
+void ChecksummedVolume::NewGeneration(Superblock& view) {
+  for (size_t h = view.history.size() - 1; h > 0; --h)
+    view.history[h] = view.history[h - 1];
+  view.history[0] = view.generation;
+  view.generation = NewUuid();
+}
+
+void ChecksummedVolume::QueueUpdate(PendingUpdate update) {
   if (superseded_) {
-    asio::post(io_, [done = std::move(done)] { done(EROFS); });
+    asio::post(io_, [done = std::move(update.done)] {
+      if (done) done(EROFS);
+    });
     return;
   }
-  pending_updates_.push_back({state, std::move(done)});
+  pending_updates_.push_back(std::move(update));
   if (updating_) return;
   updating_ = true;
   // Posted, so that copies failing together are demoted in one update.
@@ -95,19 +126,32 @@ void ChecksummedVolume::StartUpdate() {
   for (const Superblock& sb : superblocks_)
     view.event = std::max(view.event, sb.event);
   ++view.event;
-  for (const PendingUpdate& u : updates)
-    if (u.state) view.state = *u.state;
   view.scrub = scrub_;
-  if (!demotions.empty()) {
-    for (const PendingDemotion& d : demotions) {
-      view.member_states[d.slot] = MemberState::kStale;
-      view.stale_since[d.slot] = view.event;
+  bool new_generation = !demotions.empty();
+  for (const PendingUpdate& u : updates) {
+    if (u.state) view.state = *u.state;
+    if (u.map_epoch) view.map_epoch = view.event;
+    if (!u.slot_change) continue;
+    const SlotChange& c = *u.slot_change;
+    view.member_states[c.slot] = c.state;
+    view.cursor[c.slot] = c.cursor;
+    if (c.state == MemberState::kActive) {
+      view.stale_since[c.slot] = 0;
+      new_generation = true;  // the current set changed
     }
-    for (size_t h = view.history.size() - 1; h > 0; --h)
-      view.history[h] = view.history[h - 1];
-    view.history[0] = view.generation;
-    view.generation = NewUuid();
   }
+  for (const PendingDemotion& d : demotions) {
+    // A copy that fails while catching up starts over: a rebuild from the
+    // beginning, a resync from its first stale-since (the maps still hold
+    // everything since).
+    const MemberState was = view.member_states[d.slot];
+    const bool resyncing = was == MemberState::kResyncing && view.stale_since[d.slot] != 0;
+    view.member_states[d.slot] =
+        was == MemberState::kRebuilding ? MemberState::kRebuilding : MemberState::kStale;
+    if (!resyncing) view.stale_since[d.slot] = view.event;
+    view.cursor[d.slot] = 0;
+  }
+  if (new_generation) NewGeneration(view);
   if (demotions.empty())
     return WriteUpdate(std::move(view), std::move(demotions), std::move(updates), {});
   auto shared = std::make_shared<std::vector<PendingDemotion>>(std::move(demotions));

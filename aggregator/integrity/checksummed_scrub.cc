@@ -197,6 +197,14 @@ void ChecksummedVolume::AddScrubJob() {
   jobs_.Add(std::move(job), scrub_.paused);
 }
 
+void ChecksummedVolume::ResumeRecordedScrub() {
+  if (scrub_.mode == ScrubMode::kNone) return;
+  LOG_INFO("volume %s: resuming the scrub (%s) at block %llu%s", name().c_str(),
+           std::string(ScrubModeName(scrub_.mode)).c_str(),
+           static_cast<unsigned long long>(scrub_.cursor), scrub_.paused ? ", paused" : "");
+  AddScrubJob();
+}
+
 Status ChecksummedVolume::StartScrub(std::optional<ScrubMode> mode) {
   if (superseded_) return Status::Error(EROFS, "volume " + name() + " was fenced by a newer owner");
   if (!open_ || closing_) return Status::Error(ESHUTDOWN, "volume " + name() + " is not open");

@@ -287,19 +287,12 @@ void ChecksummedVolume::Open(Done done) {
                   std::strerror(sb_err));
         return done(sb_err);
       }
-      RecoverDirtyRegions([this, done = std::move(done)](int rc_err) {
-        if (rc_err == 0) {
-          open_ = true;
-          cleaner_.Start();
-          if (scrub_.mode != ScrubMode::kNone) {
-            LOG_INFO("volume %s: resuming the scrub (%s) at block %llu%s", name().c_str(),
-                     std::string(ScrubModeName(scrub_.mode)).c_str(),
-                     static_cast<unsigned long long>(scrub_.cursor),
-                     scrub_.paused ? ", paused" : "");
-            AddScrubJob();
-          }
-        }
-        done(rc_err);
+      RecoverDirtyRegions([this, done = std::move(done)](int rc_err) mutable {
+        if (rc_err != 0) return done(rc_err);
+        open_ = true;
+        cleaner_.Start();
+        ResumeRecordedScrub();
+        StartCatchUps(std::move(done));
       });
     });
   });
@@ -442,6 +435,12 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
                       "Reads served by another copy after an error or a checksum mismatch"});
   counters.push_back({"resync_mismatches", counters_.resync_mismatches, true,
                       "Blocks whose copies differed in regions reconciled after an unclean stop"});
+  counters.push_back({"resync_bytes", counters_.resync_bytes, true,
+                      "Bytes copied to a returning copy by a bitmap resync"});
+  counters.push_back(
+      {"rebuild_bytes", counters_.rebuild_bytes, true, "Bytes copied to a copy by a full rebuild"});
+  counters.push_back({"resync_unrecoverable", counters_.resync_unrecoverable, true,
+                      "Blocks a resync or rebuild found bad on every current copy"});
   return counters;
 }
 

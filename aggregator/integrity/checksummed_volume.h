@@ -53,6 +53,7 @@
 #include "aggregator/integrity/cleaner.h"
 #include "aggregator/integrity/data_area_member.h"
 #include "aggregator/integrity/integrity_counters.h"
+#include "aggregator/integrity/resync_job.h"
 #include "aggregator/integrity/scrub_job.h"
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/table_cache.h"
@@ -103,6 +104,15 @@ class ChecksummedVolume final : public volume::BlockDevice,
                                 Superblock view, std::span<const uint8_t> key,
                                 ChecksumOptions options, std::unique_ptr<ChecksummedVolume>* out);
   ~ChecksummedVolume() override;
+
+  // Mirror and raid10, before Open(): copy `slot` (present, out) is brought
+  // back once the volume is open (docs/redundancy.md, "Resync and rebuild"):
+  // Open() makes it a catching-up copy, records it resyncing or rebuilding
+  // (from the cursor the superblocks hold, when they already say so) and
+  // adds a ResyncJob. `full`: a rebuild of every written block; otherwise
+  // the regions of the set's missed-write maps (and of the copy's own intent
+  // bits). `reason` is what status shows for it.
+  void CatchUp(uint32_t slot, bool full, std::string reason);
 
   void Open(Done done);
   void Close(Done done);
@@ -196,10 +206,25 @@ class ChecksummedVolume final : public volume::BlockDevice,
     std::string cause;
     std::function<void(int err)> durable;
   };
+  // A change of one slot's state (and cursor, in blocks of the data area);
+  // a slot becoming active starts a new generation.
+  struct SlotChange {
+    uint32_t slot;
+    MemberState state;
+    uint64_t cursor;
+  };
   struct PendingUpdate {
     std::optional<VolumeState> state;
     Done done;
+    std::optional<SlotChange> slot_change;
+    bool map_epoch = false;  // the missed-write maps are all clear as of this update
   };
+  struct PendingCatchUp {
+    uint32_t slot;
+    bool full;
+    std::string reason;
+  };
+  friend class ResyncJob;
 
   ChecksummedVolume(asio::io_context& io, Assembly assembly, Checksummer checksummer,
                     ChecksumOptions options);
@@ -215,7 +240,18 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // Redundant volumes (checksummed_copies.cc): superblock updates, one at a time, each taking every
   // state change and demotion queued since the last.
   void QueueUpdate(std::optional<VolumeState> state, Done done);
+  void QueueUpdate(PendingUpdate update);
+  void QueueSlotChange(uint32_t slot, MemberState state, uint64_t cursor, Done done);
+  void QueueMapEpoch(Done done);
   void StartUpdate();
+  // The view with a new generation, the current one first in the history.
+  static void NewGeneration(Superblock& view);
+  // Open()'s last part: every CatchUp() asked for (checksummed_catch_up.cc).
+  void StartCatchUps(Done done);
+  void StartCatchUp(const PendingCatchUp& catch_up, Done done);
+  // `own`: the regions whose intent bit the copy itself holds.
+  void PlanCatchUp(const PendingCatchUp& catch_up, std::vector<uint64_t> own, Done done);
+  void AddResyncJob(ResyncPlan plan, Done done);
   // Before an update that demotes copies: the missed-write pages of the
   // demoted copies' sets (DemoteSlot marked them) written and flushed to each
   // remaining copy of those sets alone, so that they are durable before the
@@ -332,6 +368,8 @@ class ChecksummedVolume final : public volume::BlockDevice,
   void ScrubReport(const ScrubRead& read) const;
   // Adds a ScrubJob from scrub_ (its mode, cursor, errors and pause).
   void AddScrubJob();
+  // At Open(): a scrub the superblocks record under way goes on from its cursor.
+  void ResumeRecordedScrub();
   // scrub_ made durable (a superblock update of a redundant volume); logged when it fails.
   void SaveScrub(Done done = nullptr);
 
@@ -379,10 +417,11 @@ class ChecksummedVolume final : public volume::BlockDevice,
   std::vector<PendingUpdate> pending_updates_;
   // By slot: demoted, but no superblock update recording it has succeeded.
   std::vector<bool> undurable_demotions_;
-  ScrubRecord scrub_;              // every superblock update writes it (version 2)
-  ScrubJob* scrub_job_ = nullptr;  // the scrub under way; jobs_ owns it
-  ScrubTally scrub_tally_;         // since the aggregator started
-  Lifetime lifetime_;              // last: expires first
+  ScrubRecord scrub_;                      // every superblock update writes it (version 2)
+  ScrubJob* scrub_job_ = nullptr;          // the scrub under way; jobs_ owns it
+  ScrubTally scrub_tally_;                 // since the aggregator started
+  std::vector<PendingCatchUp> catch_ups_;  // asked before Open()
+  Lifetime lifetime_;                      // last: expires first
 };
 
 }  // namespace dst::integrity

@@ -22,6 +22,10 @@ struct IntegrityCounters {
   uint64_t recomputed_regions = 0;
   uint64_t recomputed_bytes = 0;
   uint64_t resync_mismatches = 0;  // mirror, raid10: blocks whose copies differed at recovery
+  uint64_t resync_bytes = 0;       // mirror, raid10: bytes a bitmap resync copied to a copy
+  uint64_t rebuild_bytes = 0;      // mirror, raid10: bytes a full rebuild copied to a copy
+  // Blocks a resync or rebuild found bad on every current copy (left as they were on the target).
+  uint64_t resync_unrecoverable = 0;
 };
 
 // The volume hands its numbers out as volume::NamedCounter (device_state.h).

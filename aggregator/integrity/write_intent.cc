@@ -136,6 +136,24 @@ bool WriteIntent::IsMissed(uint32_t member, uint64_t region) const {
   return region / 8 < b.missed.size() && ((b.missed[region / 8] >> (region % 8)) & 1);
 }
 
+std::vector<uint64_t> WriteIntent::MissedRegions(uint32_t member) const {
+  std::vector<uint64_t> regions;
+  const uint64_t count = geometries_[member].regions();
+  for (uint64_t r = 0; r < count; ++r)
+    if (IsMissed(member, r)) regions.push_back(r);
+  return regions;
+}
+
+void WriteIntent::ClearMissed(uint32_t member) {
+  MemberBitmap& b = bitmaps_[member];
+  for (size_t j = 0; j < b.missed.size(); ++j) {
+    if (b.missed[j] == 0 && b.missed_durable[j] == 0) continue;
+    b.missed[j] = 0;
+    b.missed_durable[j] = 0;
+    b.missed_changed_pages.insert(j / kMetadataPageSize);
+  }
+}
+
 size_t WriteIntent::missed_count() const {
   size_t n = 0;
   for (const MemberBitmap& b : bitmaps_)

@@ -85,7 +85,12 @@ class WriteIntent {
   std::vector<MapPage> MarkMissed(const std::vector<RegionRef>& regions);
   std::vector<MapPage> MissedPages(const std::vector<RegionRef>& regions) const;
   bool IsMissed(uint32_t member, uint64_t region) const;
+  // Regions of `member` whose missed-write bit is set, ascending.
+  std::vector<uint64_t> MissedRegions(uint32_t member) const;
   size_t missed_count() const;
+  // Clears every missed-write bit of `member` (its set is whole again); the
+  // next Sync() writes the pages that changed.
+  void ClearMissed(uint32_t member);
   void Clear(uint32_t member, uint64_t region);
   // Writes every changed page of every member and flushes; `done` after.
   void Sync(Done done);

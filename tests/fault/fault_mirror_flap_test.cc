@@ -6,8 +6,8 @@
 // seeded random schedule (the seed is logged; DST_FLAP_SEED=N replays one) kills one export
 // node at a time with SIGKILL and starts it again after 0.1 to 0.8 s (two times in three) or
 // 2.2 to 2.5 s, below or above --degrade-after (2 s): a copy back in time is reconnected and keeps
-// being current, a later one has been demoted to stale. In this version a stale copy stays out of
-// service (there is no resync yet), so a current copy is killed only while both copies are current
+// being current, a later one has been demoted to stale. A stale copy stays out of service for the
+// rest of the run (it is resynced at the next start only), so a current copy is killed only while both copies are current
 // and ready; once one is stale, the flaps hit the stale one (its member is abandoned: nothing may
 // change for the client). Covered:
 //  - no client error at any point (a write is acked only once every current copy has it, or
@@ -254,9 +254,10 @@ TEST_CASE("kill M0, write, kill M1, start M0 alone: refused; M0's old data is ne
   CHECK(Contains(error, "give --allow-degraded to serve without"));
 
   // With M1 back the freshest superblock (M1's) records M0 stale: the newer data, no flag.
+  // (--no-auto-resync: M0 keeps its old data for the split brain below.)
   m1.RestartAfterKill();
   {
-    Aggregator agg({m0.uri(), m1.uri()});
+    Aggregator agg({"--no-auto-resync", m0.uri(), m1.uri()});
     CHECK(read_back(agg) == new_data);
     CHECK(Contains(LineWithAll(agg.stderr_text(), {"slot 0 (set 0 copy 0)"}), "marked-stale"));
     CHECK(Contains(StatusJson(agg), "\"sets\": [\"_U\"]"));

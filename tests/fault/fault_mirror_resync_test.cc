@@ -1,0 +1,317 @@
+// fault_mirror_resync: a copy of a 2-copy mirror that comes back is brought back to current in
+// the background (docs/redundancy.md, "Resync and rebuild"), with real export nodes, the real
+// aggregator and a real client:
+//   - after writes while it was away, a bitmap resync copies exactly the regions they touched,
+//     and the copies' data areas end byte-equal;
+//   - client writes during a resync reach both copies;
+//   - with no write while it was away, nothing is copied;
+//   - --no-auto-resync leaves it stale;
+//   - a full rebuild of a large sparse volume copies only what was written;
+//   - an aggregator killed in the middle of a resync or a rebuild resumes from the checkpointed
+//     cursor.
+#include <algorithm>
+#include <csignal>
+#include <random>
+#include <regex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/fault/fault_fixture.h"
+#include "tests/integration/volume_fixture.h"
+
+namespace dst::test::fault {
+namespace {
+
+constexpr uint64_t kBlock = 4 * kKiB;
+constexpr uint64_t kRegion = 1 * kMiB;
+const std::string kVolume = "mir";
+const std::string kStatsMark = "info: stats: volume mir integrity: ";
+
+struct Area {
+  uint64_t offset = 0, size = 0;
+};
+
+// "NAME": {"offset": O, "size": S} in `inspect --json`.
+Area AreaOf(const std::string& json, const std::string& name) {
+  std::smatch m;
+  const std::regex re("\"" + name + "\": *\\{\"offset\": *([0-9]+), *\"size\": *([0-9]+)\\}");
+  REQUIRE_MESSAGE(std::regex_search(json, m, re), "no area " << name << " in:\n" << json);
+  return {std::stoull(m[1]), std::stoull(m[2])};
+}
+
+// Two export nodes on files and the mirror made of them (1 MiB regions).
+class Mirror {
+ public:
+  explicit Mirror(uint64_t member_size) : size_(member_size) {
+    for (size_t i = 0; i < 2; ++i) {
+      files_.push_back(dir_.File("m" + std::to_string(i) + ".img"));
+      members_.push_back(std::make_unique<Member>(files_[i], size_));
+    }
+    CreateOk({"--name", kVolume, "--layout", "mirror", "--copies", "2", "--region-size", "1M"},
+             uris());
+    const CommandResult inspect = RunAggregator({"inspect", "--json", members_[0]->uri()});
+    REQUIRE(inspect.exit_code == 0);
+    data_ = AreaOf(inspect.stdout_text, "data");
+  }
+
+  std::vector<std::string> uris() const { return {members_[0]->uri(), members_[1]->uri()}; }
+  Member& member(size_t i) { return *members_[i]; }
+  // Member 1 started again on its file, with `filters` in front.
+  void RestartMember1(std::vector<std::string> filters = {}, std::vector<std::string> args = {}) {
+    members_[1].reset();
+    members_[1] = std::make_unique<Member>(files_[1], size_, std::move(filters), std::move(args));
+  }
+  void StopMember1() {
+    REQUIRE(members_[1]->Stop() == 0);
+    members_[1].reset();
+  }
+  Bytes Data(size_t i) const { return ReadFileRange(files_[i], data_.offset, data_.size); }
+  uint64_t data_size() const { return data_.size; }
+
+ private:
+  TempDir dir_{"dst-fault-resync"};
+  uint64_t size_;
+  std::vector<std::string> files_;
+  std::vector<std::unique_ptr<Member>> members_;
+  Area data_;
+};
+
+uint64_t Counter(AggregatorServer& agg, const std::string& name) {
+  return QueryStatsLine(agg, kStatsMark).Count(name);
+}
+
+// 100 blocks of 4 KiB at seeded random block offsets below `span`, written through a degraded
+// aggregator (slot 1 missing); returns the regions they touched.
+std::set<uint64_t> WriteWhileAway(Mirror& mirror, uint64_t span, int count = 100) {
+  Aggregator agg({"--allow-degraded", mirror.member(0).uri()});
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
+  std::mt19937_64 rng(17);
+  std::set<uint64_t> regions;
+  for (int i = 0; i < count; ++i) {
+    const uint64_t offset = rng() % (span / kBlock) * kBlock;
+    REQUIRE_NBD_OK(WriteFor(client, RandomBytes(kBlock, 1000 + i), offset));
+    regions.insert(offset / kRegion);
+  }
+  REQUIRE_NBD_OK(FlushFor(client));
+  CHECK_NBD_OK(client.Shutdown());
+  return regions;
+}
+
+bool WaitForLog(AggregatorServer& agg, const std::string& needle, Ms timeout = 60s) {
+  return WaitForText([&] { return agg.stderr_text(); }, needle, timeout);
+}
+
+TEST_SUITE_BEGIN("fault_mirror_resync");
+
+TEST_CASE("re-add after writes: the missed regions are resynced, the copies end byte-equal") {
+  Mirror mirror(64 * kMiB);
+  mirror.StopMember1();
+  const std::set<uint64_t> regions = WriteWhileAway(mirror, 32 * kMiB);
+  mirror.RestartMember1();
+  Aggregator agg(mirror.uris());
+  INFO("aggregator log:\n" << agg.stderr_text());
+  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done ("));
+  CHECK(Contains(agg.stderr_text(), "slot 1 " + mirror.member(1).uri() +
+                                        ": resyncing (partial: " + std::to_string(regions.size()) +
+                                        " regions missed since event"));
+  CHECK(Contains(agg.stderr_text(), "is current again (set 0 now [UU])"));
+  const uint64_t resynced = Counter(agg, "resync_bytes");
+  MESSAGE(regions.size() << " regions touched, " << resynced << " bytes resynced of "
+                         << mirror.data_size());
+  CHECK(resynced == regions.size() * kRegion);
+  CHECK(Counter(agg, "resync_unrecoverable") == 0);
+  CHECK(Contains(StatusJson(agg), "\"sets\": [\"UU\"]"));
+  REQUIRE(agg.Stop() == 0);
+  CHECK(mirror.Data(0) == mirror.Data(1));
+}
+
+TEST_CASE("re-add with no write while away: nothing is copied") {
+  Mirror mirror(16 * kMiB);
+  mirror.StopMember1();
+  WriteWhileAway(mirror, 8 * kMiB, 0);
+  mirror.RestartMember1();
+  Aggregator agg(mirror.uris());
+  INFO("aggregator log:\n" << agg.stderr_text());
+  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done (0 B)"));
+  CHECK(Counter(agg, "resync_bytes") == 0);
+  CHECK(Contains(StatusJson(agg), "\"sets\": [\"UU\"]"));
+}
+
+TEST_CASE("client writes during a resync: no error, the copies end byte-equal") {
+  Mirror mirror(32 * kMiB);
+  mirror.StopMember1();
+  const std::set<uint64_t> regions = WriteWhileAway(mirror, 24 * kMiB);
+  // Slow writes to the returning copy, so that the client's writes meet the job's steps.
+  mirror.RestartMember1({"delay"}, {"delay-write=100ms"});
+  Aggregator agg(mirror.uris());
+  INFO("aggregator log:\n" << agg.stderr_text());
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
+  std::mt19937_64 rng(23);
+  int written = 0;
+  const auto start = SteadyClock::now();
+  while (written < 200 && SecondsSince(start) < 30 &&
+         !Contains(agg.stderr_text(), "resyncing mir slot 1: done (")) {
+    const uint64_t offset = rng() % (mirror.data_size() / kBlock) * kBlock;
+    REQUIRE_NBD_OK(WriteFor(client, RandomBytes(kBlock, 5000 + written), offset));
+    ++written;
+  }
+  CHECK_NBD_OK(client.Shutdown());
+  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done ("));
+  MESSAGE(written << " client writes during the resync of " << regions.size() << " regions");
+  CHECK(written > 0);
+  CHECK(Counter(agg, "resync_bytes") == regions.size() * kRegion);
+  REQUIRE(agg.Stop() == 0);
+  CHECK(mirror.Data(0) == mirror.Data(1));
+}
+
+TEST_CASE("--no-auto-resync: the copy stays stale") {
+  Mirror mirror(16 * kMiB);
+  mirror.StopMember1();
+  WriteWhileAway(mirror, 8 * kMiB, 10);
+  mirror.RestartMember1();
+  Aggregator agg({"--no-auto-resync", mirror.member(0).uri(), mirror.member(1).uri()});
+  INFO("aggregator log:\n" << agg.stderr_text());
+  CHECK(Contains(agg.stderr_text(),
+                 "volume mir: slot 1 stays stale: not resynced (--no-auto-resync)"));
+  const std::string json = StatusJson(agg);
+  CHECK(Contains(json, "\"sets\": [\"U_\"]"));
+  CHECK(agg.stderr_text().find("resyncing mir slot 1") == std::string::npos);
+  CHECK(Counter(agg, "resync_bytes") == 0);
+}
+
+TEST_CASE("sparse rebuild: --discard 1 of a 256 MiB mirror copies what was written only") {
+  Mirror mirror(256 * kMiB);
+  constexpr uint64_t kWritten = 2 * kMiB;  // 32 pieces of 64 KiB, spread over the volume
+  {
+    Aggregator agg(mirror.uris());
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
+    for (uint64_t i = 0; i < 32; ++i)
+      REQUIRE_NBD_OK(WriteFor(client, RandomBytes(64 * kKiB, 50 + i), i * 7 * kMiB + 12 * kKiB));
+    CHECK_NBD_OK(client.Shutdown());
+  }
+  const auto start = SteadyClock::now();
+  Aggregator agg({"--discard", "1", mirror.member(0).uri(), mirror.member(1).uri()});
+  INFO("aggregator log:\n" << agg.stderr_text());
+  REQUIRE(WaitForLog(agg, "rebuilding mir slot 1: done ("));
+  const double seconds = SecondsSince(start);
+  const uint64_t rebuilt = Counter(agg, "rebuild_bytes");
+  MESSAGE("sparse rebuild of " << mirror.data_size() << " bytes with " << kWritten
+                               << " written: " << rebuilt << " bytes copied in " << seconds
+                               << " s (aggregator start to done)");
+  CHECK(rebuilt == kWritten);
+  CHECK(Contains(agg.stderr_text(), "rebuilding (full: discard"));
+  REQUIRE(agg.Stop() == 0);
+  CHECK(mirror.Data(0) == mirror.Data(1));
+}
+
+// The cursor of slot 1 in `inspect --json` of member 0, while it is `state`.
+uint64_t CursorOf(const std::string& uri, const std::string& state) {
+  const std::string json = RunAggregator({"inspect", "--json", uri}).stdout_text;
+  std::smatch m;
+  const std::regex re("\"state\": *\"" + state +
+                      "\", *\"member_uuid\": *\"[^\"]*\", *\"stale_since\": *[0-9]+, *"
+                      "\"cursor\": *([0-9]+)");
+  return std::regex_search(json, m, re) ? std::stoull(m[1]) : 0;
+}
+
+// Waits (bounded) until the job has copied at least 40 % of `total` and the superblocks record a
+// cursor for slot 1 in `state`, then SIGKILLs the aggregator; the bytes copied before the kill.
+uint64_t KillWhenCheckpointed(AggregatorServer& agg, Mirror& mirror, const std::string& counter,
+                              const std::string& state, uint64_t total) {
+  uint64_t copied = 0;
+  uint64_t cursor = 0;
+  const auto start = SteadyClock::now();
+  while (SecondsSince(start) < 60) {
+    copied = Counter(agg, counter);
+    cursor = CursorOf(mirror.member(0).uri(), state);
+    if (copied * 10 >= total * 4 && cursor > 0) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  const std::string log = agg.stderr_text();  // not evaluated inside the assertion's report
+  REQUIRE_MESSAGE(cursor > 0, log);
+  agg.Kill(SIGKILL);
+  REQUIRE(agg.Wait(10s).has_value());
+  const std::string reports = agg.SanitizerReports();
+  CHECK_MESSAGE(reports.empty(), reports);
+  MESSAGE("killed at " << copied << " of " << total << " bytes, cursor " << cursor << " blocks");
+  return copied;
+}
+
+TEST_CASE("SIGKILL in the middle of a resync: the restart resumes from the cursor") {
+  Mirror mirror(64 * kMiB);
+  mirror.StopMember1();
+  const std::set<uint64_t> regions = WriteWhileAway(mirror, 32 * kMiB);
+  const uint64_t total = regions.size() * kRegion;
+  // Writes to the returning copy 1 s slow: a step (its data, then its table pages) takes 2 s at
+  // least, so the job outlasts its first checkpoints (every 5 s) and the kill lands in the middle.
+  mirror.RestartMember1({"delay"}, {"delay-write=1000ms"});
+  uint64_t before_kill = 0;
+  {
+    AggregatorServer agg(FaultAggregatorOptions(mirror.uris(), AggregatorListen::kUnix));
+    INFO("aggregator log:\n" << agg.stderr_text());
+    before_kill = KillWhenCheckpointed(agg, mirror, "resync_bytes", "resyncing", total);
+  }
+  REQUIRE(before_kill < total);
+  mirror.RestartMember1();
+  Aggregator agg(mirror.uris());
+  INFO("aggregator log:\n" << agg.stderr_text());
+  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done ("));
+  CHECK(Contains(agg.stderr_text(), ", resuming at data offset "));
+  const uint64_t after = Counter(agg, "resync_bytes");
+  MESSAGE(total << " bytes to resync; " << before_kill << " copied before the kill, " << after
+                << " after the restart");
+  CHECK(after < total);
+  CHECK(after > 0);
+  REQUIRE(agg.Stop() == 0);
+  CHECK(mirror.Data(0) == mirror.Data(1));
+}
+
+TEST_CASE("SIGKILL in the middle of a rebuild: the restart resumes from the cursor") {
+  Mirror mirror(64 * kMiB);
+  constexpr uint64_t kPieces = 24;  // 1 MiB each, every 1.5 MiB
+  {
+    Aggregator agg(mirror.uris());
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
+    for (uint64_t i = 0; i < kPieces; ++i)
+      REQUIRE_NBD_OK(WriteFor(client, RandomBytes(kMiB, 300 + i), i * 3 * kMiB / 2));
+    CHECK_NBD_OK(client.Shutdown());
+  }
+  const uint64_t total = kPieces * kMiB;
+  mirror.RestartMember1({"delay"}, {"delay-write=1000ms"});  // as for the resync above
+  uint64_t before_kill = 0;
+  {
+    AggregatorServer agg(
+        FaultAggregatorOptions({"--discard", "1", mirror.member(0).uri(), mirror.member(1).uri()},
+                               AggregatorListen::kUnix));
+    before_kill = KillWhenCheckpointed(agg, mirror, "rebuild_bytes", "rebuilding", total);
+  }
+  REQUIRE(before_kill < total);
+  mirror.RestartMember1();
+  // No --discard this time: the superblocks say the slot is rebuilding.
+  Aggregator agg(mirror.uris());
+  INFO("aggregator log:\n" << agg.stderr_text());
+  REQUIRE(WaitForLog(agg, "rebuilding mir slot 1: done ("));
+  CHECK(Contains(agg.stderr_text(), ", resuming at data offset "));
+  const uint64_t after = Counter(agg, "rebuild_bytes");
+  MESSAGE(total << " bytes to rebuild; " << before_kill << " copied before the kill, " << after
+                << " after the restart");
+  CHECK(after < total);
+  CHECK(after > 0);
+  REQUIRE(agg.Stop() == 0);
+  const Bytes d0 = mirror.Data(0), d1 = mirror.Data(1);
+  for (uint64_t i = 0; i < kPieces; ++i) {
+    const uint64_t at = i * 3 * kMiB / 2;
+    CHECK(std::equal(d0.begin() + at, d0.begin() + at + kMiB, d1.begin() + at));
+  }
+}
+
+TEST_SUITE_END();
+
+}  // namespace
+}  // namespace dst::test::fault

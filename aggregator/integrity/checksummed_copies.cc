@@ -368,6 +368,11 @@ void ChecksummedVolume::AwaitDurableDemotions(const std::vector<BlockRef>& refs,
 void ChecksummedVolume::Supersede(uint32_t slot) {
   if (superseded_ || !redundant()) return;
   superseded_ = true;
+  // Resync, rebuild and scrub write copies and superblocks that are no longer this
+  // aggregator's: they end here (their checkpoints fail with EROFS, logged).
+  for (const auto kind :
+       {BackgroundJob::Kind::kResync, BackgroundJob::Kind::kRebuild, BackgroundJob::Kind::kScrub})
+    jobs_.Stop(kind);
   volume::MemberTarget* copy = slot < copies_.size() ? copies_[slot] : nullptr;
   if (copy == nullptr) return LogSuperseded({});
   // Reads are not fenced: the newer owner's superblock says who it is.

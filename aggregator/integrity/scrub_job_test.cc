@@ -269,6 +269,22 @@ TEST_CASE("scrub: commands answer what they did, and a paused scrub stays paused
   CHECK(h.OnDisk(0).scrub.last_result == ScrubResult::kClean);
 }
 
+TEST_CASE("scrub: a volume fenced by a newer owner ends its scrub at once") {
+  ScrubHarness h;
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(0, Pattern(256 * KiB, 4)) == 0);
+  REQUIRE(h.Write(2 * MiB, Pattern(256 * KiB, 5)) == 0);  // a later step
+  // Slow enough that the scrub is far from done when the fence comes.
+  REQUIRE(h.vol->SetRateLimits({.min_bytes_per_second = 4096, .max_bytes_per_second = 4096}).ok());
+  REQUIRE(h.vol->StartScrub(ScrubMode::kCheck).ok());
+  dst::test::StderrCapture log;
+  h.vol->Supersede(0);
+  REQUIRE(h.ScrubFinished());
+  CHECK(h.Counter("scrub_blocks") < 128);
+  CHECK(h.Counter("scrub_last_completed") == 0);
+  CHECK(h.vol->StartScrub(ScrubMode::kCheck).err() == EROFS);
+}
+
 TEST_CASE("scrub: the rate limits are checked and take effect") {
   ScrubHarness h;
   REQUIRE(h.Open() == 0);

@@ -8,6 +8,8 @@
 //   dst-aggregator status [--control PATH] [--json]
 //   dst-aggregator scrub [--control PATH] VOLUME start [--check|--repair] | pause | resume | stop
 //   dst-aggregator resync-rate [--control PATH] VOLUME --min RATE --max RATE
+//   dst-aggregator member [--control PATH] fail|remove VOLUME SLOT
+//   dst-aggregator member [--control PATH] set VOLUME SLOT write-mostly|readwrite
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -18,6 +20,7 @@
 #include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
+#include "aggregator/member_command.h"
 #include "aggregator/resync_rate_command.h"
 #include "aggregator/scrub_command.h"
 #include "aggregator/serve_command.h"
@@ -46,6 +49,8 @@ int main(int argc, char** argv) {
   CLI::App* scrub = agg::AddScrubCommand(app, &scrub_args);
   agg::ResyncRateArgs rate_args;
   CLI::App* rate = agg::AddResyncRateCommand(app, &rate_args);
+  agg::MemberArgs member_args;
+  CLI::App* member = agg::AddMemberCommand(app, &member_args);
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
@@ -53,6 +58,7 @@ int main(int argc, char** argv) {
   if (status->parsed()) return agg::RunStatus(status_args);
   if (scrub->parsed()) return agg::RunScrub(scrub_args);
   if (rate->parsed()) return agg::RunResyncRate(rate_args);
+  if (member->parsed()) return agg::RunMember(member_args);
   if (create->parsed()) {
     const dst::Status s = agg::RunCreate(create_args);
     return s.ok() ? 0 : agg::ExitWithError(s);

@@ -11,6 +11,9 @@ namespace {
 const char kScrubUsage[] =
     "error: usage: scrub VOLUME start [check|repair] | scrub VOLUME pause|resume|stop\n";
 const char kRateUsage[] = "error: usage: resync-rate VOLUME MIN MAX (bytes per second)\n";
+const char kMemberUsage[] =
+    "error: usage: member fail|remove VOLUME SLOT | member set VOLUME SLOT "
+    "write-mostly|readwrite\n";
 
 std::string Error(const std::string& why) {
   return "error: " + why + "\n";
@@ -81,14 +84,41 @@ std::string ResyncRate(Server& server, const std::vector<std::string>& w) {
       s, v->name() + " background rate " + FormatSize(*min) + "/s to " + FormatSize(*max) + "/s");
 }
 
+std::optional<uint32_t> SlotNumber(const std::string& text) {
+  if (text.empty() || text.size() > 9 || text.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  return static_cast<uint32_t>(std::stoul(text));
+}
+
+std::string Member(Server& server, const std::vector<std::string>& w) {
+  if (w.size() < 4) return kMemberUsage;
+  const std::string& action = w[1];
+  const bool set = action == "set";
+  if ((action != "fail" && action != "remove" && !set) || w.size() != (set ? 5u : 4u))
+    return kMemberUsage;
+  std::string error;
+  integrity::ChecksummedVolume* v = FindVolume(server, w[2], &error);
+  if (v == nullptr) return error;
+  const std::optional<uint32_t> slot = SlotNumber(w[3]);
+  if (!slot) return Error("bad slot '" + w[3] + "' (expected a member index such as 1)");
+  const std::string what = v->name() + " slot " + w[3];
+  if (action == "fail") return Answer(v->FailMember(*slot), what + " failed");
+  if (action == "remove") return Answer(v->RemoveMember(*slot), what + " removed (missing)");
+  if (w[4] != "write-mostly" && w[4] != "readwrite")
+    return Error("bad mode '" + w[4] + "' (expected write-mostly or readwrite)");
+  return Answer(v->SetWriteMostly(*slot, w[4] == "write-mostly"), what + " set " + w[4]);
+}
+
 }  // namespace
 
 bool IsActingCommand(const std::vector<std::string>& words) {
-  return !words.empty() && (words[0] == "scrub" || words[0] == "resync-rate");
+  return !words.empty() &&
+         (words[0] == "scrub" || words[0] == "resync-rate" || words[0] == "member");
 }
 
 std::string AnswerCommand(Server& server, const std::vector<std::string>& words) {
   if (words.at(0) == "scrub") return Scrub(server, words);
+  if (words.at(0) == "member") return Member(server, words);
   return ResyncRate(server, words);
 }
 

@@ -3,8 +3,11 @@
 //   scrub VOLUME start [check|repair]      (no mode: repair with copies, check without)
 //   scrub VOLUME pause|resume|stop
 //   resync-rate VOLUME MIN MAX             (bytes per second, or sizes such as 1M)
+//   member fail|remove VOLUME SLOT         (mirror and raid10)
+//   member set VOLUME SLOT write-mostly|readwrite
 // Each answers one line: "ok: ..." once the command took effect, or "error: ..." with the
-// reason (unknown volume, not a checksummed volume, no scrub under way, bad number, usage).
+// reason (unknown volume, not a checksummed volume, no scrub under way, bad number, no such
+// slot, a slot in the wrong state, the last current copy, usage).
 // What a command changes reaches the superblocks after the answer (the volume's next update).
 //
 // Threading: the event loop's thread (the control socket's handler runs there).
@@ -17,7 +20,7 @@
 
 namespace dst::control {
 
-// `words`: the request split at spaces; words[0] is "scrub" or "resync-rate".
+// `words`: the request split at spaces; words[0] is "scrub", "resync-rate" or "member".
 std::string AnswerCommand(Server& server, const std::vector<std::string>& words);
 // Whether words[0] names one of these commands.
 bool IsActingCommand(const std::vector<std::string>& words);

@@ -79,7 +79,7 @@ std::string AnswerControl(Server& server, const std::string& request) {
   }
   if (IsActingCommand(words)) return AnswerCommand(server, words);
   return "error: unknown command '" + command +
-         "' (expected: status, status json, scrub, resync-rate)\n";
+         "' (expected: status, status json, scrub, resync-rate, member)\n";
 }
 
 std::string AnswerMetrics(const Server& server, const std::string& request) {

@@ -160,7 +160,8 @@ void AppendRedundancyJson(std::ostringstream& out, const volume::RedundancyState
     out << (i ? ", " : "") << "{\"slot\": " << i << ", \"uri\": " << JsonQuote(s.uri)
         << ", \"state\": " << JsonQuote(s.state) << ", \"stale_since\": " << s.stale_since
         << ", \"repaired_blocks\": " << s.repaired_blocks
-        << ", \"read_failovers\": " << s.read_failovers << "}";
+        << ", \"read_failovers\": " << s.read_failovers
+        << ", \"write_mostly\": " << (s.write_mostly ? "true" : "false") << "}";
   }
   out << "]}";
 }
@@ -198,7 +199,9 @@ void AppendRedundancyText(std::ostringstream& out, const StatusReport& report) {
                     static_cast<unsigned long long>(s.repaired_blocks),
                     static_cast<unsigned long long>(s.read_failovers),
                     s.uri.empty() ? "(missing)" : s.uri.c_str());
-      out << line;
+      std::string text = line;
+      if (s.write_mostly) text.insert(text.size() - 1, " (write-mostly)");
+      out << text;
     }
   }
 }

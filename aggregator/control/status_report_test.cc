@@ -155,10 +155,11 @@ TEST_CASE("a mirror or raid10 volume: set health, generation and every slot in e
                  "\"redundancy\": {\"copies\": 2, \"generation\": "
                  "\"0123abcd-4567-4890-abcd-ef0123456789\", \"sets\": [\"UU\", \"U_\"], "
                  "\"slots\": [{\"slot\": 0, \"uri\": \"nbd://a/x\", \"state\": \"active\", "
-                 "\"stale_since\": 0, \"repaired_blocks\": 2, \"read_failovers\": 0}"));
+                 "\"stale_since\": 0, \"repaired_blocks\": 2, \"read_failovers\": 0, "
+                 "\"write_mostly\": false}"));
   CHECK(Contains(json,
                  "{\"slot\": 3, \"uri\": \"\", \"state\": \"stale\", \"stale_since\": 17, "
-                 "\"repaired_blocks\": 0, \"read_failovers\": 1}]}"));
+                 "\"repaired_blocks\": 0, \"read_failovers\": 1, \"write_mostly\": false}]}"));
   CHECK(Contains(metrics, "dst_set_current_copies{volume=\"safe\",set=\"1\"} 1\n"));
   CHECK(Contains(metrics, "dst_slot_current{volume=\"safe\",slot=\"3\",uri=\"\"} 0\n"));
   CHECK(Contains(

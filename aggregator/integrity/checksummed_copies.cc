@@ -89,13 +89,15 @@ void ChecksummedVolume::Demote(uint32_t set, uint32_t copy, std::string cause,
 // The copy is dropped first (its queued and in-flight I/O fail at once), then
 // recorded stale by the next superblock update of the others.
 void ChecksummedVolume::DemoteSlot(uint32_t slot, std::string cause,
-                                   std::function<void(int err)> durable) {
+                                   std::function<void(int err)> durable, MemberState state) {
   if (superseded_) {  // the copy is fine; this aggregator may no longer write
     asio::post(io_, [durable = std::move(durable)] { durable(EROFS); });
     return;
   }
   const uint32_t k = copies_per_set();
-  if (copies_[slot] != nullptr) copies_[slot]->Abandon("demoted to stale: " + cause);
+  if (copies_[slot] != nullptr)
+    copies_[slot]->Abandon((state == MemberState::kFailed ? "failed: " : "demoted to stale: ") +
+                           cause);
   sets_[slot / k]->SetRole(slot % k, volume::CopyRole::kOut);
   // Writes in flight (intent bit set) may have missed the copy: their
   // regions' missed-write bits are set now, so that every sync of the map
@@ -104,7 +106,7 @@ void ChecksummedVolume::DemoteSlot(uint32_t slot, std::string cause,
   for (uint64_t r : intent_.SetRegions(slot / k))
     missed.push_back({slot / k, r});
   intent_.MarkMissed(missed);
-  pending_demotions_.push_back({slot, std::move(cause), std::move(durable)});
+  pending_demotions_.push_back({slot, std::move(cause), std::move(durable), state});
   if (updating_) return;
   updating_ = true;
   asio::post(io_, [this, alive = lifetime_.Watch()] {
@@ -131,6 +133,7 @@ void ChecksummedVolume::StartUpdate() {
   for (const PendingUpdate& u : updates) {
     if (u.state) view.state = *u.state;
     if (u.map_epoch) view.map_epoch = view.event;
+    if (u.slot_edit) ApplySlotEdit(*u.slot_edit, view);
     if (!u.slot_change) continue;
     const SlotChange& c = *u.slot_change;
     view.member_states[c.slot] = c.state;
@@ -146,8 +149,9 @@ void ChecksummedVolume::StartUpdate() {
     // everything since).
     const MemberState was = view.member_states[d.slot];
     const bool resyncing = was == MemberState::kResyncing && view.stale_since[d.slot] != 0;
-    view.member_states[d.slot] =
-        was == MemberState::kRebuilding ? MemberState::kRebuilding : MemberState::kStale;
+    view.member_states[d.slot] = d.state == MemberState::kFailed   ? MemberState::kFailed
+                                 : was == MemberState::kRebuilding ? MemberState::kRebuilding
+                                                                   : MemberState::kStale;
     if (!resyncing) view.stale_since[d.slot] = view.event;
     view.cursor[d.slot] = 0;
   }
@@ -301,13 +305,13 @@ void ChecksummedVolume::FinishUpdate(const Superblock& view, std::vector<uint32_
   }
   for (const PendingDemotion& d : demotions) {
     if (err == 0) {
-      LOG_WARNING("volume %s: member %u %s demoted to stale (set %u now [%s]): %s", name().c_str(),
-                  d.slot,
+      LOG_WARNING("volume %s: member %u %s %s (set %u now [%s]): %s", name().c_str(), d.slot,
                   copies_[d.slot] != nullptr ? copies_[d.slot]->name().c_str() : "(missing)",
-                  d.slot / k, sets_[d.slot / k]->Health().c_str(), d.cause.c_str());
+                  d.state == MemberState::kFailed ? "failed" : "demoted to stale", d.slot / k,
+                  sets_[d.slot / k]->Health().c_str(), d.cause.c_str());
     } else {
-      LOG_ERROR("volume %s: member %u could not be recorded stale: %s", name().c_str(), d.slot,
-                std::strerror(err));
+      LOG_ERROR("volume %s: member %u could not be recorded %s: %s", name().c_str(), d.slot,
+                d.state == MemberState::kFailed ? "failed" : "stale", std::strerror(err));
     }
   }
   // A successful update carries every stale mark of the view, those of

@@ -484,6 +484,7 @@ volume::DeviceState ChecksummedVolume::State() const {
         .stale_since = view_.stale_since[i],
         .repaired_blocks = repaired_blocks_[i],
         .read_failovers = read_failovers_[i] + sets_[i / k]->read_failovers(i % k),
+        .write_mostly = sets_[i / k]->write_mostly(i % k),
     });
   }
   return {

@@ -174,6 +174,22 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // The background jobs' rates, effective at once; EINVAL unless 0 < min <= max.
   Status SetRateLimits(RateLimits limits);
 
+  // The operator's member commands (checksummed_members.cc; docs/redundancy.md, "Member
+  // commands"). Each checks, acts at once on the running volume and answers; the change reaches
+  // the superblocks of the current copies in the next update, whose result `durable` hears.
+  // Refusals (the message is what the operator reads): EINVAL for a linear or stripe volume or
+  // a slot in the wrong state, ERANGE for a slot past the member count, EBUSY for the last
+  // current copy of its set, ESHUTDOWN when not open, EROFS once superseded.
+  // FailMember: a current copy is dropped (its connections closed, its I/O failed) and recorded
+  // `failed` like a demotion; assembly does not resync a failed slot at the next start.
+  Status FailMember(uint32_t slot, Done durable = nullptr);
+  // Sets or clears kSlotWriteMostly: the set's read choice follows at once.
+  Status SetWriteMostly(uint32_t slot, bool write_mostly, Done durable = nullptr);
+  // A slot that is out (stale, failed or missing; not catching up) becomes `missing` with a new
+  // owner UUID no member holds, so its old export is refused for the slot (rule not-owner), and
+  // its connections are closed.
+  Status RemoveMember(uint32_t slot, Done durable = nullptr);
+
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
   void Flush(Done done) override;
@@ -205,6 +221,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
     uint32_t slot;
     std::string cause;
     std::function<void(int err)> durable;
+    MemberState state = MemberState::kStale;  // kFailed: failed by the operator
   };
   // A change of one slot's state (and cursor, in blocks of the data area);
   // a slot becoming active starts a new generation.
@@ -213,11 +230,18 @@ class ChecksummedVolume final : public volume::BlockDevice,
     MemberState state;
     uint64_t cursor;
   };
+  // The operator's changes of a slot's flags or owner (checksummed_members.cc).
+  struct SlotEdit {
+    uint32_t slot;
+    std::optional<uint8_t> flags;  // the slot's new flags
+    bool remove = false;           // missing, with an owner UUID no member holds
+  };
   struct PendingUpdate {
     std::optional<VolumeState> state;
     Done done;
     std::optional<SlotChange> slot_change;
     bool map_epoch = false;  // the missed-write maps are all clear as of this update
+    std::optional<SlotEdit> slot_edit;
   };
   struct PendingCatchUp {
     uint32_t slot;
@@ -270,7 +294,12 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // SetHealth.
   void Demote(uint32_t set, uint32_t copy, std::string cause,
               std::function<void(int err)> durable) override;
-  void DemoteSlot(uint32_t slot, std::string cause, std::function<void(int err)> durable);
+  // `state`: kStale for a copy that failed I/O, kFailed for one the operator failed.
+  void DemoteSlot(uint32_t slot, std::string cause, std::function<void(int err)> durable,
+                  MemberState state = MemberState::kStale);
+  // FailMember and the others: the slot named exists in a redundant volume that may change.
+  Status CheckMemberCommand(uint32_t slot) const;
+  static void ApplySlotEdit(const SlotEdit& edit, Superblock& view);
   // The current copies of set `set` that have a target, ascending.
   std::vector<uint32_t> CurrentCopies(uint32_t set) const;
   // Writes to sets with a demotion that could not be made durable wait for a

@@ -38,6 +38,7 @@ struct SlotState {
   uint64_t stale_since = 0;      // event at which it stopped receiving writes; 0 while active
   uint64_t repaired_blocks = 0;  // its blocks rewritten from another copy after a mismatch
   uint64_t read_failovers = 0;   // its reads served by another copy after an error or mismatch
+  bool write_mostly = false;     // read only when no other copy can serve
 };
 
 struct RedundancyState {

@@ -112,6 +112,7 @@ class MirrorSet final : public MemberTarget {
   // submitted from now on.
   void SetRole(uint32_t c, CopyRole role, uint64_t cursor = 0);
   void SetWriteMostly(uint32_t c, bool write_mostly);
+  bool write_mostly(uint32_t c) const { return copies_.at(c).write_mostly; }
 
   // Reads of copy `c` served by another copy after `c` failed them.
   uint64_t read_failovers(uint32_t c) const { return copies_[c].read_failovers; }

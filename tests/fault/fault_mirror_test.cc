@@ -59,7 +59,7 @@ std::string LoseCopyUnderIo(const std::function<void(Member&)>& lose) {
     CHECK(Contains(json, "{\"slot\": 1, \"uri\": \"" + m1.uri() + "\", \"state\": \"stale\""));
     CHECK_FALSE(Contains(json,
                          "\"stale_since\": 0, \"repaired_blocks\": 0, \"read_failovers\": "
-                         "0}]"));  // slot 1's stale_since is set
+                         "0, \"write_mostly\": false}]"));  // slot 1's stale_since is set
     CHECK_NBD_OK(c.Shutdown());
     log = agg.stderr_text();
   }

@@ -313,6 +313,12 @@ TEST_CASE("SIGKILL in the middle of a rebuild: the restart resumes from the curs
   }
 }
 
+TEST_SUITE_END();
+
+// Its own ctest entry (aggregator_fault_mirror_rate): the suite above nears its time bound on a
+// loaded machine.
+TEST_SUITE_BEGIN("fault_mirror_rate");
+
 // Bytes done by the job `what` in status --json, or nullopt when no such job is listed.
 std::optional<uint64_t> JobDone(const std::string& json, const std::string& what) {
   std::smatch m;

@@ -11,7 +11,7 @@ Per round:
      idle clients at the default rates; the time from the job's start line
      (`rebuilding (full: discard`) to its `done` line, the aggregator's
      utime + stime over the same span, and rebuild_bytes.
-  2. `nbdcopy M0 M2`: member 0's export (the same written data, the volume's
+  2. `nbdcopy M0 COPY`: member 0's export (the same written data, the volume's
      metadata too) to a fresh export of the same size; nbdcopy skips holes
      by block status, so both copy about what was written.
 """
@@ -43,6 +43,8 @@ def parse_args(argv):
     p.add_argument("--size", default="1G", help="member size (default 1G)")
     p.add_argument("--written", default="256M", help="data written to the volume (default 256M)")
     p.add_argument("--rounds", type=int, default=3, help="rebuild + nbdcopy rounds (default 3)")
+    p.add_argument("--rate-max", help="serve --resync-rate-max for the rebuild (default: the "
+                   "aggregator's, 200 MiB/s)")
     p.add_argument("--tmpdir", default="/dev/shm", help="where the member files go")
     p.add_argument("--build-dir", default=os.path.join(db.REPO, "build-bench"))
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
@@ -138,7 +140,8 @@ class Rebuild:
             time.sleep(0.01)
 
     def rebuild_round(self, i, uris):
-        p, _, ctl = self.serve(f"serve-rebuild-{i}", ["--discard", "1"], uris)
+        rate = ["--resync-rate-max", self.args.rate_max] if self.args.rate_max else []
+        p, _, ctl = self.serve(f"serve-rebuild-{i}", ["--discard", "1"] + rate, uris)
         deadline = time.monotonic() + self.args.timeout
         t0 = self.wait_line(p, START_LINE, deadline)
         cpu0 = db.cpu_seconds(p.pid)
@@ -154,10 +157,13 @@ class Rebuild:
                 "cpu_s": cpu1 - cpu0, "cpu_ms_per_mib": 1000 * (cpu1 - cpu0) / (rebuilt / MIB)}
 
     def nbdcopy_round(self, i, src_uri):
-        dst_uri = self.member("m2", fresh=True)
+        name = f"copy{i}"  # a socket of its own: nbdkit's last one may still be there
+        dst_uri = self.member(name, fresh=True)
         t0 = time.monotonic()
         self.run(f"nbdcopy-{i}", ["nbdcopy", src_uri, dst_uri])
         seconds = time.monotonic() - t0
+        self.procs.stop(self.members.pop(name))
+        os.unlink(os.path.join(self.tmp, name + ".img"))
         return {"seconds": seconds, "mib_s": self.args.written / MIB / seconds}
 
     def main(self):
@@ -189,7 +195,8 @@ def markdown(res):
     lines = [
         f"Rebuild of a 2-copy mirror, members {db.fmt_size(a['size'])} sparse files on "
         f"{a['tmpdir']} ({res['fs']}), {db.fmt_size(a['written'])} written; "
-        f"median of {len(rs)} rounds; idle clients, default rates; "
+        f"median of {len(rs)} rounds; idle clients, rate maximum "
+        f"{a['rate_max'] or 'the default (200M)'}; "
         f"build {res['build'].get('type')}; {res['machine'].get('cpu_model')}, "
         f"{res['machine']['nproc']} CPUs; load average at start "
         f"{' '.join(f'{x:.2f}' for x in load[0])}, at end {' '.join(f'{x:.2f}' for x in load[1])}.",

@@ -45,6 +45,9 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=3, help="rebuild + nbdcopy rounds (default 3)")
     p.add_argument("--rate-max", help="serve --resync-rate-max for the rebuild (default: the "
                    "aggregator's, 200 MiB/s)")
+    p.add_argument("--fio", type=float, default=0, metavar="S",
+                   help="also S seconds of fio 4K randread QD8 idle and during a rebuild "
+                   "(default 0: not run)")
     p.add_argument("--tmpdir", default="/dev/shm", help="where the member files go")
     p.add_argument("--build-dir", default=os.path.join(db.REPO, "build-bench"))
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
@@ -166,6 +169,35 @@ class Rebuild:
         os.unlink(os.path.join(self.tmp, name + ".img"))
         return {"seconds": seconds, "mib_s": self.args.written / MIB / seconds}
 
+    def fio_p99(self, name, uri):
+        """fio 4K randread QD8 over the written range for --fio seconds: (IOPS, p99 µs)."""
+        out = os.path.join(self.resdir, name + ".json")
+        self.run(name, ["fio", f"--name={name}", "--ioengine=nbd", f"--uri={uri}",
+                        "--rw=randread", "--bs=4k", "--iodepth=8", f"--size={self.args.written}",
+                        "--time_based", f"--runtime={self.args.fio:g}", "--norandommap",
+                        "--percentile_list=50:99", "--output-format=json", f"--output={out}"])
+        with open(out) as f:
+            job = json.load(f)["jobs"][0]["read"]
+        return {"iops": job["iops"], "p99_us": job["clat_ns"]["percentile"]["99.000000"] / 1000}
+
+    def fio_round(self, uris):
+        """p99 of client reads with no background job, then during a full rebuild."""
+        p, uri, _ = self.serve("serve-fio-idle", [], uris)
+        self.wait_ready(uri, p)
+        idle = self.fio_p99("fio-idle", uri)
+        self.procs.stop(p)
+        p, uri, ctl = self.serve("serve-fio-rebuild", ["--discard", "1"], uris)
+        self.wait_line(p, START_LINE, time.monotonic() + self.args.timeout)
+        busy = self.fio_p99("fio-rebuild", uri)
+        with open(p.log_path, errors="replace") as f:
+            busy["rebuild_done_during"] = DONE_LINE in f.read()
+        status = subprocess.run([self.agg, "status", "--json", "--control", ctl],
+                                capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r'"rebuild_bytes": (\d+)', status)
+        busy["rebuild_bytes"] = int(m.group(1)) if m else 0
+        self.procs.stop(p)
+        return {"idle": idle, "rebuild": busy, "p99_ratio": busy["p99_us"] / idle["p99_us"]}
+
     def main(self):
         uris = [self.member("m0"), self.member("m1")]
         self.setup(uris)
@@ -176,7 +208,8 @@ class Rebuild:
             print(f"round {i + 1}: rebuild {r['rebuild']['mib_s']:.0f} MiB/s, "
                   f"nbdcopy {r['nbdcopy']['mib_s']:.0f} MiB/s", flush=True)
             rounds.append(r)
-        return rounds
+        fio = self.fio_round(uris) if self.args.fio > 0 else None
+        return rounds, fio
 
 
 def median(rounds, *path):
@@ -212,6 +245,23 @@ def markdown(res):
         f"Rebuild / nbdcopy: {100 * ratio:.0f} % (median of per-round ratios; target >= 70 %: "
         f"{'met' if ratio >= 0.7 else 'not met'}).",
     ]
+    f = res.get("fio")
+    if f:
+        i, b = f["idle"], f["rebuild"]
+        lines += [
+            "",
+            f"Client 4K randread QD8 ({a['fio']:g} s, fio's nbd engine, over the written range):",
+            "",
+            "| when | IOPS | p99 µs |",
+            "|---|---|---|",
+            f"| idle (no background job) | {i['iops']:.0f} | {i['p99_us']:.0f} |",
+            f"| during the rebuild ({b['rebuild_bytes'] / MIB:.0f} MiB rebuilt meanwhile"
+            f"{', finished' if b['rebuild_done_during'] else ''}) | {b['iops']:.0f} | "
+            f"{b['p99_us']:.0f} |",
+            "",
+            f"p99 during / idle: {f['p99_ratio']:.2f} (target <= 2: "
+            f"{'met' if f['p99_ratio'] <= 2 else 'not met'}).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -228,7 +278,7 @@ def main(argv):
            "loadavg_start": list(os.getloadavg())}
     bench = Rebuild(args, build, resdir)
     try:
-        res["rounds"] = bench.main()
+        res["rounds"], res["fio"] = bench.main()
     except (db.SetupError, db.Interrupted, KeyboardInterrupt) as e:
         sys.exit(f"rebuild.sh: {e} (logs in {resdir}/logs)")
     finally:

@@ -143,18 +143,14 @@ class Rebuild:
             time.sleep(0.01)
 
     def rebuild_round(self, i, uris):
-        rate = ["--resync-rate-max", self.args.rate_max] if self.args.rate_max else []
-        p, _, ctl = self.serve(f"serve-rebuild-{i}", ["--discard", "1"] + rate, uris)
+        p, _, ctl = self.serve(f"serve-rebuild-{i}", ["--discard", "1"] + self.rate(), uris)
         deadline = time.monotonic() + self.args.timeout
         t0 = self.wait_line(p, START_LINE, deadline)
         cpu0 = db.cpu_seconds(p.pid)
         t1 = self.wait_line(p, DONE_LINE, deadline)
         cpu1 = db.cpu_seconds(p.pid)
-        status = subprocess.run([self.agg, "status", "--json", "--control", ctl],
-                                capture_output=True, text=True, timeout=10).stdout
-        m = re.search(r'"rebuild_bytes": (\d+)', status)
+        rebuilt = self.rebuilt(ctl)
         self.procs.stop(p)
-        rebuilt = int(m.group(1)) if m else 0
         seconds = t1 - t0
         return {"seconds": seconds, "bytes": rebuilt, "mib_s": rebuilt / MIB / seconds,
                 "cpu_s": cpu1 - cpu0, "cpu_ms_per_mib": 1000 * (cpu1 - cpu0) / (rebuilt / MIB)}
@@ -169,16 +165,43 @@ class Rebuild:
         os.unlink(os.path.join(self.tmp, name + ".img"))
         return {"seconds": seconds, "mib_s": self.args.written / MIB / seconds}
 
-    def fio_p99(self, name, uri):
-        """fio 4K randread QD8 over the written range for --fio seconds: (IOPS, p99 µs)."""
+    def rate(self):
+        return ["--resync-rate-max", self.args.rate_max] if self.args.rate_max else []
+
+    def rebuilt(self, ctl):
+        """rebuild_bytes in `status --json`, 0 if not there."""
+        status = subprocess.run([self.agg, "status", "--json", "--control", ctl],
+                                capture_output=True, text=True, timeout=10).stdout
+        m = re.search(r'"rebuild_bytes": (\d+)', status)
+        return int(m.group(1)) if m else 0
+
+    def fio_p99(self, name, uri, ctl=None):
+        """fio 4K randread QD8 over the written range for --fio seconds: IOPS, p99 µs, and
+        with `ctl` the bytes rebuilt when fio started, 1 s later and when it ended."""
         out = os.path.join(self.resdir, name + ".json")
-        self.run(name, ["fio", f"--name={name}", "--ioengine=nbd", f"--uri={uri}",
-                        "--rw=randread", "--bs=4k", "--iodepth=8", f"--size={self.args.written}",
-                        "--time_based", f"--runtime={self.args.fio:g}", "--norandommap",
-                        "--percentile_list=50:99", "--output-format=json", f"--output={out}"])
+        rebuilt = [self.rebuilt(ctl)] if ctl else []
+        p = self.procs.start(
+            name, ["fio", f"--name={name}", "--ioengine=nbd", f"--uri={uri}", "--rw=randread",
+                   "--bs=4k", "--iodepth=8", f"--size={self.args.written}", "--time_based",
+                   f"--runtime={self.args.fio:g}", "--norandommap", "--percentile_list=50:99",
+                   "--output-format=json", f"--output={out}"], self.log(name))
+        if ctl:
+            time.sleep(1)
+            rebuilt.append(self.rebuilt(ctl))
+        try:
+            rc = p.popen.wait(timeout=self.args.fio + 60)
+        except subprocess.TimeoutExpired:
+            rc = None
+        if ctl:
+            rebuilt.append(self.rebuilt(ctl))
+        self.procs.stop(p)
+        if rc != 0:
+            raise db.SetupError(f"{name}: " + ("timed out" if rc is None else f"exited {rc}") +
+                                f": {p.tail()}")
         with open(out) as f:
             job = json.load(f)["jobs"][0]["read"]
-        return {"iops": job["iops"], "p99_us": job["clat_ns"]["percentile"]["99.000000"] / 1000}
+        return {"iops": job["iops"], "p99_us": job["clat_ns"]["percentile"]["99.000000"] / 1000,
+                "rebuilt_at_start_1s_end": rebuilt}
 
     def fio_round(self, uris):
         """p99 of client reads with no background job, then during a full rebuild."""
@@ -186,15 +209,12 @@ class Rebuild:
         self.wait_ready(uri, p)
         idle = self.fio_p99("fio-idle", uri)
         self.procs.stop(p)
-        p, uri, ctl = self.serve("serve-fio-rebuild", ["--discard", "1"], uris)
+        p, uri, ctl = self.serve("serve-fio-rebuild", ["--discard", "1"] + self.rate(), uris)
         self.wait_line(p, START_LINE, time.monotonic() + self.args.timeout)
-        busy = self.fio_p99("fio-rebuild", uri)
+        busy = self.fio_p99("fio-rebuild", uri, ctl)
         with open(p.log_path, errors="replace") as f:
             busy["rebuild_done_during"] = DONE_LINE in f.read()
-        status = subprocess.run([self.agg, "status", "--json", "--control", ctl],
-                                capture_output=True, text=True, timeout=10).stdout
-        m = re.search(r'"rebuild_bytes": (\d+)', status)
-        busy["rebuild_bytes"] = int(m.group(1)) if m else 0
+        busy["rebuild_bytes"] = busy["rebuilt_at_start_1s_end"][-1]
         self.procs.stop(p)
         return {"idle": idle, "rebuild": busy, "p99_ratio": busy["p99_us"] / idle["p99_us"]}
 
@@ -255,7 +275,8 @@ def markdown(res):
             "| when | IOPS | p99 µs |",
             "|---|---|---|",
             f"| idle (no background job) | {i['iops']:.0f} | {i['p99_us']:.0f} |",
-            f"| during the rebuild ({b['rebuild_bytes'] / MIB:.0f} MiB rebuilt meanwhile"
+            f"| during the rebuild (rebuilt MiB at fio's start, 1 s later, end: "
+            f"{', '.join(f'{x / MIB:.0f}' for x in b['rebuilt_at_start_1s_end'])}"
             f"{', finished' if b['rebuild_done_during'] else ''}) | {b['iops']:.0f} | "
             f"{b['p99_us']:.0f} |",
             "",

@@ -8,9 +8,11 @@
 //   - --no-auto-resync leaves it stale;
 //   - a full rebuild of a large sparse volume copies only what was written;
 //   - an aggregator killed in the middle of a resync or a rebuild resumes from the checkpointed
-//     cursor.
+//     cursor;
+//   - `resync-rate` raises the rate of a running rebuild within a second, without restarting it.
 #include <algorithm>
 #include <csignal>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
@@ -309,6 +311,119 @@ TEST_CASE("SIGKILL in the middle of a rebuild: the restart resumes from the curs
     const uint64_t at = i * 3 * kMiB / 2;
     CHECK(std::equal(d0.begin() + at, d0.begin() + at + kMiB, d1.begin() + at));
   }
+}
+
+TEST_SUITE_END();
+
+// Its own ctest entry (aggregator_fault_mirror_rate): the suite above nears its time bound on a
+// loaded machine.
+TEST_SUITE_BEGIN("fault_mirror_rate");
+
+// Bytes done by the job `what` in status --json, or nullopt when no such job is listed.
+std::optional<uint64_t> JobDone(const std::string& json, const std::string& what) {
+  std::smatch m;
+  const std::regex re(
+      "\"what\": \"" + what +
+      "\", \"state\": \"[^\"]*\", \"detail\": \"[^\"]*\", \"done_bytes\": ([0-9]+)");
+  if (!std::regex_search(json, m, re)) return std::nullopt;
+  return std::stoull(m[1]);
+}
+
+// One observation of the rebuild: when, and how far (total once it has left the job list).
+struct Sample {
+  double at = 0;  // seconds since the test's clock started
+  uint64_t done = 0;
+  bool finished = false;
+};
+
+// Samples the job until `until` seconds or until it finishes; every sample's done bytes must not
+// go back (a restarted job would start again from 0).
+std::vector<Sample> SampleJob(AggregatorServer& agg, SteadyClock::time_point clock, double until,
+                              uint64_t total, uint64_t& last) {
+  std::vector<Sample> samples;
+  while (SecondsSince(clock) < until) {
+    const std::optional<uint64_t> done = JobDone(StatusJson(agg), "rebuilding mir slot 1");
+    const double at = SecondsSince(clock);
+    // Not listed: finished, or not listed yet.
+    const bool finished = !done && Contains(agg.stderr_text(), "rebuilding mir slot 1: done (");
+    if (!done && !finished) {
+      std::this_thread::sleep_for(50ms);
+      continue;
+    }
+    samples.push_back({at, finished ? total : *done, finished});
+    REQUIRE_MESSAGE(samples.back().done >= last,
+                    "done bytes went back from " << last << " to " << samples.back().done);
+    last = samples.back().done;
+    if (finished) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  return samples;
+}
+
+// 2 MiB/s lets the first window see a few steps only; after `resync-rate --max 200M` the next
+// second must show clearly more than the slow rate, whatever the machine's speed (a sanitizer
+// build on a loaded machine still copies several times 2 MiB/s). Only ratios are asserted.
+TEST_CASE("a rate change takes effect within a second without restarting the job") {
+  Mirror mirror(64 * kMiB);
+  constexpr uint64_t kPieces = 40;  // 1 MiB each, back to back
+  {
+    Aggregator agg(mirror.uris());
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
+    for (uint64_t i = 0; i < kPieces; ++i)
+      REQUIRE_NBD_OK(WriteFor(client, RandomBytes(kMiB, 700 + i), i * kMiB));
+    CHECK_NBD_OK(client.Shutdown());
+  }
+  const uint64_t total = kPieces * kMiB;
+  Aggregator agg({"--resync-rate-min", "1M", "--resync-rate-max", "2M", "--discard", "1",
+                  mirror.member(0).uri(), mirror.member(1).uri()});
+  INFO("aggregator log:\n" << agg.stderr_text());
+  REQUIRE(WaitForLog(agg, "rebuilding (full: discard"));
+  const auto clock = SteadyClock::now();
+  uint64_t last = 0;
+  // The job is under way once it has copied something.
+  Sample from;
+  while (from.done == 0 && SecondsSince(clock) < 30) {
+    const std::vector<Sample> one = SampleJob(agg, clock, SecondsSince(clock) + 0.01, total, last);
+    if (!one.empty()) from = one.back();
+    std::this_thread::sleep_for(50ms);
+  }
+  REQUIRE(from.done > 0);
+  REQUIRE(!from.finished);
+  const std::vector<Sample> slow = SampleJob(agg, clock, from.at + 3, total, last);
+  REQUIRE(!slow.empty());
+  REQUIRE(!slow.back().finished);
+  const double slow_rate = double(slow.back().done - from.done) / (slow.back().at - from.at);
+
+  const CommandResult answer = RunAggregator(
+      {"resync-rate", "--control", agg.control_path(), "mir", "--min", "1M", "--max", "200M"});
+  REQUIRE(answer.exit_code == 0);
+  CHECK(Contains(answer.stdout_text, "ok: mir background rate 1 MiB/s to 200 MiB/s"));
+  // From the last sample before the command to 1 s after its answer: the command's own time
+  // counts against the new rate.
+  const Sample changed = slow.back();
+  const std::vector<Sample> fast = SampleJob(agg, clock, SecondsSince(clock) + 1, total, last);
+  REQUIRE(!fast.empty());
+  const Sample& end = fast.back();
+  // Up to the first sample that saw the job finished: a lower bound of the new rate.
+  const double fast_rate = double(end.done - changed.done) / (end.at - changed.at);
+  MESSAGE("rebuild of " << total << " bytes: " << slow_rate / kMiB << " MiB/s at --max 2M over "
+                        << slow.back().at - from.at << " s; " << fast_rate / kMiB
+                        << " MiB/s in the " << end.at - changed.at << " s around resync-rate"
+                        << std::string(end.finished ? " (finished)" : ""));
+  CHECK(slow_rate < 4.0 * kMiB);  // the slow limit held (2 MiB/s, bursts of a few steps)
+  CHECK(fast_rate > 3 * slow_rate);
+  REQUIRE(WaitForLog(agg, "rebuilding mir slot 1: done ("));
+  // One job from start to end: it started once and copied every written byte once.
+  const std::string log = agg.stderr_text();
+  size_t starts = 0;
+  for (size_t at = log.find("rebuilding (full: discard"); at != std::string::npos;
+       at = log.find("rebuilding (full: discard", at + 1))
+    ++starts;
+  CHECK(starts == 1);
+  CHECK(Counter(agg, "rebuild_bytes") == total);
+  REQUIRE(agg.Stop() == 0);
+  CHECK(mirror.Data(0) == mirror.Data(1));
 }
 
 TEST_SUITE_END();

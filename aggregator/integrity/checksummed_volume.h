@@ -190,6 +190,23 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // its connections are closed.
   Status RemoveMember(uint32_t slot, Done durable = nullptr);
 
+  // A member that comes back while the volume serves (checksummed_return.cc; docs/redundancy.md,
+  // "A member comes back"). ReturnableSlots: the slots that may take their member back: out
+  // (stale or missing, not failed), with no catch-up under way; empty for linear and stripe
+  // volumes and once closing or superseded.
+  std::vector<uint32_t> ReturnableSlots() const;
+  // `target` is connected and holds slot `slot` again; `its` is the superblock it holds, read
+  // just now. Decided as assembly decides a stale member (its owner UUID, generation and the
+  // view's history): a resync of the regions of the set's missed-write maps and of its own
+  // intent bits, or a full rebuild when the maps no longer cover what it missed; the target
+  // becomes the slot's copy, catching up, and a ResyncJob runs as for CatchUp at Open. The
+  // previous target of the slot (an abandoned member) is no longer used, but the caller keeps it
+  // alive. `done` hears OK once the job is added; EINVAL with the rule's reason when the member
+  // is refused (the target is not used and may be dropped); EBUSY when the slot is not
+  // returnable any more; ERANGE/ESHUTDOWN/EROFS as for the member commands.
+  void ReattachCopy(uint32_t slot, volume::MemberTarget* target, const Superblock& its,
+                    std::function<void(Status)> done);
+
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
   void Flush(Done done) override;

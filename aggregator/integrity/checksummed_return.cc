@@ -95,7 +95,8 @@ Status ChecksummedVolume::DecideReturn(uint32_t slot, const volume::MemberTarget
       (its.ownership_epoch == view_.ownership_epoch && its.event >= view_.event))
     return Status::Invalid(
         who + "its superblock (ownership epoch " + std::to_string(its.ownership_epoch) +
-        ", event " + std::to_string(its.event) + ") is not older than the volume's (" +
+        ", event " + std::to_string(its.event) +
+        ") is not older than the volume's (ownership epoch " +
         std::to_string(view_.ownership_epoch) + ", event " + std::to_string(view_.event) + ")");
   // Assembly's decision on [the view, as one of the set's current copies; the member].
   redundancy::MemberView view = MemberViewOf(view_);

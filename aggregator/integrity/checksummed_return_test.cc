@@ -280,6 +280,25 @@ TEST_CASE("return: a superblock of another slot, or not older than the volume's,
   REQUIRE(h.Close() == 0);
 }
 
+TEST_CASE("return: a volume that starts stopping while a member comes back leaves it out") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  DemoteSlot1(h, 0);
+  const uint32_t back = Returning(h, 1, "mem1-back");
+  std::optional<Status> answer;
+  h.vol->ReattachCopy(1, h.members[back].get(), h.OnDisk(back), [&](Status s) { answer = s; });
+  int closed = kPending;
+  h.vol->Close([&](int err) { closed = err; });
+  REQUIRE(h.Pump([&] { return answer.has_value() && closed != kPending; }));
+  CHECK(answer->err() == EIO);
+  CHECK(answer->message() ==
+        "slot 1 of vol0: mem1-back came back but stays out: the volume is stopping");
+  CHECK(closed == 0);
+  CHECK(h.OnDisk(0).state == VolumeState::kClean);
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kStale);
+  CHECK(h.vol->jobs().Status().empty());
+}
+
 TEST_CASE("return: a second member for a slot already coming back is refused with EBUSY") {
   Harness h;
   REQUIRE(h.Open() == 0);

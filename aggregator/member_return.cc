@@ -166,7 +166,8 @@ void ReturnWatcher::OnConnected(uint64_t id, integrity::Superblock its, Status s
   Pending& pending = it->second;
   if (!status.ok()) {
     Refuse(pending.watched, pending.uri, pending.slot, "connect: " + status.message());
-    Drop(id);
+    Drop(std::move(pending.member));
+    pending_.erase(it);
     return;
   }
   integrity::ChecksummedVolume* volume = volumes_[pending.watched].volume;
@@ -183,21 +184,31 @@ void ReturnWatcher::OnConnected(uint64_t id, integrity::Superblock its, Status s
 void ReturnWatcher::OnReattached(uint64_t id, Status status) {
   auto it = pending_.find(id);
   if (it == pending_.end()) return;
-  if (status.ok()) {
-    Pending pending = std::move(it->second);
-    pending_.erase(it);
-    Adopt(std::move(pending));
-    return;
+  Pending pending = std::move(it->second);
+  pending_.erase(it);
+  switch (status.err()) {
+    case 0:
+      Adopt(std::move(pending));
+      return;
+    case EINVAL:
+      Refuse(pending.watched, pending.uri, pending.slot, status.message());
+      break;
+    case EBUSY:      // the slot is not out any more
+    case ERANGE:     // no such slot
+    case ESHUTDOWN:  // the volume is closing
+    case EROFS:      // a newer owner has the volume
+      LOG_DEBUG("volume %s: %s not taken back into slot %u: %s", NameOf(pending.watched).c_str(),
+                pending.uri.c_str(), pending.slot, status.message().c_str());
+      break;
+    default:
+      // Taken, but its catch-up could not start: the slot is out again with this member as its
+      // copy, which the volume may still name, so it is kept like an accepted one; a later probe
+      // replaces it.
+      Refuse(pending.watched, pending.uri, pending.slot, status.message());
+      Adopt(std::move(pending));
+      return;
   }
-  const Pending& pending = it->second;
-  if (status.err() == EINVAL) {
-    Refuse(pending.watched, pending.uri, pending.slot, status.message());
-  } else {
-    // EBUSY: the slot is not out any more; ESHUTDOWN, EROFS: the volume is closing or lost.
-    LOG_DEBUG("volume %s: %s not taken back into slot %u: %s", NameOf(pending.watched).c_str(),
-              pending.uri.c_str(), pending.slot, status.message().c_str());
-  }
-  Drop(id);
+  Drop(std::move(pending.member));
 }
 
 void ReturnWatcher::Adopt(Pending pending) {
@@ -231,11 +242,8 @@ void ReturnWatcher::Adopt(Pending pending) {
            pending.slot);
 }
 
-void ReturnWatcher::Drop(uint64_t id) {
-  auto it = pending_.find(id);
-  if (it == pending_.end()) return;
-  dropped_.push_back(std::move(it->second.member));
-  pending_.erase(it);
+void ReturnWatcher::Drop(std::unique_ptr<member::NbdMember> member) {
+  dropped_.push_back(std::move(member));
   asio::post(server_.io, [this, alive = lifetime_.Watch()] {
     if (!alive.expired()) dropped_.clear();
   });

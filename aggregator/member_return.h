@@ -7,11 +7,14 @@
 // not failed, not catching up), and of those only. A member that answers, and whose superblock
 // names a slot that is still returnable, gets a new NbdMember with the slot's transaction
 // options (a fence epoch above the slot's previous member's), connected, and is handed to
-// ChecksummedVolume::ReattachCopy, which decides (resync, rebuild or refusal). Accepted: the new
-// member replaces the slot's in Server::members and Server::member_refs (status, metrics, stats
-// lines), the abandoned one moves to Server::retired_members, still alive. Refused (EINVAL, or
-// a member that cannot connect or is of another volume): logged once per URI and reason,
-// `volume V: URI cannot come back to slot S: REASON`, and probed again at the next interval.
+// ChecksummedVolume::ReattachCopy, which decides (resync, rebuild or refusal) and logs
+// `volume V: slot S URI is back: ...`. Accepted: the new member replaces the slot's in
+// Server::members and Server::member_refs (status, metrics, stats lines), the abandoned one moves
+// to Server::retired_members, still alive. Refused (EINVAL, or a member that cannot connect or is
+// of another volume): logged once per URI and reason, `volume V: URI cannot come back to slot S:
+// REASON` (without the slot when it is not known), dropped, and probed again at the next
+// interval. Taken but not caught up (EIO: the volume holds it, the slot is out again): logged
+// the same way and kept like an accepted one.
 //
 // Probes are blocking libnbd reads (integrity::ReadSuperblocks): each round runs on its own
 // thread, one thread per candidate, and hands its results back to the event loop with
@@ -110,8 +113,8 @@ class ReturnWatcher {
   void OnReattached(uint64_t id, Status status);
   // The member of `pending` becomes its slot's (Server::members, member_refs).
   void Adopt(Pending pending);
-  // Destroys the pending member later, outside its own callbacks.
-  void Drop(uint64_t id);
+  // Destroys a member that is not used later, outside its own callbacks.
+  void Drop(std::unique_ptr<member::NbdMember> member);
   // Logs `volume V: URI cannot come back[ to slot S]: REASON` unless it already did for this URI
   // and reason.
   void Refuse(size_t watched, const std::string& uri, std::optional<uint32_t> slot,

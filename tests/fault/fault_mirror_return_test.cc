@@ -95,7 +95,7 @@ TEST_CASE("demoted while serving, back on its socket: resynced by the running ag
   REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done (", 30s));
   MESSAGE(regions.size() << " regions written while away; resynced " << SecondsSince(back)
                          << " s after the node came back");
-  CHECK(Contains(agg.stderr_text(), "volume mir: " + uri1 + " is back in slot 1"));
+  CHECK(Contains(agg.stderr_text(), "volume mir: slot 1 " + uri1 + " is back: "));
   CHECK(Counter(agg, "resync_bytes") == regions.size() * kRegion);
   CHECK(Counter(agg, "resync_unrecoverable") == 0);
   CHECK(WaitForStatus(agg, "\"sets\": [\"UU\"]", 5s).has_value());
@@ -120,7 +120,7 @@ TEST_CASE("missing at start (--allow-degraded): caught up once its node starts")
   mirror.member(1).Restart();
   // Resynced or rebuilt, as the volume's rules decide for the copy's superblock.
   REQUIRE(WaitForLog(agg, "mir slot 1: done (", 30s));
-  CHECK(Contains(agg.stderr_text(), "volume mir: " + uri1 + " is back in slot 1"));
+  CHECK(Contains(agg.stderr_text(), "volume mir: slot 1 " + uri1 + " is back: "));
   CHECK(WaitForStatus(agg, "\"sets\": [\"UU\"]", 5s).has_value());
   // The slot has a member line now, as if it had been there from the start.
   CHECK(QueryStats(agg, kVolume, 1).Text("state") == "ready");
@@ -140,7 +140,7 @@ TEST_CASE("--no-auto-resync: a copy that comes back stays stale") {
   CHECK(Contains(json, SlotState(1, uri1, "stale")));
   CHECK(Contains(json, "\"sets\": [\"U_\"]"));
   CHECK_FALSE(Contains(agg.stderr_text(), "mir slot 1: done ("));
-  CHECK_FALSE(Contains(agg.stderr_text(), "is back in slot"));
+  CHECK_FALSE(Contains(agg.stderr_text(), " is back: "));
   CHECK(Counter(agg, "resync_bytes") == 0);
 }
 
@@ -162,7 +162,7 @@ TEST_CASE("a removed slot's export comes back: refused once, the slot stays out"
   const std::string log = agg.stderr_text();
   MESSAGE(LineWithAll(log, {refusal}));
   CHECK(Occurrences(log, refusal) == 1);
-  CHECK_FALSE(Contains(log, "is back in slot"));
+  CHECK_FALSE(Contains(log, " is back: "));
   CHECK_FALSE(Contains(log, "mir slot 1: done ("));
   const std::string json = StatusJson(agg);
   CHECK(Contains(json, "\"sets\": [\"U_\"]"));

@@ -252,6 +252,11 @@ void BackgroundJobs::MaybeFinishShutdown() {
   asio::post(io_, [done = std::exchange(shutdown_done_, nullptr)] { done(0); });
 }
 
+bool BackgroundJobs::Any(const std::function<bool(const BackgroundJob&)>& match) const {
+  return std::any_of(entries_.begin(), entries_.end(),
+                     [&match](const Entry& e) { return match(*e.job); });
+}
+
 std::vector<JobStatus> BackgroundJobs::Status() const {
   const Entry* running = Running();
   const double rate = rate_.rate(Clock::now());

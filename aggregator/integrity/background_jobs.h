@@ -122,6 +122,8 @@ class BackgroundJobs {
   // they are checkpointed and dropped (not completed). False if there is none.
   bool Stop(BackgroundJob::Kind kind);
   bool Has(BackgroundJob::Kind kind) const;
+  // Whether any job (running, waiting, paused or stopping) matches.
+  bool Any(const std::function<bool(const BackgroundJob&)>& match) const;
 
   void Shutdown(Done done);
 

@@ -33,17 +33,18 @@ void ChecksummedVolume::CatchUp(uint32_t slot, bool full, std::string reason) {
   catch_ups_.push_back({slot, full, std::move(reason)});
 }
 
+// A copy that cannot be brought back stays out (logged); the volume opens anyway.
 void ChecksummedVolume::StartCatchUps(Done done) {
   auto join = MakeJoin(std::move(done));
   for (const PendingCatchUp& c : std::exchange(catch_ups_, {}))
-    StartCatchUp(c, Part(join));
+    StartCatchUp(c, [part = Part(join)](int) { part(0); });
   join->Arrive(0);
 }
 
 // Reads the copy's own write-intent bitmap (regions it may hold writes the
 // others do not), plans the job, records the slot resyncing or rebuilding and
-// adds the job. A copy that cannot be brought back stays out; the volume
-// opens anyway.
+// adds the job. `done` hears 0 once the job is added, or why the copy stays
+// out (logged).
 void ChecksummedVolume::StartCatchUp(const PendingCatchUp& c, Done done) {
   const uint32_t k = copies_per_set();
   const uint32_t s = c.slot / k;
@@ -84,6 +85,10 @@ void ChecksummedVolume::StartCatchUp(const PendingCatchUp& c, Done done) {
 }
 
 void ChecksummedVolume::PlanCatchUp(const PendingCatchUp& c, std::vector<uint64_t> own, Done done) {
+  if (closing_) {  // a copy that came back while the volume served, as it stops
+    LOG_WARNING("volume %s: slot %u stays out: the volume is stopping", name().c_str(), c.slot);
+    return done(ESHUTDOWN);
+  }
   const uint32_t k = copies_per_set();
   const uint32_t s = c.slot / k;
   const uint64_t region_blocks = view_.geometry.params.region_size / block_size_;
@@ -133,7 +138,7 @@ void ChecksummedVolume::PlanCatchUp(const PendingCatchUp& c, std::vector<uint64_
                                 std::strerror(err));
                       sets_[plan.slot / copies_per_set()]->SetRole(plan.slot % copies_per_set(),
                                                                    volume::CopyRole::kOut);
-                      return done(0);
+                      return done(err);
                     }
                     AddResyncJob(std::move(plan), std::move(done));
                   });
@@ -144,9 +149,17 @@ void ChecksummedVolume::AddResyncJob(ResyncPlan plan, Done done) {
       std::make_unique<ResyncJob>(*this, std::move(plan)));
   (*job)->Prepare([this, alive = lifetime_.Watch(), job, done = std::move(done)](int err) {
     if (alive.expired()) return;
-    if (err != 0) {
-      LOG_ERROR("%s: counting the written blocks: %s", (*job)->what().c_str(), std::strerror(err));
-      return done(0);
+    if (err != 0)
+      LOG_ERROR("%s: counting the written blocks: %s; the copy stays out", (*job)->what().c_str(),
+                std::strerror(err));
+    else if (closing_)  // the runner is shutting down: it takes no job now
+      LOG_WARNING("%s: the volume is stopping; the copy stays out", (*job)->what().c_str());
+    if (err != 0 || closing_) {
+      // Not written as a catching-up copy without a job to bring it back; the superblocks say
+      // resyncing or rebuilding, which the next start (or return) takes up.
+      const uint32_t slot = (*job)->slot();
+      sets_[slot / copies_per_set()]->SetRole(slot % copies_per_set(), volume::CopyRole::kOut);
+      return done(err != 0 ? err : ESHUTDOWN);
     }
     jobs_.Add(std::move(*job));
     done(0);

@@ -88,6 +88,9 @@ Status ChecksummedVolume::RemoveMember(uint32_t slot, Done durable) {
   if (role == volume::CopyRole::kCatchingUp)
     return Status::Error(EBUSY, SlotName(slot) + " of " + name() + " is catching up (" + state +
                                     "): wait for it to finish");
+  if (returning_[slot])
+    return Status::Error(EBUSY, SlotName(slot) + " of " + name() +
+                                    " is taking its member back: wait for it to catch up");
   if (copies_[slot] != nullptr) copies_[slot]->Abandon("removed by the operator");
   copies_[slot] = nullptr;
   PendingUpdate update;

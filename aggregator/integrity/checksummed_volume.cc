@@ -192,6 +192,7 @@ ChecksummedVolume::ChecksummedVolume(asio::io_context& io, Assembly assembly,
   repaired_blocks_.assign(copies_.size(), 0);
   read_failovers_.assign(copies_.size(), 0);
   undurable_demotions_.assign(copies_.size(), false);
+  returning_.assign(copies_.size(), false);
   if (redundant())
     intent_.TrackMissedWrites(
         [this](uint32_t set) { return sets_[set]->current_copies() < sets_[set]->copy_count(); });

@@ -204,6 +204,14 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // alive. `done` hears OK once the job is added; EINVAL with the rule's reason when the member
   // is refused (the target is not used and may be dropped); EBUSY when the slot is not
   // returnable any more; ERANGE/ESHUTDOWN/EROFS as for the member commands.
+  //
+  // The checks come first and change nothing when they refuse: the target gets no I/O and may be
+  // dropped (EINVAL, EBUSY, ERANGE, ESHUTDOWN, EROFS). Once they pass, the target is the slot's
+  // copy until another replaces it, and the caller keeps it alive as long as the volume (as it
+  // does the previous one): the volume logs `volume V: slot S URI is back: REASON`, reads its
+  // intent bits, records the slot resyncing or rebuilding and adds the job. When that fails
+  // (the superblock update fails, the volume starts stopping), `done` hears EIO naming the cause
+  // and the slot is out again, returnable, with this target.
   void ReattachCopy(uint32_t slot, volume::MemberTarget* target, const Superblock& its,
                     std::function<void(Status)> done);
 
@@ -316,6 +324,14 @@ class ChecksummedVolume final : public volume::BlockDevice,
                   MemberState state = MemberState::kStale);
   // FailMember and the others: the slot named exists in a redundant volume that may change.
   Status CheckMemberCommand(uint32_t slot) const;
+  // A member coming back (checksummed_return.cc). Why slot `slot` cannot take a member back now
+  // (empty: it can).
+  std::string NotReturnable(uint32_t slot) const;
+  // Whether `its` (held by `target`) may be slot `slot` again, and how it catches up: as
+  // assembly decides a stale member, the view standing for the freshest superblock. EINVAL with
+  // the reason when it may not.
+  Status DecideReturn(uint32_t slot, const volume::MemberTarget& target, const Superblock& its,
+                      PendingCatchUp* catch_up) const;
   static void ApplySlotEdit(const SlotEdit& edit, Superblock& view);
   // The current copies of set `set` that have a target, ascending.
   std::vector<uint32_t> CurrentCopies(uint32_t set) const;
@@ -467,7 +483,9 @@ class ChecksummedVolume final : public volume::BlockDevice,
   ScrubJob* scrub_job_ = nullptr;          // the scrub under way; jobs_ owns it
   ScrubTally scrub_tally_;                 // since the aggregator started
   std::vector<PendingCatchUp> catch_ups_;  // asked before Open()
-  Lifetime lifetime_;                      // last: expires first
+  // By slot: ReattachCopy took a member, whose job is not added yet.
+  std::vector<bool> returning_;
+  Lifetime lifetime_;  // last: expires first
 };
 
 }  // namespace dst::integrity

@@ -83,6 +83,8 @@ class ResyncJob final : public BackgroundJob {
 
   // Data blocks of the set below which every step has finished.
   uint64_t cursor() const;
+  // The slot it brings back.
+  uint32_t slot() const { return plan_.slot; }
 
  private:
   struct StepState;

@@ -132,12 +132,16 @@ MirrorSet::MirrorSet(asio::io_context& io, uint32_t set, std::vector<CopySetup> 
     copies_.push_back(std::move(copy));
   }
   ComputeCapabilities();
-  name_ = "set " + std::to_string(set_) + " (";
-  for (size_t c = 0; c < copies_.size(); ++c) {
-    if (c > 0) name_ += ", ";
-    name_ += copies_[c].target ? copies_[c].target->name() : std::string("missing");
+  name_ = NameOf(set_, copies_);
+}
+
+std::string MirrorSet::NameOf(uint32_t set, const std::vector<Copy>& copies) {
+  std::string name = "set " + std::to_string(set) + " (";
+  for (size_t c = 0; c < copies.size(); ++c) {
+    if (c > 0) name += ", ";
+    name += copies[c].target ? copies[c].target->name() : std::string("missing");
   }
-  name_ += ")";
+  return name + ")";
 }
 
 // I/Os waiting for a demotion that can no longer become durable here end
@@ -208,6 +212,52 @@ void MirrorSet::SetWriteMostly(uint32_t c, bool write_mostly) {
   copies_.at(c).write_mostly = write_mostly;
 }
 
+Status MirrorSet::SetTarget(uint32_t c, MemberTarget* target) {
+  if (c >= copies_.size())
+    return Status::Error(ERANGE, name_ + " has no copy " + std::to_string(c));
+  if (target == nullptr)
+    return Status::Invalid(name_ + ": copy " + std::to_string(c) + ": no target");
+  Copy& copy = copies_[c];
+  if (copy.role != CopyRole::kOut || copy.demoting)
+    return Status::Error(EBUSY, name_ + ": copy " + std::to_string(c) + " is " +
+                                    (copy.demoting ? "being demoted" : CopyRoleName(copy.role)) +
+                                    ": only a copy that is out takes a new target");
+  DST_RETURN_IF_ERROR(CanTake(*target));
+  copy.target = target;
+  name_ = NameOf(set_, copies_);
+  return Status::Ok();
+}
+
+// What the set promised (caps_) against what `target` can do.
+Status MirrorSet::CanTake(const MemberTarget& target) const {
+  const MemberCapabilities& t = target.capabilities();
+  const std::string who = target.name() + " cannot be a copy of " + name_ + ": ";
+  if (t.size < caps_.size)
+    return Status::Invalid(who + "it has " + std::to_string(t.size) + " bytes, the set " +
+                           std::to_string(caps_.size));
+  if (t.max_request < caps_.max_request)
+    return Status::Invalid(who + "it takes requests of up to " + std::to_string(t.max_request) +
+                           " bytes, the set " + std::to_string(caps_.max_request));
+  if (t.min_block > caps_.min_block)
+    return Status::Invalid(who + "it needs " + std::to_string(t.min_block) +
+                           "-byte blocks, the set " + std::to_string(caps_.min_block));
+  if (t.read_only && !caps_.read_only) return Status::Invalid(who + "it is read-only");
+  const std::pair<bool MemberCapabilities::*, const char*> features[] = {
+      {&MemberCapabilities::can_flush, "flush"},
+      {&MemberCapabilities::can_fua, "FUA"},
+      {&MemberCapabilities::can_trim, "trim"},
+      {&MemberCapabilities::can_zero, "write zeroes"},
+      {&MemberCapabilities::can_fast_zero, "fast zero"},
+      {&MemberCapabilities::can_cache, "cache"},
+      {&MemberCapabilities::can_multi_conn, "multi-conn"},
+      {&MemberCapabilities::can_block_status, "block status"},
+  };
+  for (const auto& [has, feature] : features)
+    if (caps_.*has && !(t.*has))
+      return Status::Invalid(who + "it lacks " + feature + ", which the set has");
+  return Status::Ok();
+}
+
 std::vector<CopyLoad> MirrorSet::Loads() const {
   std::vector<CopyLoad> loads(copies_.size());
   for (size_t c = 0; c < copies_.size(); ++c) {
@@ -237,15 +287,15 @@ void MirrorSet::SubmitToOne(std::shared_ptr<MemberIo> io, uint32_t c) {
   auto child = CopyRequest(*io);
   const uint64_t load = LoadOf(*child);
   copies_[c].bytes_in_flight += load;
-  child->done = [this, alive = lifetime_.Watch(), c, load, parent = std::move(io),
-                 child = child.get()](int err) {
+  child->done = [this, alive = lifetime_.Watch(), c, load, target = copies_[c].target,
+                 parent = std::move(io), child = child.get()](int err) {
     if (alive.expired()) return PassOn(*parent, *child, err);
     copies_[c].bytes_in_flight -= load;
     if (err == 0) {
       if (IsReadLike(parent->op)) parent->served_by = static_cast<int32_t>(c);
       parent->extents = std::move(child->extents);
     } else {
-      parent->failure = FailureOf(*copies_[c].target, *child, err);
+      parent->failure = FailureOf(*target, *child, err);
     }
     parent->done(err);
   };
@@ -268,7 +318,7 @@ void MirrorSet::SubmitToAll(std::shared_ptr<MemberIo> io) {
     auto child = CopyRequest(*f->parent);
     const uint64_t load = LoadOf(*child);
     copies_[c].bytes_in_flight += load;
-    child->done = [this, alive = lifetime_.Watch(), f, c, counted, load,
+    child->done = [this, alive = lifetime_.Watch(), f, c, counted, load, target = copies_[c].target,
                    child = child.get()](int err) {
       if (alive.expired()) {
         if (err != 0) f->Failed(child->failure);
@@ -276,7 +326,10 @@ void MirrorSet::SubmitToAll(std::shared_ptr<MemberIo> io) {
       }
       copies_[c].bytes_in_flight -= load;
       if (err == 0) return f->join.Arrive(0);
-      const std::string failure = FailureOf(*copies_[c].target, *child, err);
+      // The copy has a new target since (SetTarget): it was out, durably, before it got it, and
+      // the old target's answer says nothing of the new one.
+      if (copies_[c].target != target) return f->join.Arrive(0);
+      const std::string failure = FailureOf(*target, *child, err);
       if (DeclinedFastZero(*child, err)) {
         f->Failed(failure);
         return f->join.Arrive(err);
@@ -346,17 +399,19 @@ void MirrorSet::Read::From(uint32_t c) {
   const uint64_t load = LoadOf(*child);
   copy.bytes_in_flight += load;
   child->done = [self = shared_from_this(), alive = set.lifetime_.Watch(), c, load,
-                 child = child.get()](int err) {
+                 target = copy.target, child = child.get()](int err) {
     if (alive.expired()) return PassOn(*self->parent, *child, err);
     MirrorSet& set = self->set;
     Copy& copy = set.copies_[c];
     copy.bytes_in_flight -= load;
     if (err == 0) return self->Served(c, *child);
-    const std::string failure = FailureOf(*copy.target, *child, err);
+    const std::string failure = FailureOf(*target, *child, err);
     self->failures.push_back(failure);
-    // Demoted as for a write (never the last current copy), not waited for.
+    // Demoted as for a write (never the last current copy), not waited for; not when the copy
+    // has a new target since (the old one's failure is not the new one's).
     const bool last_current = copy.role == CopyRole::kCurrent && set.current_copies() == 1;
-    if (copy.role != CopyRole::kOut && !last_current) set.Demote(c, failure, [](int) {});
+    if (copy.role != CopyRole::kOut && !last_current && copy.target == target)
+      set.Demote(c, failure, [](int) {});
     self->Next();
   };
   copy.target->Submit(std::move(child));

@@ -47,6 +47,7 @@
 #include "aggregator/volume/member_io.h"
 #include "aggregator/volume/read_balance.h"
 #include "common/lifetime.h"
+#include "common/status.h"
 
 namespace dst::volume {
 
@@ -113,6 +114,14 @@ class MirrorSet final : public MemberTarget {
   void SetRole(uint32_t c, CopyRole role, uint64_t cursor = 0);
   void SetWriteMostly(uint32_t c, bool write_mostly);
   bool write_mostly(uint32_t c) const { return copies_.at(c).write_mostly; }
+  // A copy that is out (and not being demoted) gets a new target: a member that came back
+  // (checksummed_return.cc). The set's capabilities stay what they are, since the layers above
+  // were built on them: a target that cannot take them is refused with EINVAL (a smaller size or
+  // max_request, a larger min_block, a feature the set has and it lacks, read-only when the set
+  // is not). EBUSY when the copy is not out or is being demoted, ERANGE for no such copy. The
+  // previous target gets no new I/O; answers it still owes complete their I/Os as before but
+  // never demote the copy (it is someone else now).
+  Status SetTarget(uint32_t c, MemberTarget* target);
 
   // Reads of copy `c` served by another copy after `c` failed them.
   uint64_t read_failovers(uint32_t c) const { return copies_[c].read_failovers; }
@@ -133,6 +142,9 @@ class MirrorSet final : public MemberTarget {
   struct Read;
 
   void ComputeCapabilities();
+  // "set 0 (nbd://a, missing)".
+  static std::string NameOf(uint32_t set, const std::vector<Copy>& copies);
+  Status CanTake(const MemberTarget& target) const;
   void SubmitToAll(std::shared_ptr<MemberIo> io);
   void SubmitRead(std::shared_ptr<MemberIo> io);
   void SubmitToOne(std::shared_ptr<MemberIo> io, uint32_t c);

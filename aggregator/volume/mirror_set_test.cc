@@ -643,6 +643,97 @@ TEST_CASE("mirror set: capabilities are what every present copy can take") {
   CHECK(ro_set.capabilities().read_only);
 }
 
+TEST_CASE("mirror set: a copy that is out takes a new target; writes reach it, not the old one") {
+  Harness h({CopyRole::kCurrent, CopyRole::kOut});
+  MemCopy back(h.io, "nbd://back/d");
+  REQUIRE(h.set->SetTarget(1, &back).ok());
+  CHECK(h.set->copy(1) == &back);
+  CHECK(h.set->name() == "set 3 (nbd://node0/d, nbd://back/d)");
+  CHECK(h.set->role(1) == CopyRole::kOut);
+  h.set->SetRole(1, CopyRole::kCatchingUp);
+  auto data = Pattern(4 * KiB, 9);
+  int result;
+  h.Start(MemberOp::kWrite, 8 * KiB, data.size(), data.data(), &result);
+  h.Pump();
+  CHECK(result == 0);
+  CHECK(back.Count(MemberOp::kWrite) == 1);
+  CHECK(h.copy(1).log.empty());
+  CHECK(h.set->capabilities().size == 4 * MiB);
+}
+
+TEST_CASE("mirror set: a new target is refused unless it can take what the set promised") {
+  MemberCapabilities caps;
+  caps.can_flush = caps.can_trim = true;
+  caps.min_block = 512;
+  caps.max_request = 1 * MiB;
+  asio::io_context io;
+  MemCopy a(io, "nbd://a/d", 4 * MiB, caps);
+  MemCopy b(io, "nbd://b/d", 4 * MiB, caps);
+  FakeHealth health;
+  MirrorSet set(io, 0, {{&a, CopyRole::kCurrent}, {&b, CopyRole::kOut}}, &health);
+  const MemberCapabilities promised = set.capabilities();
+
+  MemCopy small(io, "nbd://small/d", 2 * MiB, caps);
+  dst::Status s = set.SetTarget(1, &small);
+  CHECK(s.err() == EINVAL);
+  CHECK(s.message() ==
+        "nbd://small/d cannot be a copy of set 0 (nbd://a/d, nbd://b/d): it has 2097152 bytes, "
+        "the set 4194304");
+  MemberCapabilities narrow = caps;
+  narrow.max_request = 64 * KiB;
+  MemCopy n(io, "nbd://n/d", 4 * MiB, narrow);
+  CHECK(set.SetTarget(1, &n).message().find("it takes requests of up to 65536 bytes") !=
+        std::string::npos);
+  MemberCapabilities coarse = caps;
+  coarse.min_block = 4096;
+  MemCopy c(io, "nbd://c/d", 4 * MiB, coarse);
+  CHECK(set.SetTarget(1, &c).message().find("it needs 4096-byte blocks, the set 512") !=
+        std::string::npos);
+  MemberCapabilities no_trim = caps;
+  no_trim.can_trim = false;
+  MemCopy t(io, "nbd://t/d", 4 * MiB, no_trim);
+  CHECK(set.SetTarget(1, &t).message().find("it lacks trim, which the set has") !=
+        std::string::npos);
+  MemberCapabilities ro = caps;
+  ro.read_only = true;
+  MemCopy r(io, "nbd://r/d", 4 * MiB, ro);
+  CHECK(set.SetTarget(1, &r).message().find("it is read-only") != std::string::npos);
+  CHECK(set.SetTarget(0, &small).err() == EBUSY);  // current
+  CHECK(set.SetTarget(2, &small).err() == ERANGE);
+  CHECK(set.copy(1) == &b);
+
+  // Larger and with more features: taken; the set promises what it did.
+  MemberCapabilities more = caps;
+  more.can_fua = more.can_cache = true;
+  more.max_request = 32 * MiB;
+  MemCopy big(io, "nbd://big/d", 8 * MiB, more);
+  REQUIRE(set.SetTarget(1, &big).ok());
+  CHECK(set.capabilities().size == promised.size);
+  CHECK(set.capabilities().max_request == promised.max_request);
+  CHECK_FALSE(set.capabilities().can_fua);
+}
+
+TEST_CASE("mirror set: a failure the old target reports after a new one came demotes nothing") {
+  Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
+  auto data = Pattern(4 * KiB, 4);
+  h.copy(1).HoldAll();
+  int result;
+  h.Start(MemberOp::kWrite, 0, data.size(), data.data(), &result);
+  h.Pump();
+  REQUIRE(h.copy(1).held() == 1);
+  // The owner took the copy out (a demotion made durable) and it came back on a new target.
+  h.set->SetRole(1, CopyRole::kOut);
+  MemCopy back(h.io, "nbd://back/d");
+  REQUIRE(h.set->SetTarget(1, &back).ok());
+  h.set->SetRole(1, CopyRole::kCatchingUp);
+  h.copy(1).FailNext(1);
+  h.copy(1).StopHolding();
+  h.Pump();
+  CHECK(result == 0);
+  CHECK(h.health.demotions.empty());
+  CHECK(h.set->role(1) == CopyRole::kCatchingUp);
+}
+
 TEST_CASE("mirror set: an I/O with no copy to take it completes later, never inside Submit") {
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
   h.set->SetRole(0, CopyRole::kOut);

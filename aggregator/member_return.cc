@@ -238,8 +238,7 @@ void ReturnWatcher::Adopt(Pending pending) {
   watched.uris.at(pending.slot) = pending.uri;
   std::erase(watched.unread, pending.uri);
   std::erase_if(refusals_logged_, [&](const auto& r) { return r.first == pending.uri; });
-  LOG_INFO("volume %s: %s is back in slot %u", watched.volume->name().c_str(), pending.uri.c_str(),
-           pending.slot);
+  // The volume has logged `volume V: slot S URI is back: ...`.
 }
 
 void ReturnWatcher::Drop(std::unique_ptr<member::NbdMember> member) {

@@ -15,6 +15,7 @@
 #include "aggregator/integrity/member_metadata.h"
 #include "aggregator/key_file.h"
 #include "aggregator/member/nbd_member.h"
+#include "aggregator/member_return.h"
 #include "aggregator/redundant_serve.h"
 #include "aggregator/server/fd_limit.h"
 #include "aggregator/server/listener.h"
@@ -185,6 +186,22 @@ Status BuildRawVolume(const VolumeConfig& v, const std::vector<volume::MemberTar
   return Status::Ok();
 }
 
+// The volume's members that are out (missing at start, demoted later) come back while it serves,
+// each with the transaction options its slot got at start.
+void WatchForReturns(const ServeConfig& config, const RedundantPlan& plan,
+                     integrity::ChecksummedVolume& volume, Server& server) {
+  ReturnWatcher::WatchedVolume watched;
+  watched.volume = &volume;
+  watched.volume_index = server.volumes.size();
+  for (uint32_t slot = 0; slot < plan.slots.size(); ++slot) {
+    watched.options.push_back(RedundantMemberOptions(config, plan, slot));
+    watched.uris.push_back(plan.slots[slot] ? std::optional(plan.slots[slot]->uri) : std::nullopt);
+  }
+  for (const UnreadMember& m : plan.unread)
+    watched.unread.push_back(m.uri);
+  server.returns->AddVolume(std::move(watched));
+}
+
 Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, AssemblyPlan& plan,
                               const std::vector<volume::MemberTarget*>& targets, Server& server) {
   integrity::ChecksumOptions options;
@@ -210,6 +227,7 @@ Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, 
   LOG_INFO("volume %s: %s of data, table cache %s", volume->name().c_str(),
            FormatSize(volume->size()).c_str(), FormatSize(config.table_cache).c_str());
   server.checksummed.push_back(volume.get());
+  if (plan.redundant && v.auto_resync) WatchForReturns(config, *plan.redundant, *volume, server);
   // A member fenced out by a newer owner stops the volume's writes, before its I/O completes.
   if (plan.redundant)
     for (uint32_t slot = 0; slot < targets.size(); ++slot)
@@ -220,6 +238,10 @@ Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, 
 }
 
 Status BuildVolumes(const ServeConfig& config, Server& server) {
+  server.returns = std::make_unique<ReturnWatcher>(
+      server, ReturnWatcher::Settings{.interval = config.return_probe_interval,
+                                      .connections = config.connections_per_member,
+                                      .tls = config.member_tls});
   std::vector<AssemblyPlan> plans(config.volumes.size());
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     if (config.volumes[i].IsRaw(config.raw)) continue;
@@ -345,7 +367,10 @@ int Serve(ServeConfig config) {
   };
   await_hup();
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
+  server.returns->Start();
   server.io.run();
+  // Nothing comes back once the volumes begin to close.
+  server.returns->Stop();
   // Clients get ESHUTDOWN from here on; what is in flight finishes, then the checksums are
   // written back and the volumes marked clean.
   server.listener->Close();

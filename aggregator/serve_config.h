@@ -68,6 +68,10 @@ struct ServeConfig {
   // Members of mirror and raid10 volumes give up on an unanswered I/O after
   // min(retry-window, degrade-after), so that a silent copy is demoted and the set goes on.
   std::chrono::milliseconds degrade_after{10000};
+  // Mirror and raid10 volumes with auto-resync (docs/redundancy.md "A member comes back"): how
+  // often a member that is out (missing at start, or demoted while serving) is probed, and
+  // brought back once it answers; 0: never, it comes back at the next start only.
+  std::chrono::milliseconds return_probe_interval{5000};
   // How the aggregator authenticates to TLS members (nbds://, nbds+unix://): the member-tls-*
   // keys and --member-tls-* options, for every member.
   member::MemberTls member_tls;

@@ -163,6 +163,11 @@ const ServeOption kServeOptions[] = {
      "(its members give up after min(retry-window, degrade-after))",
      [](std::string_view v, Config* c) { return ApplyDuration(v, &c->degrade_after); },
      [](const Config& c) { return ShowDuration(c.degrade_after); }},
+    {"return-probe-interval", Form::kQuantity,
+     "mirror and raid10: probe a member that is out this often, and bring it back once it "
+     "answers (0: only at the next start)",
+     [](std::string_view v, Config* c) { return ApplyDuration(v, &c->return_probe_interval); },
+     [](const Config& c) { return ShowDuration(c.return_probe_interval); }},
     {"keepalive", Form::kQuantity, "ping idle member connections this often (0: never)",
      [](std::string_view v, Config* c) { return ApplyDuration(v, &c->transactions.keepalive); },
      [](const Config& c) { return ShowDuration(c.transactions.keepalive); }},

@@ -42,6 +42,7 @@ const std::map<std::string, Sample> kServeSamples = {
     {"retries", {"7", "1000001", "expected 0 to 1000000"}},
     {"retry-window", {"2m", "soon", kDuration}},
     {"degrade-after", {"2s", "2 s", kDuration}},
+    {"return-probe-interval", {"500ms", "5 s", kDuration}},
     {"keepalive", {"0", "1w", kDuration}},
     {"fencing", {"require", "yes", "expected auto, require or off"}},
     {"stats-interval", {"90s", "1.5s", kDuration}},
@@ -263,6 +264,7 @@ TEST_CASE("--help shows the defaults ServeConfig{} holds, and they read back to 
   CHECK(serve->get_option("--chunk")->get_default_str() == "64K");
   CHECK(serve->get_option("--layout")->get_default_str() == "linear");
   CHECK(serve->get_option("--degrade-after")->get_default_str() == "10s");
+  CHECK(serve->get_option("--return-probe-interval")->get_default_str() == "5s");
 }
 
 TEST_CASE("--allow-degraded and --discard are for mirror and raid10: raw volumes refuse them") {
@@ -324,6 +326,25 @@ TEST_CASE("--no-auto-resync leaves stale copies stale; raw volumes refuse it") {
   ServeConfig from_file;
   REQUIRE(FromCommandLine({"--config", path}, &from_file).ok());
   CHECK_FALSE(from_file.volumes[0].auto_resync);
+}
+
+TEST_CASE("--return-probe-interval: 5s by default, 0 turns the probes off") {
+  ServeConfig config;
+  REQUIRE(FromCommandLine({kMember, kMember}, &config).ok());
+  CHECK(config.return_probe_interval == std::chrono::seconds(5));
+  ServeConfig off;
+  REQUIRE(FromCommandLine({"--return-probe-interval", "0", kMember, kMember}, &off).ok());
+  CHECK(off.return_probe_interval.count() == 0);
+  ServeConfig bad;
+  CHECK(FromCommandLine({"--return-probe-interval", "1.5s", kMember}, &bad).message() ==
+        "--return-probe-interval 1.5s: " + kDuration);
+  TempFiles files;
+  const std::string path =
+      files.Write("serve.toml", "return-probe-interval = \"250ms\"\n[[volume]]\nmembers = [\"" +
+                                    std::string(kMember) + "\"]\n");
+  ServeConfig from_file;
+  REQUIRE(FromCommandLine({"--config", path}, &from_file).ok());
+  CHECK(from_file.return_probe_interval == std::chrono::milliseconds(250));
 }
 
 TEST_CASE("the file's keys override the command line's, lists add up") {

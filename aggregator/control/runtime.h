@@ -22,6 +22,10 @@
 #include "aggregator/server/tls.h"
 #include "aggregator/volume/block_device.h"
 
+namespace dst::aggregator {
+class ReturnWatcher;
+}
+
 namespace dst::control {
 
 struct MemberRef {
@@ -41,6 +45,9 @@ struct Server {
   asio::io_context io{1};
   std::vector<std::unique_ptr<member::NbdMember>> members;
   std::vector<MemberRef> member_refs;
+  // Members replaced by one that came back (aggregator/member_return.h): abandoned, kept alive
+  // until the volumes are gone, since completions of their last I/Os may still name them.
+  std::vector<std::unique_ptr<member::NbdMember>> retired_members;
   std::vector<std::unique_ptr<volume::BlockDevice>> volumes;
   // The volumes that must be opened before serving and closed clean after.
   std::vector<integrity::ChecksummedVolume*> checksummed;
@@ -49,6 +56,9 @@ struct Server {
   std::unique_ptr<server::Listener> listener;
   std::unique_ptr<server::OneShotServer> control;
   std::unique_ptr<server::OneShotServer> metrics;
+  // Brings back members of mirror and raid10 volumes that are out (aggregator/member_return.h);
+  // stopped before the volumes close. Whoever destroys a Server includes member_return.h.
+  std::unique_ptr<aggregator::ReturnWatcher> returns;
 };
 
 }  // namespace dst::control

@@ -7,7 +7,8 @@
 // node at a time with SIGKILL and starts it again after 0.1 to 0.8 s (two times in three) or
 // 2.2 to 2.5 s, below or above --degrade-after (2 s): a copy back in time is reconnected and keeps
 // being current, a later one has been demoted to stale. A stale copy stays out of service for the
-// rest of the run (it is resynced at the next start only), so a current copy is killed only while both copies are current
+// rest of the run (--return-probe-interval 0: it is not brought back while serving, which
+// fault_mirror_return covers), so a current copy is killed only while both copies are current
 // and ready; once one is stale, the flaps hit the stale one (its member is abandoned: nothing may
 // change for the client). Covered:
 //  - no client error at any point (a write is acked only once every current copy has it, or
@@ -92,7 +93,8 @@ TEST_CASE("flapping export nodes: no read returns a block older than its last ac
   std::vector<uint64_t> acked(kBlocks, 0), attempted(kBlocks, 0);
   std::string final_status;
   {
-    Aggregator agg({"--degrade-after", "2s", "--io-timeout", "500ms", uris[0], uris[1]});
+    Aggregator agg({"--degrade-after", "2s", "--io-timeout", "500ms", "--return-probe-interval",
+                    "0", uris[0], uris[1]});
     NbdClient c;
     REQUIRE_NBD_OK(c.Connect(agg.uri("mir")));
     // The writer, on its own thread (the flaps stay on this one: an export node started with

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "tests/fault/fault_fixture.h"
+#include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault {
@@ -30,55 +31,6 @@ constexpr uint64_t kBlock = 4 * kKiB;
 constexpr uint64_t kRegion = 1 * kMiB;
 const std::string kVolume = "mir";
 const std::string kStatsMark = "info: stats: volume mir integrity: ";
-
-struct Area {
-  uint64_t offset = 0, size = 0;
-};
-
-// "NAME": {"offset": O, "size": S} in `inspect --json`.
-Area AreaOf(const std::string& json, const std::string& name) {
-  std::smatch m;
-  const std::regex re("\"" + name + "\": *\\{\"offset\": *([0-9]+), *\"size\": *([0-9]+)\\}");
-  REQUIRE_MESSAGE(std::regex_search(json, m, re), "no area " << name << " in:\n" << json);
-  return {std::stoull(m[1]), std::stoull(m[2])};
-}
-
-// Two export nodes on files and the mirror made of them (1 MiB regions).
-class Mirror {
- public:
-  explicit Mirror(uint64_t member_size) : size_(member_size) {
-    for (size_t i = 0; i < 2; ++i) {
-      files_.push_back(dir_.File("m" + std::to_string(i) + ".img"));
-      members_.push_back(std::make_unique<Member>(files_[i], size_));
-    }
-    CreateOk({"--name", kVolume, "--layout", "mirror", "--copies", "2", "--region-size", "1M"},
-             uris());
-    const CommandResult inspect = RunAggregator({"inspect", "--json", members_[0]->uri()});
-    REQUIRE(inspect.exit_code == 0);
-    data_ = AreaOf(inspect.stdout_text, "data");
-  }
-
-  std::vector<std::string> uris() const { return {members_[0]->uri(), members_[1]->uri()}; }
-  Member& member(size_t i) { return *members_[i]; }
-  // Member 1 started again on its file, with `filters` in front.
-  void RestartMember1(std::vector<std::string> filters = {}, std::vector<std::string> args = {}) {
-    members_[1].reset();
-    members_[1] = std::make_unique<Member>(files_[1], size_, std::move(filters), std::move(args));
-  }
-  void StopMember1() {
-    REQUIRE(members_[1]->Stop() == 0);
-    members_[1].reset();
-  }
-  Bytes Data(size_t i) const { return ReadFileRange(files_[i], data_.offset, data_.size); }
-  uint64_t data_size() const { return data_.size; }
-
- private:
-  TempDir dir_{"dst-fault-resync"};
-  uint64_t size_;
-  std::vector<std::string> files_;
-  std::vector<std::unique_ptr<Member>> members_;
-  Area data_;
-};
 
 uint64_t Counter(AggregatorServer& agg, const std::string& name) {
   return QueryStatsLine(agg, kStatsMark).Count(name);

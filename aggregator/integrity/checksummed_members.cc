@@ -70,7 +70,7 @@ Status ChecksummedVolume::SetWriteMostly(uint32_t slot, bool write_mostly, Done 
   flags = write_mostly ? (flags | kSlotWriteMostly) : (flags & ~kSlotWriteMostly);
   PendingUpdate update;
   update.done = std::move(durable);
-  update.slot_edit = SlotEdit{.slot = slot, .flags = flags, .remove = false};
+  update.slot_edit = SlotEdit{.slot = slot, .flags = flags, .remove = false, .owner = std::nullopt};
   QueueUpdate(std::move(update));
   LOG_INFO("volume %s: %s set %s", name().c_str(), SlotName(slot).c_str(),
            write_mostly ? "write-mostly" : "readwrite");
@@ -95,7 +95,8 @@ Status ChecksummedVolume::RemoveMember(uint32_t slot, Done durable) {
   copies_[slot] = nullptr;
   PendingUpdate update;
   update.done = std::move(durable);
-  update.slot_edit = SlotEdit{.slot = slot, .flags = std::nullopt, .remove = true};
+  update.slot_edit =
+      SlotEdit{.slot = slot, .flags = std::nullopt, .remove = true, .owner = std::nullopt};
   QueueUpdate(std::move(update));
   LOG_WARNING("volume %s: %s (%s) removed by the operator: recorded missing", name().c_str(),
               SlotName(slot).c_str(), state.c_str());
@@ -104,6 +105,13 @@ Status ChecksummedVolume::RemoveMember(uint32_t slot, Done durable) {
 
 void ChecksummedVolume::ApplySlotEdit(const SlotEdit& edit, Superblock& view) {
   if (edit.flags) view.slot_flags[edit.slot] = *edit.flags;
+  if (edit.owner) {  // a new member, empty: rebuilt in full from the start
+    view.slot_members[edit.slot] = *edit.owner;
+    view.member_states[edit.slot] = MemberState::kRebuilding;
+    view.slot_flags[edit.slot] = 0;
+    view.cursor[edit.slot] = 0;
+    if (view.stale_since[edit.slot] == 0) view.stale_since[edit.slot] = view.event;
+  }
   if (!edit.remove) return;
   view.member_states[edit.slot] = MemberState::kMissing;
   view.slot_members[edit.slot] = NewUuid();  // no member holds it: the old export is refused

@@ -215,6 +215,32 @@ class ChecksummedVolume final : public volume::BlockDevice,
   void ReattachCopy(uint32_t slot, volume::MemberTarget* target, const Superblock& its,
                     std::function<void(Status)> done);
 
+  // A new member for a slot that is out (`member add`; checksummed_add.cc; docs/redundancy.md,
+  // "Member commands"). The caller formats the new export (WriteNewMember, off the event loop)
+  // with NewMemberSuperblock's superblock, connects it, then hands it to AdoptMember.
+  // SlotToFill: `slot` when it may take a new member, else (nullopt) the lowest slot that is out
+  // (stale, failed or missing) with nothing under way. EBUSY when there is none (`volume V has
+  // no slot to fill: every slot is current or catching up`) or the slot named cannot take one;
+  // EINVAL, ERANGE, ESHUTDOWN, EROFS as for the member commands.
+  Status SlotToFill(std::optional<uint32_t> slot, uint32_t* out) const;
+  // The superblock the new member of `slot` is formatted with: the view as that slot's copy, with
+  // a new member UUID as the member's identity and as the slot's owner, the slot recorded
+  // rebuilding. EINVAL naming `uri` when `export_size` is not the size of the slot's member.
+  Status NewMemberSuperblock(uint32_t slot, const std::string& uri, uint64_t export_size,
+                             Superblock* out) const;
+  // `target` (connected, formatted with `its` from NewMemberSuperblock) becomes the copy of slot
+  // `slot`: the next superblock update makes its member UUID the slot's owner and records the
+  // slot rebuilding; once that is durable a full rebuild starts (`rebuilding (full: new member
+  // (member add))`) and `done` hears OK. Refusals change nothing (the target gets no I/O and may
+  // be dropped): EBUSY when the slot cannot take a new member any more, EINVAL when `its` is not
+  // a new member of this slot (or the target cannot be a copy of its set), ERANGE, ESHUTDOWN,
+  // EROFS as for the member commands. Once accepted, the target is the slot's copy and the caller
+  // keeps it alive as long as the volume (and the slot's previous target, abandoned); when the
+  // update or the start of the rebuild fails, `done` hears EIO and the slot is out again, with
+  // this target.
+  void AdoptMember(uint32_t slot, volume::MemberTarget* target, const Superblock& its,
+                   std::function<void(Status)> done);
+
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
   void Flush(Done done) override;
@@ -260,6 +286,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
     uint32_t slot;
     std::optional<uint8_t> flags;  // the slot's new flags
     bool remove = false;           // missing, with an owner UUID no member holds
+    std::optional<Uuid> owner;     // a new member owns the slot: rebuilding from the start
   };
   struct PendingUpdate {
     std::optional<VolumeState> state;
@@ -332,6 +359,12 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // the reason when it may not.
   Status DecideReturn(uint32_t slot, const volume::MemberTarget& target, const Superblock& its,
                       PendingCatchUp* catch_up) const;
+  // A new member (checksummed_add.cc). Why slot `slot` cannot take a new member now (empty: it
+  // can).
+  std::string NotFillable(uint32_t slot) const;
+  // Whether `its` (held by `target`) is a new member of slot `slot`, formatted from the view.
+  Status CheckNewMember(uint32_t slot, const volume::MemberTarget& target,
+                        const Superblock& its) const;
   static void ApplySlotEdit(const SlotEdit& edit, Superblock& view);
   // The current copies of set `set` that have a target, ascending.
   std::vector<uint32_t> CurrentCopies(uint32_t set) const;

@@ -1,0 +1,181 @@
+// A new member for a slot of a mirror or raid10 volume that is out (`member add`;
+// docs/redundancy.md, "Member commands"): which slot it fills, the superblock it is formatted
+// with, and the slot taking it: its owner UUID becomes the new member's, and it is rebuilt in
+// full through the catch-up a copy that comes back gets (checksummed_catch_up.cc).
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <utility>
+
+#include "aggregator/integrity/assembly.h"  // NewUuid
+#include "aggregator/integrity/checksummed_volume.h"
+#include "aggregator/integrity/resync_job.h"
+#include "common/log.h"
+#include "common/units.h"
+
+namespace dst::integrity {
+
+namespace {
+
+constexpr char kReason[] = "new member (member add)";
+
+std::string SlotName(uint32_t slot) {
+  return "slot " + std::to_string(slot);
+}
+
+// Out of the volume's copies and not spare: a slot a new member may fill.
+bool Fillable(MemberState state) {
+  return state == MemberState::kStale || state == MemberState::kFailed ||
+         state == MemberState::kMissing || state == MemberState::kResyncing ||
+         state == MemberState::kRebuilding;
+}
+
+bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
+  return a.params == b.params && a.superblocks == b.superblocks && a.bitmap == b.bitmap &&
+         a.missed_writes == b.missed_writes && a.table == b.table && a.data == b.data;
+}
+
+}  // namespace
+
+std::string ChecksummedVolume::NotFillable(uint32_t slot) const {
+  const uint32_t k = copies_per_set();
+  const volume::CopyRole role = sets_[slot / k]->role(slot % k);
+  const MemberState state = view_.member_states[slot];
+  if (role != volume::CopyRole::kOut)
+    return std::string("it is ") + volume::CopyRoleName(role) + " (" +
+           std::string(MemberStateName(state)) + ")";
+  if (returning_[slot]) return "a member is already coming to it";
+  const bool demoting = undurable_demotions_[slot] ||
+                        std::any_of(pending_demotions_.begin(), pending_demotions_.end(),
+                                    [slot](const PendingDemotion& d) { return d.slot == slot; });
+  if (demoting || state == MemberState::kActive) return "its demotion is not durable yet";
+  if (!Fillable(state)) return "it is " + std::string(MemberStateName(state));
+  const bool catching_up =
+      std::any_of(catch_ups_.begin(), catch_ups_.end(),
+                  [slot](const PendingCatchUp& c) { return c.slot == slot; }) ||
+      jobs_.Any([slot](const BackgroundJob& job) {
+        const auto* resync = dynamic_cast<const ResyncJob*>(&job);
+        return resync != nullptr && resync->slot() == slot;
+      });
+  if (catching_up) return "its last resync or rebuild is still ending";
+  return {};
+}
+
+Status ChecksummedVolume::SlotToFill(std::optional<uint32_t> slot, uint32_t* out) const {
+  if (slot) {
+    DST_RETURN_IF_ERROR(CheckMemberCommand(*slot));
+    if (const std::string why = NotFillable(*slot); !why.empty())
+      return Status::Error(EBUSY,
+                           SlotName(*slot) + " of " + name() + " cannot take a new member: " + why);
+    *out = *slot;
+    return Status::Ok();
+  }
+  DST_RETURN_IF_ERROR(CheckMemberCommand(0));
+  for (uint32_t s = 0; s < copies_.size(); ++s)
+    if (NotFillable(s).empty()) {
+      *out = s;
+      return Status::Ok();
+    }
+  return Status::Error(
+      EBUSY, "volume " + name() + " has no slot to fill: every slot is current or catching up");
+}
+
+Status ChecksummedVolume::NewMemberSuperblock(uint32_t slot, const std::string& uri,
+                                              uint64_t export_size, Superblock* out) const {
+  DST_RETURN_IF_ERROR(CheckMemberCommand(slot));
+  const uint64_t size = superblocks_[slot].geometry.member_size;
+  if (export_size != size)
+    return Status::Invalid(uri + " has " + FormatSize(export_size) + " (" +
+                           std::to_string(export_size) + " bytes); " + SlotName(slot) + " of " +
+                           name() + " needs exactly " + FormatSize(size) + " (" +
+                           std::to_string(size) + " bytes), the size of its member");
+  Superblock sb = CopySuperblock(view_, slot);
+  sb.geometry = geometries_[slot / copies_per_set()];
+  sb.geometry.member_size = size;
+  sb.member_index = slot;
+  sb.member_uuid = NewUuid();
+  sb.slot_members[slot] = sb.member_uuid;
+  sb.member_states[slot] = MemberState::kRebuilding;
+  sb.slot_flags[slot] = 0;
+  sb.cursor[slot] = 0;
+  if (sb.stale_since[slot] == 0) sb.stale_since[slot] = sb.event;
+  DST_RETURN_IF_ERROR(ValidateSuperblock(sb).Wrap("the new member's superblock"));
+  *out = std::move(sb);
+  return Status::Ok();
+}
+
+Status ChecksummedVolume::CheckNewMember(uint32_t slot, const volume::MemberTarget& target,
+                                         const Superblock& its) const {
+  const uint32_t k = copies_per_set();
+  const std::string who = SlotName(slot) + " of " + name() + ": " + target.name() + " refused: ";
+  if (its.version != kFormatVersion2 || its.volume_uuid != view_.volume_uuid)
+    return Status::Invalid(who + "it holds another volume (" + FormatUuid(its.volume_uuid) + ")");
+  if (its.member_index != slot)
+    return Status::Invalid(who + "it was formatted for slot " + std::to_string(its.member_index));
+  if (its.slot_members[slot] != its.member_uuid ||
+      its.member_states[slot] != MemberState::kRebuilding)
+    return Status::Invalid(who + "it was not formatted as a new member of the slot");
+  for (const Uuid& owner : view_.slot_members)
+    if (owner == its.member_uuid)
+      return Status::Invalid(who + "its member UUID " + FormatUuid(owner) +
+                             " already owns a slot: it is not new");
+  if (its.key_id != view_.key_id) return Status::Invalid(who + "its checksum key differs");
+  if (!SameAreas(its.geometry, geometries_[slot / k]))
+    return Status::Invalid(who + "its areas differ from the other copies of set " +
+                           std::to_string(slot / k));
+  if (target.capabilities().size != its.geometry.member_size)
+    return Status::Invalid(who + "it has " + FormatSize(target.capabilities().size) +
+                           " but was formatted with " + FormatSize(its.geometry.member_size));
+  return Status::Ok();
+}
+
+void ChecksummedVolume::AdoptMember(uint32_t slot, volume::MemberTarget* target,
+                                    const Superblock& its, std::function<void(Status)> done) {
+  // Answers come from the event loop, never from inside this call.
+  const auto answer = [this, &done](Status status) {
+    asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
+  };
+  uint32_t filled = 0;
+  if (Status s = SlotToFill(slot, &filled); !s.ok()) return answer(std::move(s));
+  if (target == nullptr) return answer(Status::Invalid(SlotName(slot) + ": no member given"));
+  if (Status s = CheckNewMember(slot, *target, its); !s.ok()) return answer(std::move(s));
+  const uint32_t k = copies_per_set();
+  if (Status s = sets_[slot / k]->SetTarget(slot % k, target); !s.ok())
+    return answer(Status::Invalid(s.Wrap(SlotName(slot) + " of " + name()).message()));
+  const std::string was(MemberStateName(view_.member_states[slot]));
+  // The previous target (an abandoned member) is the caller's to keep; it gets nothing more.
+  copies_[slot] = target;
+  superblocks_[slot] = its;  // its identity and size, for the superblock updates it now gets
+  returning_[slot] = true;
+  LOG_INFO("volume %s: %s (%s) takes the new member %s (member %s)", name().c_str(),
+           SlotName(slot).c_str(), was.c_str(), target->name().c_str(),
+           FormatUuid(its.member_uuid).c_str());
+  // The owner first, durably: a slot recorded rebuilding from 0 under the new owner before any
+  // block is copied, so that a restart rebuilds it in full and refuses the old export.
+  PendingUpdate update;
+  update.slot_edit =
+      SlotEdit{.slot = slot, .flags = std::nullopt, .remove = false, .owner = its.member_uuid};
+  auto finish = [this, alive = lifetime_.Watch(), slot, done = std::move(done)](int err) mutable {
+    if (alive.expired()) return done(Status::Error(EIO, "the volume is gone"));
+    returning_[slot] = false;
+    if (err == 0) return done(Status::Ok());
+    const std::string why = err == ESHUTDOWN ? "the volume is stopping"
+                            : err == EROFS   ? "the volume is fenced by a newer owner"
+                                             : std::strerror(err);
+    done(Status::Error(EIO, SlotName(slot) + " of " + name() + ": " + copies_[slot]->name() +
+                                " was added but stays out: " + why));
+  };
+  update.done = [this, alive = lifetime_.Watch(), slot,
+                 finish = std::move(finish)](int err) mutable {
+    if (alive.expired()) return finish(EIO);
+    if (err != 0) {
+      LOG_ERROR("volume %s: %s: recording its new member failed: %s", name().c_str(),
+                SlotName(slot).c_str(), std::strerror(err));
+      return finish(err);
+    }
+    StartCatchUp({slot, true, kReason}, std::move(finish));
+  };
+  QueueUpdate(std::move(update));
+}
+
+}  // namespace dst::integrity

@@ -5,6 +5,7 @@
 
 #include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/superblock.h"
+#include "aggregator/slot_member.h"
 #include "common/log.h"
 
 namespace dst::aggregator {
@@ -142,14 +143,10 @@ void ReturnWatcher::Consider(const Probe& probe) {
 
 void ReturnWatcher::Attach(size_t watched, uint32_t slot, const std::string& uri,
                            const integrity::Superblock& its) {
-  member::TransactionOptions options = volumes_[watched].options.at(slot);
-  // Above every epoch the slot's previous member used: the export node may still hold it for
-  // the slot's session, and refuses an older one.
-  if (const control::MemberRef* ref = RefOf(watched, slot))
-    options.fence_epoch_base = std::max(options.fence_epoch_base, ref->member->epoch());
   const uint64_t id = next_pending_++;
-  auto member = std::make_unique<member::NbdMember>(server_.io, uri, settings_.connections, options,
-                                                    settings_.tls);
+  auto member =
+      NewSlotMember(server_, volumes_[watched].volume_index, slot, uri, settings_.connections,
+                    volumes_[watched].options.at(slot), settings_.tls);
   member::NbdMember* connecting = member.get();
   pending_.emplace(id, Pending{watched, slot, uri, std::move(member)});
   LOG_DEBUG("volume %s: %s answers for slot %u: connecting", NameOf(watched).c_str(), uri.c_str(),
@@ -213,32 +210,19 @@ void ReturnWatcher::OnReattached(uint64_t id, Status status) {
 
 void ReturnWatcher::Adopt(Pending pending) {
   WatchedVolume& watched = volumes_[pending.watched];
-  member::NbdMember* fresh = pending.member.get();
-  if (control::MemberRef* ref = RefOf(pending.watched, pending.slot)) {
-    // The abandoned member stays alive: completions of its last I/Os may still name it.
-    auto old = std::find_if(server_.members.begin(), server_.members.end(),
-                            [&](const auto& m) { return m.get() == ref->member; });
-    if (old != server_.members.end()) {
-      server_.retired_members.push_back(std::move(*old));
-      *old = std::move(pending.member);
-    } else {
-      server_.members.push_back(std::move(pending.member));
-    }
-    ref->member = fresh;
-  } else {
-    // A slot missing at start had no member: its ref goes where the slot's order puts it.
-    server_.members.push_back(std::move(pending.member));
-    auto& refs = server_.member_refs;
-    auto at = std::find_if(refs.begin(), refs.end(), [&](const control::MemberRef& r) {
-      return r.volume_index > watched.volume_index ||
-             (r.volume_index == watched.volume_index && r.index > pending.slot);
-    });
-    refs.insert(at, {watched.volume->name(), watched.volume_index, pending.slot, fresh});
-  }
+  InstallSlotMember(server_, watched.volume->name(), watched.volume_index, pending.slot,
+                    std::move(pending.member));
   watched.uris.at(pending.slot) = pending.uri;
   std::erase(watched.unread, pending.uri);
   std::erase_if(refusals_logged_, [&](const auto& r) { return r.first == pending.uri; });
   // The volume has logged `volume V: slot S URI is back: ...`.
+}
+
+void ReturnWatcher::SlotMemberChanged(size_t volume_index, uint32_t slot, const std::string& uri) {
+  for (WatchedVolume& watched : volumes_)
+    if (watched.volume_index == volume_index && slot < watched.uris.size())
+      watched.uris[slot] = uri;
+  std::erase_if(refusals_logged_, [&](const auto& r) { return r.first == uri; });
 }
 
 void ReturnWatcher::Drop(std::unique_ptr<member::NbdMember> member) {
@@ -257,13 +241,6 @@ void ReturnWatcher::Refuse(size_t watched, const std::string& uri, std::optional
   else
     LOG_WARNING("volume %s: %s cannot come back: %s", NameOf(watched).c_str(), uri.c_str(),
                 reason.c_str());
-}
-
-control::MemberRef* ReturnWatcher::RefOf(size_t watched, uint32_t slot) {
-  const size_t volume_index = volumes_[watched].volume_index;
-  for (control::MemberRef& ref : server_.member_refs)
-    if (ref.volume_index == volume_index && ref.index == slot) return &ref;
-  return nullptr;
 }
 
 const std::string& ReturnWatcher::NameOf(size_t watched) const {

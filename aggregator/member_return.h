@@ -83,6 +83,9 @@ class ReturnWatcher {
   // the interval is 0.
   void Start();
   void Stop();
+  // Slot `slot` of the volume at `volume_index` in Server::volumes has a new member (member add):
+  // its URI is the one probed when the slot is out again.
+  void SlotMemberChanged(size_t volume_index, uint32_t slot, const std::string& uri);
 
  private:
   struct Candidate {
@@ -111,7 +114,7 @@ class ReturnWatcher {
               const integrity::Superblock& its);
   void OnConnected(uint64_t id, integrity::Superblock its, Status status);
   void OnReattached(uint64_t id, Status status);
-  // The member of `pending` becomes its slot's (Server::members, member_refs).
+  // The member of `pending` becomes its slot's (InstallSlotMember).
   void Adopt(Pending pending);
   // Destroys a member that is not used later, outside its own callbacks.
   void Drop(std::unique_ptr<member::NbdMember> member);
@@ -119,8 +122,6 @@ class ReturnWatcher {
   // and reason.
   void Refuse(size_t watched, const std::string& uri, std::optional<uint32_t> slot,
               const std::string& reason);
-  // The slot's member in Server::member_refs, nullptr when it has none (missing at start).
-  control::MemberRef* RefOf(size_t watched, uint32_t slot);
   const std::string& NameOf(size_t watched) const;
 
   control::Server& server_;

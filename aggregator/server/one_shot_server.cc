@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "aggregator/server/listener.h"
 #include "common/log.h"
@@ -22,12 +23,25 @@ struct OneShotServer::Session {
 
   Socket socket;
   bool answering = false;  // the request is complete: not to be evicted
-  bool listed = true;      // in sessions_ at `position`
+  // The handler's answer, and what the coroutine waits on until it comes.
+  std::optional<std::string> response;
+  std::unique_ptr<asio::steady_timer> answered;
+  bool listed = true;  // in sessions_ at `position`
   Sessions::iterator position;
 };
 
 OneShotServer::OneShotServer(asio::io_context& io, std::string terminator, size_t max_request,
                              std::chrono::milliseconds timeout, Handler handler)
+    : io_(io),
+      terminator_(std::move(terminator)),
+      max_request_(max_request),
+      timeout_(timeout),
+      handler_([handler = std::move(handler)](const std::string& request, Answer answer) {
+        answer(handler(request));
+      }) {}
+
+OneShotServer::OneShotServer(asio::io_context& io, std::string terminator, size_t max_request,
+                             std::chrono::milliseconds timeout, AsyncHandler handler)
     : io_(io),
       terminator_(std::move(terminator)),
       max_request_(max_request),
@@ -116,8 +130,24 @@ asio::awaitable<void> OneShotServer::Serve(std::shared_ptr<Session> session) {
   }
   if (end != std::string::npos) {
     session->answering = true;
-    const std::string response = handler_(request.substr(0, end));
-    co_await asio::async_write(session->socket, asio::buffer(response), kAsTuple);
+    session->answered = std::make_unique<asio::steady_timer>(io_);
+    session->answered->expires_at(asio::steady_timer::time_point::max());
+    handler_(request.substr(0, end), [weak = std::weak_ptr<Session>(session)](std::string r) {
+      const std::shared_ptr<Session> s = weak.lock();
+      if (!s || s->response) return;
+      s->response = std::move(r);
+      s->answered->cancel();
+    });
+    if (!session->response) {
+      deadline.cancel();  // the handler takes its time; the deadline counts again for the answer
+      co_await session->answered->async_wait(kAsTuple);
+      if (alive.expired()) co_return;
+      deadline.expires_after(timeout_);
+      deadline.async_wait([session](const asio::error_code& ec) {
+        if (!ec) session->Close();
+      });
+    }
+    co_await asio::async_write(session->socket, asio::buffer(*session->response), kAsTuple);
     if (alive.expired()) co_return;
   }
   deadline.cancel();

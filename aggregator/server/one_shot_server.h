@@ -36,11 +36,18 @@ class OneShotServer {
  public:
   // `request` excludes the terminator; empty when the client sent nothing.
   using Handler = std::function<std::string(const std::string& request)>;
+  // A handler that answers later: `answer` once, on the event loop's thread. The request's
+  // deadline stops when the request is complete: the handler bounds its own time, and the
+  // timeout counts again for sending the answer. A client gone meanwhile gets nothing.
+  using Answer = std::function<void(std::string response)>;
+  using AsyncHandler = std::function<void(const std::string& request, Answer answer)>;
 
   static constexpr size_t kMaxConnections = 16;
 
   OneShotServer(asio::io_context& io, std::string terminator, size_t max_request,
                 std::chrono::milliseconds timeout, Handler handler);
+  OneShotServer(asio::io_context& io, std::string terminator, size_t max_request,
+                std::chrono::milliseconds timeout, AsyncHandler handler);
   ~OneShotServer();
 
   // Binds `path` (replacing a stale socket, refusing one a live process
@@ -68,7 +75,7 @@ class OneShotServer {
   std::string terminator_;
   size_t max_request_;
   std::chrono::milliseconds timeout_;
-  Handler handler_;
+  AsyncHandler handler_;
   Sessions sessions_;  // oldest first
   std::string unix_path_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> unix_;

@@ -16,8 +16,6 @@ namespace dst::aggregator {
 
 namespace {
 
-// Long enough for a busy event loop; a hung aggregator fails the command.
-constexpr int kAnswerTimeoutMs = 10000;
 // Far more than the status of thousands of members; whatever sends more is not an aggregator
 // answering, and is cut off rather than read into memory and printed.
 constexpr size_t kMaxAnswer = 16u << 20;
@@ -41,11 +39,12 @@ Status Connect(const std::string& path, int* out) {
 }
 
 // Everything the aggregator sends until it closes the connection.
-Status ReadAnswer(int fd, const std::string& path, std::string* answer) {
+Status ReadAnswer(int fd, const std::string& path, std::string* answer,
+                  std::chrono::milliseconds timeout) {
   char buffer[4096];
   for (;;) {
     pollfd p{fd, POLLIN, 0};
-    const int ready = ::poll(&p, 1, kAnswerTimeoutMs);
+    const int ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
     if (ready == 0) return Status::Error(ETIMEDOUT, "control socket " + path + ": no answer");
     if (ready < 0 && errno != EINTR) return Status::FromErrno(errno, "poll");
     if (ready < 0) continue;
@@ -63,7 +62,8 @@ Status ReadAnswer(int fd, const std::string& path, std::string* answer) {
 
 }  // namespace
 
-Status AskControl(const std::string& control, const std::string& request, std::string* answer) {
+Status AskControl(const std::string& control, const std::string& request, std::string* answer,
+                  std::chrono::milliseconds timeout) {
   const std::string path = control.empty() ? control::DefaultControlPath() : control;
   Status s;
   // The default path in a shared temporary directory: only in a directory that is ours.
@@ -75,7 +75,7 @@ Status AskControl(const std::string& control, const std::string& request, std::s
   if (s.ok()) {
     if (::write(fd, request.data(), request.size()) != static_cast<ssize_t>(request.size()))
       s = Status::FromErrno(errno, "control socket " + path + ": write");
-    if (s.ok()) s = ReadAnswer(fd, path, answer);
+    if (s.ok()) s = ReadAnswer(fd, path, answer, timeout);
     ::close(fd);
   }
   if (s.ok() && answer->empty())
@@ -90,9 +90,10 @@ void AddControlOption(CLI::App& command, std::string* control) {
       "the aggregator's control socket (default " + control::DefaultControlPath() + ")");
 }
 
-int RunControlCommand(const std::string& control, const std::string& request) {
+int RunControlCommand(const std::string& control, const std::string& request,
+                      std::chrono::milliseconds timeout) {
   std::string answer;
-  Status s = AskControl(control, request, &answer);
+  Status s = AskControl(control, request, &answer, timeout);
   while (s.ok() && !answer.empty() && answer.back() == '\n')
     answer.pop_back();
   if (s.ok() && answer.rfind("error: ", 0) == 0)

@@ -6,6 +6,7 @@
 // Threading: blocking, on the calling thread.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -14,16 +15,22 @@
 
 namespace dst::aggregator {
 
+// Long enough for a busy event loop; a hung aggregator fails the command.
+inline constexpr std::chrono::milliseconds kAnswerTimeout{10000};
+
 // --control PATH on a command that talks to a running aggregator.
 void AddControlOption(CLI::App& command, std::string* control);
 
 // `control`: --control as given ("" for DefaultControlPath()). `request` ends in a newline.
 // Errors when the aggregator cannot be reached, does not answer in time or closes without
 // answering.
-Status AskControl(const std::string& control, const std::string& request, std::string* answer);
+// `timeout`: how long the answer may take to start coming (between reads).
+Status AskControl(const std::string& control, const std::string& request, std::string* answer,
+                  std::chrono::milliseconds timeout = kAnswerTimeout);
 
 // For commands that act: prints an "ok: ..." answer on stdout (exit 0), an "error: ..." answer
 // or a failure to ask on stderr as the command's one error line (exit 1).
-int RunControlCommand(const std::string& control, const std::string& request);
+int RunControlCommand(const std::string& control, const std::string& request,
+                      std::chrono::milliseconds timeout = kAnswerTimeout);
 
 }  // namespace dst::aggregator

@@ -15,6 +15,7 @@
 #include "aggregator/integrity/member_metadata.h"
 #include "aggregator/key_file.h"
 #include "aggregator/member/nbd_member.h"
+#include "aggregator/member_add.h"
 #include "aggregator/member_return.h"
 #include "aggregator/redundant_serve.h"
 #include "aggregator/server/fd_limit.h"
@@ -202,6 +203,18 @@ void WatchForReturns(const ServeConfig& config, const RedundantPlan& plan,
   server.returns->AddVolume(std::move(watched));
 }
 
+// The volume's slots that are out take a new member (member add), with the options its slot got
+// at start.
+void AllowMemberAdd(const ServeConfig& config, const RedundantPlan& plan,
+                    integrity::ChecksummedVolume& volume, Server& server) {
+  MemberAdder::AddableVolume added;
+  added.volume = &volume;
+  added.volume_index = server.volumes.size();
+  for (uint32_t slot = 0; slot < plan.slots.size(); ++slot)
+    added.options.push_back(RedundantMemberOptions(config, plan, slot));
+  server.adder->AddVolume(std::move(added));
+}
+
 Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, AssemblyPlan& plan,
                               const std::vector<volume::MemberTarget*>& targets, Server& server) {
   integrity::ChecksumOptions options;
@@ -228,6 +241,7 @@ Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, 
            FormatSize(volume->size()).c_str(), FormatSize(config.table_cache).c_str());
   server.checksummed.push_back(volume.get());
   if (plan.redundant && v.auto_resync) WatchForReturns(config, *plan.redundant, *volume, server);
+  if (plan.redundant) AllowMemberAdd(config, *plan.redundant, *volume, server);
   // A member fenced out by a newer owner stops the volume's writes, before its I/O completes.
   if (plan.redundant)
     for (uint32_t slot = 0; slot < targets.size(); ++slot)
@@ -242,6 +256,14 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
       server, ReturnWatcher::Settings{.interval = config.return_probe_interval,
                                       .connections = config.connections_per_member,
                                       .tls = config.member_tls});
+  server.adder = std::make_unique<MemberAdder>(
+      server, MemberAdder::Settings{.connections = config.connections_per_member,
+                                    .tls = config.member_tls});
+  server.add_member = [adder = server.adder.get()](
+                          integrity::ChecksummedVolume& volume, const std::string& uri,
+                          std::optional<uint32_t> slot, MemberAdder::Done done) {
+    adder->Add(volume, uri, slot, std::move(done));
+  };
   std::vector<AssemblyPlan> plans(config.volumes.size());
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     if (config.volumes[i].IsRaw(config.raw)) continue;
@@ -371,6 +393,7 @@ int Serve(ServeConfig config) {
   server.io.run();
   // Nothing comes back once the volumes begin to close.
   server.returns->Stop();
+  server.adder->Stop();
   // Clients get ESHUTDOWN from here on; what is in flight finishes, then the checksums are
   // written back and the volumes marked clean.
   server.listener->Close();

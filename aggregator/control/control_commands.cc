@@ -13,7 +13,7 @@ const char kScrubUsage[] =
 const char kRateUsage[] = "error: usage: resync-rate VOLUME MIN MAX (bytes per second)\n";
 const char kMemberUsage[] =
     "error: usage: member fail|remove VOLUME SLOT | member set VOLUME SLOT "
-    "write-mostly|readwrite\n";
+    "write-mostly|readwrite | member add VOLUME URI [SLOT]\n";
 
 std::string Error(const std::string& why) {
   return "error: " + why + "\n";
@@ -109,6 +109,27 @@ std::string Member(Server& server, const std::vector<std::string>& w) {
   return Answer(v->SetWriteMostly(*slot, w[4] == "write-mostly"), what + " set " + w[4]);
 }
 
+// member add VOLUME URI [SLOT]: answered by Server::add_member, later.
+void MemberAdd(Server& server, const std::vector<std::string>& w,
+               std::function<void(std::string)> answer) {
+  if (w.size() != 4 && w.size() != 5) return answer(kMemberUsage);
+  std::string error;
+  integrity::ChecksummedVolume* v = FindVolume(server, w[2], &error);
+  if (v == nullptr) return answer(error);
+  std::optional<uint32_t> slot;
+  if (w.size() == 5) {
+    slot = SlotNumber(w[4]);
+    if (!slot) return answer(Error("bad slot '" + w[4] + "' (expected a member index such as 1)"));
+  }
+  if (!server.add_member) return answer(Error("member add is not available here"));
+  server.add_member(
+      *v, w[3], slot,
+      [name = v->name(), uri = w[3], answer = std::move(answer)](Status s, uint32_t chosen) {
+        answer(Answer(
+            s, name + " slot " + std::to_string(chosen) + " added " + uri + " (rebuilding)"));
+      });
+}
+
 }  // namespace
 
 bool IsActingCommand(const std::vector<std::string>& words) {
@@ -116,10 +137,13 @@ bool IsActingCommand(const std::vector<std::string>& words) {
          (words[0] == "scrub" || words[0] == "resync-rate" || words[0] == "member");
 }
 
-std::string AnswerCommand(Server& server, const std::vector<std::string>& words) {
-  if (words.at(0) == "scrub") return Scrub(server, words);
-  if (words.at(0) == "member") return Member(server, words);
-  return ResyncRate(server, words);
+void AnswerCommand(Server& server, const std::vector<std::string>& words,
+                   std::function<void(std::string)> answer) {
+  if (words.at(0) == "scrub") return answer(Scrub(server, words));
+  if (words.at(0) == "member" && words.size() > 1 && words[1] == "add")
+    return MemberAdd(server, words, std::move(answer));
+  if (words.at(0) == "member") return answer(Member(server, words));
+  answer(ResyncRate(server, words));
 }
 
 }  // namespace dst::control

@@ -5,6 +5,7 @@
 //   resync-rate VOLUME MIN MAX             (bytes per second, or sizes such as 1M)
 //   member fail|remove VOLUME SLOT         (mirror and raid10)
 //   member set VOLUME SLOT write-mostly|readwrite
+//   member add VOLUME URI [SLOT]           (mirror and raid10; answered once the rebuild started)
 // Each answers one line: "ok: ..." once the command took effect, or "error: ..." with the
 // reason (unknown volume, not a checksummed volume, no scrub under way, bad number, no such
 // slot, a slot in the wrong state, the last current copy, usage).
@@ -13,6 +14,7 @@
 // Threading: the event loop's thread (the control socket's handler runs there).
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,8 +22,11 @@
 
 namespace dst::control {
 
-// `words`: the request split at spaces; words[0] is "scrub", "resync-rate" or "member".
-std::string AnswerCommand(Server& server, const std::vector<std::string>& words);
+// `words`: the request split at spaces; words[0] is "scrub", "resync-rate" or "member". `answer`
+// hears the answer once: at once, except for member add (Server::add_member), whose answer comes
+// after the new export is formatted and its rebuild started.
+void AnswerCommand(Server& server, const std::vector<std::string>& words,
+                   std::function<void(std::string)> answer);
 // Whether words[0] names one of these commands.
 bool IsActingCommand(const std::vector<std::string>& words);
 

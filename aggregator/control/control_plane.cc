@@ -65,21 +65,22 @@ StatusReport BuildReport(const Server& server) {
   return report;
 }
 
-std::string AnswerControl(Server& server, const std::string& request) {
+void AnswerControl(Server& server, const std::string& request,
+                   std::function<void(std::string)> answer) {
   std::string command = request;
   while (!command.empty() && (command.back() == '\r' || command.back() == ' '))
     command.pop_back();
-  if (command == "status") return StatusToText(BuildReport(server));
-  if (command == "status json") return StatusToJson(BuildReport(server));
+  if (command == "status") return answer(StatusToText(BuildReport(server)));
+  if (command == "status json") return answer(StatusToJson(BuildReport(server)));
   std::vector<std::string> words;
   for (size_t at = 0; at < command.size();) {
     const size_t end = std::min(command.find(' ', at), command.size());
     if (end > at) words.push_back(command.substr(at, end - at));
     at = end + 1;
   }
-  if (IsActingCommand(words)) return AnswerCommand(server, words);
-  return "error: unknown command '" + command +
-         "' (expected: status, status json, scrub, resync-rate, member)\n";
+  if (IsActingCommand(words)) return AnswerCommand(server, words, std::move(answer));
+  answer("error: unknown command '" + command +
+         "' (expected: status, status json, scrub, resync-rate, member)\n");
 }
 
 std::string AnswerMetrics(const Server& server, const std::string& request) {
@@ -104,7 +105,9 @@ Status StartControl(Server& server, const std::string& option) {
   if (s.ok()) {
     server.control = std::make_unique<server::OneShotServer>(
         server.io, "\n", kMaxControlRequest, kQueryTimeout,
-        [&server](const std::string& request) { return AnswerControl(server, request); });
+        [&server](const std::string& request, server::OneShotServer::Answer answer) {
+          AnswerControl(server, request, std::move(answer));
+        });
     s = server.control->ListenUnix(path, 0600);
   }
   if (!s.ok() && defaulted) {

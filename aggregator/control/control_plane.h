@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include <asio.hpp>
@@ -20,8 +21,9 @@ namespace dst::control {
 StatusReport BuildReport(const Server& server);
 
 // The control socket's commands: "status" (a table), "status json", and those that act
-// (control_commands.h); an error line else.
-std::string AnswerControl(Server& server, const std::string& request);
+// (control_commands.h); an error line else. `answer` hears it once (member add: later).
+void AnswerControl(Server& server, const std::string& request,
+                   std::function<void(std::string)> answer);
 // An HTTP response: GET /metrics in the Prometheus text format, 404 or 405 otherwise.
 std::string AnswerMetrics(const Server& server, const std::string& request);
 

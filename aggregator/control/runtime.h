@@ -7,7 +7,10 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,7 +27,8 @@
 
 namespace dst::aggregator {
 class ReturnWatcher;
-}
+class MemberAdder;
+}  // namespace dst::aggregator
 
 namespace dst::control {
 
@@ -59,6 +63,13 @@ struct Server {
   // Brings back members of mirror and raid10 volumes that are out (aggregator/member_return.h);
   // stopped before the volumes close. Whoever destroys a Server includes member_return.h.
   std::unique_ptr<aggregator::ReturnWatcher> returns;
+  // `member add` (aggregator/member_add.h): formats `uri` as a new member of a slot of `volume`
+  // (`slot`, or the lowest that is out) and makes it the slot's copy; `done` hears the slot and
+  // OK once the rebuild is started, or the refusal. Stopped with `returns`; unset: no member add.
+  std::unique_ptr<aggregator::MemberAdder> adder;
+  std::function<void(integrity::ChecksummedVolume& volume, const std::string& uri,
+                     std::optional<uint32_t> slot, std::function<void(Status, uint32_t slot)> done)>
+      add_member;
 };
 
 }  // namespace dst::control

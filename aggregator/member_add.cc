@@ -192,8 +192,8 @@ void MemberAdder::Finish(uint64_t id, Status status) {
   jobs_.erase(it);
   const std::string& name = volumes_[job.added].volume->name();
   if (status.ok())
-    LOG_INFO("volume %s: member add %s to slot %u: rebuilding", name.c_str(), job.uri.c_str(),
-             job.slot);
+    LOG_INFO("volume %s: member add %s to slot %u: added, rebuilding", name.c_str(),
+             job.uri.c_str(), job.slot);
   else
     LOG_WARNING("volume %s: member add %s to slot %u refused: %s", name.c_str(), job.uri.c_str(),
                 job.slot, status.message().c_str());

@@ -164,6 +164,11 @@ TEST_CASE("member commands are refused on a linear volume") {
   Served agg(m.uris());
   CheckError(Ask(agg, {"fail", "lin", "0"}),
              "volume lin is linear: member commands need a mirror or raid10 volume");
+  CheckError(Ask(agg, {"add", "lin", m.uri(0)}),
+             "volume lin is linear: member commands need a mirror or raid10 volume");
+  CheckError(Ask(agg, {"add", "lin", m.uri(0), "--slot", "0"}),
+             "volume lin is linear: member commands need a mirror or raid10 volume");
+  CheckError(Ask(agg, {"remove", "lin", "0", "--slot", "0"}), "member remove takes no --slot");
 }
 
 TEST_SUITE_END();

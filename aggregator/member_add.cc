@@ -42,27 +42,29 @@ void MemberAdder::Add(integrity::ChecksummedVolume& volume, const std::string& u
     asio::post(server_.io, [done = std::move(done), s = std::move(s)] { done(s, 0); });
   };
   if (stopped_) return refuse(Status::Error(ESHUTDOWN, "the aggregator is stopping"));
-  uint32_t chosen = 0;
-  if (Status s = volume.SlotToFill(slot, &chosen); !s.ok()) return refuse(std::move(s));
   const auto added = std::find_if(volumes_.begin(), volumes_.end(),
                                   [&](const AddableVolume& v) { return v.volume == &volume; });
-  if (added == volumes_.end())
-    return refuse(Status::Invalid("volume " + volume.name() + " takes no new member"));
-  for (const auto& [id, job] : jobs_) {
+  if (added == volumes_.end()) {
+    // The volume's own refusal when it has one (a linear volume, not open, ...).
+    uint32_t any = 0;
+    Status s = volume.SlotToFill(slot, &any);
+    return refuse(s.ok() ? Status::Invalid("volume " + volume.name() + " takes no new member")
+                         : std::move(s));
+  }
+  for (const auto& [id, job] : jobs_)
     if (job.uri == uri)
       return refuse(Status::Error(
           EBUSY, uri + " is already being added to volume " + volumes_[job.added].volume->name()));
-    if (job.added == static_cast<size_t>(added - volumes_.begin()) && job.slot == chosen)
-      return refuse(Status::Error(EBUSY, "slot " + std::to_string(chosen) + " of " + volume.name() +
-                                             " is already taking " + job.uri));
-  }
+  // Held from here until AdoptMember (or the refusal): nothing else comes to the slot meanwhile.
+  uint32_t chosen = 0;
+  if (Status s = volume.ReserveSlot(slot, &chosen); !s.ok()) return refuse(std::move(s));
   const uint64_t id = next_job_++;
-  jobs_.emplace(id, Job{static_cast<size_t>(added - volumes_.begin()),
-                        chosen,
-                        uri,
-                        std::move(done),
-                        {},
-                        nullptr});
+  Job job;
+  job.added = static_cast<size_t>(added - volumes_.begin());
+  job.slot = chosen;
+  job.uri = uri;
+  job.done = std::move(done);
+  jobs_.emplace(id, std::move(job));
   LOG_INFO("volume %s: member add %s to slot %u: reading it", volume.name().c_str(), uri.c_str(),
            chosen);
   auto read = std::make_shared<integrity::MemberReadResult>();
@@ -119,9 +121,6 @@ void MemberAdder::OnRead(uint64_t id, Status status, const integrity::MemberRead
   if (!status.ok()) return Finish(id, std::move(status));
   if (Status s = CheckExisting(volume, job.slot, job.uri, read); !s.ok())
     return Finish(id, std::move(s));
-  // The slot may have changed while the export was read (a member came back to it).
-  uint32_t slot = 0;
-  if (Status s = volume.SlotToFill(job.slot, &slot); !s.ok()) return Finish(id, std::move(s));
   if (Status s = volume.NewMemberSuperblock(job.slot, job.uri, read.export_size, &job.superblock);
       !s.ok())
     return Finish(id, std::move(s));
@@ -163,6 +162,7 @@ void MemberAdder::OnConnected(uint64_t id, Status status) {
   const uint32_t slot = job.slot;
   // As at start: a member fenced out by a newer owner stops the volume's writes.
   job.member->OnSuperseded([volume, slot] { volume->Supersede(slot); });
+  job.handed = true;  // AdoptMember ends the slot's reservation
   volume->AdoptMember(slot, job.member.get(), job.superblock,
                       [this, alive = lifetime_.Watch(), id](Status s) {
                         if (alive.expired()) return;
@@ -190,7 +190,9 @@ void MemberAdder::Finish(uint64_t id, Status status) {
   if (it == jobs_.end()) return;
   Job job = std::move(it->second);
   jobs_.erase(it);
-  const std::string& name = volumes_[job.added].volume->name();
+  integrity::ChecksummedVolume& volume = *volumes_[job.added].volume;
+  if (!job.handed) volume.ReleaseSlot(job.slot);
+  const std::string& name = volume.name();
   if (status.ok())
     LOG_INFO("volume %s: member add %s to slot %u: added, rebuilding", name.c_str(),
              job.uri.c_str(), job.slot);

@@ -3,8 +3,9 @@
 // (stale, failed or missing), and is rebuilt in full.
 //
 // The steps, each refusal answered and nothing written before the format:
-//   1. on the loop: the slot (ChecksummedVolume::SlotToFill: the one named, or the lowest that is
-//      out with nothing under way); one add at a time per slot and per URI;
+//   1. on the loop: the slot (ChecksummedVolume::ReserveSlot: the one named, or the lowest that
+//      is out with nothing under way), held until the end: no member comes back to it and no
+//      other add takes it meanwhile; one add at a time per URI;
 //   2. on a thread: the export's size and superblocks (integrity::ReadSuperblocks). An export
 //      that holds a dst superblock is refused (EEXIST), except one of this volume for the very
 //      slot being filled (its old member, out): a live copy is never formatted over;
@@ -75,12 +76,13 @@ class MemberAdder {
 
  private:
   struct Job {
-    size_t added;  // index in volumes_
-    uint32_t slot;
+    size_t added = 0;  // index in volumes_
+    uint32_t slot = 0;
     std::string uri;
     Done done;
     integrity::Superblock superblock;  // what the export is formatted with
     std::unique_ptr<member::NbdMember> member;
+    bool handed = false;  // to AdoptMember, which ends the slot's reservation
   };
 
   // Runs `work` on a thread of its own, then `then` on the loop (unless stopped).

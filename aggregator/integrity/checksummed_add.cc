@@ -45,6 +45,7 @@ std::string ChecksummedVolume::NotFillable(uint32_t slot) const {
     return std::string("it is ") + volume::CopyRoleName(role) + " (" +
            std::string(MemberStateName(state)) + ")";
   if (returning_[slot]) return "a member is already coming to it";
+  if (reserved_[slot]) return "a member add to it is under way";
   const bool demoting = undurable_demotions_[slot] ||
                         std::any_of(pending_demotions_.begin(), pending_demotions_.end(),
                                     [slot](const PendingDemotion& d) { return d.slot == slot; });
@@ -78,6 +79,16 @@ Status ChecksummedVolume::SlotToFill(std::optional<uint32_t> slot, uint32_t* out
     }
   return Status::Error(
       EBUSY, "volume " + name() + " has no slot to fill: every slot is current or catching up");
+}
+
+Status ChecksummedVolume::ReserveSlot(std::optional<uint32_t> slot, uint32_t* out) {
+  DST_RETURN_IF_ERROR(SlotToFill(slot, out));
+  reserved_[*out] = true;
+  return Status::Ok();
+}
+
+void ChecksummedVolume::ReleaseSlot(uint32_t slot) {
+  if (slot < reserved_.size()) reserved_[slot] = false;
 }
 
 Status ChecksummedVolume::NewMemberSuperblock(uint32_t slot, const std::string& uri,
@@ -135,6 +146,7 @@ void ChecksummedVolume::AdoptMember(uint32_t slot, volume::MemberTarget* target,
   const auto answer = [this, &done](Status status) {
     asio::post(io_, [done = std::move(done), status = std::move(status)] { done(status); });
   };
+  ReleaseSlot(slot);  // the caller's hold, if any, ends here
   uint32_t filled = 0;
   if (Status s = SlotToFill(slot, &filled); !s.ok()) return answer(std::move(s));
   if (target == nullptr) return answer(Status::Invalid(SlotName(slot) + ": no member given"));

@@ -233,5 +233,45 @@ TEST_CASE("add: refusals change nothing") {
   CHECK(h.vol->SlotToFill(std::nullopt, &slot).err() == ESHUTDOWN);
 }
 
+TEST_CASE("add: a reserved slot takes no returning member and no other add until released") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  DemoteSlot1(h, 0);
+  CHECK(h.vol->ReturnableSlots() == std::vector<uint32_t>{1});
+  uint32_t slot = 0;
+  REQUIRE(h.vol->ReserveSlot(std::nullopt, &slot).ok());
+  CHECK(slot == 1);
+  CHECK(h.vol->ReturnableSlots().empty());
+  Status s = h.vol->SlotToFill(std::nullopt, &slot);
+  CHECK(s.err() == EBUSY);
+  s = h.vol->SlotToFill(1, &slot);
+  CHECK(s.message() == "slot 1 of vol0 cannot take a new member: a member add to it is under way");
+  // The old member answers again meanwhile: not taken back.
+  h.members.push_back(
+      std::make_unique<MemMember>(h.io, &h.clock, "mem1-back", kMemberSize, MemberCaps()));
+  const uint32_t back = static_cast<uint32_t>(h.members.size() - 1);
+  h.members[back]->bytes = h.members[1]->bytes;
+  std::optional<Status> answer;
+  h.vol->ReattachCopy(1, h.members[back].get(), h.OnDisk(back), [&](Status a) { answer = a; });
+  REQUIRE(h.Pump([&] { return answer.has_value(); }));
+  CHECK(answer->err() == EBUSY);
+  CHECK(answer->message() ==
+        "slot 1 of vol0 cannot take its member back: a new member is being added to it (member "
+        "add)");
+  h.vol->ReleaseSlot(1);
+  CHECK(h.vol->ReturnableSlots() == std::vector<uint32_t>{1});
+  // AdoptMember ends a reservation too.
+  REQUIRE(h.vol->ReserveSlot(1, &slot).ok());
+  const uint32_t fresh = BlankMember(h, "mem-new");
+  Superblock sb;
+  REQUIRE(h.vol->NewMemberSuperblock(1, "mem-new", kMemberSize, &sb).ok());
+  Format(h, fresh, sb);
+  REQUIRE(Adopt(h, 1, fresh, h.OnDisk(fresh)).ok());
+  REQUIRE(h.RunJobs());
+  h.Pump();
+  CHECK(h.Slot(1).state == "active");
+  REQUIRE(h.Close() == 0);
+}
+
 }  // namespace
 }  // namespace dst::integrity

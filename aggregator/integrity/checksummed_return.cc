@@ -47,6 +47,7 @@ std::string ChecksummedVolume::NotReturnable(uint32_t slot) const {
     return std::string("it is ") + volume::CopyRoleName(role) + " (" +
            std::string(MemberStateName(state)) + ")";
   if (returning_[slot]) return "a member is already coming back to it";
+  if (reserved_[slot]) return "a new member is being added to it (member add)";
   const bool demoting = undurable_demotions_[slot] ||
                         std::any_of(pending_demotions_.begin(), pending_demotions_.end(),
                                     [slot](const PendingDemotion& d) { return d.slot == slot; });

@@ -193,6 +193,7 @@ ChecksummedVolume::ChecksummedVolume(asio::io_context& io, Assembly assembly,
   read_failovers_.assign(copies_.size(), 0);
   undurable_demotions_.assign(copies_.size(), false);
   returning_.assign(copies_.size(), false);
+  reserved_.assign(copies_.size(), false);
   if (redundant())
     intent_.TrackMissedWrites(
         [this](uint32_t set) { return sets_[set]->current_copies() < sets_[set]->copy_count(); });

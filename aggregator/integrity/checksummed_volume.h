@@ -223,21 +223,27 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // no slot to fill: every slot is current or catching up`) or the slot named cannot take one;
   // EINVAL, ERANGE, ESHUTDOWN, EROFS as for the member commands.
   Status SlotToFill(std::optional<uint32_t> slot, uint32_t* out) const;
+  // ReserveSlot: SlotToFill, and the slot is held for the caller's new member until AdoptMember
+  // or ReleaseSlot: meanwhile no member comes back to it (ReturnableSlots leaves it out) and no
+  // other member add takes it (`... cannot take a new member: a member add to it is under way`),
+  // while the caller reads and formats the export.
+  Status ReserveSlot(std::optional<uint32_t> slot, uint32_t* out);
+  void ReleaseSlot(uint32_t slot);
   // The superblock the new member of `slot` is formatted with: the view as that slot's copy, with
   // a new member UUID as the member's identity and as the slot's owner, the slot recorded
   // rebuilding. EINVAL naming `uri` when `export_size` is not the size of the slot's member.
   Status NewMemberSuperblock(uint32_t slot, const std::string& uri, uint64_t export_size,
                              Superblock* out) const;
   // `target` (connected, formatted with `its` from NewMemberSuperblock) becomes the copy of slot
-  // `slot`: the next superblock update makes its member UUID the slot's owner and records the
-  // slot rebuilding; once that is durable a full rebuild starts (`rebuilding (full: new member
-  // (member add))`) and `done` hears OK. Refusals change nothing (the target gets no I/O and may
-  // be dropped): EBUSY when the slot cannot take a new member any more, EINVAL when `its` is not
-  // a new member of this slot (or the target cannot be a copy of its set), ERANGE, ESHUTDOWN,
-  // EROFS as for the member commands. Once accepted, the target is the slot's copy and the caller
-  // keeps it alive as long as the volume (and the slot's previous target, abandoned); when the
-  // update or the start of the rebuild fails, `done` hears EIO and the slot is out again, with
-  // this target.
+  // `slot` (a reservation of the slot ends here, whatever the answer): the next superblock update
+  // makes its member UUID the slot's owner and records the slot rebuilding; once that is durable a
+  // full rebuild starts (`rebuilding (full: new member (member add))`) and `done` hears OK.
+  // Refusals change nothing (the target gets no I/O and may be dropped): EBUSY when the slot cannot
+  // take a new member any more, EINVAL when `its` is not a new member of this slot (or the target
+  // cannot be a copy of its set), ERANGE, ESHUTDOWN, EROFS as for the member commands. Once
+  // accepted, the target is the slot's copy and the caller keeps it alive as long as the volume
+  // (and the slot's previous target, abandoned); when the update or the start of the rebuild fails,
+  // `done` hears EIO and the slot is out again, with this target.
   void AdoptMember(uint32_t slot, volume::MemberTarget* target, const Superblock& its,
                    std::function<void(Status)> done);
 
@@ -518,6 +524,8 @@ class ChecksummedVolume final : public volume::BlockDevice,
   std::vector<PendingCatchUp> catch_ups_;  // asked before Open()
   // By slot: ReattachCopy took a member, whose job is not added yet.
   std::vector<bool> returning_;
+  // By slot: held for a new member (ReserveSlot) until AdoptMember or ReleaseSlot.
+  std::vector<bool> reserved_;
   Lifetime lifetime_;  // last: expires first
 };
 

@@ -119,6 +119,9 @@ class ReturnWatcher {
   // and reason.
   void Refuse(size_t watched, const std::string& uri, std::optional<uint32_t> slot,
               const std::string& reason);
+  // ReattachCopy's refusal without the words the log line already has ("slot S of V: URI
+  // refused: "), so that it reads as the rule and its reason.
+  std::string RuleOf(const Pending& pending, const std::string& refusal) const;
   // The slot's member in Server::member_refs, nullptr when it has none (missing at start).
   control::MemberRef* RefOf(size_t watched, uint32_t slot);
   const std::string& NameOf(size_t watched) const;

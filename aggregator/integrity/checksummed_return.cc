@@ -95,7 +95,8 @@ Status ChecksummedVolume::DecideReturn(uint32_t slot, const volume::MemberTarget
       (its.ownership_epoch == view_.ownership_epoch && its.event >= view_.event))
     return Status::Invalid(
         who + "its superblock (ownership epoch " + std::to_string(its.ownership_epoch) +
-        ", event " + std::to_string(its.event) + ") is not older than the volume's (" +
+        ", event " + std::to_string(its.event) +
+        ") is not older than the volume's (ownership epoch " +
         std::to_string(view_.ownership_epoch) + ", event " + std::to_string(view_.event) + ")");
   // Assembly's decision on [the view, as one of the set's current copies; the member].
   redundancy::MemberView view = MemberViewOf(view_);
@@ -146,11 +147,14 @@ void ChecksummedVolume::ReattachCopy(uint32_t slot, volume::MemberTarget* target
            target->name().c_str(), catch_up.reason.c_str());
   StartCatchUp(
       catch_up, [this, alive = lifetime_.Watch(), slot, done = std::move(done)](int err) mutable {
-        if (alive.expired()) return done(Status::Error(ESHUTDOWN, "the volume is gone"));
+        if (alive.expired()) return done(Status::Error(EIO, "the volume is gone"));
         returning_[slot] = false;
         if (err == 0) return done(Status::Ok());
+        const std::string why = err == ESHUTDOWN ? "the volume is stopping"
+                                : err == EROFS   ? "the volume is fenced by a newer owner"
+                                                 : std::strerror(err);
         done(Status::Error(EIO, SlotName(slot) + " of " + name() + ": " + copies_[slot]->name() +
-                                    " came back but stays out: " + std::strerror(err)));
+                                    " came back but stays out: " + why));
       });
 }
 

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -103,6 +104,11 @@ TEST_CASE("return: a copy demoted while serving comes back and gets exactly what
   h.Pump();
   CHECK(h.Counter("resync_bytes") == 3 * kRegion);
   CHECK(h.Counter("rebuild_bytes") == 0);
+  std::set<uint64_t> written;  // regions of the data area the job wrote on the member
+  for (const auto& r : h.members[back]->Ops(MemberOp::kWrite, h.geometry.data))
+    for (uint64_t at = r.offset; at < r.offset + r.length; at += 4096)
+      written.insert((at - h.geometry.data.offset) / kRegion);
+  CHECK(written == std::set<uint64_t>{0, 5, 9});
   CHECK(SameArea(h, h.geometry.data, 0, back));
   CHECK(SameArea(h, h.geometry.table, 0, back));
   CHECK(h.Slot(1).state == "active");
@@ -248,6 +254,49 @@ TEST_CASE("return: a member that cannot take what the set promised is refused; n
   CHECK(h.Slot(1).uri == "mem1");
   CHECK(h.vol->ReturnableSlots() == std::vector<uint32_t>{1});
   REQUIRE(h.Close() == 0);
+}
+
+TEST_CASE("return: a superblock of another slot, or not older than the volume's, is refused") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  DemoteSlot1(h, 0);
+  const uint32_t back = Returning(h, 1, "mem1-back");
+  Superblock its = h.OnDisk(back);
+  its.member_index = 0;
+  Status s = Reattach(h, 1, back, its);
+  CHECK(s.err() == EINVAL);
+  CHECK(s.message() == "slot 1 of vol0: mem1-back refused: it holds slot 0");
+  its = h.OnDisk(back);
+  its.event = h.OnDisk(0).event;  // written since by someone else
+  s = Reattach(h, 1, back, its);
+  CHECK(s.err() == EINVAL);
+  CHECK(s.message().find("is not older than the volume's (ownership epoch ") != std::string::npos);
+  its = h.OnDisk(back);
+  its.volume_uuid = TestUuid(0x77);
+  CHECK(Reattach(h, 1, back, its).err() == EINVAL);
+  h.Pump();
+  CHECK(h.members[back]->log.empty());
+  CHECK(h.Slot(1).state == "stale");
+  REQUIRE(h.Close() == 0);
+}
+
+TEST_CASE("return: a volume that starts stopping while a member comes back leaves it out") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  DemoteSlot1(h, 0);
+  const uint32_t back = Returning(h, 1, "mem1-back");
+  std::optional<Status> answer;
+  h.vol->ReattachCopy(1, h.members[back].get(), h.OnDisk(back), [&](Status s) { answer = s; });
+  int closed = kPending;
+  h.vol->Close([&](int err) { closed = err; });
+  REQUIRE(h.Pump([&] { return answer.has_value() && closed != kPending; }));
+  CHECK(answer->err() == EIO);
+  CHECK(answer->message() ==
+        "slot 1 of vol0: mem1-back came back but stays out: the volume is stopping");
+  CHECK(closed == 0);
+  CHECK(h.OnDisk(0).state == VolumeState::kClean);
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kStale);
+  CHECK(h.vol->jobs().Status().empty());
 }
 
 TEST_CASE("return: a second member for a slot already coming back is refused with EBUSY") {

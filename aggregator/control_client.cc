@@ -84,6 +84,12 @@ Status AskControl(const std::string& control, const std::string& request, std::s
   return s;
 }
 
+void AddControlOption(CLI::App& command, std::string* control) {
+  command.add_option(
+      "--control", *control,
+      "the aggregator's control socket (default " + control::DefaultControlPath() + ")");
+}
+
 int RunControlCommand(const std::string& control, const std::string& request) {
   std::string answer;
   Status s = AskControl(control, request, &answer);

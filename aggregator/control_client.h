@@ -1,5 +1,5 @@
 // The client side of the control socket: one request line to a running aggregator and its whole
-// answer, for `status`, `scrub` and `resync-rate`. The default control socket in a shared
+// answer, for `status`, `scrub`, `resync-rate` and `member`. The default control socket in a shared
 // temporary directory is used only if its directory is ours (control/control_path.h), and an
 // answer is read up to a bound.
 //
@@ -8,9 +8,14 @@
 
 #include <string>
 
+#include <CLI/CLI.hpp>
+
 #include "common/status.h"
 
 namespace dst::aggregator {
+
+// --control PATH on a command that talks to a running aggregator.
+void AddControlOption(CLI::App& command, std::string* control);
 
 // `control`: --control as given ("" for DefaultControlPath()). `request` ends in a newline.
 // Errors when the aggregator cannot be reached, does not answer in time or closes without

@@ -3,7 +3,6 @@
 #include <CLI/CLI.hpp>
 
 #include "aggregator/command_error.h"
-#include "aggregator/control/control_path.h"
 #include "aggregator/control_client.h"
 
 namespace dst::aggregator {
@@ -11,9 +10,7 @@ namespace dst::aggregator {
 CLI::App* AddMemberCommand(CLI::App& app, MemberArgs* args) {
   CLI::App* member = app.add_subcommand(
       "member", "fail, remove or set a copy (slot) of a volume of a running aggregator");
-  member->add_option(
-      "--control", args->control,
-      "the aggregator's control socket (default " + control::DefaultControlPath() + ")");
+  AddControlOption(*member, &args->control);
   member->add_option("action", args->action, "fail, remove or set")
       ->required()
       ->check(CLI::IsMember({"fail", "remove", "set"}));

@@ -2,7 +2,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include "aggregator/control/control_path.h"
 #include "aggregator/control_client.h"
 
 namespace dst::aggregator {
@@ -10,9 +9,7 @@ namespace dst::aggregator {
 CLI::App* AddResyncRateCommand(CLI::App& app, ResyncRateArgs* args) {
   CLI::App* rate = app.add_subcommand(
       "resync-rate", "set the resync, rebuild and scrub rates of a volume of a running aggregator");
-  rate->add_option(
-      "--control", args->control,
-      "the aggregator's control socket (default " + control::DefaultControlPath() + ")");
+  AddControlOption(*rate, &args->control);
   rate->add_option("volume", args->volume, "the volume's name")->required();
   rate->add_option("--min", args->min, "bytes per second always allowed, such as 1M")->required();
   rate->add_option("--max", args->max, "bytes per second while clients are idle, such as 200M")

@@ -2,7 +2,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include "aggregator/control/control_path.h"
 #include "aggregator/control_client.h"
 
 namespace dst::aggregator {
@@ -10,9 +9,7 @@ namespace dst::aggregator {
 CLI::App* AddScrubCommand(CLI::App& app, ScrubArgs* args) {
   CLI::App* scrub = app.add_subcommand(
       "scrub", "start, pause, resume or stop the scrub of a volume of a running aggregator");
-  scrub->add_option(
-      "--control", args->control,
-      "the aggregator's control socket (default " + control::DefaultControlPath() + ")");
+  AddControlOption(*scrub, &args->control);
   scrub->add_option("volume", args->volume, "the volume's name")->required();
   scrub->add_option("action", args->action, "start, pause, resume or stop")
       ->required()

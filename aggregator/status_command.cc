@@ -5,7 +5,6 @@
 #include <CLI/CLI.hpp>
 
 #include "aggregator/command_error.h"
-#include "aggregator/control/control_path.h"
 #include "aggregator/control_client.h"
 
 namespace dst::aggregator {
@@ -13,9 +12,7 @@ namespace dst::aggregator {
 CLI::App* AddStatusCommand(CLI::App& app, StatusArgs* args) {
   CLI::App* status =
       app.add_subcommand("status", "show a running aggregator's volumes and members");
-  status->add_option(
-      "--control", args->control,
-      "the aggregator's control socket (default " + control::DefaultControlPath() + ")");
+  AddControlOption(*status, &args->control);
   status->add_flag("--json", args->json, "print JSON instead of a table");
   return status;
 }

@@ -143,71 +143,36 @@ VolumeMap MapOf(const std::vector<std::string>& uris) {
 }
 
 // ---------------------------------------------------------------------------
-// The aggregator serving an assembled volume.
+// The aggregator serving an assembled volume: Served (volume_fixture.h), given the volume's
+// name, so that its stop requires the volume marked clean.
 
-AggregatorOptions ServeOptions(std::vector<std::string> args) {
-  AggregatorOptions o;
-  o.binary = DST_AGGREGATOR_PATH;
-  o.args = std::move(args);
-  o.listen = AggregatorListen::kUnix;
-  return o;
-}
-
-// `dst-aggregator serve URI...` (no --raw) for the volume `name`. Stop() (or the destructor)
-// requires what a clean shutdown looks like: exit code 0, the volume marked clean ("volume NAME:
-// stopped clean") and no sanitizer report.
-class Served {
- public:
-  Served(std::string name, const std::vector<std::string>& args)
-      : name_(std::move(name)), server_(ServeOptions(args)) {}
-  ~Served() { Stop(); }
-
-  std::string uri() const { return server_.uri(name_); }
-  std::string log() const { return server_.stderr_text(); }
-
-  void Stop() {
-    if (stopped_) return;
-    stopped_ = true;
-    // A small idle volume stops in well under a second; 5 s leaves room for a loaded machine.
-    const int code = server_.Stop(5s);
-    const std::string log = server_.stderr_text();
-    CHECK_MESSAGE(code == 0, "dst-aggregator exit code " << code << "\n" << log);
-    CHECK_MESSAGE(Contains(log, "volume " + name_ + ": stopped clean"), log);
-    CHECK_MESSAGE(server_.SanitizerReports().empty(), "sanitizer reports:\n" << log);
-  }
-
-  // SIGUSR1, then the volume's next `stats: volume NAME integrity: k=v ...` line, parsed.
-  std::map<std::string, std::string> IntegrityStats() {
-    const std::string mark = "info: stats: volume " + name_ + " integrity: ";
-    const size_t before = CountOf(log(), mark);
-    server_.Kill(SIGUSR1);
-    const auto deadline = SteadyClock::now() + 5s;
-    for (;;) {
-      const std::string text = log();
-      const size_t at = text.rfind(mark);
-      const size_t end = at == std::string::npos ? at : text.find('\n', at);
-      if (CountOf(text, mark) > before && end != std::string::npos) {
-        std::map<std::string, std::string> values;
-        std::istringstream fields(text.substr(at + mark.size(), end - at - mark.size()));
-        std::string field;
-        while (fields >> field) {
-          const size_t eq = field.find('=');
-          REQUIRE_MESSAGE(eq != std::string::npos, "bad stats field " << field);
-          values[field.substr(0, eq)] = field.substr(eq + 1);
-        }
-        return values;
+// SIGUSR1, then the next `stats: volume NAME integrity: k=v ...` line of the volume `name`,
+// parsed.
+std::map<std::string, std::string> IntegrityStats(Served& v, const std::string& name) {
+  const std::string mark = "info: stats: volume " + name + " integrity: ";
+  const size_t before = CountOf(v.stderr_text(), mark);
+  v.Kill(SIGUSR1);
+  const auto deadline = SteadyClock::now() + 5s;
+  for (;;) {
+    const std::string text = v.stderr_text();
+    const size_t at = text.rfind(mark);
+    const size_t end = at == std::string::npos ? at : text.find('\n', at);
+    if (CountOf(text, mark) > before && end != std::string::npos) {
+      std::map<std::string, std::string> values;
+      std::istringstream fields(text.substr(at + mark.size(), end - at - mark.size()));
+      std::string field;
+      while (fields >> field) {
+        const size_t eq = field.find('=');
+        REQUIRE_MESSAGE(eq != std::string::npos, "bad stats field " << field);
+        values[field.substr(0, eq)] = field.substr(eq + 1);
       }
-      REQUIRE_MESSAGE(SteadyClock::now() < deadline, "no integrity stats line:\n" << text);
-      REQUIRE_MESSAGE(server_.Running(), "aggregator exited:\n" << text);
-      std::this_thread::sleep_for(5ms);
+      return values;
     }
+    REQUIRE_MESSAGE(SteadyClock::now() < deadline, "no integrity stats line:\n" << text);
+    REQUIRE_MESSAGE(v.Running(), "aggregator exited:\n" << text);
+    std::this_thread::sleep_for(5ms);
   }
-
- private:
-  std::string name_;
-  AggregatorServer server_;
-  bool stopped_ = false;
-};
+}
 
 // A serve command line the aggregator must refuse: it exits 1 with exactly one line on stderr,
 // the error, naming every needle.
@@ -282,9 +247,9 @@ void CheckCorruptionDetected(const std::string& name, const std::vector<std::str
   FileMembers m(member_count, kMemberSize);
   CreateOk(Concat({"--name", name}, options), m.uris());
   const VolumeMap map = MapOf(m.uris());
-  Served v(name, m.uris());
+  Served v(m.uris(), name);
   NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
 
   constexpr uint64_t kWritten = kMiB;
   const Bytes data = RandomBytes(kWritten, seed);
@@ -315,11 +280,11 @@ void CheckCorruptionDetected(const std::string& name, const std::vector<std::str
     }
   }
 
-  const auto stats = v.IntegrityStats();
+  const auto stats = IntegrityStats(v, name);
   CHECK(stats.at("checksum_errors") == std::to_string(bad.size()));
   CHECK(stats.at("rereads_recovered") == "0");  // the damage is on the member, not in transit
   CHECK(stats.at("state") == "dirty");
-  const std::string log = v.log();
+  const std::string log = v.stderr_text();
   for (uint64_t b : bad) {
     const Placement p = map.Place(b * kBlock);
     CHECK_MESSAGE(Contains(log, MismatchLine(name, b * kBlock, p, m.uri(p.member))), log);
@@ -360,9 +325,9 @@ TEST_CASE("a block written to another block's place fails verification: the addr
   const std::string name = "ck-misdirect";
   CreateOk({"--name", name, "--layout", "stripe", "--chunk", "16K"}, m.uris());
   const VolumeMap map = MapOf(m.uris());
-  Served v(name, m.uris());
+  Served v(m.uris(), name);
   NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   const Bytes data = RandomBytes(256 * kKiB, 303);
   REQUIRE_NBD_OK(client.Pwrite(data, 0));
   REQUIRE_NBD_OK(client.Flush());
@@ -395,11 +360,11 @@ TEST_CASE("a block written to another block's place fails verification: the addr
       CHECK(std::equal(got.begin(), got.end(), data.begin() + b * kBlock));
     }
   }
-  const auto stats = v.IntegrityStats();
+  const auto stats = IntegrityStats(v, name);
   CHECK(stats.at("checksum_errors") == "2");
   for (uint64_t b : {uint64_t{5}, uint64_t{10}}) {
     const Placement p = map.Place(b * kBlock);
-    CHECK(Contains(v.log(), MismatchLine(name, b * kBlock, p, m.uri(p.member))));
+    CHECK(Contains(v.stderr_text(), MismatchLine(name, b * kBlock, p, m.uri(p.member))));
   }
 }
 
@@ -420,13 +385,13 @@ TEST_CASE(
   const Bytes data = RandomBytes(200 * kKiB + 123, 404);
 
   {
-    Served v(name, m.uris());
+    Served v(m.uris(), name);
     NbdClient client;
-    REQUIRE_NBD_OK(client.Connect(v.uri()));
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
     // The export is the name given to create (the server does not repeat the name a client
     // asked for, so it is checked in the list).
     std::vector<ExportEntry> exports;
-    REQUIRE_NBD_OK(NbdClient::ListExports(v.uri(), &exports));
+    REQUIRE_NBD_OK(NbdClient::ListExports(v.uri(name), &exports));
     REQUIRE(exports.size() == 1);
     CHECK(exports[0].name == name);
     REQUIRE_NBD_OK(client.Pwrite(data, 5000));
@@ -464,10 +429,10 @@ TEST_CASE(
 
   // Members given in the wrong order, one of them torn: assembled by index, data intact.
   {
-    Served v(name, {m.uri(1), m.uri(0)});
-    CHECK(Contains(v.log(), "volume " + name + ": assembled from 2 members"));
+    Served v({m.uri(1), m.uri(0)}, name);
+    CHECK(Contains(v.stderr_text(), "volume " + name + ": assembled from 2 members"));
     NbdClient client;
-    REQUIRE_NBD_OK(client.Connect(v.uri()));
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
     CHECK(client.ReadOrThrow(data.size(), 5000) == data);
     CHECK(AllZero(client.ReadOrThrow(5000, 0)));
     v.Stop();
@@ -534,9 +499,9 @@ TEST_CASE("sub-block writes at odd offsets and lengths read back exactly") {
   FileMembers m(2, kMemberSize);
   const std::string name = "ck-rmw";
   CreateOk({"--name", name, "--layout", "stripe", "--chunk", "8K"}, m.uris());
-  Served v(name, m.uris());
+  Served v(m.uris(), name);
   NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   const uint64_t size = static_cast<uint64_t>(client.Size());
   REQUIRE(size == 6 * kMiB);
 
@@ -586,7 +551,7 @@ TEST_CASE("sub-block writes at odd offsets and lengths read back exactly") {
     }
   }
   commands.push_back("flush");
-  QemuIo(v.uri(), commands);
+  QemuIo(v.uri(name), commands);
 
   const Bytes got = client.ReadOrThrow(size, 0);
   const auto diff = FirstDifference(got, model);
@@ -594,18 +559,18 @@ TEST_CASE("sub-block writes at odd offsets and lengths read back exactly") {
                                                             << ", want " << int(model[*diff]));
   // A second connection (a fresh client) sees the same.
   NbdClient other;
-  REQUIRE_NBD_OK(other.Connect(v.uri()));
+  REQUIRE_NBD_OK(other.Connect(v.uri(name)));
   CHECK(other.ReadOrThrow(size, 0) == got);
 
-  const auto stats = v.IntegrityStats();
+  const auto stats = IntegrityStats(v, name);
   CHECK(stats.at("rmw_blocks") == std::to_string(partial));
   CHECK(stats.at("checksum_errors") == "0");
   v.Stop();
 
   // After a clean stop and a new start the checksums written back verify every byte.
-  Served again(name, m.uris());
+  Served again(m.uris(), name);
   NbdClient reread;
-  REQUIRE_NBD_OK(reread.Connect(again.uri()));
+  REQUIRE_NBD_OK(reread.Connect(again.uri(name)));
   CHECK(reread.ReadOrThrow(size, 0) == model);
 }
 
@@ -668,9 +633,9 @@ TEST_CASE("concurrent overlapping unaligned writes and reads: no lost update, no
   FileMembers m(1, kMemberSize);
   const std::string name = "ck-concurrent";
   CreateOk({"--name", name}, m.uris());
-  Served v(name, m.uris());
+  Served v(m.uris(), name);
   NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   const uint64_t size = static_cast<uint64_t>(client.Size());
 
   // A hot area of 24 blocks: the first 12 hold data, the rest were never written.
@@ -688,7 +653,7 @@ TEST_CASE("concurrent overlapping unaligned writes and reads: no lost update, no
   std::vector<std::unique_ptr<AioClient>> clients;
   for (int w = 0; w < kWriters; ++w) {
     clients.push_back(std::make_unique<AioClient>());
-    REQUIRE_NBD_OK(clients.back()->client->Connect(v.uri()));
+    REQUIRE_NBD_OK(clients.back()->client->Connect(v.uri(name)));
     for (int j = 0; j < kWritesEach; ++j) {
       const uint64_t length = 1 + rng() % (2 * kBlock);
       const uint64_t offset = rng() % (kHot - length);
@@ -698,7 +663,7 @@ TEST_CASE("concurrent overlapping unaligned writes and reads: no lost update, no
   }
   clients.push_back(std::make_unique<AioClient>());
   AioClient& reader = *clients.back();
-  REQUIRE_NBD_OK(reader.client->Connect(v.uri()));
+  REQUIRE_NBD_OK(reader.client->Connect(v.uri(name)));
   for (int j = 0; j < kReads; ++j) {
     const uint64_t length = 1 + rng() % (3 * kBlock);
     reader.reads.push_back({rng() % (kHot - length), length});
@@ -754,7 +719,7 @@ TEST_CASE("concurrent overlapping unaligned writes and reads: no lost update, no
   }
   CHECK_MESSAGE(lost == 0, lost << " bytes lost their only write; first bad " << example);
   CHECK_MESSAGE(foreign == 0, foreign << " bytes hold no covering write's value; " << example);
-  const auto stats = v.IntegrityStats();
+  const auto stats = IntegrityStats(v, name);
   CHECK(stats.at("checksum_errors") == "0");
   CHECK(stats.at("rereads_recovered") == "0");
   for (auto& c : clients)
@@ -769,14 +734,14 @@ TEST_CASE("never-written, trimmed and zeroed blocks are holes that read as zeros
   const std::string name = "ck-holes";
   CreateOk({"--name", name}, m.uris());
   const VolumeMap map = MapOf(m.uris());
-  Served v(name, m.uris());
+  Served v(m.uris(), name);
   NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   const uint64_t size = static_cast<uint64_t>(client.Size());
   const std::string sz = std::to_string(size);
 
   CHECK(MapString(client, size) == "hole,zero@0+" + sz);
-  const CommandResult info = RunOk({kNbdinfo, "--map", v.uri()});
+  const CommandResult info = RunOk({kNbdinfo, "--map", v.uri(name)});
   CHECK_MESSAGE(LineWithAll(info.stdout_text, {"0", sz, "3", "hole,zero"}) != "", info.stdout_text);
 
   // A never-written block is not read from the member: garbage there does not show. (The
@@ -797,7 +762,8 @@ TEST_CASE("never-written, trimmed and zeroed blocks are holes that read as zeros
 
   // Discard of whole blocks 136K..152K and of part of a block (a no-op); write-zeroes of whole
   // blocks 168K..176K.
-  QemuIo(v.uri(), {"discard 139264 16384", "discard 131073 100", "write -z 172032 8192", "flush"});
+  QemuIo(v.uri(name),
+         {"discard 139264 16384", "discard 131073 100", "write -z 172032 8192", "flush"});
   CHECK(MapString(client, 64 * kKiB, 128 * kKiB) ==
         "data@131072+8192 hole,zero@139264+16384 data@155648+16384 hole,zero@172032+8192 "
         "data@180224+16384");
@@ -813,9 +779,9 @@ TEST_CASE("never-written, trimmed and zeroed blocks are holes that read as zeros
   v.Stop();
 
   // The table went to the members on the clean stop: the same holes after a restart.
-  Served again(name, m.uris());
+  Served again(m.uris(), name);
   NbdClient reread;
-  REQUIRE_NBD_OK(reread.Connect(again.uri()));
+  REQUIRE_NBD_OK(reread.Connect(again.uri(name)));
   CHECK(MapString(reread, size) == before_stop);
   CHECK(reread.ReadOrThrow(64 * kKiB, 128 * kKiB) == want);
 }
@@ -842,12 +808,12 @@ TEST_CASE("structured READ replies carry unwritten blocks as hole chunks") {
   FileMembers m(1, kMemberSize);
   const std::string name = "ck-sparse";
   CreateOk({"--name", name}, m.uris());
-  Served v(name, m.uris());
+  Served v(m.uris(), name);
   NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   const Bytes data = RandomBytes(64 * kKiB, 710);
   REQUIRE_NBD_OK(client.Pwrite(data, 128 * kKiB));
-  const CommandResult r = RunOk({kPython3, "-c", kStructuredRead, v.uri()});
+  const CommandResult r = RunOk({kPython3, "-c", kStructuredRead, v.uri(name)});
   std::istringstream lines(r.stdout_text);
   std::string sparse, sparse_bytes, whole, whole_bytes;
   std::getline(lines, sparse);
@@ -870,9 +836,9 @@ TEST_CASE("write-zeroes longer than a 64 KiB block that covers no whole block") 
   FileMembers m(1, kMemberSize);
   const std::string name = "ck-bigblock";
   CreateOk({"--name", name, "--block-size", "64K"}, m.uris());
-  Served v(name, m.uris());
+  Served v(m.uris(), name);
   NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   const Bytes data = RandomBytes(256 * kKiB, 709);
   REQUIRE_NBD_OK(client.Pwrite(data, 0));
   CHECK_NBD_OK(client.Zero(100000, 1));  // [1, 100001): block 0 from byte 1, block 1 in part
@@ -895,9 +861,9 @@ TEST_CASE("a keyed volume is served with its key only") {
 
   const Bytes data = RandomBytes(100 * kKiB + 1, 810);
   {
-    Served v(name, Concat({"--key-file", key}, m.uris()));
+    Served v(Concat({"--key-file", key}, m.uris()), name);
     NbdClient client;
-    REQUIRE_NBD_OK(client.Connect(v.uri()));
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
     REQUIRE_NBD_OK(client.Pwrite(data, 4097));
     CHECK(client.ReadOrThrow(data.size(), 4097) == data);
     v.Stop();
@@ -910,9 +876,9 @@ TEST_CASE("a keyed volume is served with its key only") {
     CHECK(x.state == "clean");
     CHECK(x.checksum == "blake2b-keyed");
   }
-  Served v(name, Concat({"--key-file", key}, {m.uri(1), m.uri(0)}));
+  Served v(Concat({"--key-file", key}, {m.uri(1), m.uri(0)}), name);
   NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(v.uri()));
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   CHECK(client.ReadOrThrow(data.size(), 4097) == data);
 }
 

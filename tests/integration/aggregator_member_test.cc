@@ -18,25 +18,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-AggregatorOptions ServeOptions(std::vector<std::string> args) {
-  AggregatorOptions o;
-  o.binary = DST_AGGREGATOR_PATH;
-  o.args = std::move(args);
-  return o;
-}
-
-// serve, stopped by SIGTERM with exit 0 and no sanitizer report on teardown.
-class Served : public AggregatorServer {
- public:
-  explicit Served(std::vector<std::string> args)
-      : AggregatorServer(ServeOptions(std::move(args))) {}
-  ~Served() {
-    const int code = Stop();
-    CHECK_MESSAGE(code == 0, "dst-aggregator exit code " << code << "\n" << stderr_text());
-    CHECK_MESSAGE(SanitizerReports().empty(), "sanitizer reports:\n" << stderr_text());
-  }
-};
-
 CommandResult Ask(const AggregatorServer& a, std::vector<std::string> args) {
   args.insert(args.begin(), {"member", "--control", a.control_path()});
   return RunAggregator(args);

@@ -139,41 +139,6 @@ std::vector<std::string> PskOptions(const std::string& psk_file) {
   return {"--member-tls-psk", psk_file, "--member-tls-username", kIdentity};
 }
 
-AggregatorOptions ServeOptions(std::vector<std::string> args) {
-  AggregatorOptions o;
-  o.binary = DST_AGGREGATOR_PATH;
-  o.args = std::move(args);
-  return o;
-}
-
-// `dst-aggregator serve ARGS...` on a Unix socket. Stop() (or the destructor) requires exit code
-// 0, no sanitizer report and, for an assembled volume, the volume marked clean.
-class Served {
- public:
-  explicit Served(const std::vector<std::string>& args, std::string clean_volume = "")
-      : clean_volume_(std::move(clean_volume)), server_(ServeOptions(args)) {}
-  ~Served() { Stop(); }
-
-  std::string uri(std::string_view volume) const { return server_.uri(volume); }
-  std::string log() const { return server_.stderr_text(); }
-
-  void Stop() {
-    if (stopped_) return;
-    stopped_ = true;
-    const int code = server_.Stop(10s);
-    const std::string log = server_.stderr_text();
-    CHECK_MESSAGE(code == 0, "dst-aggregator exit code " << code << "\n" << log);
-    CHECK_MESSAGE(server_.SanitizerReports().empty(), "sanitizer reports:\n" << log);
-    if (!clean_volume_.empty())
-      CHECK_MESSAGE(Contains(log, "volume " + clean_volume_ + ": stopped clean"), log);
-  }
-
- private:
-  std::string clean_volume_;
-  AggregatorServer server_;
-  bool stopped_ = false;
-};
-
 // A command (serve, create or inspect) that must fail before doing anything: exit code 1 and
 // one line on stderr, the error, naming every needle.
 void CheckOneError(int exit_code, const std::string& stderr_text,
@@ -252,7 +217,7 @@ TEST_CASE("a checksummed volume over TLS members with pre-shared keys") {
   {
     Served served(Concat(tls, uris), "secure");
     // The plugin's fencing works over TLS as over plain NBD.
-    CHECK_FALSE(Contains(served.log(), "cannot fence"));
+    CHECK_FALSE(Contains(served.stderr_text(), "cannot fence"));
     CheckFioVerified(FioVerify(served.uri("secure")), 90s);
     WriteThrough(served.uri("secure"), data, 5 * kMiB);
   }
@@ -434,7 +399,7 @@ TEST_CASE("a TLS member that restarts is reconnected over TLS") {
   REQUIRE_NBD_OK(client.Pwrite(after, kMiB));
   CHECK(client.ReadOrThrow(before.size(), 0) == before);
   CHECK(client.ReadOrThrow(after.size(), kMiB) == after);
-  CHECK_MESSAGE(Contains(served.log(), "reconnecting -> ready"), served.log());
+  CHECK_MESSAGE(Contains(served.stderr_text(), "reconnecting -> ready"), served.stderr_text());
 }
 
 TEST_SUITE_END();

@@ -18,25 +18,6 @@ using namespace std::chrono_literals;
 
 constexpr uint64_t kBlock = 4096;
 
-AggregatorOptions ServeOptions(std::vector<std::string> args) {
-  AggregatorOptions o;
-  o.binary = DST_AGGREGATOR_PATH;
-  o.args = std::move(args);
-  return o;
-}
-
-// serve, stopped by SIGTERM with exit 0 and no sanitizer report on teardown.
-class Served : public AggregatorServer {
- public:
-  explicit Served(std::vector<std::string> args)
-      : AggregatorServer(ServeOptions(std::move(args))) {}
-  ~Served() {
-    const int code = Stop();
-    CHECK_MESSAGE(code == 0, "dst-aggregator exit code " << code << "\n" << stderr_text());
-    CHECK_MESSAGE(SanitizerReports().empty(), "sanitizer reports:\n" << stderr_text());
-  }
-};
-
 std::string Status(const AggregatorServer& a, bool json) {
   std::vector<std::string> args = {"status", "--control", a.control_path()};
   if (json) args.push_back("--json");

@@ -52,4 +52,30 @@ CommandResult CreateOk(const std::vector<std::string>& options,
   return r;
 }
 
+AggregatorOptions ServeOptions(std::vector<std::string> args) {
+  AggregatorOptions o;
+  o.binary = DST_AGGREGATOR_PATH;
+  o.args = std::move(args);
+  o.listen = AggregatorListen::kUnix;
+  return o;
+}
+
+Served::Served(std::vector<std::string> args, std::string clean_volume)
+    : AggregatorServer(ServeOptions(std::move(args))), clean_volume_(std::move(clean_volume)) {}
+
+Served::~Served() {
+  Stop();
+}
+
+void Served::Stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  const int code = AggregatorServer::Stop();
+  const std::string log = stderr_text();
+  CHECK_MESSAGE(code == 0, "dst-aggregator exit code " << code << "\n" << log);
+  CHECK_MESSAGE(SanitizerReports().empty(), "sanitizer reports:\n" << log);
+  if (!clean_volume_.empty())
+    CHECK_MESSAGE(Contains(log, "volume " + clean_volume_ + ": stopped clean"), log);
+}
+
 }  // namespace dst::test

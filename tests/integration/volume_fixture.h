@@ -1,8 +1,9 @@
 // Shared pieces of the tests that format volumes in the member format with
-// `dst-aggregator create` and look at them with `inspect` (the metadata and
-// checksum integration suites, the fault_crash suite): members served by our
-// plugin on sparse temp files, and the dst-aggregator command line run with a
-// sanitizer check on its stderr.
+// `dst-aggregator create`, look at them with `inspect` and serve them (the
+// metadata, checksum, mirror, scrub and member integration suites, the
+// fault_crash suite): members served by our plugin on sparse temp files, the
+// dst-aggregator command line run with a sanitizer check on its stderr, and
+// `dst-aggregator serve` checked for a clean stop.
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/harness/aggregator_process.h"
 #include "tests/integration/plugin_fixture.h"
 
 namespace dst::test {
@@ -56,5 +58,27 @@ CommandResult Create(const std::vector<std::string>& options, const std::vector<
 // there, showing its output).
 CommandResult CreateOk(const std::vector<std::string>& options,
                        const std::vector<std::string>& uris);
+
+// `dst-aggregator serve ARGS...` on a Unix socket in the server's directory.
+AggregatorOptions ServeOptions(std::vector<std::string> args);
+
+// `dst-aggregator serve ARGS...` for the length of a case. Stop() (or the
+// destructor) requires what a clean stop looks like: exit code 0 after
+// SIGTERM, no sanitizer report and, when `clean_volume` names a volume, that
+// volume marked clean ("volume NAME: stopped clean").
+class Served : public AggregatorServer {
+ public:
+  explicit Served(std::vector<std::string> args, std::string clean_volume = "");
+  ~Served();
+
+  // Stops the aggregator and checks the above, once: later calls do nothing.
+  // It hides AggregatorServer::Stop, so that a case that stops the
+  // aggregator half-way gets the checks at that point.
+  void Stop();
+
+ private:
+  std::string clean_volume_;
+  bool stopped_ = false;
+};
 
 }  // namespace dst::test

@@ -188,7 +188,7 @@ void ReturnWatcher::OnReattached(uint64_t id, Status status) {
       Adopt(std::move(pending));
       return;
     case EINVAL:
-      Refuse(pending.watched, pending.uri, pending.slot, status.message());
+      Refuse(pending.watched, pending.uri, pending.slot, RuleOf(pending, status.message()));
       break;
     case EBUSY:      // the slot is not out any more
     case ERANGE:     // no such slot
@@ -230,6 +230,12 @@ void ReturnWatcher::Drop(std::unique_ptr<member::NbdMember> member) {
   asio::post(server_.io, [this, alive = lifetime_.Watch()] {
     if (!alive.expired()) dropped_.clear();
   });
+}
+
+std::string ReturnWatcher::RuleOf(const Pending& pending, const std::string& refusal) const {
+  const std::string who = "slot " + std::to_string(pending.slot) + " of " +
+                          NameOf(pending.watched) + ": " + pending.uri + " refused: ";
+  return refusal.starts_with(who) ? refusal.substr(who.size()) : refusal;
 }
 
 void ReturnWatcher::Refuse(size_t watched, const std::string& uri, std::optional<uint32_t> slot,

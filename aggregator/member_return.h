@@ -122,6 +122,9 @@ class ReturnWatcher {
   // and reason.
   void Refuse(size_t watched, const std::string& uri, std::optional<uint32_t> slot,
               const std::string& reason);
+  // ReattachCopy's refusal without the words the log line already has ("slot S of V: URI
+  // refused: "), so that it reads as the rule and its reason.
+  std::string RuleOf(const Pending& pending, const std::string& refusal) const;
   const std::string& NameOf(size_t watched) const;
 
   control::Server& server_;

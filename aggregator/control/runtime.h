@@ -1,6 +1,8 @@
 // Server: everything a running `dst-aggregator serve` owns, as serve_command.cc builds it and the
 // control plane (control_plane.h) reads it; MemberRef: a member as status, metrics and the stats
-// lines name it. Members and volumes are in the order of the configuration.
+// lines name it. Volumes and member_refs are in the order of the configuration (by volume,
+// then slot); so are members, except that one that comes back while serving takes the place of
+// its slot's, or comes last when its slot had none.
 //
 // Threading: built before the event loop runs, then touched only on its thread.
 #pragma once

@@ -148,19 +148,19 @@ void BackgroundJobs::Pump() {
 void BackgroundJobs::StartStep(Entry& entry, Clock::time_point) {
   ++entry.in_flight;
   BackgroundJob* job = entry.job.get();
-  job->Step([this, alive = lifetime_.Watch(), job](uint64_t bytes, int err) {
-    if (!alive.expired()) OnStepDone(job, bytes, err);
+  job->Step([this, alive = lifetime_.Watch(), job](uint64_t bytes, uint64_t moved, int err) {
+    if (!alive.expired()) OnStepDone(job, bytes, moved, err);
   });
 }
 
-// Charged when done, with what the step really covered: the bound on steps
+// Charged when done, with the data the step really moved: the bound on steps
 // in flight keeps the overshoot to a few steps.
-void BackgroundJobs::OnStepDone(BackgroundJob* job, uint64_t bytes, int err) {
+void BackgroundJobs::OnStepDone(BackgroundJob* job, uint64_t bytes, uint64_t moved, int err) {
   Entry* entry = Find(job);
   if (entry == nullptr) return;
   const Clock::time_point now = Clock::now();
   --entry->in_flight;
-  rate_.Charge(bytes, now);
+  rate_.Charge(moved, now);
   rate_.Finished(bytes, now);
   bytes_done_[static_cast<int>(job->kind())] += bytes;
   if (bytes > 0) entry->dirty = true;

@@ -49,8 +49,10 @@ class BackgroundJob {
  public:
   enum class Kind : uint8_t { kResync, kRebuild, kScrub };
   using Done = std::function<void(int err)>;
-  // `bytes`: how much of the job's total the step covered (progress, rate).
-  using StepDone = std::function<void(uint64_t bytes, int err)>;
+  // `bytes`: how much of the job's total the step covered (progress and the rate shown);
+  // `moved`: the data it read and wrote, which the throttle charges (a scrub step over blocks
+  // never written reads no data, so that a sparse volume is not scrubbed at the floor).
+  using StepDone = std::function<void(uint64_t bytes, uint64_t moved, int err)>;
 
   virtual ~BackgroundJob() = default;
   virtual Kind kind() const = 0;
@@ -147,7 +149,7 @@ class BackgroundJobs {
   // Starts what may start now; arms the timer for what must wait.
   void Pump();
   void StartStep(Entry& entry, Clock::time_point now);
-  void OnStepDone(BackgroundJob* job, uint64_t bytes, int err);
+  void OnStepDone(BackgroundJob* job, uint64_t bytes, uint64_t moved, int err);
   void CompleteJob(Entry& entry);
   void EndJob(BackgroundJob* job, int err, const char* how);
   void Drop(BackgroundJob* job);

@@ -323,7 +323,8 @@ void ResyncJob::Finish(const std::shared_ptr<StepState>& step, int err) {
     done_bytes_ += step->bytes;
     (plan_.full ? volume_.counters_.rebuild_bytes : volume_.counters_.resync_bytes) += step->bytes;
   }
-  step->done(err == 0 ? step->bytes : 0, err);
+  const uint64_t bytes = err == 0 ? step->bytes : 0;
+  step->done(bytes, bytes, err);
 }
 
 void ResyncJob::FlushTarget(Done done) {

@@ -52,8 +52,10 @@ void ScrubJob::Step(StepDone done) {
                       [this, first, count, done = std::move(done)](ScrubTally tally, int err) {
                         in_flight_.erase(first);
                         errors_ += tally.errors;
-                        if (err == 0) finished_ += count;
-                        done(err == 0 ? count * target_.scrub_block_size() : 0, err);
+                        if (err != 0) return done(0, 0, err);
+                        finished_ += count;
+                        const uint64_t block = target_.scrub_block_size();
+                        done(count * block, tally.blocks * block, 0);
                       });
 }
 

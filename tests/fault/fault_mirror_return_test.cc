@@ -4,10 +4,13 @@
 //   - a copy demoted while serving (its node killed under writes) is resynced once its node is
 //     back on the same socket: exactly the regions written meanwhile, and the copies' data areas
 //     end byte-equal;
+//   - a copy whose node was paused (SIGSTOP) past --degrade-after comes back once it resumes,
+//     under a fence epoch above the one the node holds from the old member's reconnect;
 //   - a copy missing at start (--allow-degraded) is caught up once its node starts;
 //   - --no-auto-resync leaves a copy that comes back stale;
 //   - the export of a removed slot (`member remove`) is refused, logged once, and stays out.
 #include <chrono>
+#include <csignal>
 #include <random>
 #include <set>
 #include <string>
@@ -103,6 +106,54 @@ TEST_CASE("demoted while serving, back on its socket: resynced by the running ag
   CHECK(mirror.Data(0) == mirror.Data(1));
 }
 
+// The node is never restarted, so it keeps the slot's fence session at the epoch of the old
+// member's last reconnect, and would refuse (ESTALE) a new member at the slot's first epoch.
+TEST_CASE("paused past --degrade-after after a reconnect: back above the old member's epoch") {
+  Mirror mirror(16 * kMiB);
+  Aggregator agg({"--degrade-after", "3s", "--io-timeout", "500ms", "--return-probe-interval",
+                  kProbeInterval, mirror.member(0).uri(), mirror.member(1).uri()});
+  INFO("aggregator log:\n" << agg.stderr_text());
+  const std::string uri1 = mirror.member(1).uri();
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
+  // Paused for less than --degrade-after: the write times out, the member reconnects under the
+  // next epoch once the node resumes, and the copy stays current.
+  const uint64_t first = QueryStats(agg, kVolume, 1).Count("epoch");
+  mirror.member(1).Kill(SIGSTOP);
+  std::thread resume([&] {
+    std::this_thread::sleep_for(1500ms);
+    mirror.member(1).Kill(SIGCONT);
+  });
+  const NbdStatus written = WriteFor(client, RandomBytes(kBlock, 4700), 0);
+  resume.join();
+  REQUIRE_NBD_OK(written);
+  const uint64_t reconnected = WaitForStats(
+                                   agg, kVolume, 1,
+                                   [&](const MemberStats& s) {
+                                     return s.Text("state") == "ready" && s.Count("epoch") > first;
+                                   },
+                                   10s)
+                                   .Count("epoch");
+  REQUIRE(Contains(StatusJson(agg), "\"sets\": [\"UU\"]"));
+  // Paused past it: demoted, its member abandoned; then resumed, with its session where the
+  // reconnect left it.
+  mirror.member(1).Kill(SIGSTOP);
+  WriteBlocks(client, 8 * kMiB, 20, 47);
+  REQUIRE(WaitForLog(agg, "demoted to stale (set", 10s));
+  mirror.member(1).Kill(SIGCONT);
+  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done (", 30s));
+  CHECK(Contains(agg.stderr_text(), "volume mir: slot 1 " + uri1 + " is back: "));
+  CHECK_FALSE(Contains(agg.stderr_text(), "cannot come back"));
+  const uint64_t back = QueryStats(agg, kVolume, 1).Count("epoch");
+  MESSAGE("slot 1 fence epochs: " << first << " at start, " << reconnected
+                                  << " after the reconnect, " << back << " back");
+  CHECK(back > reconnected);
+  CHECK(WaitForStatus(agg, "\"sets\": [\"UU\"]", 5s).has_value());
+  CHECK_NBD_OK(client.Shutdown());
+  REQUIRE(agg.Stop() == 0);
+  CHECK(mirror.Data(0) == mirror.Data(1));
+}
+
 TEST_CASE("missing at start (--allow-degraded): caught up once its node starts") {
   Mirror mirror(32 * kMiB);
   const std::string uri1 = mirror.member(1).uri();
@@ -156,7 +207,7 @@ TEST_CASE("a removed slot's export comes back: refused once, the slot stays out"
   REQUIRE(removed.exit_code == 0);
   CHECK(removed.stdout_text == "ok: mir slot 1 removed (missing)\n");
   mirror.member(1).RestartAfterKill();
-  const std::string refusal = "volume mir: " + uri1 + " cannot come back to slot 1: ";
+  const std::string refusal = "volume mir: " + uri1 + " cannot come back to slot 1: not-owner: ";
   REQUIRE(WaitForLog(agg, refusal, 10s));
   std::this_thread::sleep_for(5 * kProbe);  // probed again, not logged again
   const std::string log = agg.stderr_text();

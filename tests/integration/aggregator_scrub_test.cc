@@ -167,11 +167,20 @@ TEST_CASE("scrub --check counts a bad copy and repairs nothing") {
   CHECK(mirror.BlockOf(1) == bad);
 }
 
-// At 4 KiB/s the first steps (1 MiB each, a few in flight) go at once and the next waits for
-// minutes: the scrub of 31 MiB is still under way whatever the machine's speed, also after the
-// restart.
+// The throttle charges a scrub the data it reads: with 64 KiB written in every MiB, at 4 KiB/s
+// the first steps (1 MiB each, a few in flight) go at once and each next one waits for 16 s: the
+// scrub of 31 MiB is still under way whatever the machine's speed, also after the restart.
 TEST_CASE("scrub pause, resume and stop: their answers, status, and a pause kept across restart") {
   Mirror mirror(32 * kMiB);
+  {
+    Served agg(mirror.members().uris());
+    NbdClient c;
+    REQUIRE_NBD_OK(c.Connect(agg.uri("mir")));
+    for (uint64_t mib = 1; mib < 31; ++mib)
+      REQUIRE_NBD_OK(c.Pwrite(RandomBytes(64 * kKiB, mib), mib * kMiB));
+    REQUIRE_NBD_OK(c.Flush());
+    CHECK_NBD_OK(c.Shutdown());
+  }
   const std::vector<std::string> slow =
       Concat({"--resync-rate-min", "4K", "--resync-rate-max", "4K"}, mirror.members().uris());
   {

@@ -86,20 +86,12 @@ class Members {
   std::vector<std::string> uris_;
 };
 
-AggregatorOptions StatusAggregatorOptions(std::vector<std::string> args) {
-  AggregatorOptions o;
-  o.binary = DST_AGGREGATOR_PATH;
-  o.args = std::move(args);
-  o.listen = AggregatorListen::kUnix;
-  return o;
-}
-
 // dst-aggregator serve (with --control in its TempDir, from the harness); on teardown checks
 // that SIGTERM stopped it with exit code 0 and that no sanitizer reported anything.
 class Aggregator : public AggregatorServer {
  public:
   explicit Aggregator(std::vector<std::string> args)
-      : AggregatorServer(StatusAggregatorOptions(std::move(args))) {}
+      : AggregatorServer(ServeOptions(std::move(args))) {}
   ~Aggregator() {
     const int code = Stop();
     CHECK_MESSAGE(code == 0, "dst-aggregator exit code " << code << "\n" << stderr_text());
@@ -1227,7 +1219,7 @@ TEST_CASE("the control socket: mode, protocol, a silent client, stale and busy p
 
   SUBCASE("a second aggregator on the same path is refused and leaves it alone") {
     Members other(1, kMemberSize);
-    AggregatorOptions o = StatusAggregatorOptions({"--raw", "--control", control, other.uri(0)});
+    AggregatorOptions o = ServeOptions({"--raw", "--control", control, other.uri(0)});
     o.start_timeout = 20s;
     const StartFailure f = AggregatorServer::StartExpectingFailure(std::move(o));
     INFO("stderr:\n" << f.stderr_text);
@@ -1262,7 +1254,7 @@ TEST_CASE("a second aggregator refused for a busy control socket leaves the firs
   Members members(1, kMemberSize);
   Members other(1, kMemberSize);
   Aggregator first({"--raw", members.uri(0)});
-  AggregatorOptions o = StatusAggregatorOptions(
+  AggregatorOptions o = ServeOptions(
       {"--unix", first.socket_path(), "--control", first.control_path(), "--raw", other.uri(0)});
   o.listen = AggregatorListen::kFromArgs;
   const StartFailure f = AggregatorServer::StartExpectingFailure(std::move(o));
@@ -1285,7 +1277,7 @@ TEST_CASE("a busy metrics port fails start-up and leaves no socket behind") {
   const std::string socket = dir.File("agg.sock");
   const std::string control = dir.File("ctl.sock");
   const std::string metrics = "127.0.0.1:" + std::to_string(busy.port());
-  AggregatorOptions o = StatusAggregatorOptions(
+  AggregatorOptions o = ServeOptions(
       {"--unix", socket, "--control", control, "--metrics", metrics, "--raw", members.uri(0)});
   o.listen = AggregatorListen::kFromArgs;
   const StartFailure f = AggregatorServer::StartExpectingFailure(std::move(o));

@@ -1,10 +1,10 @@
 // fault_mirror_add: `member add` gives a slot of a running 2-copy mirror a new, empty export in
 // place of a node that is gone for good (docs/redundancy.md, "Member commands"), with real export
 // nodes, the real aggregator and a real client:
-//   - a stale slot (its node killed under writes) and a removed one (`member remove`) each take a
-//     new export: the answer, the rebuild to the end, `[UU]`, the data read back, the new copy's
-//     data area byte-equal to the other's, and a restart with the new member beside member 0 that
-//     finds both current;
+//   - a stale slot (its node killed under writes), a removed one (`member remove`) and one missing
+//     since the start (--allow-degraded) each take a new export: the answer, the rebuild to the
+//     end, `[UU]`, the data read back, the new copy's data area byte-equal to the other's, and a
+//     restart with the new member beside member 0 that finds both current;
 //   - refusals that write nothing: an export of another size, the live copy of member 0, an
 //     unknown volume.
 #include <chrono>
@@ -107,6 +107,10 @@ void AddAndCheck(Mirror& mirror, Aggregator& agg, const Written& written, bool n
   CHECK(Contains(log, "volume mir: slot 1 " + uri + " is current again (set 0 now [UU])"));
   CHECK(WaitForStatus(agg, "\"sets\": [\"UU\"]", 5s).has_value());
   CHECK(Contains(StatusJson(agg), SlotState(1, uri, "active")));
+  // Slot 1's member line (stats, status, metrics) names the new member, connected.
+  const MemberStats stats = QueryStats(agg, kVolume, 1);
+  CHECK(stats.Text("state") == "ready");
+  CHECK(Contains(stats.line(), uri));
   CheckReadBack(agg, written);
   REQUIRE(agg.Stop() == 0);
   const Area data = AreaOf(RunAggregator({"inspect", "--json", uri}).stdout_text, "data");
@@ -142,6 +146,22 @@ TEST_CASE("a removed slot takes a new export named with --slot") {
   const CommandResult removed = AskMember(*agg, {"remove", kVolume, "1"});
   REQUIRE(removed.exit_code == 0);
   AddAndCheck(mirror, *agg, written, true);
+}
+
+TEST_CASE("a slot missing since the start takes a new export and gets its member line") {
+  Mirror mirror(kMemberSize);
+  {
+    Aggregator first(ServeArgs(mirror.uris()));
+    Written ignored;
+    WriteBlocks(first, 8 * kMiB, 20, 71, &ignored);
+  }
+  mirror.StopMember1();
+  auto agg = std::make_unique<Aggregator>(ServeArgs({"--allow-degraded", mirror.member(0).uri()}));
+  INFO("aggregator log:\n" << agg->stderr_text());
+  Written written;
+  WriteBlocks(*agg, 8 * kMiB, 40, 72, &written);
+  CHECK(Contains(StatusJson(*agg), "\"sets\": [\"U_\"]"));
+  AddAndCheck(mirror, *agg, written, false);
 }
 
 TEST_CASE("member add refusals write nothing") {

@@ -175,6 +175,18 @@ mirror_member_killed() {
   reconnect_and_check "$MIRROR" "$MIRROR_SIZE" "e f" -C 2
 }
 
+# The mirror again, left with one copy by the case before: a copy onto it
+# during which the host gives the lost copy's slot a new export node (member
+# remove, member add), which is rebuilt while the copy goes on. Nothing fails,
+# and every set checks out, read from both copies.
+mirror_member_added() {
+  new_set g 8192 8192 16384
+  attach "$MIRROR" "$MIRROR_SIZE" -C 2 || return 1
+  mount_fs && copy_during_fault g || return 1
+  unmount_and_detach || return 1
+  reconnect_and_check "$MIRROR" "$MIRROR_SIZE" "e f g" -C 2
+}
+
 # A raw volume: the members as they are, without dst's checksums.
 raw_linear() {
   new_set d 1 100 8192
@@ -207,5 +219,6 @@ run_case linear-default linear_default
 run_case stripe-two-connections stripe_two_connections
 run_case stripe-member-restart stripe_member_restart
 run_case mirror-member-killed mirror_member_killed
+run_case mirror-member-added mirror_member_added
 run_case raw-linear raw_linear
 exit "$failed"

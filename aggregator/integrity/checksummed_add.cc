@@ -30,35 +30,12 @@ bool Fillable(MemberState state) {
          state == MemberState::kRebuilding;
 }
 
-bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
-  return a.params == b.params && a.superblocks == b.superblocks && a.bitmap == b.bitmap &&
-         a.missed_writes == b.missed_writes && a.table == b.table && a.data == b.data;
-}
-
 }  // namespace
 
 std::string ChecksummedVolume::NotFillable(uint32_t slot) const {
-  const uint32_t k = copies_per_set();
-  const volume::CopyRole role = sets_[slot / k]->role(slot % k);
+  if (std::string busy = SlotBusy(slot); !busy.empty()) return busy;
   const MemberState state = view_.member_states[slot];
-  if (role != volume::CopyRole::kOut)
-    return std::string("it is ") + volume::CopyRoleName(role) + " (" +
-           std::string(MemberStateName(state)) + ")";
-  if (returning_[slot]) return "a member is already coming to it";
-  if (reserved_[slot]) return "a member add to it is under way";
-  const bool demoting = undurable_demotions_[slot] ||
-                        std::any_of(pending_demotions_.begin(), pending_demotions_.end(),
-                                    [slot](const PendingDemotion& d) { return d.slot == slot; });
-  if (demoting || state == MemberState::kActive) return "its demotion is not durable yet";
   if (!Fillable(state)) return "it is " + std::string(MemberStateName(state));
-  const bool catching_up =
-      std::any_of(catch_ups_.begin(), catch_ups_.end(),
-                  [slot](const PendingCatchUp& c) { return c.slot == slot; }) ||
-      jobs_.Any([slot](const BackgroundJob& job) {
-        const auto* resync = dynamic_cast<const ResyncJob*>(&job);
-        return resync != nullptr && resync->slot() == slot;
-      });
-  if (catching_up) return "its last resync or rebuild is still ending";
   return {};
 }
 
@@ -117,12 +94,8 @@ Status ChecksummedVolume::NewMemberSuperblock(uint32_t slot, const std::string& 
 
 Status ChecksummedVolume::CheckNewMember(uint32_t slot, const volume::MemberTarget& target,
                                          const Superblock& its) const {
-  const uint32_t k = copies_per_set();
   const std::string who = SlotName(slot) + " of " + name() + ": " + target.name() + " refused: ";
-  if (its.version != kFormatVersion2 || its.volume_uuid != view_.volume_uuid)
-    return Status::Invalid(who + "it holds another volume (" + FormatUuid(its.volume_uuid) + ")");
-  if (its.member_index != slot)
-    return Status::Invalid(who + "it was formatted for slot " + std::to_string(its.member_index));
+  DST_RETURN_IF_ERROR(CheckCopyOf(slot, target, its, who));
   if (its.slot_members[slot] != its.member_uuid ||
       its.member_states[slot] != MemberState::kRebuilding)
     return Status::Invalid(who + "it was not formatted as a new member of the slot");
@@ -130,13 +103,6 @@ Status ChecksummedVolume::CheckNewMember(uint32_t slot, const volume::MemberTarg
     if (owner == its.member_uuid)
       return Status::Invalid(who + "its member UUID " + FormatUuid(owner) +
                              " already owns a slot: it is not new");
-  if (its.key_id != view_.key_id) return Status::Invalid(who + "its checksum key differs");
-  if (!SameAreas(its.geometry, geometries_[slot / k]))
-    return Status::Invalid(who + "its areas differ from the other copies of set " +
-                           std::to_string(slot / k));
-  if (target.capabilities().size != its.geometry.member_size)
-    return Status::Invalid(who + "it has " + FormatSize(target.capabilities().size) +
-                           " but was formatted with " + FormatSize(its.geometry.member_size));
   return Status::Ok();
 }
 
@@ -151,14 +117,9 @@ void ChecksummedVolume::AdoptMember(uint32_t slot, volume::MemberTarget* target,
   if (Status s = SlotToFill(slot, &filled); !s.ok()) return answer(std::move(s));
   if (target == nullptr) return answer(Status::Invalid(SlotName(slot) + ": no member given"));
   if (Status s = CheckNewMember(slot, *target, its); !s.ok()) return answer(std::move(s));
-  const uint32_t k = copies_per_set();
-  if (Status s = sets_[slot / k]->SetTarget(slot % k, target); !s.ok())
-    return answer(Status::Invalid(s.Wrap(SlotName(slot) + " of " + name()).message()));
   const std::string was(MemberStateName(view_.member_states[slot]));
-  // The previous target (an abandoned member) is the caller's to keep; it gets nothing more.
-  copies_[slot] = target;
-  superblocks_[slot] = its;  // its identity and size, for the superblock updates it now gets
-  returning_[slot] = true;
+  if (Status s = InstallCopy(slot, target, its); !s.ok())
+    return answer(Status::Invalid(s.message()));
   LOG_INFO("volume %s: %s (%s) takes the new member %s (member %s)", name().c_str(),
            SlotName(slot).c_str(), was.c_str(), target->name().c_str(),
            FormatUuid(its.member_uuid).c_str());
@@ -167,16 +128,7 @@ void ChecksummedVolume::AdoptMember(uint32_t slot, volume::MemberTarget* target,
   PendingUpdate update;
   update.slot_edit =
       SlotEdit{.slot = slot, .flags = std::nullopt, .remove = false, .owner = its.member_uuid};
-  auto finish = [this, alive = lifetime_.Watch(), slot, done = std::move(done)](int err) mutable {
-    if (alive.expired()) return done(Status::Error(EIO, "the volume is gone"));
-    returning_[slot] = false;
-    if (err == 0) return done(Status::Ok());
-    const std::string why = err == ESHUTDOWN ? "the volume is stopping"
-                            : err == EROFS   ? "the volume is fenced by a newer owner"
-                                             : std::strerror(err);
-    done(Status::Error(EIO, SlotName(slot) + " of " + name() + ": " + copies_[slot]->name() +
-                                " was added but stays out: " + why));
-  };
+  auto finish = CatchUpAnswer(slot, "was added", std::move(done));
   update.done = [this, alive = lifetime_.Watch(), slot,
                  finish = std::move(finish)](int err) mutable {
     if (alive.expired()) return finish(EIO);

@@ -58,27 +58,6 @@ Status Adopt(Harness& h, uint32_t slot, uint32_t member, const Superblock& its) 
   return *answer;
 }
 
-void DemoteSlot1(Harness& h, uint64_t at) {
-  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
-  REQUIRE(h.Write(at, Pattern(8 * KiB, 50)) == 0);
-  h.Pump();
-  REQUIRE(h.Slot(1).state == "stale");
-}
-
-// Reads of member m's data area wait (the rebuild's source reads) until StopHolding().
-void HoldDataReadsOf(Harness& h, uint32_t m) {
-  const Area data = h.geometry.data;
-  h.members[m]->hold = [data](const volume::MemberIo& io) {
-    return io.op == MemberOp::kRead && io.offset >= data.offset;
-  };
-}
-
-bool SameArea(const Harness& h, const Area& area, uint32_t a, uint32_t b) {
-  return std::equal(h.members[a]->bytes.begin() + area.offset,
-                    h.members[a]->bytes.begin() + area.end(),
-                    h.members[b]->bytes.begin() + area.offset);
-}
-
 TEST_CASE("add: a new member fills a stale slot and is rebuilt in full; a restart takes it") {
   Harness h;
   REQUIRE(h.Open() == 0);
@@ -97,7 +76,7 @@ TEST_CASE("add: a new member fills a stale slot and is rebuilt in full; a restar
   CHECK(sb.member_states[0] == MemberState::kActive);
 
   test::StderrCapture log;
-  HoldDataReadsOf(h, 0);
+  HoldDataReads(h, 0);
   const Status s = Adopt(h, 1, fresh, h.OnDisk(fresh));
   REQUIRE_MESSAGE(s.ok(), s.message());
   CHECK(log.Text().find("volume vol0: slot 1 (stale) takes the new member mem-new (member ") !=
@@ -214,7 +193,7 @@ TEST_CASE("add: refusals change nothing") {
   CHECK(h.Slot(1).state == "stale");
 
   // Taken; a second member for the slot while the first is being added is refused.
-  HoldDataReadsOf(h, 0);
+  HoldDataReads(h, 0);
   std::optional<Status> first;
   h.vol->AdoptMember(1, h.members[fresh].get(), good, [&](Status a) { first = a; });
   const uint32_t second = BlankMember(h, "mem-second");
@@ -245,7 +224,8 @@ TEST_CASE("add: a reserved slot takes no returning member and no other add until
   Status s = h.vol->SlotToFill(std::nullopt, &slot);
   CHECK(s.err() == EBUSY);
   s = h.vol->SlotToFill(1, &slot);
-  CHECK(s.message() == "slot 1 of vol0 cannot take a new member: a member add to it is under way");
+  CHECK(s.message() ==
+        "slot 1 of vol0 cannot take a new member: a new member is being added to it (member add)");
   // The old member answers again meanwhile: not taken back.
   h.members.push_back(
       std::make_unique<MemMember>(h.io, &h.clock, "mem1-back", kMemberSize, MemberCaps()));

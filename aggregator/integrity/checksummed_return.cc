@@ -39,22 +39,19 @@ bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
 
 }  // namespace
 
-std::string ChecksummedVolume::NotReturnable(uint32_t slot) const {
+std::string ChecksummedVolume::SlotBusy(uint32_t slot) const {
   const uint32_t k = copies_per_set();
   const volume::CopyRole role = sets_[slot / k]->role(slot % k);
   const MemberState state = view_.member_states[slot];
   if (role != volume::CopyRole::kOut)
     return std::string("it is ") + volume::CopyRoleName(role) + " (" +
            std::string(MemberStateName(state)) + ")";
-  if (returning_[slot]) return "a member is already coming back to it";
+  if (returning_[slot]) return "a member is already coming to it";
   if (reserved_[slot]) return "a new member is being added to it (member add)";
   const bool demoting = undurable_demotions_[slot] ||
                         std::any_of(pending_demotions_.begin(), pending_demotions_.end(),
                                     [slot](const PendingDemotion& d) { return d.slot == slot; });
   if (demoting || state == MemberState::kActive) return "its demotion is not durable yet";
-  if (state == MemberState::kFailed)
-    return "it is failed: it stays out until removed (member remove) and replaced";
-  if (!MayReturn(state)) return "it is " + std::string(MemberStateName(state));
   const bool catching_up =
       std::any_of(catch_ups_.begin(), catch_ups_.end(),
                   [slot](const PendingCatchUp& c) { return c.slot == slot; }) ||
@@ -64,6 +61,60 @@ std::string ChecksummedVolume::NotReturnable(uint32_t slot) const {
       });
   if (catching_up) return "its last resync or rebuild is still ending";
   return {};
+}
+
+std::string ChecksummedVolume::NotReturnable(uint32_t slot) const {
+  if (std::string busy = SlotBusy(slot); !busy.empty()) return busy;
+  const MemberState state = view_.member_states[slot];
+  if (state == MemberState::kFailed)
+    return "it is failed: it stays out until removed (member remove) and replaced";
+  if (!MayReturn(state)) return "it is " + std::string(MemberStateName(state));
+  return {};
+}
+
+Status ChecksummedVolume::CheckCopyOf(uint32_t slot, const volume::MemberTarget& target,
+                                      const Superblock& its, const std::string& who) const {
+  const uint32_t k = copies_per_set();
+  if (its.version != kFormatVersion2 || its.volume_uuid != view_.volume_uuid)
+    return Status::Invalid(who + "it holds another volume (" + FormatUuid(its.volume_uuid) +
+                           ", format version " + std::to_string(its.version) + ")");
+  if (its.member_index != slot)
+    return Status::Invalid(who + "it holds slot " + std::to_string(its.member_index));
+  if (its.key_id != view_.key_id) return Status::Invalid(who + "its checksum key differs");
+  if (!SameAreas(its.geometry, geometries_[slot / k]))
+    return Status::Invalid(who + "its areas differ from the other copies of set " +
+                           std::to_string(slot / k));
+  if (target.capabilities().size != its.geometry.member_size)
+    return Status::Invalid(who + "it has " + FormatSize(target.capabilities().size) +
+                           " but was formatted with " + FormatSize(its.geometry.member_size));
+  return Status::Ok();
+}
+
+Status ChecksummedVolume::InstallCopy(uint32_t slot, volume::MemberTarget* target,
+                                      const Superblock& its) {
+  const uint32_t k = copies_per_set();
+  if (Status s = sets_[slot / k]->SetTarget(slot % k, target); !s.ok())
+    return s.Wrap(SlotName(slot) + " of " + name());
+  // The previous target (an abandoned member) is the caller's to keep; it gets nothing more.
+  copies_[slot] = target;
+  superblocks_[slot] = its;  // its identity and size, for the superblock updates it now gets
+  returning_[slot] = true;
+  return Status::Ok();
+}
+
+std::function<void(int err)> ChecksummedVolume::CatchUpAnswer(uint32_t slot, std::string what,
+                                                              std::function<void(Status)> done) {
+  return [this, alive = lifetime_.Watch(), slot, what = std::move(what),
+          done = std::move(done)](int err) {
+    if (alive.expired()) return done(Status::Error(EIO, "the volume is gone"));
+    returning_[slot] = false;
+    if (err == 0) return done(Status::Ok());
+    const std::string why = err == ESHUTDOWN ? "the volume is stopping"
+                            : err == EROFS   ? "the volume is fenced by a newer owner"
+                                             : std::strerror(err);
+    done(Status::Error(EIO, SlotName(slot) + " of " + name() + ": " + copies_[slot]->name() + " " +
+                                what + " but stays out: " + why));
+  };
 }
 
 std::vector<uint32_t> ChecksummedVolume::ReturnableSlots() const {
@@ -78,18 +129,7 @@ Status ChecksummedVolume::DecideReturn(uint32_t slot, const volume::MemberTarget
                                        const Superblock& its, PendingCatchUp* catch_up) const {
   const uint32_t k = copies_per_set();
   const std::string who = SlotName(slot) + " of " + name() + ": " + target.name() + " refused: ";
-  if (its.version != kFormatVersion2 || its.volume_uuid != view_.volume_uuid)
-    return Status::Invalid(who + "it holds another volume (" + FormatUuid(its.volume_uuid) +
-                           ", format version " + std::to_string(its.version) + ")");
-  if (its.member_index != slot)
-    return Status::Invalid(who + "it holds slot " + std::to_string(its.member_index));
-  if (its.key_id != view_.key_id) return Status::Invalid(who + "its checksum key differs");
-  if (!SameAreas(its.geometry, geometries_[slot / k]))
-    return Status::Invalid(who + "its areas differ from the other copies of set " +
-                           std::to_string(slot / k));
-  if (target.capabilities().size != its.geometry.member_size)
-    return Status::Invalid(who + "it has " + FormatSize(target.capabilities().size) +
-                           " but was formatted with " + FormatSize(its.geometry.member_size));
+  DST_RETURN_IF_ERROR(CheckCopyOf(slot, target, its, who));
   // The view stands for the freshest superblock; one that is not older than it was written by
   // someone else since (another aggregator) and is not this volume's to judge.
   if (its.ownership_epoch > view_.ownership_epoch ||
@@ -137,26 +177,10 @@ void ChecksummedVolume::ReattachCopy(uint32_t slot, volume::MemberTarget* target
   if (target == nullptr) return answer(Status::Invalid(SlotName(slot) + ": no member given"));
   PendingCatchUp catch_up;
   if (Status s = DecideReturn(slot, *target, its, &catch_up); !s.ok()) return answer(std::move(s));
-  const uint32_t k = copies_per_set();
-  if (Status s = sets_[slot / k]->SetTarget(slot % k, target); !s.ok())
-    return answer(s.Wrap(SlotName(slot) + " of " + name()));
-  // The previous target (an abandoned member) is the caller's to keep; it gets nothing more.
-  copies_[slot] = target;
-  superblocks_[slot] = its;  // its identity and size, for the superblock updates it now gets
-  returning_[slot] = true;
+  if (Status s = InstallCopy(slot, target, its); !s.ok()) return answer(std::move(s));
   LOG_INFO("volume %s: %s %s is back: %s", name().c_str(), SlotName(slot).c_str(),
            target->name().c_str(), catch_up.reason.c_str());
-  StartCatchUp(
-      catch_up, [this, alive = lifetime_.Watch(), slot, done = std::move(done)](int err) mutable {
-        if (alive.expired()) return done(Status::Error(EIO, "the volume is gone"));
-        returning_[slot] = false;
-        if (err == 0) return done(Status::Ok());
-        const std::string why = err == ESHUTDOWN ? "the volume is stopping"
-                                : err == EROFS   ? "the volume is fenced by a newer owner"
-                                                 : std::strerror(err);
-        done(Status::Error(EIO, SlotName(slot) + " of " + name() + ": " + copies_[slot]->name() +
-                                    " came back but stays out: " + why));
-      });
+  StartCatchUp(catch_up, CatchUpAnswer(slot, "came back", std::move(done)));
 }
 
 }  // namespace dst::integrity

@@ -46,29 +46,6 @@ Status Reattach(Harness& h, uint32_t slot, uint32_t member, const Superblock& it
   return *answer;
 }
 
-// Slot 1 demoted by a write that fails on it.
-void DemoteSlot1(Harness& h, uint64_t at) {
-  h.members[1]->faults.push_back({MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
-  REQUIRE(h.Write(at, Pattern(8 * KiB, 50)) == 0);
-  h.Pump();
-  REQUIRE(h.Slot(1).state == "stale");
-}
-
-// Reads of member m's data area wait (a resync's source reads: the job stays under way) until
-// StopHolding().
-void HoldDataReads(Harness& h, uint32_t m) {
-  const Area data = h.geometry.data;
-  h.members[m]->hold = [data](const volume::MemberIo& io) {
-    return io.op == MemberOp::kRead && io.offset >= data.offset;
-  };
-}
-
-bool SameArea(const Harness& h, const Area& area, uint32_t a, uint32_t b) {
-  return std::equal(h.members[a]->bytes.begin() + area.offset,
-                    h.members[a]->bytes.begin() + area.end(),
-                    h.members[b]->bytes.begin() + area.offset);
-}
-
 TEST_CASE("return: a copy demoted while serving comes back and gets exactly what it missed") {
   Harness h;
   REQUIRE(h.Open() == 0);
@@ -314,7 +291,7 @@ TEST_CASE("return: a second member for a slot already coming back is refused wit
   CHECK_MESSAGE(a->ok(), a->message());
   CHECK(b->err() == EBUSY);
   CHECK(b->message() ==
-        "slot 1 of vol0 cannot take its member back: a member is already coming back to it");
+        "slot 1 of vol0 cannot take its member back: a member is already coming to it");
   // While the first catches up.
   const Status c = Reattach(h, 1, second, h.OnDisk(second));
   CHECK(c.err() == EBUSY);

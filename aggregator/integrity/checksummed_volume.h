@@ -225,8 +225,8 @@ class ChecksummedVolume final : public volume::BlockDevice,
   Status SlotToFill(std::optional<uint32_t> slot, uint32_t* out) const;
   // ReserveSlot: SlotToFill, and the slot is held for the caller's new member until AdoptMember
   // or ReleaseSlot: meanwhile no member comes back to it (ReturnableSlots leaves it out) and no
-  // other member add takes it (`... cannot take a new member: a member add to it is under way`),
-  // while the caller reads and formats the export.
+  // other member add takes it (`... cannot take a new member: a new member is being added to it
+  // (member add)`), while the caller reads and formats the export.
   Status ReserveSlot(std::optional<uint32_t> slot, uint32_t* out);
   void ReleaseSlot(uint32_t slot);
   // The superblock the new member of `slot` is formatted with: the view as that slot's copy, with
@@ -360,6 +360,20 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // A member coming back (checksummed_return.cc). Why slot `slot` cannot take a member back now
   // (empty: it can).
   std::string NotReturnable(uint32_t slot) const;
+  // What keeps any member, returning or new, from slot `slot` now, whatever its state: a copy
+  // that is not out, another member on its way, a demotion not durable, a catch-up still
+  // ending (empty: none).
+  std::string SlotBusy(uint32_t slot) const;
+  // What a copy of slot `slot` must share with the other copies of its set: this volume, the
+  // slot, the key, the areas and its formatted size. `who` starts the refusal.
+  Status CheckCopyOf(uint32_t slot, const volume::MemberTarget& target, const Superblock& its,
+                     const std::string& who) const;
+  // `target` (holding `its`) becomes slot `slot`'s copy, out until its catch-up starts.
+  Status InstallCopy(uint32_t slot, volume::MemberTarget* target, const Superblock& its);
+  // The answer of a return or an add once its catch-up started (or could not): OK, or EIO
+  // saying that the member `what` but stays out.
+  std::function<void(int err)> CatchUpAnswer(uint32_t slot, std::string what,
+                                             std::function<void(Status)> done);
   // Whether `its` (held by `target`) may be slot `slot` again, and how it catches up: as
   // assembly decides a stale member, the view standing for the freshest superblock. EINVAL with
   // the reason when it may not.

@@ -30,12 +30,6 @@ void WriteWithSlot1Away(Harness& h, const std::vector<uint64_t>& offsets) {
   REQUIRE(h.Close() == 0);
 }
 
-bool SameArea(const Harness& h, const Area& area, uint32_t a, uint32_t b) {
-  return std::equal(h.members[a]->bytes.begin() + area.offset,
-                    h.members[a]->bytes.begin() + area.end(),
-                    h.members[b]->bytes.begin() + area.offset);
-}
-
 TEST_CASE("resync: a returning copy gets the regions it missed, and only those") {
   Harness h;
   // Three blocks in region 0, one in region 5.

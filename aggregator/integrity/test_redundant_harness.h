@@ -296,4 +296,29 @@ class Harness {
   Setup setup_;
 };
 
+// Whether members a and b hold the same bytes in `area`.
+inline bool SameArea(const Harness& h, const Area& area, uint32_t a, uint32_t b) {
+  return std::equal(h.members[a]->bytes.begin() + area.offset,
+                    h.members[a]->bytes.begin() + area.end(),
+                    h.members[b]->bytes.begin() + area.offset);
+}
+
+// Slot 1 demoted by a client write at `at` that fails on it.
+inline void DemoteSlot1(Harness& h, uint64_t at) {
+  h.members[1]->faults.push_back(
+      {volume::MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});
+  REQUIRE(h.Write(at, Pattern(8 * KiB, 50)) == 0);
+  h.Pump();
+  REQUIRE(h.Slot(1).state == "stale");
+}
+
+// Reads of member m's data area (a resync's or rebuild's source reads) wait until StopHolding():
+// the job stays under way.
+inline void HoldDataReads(Harness& h, uint32_t m) {
+  const Area data = h.geometry.data;
+  h.members[m]->hold = [data](const volume::MemberIo& io) {
+    return io.op == volume::MemberOp::kRead && io.offset >= data.offset;
+  };
+}
+
 }  // namespace dst::integrity::testing

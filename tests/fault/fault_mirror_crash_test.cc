@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "tests/fault/fault_fixture.h"
+#include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault {
@@ -39,18 +40,6 @@ constexpr uint64_t kInFlightBase = 2 * kRegion;
 constexpr uint64_t kInFlightSize = 64 * kKiB;
 constexpr uint64_t kRingSlots = kRegion / kInFlightSize;
 constexpr size_t kDepth = 16;
-
-// Where an area of the member format is, from `inspect --json`: "NAME": {"offset": O, ...}.
-struct Area {
-  uint64_t offset = 0, size = 0;
-};
-
-Area AreaOf(const std::string& json, const std::string& name) {
-  std::smatch m;
-  const std::regex re("\"" + name + "\": *\\{\"offset\": *([0-9]+), *\"size\": *([0-9]+)\\}");
-  REQUIRE_MESSAGE(std::regex_search(json, m, re), "no area " << name << " in:\n" << json);
-  return {std::stoull(m[1]), std::stoull(m[2])};
-}
 
 uint64_t NumberOf(const std::string& json, const std::string& name) {
   std::smatch m;

@@ -1,7 +1,8 @@
-// A 2-copy mirror on two export nodes backed by files, for the fault suites that take a copy
-// away and bring it back (fault_mirror_resync, fault_mirror_return): the volume is made with
-// `create --layout mirror --copies 2 --region-size 1M`, and the copies' data areas can be read
-// from the files to compare them.
+// Where the areas of the member format are (AreaOf, from `inspect --json`), and a 2-copy mirror
+// on two export nodes backed by files, for the fault suites that take a copy away and bring it
+// back (fault_mirror_resync, fault_mirror_return): the volume is made with `create --layout
+// mirror --copies 2 --region-size 1M`, and the copies' data areas can be read from the files to
+// compare them.
 #pragma once
 
 #include <memory>

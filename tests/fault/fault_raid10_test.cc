@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "tests/fault/fault_fixture.h"
+#include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault {
@@ -45,18 +46,6 @@ Place PlaceOf(uint64_t volume_offset) {
 
 uint64_t VolumeOffsetOf(size_t set, uint64_t data_offset) {
   return (data_offset / kChunk * kSets + set) * kChunk + data_offset % kChunk;
-}
-
-struct Area {
-  uint64_t offset = 0, size = 0;
-};
-
-// "NAME": {"offset": O, "size": S} in `inspect --json`.
-Area AreaOf(const std::string& json, const std::string& name) {
-  std::smatch m;
-  const std::regex re("\"" + name + "\": *\\{\"offset\": *([0-9]+), *\"size\": *([0-9]+)\\}");
-  REQUIRE_MESSAGE(std::regex_search(json, m, re), "no area " << name << " in:\n" << json);
-  return {std::stoull(m[1]), std::stoull(m[2])};
 }
 
 // Four export nodes on files and the raid10 volume made of them (1 MiB regions).

@@ -166,10 +166,11 @@ Status BuildRedundantVolume(asio::io_context& io, const RedundantPlan& plan,
     const bool full =
         verdict.role == SlotRole::kStaleRebuild || verdict.role == SlotRole::kRebuilding;
     if (!plan.slots[s] || !(full || verdict.role == SlotRole::kStaleResync)) continue;
-    // The operator failed it (member fail): it stays out until removed and replaced.
+    // The operator failed it (member fail): it stays out until given a new export (member add).
     if (plan.view.member_states[s] == integrity::MemberState::kFailed) {
-      LOG_WARNING("volume %s: slot %u stays failed: not resynced (member remove, then add a copy)",
-                  plan.name.c_str(), s);
+      LOG_WARNING(
+          "volume %s: slot %u stays failed: not resynced (member add gives it a new export)",
+          plan.name.c_str(), s);
       continue;
     }
     if (!auto_resync) {

@@ -137,8 +137,8 @@ TEST_CASE("a failed copy stays failed across a restart; a removed copy's export 
   {
     Served agg(m.uris());
     CHECK(Contains(agg.stderr_text(),
-                   "volume mir: slot 1 stays failed: not resynced (member remove, then add a "
-                   "copy)"));
+                   "volume mir: slot 1 stays failed: not resynced (member add gives it a new "
+                   "export)"));
     const std::string json = Status(agg, true);
     CHECK(Contains(json, "\"sets\": [\"U_\"]"));
     CHECK(Contains(json, "\"jobs\": []"));

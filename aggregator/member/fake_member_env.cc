@@ -113,7 +113,9 @@ void FakeConnection::Connected() {
   const bool structured = server_.structured_replies && plan_.structured_replies;
   volume::MemberCapabilities capabilities = server_.capabilities;
   capabilities.can_block_status = capabilities.can_block_status && structured;
-  SetNegotiated(capabilities, fence_asked && server_.can_fence, structured);
+  const bool refused = plan_.fencing == ConnectPlan::Fencing::kProbe && server_.refuse_fence != 0;
+  if (refused) set_fence_refusal(std::strerror(server_.refuse_fence));
+  SetNegotiated(capabilities, fence_asked && server_.can_fence && !refused, structured);
   set_state(State::kReady);
   server_.connections_.push_back(this);
   std::exchange(connect_done_, nullptr)(Status::Ok());

@@ -57,6 +57,7 @@ class FakeExport {
 
   volume::MemberCapabilities capabilities;  // what a connection negotiates
   bool can_fence = true;                    // confirms fenced names, as the dst plugin does
+  int refuse_fence = 0;  // an errno: a probe's fenced name is refused (an older epoch)
   bool structured_replies = true;
   Reach reach = Reach::kUp;
   bool answering = true;  // false: every I/O is held (a hung server)

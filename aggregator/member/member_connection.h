@@ -90,6 +90,9 @@ class MemberConnection {
   const volume::MemberCapabilities& capabilities() const { return capabilities_; }
   // Valid once connected: the server confirmed fencing for the plan's epoch.
   bool fenced() const { return fenced_; }
+  // Valid once connected: why the server refused the fenced name of a probe (the connection then
+  // went on unfenced); empty when it did not refuse it.
+  const std::string& fence_refusal() const { return fence_refusal_; }
   // Valid once connected: structured replies were negotiated.
   bool structured_replies() const { return structured_replies_; }
 
@@ -99,6 +102,7 @@ class MemberConnection {
   State state() const { return state_; }
   void set_state(State state) { state_ = state; }
   void set_last_error(std::string text) { last_error_ = std::move(text); }
+  void set_fence_refusal(std::string why) { fence_refusal_ = std::move(why); }
   // What the handshake found, recorded once connected.
   void SetNegotiated(const volume::MemberCapabilities& capabilities, bool fenced,
                      bool structured_replies) {
@@ -115,6 +119,7 @@ class MemberConnection {
   std::string last_error_;
   volume::MemberCapabilities capabilities_;
   bool fenced_ = false;
+  std::string fence_refusal_;
   bool structured_replies_ = false;
   std::shared_ptr<size_t> in_flight_ = std::make_shared<size_t>(0);
 };

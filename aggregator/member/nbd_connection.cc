@@ -321,7 +321,10 @@ bool NbdConnection::Negotiate() {
   if (!option_result_.replied) return false;  // still waiting for the reply
   const OptionResult result = std::exchange(option_result_, {});
   if (option_step_ == OptionStep::kProbeInfo) {
-    // A server that ignores the name suffix answers, but not with the token.
+    // A server that ignores the name suffix answers, but not with the token; one that refuses
+    // it (the dst plugin, for an epoch older than its session's) is remembered for the message.
+    if (result.err != 0)
+      set_fence_refusal(result.message.empty() ? std::strerror(result.err) : result.message);
     return SendOption(/*info=*/false, /*fenced=*/result.err == 0 && ServerConfirmsFence());
   }
   // A successful NBD_OPT_GO leaves negotiation; we are here only if it failed.

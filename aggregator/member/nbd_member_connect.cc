@@ -73,7 +73,12 @@ void NbdMember::OnFirstConnection(Status status, std::function<void(Status)> don
   capabilities_ = connections_.front()->capabilities();
   fenced_ = connections_.front()->fenced();
   if (!fenced_ && options_.fencing == FencingMode::kRequire) {
-    last_error_ = "cannot fence (not a dst export node), and fencing is required";
+    const std::string& refusal = connections_.front()->fence_refusal();
+    last_error_ = refusal.empty()
+                      ? "cannot fence (not a dst export node), and fencing is required"
+                      : "the export refused the fenced name (" + refusal +
+                            "): an older fencing epoch of this member's session, a read-only "
+                            "connection, or not a dst export node; fencing is required";
     SetState(State::kFailed, last_error_);
     done(Status::Error(EPROTO, last_error_));
     return;

@@ -519,6 +519,20 @@ TEST_CASE("fencing modes") {
               ": cannot fence (not a dst export node), and fencing is required");
     CHECK(rig.member().state() == NbdMember::State::kFailed);
   }
+  SUBCASE("require names a refused fenced name (an older epoch) as such") {
+    TransactionOptions options = FastOptions();
+    options.fencing = FencingMode::kRequire;
+    Rig rig(options);
+    rig.server.refuse_fence = ENOENT;
+    const Status status = rig.Connect();
+    CHECK(status.err() == EPROTO);
+    CHECK(status.message() == std::string("member ") + kUri +
+                                  ": the export refused the fenced name (No such file or "
+                                  "directory): an older fencing epoch of this member's session, "
+                                  "a read-only connection, or not a dst export node; fencing is "
+                                  "required");
+    CHECK(rig.member().state() == NbdMember::State::kFailed);
+  }
   SUBCASE("off never asks") {
     TransactionOptions options = FastOptions();
     options.fencing = FencingMode::kOff;

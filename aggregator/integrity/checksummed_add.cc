@@ -82,11 +82,9 @@ Status ChecksummedVolume::NewMemberSuperblock(uint32_t slot, const std::string& 
   sb.geometry.member_size = size;
   sb.member_index = slot;
   sb.member_uuid = NewUuid();
-  sb.slot_members[slot] = sb.member_uuid;
-  sb.member_states[slot] = MemberState::kRebuilding;
-  sb.slot_flags[slot] = 0;
-  sb.cursor[slot] = 0;
-  if (sb.stale_since[slot] == 0) sb.stale_since[slot] = sb.event;
+  // The slot as AdoptMember's update will record it: owned by the new member, rebuilding.
+  ApplySlotEdit(
+      SlotEdit{.slot = slot, .flags = std::nullopt, .remove = false, .owner = sb.member_uuid}, sb);
   DST_RETURN_IF_ERROR(ValidateSuperblock(sb).Wrap("the new member's superblock"));
   *out = std::move(sb);
   return Status::Ok();

@@ -145,8 +145,8 @@ void MemberAdder::OnFormatted(uint64_t id, Status status) {
   // WriteNewMember wrote the superblock with event 1 in slot 1: what the member holds now.
   job.superblock.event = 1;
   const AddableVolume& added = volumes_[job.added];
-  job.member = NewSlotMember(server_, added.volume_index, job.slot, job.uri, settings_.connections,
-                             added.options.at(job.slot), settings_.tls);
+  job.member =
+      NewSlotMember(server_, added, job.slot, job.uri, settings_.connections, settings_.tls);
   job.member->AsyncConnect([this, alive = lifetime_.Watch(), id](Status s) {
     if (alive.expired()) return;
     OnConnected(id, std::move(s));
@@ -158,16 +158,12 @@ void MemberAdder::OnConnected(uint64_t id, Status status) {
   if (it == jobs_.end()) return;
   Job& job = it->second;
   if (!status.ok()) return Finish(id, status.Wrap("connecting " + job.uri));
-  integrity::ChecksummedVolume* volume = volumes_[job.added].volume;
-  const uint32_t slot = job.slot;
-  // As at start: a member fenced out by a newer owner stops the volume's writes.
-  job.member->OnSuperseded([volume, slot] { volume->Supersede(slot); });
   job.handed = true;  // AdoptMember ends the slot's reservation
-  volume->AdoptMember(slot, job.member.get(), job.superblock,
-                      [this, alive = lifetime_.Watch(), id](Status s) {
-                        if (alive.expired()) return;
-                        OnAdopted(id, std::move(s));
-                      });
+  volumes_[job.added].volume->AdoptMember(job.slot, job.member.get(), job.superblock,
+                                          [this, alive = lifetime_.Watch(), id](Status s) {
+                                            if (alive.expired()) return;
+                                            OnAdopted(id, std::move(s));
+                                          });
 }
 
 void MemberAdder::OnAdopted(uint64_t id, Status status) {

@@ -43,6 +43,7 @@
 #include "aggregator/member/member_tls.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/member/transaction_policy.h"
+#include "aggregator/slot_member.h"
 #include "common/lifetime.h"
 #include "common/status.h"
 
@@ -55,11 +56,7 @@ class MemberAdder {
     member::MemberTls tls;
   };
   // A mirror or raid10 volume as serve assembled it.
-  struct AddableVolume {
-    integrity::ChecksummedVolume* volume = nullptr;
-    size_t volume_index = 0;                          // in Server::volumes
-    std::vector<member::TransactionOptions> options;  // by slot, as at start
-  };
+  using AddableVolume = SlotVolume;
   using Done = std::function<void(Status, uint32_t slot)>;
 
   MemberAdder(control::Server& server, Settings settings);

@@ -145,8 +145,7 @@ void ReturnWatcher::Attach(size_t watched, uint32_t slot, const std::string& uri
                            const integrity::Superblock& its) {
   const uint64_t id = next_pending_++;
   auto member =
-      NewSlotMember(server_, volumes_[watched].volume_index, slot, uri, settings_.connections,
-                    volumes_[watched].options.at(slot), settings_.tls);
+      NewSlotMember(server_, volumes_[watched], slot, uri, settings_.connections, settings_.tls);
   member::NbdMember* connecting = member.get();
   pending_.emplace(id, Pending{watched, slot, uri, std::move(member)});
   LOG_DEBUG("volume %s: %s answers for slot %u: connecting", NameOf(watched).c_str(), uri.c_str(),
@@ -167,15 +166,11 @@ void ReturnWatcher::OnConnected(uint64_t id, integrity::Superblock its, Status s
     pending_.erase(it);
     return;
   }
-  integrity::ChecksummedVolume* volume = volumes_[pending.watched].volume;
-  const uint32_t slot = pending.slot;
-  // As at start: a member fenced out by a newer owner stops the volume's writes.
-  pending.member->OnSuperseded([volume, slot] { volume->Supersede(slot); });
-  volume->ReattachCopy(slot, pending.member.get(), its,
-                       [this, alive = lifetime_.Watch(), id](Status s) {
-                         if (alive.expired()) return;
-                         OnReattached(id, std::move(s));
-                       });
+  volumes_[pending.watched].volume->ReattachCopy(pending.slot, pending.member.get(), its,
+                                                 [this, alive = lifetime_.Watch(), id](Status s) {
+                                                   if (alive.expired()) return;
+                                                   OnReattached(id, std::move(s));
+                                                 });
 }
 
 void ReturnWatcher::OnReattached(uint64_t id, Status status) {

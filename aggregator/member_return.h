@@ -49,6 +49,7 @@
 #include "aggregator/member/member_tls.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/member/transaction_policy.h"
+#include "aggregator/slot_member.h"
 #include "common/lifetime.h"
 #include "common/status.h"
 
@@ -62,11 +63,7 @@ class ReturnWatcher {
     member::MemberTls tls;
   };
   // One mirror or raid10 volume as serve assembled it.
-  struct WatchedVolume {
-    integrity::ChecksummedVolume* volume = nullptr;
-    size_t volume_index = 0;  // in Server::volumes
-    // By slot: the options its member got at start (RedundantMemberOptions).
-    std::vector<member::TransactionOptions> options;
+  struct WatchedVolume : SlotVolume {
     // By slot: the URI of the member that held it at start; nullopt for a missing slot.
     std::vector<std::optional<std::string>> uris;
     // The URIs whose superblocks could not be read at start (RedundantPlan::unread).

@@ -187,32 +187,25 @@ Status BuildRawVolume(const VolumeConfig& v, const std::vector<volume::MemberTar
   return Status::Ok();
 }
 
-// The volume's members that are out (missing at start, demoted later) come back while it serves,
-// each with the transaction options its slot got at start.
-void WatchForReturns(const ServeConfig& config, const RedundantPlan& plan,
-                     integrity::ChecksummedVolume& volume, Server& server) {
+// The volume as its slots take new members while it serves: each with the transaction options
+// its slot got at start.
+SlotVolume SlotsOf(const ServeConfig& config, const RedundantPlan& plan,
+                   integrity::ChecksummedVolume& volume, const Server& server) {
+  SlotVolume slots{.volume = &volume, .volume_index = server.volumes.size(), .options = {}};
+  for (uint32_t slot = 0; slot < plan.slots.size(); ++slot)
+    slots.options.push_back(RedundantMemberOptions(config, plan, slot));
+  return slots;
+}
+
+// The volume's members that are out (missing at start, demoted later) come back while it serves.
+void WatchForReturns(const SlotVolume& slots, const RedundantPlan& plan, Server& server) {
   ReturnWatcher::WatchedVolume watched;
-  watched.volume = &volume;
-  watched.volume_index = server.volumes.size();
-  for (uint32_t slot = 0; slot < plan.slots.size(); ++slot) {
-    watched.options.push_back(RedundantMemberOptions(config, plan, slot));
-    watched.uris.push_back(plan.slots[slot] ? std::optional(plan.slots[slot]->uri) : std::nullopt);
-  }
+  static_cast<SlotVolume&>(watched) = slots;
+  for (const auto& m : plan.slots)
+    watched.uris.push_back(m ? std::optional(m->uri) : std::nullopt);
   for (const UnreadMember& m : plan.unread)
     watched.unread.push_back(m.uri);
   server.returns->AddVolume(std::move(watched));
-}
-
-// The volume's slots that are out take a new member (member add), with the options its slot got
-// at start.
-void AllowMemberAdd(const ServeConfig& config, const RedundantPlan& plan,
-                    integrity::ChecksummedVolume& volume, Server& server) {
-  MemberAdder::AddableVolume added;
-  added.volume = &volume;
-  added.volume_index = server.volumes.size();
-  for (uint32_t slot = 0; slot < plan.slots.size(); ++slot)
-    added.options.push_back(RedundantMemberOptions(config, plan, slot));
-  server.adder->AddVolume(std::move(added));
 }
 
 Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, AssemblyPlan& plan,
@@ -240,8 +233,11 @@ Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, 
   LOG_INFO("volume %s: %s of data, table cache %s", volume->name().c_str(),
            FormatSize(volume->size()).c_str(), FormatSize(config.table_cache).c_str());
   server.checksummed.push_back(volume.get());
-  if (plan.redundant && v.auto_resync) WatchForReturns(config, *plan.redundant, *volume, server);
-  if (plan.redundant) AllowMemberAdd(config, *plan.redundant, *volume, server);
+  if (plan.redundant) {
+    const SlotVolume slots = SlotsOf(config, *plan.redundant, *volume, server);
+    if (v.auto_resync) WatchForReturns(slots, *plan.redundant, server);
+    server.adder->AddVolume(slots);  // member add
+  }
   // A member fenced out by a newer owner stops the volume's writes, before its I/O completes.
   if (plan.redundant)
     for (uint32_t slot = 0; slot < targets.size(); ++slot)

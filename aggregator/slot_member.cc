@@ -5,14 +5,16 @@
 
 namespace dst::aggregator {
 
-std::unique_ptr<member::NbdMember> NewSlotMember(control::Server& server, size_t volume_index,
+std::unique_ptr<member::NbdMember> NewSlotMember(control::Server& server, const SlotVolume& volume,
                                                  uint32_t slot, const std::string& uri,
                                                  unsigned connections,
-                                                 member::TransactionOptions options,
                                                  const member::MemberTls& tls) {
-  if (const control::MemberRef* ref = SlotMemberRef(server, volume_index, slot))
+  member::TransactionOptions options = volume.options.at(slot);
+  if (const control::MemberRef* ref = SlotMemberRef(server, volume.volume_index, slot))
     options.fence_epoch_base = std::max(options.fence_epoch_base, ref->member->epoch());
-  return std::make_unique<member::NbdMember>(server.io, uri, connections, options, tls);
+  auto member = std::make_unique<member::NbdMember>(server.io, uri, connections, options, tls);
+  member->OnSuperseded([v = volume.volume, slot] { v->Supersede(slot); });
+  return member;
 }
 
 void InstallSlotMember(control::Server& server, const std::string& volume, size_t volume_index,

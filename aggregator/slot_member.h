@@ -11,19 +11,28 @@
 #include <string>
 
 #include "aggregator/control/runtime.h"
+#include "aggregator/integrity/checksummed_volume.h"
 #include "aggregator/member/member_tls.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/member/transaction_policy.h"
 
 namespace dst::aggregator {
 
-// The member for `uri` with `options` (the slot's at start, RedundantMemberOptions), its fence
-// epoch above every one the slot's present member used: the export node may still hold that
-// member's fence session for the slot, and refuses an older epoch. Not connected yet.
-std::unique_ptr<member::NbdMember> NewSlotMember(control::Server& server, size_t volume_index,
+// A mirror or raid10 volume whose slots take new members while serving.
+struct SlotVolume {
+  integrity::ChecksummedVolume* volume = nullptr;
+  size_t volume_index = 0;  // in Server::volumes
+  // By slot: the options its member got at start (RedundantMemberOptions).
+  std::vector<member::TransactionOptions> options;
+};
+
+// The member for `uri` in slot `slot` of `volume`, with the slot's options and its fence epoch
+// above every one the slot's present member used: the export node may still hold that member's
+// fence session for the slot, and refuses an older epoch. As at start, a member fenced out by a
+// newer owner stops the volume's writes (ChecksummedVolume::Supersede). Not connected yet.
+std::unique_ptr<member::NbdMember> NewSlotMember(control::Server& server, const SlotVolume& volume,
                                                  uint32_t slot, const std::string& uri,
                                                  unsigned connections,
-                                                 member::TransactionOptions options,
                                                  const member::MemberTls& tls);
 
 // `member` becomes the member of slot `slot` of volume `volume_index` (named `volume`) in

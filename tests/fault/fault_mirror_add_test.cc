@@ -27,10 +27,6 @@ const std::string kVolume = "mir";
 
 using Written = std::map<uint64_t, Bytes>;  // volume offset -> the block last written there
 
-bool WaitForLog(AggregatorServer& agg, const std::string& needle, Ms timeout) {
-  return WaitForText([&] { return agg.stderr_text(); }, needle, timeout);
-}
-
 std::vector<std::string> ServeArgs(std::vector<std::string> uris) {
   std::vector<std::string> args = {"--degrade-after", "1s", "--io-timeout", "500ms"};
   args.insert(args.end(), uris.begin(), uris.end());
@@ -82,7 +78,7 @@ void LoseMember1(Mirror& mirror, AggregatorServer& agg, Written* written) {
   WriteBlocks(agg, 8 * kMiB, 40, 51, written);
   mirror.member(1).KillHard();
   WriteBlocks(agg, 8 * kMiB, 40, 52, written);
-  REQUIRE(WaitForLog(agg, "demoted to stale (set", 10s));
+  REQUIRE(agg.WaitForLog("demoted to stale (set", 1, 10s));
 }
 
 // `member add` of a new empty export to slot 1 (named with --slot when `named`), its rebuild to
@@ -99,7 +95,7 @@ void AddAndCheck(Mirror& mirror, Aggregator& agg, const Written& written, bool n
   INFO("member add: " << added.stdout_text << added.stderr_text);
   REQUIRE(added.exit_code == 0);
   CHECK(added.stdout_text == "ok: mir slot 1 added " + uri + " (rebuilding)\n");
-  REQUIRE(WaitForLog(agg, "rebuilding mir slot 1: done (", 30s));
+  REQUIRE(agg.WaitForLog("rebuilding mir slot 1: done (", 1, 30s));
   MESSAGE("added and rebuilt in " << SecondsSince(start) << " s");
   const std::string log = agg.stderr_text();
   CHECK(

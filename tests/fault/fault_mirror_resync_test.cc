@@ -54,10 +54,6 @@ std::set<uint64_t> WriteWhileAway(Mirror& mirror, uint64_t span, int count = 100
   return regions;
 }
 
-bool WaitForLog(AggregatorServer& agg, const std::string& needle, Ms timeout = 60s) {
-  return WaitForText([&] { return agg.stderr_text(); }, needle, timeout);
-}
-
 TEST_SUITE_BEGIN("fault_mirror_resync");
 
 TEST_CASE("re-add after writes: the missed regions are resynced, the copies end byte-equal") {
@@ -67,7 +63,7 @@ TEST_CASE("re-add after writes: the missed regions are resynced, the copies end 
   mirror.RestartMember1();
   Aggregator agg(mirror.uris());
   INFO("aggregator log:\n" << agg.stderr_text());
-  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done ("));
+  REQUIRE(agg.WaitForLog("resyncing mir slot 1: done (", 1, 60s));
   CHECK(Contains(agg.stderr_text(), "slot 1 " + mirror.member(1).uri() +
                                         ": resyncing (partial: " + std::to_string(regions.size()) +
                                         " regions missed since event"));
@@ -89,7 +85,7 @@ TEST_CASE("re-add with no write while away: nothing is copied") {
   mirror.RestartMember1();
   Aggregator agg(mirror.uris());
   INFO("aggregator log:\n" << agg.stderr_text());
-  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done (0 B)"));
+  REQUIRE(agg.WaitForLog("resyncing mir slot 1: done (0 B)", 1, 60s));
   CHECK(Counter(agg, "resync_bytes") == 0);
   CHECK(Contains(StatusJson(agg), "\"sets\": [\"UU\"]"));
 }
@@ -114,7 +110,7 @@ TEST_CASE("client writes during a resync: no error, the copies end byte-equal") 
     ++written;
   }
   CHECK_NBD_OK(client.Shutdown());
-  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done ("));
+  REQUIRE(agg.WaitForLog("resyncing mir slot 1: done (", 1, 60s));
   MESSAGE(written << " client writes during the resync of " << regions.size() << " regions");
   CHECK(written > 0);
   CHECK(Counter(agg, "resync_bytes") == regions.size() * kRegion);
@@ -151,7 +147,7 @@ TEST_CASE("sparse rebuild: --discard 1 of a 256 MiB mirror copies what was writt
   const auto start = SteadyClock::now();
   Aggregator agg({"--discard", "1", mirror.member(0).uri(), mirror.member(1).uri()});
   INFO("aggregator log:\n" << agg.stderr_text());
-  REQUIRE(WaitForLog(agg, "rebuilding mir slot 1: done ("));
+  REQUIRE(agg.WaitForLog("rebuilding mir slot 1: done (", 1, 60s));
   const double seconds = SecondsSince(start);
   const uint64_t rebuilt = Counter(agg, "rebuild_bytes");
   MESSAGE("sparse rebuild of " << mirror.data_size() << " bytes with " << kWritten
@@ -214,7 +210,7 @@ TEST_CASE("SIGKILL in the middle of a resync: the restart resumes from the curso
   mirror.RestartMember1();
   Aggregator agg(mirror.uris());
   INFO("aggregator log:\n" << agg.stderr_text());
-  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done ("));
+  REQUIRE(agg.WaitForLog("resyncing mir slot 1: done (", 1, 60s));
   CHECK(Contains(agg.stderr_text(), ", resuming at data offset "));
   const uint64_t after = Counter(agg, "resync_bytes");
   MESSAGE(total << " bytes to resync; " << before_kill << " copied before the kill, " << after
@@ -250,7 +246,7 @@ TEST_CASE("SIGKILL in the middle of a rebuild: the restart resumes from the curs
   // No --discard this time: the superblocks say the slot is rebuilding.
   Aggregator agg(mirror.uris());
   INFO("aggregator log:\n" << agg.stderr_text());
-  REQUIRE(WaitForLog(agg, "rebuilding mir slot 1: done ("));
+  REQUIRE(agg.WaitForLog("rebuilding mir slot 1: done (", 1, 60s));
   CHECK(Contains(agg.stderr_text(), ", resuming at data offset "));
   const uint64_t after = Counter(agg, "rebuild_bytes");
   MESSAGE(total << " bytes to rebuild; " << before_kill << " copied before the kill, " << after
@@ -330,7 +326,7 @@ TEST_CASE("a rate change takes effect within a second without restarting the job
   Aggregator agg({"--resync-rate-min", "1M", "--resync-rate-max", "2M", "--discard", "1",
                   mirror.member(0).uri(), mirror.member(1).uri()});
   INFO("aggregator log:\n" << agg.stderr_text());
-  REQUIRE(WaitForLog(agg, "rebuilding (full: discard"));
+  REQUIRE(agg.WaitForLog("rebuilding (full: discard", 1, 60s));
   const auto clock = SteadyClock::now();
   uint64_t last = 0;
   // The job is under way once it has copied something.
@@ -365,7 +361,7 @@ TEST_CASE("a rate change takes effect within a second without restarting the job
                         << std::string(end.finished ? " (finished)" : ""));
   CHECK(slow_rate < 4.0 * kMiB);  // the slow limit held (2 MiB/s, bursts of a few steps)
   CHECK(fast_rate > 3 * slow_rate);
-  REQUIRE(WaitForLog(agg, "rebuilding mir slot 1: done ("));
+  REQUIRE(agg.WaitForLog("rebuilding mir slot 1: done (", 1, 60s));
   // One job from start to end: it started once and copied every written byte once.
   const std::string log = agg.stderr_text();
   size_t starts = 0;

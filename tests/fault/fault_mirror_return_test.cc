@@ -36,17 +36,6 @@ uint64_t Counter(AggregatorServer& agg, const std::string& name) {
   return QueryStatsLine(agg, kStatsMark).Count(name);
 }
 
-bool WaitForLog(AggregatorServer& agg, const std::string& needle, Ms timeout) {
-  return WaitForText([&] { return agg.stderr_text(); }, needle, timeout);
-}
-
-size_t Occurrences(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
-    ++n;
-  return n;
-}
-
 // serve of both members with a short --degrade-after and probe interval, and `extra` options.
 std::vector<std::string> ServeArgs(Mirror& mirror, std::vector<std::string> extra = {}) {
   std::vector<std::string> args = {
@@ -80,7 +69,7 @@ std::set<uint64_t> LoseMember1UnderWrites(Mirror& mirror, AggregatorServer& agg,
   REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
   const std::set<uint64_t> regions = WriteBlocks(client, span, count, 41);
   CHECK_NBD_OK(client.Shutdown());
-  REQUIRE(WaitForLog(agg, "demoted to stale (set", 10s));
+  REQUIRE(agg.WaitForLog("demoted to stale (set", 1, 10s));
   return regions;
 }
 
@@ -95,7 +84,7 @@ TEST_CASE("demoted while serving, back on its socket: resynced by the running ag
   CHECK(Contains(StatusJson(agg), SlotState(1, uri1, "stale")));
   const auto back = SteadyClock::now();
   mirror.member(1).RestartAfterKill();
-  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done (", 30s));
+  REQUIRE(agg.WaitForLog("resyncing mir slot 1: done (", 1, 30s));
   MESSAGE(regions.size() << " regions written while away; resynced " << SecondsSince(back)
                          << " s after the node came back");
   CHECK(Contains(agg.stderr_text(), "volume mir: slot 1 " + uri1 + " is back: "));
@@ -139,9 +128,9 @@ TEST_CASE("paused past --degrade-after after a reconnect: back above the old mem
   // reconnect left it.
   mirror.member(1).Kill(SIGSTOP);
   WriteBlocks(client, 8 * kMiB, 20, 47);
-  REQUIRE(WaitForLog(agg, "demoted to stale (set", 10s));
+  REQUIRE(agg.WaitForLog("demoted to stale (set", 1, 10s));
   mirror.member(1).Kill(SIGCONT);
-  REQUIRE(WaitForLog(agg, "resyncing mir slot 1: done (", 30s));
+  REQUIRE(agg.WaitForLog("resyncing mir slot 1: done (", 1, 30s));
   CHECK(Contains(agg.stderr_text(), "volume mir: slot 1 " + uri1 + " is back: "));
   CHECK_FALSE(Contains(agg.stderr_text(), "cannot come back"));
   const uint64_t back = QueryStats(agg, kVolume, 1).Count("epoch");
@@ -170,7 +159,7 @@ TEST_CASE("missing at start (--allow-degraded): caught up once its node starts")
   std::this_thread::sleep_for(2 * kProbe);  // probes that find nothing
   mirror.member(1).Restart();
   // Resynced or rebuilt, as the volume's rules decide for the copy's superblock.
-  REQUIRE(WaitForLog(agg, "mir slot 1: done (", 30s));
+  REQUIRE(agg.WaitForLog("mir slot 1: done (", 1, 30s));
   CHECK(Contains(agg.stderr_text(), "volume mir: slot 1 " + uri1 + " is back: "));
   CHECK(WaitForStatus(agg, "\"sets\": [\"UU\"]", 5s).has_value());
   // The slot has a member line now, as if it had been there from the start.
@@ -208,11 +197,11 @@ TEST_CASE("a removed slot's export comes back: refused once, the slot stays out"
   CHECK(removed.stdout_text == "ok: mir slot 1 removed (missing)\n");
   mirror.member(1).RestartAfterKill();
   const std::string refusal = "volume mir: " + uri1 + " cannot come back to slot 1: not-owner: ";
-  REQUIRE(WaitForLog(agg, refusal, 10s));
+  REQUIRE(agg.WaitForLog(refusal, 1, 10s));
   std::this_thread::sleep_for(5 * kProbe);  // probed again, not logged again
   const std::string log = agg.stderr_text();
   MESSAGE(LineWithAll(log, {refusal}));
-  CHECK(Occurrences(log, refusal) == 1);
+  CHECK(CountOf(log, refusal) == 1);
   CHECK_FALSE(Contains(log, " is back: "));
   CHECK_FALSE(Contains(log, "mir slot 1: done ("));
   const std::string json = StatusJson(agg);

@@ -40,11 +40,12 @@ Status ChecksummedVolume::FailMember(uint32_t slot, Done durable) {
   DST_RETURN_IF_ERROR(CheckMemberCommand(slot));
   const uint32_t k = copies_per_set();
   const volume::CopyRole role = sets_[slot / k]->role(slot % k);
-  if (role != volume::CopyRole::kCurrent)
+  if (role == volume::CopyRole::kOut)
     return Status::Invalid(SlotName(slot) + " of " + name() + " is not current (" +
                            std::string(MemberStateName(view_.member_states[slot])) +
-                           "): only a current copy can be failed");
-  if (LastCurrent(slot))
+                           "): only a current or catching-up copy can be failed");
+  // A catching-up copy is not counted: failing it stops its resync or rebuild (at its next step).
+  if (role == volume::CopyRole::kCurrent && LastCurrent(slot))
     return Status::Error(EBUSY, SlotName(slot) + " is the last current copy of set " +
                                     std::to_string(slot / k) + " of " + name() +
                                     ": failing it would leave the set without its data");
@@ -92,7 +93,7 @@ Status ChecksummedVolume::RemoveMember(uint32_t slot, Done durable) {
                            " is current: fail it first (member fail)");
   if (role == volume::CopyRole::kCatchingUp)
     return Status::Error(EBUSY, SlotName(slot) + " of " + name() + " is catching up (" + state +
-                                    "): wait for it to finish");
+                                    "): fail it first (member fail), or wait for it to finish");
   if (returning_[slot])
     return Status::Error(EBUSY, SlotName(slot) + " of " + name() +
                                     " is taking its member back: wait for it to catch up");

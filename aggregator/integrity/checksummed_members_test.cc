@@ -11,6 +11,7 @@
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/test_members.h"
 #include "aggregator/integrity/test_redundant_harness.h"
+#include "tests/harness/stderr_capture.h"
 
 namespace dst::integrity {
 namespace {
@@ -60,11 +61,42 @@ TEST_CASE("member fail: refused for the last current copy, a stale copy and a sl
         "without its data");
   s = h.vol->FailMember(1);
   CHECK(s.err() == EINVAL);
-  CHECK(s.message() == "slot 1 of vol0 is not current (failed): only a current copy can be failed");
+  CHECK(s.message() ==
+        "slot 1 of vol0 is not current (failed): only a current or catching-up copy can be failed");
   s = h.vol->FailMember(2);
   CHECK(s.err() == ERANGE);
   CHECK(s.message() == "volume vol0 has no slot 2 (slots 0 to 1)");
   CHECK(h.Slot(0).state == "active");
+  REQUIRE(h.Close() == 0);
+}
+
+TEST_CASE("member fail: a copy catching up stops its rebuild and is recorded failed") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(0, Pattern(64 * KiB, 1)) == 0);
+  DemoteSlot1(h, 0);
+  // A restart that rebuilds slot 1, its source reads held: the rebuild is under way.
+  REQUIRE(h.Close() == 0);
+  h.vol.reset();
+  HoldDataReads(h, 0);
+  REQUIRE(h.OpenCatchingUp(true) == 0);
+  h.Pump();
+  REQUIRE(h.Slot(1).state == "rebuilding");
+  Status s = h.vol->RemoveMember(1);
+  CHECK(s.err() == EBUSY);
+  CHECK(s.message() ==
+        "slot 1 of vol0 is catching up (rebuilding): fail it first (member fail), or wait for it "
+        "to finish");
+  test::StderrCapture log;
+  CHECK(Durable(h, [&](Done d) { return h.vol->FailMember(1, std::move(d)); }) == 0);
+  h.members[0]->StopHolding();
+  REQUIRE(h.RunJobs());
+  CHECK(log.Text().find("rebuilding vol0 slot 1: stopped: Operation canceled") !=
+        std::string::npos);
+  CHECK(h.Slot(1).state == "failed");
+  CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"U_"});
+  CHECK(h.OnDisk(0).member_states[1] == MemberState::kFailed);
+  CHECK(h.vol->RemoveMember(1).ok());
   REQUIRE(h.Close() == 0);
 }
 

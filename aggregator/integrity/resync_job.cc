@@ -150,10 +150,12 @@ void ResyncJob::Step(StepDone done) {
                 step->sources.begin() + static_cast<ptrdiff_t>(pieces_ % step->sources.size()),
                 step->sources.end());
   ++pieces_;
-  if (volume_.superseded_ || step->sources.empty() ||
-      volume_.sets_[set_]->role(copy_) != volume::CopyRole::kCatchingUp) {
-    asio::post(volume_.io_, [this, alive = lifetime_.Watch(), step] {
-      if (!alive.expired()) Finish(step, volume_.superseded_ ? EROFS : EIO);
+  // The target taken out meanwhile (failed by a write or by the operator): the job ends here.
+  const bool target_out = volume_.sets_[set_]->role(copy_) != volume::CopyRole::kCatchingUp;
+  if (volume_.superseded_ || step->sources.empty() || target_out) {
+    const int err = volume_.superseded_ ? EROFS : target_out ? ECANCELED : EIO;
+    asio::post(volume_.io_, [this, alive = lifetime_.Watch(), step, err] {
+      if (!alive.expired()) Finish(step, err);
     });
     return;
   }
@@ -299,15 +301,17 @@ void ResyncJob::WriteTarget(const std::shared_ptr<StepState>& step) {
 // current copies (and in order with the cache's own writes of those pages).
 void ResyncJob::WriteTable(const std::shared_ptr<StepState>& step, int err) {
   if (err != 0) {
+    // Taken out already (a client write failed on it, the operator failed it): that was logged,
+    // and the job ends as it would at its next step.
+    if (volume_.sets_[set_]->role(copy_) != volume::CopyRole::kCatchingUp)
+      return Finish(step, ECANCELED);
     LOG_ERROR("%s: writing data offset %llu of the target: %s", what().c_str(),
               static_cast<unsigned long long>(step->first * volume_.block_size_),
               std::strerror(err));
-    // Once: the copy may already have been demoted (a client write failed on it too).
     const std::string cause = std::string("resync write failed: ") + std::strerror(err);
-    const bool catching_up = volume_.sets_[set_]->role(copy_) == volume::CopyRole::kCatchingUp;
-    if (catching_up && plan_.replace)
+    if (plan_.replace)
       volume_.ReplacementFailed(cause);
-    else if (catching_up)
+    else
       volume_.DemoteSlot(plan_.slot, cause, nullptr);
     return Finish(step, err);
   }

@@ -99,8 +99,9 @@ TEST_CASE("member fail, set and remove on a running mirror, and their refusals")
   CheckError(Ask(agg, {"fail", "mir", "0"}),
              "slot 0 is the last current copy of set 0 of mir: failing it would leave the set "
              "without its data");
-  CheckError(Ask(agg, {"fail", "mir", "1"}),
-             "slot 1 of mir is not current (failed): only a current copy can be failed");
+  CheckError(
+      Ask(agg, {"fail", "mir", "1"}),
+      "slot 1 of mir is not current (failed): only a current or catching-up copy can be failed");
   CheckError(Ask(agg, {"remove", "mir", "0"}),
              "slot 0 of mir is current: fail it first (member fail)");
 

@@ -188,7 +188,7 @@ struct Spare {
 TEST_SUITE_BEGIN("fault_mirror_replace");
 
 TEST_CASE("member replace under fio's verified I/O: the new copy takes the slot, byte-equal") {
-  constexpr uint64_t kFioMemberSize = 24 * kMiB;
+  constexpr uint64_t kFioMemberSize = 64 * kMiB;
   Mirror mirror(kFioMemberSize);
   const std::string uri0 = mirror.member(0).uri(), old_uri = mirror.member(1).uri();
   TempDir dir("dst-fault-replace");
@@ -201,10 +201,10 @@ TEST_CASE("member replace under fio's verified I/O: the new copy takes the slot,
   Written ignored;
   WritePieces(*agg, 8, 81, &ignored);  // fio writes over them; the rebuild has them to copy
 
-  // 16 MiB of random 4K I/O (half writes) at depth 32, then every written block read back and
-  // checked: a few seconds.
+  // 48 MiB of random 4K I/O (half writes) at depth 32, then every written block read back and
+  // checked: several seconds, longer than the replacement takes once its rate is raised.
   Process fio({kFio, "--name=dst-fault-mirror-replace", "--ioengine=nbd",
-               "--uri=" + agg->uri(kVolume), "--rw=randrw", "--bs=4k", "--iodepth=32", "--size=16M",
+               "--uri=" + agg->uri(kVolume), "--rw=randrw", "--bs=4k", "--iodepth=32", "--size=48M",
                "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
                "--runtime=60", "--output-format=json"});
   WaitForStats(
@@ -242,7 +242,7 @@ TEST_CASE("member replace under fio's verified I/O: the new copy takes the slot,
     CHECK_FALSE(Contains(fio.stderr_text(), "verify"));
     const FioReport report = ParseFioJson(fio.stdout_text());
     CHECK(report.error == 0);
-    CHECK(report.write.io_kib >= 4 * 1024);
+    CHECK(report.write.io_kib >= 16 * 1024);
   }
 
   const std::string after = StatusJson(*agg);

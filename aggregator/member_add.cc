@@ -29,15 +29,32 @@ void MemberAdder::Stop() {
   for (auto& [id, thread] : threads_)
     thread.join();
   threads_.clear();
-  // A volume may hold a member whose AdoptMember has not answered yet.
-  for (auto& [id, job] : jobs_)
-    if (job.member) server_.retired_members.push_back(std::move(job.member));
-  jobs_.clear();
+  // A volume may hold a member whose AdoptMember has not answered yet, or one it is rebuilding.
+  for (auto* jobs : {&jobs_, &replacing_}) {
+    for (auto& [id, job] : *jobs)
+      if (job.member) Retire(std::move(job.member));
+    jobs->clear();
+  }
   lifetime_.End();
 }
 
 void MemberAdder::Add(integrity::ChecksummedVolume& volume, const std::string& uri,
                       std::optional<uint32_t> slot, Done done) {
+  Start(volume, uri, slot, false, std::move(done));
+}
+
+void MemberAdder::Replace(integrity::ChecksummedVolume& volume, uint32_t slot,
+                          const std::string& uri, Done done) {
+  Start(volume, uri, slot, true, std::move(done));
+}
+
+void MemberAdder::Retire(std::unique_ptr<member::NbdMember> member) {
+  server_.retired_members.push_back(std::move(member));
+}
+
+void MemberAdder::Start(integrity::ChecksummedVolume& volume, const std::string& uri,
+                        std::optional<uint32_t> slot, bool replace, Done done) {
+  const char* const command = replace ? "member replace" : "member add";
   const auto refuse = [&](Status s) {
     asio::post(server_.io, [done = std::move(done), s = std::move(s)] { done(s, 0); });
   };
@@ -51,21 +68,25 @@ void MemberAdder::Add(integrity::ChecksummedVolume& volume, const std::string& u
     return refuse(s.ok() ? Status::Invalid("volume " + volume.name() + " takes no new member")
                          : std::move(s));
   }
-  for (const auto& [id, job] : jobs_)
-    if (job.uri == uri)
-      return refuse(Status::Error(
-          EBUSY, uri + " is already being added to volume " + volumes_[job.added].volume->name()));
+  for (const auto* jobs : {&jobs_, &replacing_})
+    for (const auto& [id, job] : *jobs)
+      if (job.uri == uri)
+        return refuse(Status::Error(EBUSY, uri + " is already being added to volume " +
+                                               volumes_[job.added].volume->name()));
   // Held from here until AdoptMember (or the refusal): nothing else comes to the slot meanwhile.
-  uint32_t chosen = 0;
-  if (Status s = volume.ReserveSlot(slot, &chosen); !s.ok()) return refuse(std::move(s));
+  uint32_t chosen = slot.value_or(0);
+  if (Status s = replace ? volume.ReserveReplacement(chosen) : volume.ReserveSlot(slot, &chosen);
+      !s.ok())
+    return refuse(std::move(s));
   const uint64_t id = next_job_++;
   Job job;
   job.added = static_cast<size_t>(added - volumes_.begin());
   job.slot = chosen;
   job.uri = uri;
   job.done = std::move(done);
+  job.replace = replace;
   jobs_.emplace(id, std::move(job));
-  LOG_INFO("volume %s: member add %s to slot %u: reading it", volume.name().c_str(), uri.c_str(),
+  LOG_INFO("volume %s: %s %s to slot %u: reading it", volume.name().c_str(), command, uri.c_str(),
            chosen);
   auto read = std::make_shared<integrity::MemberReadResult>();
   OffLoop(
@@ -92,7 +113,8 @@ void MemberAdder::OffLoop(uint64_t id, std::function<Status()> work,
 }
 
 Status MemberAdder::CheckExisting(const integrity::ChecksummedVolume& volume, uint32_t slot,
-                                  const std::string& uri, const integrity::MemberReadResult& read) {
+                                  bool replace, const std::string& uri,
+                                  const integrity::MemberReadResult& read) {
   if (read.read_only) return Status::Error(EROFS, uri + " is read-only");
   if (!read.HasMagic()) return Status::Ok();
   if (!read.choice_status.ok())
@@ -110,6 +132,11 @@ Status MemberAdder::CheckExisting(const integrity::ChecksummedVolume& volume, ui
     return Status::Error(EEXIST, uri + " holds slot " + std::to_string(its.member_index) + " of " +
                                      volume.name() +
                                      ": a copy of this volume is not formatted over");
+  // The member being replaced serves until its replacement is complete.
+  if (replace && its.member_uuid == volume.superblock(slot).member_uuid)
+    return Status::Error(
+        EEXIST, uri + " holds the member of slot " + std::to_string(slot) + " of " + volume.name() +
+                    " being replaced: a copy of this volume is not formatted over");
   return Status::Ok();
 }
 
@@ -119,15 +146,16 @@ void MemberAdder::OnRead(uint64_t id, Status status, const integrity::MemberRead
   Job& job = it->second;
   integrity::ChecksummedVolume& volume = *volumes_[job.added].volume;
   if (!status.ok()) return Finish(id, std::move(status));
-  if (Status s = CheckExisting(volume, job.slot, job.uri, read); !s.ok())
+  if (Status s = CheckExisting(volume, job.slot, job.replace, job.uri, read); !s.ok())
     return Finish(id, std::move(s));
   if (Status s = volume.NewMemberSuperblock(job.slot, job.uri, read.export_size, &job.superblock);
       !s.ok())
     return Finish(id, std::move(s));
+  const char* const command = job.replace ? "member replace" : "member add";
   if (read.HasMagic())
-    LOG_WARNING("volume %s: member add %s: formatting over the old member of slot %u",
-                volume.name().c_str(), job.uri.c_str(), job.slot);
-  LOG_INFO("volume %s: member add %s to slot %u: formatting it (member %s)", volume.name().c_str(),
+    LOG_WARNING("volume %s: %s %s: formatting over an old member of slot %u", volume.name().c_str(),
+                command, job.uri.c_str(), job.slot);
+  LOG_INFO("volume %s: %s %s to slot %u: formatting it (member %s)", volume.name().c_str(), command,
            job.uri.c_str(), job.slot, integrity::FormatUuid(job.superblock.member_uuid).c_str());
   OffLoop(
       id,
@@ -159,6 +187,19 @@ void MemberAdder::OnConnected(uint64_t id, Status status) {
   Job& job = it->second;
   if (!status.ok()) return Finish(id, status.Wrap("connecting " + job.uri));
   job.handed = true;  // AdoptMember ends the slot's reservation
+  if (job.replace) {
+    volumes_[job.added].volume->AdoptReplacement(
+        job.slot, job.member.get(), job.superblock,
+        [this, alive = lifetime_.Watch(), id](Status s) {
+          if (alive.expired()) return;
+          OnAdopted(id, std::move(s));
+        },
+        [this, alive = lifetime_.Watch(), id](Status s, bool installed) {
+          if (alive.expired()) return;
+          OnReplaced(id, s, installed);
+        });
+    return;
+  }
   volumes_[job.added].volume->AdoptMember(job.slot, job.member.get(), job.superblock,
                                           [this, alive = lifetime_.Watch(), id](Status s) {
                                             if (alive.expired()) return;
@@ -171,6 +212,22 @@ void MemberAdder::OnAdopted(uint64_t id, Status status) {
   if (it == jobs_.end()) return;
   Job& job = it->second;
   const AddableVolume& added = volumes_[job.added];
+  if (job.replace) {
+    // One refused after all is retired: the volume may have written it before it refused.
+    if (!status.ok()) {
+      job.member->Abandon("member replace refused: " + status.message());
+      Retire(std::move(job.member));
+      return Finish(id, std::move(status));
+    }
+    // Kept here until the volume says how the replacement ended.
+    LOG_INFO("volume %s: member replace %s in slot %u: rebuilding beside the old member",
+             added.volume->name().c_str(), job.uri.c_str(), job.slot);
+    Done done = std::exchange(job.done, nullptr);
+    const uint32_t slot = job.slot;
+    replacing_.emplace(id, std::move(job));
+    jobs_.erase(it);
+    return done(Status::Ok(), slot);
+  }
   // EIO: taken, but its rebuild could not start; the volume holds it as the slot's copy (out),
   // so it is kept like an accepted one.
   if (status.ok() || status.err() == EIO) {
@@ -181,19 +238,42 @@ void MemberAdder::OnAdopted(uint64_t id, Status status) {
   Finish(id, std::move(status));
 }
 
+void MemberAdder::OnReplaced(uint64_t id, const Status& status, bool installed) {
+  if (auto early = jobs_.find(id); early != jobs_.end()) {
+    // Ended before its rebuild started (the new member failed a client write meanwhile).
+    Retire(std::move(early->second.member));
+    return Finish(id, status);
+  }
+  auto it = replacing_.find(id);
+  if (it == replacing_.end()) return;
+  Job job = std::move(it->second);
+  replacing_.erase(it);
+  const AddableVolume& added = volumes_[job.added];
+  if (!installed) {
+    LOG_WARNING("volume %s: member replace %s in slot %u: %s", added.volume->name().c_str(),
+                job.uri.c_str(), job.slot, status.message().c_str());
+    return Retire(std::move(job.member));
+  }
+  InstallSlotMember(server_, added.volume->name(), added.volume_index, job.slot,
+                    std::move(job.member));
+  if (server_.returns) server_.returns->SlotMemberChanged(added.volume_index, job.slot, job.uri);
+}
+
 void MemberAdder::Finish(uint64_t id, Status status) {
   auto it = jobs_.find(id);
   if (it == jobs_.end()) return;
   Job job = std::move(it->second);
   jobs_.erase(it);
   integrity::ChecksummedVolume& volume = *volumes_[job.added].volume;
-  if (!job.handed) volume.ReleaseSlot(job.slot);
+  if (!job.handed && job.replace) volume.ReleaseReplacement(job.slot);
+  if (!job.handed && !job.replace) volume.ReleaseSlot(job.slot);
   const std::string& name = volume.name();
+  const char* const command = job.replace ? "member replace" : "member add";
   if (status.ok())
-    LOG_INFO("volume %s: member add %s to slot %u: added, rebuilding", name.c_str(),
+    LOG_INFO("volume %s: %s %s to slot %u: added, rebuilding", name.c_str(), command,
              job.uri.c_str(), job.slot);
   else
-    LOG_WARNING("volume %s: member add %s to slot %u refused: %s", name.c_str(), job.uri.c_str(),
+    LOG_WARNING("volume %s: %s %s to slot %u refused: %s", name.c_str(), command, job.uri.c_str(),
                 job.slot, status.message().c_str());
   if (job.member) {
     dropped_.push_back(std::move(job.member));

@@ -18,6 +18,13 @@
 //      (InstallSlotMember) and the ReturnWatcher probes its URI when the slot is out again.
 // The answer comes once the rebuild has started, not when it ends.
 //
+// `member replace VOLUME SLOT --with URI` (Replace) takes the same steps for a slot whose copy is
+// current: the slot is reserved with ChecksummedVolume::ReserveReplacement, an export holding the
+// slot's live member is refused like any other live copy, and the new member is handed to
+// ChecksummedVolume::AdoptReplacement, which rebuilds it beside the old one. The member is kept
+// here until the volume says how the replacement ended: the slot's member then
+// (InstallSlotMember, the old one retired), or retired itself.
+//
 // Lifecycle: AddVolume() before the loop runs; Stop() once it has stopped, before the volumes
 // close: it waits for the threads at work (a connect gives up after
 // integrity::kMetadataConnectTimeout; a format, the zeroing of the export, is waited for), answers
@@ -69,6 +76,9 @@ class MemberAdder {
   // for a linear volume, a slot that cannot be filled, and the ones above).
   void Add(integrity::ChecksummedVolume& volume, const std::string& uri,
            std::optional<uint32_t> slot, Done done);
+  // `done` hears OK once the rebuild beside slot `slot`'s member has started, or the refusal.
+  void Replace(integrity::ChecksummedVolume& volume, uint32_t slot, const std::string& uri,
+               Done done);
   void Stop();
 
  private:
@@ -79,8 +89,15 @@ class MemberAdder {
     Done done;
     integrity::Superblock superblock;  // what the export is formatted with
     std::unique_ptr<member::NbdMember> member;
-    bool handed = false;  // to AdoptMember, which ends the slot's reservation
+    bool handed = false;   // to AdoptMember, which ends the slot's reservation
+    bool replace = false;  // member replace: the slot's member stays until the new one is done
   };
+  void Start(integrity::ChecksummedVolume& volume, const std::string& uri,
+             std::optional<uint32_t> slot, bool replace, Done done);
+  // The volume said how a replacement ended (AdoptReplacement's `ended`).
+  void OnReplaced(uint64_t id, const Status& status, bool installed);
+  // The member of a job handed to the volume, kept alive as long as the volume.
+  void Retire(std::unique_ptr<member::NbdMember> member);
 
   // Runs `work` on a thread of its own, then `then` on the loop (unless stopped).
   void OffLoop(uint64_t id, std::function<Status()> work, std::function<void(Status)> then);
@@ -92,7 +109,8 @@ class MemberAdder {
   void Finish(uint64_t id, Status status);
   // Why `uri` may not be formatted as the new member of slot `slot` of `volume` (Ok: it may).
   static Status CheckExisting(const integrity::ChecksummedVolume& volume, uint32_t slot,
-                              const std::string& uri, const integrity::MemberReadResult& read);
+                              bool replace, const std::string& uri,
+                              const integrity::MemberReadResult& read);
 
   control::Server& server_;
   Settings settings_;
@@ -100,7 +118,8 @@ class MemberAdder {
   bool stopped_ = false;
   uint64_t next_job_ = 1;
   std::map<uint64_t, Job> jobs_;
-  std::map<uint64_t, std::thread> threads_;                  // by job; joined on the loop
+  std::map<uint64_t, Job> replacing_;        // answered; the volume is rebuilding their member
+  std::map<uint64_t, std::thread> threads_;  // by job; joined on the loop
   std::vector<std::unique_ptr<member::NbdMember>> dropped_;  // destroyed by a posted handler
   Lifetime lifetime_;                                        // last: expires first
 };

@@ -9,11 +9,12 @@ namespace dst::aggregator {
 
 CLI::App* AddMemberCommand(CLI::App& app, MemberArgs* args) {
   CLI::App* member = app.add_subcommand(
-      "member", "fail, remove, set or add a copy (slot) of a volume of a running aggregator");
+      "member",
+      "fail, remove, set, add or replace a copy (slot) of a volume of a running aggregator");
   AddControlOption(*member, &args->control);
-  member->add_option("action", args->action, "fail, remove, set or add")
+  member->add_option("action", args->action, "fail, remove, set, add or replace")
       ->required()
-      ->check(CLI::IsMember({"fail", "remove", "set", "add"}));
+      ->check(CLI::IsMember({"fail", "remove", "set", "add", "replace"}));
   member->add_option("volume", args->volume, "the volume's name")->required();
   member
       ->add_option("slot", args->slot,
@@ -25,6 +26,9 @@ CLI::App* AddMemberCommand(CLI::App& app, MemberArgs* args) {
   member->add_option("--slot", args->add_slot,
                      "add: the slot to fill (default: the lowest that is stale, failed or "
                      "missing)");
+  member->add_option("--with", args->with,
+                     "replace: the new member's URI (an export of the slot member's size); the "
+                     "slot's member serves until the new one is rebuilt");
   return member;
 }
 
@@ -32,6 +36,7 @@ std::string MemberRequest(const MemberArgs& args) {
   std::string request = "member " + args.action + " " + args.volume + " " + args.slot;
   if (!args.mode.empty()) request += " " + args.mode;
   if (!args.add_slot.empty()) request += " " + args.add_slot;
+  if (!args.with.empty()) request += " " + args.with;
   return request + "\n";
 }
 
@@ -42,9 +47,14 @@ int RunMember(const MemberArgs& args) {
     return ExitWithError(Status::Invalid("member " + args.action + " takes no mode"));
   if (args.action != "add" && !args.add_slot.empty())
     return ExitWithError(Status::Invalid("member " + args.action + " takes no --slot"));
-  const bool add = args.action == "add";
+  const bool replace = args.action == "replace";
+  if (replace && args.with.empty())
+    return ExitWithError(Status::Invalid("member replace needs --with URI (the new member)"));
+  if (!replace && !args.with.empty())
+    return ExitWithError(Status::Invalid("member " + args.action + " takes no --with"));
+  const bool formats = args.action == "add" || replace;
   return RunControlCommand(args.control, MemberRequest(args),
-                           add ? kMemberAddTimeout : kAnswerTimeout);
+                           formats ? kMemberAddTimeout : kAnswerTimeout);
 }
 
 }  // namespace dst::aggregator

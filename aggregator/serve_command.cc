@@ -260,6 +260,12 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
                           std::optional<uint32_t> slot, MemberAdder::Done done) {
     adder->Add(volume, uri, slot, std::move(done));
   };
+  server.replace_member = [adder = server.adder.get()](integrity::ChecksummedVolume& volume,
+                                                       uint32_t slot, const std::string& uri,
+                                                       std::function<void(Status)> done) {
+    adder->Replace(volume, slot, uri,
+                   [done = std::move(done)](Status s, uint32_t) { done(std::move(s)); });
+  };
   std::vector<AssemblyPlan> plans(config.volumes.size());
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     if (config.volumes[i].IsRaw(config.raw)) continue;

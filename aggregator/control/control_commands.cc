@@ -13,7 +13,7 @@ const char kScrubUsage[] =
 const char kRateUsage[] = "error: usage: resync-rate VOLUME MIN MAX (bytes per second)\n";
 const char kMemberUsage[] =
     "error: usage: member fail|remove VOLUME SLOT | member set VOLUME SLOT "
-    "write-mostly|readwrite | member add VOLUME URI [SLOT]\n";
+    "write-mostly|readwrite | member add VOLUME URI [SLOT] | member replace VOLUME SLOT URI\n";
 
 std::string Error(const std::string& why) {
   return "error: " + why + "\n";
@@ -130,6 +130,25 @@ void MemberAdd(Server& server, const std::vector<std::string>& w,
       });
 }
 
+// member replace VOLUME SLOT URI: answered by Server::replace_member, later.
+void MemberReplace(Server& server, const std::vector<std::string>& w,
+                   std::function<void(std::string)> answer) {
+  if (w.size() != 5) return answer(kMemberUsage);
+  std::string error;
+  integrity::ChecksummedVolume* v = FindVolume(server, w[2], &error);
+  if (v == nullptr) return answer(error);
+  const std::optional<uint32_t> slot = SlotNumber(w[3]);
+  if (!slot) return answer(Error("bad slot '" + w[3] + "' (expected a member index such as 1)"));
+  if (!server.replace_member) return answer(Error("member replace is not available here"));
+  // The member it replaces, named now: the answer comes once the new one is taken.
+  const std::string old = v->SlotMemberName(*slot);
+  server.replace_member(
+      *v, *slot, w[4],
+      [what = v->name() + " slot " + w[3], old, uri = w[4], answer = std::move(answer)](Status s) {
+        answer(Answer(s, what + ": replacing " + old + " by " + uri + " (rebuilding)"));
+      });
+}
+
 }  // namespace
 
 bool IsActingCommand(const std::vector<std::string>& words) {
@@ -142,6 +161,8 @@ void AnswerCommand(Server& server, const std::vector<std::string>& words,
   if (words.at(0) == "scrub") return answer(Scrub(server, words));
   if (words.at(0) == "member" && words.size() > 1 && words[1] == "add")
     return MemberAdd(server, words, std::move(answer));
+  if (words.at(0) == "member" && words.size() > 1 && words[1] == "replace")
+    return MemberReplace(server, words, std::move(answer));
   if (words.at(0) == "member") return answer(Member(server, words));
   answer(ResyncRate(server, words));
 }

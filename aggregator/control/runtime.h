@@ -72,6 +72,12 @@ struct Server {
   std::function<void(integrity::ChecksummedVolume& volume, const std::string& uri,
                      std::optional<uint32_t> slot, std::function<void(Status, uint32_t slot)> done)>
       add_member;
+  // `member replace` (aggregator/member_add.h): formats `uri` as the new member of slot `slot` of
+  // `volume`, rebuilt beside its current member, which it replaces once complete; `done` hears OK
+  // once the rebuild is started, or the refusal. Unset: no member replace.
+  std::function<void(integrity::ChecksummedVolume& volume, uint32_t slot, const std::string& uri,
+                     std::function<void(Status)> done)>
+      replace_member;
 };
 
 }  // namespace dst::control

@@ -158,7 +158,7 @@ void ChecksummedVolume::AddResyncJob(ResyncPlan plan, Done done) {
       // Not written as a catching-up copy without a job to bring it back; the superblocks say
       // resyncing or rebuilding, which the next start (or return) takes up.
       const uint32_t slot = (*job)->slot();
-      sets_[slot / copies_per_set()]->SetRole(slot % copies_per_set(), volume::CopyRole::kOut);
+      sets_[slot / copies_per_set()]->SetRole((*job)->copy(), volume::CopyRole::kOut);
       return done(err != 0 ? err : ESHUTDOWN);
     }
     jobs_.Add(std::move(*job));

@@ -83,6 +83,7 @@ void ChecksummedVolume::QueueUpdate(PendingUpdate update) {
 
 void ChecksummedVolume::Demote(uint32_t set, uint32_t copy, std::string cause,
                                std::function<void(int err)> durable) {
+  if (copy >= copies_per_set()) return ReplacementCopyFailed(std::move(cause), std::move(durable));
   DemoteSlot(set * copies_per_set() + copy, std::move(cause), std::move(durable));
 }
 

@@ -63,10 +63,7 @@ Status ChecksummedVolume::SetWriteMostly(uint32_t slot, bool write_mostly, Done 
   DST_RETURN_IF_ERROR(CheckMemberCommand(slot));
   const uint32_t k = copies_per_set();
   sets_[slot / k]->SetWriteMostly(slot % k, write_mostly);
-  // Edits queue in order: each update starts from the view the one before it wrote.
-  uint8_t flags = view_.slot_flags[slot];
-  for (const PendingUpdate& u : pending_updates_)
-    if (u.slot_edit && u.slot_edit->slot == slot && u.slot_edit->flags) flags = *u.slot_edit->flags;
+  uint8_t flags = PendingFlags(slot);
   flags = write_mostly ? (flags | kSlotWriteMostly) : (flags & ~kSlotWriteMostly);
   PendingUpdate update;
   update.done = std::move(durable);
@@ -75,6 +72,14 @@ Status ChecksummedVolume::SetWriteMostly(uint32_t slot, bool write_mostly, Done 
   LOG_INFO("volume %s: %s set %s", name().c_str(), SlotName(slot).c_str(),
            write_mostly ? "write-mostly" : "readwrite");
   return Status::Ok();
+}
+
+// Edits queue in order: each update starts from the view the one before it wrote.
+uint8_t ChecksummedVolume::PendingFlags(uint32_t slot) const {
+  uint8_t flags = view_.slot_flags[slot];
+  for (const PendingUpdate& u : pending_updates_)
+    if (u.slot_edit && u.slot_edit->slot == slot && u.slot_edit->flags) flags = *u.slot_edit->flags;
+  return flags;
 }
 
 Status ChecksummedVolume::RemoveMember(uint32_t slot, Done durable) {
@@ -104,7 +109,6 @@ Status ChecksummedVolume::RemoveMember(uint32_t slot, Done durable) {
 }
 
 void ChecksummedVolume::ApplySlotEdit(const SlotEdit& edit, Superblock& view) {
-  if (edit.flags) view.slot_flags[edit.slot] = *edit.flags;
   if (edit.owner) {  // a new member, empty: rebuilt in full from the start
     view.slot_members[edit.slot] = *edit.owner;
     view.member_states[edit.slot] = MemberState::kRebuilding;
@@ -112,6 +116,7 @@ void ChecksummedVolume::ApplySlotEdit(const SlotEdit& edit, Superblock& view) {
     view.cursor[edit.slot] = 0;
     if (view.stale_since[edit.slot] == 0) view.stale_since[edit.slot] = view.event;
   }
+  if (edit.flags) view.slot_flags[edit.slot] = *edit.flags;  // after: a replacement keeps them
   if (!edit.remove) return;
   view.member_states[edit.slot] = MemberState::kMissing;
   view.slot_members[edit.slot] = NewUuid();  // no member holds it: the old export is refused

@@ -40,6 +40,7 @@ bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
 }  // namespace
 
 std::string ChecksummedVolume::SlotBusy(uint32_t slot) const {
+  if (std::string replacing = Replacing(slot); !replacing.empty()) return replacing;
   const uint32_t k = copies_per_set();
   const volume::CopyRole role = sets_[slot / k]->role(slot % k);
   const MemberState state = view_.member_states[slot];

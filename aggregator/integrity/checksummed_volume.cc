@@ -363,6 +363,8 @@ void ChecksummedVolume::Close(Done done) {
   // Background steps hold locks and write like requests: they end first.
   jobs_.Shutdown([this, alive = lifetime_.Watch(), done = std::move(done)](int) mutable {
     if (alive.expired()) return;
+    // A replacement ends without its new member, which nothing durable names yet.
+    ReplacementFailed("the volume is stopping");
     drained_ = [this, alive = lifetime_.Watch(), done = std::move(done)]() mutable {
       if (!alive.expired()) StopClean(std::move(done));
     };

@@ -247,6 +247,31 @@ class ChecksummedVolume final : public volume::BlockDevice,
   void AdoptMember(uint32_t slot, volume::MemberTarget* target, const Superblock& its,
                    std::function<void(Status)> done);
 
+  // A new member rebuilt beside a current copy, which keeps serving until the new one is complete
+  // (`member replace`; checksummed_replace.cc; docs/redundancy.md, "Replace a member"). One
+  // replacement at a time per volume. The caller reserves the slot, formats the new export with
+  // NewMemberSuperblock's superblock, connects it and hands it to AdoptReplacement.
+  // ReserveReplacement: EINVAL when the slot's copy is not current (`slot S of V is STATE: nothing
+  // serves from it to keep; use member add`), EBUSY while a replacement is under way (`volume V: a
+  // replacement is under way (slot S)`), and the member commands' refusals. The reservation holds
+  // off member add and returns to the slot until AdoptReplacement or ReleaseReplacement.
+  Status ReserveReplacement(uint32_t slot);
+  void ReleaseReplacement(uint32_t slot);
+  // `target` (connected, formatted with `its`) becomes the set's replacement copy: written by every
+  // client write, read by no client, rebuilt in full (job `replacing V slot S`). `started` hears OK
+  // once the rebuild runs, or why not (refusals as for AdoptMember; nothing was written when it
+  // says so before the target was taken). Once the target is taken, `ended` is called exactly once,
+  // from the event loop: `installed` true when the target is now the slot's member (the rebuild
+  // finished; the new owner is durable unless the status says otherwise), false when the
+  // replacement ended without it (the new member failed, the volume stopped); either way the
+  // caller keeps the target alive as long as the volume. The old member is abandoned at the end.
+  void AdoptReplacement(uint32_t slot, volume::MemberTarget* target, const Superblock& its,
+                        std::function<void(Status)> started,
+                        std::function<void(Status, bool installed)> ended);
+  // The name (URI) of slot `slot`'s member, "(missing)" without one, "" for no such slot; for the
+  // operator's messages.
+  std::string SlotMemberName(uint32_t slot) const;
+
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
   void Flush(Done done) override;
@@ -300,6 +325,23 @@ class ChecksummedVolume final : public volume::BlockDevice,
     std::optional<SlotChange> slot_change;
     bool map_epoch = false;  // the missed-write maps are all clear as of this update
     std::optional<SlotEdit> slot_edit;
+  };
+  // A replacement under way (checksummed_replace.cc).
+  struct Replacement {
+    enum class Phase : uint8_t {
+      kReserved,    // the caller is formatting the new export
+      kRebuilding,  // the new member is the set's replacement copy, catching up
+      kFinishing,   // the slot's copy has the new member; the update naming it is on its way
+    };
+    uint32_t slot = 0;
+    Phase phase = Phase::kReserved;
+    volume::MemberTarget* target = nullptr;  // the new member
+    Superblock superblock;                   // what it holds
+    std::string old_name;                    // the member it replaces
+    std::function<void(Status, bool installed)> ended;
+    // Finishing: the old member (now the replacement copy, still counted) failed a write; its
+    // demotion is durable once the update naming the new owner is.
+    std::vector<std::function<void(int err)>> old_demotions;
   };
   struct PendingCatchUp {
     uint32_t slot;
@@ -386,6 +428,21 @@ class ChecksummedVolume final : public volume::BlockDevice,
   Status CheckNewMember(uint32_t slot, const volume::MemberTarget& target,
                         const Superblock& its) const;
   static void ApplySlotEdit(const SlotEdit& edit, Superblock& view);
+  // The slot's flags as the queued updates leave them.
+  uint8_t PendingFlags(uint32_t slot) const;
+  // A replacement (checksummed_replace.cc). What keeps slot `slot` from another member while it
+  // is being replaced (empty: nothing).
+  std::string Replacing(uint32_t slot) const;
+  // The replacement copy of set `set` failed an I/O (SetHealth::Demote of copy K).
+  void ReplacementCopyFailed(std::string cause, std::function<void(int err)> durable);
+  // While rebuilding: the replacement ends without its target, which is abandoned.
+  void ReplacementFailed(const std::string& cause);
+  // The replace job (holding `target`) was dropped without completing.
+  void ReplacementJobGone(const volume::MemberTarget* target);
+  // The replace job finished copying (the target flushed): the slot's copy takes the new member
+  // and one superblock update makes it the slot's owner, current.
+  void FinishReplacement(Done done);
+  void EndFinishing(volume::MemberTarget* old, int err);
   // The current copies of set `set` that have a target, ascending.
   std::vector<uint32_t> CurrentCopies(uint32_t set) const;
   // Writes to sets with a demotion that could not be made durable wait for a
@@ -540,6 +597,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
   std::vector<bool> returning_;
   // By slot: held for a new member (ReserveSlot) until AdoptMember or ReleaseSlot.
   std::vector<bool> reserved_;
+  std::optional<Replacement> replacement_;
   Lifetime lifetime_;  // last: expires first
 };
 

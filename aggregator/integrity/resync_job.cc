@@ -44,7 +44,9 @@ ResyncJob::ResyncJob(ChecksummedVolume& volume, ResyncPlan plan)
     : volume_(volume), plan_(std::move(plan)) {
   const uint32_t k = volume_.copies_per_set();
   set_ = plan_.slot / k;
-  copy_ = plan_.slot % k;
+  copy_ = plan_.replace ? volume_.sets_[set_]->replacement_copy() : plan_.slot % k;
+  if (plan_.replace) replacement_ = volume_.sets_[set_]->copy(copy_);
+  volume_alive_ = volume_.lifetime_.Watch();
   set_blocks_ = volume_.inner_->layout().member_usable_size(set_) / volume_.block_size_;
   if (volume_.view_.layout == volume::LayoutKind::kRaid10)
     chunk_blocks_ = volume_.view_.chunk_size / volume_.block_size_;
@@ -57,11 +59,14 @@ ResyncJob::ResyncJob(ChecksummedVolume& volume, ResyncPlan plan)
       total_bytes_ += (r.end - r.first) * volume_.block_size_;
 }
 
-ResyncJob::~ResyncJob() = default;
+ResyncJob::~ResyncJob() {
+  if (replacement_ != nullptr && !completed_ && !volume_alive_.expired())
+    volume_.ReplacementJobGone(replacement_);
+}
 
 std::string ResyncJob::what() const {
-  return std::string(plan_.full ? "rebuilding " : "resyncing ") + volume_.name() + " slot " +
-         std::to_string(plan_.slot);
+  const char* doing = plan_.replace ? "replacing " : plan_.full ? "rebuilding " : "resyncing ";
+  return doing + volume_.name() + " slot " + std::to_string(plan_.slot);
 }
 
 int ResyncJob::priority() const {
@@ -298,9 +303,12 @@ void ResyncJob::WriteTable(const std::shared_ptr<StepState>& step, int err) {
               static_cast<unsigned long long>(step->first * volume_.block_size_),
               std::strerror(err));
     // Once: the copy may already have been demoted (a client write failed on it too).
-    if (volume_.sets_[set_]->role(copy_) == volume::CopyRole::kCatchingUp)
-      volume_.DemoteSlot(plan_.slot, std::string("resync write failed: ") + std::strerror(err),
-                         nullptr);
+    const std::string cause = std::string("resync write failed: ") + std::strerror(err);
+    const bool catching_up = volume_.sets_[set_]->role(copy_) == volume::CopyRole::kCatchingUp;
+    if (catching_up && plan_.replace)
+      volume_.ReplacementFailed(cause);
+    else if (catching_up)
+      volume_.DemoteSlot(plan_.slot, cause, nullptr);
     return Finish(step, err);
   }
   auto join = MakeJoin([this, alive = lifetime_.Watch(), step](int table_err) {
@@ -339,6 +347,7 @@ void ResyncJob::FlushTarget(Done done) {
 // The target's data and table pages below the cursor are durable before the
 // superblocks say so.
 void ResyncJob::Checkpoint(Done done) {
+  if (plan_.replace) return FlushTarget(std::move(done));
   const uint64_t at = cursor();
   FlushTarget([this, alive = lifetime_.Watch(), at, done = std::move(done)](int err) mutable {
     if (alive.expired()) return;
@@ -353,6 +362,14 @@ void ResyncJob::Complete(Done done) {
   FlushTarget([this, alive = lifetime_.Watch(), done = std::move(done)](int err) mutable {
     if (alive.expired()) return;
     if (err != 0) return done(err);
+    if (plan_.replace) {
+      completed_ = true;  // from here the volume ends the replacement, whatever happens
+      return volume_.FinishReplacement([this, alive, done = std::move(done)](int end_err) mutable {
+        if (alive.expired()) return;
+        if (end_err != 0) return done(end_err);
+        ClearMaps(std::move(done));
+      });
+    }
     volume_.QueueSlotChange(
         plan_.slot, MemberState::kActive, 0,
         [this, alive, done = std::move(done)](int update_err) mutable {

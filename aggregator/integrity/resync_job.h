@@ -27,6 +27,11 @@
 // when its set is whole again clears the set's missed-write maps (map epoch
 // recorded once every set's maps are clear).
 //
+// A replacement (`member replace`) is a rebuild whose target is the set's
+// replacement copy: its checkpoints only flush the target (the superblocks
+// keep naming the old member until the end), and Complete() hands over to
+// the volume, which gives the slot the new member in one superblock update.
+//
 // Threading: the event-loop thread only; the volume outlives its jobs.
 #pragma once
 
@@ -37,6 +42,7 @@
 #include <vector>
 
 #include "aggregator/integrity/background_jobs.h"
+#include "aggregator/volume/member_io.h"
 #include "common/lifetime.h"
 
 namespace dst::integrity {
@@ -46,7 +52,11 @@ class ChecksummedVolume;
 // What to copy, as CatchUp decided it.
 struct ResyncPlan {
   uint32_t slot = 0;
-  bool full = false;   // rebuild: every written block; else the regions below
+  bool full = false;  // rebuild: every written block; else the regions below
+  // `member replace`: the target is the set's replacement copy (MirrorSet::replacement_copy),
+  // rebuilt in full beside the slot's own copy, which keeps serving; nothing of it is durable
+  // before Complete() (a restart starts the replacement over).
+  bool replace = false;
   std::string reason;  // detail(): "partial: ..." or "full: ..."
   // Ranges of data blocks of the set, [first, end), ascending: the regions to
   // resync, or for a rebuild everything from the cursor on (and regions below
@@ -83,8 +93,10 @@ class ResyncJob final : public BackgroundJob {
 
   // Data blocks of the set below which every step has finished.
   uint64_t cursor() const;
-  // The slot it brings back.
+  // The slot it brings back (or replaces), and the copy of its set it writes.
   uint32_t slot() const { return plan_.slot; }
+  uint32_t copy() const { return copy_; }
+  bool replace() const { return plan_.replace; }
 
  private:
   struct StepState;
@@ -119,6 +131,12 @@ class ResyncJob final : public BackgroundJob {
   std::set<uint64_t> in_flight_;  // first blocks of the steps in flight
   uint64_t done_bytes_ = 0;
   uint64_t total_bytes_ = 0;
+  // A replacement's target, and whether the volume still stands (the job may outlive its steps
+  // only inside the volume's destructor): a replace job that ends without Complete() ends the
+  // replacement.
+  volume::MemberTarget* replacement_ = nullptr;
+  bool completed_ = false;
+  LifetimeWatch volume_alive_;
   Lifetime lifetime_;  // last: expires first
 };
 

@@ -121,7 +121,7 @@ struct MirrorSet::Read : std::enable_shared_from_this<Read> {
 
 MirrorSet::MirrorSet(asio::io_context& io, uint32_t set, std::vector<CopySetup> copies,
                      SetHealth* health)
-    : io_(io), set_(set), health_(health) {
+    : io_(io), set_(set), slot_copies_(static_cast<uint32_t>(copies.size())), health_(health) {
   copies_.reserve(copies.size());
   for (const CopySetup& setup : copies) {
     Copy copy;
@@ -132,12 +132,12 @@ MirrorSet::MirrorSet(asio::io_context& io, uint32_t set, std::vector<CopySetup> 
     copies_.push_back(std::move(copy));
   }
   ComputeCapabilities();
-  name_ = NameOf(set_, copies_);
+  name_ = NameOf(set_, copies_, slot_copies_);
 }
 
-std::string MirrorSet::NameOf(uint32_t set, const std::vector<Copy>& copies) {
+std::string MirrorSet::NameOf(uint32_t set, const std::vector<Copy>& copies, uint32_t k) {
   std::string name = "set " + std::to_string(set) + " (";
-  for (size_t c = 0; c < copies.size(); ++c) {
+  for (size_t c = 0; c < k; ++c) {
     if (c > 0) name += ", ";
     name += copies[c].target ? copies[c].target->name() : std::string("missing");
   }
@@ -186,7 +186,12 @@ uint32_t MirrorSet::current_copies() const {
 
 std::string MirrorSet::Health() const {
   std::string health;
-  for (const Copy& copy : copies_) {
+  for (uint32_t c = 0; c < copies_.size(); ++c) {
+    const Copy& copy = copies_[c];
+    if (c == slot_copies_) {
+      if (copy.role == CopyRole::kOut) break;
+      health += '+';
+    }
     switch (copy.role) {
       case CopyRole::kCurrent:
         health += 'U';
@@ -224,8 +229,32 @@ Status MirrorSet::SetTarget(uint32_t c, MemberTarget* target) {
                                     ": only a copy that is out takes a new target");
   DST_RETURN_IF_ERROR(CanTake(*target));
   copy.target = target;
-  name_ = NameOf(set_, copies_);
+  name_ = NameOf(set_, copies_, slot_copies_);
   return Status::Ok();
+}
+
+Status MirrorSet::AttachReplacement(MemberTarget* target) {
+  if (copies_.size() == slot_copies_) copies_.emplace_back();
+  DST_RETURN_IF_ERROR(SetTarget(slot_copies_, target));
+  SetRole(slot_copies_, CopyRole::kCatchingUp);
+  copies_[slot_copies_].write_mostly = false;
+  return Status::Ok();
+}
+
+Status MirrorSet::ExchangeTargets(uint32_t a, uint32_t b) {
+  if (a >= copies_.size() || b >= copies_.size())
+    return Status::Error(ERANGE, name_ + " has no copy " + std::to_string(std::max(a, b)));
+  if (copies_[a].demoting || copies_[b].demoting)
+    return Status::Error(EBUSY, name_ + ": a copy is being demoted");
+  std::swap(copies_[a].target, copies_[b].target);
+  name_ = NameOf(set_, copies_, slot_copies_);
+  return Status::Ok();
+}
+
+std::optional<uint32_t> MirrorSet::IndexOf(const MemberTarget* target) const {
+  for (uint32_t c = 0; c < copies_.size(); ++c)
+    if (copies_[c].target == target) return c;
+  return std::nullopt;
 }
 
 // What the set promised (caps_) against what `target` can do.
@@ -314,21 +343,24 @@ void MirrorSet::SubmitToAll(std::shared_ptr<MemberIo> io) {
   }
   f->join.Add(written.size());
   for (uint32_t c : written) {
-    const bool counted = copies_[c].role == CopyRole::kCurrent;
+    const bool counted_then = copies_[c].role == CopyRole::kCurrent;
     auto child = CopyRequest(*f->parent);
     const uint64_t load = LoadOf(*child);
     copies_[c].bytes_in_flight += load;
-    child->done = [this, alive = lifetime_.Watch(), f, c, counted, load, target = copies_[c].target,
-                   child = child.get()](int err) {
+    child->done = [this, alive = lifetime_.Watch(), f, load, submitted = c, counted_then,
+                   target = copies_[c].target, child = child.get()](int err) {
       if (alive.expired()) {
         if (err != 0) f->Failed(child->failure);
         return f->join.Arrive(err);
       }
-      copies_[c].bytes_in_flight -= load;
+      copies_[submitted].bytes_in_flight -= load;
       if (err == 0) return f->join.Arrive(0);
-      // The copy has a new target since (SetTarget): it was out, durably, before it got it, and
-      // the old target's answer says nothing of the new one.
-      if (copies_[c].target != target) return f->join.Arrive(0);
+      // Judged as the copy the target is now. A target that left the set (SetTarget gave its
+      // copy another, which it did only once the copy was out durably) says nothing of it.
+      const std::optional<uint32_t> now = IndexOf(target);
+      if (!now) return f->join.Arrive(0);
+      const uint32_t c = *now;
+      const bool counted = c == submitted ? counted_then : copies_[c].role == CopyRole::kCurrent;
       const std::string failure = FailureOf(*target, *child, err);
       if (DeclinedFastZero(*child, err)) {
         f->Failed(failure);
@@ -407,11 +439,13 @@ void MirrorSet::Read::From(uint32_t c) {
     if (err == 0) return self->Served(c, *child);
     const std::string failure = FailureOf(*target, *child, err);
     self->failures.push_back(failure);
-    // Demoted as for a write (never the last current copy), not waited for; not when the copy
-    // has a new target since (the old one's failure is not the new one's).
-    const bool last_current = copy.role == CopyRole::kCurrent && set.current_copies() == 1;
-    if (copy.role != CopyRole::kOut && !last_current && copy.target == target)
-      set.Demote(c, failure, [](int) {});
+    // Demoted as for a write (never the last current copy), not waited for; judged as the copy
+    // the target is now (none when it left the set: its failure is not the new target's).
+    if (const std::optional<uint32_t> now = set.IndexOf(target)) {
+      const Copy& is = set.copies_[*now];
+      const bool last_current = is.role == CopyRole::kCurrent && set.current_copies() == 1;
+      if (is.role != CopyRole::kOut && !last_current) set.Demote(*now, failure, [](int) {});
+    }
     self->Next();
   };
   copy.target->Submit(std::move(child));

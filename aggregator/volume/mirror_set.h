@@ -21,6 +21,11 @@
 //     on an error the next copy is tried at once, and the copy that failed is
 //     demoted as for a write (not waited for). `served_by` names the copy that
 //     answered; EIO naming every copy tried when none could.
+//   - A replacement (`member replace`) is one more copy past the K of the set:
+//     catching up (written, not read, not counted) while it is rebuilt, then
+//     ExchangeTargets gives the slot's copy its target. An answer is judged by
+//     where its target is now, so that a write the new member failed after the
+//     exchange counts against the copy it has become.
 //   - `only_copy` sends an I/O to that copy alone, whatever its role (ENXIO
 //     when there is no such copy or it has no target); `avoid_copies` keeps a
 //     read off the copies named. Neither demotes anything: the caller asked
@@ -101,12 +106,16 @@ class MirrorSet final : public MemberTarget {
   void Submit(std::shared_ptr<MemberIo> io) override;
 
   uint32_t set() const { return set_; }
-  uint32_t copy_count() const { return static_cast<uint32_t>(copies_.size()); }
+  // The set's own copies (K); a replacement, when there is one, is copy K.
+  uint32_t copy_count() const { return slot_copies_; }
   MemberTarget* copy(uint32_t c) const { return copies_[c].target; }
   CopyRole role(uint32_t c) const { return copies_[c].role; }
+  // A demotion of copy `c` was asked of SetHealth and is not durable yet.
+  bool demoting(uint32_t c) const { return copies_[c].demoting; }
   uint32_t current_copies() const;
   // md's notation: "UU_", one letter per copy: U current, C catching up,
-  // _ out. A copy being demoted is already "_".
+  // _ out. A copy being demoted is already "_". A replacement that is not out
+  // follows a '+': "UU+C".
   std::string Health() const;
 
   // Run-time changes by the owner (assembly, resync): effective for I/Os
@@ -122,6 +131,14 @@ class MirrorSet final : public MemberTarget {
   // previous target gets no new I/O; answers it still owes complete their I/Os as before but
   // never demote the copy (it is someone else now).
   Status SetTarget(uint32_t c, MemberTarget* target);
+
+  // `member replace`: `target` becomes copy K (copy_count()), catching up from 0, checked as
+  // SetTarget checks a target. EBUSY while copy K is not out or is being demoted.
+  Status AttachReplacement(MemberTarget* target);
+  uint32_t replacement_copy() const { return slot_copies_; }
+  // Copies `a` and `b` exchange their targets; roles, cursors and write-mostly flags stay with
+  // the copies (the caller sets the roles). EBUSY when either is being demoted.
+  Status ExchangeTargets(uint32_t a, uint32_t b);
 
   // Reads of copy `c` served by another copy after `c` failed them.
   uint64_t read_failovers(uint32_t c) const { return copies_[c].read_failovers; }
@@ -143,7 +160,7 @@ class MirrorSet final : public MemberTarget {
 
   void ComputeCapabilities();
   // "set 0 (nbd://a, missing)".
-  static std::string NameOf(uint32_t set, const std::vector<Copy>& copies);
+  static std::string NameOf(uint32_t set, const std::vector<Copy>& copies, uint32_t k);
   Status CanTake(const MemberTarget& target) const;
   void SubmitToAll(std::shared_ptr<MemberIo> io);
   void SubmitRead(std::shared_ptr<MemberIo> io);
@@ -152,10 +169,13 @@ class MirrorSet final : public MemberTarget {
   // gets its outcome.
   void Demote(uint32_t c, const std::string& cause, std::function<void(int err)> durable);
   std::vector<CopyLoad> Loads() const;
+  // The copy `target` is now (an answer of a target that left the set: none).
+  std::optional<uint32_t> IndexOf(const MemberTarget* target) const;
 
   asio::io_context& io_;
   uint32_t set_;
-  std::vector<Copy> copies_;
+  std::vector<Copy> copies_;  // the K copies, then the replacement once there was one
+  uint32_t slot_copies_;      // K
   SetHealth* health_;
   MemberCapabilities caps_;
   std::string name_;

@@ -734,6 +734,67 @@ TEST_CASE("mirror set: a failure the old target reports after a new one came dem
   CHECK(h.set->role(1) == CopyRole::kCatchingUp);
 }
 
+TEST_CASE("mirror set: a replacement copy is written, never read, and shown after a '+'") {
+  Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
+  MemCopy fresh(h.io, "nbd://new/d");
+  REQUIRE(h.set->AttachReplacement(&fresh).ok());
+  CHECK(h.set->replacement_copy() == 2);
+  CHECK(h.set->copy_count() == 2);
+  CHECK(h.set->role(2) == CopyRole::kCatchingUp);
+  CHECK(h.set->Health() == "UU+C");
+  CHECK(h.set->name() == "set 3 (nbd://node0/d, nbd://node1/d)");
+  CHECK(h.set->AttachReplacement(&fresh).err() == EBUSY);  // one at a time
+  auto data = Pattern(8 * KiB, 3);
+  int result;
+  h.Start(MemberOp::kWrite, 0, data.size(), data.data(), &result);
+  std::vector<std::vector<uint8_t>> back(8, std::vector<uint8_t>(4 * KiB));
+  std::vector<int> reads(back.size());
+  for (size_t i = 0; i < back.size(); ++i)
+    h.Start(MemberOp::kRead, i * 64 * KiB, 4 * KiB, back[i].data(), &reads[i]);
+  h.Pump();
+  CHECK(std::count(reads.begin(), reads.end(), 0) == 8);
+  CHECK(result == 0);
+  CHECK(fresh.Count(MemberOp::kWrite) == 1);
+  CHECK(fresh.Count(MemberOp::kRead) == 0);
+  // A failure of the replacement is reported for copy 2 and holds no write.
+  fresh.FailNext(1);
+  h.Start(MemberOp::kWrite, 0, data.size(), data.data(), &result);
+  h.Pump();
+  CHECK(result == 0);
+  REQUIRE(h.health.demotions.size() == 1);
+  CHECK(h.health.demotions[0].copy == 2);
+  CHECK(h.set->Health() == "UU");
+}
+
+TEST_CASE("mirror set: after an exchange, an answer counts against the copy its target became") {
+  Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
+  MemCopy fresh(h.io, "nbd://new/d");
+  REQUIRE(h.set->AttachReplacement(&fresh).ok());
+  auto data = Pattern(4 * KiB, 5);
+  fresh.HoldAll();
+  int result;
+  h.Start(MemberOp::kWrite, 0, data.size(), data.data(), &result);
+  h.Pump();
+  REQUIRE(fresh.held() == 1);
+  // The new member takes copy 1; the old one, still counted, is the replacement copy.
+  REQUIRE(h.set->ExchangeTargets(1, 2).ok());
+  h.set->SetRole(1, CopyRole::kCurrent);
+  h.set->SetRole(2, CopyRole::kCurrent);
+  CHECK(h.set->copy(1) == &fresh);
+  CHECK(h.set->name() == "set 3 (nbd://node0/d, nbd://new/d)");
+  CHECK(h.set->Health() == "UU+U");
+  // Sent while it was the uncounted replacement; it fails as copy 1, current: the write waits.
+  fresh.FailNext(1);
+  fresh.StopHolding();
+  h.Pump();
+  CHECK(result == kPending);
+  REQUIRE(h.health.demotions.size() == 1);
+  CHECK(h.health.demotions[0].copy == 1);
+  h.health.Durable(0, 0);
+  h.Pump();
+  CHECK(result == 0);
+}
+
 TEST_CASE("mirror set: an I/O with no copy to take it completes later, never inside Submit") {
   Harness h({CopyRole::kCurrent, CopyRole::kCurrent});
   h.set->SetRole(0, CopyRole::kOut);

@@ -395,11 +395,12 @@ TEST_CASE(
   CreateOk({"--name", "stripe0", "--layout", "stripe", "--chunk", "64K"}, stripe.uris());
   CreateOk({"--name", "mirror0", "--layout", "mirror", "--copies", "2"}, mirror.uris());
   const Volumes volumes = {linear, stripe, mirror, raw};
+  // The export node that replaces the mirror's copy that is left. Started before
+  // the aggregator, so that it stops after it: it is then the mirror's only
+  // current copy, which the aggregator's clean stop writes to.
+  const Member fresh(dir.File("mirror-new.img"), 128 * kMiB);
   const std::string config = WriteConfig(dir, AggregatorConfig(volumes));
   Aggregator aggregator({"--config", config}, AggregatorListen::kTcp4);
-
-  // The export node that replaces the mirror's copy that is left.
-  const Member fresh(dir.File("mirror-new.img"), 128 * kMiB);
 
   const GuestRun run = RunGuest(image, aggregator, volumes, fresh);
   CheckStripeRecovery(aggregator, stripe, mirror);

@@ -266,6 +266,8 @@ TEST_CASE("member replace under fio's verified I/O: the new copy takes the slot,
   CHECK(Contains(after, "\"request_errors\": 0"));
   CHECK(Counter(*agg, "rebuild_bytes") >= 8 * kMiB);
   CHECK(CountOf(agg->stderr_text(), "demoted to stale") == 0);
+  // The old member is let go: its connections closed, nothing more sent to it.
+  CHECK(Contains(agg->stderr_text(), "member " + old_uri + " abandoned: "));
   const MemberStats stats = QueryStats(*agg, kVolume, 1);
   CHECK(stats.Text("state") == "ready");
   CHECK(Contains(stats.line(), fresh.uri));

@@ -45,6 +45,9 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=3, help="rebuild + nbdcopy rounds (default 3)")
     p.add_argument("--rate-max", help="serve --resync-rate-max for the rebuild (default: the "
                    "aggregator's, 200 MiB/s)")
+    p.add_argument("--rate-min", help="serve --resync-rate-min for the rebuild (default: the "
+                   "aggregator's, 1 MiB/s); equal to --rate-max, the rebuild runs at that rate "
+                   "even while clients are busy (what the throttle spares them)")
     p.add_argument("--fio", type=float, default=0, metavar="S",
                    help="also S seconds of fio 4K randread QD8 idle and during a rebuild "
                    "(default 0: not run)")
@@ -166,7 +169,12 @@ class Rebuild:
         return {"seconds": seconds, "mib_s": self.args.written / MIB / seconds}
 
     def rate(self):
-        return ["--resync-rate-max", self.args.rate_max] if self.args.rate_max else []
+        rate = []
+        if self.args.rate_min:
+            rate += ["--resync-rate-min", self.args.rate_min]
+        if self.args.rate_max:
+            rate += ["--resync-rate-max", self.args.rate_max]
+        return rate
 
     def rebuilt(self, ctl):
         """rebuild_bytes in `status --json`, 0 if not there."""
@@ -249,7 +257,8 @@ def markdown(res):
         f"Rebuild of a 2-copy mirror, members {db.fmt_size(a['size'])} sparse files on "
         f"{a['tmpdir']} ({res['fs']}), {db.fmt_size(a['written'])} written; "
         f"median of {len(rs)} rounds; idle clients, rate maximum "
-        f"{a['rate_max'] or 'the default (200M)'}; "
+        f"{a['rate_max'] or 'the default (200M)'}, minimum "
+        f"{a.get('rate_min') or 'the default (1M)'}; "
         f"build {res['build'].get('type')}; {res['machine'].get('cpu_model')}, "
         f"{res['machine']['nproc']} CPUs; load average at start "
         f"{' '.join(f'{x:.2f}' for x in load[0])}, at end {' '.join(f'{x:.2f}' for x in load[1])}.",

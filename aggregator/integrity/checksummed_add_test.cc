@@ -105,12 +105,7 @@ TEST_CASE("add: a new member fills a stale slot and is rebuilt in full; a restar
   REQUIRE(h.Close() == 0);
 
   // A restart with member 0 and the new member: both current.
-  h.vol.reset();
-  h.io.restart();
-  h.io.poll();
-  std::swap(h.members[1], h.members[fresh]);
-  h.members.pop_back();  // the old member 1
-  REQUIRE(h.OpenCatchingUp() == 0);
+  REQUIRE(RestartWithNewMember(h, 1, fresh) == 0);
   CHECK(h.Slot(1).state == "active");
   CHECK(h.state.redundancy->set_health.at(0) == "UU");
   CHECK(h.Matches(0, 10 * kRegion));

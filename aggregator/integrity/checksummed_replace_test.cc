@@ -79,6 +79,19 @@ Status Adopt(Harness& h, uint32_t slot, uint32_t member, Ended* ended) {
   return *started;
 }
 
+// A replacement of slot 1 under way: two blocks written (one where the rebuild's second step
+// reads, held), the new member formatted and adopted. Its index in h.members.
+uint32_t StartReplacingSlot1(Harness& h, Ended* ended) {
+  REQUIRE(h.Write(0, Pattern(8 * KiB, 1)) == 0);
+  REQUIRE(h.Write(kHeldBlock, Pattern(4096, 5)) == 0);
+  REQUIRE(h.vol->ReserveReplacement(1).ok());
+  const uint32_t fresh = NewMember(h, 1, "mem-new");
+  HoldSecondStep(h, 0);
+  HoldSecondStep(h, 1);
+  REQUIRE(Adopt(h, 1, fresh, ended).ok());
+  return fresh;
+}
+
 TEST_CASE("replace: the new member is rebuilt beside the old, which serves until the end") {
   Harness h(FourMiB());
   REQUIRE(h.Open() == 0);
@@ -135,12 +148,7 @@ TEST_CASE("replace: the new member is rebuilt beside the old, which serves until
   REQUIRE(h.Close() == 0);
 
   // A restart with member 0 and the new member: both current.
-  h.vol.reset();
-  h.io.restart();
-  h.io.poll();
-  std::swap(h.members[1], h.members[fresh]);
-  h.members.pop_back();  // the old member 1
-  REQUIRE(h.OpenCatchingUp() == 0);
+  REQUIRE(RestartWithNewMember(h, 1, fresh) == 0);
   CHECK(h.Slot(1).state == "active");
   CHECK(Health(h) == "UU");
   CHECK(h.Matches(0, 18 * kRegion));
@@ -150,14 +158,8 @@ TEST_CASE("replace: the new member is rebuilt beside the old, which serves until
 TEST_CASE("replace: the old member demoted during the rebuild; the new one still takes the slot") {
   Harness h(FourMiB());
   REQUIRE(h.Open() == 0);
-  REQUIRE(h.Write(0, Pattern(8 * KiB, 1)) == 0);
-  REQUIRE(h.Write(kHeldBlock, Pattern(4096, 5)) == 0);
-  REQUIRE(h.vol->ReserveReplacement(1).ok());
-  const uint32_t fresh = NewMember(h, 1, "mem-new");
-  HoldSecondStep(h, 0);
-  HoldSecondStep(h, 1);
   Ended ended;
-  REQUIRE(Adopt(h, 1, fresh, &ended).ok());
+  const uint32_t fresh = StartReplacingSlot1(h, &ended);
   DemoteSlot1(h, 3 * kRegion);
   CHECK(Health(h) == "U_+C");
   // Nothing else may come to the slot meanwhile.
@@ -183,14 +185,8 @@ TEST_CASE("replace: the old member demoted during the rebuild; the new one still
 TEST_CASE("replace: a new member that fails ends the replacement; the old one keeps serving") {
   Harness h(FourMiB());
   REQUIRE(h.Open() == 0);
-  REQUIRE(h.Write(0, Pattern(8 * KiB, 1)) == 0);
-  REQUIRE(h.Write(kHeldBlock, Pattern(4096, 5)) == 0);
-  REQUIRE(h.vol->ReserveReplacement(1).ok());
-  const uint32_t fresh = NewMember(h, 1, "mem-new");
-  HoldSecondStep(h, 0);
-  HoldSecondStep(h, 1);
   Ended ended;
-  REQUIRE(Adopt(h, 1, fresh, &ended).ok());
+  const uint32_t fresh = StartReplacingSlot1(h, &ended);
   test::StderrCapture log;
   h.members[fresh]->faults.push_back(
       {volume::MemberOp::kWrite, h.geometry.data.offset, h.geometry.data.end()});

@@ -312,6 +312,17 @@ inline void DemoteSlot1(Harness& h, uint64_t at) {
   REQUIRE(h.Slot(1).state == "stale");
 }
 
+// A restart in which member `fresh` (the last of h.members) stands in slot `slot` for the member
+// it replaced, which is gone: the volume assembled again, catching up as a restart does.
+inline int RestartWithNewMember(Harness& h, uint32_t slot, uint32_t fresh) {
+  h.vol.reset();
+  h.io.restart();
+  h.io.poll();
+  std::swap(h.members[slot], h.members[fresh]);
+  h.members.pop_back();  // the old member
+  return h.OpenCatchingUp();
+}
+
 // Reads of member m's data area (a resync's or rebuild's source reads) wait until StopHolding():
 // the job stays under way.
 inline void HoldDataReads(Harness& h, uint32_t m) {

@@ -176,10 +176,10 @@ mirror_member_killed() {
 }
 
 # The mirror again, left with one copy by the case before: a copy onto it
-# during which the host gives the lost copy's slot a new export node (member
-# remove, member add), which is rebuilt while the copy goes on. Nothing fails,
-# and every set checks out, read from both copies.
-mirror_member_added() {
+# during which the host replaces that copy, live, by a new export node (member
+# replace), rebuilt beside it while the copy goes on, which then takes its
+# slot. Nothing fails, and every set checks out, read from the new copy.
+mirror_member_replaced() {
   new_set g 8192 8192 16384
   attach "$MIRROR" "$MIRROR_SIZE" -C 2 || return 1
   mount_fs && copy_during_fault g || return 1
@@ -219,6 +219,6 @@ run_case linear-default linear_default
 run_case stripe-two-connections stripe_two_connections
 run_case stripe-member-restart stripe_member_restart
 run_case mirror-member-killed mirror_member_killed
-run_case mirror-member-added mirror_member_added
+run_case mirror-member-replaced mirror_member_replaced
 run_case raw-linear raw_linear
 exit "$failed"

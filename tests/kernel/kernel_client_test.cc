@@ -7,8 +7,8 @@
 // volume, on the striped volume while this side SIGKILLs an export node in
 // the middle of a copy and restarts it, on a mirror of two copies while
 // this side SIGKILLs one copy's export node for good, and on that mirror
-// again while this side gives the lost copy's slot a new export node (member
-// remove, member add) that is rebuilt during the copy. The guest reports each
+// again while this side replaces the copy that is left, live, by a new export
+// node (member replace) rebuilt during the copy. The guest reports each
 // case on its console; this side asserts on those lines, on the aggregator's
 // log and on its status.
 #include <algorithm>
@@ -39,7 +39,7 @@ constexpr const char* kCases[] = {"linear-named",
                                   "stripe-two-connections",
                                   "stripe-member-restart",
                                   "mirror-member-killed",
-                                  "mirror-member-added",
+                                  "mirror-member-replaced",
                                   "raw-linear"};
 
 // An export node this side kills while a guest case copies onto its volume;
@@ -54,9 +54,9 @@ struct Victim {
 constexpr Victim kStripeVictim = {"stripe-member-restart", "stripe0", 1};
 // A copy of the mirror, killed for good.
 constexpr Victim kMirrorVictim = {"mirror-member-killed", "mirror0", 1};
-// The mirror's case that gets a new member for the lost slot; the copy's writes
-// are watched on the copy that is left.
-constexpr Victim kMirrorAdded = {"mirror-member-added", "mirror0", 0};
+// The mirror's case whose copy that is left (slot 0, live) is replaced by a
+// new export node; the copy's writes are watched on it.
+constexpr Victim kMirrorReplaced = {"mirror-member-replaced", "mirror0", 0};
 // The mirror demotes a copy that has not answered for this long; its members
 // give up after it too (instead of the retry window).
 constexpr auto kDegradeAfter = 2s;
@@ -214,43 +214,54 @@ MirrorLoss KillForGoodDuringCopy(KernelGuest& guest, Aggregator& aggregator, Mem
           .copy_after = fault::SecondsSince(stale_at)};
 }
 
-// `dst-aggregator member ARGS...` against the aggregator, which must answer "ok: ...".
-void MemberCommandOk(const Aggregator& aggregator, std::vector<std::string> args) {
+// `dst-aggregator member ARGS...` against the aggregator, which must answer `ok`
+// (exactly, when given).
+void MemberCommandOk(const Aggregator& aggregator, std::vector<std::string> args,
+                     const std::string& ok = "") {
   args.insert(args.begin(), {"member", "--control", aggregator.control_path()});
   const CommandResult r = RunAggregator(args);
   INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
   REQUIRE(r.exit_code == 0);
   CHECK(r.stdout_text.rfind("ok: ", 0) == 0);
+  if (!ok.empty()) CHECK(r.stdout_text == ok + "\n");
 }
 
-struct MirrorAdd {
-  bool during_copy = false;  // member add answered before the guest's copy ended
-  double current_after = 0;  // seconds from the answer to the new copy being current
+// The line the aggregator logs when slot 0 of the mirror is `fresh`'s from then on.
+std::string ReplacedLine(const MemberGroup& mirror, const Member& fresh) {
+  return "volume mirror0: slot " + std::to_string(kMirrorReplaced.slot) +
+         " replaced: " + mirror.uris()[kMirrorReplaced.slot] + " by " + fresh.uri() +
+         " (set 0 now [U_])";
+}
+
+struct MirrorReplace {
+  bool during_copy = false;   // member replace answered before the guest's copy ended
+  double replaced_after = 0;  // seconds from the answer to the new copy taking the slot
 };
 
-// Once the guest copies onto the mirror again, removes the lost copy's slot and
-// gives it `fresh` (a new, empty export node); then waits until the new copy
-// is current and the copy has ended.
-MirrorAdd AddDuringCopy(KernelGuest& guest, Aggregator& aggregator, const Member& fresh,
-                        fault::SteadyClock::time_point deadline) {
-  AwaitCopyOnVictim(guest, aggregator, kMirrorAdded, deadline);
-  const std::string slot = std::to_string(kMirrorVictim.slot);
-  MemberCommandOk(aggregator, {"remove", "mirror0", slot});
-  MemberCommandOk(aggregator, {"add", "mirror0", fresh.uri()});
-  const auto added_at = fault::SteadyClock::now();
-  MirrorAdd add{.during_copy = !CopyDone(guest, kMirrorAdded)};
-  CHECK_MESSAGE(add.during_copy,
-                "the copy ended before the new member was added: a rebuild under the guest's "
+// Once the guest copies onto the mirror again, replaces the copy that is left
+// (slot 0, the only current one since the kill) by `fresh` (a new, empty export
+// node); then waits until the replacement has completed and the copy has ended.
+MirrorReplace ReplaceDuringCopy(KernelGuest& guest, Aggregator& aggregator,
+                                const MemberGroup& mirror, const Member& fresh,
+                                fault::SteadyClock::time_point deadline) {
+  AwaitCopyOnVictim(guest, aggregator, kMirrorReplaced, deadline);
+  const std::string slot = std::to_string(kMirrorReplaced.slot);
+  const std::string old_uri = mirror.uris()[kMirrorReplaced.slot];
+  MemberCommandOk(aggregator, {"replace", "mirror0", slot, "--with", fresh.uri()},
+                  "ok: mirror0 slot " + slot + ": replacing " + old_uri + " by " + fresh.uri() +
+                      " (rebuilding)");
+  const auto started_at = fault::SteadyClock::now();
+  MirrorReplace replace{.during_copy = !CopyDone(guest, kMirrorReplaced)};
+  CHECK_MESSAGE(replace.during_copy,
+                "the copy ended before the replacement started: a rebuild under the guest's "
                 "writes was not tested");
-  const std::optional<double> current = fault::WaitForStatus(
-      aggregator, fault::SlotState(kMirrorVictim.slot, fresh.uri(), "active"), Left(deadline));
-  if (!current) {
+  if (!aggregator.WaitForLog(ReplacedLine(mirror, fresh), 1, Left(deadline))) {
     const std::string status = fault::StatusJson(aggregator);
-    FAIL("the new copy never became current:\n" << status);
+    FAIL("the replacement never completed:\n" << status);
   }
-  add.current_after = fault::SecondsSince(added_at);
-  CHECK(guest.WaitForConsole(Mark("copy-done", kMirrorAdded), Left(deadline)));
-  return add;
+  replace.replaced_after = fault::SecondsSince(started_at);
+  CHECK(guest.WaitForConsole(Mark("copy-done", kMirrorReplaced), Left(deadline)));
+  return replace;
 }
 
 // No member gave up on its I/O or failed, other than `except` (a URI).
@@ -292,11 +303,13 @@ uint64_t VolumeCount(const std::string& json, const std::string& volume, const s
   return std::stoull(m[1]);
 }
 
-// The mirror went on with one copy, then was whole again with the new one: the
-// killed copy was demoted once, a guest request waited for it (about
+// The mirror went on with one copy, whose member was then replaced by the new
+// one: the killed copy was demoted once, a guest request waited for it (about
 // --degrade-after, not longer than its members' deadlines allow), the new copy
-// was rebuilt and is current, and no request failed.
-void CheckMirrorLossAndAdd(Aggregator& aggregator, const MemberGroup& mirror, const Member& fresh) {
+// was rebuilt beside the old one and holds slot 0, current, and no request
+// failed.
+void CheckMirrorLossAndReplace(Aggregator& aggregator, const MemberGroup& mirror,
+                               const Member& fresh) {
   const std::string log = aggregator.stderr_text();
   const std::string victim = mirror.uris()[kMirrorVictim.slot];
   const std::string json = fault::StatusJson(aggregator);
@@ -304,14 +317,14 @@ void CheckMirrorLossAndAdd(Aggregator& aggregator, const MemberGroup& mirror, co
   INFO("dst-aggregator log:\n" << log);
   INFO("status:\n" << table.stdout_text << json);
   REQUIRE(table.exit_code == 0);
-  CHECK_FALSE(LineWithAll(table.stdout_text, {"mirror0 ", "[UU]"}).empty());
-  CHECK(Contains(json, "\"sets\": [\"UU\"]"));
-  CHECK(Contains(json, fault::SlotState(0, mirror.uris()[0], "active")));
-  CHECK(Contains(json, fault::SlotState(kMirrorVictim.slot, fresh.uri(), "active")));
+  CHECK_FALSE(LineWithAll(table.stdout_text, {"mirror0 ", "[U_]"}).empty());
+  CHECK(Contains(json, "\"sets\": [\"U_\"]"));
+  CHECK(Contains(json, fault::SlotState(kMirrorReplaced.slot, fresh.uri(), "active")));
+  CHECK(Contains(json, fault::SlotState(kMirrorVictim.slot, victim, "stale")));
+  CHECK_FALSE(Contains(json, "replacing mirror0 slot"));
   CHECK(CountOf(log, "demoted to stale (set") == 1);
-  CHECK_FALSE(LineWithAll(log, {"volume mirror0: slot 1 " + fresh.uri(), "rebuilding"}).empty());
-  CHECK_FALSE(
-      LineWithAll(log, {"volume mirror0: slot 1 " + fresh.uri(), "is current again"}).empty());
+  CHECK(CountOf(log, ReplacedLine(mirror, fresh)) == 1);
+  CHECK(LineWithAll(log, {"volume mirror0: replacing slot", " failed: "}).empty());
   CHECK_FALSE(LineWithAll(log, {"volume mirror0: member 1 " + victim +
                                 " demoted to stale (set 0 now [U_])"})
                   .empty());
@@ -337,12 +350,12 @@ struct GuestRun {
   double seconds = 0;  // from boot to power-off
   double outage = 0;   // how long the stripe victim was down
   MirrorLoss mirror_loss;
-  MirrorAdd mirror_add;
+  MirrorReplace mirror_replace;
 };
 
-// Boots the guest against the aggregator, restarts the stripe victim and
-// kills the mirror victim during their cases' copies, and checks the guest's
-// report; shows the console on any failure.
+// Boots the guest against the aggregator, restarts the stripe victim, kills
+// the mirror victim and replaces the mirror's other copy during their cases'
+// copies, and checks the guest's report; shows the console on any failure.
 GuestRun RunGuest(const std::string& image, Aggregator& aggregator, const Volumes& volumes,
                   const Member& fresh) {
   const auto booted_at = fault::SteadyClock::now();
@@ -357,7 +370,7 @@ GuestRun RunGuest(const std::string& image, Aggregator& aggregator, const Volume
                                         volumes.stripe.member(kStripeVictim.slot), deadline);
   run.mirror_loss =
       KillForGoodDuringCopy(guest, aggregator, volumes.mirror.member(kMirrorVictim.slot), deadline);
-  run.mirror_add = AddDuringCopy(guest, aggregator, fresh, deadline);
+  run.mirror_replace = ReplaceDuringCopy(guest, aggregator, volumes.mirror, fresh, deadline);
   const std::optional<int> exit_code = guest.WaitForExit(Left(deadline));
   run.seconds = fault::SecondsSince(booted_at);
   run.console = guest.Console();
@@ -369,7 +382,7 @@ TEST_SUITE_BEGIN("kernel");
 
 TEST_CASE(
     "the kernel's nbd client on linear, striped, mirror and raw volumes, across a member restart, "
-    "a lost copy and a new one") {
+    "a lost copy and a live one replaced") {
   const std::string image = BuildKernelGuest(DST_KERNEL_GUEST_BUILDER, kImageTimeout);
   TempDir dir("dst-kernel");
   // Members of different sizes, so that the linear volume's boundary is not
@@ -382,23 +395,24 @@ TEST_CASE(
   CreateOk({"--name", "stripe0", "--layout", "stripe", "--chunk", "64K"}, stripe.uris());
   CreateOk({"--name", "mirror0", "--layout", "mirror", "--copies", "2"}, mirror.uris());
   const Volumes volumes = {linear, stripe, mirror, raw};
+  // The export node that replaces the mirror's copy that is left. Started before
+  // the aggregator, so that it stops after it: it is then the mirror's only
+  // current copy, which the aggregator's clean stop writes to.
+  const Member fresh(dir.File("mirror-new.img"), 128 * kMiB);
   const std::string config = WriteConfig(dir, AggregatorConfig(volumes));
   Aggregator aggregator({"--config", config}, AggregatorListen::kTcp4);
 
-  // The export node that takes the lost mirror copy's slot.
-  const Member fresh(dir.File("mirror-new.img"), 128 * kMiB);
-
   const GuestRun run = RunGuest(image, aggregator, volumes, fresh);
   CheckStripeRecovery(aggregator, stripe, mirror);
-  CheckMirrorLossAndAdd(aggregator, mirror, fresh);
-  MESSAGE(
-      "guest ran for " << run.seconds << " s; stripe export node down for " << run.outage
-                       << " s; mirror copy stale " << run.mirror_loss.stale_after
-                       << " s after its kill, the guest's copy went on for "
-                       << run.mirror_loss.copy_after << " s after that; the new copy was "
-                       << std::string(run.mirror_add.during_copy ? "added during" : "added after")
-                       << " the next copy and current " << run.mirror_add.current_after
-                       << " s later");
+  CheckMirrorLossAndReplace(aggregator, mirror, fresh);
+  MESSAGE("guest ran for " << run.seconds << " s; stripe export node down for " << run.outage
+                           << " s; mirror copy stale " << run.mirror_loss.stale_after
+                           << " s after its kill, the guest's copy went on for "
+                           << run.mirror_loss.copy_after << " s after that; the copy left was "
+                           << std::string(run.mirror_replace.during_copy ? "replaced during"
+                                                                         : "replaced after")
+                           << " the next copy, the new one in its place "
+                           << run.mirror_replace.replaced_after << " s later");
   if (const char* show = std::getenv("DST_KERNEL_SHOW_CONSOLE"); show && *show == '1')
     MESSAGE("guest console:\n" << run.console);
 }

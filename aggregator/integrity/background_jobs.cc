@@ -84,6 +84,23 @@ bool BackgroundJobs::Stop(BackgroundJob::Kind kind) {
   return any;
 }
 
+bool BackgroundJobs::Cancel(const std::function<bool(const BackgroundJob&)>& match,
+                            const std::string& why) {
+  bool any = false;
+  for (Entry& e : entries_) {
+    if (e.completing || e.stopping || !match(*e.job)) continue;
+    LOG_WARNING("%s: stopped: %s", e.job->what().c_str(), why.c_str());
+    any = e.stopping = true;
+    e.dirty = false;
+  }
+  // Posted: the caller may be deep in a job's own callbacks, where dropping it is not safe.
+  if (any)
+    asio::post(io_, [this, alive = lifetime_.Watch()] {
+      if (!alive.expired()) Pump();
+    });
+  return any;
+}
+
 bool BackgroundJobs::Has(BackgroundJob::Kind kind) const {
   return std::any_of(entries_.begin(), entries_.end(),
                      [kind](const Entry& e) { return e.job->kind() == kind && !e.stopping; });

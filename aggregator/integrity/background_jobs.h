@@ -123,6 +123,10 @@ class BackgroundJobs {
   // Jobs of `kind` end now: no new step; once their steps in flight are done
   // they are checkpointed and dropped (not completed). False if there is none.
   bool Stop(BackgroundJob::Kind kind);
+  // The jobs `match` names end now without a checkpoint (what they would record is no longer
+  // true: their copy was failed, their replacement ended): no new step; once their steps in flight
+  // are done they are dropped. Logged `WHAT: stopped: WHY`. False if none matched.
+  bool Cancel(const std::function<bool(const BackgroundJob&)>& match, const std::string& why);
   bool Has(BackgroundJob::Kind kind) const;
   // Whether any job (running, waiting, paused or stopping) matches.
   bool Any(const std::function<bool(const BackgroundJob&)>& match) const;

@@ -196,6 +196,26 @@ TEST_CASE("a stopped job is checkpointed and dropped, never completed") {
   CHECK_FALSE(rig.Traced("scrub:complete"));
 }
 
+TEST_CASE("a canceled job is dropped without a checkpoint; the others go on") {
+  Rig rig;
+  test::StderrCapture log;
+  ScriptedJob* resync = rig.Add("resync", Kind::kResync, 0, 8, /*hold=*/true);
+  rig.Add("scrub", Kind::kScrub, 100, 2);
+  REQUIRE(rig.RunUntil([&] { return resync->held() > 0; }));
+  CHECK(rig.jobs.Cancel([](const BackgroundJob& job) { return job.what() == "resync"; },
+                        "its copy was failed"));
+  CHECK_FALSE(
+      rig.jobs.Cancel([](const BackgroundJob& job) { return job.what() == "resync"; }, "again"));
+  resync->ReleaseHeld();
+  REQUIRE(rig.RunUntil([&] { return rig.Idle(); }));
+  CHECK(log.Text().find("resync: stopped: its copy was failed") != std::string::npos);
+  CHECK(std::none_of(rig.trace.begin(), rig.trace.end(), [](const std::string& line) {
+    return line.rfind("resync:checkpoint", 0) == 0;
+  }));
+  CHECK_FALSE(rig.Traced("resync:complete"));
+  CHECK(rig.Traced("scrub:complete"));
+}
+
 TEST_CASE("a step that fails ends its job, logged; the other jobs go on") {
   Rig rig;
   test::StderrCapture log;

@@ -9,6 +9,7 @@
 
 #include "aggregator/integrity/assembly.h"  // NewUuid
 #include "aggregator/integrity/checksummed_volume.h"
+#include "aggregator/integrity/resync_job.h"
 #include "common/log.h"
 
 namespace dst::integrity {
@@ -51,6 +52,13 @@ Status ChecksummedVolume::FailMember(uint32_t slot, Done durable) {
                                     ": failing it would leave the set without its data");
   LOG_WARNING("volume %s: %s %s: %s", name().c_str(), SlotName(slot).c_str(),
               copies_[slot] != nullptr ? copies_[slot]->name().c_str() : "(missing)", kFailedCause);
+  if (role == volume::CopyRole::kCatchingUp)
+    jobs_.Cancel(
+        [slot](const BackgroundJob& job) {
+          const auto* resync = dynamic_cast<const ResyncJob*>(&job);
+          return resync != nullptr && resync->slot() == slot && !resync->replace();
+        },
+        kFailedCause);
   DemoteSlot(
       slot, kFailedCause,
       [durable = std::move(durable)](int err) {

@@ -91,7 +91,7 @@ TEST_CASE("member fail: a copy catching up stops its rebuild and is recorded fai
   CHECK(Durable(h, [&](Done d) { return h.vol->FailMember(1, std::move(d)); }) == 0);
   h.members[0]->StopHolding();
   REQUIRE(h.RunJobs());
-  CHECK(log.Text().find("rebuilding vol0 slot 1: stopped: Operation canceled") !=
+  CHECK(log.Text().find("rebuilding vol0 slot 1: stopped: failed by the operator") !=
         std::string::npos);
   CHECK(h.Slot(1).state == "failed");
   CHECK(h.vol->State().redundancy->set_health == std::vector<std::string>{"U_"});

@@ -113,6 +113,12 @@ void ChecksummedVolume::ReplacementFailed(const std::string& cause) {
   volume::MirrorSet& set = *sets_[r.slot / copies_per_set()];
   set.SetRole(set.replacement_copy(), volume::CopyRole::kOut);
   r.target->Abandon("replacement failed: " + cause);
+  jobs_.Cancel(
+      [](const BackgroundJob& job) {
+        const auto* resync = dynamic_cast<const ResyncJob*>(&job);
+        return resync != nullptr && resync->replace();
+      },
+      "the replacement ended");
   LOG_WARNING("volume %s: replacing %s by %s failed: %s; %s keeps %s", name().c_str(),
               SlotName(r.slot).c_str(), r.target->name().c_str(), cause.c_str(),
               SlotName(r.slot).c_str(), r.old_name.c_str());

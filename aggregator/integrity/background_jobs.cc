@@ -90,7 +90,7 @@ bool BackgroundJobs::Cancel(const std::function<bool(const BackgroundJob&)>& mat
   for (Entry& e : entries_) {
     if (e.completing || e.stopping || !match(*e.job)) continue;
     LOG_WARNING("%s: stopped: %s", e.job->what().c_str(), why.c_str());
-    any = e.stopping = true;
+    any = e.stopping = e.canceled = true;
     e.dirty = false;
   }
   // Posted: the caller may be deep in a job's own callbacks, where dropping it is not safe.
@@ -180,7 +180,7 @@ void BackgroundJobs::OnStepDone(BackgroundJob* job, uint64_t bytes, uint64_t mov
   rate_.Charge(moved, now);
   rate_.Finished(bytes, now);
   bytes_done_[static_cast<int>(job->kind())] += bytes;
-  if (bytes > 0) entry->dirty = true;
+  if (bytes > 0 && !entry->canceled) entry->dirty = true;
   if (err != 0) {
     LOG_WARNING("%s: stopped: %s", job->what().c_str(), std::strerror(err));
     entry->stopping = true;

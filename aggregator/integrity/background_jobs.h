@@ -144,7 +144,8 @@ class BackgroundJobs {
     bool paused = false;
     bool stopping = false;
     bool completing = false;
-    bool dirty = false;  // steps finished since its last checkpoint
+    bool dirty = false;     // steps finished since its last checkpoint
+    bool canceled = false;  // Cancel(): never checkpointed again
     Clock::time_point last_progress;
   };
 

@@ -21,49 +21,13 @@
 namespace dst::test::fault {
 namespace {
 
-constexpr uint64_t kBlock = 4 * kKiB;
 constexpr uint64_t kMemberSize = 16 * kMiB;
 const std::string kVolume = "mir";
-
-using Written = std::map<uint64_t, Bytes>;  // volume offset -> the block last written there
 
 std::vector<std::string> ServeArgs(std::vector<std::string> uris) {
   std::vector<std::string> args = {"--degrade-after", "1s", "--io-timeout", "500ms"};
   args.insert(args.end(), uris.begin(), uris.end());
   return args;
-}
-
-// `count` blocks at seeded random offsets below `span`, acknowledged, then a flush.
-void WriteBlocks(AggregatorServer& agg, uint64_t span, int count, uint64_t seed, Written* written) {
-  NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
-  std::mt19937_64 rng(seed);
-  for (int i = 0; i < count; ++i) {
-    const uint64_t offset = rng() % (span / kBlock) * kBlock;
-    const Bytes data = RandomBytes(kBlock, seed * 1000 + i);
-    REQUIRE_NBD_OK(WriteFor(client, data, offset));
-    (*written)[offset] = data;
-  }
-  REQUIRE_NBD_OK(FlushFor(client));
-  CHECK_NBD_OK(client.Shutdown());
-}
-
-void CheckReadBack(AggregatorServer& agg, const Written& written) {
-  NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
-  size_t differ = 0;
-  for (const auto& [offset, data] : written) {
-    Bytes back(data.size());
-    REQUIRE_NBD_OK(ReadFor(client, back, offset));
-    if (back != data) ++differ;
-  }
-  CHECK(differ == 0);
-  CHECK_NBD_OK(client.Shutdown());
-}
-
-CommandResult AskMember(AggregatorServer& agg, std::vector<std::string> args) {
-  args.insert(args.begin(), {"member", "--control", agg.control_path()});
-  return RunAggregator(args);
 }
 
 void CheckError(const CommandResult& r, const std::string& error) {

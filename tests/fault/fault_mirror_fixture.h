@@ -5,7 +5,9 @@
 // compare them.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <random>
 #include <regex>
 #include <string>
 #include <vector>
@@ -63,5 +65,47 @@ class Mirror {
   std::vector<std::unique_ptr<Member>> members_;
   Area data_;
 };
+
+// Volume offset -> the block last written there.
+using Written = std::map<uint64_t, Bytes>;
+
+// `count` 4 KiB blocks at seeded random offsets below `span` of `volume`, acknowledged, then a
+// flush.
+inline void WriteBlocks(AggregatorServer& agg, uint64_t span, int count, uint64_t seed,
+                        Written* written, const std::string& volume = "mir") {
+  constexpr uint64_t kBlock = 4 * kKiB;
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(agg.uri(volume)));
+  std::mt19937_64 rng(seed);
+  for (int i = 0; i < count; ++i) {
+    const uint64_t offset = rng() % (span / kBlock) * kBlock;
+    const Bytes data = RandomBytes(kBlock, seed * 1000 + i);
+    REQUIRE_NBD_OK(WriteFor(client, data, offset));
+    (*written)[offset] = data;
+  }
+  REQUIRE_NBD_OK(FlushFor(client));
+  CHECK_NBD_OK(client.Shutdown());
+}
+
+// Every block in `written` reads back as written.
+inline void CheckReadBack(AggregatorServer& agg, const Written& written,
+                          const std::string& volume = "mir") {
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(agg.uri(volume)));
+  size_t differ = 0;
+  for (const auto& [offset, data] : written) {
+    Bytes back(data.size());
+    REQUIRE_NBD_OK(ReadFor(client, back, offset));
+    if (back != data) ++differ;
+  }
+  CHECK(differ == 0);
+  CHECK_NBD_OK(client.Shutdown());
+}
+
+// `dst-aggregator member ARGS` on the aggregator's control socket.
+inline CommandResult AskMember(const AggregatorServer& agg, std::vector<std::string> args) {
+  args.insert(args.begin(), {"member", "--control", agg.control_path()});
+  return RunAggregator(args);
+}
 
 }  // namespace dst::test::fault

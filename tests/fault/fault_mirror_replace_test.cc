@@ -34,8 +34,6 @@ const std::string kVolume = "mir";
 const std::string kJob = "replacing mir slot 1";
 const std::string kStatsMark = "info: stats: volume mir integrity: ";
 
-using Written = std::map<uint64_t, Bytes>;  // volume offset -> the block last written there
-
 // `extra` (rates, ...) before the members.
 std::vector<std::string> ServeArgs(std::vector<std::string> uris,
                                    std::vector<std::string> extra = {}) {
@@ -48,21 +46,6 @@ std::vector<std::string> ServeArgs(std::vector<std::string> uris,
 // Background rates that keep a rebuild of a few MiB running for seconds, whatever the clients do.
 const std::vector<std::string> kSlowRebuild = {"--resync-rate-min", "1M", "--resync-rate-max",
                                                "1M"};
-
-// `count` blocks at seeded random offsets below `span`, acknowledged, then a flush.
-void WriteBlocks(AggregatorServer& agg, uint64_t span, int count, uint64_t seed, Written* written) {
-  NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
-  std::mt19937_64 rng(seed);
-  for (int i = 0; i < count; ++i) {
-    const uint64_t offset = rng() % (span / kBlock) * kBlock;
-    const Bytes data = RandomBytes(kBlock, seed * 1000 + i);
-    REQUIRE_NBD_OK(WriteFor(client, data, offset));
-    (*written)[offset] = data;
-  }
-  REQUIRE_NBD_OK(FlushFor(client));
-  CHECK_NBD_OK(client.Shutdown());
-}
 
 // `count` pieces of 1 MiB back to back from the start of the volume: written blocks for a
 // rebuild to copy, count MiB of them. Recorded block by block, as later writes may land in them.
@@ -77,24 +60,6 @@ void WritePieces(AggregatorServer& agg, uint64_t count, uint64_t seed, Written* 
   }
   REQUIRE_NBD_OK(FlushFor(client));
   CHECK_NBD_OK(client.Shutdown());
-}
-
-void CheckReadBack(AggregatorServer& agg, const Written& written) {
-  NbdClient client;
-  REQUIRE_NBD_OK(client.Connect(agg.uri(kVolume)));
-  size_t differ = 0;
-  for (const auto& [offset, data] : written) {
-    Bytes back(data.size());
-    REQUIRE_NBD_OK(ReadFor(client, back, offset));
-    if (back != data) ++differ;
-  }
-  CHECK(differ == 0);
-  CHECK_NBD_OK(client.Shutdown());
-}
-
-CommandResult AskMember(const AggregatorServer& agg, std::vector<std::string> args) {
-  args.insert(args.begin(), {"member", "--control", agg.control_path()});
-  return RunAggregator(args);
 }
 
 CommandResult Replace(const AggregatorServer& agg, const std::string& volume, size_t slot,

@@ -10,20 +10,38 @@
 namespace dst::aggregator {
 
 CLI::App* AddVolumeCommand(CLI::App& app, VolumeArgs* args) {
-  CLI::App* volume = app.add_subcommand("volume", "list the volumes of a running aggregator");
+  CLI::App* volume =
+      app.add_subcommand("volume", "list the volumes of a running aggregator, or remove one");
   AddControlOption(*volume, &args->control);
-  volume->add_option("action", args->action, "list: one line per volume")
+  volume
+      ->add_option("action", args->action,
+                   "list: one line per volume (name, layout, size, clients, state); remove: "
+                   "close a volume and release its members while the others serve")
       ->required()
-      ->check(CLI::IsMember({"list"}));
+      ->check(CLI::IsMember({"list", "remove"}));
+  volume->add_option("name", args->name, "remove: the volume");
   volume->add_flag("--json", args->json, "list: print JSON instead of lines");
+  volume->add_flag("--force", args->force,
+                   "remove: end the volume's clients (their requests in flight complete, later "
+                   "ones get ESHUTDOWN) instead of refusing while any is connected");
   return volume;
 }
 
 std::string VolumeRequest(const VolumeArgs& args) {
+  if (args.action == "remove")
+    return "volume remove " + args.name + (args.force ? " force" : "") + "\n";
   return std::string("volume list") + (args.json ? " json" : "") + "\n";
 }
 
 int RunVolume(const VolumeArgs& args) {
+  const bool remove = args.action == "remove";
+  if (remove && args.name.empty())
+    return ExitWithError(Status::Invalid("volume remove needs the volume's name"));
+  if (!remove && !args.name.empty())
+    return ExitWithError(Status::Invalid("volume list takes no name"));
+  if (remove && args.json) return ExitWithError(Status::Invalid("volume remove takes no --json"));
+  if (!remove && args.force) return ExitWithError(Status::Invalid("volume list takes no --force"));
+  if (remove) return RunControlCommand(args.control, VolumeRequest(args), kVolumeRemoveTimeout);
   std::string answer;
   const Status s = AskControl(args.control, VolumeRequest(args), &answer);
   if (!s.ok()) return ExitWithError(s);

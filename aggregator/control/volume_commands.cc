@@ -9,14 +9,25 @@ namespace dst::control {
 
 namespace {
 
-const char kVolumeUsage[] = "error: usage: volume list [json]\n";
+const char kVolumeUsage[] = "error: usage: volume list [json] | volume remove NAME [force]\n";
 
-std::string StateOf(const volume::BlockDevice& volume) {
+std::string StateOf(const Server& server, const volume::BlockDevice& volume) {
+  if (server.registry.Withdrawn(&volume)) return "removing";
   const volume::DeviceState state = volume.State();
   if (state.redundancy)
     for (const std::string& health : state.redundancy->set_health)
       if (health.find('_') != std::string::npos) return "degraded";
   return "serving";
+}
+
+void Remove(Server& server, const std::vector<std::string>& w,
+            std::function<void(std::string)> answer) {
+  if (w.size() != 3 && (w.size() != 4 || w[3] != "force")) return answer(kVolumeUsage);
+  if (!server.remove_volume) return answer("error: volume remove is not available here\n");
+  const std::string name = w[2];
+  server.remove_volume(name, w.size() == 4, [name, answer = std::move(answer)](Status s) {
+    answer(s.ok() ? "ok: volume " + name + " removed\n" : "error: " + s.message() + "\n");
+  });
 }
 
 }  // namespace
@@ -26,7 +37,7 @@ std::vector<VolumeListing> ListVolumes(const Server& server) {
   for (const auto& volume : server.volumes)
     out.push_back({volume->name(), std::string(volume::LayoutKindName(volume->State().layout)),
                    volume->size(), server.registry.TrafficOf(volume.get()).clients,
-                   StateOf(*volume)});
+                   StateOf(server, *volume)});
   return out;
 }
 
@@ -64,6 +75,7 @@ void AnswerVolumeCommand(Server& server, const std::vector<std::string>& words,
     if (words.size() == 2) return answer(VolumeListText(ListVolumes(server)));
     if (words[2] == "json") return answer(VolumeListJson(ListVolumes(server)));
   }
+  if (words.size() >= 2 && words[1] == "remove") return Remove(server, words, std::move(answer));
   answer(kVolumeUsage);
 }
 

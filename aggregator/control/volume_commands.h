@@ -1,7 +1,10 @@
 // The control socket's volume commands (docs/operations.md, "Volume commands"):
 //   volume list [json]       one line per volume: name, layout, size, clients connected, state
-// A volume's state in the list: "serving", or "degraded" (a set of a mirror or raid10 volume has
-// lost a copy).
+//   volume remove NAME [force]
+// A volume's state in the list: "serving", "degraded" (a set of a mirror or raid10 volume has
+// lost a copy) or "removing" (a `volume remove --force` is ending its clients and closing it).
+// `volume remove` is answered by Server::remove_volume (aggregator/volume_remove.h), once the
+// volume is closed and its members released; "error: ..." with the reason else.
 //
 // Threading: the event loop's thread (the control socket's handler runs there).
 #pragma once
@@ -32,7 +35,7 @@ std::string VolumeListJson(const std::vector<VolumeListing>& volumes);
 
 // Whether words[0] is "volume".
 bool IsVolumeCommand(const std::vector<std::string>& words);
-// `answer` hears the answer once.
+// `answer` hears the answer once: at once for list and refusals, later for a removal.
 void AnswerVolumeCommand(Server& server, const std::vector<std::string>& words,
                          std::function<void(std::string)> answer);
 

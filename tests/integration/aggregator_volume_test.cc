@@ -296,6 +296,29 @@ TEST_CASE("volume remove --force: in flight completes, later gets ESHUTDOWN, oth
   CHECK(mir.rounds() > 0);
 }
 
+TEST_CASE("volume remove refuses a mirror while a member replace is under way") {
+  FileMembers m(2, 8 * kMiB);
+  CreateOk({"--name", "mir", "--layout", "mirror"}, m.uris());
+  // The new member: its format (two zeroings) takes 6 s at least.
+  TempDir dir("dst-volume-new");
+  PluginServer fresh({"file=" + dir.File("new.img"), "size=8M", "delay-zero=3"}, Transport::kUnix,
+                     {"--filter=delay"});
+  Served agg(m.uris(), "mir");
+  CommandResult replace;
+  std::thread replacer([&] {
+    replace = RunAggregator(
+        {"member", "--control", agg.control_path(), "replace", "mir", "1", "--with", fresh.uri()});
+  });
+  CHECK(agg.WaitForLog("member replace " + fresh.uri() + " to slot 1: formatting it"));
+  CheckError(Remove(agg, "mir", /*force=*/true),
+             "a member replace of slot 1 of volume mir is under way (" + fresh.uri() + ")");
+  replacer.join();
+  INFO("replace stderr:\n" << replace.stderr_text);
+  CHECK(replace.exit_code == 0);
+  CHECK(std::regex_match(ListOk(agg), std::regex("mir: mirror, [^\n]*, 0 clients, serving\n")));
+  CHECK(!Contains(agg.stderr_text(), "volume mir: removing"));
+}
+
 TEST_SUITE_END();
 
 }  // namespace

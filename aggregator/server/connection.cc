@@ -194,7 +194,7 @@ asio::awaitable<void> ClientConnection::Run() {
     LOG_WARNING("client %s: %s; disconnecting", peer_.c_str(), status.message().c_str());
     broken_ = true;
     stream_.Close();
-  } else if (!status.ok()) {
+  } else if (!status.ok() && !ending_) {  // ending: the read was cut by the close
     LOG_INFO("client %s: %s", peer_.c_str(), status.message().c_str());
   }
 }

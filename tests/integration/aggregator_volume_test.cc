@@ -258,10 +258,11 @@ TEST_CASE("volume remove --force: in flight completes, later gets ESHUTDOWN, oth
   TempDir dir("dst-volume-slow");
   PluginServer slow({"file=" + dir.File("slow.img"), "size=8M", "delay-write=2"}, Transport::kUnix,
                     {"--filter=delay"});
-  const std::string config =
-      WriteConfig(dir, "[[volume]]\nname = \"slow\"\nraw = true\nmembers = [" + Quoted(slow.uri()) +
-                           "]\n[[volume]]\nname = \"mir\"\nmembers = [" + Quoted(v.m.uri(2)) +
-                           ", " + Quoted(v.m.uri(3)) + "]\n");
+  const std::string config = WriteConfig(
+      dir, "[[volume]]\nname = \"slow\"\nraw = true\nmembers = [" + Quoted(slow.uri()) +
+               "]\n[[volume]]\nname = \"mir\"\nmembers = [" + Quoted(v.m.uri(2)) + ", " +
+               Quoted(v.m.uri(3)) + "]\n[[volume]]\nname = \"safe\"\nmembers = [" +
+               Quoted(v.m.uri(1)) + "]\n");
   Served agg({"--config", config}, "mir");
   Traffic mir(agg.uri("mir"));
 
@@ -289,8 +290,20 @@ TEST_CASE("volume remove --force: in flight completes, later gets ESHUTDOWN, oth
 
   const std::string log = agg.stderr_text();
   CHECK(Contains(log, "client unix: volume slow is being removed: ending the connection"));
+  CHECK(!Contains(log, "Operation aborted"));
   CHECK(Contains(log, "member " + slow.uri() + " abandoned: volume slow removed"));
-  CHECK(std::regex_match(ListOk(agg), std::regex("mir: mirror, [^\n]*, 1 client, serving\n")));
+  CHECK(std::regex_match(ListOk(agg), std::regex("mir: mirror, [^\n]*, 1 client, serving\n"
+                                                 "safe: linear, [^\n]*, 0 clients, serving\n")));
+
+  // A checksummed volume with a client that wrote and is idle: closed clean all the same.
+  NbdClient idle;
+  REQUIRE_NBD_OK(idle.Connect(agg.uri("safe")));
+  REQUIRE_NBD_OK(idle.Pwrite(data, 0));
+  CheckOk(Remove(agg, "safe", /*force=*/true), "ok: volume safe removed");
+  CHECK(Contains(agg.stderr_text(), "volume safe: stopped clean"));
+  CHECK(std::regex_search(Inspect(v.m.uri(1)), std::regex("state: +clean, event [0-9]+")));
+  CHECK(!idle.Pread(back, 0).ok());
+
   mir.Stop();
   CHECK_MESSAGE(mir.failure().empty(), mir.failure());
   CHECK(mir.rounds() > 0);

@@ -19,7 +19,7 @@ using control::Server;
 // At most this many clients are named in a refusal.
 constexpr size_t kClientsNamed = 8;
 
-// "2 clients connected: a, b".
+// "2 client(s) connected: 10.0.0.7:40112, unix".
 std::string Clients(const server::VolumeTraffic& traffic) {
   std::string text = std::to_string(traffic.connected.size()) + " client(s) connected: ";
   size_t named = 0;
@@ -64,7 +64,7 @@ void Forget(Server& server, volume::BlockDevice* volume, int err,
             const std::function<void(Status)>& done) {
   const std::string name = volume->name();
   const size_t index = IndexOf(server, volume);
-  if (index == server.volumes.size()) return done(Status::Ok());  // the server is stopping
+  if (index == server.volumes.size()) return done(Status::Ok());  // already forgotten
   ReleaseMembers(server, index, name);
   std::erase(server.checksummed, volume);
   server.registry.Remove(volume);

@@ -5,7 +5,8 @@
 // unknown volume; a removed checksummed volume's members say clean, its export is gone (the
 // error of an unknown export) and its members are released; with --force, a request in flight
 // completes, a later one gets ESHUTDOWN and the connection closes, while another volume under
-// I/O goes on serving without an error.
+// I/O goes on serving without an error; a mirror is refused while a member replace of it is
+// under way.
 #include <libnbd.h>
 
 #include <atomic>
@@ -232,6 +233,12 @@ TEST_CASE("volume remove: refused with clients; a checksummed volume and a mirro
   CHECK(Contains(agg.stderr_text(), "member " + v.m.uri(1) + " abandoned: volume safe removed"));
   CHECK(std::regex_search(Inspect(v.m.uri(1)), std::regex("state: +clean, event [0-9]+")));
   CHECK(ConnectError(agg, "safe") == unknown);
+  std::vector<ExportEntry> exports;
+  REQUIRE_NBD_OK(NbdClient::ListExports(agg.uri("alpha"), &exports));
+  std::vector<std::string> names;
+  for (const ExportEntry& e : exports)
+    names.push_back(e.name);
+  CHECK(names == std::vector<std::string>{"alpha", "mir"});
   CheckError(Remove(agg, "safe"), "unknown volume 'safe'");
   CheckError(RunAggregator({"scrub", "--control", agg.control_path(), "safe", "start"}),
              "unknown volume 'safe'");

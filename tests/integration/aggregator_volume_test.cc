@@ -204,12 +204,15 @@ std::string Status(const AggregatorServer& a) {
   return r.stdout_text;
 }
 
-TEST_CASE("volume list refuses what it does not know") {
+TEST_CASE("volume refuses what it does not know") {
   ThreeVolumes v;
   Served agg({"--config", v.config});
   const CommandResult r = Volume(agg, {"frob"});
   CHECK(r.exit_code != 0);
   CHECK(Contains(r.stderr_text, "frob"));
+  CheckError(Volume(agg, {"remove"}), "volume remove needs the volume's name");
+  CheckError(Volume(agg, {"list", "alpha"}), "volume list takes no name");
+  CheckError(Volume(agg, {"list", "--force"}), "volume list takes no --force");
 }
 
 TEST_CASE("volume remove: refused with clients; a checksummed volume and a mirror close clean") {

@@ -10,6 +10,7 @@
 //   dst-aggregator resync-rate [--control PATH] VOLUME --min RATE --max RATE
 //   dst-aggregator member [--control PATH] fail|remove VOLUME SLOT
 //   dst-aggregator member [--control PATH] set VOLUME SLOT write-mostly|readwrite
+//   dst-aggregator volume [--control PATH] list [--json] | remove NAME [--force]
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -25,6 +26,7 @@
 #include "aggregator/scrub_command.h"
 #include "aggregator/serve_command.h"
 #include "aggregator/status_command.h"
+#include "aggregator/volume_command.h"
 #include "common/log.h"
 
 int main(int argc, char** argv) {
@@ -51,6 +53,8 @@ int main(int argc, char** argv) {
   CLI::App* rate = agg::AddResyncRateCommand(app, &rate_args);
   agg::MemberArgs member_args;
   CLI::App* member = agg::AddMemberCommand(app, &member_args);
+  agg::VolumeArgs volume_args;
+  CLI::App* volume = agg::AddVolumeCommand(app, &volume_args);
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
@@ -59,6 +63,7 @@ int main(int argc, char** argv) {
   if (scrub->parsed()) return agg::RunScrub(scrub_args);
   if (rate->parsed()) return agg::RunResyncRate(rate_args);
   if (member->parsed()) return agg::RunMember(member_args);
+  if (volume->parsed()) return agg::RunVolume(volume_args);
   if (create->parsed()) {
     const dst::Status s = agg::RunCreate(create_args);
     return s.ok() ? 0 : agg::ExitWithError(s);

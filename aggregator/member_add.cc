@@ -22,6 +22,26 @@ void MemberAdder::AddVolume(AddableVolume volume) {
   volumes_.push_back(std::move(volume));
 }
 
+Status MemberAdder::ForgetVolume(const integrity::ChecksummedVolume* volume) {
+  for (size_t v = 0; v < volumes_.size(); ++v) {
+    if (volumes_[v].volume != volume) continue;
+    for (const auto* jobs : {&jobs_, &replacing_})
+      for (const auto& [id, job] : *jobs)
+        if (job.added == v)
+          return Status::Error(
+              EBUSY, std::string(job.replace ? "a member replace" : "a member add") + " of slot " +
+                         std::to_string(job.slot) + " of volume " + volume->name() +
+                         " is under way (" + job.uri + ")");
+    volumes_[v].volume = nullptr;
+  }
+  return Status::Ok();
+}
+
+void MemberAdder::VolumeRemoved(size_t volume_index) {
+  for (AddableVolume& v : volumes_)
+    if (v.volume != nullptr && v.volume_index > volume_index) --v.volume_index;
+}
+
 void MemberAdder::Stop() {
   if (stopped_) return;
   stopped_ = true;

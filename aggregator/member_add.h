@@ -25,6 +25,10 @@
 // here until the volume says how the replacement ended: the slot's member then
 // (InstallSlotMember, the old one retired), or retired itself.
 //
+// A volume removed while serving (aggregator/volume_remove.h) is let go with ForgetVolume() before
+// it closes, refused while an add or replace of it is under way; VolumeRemoved() then renumbers
+// the volumes after it in Server::volumes.
+//
 // Lifecycle: AddVolume() before the loop runs; Stop() once it has stopped, before the volumes
 // close: it waits for the threads at work (a connect gives up after
 // integrity::kMetadataConnectTimeout; a format, the zeroing of the export, is waited for), answers
@@ -80,6 +84,11 @@ class MemberAdder {
   void Replace(integrity::ChecksummedVolume& volume, uint32_t slot, const std::string& uri,
                Done done);
   void Stop();
+  // No more adds to `volume` (not addable: OK, nothing to do); EBUSY while an add or a replace of
+  // one of its members is under way.
+  Status ForgetVolume(const integrity::ChecksummedVolume* volume);
+  // The volume at `volume_index` in Server::volumes has left it.
+  void VolumeRemoved(size_t volume_index);
 
  private:
   struct Job {
@@ -114,7 +123,7 @@ class MemberAdder {
 
   control::Server& server_;
   Settings settings_;
-  std::vector<AddableVolume> volumes_;
+  std::vector<AddableVolume> volumes_;  // a forgotten one stays, with volume == nullptr
   bool stopped_ = false;
   uint64_t next_job_ = 1;
   std::map<uint64_t, Job> jobs_;

@@ -51,6 +51,7 @@ std::vector<ReturnWatcher::Candidate> ReturnWatcher::Candidates() const {
   std::vector<Candidate> out;
   for (size_t w = 0; w < volumes_.size(); ++w) {
     const WatchedVolume& watched = volumes_[w];
+    if (watched.volume == nullptr) continue;  // removed
     // Nothing can come back to a volume without a returnable slot: not even a member that was
     // unreadable at start (it would name a slot that is current or catching up).
     const std::vector<uint32_t> returnable = watched.volume->ReturnableSlots();
@@ -111,6 +112,7 @@ void ReturnWatcher::FinishRound(std::vector<Probe> probes) {
 void ReturnWatcher::Consider(const Probe& probe) {
   const size_t w = probe.candidate.watched;
   const std::string& uri = probe.candidate.uri;
+  if (volumes_[w].volume == nullptr) return;  // removed since the round started
   if (!probe.status.ok()) {
     LOG_DEBUG("volume %s: %s is not back: %s", NameOf(w).c_str(), uri.c_str(),
               probe.status.message().c_str());
@@ -218,6 +220,25 @@ void ReturnWatcher::SlotMemberChanged(size_t volume_index, uint32_t slot, const 
     if (watched.volume_index == volume_index && slot < watched.uris.size())
       watched.uris[slot] = uri;
   std::erase_if(refusals_logged_, [&](const auto& r) { return r.first == uri; });
+}
+
+Status ReturnWatcher::Busy(const integrity::ChecksummedVolume* volume) const {
+  for (const auto& [id, pending] : pending_)
+    if (volumes_[pending.watched].volume == volume)
+      return Status::Error(EBUSY, pending.uri + " is coming back to slot " +
+                                      std::to_string(pending.slot) + " of volume " +
+                                      volume->name() + "; try again in a moment");
+  return Status::Ok();
+}
+
+void ReturnWatcher::ForgetVolume(const integrity::ChecksummedVolume* volume) {
+  for (WatchedVolume& watched : volumes_)
+    if (watched.volume == volume) watched.volume = nullptr;
+}
+
+void ReturnWatcher::VolumeRemoved(size_t volume_index) {
+  for (WatchedVolume& watched : volumes_)
+    if (watched.volume != nullptr && watched.volume_index > volume_index) --watched.volume_index;
 }
 
 void ReturnWatcher::Drop(std::unique_ptr<member::NbdMember> member) {

@@ -21,6 +21,10 @@
 // asio::post; one round at a time, the next interval counted from the end of the last. A
 // member that cannot be reached is not logged above debug.
 //
+// A volume removed while serving (`volume remove`, aggregator/volume_remove.h) is let go with
+// ForgetVolume() before it closes, refused (Busy) while a member is being connected or attached to
+// it; VolumeRemoved() then renumbers the volumes after it in Server::volumes.
+//
 // Lifecycle: AddVolume() before Start(); Stop() before the volumes close: no probe starts and
 // no member is attached after it. Stop() waits for the round in progress (a connect gives up
 // after integrity::kMetadataConnectTimeout), and keeps the members it was connecting or
@@ -83,6 +87,13 @@ class ReturnWatcher {
   // Slot `slot` of the volume at `volume_index` in Server::volumes has a new member (member add):
   // its URI is the one probed when the slot is out again.
   void SlotMemberChanged(size_t volume_index, uint32_t slot, const std::string& uri);
+  // EBUSY while a member of `volume` is being connected or attached to it; else OK.
+  Status Busy(const integrity::ChecksummedVolume* volume) const;
+  // No more probes or returns for `volume` (once not Busy); a probe round in progress finds it
+  // forgotten. Nothing for a volume not watched.
+  void ForgetVolume(const integrity::ChecksummedVolume* volume);
+  // The volume at `volume_index` in Server::volumes has left it.
+  void VolumeRemoved(size_t volume_index);
 
  private:
   struct Candidate {
@@ -126,7 +137,7 @@ class ReturnWatcher {
 
   control::Server& server_;
   Settings settings_;
-  std::vector<WatchedVolume> volumes_;
+  std::vector<WatchedVolume> volumes_;  // a forgotten one stays, with volume == nullptr
   asio::steady_timer timer_;
   std::thread round_;  // the probes in progress; joinable while a round runs
   bool stopped_ = false;

@@ -22,6 +22,7 @@
 #include "aggregator/server/listener.h"
 #include "aggregator/server/one_shot_server.h"
 #include "aggregator/volume/set_geometry.h"
+#include "aggregator/volume_remove.h"
 #include "common/checksum.h"
 #include "common/join.h"
 #include "common/log.h"
@@ -265,6 +266,10 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
                                                        std::function<void(Status)> done) {
     adder->Replace(volume, slot, uri,
                    [done = std::move(done)](Status s, uint32_t) { done(std::move(s)); });
+  };
+  server.remove_volume = [&server](const std::string& name, bool force,
+                                   std::function<void(Status)> done) {
+    RemoveVolume(server, name, force, std::move(done));
   };
   std::vector<AssemblyPlan> plans(config.volumes.size());
   for (size_t i = 0; i < config.volumes.size(); ++i) {

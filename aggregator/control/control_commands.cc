@@ -22,8 +22,12 @@ std::string Error(const std::string& why) {
 // The checksummed volume named `name`, or the error line that answers the command.
 integrity::ChecksummedVolume* FindVolume(Server& server, const std::string& name,
                                          std::string* error) {
-  for (integrity::ChecksummedVolume* v : server.checksummed)
-    if (v->name() == name) return v;
+  for (integrity::ChecksummedVolume* v : server.checksummed) {
+    if (v->name() != name) continue;
+    if (!server.registry.Withdrawn(v)) return v;
+    *error = Error("volume " + name + " is being removed");
+    return nullptr;
+  }
   for (const auto& v : server.volumes)
     if (v->name() == name) {
       *error = Error("volume " + name +

@@ -7,6 +7,7 @@
 
 #include "aggregator/control/control_commands.h"
 #include "aggregator/control/control_path.h"
+#include "aggregator/control/volume_commands.h"
 #include "common/log.h"
 
 namespace dst::control {
@@ -79,8 +80,9 @@ void AnswerControl(Server& server, const std::string& request,
     at = end + 1;
   }
   if (IsActingCommand(words)) return AnswerCommand(server, words, std::move(answer));
+  if (IsVolumeCommand(words)) return AnswerVolumeCommand(server, words, std::move(answer));
   answer("error: unknown command '" + command +
-         "' (expected: status, status json, scrub, resync-rate, member)\n");
+         "' (expected: status, status json, scrub, resync-rate, member, volume)\n");
 }
 
 std::string AnswerMetrics(const Server& server, const std::string& request) {

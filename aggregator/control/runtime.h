@@ -4,6 +4,10 @@
 // then slot); so are members, except that one that comes back while serving takes the place of
 // its slot's, or comes last when its slot had none.
 //
+// A volume removed while serving (`volume remove`, aggregator/volume_remove.h) leaves volumes,
+// checksummed, member_refs and members: its members, released, go to retired_members, and the
+// volume, closed, to retired_volumes; the volume_index of what follows it goes down by one.
+//
 // Threading: built before the event loop runs, then touched only on its thread.
 #pragma once
 
@@ -55,6 +59,9 @@ struct Server {
   // until the volumes are gone, since completions of their last I/Os may still name them.
   std::vector<std::unique_ptr<member::NbdMember>> retired_members;
   std::vector<std::unique_ptr<volume::BlockDevice>> volumes;
+  // Volumes removed while serving, closed: kept until the end, since a handler still queued may
+  // name them (destroyed before the members they used).
+  std::vector<std::unique_ptr<volume::BlockDevice>> retired_volumes;
   // The volumes that must be opened before serving and closed clean after.
   std::vector<integrity::ChecksummedVolume*> checksummed;
   server::ExportRegistry registry;
@@ -78,6 +85,11 @@ struct Server {
   std::function<void(integrity::ChecksummedVolume& volume, uint32_t slot, const std::string& uri,
                      std::function<void(Status)> done)>
       replace_member;
+  // `volume remove` (aggregator/volume_remove.h): ends the volume's clients (refused while there
+  // are any unless `force`), closes it, releases its members and forgets it; `done` hears OK
+  // then, or the refusal. Unset: no volume remove.
+  std::function<void(const std::string& name, bool force, std::function<void(Status)> done)>
+      remove_volume;
 };
 
 }  // namespace dst::control

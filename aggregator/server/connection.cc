@@ -18,6 +18,7 @@ struct ClientConnection::Request {
   std::chrono::steady_clock::time_point received;
   IoBuffer buffer;         // write payload, or read destination
   uint64_t accounted = 0;  // bytes charged to the in-flight budget
+  bool started = false;    // handed to the volume
 };
 
 namespace {
@@ -169,8 +170,16 @@ asio::awaitable<void> ClientConnection::Run() {
     stream_.Close();
     co_return;
   }
+  if (!registry_.Serves(negotiated_.volume)) {
+    // Withdrawn (volume remove) while the handshake ended: as if it were unknown.
+    LOG_INFO("client %s: volume %s is being removed; disconnecting", peer_.c_str(),
+             negotiated_.volume->name().c_str());
+    stream_.Close();
+    co_return;
+  }
   traffic_ = &registry_.TrafficOf(negotiated_.volume);
   ++traffic_->clients;
+  connected_ = traffic_->connected.insert(traffic_->connected.end(), this);
   ++traffic_->connections;
   const std::string tls = negotiated_.tls ? ", TLS " + stream_.PeerIdentity() : "";
   LOG_INFO("client %s: connected to volume %s (%s replies%s)", peer_.c_str(),
@@ -185,7 +194,7 @@ asio::awaitable<void> ClientConnection::Run() {
     LOG_WARNING("client %s: %s; disconnecting", peer_.c_str(), status.message().c_str());
     broken_ = true;
     stream_.Close();
-  } else if (!status.ok()) {
+  } else if (!status.ok() && !ending_) {  // ending: the read was cut by the close
     LOG_INFO("client %s: %s", peer_.c_str(), status.message().c_str());
   }
 }
@@ -238,7 +247,8 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
     Release(request->accounted);
     return status;
   };
-  const int err = Validate(*request);
+  // An ending connection answers without looking at the volume.
+  const int err = ending_ ? ESHUTDOWN : Validate(*request);
   // Every request is charged, whatever it is; its data only if it is served.
   const bool with_data = err == 0 && (h.type == kCmdRead || h.type == kCmdWrite);
   const uint64_t cost = limits_.request_cost + (with_data ? h.length : 0);
@@ -265,6 +275,10 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
     co_return Status::Ok();
   } else if (h.type == kCmdRead) {
     request->buffer = IoBuffer(h.length);
+  }
+  if (ending_) {
+    Complete(*request, ESHUTDOWN);  // EndService came while its payload or budget was awaited
+    co_return Status::Ok();
   }
   Start(std::move(request));
   co_return Status::Ok();
@@ -344,6 +358,8 @@ void ClientConnection::Start(std::shared_ptr<Request> request) {
     Complete(*request, 0);  // nothing to do, and members may reject empty I/O
     return;
   }
+  request->started = true;
+  ++volume_in_flight_;
   auto self = shared_from_this();
   auto done = [self, request](int err) { self->Complete(*request, err); };
   switch (h.type) {
@@ -378,8 +394,26 @@ void ClientConnection::Start(std::shared_ptr<Request> request) {
   }
 }
 
+void ClientConnection::EndService(std::function<void()> ended) {
+  ending_ = true;
+  ended_ = std::move(ended);
+  LOG_INFO("client %s: volume %s is being removed: ending the connection", peer_.c_str(),
+           negotiated_.volume->name().c_str());
+  StopReadingIfEnded();
+}
+
+void ClientConnection::StopReadingIfEnded() {
+  if (!ending_ || volume_in_flight_ != 0 || reading_done_) return;
+  reading_done_ = true;
+  WakeWriter();
+}
+
 void ClientConnection::Account(const Request& request, int err) {
   const RequestHeader& h = request.header;
+  if (request.started) {
+    --volume_in_flight_;
+    StopReadingIfEnded();  // the reply is queued next, and sent before the writer stops
+  }
   --traffic_->in_flight;
   ++traffic_->requests;
   traffic_->RecordLatency(std::chrono::steady_clock::now() - request.received);
@@ -558,7 +592,9 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
     co_await stream_.Shutdown();
   budget_wakeup_.cancel();
   --traffic_->clients;
+  traffic_->connected.erase(connected_);
   LOG_INFO("client %s: disconnected", peer_.c_str());
+  if (ended_) std::exchange(ended_, nullptr)();
   if (peak_bytes_in_flight_ >= kReturnMemoryAfter) {
     batch.clear();  // the last replies sent, data included: freed first
     batch.shrink_to_fit();

@@ -11,6 +11,10 @@
 // to a budget bounded per connection and in total (InFlightLimits); when a
 // bound is reached the reader pauses.
 //
+// A volume being removed (`volume remove --force`) ends its connections
+// (VolumeClient::EndService): requests in flight on the volume complete and
+// are answered, later ones get ESHUTDOWN, then the connection closes.
+//
 // Clients cannot hold the server's resources by going quiet at the wrong
 // moment (ConnectionPolicy): the handshake has a deadline, and so has every
 // message once its first byte has arrived, and every reply's send. A client
@@ -24,6 +28,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -97,7 +102,8 @@ struct ConnectionPolicy {
 // is (an IPv4-mapped IPv6 address as the IPv4 one), IPv6 as its /64.
 std::string AddressKey(const asio::ip::address& address);
 
-class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
+class ClientConnection : public std::enable_shared_from_this<ClientConnection>,
+                         public VolumeClient {
  public:
   // `address`: the key the connection counts under in
   // policy.open_per_address (AddressKey); "" for none.
@@ -106,6 +112,9 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   ~ClientConnection();
   // Runs the whole connection; spawn it with co_spawn.
   asio::awaitable<void> Run();
+
+  const std::string& peer() const override { return peer_; }
+  void EndService(std::function<void()> ended) override;
 
  private:
   // What is sent for one request: `head`, then `body`, then `data`.
@@ -135,6 +144,8 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   void Start(std::shared_ptr<Request> request);
   // Counts an answered request in the volume's traffic (once per request).
   void Account(const Request& request, int err);
+  // Ending (EndService) and nothing in flight on the volume: reads no more.
+  void StopReadingIfEnded();
   void Complete(const Request& request, int err, IoBuffer data = {});
   // A read reply; with structured replies, known holes go out as hole chunks.
   void CompleteRead(const Request& request, int err, IoBuffer data,
@@ -158,7 +169,11 @@ class ClientConnection : public std::enable_shared_from_this<ClientConnection> {
   std::string peer_;
   std::string address_;  // the key in policy_.open_per_address, or ""
   Negotiated negotiated_;
-  VolumeTraffic* traffic_ = nullptr;  // the negotiated volume's
+  VolumeTraffic* traffic_ = nullptr;              // the negotiated volume's
+  std::list<VolumeClient*>::iterator connected_;  // in traffic_->connected
+  size_t volume_in_flight_ = 0;  // requests started on the volume and not completed
+  bool ending_ = false;          // EndService: no new request reaches the volume
+  std::function<void()> ended_;  // EndService's, run once the connection is closed
   std::deque<Reply> replies_;
   asio::steady_timer writer_wakeup_;
   bool writer_waiting_ = false;  // on writer_wakeup_

@@ -1,9 +1,15 @@
 // ExportRegistry: the volumes a server offers, by export name, and the
 // client traffic of each. The empty name selects the default volume (the only
-// one, or the configured default). The set of volumes is fixed while serving;
-// shared by every connection on the event loop, which update the traffic.
+// one, or the configured default). Shared by every connection on the event
+// loop, which update the traffic.
+//
+// A volume leaves while serving (`volume remove`) in two steps: Withdraw(), from
+// which on no new client finds it (the error of an unknown export) while the
+// connected ones end; then Remove(). Its traffic counters stay alive until the
+// registry is destroyed, for connections still winding down.
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -22,16 +28,36 @@ class ExportRegistry {
   }
   void SetDefault(std::string name) { default_name_ = std::move(name); }
 
-  // nullptr when no volume has that name.
+  // nullptr when no volume has that name, or it is withdrawn.
   volume::BlockDevice* Find(std::string_view name) const {
     if (name.empty())
       name = default_name_.empty() && volumes_.size() == 1 ? std::string_view(volumes_[0]->name())
                                                            : std::string_view(default_name_);
     for (volume::BlockDevice* v : volumes_)
-      if (v->name() == name) return v;
+      if (v->name() == name && !Withdrawn(v)) return v;
     return nullptr;
   }
+  // Every volume, withdrawn ones included.
   const std::vector<volume::BlockDevice*>& volumes() const { return volumes_; }
+  // Whether `volume` is here and not withdrawn: what a client that chose it may still use.
+  bool Serves(const volume::BlockDevice* volume) const {
+    return std::find(volumes_.begin(), volumes_.end(), volume) != volumes_.end() &&
+           !Withdrawn(volume);
+  }
+  void Withdraw(const volume::BlockDevice* volume) { withdrawn_.push_back(volume); }
+  bool Withdrawn(const volume::BlockDevice* volume) const {
+    return std::find(withdrawn_.begin(), withdrawn_.end(), volume) != withdrawn_.end();
+  }
+  // Forgets a volume of this registry; its traffic lives on.
+  void Remove(const volume::BlockDevice* volume) {
+    const auto at = std::find(volumes_.begin(), volumes_.end(), volume);
+    if (at == volumes_.end()) return;
+    const size_t i = static_cast<size_t>(at - volumes_.begin());
+    retired_traffic_.push_back(std::move(traffic_[i]));
+    traffic_.erase(traffic_.begin() + static_cast<std::ptrdiff_t>(i));
+    volumes_.erase(at);
+    std::erase(withdrawn_, volume);
+  }
   // The traffic counters of a volume of this registry.
   VolumeTraffic& TrafficOf(const volume::BlockDevice* volume) const {
     for (size_t i = 0; i < volumes_.size(); ++i)
@@ -42,6 +68,8 @@ class ExportRegistry {
  private:
   std::vector<volume::BlockDevice*> volumes_;
   std::vector<std::unique_ptr<VolumeTraffic>> traffic_;  // parallel to volumes_
+  std::vector<const volume::BlockDevice*> withdrawn_;
+  std::vector<std::unique_ptr<VolumeTraffic>> retired_traffic_;  // of removed volumes
   std::string default_name_;
 };
 

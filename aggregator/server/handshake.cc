@@ -184,6 +184,7 @@ class Handshake {
   asio::awaitable<Status> List() {
     if (!payload_.empty()) co_return co_await ReplyError(kRepErrInvalid, "LIST takes no data");
     for (const volume::BlockDevice* vol : registry_.volumes()) {
+      if (registry_.Withdrawn(vol)) continue;
       std::vector<uint8_t> entry;
       AppendU32(entry, static_cast<uint32_t>(vol->name().size()));
       AppendString(entry, vol->name());

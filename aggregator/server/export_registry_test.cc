@@ -1,0 +1,63 @@
+// ExportRegistry as `volume remove` uses it: a withdrawn volume is no longer found (by name or as
+// the default) nor served, but listed until removed; a removed one's traffic counters stay valid
+// for the connections still holding them.
+#include "aggregator/server/export_registry.h"
+
+#include <doctest/doctest.h>
+
+namespace dst::server {
+namespace {
+
+class NamedDevice : public volume::BlockDevice {
+ public:
+  explicit NamedDevice(std::string name) : name_(std::move(name)) {}
+  const std::string& name() const override { return name_; }
+  const std::string& description() const override { return description_; }
+  uint64_t size() const override { return 1 << 20; }
+  const volume::VolumeCapabilities& capabilities() const override { return caps_; }
+  void Read(uint64_t, uint64_t, uint8_t*, ReadDone done) override { done(0, {}); }
+  void Write(uint64_t, uint64_t, const uint8_t*, bool, Done done) override { done(0); }
+  void Flush(Done done) override { done(0); }
+  void Trim(uint64_t, uint64_t, bool, Done done) override { done(0); }
+  void Zero(uint64_t, uint64_t, bool, bool, bool, Done done) override { done(0); }
+  void Cache(uint64_t, uint64_t, Done done) override { done(0); }
+  void BlockStatus(uint64_t, uint64_t, ExtentsDone done) override { done(0, {}); }
+
+ private:
+  std::string name_;
+  std::string description_;
+  volume::VolumeCapabilities caps_;
+};
+
+TEST_CASE("a withdrawn volume is not found or served, and its traffic outlives its removal") {
+  NamedDevice alpha("alpha"), beta("beta");
+  ExportRegistry registry;
+  registry.Add(&alpha);
+  registry.Add(&beta);
+  registry.SetDefault("alpha");
+  VolumeTraffic& traffic = registry.TrafficOf(&alpha);
+  traffic.clients = 1;
+  CHECK(registry.Find("") == &alpha);
+  CHECK(registry.Serves(&alpha));
+
+  registry.Withdraw(&alpha);
+  CHECK(registry.Withdrawn(&alpha));
+  CHECK(registry.Find("alpha") == nullptr);
+  CHECK(registry.Find("") == nullptr);  // the default is gone, not replaced
+  CHECK(!registry.Serves(&alpha));
+  CHECK(registry.volumes().size() == 2);  // still listed while it winds down
+  CHECK(&registry.TrafficOf(&alpha) == &traffic);
+  CHECK(registry.Find("beta") == &beta);
+
+  registry.Remove(&alpha);
+  CHECK(registry.volumes() == std::vector<volume::BlockDevice*>{&beta});
+  CHECK(!registry.Withdrawn(&alpha));
+  CHECK(!registry.Serves(&alpha));
+  CHECK(traffic.clients == 1);  // still there for the connections that hold it
+  --traffic.clients;
+  CHECK(registry.TrafficOf(&beta).clients == 0);
+  CHECK(registry.Serves(&beta));
+}
+
+}  // namespace
+}  // namespace dst::server

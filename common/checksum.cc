@@ -7,6 +7,10 @@
 #include <cryptopp/crc.h>
 #include <isa-l/crc.h>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace dst {
 namespace {
 
@@ -52,6 +56,22 @@ Status CheckKey(ChecksumAlgorithm algorithm, size_t key_size) {
 // instruction at a time), which on the data path cost a third of a 1 MiB read.
 // Wrapped as a Crypto++ hash so the rest of this file treats it like the
 // others; like Crypto++'s CRC32C it emits the CRC least significant byte first.
+#if defined(__x86_64__)
+// ISA-L's crc32_iscsi (AVX2 or AVX-512 code where the CPU has it) returns with the upper halves of
+// the vector registers dirty. Every legacy-SSE instruction that runs next on the thread then pays
+// a transition penalty: Crypto++'s BLAKE2b ran at 347 MiB/s after a CRC instead of 584 (bench/
+// cipher_speed, docs/benchmarks.md). vzeroupper clears that state; only where AVX exists.
+__attribute__((target("avx"))) void ClearUpperVectorState() {
+  _mm256_zeroupper();
+}
+const bool kHasAvx = __builtin_cpu_supports("avx");
+void AfterVectorCode() {
+  if (kHasAvx) ClearUpperVectorState();
+}
+#else
+void AfterVectorCode() {}
+#endif
+
 class IsalCrc32c final : public CryptoPP::HashTransformation {
  public:
   void Update(const CryptoPP::byte* input, size_t length) override {
@@ -63,6 +83,7 @@ class IsalCrc32c final : public CryptoPP::HashTransformation {
       input += piece;
       length -= piece;
     }
+    AfterVectorCode();
   }
   unsigned int DigestSize() const override { return 4; }
   void TruncatedFinal(CryptoPP::byte* digest, size_t size) override {

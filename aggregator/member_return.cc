@@ -18,10 +18,14 @@ ReturnWatcher::~ReturnWatcher() {
 }
 
 void ReturnWatcher::AddVolume(WatchedVolume volume) {
+  const bool first = volumes_.empty();
   volumes_.push_back(std::move(volume));
+  // Added while serving (volume add): the probes had nothing to watch until now.
+  if (first && started_) Arm();
 }
 
 void ReturnWatcher::Start() {
+  started_ = true;
   Arm();
 }
 

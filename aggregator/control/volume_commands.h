@@ -1,6 +1,8 @@
 // The control socket's volume commands (docs/operations.md, "Volume commands"):
 //   volume list [json]       one line per volume: name, layout, size, clients connected, state
 //   volume remove NAME [force]
+//   volume add NAME [KEY=VALUE]... URI...
+//                            KEY: a [[volume]] key of the configuration file (raw, layout, ...)
 // A volume's state in the list: "serving", "degraded" (a set of a mirror or raid10 volume has
 // lost a copy) or "removing" (a `volume remove --force` is ending its clients and closing it).
 // `volume remove` is answered by Server::remove_volume (aggregator/volume_remove.h), once the

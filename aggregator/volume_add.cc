@@ -1,5 +1,7 @@
 #include "aggregator/volume_add.h"
 
+#include <string.h>  // explicit_bzero
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -246,6 +248,11 @@ void VolumeAdder::Install(uint64_t id, std::unique_ptr<volume::BlockDevice> raw)
   for (auto& member : job.members) {
     while (job.targets[member_index] != member.get())
       ++member_index;  // past a missing slot
+    if (!member->fenced() && config_.transactions.fencing != member::FencingMode::kOff)
+      LOG_WARNING(
+          "volume %s: member %zu %s cannot fence (not a dst export node): a resent write is not "
+          "protected against a stale first copy landing later",
+          name.c_str(), member_index, member->name().c_str());
     server_.member_refs.push_back({name, index, member_index, member.get()});
     server_.members.push_back(std::move(member));
   }
@@ -268,6 +275,7 @@ void VolumeAdder::Fail(uint64_t id, Status status) {
     server_.retired_members.push_back(std::move(member));
   }
   if (job.opening) server_.retired_volumes.push_back(std::move(job.opening));
+  if (!job.plan.key.empty()) explicit_bzero(job.plan.key.data(), job.plan.key.size());
   LOG_WARNING("volume add %s refused: %s", job.v.name.c_str(), status.message().c_str());
   job.done(status, "");
 }

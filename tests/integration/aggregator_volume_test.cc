@@ -216,6 +216,9 @@ TEST_CASE("volume refuses what it does not know") {
   CheckError(Volume(agg, {"remove"}), "volume remove needs the volume's name");
   CheckError(Volume(agg, {"list", "alpha"}), "volume list takes no name");
   CheckError(Volume(agg, {"list", "--force"}), "volume list takes no --force");
+  CheckError(Volume(agg, {"remove", "safe", "--raw"}), "volume remove takes no volume add options");
+  CheckError(Volume(agg, {"add", "x", "disk.img"}), "volume add: not a member URI: 'disk.img'");
+  CheckError(Volume(agg, {"add", "x", "--discard", "one", v.m.uri(2)}), "discard: ");
 }
 
 TEST_CASE("volume remove: refused with clients; a checksummed volume and a mirror close clean") {

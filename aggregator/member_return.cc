@@ -24,6 +24,16 @@ void ReturnWatcher::AddVolume(WatchedVolume volume) {
   if (first && started_) Arm();
 }
 
+std::string ReturnWatcher::VolumeWatching(const std::string& uri) const {
+  for (const WatchedVolume& v : volumes_) {
+    if (v.volume == nullptr) continue;
+    if (std::find(v.unread.begin(), v.unread.end(), uri) != v.unread.end() ||
+        std::find(v.uris.begin(), v.uris.end(), std::optional(uri)) != v.uris.end())
+      return v.volume->name();
+  }
+  return "";
+}
+
 void ReturnWatcher::Start() {
   started_ = true;
   Arm();

@@ -95,6 +95,9 @@ class ReturnWatcher {
   void ForgetVolume(const integrity::ChecksummedVolume* volume);
   // The volume at `volume_index` in Server::volumes has left it.
   void VolumeRemoved(size_t volume_index);
+  // The name of the watched volume that may take `uri` back (a slot's URI or one unread at
+  // start), "" for none.
+  std::string VolumeWatching(const std::string& uri) const;
 
  private:
   struct Candidate {

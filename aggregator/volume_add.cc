@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "aggregator/member/nbd_member.h"
+#include "aggregator/member_return.h"
 #include "aggregator/serve_options.h"
 #include "common/join.h"
 #include "common/log.h"
@@ -97,6 +98,10 @@ Status VolumeAdder::Check(VolumeConfig& v) const {
     for (const control::MemberRef& ref : server_.member_refs)
       if (ref.member->name() == uri)
         return Status::Error(EBUSY, uri + " is a member of volume " + ref.volume);
+    if (const std::string out = server_.returns ? server_.returns->VolumeWatching(uri) : "";
+        !out.empty())
+      return Status::Error(EBUSY,
+                           uri + " is a member of volume " + out + " (out, it may come back)");
     for (const auto& [id, job] : jobs_)
       if (std::find(job.v.members.begin(), job.v.members.end(), uri) != job.v.members.end())
         return Status::Error(EBUSY, uri + " is being added in volume " + job.v.name);

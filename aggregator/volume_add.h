@@ -4,7 +4,8 @@
 // The steps, each refusal answered before anything is kept:
 //   1. on the loop: the request checked as the configuration file's volumes are
 //      (ValidateServeConfig); refused: a name already served (or being removed, or being added),
-//      a URI that is a member of a served volume or of an add under way;
+//      a URI that is a member of a served volume (one that is out included, which the return
+//      watcher may bring back) or of an add under way;
 //   2. on a thread, assembled volumes only: the members' superblocks (PlanAssembly: the same
 //      plan, refusals and messages as at start) and, for mirror and raid10, the claim of
 //      ownership (ClaimOwnership);

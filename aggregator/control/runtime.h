@@ -97,7 +97,7 @@ struct Server {
   // `volume add NAME [KEY=VALUE]... URI...` (aggregator/volume_add.h; `words` from NAME on):
   // builds the volume the members make (assembled) or the keys say (raw), opens it and registers
   // its export; `done` hears OK and its summary ("mirror, 64 MiB") once a client can connect to
-  // it, or the refusal. Stopped with `adder`. Unset: no volume add.
+  // it, or the refusal. Stopped with `adder`, and the same way. Unset: no volume add.
   std::unique_ptr<aggregator::VolumeAdder> volume_adder;
   std::function<void(const std::vector<std::string>& words,
                      std::function<void(Status, const std::string& summary)> done)>

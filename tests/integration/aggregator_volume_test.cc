@@ -451,6 +451,15 @@ TEST_CASE("volume add refuses, with nothing changed") {
   // What the refusals read or connected is free: added now, it serves.
   CheckAdded(Add(agg, {"r", "--raw", v.m.uri(4)}), "ok: volume r added \\(linear, 8 MiB\\)");
   WriteReadBack(agg, "r", 21);
+
+  // A mirror served without a member is added with --allow-degraded, as at start; the member it
+  // lacks may come back to it, so no other volume takes its URI.
+  CheckAdded(Add(agg, {"mir", "--allow-degraded", v.m.uri(2), gone}),
+             "ok: volume mir added \\(mirror, [^)]*\\)");
+  CHECK(std::regex_search(ListOk(agg), std::regex("mir: mirror, [^\n]*, 0 clients, degraded\n")));
+  WriteReadBack(agg, "mir", 22);
+  CheckError(Add(agg, {"g", "--raw", gone}),
+             gone + " is a member of volume mir (out, it may come back)");
 }
 
 TEST_SUITE_END();

@@ -11,6 +11,7 @@
 //   dst-aggregator member [--control PATH] fail|remove VOLUME SLOT
 //   dst-aggregator member [--control PATH] set VOLUME SLOT write-mostly|readwrite
 //   dst-aggregator volume [--control PATH] list [--json] | remove NAME [--force]
+//                 | add NAME URI... [--raw] [--layout L] [--chunk C] ...
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).

@@ -18,10 +18,24 @@ ReturnWatcher::~ReturnWatcher() {
 }
 
 void ReturnWatcher::AddVolume(WatchedVolume volume) {
+  const bool first = volumes_.empty();
   volumes_.push_back(std::move(volume));
+  // Added while serving (volume add): the probes had nothing to watch until now.
+  if (first && started_) Arm();
+}
+
+std::string ReturnWatcher::VolumeWatching(const std::string& uri) const {
+  for (const WatchedVolume& v : volumes_) {
+    if (v.volume == nullptr) continue;
+    if (std::find(v.unread.begin(), v.unread.end(), uri) != v.unread.end() ||
+        std::find(v.uris.begin(), v.uris.end(), std::optional(uri)) != v.uris.end())
+      return v.volume->name();
+  }
+  return "";
 }
 
 void ReturnWatcher::Start() {
+  started_ = true;
   Arm();
 }
 

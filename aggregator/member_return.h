@@ -25,10 +25,11 @@
 // ForgetVolume() before it closes, refused (Busy) while a member is being connected or attached to
 // it; VolumeRemoved() then renumbers the volumes after it in Server::volumes.
 //
-// Lifecycle: AddVolume() before Start(); Stop() before the volumes close: no probe starts and
-// no member is attached after it. Stop() waits for the round in progress (a connect gives up
-// after integrity::kMetadataConnectTimeout), and keeps the members it was connecting or
-// attaching alive in Server::retired_members, since a volume may already hold one.
+// Lifecycle: AddVolume() before Start(), or after it for a volume added while serving; Stop()
+// before the volumes close: no probe starts and no member is attached after it. Stop() waits for
+// the round in progress (a connect gives up after integrity::kMetadataConnectTimeout), and keeps
+// the members it was connecting or attaching alive in Server::retired_members, since a volume may
+// already hold one.
 //
 // Threading: every call on the event loop's thread (Stop() once the loop has stopped); only the
 // probes run elsewhere, and touch nothing but their own results.
@@ -94,6 +95,9 @@ class ReturnWatcher {
   void ForgetVolume(const integrity::ChecksummedVolume* volume);
   // The volume at `volume_index` in Server::volumes has left it.
   void VolumeRemoved(size_t volume_index);
+  // The name of the watched volume that may take `uri` back (a slot's URI or one unread at
+  // start), "" for none.
+  std::string VolumeWatching(const std::string& uri) const;
 
  private:
   struct Candidate {
@@ -141,6 +145,7 @@ class ReturnWatcher {
   asio::steady_timer timer_;
   std::thread round_;  // the probes in progress; joinable while a round runs
   bool stopped_ = false;
+  bool started_ = false;  // Start() was called
   uint64_t next_pending_ = 1;
   std::map<uint64_t, Pending> pending_;
   std::vector<std::unique_ptr<member::NbdMember>> dropped_;        // destroyed by a posted handler

@@ -1,7 +1,5 @@
 #include "aggregator/serve_command.h"
 
-#include <string.h>  // explicit_bzero
-
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -10,10 +8,7 @@
 #include "aggregator/command_error.h"
 #include "aggregator/control/control_plane.h"
 #include "aggregator/control/runtime.h"
-#include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/checksummed_volume.h"
-#include "aggregator/integrity/member_metadata.h"
-#include "aggregator/key_file.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/member_add.h"
 #include "aggregator/member_return.h"
@@ -21,9 +16,9 @@
 #include "aggregator/server/fd_limit.h"
 #include "aggregator/server/listener.h"
 #include "aggregator/server/one_shot_server.h"
-#include "aggregator/volume/set_geometry.h"
+#include "aggregator/volume_add.h"
+#include "aggregator/volume_build.h"
 #include "aggregator/volume_remove.h"
-#include "common/checksum.h"
 #include "common/join.h"
 #include "common/log.h"
 #include "common/run_until.h"
@@ -38,86 +33,6 @@ constexpr auto kConnectTimeout = std::chrono::seconds(15);
 constexpr auto kCloseTimeout = std::chrono::seconds(30);
 using control::MemberRef;
 using control::Server;
-
-// What a volume's superblocks say, read before the event loop starts.
-struct AssemblyPlan {
-  std::vector<integrity::MemberSuperblock> members;  // linear, stripe: in member-index order
-  std::optional<RedundantPlan> redundant;            // mirror, raid10
-  std::vector<uint8_t> key;                          // empty unless keyed
-
-  const integrity::Superblock& superblock() const {
-    return redundant ? redundant->view : members[0].superblock;
-  }
-};
-
-Status PlanLinearAssembly(const VolumeConfig& v, std::vector<integrity::MemberSuperblock> found,
-                          const std::vector<UnreadMember>& unread, AssemblyPlan* plan) {
-  if (!unread.empty()) return unread.front().why;
-  const integrity::Superblock& sb = found.front().superblock;
-  if (v.allow_degraded || v.discard_slot)
-    return Status::Invalid("volume " + sb.name +
-                           ": --allow-degraded and --discard are for mirror and raid10 volumes; "
-                           "this one is " +
-                           std::string(volume::LayoutKindName(sb.layout)));
-  return integrity::OrderMembers(std::move(found), &plan->members);
-}
-
-// Reads every member's superblocks and checks that they make one volume (assembly.h); for
-// mirror and raid10, decides which copies serve (redundant_serve.h), a member that cannot be
-// read counting as missing.
-Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, AssemblyPlan* plan) {
-  std::vector<integrity::MemberSuperblock> found;
-  std::vector<UnreadMember> unread;
-  for (const std::string& uri : v.members) {
-    integrity::MemberReadResult r;
-    if (Status s = integrity::ReadSuperblocks(uri, tls, &r); !s.ok()) {
-      unread.push_back({uri, s});
-      continue;
-    }
-    if (!r.choice_status.ok())
-      return Status::Error(r.choice_status.err(),
-                           "member " + uri + ": " + r.choice_status.message() +
-                               " (format it with dst-aggregator create, or serve it with --raw)");
-    found.push_back({uri, r.choice.superblock});
-  }
-  if (found.empty()) return unread.front().why;
-  if (volume::IsRedundant(found.front().superblock.layout)) {
-    plan->redundant.emplace();
-    DST_RETURN_IF_ERROR(
-        PlanRedundantAssembly(v, std::move(found), std::move(unread), &*plan->redundant));
-  } else {
-    DST_RETURN_IF_ERROR(PlanLinearAssembly(v, std::move(found), unread, plan));
-  }
-  const integrity::Superblock& sb = plan->superblock();
-  if (!v.name.empty() && v.name != sb.name)
-    return Status::Invalid("volume " + v.name + ": the members belong to volume \"" + sb.name +
-                           "\"");
-  if (!v.key_file.empty()) DST_RETURN_IF_ERROR(ReadKeyFile(v.key_file, &plan->key));
-  Status s = integrity::CheckChecksumKey(sb, plan->key);
-  if (!s.ok() && !plan->key.empty()) explicit_bzero(plan->key.data(), plan->key.size());
-  return s;
-}
-
-void LogAssembly(const AssemblyPlan& plan) {
-  if (plan.redundant) return;  // PlanRedundantAssembly logs its slots
-  const integrity::Superblock& sb = plan.members[0].superblock;
-  uint64_t newest = 0, oldest = UINT64_MAX;
-  for (const auto& m : plan.members) {
-    newest = std::max(newest, m.superblock.event);
-    oldest = std::min(oldest, m.superblock.event);
-  }
-  LOG_INFO("volume %s: assembled from %zu members (uuid %s, %s, checksum %s, %s blocks)",
-           sb.name.c_str(), plan.members.size(), integrity::FormatUuid(sb.volume_uuid).c_str(),
-           std::string(volume::LayoutKindName(sb.layout)).c_str(),
-           ChecksumAlgorithmName(sb.geometry.params.algorithm),
-           FormatSize(sb.geometry.params.block_size).c_str());
-  if (oldest != newest)
-    LOG_WARNING(
-        "volume %s: members' superblocks are at events %llu to %llu: the last update "
-        "did not reach every member",
-        sb.name.c_str(), static_cast<unsigned long long>(oldest),
-        static_cast<unsigned long long>(newest));
-}
 
 void WarnAboutUnfencedMembers(const ServeConfig& config, const Server& server) {
   if (config.transactions.fencing == member::FencingMode::kOff) {
@@ -139,19 +54,8 @@ Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     const VolumeConfig& v = config.volumes[i];
     const AssemblyPlan& plan = plans[i];
-    std::vector<std::optional<std::string>> uris(v.members.begin(), v.members.end());
-    std::string name = v.name;
-    if (plan.redundant) {
-      uris.clear();
-      for (const auto& m : plan.redundant->slots)
-        uris.push_back(m ? std::optional(m->uri) : std::nullopt);
-      name = plan.redundant->name;
-    } else if (!v.IsRaw(config.raw)) {
-      uris.clear();
-      for (const auto& m : plan.members)
-        uris.push_back(m.uri);
-      name = plan.members[0].superblock.name;
-    }
+    std::string name;
+    const auto uris = OrderedMemberUris(v, v.IsRaw(config.raw), plan, &name);
     targets->emplace_back();
     for (const auto& uri : uris) {
       if (!uri) {
@@ -159,9 +63,7 @@ Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>
         continue;
       }
       const uint32_t slot = static_cast<uint32_t>(targets->back().size());
-      const member::TransactionOptions options =
-          plan.redundant ? RedundantMemberOptions(config, *plan.redundant, slot)
-                         : config.transactions;
+      const member::TransactionOptions options = MemberOptions(config, plan, slot);
       server.members.push_back(std::make_unique<member::NbdMember>(
           server.io, *uri, config.connections_per_member, options, config.member_tls));
       server.member_refs.push_back({name, i, targets->back().size(), server.members.back().get()});
@@ -169,83 +71,6 @@ Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>
     }
   }
   return member::NbdMember::ConnectAll(server.io, server.members, kConnectTimeout);
-}
-
-Status BuildRawVolume(const VolumeConfig& v, const std::vector<volume::MemberTarget*>& targets,
-                      std::unique_ptr<volume::BlockDevice>* out) {
-  std::unique_ptr<volume::Volume> volume;
-  DST_RETURN_IF_ERROR(
-      volume::Volume::Create(v.name, v.description, v.layout, v.chunk_size, targets, &volume));
-  LOG_INFO("volume %s: %s, %zu members, %s", v.name.c_str(),
-           std::string(volume::LayoutKindName(v.layout)).c_str(), v.members.size(),
-           FormatSize(volume->size()).c_str());
-  for (size_t m = 0; m < v.members.size(); ++m)
-    LOG_INFO("volume %s: member %zu %s: %s used of %s%s", v.name.c_str(), m, v.members[m].c_str(),
-             FormatSize(volume->layout().member_usable_size(m)).c_str(),
-             FormatSize(targets[m]->capabilities().size).c_str(),
-             targets[m]->capabilities().read_only ? " (read-only)" : "");
-  *out = std::move(volume);
-  return Status::Ok();
-}
-
-// The volume as its slots take new members while it serves: each with the transaction options
-// its slot got at start.
-SlotVolume SlotsOf(const ServeConfig& config, const RedundantPlan& plan,
-                   integrity::ChecksummedVolume& volume, const Server& server) {
-  SlotVolume slots{.volume = &volume, .volume_index = server.volumes.size(), .options = {}};
-  for (uint32_t slot = 0; slot < plan.slots.size(); ++slot)
-    slots.options.push_back(RedundantMemberOptions(config, plan, slot));
-  return slots;
-}
-
-// The volume's members that are out (missing at start, demoted later) come back while it serves.
-void WatchForReturns(const SlotVolume& slots, const RedundantPlan& plan, Server& server) {
-  ReturnWatcher::WatchedVolume watched;
-  static_cast<SlotVolume&>(watched) = slots;
-  for (const auto& m : plan.slots)
-    watched.uris.push_back(m ? std::optional(m->uri) : std::nullopt);
-  for (const UnreadMember& m : plan.unread)
-    watched.unread.push_back(m.uri);
-  server.returns->AddVolume(std::move(watched));
-}
-
-Status BuildChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, AssemblyPlan& plan,
-                              const std::vector<volume::MemberTarget*>& targets, Server& server) {
-  integrity::ChecksumOptions options;
-  options.table_cache_bytes = config.table_cache;
-  options.background.limits = {.min_bytes_per_second = config.resync_rate_min,
-                               .max_bytes_per_second = config.resync_rate_max};
-  options.description = v.description;
-  std::unique_ptr<integrity::ChecksummedVolume> volume;
-  Status s;
-  if (plan.redundant) {
-    s = BuildRedundantVolume(server.io, *plan.redundant, targets, plan.key, options, v.auto_resync,
-                             &volume);
-  } else {
-    std::vector<integrity::Superblock> superblocks;
-    for (const auto& m : plan.members)
-      superblocks.push_back(m.superblock);
-    s = integrity::ChecksummedVolume::Create(server.io, targets, std::move(superblocks), plan.key,
-                                             options, &volume)
-            .Wrap("volume " + plan.members[0].superblock.name);
-  }
-  if (!plan.key.empty()) explicit_bzero(plan.key.data(), plan.key.size());
-  DST_RETURN_IF_ERROR(s);
-  LOG_INFO("volume %s: %s of data, table cache %s", volume->name().c_str(),
-           FormatSize(volume->size()).c_str(), FormatSize(config.table_cache).c_str());
-  server.checksummed.push_back(volume.get());
-  if (plan.redundant) {
-    const SlotVolume slots = SlotsOf(config, *plan.redundant, *volume, server);
-    if (v.auto_resync) WatchForReturns(slots, *plan.redundant, server);
-    server.adder->AddVolume(slots);  // member add
-  }
-  // A member fenced out by a newer owner stops the volume's writes, before its I/O completes.
-  if (plan.redundant)
-    for (uint32_t slot = 0; slot < targets.size(); ++slot)
-      if (auto* member = dynamic_cast<member::NbdMember*>(targets[slot]))
-        member->OnSuperseded([v = volume.get(), slot] { v->Supersede(slot); });
-  server.volumes.push_back(std::move(volume));
-  return Status::Ok();
 }
 
 Status BuildVolumes(const ServeConfig& config, Server& server) {
@@ -271,6 +96,13 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
                                    std::function<void(Status)> done) {
     RemoveVolume(server, name, force, std::move(done));
   };
+  server.volume_adder = std::make_unique<VolumeAdder>(server, config);
+  server.add_volume = [adder = server.volume_adder.get()](const std::vector<std::string>& words,
+                                                          VolumeAdder::Done done) {
+    VolumeConfig volume;
+    if (Status s = ParseVolumeAdd(words, &volume); !s.ok()) return done(s, "");
+    adder->Add(std::move(volume), std::move(done));
+  };
   std::vector<AssemblyPlan> plans(config.volumes.size());
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     if (config.volumes[i].IsRaw(config.raw)) continue;
@@ -286,7 +118,10 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
   for (size_t i = 0; i < config.volumes.size(); ++i) {
     const VolumeConfig& v = config.volumes[i];
     if (!v.IsRaw(config.raw)) {
-      DST_RETURN_IF_ERROR(BuildChecksummedVolume(config, v, plans[i], targets[i], server));
+      std::unique_ptr<integrity::ChecksummedVolume> volume;
+      DST_RETURN_IF_ERROR(
+          MakeChecksummedVolume(config, v, plans[i], targets[i], server.io, &volume));
+      InstallChecksummedVolume(config, v, plans[i], targets[i], std::move(volume), server);
       continue;
     }
     std::unique_ptr<volume::BlockDevice> volume;
@@ -401,6 +236,7 @@ int Serve(ServeConfig config) {
   // Nothing comes back once the volumes begin to close.
   server.returns->Stop();
   server.adder->Stop();
+  server.volume_adder->Stop();
   // Clients get ESHUTDOWN from here on; what is in flight finishes, then the checksums are
   // written back and the volumes marked clean.
   server.listener->Close();

@@ -4,6 +4,9 @@
 // then slot); so are members, except that one that comes back while serving takes the place of
 // its slot's, or comes last when its slot had none.
 //
+// A volume added while serving (`volume add`, aggregator/volume_add.h) comes last in volumes,
+// its members last in members and member_refs.
+//
 // A volume removed while serving (`volume remove`, aggregator/volume_remove.h) leaves volumes,
 // checksummed, member_refs and members: its members, released, go to retired_members, and the
 // volume, closed, to retired_volumes; the volume_index of what follows it goes down by one.
@@ -34,6 +37,7 @@
 namespace dst::aggregator {
 class ReturnWatcher;
 class MemberAdder;
+class VolumeAdder;
 }  // namespace dst::aggregator
 
 namespace dst::control {
@@ -90,6 +94,14 @@ struct Server {
   // then, or the refusal. Unset: no volume remove.
   std::function<void(const std::string& name, bool force, std::function<void(Status)> done)>
       remove_volume;
+  // `volume add NAME [KEY=VALUE]... URI...` (aggregator/volume_add.h; `words` from NAME on):
+  // builds the volume the members make (assembled) or the keys say (raw), opens it and registers
+  // its export; `done` hears OK and its summary ("mirror, 64 MiB") once a client can connect to
+  // it, or the refusal. Stopped with `adder`, and the same way. Unset: no volume add.
+  std::unique_ptr<aggregator::VolumeAdder> volume_adder;
+  std::function<void(const std::vector<std::string>& words,
+                     std::function<void(Status, const std::string& summary)> done)>
+      add_volume;
 };
 
 }  // namespace dst::control

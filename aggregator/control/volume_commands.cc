@@ -9,7 +9,9 @@ namespace dst::control {
 
 namespace {
 
-const char kVolumeUsage[] = "error: usage: volume list [json] | volume remove NAME [force]\n";
+const char kVolumeUsage[] =
+    "error: usage: volume list [json] | volume remove NAME [force] | volume add NAME "
+    "[KEY=VALUE]... URI...\n";
 
 std::string StateOf(const Server& server, const volume::BlockDevice& volume) {
   if (server.registry.Withdrawn(&volume)) return "removing";
@@ -28,6 +30,18 @@ void Remove(Server& server, const std::vector<std::string>& w,
   server.remove_volume(name, w.size() == 4, [name, answer = std::move(answer)](Status s) {
     answer(s.ok() ? "ok: volume " + name + " removed\n" : "error: " + s.message() + "\n");
   });
+}
+
+void Add(Server& server, const std::vector<std::string>& w,
+         std::function<void(std::string)> answer) {
+  if (w.size() < 3) return answer(kVolumeUsage);
+  if (!server.add_volume) return answer("error: volume add is not available here\n");
+  const std::string name = w[2];
+  server.add_volume(std::vector<std::string>(w.begin() + 2, w.end()),
+                    [name, answer = std::move(answer)](Status s, const std::string& summary) {
+                      answer(s.ok() ? "ok: volume " + name + " added (" + summary + ")\n"
+                                    : "error: " + s.message() + "\n");
+                    });
 }
 
 }  // namespace
@@ -76,6 +90,7 @@ void AnswerVolumeCommand(Server& server, const std::vector<std::string>& words,
     if (words[2] == "json") return answer(VolumeListJson(ListVolumes(server)));
   }
   if (words.size() >= 2 && words[1] == "remove") return Remove(server, words, std::move(answer));
+  if (words.size() >= 2 && words[1] == "add") return Add(server, words, std::move(answer));
   answer(kVolumeUsage);
 }
 

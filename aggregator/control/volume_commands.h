@@ -1,10 +1,14 @@
 // The control socket's volume commands (docs/operations.md, "Volume commands"):
 //   volume list [json]       one line per volume: name, layout, size, clients connected, state
 //   volume remove NAME [force]
+//   volume add NAME [KEY=VALUE]... URI...
+//                            KEY: a [[volume]] key of the configuration file (raw, layout, ...)
 // A volume's state in the list: "serving", "degraded" (a set of a mirror or raid10 volume has
 // lost a copy) or "removing" (a `volume remove --force` is ending its clients and closing it).
 // `volume remove` is answered by Server::remove_volume (aggregator/volume_remove.h), once the
-// volume is closed and its members released; "error: ..." with the reason else.
+// volume is closed and its members released; `volume add` by Server::add_volume
+// (aggregator/volume_add.h), "ok: volume NAME added (LAYOUT, SIZE)" once a client can connect to
+// it; "error: ..." with the reason else.
 //
 // Threading: the event loop's thread (the control socket's handler runs there).
 #pragma once

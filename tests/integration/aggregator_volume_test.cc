@@ -6,7 +6,10 @@
 // error of an unknown export) and its members are released; with --force, a request in flight
 // completes, a later one gets ESHUTDOWN and the connection closes, while another volume under
 // I/O goes on serving without an error; a mirror is refused while a member replace of it is
-// under way.
+// under way. `volume add` serves a new volume (assembled linear and mirror, raw stripe) while
+// another one serves client I/O, reachable by name at once, listed, and removed again; it refuses
+// a name already served, an unreachable member, a member of another volume, members that do not
+// make the volume and bad options, with nothing changed.
 #include <libnbd.h>
 
 #include <atomic>
@@ -213,6 +216,9 @@ TEST_CASE("volume refuses what it does not know") {
   CheckError(Volume(agg, {"remove"}), "volume remove needs the volume's name");
   CheckError(Volume(agg, {"list", "alpha"}), "volume list takes no name");
   CheckError(Volume(agg, {"list", "--force"}), "volume list takes no --force");
+  CheckError(Volume(agg, {"remove", "safe", "--raw"}), "volume remove takes no volume add options");
+  CheckError(Volume(agg, {"add", "x", "disk.img"}), "volume add: not a member URI: 'disk.img'");
+  CheckError(Volume(agg, {"add", "x", "--discard", "one", v.m.uri(2)}), "discard: ");
 }
 
 TEST_CASE("volume remove: refused with clients; a checksummed volume and a mirror close clean") {
@@ -340,6 +346,120 @@ TEST_CASE("volume remove refuses a mirror while a member replace is under way") 
   CHECK(replace.exit_code == 0);
   CHECK(std::regex_match(ListOk(agg), std::regex("mir: mirror, [^\n]*, 0 clients, serving\n")));
   CHECK(!Contains(agg.stderr_text(), "volume mir: removing"));
+}
+
+// Members 0 (raw "alpha", served), 1 ("lin", checksummed linear), 2 and 3 ("mir", a mirror),
+// 4 and 5 (blank); the config file serves "alpha" only.
+struct OneServed {
+  FileMembers m;
+  std::string config;
+
+  OneServed() : m(6, 8 * kMiB) {
+    CreateOk({"--name", "lin"}, {m.uri(1)});
+    CreateOk({"--name", "mir", "--layout", "mirror"}, {m.uri(2), m.uri(3)});
+    config = WriteConfig(m.dir(), "[[volume]]\nname = \"alpha\"\nraw = true\nmembers = [" +
+                                      Quoted(m.uri(0)) + "]\n");
+  }
+};
+
+CommandResult Add(const AggregatorServer& a, std::vector<std::string> args) {
+  args.insert(args.begin(), "add");
+  return Volume(a, args);
+}
+
+void CheckAdded(const CommandResult& r, const std::string& answer_pattern) {
+  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+  CHECK(r.exit_code == 0);
+  CHECK(std::regex_match(r.stdout_text, std::regex(answer_pattern + "\n")));
+}
+
+// Connects to `name` (at once: no retry) and writes then reads back 64 KiB.
+void WriteReadBack(const AggregatorServer& a, const std::string& name, uint64_t seed) {
+  NbdClient c;
+  REQUIRE_NBD_OK(c.Connect(a.uri(name)));
+  const Bytes data = RandomBytes(64 * kKiB, seed);
+  REQUIRE_NBD_OK(c.Pwrite(data, 128 * kKiB));
+  REQUIRE_NBD_OK(c.Flush());
+  Bytes back(data.size());
+  REQUIRE_NBD_OK(c.Pread(back, 128 * kKiB));
+  CHECK(back == data);
+  CHECK_NBD_OK(c.Shutdown());
+}
+
+TEST_CASE("volume add: assembled linear, mirror and raw stripe while another volume serves") {
+  OneServed v;
+  Served agg({"--config", v.config});
+  Traffic alpha(agg.uri("alpha"));
+
+  CheckAdded(Add(agg, {"lin", v.m.uri(1)}), "ok: volume lin added \\(linear, [0-9.]+ [KM]iB\\)");
+  WriteReadBack(agg, "lin", 11);
+  // Members in any order, as in the config file.
+  CheckAdded(Add(agg, {"mir", v.m.uri(3), v.m.uri(2)}),
+             "ok: volume mir added \\(mirror, [0-9.]+ [KM]iB\\)");
+  WriteReadBack(agg, "mir", 12);
+  CheckAdded(
+      Add(agg, {"st", "--raw", "--layout", "stripe", "--chunk", "64K", v.m.uri(4), v.m.uri(5)}),
+      "ok: volume st added \\(stripe, 16 MiB\\)");
+  WriteReadBack(agg, "st", 13);
+
+  CHECK(std::regex_match(ListOk(agg), std::regex("alpha: linear, 8 MiB, 1 client, serving\n"
+                                                 "lin: linear, [^\n]*, 0 clients, serving\n"
+                                                 "mir: mirror, [^\n]*, 0 clients, serving\n"
+                                                 "st: stripe, 16 MiB, 0 clients, serving\n")));
+  const std::string status = Status(agg);
+  for (size_t i = 1; i < 6; ++i)
+    CHECK(Contains(status, v.m.uri(i)));
+  CHECK(Contains(agg.stderr_text(), "volume mir: added (mirror, "));
+
+  CheckOk(Remove(agg, "lin"), "ok: volume lin removed");
+  CheckOk(Remove(agg, "mir"), "ok: volume mir removed");
+  for (size_t i : {1, 2, 3})
+    CHECK(std::regex_search(Inspect(v.m.uri(i)), std::regex("state: +clean, event [0-9]+")));
+  // Removed, it can be added again: its members were released.
+  CheckAdded(Add(agg, {"lin", v.m.uri(1)}), "ok: volume lin added \\(linear, [^)]*\\)");
+  WriteReadBack(agg, "lin", 14);
+
+  alpha.Stop();
+  CHECK_MESSAGE(alpha.failure().empty(), alpha.failure());
+  CHECK(alpha.rounds() > 0);
+}
+
+TEST_CASE("volume add refuses, with nothing changed") {
+  OneServed v;
+  Served agg({"--config", v.config});
+  const std::string before = ListOk(agg);
+  const std::string gone = "nbd+unix:///disk?socket=" + v.m.dir().File("gone.sock");
+
+  CheckError(Add(agg, {"alpha", v.m.uri(1)}), "volume alpha is already served");
+  CheckError(Add(agg, {"beta", v.m.uri(0)}), v.m.uri(0) + " is a member of volume alpha");
+  CheckError(Add(agg, {"other", v.m.uri(1)}), "volume other: the members belong to volume \"lin\"");
+  const std::string unreachable = "member " + gone + ": connect: No such file or directory";
+  CheckError(Add(agg, {"lin", gone}), unreachable);
+  CheckError(Add(agg, {"r", "--raw", v.m.uri(4), gone}), unreachable);
+  CheckError(Add(agg, {"lin", "--layout", "stripe", v.m.uri(1)}),
+             "volume lin: layout and chunk are recorded in the members' superblocks");
+  CheckError(Add(agg, {"r", "--raw", "--layout", "zigzag", v.m.uri(4)}),
+             "layout: expected linear or stripe");
+  CheckError(Add(agg, {"lin"}), "volume add needs the volume's name and its member URIs");
+  // A mirror without a current member, as at start.
+  const CommandResult half = Add(agg, {"mir", v.m.uri(2)});
+  CHECK(half.exit_code == 1);
+  CHECK(Contains(half.stderr_text, "--allow-degraded"));
+
+  CHECK(ListOk(agg) == before);
+  CHECK(Contains(agg.stderr_text(), "member " + v.m.uri(4) + " abandoned: volume add r refused"));
+  // What the refusals read or connected is free: added now, it serves.
+  CheckAdded(Add(agg, {"r", "--raw", v.m.uri(4)}), "ok: volume r added \\(linear, 8 MiB\\)");
+  WriteReadBack(agg, "r", 21);
+
+  // A mirror served without a member is added with --allow-degraded, as at start; the member it
+  // lacks may come back to it, so no other volume takes its URI.
+  CheckAdded(Add(agg, {"mir", "--allow-degraded", v.m.uri(2), gone}),
+             "ok: volume mir added \\(mirror, [^)]*\\)");
+  CHECK(std::regex_search(ListOk(agg), std::regex("mir: mirror, [^\n]*, 0 clients, degraded\n")));
+  WriteReadBack(agg, "mir", 22);
+  CheckError(Add(agg, {"g", "--raw", gone}),
+             gone + " is a member of volume mir (out, it may come back)");
 }
 
 TEST_SUITE_END();

@@ -246,6 +246,12 @@ int Serve(ServeConfig config) {
   if (server.control) server.control->Close();  // status answers until the volumes are closed
   if (close_err != 0) {
     LOG_ERROR("stopping: volumes not closed clean: %s", std::strerror(close_err));
+    // What each volume still waited for, and its members' counters, for whoever reads this.
+    if (close_err == ETIMEDOUT) {
+      for (const integrity::ChecksummedVolume* v : server.checksummed)
+        LOG_ERROR("stopping: volume %s: %s", v->name().c_str(), v->CloseProgress().c_str());
+      stats.LogNow();
+    }
     return 1;
   }
   return 0;

@@ -372,6 +372,21 @@ void ChecksummedVolume::Close(Done done) {
   });
 }
 
+std::string ChecksummedVolume::CloseProgress() const {
+  std::string text = closing_ ? "closing" : "not closing";
+  text += ": " + std::to_string(in_flight_) + " requests in flight (" +
+          (drained_ ? "waited for" : "not waited for yet") + "), " +
+          std::to_string(jobs_.Status().size()) + " background jobs, " +
+          (cleaner_.cleaning() ? "a cleaner pass under way" : "no cleaner pass") + ", " +
+          (updating_ ? "a superblock update under way" : "no superblock update") + " (" +
+          std::to_string(pending_updates_.size() + pending_demotions_.size()) + " queued), " +
+          std::to_string(table_.dirty_pages()) + " dirty table pages, " +
+          std::to_string(intent_.set_count()) + " write-intent bits";
+  for (const auto& set : sets_)
+    text += ", set " + std::to_string(set->set()) + " [" + set->Health() + "]";
+  return text;
+}
+
 // Once nothing is in flight: a last cleaner pass, which leaves no bit set,
 // then the superblocks say clean.
 void ChecksummedVolume::StopClean(Done done) {

@@ -116,6 +116,9 @@ class ChecksummedVolume final : public volume::BlockDevice,
 
   void Open(Done done);
   void Close(Done done);
+  // What a Close() that has not finished still waits for, for the log line of a stop that
+  // timed out: "closing: 2 requests in flight, 1 background job, a cleaner pass, ...".
+  std::string CloseProgress() const;
 
   // Mirror and raid10: copy `slot` was fenced out by a newer owner (another
   // aggregator assembled the volume and joined its members' fence sessions

@@ -73,6 +73,8 @@ class Cleaner {
   void Start();
   void Stop();
   void Clean(Done done);
+  // A pass is under way.
+  bool cleaning() const { return cleaning_; }
 
  private:
   struct Candidate {

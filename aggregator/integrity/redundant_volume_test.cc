@@ -114,6 +114,28 @@ TEST_CASE("mirror: Open and Close write each copy's superblock with its own iden
   CHECK(same == a);
 }
 
+TEST_CASE("mirror: a close that waits says what for") {
+  Harness h;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.vol->CloseProgress().rfind("not closing: 0 requests in flight", 0) == 0);
+  h.members[1]->HoldAll();
+  const std::vector<uint8_t> data = Pattern(4096, 3);
+  int written = kPending;
+  h.vol->Write(0, data.size(), data.data(), false, [&](int err) { written = err; });
+  h.Pump();
+  std::optional<int> closed;
+  h.vol->Close([&](int err) { closed = err; });
+  h.Pump();
+  REQUIRE_FALSE(closed.has_value());
+  const std::string progress = h.vol->CloseProgress();
+  CHECK(progress.rfind("closing: 1 requests in flight (waited for), 0 background jobs", 0) == 0);
+  CHECK(progress.find(", set 0 [UU]") != std::string::npos);
+  h.members[1]->StopHolding();
+  REQUIRE(h.Pump([&] { return closed.has_value(); }));
+  CHECK(written == 0);
+  CHECK(*closed == 0);
+}
+
 TEST_CASE("mirror: a missing copy serves degraded and its superblock is not written") {
   Harness h;
   REQUIRE(h.Open({1}) == 0);

@@ -10,7 +10,7 @@
 // secret and a tampered slot are told apart from nothing: either way the tag does not verify.
 //
 // Threading: the functions are thread-safe; deriving a passphrase's key takes a moment (scrypt at
-// the default cost: 128 MiB of memory, 0.6 s on one core of the development machine), so call
+// the default cost: 128 MiB of memory, 0.8 s on one core of the development machine), so call
 // them off the event loop.
 #pragma once
 
@@ -36,7 +36,7 @@ enum class KeySlotKind : uint8_t {
 
 // scrypt's cost: N = 2^log2_n, block size r, parallelization p; memory 128 * r * N bytes.
 struct ScryptParams {
-  uint8_t log2_n = 17;  // 128 MiB with r = 8: 0.6 s here (2^15: 0.16 s, 2^16: 0.31 s)
+  uint8_t log2_n = 17;  // 128 MiB with r = 8: 0.8 s here (2^15: 0.16 s, 2^16: 0.31 s)
   uint8_t r = 8;
   uint8_t p = 1;
   friend bool operator==(const ScryptParams&, const ScryptParams&) = default;

@@ -12,7 +12,7 @@
 namespace dst::aggregator {
 
 MemberAdder::MemberAdder(control::Server& server, Settings settings)
-    : server_(server), settings_(std::move(settings)) {}
+    : server_(server), settings_(std::move(settings)), work_(server.io) {}
 
 MemberAdder::~MemberAdder() {
   Stop();
@@ -45,10 +45,7 @@ void MemberAdder::VolumeRemoved(size_t volume_index) {
 void MemberAdder::Stop() {
   if (stopped_) return;
   stopped_ = true;
-  // Their results are not looked at: the handlers they post find the lifetime ended.
-  for (auto& [id, thread] : threads_)
-    thread.join();
-  threads_.clear();
+  work_.JoinAll();
   // A volume may hold a member whose AdoptMember has not answered yet, or one it is rebuilding.
   for (auto* jobs : {&jobs_, &replacing_}) {
     for (auto& [id, job] : *jobs)
@@ -109,27 +106,10 @@ void MemberAdder::Start(integrity::ChecksummedVolume& volume, const std::string&
   LOG_INFO("volume %s: %s %s to slot %u: reading it", volume.name().c_str(), command, uri.c_str(),
            chosen);
   auto read = std::make_shared<integrity::MemberReadResult>();
-  OffLoop(
+  work_.Run(
       id,
       [uri, tls = settings_.tls, read] { return integrity::ReadSuperblocks(uri, tls, read.get()); },
       [this, id, read](Status s) { OnRead(id, std::move(s), *read); });
-}
-
-void MemberAdder::OffLoop(uint64_t id, std::function<Status()> work,
-                          std::function<void(Status)> then) {
-  threads_.emplace(id, std::thread([this, &io = server_.io, work = std::move(work),
-                                    then = std::move(then), alive = lifetime_.Watch(), id] {
-                     Status s = work();
-                     asio::post(io, [this, alive, id, then, s = std::move(s)] {
-                       if (alive.expired()) return;
-                       // The thread has posted this as its last act: the join does not wait.
-                       if (auto t = threads_.find(id); t != threads_.end()) {
-                         t->second.join();
-                         threads_.erase(t);
-                       }
-                       then(s);
-                     });
-                   }));
 }
 
 Status MemberAdder::CheckExisting(const integrity::ChecksummedVolume& volume, uint32_t slot,
@@ -177,7 +157,7 @@ void MemberAdder::OnRead(uint64_t id, Status status, const integrity::MemberRead
                 command, job.uri.c_str(), job.slot);
   LOG_INFO("volume %s: %s %s to slot %u: formatting it (member %s)", volume.name().c_str(), command,
            job.uri.c_str(), job.slot, integrity::FormatUuid(job.superblock.member_uuid).c_str());
-  OffLoop(
+  work_.Run(
       id,
       [uri = job.uri, tls = settings_.tls, sb = job.superblock] {
         return integrity::WriteNewMember(uri, tls, sb);

@@ -54,6 +54,7 @@
 #include "aggregator/member/member_tls.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/member/transaction_policy.h"
+#include "aggregator/off_loop.h"
 #include "aggregator/slot_member.h"
 #include "common/lifetime.h"
 #include "common/status.h"
@@ -108,8 +109,6 @@ class MemberAdder {
   // The member of a job handed to the volume, kept alive as long as the volume.
   void Retire(std::unique_ptr<member::NbdMember> member);
 
-  // Runs `work` on a thread of its own, then `then` on the loop (unless stopped).
-  void OffLoop(uint64_t id, std::function<Status()> work, std::function<void(Status)> then);
   void OnRead(uint64_t id, Status status, const integrity::MemberReadResult& read);
   void OnFormatted(uint64_t id, Status status);
   void OnConnected(uint64_t id, Status status);
@@ -127,8 +126,8 @@ class MemberAdder {
   bool stopped_ = false;
   uint64_t next_job_ = 1;
   std::map<uint64_t, Job> jobs_;
-  std::map<uint64_t, Job> replacing_;        // answered; the volume is rebuilding their member
-  std::map<uint64_t, std::thread> threads_;  // by job; joined on the loop
+  std::map<uint64_t, Job> replacing_;  // answered; the volume is rebuilding their member
+  OffLoopWork work_;                   // reads, formats and plans off the loop
   std::vector<std::unique_ptr<member::NbdMember>> dropped_;  // destroyed by a posted handler
   Lifetime lifetime_;                                        // last: expires first
 };

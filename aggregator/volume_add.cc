@@ -55,7 +55,7 @@ Status ParseVolumeAdd(const std::vector<std::string>& words, VolumeConfig* v) {
 }
 
 VolumeAdder::VolumeAdder(control::Server& server, ServeConfig config)
-    : server_(server), config_(std::move(config)) {
+    : server_(server), config_(std::move(config)), work_(server.io) {
   config_.volumes.clear();
   config_.default_volume.clear();
 }
@@ -67,10 +67,7 @@ VolumeAdder::~VolumeAdder() {
 void VolumeAdder::Stop() {
   if (stopped_) return;
   stopped_ = true;
-  // Their results are not looked at: the handlers they post find the lifetime ended.
-  for (auto& [id, thread] : threads_)
-    thread.join();
-  threads_.clear();
+  work_.JoinAll();
   for (auto& [id, job] : jobs_) {
     for (auto& member : job.members)
       server_.retired_members.push_back(std::move(member));
@@ -125,7 +122,7 @@ void VolumeAdder::Add(VolumeConfig v, Done done) {
   if (*job.v.raw) return OnPlanned(id, Status::Ok());
   // The thread works on its own copies; the plan comes back with the answer.
   auto plan = std::make_shared<AssemblyPlan>();
-  OffLoop(
+  work_.Run(
       id,
       [v = job.v, tls = config_.member_tls, plan] {
         DST_RETURN_IF_ERROR(PlanAssembly(v, tls, plan.get()));
@@ -139,23 +136,6 @@ void VolumeAdder::Add(VolumeConfig v, Done done) {
         if (auto it = jobs_.find(id); it != jobs_.end()) it->second.plan = std::move(*plan);
         OnPlanned(id, std::move(s));
       });
-}
-
-void VolumeAdder::OffLoop(uint64_t id, std::function<Status()> work,
-                          std::function<void(Status)> then) {
-  threads_.emplace(id, std::thread([this, &io = server_.io, work = std::move(work),
-                                    then = std::move(then), alive = lifetime_.Watch(), id] {
-                     Status s = work();
-                     asio::post(io, [this, alive, id, then, s = std::move(s)] {
-                       if (alive.expired()) return;
-                       // The thread has posted this as its last act: the join does not wait.
-                       if (auto t = threads_.find(id); t != threads_.end()) {
-                         t->second.join();
-                         threads_.erase(t);
-                       }
-                       then(s);
-                     });
-                   }));
 }
 
 void VolumeAdder::OnPlanned(uint64_t id, Status status) {

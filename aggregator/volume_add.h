@@ -38,6 +38,7 @@
 #include <asio.hpp>
 
 #include "aggregator/control/runtime.h"
+#include "aggregator/off_loop.h"
 #include "aggregator/serve_config.h"
 #include "aggregator/volume_build.h"
 #include "common/lifetime.h"
@@ -81,7 +82,6 @@ class VolumeAdder {
   };
   // Why `v` may not be added now (Ok: it may).
   Status Check(VolumeConfig& v) const;
-  void OffLoop(uint64_t id, std::function<Status()> work, std::function<void(Status)> then);
   void OnPlanned(uint64_t id, Status status);
   void OnConnected(uint64_t id);
   void OnConnectTimeout(uint64_t id);
@@ -95,8 +95,8 @@ class VolumeAdder {
   bool stopped_ = false;
   uint64_t next_job_ = 1;
   std::map<uint64_t, Job> jobs_;
-  std::map<uint64_t, std::thread> threads_;  // by job; joined on the loop
-  Lifetime lifetime_;                        // last: expires first
+  OffLoopWork work_;   // reads, formats and plans off the loop
+  Lifetime lifetime_;  // last: expires first
 };
 
 }  // namespace dst::aggregator

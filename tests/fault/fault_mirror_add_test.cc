@@ -30,13 +30,6 @@ std::vector<std::string> ServeArgs(std::vector<std::string> uris) {
   return args;
 }
 
-void CheckError(const CommandResult& r, const std::string& error) {
-  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
-  CHECK(r.exit_code == 1);
-  CHECK(r.stdout_text.empty());
-  CHECK(Contains(r.stderr_text, "error: " + error));
-}
-
 // Member 1's node killed for good under writes: the slot is stale.
 void LoseMember1(Mirror& mirror, AggregatorServer& agg, Written* written) {
   WriteBlocks(agg, 8 * kMiB, 40, 51, written);
@@ -134,24 +127,24 @@ TEST_CASE("member add refusals write nothing") {
   // Both copies current: nothing to fill.
   TempDir dir("dst-fault-add");
   Member spare(dir.File("spare.img"), kMemberSize);
-  CheckError(AskMember(agg, {"add", kVolume, spare.uri()}),
-             "volume mir has no slot to fill: every slot is current or catching up");
+  CheckCommandRefused(AskMember(agg, {"add", kVolume, spare.uri()}),
+                      "volume mir has no slot to fill: every slot is current or catching up");
   LoseMember1(mirror, agg, &written);
-  CheckError(AskMember(agg, {"add", "nope", spare.uri()}), "unknown volume 'nope'");
-  CheckError(AskMember(agg, {"add", kVolume, spare.uri(), "--slot", "0"}),
-             "slot 0 of mir cannot take a new member: it is current (active)");
+  CheckCommandRefused(AskMember(agg, {"add", "nope", spare.uri()}), "unknown volume 'nope'");
+  CheckCommandRefused(AskMember(agg, {"add", kVolume, spare.uri(), "--slot", "0"}),
+                      "slot 0 of mir cannot take a new member: it is current (active)");
 
   Member big(dir.File("big.img"), 2 * kMemberSize);
-  CheckError(AskMember(agg, {"add", kVolume, big.uri()}),
-             big.uri() +
-                 " has 32 MiB (33554432 bytes); slot 1 of mir needs exactly 16 MiB "
-                 "(16777216 bytes), the size of its member");
+  CheckCommandRefused(AskMember(agg, {"add", kVolume, big.uri()}),
+                      big.uri() +
+                          " has 32 MiB (33554432 bytes); slot 1 of mir needs exactly 16 MiB "
+                          "(16777216 bytes), the size of its member");
   CHECK(ReadFileRange(dir.File("big.img"), 0, 64 * kKiB) == Bytes(64 * kKiB, 0));
 
   const std::string generation = InspectGeneration(uri0);
   const Bytes data0 = mirror.Data(0);
-  CheckError(AskMember(agg, {"add", kVolume, uri0}),
-             uri0 + " holds slot 0 of mir: a copy of this volume is not formatted over");
+  CheckCommandRefused(AskMember(agg, {"add", kVolume, uri0}),
+                      uri0 + " holds slot 0 of mir: a copy of this volume is not formatted over");
   CHECK(InspectGeneration(uri0) == generation);
   CHECK(mirror.Data(0) == data0);
   CheckReadBack(agg, written);

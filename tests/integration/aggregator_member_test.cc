@@ -23,19 +23,6 @@ CommandResult Ask(const AggregatorServer& a, std::vector<std::string> args) {
   return RunAggregator(args);
 }
 
-void CheckOk(const CommandResult& r, const std::string& answer) {
-  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
-  CHECK(r.exit_code == 0);
-  CHECK(r.stdout_text == answer + "\n");
-}
-
-void CheckError(const CommandResult& r, const std::string& error) {
-  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
-  CHECK(r.exit_code == 1);
-  CHECK(r.stdout_text.empty());
-  CHECK(Contains(LineWithAll(r.stderr_text, {"error: "}), "error: " + error));
-}
-
 std::string Status(const AggregatorServer& a, bool json) {
   std::vector<std::string> args = {"status", "--control", a.control_path()};
   if (json) args.push_back("--json");
@@ -86,7 +73,7 @@ TEST_CASE("member fail, set and remove on a running mirror, and their refusals")
   Served agg(m.uris());
   WriteAndReadBack(agg, 0, 1);
 
-  CheckOk(Ask(agg, {"fail", "mir", "1"}), "ok: mir slot 1 failed");
+  CheckCommandOk(Ask(agg, {"fail", "mir", "1"}), "ok: mir slot 1 failed");
   const std::string text = Status(agg, false);
   CHECK(Contains(text, "[U_]"));
   CHECK(std::regex_search(text, std::regex("mir +1 +0 failed ")));
@@ -96,22 +83,23 @@ TEST_CASE("member fail, set and remove on a running mirror, and their refusals")
   CHECK(std::regex_search(failed, std::regex("slot 0: +active, member ")));
   CHECK(Contains(agg.stderr_text(), "failed by the operator"));
 
-  CheckError(Ask(agg, {"fail", "mir", "0"}),
-             "slot 0 is the last current copy of set 0 of mir: failing it would leave the set "
-             "without its data");
-  CheckError(
+  CheckCommandRefused(
+      Ask(agg, {"fail", "mir", "0"}),
+      "slot 0 is the last current copy of set 0 of mir: failing it would leave the set "
+      "without its data");
+  CheckCommandRefused(
       Ask(agg, {"fail", "mir", "1"}),
       "slot 1 of mir is not current (failed): only a current or catching-up copy can be failed");
-  CheckError(Ask(agg, {"remove", "mir", "0"}),
-             "slot 0 of mir is current: fail it first (member fail)");
+  CheckCommandRefused(Ask(agg, {"remove", "mir", "0"}),
+                      "slot 0 of mir is current: fail it first (member fail)");
 
-  CheckOk(Ask(agg, {"set", "mir", "0", "write-mostly"}), "ok: mir slot 0 set write-mostly");
+  CheckCommandOk(Ask(agg, {"set", "mir", "0", "write-mostly"}), "ok: mir slot 0 set write-mostly");
   CHECK(std::regex_search(Status(agg, false), std::regex("mir +0 +0 active .*\\(write-mostly\\)")));
   CHECK(Contains(Status(agg, true), "\"write_mostly\": true"));
   AwaitInspect(m.uri(0), "slot 0: +active, member [-0-9a-f]+, write-mostly");
   WriteAndReadBack(agg, 256 * kKiB, 3);  // the only current copy serves reads all the same
 
-  CheckOk(Ask(agg, {"remove", "mir", "1"}), "ok: mir slot 1 removed (missing)");
+  CheckCommandOk(Ask(agg, {"remove", "mir", "1"}), "ok: mir slot 1 removed (missing)");
   const std::string removed = AwaitInspect(m.uri(0), "slot 1: +missing, member ");
   const std::regex owner("slot 1: +[a-z]+, member ([-0-9a-f]+)");
   std::smatch before, after;
@@ -120,11 +108,12 @@ TEST_CASE("member fail, set and remove on a running mirror, and their refusals")
   CHECK(before[1] != after[1]);  // the old export no longer owns the slot
   CHECK(std::regex_search(Status(agg, false), std::regex("mir +1 +0 missing .*\\(missing\\)")));
 
-  CheckError(Ask(agg, {"fail", "nope", "1"}), "unknown volume 'nope'");
-  CheckError(Ask(agg, {"fail", "mir", "2"}), "volume mir has no slot 2 (slots 0 to 1)");
-  CheckError(Ask(agg, {"fail", "mir", "x"}), "bad slot 'x' (expected a member index such as 1)");
-  CheckError(Ask(agg, {"set", "mir", "0"}), "member set needs write-mostly or readwrite");
-  CheckError(Ask(agg, {"fail", "mir", "0", "readwrite"}), "member fail takes no mode");
+  CheckCommandRefused(Ask(agg, {"fail", "nope", "1"}), "unknown volume 'nope'");
+  CheckCommandRefused(Ask(agg, {"fail", "mir", "2"}), "volume mir has no slot 2 (slots 0 to 1)");
+  CheckCommandRefused(Ask(agg, {"fail", "mir", "x"}),
+                      "bad slot 'x' (expected a member index such as 1)");
+  CheckCommandRefused(Ask(agg, {"set", "mir", "0"}), "member set needs write-mostly or readwrite");
+  CheckCommandRefused(Ask(agg, {"fail", "mir", "0", "readwrite"}), "member fail takes no mode");
 }
 
 TEST_CASE("a failed copy stays failed across a restart; a removed copy's export is refused") {
@@ -132,7 +121,7 @@ TEST_CASE("a failed copy stays failed across a restart; a removed copy's export 
   CreateOk({"--name", "mir", "--layout", "mirror"}, m.uris());
   {
     Served agg(m.uris());
-    CheckOk(Ask(agg, {"fail", "mir", "1"}), "ok: mir slot 1 failed");
+    CheckCommandOk(Ask(agg, {"fail", "mir", "1"}), "ok: mir slot 1 failed");
     AwaitInspect(m.uri(0), "slot 1: +failed, member ");
   }
   {
@@ -145,7 +134,7 @@ TEST_CASE("a failed copy stays failed across a restart; a removed copy's export 
     CHECK(Contains(json, "\"jobs\": []"));
     CHECK(Contains(json, "\"state\": \"failed\""));
     WriteAndReadBack(agg, 0, 4);
-    CheckOk(Ask(agg, {"remove", "mir", "1"}), "ok: mir slot 1 removed (missing)");
+    CheckCommandOk(Ask(agg, {"remove", "mir", "1"}), "ok: mir slot 1 removed (missing)");
     AwaitInspect(m.uri(0), "slot 1: +missing, member ");
   }
   const std::string socket = m.dir().path() + "/refused.sock";
@@ -163,13 +152,14 @@ TEST_CASE("member commands are refused on a linear volume") {
   FileMembers m(1, 8 * kMiB);
   CreateOk({"--name", "lin"}, m.uris());
   Served agg(m.uris());
-  CheckError(Ask(agg, {"fail", "lin", "0"}),
-             "volume lin is linear: member commands need a mirror or raid10 volume");
-  CheckError(Ask(agg, {"add", "lin", m.uri(0)}),
-             "volume lin is linear: member commands need a mirror or raid10 volume");
-  CheckError(Ask(agg, {"add", "lin", m.uri(0), "--slot", "0"}),
-             "volume lin is linear: member commands need a mirror or raid10 volume");
-  CheckError(Ask(agg, {"remove", "lin", "0", "--slot", "0"}), "member remove takes no --slot");
+  CheckCommandRefused(Ask(agg, {"fail", "lin", "0"}),
+                      "volume lin is linear: member commands need a mirror or raid10 volume");
+  CheckCommandRefused(Ask(agg, {"add", "lin", m.uri(0)}),
+                      "volume lin is linear: member commands need a mirror or raid10 volume");
+  CheckCommandRefused(Ask(agg, {"add", "lin", m.uri(0), "--slot", "0"}),
+                      "volume lin is linear: member commands need a mirror or raid10 volume");
+  CheckCommandRefused(Ask(agg, {"remove", "lin", "0", "--slot", "0"}),
+                      "member remove takes no --slot");
 }
 
 TEST_SUITE_END();

@@ -83,19 +83,6 @@ CommandResult Remove(const AggregatorServer& a, const std::string& name, bool fo
   return Volume(a, args);
 }
 
-void CheckOk(const CommandResult& r, const std::string& answer) {
-  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
-  CHECK(r.exit_code == 0);
-  CHECK(r.stdout_text == answer + "\n");
-}
-
-void CheckError(const CommandResult& r, const std::string& error) {
-  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
-  CHECK(r.exit_code == 1);
-  CHECK(r.stdout_text.empty());
-  CHECK(Contains(LineWithAll(r.stderr_text, {"error: "}), "error: " + error));
-}
-
 std::string Inspect(const std::string& uri) {
   const CommandResult r = RunAggregator({"inspect", uri});
   INFO("stderr:\n" << r.stderr_text);
@@ -213,12 +200,14 @@ TEST_CASE("volume refuses what it does not know") {
   const CommandResult r = Volume(agg, {"frob"});
   CHECK(r.exit_code != 0);
   CHECK(Contains(r.stderr_text, "frob"));
-  CheckError(Volume(agg, {"remove"}), "volume remove needs the volume's name");
-  CheckError(Volume(agg, {"list", "alpha"}), "volume list takes no name");
-  CheckError(Volume(agg, {"list", "--force"}), "volume list takes no --force");
-  CheckError(Volume(agg, {"remove", "safe", "--raw"}), "volume remove takes no volume add options");
-  CheckError(Volume(agg, {"add", "x", "disk.img"}), "volume add: not a member URI: 'disk.img'");
-  CheckError(Volume(agg, {"add", "x", "--discard", "one", v.m.uri(2)}), "discard: ");
+  CheckCommandRefused(Volume(agg, {"remove"}), "volume remove needs the volume's name");
+  CheckCommandRefused(Volume(agg, {"list", "alpha"}), "volume list takes no name");
+  CheckCommandRefused(Volume(agg, {"list", "--force"}), "volume list takes no --force");
+  CheckCommandRefused(Volume(agg, {"remove", "safe", "--raw"}),
+                      "volume remove takes no volume add options");
+  CheckCommandRefused(Volume(agg, {"add", "x", "disk.img"}),
+                      "volume add: not a member URI: 'disk.img'");
+  CheckCommandRefused(Volume(agg, {"add", "x", "--discard", "one", v.m.uri(2)}), "discard: ");
 }
 
 TEST_CASE("volume remove: refused with clients; a checksummed volume and a mirror close clean") {
@@ -229,14 +218,14 @@ TEST_CASE("volume remove: refused with clients; a checksummed volume and a mirro
     NbdClient c;
     REQUIRE_NBD_OK(c.Connect(agg.uri("safe")));
     AwaitList(agg, "safe: linear, [^\n]*, 1 client, serving\n");
-    CheckError(Remove(agg, "safe"),
-               "volume safe has 1 client(s) connected: unix; --force ends them");
+    CheckCommandRefused(Remove(agg, "safe"),
+                        "volume safe has 1 client(s) connected: unix; --force ends them");
     CHECK_NBD_OK(c.Shutdown());
   }
-  CheckError(Remove(agg, "nope"), "unknown volume 'nope'");
+  CheckCommandRefused(Remove(agg, "nope"), "unknown volume 'nope'");
   AwaitList(agg, "safe: linear, [^\n]*, 0 clients, serving\n");
 
-  CheckOk(Remove(agg, "safe"), "ok: volume safe removed");
+  CheckCommandOk(Remove(agg, "safe"), "ok: volume safe removed");
   CHECK(Contains(agg.stderr_text(), "volume safe: stopped clean"));
   CHECK(Contains(agg.stderr_text(), "volume safe: removed"));
   CHECK(Contains(agg.stderr_text(), "member " + v.m.uri(1) + " abandoned: volume safe removed"));
@@ -248,11 +237,11 @@ TEST_CASE("volume remove: refused with clients; a checksummed volume and a mirro
   for (const ExportEntry& e : exports)
     names.push_back(e.name);
   CHECK(names == std::vector<std::string>{"alpha", "mir"});
-  CheckError(Remove(agg, "safe"), "unknown volume 'safe'");
-  CheckError(RunAggregator({"scrub", "--control", agg.control_path(), "safe", "start"}),
-             "unknown volume 'safe'");
+  CheckCommandRefused(Remove(agg, "safe"), "unknown volume 'safe'");
+  CheckCommandRefused(RunAggregator({"scrub", "--control", agg.control_path(), "safe", "start"}),
+                      "unknown volume 'safe'");
 
-  CheckOk(Remove(agg, "mir"), "ok: volume mir removed");
+  CheckCommandOk(Remove(agg, "mir"), "ok: volume mir removed");
   for (size_t i : {2, 3})
     CHECK(std::regex_search(Inspect(v.m.uri(i)), std::regex("state: +clean, event [0-9]+")));
   CHECK(ListOk(agg) == "alpha: linear, 8 MiB, 0 clients, serving\n");
@@ -299,7 +288,7 @@ TEST_CASE("volume remove --force: in flight completes, later gets ESHUTDOWN, oth
   CHECK(AwaitCommand(c, read) == ESHUTDOWN);
   CHECK(AwaitCommand(c, write) == 0);
   remover.join();
-  CheckOk(removed, "ok: volume slow removed");
+  CheckCommandOk(removed, "ok: volume slow removed");
   // The connection is closed: the next request fails without an answer.
   int64_t after = nbd_aio_pread(c.handle(), back.data(), back.size(), 0, NBD_NULL_COMPLETION, 0);
   CHECK((after < 0 || AwaitCommand(c, after) != 0));
@@ -315,7 +304,7 @@ TEST_CASE("volume remove --force: in flight completes, later gets ESHUTDOWN, oth
   NbdClient idle;
   REQUIRE_NBD_OK(idle.Connect(agg.uri("safe")));
   REQUIRE_NBD_OK(idle.Pwrite(data, 0));
-  CheckOk(Remove(agg, "safe", /*force=*/true), "ok: volume safe removed");
+  CheckCommandOk(Remove(agg, "safe", /*force=*/true), "ok: volume safe removed");
   CHECK(Contains(agg.stderr_text(), "volume safe: stopped clean"));
   CHECK(std::regex_search(Inspect(v.m.uri(1)), std::regex("state: +clean, event [0-9]+")));
   CHECK(!idle.Pread(back, 0).ok());
@@ -339,8 +328,9 @@ TEST_CASE("volume remove refuses a mirror while a member replace is under way") 
         {"member", "--control", agg.control_path(), "replace", "mir", "1", "--with", fresh.uri()});
   });
   CHECK(agg.WaitForLog("member replace " + fresh.uri() + " to slot 1: formatting it"));
-  CheckError(Remove(agg, "mir", /*force=*/true),
-             "a member replace of slot 1 of volume mir is under way (" + fresh.uri() + ")");
+  CheckCommandRefused(
+      Remove(agg, "mir", /*force=*/true),
+      "a member replace of slot 1 of volume mir is under way (" + fresh.uri() + ")");
   replacer.join();
   INFO("replace stderr:\n" << replace.stderr_text);
   CHECK(replace.exit_code == 0);
@@ -411,8 +401,8 @@ TEST_CASE("volume add: assembled linear, mirror and raw stripe while another vol
     CHECK(Contains(status, v.m.uri(i)));
   CHECK(Contains(agg.stderr_text(), "volume mir: added (mirror, "));
 
-  CheckOk(Remove(agg, "lin"), "ok: volume lin removed");
-  CheckOk(Remove(agg, "mir"), "ok: volume mir removed");
+  CheckCommandOk(Remove(agg, "lin"), "ok: volume lin removed");
+  CheckCommandOk(Remove(agg, "mir"), "ok: volume mir removed");
   for (size_t i : {1, 2, 3})
     CHECK(std::regex_search(Inspect(v.m.uri(i)), std::regex("state: +clean, event [0-9]+")));
   // Removed, it can be added again: its members were released.
@@ -430,17 +420,18 @@ TEST_CASE("volume add refuses, with nothing changed") {
   const std::string before = ListOk(agg);
   const std::string gone = "nbd+unix:///disk?socket=" + v.m.dir().File("gone.sock");
 
-  CheckError(Add(agg, {"alpha", v.m.uri(1)}), "volume alpha is already served");
-  CheckError(Add(agg, {"beta", v.m.uri(0)}), v.m.uri(0) + " is a member of volume alpha");
-  CheckError(Add(agg, {"other", v.m.uri(1)}), "volume other: the members belong to volume \"lin\"");
+  CheckCommandRefused(Add(agg, {"alpha", v.m.uri(1)}), "volume alpha is already served");
+  CheckCommandRefused(Add(agg, {"beta", v.m.uri(0)}), v.m.uri(0) + " is a member of volume alpha");
+  CheckCommandRefused(Add(agg, {"other", v.m.uri(1)}),
+                      "volume other: the members belong to volume \"lin\"");
   const std::string unreachable = "member " + gone + ": connect: No such file or directory";
-  CheckError(Add(agg, {"lin", gone}), unreachable);
-  CheckError(Add(agg, {"r", "--raw", v.m.uri(4), gone}), unreachable);
-  CheckError(Add(agg, {"lin", "--layout", "stripe", v.m.uri(1)}),
-             "volume lin: layout and chunk are recorded in the members' superblocks");
-  CheckError(Add(agg, {"r", "--raw", "--layout", "zigzag", v.m.uri(4)}),
-             "layout: expected linear or stripe");
-  CheckError(Add(agg, {"lin"}), "volume add needs the volume's name and its member URIs");
+  CheckCommandRefused(Add(agg, {"lin", gone}), unreachable);
+  CheckCommandRefused(Add(agg, {"r", "--raw", v.m.uri(4), gone}), unreachable);
+  CheckCommandRefused(Add(agg, {"lin", "--layout", "stripe", v.m.uri(1)}),
+                      "volume lin: layout and chunk are recorded in the members' superblocks");
+  CheckCommandRefused(Add(agg, {"r", "--raw", "--layout", "zigzag", v.m.uri(4)}),
+                      "layout: expected linear or stripe");
+  CheckCommandRefused(Add(agg, {"lin"}), "volume add needs the volume's name and its member URIs");
   // A mirror without a current member, as at start.
   const CommandResult half = Add(agg, {"mir", v.m.uri(2)});
   CHECK(half.exit_code == 1);
@@ -458,8 +449,8 @@ TEST_CASE("volume add refuses, with nothing changed") {
              "ok: volume mir added \\(mirror, [^)]*\\)");
   CHECK(std::regex_search(ListOk(agg), std::regex("mir: mirror, [^\n]*, 0 clients, degraded\n")));
   WriteReadBack(agg, "mir", 22);
-  CheckError(Add(agg, {"g", "--raw", gone}),
-             gone + " is a member of volume mir (out, it may come back)");
+  CheckCommandRefused(Add(agg, {"g", "--raw", gone}),
+                      gone + " is a member of volume mir (out, it may come back)");
 }
 
 TEST_SUITE_END();

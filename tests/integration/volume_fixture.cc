@@ -78,4 +78,17 @@ void Served::Stop() {
     CHECK_MESSAGE(Contains(log, "volume " + clean_volume_ + ": stopped clean"), log);
 }
 
+void CheckCommandOk(const CommandResult& r, const std::string& answer) {
+  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+  CHECK(r.exit_code == 0);
+  CHECK(r.stdout_text == answer + "\n");
+}
+
+void CheckCommandRefused(const CommandResult& r, const std::string& error) {
+  INFO("stdout:\n" << r.stdout_text << "stderr:\n" << r.stderr_text);
+  CHECK(r.exit_code == 1);
+  CHECK(r.stdout_text.empty());
+  CHECK(Contains(LineWithAll(r.stderr_text, {"error: "}), "error: " + error));
+}
+
 }  // namespace dst::test

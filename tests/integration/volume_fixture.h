@@ -81,4 +81,10 @@ class Served : public AggregatorServer {
   bool stopped_ = false;
 };
 
+// A control command (member, volume, scrub, ...) that answered exactly `answer` and exited 0.
+void CheckCommandOk(const CommandResult& r, const std::string& answer);
+// A control command that was refused: exit 1, nothing on stdout, and an `error: ERROR...` line on
+// stderr.
+void CheckCommandRefused(const CommandResult& r, const std::string& error);
+
 }  // namespace dst::test

@@ -54,8 +54,12 @@ Status ParseVolumeAdd(const std::vector<std::string>& words, VolumeConfig* v) {
   return Status::Ok();
 }
 
-VolumeAdder::VolumeAdder(control::Server& server, ServeConfig config)
-    : server_(server), config_(std::move(config)) {
+VolumeAdder::VolumeAdder(control::Server& server, ServeConfig config) : server_(server) {
+  SetConfig(std::move(config));
+}
+
+void VolumeAdder::SetConfig(ServeConfig config) {
+  config_ = std::move(config);
   config_.volumes.clear();
   config_.default_volume.clear();
 }

@@ -1,9 +1,10 @@
 // Reload end to end: the real `serve --config` over plugin members on files, the config file
 // rewritten, and the real `reload` command or SIGHUP. What a user checks: a reload adds the
 // volume the file gained, removes the one it lost and gives the volumes that stay the new
-// background rates (status shows them); a change that needs a restart, an invalid file and the
-// removal of a volume with a client connected are refused with the reason, on the command line
-// and in the log, with nothing changed; SIGHUP does what `reload` does; without --config there
+// background rates (status shows them); a volume that cannot be added is reported while the
+// rest stays applied, and the next reload adds it; a change that needs a restart, an invalid file
+// and the removal of a volume with a client connected are refused with the reason, on the command
+// line and in the log, with nothing changed; SIGHUP does what `reload` does; without --config there
 // is nothing to reload.
 #include <chrono>
 #include <csignal>
@@ -149,6 +150,30 @@ TEST_CASE("reload: refused for a restart, an invalid file or a client, with noth
   }
   CHECK(std::regex_search(List(agg), std::regex("^alpha: linear, 8 MiB, [01] clients?, serving\n"
                                                 "safe: ")));
+}
+
+TEST_CASE("reload: a volume that cannot be added is reported, the rest stays applied") {
+  ReloadVolumes v;
+  Served agg({"--config", v.config});
+  const std::string gone = "nbd+unix:///disk?socket=" + v.m.dir().File("gone.sock");
+  v.Rewrite(v.File("", {"safe"}) + ReloadVolumes::Raw("gamma", gone));
+  const std::string error =
+      "reload applied in part (0 added, 1 removed, 0 changed): volume gamma "
+      "not added: member " +
+      gone + ": connect: No such file or directory";
+  const CommandResult r = Reload(agg);
+  INFO("stderr:\n" << r.stderr_text);
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text, "error: " + error));
+  CHECK(
+      agg.WaitForLog("reload applied in part: 0 added, 1 removed, 0 changed; volume gamma not "
+                     "added: member "));
+  CHECK(std::regex_match(List(agg),
+                         std::regex("safe: linear, [0-9.]+ [KM]iB, 0 clients, serving\n")));
+  // The next reload adds what is still missing.
+  v.Rewrite(v.File("", {"safe", "gamma"}));
+  CheckOk(Reload(agg), "ok: reloaded: 1 added, 0 removed, 0 changed");
+  CHECK(Contains(List(agg), "gamma: linear, 8 MiB, 0 clients, serving\n"));
 }
 
 TEST_CASE("reload: SIGHUP does what reload does") {

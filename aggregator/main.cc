@@ -12,6 +12,7 @@
 //   dst-aggregator member [--control PATH] set VOLUME SLOT write-mostly|readwrite
 //   dst-aggregator volume [--control PATH] list [--json] | remove NAME [--force]
 //                 | add NAME URI... [--raw] [--layout L] [--chunk C] ...
+//   dst-aggregator reload [--control PATH]
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -23,6 +24,7 @@
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
 #include "aggregator/member_command.h"
+#include "aggregator/reload_command.h"
 #include "aggregator/resync_rate_command.h"
 #include "aggregator/scrub_command.h"
 #include "aggregator/serve_command.h"
@@ -56,6 +58,8 @@ int main(int argc, char** argv) {
   CLI::App* member = agg::AddMemberCommand(app, &member_args);
   agg::VolumeArgs volume_args;
   CLI::App* volume = agg::AddVolumeCommand(app, &volume_args);
+  agg::ReloadArgs reload_args;
+  CLI::App* reload = agg::AddReloadCommand(app, &reload_args);
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
@@ -65,6 +69,7 @@ int main(int argc, char** argv) {
   if (rate->parsed()) return agg::RunResyncRate(rate_args);
   if (member->parsed()) return agg::RunMember(member_args);
   if (volume->parsed()) return agg::RunVolume(volume_args);
+  if (reload->parsed()) return agg::RunReload(reload_args);
   if (create->parsed()) {
     const dst::Status s = agg::RunCreate(create_args);
     return s.ok() ? 0 : agg::ExitWithError(s);

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "aggregator/command_error.h"
+#include "aggregator/config_reloader.h"
 #include "aggregator/control/control_plane.h"
 #include "aggregator/control/runtime.h"
 #include "aggregator/integrity/checksummed_volume.h"
@@ -186,7 +187,7 @@ Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
 
 }  // namespace
 
-int Serve(ServeConfig config) {
+int Serve(ServeConfig config, ServeArgs args) {
   if (Status s = ValidateServeConfig(config); !s.ok()) return ExitWithError(s);
   if (Status s = server::EnsureFileLimit(config.max_connections, ReservedFiles(config)); !s.ok())
     return ExitWithError(s);
@@ -195,6 +196,8 @@ int Serve(ServeConfig config) {
   server.limits.total = config.max_inflight_total;
   if (Status s = SetUpClientPolicy(config, server); !s.ok()) return ExitWithError(s);
   if (Status s = BuildVolumes(config, server); !s.ok()) return ExitWithError(s);
+  ConfigReloader reloader(server, std::move(args), config);
+  server.reload = [&reloader](ConfigReloader::Done done) { reloader.Reload(std::move(done)); };
   // Assembled volumes are opened (and recovered) before any client can connect.
   const int open_err = RunOnEveryVolume(
       server, [](integrity::ChecksummedVolume& v, auto done) { v.Open(done); },
@@ -219,13 +222,14 @@ int Serve(ServeConfig config) {
     server.io.stop();
   });
   control::StatsLogger stats(server, config.stats_interval);
-  // SIGHUP, which log rotation sends, must not kill a server that logs to
-  // stderr: the supervisor (systemd, a pipe) owns that stream.
+  // SIGHUP reloads the configuration file, as `reload` does; the reloader logs the outcome. Logs
+  // go to stderr, which the supervisor (systemd, a pipe) owns: nothing to reopen.
   asio::signal_set hup(server.io, SIGHUP);
-  std::function<void()> await_hup = [&hup, &await_hup] {
-    hup.async_wait([&await_hup](const asio::error_code& ec, int) {
+  std::function<void()> await_hup = [&hup, &await_hup, &reloader] {
+    hup.async_wait([&await_hup, &reloader](const asio::error_code& ec, int) {
       if (ec) return;
-      LOG_INFO("SIGHUP: logs go to stderr, nothing to reopen");
+      LOG_INFO("SIGHUP: reloading the configuration");
+      reloader.Reload([](Status, const std::string&) {});
       await_hup();
     });
   };
@@ -237,6 +241,7 @@ int Serve(ServeConfig config) {
   server.returns->Stop();
   server.adder->Stop();
   server.volume_adder->Stop();
+  reloader.Stop();
   // Clients get ESHUTDOWN from here on; what is in flight finishes, then the checksums are
   // written back and the volumes marked clean.
   server.listener->Close();
@@ -266,7 +271,7 @@ int RunServe(const ServeArgs& args) {
     std::printf("configuration OK: %zu volume(s)\n", config.volumes.size());
     return 0;
   }
-  return Serve(std::move(config));
+  return Serve(std::move(config), args);
 }
 
 }  // namespace dst::aggregator

@@ -55,7 +55,12 @@ Status ParseVolumeAdd(const std::vector<std::string>& words, VolumeConfig* v) {
 }
 
 VolumeAdder::VolumeAdder(control::Server& server, ServeConfig config)
-    : server_(server), config_(std::move(config)), work_(server.io) {
+    : server_(server), work_(server.io) {
+  SetConfig(std::move(config));
+}
+
+void VolumeAdder::SetConfig(ServeConfig config) {
+  config_ = std::move(config);
   config_.volumes.clear();
   config_.default_volume.clear();
 }

@@ -66,6 +66,8 @@ class VolumeAdder {
 
   // `v.raw` unset: assembled.
   void Add(VolumeConfig v, Done done);
+  // The settings later steps and adds use (a reload, aggregator/config_reloader.h).
+  void SetConfig(ServeConfig config);
   void Stop();
 
  private:

@@ -45,6 +45,14 @@ MemberStatus MemberStatusOf(const MemberRef& ref, const std::vector<VolumeStatus
   return status;
 }
 
+// "reload": "ok: reloaded: 1 added, 0 removed, 2 changed" once applied, or the refusal.
+void AnswerReload(Server& server, std::function<void(std::string)> answer) {
+  if (!server.reload) return answer("error: reload is not available here\n");
+  server.reload([answer = std::move(answer)](Status s, const std::string& summary) {
+    answer(s.ok() ? "ok: reloaded: " + summary + "\n" : "error: " + s.message() + "\n");
+  });
+}
+
 }  // namespace
 
 StatusReport BuildReport(const Server& server) {
@@ -73,6 +81,7 @@ void AnswerControl(Server& server, const std::string& request,
     command.pop_back();
   if (command == "status") return answer(StatusToText(BuildReport(server)));
   if (command == "status json") return answer(StatusToJson(BuildReport(server)));
+  if (command == "reload") return AnswerReload(server, std::move(answer));
   std::vector<std::string> words;
   for (size_t at = 0; at < command.size();) {
     const size_t end = std::min(command.find(' ', at), command.size());
@@ -82,7 +91,7 @@ void AnswerControl(Server& server, const std::string& request,
   if (IsActingCommand(words)) return AnswerCommand(server, words, std::move(answer));
   if (IsVolumeCommand(words)) return AnswerVolumeCommand(server, words, std::move(answer));
   answer("error: unknown command '" + command +
-         "' (expected: status, status json, scrub, resync-rate, member, volume)\n");
+         "' (expected: status, status json, scrub, resync-rate, member, volume, reload)\n");
 }
 
 std::string AnswerMetrics(const Server& server, const std::string& request) {

@@ -20,8 +20,9 @@ namespace dst::control {
 
 StatusReport BuildReport(const Server& server);
 
-// The control socket's commands: "status" (a table), "status json", and those that act
-// (control_commands.h); an error line else. `answer` hears it once (member add: later).
+// The control socket's commands: "status" (a table), "status json", "reload" (Server::reload),
+// and those that act (control_commands.h, volume_commands.h); an error line else. `answer` hears it
+// once (member add: later).
 void AnswerControl(Server& server, const std::string& request,
                    std::function<void(std::string)> answer);
 // An HTTP response: GET /metrics in the Prometheus text format, 404 or 405 otherwise.

@@ -102,6 +102,10 @@ struct Server {
   std::function<void(const std::vector<std::string>& words,
                      std::function<void(Status, const std::string& summary)> done)>
       add_volume;
+  // `reload` and SIGHUP (aggregator/config_reloader.h): reads the configuration file again and
+  // applies what changed; `done` hears OK and "1 added, 1 removed, 2 changed", or the refusal.
+  // Unset: no reload.
+  std::function<void(std::function<void(Status, const std::string& summary)> done)> reload;
 };
 
 }  // namespace dst::control

@@ -137,8 +137,11 @@ BackgroundJobs::Entry* BackgroundJobs::Find(const BackgroundJob* job) {
 void BackgroundJobs::Pump() {
   const Clock::time_point now = Clock::now();
   if (!shutting_down_) {
+    // Not while a checkpoint is under way: the checkpoint may be this job's, and a job completed
+    // is dropped, its checkpoint's answer with it (the runner would wait for it forever).
     for (Entry& e : entries_)
-      if (!e.paused && !e.stopping && !e.completing && e.in_flight == 0 && !e.job->HasStep())
+      if (!e.paused && !e.stopping && !e.completing && e.in_flight == 0 && !e.job->HasStep() &&
+          !checkpointing_)
         CompleteJob(e);
     Entry* running = Running();
     if (running != nullptr && !running->completing) {
@@ -221,7 +224,9 @@ void BackgroundJobs::MaybeCheckpoint(Clock::time_point now) {
     }
     if (e.dirty) return Checkpoint(e);
   }
-  if (running != nullptr && running->dirty && now - last_checkpoint_ >= options_.checkpoint_every)
+  // A job completing is dropped once done: a checkpoint of it would never be answered.
+  if (running != nullptr && !running->completing && running->dirty &&
+      now - last_checkpoint_ >= options_.checkpoint_every)
     Checkpoint(*running);
 }
 

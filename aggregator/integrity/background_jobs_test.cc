@@ -5,6 +5,8 @@
 
 #include <doctest/doctest.h>
 
+#include "common/lifetime.h"
+
 #include <cerrno>
 #include <deque>
 #include <memory>
@@ -52,7 +54,12 @@ class ScriptedJob final : public BackgroundJob {
   uint64_t total_bytes() const override { return steps_ * kStepBytes; }
   void Checkpoint(Done done) override {
     trace_->push_back(name_ + ":checkpoint " + std::to_string(finished_));
-    asio::post(io_, [done] { done(0); });
+    // As a real job's: its answer is dropped once the job is gone.
+    auto answer = [done, alive = lifetime_.Watch()] {
+      if (!alive.expired()) done(0);
+    };
+    if (checkpoint_hold != nullptr) return checkpoint_hold->push_back(answer);
+    asio::post(io_, answer);
   }
   void Complete(Done done) override {
     trace_->push_back(name_ + ":complete");
@@ -64,9 +71,16 @@ class ScriptedJob final : public BackgroundJob {
     for (auto& finish : std::exchange(held_, {}))
       asio::post(io_, finish);
   }
+  // The oldest held step finishes.
+  void ReleaseOne() {
+    asio::post(io_, held_.front());
+    held_.erase(held_.begin());
+  }
   size_t held() const { return held_.size(); }
 
   bool hold = false;  // steps wait for ReleaseHeld()
+  // Checkpoints wait there (outside the job, which may be gone) until the test runs them.
+  std::vector<std::function<void()>>* checkpoint_hold = nullptr;
   int fail_step = -1;
   uint64_t moved_per_step = kStepBytes;  // what the throttle is charged per step
 
@@ -85,6 +99,7 @@ class ScriptedJob final : public BackgroundJob {
   int started_ = 0;
   int finished_ = 0;
   std::vector<std::function<void()>> held_;
+  Lifetime lifetime_;  // last: expires first
 };
 
 struct Rig {
@@ -194,6 +209,29 @@ TEST_CASE("a stopped job is checkpointed and dropped, never completed") {
   REQUIRE(rig.RunUntil([&] { return rig.Idle(); }));
   CHECK(rig.trace.back().rfind("scrub:checkpoint", 0) == 0);
   CHECK_FALSE(rig.Traced("scrub:complete"));
+}
+
+TEST_CASE("a job whose last step ends during its checkpoint completes after it; shutdown ends") {
+  BackgroundJobs::Options options = Rig::FastOptions();
+  options.checkpoint_every = 0ms;  // the running job is checkpointed as soon as a step is done
+  Rig rig(options);
+  std::vector<std::function<void()>> checkpoints;
+  ScriptedJob* job = rig.Add("resync", Kind::kResync, 0, 2, /*hold=*/true);
+  job->checkpoint_hold = &checkpoints;
+  REQUIRE(rig.RunUntil([&] { return job->held() == 2; }));
+  job->ReleaseOne();
+  REQUIRE(rig.RunUntil([&] { return checkpoints.size() == 1; }));
+  job->ReleaseHeld();  // the last step ends while the checkpoint is under way
+  rig.RunUntil([&] { return rig.Traced("resync:complete"); });
+  CHECK_FALSE(rig.Traced("resync:complete"));
+  for (auto& answer : std::exchange(checkpoints, {}))
+    answer();
+  REQUIRE(rig.RunUntil([&] { return rig.Idle(); }));
+  CHECK(rig.Traced("resync:complete"));
+  bool shut = false;
+  rig.jobs.Shutdown([&](int) { shut = true; });
+  CHECK(rig.RunUntil([&] { return shut; }));
+  CHECK(checkpoints.empty());  // none of a job completing
 }
 
 TEST_CASE("a canceled job is dropped without a checkpoint; the others go on") {

@@ -102,8 +102,8 @@ struct ConnectionPolicy {
 // is (an IPv4-mapped IPv6 address as the IPv4 one), IPv6 as its /64.
 std::string AddressKey(const asio::ip::address& address);
 
-class ClientConnection : public std::enable_shared_from_this<ClientConnection>,
-                         public VolumeClient {
+class ClientConnection final : public std::enable_shared_from_this<ClientConnection>,
+                               public VolumeClient {
  public:
   // `address`: the key the connection counts under in
   // policy.open_per_address (AddressKey); "" for none.

@@ -11,6 +11,15 @@
 
 namespace dst::aggregator {
 
+namespace {
+
+// How log lines name what a job does.
+const char* CommandName(bool replace) {
+  return replace ? "member replace" : "member add";
+}
+
+}  // namespace
+
 MemberAdder::MemberAdder(control::Server& server, Settings settings)
     : server_(server), settings_(std::move(settings)), work_(server.io) {}
 
@@ -71,7 +80,6 @@ void MemberAdder::Retire(std::unique_ptr<member::NbdMember> member) {
 
 void MemberAdder::Start(integrity::ChecksummedVolume& volume, const std::string& uri,
                         std::optional<uint32_t> slot, bool replace, Done done) {
-  const char* const command = replace ? "member replace" : "member add";
   const auto refuse = [&](Status s) {
     asio::post(server_.io, [done = std::move(done), s = std::move(s)] { done(s, 0); });
   };
@@ -103,8 +111,8 @@ void MemberAdder::Start(integrity::ChecksummedVolume& volume, const std::string&
   job.done = std::move(done);
   job.replace = replace;
   jobs_.emplace(id, std::move(job));
-  LOG_INFO("volume %s: %s %s to slot %u: reading it", volume.name().c_str(), command, uri.c_str(),
-           chosen);
+  LOG_INFO("volume %s: %s %s to slot %u: reading it", volume.name().c_str(), CommandName(replace),
+           uri.c_str(), chosen);
   auto read = std::make_shared<integrity::MemberReadResult>();
   work_.Run(
       id,
@@ -151,12 +159,12 @@ void MemberAdder::OnRead(uint64_t id, Status status, const integrity::MemberRead
   if (Status s = volume.NewMemberSuperblock(job.slot, job.uri, read.export_size, &job.superblock);
       !s.ok())
     return Finish(id, std::move(s));
-  const char* const command = job.replace ? "member replace" : "member add";
   if (read.HasMagic())
     LOG_WARNING("volume %s: %s %s: formatting over an old member of slot %u", volume.name().c_str(),
-                command, job.uri.c_str(), job.slot);
-  LOG_INFO("volume %s: %s %s to slot %u: formatting it (member %s)", volume.name().c_str(), command,
-           job.uri.c_str(), job.slot, integrity::FormatUuid(job.superblock.member_uuid).c_str());
+                CommandName(job.replace), job.uri.c_str(), job.slot);
+  LOG_INFO("volume %s: %s %s to slot %u: formatting it (member %s)", volume.name().c_str(),
+           CommandName(job.replace), job.uri.c_str(), job.slot,
+           integrity::FormatUuid(job.superblock.member_uuid).c_str());
   work_.Run(
       id,
       [uri = job.uri, tls = settings_.tls, sb = job.superblock] {
@@ -268,13 +276,12 @@ void MemberAdder::Finish(uint64_t id, Status status) {
   if (!job.handed && job.replace) volume.ReleaseReplacement(job.slot);
   if (!job.handed && !job.replace) volume.ReleaseSlot(job.slot);
   const std::string& name = volume.name();
-  const char* const command = job.replace ? "member replace" : "member add";
   if (status.ok())
-    LOG_INFO("volume %s: %s %s to slot %u: added, rebuilding", name.c_str(), command,
-             job.uri.c_str(), job.slot);
+    LOG_INFO("volume %s: %s %s to slot %u: added, rebuilding", name.c_str(),
+             CommandName(job.replace), job.uri.c_str(), job.slot);
   else
-    LOG_WARNING("volume %s: %s %s to slot %u refused: %s", name.c_str(), command, job.uri.c_str(),
-                job.slot, status.message().c_str());
+    LOG_WARNING("volume %s: %s %s to slot %u refused: %s", name.c_str(), CommandName(job.replace),
+                job.uri.c_str(), job.slot, status.message().c_str());
   if (job.member) {
     dropped_.push_back(std::move(job.member));
     asio::post(server_.io, [this, alive = lifetime_.Watch()] {

@@ -10,25 +10,13 @@
 #include <cryptopp/sha.h>
 #include <doctest/doctest.h>
 
+#include "common/test_hex.h"
+
 namespace dst {
 namespace {
 
-std::vector<uint8_t> FromHex(const std::string& hex) {
-  std::vector<uint8_t> out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
-
-std::string ToHex(std::span<const uint8_t> bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (uint8_t b : bytes) {
-    out += kDigits[b >> 4];
-    out += kDigits[b & 15];
-  }
-  return out;
-}
+using testing::FromHex;
+using testing::ToHex;
 
 std::string Sha256(std::span<const uint8_t> bytes) {
   std::array<uint8_t, CryptoPP::SHA256::DIGESTSIZE> digest;

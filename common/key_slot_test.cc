@@ -9,15 +9,12 @@
 
 #include <doctest/doctest.h>
 
+#include "common/test_hex.h"
+
 namespace dst {
 namespace {
 
-std::vector<uint8_t> FromHex(const std::string& hex) {
-  std::vector<uint8_t> out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2)
-    out.push_back(static_cast<uint8_t>(std::stoul(hex.substr(i, 2), nullptr, 16)));
-  return out;
-}
+using testing::FromHex;
 
 std::vector<uint8_t> Text(const std::string& text) {
   return {text.begin(), text.end()};

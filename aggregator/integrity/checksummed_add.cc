@@ -19,10 +19,6 @@ namespace {
 
 constexpr char kReason[] = "new member (member add)";
 
-std::string SlotName(uint32_t slot) {
-  return "slot " + std::to_string(slot);
-}
-
 // Out of the volume's copies and not spare: a slot a new member may fill.
 bool Fillable(MemberState state) {
   return state == MemberState::kStale || state == MemberState::kFailed ||

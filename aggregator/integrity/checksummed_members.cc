@@ -18,11 +18,11 @@ namespace {
 
 constexpr char kFailedCause[] = "failed by the operator";
 
+}  // namespace
+
 std::string SlotName(uint32_t slot) {
   return "slot " + std::to_string(slot);
 }
-
-}  // namespace
 
 Status ChecksummedVolume::CheckMemberCommand(uint32_t slot) const {
   if (!redundant())

@@ -17,14 +17,6 @@
 
 namespace dst::integrity {
 
-namespace {
-
-std::string SlotName(uint32_t slot) {
-  return "slot " + std::to_string(slot);
-}
-
-}  // namespace
-
 std::string ChecksummedVolume::Replacing(uint32_t slot) const {
   if (!replacement_ || replacement_->slot != slot) return {};
   return "it is being replaced (member replace)";
@@ -40,10 +32,7 @@ Status ChecksummedVolume::ReserveReplacement(uint32_t slot) {
   if (replacement_)
     return Status::Error(EBUSY, "volume " + name() + ": a replacement is under way (" +
                                     SlotName(replacement_->slot) + ")");
-  if (jobs_.Any([](const BackgroundJob& job) {
-        const auto* resync = dynamic_cast<const ResyncJob*>(&job);
-        return resync != nullptr && resync->replace();
-      }))
+  if (jobs_.Any(ResyncJob::IsReplacement))
     return Status::Error(EBUSY, "volume " + name() + ": a replacement is under way (ending)");
   const uint32_t k = copies_per_set();
   if (sets_[slot / k]->role(slot % k) != volume::CopyRole::kCurrent)
@@ -113,12 +102,7 @@ void ChecksummedVolume::ReplacementFailed(const std::string& cause) {
   volume::MirrorSet& set = *sets_[r.slot / copies_per_set()];
   set.SetRole(set.replacement_copy(), volume::CopyRole::kOut);
   r.target->Abandon("replacement failed: " + cause);
-  jobs_.Cancel(
-      [](const BackgroundJob& job) {
-        const auto* resync = dynamic_cast<const ResyncJob*>(&job);
-        return resync != nullptr && resync->replace();
-      },
-      "the replacement ended");
+  jobs_.Cancel(ResyncJob::IsReplacement, "the replacement ended");
   LOG_WARNING("volume %s: replacing %s by %s failed: %s; %s keeps %s", name().c_str(),
               SlotName(r.slot).c_str(), r.target->name().c_str(), cause.c_str(),
               SlotName(r.slot).c_str(), r.old_name.c_str());

@@ -20,10 +20,6 @@ namespace dst::integrity {
 
 namespace {
 
-std::string SlotName(uint32_t slot) {
-  return "slot " + std::to_string(slot);
-}
-
 // The states of a slot that is out and may have its member back: not failed (the operator's
 // word: it stays out until removed and replaced), not spare (it holds no copy), not active
 // (a demotion not written yet).

@@ -68,6 +68,9 @@ namespace dst::integrity {
 
 using volume::RangeLock;
 
+// "slot 3": how messages name a slot (member index) of a mirror or raid10 volume.
+std::string SlotName(uint32_t slot);
+
 struct ChecksumOptions {
   uint64_t table_cache_bytes = uint64_t{64} << 20;
   std::chrono::milliseconds clean_interval{5000};

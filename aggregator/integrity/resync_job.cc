@@ -64,6 +64,11 @@ ResyncJob::~ResyncJob() {
     volume_.ReplacementJobGone(replacement_);
 }
 
+bool ResyncJob::IsReplacement(const BackgroundJob& job) {
+  const auto* resync = dynamic_cast<const ResyncJob*>(&job);
+  return resync != nullptr && resync->replace();
+}
+
 std::string ResyncJob::what() const {
   const char* doing = plan_.replace ? "replacing " : plan_.full ? "rebuilding " : "resyncing ";
   return doing + volume_.name() + " slot " + std::to_string(plan_.slot);

@@ -97,6 +97,8 @@ class ResyncJob final : public BackgroundJob {
   uint32_t slot() const { return plan_.slot; }
   uint32_t copy() const { return copy_; }
   bool replace() const { return plan_.replace; }
+  // Whether `job` is a replacement's rebuild (for BackgroundJobs::Any and Cancel).
+  static bool IsReplacement(const BackgroundJob& job);
 
  private:
   struct StepState;

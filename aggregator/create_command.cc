@@ -24,6 +24,9 @@
 #include "aggregator/serve_config.h"
 #include "aggregator/volume/layout.h"
 #include "aggregator/volume/set_geometry.h"
+#include "aggregator/volume_key.h"
+#include "common/block_cipher.h"
+#include "common/key_slot.h"
 #include "common/log.h"
 #include "common/units.h"
 
@@ -42,7 +45,10 @@ struct CreatePlan {
   // Mirror and raid10: the sets of copies (format version 2). Linear and stripe: none (version 1).
   std::optional<volume::SetGeometry> sets;
   integrity::FormatParams params;
-  integrity::KeyId key_id{};  // zero unless keyed
+  integrity::KeyId key_id{};  // zero unless keyed or encrypted (then the key check)
+  integrity::Uuid volume_uuid = integrity::NewUuid();
+  bool encrypted = false;
+  integrity::KeySlotBytes key_slot{};  // encrypted: slot 0, the master key sealed for the secret
   std::vector<std::string> uris;
   member::MemberTls tls;
   bool force = false;
@@ -72,11 +78,18 @@ Status ParseFormatOptions(const CreateArgs& args, CreatePlan* plan) {
   plan->params.block_size = static_cast<uint32_t>(block);
   DST_RETURN_IF_ERROR(
       ParseSizeOption("--region-size", args.region_size, &plan->params.region_size));
-  const auto algorithm = ParseChecksumAlgorithm(args.checksum);
+  // An encrypted volume's table holds MACs: blake2b-keyed unless told otherwise (and refused).
+  const std::string checksum =
+      !args.checksum.empty() ? args.checksum : (args.encrypt ? "blake2b-keyed" : "crc32c");
+  const auto algorithm = ParseChecksumAlgorithm(checksum);
   if (!algorithm) {
-    return Status::Invalid("--checksum " + args.checksum +
+    return Status::Invalid("--checksum " + checksum +
                            ": expected crc32c, blake2b or blake2b-keyed");
   }
+  if (args.encrypt && *algorithm != ChecksumAlgorithm::kBlake2bKeyed)
+    return Status::Invalid("--checksum " + checksum +
+                           " cannot be combined with --encrypt: an encrypted volume "
+                           "authenticates every block with a keyed MAC (blake2b-keyed)");
   plan->params.algorithm = *algorithm;
   return integrity::ValidateFormatParams(plan->params);
 }
@@ -134,8 +147,41 @@ uint32_t FormatVersion(const CreatePlan& plan) {
   return plan.sets ? integrity::kFormatVersion2 : integrity::kFormatVersion1;
 }
 
+// A new random master key, sealed into key slot 0 for the secret given; only the slot and the key
+// check are kept.
+Status ParseEncryptionOptions(const CreateArgs& args, CreatePlan* plan) {
+  uint8_t cost = ScryptParams{}.log2_n;
+  if (!args.passphrase_cost.empty()) {
+    const char* end = args.passphrase_cost.data() + args.passphrase_cost.size();
+    const auto [at, ec] = std::from_chars(args.passphrase_cost.data(), end, cost);
+    if (ec != std::errc() || at != end || cost < 10 || cost > kMaxScryptLog2N)
+      return Status::Invalid("--passphrase-cost " + args.passphrase_cost +
+                             ": scrypt's log2 N, 10 to " + std::to_string(kMaxScryptLog2N));
+  }
+  VolumeSecret secret;
+  DST_RETURN_IF_ERROR(ReadVolumeSecret("--encrypt", args.key_file, args.passphrase_file, &secret));
+  const CryptoPP::SecByteBlock master = NewMasterKey();
+  std::unique_ptr<BlockCipher> cipher;
+  DST_RETURN_IF_ERROR(BlockCipher::Create({master.data(), master.size()}, &cipher));
+  plan->key_id = cipher->Check(std::span<const uint8_t, 16>(plan->volume_uuid));
+  Superblock sb;  // only for the slot's encoding
+  sb.volume_uuid = plan->volume_uuid;
+  ScryptParams scrypt;
+  scrypt.log2_n = cost;
+  DST_RETURN_IF_ERROR(SealIntoSlot(sb, 0, secret, {master.data(), master.size()}, scrypt));
+  plan->key_slot = sb.key_slots[0];
+  plan->encrypted = true;
+  return Status::Ok();
+}
+
 // Only the key's identity is kept; the key itself is wiped once it has been used.
 Status ParseKeyOptions(const CreateArgs& args, CreatePlan* plan) {
+  if (!args.passphrase_cost.empty() && !args.encrypt)
+    return Status::Invalid("--passphrase-cost is for --encrypt --passphrase-file");
+  if (args.encrypt) return ParseEncryptionOptions(args, plan);
+  if (!args.passphrase_file.empty())
+    return Status::Invalid(
+        "--passphrase-file is for --encrypt: checksum keys come from --key-file");
   const bool keyed = plan->params.algorithm == ChecksumAlgorithm::kBlake2bKeyed;
   if (!keyed) {
     if (args.key_file.empty()) return Status::Ok();
@@ -289,7 +335,7 @@ uint64_t SecondsSinceEpoch() {
 // Fills every member's superblock (geometry is already there) and checks that each encodes.
 Status PlanSuperblocks(const CreatePlan& plan, uint64_t volume_size,
                        std::vector<PlannedMember>* members) {
-  const integrity::Uuid volume_uuid = integrity::NewUuid();
+  const integrity::Uuid volume_uuid = plan.volume_uuid;
   const uint64_t created = SecondsSinceEpoch();
   const auto count = static_cast<uint32_t>(members->size());
   for (PlannedMember& m : *members)
@@ -307,6 +353,10 @@ Status PlanSuperblocks(const CreatePlan& plan, uint64_t volume_size,
     sb.state = integrity::VolumeState::kClean;
     sb.volume_size = volume_size;
     sb.key_id = plan.key_id;
+    if (plan.encrypted) {
+      sb.flags = integrity::kFlagEncrypted;
+      sb.key_slots[0] = plan.key_slot;
+    }
     std::fill_n(sb.member_states.begin(), count, integrity::MemberState::kActive);
     DST_RETURN_IF_ERROR(integrity::ValidateSuperblock(sb).Wrap(
         "cannot make the superblock of member " + (*members)[i].uri));
@@ -367,6 +417,10 @@ void PrintSummary(const CreatePlan& plan, const std::vector<PlannedMember>& memb
               FormatSize(plan.params.block_size).c_str(),
               FormatSize(plan.params.region_size).c_str(),
               ChecksumAlgorithmName(plan.params.algorithm));
+  if (plan.encrypted)
+    std::printf("encryption: aes-256-xts, key slot 0: %s\n",
+                plan.key_slot[0] == static_cast<uint8_t>(KeySlotKind::kPassphrase) ? "passphrase"
+                                                                                   : "key-file");
   if (plan.sets) std::printf("generation: %s\n", integrity::FormatUuid(first.generation).c_str());
   for (uint32_t i = 0; i < members.size(); ++i) {
     const Superblock& sb = members[i].superblock;
@@ -395,9 +449,20 @@ CLI::App* AddCreateCommand(CLI::App& app, CreateArgs* args) {
       ->capture_default_str();
   create->add_option("--region-size", args->region_size, "write-intent bitmap region size")
       ->capture_default_str();
-  create->add_option("--checksum", args->checksum, "crc32c, blake2b or blake2b-keyed")
-      ->capture_default_str();
-  create->add_option("--key-file", args->key_file, "blake2b-keyed: file holding the key");
+  create->add_option("--checksum", args->checksum,
+                     "crc32c, blake2b or blake2b-keyed (default crc32c; blake2b-keyed, the only "
+                     "choice, with --encrypt)");
+  create->add_option("--key-file", args->key_file,
+                     "blake2b-keyed: file holding the key; --encrypt: a key file that opens key "
+                     "slot 0");
+  create->add_flag("--encrypt", args->encrypt,
+                   "encrypt the volume (AES-256-XTS, MACs in the table): a new master key, "
+                   "sealed in key slot 0 for --key-file or --passphrase-file");
+  create->add_option("--passphrase-file", args->passphrase_file,
+                     "--encrypt: file holding the passphrase that opens key slot 0");
+  create->add_option("--passphrase-cost", args->passphrase_cost,
+                     "--encrypt: scrypt's cost for the passphrase, log2 N (default 17: 128 MiB, "
+                     "about a second)");
   create->add_flag("--force", args->force, "overwrite members that hold a dst superblock");
   AddMemberTlsOptions(*create, &args->tls);
   create->add_option("members", args->members, "member NBD URIs, in layout order")->required();

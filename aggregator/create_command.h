@@ -5,6 +5,8 @@
 //   dst-aggregator create --name NAME [--layout linear|stripe|mirror|raid10] [--copies K]
 //                         [--chunk SIZE] [--block-size SIZE] [--region-size SIZE]
 //                         [--checksum crc32c|blake2b|blake2b-keyed] [--key-file FILE] [--force]
+//                         [--encrypt (--key-file FILE | --passphrase-file FILE)
+//                          [--passphrase-cost LOG2N]]
 //                         [member TLS options] URI...
 //
 // A mirror keeps K copies on its K members (K defaults to the member count); a raid10 of N members
@@ -46,8 +48,12 @@ struct CreateArgs {
   std::string copies;             // mirror and raid10; empty: the layout's default
   std::string block_size = "4K";
   std::string region_size = "4M";
-  std::string checksum = "crc32c";
-  std::string key_file;  // required for blake2b-keyed, refused otherwise
+  std::string checksum;         // empty: crc32c, or blake2b-keyed with --encrypt
+  std::string key_file;         // blake2b-keyed: the checksum key; --encrypt: opens key slot 0
+  bool encrypt = false;         // docs/encryption.md
+  std::string passphrase_file;  // --encrypt: opens key slot 0
+  std::string passphrase_cost;  // --encrypt --passphrase-file: scrypt's log2 N
+
   bool force = false;
   member::MemberTls tls;  // --member-tls-*: credentials for nbds:// and nbds+unix:// members
   std::vector<std::string> members;

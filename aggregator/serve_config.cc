@@ -6,6 +6,7 @@
 
 #include "aggregator/key_file.h"
 #include "aggregator/server/listener.h"
+#include "aggregator/volume_key.h"
 
 namespace dst::aggregator {
 
@@ -49,8 +50,11 @@ Status ValidateServeConfig(ServeConfig& config) {
       return Status::Invalid(what +
                              ": --no-auto-resync is for mirror and raid10 volumes, which are never "
                              "raw");
-    if (raw && !v.key_file.empty())
-      return Status::Invalid(what + ": a checksum key is for assembled volumes, not raw ones");
+    if (raw && (!v.key_file.empty() || !v.passphrase_file.empty()))
+      return Status::Invalid(what +
+                             ": keys and passphrases are for assembled volumes, not raw ones");
+    if (!v.key_file.empty() && !v.passphrase_file.empty())
+      return Status::Invalid(what + ": give key-file or passphrase-file, not both");
     if (!v.name.empty() && !names.insert(v.name).second)
       return Status::Invalid("duplicate volume name '" + v.name + "'");
     for (const std::string& uri : v.members)
@@ -88,10 +92,13 @@ Status CheckServeConfig(ServeConfig& config) {
       return Status::Invalid("unix socket '" + path + "': empty or longer than 107 bytes");
   if (config.control.size() >= 108)
     return Status::Invalid("control socket '" + config.control + "': longer than 107 bytes");
-  for (const VolumeConfig& v : config.volumes)
-    if (!v.key_file.empty())
-      DST_RETURN_IF_ERROR(
-          CheckKeyFile(v.key_file).Wrap(v.name.empty() ? "a volume" : "volume " + v.name));
+  for (const VolumeConfig& v : config.volumes) {
+    const std::string what = v.name.empty() ? "a volume" : "volume " + v.name;
+    if (!v.key_file.empty()) DST_RETURN_IF_ERROR(CheckKeyFile(v.key_file).Wrap(what));
+    VolumeSecret passphrase;
+    if (!v.passphrase_file.empty())
+      DST_RETURN_IF_ERROR(ReadPassphraseFile(v.passphrase_file, &passphrase).Wrap(what));
+  }
   if (config.tls.mode != server::TlsMode::kOff) {
     std::unique_ptr<server::ServerTls> tls;  // reads the key or certificate files
     DST_RETURN_IF_ERROR(server::ServerTls::Create(config.tls, &tls));

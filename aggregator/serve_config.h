@@ -32,7 +32,9 @@ struct VolumeConfig {
   volume::LayoutKind layout = volume::LayoutKind::kLinear;
   uint64_t chunk_size = volume::kDefaultChunkSize;
   bool layout_given = false;         // layout or chunk set: refused for assembled volumes
-  std::string key_file;              // the checksum key of a keyed assembled volume
+  std::string key_file;              // the checksum key of a keyed assembled volume, or a key
+                                     // file that opens a key slot of an encrypted one
+  std::string passphrase_file;       // a passphrase that opens a key slot of an encrypted volume
   std::vector<std::string> members;  // NBD URIs: raw in layout order, assembled in any order
   // Mirror and raid10 only (docs/redundancy.md "Assembly"): serve without a member the freshest
   // superblock marks current, which then becomes stale; and set a slot aside to be rebuilt,

@@ -343,12 +343,20 @@ const VolumeOption kVolumeOptions[] = {
        return Status::Ok();
      },
      [](const VolumeConfig& c) { return ShowSize(c.chunk_size); }},
-    {"key-file", Form::kText, "checksum key of a blake2b-keyed volume",
+    {"key-file", Form::kText,
+     "checksum key of a blake2b-keyed volume, or a key file that opens a key slot of an encrypted "
+     "one",
      [](std::string_view v, VolumeConfig* c) {
        c->key_file = v;
        return Status::Ok();
      },
      [](const VolumeConfig& c) { return c.key_file; }},
+    {"passphrase-file", Form::kText, "a passphrase that opens a key slot of an encrypted volume",
+     [](std::string_view v, VolumeConfig* c) {
+       c->passphrase_file = v;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) { return c.passphrase_file; }},
     {"allow-degraded", Form::kBoolean,
      "mirror and raid10: serve even though a member the superblocks call current is missing "
      "(it becomes stale)",

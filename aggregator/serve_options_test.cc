@@ -72,7 +72,8 @@ const std::map<std::string, Sample> kVolumeSamples = {
     {"description", {"striped over three nodes"}},
     {"layout", {"stripe", "raid5", "expected linear or stripe"}},
     {"chunk", {"128K", "1.5K", "expected a size such as 64K"}},
-    {"key-file", {""}},  // a real key file: see KeyFile()
+    {"key-file", {""}},         // a real key file: see KeyFile()
+    {"passphrase-file", {""}},  // a real passphrase file
     {"allow-degraded", {"true"}},
     {"discard", {"1", "64", "expected 0 to 63"}},
     {"auto-resync", {"true"}},
@@ -212,12 +213,14 @@ TEST_CASE("a bad value is refused by the command line and the config file with o
 TEST_CASE("every volume option is the same on the command line and in a [[volume]] table") {
   TempFiles files;
   const std::string key = files.Write("volume.key", std::string(32, 'k'));
+  const std::string passphrase = files.Write("volume.pass", "correct horse battery staple\n");
   for (const VolumeOption& option : VolumeOptions()) {
     const std::string name(option.name);
     INFO("volume option " << name);
     REQUIRE_MESSAGE(kVolumeSamples.count(name), "no sample for the new option " << name);
     const Sample& sample = kVolumeSamples.at(name);
-    const std::string good = name == "key-file" ? key : sample.good;
+    const std::string good =
+        name == "key-file" ? key : (name == "passphrase-file" ? passphrase : sample.good);
 
     ServeConfig from_args;
     REQUIRE(FromCommandLine({"--raw", "--" + name, good, kMember}, &from_args).ok());
@@ -368,7 +371,8 @@ TEST_CASE("volume options and member URIs belong in the file with --config") {
       files.Write("serve.toml", "[[volume]]\nmembers = [\"" + std::string(kMember) + "\"]\n");
   ServeConfig config;
   CHECK(FromCommandLine({"--description", "x", "--config", path}, &config).message() ==
-        "--config: give --name, --description, --layout, --chunk, --key-file, --allow-degraded, "
+        "--config: give --name, --description, --layout, --chunk, --key-file, --passphrase-file, "
+        "--allow-degraded, "
         "--auto-resync and --discard in the file's [[volume]] tables");
   CHECK(FromCommandLine({"--config", path, kMember}, &config).message() ==
         "--config cannot be combined with member URIs");

@@ -12,6 +12,7 @@
 #include "aggregator/member_return.h"
 #include "aggregator/volume/set_geometry.h"
 #include "aggregator/volume/volume.h"
+#include "aggregator/volume_key.h"
 #include "common/checksum.h"
 #include "common/log.h"
 #include "common/units.h"
@@ -85,7 +86,17 @@ Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, Assembl
   if (!v.name.empty() && v.name != sb.name)
     return Status::Invalid("volume " + v.name + ": the members belong to volume \"" + sb.name +
                            "\"");
-  if (!v.key_file.empty()) DST_RETURN_IF_ERROR(ReadKeyFile(v.key_file, &plan->key));
+  if (sb.encrypted()) {
+    VolumeSecret secret;
+    DST_RETURN_IF_ERROR(
+        ReadVolumeSecret("volume " + sb.name, v.key_file, v.passphrase_file, &secret));
+    DST_RETURN_IF_ERROR(OpenMasterKey(sb, secret, &plan->key));
+  } else if (!v.passphrase_file.empty()) {
+    return Status::Invalid("volume " + sb.name +
+                           ": a passphrase was given but it is not encrypted");
+  } else if (!v.key_file.empty()) {
+    DST_RETURN_IF_ERROR(ReadKeyFile(v.key_file, &plan->key));
+  }
   Status s = integrity::CheckChecksumKey(sb, plan->key);
   if (!s.ok() && !plan->key.empty()) explicit_bzero(plan->key.data(), plan->key.size());
   return s;
@@ -101,8 +112,7 @@ void LogAssembly(const AssemblyPlan& plan) {
   }
   LOG_INFO("volume %s: assembled from %zu members (uuid %s, %s, checksum %s, %s blocks)",
            sb.name.c_str(), plan.members.size(), integrity::FormatUuid(sb.volume_uuid).c_str(),
-           std::string(volume::LayoutKindName(sb.layout)).c_str(),
-           ChecksumAlgorithmName(sb.geometry.params.algorithm),
+           std::string(volume::LayoutKindName(sb.layout)).c_str(), integrity::ProtectionName(sb),
            FormatSize(sb.geometry.params.block_size).c_str());
   if (oldest != newest)
     LOG_WARNING(

@@ -96,7 +96,7 @@ Status BlockCipher::Create(std::span<const uint8_t> master_key, std::unique_ptr<
   keys->master.Assign(master_key.data(), master_key.size());
   const CryptoPP::SecByteBlock xts = Derive(master_key, kXtsKeySize, {Bytes(kXtsLabel)});
   keys->xts.emplace(std::span<const uint8_t, kXtsKeySize>(xts.data(), kXtsKeySize));
-  const CryptoPP::SecByteBlock mac = Derive(master_key, 32, {Bytes(kMacLabel)});
+  const CryptoPP::SecByteBlock mac = MacKey(master_key);
   Checksummer::Result made =
       Checksummer::Create(ChecksumAlgorithm::kBlake2bKeyed, {mac.data(), mac.size()});
   if (!made.ok()) return made.status;
@@ -127,6 +127,14 @@ KeyCheck BlockCipher::Check(std::span<const uint8_t, 16> volume_uuid) const {
   KeyCheck out;
   std::copy(check.begin(), check.end(), out.begin());
   return out;
+}
+
+std::span<const uint8_t> BlockCipher::master_key() const {
+  return {keys_->master.data(), keys_->master.size()};
+}
+
+CryptoPP::SecByteBlock BlockCipher::MacKey(std::span<const uint8_t> master_key) {
+  return Derive(master_key, 32, {Bytes(kMacLabel)});
 }
 
 }  // namespace dst

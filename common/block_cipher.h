@@ -25,6 +25,8 @@
 #include <optional>
 #include <span>
 
+#include <cryptopp/secblock.h>
+
 #include "common/checksum.h"
 #include "common/status.h"
 
@@ -71,6 +73,12 @@ class BlockCipher {
              std::span<const uint8_t> ciphertext);
   // Whether a master key is this volume's, without telling anything of it.
   KeyCheck Check(std::span<const uint8_t, 16> volume_uuid) const;
+  // The master key itself, to seal another key slot with.
+  std::span<const uint8_t> master_key() const;
+
+  // The MAC key of `master_key` (kMasterKeySize bytes), for a Checksummer that computes table
+  // entries as Mac() does.
+  static CryptoPP::SecByteBlock MacKey(std::span<const uint8_t> master_key);
 
  private:
   struct Keys;

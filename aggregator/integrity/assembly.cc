@@ -1,5 +1,7 @@
 #include "aggregator/integrity/assembly.h"
 
+#include "common/block_cipher.h"
+
 #include <algorithm>
 #include <memory>
 #include <random>
@@ -7,6 +9,7 @@
 
 #include "aggregator/volume/layout.h"
 #include "aggregator/volume/set_geometry.h"
+#include "common/block_cipher.h"
 #include "common/units.h"
 
 namespace dst::integrity {
@@ -56,6 +59,10 @@ Status CheckSameParameters(const MemberSuperblock& a, const MemberSuperblock& b)
   if (p.algorithm != q.algorithm) {
     return Differs(a, b, "checksum algorithm", ChecksumAlgorithmName(p.algorithm),
                    ChecksumAlgorithmName(q.algorithm));
+  }
+  if (x.encrypted() != y.encrypted()) {
+    return Differs(a, b, "encryption", x.encrypted() ? "encrypted" : "none",
+                   y.encrypted() ? "encrypted" : "none");
   }
   if (x.key_id != y.key_id) {
     return Status::Invalid(b.uri + " and " + a.uri + " were created with different checksum keys");
@@ -209,6 +216,14 @@ Status PlaceRedundantMembers(std::vector<MemberSuperblock> members,
 }
 
 Status CheckChecksumKey(const Superblock& sb, std::span<const uint8_t> key) {
+  if (sb.encrypted()) {
+    std::unique_ptr<BlockCipher> cipher;
+    if (key.empty() || !BlockCipher::Create(key, &cipher).ok())
+      return Status::Invalid("volume \"" + sb.name + "\" is encrypted: its master key is needed");
+    if (cipher->Check(std::span<const uint8_t, 16>(sb.volume_uuid)) != sb.key_id)
+      return Status::Invalid("wrong key for encrypted volume \"" + sb.name + "\"");
+    return Status::Ok();
+  }
   const bool keyed = sb.geometry.params.algorithm == ChecksumAlgorithm::kBlake2bKeyed;
   if (!keyed) {
     if (key.empty()) return Status::Ok();

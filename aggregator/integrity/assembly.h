@@ -47,7 +47,8 @@ Status PlaceRedundantMembers(std::vector<MemberSuperblock> members,
 
 // Checks the checksum key given at assembly (empty: none) against the volume's key identity:
 // a keyed volume needs the very key it was created with; an unkeyed one refuses a key, since the
-// user evidently expects protection the volume does not have. EINVAL.
+// user evidently expects protection the volume does not have. For an encrypted volume `key` is
+// the master key, checked against the key check. EINVAL.
 Status CheckChecksumKey(const Superblock& sb, std::span<const uint8_t> key);
 
 // "0123abcd-...": 8-4-4-4-12 lower-case hex digits.

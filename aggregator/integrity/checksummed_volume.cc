@@ -47,6 +47,28 @@ std::vector<uint64_t> RegionCounts(const std::vector<MemberGeometry>& geometries
   return regions;
 }
 
+// The table's checksummer and, for an encrypted volume, its cipher. `key` is the checksum key of
+// a keyed volume and the master key of an encrypted one, whose MAC key the checksummer takes.
+Status MakeVolumeKeys(const Superblock& sb, std::span<const uint8_t> key,
+                      std::optional<Checksummer>* checksummer,
+                      std::unique_ptr<BlockCipher>* cipher) {
+  if (!sb.encrypted()) {
+    Checksummer::Result ck = Checksummer::Create(sb.geometry.params.algorithm, key);
+    DST_RETURN_IF_ERROR(ck.status);
+    *checksummer = std::move(ck.checksummer);
+    return Status::Ok();
+  }
+  DST_RETURN_IF_ERROR(BlockCipher::Create(key, cipher));
+  if ((*cipher)->Check(std::span<const uint8_t, 16>(sb.volume_uuid)) != sb.key_id)
+    return Status::Invalid("wrong key: not the master key of encrypted volume " + sb.name);
+  const CryptoPP::SecByteBlock mac = BlockCipher::MacKey(key);
+  Checksummer::Result ck =
+      Checksummer::Create(ChecksumAlgorithm::kBlake2bKeyed, {mac.data(), mac.size()});
+  DST_RETURN_IF_ERROR(ck.status);
+  *checksummer = std::move(ck.checksummer);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status ChecksummedVolume::Create(asio::io_context& io, std::vector<volume::MemberTarget*> members,
@@ -61,17 +83,19 @@ Status ChecksummedVolume::Create(asio::io_context& io, std::vector<volume::Membe
   if (first.layout == volume::LayoutKind::kStripe && first.chunk_size % block_size != 0)
     return Status::Invalid("stripe chunk " + FormatSize(first.chunk_size) +
                            " is not a multiple of the block size " + FormatSize(block_size));
-  Checksummer::Result ck = Checksummer::Create(first.geometry.params.algorithm, key);
-  if (!ck.ok()) return ck.status;
+  std::optional<Checksummer> checksummer;
+  std::unique_ptr<BlockCipher> cipher;
+  DST_RETURN_IF_ERROR(MakeVolumeKeys(first, key, &checksummer, &cipher));
   Assembly assembly;
   assembly.members = std::move(members);
   for (const Superblock& sb : superblocks)
     assembly.geometries.push_back(sb.geometry);
   assembly.view = first;
   assembly.superblocks = std::move(superblocks);
-  return Finish(std::unique_ptr<ChecksummedVolume>(new ChecksummedVolume(
-                    io, std::move(assembly), std::move(*ck.checksummer), options)),
-                out);
+  std::unique_ptr<ChecksummedVolume> volume(
+      new ChecksummedVolume(io, std::move(assembly), std::move(*checksummer), options));
+  volume->cipher_ = std::move(cipher);
+  return Finish(std::move(volume), out);
 }
 
 Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<RedundantSlot> slots,
@@ -88,8 +112,9 @@ Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<Redu
   if (view.layout == volume::LayoutKind::kRaid10 && view.chunk_size % block_size != 0)
     return Status::Invalid("raid10 chunk " + FormatSize(view.chunk_size) +
                            " is not a multiple of the block size " + FormatSize(block_size));
-  Checksummer::Result ck = Checksummer::Create(view.geometry.params.algorithm, key);
-  if (!ck.ok()) return ck.status;
+  std::optional<Checksummer> checksummer;
+  std::unique_ptr<BlockCipher> cipher;
+  DST_RETURN_IF_ERROR(MakeVolumeKeys(view, key, &checksummer, &cipher));
   Assembly assembly;
   for (uint32_t s = 0; s < sets.sets(); ++s) {
     std::vector<volume::CopySetup> copies;
@@ -129,7 +154,8 @@ Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<Redu
   }
   assembly.view = std::move(view);
   std::unique_ptr<ChecksummedVolume> volume(
-      new ChecksummedVolume(io, std::move(assembly), std::move(*ck.checksummer), options));
+      new ChecksummedVolume(io, std::move(assembly), std::move(*checksummer), options));
+  volume->cipher_ = std::move(cipher);
   for (size_t s = 0; s < volume->sets_.size(); ++s)
     if (volume->sets_[s]->capabilities().size < volume->geometries_[s].data.end())
       return Status::Invalid(volume->sets_[s]->name() + " has " +
@@ -483,7 +509,7 @@ std::vector<volume::JobState> ChecksummedVolume::JobStates() const {
 volume::DeviceState ChecksummedVolume::State() const {
   volume::IntegrityState integrity;
   integrity.state = std::string(VolumeStateName(view_.state));
-  integrity.checksum = ChecksumAlgorithmName(view_.geometry.params.algorithm);
+  integrity.checksum = ProtectionName(view_);
   integrity.counters = Counters();
   integrity.member_checksum_errors = member_checksum_errors_;
   const RateLimits& limits = jobs_.limits();

@@ -61,6 +61,7 @@
 #include "aggregator/volume/mirror_set.h"
 #include "aggregator/volume/range_lock.h"
 #include "aggregator/volume/volume.h"
+#include "common/block_cipher.h"
 #include "common/checksum.h"
 #include "common/lifetime.h"
 
@@ -91,9 +92,10 @@ class ChecksummedVolume final : public volume::BlockDevice,
                                 private ScrubTarget {
  public:
   // `members` and `superblocks` are in member-index order, as OrderMembers
-  // returns them; `key` is the checksum key (empty unless keyed). Members must
+  // returns them; `key` is the checksum key (empty unless keyed), or the
+  // master key of an encrypted volume (docs/encryption.md). Members must
   // outlive the volume. EINVAL when the superblocks describe a volume these
-  // members cannot hold.
+  // members cannot hold, or for a master key that is not the volume's.
   static Status Create(asio::io_context& io, std::vector<volume::MemberTarget*> members,
                        std::vector<Superblock> superblocks, std::span<const uint8_t> key,
                        ChecksumOptions options, std::unique_ptr<ChecksummedVolume>* out);
@@ -479,6 +481,10 @@ class ChecksummedVolume final : public volume::BlockDevice,
   bool Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data);
   bool Verify(uint64_t volume_block, std::span<const uint8_t> entry, const uint8_t* data);
   Digest ChecksumOf(uint64_t volume_block, const uint8_t* data);
+  // Encrypted volumes: the blocks from `first_block` in place, but those `skip` marks (holes).
+  void Decrypt(uint64_t first_block, uint8_t* data, const std::vector<bool>& skip);
+  // `count` blocks from `first_block`, `in` to `out` (which may be the same bytes).
+  void Encrypt(uint64_t first_block, uint64_t count, const uint8_t* in, uint8_t* out);
 
   // What a request does to the volume, for Admit's refusals.
   enum class Access : uint8_t { kRead, kChange };
@@ -570,6 +576,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
   std::vector<std::unique_ptr<DataAreaMember>> data_areas_;
   std::unique_ptr<volume::Volume> inner_;
   Checksummer checksummer_;
+  std::unique_ptr<BlockCipher> cipher_;  // encrypted volumes: data is ciphertext on the members
   ChecksumOptions options_;
   uint32_t block_size_;
   volume::VolumeCapabilities caps_;

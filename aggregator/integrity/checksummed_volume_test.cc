@@ -30,7 +30,9 @@
 #include "aggregator/integrity/write_intent.h"
 #include "aggregator/volume/layout.h"
 #include "aggregator/volume/member_io.h"
+#include "common/block_cipher.h"
 #include "common/checksum.h"
+#include "common/key_slot.h"
 
 namespace dst::integrity {
 namespace {
@@ -58,7 +60,8 @@ struct Setup {
   FormatParams params{.block_size = 4096, .region_size = 64 * KiB};
   volume::MemberCapabilities caps = MemberCaps();
   ChecksumOptions options = QuietOptions();
-  std::vector<uint8_t> key;  // with params.algorithm kBlake2bKeyed
+  std::vector<uint8_t> key;  // with params.algorithm kBlake2bKeyed; the master key when encrypted
+  bool encrypted = false;
 };
 
 // Two members striped in 8 KiB chunks: pairs of consecutive 4 KiB blocks alternate members.
@@ -67,6 +70,16 @@ Setup Stripe() {
   s.layout = volume::LayoutKind::kStripe;
   s.members = 2;
   s.chunk = 8 * KiB;
+  return s;
+}
+
+// An encrypted stripe: master key bytes 0..63, one key-file slot.
+Setup EncryptedStripe() {
+  Setup s = Stripe();
+  s.params.algorithm = ChecksumAlgorithm::kBlake2bKeyed;
+  s.encrypted = true;
+  for (uint8_t i = 0; i < kMasterKeySize; ++i)
+    s.key.push_back(i);
   return s;
 }
 
@@ -99,7 +112,10 @@ class Harness {
       sb.state = VolumeState::kClean;
       sb.volume_size = layout->size();
       sb.geometry = geometry[i];
-      if (!setup_.key.empty()) REQUIRE(KeyIdentity(setup_.key, &sb.key_id).ok());
+      if (setup_.encrypted)
+        Encrypt(sb);
+      else if (!setup_.key.empty())
+        REQUIRE(KeyIdentity(setup_.key, &sb.key_id).ok());
       std::fill_n(sb.member_states.begin(), setup_.members, MemberState::kActive);
       REQUIRE(ValidateSuperblock(sb).ok());
       testing::WriteSuperblockSlots(sb, members[i]->bytes);
@@ -229,6 +245,20 @@ class Harness {
   }
 
   uint32_t block_size() const { return setup_.params.block_size; }
+
+  // What an encrypted `create` adds to a superblock: the flag, the key check, a key slot.
+  void Encrypt(Superblock& sb) const {
+    sb.flags |= kFlagEncrypted;
+    std::unique_ptr<BlockCipher> cipher;
+    REQUIRE(BlockCipher::Create(setup_.key, &cipher).ok());
+    sb.key_id = cipher->Check(std::span<const uint8_t, 16>(sb.volume_uuid));
+    const std::vector<uint8_t> secret(32, 0x5a);
+    KeySlot slot;
+    REQUIRE(SealKeySlot(KeySlotKind::kKeyFile, secret, setup_.key,
+                        std::span<const uint8_t, 16>(sb.volume_uuid), 0, {0, 0, 0}, &slot)
+                .ok());
+    EncodeKeySlot(slot, sb.key_slots[0]);
+  }
 
   // Where volume byte `offset` lives: member index and member byte offset.
   std::pair<uint32_t, uint64_t> Locate(uint64_t offset) const {
@@ -1393,6 +1423,67 @@ TEST_CASE("checksummed volume: a stray bit past the last region does not block a
   h.members[0]->bytes[h.geometry[0].bitmap.offset + 100] = 1;  // "region" 800
   REQUIRE(h.Open() == 0);
   CHECK(h.Close() == 0);
+}
+
+// ---------------------------------------------------------------------------
+// Encrypted volumes (docs/encryption.md).
+
+TEST_CASE("checksummed volume: encrypted: members hold ciphertext, reads give plaintext") {
+  Harness h(EncryptedStripe());
+  REQUIRE(h.Open() == 0);
+  // Aligned, unaligned (read-modify-write of encrypted blocks), and across members.
+  const std::vector<uint8_t> text(64 * KiB, 'A');
+  REQUIRE(h.Write(0, text) == 0);
+  REQUIRE(h.Write(5000, Pattern(3000, 3)) == 0);
+  REQUIRE(h.Write(40000, Pattern(70000, 4)) == 0);
+  CHECK(h.Matches(0, 256 * KiB));
+  CHECK(h.vol->counters().checksum_errors == 0);
+  // No block of plaintext on any member: the first block holds 4096 'A's in the clear.
+  const std::vector<uint8_t> block(4096, 'A');
+  for (auto& m : h.members)
+    CHECK(std::search(m->bytes.begin(), m->bytes.end(), block.begin(), block.begin() + 64) ==
+          m->bytes.end());
+  // The member's block is AES-XTS of the plaintext with the volume block number as the tweak.
+  std::unique_ptr<BlockCipher> cipher;
+  REQUIRE(BlockCipher::Create(EncryptedStripe().key, &cipher).ok());
+  std::vector<uint8_t> plain(4096);
+  const uint8_t* on_member = h.MemberByte(8 * 4096);
+  REQUIRE(cipher->Decrypt(8, {on_member, 4096}, plain).ok());
+  CHECK(plain == block);
+  // Its entry is the MAC of that ciphertext (encrypt-then-MAC).
+  REQUIRE(h.Close() == 0);
+  const Digest mac = cipher->Mac(std::span<const uint8_t, 16>(h.OnDisk()[0].volume_uuid), 8,
+                                 {h.MemberByte(8 * 4096), 4096});
+  CHECK(std::equal(mac.bytes.begin(), mac.bytes.end(), h.EntryOnMember(8 * 4096).begin()));
+}
+
+TEST_CASE("checksummed volume: encrypted: holes stay holes, tampering is EIO") {
+  Harness h(EncryptedStripe());
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(3 * 4096, Pattern(4096, 9)) == 0);
+  ReadResult r = h.Read(0, 8 * 4096);
+  REQUIRE(r.err == 0);
+  CHECK(std::equal(r.data.begin(), r.data.end(), h.model.begin()));
+  CHECK(r.holes == std::vector<ByteRange>{{0, 3 * 4096}, {4 * 4096, 4 * 4096}});
+  // The members' bytes of a hole stay zero: nothing was encrypted there.
+  CHECK(*h.MemberByte(0) == 0);
+  h.MemberByte(3 * 4096)[100] ^= 1;
+  CHECK(h.Read(3 * 4096, 4096).err == EIO);
+  CHECK(h.vol->counters().checksum_errors == 1);
+}
+
+TEST_CASE("checksummed volume: encrypted: a wrong master key is refused before any I/O") {
+  Harness h(EncryptedStripe());
+  std::vector<volume::MemberTarget*> targets;
+  for (auto& m : h.members)
+    targets.push_back(m.get());
+  std::vector<uint8_t> wrong(kMasterKeySize, 7);
+  const Status s =
+      ChecksummedVolume::Create(h.io, targets, h.OnDisk(), wrong, QuietOptions(), &h.vol);
+  CHECK(s.err() == EINVAL);
+  CHECK(s.message().find("wrong key") != std::string::npos);
+  for (auto& m : h.members)
+    CHECK(m->Count(MemberOp::kWrite) + m->Count(MemberOp::kRead) == 0);
 }
 
 }  // namespace dst::integrity

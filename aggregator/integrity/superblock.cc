@@ -57,10 +57,10 @@ Status ValidateHeader(const Superblock& sb) {
     return Status::Error(ENOTSUP, "superblock format version " + std::to_string(sb.version) +
                                       " is not supported (this dst reads versions 1 and 2)");
   }
-  if (sb.flags != 0) {
+  if ((sb.flags & ~kKnownFlags) != 0) {
     return Status::Error(ENOTSUP, "superblock has unknown feature flags " +
-                                      std::to_string(sb.flags) + " (version " +
-                                      std::to_string(sb.version) + " defines none)");
+                                      std::to_string(sb.flags & ~kKnownFlags) +
+                                      " (this dst knows " + std::to_string(kKnownFlags) + ")");
   }
   return Status::Ok();
 }
@@ -231,6 +231,31 @@ Status ValidateKeyId(const Superblock& sb) {
       std::all_of(sb.key_id.begin(), sb.key_id.end(), [](uint8_t b) { return b == 0; });
   if (keyed && zero) return Status::Invalid("keyed checksums but no key identity");
   if (!keyed && !zero) return Status::Invalid("key identity present but checksums are not keyed");
+  return Status::Ok();
+}
+
+// An encrypted volume authenticates with keyed MACs and holds at least one key slot that
+// decodes; any other volume has no key slot bytes at all.
+Status ValidateEncryption(const Superblock& sb) {
+  const KeySlotBytes empty{};
+  if (!sb.encrypted()) {
+    for (const KeySlotBytes& bytes : sb.key_slots)
+      if (bytes != empty)
+        return Status::Invalid("key slots present but the volume is not encrypted");
+    return Status::Ok();
+  }
+  if (sb.geometry.params.algorithm != ChecksumAlgorithm::kBlake2bKeyed)
+    return Status::Invalid(
+        std::string("an encrypted volume authenticates with blake2b-keyed, not ") +
+        ChecksumAlgorithmName(sb.geometry.params.algorithm));
+  size_t used = 0;
+  for (size_t i = 0; i < kKeySlots; ++i) {
+    KeySlot slot;
+    DST_RETURN_IF_ERROR(
+        DecodeKeySlot(sb.key_slots[i], &slot).Wrap("key slot " + std::to_string(i)));
+    if (slot.kind != KeySlotKind::kEmpty) ++used;
+  }
+  if (used == 0) return Status::Invalid("an encrypted volume without a key slot");
   return Status::Ok();
 }
 
@@ -481,6 +506,10 @@ void EncodeFields(const Superblock& sb, uint8_t* p) {
     p[o::kMemberStates + i] = static_cast<uint8_t>(sb.member_states[i]);
   }
   if (sb.version == kFormatVersion2) EncodeVersion2Fields(sb, p);
+  if (sb.encrypted())
+    for (size_t i = 0; i < kKeySlots; ++i)
+      std::copy(sb.key_slots[i].begin(), sb.key_slots[i].end(),
+                p + o::kKeySlotArea + kKeySlotSize * i);
 }
 
 // The one-byte codes that must map onto enums; the rest is range-checked by ValidateSuperblock.
@@ -537,8 +566,11 @@ void DecodeFields(const uint8_t* p, Superblock* sb) {
   g.table = GetArea(p + o::kTable);
   g.data = GetArea(p + o::kData);
   std::copy_n(p + o::kKeyId, sb->key_id.size(), sb->key_id.begin());
-  // Version 1 leaves the rest of the slot zero and ignores it on read, whatever it holds.
+  // Version 1 leaves the rest of the slot zero (key slots apart) and ignores it on read.
   if (sb->version == kFormatVersion2) DecodeVersion2Fields(p, sb);
+  if (sb->encrypted())
+    for (size_t i = 0; i < kKeySlots; ++i)
+      std::copy_n(p + o::kKeySlotArea + kKeySlotSize * i, kKeySlotSize, sb->key_slots[i].begin());
 }
 
 // CRC32C of the slot with the checksum field taken as zero.
@@ -611,6 +643,10 @@ uint8_t LayoutCode(volume::LayoutKind kind) {
   return 0;
 }
 
+const char* ProtectionName(const Superblock& sb) {
+  return sb.encrypted() ? "encrypted" : ChecksumAlgorithmName(sb.geometry.params.algorithm);
+}
+
 std::string_view VolumeStateName(VolumeState state) {
   switch (state) {
     case VolumeState::kClean:
@@ -674,6 +710,7 @@ Status ValidateSuperblock(const Superblock& sb) {
   DST_RETURN_IF_ERROR(ValidateGeometry(sb.geometry, sb.version));
   DST_RETURN_IF_ERROR(ValidateVolume(sb));
   DST_RETURN_IF_ERROR(ValidateKeyId(sb));
+  DST_RETURN_IF_ERROR(ValidateEncryption(sb));
   return ValidateRedundancy(sb);
 }
 

@@ -33,6 +33,7 @@
 #include "aggregator/integrity/member_format.h"
 #include "aggregator/volume/layout.h"
 #include "common/checksum.h"
+#include "common/key_slot.h"
 #include "common/status.h"
 
 namespace dst::integrity {
@@ -95,10 +96,17 @@ inline constexpr size_t kScrubCursor = 2576;         // u64, volume blocks
 inline constexpr size_t kScrubErrors = 2584;         // u64
 inline constexpr size_t kScrubLastCompleted = 2592;  // u64, seconds since the Unix epoch
 inline constexpr size_t kEndV2 = 2600;               // version 2: the rest of the slot is zero
+// Encrypted volumes (kFlagEncrypted), either version: kKeySlots slots of kKeySlotSize bytes.
+inline constexpr size_t kKeySlotArea = 3072;
 }  // namespace offsets
+
+// Feature flags: a reader that does not know one refuses the superblock (ENOTSUP).
+inline constexpr uint32_t kFlagEncrypted = 1u << 0;  // AES-XTS data, MACs in the table, key slots
+inline constexpr uint32_t kKnownFlags = kFlagEncrypted;
 
 using Uuid = std::array<uint8_t, 16>;
 using KeyId = std::array<uint8_t, 32>;
+using KeySlotBytes = std::array<uint8_t, kKeySlotSize>;  // one encoded key slot (key_slot.h)
 
 // On-disk codes: never renumber.
 enum class VolumeState : uint8_t {
@@ -151,7 +159,7 @@ struct ScrubRecord {
 
 struct Superblock {
   uint32_t version = kFormatVersion1;
-  uint32_t flags = 0;  // versions 1 and 2 define none: any set bit is refused
+  uint32_t flags = 0;  // kFlagEncrypted; any other bit is refused
   uint64_t event = 0;
   uint64_t created = 0;  // seconds since the Unix epoch, UTC
   Uuid volume_uuid{};
@@ -164,7 +172,9 @@ struct Superblock {
   VolumeState state = VolumeState::kClean;
   uint64_t volume_size = 0;  // the whole volume's size in bytes
   MemberGeometry geometry;   // member size, block/region size, algorithm, areas
-  KeyId key_id{};            // KeyIdentity() of the key for kBlake2bKeyed; zero otherwise
+  // kBlake2bKeyed: KeyIdentity() of the key, or for an encrypted volume the master key's
+  // BlockCipher::Check(); zero otherwise.
+  KeyId key_id{};
   std::array<MemberState, kMaxMembers> member_states{};  // indexed by member index
 
   // Version 2 only (mirror and raid10); version 1 keeps these defaults. A slot is a member index.
@@ -180,6 +190,11 @@ struct Superblock {
   std::array<Uuid, kMaxMembers> slot_members{};     // the member UUID that owns each slot
   ScrubRecord scrub;
 
+  // Encrypted volumes only (either version): the master key, wrapped (key_slot.h); at least one
+  // slot in use. Zero otherwise.
+  std::array<KeySlotBytes, kKeySlots> key_slots{};
+
+  bool encrypted() const { return (flags & kFlagEncrypted) != 0; }
   bool operator==(const Superblock&) const = default;
 };
 
@@ -216,6 +231,9 @@ Status KeyIdentity(std::span<const uint8_t> key, KeyId* out);
 // On-disk codes of the layout kinds (LayoutKind itself has no fixed values).
 uint8_t LayoutCode(volume::LayoutKind kind);
 std::string_view VolumeStateName(VolumeState state);  // "clean", "dirty"
+// How the volume's blocks are protected, for status and logs: the checksum algorithm's name, or
+// "encrypted" (AES-256-XTS with blake2b-keyed MACs).
+const char* ProtectionName(const Superblock& sb);
 // "unused", "active", "failed", "missing", "stale", "rebuilding", "spare", "resyncing".
 std::string_view MemberStateName(MemberState state);
 std::string_view ScrubModeName(ScrubMode mode);        // "none", "check", "repair"

@@ -250,6 +250,45 @@ std::string Version2Text(const Superblock& sb) {
   return out + Line("scrub", ScrubText(sb.scrub));
 }
 
+// The key slots in use: index, kind and, for a passphrase, scrypt's cost. Never their bytes.
+std::vector<std::pair<uint32_t, KeySlot>> SlotsInUse(const Superblock& sb) {
+  std::vector<std::pair<uint32_t, KeySlot>> used;
+  for (uint32_t i = 0; i < kKeySlots; ++i) {
+    KeySlot slot;
+    if (DecodeKeySlot(sb.key_slots[i], &slot).ok() && slot.kind != KeySlotKind::kEmpty)
+      used.emplace_back(i, slot);
+  }
+  return used;
+}
+
+std::string KeySlotsJson(const Superblock& sb) {
+  std::string out = "[";
+  for (const auto& [index, slot] : SlotsInUse(sb)) {
+    JsonObject json;
+    json.Number("index", index).String("kind", KeySlotKindName(slot.kind));
+    if (slot.kind == KeySlotKind::kPassphrase)
+      json.Number("scrypt_log2_n", slot.scrypt.log2_n)
+          .Number("scrypt_r", slot.scrypt.r)
+          .Number("scrypt_p", slot.scrypt.p);
+    out += (out.size() > 1 ? "," : "") + json.Close();
+  }
+  return out + "]";
+}
+
+// "aes-256-xts, key slots: 0 key-file, 2 passphrase (scrypt 2^17, 8, 1)", or "none".
+std::string EncryptionText(const Superblock& sb) {
+  if (!sb.encrypted()) return "none";
+  std::string out = "aes-256-xts, key slots:";
+  for (const auto& [index, slot] : SlotsInUse(sb)) {
+    out +=
+        (out.back() == ':' ? " " : ", ") + std::to_string(index) + " " + KeySlotKindName(slot.kind);
+    if (slot.kind == KeySlotKind::kPassphrase)
+      out += " (scrypt 2^" + std::to_string(slot.scrypt.log2_n) + ", " +
+             std::to_string(slot.scrypt.r) + ", " + std::to_string(slot.scrypt.p) + ")";
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string JsonQuote(std::string_view text) {
@@ -306,6 +345,8 @@ std::string SuperblockToJson(const Superblock& sb) {
       .Number("volume_size", sb.volume_size)
       .Raw("areas", AreasJson(sb))
       .Raw("key_identity", KeyIdJson(sb.key_id))
+      .Raw("encrypted", sb.encrypted() ? "true" : "false")
+      .Raw("key_slots", KeySlotsJson(sb))
       .Raw("members", MemberStatesJson(sb));
   if (sb.version == kFormatVersion2) AddVersion2Json(sb, json);
   return json.Close();
@@ -324,7 +365,9 @@ std::string SuperblockToText(const Superblock& sb) {
                             FormatSize(g.params.block_size) + ", region " +
                             FormatSize(g.params.region_size) + ", checksum " +
                             ChecksumAlgorithmName(g.params.algorithm)) +
-         Line("key identity", IsZero(sb.key_id) ? "none" : Hex(sb.key_id)) +
+         Line(sb.encrypted() ? "key check" : "key identity",
+              IsZero(sb.key_id) ? "none" : Hex(sb.key_id)) +
+         Line("encryption", EncryptionText(sb)) +
          Line("member size", std::to_string(g.member_size) + " " + FormatSize(g.member_size)) +
          Line("superblocks", AreaText(g.superblocks)) + Line("bitmap", AreaText(g.bitmap)) +
          (sb.version == kFormatVersion2 ? Line("missed writes", AreaText(g.missed_writes)) : "") +

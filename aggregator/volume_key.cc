@@ -1,0 +1,118 @@
+#include "aggregator/volume_key.h"
+
+#include <string.h>  // explicit_bzero
+
+#include <cerrno>
+#include <fstream>
+
+#include "aggregator/key_file.h"
+#include "common/block_cipher.h"
+#include "common/key_file_mode.h"
+
+namespace dst::aggregator {
+
+namespace {
+
+constexpr size_t kMaxPassphrase = 1024;
+
+std::string SlotList(const integrity::Superblock& sb, KeySlotKind kind) {
+  std::string list;
+  for (size_t i = 0; i < kKeySlots; ++i) {
+    KeySlot slot;
+    if (!DecodeKeySlot(sb.key_slots[i], &slot).ok() || slot.kind != kind) continue;
+    list += (list.empty() ? "" : ", ") + std::to_string(i);
+  }
+  return list;
+}
+
+}  // namespace
+
+Status ReadPassphraseFile(const std::string& path, VolumeSecret* out) {
+  const std::string what = "--passphrase-file " + path;
+  DST_RETURN_IF_ERROR(CheckKeyFileMode(path, what));
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::FromErrno(errno, what);
+  // Read once into wiped memory, one byte past the limit so that an endless file is refused.
+  CryptoPP::SecByteBlock bytes(kMaxPassphrase + 2);
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  if (in.bad()) return Status::FromErrno(errno, what);
+  size_t size = static_cast<size_t>(in.gcount());
+  if (size > 0 && bytes[size - 1] == '\n') --size;
+  if (size == 0 || size > kMaxPassphrase)
+    return Status::Invalid(what + ": a passphrase is 1 to 1024 bytes (one trailing newline apart)");
+  out->kind = KeySlotKind::kPassphrase;
+  out->bytes.Assign(bytes.data(), size);
+  out->source = what;
+  return Status::Ok();
+}
+
+Status ReadSecretKeyFile(const std::string& path, VolumeSecret* out) {
+  std::vector<uint8_t> key;
+  const Status s = ReadKeyFile(path, &key);
+  if (s.ok()) {
+    out->kind = KeySlotKind::kKeyFile;
+    out->bytes.Assign(key.data(), key.size());
+    out->source = "--key-file " + path;
+  }
+  if (!key.empty()) explicit_bzero(key.data(), key.size());
+  return s;
+}
+
+Status ReadVolumeSecret(const std::string& who, const std::string& key_file,
+                        const std::string& passphrase_file, VolumeSecret* out) {
+  if (!key_file.empty() && !passphrase_file.empty())
+    return Status::Invalid(who + ": give --key-file or --passphrase-file, not both");
+  if (!key_file.empty()) return ReadSecretKeyFile(key_file, out);
+  if (!passphrase_file.empty()) return ReadPassphraseFile(passphrase_file, out);
+  return Status::Invalid(who + " is encrypted: give --key-file or --passphrase-file");
+}
+
+Status OpenMasterKey(const integrity::Superblock& sb, const VolumeSecret& secret,
+                     std::vector<uint8_t>* master) {
+  const std::string who = "volume " + sb.name + ": " + secret.source;
+  const std::span<const uint8_t, 16> uuid(sb.volume_uuid);
+  const std::string tried = SlotList(sb, secret.kind);
+  if (tried.empty())
+    return Status::Error(EACCES,
+                         who + ": the volume has no " + KeySlotKindName(secret.kind) + " key slot");
+  for (uint32_t i = 0; i < kKeySlots; ++i) {
+    KeySlot slot;
+    if (!DecodeKeySlot(sb.key_slots[i], &slot).ok() || slot.kind != secret.kind) continue;
+    CryptoPP::SecByteBlock key;
+    if (!OpenKeySlot(slot, {secret.bytes.data(), secret.bytes.size()}, uuid, i, &key).ok())
+      continue;
+    std::unique_ptr<BlockCipher> cipher;
+    DST_RETURN_IF_ERROR(BlockCipher::Create({key.data(), key.size()}, &cipher).Wrap(who));
+    if (cipher->Check(uuid) != sb.key_id)
+      return Status::Error(EIO, who + ": key slot " + std::to_string(i) +
+                                    " opens, but not to this volume's key (damaged superblock?)");
+    master->assign(key.begin(), key.end());
+    return Status::Ok();
+  }
+  return Status::Error(EACCES, who + " opens none of its key slots (" + tried + ")");
+}
+
+Status SealIntoSlot(integrity::Superblock& sb, uint32_t index, const VolumeSecret& secret,
+                    std::span<const uint8_t> master, ScryptParams cost) {
+  KeySlot slot;
+  const ScryptParams scrypt =
+      secret.kind == KeySlotKind::kPassphrase ? cost : ScryptParams{0, 0, 0};
+  DST_RETURN_IF_ERROR(SealKeySlot(secret.kind, {secret.bytes.data(), secret.bytes.size()}, master,
+                                  std::span<const uint8_t, 16>(sb.volume_uuid), index, scrypt,
+                                  &slot));
+  EncodeKeySlot(slot, sb.key_slots[index]);
+  return Status::Ok();
+}
+
+Status FreeKeySlot(const integrity::Superblock& sb, uint32_t* index) {
+  const integrity::KeySlotBytes empty{};
+  for (uint32_t i = 0; i < kKeySlots; ++i)
+    if (sb.key_slots[i] == empty) {
+      *index = i;
+      return Status::Ok();
+    }
+  return Status::Error(
+      EBUSY, "volume " + sb.name + ": all " + std::to_string(kKeySlots) + " key slots are in use");
+}
+
+}  // namespace dst::aggregator

@@ -278,33 +278,37 @@ Status EtcdClient::Create(EtcdClientOptions options, std::unique_ptr<EtcdClient>
     return Status::Invalid("etcd TLS files given for a plain etcd:// URL (use etcds://)");
   if (files.cert_file.empty() != files.key_file.empty())
     return Status::Invalid("etcd TLS: a client certificate and its key go together");
-  std::unique_ptr<EtcdClient> client(new EtcdClient(std::move(options)));
-  if (client->options_.tls) {
-    auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
-    asio::error_code ec;
-    context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                             asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
-                             asio::ssl::context::no_tlsv1_1,
-                         ec);
-    context->set_verify_mode(asio::ssl::verify_peer, ec);
-    if (files.ca_file.empty()) {
-      if (context->set_default_verify_paths(ec); ec)
-        return TlsFileError("CA", "(system default)", ec);
-    } else if (context->load_verify_file(files.ca_file, ec); ec) {
-      return TlsFileError("CA file", files.ca_file, ec);
-    }
-    if (!files.cert_file.empty()) {
-      if (context->use_certificate_chain_file(files.cert_file, ec); ec)
-        return TlsFileError("certificate", files.cert_file, ec);
-      if (context->use_private_key_file(files.key_file, asio::ssl::context::pem, ec); ec)
-        return TlsFileError("key", files.key_file, ec);
-      if (SSL_CTX_check_private_key(context->native_handle()) != 1)
-        return Status::Invalid("etcd TLS key " + files.key_file + " does not match certificate " +
-                               files.cert_file);
-    }
-    client->tls_context_ = std::move(context);
+  std::unique_ptr<asio::ssl::context> context;
+  if (options.tls) DST_RETURN_IF_ERROR(MakeTlsContext(files, &context));
+  out->reset(new EtcdClient(std::move(options)));
+  (*out)->tls_context_ = std::move(context);
+  return Status::Ok();
+}
+
+Status EtcdClient::MakeTlsContext(const EtcdTls& files, std::unique_ptr<asio::ssl::context>* out) {
+  auto context = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+  asio::error_code ec;
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                           asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                           asio::ssl::context::no_tlsv1_1,
+                       ec);
+  context->set_verify_mode(asio::ssl::verify_peer, ec);
+  if (files.ca_file.empty()) {
+    if (context->set_default_verify_paths(ec); ec)
+      return TlsFileError("CA", "(system default)", ec);
+  } else if (context->load_verify_file(files.ca_file, ec); ec) {
+    return TlsFileError("CA file", files.ca_file, ec);
   }
-  *out = std::move(client);
+  if (!files.cert_file.empty()) {
+    if (context->use_certificate_chain_file(files.cert_file, ec); ec)
+      return TlsFileError("certificate", files.cert_file, ec);
+    if (context->use_private_key_file(files.key_file, asio::ssl::context::pem, ec); ec)
+      return TlsFileError("key", files.key_file, ec);
+    if (SSL_CTX_check_private_key(context->native_handle()) != 1)
+      return Status::Invalid("etcd TLS key " + files.key_file + " does not match certificate " +
+                             files.cert_file);
+  }
+  *out = std::move(context);
   return Status::Ok();
 }
 

@@ -184,6 +184,7 @@ class EtcdClient {
   enum class Effect { kReadOnly, kWrites };
 
   explicit EtcdClient(EtcdClientOptions options);
+  static Status MakeTlsContext(const EtcdTls& files, std::unique_ptr<asio::ssl::context>* out);
   // POSTs `body` to `target` on the endpoints in turn (see the contract); *answer is the
   // response body of a 200.
   asio::awaitable<Status> Post(std::string what, std::string target, std::string body,

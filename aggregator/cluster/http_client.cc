@@ -310,9 +310,17 @@ asio::awaitable<Status> Exchange(Connection& c, const std::string& host, uint16_
   *phase = HttpPhase::kReceive;
   HttpResponseParser parser;
   char chunk[16384];
+  bool received = false;
   while (!parser.complete()) {
     auto [read_ec, n] = co_await c.ReadSome(asio::buffer(chunk));
+    received = received || n > 0;
     if (n) DST_CO_RETURN_IF_ERROR(parser.Feed(std::string_view(chunk, n)));
+    // With TLS 1.3 the server judges our certificate after the client's side of the handshake
+    // is done: its refusal arrives as an alert instead of the answer. It never saw the request.
+    if (c.tls && !received && read_ec.category() == asio::error::get_ssl_category()) {
+      *phase = HttpPhase::kConnect;
+      co_return FromAsio(read_ec, "TLS handshake");
+    }
     if (read_ec == asio::error::eof || read_ec == asio::ssl::error::stream_truncated) {
       DST_CO_RETURN_IF_ERROR(parser.Finish());
       break;

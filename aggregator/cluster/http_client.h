@@ -82,7 +82,8 @@ class HttpResponseParser {
 };
 
 enum class HttpPhase {
-  kConnect,  // resolving, connecting, TLS handshake: nothing was sent
+  kConnect,  // resolving, connecting, TLS handshake (also a server refusing our certificate
+             // with its first word): nothing was processed
   kSend,     // the request may be partly sent
   kReceive,  // the request was sent
   kDone,

@@ -2,16 +2,13 @@
 
 #include <doctest/doctest.h>
 
-#include <asio/experimental/as_tuple.hpp>
-
 #include "aggregator/cluster/etcd_client.h"  // RunEtcdCall
+#include "aggregator/cluster/scripted_peer.h"
 
 namespace dst::cluster {
 namespace {
 
 using namespace std::chrono_literals;
-
-constexpr auto kAsTuple = asio::experimental::as_tuple(asio::use_awaitable);
 
 // Feeds `text` to a parser in pieces of `step` bytes.
 Status FeedInSteps(HttpResponseParser* parser, std::string_view text, size_t step) {
@@ -104,54 +101,6 @@ TEST_CASE("HttpResponseParser reports a response cut short") {
   CHECK(s.message() == "the connection closed before the response was complete");
 }
 
-// A peer on a loopback port that reads one request and then follows its script.
-struct ScriptedPeer {
-  enum class Then { kAnswer, kSilence, kCloseMidway };
-
-  explicit ScriptedPeer(asio::io_context& io)
-      : acceptor(io, asio::ip::tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {}
-
-  uint16_t port() const { return acceptor.local_endpoint().port(); }
-
-  void Start(Then then, std::vector<std::string> writes) {
-    asio::co_spawn(acceptor.get_executor(), Serve(then, std::move(writes)), asio::detached);
-  }
-
-  asio::awaitable<void> Serve(Then then, std::vector<std::string> writes) {
-    auto [accept_ec, socket] = co_await acceptor.async_accept(kAsTuple);
-    if (accept_ec) co_return;
-    char chunk[4096];
-    while (request.find("\r\n\r\n") == std::string::npos ||
-           request.size() < request.find("\r\n\r\n") + 4 + 2) {  // the body is "{}"
-      auto [ec, n] = co_await socket.async_read_some(asio::buffer(chunk), kAsTuple);
-      if (ec) co_return;
-      request.append(chunk, n);
-    }
-    if (then == Then::kSilence) {
-      asio::steady_timer wait(acceptor.get_executor(), 5s);
-      held = &wait;
-      co_await wait.async_wait(kAsTuple);
-      held = nullptr;
-      co_return;
-    }
-    for (const std::string& w : writes) {
-      co_await asio::async_write(socket, asio::buffer(w), kAsTuple);
-      asio::steady_timer pause(acceptor.get_executor(), 10ms);  // separate reads on our side
-      co_await pause.async_wait(kAsTuple);
-    }
-    asio::error_code ignored;
-    socket.shutdown(asio::socket_base::shutdown_both, ignored);
-  }
-
-  void Stop() {
-    if (held) held->cancel();
-  }
-
-  asio::ip::tcp::acceptor acceptor;
-  std::string request;
-  asio::steady_timer* held = nullptr;
-};
-
 struct Outcome {
   Status status;
   HttpResponse response;
@@ -183,11 +132,11 @@ TEST_CASE("HttpExchange posts the request and reads a chunked answer written in 
   REQUIRE(out.status.ok());
   CHECK(out.phase == HttpPhase::kDone);
   CHECK(out.response.body == "{\"result\":1}");
-  CHECK(peer.request.starts_with("POST /v3/kv/range HTTP/1.1\r\n"));
-  CHECK(peer.request.find("\r\nHost: 127.0.0.1:" + std::to_string(peer.port()) + "\r\n") !=
+  CHECK(peer.request().starts_with("POST /v3/kv/range HTTP/1.1\r\n"));
+  CHECK(peer.request().find("\r\nHost: 127.0.0.1:" + std::to_string(peer.port()) + "\r\n") !=
         std::string::npos);
-  CHECK(peer.request.find("\r\nContent-Length: 2\r\n") != std::string::npos);
-  CHECK(peer.request.ends_with("\r\n\r\n{}"));
+  CHECK(peer.request().find("\r\nContent-Length: 2\r\n") != std::string::npos);
+  CHECK(peer.request().ends_with("\r\n\r\n{}"));
 }
 
 TEST_CASE("HttpExchange gives up on a silent peer at its deadline") {

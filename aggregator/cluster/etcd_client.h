@@ -7,10 +7,11 @@
 //   revision after the call (header.revision) and each key's create_revision and mod_revision.
 // - Endpoints are tried in order, starting with the one that answered last. A call moves on to
 //   the next endpoint when the current one cannot be reached (nothing was sent) and, for calls
-//   that change nothing (range, lease time-to-live, lease keep-alive), also when the request was
-//   sent but no answer came. A call that changes something (put, delete, txn, lease grant and
-//   revoke) whose answer was lost is not repeated elsewhere: it fails, because it may have
-//   taken effect, and only the caller knows how to find out (read the key back).
+//   that are harmless to repeat (range, lease time-to-live, lease keep-alive), also when the
+//   request was sent but no answer came or etcd answered that it has no leader. A call that
+//   changes something (put, delete, txn, lease grant and revoke) whose answer was lost is not
+//   repeated elsewhere: it fails, because it may have taken effect, and only the caller knows
+//   how to find out (read the key back).
 // - Errors name the endpoint and the call: "etcd 127.0.0.1:2379: put /dst/a: connect:
 //   Connection refused"; when every endpoint failed, their failures joined with "; ". etcd's own
 //   errors carry its message and map its gRPC code to errno (NOT_FOUND: ENOENT,
@@ -21,7 +22,7 @@
 // - Keys and values are byte strings; the gateway carries them in base64.
 //
 // Threading: one event loop; the client's methods are coroutines on it, and several may run at
-// once (each request has its own connection).
+// once (each request has its own connection). The client must outlive the calls it started.
 #pragma once
 
 #include <chrono>

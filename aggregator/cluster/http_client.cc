@@ -288,8 +288,12 @@ asio::awaitable<Status> Exchange(Connection& c, const std::string& host, uint16_
   auto [resolve_ec, endpoints] =
       co_await c.resolver.async_resolve(host, std::to_string(port), kAsTuple);
   if (resolve_ec) co_return FromAsio(resolve_ec, "resolve " + host);
-  auto [connect_ec, connected] =
-      co_await asio::async_connect(c.stream.lowest_layer(), endpoints, kAsTuple);
+  auto [connect_ec, connected] = co_await asio::async_connect(
+      c.stream.lowest_layer(), endpoints,
+      // A name may resolve to several addresses: past the deadline, none is tried (the
+      // deadline closed the socket, and connect would open it again for the next one).
+      [&c](const asio::error_code&, const asio::ip::tcp::endpoint&) { return !c.timed_out; },
+      kAsTuple);
   (void)connected;
   if (connect_ec) co_return FromAsio(connect_ec, "connect");
   if (c.tls) {

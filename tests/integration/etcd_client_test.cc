@@ -247,17 +247,18 @@ TEST_CASE("a lease that is not kept alive expires and takes its key; keepalives 
   CHECK(expiring.ttl >= 1);
   CHECK(expiring.ttl <= 2);  // etcd may raise it to its minimum
   Lease kept;
-  Ok(io, client->GrantLease(2s, &kept));
-  CHECK(kept.ttl == 2);
+  Ok(io, client->GrantLease(3s, &kept));
+  CHECK(kept.ttl == 3);
   Ok(io, client->Put("/dst/owners/expiring", "node-1", expiring.id));
   Ok(io, client->Put("/dst/owners/kept", "node-2", kept.id));
 
-  // Kept alive every 700 ms for 3.5 s: longer than its TTL, and the other one's.
+  // Kept alive every 800 ms for 4 s: longer than its TTL, and the other one's (with room for a
+  // loaded machine between renewals).
   for (int i = 0; i < 5; ++i) {
-    std::this_thread::sleep_for(700ms);
+    std::this_thread::sleep_for(800ms);
     int64_t ttl = 0;
     Ok(io, client->KeepAliveOnce(kept.id, &ttl));
-    CHECK(ttl == 2);
+    CHECK(ttl == 3);
   }
   CHECK_FALSE(GetKey(io, *client, "/dst/owners/expiring"));
   LeaseTtl left;
@@ -268,9 +269,9 @@ TEST_CASE("a lease that is not kept alive expires and takes its key; keepalives 
   CHECK(left.ttl >= 1);
 
   // Left alone, it expires within its TTL and etcd's expiry check (every 500 ms).
-  const auto gone = WaitUntilGone(io, *client, "/dst/owners/kept", 4s);
+  const auto gone = WaitUntilGone(io, *client, "/dst/owners/kept", 6s);
   REQUIRE(gone);
-  CHECK(*gone >= 500ms);  // it was renewed just now
+  CHECK(*gone >= 1500ms);  // it was renewed just now
   int64_t ttl = 0;
   s = RunEtcdCall(io, client->KeepAliveOnce(kept.id, &ttl));
   CHECK(s.err() == ENOENT);
@@ -308,14 +309,15 @@ TEST_CASE("an etcd that is gone or stopped: one clear error, within the timeout"
   const std::string after_stop = kv->value;
   CHECK((after_stop == "1" || after_stop == "2"));
 
-  // Gone: refused at once.
+  // Gone: refused at once, not at the deadline.
   etcd.Stop();
+  auto patient = Connect(etcd.url("dst"), 10s);
   start = std::chrono::steady_clock::now();
-  s = RunEtcdCall(io, client->Put("/dst/x", "3"));
+  s = RunEtcdCall(io, patient->Put("/dst/x", "3"));
   took = std::chrono::steady_clock::now() - start;
   CHECK(s.err() == ECONNREFUSED);
   CHECK(s.message() == "etcd " + endpoint + ": put /dst/x: connect: Connection refused");
-  CHECK(took < 500ms);
+  CHECK(took < 5s);
 
   // Back on the same port, with the same data: the client carries on.
   etcd.Restart();

@@ -89,8 +89,9 @@ enum class HttpPhase {
   kDone,
 };
 
-// TLS for the exchange: the context (verification mode and files set up by the caller) and the
-// host name to send (SNI) and check the certificate against.
+// TLS for the exchange: the context, with the verification mode and files set up by the caller.
+// The exchange sends `host` as the server name (SNI; not for addresses) and checks the server's
+// certificate against it, name or address.
 struct HttpTls {
   asio::ssl::context* context = nullptr;  // nullptr: plain TCP
 };

@@ -10,6 +10,8 @@ packages=(
   # libraries
   libnbd-dev nbdkit-plugin-dev libasio-dev libcrypto++-dev doctest-dev
   libcli11-dev libtomlplusplus-dev libisal-dev libssl-dev
+  # the cluster catalog: JSON for etcd's v3 gateway, and a real etcd for the tests
+  nlohmann-json3-dev etcd-server etcd-client
   # fuzz targets (libFuzzer ships with clang's runtime)
   clang libclang-rt-14-dev
   # real peers and clients used by the tests and the demo

@@ -88,8 +88,8 @@ Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, Assembl
                            "\"");
   if (sb.encrypted()) {
     VolumeSecret secret;
-    DST_RETURN_IF_ERROR(
-        ReadVolumeSecret("volume " + sb.name, v.key_file, v.passphrase_file, &secret));
+    DST_RETURN_IF_ERROR(ReadVolumeSecret("volume " + sb.name + " is encrypted", v.key_file,
+                                         v.passphrase_file, &secret));
     DST_RETURN_IF_ERROR(OpenMasterKey(sb, secret, &plan->key));
   } else if (!v.passphrase_file.empty()) {
     return Status::Invalid("volume " + sb.name +

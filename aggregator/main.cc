@@ -13,6 +13,8 @@
 //   dst-aggregator volume [--control PATH] list [--json] | remove NAME [--force]
 //                 | add NAME URI... [--raw] [--layout L] [--chunk C] ...
 //   dst-aggregator reload [--control PATH]
+//   dst-aggregator key [--control PATH] list VOLUME | remove VOLUME SLOT
+//                 | add VOLUME (--key-file F | --passphrase-file F) [--passphrase-cost N]
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -23,6 +25,7 @@
 #include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
+#include "aggregator/key_command.h"
 #include "aggregator/member_command.h"
 #include "aggregator/reload_command.h"
 #include "aggregator/resync_rate_command.h"
@@ -60,6 +63,8 @@ int main(int argc, char** argv) {
   CLI::App* volume = agg::AddVolumeCommand(app, &volume_args);
   agg::ReloadArgs reload_args;
   CLI::App* reload = agg::AddReloadCommand(app, &reload_args);
+  agg::KeyArgs key_args;
+  CLI::App* key = agg::AddKeyCommand(app, &key_args);
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
@@ -70,6 +75,7 @@ int main(int argc, char** argv) {
   if (member->parsed()) return agg::RunMember(member_args);
   if (volume->parsed()) return agg::RunVolume(volume_args);
   if (reload->parsed()) return agg::RunReload(reload_args);
+  if (key->parsed()) return agg::RunKey(key_args);
   if (create->parsed()) {
     const dst::Status s = agg::RunCreate(create_args);
     return s.ok() ? 0 : agg::ExitWithError(s);

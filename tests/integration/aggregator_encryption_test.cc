@@ -198,6 +198,49 @@ TEST_CASE("an encrypted volume: a changed ciphertext byte is EIO, holes stay zer
   CHECK(Contains(v.stderr_text(), "checksum mismatch at volume offset 8192"));
 }
 
+TEST_CASE("key add, list and remove change the slots of every member while serving") {
+  FileMembers m(2, kMemberSize);
+  const std::string name = "enc-slots";
+  const std::string key = m.dir().File("volume.key");
+  WriteKeyFile(key, RandomBytes(32, 906));
+  const std::string pass = WritePassphrase(m, "pass", "a new passphrase\n");
+  CreateOk({"--name", name, "--layout", "mirror", "--encrypt", "--key-file", key}, m.uris());
+  const Bytes data = RandomBytes(64 * kKiB, 907);
+  {
+    Served v(Concat({"--key-file", key}, m.uris()), name);
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+    REQUIRE_NBD_OK(client.Pwrite(data, 0));
+    const auto key_cmd = [&v](std::vector<std::string> args) {
+      return RunAggregator(Concat({"key", "--control", v.control_path()}, args));
+    };
+    CommandResult r = key_cmd({"add", name, "--passphrase-file", pass, "--passphrase-cost", "10"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_text == "ok: volume " + name + ": key slot 1 added (passphrase)\n");
+    r = key_cmd({"list", name});
+    CHECK(r.stdout_text == "slot 0: key-file\nslot 1: passphrase (scrypt 2^10, 8, 1)\n");
+    CHECK(key_cmd({"remove", name, "0"}).stdout_text ==
+          "ok: volume " + name + ": key slot 0 removed\n");
+    CheckRefused(key_cmd({"remove", name, "1"}),
+                 {"key slot 1 is the last one: nothing would open the volume"});
+    CheckRefused(key_cmd({"remove", name, "5"}), {"key slot 5 is empty"});
+    CheckRefused(key_cmd({"add", name, "--key-file", m.dir().File("missing.key")}),
+                 {"--key-file " + m.dir().File("missing.key"), "No such file or directory"});
+    CheckRefused(key_cmd({"add", name}), {"key add needs --key-file or --passphrase-file"});
+    // Both copies' superblocks hold the change.
+    for (const std::string& uri : m.uris())
+      CHECK(Contains(RunAggregator({"inspect", uri}).stdout_text,
+                     "key slots: 1 passphrase (scrypt 2^10, 8, 1)\n"));
+    v.Stop();
+  }
+  CheckServeRefused(Concat({"--key-file", key}, m.uris()),
+                    {"volume " + name, "has no key-file key slot"});
+  Served v(Concat({"--passphrase-file", pass}, m.uris()), name);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+  CHECK(client.ReadOrThrow(data.size(), 0) == data);
+}
+
 TEST_CASE("create --encrypt refuses what cannot be combined with it") {
   FileMembers m(1, kMemberSize);
   const std::string key = m.dir().File("volume.key");

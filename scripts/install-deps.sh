@@ -10,6 +10,8 @@ packages=(
   # libraries
   libnbd-dev nbdkit-plugin-dev libasio-dev libcrypto++-dev doctest-dev
   libcli11-dev libtomlplusplus-dev libisal-dev libssl-dev
+  # `map`: the kernel's generic netlink NBD interface
+  libnl-3-dev libnl-genl-3-dev
   # fuzz targets (libFuzzer ships with clang's runtime)
   clang libclang-rt-14-dev
   # real peers and clients used by the tests and the demo

@@ -71,6 +71,12 @@ struct Server {
   server::ExportRegistry registry;
   server::InFlightLimits limits;
   std::unique_ptr<server::Listener> listener;
+  // Where clients reach the volumes, as configured: each --listen HOST:PORT and --unix PATH, and
+  // the event loops serving them (one today). The control socket's `endpoints` tells them to
+  // `dst-aggregator map`.
+  std::vector<std::string> client_tcp;
+  std::vector<std::string> client_unix;
+  unsigned event_loops = 1;
   std::unique_ptr<server::OneShotServer> control;
   std::unique_ptr<server::OneShotServer> metrics;
   // Brings back members of mirror and raid10 volumes that are out (aggregator/member_return.h);

@@ -119,7 +119,7 @@ Status Map(const MapArgs& args, const std::string& sys_block, int* index) {
       .block_size = args.block_size,
       .server_flags = static_cast<uint64_t>(info.flags | (args.read_only ? nbd::kFlagReadOnly : 0)),
       .timeout = std::chrono::seconds(args.timeout_seconds),
-      .backend = FormatBackendId({args.volume, endpoint.Name()}),
+      .backend = FormatBackendId({args.volume, endpoint.Name(), connections}),
   };
   DST_RETURN_IF_ERROR(ConnectDevice(request, index));
   return WaitForSize(sys_block, *index, info.size);

@@ -2,7 +2,7 @@
 //   [--read-only] [--control PATH | --connect HOST:PORT | --socket PATH] VOLUME`
 // attaches a volume to a kernel NBD device (docs/kernel-client.md): opens N connections to the
 // aggregator, takes each through the NBD handshake for the volume (nbd_handshake_client.h), hands
-// them to the kernel (kernel_nbd.h) marked with the backend identifier "dst:VOLUME@ENDPOINT"
+// them to the kernel (kernel_nbd.h) marked with the backend identifier "dst:VOLUME@ENDPOINT#N"
 // (mapped_devices.h), waits until the device has the volume's size and prints "/dev/nbdN".
 //
 // Threading: blocking, on the calling thread.

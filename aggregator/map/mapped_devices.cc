@@ -82,7 +82,8 @@ std::string FormatBackendId(const BackendId& id) {
     std::snprintf(hex, sizeof hex, "%%%02X", c);
     out += hex;
   }
-  return out + "@" + id.endpoint;
+  out += "@" + id.endpoint;
+  return id.connections > 0 ? out + "#" + std::to_string(id.connections) : out;
 }
 
 std::optional<BackendId> ParseBackendId(std::string_view text) {
@@ -92,7 +93,19 @@ std::optional<BackendId> ParseBackendId(std::string_view text) {
   if (at == std::string_view::npos || at == 0 || at + 1 == text.size()) return std::nullopt;
   std::optional<std::string> volume = Unescape(text.substr(0, at));
   if (!volume) return std::nullopt;
-  return BackendId{*volume, std::string(text.substr(at + 1))};
+  std::string_view endpoint = text.substr(at + 1);
+  unsigned connections = 0;
+  // "#N" at the end; the endpoint (a Unix path) may hold '#' itself.
+  if (const size_t hash = endpoint.rfind('#'); hash != std::string_view::npos) {
+    const std::string_view n = endpoint.substr(hash + 1);
+    if (!n.empty() && n.size() <= 3 &&
+        n.find_first_not_of("0123456789") == std::string_view::npos) {
+      connections = static_cast<unsigned>(std::stoul(std::string(n)));
+      endpoint = endpoint.substr(0, hash);
+    }
+  }
+  if (endpoint.empty()) return std::nullopt;
+  return BackendId{*volume, std::string(endpoint), connections};
 }
 
 std::optional<int> NbdIndex(std::string_view device) {
@@ -118,7 +131,8 @@ std::optional<MappedDevice> ReadMappedDevice(const std::string& sys_block, int i
   d.dst = ParseBackendId(d.backend);
   d.size_bytes = static_cast<uint64_t>(std::max<int64_t>(0, ReadNumber(dir / "size").value_or(0)))
                  << 9;
-  d.connections = CountEntries(dir / "mq");
+  d.connections = d.dst && d.dst->connections > 0 ? static_cast<int>(d.dst->connections)
+                                                  : CountEntries(dir / "mq");
   return d;
 }
 

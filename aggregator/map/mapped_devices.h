@@ -1,9 +1,10 @@
 // The kernel's NBD devices as sysfs shows them, and the backend identifier that marks the ones
-// `dst-aggregator map` attached: "dst:VOLUME@ENDPOINT" (VOLUME with '%', '@', spaces and control
-// bytes percent-encoded; ENDPOINT "HOST:PORT" or "unix:PATH"). The kernel keeps it in
+// `dst-aggregator map` attached: "dst:VOLUME@ENDPOINT#N" (VOLUME with '%', '@', spaces and
+// control bytes percent-encoded; ENDPOINT "HOST:PORT" or "unix:PATH"; N the connections, which
+// sysfs does not show: the NBD driver makes one hardware queue per connection, but no more than
+// the machine has CPUs, in /sys/block/nbdN/mq/). The kernel keeps it in
 // /sys/block/nbdN/backend while the device is connected; /sys/block/nbdN/pid exists while it is
-// connected; /sys/block/nbdN/size is in 512-byte sectors; /sys/block/nbdN/mq/ has one directory
-// per hardware queue, which the NBD driver makes one per connection.
+// connected; /sys/block/nbdN/size is in 512-byte sectors.
 //
 // `sys_block` is the sysfs directory of block devices, "/sys/block" outside tests.
 //
@@ -23,6 +24,7 @@ inline constexpr char kSysBlock[] = "/sys/block";
 struct BackendId {
   std::string volume;
   std::string endpoint;
+  unsigned connections = 0;  // 0: not recorded
   bool operator==(const BackendId&) const = default;
 };
 
@@ -36,7 +38,7 @@ struct MappedDevice {
   std::string backend;           // as the kernel holds it; "" for none
   std::optional<BackendId> dst;  // set when dst mapped it
   uint64_t size_bytes = 0;
-  int connections = 0;
+  int connections = 0;      // as recorded in the identifier, else the hardware queues
   std::optional<long> pid;  // the process that connected it
 };
 

@@ -77,8 +77,8 @@ StatusReport BuildReport(const Server& server) {
 namespace {
 
 // `endpoints`: where clients reach the volumes, one line each ("tcp HOST:PORT", "unix PATH"),
-// whether they need TLS ("tls off|on|require") and the event loops serving them ("loops N"), for
-// `dst-aggregator map`.
+// whether they need TLS ("tls off|on|require"), the event loops serving them ("loops N") and the
+// members' retry window ("retry-window-ms N"), for `dst-aggregator map`.
 std::string EndpointsAnswer(const Server& server) {
   std::string out;
   for (const std::string& path : server.client_unix)
@@ -87,7 +87,8 @@ std::string EndpointsAnswer(const Server& server) {
     out += "tcp " + address + "\n";
   out += std::string("tls ") +
          server::TlsModeName(server.tls ? server.tls->mode() : server::TlsMode::kOff) + "\n";
-  return out + "loops " + std::to_string(server.event_loops) + "\n";
+  out += "loops " + std::to_string(server.event_loops) + "\n";
+  return out + "retry-window-ms " + std::to_string(server.retry_window.count()) + "\n";
 }
 
 }  // namespace

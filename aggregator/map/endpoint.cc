@@ -139,6 +139,9 @@ Status ParseEndpoints(const std::string& answer, AggregatorEndpoints* out) {
                value.find_first_not_of("0123456789") == std::string::npos &&
                std::stoul(value) > 0) {
       out->loops = static_cast<unsigned>(std::stoul(value));
+    } else if (key == "retry-window-ms" && !value.empty() && value.size() < 12 &&
+               value.find_first_not_of("0123456789") == std::string::npos) {
+      out->retry_window = std::chrono::milliseconds(std::stoull(value));
     } else {
       return Status::Error(EPROTO, "endpoints: unexpected answer line '" + line + "'");
     }

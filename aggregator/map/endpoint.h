@@ -6,6 +6,7 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,7 @@ struct AggregatorEndpoints {
   std::vector<std::string> tcp;  // HOST:PORT as configured
   std::string tls = "off";       // off, on, require
   unsigned loops = 1;
+  std::optional<std::chrono::milliseconds> retry_window;  // when the aggregator says
 };
 
 // EINVAL naming `option` when `text` is not HOST:PORT or [V6]:PORT.

@@ -33,7 +33,10 @@ TEST_CASE("ParseTcpEndpoint: HOST:PORT, [V6]:PORT, :PORT for this machine") {
 
 TEST_CASE("ParseEndpoints and PickEndpoint: the Unix socket first, a wildcard on the loopback") {
   AggregatorEndpoints a;
-  REQUIRE(ParseEndpoints("unix /run/agg.sock\ntcp 0.0.0.0:10809\ntls on\nloops 2\n", &a).ok());
+  REQUIRE(ParseEndpoints(
+              "unix /run/agg.sock\ntcp 0.0.0.0:10809\ntls on\nloops 2\nretry-window-ms 90000\n", &a)
+              .ok());
+  CHECK(a.retry_window == std::chrono::milliseconds(90000));
   CHECK(a.unix_paths == std::vector<std::string>{"/run/agg.sock"});
   CHECK(a.tcp == std::vector<std::string>{"0.0.0.0:10809"});
   CHECK(a.tls == "on");
@@ -67,6 +70,7 @@ TEST_CASE("ParseEndpoints and PickEndpoint: the Unix socket first, a wildcard on
   REQUIRE(ParseEndpoints("tcp :10809\n", &a).ok());
   CHECK(a.loops == 1);
   CHECK(a.tls == "off");
+  CHECK(!a.retry_window);
 }
 
 TEST_CASE("ConnectEndpoint: a Unix socket that listens, and one that does not") {

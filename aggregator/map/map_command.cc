@@ -37,9 +37,17 @@ class Sockets {
   std::vector<int> fds_;
 };
 
-// Where the aggregator is, and how many connections fit it.
-Status FindAggregator(const MapArgs& args, Endpoint* endpoint, unsigned* connections) {
-  *connections = args.connections != 0 ? args.connections : kDefaultConnections;
+// Where the aggregator is, how many connections fit it and the kernel's deadline for a request.
+struct Target {
+  Endpoint endpoint;
+  unsigned connections = kDefaultConnections;
+  std::chrono::seconds timeout = kDefaultTimeout;
+};
+
+Status FindAggregator(const MapArgs& args, Target* target) {
+  Endpoint* endpoint = &target->endpoint;
+  if (args.connections != 0) target->connections = args.connections;
+  if (args.timeout_seconds) target->timeout = std::chrono::seconds(*args.timeout_seconds);
   if (!args.connect.empty()) return ParseTcpEndpoint(args.connect, "--connect", endpoint);
   if (!args.socket.empty()) {
     *endpoint = Endpoint::Unix(args.socket);
@@ -53,7 +61,8 @@ Status FindAggregator(const MapArgs& args, Endpoint* endpoint, unsigned* connect
                                      "): give --connect HOST:PORT or --socket PATH");
   AggregatorEndpoints endpoints;
   DST_RETURN_IF_ERROR(ParseEndpoints(answer, &endpoints));
-  if (args.connections == 0) *connections = endpoints.loops;
+  if (args.connections == 0) target->connections = endpoints.loops;
+  if (!args.timeout_seconds) target->timeout = DefaultTimeout(endpoints.retry_window);
   return PickEndpoint(endpoints, endpoint);
 }
 
@@ -106,26 +115,32 @@ Status Map(const MapArgs& args, const std::string& sys_block, int* index) {
     wanted = NbdIndex(args.device);
     DST_RETURN_IF_ERROR(CheckDeviceFree(sys_block, *wanted));
   }
-  Endpoint endpoint;
-  unsigned connections = 0;
-  DST_RETURN_IF_ERROR(FindAggregator(args, &endpoint, &connections));
+  Target target;
+  DST_RETURN_IF_ERROR(FindAggregator(args, &target));
+  const Endpoint& endpoint = target.endpoint;
   Sockets sockets;
   ExportInfo info;
-  DST_RETURN_IF_ERROR(OpenConnections(endpoint, args.volume, connections, &sockets, &info));
+  DST_RETURN_IF_ERROR(OpenConnections(endpoint, args.volume, target.connections, &sockets, &info));
   KernelConnect request{
       .index = wanted,
       .fds = sockets.fds(),
       .size_bytes = info.size,
       .block_size = args.block_size,
       .server_flags = static_cast<uint64_t>(info.flags | (args.read_only ? nbd::kFlagReadOnly : 0)),
-      .timeout = std::chrono::seconds(args.timeout_seconds),
-      .backend = FormatBackendId({args.volume, endpoint.Name(), connections}),
+      .timeout = target.timeout,
+      .backend = FormatBackendId({args.volume, endpoint.Name(), target.connections}),
   };
   DST_RETURN_IF_ERROR(ConnectDevice(request, index));
   return WaitForSize(sys_block, *index, info.size);
 }
 
 }  // namespace
+
+std::chrono::seconds DefaultTimeout(std::optional<std::chrono::milliseconds> retry_window) {
+  if (!retry_window) return kDefaultTimeout;
+  const auto window = std::chrono::ceil<std::chrono::seconds>(*retry_window);
+  return std::max(kDefaultTimeout, window + kTimeoutMargin);
+}
 
 CLI::App* AddMapCommand(CLI::App& app, MapArgs* args) {
   CLI::App* map = app.add_subcommand(
@@ -137,9 +152,9 @@ CLI::App* AddMapCommand(CLI::App& app, MapArgs* args) {
                   "1 with --connect or --socket)")
       ->check(CLI::Range(1u, kMaxConnections));
   map->add_option("--timeout", args->timeout_seconds,
-                  "seconds the kernel waits for a request before it drops the connection; 0: "
-                  "it waits for ever (keep it above the aggregator's --retry-window)")
-      ->capture_default_str();
+                  "seconds the kernel waits for a request before it drops the connection "
+                  "(default: the aggregator's --retry-window plus 60, at least 120; 120 with "
+                  "--connect or --socket); 0: it waits for ever");
   map->add_option("--block-size", args->block_size, "the device's block size: 512 to 4096")
       ->capture_default_str();
   map->add_flag("--read-only", args->read_only, "a read-only device");

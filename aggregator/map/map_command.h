@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "aggregator/map/mapped_devices.h"
@@ -21,10 +22,14 @@ class App;
 
 namespace dst::aggregator::map {
 
-// Above the aggregator's default --retry-window (60 s): a request that waits on a member that is
-// down gets the aggregator's answer (data, or EIO once the window is spent) before the kernel
-// gives up on the connection, which it would then drop for good (it does not reconnect).
+// The kernel's deadline for one request must be above the aggregator's --retry-window, so that a
+// request that waits on a member that is down gets the aggregator's answer (data, or EIO once the
+// window is spent) before the kernel gives up on the connection, which it then drops for good (it
+// does not reconnect): the retry window plus a minute, and at least 120 s (twice the default
+// window), which is also the default when the aggregator does not say (--connect, --socket).
 inline constexpr std::chrono::seconds kDefaultTimeout{120};
+inline constexpr std::chrono::seconds kTimeoutMargin{60};
+std::chrono::seconds DefaultTimeout(std::optional<std::chrono::milliseconds> retry_window);
 // 4096: whole 4 KiB blocks in every request, which a checksummed volume needs to avoid
 // read-modify-write; the largest block size the kernel accepts.
 inline constexpr uint64_t kDefaultBlockSize = 4096;
@@ -42,7 +47,7 @@ struct MapArgs {
   std::string volume;
   std::string device;        // "" for a free one the kernel picks
   unsigned connections = 0;  // 0: the aggregator's event loops (kDefaultConnections if unknown)
-  unsigned timeout_seconds = static_cast<unsigned>(kDefaultTimeout.count());
+  std::optional<unsigned> timeout_seconds;  // nullopt: DefaultTimeout
   uint64_t block_size = kDefaultBlockSize;
   bool read_only = false;
   std::string control;  // "" for the default control socket

@@ -31,13 +31,21 @@ TEST_CASE("map: the defaults fit dst") {
   CHECK(args.volume == "vol0");
   CHECK(args.device.empty());
   CHECK(args.connections == 0);  // the aggregator's event loops, or kDefaultConnections
-  CHECK(args.timeout_seconds == 120);
+  CHECK(!args.timeout_seconds);  // DefaultTimeout
   CHECK(args.block_size == 4096);
   CHECK(!args.read_only);
   CHECK(CheckMapArgs(args).ok());
   CHECK(kDefaultConnections == 1);
-  // Above the aggregator's default retry window of 60 s.
-  CHECK(kDefaultTimeout > std::chrono::seconds(60));
+}
+
+TEST_CASE("map: the default timeout is above the aggregator's retry window") {
+  using std::chrono::milliseconds;
+  using std::chrono::seconds;
+  CHECK(DefaultTimeout(std::nullopt) == seconds(120));  // twice the default window of 60 s
+  CHECK(DefaultTimeout(milliseconds(60000)) == seconds(120));
+  CHECK(DefaultTimeout(milliseconds(5000)) == seconds(120));
+  CHECK(DefaultTimeout(milliseconds(300000)) == seconds(360));
+  CHECK(DefaultTimeout(milliseconds(90500)) == seconds(151));
 }
 
 TEST_CASE("map: every option") {
@@ -47,7 +55,7 @@ TEST_CASE("map: every option") {
                    &args));
   CHECK(args.device == "/dev/nbd3");
   CHECK(args.connections == 2);
-  CHECK(args.timeout_seconds == 0);
+  CHECK(args.timeout_seconds == 0u);
   CHECK(args.block_size == 512);
   CHECK(args.read_only);
   CHECK(args.connect == "10.0.2.2:10809");

@@ -15,6 +15,10 @@
 //   dst-aggregator reload [--control PATH]
 //   dst-aggregator key [--control PATH] list VOLUME | remove VOLUME SLOT
 //                 | add VOLUME (--key-file F | --passphrase-file F) [--passphrase-cost N]
+//   dst-aggregator map [--device /dev/nbdN] [--connections N] [--timeout S] [--block-size B]
+//                      [--read-only] [--control PATH | --connect HOST:PORT | --socket PATH] VOLUME
+//   dst-aggregator unmap /dev/nbdN|VOLUME
+//   dst-aggregator list-mapped [--json]
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -26,6 +30,8 @@
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
 #include "aggregator/key_command.h"
+#include "aggregator/map/map_command.h"
+#include "aggregator/map/unmap_command.h"
 #include "aggregator/member_command.h"
 #include "aggregator/reload_command.h"
 #include "aggregator/resync_rate_command.h"
@@ -65,6 +71,12 @@ int main(int argc, char** argv) {
   CLI::App* reload = agg::AddReloadCommand(app, &reload_args);
   agg::KeyArgs key_args;
   CLI::App* key = agg::AddKeyCommand(app, &key_args);
+  agg::map::MapArgs map_args;
+  CLI::App* map = agg::map::AddMapCommand(app, &map_args);
+  agg::map::UnmapArgs unmap_args;
+  CLI::App* unmap = agg::map::AddUnmapCommand(app, &unmap_args);
+  agg::map::ListMappedArgs list_mapped_args;
+  CLI::App* list_mapped = agg::map::AddListMappedCommand(app, &list_mapped_args);
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
@@ -81,5 +93,8 @@ int main(int argc, char** argv) {
     return s.ok() ? 0 : agg::ExitWithError(s);
   }
   if (inspect->parsed()) return agg::RunInspect(inspect_args);
+  if (map->parsed()) return agg::map::RunMap(map_args);
+  if (unmap->parsed()) return agg::map::RunUnmap(unmap_args);
+  if (list_mapped->parsed()) return agg::map::RunListMapped(list_mapped_args);
   return 1;
 }

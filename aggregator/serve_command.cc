@@ -221,6 +221,9 @@ int Serve(ServeConfig config, ServeArgs args) {
     if (Status s = server.listener->ListenTcp(address); !s.ok()) return ExitWithError(s);
   for (const std::string& path : config.unix_sockets)
     if (Status s = server.listener->ListenUnix(path); !s.ok()) return ExitWithError(s);
+  server.client_tcp = config.listen;
+  server.client_unix = config.unix_sockets;
+  server.retry_window = config.transactions.retry_window;
   if (Status s = control::StartMetrics(server, config.metrics); !s.ok()) return ExitWithError(s);
   asio::signal_set signals(server.io, SIGINT, SIGTERM);
   signals.async_wait([&server](const asio::error_code& ec, int signo) {

@@ -72,6 +72,14 @@ struct Server {
   server::ExportRegistry registry;
   server::InFlightLimits limits;
   std::unique_ptr<server::Listener> listener;
+  // Where clients reach the volumes, as configured: each --listen HOST:PORT and --unix PATH, the
+  // event loops serving them (one today) and the members' --retry-window (the longest a client's
+  // request waits for a member). The control socket's `endpoints` tells them to
+  // `dst-aggregator map`.
+  std::vector<std::string> client_tcp;
+  std::vector<std::string> client_unix;
+  unsigned event_loops = 1;
+  std::chrono::milliseconds retry_window{60000};
   std::unique_ptr<server::OneShotServer> control;
   std::unique_ptr<server::OneShotServer> metrics;
   // Brings back members of mirror and raid10 volumes that are out (aggregator/member_return.h);

@@ -194,7 +194,6 @@ TEST_CASE("log replay: every committed record survives random crashes (fixed see
   CHECK(checked > 1000);
   CHECK(fulls > 10);
   CHECK(paddings > 10);
-  MESSAGE("records checked ", checked, ", full ", fulls, ", padding seen ", paddings);
   CHECK(std::chrono::steady_clock::now() - started < std::chrono::seconds(20));
 }
 

@@ -55,7 +55,7 @@ inline constexpr size_t kDestagedPosition = 120;
 inline constexpr size_t kOldestSequence = 128;
 inline constexpr size_t kOldestPosition = 136;
 inline constexpr size_t kOldestTime = 144;
-inline constexpr size_t kEnd = 160;  // the rest of the slot is zero
+inline constexpr size_t kEnd = 152;  // the rest of the slot is reserved: zero
 }  // namespace sb_offsets
 
 // Byte offsets inside a record header (docs/staging-log.md §4.1).

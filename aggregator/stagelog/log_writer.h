@@ -70,8 +70,11 @@ class LogWriter {
   uint64_t ring_size() const { return sb_.ring_size; }
   uint64_t used() const { return used_; }
   uint64_t head() const { return head_; }
-  // The longest write one record holds: a record is at most half the ring.
-  uint64_t max_write_length() const { return sb_.ring_size / 2 - kHeaderPageSize; }
+  // The longest write one record holds: a record is at most half the ring (in whole pages), so
+  // one always fits once the records before it are released.
+  uint64_t max_write_length() const {
+    return sb_.ring_size / 2 / kPageSize * kPageSize - kHeaderPageSize;
+  }
   const LogSuperblock& superblock() const { return sb_; }
 
  private:

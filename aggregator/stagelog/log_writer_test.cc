@@ -159,6 +159,9 @@ TEST_CASE("log writer: a write longer than half the ring is refused") {
   CHECK(writer->Append(RecordKind::kWrite, 0, 10, Pattern(9, 1)).err() == EINVAL);
   CHECK(writer->Append(RecordKind::kTrim, 0, 10, Pattern(10, 1)).err() == EINVAL);
   CHECK(writer->Append(RecordKind::kTrim, 0, 0, {}).err() == EINVAL);
+  // Half of a 68 KiB ring is 8.5 pages: a record takes at most 8.
+  auto odd = NewDevice(68 * 1024);
+  CHECK(MustOpen(*odd)->max_write_length() == 28672);
 }
 
 TEST_CASE("log writer: after a failed sync every call fails") {

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <map>
@@ -114,6 +115,46 @@ TEST_CASE("log replay: a log that ends before its destaged sequence is damaged")
   CHECK(st.message() ==
         "staging log ends at sequence 0 before the destaged sequence 2 (record 1 at ring offset "
         "0: payload checksum mismatch: torn or corrupted): the log is damaged");
+}
+
+TEST_CASE("log replay: record D + 1 must be at the destaged position") {
+  auto device = NewDevice();
+  auto writer = MustOpen(*device);
+  REQUIRE(writer->Append(RecordKind::kWrite, 0, 4096, Pattern(4096, 1)).ok());
+  REQUIRE(writer->Append(RecordKind::kWrite, 0, 4096, Pattern(4096, 2)).ok());
+  REQUIRE(writer->Commit().ok());
+  REQUIRE(writer->SetDestaged(1).ok());
+  LogSuperblock sb = writer->superblock();
+  CHECK(sb.destaged_position == 8192);
+  sb.destaged_position = 4096;
+  ++sb.event;
+  std::array<uint8_t, kSlotSize> slot;
+  REQUIRE(EncodeSuperblock(sb, slot).ok());
+  REQUIRE(device->Write(SlotOffset(NextSlot(sb.event)), slot).ok());
+  REQUIRE(device->Sync().ok());
+  ReplayedLog log;
+  const Status st = ReplayLog(*device, testing::kVolume, &log);
+  CHECK(st.err() == EIO);
+  CHECK(st.message() ==
+        "staging log record 2 is at ring offset 8192, not at the destaged position 4096: the log "
+        "is damaged");
+}
+
+TEST_CASE("log replay: records of an earlier format of the device are never taken") {
+  auto device = NewDevice();
+  {
+    auto writer = MustOpen(*device);
+    REQUIRE(writer->Append(RecordKind::kWrite, 0, 4096, Pattern(4096, 1)).ok());
+    REQUIRE(writer->Commit().ok());
+  }
+  FormatOptions options;
+  options.volume_uuid = testing::kVolume;
+  options.log_uuid = testing::MakeUuid(0xc0);
+  REQUIRE(FormatLog(*device, options).ok());
+  const ReplayedLog log = MustReplay(*device);
+  CHECK(log.records.empty());
+  CHECK(log.end ==
+        "record 1 at ring offset 0: record of another log (b0b1b2b3b4b5b6b7b8b9babbbcbdbebf)");
 }
 
 // The model of what was appended: sequence -> volume offset and data (empty for a trim).

@@ -11,13 +11,15 @@ std::string Str(uint64_t v) {
   return std::to_string(v);
 }
 
-// Why the record at `position` does not continue the log, or "" when it does. `previous_session`
-// is the session of the record before it (0 for the first).
+// What the scan makes of one record.
 struct Verdict {
   Status io;           // an I/O error: the replay fails
   std::string reason;  // not empty: the log ends here
 };
 
+// Reads and checks the record at ring offset `position` (docs/staging-log.md §5.1, rule 3).
+// `previous_session` is the session of the record before it (0 for the first), `used` the ring
+// bytes the records before it take.
 Verdict VerifyRecord(LogDevice& device, const LogSuperblock& sb, uint64_t position,
                      uint64_t expected_sequence, uint64_t previous_session, uint64_t used,
                      RecordHeader* out) {

@@ -157,6 +157,24 @@ TEST_CASE("log replay: records of an earlier format of the device are never take
         "record 1 at ring offset 0: record of another log (b0b1b2b3b4b5b6b7b8b9babbbcbdbebf)");
 }
 
+TEST_CASE("log replay: a torn superblock update falls back to the previous one, still whole") {
+  auto device = NewDevice();
+  auto writer = MustOpen(*device);
+  for (int i = 0; i < 3; ++i)
+    REQUIRE(writer->Append(RecordKind::kWrite, 0, 4096, Pattern(4096, i)).ok());
+  REQUIRE(writer->Commit().ok());
+  REQUIRE(writer->SetDestaged(2).ok());
+  const uint64_t event = writer->superblock().event;
+  REQUIRE(writer->Release(2).ok());
+  // The crash tore the release's superblock: nothing was written into the freed space yet.
+  Corrupt(*device, SlotOffset(NextSlot(event + 1)) + 130);
+  const ReplayedLog log = MustReplay(*device);
+  CHECK(log.superblock.event == event);
+  CHECK(log.superblock.oldest_sequence == 1);
+  CHECK(log.destaged_sequence() == 2);
+  CHECK(log.records.size() == 3);
+}
+
 // The model of what was appended: sequence -> volume offset and data (empty for a trim).
 struct Appended {
   uint64_t offset;

@@ -85,6 +85,10 @@ CONFIGS = {
                     "its own nbdkit + dst plugin member", ["c-crc32c"]),
     "agg1-blake2b": ("fio → dst-aggregator serve (create --checksum blake2b) → "
                      "its own nbdkit + dst plugin member", ["c-blake2b"]),
+    "agg1-keyed": ("fio → dst-aggregator serve (create --checksum blake2b-keyed) → "
+                   "its own nbdkit + dst plugin member", ["c-keyed"]),
+    "agg1-encrypted": ("fio → dst-aggregator serve (create --encrypt: AES-256-XTS and "
+                       "blake2b-keyed MACs) → its own nbdkit + dst plugin member", ["c-enc"]),
     # Redundancy against slow members: each member sits behind nbdkit's delay
     # filter (--delay-ms per read and write, parallel requests), so that the
     # members' latency, not the CPU, bounds the IOPS.
@@ -621,9 +625,21 @@ class Bench:
                         "--image-opts",
                         f"driver=nbd,server.type=unix,server.path={msock},export=m0"]
                 c.uri = f"nbd+unix:///vol0?socket={sock}"
-            elif c.name in ("agg1-crc32c", "agg1-blake2b", "agg1-delay", "agg-mirror2-delay"):
+            elif c.name in ("agg1-crc32c", "agg1-blake2b", "agg1-delay", "agg-mirror2-delay",
+                            "agg1-keyed", "agg1-encrypted"):
+                key = []
+                if c.name in ("agg1-keyed", "agg1-encrypted"):
+                    path = os.path.join(self.tmp, f"{c.name}.key")
+                    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                              "wb") as f:
+                        f.write(os.urandom(32))
+                    key = ["--key-file", path]
                 if c.name == "agg-mirror2-delay":
                     options = ["--layout", "mirror", "--copies", "2"]
+                elif c.name == "agg1-keyed":
+                    options = ["--checksum", "blake2b-keyed"] + key
+                elif c.name == "agg1-encrypted":
+                    options = ["--encrypt"] + key
                 else:
                     options = ["--checksum", c.name.split("-", 1)[1].replace("delay", "crc32c")]
                 rc, tail = self.procs.run(
@@ -634,7 +650,7 @@ class Bench:
                     raise SetupError("dst-aggregator create " +
                                      ("timed out" if rc is None else f"exited {rc}") +
                                      f": {tail or '(no output)'}")
-                argv = [agg, "serve", "--unix", sock] + uris
+                argv = [agg, "serve", "--unix", sock] + key + uris
                 c.uri = f"nbd+unix:///vol0?socket={sock}"
             else:
                 raise AssertionError(c.name)
@@ -1171,7 +1187,7 @@ def main(argv):
         print(f"dstbench: warning: {a.tmpdir} is {typ}, not tmpfs", file=sys.stderr)
     need = sum({"m0": a.size, "mem": a.size, "s0": a.size // 4, "s1": a.size // 4,
                 "s2": a.size // 4, "s3": a.size // 4, "c-crc32c": a.size,
-                "c-blake2b": a.size}.get(m, 0)
+                "c-blake2b": a.size, "c-keyed": a.size, "c-enc": a.size}.get(m, 0)
                for m in {m for c in a.config_names for m in CONFIGS[c][1]} if m != "mem")
     vfs = os.statvfs(a.tmpdir)
     if vfs.f_bavail * vfs.f_frsize < need + 64 * MIB:

@@ -61,11 +61,11 @@ void CheckServeRefused(const std::vector<std::string>& args,
     CHECK_MESSAGE(Contains(f.stderr_text, n), "missing: " << n);
 }
 
-// The data area's offset in a member's file, from `inspect`'s "data:" line ("[1048576, +...").
-uint64_t DataOffset(const std::string& uri) {
+// An area's offset in a member's file, from `inspect`'s line for it ("data:  [1048576, +...").
+uint64_t AreaOffset(const std::string& uri, const std::string& area) {
   const CommandResult r = RunAggregator({"inspect", uri});
   REQUIRE(r.exit_code == 0);
-  const size_t line = r.stdout_text.find("\ndata:");
+  const size_t line = r.stdout_text.find("\n" + area + ":");
   REQUIRE(line != std::string::npos);
   const size_t open = r.stdout_text.find('[', line);
   return std::stoull(r.stdout_text.substr(open + 1));
@@ -119,7 +119,7 @@ TEST_CASE("an encrypted mirror: export hosts hold only ciphertext, the passphras
     const Bytes file = ReadFile(m.file(i));
     CHECK_FALSE(HoldsMarker(file));
     // What is there looks random: the written block's bytes take most of the 256 values.
-    const uint64_t at = DataOffset(m.uri(i)) + 1 * kMiB;
+    const uint64_t at = AreaOffset(m.uri(i), "data") + 1 * kMiB;
     std::array<bool, 256> seen{};
     for (uint64_t b = at; b < at + kBlock; ++b)
       seen[file[b]] = true;
@@ -127,7 +127,7 @@ TEST_CASE("an encrypted mirror: export hosts hold only ciphertext, the passphras
   }
   // Both copies hold the same ciphertext.
   const Bytes a = ReadFile(m.file(0)), b = ReadFile(m.file(1));
-  const uint64_t at = DataOffset(m.uri(0));
+  const uint64_t at = AreaOffset(m.uri(0), "data");
   CHECK(std::equal(a.begin() + at, a.begin() + at + 4 * kMiB, b.begin() + at));
 
   Served again(Concat({"--passphrase-file", pass}, m.uris()), name);
@@ -164,38 +164,62 @@ TEST_CASE("an encrypted volume refuses a wrong or missing secret before any I/O"
   FioVerifies(v.uri(name));
 }
 
-TEST_CASE("an encrypted volume: a changed ciphertext byte is EIO, holes stay zeros") {
-  FileMembers m(1, kMemberSize);
+TEST_CASE("an encrypted volume: changed, swapped or foreign blocks and changed entries are EIO") {
+  FileMembers m(2, kMemberSize);
   const std::string name = "enc-tamper";
   const std::string key = m.dir().File("volume.key");
   WriteKeyFile(key, RandomBytes(32, 903));
-  CreateOk({"--name", name, "--encrypt", "--key-file", key}, m.uris());
-  const uint64_t data_offset = DataOffset(m.uri(0));
-  {
-    Served v(Concat({"--key-file", key}, m.uris()), name);
+  CreateOk({"--name", name, "--encrypt", "--key-file", key}, {m.uri(0)});
+  // Another volume under the same key file: same secret, another master key and UUID.
+  CreateOk({"--name", "enc-other", "--encrypt", "--key-file", key}, {m.uri(1)});
+  const uint64_t data_offset = AreaOffset(m.uri(0), "data");
+  const uint64_t table_offset = AreaOffset(m.uri(0), "table");
+  const Bytes written = RandomBytes(8 * kBlock, 904);
+  for (size_t i = 0; i < 2; ++i) {
+    const std::string volume = i == 0 ? name : "enc-other";
+    Served v(Concat({"--key-file", key}, {m.uri(i)}), volume);
     NbdClient client;
-    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
-    REQUIRE_NBD_OK(client.Pwrite(RandomBytes(4 * kBlock, 904), 0));
+    REQUIRE_NBD_OK(client.Connect(v.uri(volume)));
+    REQUIRE_NBD_OK(client.Pwrite(written, 0));
     // A hole reads as zeros, and its bytes on the member stay zero: the cipher never saw it.
     CHECK(client.ReadOrThrow(kBlock, 8 * kBlock) == Bytes(kBlock, 0));
     v.Stop();
   }
   const Bytes file = ReadFile(m.file(0));
+  const Bytes other = ReadFile(m.file(1));
+  const auto block_at = [&](const Bytes& bytes, uint64_t b) {
+    return Bytes(bytes.begin() + data_offset + b * kBlock,
+                 bytes.begin() + data_offset + (b + 1) * kBlock);
+  };
   CHECK(std::all_of(file.begin() + data_offset + 8 * kBlock,
                     file.begin() + data_offset + 9 * kBlock, [](uint8_t b) { return b == 0; }));
-  // One bit of block 2's ciphertext flipped behind the aggregator's back.
+  // Behind the aggregator's back: block 2 gets one bit flipped, blocks 3 and 4 trade places, block
+  // 5 is the other volume's block 5 (same address, same key file), block 6's entry changes.
   const uint8_t flipped = file[data_offset + 2 * kBlock + 17] ^ 0x01;
   WriteFileAt(m.file(0), data_offset + 2 * kBlock + 17, {&flipped, 1});
-  Served v(Concat({"--key-file", key}, m.uris()), name);
+  WriteFileAt(m.file(0), data_offset + 3 * kBlock, block_at(file, 4));
+  WriteFileAt(m.file(0), data_offset + 4 * kBlock, block_at(file, 3));
+  WriteFileAt(m.file(0), data_offset + 5 * kBlock, block_at(other, 5));
+  const uint8_t entry = file[table_offset + 6 * 32 + 9] ^ 0x80;
+  WriteFileAt(m.file(0), table_offset + 6 * 32 + 9, {&entry, 1});
+
+  Served v(Concat({"--key-file", key}, {m.uri(0)}), name);
   NbdClient client;
   REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   Bytes block(kBlock);
-  CHECK_NBD_ERR(client.Pread(block, 2 * kBlock), EIO);
-  const Bytes written = RandomBytes(4 * kBlock, 904);
-  CHECK(client.ReadOrThrow(kBlock, 1 * kBlock) ==
-        Bytes(written.begin() + kBlock, written.begin() + 2 * kBlock));
+  for (uint64_t b : {2, 3, 4, 5, 6}) {
+    INFO("block " << b);
+    CHECK_NBD_ERR(client.Pread(block, b * kBlock), EIO);
+  }
+  for (uint64_t b : {0, 1, 7})
+    CHECK(client.ReadOrThrow(kBlock, b * kBlock) ==
+          Bytes(written.begin() + b * kBlock, written.begin() + (b + 1) * kBlock));
   v.Stop();
-  CHECK(Contains(v.stderr_text(), "checksum mismatch at volume offset 8192"));
+  for (uint64_t b : {2, 3, 4, 5, 6})
+    CHECK(Contains(v.stderr_text(),
+                   "checksum mismatch at volume offset " + std::to_string(b * kBlock) + " "));
+  const CommandResult status = RunAggregator({"inspect", m.uri(0)});
+  CHECK(Contains(status.stdout_text, "encryption:   aes-256-xts"));
 }
 
 TEST_CASE("key add, list and remove change the slots of every member while serving") {

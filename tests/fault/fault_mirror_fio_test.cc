@@ -1,5 +1,6 @@
 // fault_mirror_fio: fio's nbd engine, random 4K reads and writes at depth 32 with crc32c
-// verification, on a 2-copy mirror and on a raid10 of four; one export node is SIGKILLed for
+// verification, on a 2-copy mirror (plain and encrypted) and on a raid10 of four; one export
+// node is SIGKILLed for
 // good in the middle of the write phase. What a user checks: fio finishes with exit 0, no error
 // and no verify failure (its JSON report), every block it wrote read back and verified, the
 // killed slot is stale in `status` within --degrade-after plus a margin, and no write waited
@@ -25,6 +26,7 @@ struct Layout {
   size_t members;
   size_t victim;           // the slot killed for good
   std::string sets_after;  // status --json "sets" once it is demoted
+  bool encrypted = false;  // create --encrypt, served with a key file
 };
 
 void RunFioThroughKill(const Layout& layout) {
@@ -36,8 +38,15 @@ void RunFioThroughKill(const Layout& layout) {
         std::make_unique<Member>(dir.File("m" + std::to_string(i) + ".img"), kMemberSize));
     uris.push_back(members.back()->uri());
   }
-  CreateOk(layout.create_options, uris);
+  std::vector<std::string> create = layout.create_options;
   std::vector<std::string> args = {"--degrade-after", "2s", "--io-timeout", "1s"};
+  if (layout.encrypted) {
+    const std::string key = dir.File("vol.key");
+    WriteKeyFile(key, RandomBytes(32, 77));
+    create.insert(create.end(), {"--encrypt", "--key-file", key});
+    args.insert(args.end(), {"--key-file", key});
+  }
+  CreateOk(create, uris);
   args.insert(args.end(), uris.begin(), uris.end());
   Aggregator agg(args);
 
@@ -56,8 +65,8 @@ void RunFioThroughKill(const Layout& layout) {
   const std::optional<double> stale_after =
       WaitForStatus(agg, SlotState(layout.victim, victim, "stale"), kDegradeAfter + kMargin + 5s);
   REQUIRE_MESSAGE(stale_after.has_value(), "slot never stale:\n" << StatusJson(agg));
-  MESSAGE(layout.name << ": slot " << layout.victim << " stale " << *stale_after
-                      << " s after the kill");
+  MESSAGE(std::string(layout.name)
+          << ": slot " << layout.victim << " stale " << *stale_after << " s after the kill");
   CHECK(*stale_after < std::chrono::duration<double>(kDegradeAfter + kIoTimeout + kMargin).count());
 
   const std::optional<int> code = fio.Wait(60s);
@@ -75,8 +84,8 @@ void RunFioThroughKill(const Layout& layout) {
   CHECK(report.write.io_kib >= 4 * 1024);
   CHECK(report.read.io_kib >= report.write.io_kib);
   const double write_max_s = report.write.clat_max_ns / 1e9;
-  MESSAGE(layout.name << ": longest write " << write_max_s << " s, longest read "
-                      << report.read.clat_max_ns / 1e9 << " s");
+  MESSAGE(std::string(layout.name) << ": longest write " << write_max_s << " s, longest read "
+                                   << report.read.clat_max_ns / 1e9 << " s");
   CHECK(write_max_s < std::chrono::duration<double>(kDegradeAfter + kIoTimeout + kMargin).count());
   // A write held by the dead copy waited for it: the bound is not vacuous.
   CHECK(write_max_s > 0.5);
@@ -102,6 +111,11 @@ TEST_CASE("fio verifies every block on a raid10 of four while one copy is killed
                      4,
                      2,
                      "\"UU\", \"_U\""});
+}
+
+TEST_CASE("fio verifies every block on an encrypted mirror of two while one copy is killed") {
+  RunFioThroughKill(
+      {"encrypted mirror", {"--name", "vol", "--layout", "mirror"}, 2, 0, "\"_U\"", true});
 }
 
 TEST_SUITE_END();

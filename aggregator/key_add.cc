@@ -38,6 +38,8 @@ void KeyAdder::Add(integrity::ChecksummedVolume& volume, KeySlotKind kind, const
                    uint8_t cost, Done done) {
   if (!volume.encrypted())
     return done(Status::Invalid("volume " + volume.name() + " is not encrypted"), 0);
+  if (volume.master_key().empty())
+    return done(Status::Error(ESHUTDOWN, "volume " + volume.name() + " is closed"), 0);
   if (busy_.count(&volume))
     return done(Status::Error(EBUSY, "volume " + volume.name() + ": a key add is under way"), 0);
   auto job = std::make_shared<SealJob>();

@@ -16,7 +16,7 @@ std::span<const uint8_t> ChecksummedVolume::master_key() const {
 
 void ChecksummedVolume::SetKeySlot(uint32_t index, const KeySlotBytes& bytes, Done done) {
   const auto refuse = [this, &done](int err) { asio::post(io_, [err, done] { done(err); }); };
-  if (!encrypted() || index >= kKeySlots) return refuse(EINVAL);
+  if (!encrypted() || !cipher_ || index >= kKeySlots) return refuse(EINVAL);
   if (key_slot_changing_) return refuse(EBUSY);
   const KeySlotBytes empty{};
   const bool last = bytes == empty &&

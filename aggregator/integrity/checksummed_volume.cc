@@ -424,6 +424,9 @@ std::string ChecksummedVolume::CloseProgress() const {
 // then the superblocks say clean.
 void ChecksummedVolume::StopClean(Done done) {
   cleaner_.Clean([this, done = std::move(done)](int err) mutable {
+    // Closed: no block is encrypted or decrypted any more, so the keys go now (a removed volume
+    // stays in memory until the aggregator exits).
+    cipher_.reset();
     if (err != 0 || intent_.set_count() != 0) {
       LOG_ERROR("volume %s: could not stop clean; the next start recomputes dirty regions",
                 name().c_str());

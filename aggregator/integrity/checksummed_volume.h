@@ -126,9 +126,10 @@ class ChecksummedVolume final : public volume::BlockDevice,
   std::string CloseProgress() const;
 
   // Encrypted volumes (docs/encryption.md; checksummed_keys.cc). Whether the volume is, its
-  // master key (to seal another key slot with, off the loop: scrypt takes a second) and its key
-  // slots as the superblocks hold them.
-  bool encrypted() const { return cipher_ != nullptr; }
+  // master key (to seal another key slot with, off the loop: scrypt takes a second; empty once
+  // the volume is closed, which wipes its cipher's keys) and its key slots as the superblocks
+  // hold them.
+  bool encrypted() const { return view_.encrypted(); }
   // Keyed or encrypted: table entries are MACs, which only the key holder computes. A FLUSH (and
   // a FUA write) then makes the entries durable too, and recovery never recomputes an entry from
   // what a member holds (recompute.h).

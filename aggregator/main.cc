@@ -13,6 +13,8 @@
 //   dst-aggregator volume [--control PATH] list [--json] | remove NAME [--force]
 //                 | add NAME URI... [--raw] [--layout L] [--chunk C] ...
 //   dst-aggregator reload [--control PATH]
+//   dst-aggregator create --cluster URL --name NAME --layout mirror|raid10 [--size SIZE] ...
+//   dst-aggregator export add URI --zone ZONE | list [--json] | drain URI  --cluster URL
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -20,6 +22,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "aggregator/cluster/cluster_create.h"
+#include "aggregator/cluster/export_command.h"
 #include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
@@ -46,6 +50,10 @@ int main(int argc, char** argv) {
   CLI::App* serve = agg::AddServeCommand(app, &serve_args);
   agg::CreateArgs create_args;
   CLI::App* create = agg::AddCreateCommand(app, &create_args);
+  agg::ClusterCreateArgs cluster_create_args;
+  agg::AddClusterCreateOptions(*create, &cluster_create_args);
+  agg::ExportArgs export_args;
+  CLI::App* export_command = agg::AddExportCommand(app, &export_args);
   agg::InspectArgs inspect_args;
   CLI::App* inspect = agg::AddInspectCommand(app, &inspect_args);
   agg::StatusArgs status_args;
@@ -70,8 +78,13 @@ int main(int argc, char** argv) {
   if (member->parsed()) return agg::RunMember(member_args);
   if (volume->parsed()) return agg::RunVolume(volume_args);
   if (reload->parsed()) return agg::RunReload(reload_args);
+  if (export_command->parsed()) return agg::RunExport(export_args);
   if (create->parsed()) {
-    const dst::Status s = agg::RunCreate(create_args);
+    dst::Status s = agg::CheckClusterCreateArgs(cluster_create_args);
+    if (s.ok())
+      s = cluster_create_args.cluster.empty()
+              ? agg::RunCreate(create_args)
+              : agg::RunClusterCreate(create_args, cluster_create_args);
     return s.ok() ? 0 : agg::ExitWithError(s);
   }
   if (inspect->parsed()) return agg::RunInspect(inspect_args);

@@ -14,6 +14,7 @@
 //                 | add NAME URI... [--raw] [--layout L] [--chunk C] ...
 //   dst-aggregator reload [--control PATH]
 //   dst-aggregator create --cluster URL --name NAME --layout mirror|raid10 [--size SIZE] ...
+//   dst-aggregator serve --cluster URL [--takeover] [--lease-ttl SECONDS] [OPTIONS] VOLUME...
 //   dst-aggregator export add URI --zone ZONE | list [--json] | drain URI  --cluster URL
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
@@ -24,6 +25,7 @@
 
 #include "aggregator/cluster/cluster_create.h"
 #include "aggregator/cluster/export_command.h"
+#include "aggregator/cluster/ownership.h"
 #include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
@@ -48,6 +50,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   agg::ServeArgs serve_args;
   CLI::App* serve = agg::AddServeCommand(app, &serve_args);
+  agg::ClusterServeArgs cluster_serve_args;
+  agg::AddClusterServeOptions(*serve, &cluster_serve_args);
   agg::CreateArgs create_args;
   CLI::App* create = agg::AddCreateCommand(app, &create_args);
   agg::ClusterCreateArgs cluster_create_args;
@@ -71,7 +75,13 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
-  if (serve->parsed()) return agg::RunServe(serve_args);
+  if (serve->parsed() && cluster_serve_args.cluster.empty() &&
+      (cluster_serve_args.takeover || serve->count("--lease-ttl") > 0))
+    return agg::ExitWithError(dst::Status::Invalid("--takeover and --lease-ttl are for --cluster"));
+  if (serve->parsed())
+    return cluster_serve_args.cluster.empty()
+               ? agg::RunServe(serve_args)
+               : agg::RunClusterServe(serve_args, cluster_serve_args);
   if (status->parsed()) return agg::RunStatus(status_args);
   if (scrub->parsed()) return agg::RunScrub(scrub_args);
   if (rate->parsed()) return agg::RunResyncRate(rate_args);

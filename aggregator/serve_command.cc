@@ -187,7 +187,9 @@ Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
 
 }  // namespace
 
-int Serve(ServeConfig config, ServeArgs args) {
+int Serve(ServeConfig config, ServeArgs args) { return Serve(std::move(config), std::move(args), {}); }
+
+int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   if (Status s = ValidateServeConfig(config); !s.ok()) return ExitWithError(s);
   if (Status s = server::EnsureFileLimit(config.max_connections, ReservedFiles(config)); !s.ok())
     return ExitWithError(s);
@@ -236,6 +238,7 @@ int Serve(ServeConfig config, ServeArgs args) {
   await_hup();
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
   server.returns->Start();
+  const std::shared_ptr<void> hooked = hooks.serving ? hooks.serving(server) : nullptr;
   server.io.run();
   // Nothing comes back once the volumes begin to close.
   server.returns->Stop();

@@ -15,11 +15,11 @@ CatalogClient::CatalogClient(EtcdUrl url, std::unique_ptr<EtcdClient> etcd)
     : url_(std::move(url)), keys_(url_.prefix), etcd_(std::move(etcd)) {}
 
 Status CatalogClient::Open(const std::string& text, std::unique_ptr<CatalogClient>* out,
-                           EtcdTls tls) {
+                           EtcdTls tls, std::chrono::milliseconds timeout) {
   EtcdUrl url;
   DST_RETURN_IF_ERROR(ParseEtcdUrl(text, &url).Wrap("--cluster"));
   EtcdClientOptions options;
-  DST_RETURN_IF_ERROR(EtcdOptionsFor(url, tls, std::chrono::seconds(5), &options));
+  DST_RETURN_IF_ERROR(EtcdOptionsFor(url, tls, timeout, &options));
   std::unique_ptr<EtcdClient> etcd;
   DST_RETURN_IF_ERROR(EtcdClient::Create(std::move(options), &etcd));
   out->reset(new CatalogClient(std::move(url), std::move(etcd)));
@@ -69,8 +69,7 @@ Status CatalogClient::GetVolume(const std::string& name, Revisioned<VolumeRecord
   std::optional<KeyValue> kv;
   DST_RETURN_IF_ERROR(Run(etcd_->Get(keys_.Volume(name), &kv)));
   if (!kv)
-    return Status::Error(ENOENT,
-                         "volume " + name + " is not in the catalog at " + url_.ToString());
+    return Status::Error(ENOENT, "volume " + name + " is not in the catalog at " + url_.ToString());
   volume->mod_revision = kv->mod_revision;
   return DecodeVolume(kv->key, kv->value, &volume->record);
 }

@@ -33,8 +33,8 @@ Status EtcdOptionsFor(const EtcdUrl& url, const EtcdTls& tls, std::chrono::milli
 class CatalogClient {
  public:
   // Parses the cluster URL and makes the client (nothing is contacted yet).
-  static Status Open(const std::string& url, std::unique_ptr<CatalogClient>* out,
-                     EtcdTls tls = {});
+  static Status Open(const std::string& url, std::unique_ptr<CatalogClient>* out, EtcdTls tls = {},
+                     std::chrono::milliseconds timeout = std::chrono::seconds(5));
 
   EtcdClient& etcd() { return *etcd_; }
   const CatalogKeys& keys() const { return keys_; }

@@ -47,9 +47,11 @@ Status ParseShape(const CreateArgs& args, const ClusterCreateArgs& cluster, Shap
   if (args.layout != "mirror" && args.layout != "raid10")
     return Status::Invalid("create --cluster makes --layout mirror or raid10 volumes, not " +
                            args.layout);
-  if (!args.copies.empty()) DST_RETURN_IF_ERROR(ParseCount("--copies", args.copies, &shape->copies));
+  if (!args.copies.empty())
+    DST_RETURN_IF_ERROR(ParseCount("--copies", args.copies, &shape->copies));
   if (args.layout == "raid10") {
-    if (cluster.sets.empty()) return Status::Invalid("create --cluster --layout raid10 needs --sets");
+    if (cluster.sets.empty())
+      return Status::Invalid("create --cluster --layout raid10 needs --sets");
     DST_RETURN_IF_ERROR(ParseCount("--sets", cluster.sets, &shape->sets));
   } else if (!cluster.sets.empty()) {
     return Status::Invalid("--sets is for --layout raid10");
@@ -91,8 +93,9 @@ uint64_t PerSet(const Shape& shape, const CreateArgs& args) {
   if (shape.size == 0) return 0;
   uint64_t per_set = (shape.size + shape.sets - 1) / shape.sets;
   if (shape.layout == "raid10") {
-    const uint64_t chunk = args.chunk.empty() ? volume::kDefaultChunkSize
-                                              : ParseSize(args.chunk).value_or(volume::kDefaultChunkSize);
+    const uint64_t chunk = args.chunk.empty()
+                               ? volume::kDefaultChunkSize
+                               : ParseSize(args.chunk).value_or(volume::kDefaultChunkSize);
     per_set = (per_set + chunk - 1) / chunk * chunk;
   }
   return per_set;
@@ -114,7 +117,8 @@ Status Reserve(CatalogClient& catalog, const VolumeRecord& volume,
   txn.success.push_back(cluster::TxnOp::Put(keys.Volume(volume.name), EncodeVolume(volume)));
   for (const auto& e : chosen) {
     const std::string key = keys.Export(e.record.uri);
-    txn.compare.push_back(cluster::Compare::ModRevision(key, cluster::Compare::kEqual, e.mod_revision));
+    txn.compare.push_back(
+        cluster::Compare::ModRevision(key, cluster::Compare::kEqual, e.mod_revision));
     ExportRecord used = e.record;
     used.volume = volume.name;
     txn.success.push_back(cluster::TxnOp::Put(key, EncodeExport(used)));
@@ -124,8 +128,8 @@ Status Reserve(CatalogClient& catalog, const VolumeRecord& volume,
   DST_RETURN_IF_ERROR(catalog.Run(catalog.etcd().Commit(std::move(txn), &result)));
   if (result.succeeded) return Status::Ok();
   if (!result.results.empty() && !result.results[0].kvs.empty())
-    return Status::Error(EEXIST, "volume " + volume.name + " exists in the catalog at " +
-                                     catalog.url().ToString());
+    return Status::Error(
+        EEXIST, "volume " + volume.name + " exists in the catalog at " + catalog.url().ToString());
   return Status::Error(EAGAIN,
                        "the exports placed for volume " + volume.name +
                            " changed in the catalog meanwhile (another create?): run create again");
@@ -137,8 +141,8 @@ void Release(CatalogClient& catalog, const VolumeRecord& volume) {
     Revisioned<ExportRecord> e;
     if (!catalog.GetExport(uri, &e).ok() || e.record.volume != volume.name) continue;
     e.record.volume.clear();
-    const Status s = catalog.Run(
-        catalog.etcd().Put(catalog.keys().Export(uri), EncodeExport(e.record)));
+    const Status s =
+        catalog.Run(catalog.etcd().Put(catalog.keys().Export(uri), EncodeExport(e.record)));
     if (!s.ok()) LOG_WARNING("catalog: export %s: not freed: %s", uri.c_str(), s.message().c_str());
   }
   const Status s = catalog.Run(catalog.etcd().Delete(catalog.keys().Volume(volume.name)));
@@ -209,8 +213,8 @@ Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
   volume.uuid = integrity::FormatUuid(back.choice.superblock.volume_uuid);
   volume.size = back.choice.superblock.volume_size;
   volume.state = "ready";
-  DST_RETURN_IF_ERROR(catalog->Run(
-      catalog->etcd().Put(catalog->keys().Volume(volume.name), EncodeVolume(volume))));
+  DST_RETURN_IF_ERROR(
+      catalog->Run(catalog->etcd().Put(catalog->keys().Volume(volume.name), EncodeVolume(volume))));
   std::printf("catalog:  volume %s recorded at %s\n", volume.name.c_str(),
               catalog->url().ToString().c_str());
   std::fflush(stdout);

@@ -33,8 +33,8 @@ Status AddExport(CatalogClient& catalog, const ExportArgs& args) {
   if (!result.created) {
     ExportRecord holder;
     DST_RETURN_IF_ERROR(cluster::DecodeExport(result.current.key, result.current.value, &holder));
-    return Status::Error(EEXIST, "export " + args.uri + " is registered already (zone " +
-                                     holder.zone + ")");
+    return Status::Error(
+        EEXIST, "export " + args.uri + " is registered already (zone " + holder.zone + ")");
   }
   std::printf("export %s: zone %s, %s\n", args.uri.c_str(), args.zone.c_str(),
               FormatSize(found.export_size).c_str());
@@ -55,8 +55,9 @@ Status DrainExport(CatalogClient& catalog, const ExportArgs& args) {
     cluster::TxnResult result;
     DST_RETURN_IF_ERROR(catalog.Run(catalog.etcd().Commit(std::move(txn), &result)));
     if (result.succeeded) {
-      std::printf("export %s: drained%s\n", args.uri.c_str(),
-                  e.record.volume.empty() ? "" : (" (still a member of " + e.record.volume + ")").c_str());
+      std::printf(
+          "export %s: drained%s\n", args.uri.c_str(),
+          e.record.volume.empty() ? "" : (" (still a member of " + e.record.volume + ")").c_str());
       return Status::Ok();
     }
   }

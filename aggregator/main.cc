@@ -6,6 +6,7 @@
 //                         [--key-file FILE] [--force] URI...
 //   dst-aggregator inspect [--json] URI...
 //   dst-aggregator status [--control PATH] [--json]
+//   dst-aggregator status --cluster URL [--json]
 //   dst-aggregator scrub [--control PATH] VOLUME start [--check|--repair] | pause | resume | stop
 //   dst-aggregator resync-rate [--control PATH] VOLUME --min RATE --max RATE
 //   dst-aggregator member [--control PATH] fail|remove VOLUME SLOT
@@ -24,6 +25,7 @@
 #include <CLI/CLI.hpp>
 
 #include "aggregator/cluster/cluster_create.h"
+#include "aggregator/cluster/cluster_status.h"
 #include "aggregator/cluster/export_command.h"
 #include "aggregator/cluster/ownership.h"
 #include "aggregator/command_error.h"
@@ -62,6 +64,8 @@ int main(int argc, char** argv) {
   CLI::App* inspect = agg::AddInspectCommand(app, &inspect_args);
   agg::StatusArgs status_args;
   CLI::App* status = agg::AddStatusCommand(app, &status_args);
+  std::string cluster_status_url;
+  agg::AddClusterStatusOption(*status, &cluster_status_url);
   agg::ScrubArgs scrub_args;
   CLI::App* scrub = agg::AddScrubCommand(app, &scrub_args);
   agg::ResyncRateArgs rate_args;
@@ -82,6 +86,11 @@ int main(int argc, char** argv) {
     return cluster_serve_args.cluster.empty()
                ? agg::RunServe(serve_args)
                : agg::RunClusterServe(serve_args, cluster_serve_args);
+  if (status->parsed() && !cluster_status_url.empty()) {
+    if (!status_args.control.empty())
+      return agg::ExitWithError(dst::Status::Invalid("status: --cluster or --control, not both"));
+    return agg::RunClusterStatus(cluster_status_url, status_args.json);
+  }
   if (status->parsed()) return agg::RunStatus(status_args);
   if (scrub->parsed()) return agg::RunScrub(scrub_args);
   if (rate->parsed()) return agg::RunResyncRate(rate_args);

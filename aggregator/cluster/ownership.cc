@@ -142,7 +142,7 @@ class LeaseKeeper {
     expiry_.expires_at(at);
     expiry_.async_wait([this](const asio::error_code& ec) {
       if (ec || stopping_) return;
-      Lose("no renewal for " + std::to_string(ttl_.count()) + " s: etcd unreachable?");
+      Lose("not renewed for " + std::to_string(ttl_.count()) + " s");
     });
   }
 

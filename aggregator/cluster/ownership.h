@@ -11,10 +11,11 @@
 //   waits (at most the owner's lease TTL and 5 s more) for the owner's lease to expire, then
 //   takes the lock, and its higher epoch fences the old owner at the export nodes.
 // - The lease is renewed every TTL/3 on a thread of its own, from the moment the locks are taken
-//   (assembly blocks the serving thread); the serving event loop acts on its loss. When it is lost (etcd says it expired,
-//   or no renewal succeeded for a whole TTL, counted from when the last good one was sent, which
-//   is no later than etcd's count) every volume stops writes at once
-//   (ChecksummedVolume::StopWrites): `volume V: cluster lease L lost (...): no more writes`.
+//   (assembly blocks the serving thread); the serving event loop acts on its loss. When it is
+//   lost (etcd says it expired, or no renewal succeeded for a whole TTL, counted from when the
+//   last good one was sent, which is no later than etcd's count) every volume stops writes at
+//   once (ChecksummedVolume::StopWrites): `volume V: cluster lease L lost (...): no more
+//   writes`.
 // - A clean stop revokes the lease, which frees the volumes at once.
 //
 // Threading: the calling thread, which then runs the event loop (Serve).

@@ -14,6 +14,12 @@
 //   dst-aggregator volume [--control PATH] list [--json] | remove NAME [--force]
 //                 | add NAME URI... [--raw] [--layout L] [--chunk C] ...
 //   dst-aggregator reload [--control PATH]
+//   dst-aggregator key [--control PATH] list VOLUME | remove VOLUME SLOT
+//                 | add VOLUME (--key-file F | --passphrase-file F) [--passphrase-cost N]
+//   dst-aggregator map [--device /dev/nbdN] [--connections N] [--timeout S] [--block-size B]
+//                      [--read-only] [--control PATH | --connect HOST:PORT | --socket PATH] VOLUME
+//   dst-aggregator unmap /dev/nbdN|VOLUME
+//   dst-aggregator list-mapped [--json]
 //   dst-aggregator create --cluster URL --name NAME --layout mirror|raid10 [--size SIZE] ...
 //   dst-aggregator serve --cluster URL [--takeover] [--lease-ttl SECONDS] [OPTIONS] VOLUME...
 //   dst-aggregator export add URI --zone ZONE | list [--json] | drain URI  --cluster URL
@@ -31,6 +37,9 @@
 #include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
+#include "aggregator/key_command.h"
+#include "aggregator/map/map_command.h"
+#include "aggregator/map/unmap_command.h"
 #include "aggregator/member_command.h"
 #include "aggregator/reload_command.h"
 #include "aggregator/resync_rate_command.h"
@@ -76,6 +85,14 @@ int main(int argc, char** argv) {
   CLI::App* volume = agg::AddVolumeCommand(app, &volume_args);
   agg::ReloadArgs reload_args;
   CLI::App* reload = agg::AddReloadCommand(app, &reload_args);
+  agg::KeyArgs key_args;
+  CLI::App* key = agg::AddKeyCommand(app, &key_args);
+  agg::map::MapArgs map_args;
+  CLI::App* map = agg::map::AddMapCommand(app, &map_args);
+  agg::map::UnmapArgs unmap_args;
+  CLI::App* unmap = agg::map::AddUnmapCommand(app, &unmap_args);
+  agg::map::ListMappedArgs list_mapped_args;
+  CLI::App* list_mapped = agg::map::AddListMappedCommand(app, &list_mapped_args);
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
@@ -97,6 +114,7 @@ int main(int argc, char** argv) {
   if (member->parsed()) return agg::RunMember(member_args);
   if (volume->parsed()) return agg::RunVolume(volume_args);
   if (reload->parsed()) return agg::RunReload(reload_args);
+  if (key->parsed()) return agg::RunKey(key_args);
   if (export_command->parsed()) return agg::RunExport(export_args);
   if (create->parsed()) {
     dst::Status s = agg::CheckClusterCreateArgs(cluster_create_args);
@@ -107,5 +125,8 @@ int main(int argc, char** argv) {
     return s.ok() ? 0 : agg::ExitWithError(s);
   }
   if (inspect->parsed()) return agg::RunInspect(inspect_args);
+  if (map->parsed()) return agg::map::RunMap(map_args);
+  if (unmap->parsed()) return agg::map::RunUnmap(unmap_args);
+  if (list_mapped->parsed()) return agg::map::RunListMapped(list_mapped_args);
   return 1;
 }

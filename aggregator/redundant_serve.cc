@@ -81,7 +81,7 @@ Status PlanRedundantAssembly(const VolumeConfig& v, std::vector<integrity::Membe
       "checksum %s, %s blocks)",
       sb.name.c_str(), std::string(volume::LayoutKindName(sb.layout)).c_str(), present,
       sb.member_count, integrity::FormatUuid(sb.volume_uuid).c_str(), sb.copies,
-      integrity::FormatUuid(sb.generation).c_str(), integrity::ProtectionName(sb),
+      integrity::FormatUuid(sb.generation).c_str(), integrity::ProtectionText(sb).c_str(),
       FormatSize(sb.geometry.params.block_size).c_str());
   if (plan->decision.new_generation)
     LOG_WARNING("volume %s: new generation %s: %s", sb.name.c_str(),

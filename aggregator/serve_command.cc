@@ -10,6 +10,7 @@
 #include "aggregator/control/control_plane.h"
 #include "aggregator/control/runtime.h"
 #include "aggregator/integrity/checksummed_volume.h"
+#include "aggregator/key_add.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/member_add.h"
 #include "aggregator/member_return.h"
@@ -96,6 +97,12 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
   server.remove_volume = [&server](const std::string& name, bool force,
                                    std::function<void(Status)> done) {
     RemoveVolume(server, name, force, std::move(done));
+  };
+  server.key_adder = std::make_unique<KeyAdder>(server.io);
+  server.add_key = [adder = server.key_adder.get()](integrity::ChecksummedVolume& volume,
+                                                    KeySlotKind kind, const std::string& path,
+                                                    uint8_t cost, KeyAdder::Done done) {
+    adder->Add(volume, kind, path, cost, std::move(done));
   };
   server.volume_adder = std::make_unique<VolumeAdder>(server, config);
   server.add_volume = [adder = server.volume_adder.get()](const std::vector<std::string>& words,
@@ -216,6 +223,9 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
     if (Status s = server.listener->ListenTcp(address); !s.ok()) return ExitWithError(s);
   for (const std::string& path : config.unix_sockets)
     if (Status s = server.listener->ListenUnix(path); !s.ok()) return ExitWithError(s);
+  server.client_tcp = config.listen;
+  server.client_unix = config.unix_sockets;
+  server.retry_window = config.transactions.retry_window;
   if (Status s = control::StartMetrics(server, config.metrics); !s.ok()) return ExitWithError(s);
   asio::signal_set signals(server.io, SIGINT, SIGTERM);
   signals.async_wait([&server](const asio::error_code& ec, int signo) {
@@ -244,6 +254,7 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   server.returns->Stop();
   server.adder->Stop();
   server.volume_adder->Stop();
+  server.key_adder->Stop();
   reloader.Stop();
   // Clients get ESHUTDOWN from here on; what is in flight finishes, then the checksums are
   // written back and the volumes marked clean.

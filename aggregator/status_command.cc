@@ -6,6 +6,7 @@
 
 #include "aggregator/command_error.h"
 #include "aggregator/control_client.h"
+#include "aggregator/map/mapped_devices.h"
 
 namespace dst::aggregator {
 
@@ -21,6 +22,9 @@ int RunStatus(const StatusArgs& args) {
   std::string answer;
   const Status s = AskControl(args.control, args.json ? "status json\n" : "status\n", &answer);
   if (!s.ok()) return ExitWithError(s);
+  // The devices `map` attached on this machine (list-mapped), after the aggregator's answer.
+  const std::vector<map::MappedDevice> mapped = map::ListMappedDevices(map::kSysBlock);
+  answer = args.json ? map::WithMappedJson(answer, mapped) : map::WithMappedTable(answer, mapped);
   std::fwrite(answer.data(), 1, answer.size(), stdout);
   return answer.rfind("error: ", 0) == 0 ? 1 : 0;
 }

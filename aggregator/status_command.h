@@ -2,7 +2,8 @@
 // over its control socket for its volumes and members, and prints the answer
 // (a table, or JSON: docs/operations.md describes every field). The default control socket in
 // a shared temporary directory is used only if its directory is ours (control/control_path.h),
-// and an answer is read up to a bound.
+// and an answer is read up to a bound. The kernel NBD devices `map` attached on this machine
+// follow (map/mapped_devices.h): a table after the aggregator's, or "mapped" in the JSON.
 //
 // Threading: blocking, on the calling thread.
 #pragma once

@@ -54,6 +54,15 @@ void WatchForReturns(const SlotVolume& slots, const RedundantPlan& plan, control
   server.returns->AddVolume(std::move(watched));
 }
 
+// The master key of encrypted volume `sb`, from the secret the volume's configuration names.
+Status OpenVolumeKey(const VolumeConfig& v, const integrity::Superblock& sb,
+                     std::vector<uint8_t>* master) {
+  VolumeSecret secret;
+  DST_RETURN_IF_ERROR(ReadVolumeSecret("volume " + sb.name + " is encrypted", v.key_file,
+                                       v.passphrase_file, &secret));
+  return OpenMasterKey(sb, secret, master);
+}
+
 }  // namespace
 
 // Reads every member's superblocks and checks that they make one volume (assembly.h); for
@@ -75,6 +84,13 @@ Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, Assembl
     found.push_back({uri, r.choice.superblock});
   }
   if (found.empty()) return unread.front().why;
+  // An encrypted volume's key first, one line before anything else is said about the volume:
+  // from the freshest superblock, whose key slots are the newest.
+  const integrity::Superblock& freshest =
+      std::max_element(found.begin(), found.end(), [](const auto& a, const auto& b) {
+        return a.superblock.event < b.superblock.event;
+      })->superblock;
+  if (freshest.encrypted()) DST_RETURN_IF_ERROR(OpenVolumeKey(v, freshest, &plan->key));
   if (volume::IsRedundant(found.front().superblock.layout)) {
     plan->redundant.emplace();
     DST_RETURN_IF_ERROR(
@@ -87,10 +103,7 @@ Status PlanAssembly(const VolumeConfig& v, const member::MemberTls& tls, Assembl
     return Status::Invalid("volume " + v.name + ": the members belong to volume \"" + sb.name +
                            "\"");
   if (sb.encrypted()) {
-    VolumeSecret secret;
-    DST_RETURN_IF_ERROR(
-        ReadVolumeSecret("volume " + sb.name, v.key_file, v.passphrase_file, &secret));
-    DST_RETURN_IF_ERROR(OpenMasterKey(sb, secret, &plan->key));
+    // Opened above; every member must agree that the volume is encrypted (assembly checks it).
   } else if (!v.passphrase_file.empty()) {
     return Status::Invalid("volume " + sb.name +
                            ": a passphrase was given but it is not encrypted");
@@ -112,7 +125,8 @@ void LogAssembly(const AssemblyPlan& plan) {
   }
   LOG_INFO("volume %s: assembled from %zu members (uuid %s, %s, checksum %s, %s blocks)",
            sb.name.c_str(), plan.members.size(), integrity::FormatUuid(sb.volume_uuid).c_str(),
-           std::string(volume::LayoutKindName(sb.layout)).c_str(), integrity::ProtectionName(sb),
+           std::string(volume::LayoutKindName(sb.layout)).c_str(),
+           integrity::ProtectionText(sb).c_str(),
            FormatSize(sb.geometry.params.block_size).c_str());
   if (oldest != newest)
     LOG_WARNING(

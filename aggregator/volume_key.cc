@@ -64,7 +64,7 @@ Status ReadVolumeSecret(const std::string& who, const std::string& key_file,
     return Status::Invalid(who + ": give --key-file or --passphrase-file, not both");
   if (!key_file.empty()) return ReadSecretKeyFile(key_file, out);
   if (!passphrase_file.empty()) return ReadPassphraseFile(passphrase_file, out);
-  return Status::Invalid(who + " is encrypted: give --key-file or --passphrase-file");
+  return Status::Invalid(who + ": give --key-file or --passphrase-file");
 }
 
 Status OpenMasterKey(const integrity::Superblock& sb, const VolumeSecret& secret,

@@ -29,7 +29,8 @@ struct VolumeSecret {
 Status ReadPassphraseFile(const std::string& path, VolumeSecret* out);
 // The bytes of the key file `path` (16 to 64, key_file.h).
 Status ReadSecretKeyFile(const std::string& path, VolumeSecret* out);
-// Exactly one of the two (EINVAL naming both options otherwise; `who` starts the message).
+// Exactly one of the two (EINVAL naming both options otherwise; `who` starts the message:
+// "volume V is encrypted: give --key-file or --passphrase-file").
 Status ReadVolumeSecret(const std::string& who, const std::string& key_file,
                         const std::string& passphrase_file, VolumeSecret* out);
 

@@ -12,6 +12,8 @@ packages=(
   libcli11-dev libtomlplusplus-dev libisal-dev libssl-dev
   # the cluster catalog: JSON for etcd's v3 gateway, and a real etcd for the tests
   nlohmann-json3-dev etcd-server etcd-client
+  # `map`: the kernel's generic netlink NBD interface
+  libnl-3-dev libnl-genl-3-dev
   # fuzz targets (libFuzzer ships with clang's runtime)
   clang libclang-rt-14-dev
   # real peers and clients used by the tests and the demo

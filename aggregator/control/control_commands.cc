@@ -6,15 +6,6 @@
 
 namespace dst::control {
 
-namespace {
-
-const char kScrubUsage[] =
-    "error: usage: scrub VOLUME start [check|repair] | scrub VOLUME pause|resume|stop\n";
-const char kRateUsage[] = "error: usage: resync-rate VOLUME MIN MAX (bytes per second)\n";
-const char kMemberUsage[] =
-    "error: usage: member fail|remove VOLUME SLOT | member set VOLUME SLOT "
-    "write-mostly|readwrite | member add VOLUME URI [SLOT] | member replace VOLUME SLOT URI\n";
-
 std::string Error(const std::string& why) {
   return "error: " + why + "\n";
 }
@@ -42,6 +33,15 @@ integrity::ChecksummedVolume* FindVolume(Server& server, const std::string& name
 std::string Answer(const Status& s, const std::string& ok) {
   return s.ok() ? "ok: " + ok + "\n" : Error(s.message());
 }
+
+namespace {
+
+const char kScrubUsage[] =
+    "error: usage: scrub VOLUME start [check|repair] | scrub VOLUME pause|resume|stop\n";
+const char kRateUsage[] = "error: usage: resync-rate VOLUME MIN MAX (bytes per second)\n";
+const char kMemberUsage[] =
+    "error: usage: member fail|remove VOLUME SLOT | member set VOLUME SLOT "
+    "write-mostly|readwrite | member add VOLUME URI [SLOT] | member replace VOLUME SLOT URI\n";
 
 std::string Scrub(Server& server, const std::vector<std::string>& w) {
   if (w.size() < 3 || (w[2] != "start" && w.size() != 3) || w.size() > 4) return kScrubUsage;

@@ -30,4 +30,12 @@ void AnswerCommand(Server& server, const std::vector<std::string>& words,
 // Whether words[0] names one of these commands.
 bool IsActingCommand(const std::vector<std::string>& words);
 
+// Answers' shapes: "error: WHY\n", and "ok: OK\n" or the error of `s`.
+std::string Error(const std::string& why);
+std::string Answer(const Status& s, const std::string& ok);
+// The checksummed volume named `name`, or nullptr and the error line that answers the command
+// (unknown, raw, or being removed).
+integrity::ChecksummedVolume* FindVolume(Server& server, const std::string& name,
+                                         std::string* error);
+
 }  // namespace dst::control

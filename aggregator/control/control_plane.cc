@@ -7,6 +7,7 @@
 
 #include "aggregator/control/control_commands.h"
 #include "aggregator/control/control_path.h"
+#include "aggregator/control/key_commands.h"
 #include "aggregator/control/volume_commands.h"
 #include "common/log.h"
 
@@ -74,6 +75,25 @@ StatusReport BuildReport(const Server& server) {
   return report;
 }
 
+namespace {
+
+// `endpoints`: where clients reach the volumes, one line each ("tcp HOST:PORT", "unix PATH"),
+// whether they need TLS ("tls off|on|require"), the event loops serving them ("loops N") and the
+// members' retry window ("retry-window-ms N"), for `dst-aggregator map`.
+std::string EndpointsAnswer(const Server& server) {
+  std::string out;
+  for (const std::string& path : server.client_unix)
+    out += "unix " + path + "\n";
+  for (const std::string& address : server.client_tcp)
+    out += "tcp " + address + "\n";
+  out += std::string("tls ") +
+         server::TlsModeName(server.tls ? server.tls->mode() : server::TlsMode::kOff) + "\n";
+  out += "loops " + std::to_string(server.event_loops) + "\n";
+  return out + "retry-window-ms " + std::to_string(server.retry_window.count()) + "\n";
+}
+
+}  // namespace
+
 void AnswerControl(Server& server, const std::string& request,
                    std::function<void(std::string)> answer) {
   std::string command = request;
@@ -82,6 +102,7 @@ void AnswerControl(Server& server, const std::string& request,
   if (command == "status") return answer(StatusToText(BuildReport(server)));
   if (command == "status json") return answer(StatusToJson(BuildReport(server)));
   if (command == "reload") return AnswerReload(server, std::move(answer));
+  if (command == "endpoints") return answer(EndpointsAnswer(server));
   std::vector<std::string> words;
   for (size_t at = 0; at < command.size();) {
     const size_t end = std::min(command.find(' ', at), command.size());
@@ -90,8 +111,10 @@ void AnswerControl(Server& server, const std::string& request,
   }
   if (IsActingCommand(words)) return AnswerCommand(server, words, std::move(answer));
   if (IsVolumeCommand(words)) return AnswerVolumeCommand(server, words, std::move(answer));
+  if (IsKeyCommand(words)) return AnswerKeyCommand(server, words, std::move(answer));
   answer("error: unknown command '" + command +
-         "' (expected: status, status json, scrub, resync-rate, member, volume, reload)\n");
+         "' (expected: status, status json, scrub, resync-rate, member, volume, key, reload, "
+         "endpoints)\n");
 }
 
 std::string AnswerMetrics(const Server& server, const std::string& request) {

@@ -38,6 +38,7 @@ namespace dst::aggregator {
 class ReturnWatcher;
 class MemberAdder;
 class VolumeAdder;
+class KeyAdder;
 }  // namespace dst::aggregator
 
 namespace dst::control {
@@ -71,6 +72,14 @@ struct Server {
   server::ExportRegistry registry;
   server::InFlightLimits limits;
   std::unique_ptr<server::Listener> listener;
+  // Where clients reach the volumes, as configured: each --listen HOST:PORT and --unix PATH, the
+  // event loops serving them (one today) and the members' --retry-window (the longest a client's
+  // request waits for a member). The control socket's `endpoints` tells them to
+  // `dst-aggregator map`.
+  std::vector<std::string> client_tcp;
+  std::vector<std::string> client_unix;
+  unsigned event_loops = 1;
+  std::chrono::milliseconds retry_window{60000};
   std::unique_ptr<server::OneShotServer> control;
   std::unique_ptr<server::OneShotServer> metrics;
   // Brings back members of mirror and raid10 volumes that are out (aggregator/member_return.h);
@@ -106,6 +115,15 @@ struct Server {
   // applies what changed; `done` hears OK and "1 added, 1 removed, 2 changed", or the refusal.
   // Unset: no reload.
   std::function<void(std::function<void(Status, const std::string& summary)> done)> reload;
+  // `key add` (aggregator/key_add.h): seals the encrypted volume's master key into a free key
+  // slot for the secret in the file `path` (a passphrase with scrypt cost 2^cost), off the loop,
+  // and writes the slot to every member; `done` hears the slot, or the refusal. Stopped with
+  // `adder`. Unset: no key add.
+  std::unique_ptr<aggregator::KeyAdder> key_adder;
+  std::function<void(integrity::ChecksummedVolume& volume, KeySlotKind kind,
+                     const std::string& path, uint8_t cost,
+                     std::function<void(Status, uint32_t slot)> done)>
+      add_key;
 };
 
 }  // namespace dst::control

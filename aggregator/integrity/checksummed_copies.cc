@@ -135,6 +135,7 @@ void ChecksummedVolume::StartUpdate() {
     if (u.state) view.state = *u.state;
     if (u.map_epoch) view.map_epoch = view.event;
     if (u.slot_edit) ApplySlotEdit(*u.slot_edit, view);
+    if (u.key_slot) view.key_slots[u.key_slot->first] = u.key_slot->second;
     if (!u.slot_change) continue;
     const SlotChange& c = *u.slot_change;
     view.member_states[c.slot] = c.state;

@@ -244,6 +244,11 @@ std::vector<volume::MemberTarget*> ChecksummedVolume::MakeTargets(Assembly& asse
 ChecksummedVolume::~ChecksummedVolume() = default;
 
 void ChecksummedVolume::WriteSuperblocks(VolumeState state, Done done) {
+  WriteSuperblocks(state, nullptr, std::move(done));
+}
+
+void ChecksummedVolume::WriteSuperblocks(VolumeState state, std::function<void(Superblock&)> edit,
+                                         Done done) {
   if (redundant()) return QueueUpdate(state, std::move(done));
   uint64_t event = 0;
   for (const Superblock& sb : superblocks_)
@@ -262,6 +267,7 @@ void ChecksummedVolume::WriteSuperblocks(VolumeState state, Done done) {
     Superblock& sb = (*updated)[m];
     sb.event = event;
     sb.state = state;
+    if (edit) edit(sb);
     auto slot = std::make_shared<std::vector<uint8_t>>(kSlotSize);
     if (Status s = Encode(sb, std::span<uint8_t, kSlotSize>(slot->data(), kSlotSize)); !s.ok()) {
       LOG_ERROR("volume %s: superblock of member %zu: %s", name().c_str(), m, s.message().c_str());

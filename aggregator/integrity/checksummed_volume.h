@@ -125,6 +125,17 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // timed out: "closing: 2 requests in flight, 1 background job, a cleaner pass, ...".
   std::string CloseProgress() const;
 
+  // Encrypted volumes (docs/encryption.md; checksummed_keys.cc). Whether the volume is, its
+  // master key (to seal another key slot with, off the loop: scrypt takes a second) and its key
+  // slots as the superblocks hold them.
+  bool encrypted() const { return cipher_ != nullptr; }
+  std::span<const uint8_t> master_key() const;
+  const std::array<KeySlotBytes, kKeySlots>& key_slots() const { return view_.key_slots; }
+  // Key slot `index` becomes `bytes` (all zero: empty) in every member's superblock; `done` hears
+  // 0 once that is durable, EBUSY while another key slot change is under way, EINVAL for a volume
+  // that is not encrypted or for emptying its last slot in use.
+  void SetKeySlot(uint32_t index, const KeySlotBytes& bytes, Done done);
+
   // Mirror and raid10: copy `slot` was fenced out by a newer owner (another
   // aggregator assembled the volume and joined its members' fence sessions
   // with a higher ownership epoch). From then on no copy is demoted and no
@@ -335,6 +346,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
     std::optional<VolumeState> state;
     Done done;
     std::optional<SlotChange> slot_change;
+    std::optional<std::pair<uint32_t, KeySlotBytes>> key_slot;  // key slot index, its new bytes
     bool map_epoch = false;  // the missed-write maps are all clear as of this update
     std::optional<SlotEdit> slot_edit;
   };
@@ -373,6 +385,8 @@ class ChecksummedVolume final : public volume::BlockDevice,
 
   // Lifecycle (checksummed_volume.cc).
   void WriteSuperblocks(VolumeState state, Done done);
+  // Linear and stripe: the same, with `edit` applied to every member's superblock.
+  void WriteSuperblocks(VolumeState state, std::function<void(Superblock&)> edit, Done done);
   // Redundant volumes (checksummed_copies.cc): superblock updates, one at a time, each taking every
   // state change and demotion queued since the last.
   void QueueUpdate(std::optional<VolumeState> state, Done done);
@@ -581,6 +595,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
   std::unique_ptr<volume::Volume> inner_;
   Checksummer checksummer_;
   std::unique_ptr<BlockCipher> cipher_;  // encrypted volumes: data is ciphertext on the members
+  bool key_slot_changing_ = false;       // a SetKeySlot() is under way
   ChecksumOptions options_;
   uint32_t block_size_;
   volume::VolumeCapabilities caps_;

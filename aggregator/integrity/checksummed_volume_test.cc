@@ -246,18 +246,23 @@ class Harness {
 
   uint32_t block_size() const { return setup_.params.block_size; }
 
-  // What an encrypted `create` adds to a superblock: the flag, the key check, a key slot.
-  void Encrypt(Superblock& sb) const {
+  // What an encrypted `create` adds to a superblock: the flag, the key check, a key slot (sealed
+  // once, the same on every member).
+  void Encrypt(Superblock& sb) {
     sb.flags |= kFlagEncrypted;
     std::unique_ptr<BlockCipher> cipher;
     REQUIRE(BlockCipher::Create(setup_.key, &cipher).ok());
     sb.key_id = cipher->Check(std::span<const uint8_t, 16>(sb.volume_uuid));
-    const std::vector<uint8_t> secret(32, 0x5a);
-    KeySlot slot;
-    REQUIRE(SealKeySlot(KeySlotKind::kKeyFile, secret, setup_.key,
-                        std::span<const uint8_t, 16>(sb.volume_uuid), 0, {0, 0, 0}, &slot)
-                .ok());
-    EncodeKeySlot(slot, sb.key_slots[0]);
+    if (!sealed_) {
+      const std::vector<uint8_t> secret(32, 0x5a);
+      KeySlot slot;
+      REQUIRE(SealKeySlot(KeySlotKind::kKeyFile, secret, setup_.key,
+                          std::span<const uint8_t, 16>(sb.volume_uuid), 0, {0, 0, 0}, &slot)
+                  .ok());
+      sealed_.emplace();
+      EncodeKeySlot(slot, *sealed_);
+    }
+    sb.key_slots[0] = *sealed_;
   }
 
   // Where volume byte `offset` lives: member index and member byte offset.
@@ -296,6 +301,7 @@ class Harness {
 
  private:
   Setup setup_;
+  std::optional<KeySlotBytes> sealed_;
 };
 
 }  // namespace
@@ -1484,6 +1490,55 @@ TEST_CASE("checksummed volume: encrypted: a wrong master key is refused before a
   CHECK(s.message().find("wrong key") != std::string::npos);
   for (auto& m : h.members)
     CHECK(m->Count(MemberOp::kWrite) + m->Count(MemberOp::kRead) == 0);
+}
+
+TEST_CASE("checksummed volume: encrypted: key slots change on every member, never the last") {
+  Harness h(EncryptedStripe());
+  REQUIRE(h.Open() == 0);
+  CHECK(h.vol->encrypted());
+  CHECK(std::equal(h.vol->master_key().begin(), h.vol->master_key().end(),
+                   EncryptedStripe().key.begin()));
+  KeySlot slot;
+  const std::vector<uint8_t> secret(20, 0x33);
+  const Superblock before = h.OnDisk()[0];
+  REQUIRE(SealKeySlot(KeySlotKind::kKeyFile, secret, h.vol->master_key(),
+                      std::span<const uint8_t, 16>(before.volume_uuid), 4, {0, 0, 0}, &slot)
+              .ok());
+  KeySlotBytes bytes;
+  EncodeKeySlot(slot, bytes);
+  auto set = [&](uint32_t index, const KeySlotBytes& b) {
+    int result = kPending;
+    h.vol->SetKeySlot(index, b, [&](int err) { result = err; });
+    REQUIRE(h.Pump([&] { return result != kPending; }));
+    return result;
+  };
+  // A second change while one is under way is refused.
+  int first = kPending, second = kPending;
+  h.vol->SetKeySlot(4, bytes, [&](int err) { first = err; });
+  h.vol->SetKeySlot(5, bytes, [&](int err) { second = err; });
+  REQUIRE(h.Pump([&] { return first != kPending && second != kPending; }));
+  CHECK(first == 0);
+  CHECK(second == EBUSY);
+  for (const Superblock& sb : h.OnDisk()) {
+    CHECK(sb.key_slots[4] == bytes);
+    CHECK(sb.key_slots[0] == before.key_slots[0]);
+    CHECK(sb.event == before.event + 1);
+  }
+  // Slot 0 can go now that slot 4 opens the volume; slot 4, the last, cannot.
+  CHECK(set(0, KeySlotBytes{}) == 0);
+  CHECK(set(4, KeySlotBytes{}) == EINVAL);
+  REQUIRE(h.Close() == 0);
+  for (const Superblock& sb : h.OnDisk()) {
+    CHECK(sb.key_slots[0] == KeySlotBytes{});
+    CHECK(sb.key_slots[4] == bytes);
+  }
+  // The new slot opens the master key.
+  KeySlot decoded;
+  REQUIRE(DecodeKeySlot(h.OnDisk()[1].key_slots[4], &decoded).ok());
+  CryptoPP::SecByteBlock master;
+  REQUIRE(OpenKeySlot(decoded, secret, std::span<const uint8_t, 16>(before.volume_uuid), 4, &master)
+              .ok());
+  CHECK(std::equal(master.begin(), master.end(), EncryptedStripe().key.begin()));
 }
 
 }  // namespace dst::integrity

@@ -647,6 +647,11 @@ const char* ProtectionName(const Superblock& sb) {
   return sb.encrypted() ? "encrypted" : ChecksumAlgorithmName(sb.geometry.params.algorithm);
 }
 
+std::string ProtectionText(const Superblock& sb) {
+  return std::string(ChecksumAlgorithmName(sb.geometry.params.algorithm)) +
+         (sb.encrypted() ? ", encrypted (aes-256-xts)" : "");
+}
+
 std::string_view VolumeStateName(VolumeState state) {
   switch (state) {
     case VolumeState::kClean:

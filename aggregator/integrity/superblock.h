@@ -234,6 +234,8 @@ std::string_view VolumeStateName(VolumeState state);  // "clean", "dirty"
 // How the volume's blocks are protected, for status and logs: the checksum algorithm's name, or
 // "encrypted" (AES-256-XTS with blake2b-keyed MACs).
 const char* ProtectionName(const Superblock& sb);
+// For log lines: "blake2b-keyed", or "blake2b-keyed, encrypted (aes-256-xts)".
+std::string ProtectionText(const Superblock& sb);
 // "unused", "active", "failed", "missing", "stale", "rebuilding", "spare", "resyncing".
 std::string_view MemberStateName(MemberState state);
 std::string_view ScrubModeName(ScrubMode mode);        // "none", "check", "repair"

@@ -2,7 +2,8 @@
 # The guest half of the kernel-client test (kernel_client_test.cc). It runs
 # as /test/run under the /init of scripts/build-kernel-guest.sh (busybox sh,
 # Debian's kernel, the host's nbd-client and e2fsprogs) and attaches the
-# aggregator's volumes with the kernel's NBD client. /test/params sets HOST,
+# aggregator's volumes with the kernel's NBD client (nbd-client, and
+# dst-aggregator map). /test/params sets HOST,
 # PORT and, for each volume, its export name and size in bytes.
 #
 # Each case prints `dst-case NAME: PASS` or `dst-case NAME: FAIL: WHY`; the
@@ -196,13 +197,107 @@ raw_linear() {
   reconnect_and_check "$RAW" "$RAW_SIZE" d
 }
 
+# ---------------------------------------------------------------------------
+# dst-aggregator map, unmap and list-mapped (the host's build, in /usr/sbin).
+
+# map_volume VOLUME [map options]: maps the volume; the device it printed in
+# $mapped, which must be /dev/nbdN with the volume's size ($2 of expect_size).
+map_volume() {
+  dst-aggregator map --connect "$HOST:$PORT" "$@" >/tmp/map.out 2>/tmp/map.err
+  rc=$?
+  if [ "$rc" -ne 0 ]; then
+    sed 's/^/  | /' /tmp/map.err
+    why="'dst-aggregator map $*' exited with $rc"
+    return 1
+  fi
+  mapped=$(cat /tmp/map.out)
+  case "$mapped" in
+    /dev/nbd[0-9]*) ;;
+    *) why="map printed '$mapped', not a device" && return 1 ;;
+  esac
+}
+
+# expect_size DEVICE BYTES: the size and the 4 KiB sectors the kernel shows.
+expect_size() {
+  got=$(blockdev --getsize64 "$1")
+  [ "$got" = "$2" ] || { why="$1 has $got bytes, want $2"; return 1; }
+  got=$(blockdev --getss "$1")
+  [ "$got" = 4096 ] || { why="$1 has $got-byte sectors, want 4096"; return 1; }
+}
+
+# expect_gone DEVICE: the kernel has let the device go (unmap waits for it).
+expect_gone() {
+  [ ! -e "/sys/block/${1#/dev/}/pid" ] || { why="$1 still connected after unmap"; return 1; }
+}
+
+# expect_error WANT COMMAND...: the command fails with one error line holding WANT.
+expect_error() {
+  want=$1
+  shift
+  if "$@" >/tmp/run.out 2>/tmp/run.err; then
+    why="'$*' succeeded"
+    return 1
+  fi
+  lines=$(wc -l </tmp/run.err)
+  if [ "$lines" -ne 1 ] || ! grep -qF "$want" /tmp/run.err; then
+    sed 's/^/  | /' /tmp/run.err
+    why="'$*' did not fail with one line saying: $want"
+    return 1
+  fi
+}
+
+# A new file system on the raw volume through `dst-aggregator map` (a device
+# the kernel picks), list-mapped, unmap by device; then mapped again onto a
+# device named, over two connections, checked, and unmapped by volume name.
+map_raw() {
+  new_set h 1 100 4096
+  map_volume "$RAW" && expect_size "$mapped" "$RAW_SIZE" || return 1
+  run mkfs.ext4 -q "$mapped" || return 1
+  run mount -t ext4 "$mapped" "$MNT" && copy_set h && run sync && run umount "$MNT" || return 1
+  run dst-aggregator list-mapped || return 1
+  if ! grep -q "^$mapped  *$RAW  *48 MiB  *1  *[0-9][0-9]*  $HOST:$PORT\$" /tmp/run.out; then
+    sed 's/^/  | /' /tmp/run.out
+    why="list-mapped does not show $mapped"
+    return 1
+  fi
+  run dst-aggregator unmap "$mapped" && expect_gone "$mapped" || return 1
+  map_volume "$RAW" --device /dev/nbd5 --connections 2 || return 1
+  [ "$mapped" = /dev/nbd5 ] || { why="map --device /dev/nbd5 printed $mapped"; return 1; }
+  expect_size /dev/nbd5 "$RAW_SIZE" || return 1
+  run dst-aggregator list-mapped --json || return 1
+  if ! grep -qF "\"device\": \"/dev/nbd5\", \"volume\": \"$RAW\", \"endpoint\": \"$HOST:$PORT\", \"size_bytes\": $RAW_SIZE, \"connections\": 2" /tmp/run.out; then
+    sed 's/^/  | /' /tmp/run.out
+    why="list-mapped --json does not show /dev/nbd5 with two connections"
+    return 1
+  fi
+  run fsck.ext4 -fn /dev/nbd5 && run mount -t ext4 /dev/nbd5 "$MNT" || return 1
+  verify h && run umount "$MNT" || return 1
+  run dst-aggregator unmap "$RAW" && expect_gone /dev/nbd5
+}
+
+# map's and unmap's refusals: an unknown volume, a device nbd-client holds, a
+# device map holds; unmap of a device dst did not map.
+map_errors() {
+  expect_error "unknown volume 'nope'" dst-aggregator map --connect "$HOST:$PORT" nope || return 1
+  run nbd-client "$HOST" "$PORT" /dev/nbd6 -N "$LINEAR" -b 4096 || return 1
+  expect_error "/dev/nbd6 is busy" \
+    dst-aggregator map --connect "$HOST:$PORT" --device /dev/nbd6 "$RAW" || return 1
+  expect_error "/dev/nbd6 was not mapped by dst-aggregator" dst-aggregator unmap /dev/nbd6 ||
+    return 1
+  run nbd-client -d /dev/nbd6 || return 1
+  map_volume "$RAW" --device /dev/nbd7 || return 1
+  expect_error "/dev/nbd7 is busy: mapped to volume $RAW at $HOST:$PORT" \
+    dst-aggregator map --connect "$HOST:$PORT" --device /dev/nbd7 "$LINEAR" || return 1
+  run dst-aggregator unmap /dev/nbd7 && expect_gone /dev/nbd7
+}
+
 # run_case NAME FUNCTION: runs one case and reports it; a failed case leaves
 # the device free for the next one.
 run_case() {
   case_name=$1
   why=""
   dmesg -c >/dev/null
-  echo "dst-case $1: start"
+  echo "dst-case $1: start at $(cut -d' ' -f1 /proc/uptime) s"
   if $2 && kernel_log_clean; then
     echo "dst-case $1: PASS"
     return 0
@@ -221,4 +316,6 @@ run_case stripe-member-restart stripe_member_restart
 run_case mirror-member-killed mirror_member_killed
 run_case mirror-member-replaced mirror_member_replaced
 run_case raw-linear raw_linear
+run_case map-raw map_raw
+run_case map-errors map_errors
 exit "$failed"

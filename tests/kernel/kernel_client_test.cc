@@ -40,7 +40,9 @@ constexpr const char* kCases[] = {"linear-named",
                                   "stripe-member-restart",
                                   "mirror-member-killed",
                                   "mirror-member-replaced",
-                                  "raw-linear"};
+                                  "raw-linear",
+                                  "map-raw",
+                                  "map-errors"};
 
 // An export node this side kills while a guest case copies onto its volume;
 // the case brackets the copy with `dst-mark copy-start CASE` and
@@ -360,10 +362,15 @@ GuestRun RunGuest(const std::string& image, Aggregator& aggregator, const Volume
                   const Member& fresh) {
   const auto booted_at = fault::SteadyClock::now();
   const auto deadline = booted_at + kGuestTimeout;
+  // dst-aggregator itself, for `map`: this build's, with its libraries (the sanitizers').
+  std::vector<GuestFile> files = ProgramFiles(DST_AGGREGATOR_PATH, "/usr/sbin/dst-aggregator");
+  files.push_back({"/test/run", ReadText(DST_KERNEL_GUEST_SCRIPT), 0755});
+  files.push_back({"/test/params", GuestParams(aggregator)});
   KernelGuest guest({.qemu = DST_TOOL_QEMU_SYSTEM_X86_64,
                      .image_dir = image,
-                     .files = {{"/test/run", ReadText(DST_KERNEL_GUEST_SCRIPT), 0755},
-                               {"/test/params", GuestParams(aggregator)}}});
+                     .files = std::move(files),
+                     // The program and its libraries take about 250 MiB of the guest's memory.
+                     .memory_mib = 1280});
   INFO("guest console:\n" << guest.Console() << "qemu stderr:\n" << guest.QemuErrors());
   GuestRun run;
   run.outage = KillAndRestartDuringCopy(guest, aggregator,

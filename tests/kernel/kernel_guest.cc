@@ -5,6 +5,7 @@
 #include <csignal>
 #include <cstdio>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -79,6 +80,30 @@ std::string BuildKernelGuest(const std::string& builder, std::chrono::millisecon
     if (!IsFile(dir + name))
       throw std::runtime_error(builder + " printed " + dir + ", which has no " + (name + 1));
   return dir;
+}
+
+std::vector<GuestFile> ProgramFiles(const std::string& program, const std::string& guest_path) {
+  TempDir dir("dst-guest-program");
+  const std::string stripped = dir.File("program");
+  const CommandResult strip = RunCommand({"strip", "-o", stripped, program}, 60s);
+  if (strip.exit_code != 0)
+    throw std::runtime_error("strip " + program + " failed:\n" + strip.stderr_text);
+  const Bytes bytes = ReadFile(stripped);
+  std::vector<GuestFile> files = {{guest_path, std::string(bytes.begin(), bytes.end()), 0755}};
+  const CommandResult ldd = RunCommand({"ldd", program}, 30s);
+  if (ldd.exit_code != 0)
+    throw std::runtime_error("ldd " + program + " failed:\n" + ldd.stderr_text);
+  // "\tlibfoo.so.1 => /lib/x86_64-linux-gnu/libfoo.so.1 (0x...)" or "\t/lib64/ld-linux... (0x...)".
+  std::istringstream lines(ldd.stdout_text);
+  for (std::string line; std::getline(lines, line);) {
+    const size_t arrow = line.find("=> ");
+    const size_t start = line.find('/', arrow == std::string::npos ? 0 : arrow);
+    if (start == std::string::npos) continue;
+    const std::string path = line.substr(start, line.find(' ', start) - start);
+    const Bytes library = ReadFile(path);
+    files.push_back({path, std::string(library.begin(), library.end()), 0755});
+  }
+  return files;
 }
 
 std::string NewcArchive(const std::vector<GuestFile>& files) {

@@ -37,6 +37,12 @@ struct GuestFile {
 // than `timeout`.
 std::string BuildKernelGuest(const std::string& builder, std::chrono::milliseconds timeout);
 
+// A program of this machine's build for the guest: `program` stripped of its symbols (a
+// sanitizer build is large) at `guest_path`, and every shared library ldd finds for it at its
+// path here (the guest's libc is this machine's too). Throws std::runtime_error if strip or ldd
+// fails.
+std::vector<GuestFile> ProgramFiles(const std::string& program, const std::string& guest_path);
+
 // The files as one cpio archive in the "newc" format the kernel unpacks.
 std::string NewcArchive(const std::vector<GuestFile>& files);
 

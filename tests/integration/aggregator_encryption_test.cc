@@ -1,0 +1,272 @@
+// Integration tests of encrypted volumes (docs/encryption.md): `dst-aggregator create --encrypt`,
+// then `serve` with the key file or passphrase that opens a key slot. Members are nbdkit
+// processes serving our plugin on temp files; the aggregator is the real binary; clients are
+// libnbd and fio. What a user checks: the data reads back through the aggregator, the export
+// hosts' files hold none of it, tampering with their bytes is an error and not data, and a wrong
+// or missing secret is one line before any I/O.
+#include <algorithm>
+#include <array>
+#include <string>
+#include <vector>
+
+#include "tests/harness/aggregator_process.h"
+#include "tests/harness/test_data.h"
+#include "tests/integration/plugin_fixture.h"
+#include "tests/integration/volume_fixture.h"
+
+namespace dst::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr uint64_t kBlock = 4096;
+constexpr uint64_t kMemberSize = 8 * kMiB;
+// The cheapest scrypt cost create accepts: the tests are about the format, not the KDF's cost.
+const std::vector<std::string> kCheapPassphrase = {"--passphrase-cost", "10"};
+
+// Text that a leak would show: 4096 bytes of one repeated sentence.
+Bytes Marker() {
+  const std::string line = "dst plaintext marker: this must never reach an export host. ";
+  Bytes out;
+  while (out.size() < kBlock)
+    out.insert(out.end(), line.begin(), line.end());
+  out.resize(kBlock);
+  return out;
+}
+
+// Whether `haystack` holds the first 48 bytes of the marker anywhere.
+bool HoldsMarker(const Bytes& haystack) {
+  const Bytes marker = Marker();
+  return std::search(haystack.begin(), haystack.end(), marker.begin(), marker.begin() + 48) !=
+         haystack.end();
+}
+
+std::string WritePassphrase(const FileMembers& m, const std::string& name,
+                            const std::string& text) {
+  const std::string path = m.dir().File(name);
+  WriteKeyFile(path, {reinterpret_cast<const uint8_t*>(text.data()), text.size()});
+  return path;
+}
+
+// serve refused: exit 1 and one error line naming every needle.
+void CheckServeRefused(const std::vector<std::string>& args,
+                       std::initializer_list<std::string_view> needles) {
+  AggregatorOptions o = ServeOptions(args);
+  o.start_timeout = 20s;
+  const StartFailure f = AggregatorServer::StartExpectingFailure(std::move(o));
+  INFO("serve " << JoinArgv(args) << "\nstderr:\n" << f.stderr_text);
+  CHECK(f.exit_code == 1);
+  CHECK(CountOf(f.stderr_text, "\n") == 1);
+  for (std::string_view n : needles)
+    CHECK_MESSAGE(Contains(f.stderr_text, n), "missing: " << n);
+}
+
+// The data area's offset in a member's file, from `inspect`'s "data:" line ("[1048576, +...").
+uint64_t DataOffset(const std::string& uri) {
+  const CommandResult r = RunAggregator({"inspect", uri});
+  REQUIRE(r.exit_code == 0);
+  const size_t line = r.stdout_text.find("\ndata:");
+  REQUIRE(line != std::string::npos);
+  const size_t open = r.stdout_text.find('[', line);
+  return std::stoull(r.stdout_text.substr(open + 1));
+}
+
+// fio writes and verifies 2 MiB of the volume from 4 MiB on, through the aggregator.
+void FioVerifies(const std::string& uri) {
+  CheckFioVerified(
+      {kFio, "--name=encrypted", "--ioengine=nbd", "--uri=" + uri, "--rw=randwrite", "--bs=16k",
+       "--iodepth=16", "--offset=4M", "--size=2M", "--verify=crc32c", "--do_verify=1",
+       "--verify_fatal=1", "--verify_state_save=0", "--output-format=normal"},
+      60s);
+}
+
+TEST_SUITE_BEGIN("aggregator_encryption");
+
+TEST_CASE("an encrypted mirror: export hosts hold only ciphertext, the passphrase reads it back") {
+  FileMembers m(2, kMemberSize);
+  const std::string name = "enc-mirror";
+  const std::string pass = WritePassphrase(m, "pass", "correct horse battery staple\n");
+  const CommandResult created = CreateOk(
+      Concat({"--name", name, "--layout", "mirror", "--encrypt", "--passphrase-file", pass},
+             kCheapPassphrase),
+      m.uris());
+  CHECK(Contains(created.stdout_text, "encryption: aes-256-xts, key slot 0: passphrase"));
+  const CommandResult inspected = RunAggregator({"inspect", m.uri(0)});
+  CHECK(
+      Contains(inspected.stdout_text, "aes-256-xts, key slots: 0 passphrase (scrypt 2^10, 8, 1)"));
+  CHECK(Contains(inspected.stdout_text, "checksum blake2b-keyed"));
+
+  Bytes data;
+  for (int i = 0; i < 64; ++i) {
+    const Bytes marker = Marker();
+    data.insert(data.end(), marker.begin(), marker.end());
+  }
+  {
+    Served v(Concat({"--passphrase-file", pass}, m.uris()), name);
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+    REQUIRE_NBD_OK(client.Pwrite(data, 1 * kMiB));
+    REQUIRE_NBD_OK(client.Pwrite(Marker(), 3 * kMiB + 100));  // unaligned: read-modify-write
+    CHECK(client.ReadOrThrow(data.size(), 1 * kMiB) == data);
+    CHECK(client.ReadOrThrow(kBlock, 3 * kMiB + 100) == Marker());
+    const CommandResult status = RunAggregator({"status", "--control", v.control_path()});
+    CHECK(Contains(status.stdout_text, "encrypted/dirty"));
+    FioVerifies(v.uri(name));
+    v.Stop();
+  }
+  for (size_t i = 0; i < 2; ++i) {
+    INFO("member " << i);
+    const Bytes file = ReadFile(m.file(i));
+    CHECK_FALSE(HoldsMarker(file));
+    // What is there looks random: the written block's bytes take most of the 256 values.
+    const uint64_t at = DataOffset(m.uri(i)) + 1 * kMiB;
+    std::array<bool, 256> seen{};
+    for (uint64_t b = at; b < at + kBlock; ++b)
+      seen[file[b]] = true;
+    CHECK(std::count(seen.begin(), seen.end(), true) > 240);
+  }
+  // Both copies hold the same ciphertext.
+  const Bytes a = ReadFile(m.file(0)), b = ReadFile(m.file(1));
+  const uint64_t at = DataOffset(m.uri(0));
+  CHECK(std::equal(a.begin() + at, a.begin() + at + 4 * kMiB, b.begin() + at));
+
+  Served again(Concat({"--passphrase-file", pass}, m.uris()), name);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(again.uri(name)));
+  CHECK(client.ReadOrThrow(data.size(), 1 * kMiB) == data);
+}
+
+TEST_CASE("an encrypted volume refuses a wrong or missing secret before any I/O") {
+  FileMembers m(2, kMemberSize);
+  const std::string name = "enc-keys";
+  const std::string key = m.dir().File("volume.key");
+  WriteKeyFile(key, RandomBytes(32, 901));
+  const std::string wrong_key = m.dir().File("wrong.key");
+  WriteKeyFile(wrong_key, RandomBytes(32, 902));
+  const std::string pass = WritePassphrase(m, "pass", "a passphrase\n");
+  CreateOk({"--name", name, "--layout", "stripe", "--encrypt", "--key-file", key}, m.uris());
+
+  CheckServeRefused(m.uris(),
+                    {"volume " + name + " is encrypted: give --key-file or --passphrase-file"});
+  CheckServeRefused(
+      Concat({"--key-file", wrong_key}, m.uris()),
+      {"volume " + name, "--key-file " + wrong_key, "opens none of its key slots (0)"});
+  CheckServeRefused(Concat({"--passphrase-file", pass}, m.uris()),
+                    {"volume " + name, "has no passphrase key slot"});
+  // The refusals wrote nothing: the superblocks still say clean at event 1.
+  for (const std::string& uri : m.uris()) {
+    const CommandResult r = RunAggregator({"inspect", uri});
+    CHECK(Contains(r.stdout_text, "clean, event 1"));
+  }
+  Served v(Concat({"--key-file", key}, m.uris()), name);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+  FioVerifies(v.uri(name));
+}
+
+TEST_CASE("an encrypted volume: a changed ciphertext byte is EIO, holes stay zeros") {
+  FileMembers m(1, kMemberSize);
+  const std::string name = "enc-tamper";
+  const std::string key = m.dir().File("volume.key");
+  WriteKeyFile(key, RandomBytes(32, 903));
+  CreateOk({"--name", name, "--encrypt", "--key-file", key}, m.uris());
+  const uint64_t data_offset = DataOffset(m.uri(0));
+  {
+    Served v(Concat({"--key-file", key}, m.uris()), name);
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+    REQUIRE_NBD_OK(client.Pwrite(RandomBytes(4 * kBlock, 904), 0));
+    // A hole reads as zeros, and its bytes on the member stay zero: the cipher never saw it.
+    CHECK(client.ReadOrThrow(kBlock, 8 * kBlock) == Bytes(kBlock, 0));
+    v.Stop();
+  }
+  const Bytes file = ReadFile(m.file(0));
+  CHECK(std::all_of(file.begin() + data_offset + 8 * kBlock,
+                    file.begin() + data_offset + 9 * kBlock, [](uint8_t b) { return b == 0; }));
+  // One bit of block 2's ciphertext flipped behind the aggregator's back.
+  const uint8_t flipped = file[data_offset + 2 * kBlock + 17] ^ 0x01;
+  WriteFileAt(m.file(0), data_offset + 2 * kBlock + 17, {&flipped, 1});
+  Served v(Concat({"--key-file", key}, m.uris()), name);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+  Bytes block(kBlock);
+  CHECK_NBD_ERR(client.Pread(block, 2 * kBlock), EIO);
+  const Bytes written = RandomBytes(4 * kBlock, 904);
+  CHECK(client.ReadOrThrow(kBlock, 1 * kBlock) ==
+        Bytes(written.begin() + kBlock, written.begin() + 2 * kBlock));
+  v.Stop();
+  CHECK(Contains(v.stderr_text(), "checksum mismatch at volume offset 8192"));
+}
+
+TEST_CASE("key add, list and remove change the slots of every member while serving") {
+  FileMembers m(2, kMemberSize);
+  const std::string name = "enc-slots";
+  const std::string key = m.dir().File("volume.key");
+  WriteKeyFile(key, RandomBytes(32, 906));
+  const std::string pass = WritePassphrase(m, "pass", "a new passphrase\n");
+  CreateOk({"--name", name, "--layout", "mirror", "--encrypt", "--key-file", key}, m.uris());
+  const Bytes data = RandomBytes(64 * kKiB, 907);
+  {
+    Served v(Concat({"--key-file", key}, m.uris()), name);
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+    REQUIRE_NBD_OK(client.Pwrite(data, 0));
+    const auto key_cmd = [&v](std::vector<std::string> args) {
+      return RunAggregator(Concat({"key", "--control", v.control_path()}, args));
+    };
+    CommandResult r = key_cmd({"add", name, "--passphrase-file", pass, "--passphrase-cost", "10"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.stdout_text == "ok: volume " + name + ": key slot 1 added (passphrase)\n");
+    r = key_cmd({"list", name});
+    CHECK(r.stdout_text == "slot 0: key-file\nslot 1: passphrase (scrypt 2^10, 8, 1)\n");
+    CHECK(key_cmd({"remove", name, "0"}).stdout_text ==
+          "ok: volume " + name + ": key slot 0 removed\n");
+    CheckRefused(key_cmd({"remove", name, "1"}),
+                 {"key slot 1 is the last one: nothing would open the volume"});
+    CheckRefused(key_cmd({"remove", name, "5"}), {"key slot 5 is empty"});
+    CheckRefused(key_cmd({"add", name, "--key-file", m.dir().File("missing.key")}),
+                 {"--key-file " + m.dir().File("missing.key"), "No such file or directory"});
+    CheckRefused(key_cmd({"add", name}), {"key add needs --key-file or --passphrase-file"});
+    // Both copies' superblocks hold the change.
+    for (const std::string& uri : m.uris())
+      CHECK(Contains(RunAggregator({"inspect", uri}).stdout_text,
+                     "key slots: 1 passphrase (scrypt 2^10, 8, 1)\n"));
+    v.Stop();
+  }
+  CheckServeRefused(Concat({"--key-file", key}, m.uris()),
+                    {"volume " + name, "has no key-file key slot"});
+  Served v(Concat({"--passphrase-file", pass}, m.uris()), name);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+  CHECK(client.ReadOrThrow(data.size(), 0) == data);
+}
+
+TEST_CASE("create --encrypt refuses what cannot be combined with it") {
+  FileMembers m(1, kMemberSize);
+  const std::string key = m.dir().File("volume.key");
+  WriteKeyFile(key, RandomBytes(32, 905));
+  const std::string pass = WritePassphrase(m, "pass", "words\n");
+  CheckRefused(
+      Create({"--name", "x", "--encrypt", "--checksum", "crc32c", "--key-file", key}, m.uris()),
+      {"--checksum crc32c cannot be combined with --encrypt"});
+  CheckRefused(
+      Create({"--name", "x", "--encrypt", "--checksum", "blake2b", "--key-file", key}, m.uris()),
+      {"--checksum blake2b cannot be combined with --encrypt"});
+  CheckRefused(Create({"--name", "x", "--encrypt"}, m.uris()),
+               {"--encrypt: give --key-file or --passphrase-file"});
+  CheckRefused(
+      Create({"--name", "x", "--encrypt", "--key-file", key, "--passphrase-file", pass}, m.uris()),
+      {"give --key-file or --passphrase-file, not both"});
+  CheckRefused(Create({"--name", "x", "--passphrase-file", pass}, m.uris()),
+               {"--passphrase-file is for --encrypt"});
+  CheckRefused(
+      Create({"--name", "x", "--encrypt", "--passphrase-file", pass, "--passphrase-cost", "40"},
+             m.uris()),
+      {"--passphrase-cost 40: scrypt's log2 N, 10 to 20"});
+  CHECK(m.AllBlank());  // nothing was written
+}
+
+TEST_SUITE_END();
+
+}  // namespace
+}  // namespace dst::test

@@ -136,6 +136,30 @@ TEST_CASE("exports in zones; create --cluster places a mirror on two zones and r
   CHECK(Contains(r.stdout_text, "\"drained\": true"));
 }
 
+TEST_CASE("two creates of one name at once: one wins, the other fails with one line") {
+  ClusterSetup c;
+  auto create = [&c] {
+    return RunAggregator({"create", "--cluster", c.url, "--name", "mir", "--layout", "mirror"});
+  };
+  auto first = std::async(std::launch::async, create);
+  auto second = std::async(std::launch::async, create);
+  const CommandResult x = first.get();
+  const CommandResult y = second.get();
+  REQUIRE_MESSAGE(((x.exit_code == 0) != (y.exit_code == 0)), x.stderr_text << y.stderr_text);
+  const CommandResult& loser = x.exit_code == 0 ? y : x;
+  // The loser read the catalog after the winner's reservation (no free zone-b export left), or
+  // before it, and then its transaction found the name taken or the exports changed. Either way
+  // nothing of the loser's was formatted or recorded.
+  const bool placed = Contains(loser.stderr_text, "need 2 zones with a free export, have 1");
+  const bool exists = Contains(loser.stderr_text, "volume mir exists in the catalog");
+  const bool changed = Contains(loser.stderr_text, "changed in the catalog meanwhile");
+  CHECK_MESSAGE((placed || exists || changed), loser.stderr_text);
+  CHECK(CountOf(loser.stderr_text, "error:") == 1);
+  const CommandResult status = RunAggregator({"status", "--cluster", c.url});
+  CHECK(CountOf(status.stdout_text, "mir layout=mirror copies=2 ") == 1);
+  CHECK(Contains(status.stdout_text, "state=ready owner=none"));
+}
+
 TEST_CASE("two aggregators race to serve one volume: one wins, the other names the owner") {
   ClusterSetup c;
   c.CreateMirror();

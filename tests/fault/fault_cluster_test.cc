@@ -9,6 +9,7 @@
 #include <map>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "tests/fault/fault_fixture.h"
 #include "tests/harness/etcd_server.h"
@@ -231,15 +232,24 @@ TEST_CASE("an owner frozen past its lease is taken over, and fenced once it runs
   REQUIRE(WriteFor(cb, second, kBlock, 10s).ok());
   REQUIRE(FlushFor(cb).ok());
 
-  // A runs again: its client's writes fail (its lease is gone, and the export nodes refuse its
-  // epoch), and nothing of A's lands after B's first write.
+  // A runs again with a client write waiting in its socket: the write fails (the export nodes
+  // refuse A's epoch if it gets there before A notices that its lease is gone), so do the ones
+  // after it, and nothing of A's lands after B's first write.
+  const Bytes stale = RandomBytes(kBlock, 3);
+  auto waiting =
+      std::async(std::launch::async, [&ca, &stale] { return WriteFor(ca, stale, kBlock, 10s); });
+  std::this_thread::sleep_for(200ms);  // the request is in A's socket
   a.Kill(SIGCONT);
-  const NbdStatus w = WriteFor(ca, RandomBytes(kBlock, 3), kBlock, 10s);
-  CHECK_FALSE(w.ok());
+  CHECK_FALSE(waiting.get().ok());
   CHECK(WaitForText([&] { return a.stderr_text(); }, ": no more writes", 10s));
   CHECK(WriteFor(ca, RandomBytes(kBlock, 4), 2 * kBlock, 10s).err == EPERM);
   const bool lease_lost = Contains(a.stderr_text(), "cluster lease ");
   const bool fenced = Contains(a.stderr_text(), "fenced by a newer owner");
+  // Fenced: the export nodes refused A's stale epoch (ownership epoch A << 32 | attempt).
+  if (fenced)
+    CHECK(std::regex_search(c.a1.stderr_text() + c.b1.stderr_text(),
+                            std::regex("fence: refusing write of [0-9]+ bytes at [0-9]+ from "
+                                       "stale epoch [0-9]+ \\(session current [0-9]+\\)")));
   CHECK_MESSAGE((lease_lost || fenced), a.stderr_text());
   for (const char* log : {"a1.log", "b1.log"}) {
     bool b_wrote = false;

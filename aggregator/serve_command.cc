@@ -119,7 +119,8 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
     // Durable before the first fenced connection carries the new epoch: an aggregator that
     // assembles the volume later reads it and goes one above.
     if (plans[i].redundant)
-      DST_RETURN_IF_ERROR(ClaimOwnership(config.member_tls, RunOwnerUuid(), &*plans[i].redundant));
+      DST_RETURN_IF_ERROR(ClaimOwnership(config.member_tls, RunOwnerUuid(), &*plans[i].redundant,
+                                         config.volumes[i].min_ownership_epoch));
   }
   std::vector<std::vector<volume::MemberTarget*>> targets;
   DST_RETURN_IF_ERROR(ConnectMembers(config, plans, server, &targets));
@@ -194,7 +195,9 @@ Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
 
 }  // namespace
 
-int Serve(ServeConfig config, ServeArgs args) { return Serve(std::move(config), std::move(args), {}); }
+int Serve(ServeConfig config, ServeArgs args) {
+  return Serve(std::move(config), std::move(args), {});
+}
 
 int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   if (Status s = ValidateServeConfig(config); !s.ok()) return ExitWithError(s);

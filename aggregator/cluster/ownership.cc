@@ -46,7 +46,7 @@ Status HolderOf(const cluster::KeyValue& kv, OwnerRecord* owner) {
 // Takes the owner key of `volume` for `lease`; with `takeover`, waits for a holder's lease to
 // expire first.
 Status TakeLock(CatalogClient& catalog, const std::string& volume, const OwnerRecord& me,
-                bool takeover) {
+                bool takeover, int64_t* revision) {
   const std::string key = catalog.keys().Owner(volume);
   std::optional<Clock::time_point> deadline;
   for (;;) {
@@ -54,6 +54,7 @@ Status TakeLock(CatalogClient& catalog, const std::string& volume, const OwnerRe
     DST_RETURN_IF_ERROR(catalog.Run(
         catalog.etcd().CreateIfAbsent(key, cluster::EncodeOwner(me), me.lease, &result)));
     if (result.created) {
+      *revision = result.current.create_revision;
       LOG_INFO("volume %s: cluster owner %s, lease %lld, lock revision %lld", volume.c_str(),
                cluster::DescribeOwner(me).c_str(), static_cast<long long>(me.lease),
                static_cast<long long>(result.current.create_revision));
@@ -270,11 +271,13 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
       LOG_WARNING("cluster: lease %lld not revoked: %s", static_cast<long long>(lease.id),
                   s.message().c_str());
   };
-  for (const VolumeConfig& v : config.volumes) {
-    if (Status s = TakeLock(*catalog, v.name, me, cluster.takeover); !s.ok()) {
+  for (VolumeConfig& v : config.volumes) {
+    int64_t revision = 0;
+    if (Status s = TakeLock(*catalog, v.name, me, cluster.takeover, &revision); !s.ok()) {
       revoke();
       return ExitWithError(s);
     }
+    v.min_ownership_epoch = static_cast<uint64_t>(revision);
   }
   // A takeover may have waited long: renew once, then keep renewing while the volumes are
   // assembled and served.

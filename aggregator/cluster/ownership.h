@@ -5,8 +5,9 @@
 // - The members of each volume come from its catalog record; the other serve options apply as
 //   without --cluster.
 // - One lease (--lease-ttl, default 10 s) backs the owner key PREFIX/owners/VOLUME of every
-//   volume, created with CreateIfAbsent before the volume is assembled, so that the assembly's
-//   ownership epoch (superblock epoch + 1) is only ever taken by the lock's holder. A volume
+//   volume, created with CreateIfAbsent before the volume is assembled. The assembly claims the
+//   ownership epoch max(superblock epoch + 1, the lock's revision), so that later holders of the
+//   lock fence earlier ones at the export nodes (docs/cluster.md, "The ownership epoch"). A volume
 //   owned by someone else is refused with one line naming the owner; with --takeover, serve
 //   waits (at most the owner's lease TTL and 5 s more) for the owner's lease to expire, then
 //   takes the lock, and its higher epoch fences the old owner at the export nodes.

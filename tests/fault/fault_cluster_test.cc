@@ -196,6 +196,14 @@ TEST_CASE("two aggregators race to serve one volume: one wins, the other names t
   CHECK(Contains(status.stdout_text, "state=ready owner="));
   CHECK(Contains(status.stdout_text, "(pid " + owner_pid + ") members="));
 
+  // An owner that renews its lease is not taken over: --takeover gives up after the owner's
+  // lease TTL (2 s) and 5 s more.
+  const auto asked = SteadyClock::now();
+  const StartFailure kept = AggregatorServer::StartExpectingFailure(c.Serve({"--takeover"}));
+  CHECK(SteadyClock::now() - asked >= 6s);
+  CHECK_MESSAGE(Contains(kept.stderr_text, "volume mir is still owned by "), kept.stderr_text);
+  CHECK(Contains(kept.stderr_text, "(pid " + owner_pid + "): its lease is being renewed"));
+
   NbdClient client;
   REQUIRE_NBD_OK(client.Connect(owner.uri("mir")));
   REQUIRE(WriteFor(client, RandomBytes(kBlock, 1), 0, 10s).ok());
@@ -293,7 +301,9 @@ TEST_CASE("etcd gone while serving: writes go on until the lease would expire, t
   CHECK(Contains(a.stderr_text(), "lost (not renewed for 2 s): no more writes"));
   CHECK(WriteFor(client, RandomBytes(kBlock, 3), 2 * kBlock, 10s).err == EPERM);
   CHECK_NBD_OK(client.Shutdown());
-  a.Stop();
+  // A volume that stopped writing is not marked clean: whoever owns it next recovers it.
+  CHECK(a.Stop() == 1);
+  CHECK(Contains(a.stderr_text(), "not closed clean"));
   CHECK(a.SanitizerReports().empty());
 }
 

@@ -160,6 +160,7 @@ Status ParseEncryptionOptions(const CreateArgs& args, CreatePlan* plan) {
   }
   VolumeSecret secret;
   DST_RETURN_IF_ERROR(ReadVolumeSecret("--encrypt", args.key_file, args.passphrase_file, &secret));
+  KeepKeysOutOfCoreDumps();
   const CryptoPP::SecByteBlock master = NewMasterKey();
   std::unique_ptr<BlockCipher> cipher;
   DST_RETURN_IF_ERROR(BlockCipher::Create({master.data(), master.size()}, &cipher));

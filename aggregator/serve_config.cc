@@ -50,9 +50,10 @@ Status ValidateServeConfig(ServeConfig& config) {
       return Status::Invalid(what +
                              ": --no-auto-resync is for mirror and raid10 volumes, which are never "
                              "raw");
-    if (raw && (!v.key_file.empty() || !v.passphrase_file.empty()))
-      return Status::Invalid(what +
-                             ": keys and passphrases are for assembled volumes, not raw ones");
+    if (raw && !v.key_file.empty())
+      return Status::Invalid(what + ": a checksum key is for assembled volumes, not raw ones");
+    if (raw && !v.passphrase_file.empty())
+      return Status::Invalid(what + ": a passphrase is for encrypted volumes, not raw ones");
     if (!v.key_file.empty() && !v.passphrase_file.empty())
       return Status::Invalid(what + ": give key-file or passphrase-file, not both");
     if (!v.name.empty() && !names.insert(v.name).second)

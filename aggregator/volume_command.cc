@@ -1,6 +1,7 @@
 #include "aggregator/volume_command.h"
 
 #include <cstdio>
+#include <filesystem>
 
 #include <CLI/CLI.hpp>
 
@@ -26,7 +27,12 @@ CLI::App* AddVolumeCommand(CLI::App& app, VolumeArgs* args) {
   volume->add_flag("--raw", args->raw, "add: serve the members as they are, with --layout");
   volume->add_option("--layout", args->layout, "add, raw: linear (default) or stripe");
   volume->add_option("--chunk", args->chunk, "add, raw, stripe: the chunk size (default 64K)");
-  volume->add_option("--key-file", args->key_file, "add: the checksum key of a keyed volume");
+  volume->add_option("--key-file", args->key_file,
+                     "add: the checksum key of a keyed volume, or a key file that opens a key slot "
+                     "of an encrypted one");
+  volume->add_option("--passphrase-file", args->passphrase_file,
+                     "add: a file holding a passphrase that opens a key slot of an encrypted "
+                     "volume");
   volume->add_flag("--allow-degraded", args->allow_degraded,
                    "add, mirror and raid10: serve without a current member");
   volume->add_flag("--no-auto-resync", args->no_auto_resync,
@@ -40,13 +46,25 @@ CLI::App* AddVolumeCommand(CLI::App& app, VolumeArgs* args) {
   return volume;
 }
 
+namespace {
+
+std::string AbsolutePath(const std::string& path) {
+  return std::filesystem::absolute(path).lexically_normal().string();
+}
+
+}  // namespace
+
 std::string VolumeRequest(const VolumeArgs& args) {
   if (args.action == "add") {
     std::string request = "volume add " + args.name;
     if (args.raw) request += " raw=true";
     if (!args.layout.empty()) request += " layout=" + args.layout;
     if (!args.chunk.empty()) request += " chunk=" + args.chunk;
-    if (!args.key_file.empty()) request += " key-file=" + args.key_file;
+    // The aggregator reads these files: from its own working directory, a relative path would
+    // name another file.
+    if (!args.key_file.empty()) request += " key-file=" + AbsolutePath(args.key_file);
+    if (!args.passphrase_file.empty())
+      request += " passphrase-file=" + AbsolutePath(args.passphrase_file);
     if (args.allow_degraded) request += " allow-degraded=true";
     if (args.no_auto_resync) request += " auto-resync=false";
     if (!args.discard.empty()) request += " discard=" + args.discard;
@@ -71,8 +89,8 @@ Status CheckAddArgs(const VolumeArgs& args) {
   for (const std::string& word : args.members)
     if (word.find("://") == std::string::npos)
       return Status::Invalid("volume add: not a member URI: '" + word + "'");
-  std::vector<std::string> words = {args.name, args.layout, args.chunk, args.key_file,
-                                    args.discard};
+  std::vector<std::string> words = {args.name,     args.layout,          args.chunk,
+                                    args.key_file, args.passphrase_file, args.discard};
   words.insert(words.end(), args.members.begin(), args.members.end());
   for (const std::string& word : words)
     if (word.find_first_of(" \t\n") != std::string::npos)
@@ -90,8 +108,8 @@ int RunVolume(const VolumeArgs& args) {
   if (!args.members.empty())
     return ExitWithError(Status::Invalid("volume " + args.action + " takes one name at most"));
   const bool has_add_options = args.raw || !args.layout.empty() || !args.chunk.empty() ||
-                               !args.key_file.empty() || args.allow_degraded ||
-                               args.no_auto_resync || !args.discard.empty();
+                               !args.key_file.empty() || !args.passphrase_file.empty() ||
+                               args.allow_degraded || args.no_auto_resync || !args.discard.empty();
   if (has_add_options)
     return ExitWithError(Status::Invalid("volume " + args.action + " takes no volume add options"));
   const bool remove = args.action == "remove";

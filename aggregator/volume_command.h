@@ -40,6 +40,7 @@ struct VolumeArgs {
   std::string layout;  // raw: linear, stripe
   std::string chunk;   // raw: stripe chunk size
   std::string key_file;
+  std::string passphrase_file;
   bool allow_degraded = false;
   bool no_auto_resync = false;
   std::string discard;  // mirror, raid10: a slot

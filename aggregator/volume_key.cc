@@ -1,13 +1,16 @@
 #include "aggregator/volume_key.h"
 
 #include <string.h>  // explicit_bzero
+#include <sys/prctl.h>
 
 #include <cerrno>
+#include <cstring>
 #include <fstream>
 
 #include "aggregator/key_file.h"
 #include "common/block_cipher.h"
 #include "common/key_file_mode.h"
+#include "common/log.h"
 
 namespace dst::aggregator {
 
@@ -86,6 +89,7 @@ Status OpenMasterKey(const integrity::Superblock& sb, const VolumeSecret& secret
     if (cipher->Check(uuid) != sb.key_id)
       return Status::Error(EIO, who + ": key slot " + std::to_string(i) +
                                     " opens, but not to this volume's key (damaged superblock?)");
+    KeepKeysOutOfCoreDumps();
     master->assign(key.begin(), key.end());
     return Status::Ok();
   }
@@ -102,6 +106,13 @@ Status SealIntoSlot(integrity::Superblock& sb, uint32_t index, const VolumeSecre
                                   &slot));
   EncodeKeySlot(slot, sb.key_slots[index]);
   return Status::Ok();
+}
+
+void KeepKeysOutOfCoreDumps() {
+  if (prctl(PR_GET_DUMPABLE) == 0) return;
+  if (prctl(PR_SET_DUMPABLE, 0) != 0)
+    LOG_WARNING("prctl(PR_SET_DUMPABLE): %s: a core dump may hold encryption keys",
+                std::strerror(errno));
 }
 
 Status FreeKeySlot(const integrity::Superblock& sb, uint32_t* index) {

@@ -45,6 +45,10 @@ Status OpenMasterKey(const integrity::Superblock& sb, const VolumeSecret& secret
 Status SealIntoSlot(integrity::Superblock& sb, uint32_t index, const VolumeSecret& secret,
                     std::span<const uint8_t> master, ScryptParams cost);
 
+// Keeps keys out of core dumps: the process becomes non-dumpable (no core file; other processes
+// of the user cannot attach). Called whenever a master key is opened or made.
+void KeepKeysOutOfCoreDumps();
+
 // The first slot of `sb` not in use; EBUSY when all kKeySlots are.
 Status FreeKeySlot(const integrity::Superblock& sb, uint32_t* index);
 

@@ -415,9 +415,28 @@ void ChecksummedVolume::WriteData(const std::shared_ptr<WriteOp>& op) {
                     for (const PageKey& key : op->pages)
                       table_.MarkDirty(key);
                   }
+                  if (err == 0 && op->fua && authenticated()) return FinishFuaWrite(op);
                   End(op);
                   op->done(err);
                 });
+}
+
+// A FUA write of an authenticated volume is durable with its entries: its
+// table pages are written and the members flushed before the answer.
+void ChecksummedVolume::FinishFuaWrite(const std::shared_ptr<WriteOp>& op) {
+  auto join = MakeJoin([this, op](int err) {
+    if (err != 0) {
+      End(op);
+      return op->done(err);
+    }
+    inner_->Flush([this, op](int flush_err) {
+      End(op);
+      op->done(flush_err);
+    });
+  });
+  for (const PageKey& key : op->pages)
+    table_.WriteNow(key, Part(join));
+  join->Arrive(0);
 }
 
 // ---------------------------------------------------------------------------
@@ -425,9 +444,22 @@ void ChecksummedVolume::WriteData(const std::shared_ptr<WriteOp>& op) {
 
 void ChecksummedVolume::Flush(Done done) {
   if (!Admit(done, Access::kChange)) return;
-  inner_->Flush([this, done = std::move(done)](int err) {
+  FlushWithEntries([this, done = std::move(done)](int err) {
     Leave();
     done(err);
+  });
+}
+
+// An authenticated volume's recovery keeps entries and never recomputes
+// them, so what a FLUSH promises includes the entries: the dirty table pages
+// are written before the members flush. The others recompute dirty regions
+// from their data and flush the data alone.
+void ChecksummedVolume::FlushWithEntries(Done done) {
+  if (!authenticated()) return inner_->Flush(std::move(done));
+  table_.WriteBack([this, alive = lifetime_.Watch(), done = std::move(done)](int err) mutable {
+    if (alive.expired()) return done(ESHUTDOWN);
+    if (err != 0) return done(err);
+    inner_->Flush(std::move(done));
   });
 }
 
@@ -495,6 +527,7 @@ void ChecksummedVolume::ZeroStep(uint64_t first, uint64_t count, bool may_trim, 
       End(op);
       return done(err);
     }
+    if (authenticated()) return ZeroEntriesFirst(op, may_trim, fua, std::move(done));
     // The members' blocks are zeroed, not merely forgotten: after a crash the
     // checksums of dirty regions are recomputed from the data, and a block
     // that still held its old data would come back.
@@ -512,6 +545,40 @@ void ChecksummedVolume::ZeroStep(uint64_t first, uint64_t count, bool may_trim, 
                    done(zero_err);
                  });
   });
+}
+
+// An authenticated volume's recovery never recomputes entries, so a zeroed
+// block whose old entry were still durable would read as EIO after a crash:
+// the zero entries are made durable first (written, members flushed), then
+// the blocks are zeroed. A crash in between leaves holes that read as zeros.
+void ChecksummedVolume::ZeroEntriesFirst(const std::shared_ptr<Op>& op, bool may_trim, bool fua,
+                                         Done done) {
+  for (const BlockRef& ref : op->refs) {
+    const std::span<uint8_t> entry = table_.Entry(ref.member, ref.block);
+    std::fill(entry.begin(), entry.end(), 0);
+  }
+  auto written = MakeJoin([this, op, may_trim, fua, done = std::move(done)](int err) mutable {
+    if (err != 0) {
+      End(op);
+      return done(err);
+    }
+    inner_->Flush([this, op, may_trim, fua, done = std::move(done)](int flush_err) mutable {
+      if (flush_err != 0) {
+        End(op);
+        return done(flush_err);
+      }
+      inner_->Zero(op->first * block_size_, op->count * block_size_, may_trim, false, fua,
+                   [this, op, done = std::move(done)](int zero_err) {
+                     End(op);
+                     done(zero_err);
+                   });
+    });
+  });
+  for (const PageKey& key : op->pages) {
+    table_.MarkDirty(key);
+    table_.WriteNow(key, Part(written));
+  }
+  written->Arrive(0);
 }
 
 void ChecksummedVolume::Cache(uint64_t offset, uint64_t length, Done done) {

@@ -354,6 +354,7 @@ void ChecksummedVolume::RecoverDirtyRegions(Done done) {
       .counters = &counters_,
       .owner = lifetime_.Watch(),
       .copies = std::nullopt,
+      .authenticated = authenticated(),
   };
   if (redundant())
     inputs.copies = RecomputeCopies{
@@ -452,6 +453,9 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
        "Regions recomputed at the last assembly"},
       {"recomputed_bytes", c.recomputed_bytes, false,
        "Bytes of data read to recompute checksums at the last assembly"},
+      {"recovery_unverified", c.recovery_unverified, false,
+       "Keyed and encrypted volumes: blocks of dirty regions that did not verify at the last "
+       "assembly (EIO until rewritten)"},
       {"dirty_regions", intent_.set_count(), false, "Write-intent bits set"},
       {"bitmap_syncs", intent_.syncs(), true, "Write-intent bitmap updates (write and flush)"},
       {"table_pages", table_.cached_pages(), false, "Checksum table pages cached"},

@@ -129,6 +129,12 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // master key (to seal another key slot with, off the loop: scrypt takes a second) and its key
   // slots as the superblocks hold them.
   bool encrypted() const { return cipher_ != nullptr; }
+  // Keyed or encrypted: table entries are MACs, which only the key holder computes. A FLUSH (and
+  // a FUA write) then makes the entries durable too, and recovery never recomputes an entry from
+  // what a member holds (recompute.h).
+  bool authenticated() const {
+    return view_.geometry.params.algorithm == ChecksumAlgorithm::kBlake2bKeyed;
+  }
   std::span<const uint8_t> master_key() const;
   const std::array<KeySlotBytes, kKeySlots>& key_slots() const { return view_.key_slots; }
   // Key slot `index` becomes `bytes` (all zero: empty) in every member's superblock; `done` hears
@@ -499,6 +505,9 @@ class ChecksummedVolume final : public volume::BlockDevice,
   bool Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data);
   bool Verify(uint64_t volume_block, std::span<const uint8_t> entry, const uint8_t* data);
   Digest ChecksumOf(uint64_t volume_block, const uint8_t* data);
+  void FlushWithEntries(Done done);
+  void ZeroEntriesFirst(const std::shared_ptr<Op>& op, bool may_trim, bool fua, Done done);
+  void FinishFuaWrite(const std::shared_ptr<WriteOp>& op);
   // Encrypted volumes: the blocks from `first_block` in place, but those `skip` marks (holes).
   void Decrypt(uint64_t first_block, uint8_t* data, const std::vector<bool>& skip);
   // `count` blocks from `first_block`, `in` to `out` (which may be the same bytes).

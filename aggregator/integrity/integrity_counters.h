@@ -26,6 +26,9 @@ struct IntegrityCounters {
   uint64_t rebuild_bytes = 0;      // mirror, raid10: bytes a full rebuild copied to a copy
   // Blocks a resync or rebuild found bad on every current copy (left as they were on the target).
   uint64_t resync_unrecoverable = 0;
+  // Keyed and encrypted volumes: blocks of dirty regions whose data did not verify against their
+  // entry at recovery; not re-checksummed, they read as EIO until rewritten.
+  uint64_t recovery_unverified = 0;
 };
 
 // The volume hands its numbers out as volume::NamedCounter (device_state.h).

@@ -70,16 +70,20 @@ class Recomputation : public std::enable_shared_from_this<Recomputation> {
     in_.data_areas[slice.member]->Submit(std::move(io));
   }
 
+  // Entries taken from a copy's own table, by block of the slice (authenticated volumes).
+  using Adopted = std::shared_ptr<std::map<uint64_t, std::vector<uint8_t>>>;
+
   // Pins the slice's table pages and gives each block the entry of what it holds.
-  void Apply(const RecomputeSlice& slice, const Buffer& buffer) {
+  void Apply(const RecomputeSlice& slice, const Buffer& buffer, Adopted adopted = nullptr) {
     auto pages = std::make_shared<std::vector<PageKey>>();
     for (uint64_t at = 0; at < slice.length; at += in_.block_size) {
       const PageKey key = in_.table->KeyOf(slice.member, (slice.offset + at) / in_.block_size);
       if (std::find(pages->begin(), pages->end(), key) == pages->end()) pages->push_back(key);
     }
-    in_.table->Pin(*pages, [self = shared_from_this(), slice, buffer, pages](int err) {
+    in_.table->Pin(*pages, [self = shared_from_this(), slice, buffer, pages, adopted](int err) {
       if (self->in_.owner.expired()) return;
-      if (err == 0) self->WriteEntries(slice, *buffer, *pages);
+      if (err == 0 && self->in_.authenticated) self->VerifyEntries(slice, *buffer, *pages, adopted);
+      if (err == 0 && !self->in_.authenticated) self->WriteEntries(slice, *buffer, *pages);
       self->in_.table->Unpin(*pages);
       self->SliceDone(slice, err);
     });
@@ -101,6 +105,38 @@ class Recomputation : public std::enable_shared_from_this<Recomputation> {
     }
     for (const PageKey& key : pages)
       in_.table->MarkDirty(key);
+  }
+
+  // Authenticated volumes: entries are kept, never computed; what does not verify is reported.
+  void VerifyEntries(const RecomputeSlice& slice, const std::vector<uint8_t>& data,
+                     const std::vector<PageKey>& pages, const Adopted& adopted) {
+    const uint32_t bs = in_.block_size;
+    uint64_t unverified = 0, first = 0;
+    bool changed = false;
+    for (uint64_t at = 0; at < slice.length; at += bs) {
+      const uint64_t block = (slice.offset + at) / bs;  // of the member's data area
+      const std::span<uint8_t> entry = in_.table->Entry(slice.member, block);
+      if (adopted)
+        if (auto a = adopted->find(at / bs); a != adopted->end()) {
+          changed = changed || !std::equal(entry.begin(), entry.end(), a->second.begin());
+          std::copy(a->second.begin(), a->second.end(), entry.begin());
+        }
+      if (IsZero(entry.data(), entry.size())) continue;
+      const uint64_t volume_block = in_.layout->VolumeOffset(slice.member, block * bs) / bs;
+      const Digest digest = in_.checksum(volume_block, data.data() + at);
+      if (std::memcmp(entry.data(), digest.bytes.data(), entry.size()) == 0) continue;
+      if (unverified++ == 0) first = slice.offset + at;
+    }
+    if (changed)
+      for (const PageKey& key : pages)
+        in_.table->MarkDirty(key);
+    if (unverified == 0) return;
+    in_.counters->recovery_unverified += unverified;
+    LOG_ERROR(
+        "volume %s: %llu blocks of member %u from data offset %llu do not verify after an unclean "
+        "stop; keyed entries are never recomputed, so they read as EIO until rewritten",
+        in_.volume.c_str(), static_cast<unsigned long long>(unverified), slice.member,
+        static_cast<unsigned long long>(first));
   }
 
   // ---- Copies of a set (mirror, raid10).
@@ -199,6 +235,15 @@ class Recomputation : public std::enable_shared_from_this<Recomputation> {
     join->Arrive(0);
   }
 
+  // Copy i's own durable entry of block b (read by ReadTablePages).
+  std::vector<uint8_t> OwnEntry(const CopySlice& cs, size_t i, uint64_t b) {
+    const uint64_t block = cs.slice.offset / in_.block_size + b;
+    const TableEntryLocation where =
+        LocateTableEntry(in_.copies->geometries[cs.slice.member], block);
+    const std::vector<uint8_t>& page = cs.pages[i].at(where.page_offset);
+    return {page.begin() + where.offset_in_page, page.begin() + where.offset_in_page + where.size};
+  }
+
   // Whether copy i's block b matches that copy's own table entry.
   bool MatchesOwnEntry(const CopySlice& cs, size_t i, uint64_t b) {
     const uint32_t bs = in_.block_size;
@@ -221,6 +266,7 @@ class Recomputation : public std::enable_shared_from_this<Recomputation> {
     const uint32_t bs = in_.block_size;
     const size_t n = cs->copies.size();
     auto result = std::make_shared<std::vector<uint8_t>>(cs->data[0]);
+    auto adopted = in_.authenticated ? std::make_shared<Adopted::element_type>() : nullptr;
     const uint64_t region = cs->slice.offset / in_.copies->region_size;
     RegionReport& report = reports_[{cs->slice.member, region}];
     report.kept.resize(n);
@@ -234,15 +280,16 @@ class Recomputation : public std::enable_shared_from_this<Recomputation> {
           by_entry = true;
         }
       std::memcpy(result->data() + b * bs, cs->data[winner].data() + b * bs, bs);
+      if (adopted && by_entry) (*adopted)[b] = OwnEntry(*cs, winner, b);
       ++report.differing;
       report.by_entry += by_entry;
       ++report.kept[winner];
     }
     *in_.copies->mismatches += cs->differing.size();
-    auto join = MakeJoin([self = shared_from_this(), cs, result](int err) {
+    auto join = MakeJoin([self = shared_from_this(), cs, result, adopted](int err) {
       if (self->in_.owner.expired()) return;
       if (err != 0) return self->SliceDone(cs->slice, err);
-      self->Apply(cs->slice, result);
+      self->Apply(cs->slice, result, adopted);
     });
     // Per copy, one write per run of blocks that differ from the result.
     for (size_t i = 0; i < n; ++i) {

@@ -1,6 +1,7 @@
 // Crash recovery of a checksummed volume (docs/integrity.md, "Crash
 // consistency"): the checksum entries of every region whose write-intent bit
-// is set are recomputed from the data the members hold. A block of zeros
+// is set are recomputed from the data the members hold (keyed and encrypted
+// volumes: verified instead, see RecomputeInputs::authenticated). A block of zeros
 // becomes unwritten (entry zero); every other block gets the checksum of what
 // it holds. Regions whose bit is clear are neither read nor changed.
 //
@@ -69,6 +70,13 @@ struct RecomputeInputs {
   IntegrityCounters* counters = nullptr;  // recomputed_regions and recomputed_bytes are set
   LifetimeWatch owner;                    // of everything above
   std::optional<RecomputeCopies> copies;  // mirror and raid10 only
+  // Keyed and encrypted volumes (docs/encryption.md, "Recovery never launders"): no entry is
+  // computed from what a member holds, which an export host could have forged. A block keeps its
+  // entry: one whose data verifies against it is fine; one whose data does not is counted
+  // (recovery_unverified), logged, and reads as EIO until rewritten; a zero entry stays zero (a
+  // write whose entry never became durable was never flushed). Mirror and raid10: a copy whose
+  // data verifies against its own durable entry wins, and that entry is taken.
+  bool authenticated = false;
 };
 
 // [offset, offset + length) of member `member`'s data area.

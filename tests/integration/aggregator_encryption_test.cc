@@ -241,6 +241,30 @@ TEST_CASE("key add, list and remove change the slots of every member while servi
   CHECK(client.ReadOrThrow(data.size(), 0) == data);
 }
 
+TEST_CASE("an encrypted volume added live opens with its passphrase, and only with it") {
+  FileMembers m(3, kMemberSize);
+  const std::string pass = WritePassphrase(m, "pass", "live passphrase\n");
+  const std::string wrong = WritePassphrase(m, "wrong", "not it\n");
+  CreateOk(Concat({"--name", "enc-live", "--encrypt", "--passphrase-file", pass}, kCheapPassphrase),
+           {m.uri(1), m.uri(2)});
+  CreateOk({"--name", "plain"}, {m.uri(0)});
+  Served v({m.uri(0)});
+  const auto add = [&v, &m](const std::string& secret) {
+    return RunAggregator({"volume", "--control", v.control_path(), "add", "enc-live",
+                          "--passphrase-file", secret, m.uri(1), m.uri(2)});
+  };
+  CheckRefused(add(wrong), {"volume enc-live", "opens none of its key slots (0)"});
+  const CommandResult added = add(pass);
+  INFO(added.stderr_text);
+  REQUIRE(added.exit_code == 0);
+  CHECK(Contains(added.stdout_text, "ok: volume enc-live added"));
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(v.uri("enc-live")));
+  const Bytes data = RandomBytes(3 * kBlock + 5, 908);
+  REQUIRE_NBD_OK(client.Pwrite(data, 777));
+  CHECK(client.ReadOrThrow(data.size(), 777) == data);
+}
+
 TEST_CASE("create --encrypt refuses what cannot be combined with it") {
   FileMembers m(1, kMemberSize);
   const std::string key = m.dir().File("volume.key");

@@ -84,14 +84,17 @@ class MemberGroup {
       const std::string file = dir.File(prefix + std::to_string(members_.size()) + ".img");
       members_.push_back(std::make_unique<Member>(file, size));
       uris_.push_back(members_.back()->uri());
+      files_.push_back(file);
     }
   }
   Member& member(size_t i) { return *members_[i]; }
   const std::vector<std::string>& uris() const { return uris_; }
+  const std::string& file(size_t i) const { return files_[i]; }  // member i's backing file
 
  private:
   std::vector<std::unique_ptr<Member>> members_;
   std::vector<std::string> uris_;
+  std::vector<std::string> files_;
 };
 
 std::string TomlList(const std::vector<std::string>& items) {
@@ -103,9 +106,10 @@ std::string TomlList(const std::vector<std::string>& items) {
 
 struct Volumes {
   MemberGroup& linear;
-  MemberGroup& stripe;
+  MemberGroup& stripe;  // encrypted, opened by `stripe_key`
   MemberGroup& mirror;
   MemberGroup& raw;
+  std::string stripe_key;
 };
 
 // One aggregator serves all four volumes; the empty export name selects
@@ -120,7 +124,8 @@ std::string AggregatorConfig(const Volumes& volumes) {
       << "s\"\nkeepalive = \"1s\"\nretry-window = \"60s\"\n"
       << "degrade-after = \"" << kDegradeAfter.count() << "s\"\n";
   out << "[[volume]]\nname = \"vol0\"\nmembers = " << TomlList(volumes.linear.uris()) << "\n";
-  out << "[[volume]]\nname = \"stripe0\"\nmembers = " << TomlList(volumes.stripe.uris()) << "\n";
+  out << "[[volume]]\nname = \"stripe0\"\nkey-file = \"" << volumes.stripe_key
+      << "\"\nmembers = " << TomlList(volumes.stripe.uris()) << "\n";
   out << "[[volume]]\nname = \"mirror0\"\nmembers = " << TomlList(volumes.mirror.uris()) << "\n";
   out << "[[volume]]\nname = \"raw0\"\nraw = true\nlayout = \"linear\"\nmembers = "
       << TomlList(volumes.raw.uris()) << "\n";
@@ -296,6 +301,26 @@ void CheckStripeRecovery(Aggregator& aggregator, const MemberGroup& stripe,
   }
 }
 
+// The encrypted stripe's export nodes hold none of the file system's plaintext: ext4's root
+// directory names "lost+found", which the unencrypted linear volume's members show in the clear.
+void CheckEncryptedStripe(Aggregator& aggregator, const MemberGroup& linear,
+                          const MemberGroup& stripe) {
+  const std::string needle = "lost+found";
+  const auto holds = [&needle](const std::string& file) {
+    const Bytes bytes = ReadFile(file);
+    return std::search(bytes.begin(), bytes.end(), needle.begin(), needle.end()) != bytes.end();
+  };
+  bool linear_shows = false;
+  for (size_t i = 0; i < linear.uris().size(); ++i)
+    linear_shows = linear_shows || holds(linear.file(i));
+  CHECK_MESSAGE(linear_shows, "the unencrypted volume's file system was not found: nothing shown");
+  for (size_t i = 0; i < stripe.uris().size(); ++i)
+    CHECK_MESSAGE(!holds(stripe.file(i)), "plaintext on " << stripe.file(i));
+  const CommandResult status =
+      RunOk({DST_AGGREGATOR_PATH, "status", "--control", aggregator.control_path()});
+  CHECK_FALSE(LineWithAll(status.stdout_text, {"stripe0 ", "encrypted/dirty"}).empty());
+}
+
 // A counter of status --json's entry for `volume` (its first `"key": N`).
 uint64_t VolumeCount(const std::string& json, const std::string& volume, const std::string& key) {
   const std::string entry = LineWithAll(json, {"{\"name\": \"" + volume + "\""});
@@ -399,9 +424,14 @@ TEST_CASE(
   MemberGroup mirror(dir, "mirror", {128 * kMiB, 128 * kMiB});
   MemberGroup raw(dir, "raw", {24 * kMiB, 24 * kMiB});
   CreateOk({"--name", "vol0", "--layout", "linear"}, linear.uris());
-  CreateOk({"--name", "stripe0", "--layout", "stripe", "--chunk", "64K"}, stripe.uris());
+  // The striped volume is encrypted: the kernel's file system on it, across the member restart.
+  const std::string stripe_key = dir.File("stripe0.key");
+  WriteKeyFile(stripe_key, RandomBytes(32, 31));
+  CreateOk({"--name", "stripe0", "--layout", "stripe", "--chunk", "64K", "--encrypt", "--key-file",
+            stripe_key},
+           stripe.uris());
   CreateOk({"--name", "mirror0", "--layout", "mirror", "--copies", "2"}, mirror.uris());
-  const Volumes volumes = {linear, stripe, mirror, raw};
+  const Volumes volumes = {linear, stripe, mirror, raw, stripe_key};
   // The export node that replaces the mirror's copy that is left. Started before
   // the aggregator, so that it stops after it: it is then the mirror's only
   // current copy, which the aggregator's clean stop writes to.
@@ -411,6 +441,7 @@ TEST_CASE(
 
   const GuestRun run = RunGuest(image, aggregator, volumes, fresh);
   CheckStripeRecovery(aggregator, stripe, mirror);
+  CheckEncryptedStripe(aggregator, linear, stripe);
   CheckMirrorLossAndReplace(aggregator, mirror, fresh);
   MESSAGE("guest ran for " << run.seconds << " s; stripe export node down for " << run.outage
                            << " s; mirror copy stale " << run.mirror_loss.stale_after

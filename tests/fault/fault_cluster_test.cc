@@ -145,6 +145,44 @@ TEST_CASE("exports in zones; create --cluster places a mirror on two zones and r
   CHECK(Contains(r.stdout_text, "\"drained\": true"));
 }
 
+TEST_CASE("create --cluster --layout raid10: each set's copies in two zones, then served") {
+  ClusterSetup c;
+  Member b2(c.dir.File("b2.img"), 8 * kMiB);
+  REQUIRE(RunAggregator({"export", "add", b2.uri(), "--zone", "zone-b", "--cluster", c.url})
+              .exit_code == 0);
+  CommandResult r = RunAggregator({"create", "--cluster", c.url, "--name", "r10", "--layout",
+                                   "raid10", "--sets", "2", "--chunk", "64K"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+  // Member i is copy i % 2 of set i / 2: the two copies of each set are in different zones.
+  const std::regex member_line("member ([0-3]): (\\S+) ");
+  std::map<int, std::string> members;
+  for (std::sregex_iterator it(r.stdout_text.begin(), r.stdout_text.end(), member_line), end;
+       it != end; ++it)
+    members[std::stoi((*it)[1])] = (*it)[2];
+  REQUIRE(members.size() == 4);
+  const std::map<std::string, std::string> zone = {
+      {c.a1.uri(), "zone-a"}, {c.a2.uri(), "zone-a"}, {c.b1.uri(), "zone-b"}, {b2.uri(), "zone-b"}};
+  CHECK(zone.at(members[0]) != zone.at(members[1]));
+  CHECK(zone.at(members[2]) != zone.at(members[3]));
+  r = RunAggregator({"status", "--cluster", c.url});
+  CHECK_MESSAGE(Contains(r.stdout_text, "r10 layout=raid10 copies=2 "), r.stdout_text);
+  CHECK(Contains(r.stdout_text,
+                 "members=" + members[0] + "," + members[1] + "," + members[2] + "," + members[3]));
+  r = RunAggregator({"export", "list", "--cluster", c.url});
+  CHECK(CountOf(r.stdout_text, "state=volume r10") == 4);
+
+  std::vector<std::string> args = {"--cluster", c.url, "r10"};
+  Aggregator a(args);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(a.uri("r10")));
+  const Bytes data = RandomBytes(4 * kBlock, 5);
+  REQUIRE(WriteFor(client, data, 0, 10s).ok());
+  Bytes back(data.size());
+  REQUIRE(ReadFor(client, back, 0, 10s).ok());
+  CHECK(back == data);
+  CHECK_NBD_OK(client.Shutdown());
+}
+
 TEST_CASE("two creates of one name at once: one wins, the other fails with one line") {
   ClusterSetup c;
   auto create = [&c] {

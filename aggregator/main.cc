@@ -6,6 +6,7 @@
 //                         [--key-file FILE] [--force] URI...
 //   dst-aggregator inspect [--json] URI...
 //   dst-aggregator status [--control PATH] [--json]
+//   dst-aggregator status --cluster URL [--json]
 //   dst-aggregator scrub [--control PATH] VOLUME start [--check|--repair] | pause | resume | stop
 //   dst-aggregator resync-rate [--control PATH] VOLUME --min RATE --max RATE
 //   dst-aggregator member [--control PATH] fail|remove VOLUME SLOT
@@ -19,6 +20,9 @@
 //                      [--read-only] [--control PATH | --connect HOST:PORT | --socket PATH] VOLUME
 //   dst-aggregator unmap /dev/nbdN|VOLUME
 //   dst-aggregator list-mapped [--json]
+//   dst-aggregator create --cluster URL --name NAME --layout mirror|raid10 [--size SIZE] ...
+//   dst-aggregator serve --cluster URL [--takeover] [--lease-ttl SECONDS] [OPTIONS] VOLUME...
+//   dst-aggregator export add URI --zone ZONE | list [--json] | drain URI  --cluster URL
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -26,6 +30,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include "aggregator/cluster/cluster_create.h"
+#include "aggregator/cluster/cluster_status.h"
+#include "aggregator/cluster/export_command.h"
+#include "aggregator/cluster/ownership.h"
 #include "aggregator/command_error.h"
 #include "aggregator/create_command.h"
 #include "aggregator/inspect_command.h"
@@ -53,12 +61,20 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   agg::ServeArgs serve_args;
   CLI::App* serve = agg::AddServeCommand(app, &serve_args);
+  agg::ClusterServeArgs cluster_serve_args;
+  agg::AddClusterServeOptions(*serve, &cluster_serve_args);
   agg::CreateArgs create_args;
   CLI::App* create = agg::AddCreateCommand(app, &create_args);
+  agg::ClusterCreateArgs cluster_create_args;
+  agg::AddClusterCreateOptions(*create, &cluster_create_args);
+  agg::ExportArgs export_args;
+  CLI::App* export_command = agg::AddExportCommand(app, &export_args);
   agg::InspectArgs inspect_args;
   CLI::App* inspect = agg::AddInspectCommand(app, &inspect_args);
   agg::StatusArgs status_args;
   CLI::App* status = agg::AddStatusCommand(app, &status_args);
+  std::string cluster_status_url;
+  agg::AddClusterStatusOption(*status, &cluster_status_url);
   agg::ScrubArgs scrub_args;
   CLI::App* scrub = agg::AddScrubCommand(app, &scrub_args);
   agg::ResyncRateArgs rate_args;
@@ -80,7 +96,18 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
-  if (serve->parsed()) return agg::RunServe(serve_args);
+  if (serve->parsed() && cluster_serve_args.cluster.empty() &&
+      (cluster_serve_args.takeover || serve->count("--lease-ttl") > 0))
+    return agg::ExitWithError(dst::Status::Invalid("--takeover and --lease-ttl are for --cluster"));
+  if (serve->parsed())
+    return cluster_serve_args.cluster.empty()
+               ? agg::RunServe(serve_args)
+               : agg::RunClusterServe(serve_args, cluster_serve_args);
+  if (status->parsed() && !cluster_status_url.empty()) {
+    if (!status_args.control.empty())
+      return agg::ExitWithError(dst::Status::Invalid("status: --cluster or --control, not both"));
+    return agg::RunClusterStatus(cluster_status_url, status_args.json);
+  }
   if (status->parsed()) return agg::RunStatus(status_args);
   if (scrub->parsed()) return agg::RunScrub(scrub_args);
   if (rate->parsed()) return agg::RunResyncRate(rate_args);
@@ -88,8 +115,13 @@ int main(int argc, char** argv) {
   if (volume->parsed()) return agg::RunVolume(volume_args);
   if (reload->parsed()) return agg::RunReload(reload_args);
   if (key->parsed()) return agg::RunKey(key_args);
+  if (export_command->parsed()) return agg::RunExport(export_args);
   if (create->parsed()) {
-    const dst::Status s = agg::RunCreate(create_args);
+    dst::Status s = agg::CheckClusterCreateArgs(cluster_create_args);
+    if (s.ok())
+      s = cluster_create_args.cluster.empty()
+              ? agg::RunCreate(create_args)
+              : agg::RunClusterCreate(create_args, cluster_create_args);
     return s.ok() ? 0 : agg::ExitWithError(s);
   }
   if (inspect->parsed()) return agg::RunInspect(inspect_args);

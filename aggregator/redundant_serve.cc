@@ -116,16 +116,21 @@ const integrity::Uuid& RunOwnerUuid() {
 }
 
 Status ClaimOwnership(const member::MemberTls& tls, const integrity::Uuid& owner,
-                      RedundantPlan* plan) {
+                      RedundantPlan* plan, uint64_t min_epoch) {
   integrity::Superblock& view = plan->view;
   if (view.ownership_epoch >= integrity::kMaxOwnershipEpoch)
     return Status::Error(EOVERFLOW, "volume " + plan->name + ": ownership epoch " +
                                         std::to_string(view.ownership_epoch) +
                                         " is the format's largest");
+  if (min_epoch > integrity::kMaxOwnershipEpoch)
+    return Status::Error(EOVERFLOW, "volume " + plan->name + ": ownership epoch " +
+                                        std::to_string(min_epoch) +
+                                        " (the cluster lock's revision) is above the format's "
+                                        "largest");
   for (const auto& m : plan->slots)
     if (m) view.event = std::max(view.event, m->superblock.event);
   ++view.event;
-  ++view.ownership_epoch;
+  view.ownership_epoch = std::max(view.ownership_epoch + 1, min_epoch);
   view.owner_uuid = owner;
   for (uint32_t s = 0; s < plan->slots.size(); ++s) {
     if (!plan->slots[s] || plan->decision.slots[s].role != SlotRole::kCurrent) continue;

@@ -69,9 +69,10 @@ const integrity::Uuid& RunOwnerUuid();
 // through one-shot connections, before any member is connected for data. The volume continues
 // from that view, so later superblock updates keep the new owner. Stale copies keep their own
 // superblocks. Refuses (the first member that cannot take the update, or EOVERFLOW at the
-// format's largest ownership epoch).
+// format's largest ownership epoch). `min_epoch`: the least epoch to claim (serve --cluster: the
+// revision of the volume's lock, docs/cluster.md "Ownership"), when it is above the raised one.
 Status ClaimOwnership(const member::MemberTls& tls, const integrity::Uuid& owner,
-                      RedundantPlan* plan);
+                      RedundantPlan* plan, uint64_t min_epoch = 0);
 
 // `targets` by slot: the connected member, nullptr for a missing one. A present slot that is not
 // current (stale: a bitmap resync or a full rebuild; discarded: a rebuild) is caught up once the

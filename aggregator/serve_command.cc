@@ -119,7 +119,8 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
     // Durable before the first fenced connection carries the new epoch: an aggregator that
     // assembles the volume later reads it and goes one above.
     if (plans[i].redundant)
-      DST_RETURN_IF_ERROR(ClaimOwnership(config.member_tls, RunOwnerUuid(), &*plans[i].redundant));
+      DST_RETURN_IF_ERROR(ClaimOwnership(config.member_tls, RunOwnerUuid(), &*plans[i].redundant,
+                                         config.volumes[i].min_ownership_epoch));
   }
   std::vector<std::vector<volume::MemberTarget*>> targets;
   DST_RETURN_IF_ERROR(ConnectMembers(config, plans, server, &targets));
@@ -195,6 +196,10 @@ Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
 }  // namespace
 
 int Serve(ServeConfig config, ServeArgs args) {
+  return Serve(std::move(config), std::move(args), {});
+}
+
+int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   if (Status s = ValidateServeConfig(config); !s.ok()) return ExitWithError(s);
   if (Status s = server::EnsureFileLimit(config.max_connections, ReservedFiles(config)); !s.ok())
     return ExitWithError(s);
@@ -246,6 +251,7 @@ int Serve(ServeConfig config, ServeArgs args) {
   await_hup();
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
   server.returns->Start();
+  const std::shared_ptr<void> hooked = hooks.serving ? hooks.serving(server) : nullptr;
   server.io.run();
   // Nothing comes back once the volumes begin to close.
   server.returns->Stop();

@@ -44,6 +44,9 @@ struct VolumeConfig {
   // Mirror and raid10 (docs/redundancy.md "Resync and rebuild"): a stale copy that is present at
   // start is resynced or rebuilt in the background; false (--no-auto-resync) leaves it stale.
   bool auto_resync = true;
+  // serve --cluster (docs/cluster.md, "Ownership"): the least ownership epoch the assembly
+  // claims, the revision of the volume's lock; 0 otherwise.
+  uint64_t min_ownership_epoch = 0;
 
   bool IsRaw(bool default_raw) const { return raw.value_or(default_raw); }
 };

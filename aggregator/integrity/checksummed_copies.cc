@@ -402,6 +402,15 @@ void ChecksummedVolume::Supersede(uint32_t slot) {
   join->Arrive(0);
 }
 
+void ChecksummedVolume::StopWrites(const std::string& why) {
+  if (superseded_) return;
+  superseded_ = true;
+  for (const auto kind :
+       {BackgroundJob::Kind::kResync, BackgroundJob::Kind::kRebuild, BackgroundJob::Kind::kScrub})
+    jobs_.Stop(kind);
+  LOG_ERROR("volume %s: %s: no more writes", name().c_str(), why.c_str());
+}
+
 void ChecksummedVolume::LogSuperseded(const std::vector<std::vector<uint8_t>>& slots) {
   uint64_t newest = 0;
   for (const std::vector<uint8_t>& bytes : slots) {

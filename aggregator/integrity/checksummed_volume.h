@@ -154,6 +154,10 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // block status with ESHUTDOWN (the table cache is not the new owner's).
   void Supersede(uint32_t slot);
   bool superseded() const { return superseded_; }
+  // This aggregator lost the volume's cluster lock (docs/cluster.md, "Ownership"): as Supersede,
+  // but at once, before a newer owner can have fenced it, and for any layout. Logs `volume V:
+  // WHY: no more writes` once.
+  void StopWrites(const std::string& why);
 
   const std::string& name() const override { return inner_->name(); }
   const std::string& description() const override { return inner_->description(); }

@@ -1,0 +1,20 @@
+// `dst-aggregator status --cluster URL [--json]`: the volumes of the cluster catalog with their
+// state and owner (docs/cluster.md), one line each:
+//   mir layout=mirror copies=2 size=7 MiB state=ready owner=host-a (pid 4242) members=URI,URI
+// or, with --json, an array of the volume records, each with "owner" (an owner record or null).
+//
+// Threading: the calling thread (blocking).
+#pragma once
+
+#include <string>
+
+namespace CLI {
+class App;
+}  // namespace CLI
+
+namespace dst::aggregator {
+
+void AddClusterStatusOption(CLI::App& status, std::string* cluster);
+int RunClusterStatus(const std::string& cluster, bool json);
+
+}  // namespace dst::aggregator

@@ -1,0 +1,309 @@
+#include "aggregator/cluster/ownership.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+
+#include "aggregator/cluster/catalog_client.h"
+#include "aggregator/command_error.h"
+#include "aggregator/control/runtime.h"
+#include "aggregator/serve_command.h"
+#include "common/log.h"
+
+namespace dst::aggregator {
+
+namespace {
+
+using cluster::CatalogClient;
+using cluster::OwnerRecord;
+using Clock = std::chrono::steady_clock;
+
+// How often a --takeover looks whether the owner's key is gone.
+constexpr auto kTakeoverPoll = std::chrono::milliseconds(200);
+// What a --takeover waits beyond the owner's lease TTL before it gives up.
+constexpr auto kTakeoverSlack = std::chrono::seconds(5);
+
+std::string HostName() {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "unknown-host";
+  return name;
+}
+
+uint64_t SecondsSinceEpoch() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
+}
+
+Status HolderOf(const cluster::KeyValue& kv, OwnerRecord* owner) {
+  return cluster::DecodeOwner(kv.key, kv.value, owner);
+}
+
+// Takes the owner key of `volume` for `lease`; with `takeover`, waits for a holder's lease to
+// expire first.
+Status TakeLock(CatalogClient& catalog, const std::string& volume, const OwnerRecord& me,
+                bool takeover, int64_t* revision) {
+  const std::string key = catalog.keys().Owner(volume);
+  std::optional<Clock::time_point> deadline;
+  for (;;) {
+    cluster::CreateResult result;
+    DST_RETURN_IF_ERROR(catalog.Run(
+        catalog.etcd().CreateIfAbsent(key, cluster::EncodeOwner(me), me.lease, &result)));
+    if (result.created) {
+      *revision = result.current.create_revision;
+      LOG_INFO("volume %s: cluster owner %s, lease %lld, lock revision %lld", volume.c_str(),
+               cluster::DescribeOwner(me).c_str(), static_cast<long long>(me.lease),
+               static_cast<long long>(result.current.create_revision));
+      return Status::Ok();
+    }
+    OwnerRecord holder;
+    DST_RETURN_IF_ERROR(HolderOf(result.current, &holder));
+    if (!takeover)
+      return Status::Error(EBUSY, "volume " + volume + " is owned by " +
+                                      cluster::DescribeOwner(holder) +
+                                      ": not serving it (serve --takeover takes it over once "
+                                      "the owner's lease has expired)");
+    if (!deadline) {
+      cluster::LeaseTtl ttl;
+      Status s = catalog.Run(catalog.etcd().LeaseTimeToLive(result.current.lease, &ttl));
+      const auto granted = std::chrono::seconds(s.ok() ? ttl.granted_ttl : 0);
+      deadline = Clock::now() + granted + kTakeoverSlack;
+      LOG_INFO(
+          "volume %s: owned by %s: waiting up to %lld s for its lease to expire", volume.c_str(),
+          cluster::DescribeOwner(holder).c_str(),
+          static_cast<long long>(
+              std::chrono::duration_cast<std::chrono::seconds>(granted + kTakeoverSlack).count()));
+    }
+    // Until the key is gone (its lease expired or was revoked), or the deadline.
+    for (;;) {
+      if (Clock::now() >= *deadline)
+        return Status::Error(EBUSY, "volume " + volume + " is still owned by " +
+                                        cluster::DescribeOwner(holder) +
+                                        ": its lease is being renewed (is it alive?)");
+      std::this_thread::sleep_for(kTakeoverPoll);
+      int64_t ours = 0;  // our own lease lives on while we wait
+      DST_RETURN_IF_ERROR(catalog.Run(catalog.etcd().KeepAliveOnce(me.lease, &ours)));
+      std::optional<cluster::KeyValue> kv;
+      DST_RETURN_IF_ERROR(catalog.Run(catalog.etcd().Get(key, &kv)));
+      if (!kv) break;
+    }
+  }
+}
+
+// Renews the lease on a thread of its own, from before the volumes are assembled (which blocks
+// the serving thread) until serve stops; when the lease is lost, stops the attached volumes'
+// writes on the serving event loop.
+class LeaseKeeper {
+ public:
+  LeaseKeeper(int64_t lease, std::chrono::seconds ttl)
+      : lease_(lease), ttl_(ttl), expiry_(io_), tick_(io_) {}
+  ~LeaseKeeper() { Stop(); }
+
+  // `renewed`: when the last renewal that succeeded was sent.
+  Status Start(const cluster::EtcdUrl& url, std::chrono::milliseconds timeout,
+               Clock::time_point renewed) {
+    cluster::EtcdClientOptions options;
+    DST_RETURN_IF_ERROR(cluster::EtcdOptionsFor(url, {}, timeout, &options));
+    DST_RETURN_IF_ERROR(cluster::EtcdClient::Create(std::move(options), &etcd_));
+    ArmExpiry(renewed + ttl_);
+    asio::co_spawn(io_, Renew(), asio::detached);
+    thread_ = std::thread([this] { io_.run(); });
+    return Status::Ok();
+  }
+
+  // From here on a lost lease stops these volumes of `server` (at once if it is lost already).
+  void Attach(control::Server* server, std::vector<std::string> names) {
+    std::lock_guard lock(mu_);
+    server_ = server;
+    names_ = std::move(names);
+    if (lost_) StopWritesLocked();
+  }
+  void Detach() {
+    std::lock_guard lock(mu_);
+    server_ = nullptr;
+  }
+
+  void Stop() {
+    if (!thread_.joinable()) return;
+    asio::post(io_, [this] {
+      stopping_ = true;
+      expiry_.cancel();
+      tick_.cancel();
+      io_.stop();
+    });
+    thread_.join();
+  }
+
+ private:
+  void ArmExpiry(Clock::time_point at) {
+    expiry_.expires_at(at);
+    expiry_.async_wait([this](const asio::error_code& ec) {
+      if (ec || stopping_) return;
+      Lose("not renewed for " + std::to_string(ttl_.count()) + " s");
+    });
+  }
+
+  asio::awaitable<void> Renew() {
+    const auto interval =
+        std::max<std::chrono::milliseconds>(ttl_ / 3, std::chrono::milliseconds(100));
+    bool failing = false;
+    while (!stopping_ && !lost_) {
+      tick_.expires_after(interval);
+      asio::error_code ec;
+      co_await tick_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      if (ec || stopping_ || lost_) co_return;
+      const Clock::time_point sent = Clock::now();
+      int64_t ttl = 0;
+      const Status s = co_await etcd_->KeepAliveOnce(lease_, &ttl);
+      if (stopping_ || lost_) co_return;
+      if (s.ok()) {
+        if (failing) LOG_INFO("cluster: lease %lld renewed again", static_cast<long long>(lease_));
+        failing = false;
+        ArmExpiry(sent + std::chrono::seconds(ttl));
+      } else if (s.err() == ENOENT) {
+        Lose("etcd: expired or revoked");
+      } else if (!failing) {
+        failing = true;
+        LOG_WARNING("cluster: lease %lld not renewed: %s (writes stop if it stays so)",
+                    static_cast<long long>(lease_), s.message().c_str());
+      }
+    }
+  }
+
+  void Lose(const std::string& why) {
+    std::lock_guard lock(mu_);
+    if (lost_) return;
+    lost_ = true;
+    why_ = "cluster lease " + std::to_string(lease_) + " lost (" + why + ")";
+    expiry_.cancel();
+    tick_.cancel();
+    if (server_ == nullptr)
+      LOG_ERROR("%s: writes stop once the volumes are open", why_.c_str());
+    else
+      StopWritesLocked();
+  }
+
+  // On the serving event loop: the volumes belong to it. A handler still queued when that loop
+  // is destroyed is destroyed unrun.
+  void StopWritesLocked() {
+    asio::post(server_->io, [server = server_, names = names_, why = why_] {
+      for (integrity::ChecksummedVolume* v : server->checksummed)
+        for (const std::string& name : names)
+          if (v->name() == name) v->StopWrites(why);
+    });
+  }
+
+  const int64_t lease_;
+  const std::chrono::seconds ttl_;
+  asio::io_context io_{1};
+  std::unique_ptr<cluster::EtcdClient> etcd_;
+  asio::steady_timer expiry_;
+  asio::steady_timer tick_;
+  std::thread thread_;
+  bool stopping_ = false;  // keeper thread only
+
+  std::mutex mu_;
+  bool lost_ = false;
+  std::string why_;
+  control::Server* server_ = nullptr;
+  std::vector<std::string> names_;
+};
+
+Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeConfig* config) {
+  if (!args.config_file.empty())
+    return Status::Invalid("--cluster cannot be combined with --config");
+  if (args.members.empty()) return Status::Invalid("serve --cluster needs the volume names");
+  ServeArgs no_members = args;
+  no_members.members.clear();
+  DST_RETURN_IF_ERROR(ServeConfigFromArgs(no_members, config));
+  const VolumeConfig common = config->volumes.front();
+  config->volumes.clear();
+  for (const std::string& name : args.members) {
+    cluster::Revisioned<cluster::VolumeRecord> v;
+    DST_RETURN_IF_ERROR(catalog.GetVolume(name, &v));
+    if (v.record.state != "ready")
+      return Status::Error(EAGAIN,
+                           "volume " + name + " is being created (state " + v.record.state + ")");
+    VolumeConfig volume = common;
+    volume.name = name;
+    volume.members = v.record.members;
+    config->volumes.push_back(std::move(volume));
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+void AddClusterServeOptions(CLI::App& serve, ClusterServeArgs* args) {
+  serve.add_option("--cluster", args->cluster,
+                   "etcd://HOST[:PORT][,...]/PREFIX: serve the catalog volumes named instead of "
+                   "member URIs, each under a lease-backed lock");
+  serve.add_flag("--takeover", args->takeover,
+                 "--cluster: wait for an owner's lease to expire, then take the volume over");
+  serve.add_option("--lease-ttl", args->lease_ttl, "--cluster: the lock's lease, in seconds")
+      ->check(CLI::Range(2u, 3600u))
+      ->capture_default_str();
+}
+
+int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
+  if (args.verbose) SetLogLevel(LogLevel::kDebug);
+  std::unique_ptr<CatalogClient> catalog;
+  // A renewal that hangs must not outlive its turn.
+  const auto timeout = std::chrono::milliseconds(cluster.lease_ttl * 1000 / 3);
+  if (Status s = CatalogClient::Open(cluster.cluster, &catalog, {}, timeout); !s.ok())
+    return ExitWithError(s);
+  ServeConfig config;
+  if (Status s = ConfigFromCatalog(*catalog, args, &config); !s.ok()) return ExitWithError(s);
+
+  cluster::Lease lease;
+  if (Status s =
+          catalog->Run(catalog->etcd().GrantLease(std::chrono::seconds(cluster.lease_ttl), &lease));
+      !s.ok())
+    return ExitWithError(s.Wrap("cluster lease"));
+  const OwnerRecord me{HostName(), static_cast<int64_t>(getpid()), SecondsSinceEpoch(), lease.id};
+  auto revoke = [&catalog, &lease] {
+    const Status s = catalog->Run(catalog->etcd().RevokeLease(lease.id));
+    if (!s.ok())
+      LOG_WARNING("cluster: lease %lld not revoked: %s", static_cast<long long>(lease.id),
+                  s.message().c_str());
+  };
+  for (VolumeConfig& v : config.volumes) {
+    int64_t revision = 0;
+    if (Status s = TakeLock(*catalog, v.name, me, cluster.takeover, &revision); !s.ok()) {
+      revoke();
+      return ExitWithError(s);
+    }
+    v.min_ownership_epoch = static_cast<uint64_t>(revision);
+  }
+  // A takeover may have waited long: renew once, then keep renewing while the volumes are
+  // assembled and served.
+  const Clock::time_point sent = Clock::now();
+  int64_t ttl = 0;
+  if (Status s = catalog->Run(catalog->etcd().KeepAliveOnce(lease.id, &ttl)); !s.ok()) {
+    revoke();
+    return ExitWithError(s.Wrap("cluster lease"));
+  }
+  LeaseKeeper keeper(lease.id, std::chrono::seconds(ttl));
+  if (Status s = keeper.Start(catalog->url(), timeout, sent); !s.ok()) {
+    revoke();
+    return ExitWithError(s);
+  }
+  std::vector<std::string> names;
+  for (const VolumeConfig& v : config.volumes)
+    names.push_back(v.name);
+  ServeHooks hooks;
+  hooks.serving = [&keeper, names](control::Server& server) -> std::shared_ptr<void> {
+    keeper.Attach(&server, names);
+    return std::shared_ptr<void>(nullptr, [&keeper](void*) { keeper.Detach(); });
+  };
+  const int code = Serve(std::move(config), args, std::move(hooks));
+  keeper.Stop();
+  revoke();
+  return code;
+}
+
+}  // namespace dst::aggregator

@@ -7,6 +7,8 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <map>
 #include <regex>
 #include <sstream>
 #include <stdexcept>
@@ -345,6 +347,32 @@ void CheckStripeOnFiles(const std::vector<std::string>& files, uint64_t chunk, u
         CHECK_MESSAGE(got == want, "member " << m << " " << files[m] << " at " << member_offset
                                              << " (" << len << " bytes) differs");
       });
+}
+
+bool OlderWriteAfterNewer(const std::string& log_file, uint64_t owner_epoch, bool* newer_seen) {
+  std::ifstream in(log_file);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::regex connect(
+      "connection=([0-9]+) Connect export=\"[^\"]*@dst-fence:[0-9a-f]+:([0-9]+)\"");
+  const std::regex done("connection=([0-9]+) \\.\\.\\.(Write|Trim|Zero) id=[0-9]+ return=0$");
+  std::map<std::string, uint64_t> epochs;
+  bool newer = false, older_after = false;
+  std::string line;
+  while (std::getline(text, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, connect)) {
+      epochs[m[1]] = std::stoull(m[2]);
+    } else if (std::regex_search(line, m, done)) {
+      const uint64_t epoch = epochs.count(m[1]) ? epochs[m[1]] : 0;
+      if (epoch >= owner_epoch)
+        newer = true;
+      else if (newer)
+        older_after = true;
+    }
+  }
+  *newer_seen = newer;
+  return older_after;
 }
 
 }  // namespace dst::test::fault

@@ -193,4 +193,9 @@ void ForEachStripePiece(uint64_t offset, uint64_t length, uint64_t chunk, size_t
 void CheckStripeOnFiles(const std::vector<std::string>& files, uint64_t chunk, uint64_t offset,
                         const Bytes& data);
 
+// From an nbdkit `log` filter file: whether a write, trim or zero of an epoch below `owner_epoch`
+// succeeded after the first one of `owner_epoch` or above did. Each connection's epoch is the
+// one its fenced export name carries; `newer_seen` says whether the newer owner wrote at all.
+bool OlderWriteAfterNewer(const std::string& log_file, uint64_t owner_epoch, bool* newer_seen);
+
 }  // namespace dst::test::fault

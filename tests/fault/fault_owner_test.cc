@@ -32,35 +32,6 @@ std::string ClaimedOwner(const std::string& log, const std::string& epoch) {
   return m[1];
 }
 
-// From an nbdkit `log` filter file: whether a write, trim or zero of an epoch below `owner_epoch`
-// succeeded after the first one of `owner_epoch` or above did. Each connection's epoch is the
-// one its fenced export name carries; `newer_seen` says whether the newer owner wrote at all.
-bool OlderWriteAfterNewer(const std::string& log_file, uint64_t owner_epoch, bool* newer_seen) {
-  std::ifstream in(log_file);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::regex connect(
-      "connection=([0-9]+) Connect export=\"[^\"]*@dst-fence:[0-9a-f]+:([0-9]+)\"");
-  const std::regex done("connection=([0-9]+) \\.\\.\\.(Write|Trim|Zero) id=[0-9]+ return=0$");
-  std::map<std::string, uint64_t> epochs;
-  bool newer = false, older_after = false;
-  std::string line;
-  while (std::getline(text, line)) {
-    std::smatch m;
-    if (std::regex_search(line, m, connect)) {
-      epochs[m[1]] = std::stoull(m[2]);
-    } else if (std::regex_search(line, m, done)) {
-      const uint64_t epoch = epochs.count(m[1]) ? epochs[m[1]] : 0;
-      if (epoch >= owner_epoch)
-        newer = true;
-      else if (newer)
-        older_after = true;
-    }
-  }
-  *newer_seen = newer;
-  return older_after;
-}
-
 TEST_SUITE_BEGIN("fault_owner");
 
 TEST_CASE("a second aggregator on a mirror fences the first, which stops writing") {

@@ -174,21 +174,6 @@ std::map<std::string, std::string> IntegrityStats(Served& v, const std::string& 
   }
 }
 
-// A serve command line the aggregator must refuse: it exits 1 with exactly one line on stderr,
-// the error, naming every needle.
-void CheckServeRefused(const std::vector<std::string>& args,
-                       std::initializer_list<std::string_view> needles) {
-  AggregatorOptions o = ServeOptions(args);
-  o.start_timeout = 20s;
-  const StartFailure f = AggregatorServer::StartExpectingFailure(std::move(o));
-  INFO("serve " << JoinArgv(args) << "\nstderr:\n" << f.stderr_text);
-  CHECK(f.exit_code == 1);
-  CHECK(CountOf(f.stderr_text, "\n") == 1);
-  CHECK(f.stderr_text.rfind("dst-aggregator: error: ", 0) == 0);
-  for (std::string_view n : needles)
-    CHECK_MESSAGE(Contains(f.stderr_text, n), "missing: " << n);
-}
-
 // ---------------------------------------------------------------------------
 // Client helpers.
 

@@ -48,19 +48,6 @@ std::string WritePassphrase(const FileMembers& m, const std::string& name,
   return path;
 }
 
-// serve refused: exit 1 and one error line naming every needle.
-void CheckServeRefused(const std::vector<std::string>& args,
-                       std::initializer_list<std::string_view> needles) {
-  AggregatorOptions o = ServeOptions(args);
-  o.start_timeout = 20s;
-  const StartFailure f = AggregatorServer::StartExpectingFailure(std::move(o));
-  INFO("serve " << JoinArgv(args) << "\nstderr:\n" << f.stderr_text);
-  CHECK(f.exit_code == 1);
-  CHECK(CountOf(f.stderr_text, "\n") == 1);
-  for (std::string_view n : needles)
-    CHECK_MESSAGE(Contains(f.stderr_text, n), "missing: " << n);
-}
-
 // An area's offset in a member's file, from `inspect`'s line for it ("data:  [1048576, +...").
 uint64_t AreaOffset(const std::string& uri, const std::string& area) {
   const CommandResult r = RunAggregator({"inspect", uri});

@@ -91,4 +91,19 @@ void CheckCommandRefused(const CommandResult& r, const std::string& error) {
   CHECK(Contains(LineWithAll(r.stderr_text, {"error: "}), "error: " + error));
 }
 
+// A serve command line the aggregator must refuse: it exits 1 with exactly one line on stderr,
+// the error, naming every needle.
+void CheckServeRefused(const std::vector<std::string>& args,
+                       std::initializer_list<std::string_view> needles) {
+  AggregatorOptions o = ServeOptions(args);
+  o.start_timeout = 20s;
+  const StartFailure f = AggregatorServer::StartExpectingFailure(std::move(o));
+  INFO("serve " << JoinArgv(args) << "\nstderr:\n" << f.stderr_text);
+  CHECK(f.exit_code == 1);
+  CHECK(CountOf(f.stderr_text, "\n") == 1);
+  CHECK(f.stderr_text.rfind("dst-aggregator: error: ", 0) == 0);
+  for (std::string_view n : needles)
+    CHECK_MESSAGE(Contains(f.stderr_text, n), "missing: " << n);
+}
+
 }  // namespace dst::test

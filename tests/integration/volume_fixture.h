@@ -87,4 +87,9 @@ void CheckCommandOk(const CommandResult& r, const std::string& answer);
 // stderr.
 void CheckCommandRefused(const CommandResult& r, const std::string& error);
 
+// A serve command line the aggregator must refuse: it exits 1 with exactly one line on stderr,
+// the error, naming every needle.
+void CheckServeRefused(const std::vector<std::string>& args,
+                       std::initializer_list<std::string_view> needles);
+
 }  // namespace dst::test

@@ -7,9 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include "tests/harness/nbdkit_server.h"  // PickFreePort
@@ -160,8 +163,37 @@ EtcdServer::Startup EtcdServer::Launch() {
   return Startup::kTimedOut;
 }
 
+namespace {
+
+// Whether every thread of process `pid` is stopped ('T' or 't' in its stat line).
+bool AllThreadsStopped(pid_t pid) {
+  const std::string tasks = "/proc/" + std::to_string(pid) + "/task";
+  std::error_code ec;
+  bool any = false;
+  for (const auto& task : std::filesystem::directory_iterator(tasks, ec)) {
+    std::ifstream in(task.path() / "stat");
+    std::string line;
+    std::getline(in, line);
+    const size_t paren = line.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= line.size()) return false;
+    const char state = line[paren + 2];
+    if (state != 'T' && state != 't') return false;
+    any = true;
+  }
+  return any && !ec;
+}
+
+}  // namespace
+
 void EtcdServer::Kill(int sig) {
-  if (process_) process_->Kill(sig);
+  if (!process_) return;
+  process_->Kill(sig);
+  // kill() returns before every thread of a busy process has stopped: a request sent at once
+  // could still be answered. Wait (bounded) until all of them have.
+  if (sig != SIGSTOP) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!AllThreadsStopped(process_->pid()) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
 }
 
 int EtcdServer::Stop(std::chrono::milliseconds timeout) {

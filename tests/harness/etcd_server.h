@@ -51,7 +51,8 @@ class EtcdServer {
 
   bool Running() { return process_ && process_->Running(); }
   pid_t pid() const { return process_ ? process_->pid() : -1; }
-  // Sends sig to etcd (SIGSTOP, SIGCONT, SIGKILL).
+  // Sends sig to etcd (SIGSTOP, SIGCONT, SIGKILL); after SIGSTOP, returns once every thread of
+  // etcd has stopped (at most 5 s).
   void Kill(int sig);
   // SIGTERM, then SIGKILL if etcd has not exited after timeout. Returns its exit code. Safe to
   // call more than once.

@@ -6,7 +6,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <vector>
 
+#include "aggregator/integrity/assembly.h"
 #include "aggregator/key_file.h"
 #include "common/block_cipher.h"
 #include "common/key_file_mode.h"
@@ -18,14 +20,12 @@ namespace {
 
 constexpr size_t kMaxPassphrase = 1024;
 
-std::string SlotList(const integrity::Superblock& sb, KeySlotKind kind) {
-  std::string list;
-  for (size_t i = 0; i < kKeySlots; ++i) {
-    KeySlot slot;
-    if (!DecodeKeySlot(sb.key_slots[i], &slot).ok() || slot.kind != kind) continue;
-    list += (list.empty() ? "" : ", ") + std::to_string(i);
-  }
-  return list;
+// The slots of `sb` that `kind` of secret may open.
+std::vector<std::pair<uint32_t, KeySlot>> SlotsOfKind(const integrity::Superblock& sb,
+                                                      KeySlotKind kind) {
+  std::vector<std::pair<uint32_t, KeySlot>> slots = integrity::KeySlotsInUse(sb.key_slots);
+  std::erase_if(slots, [kind](const auto& s) { return s.second.kind != kind; });
+  return slots;
 }
 
 }  // namespace
@@ -74,20 +74,18 @@ Status OpenMasterKey(const integrity::Superblock& sb, const VolumeSecret& secret
                      std::vector<uint8_t>* master) {
   const std::string who = "volume " + sb.name + ": " + secret.source;
   const std::span<const uint8_t, 16> uuid(sb.volume_uuid);
-  const std::string tried = SlotList(sb, secret.kind);
-  if (tried.empty())
+  const auto slots = SlotsOfKind(sb, secret.kind);
+  if (slots.empty())
     return Status::Error(EACCES,
                          who + ": the volume has no " + KeySlotKindName(secret.kind) + " key slot");
-  for (uint32_t i = 0; i < kKeySlots; ++i) {
-    KeySlot slot;
-    if (!DecodeKeySlot(sb.key_slots[i], &slot).ok() || slot.kind != secret.kind) continue;
+  std::string tried;
+  for (const auto& [index, slot] : slots) {
+    tried += (tried.empty() ? "" : ", ") + std::to_string(index);
     CryptoPP::SecByteBlock key;
-    if (!OpenKeySlot(slot, {secret.bytes.data(), secret.bytes.size()}, uuid, i, &key).ok())
+    if (!OpenKeySlot(slot, {secret.bytes.data(), secret.bytes.size()}, uuid, index, &key).ok())
       continue;
-    std::unique_ptr<BlockCipher> cipher;
-    DST_RETURN_IF_ERROR(BlockCipher::Create({key.data(), key.size()}, &cipher).Wrap(who));
-    if (cipher->Check(uuid) != sb.key_id)
-      return Status::Error(EIO, who + ": key slot " + std::to_string(i) +
+    if (!integrity::CheckChecksumKey(sb, {key.data(), key.size()}).ok())
+      return Status::Error(EIO, who + ": key slot " + std::to_string(index) +
                                     " opens, but not to this volume's key (damaged superblock?)");
     KeepKeysOutOfCoreDumps();
     master->assign(key.begin(), key.end());

@@ -83,6 +83,14 @@ std::vector<uint8_t> AssociatedData(const KeySlot& slot, std::span<const uint8_t
 
 }  // namespace
 
+std::string DescribeKeySlot(const KeySlot& slot) {
+  std::string text = KeySlotKindName(slot.kind);
+  if (slot.kind == KeySlotKind::kPassphrase)
+    text += " (scrypt 2^" + std::to_string(slot.scrypt.log2_n) + ", " +
+            std::to_string(slot.scrypt.r) + ", " + std::to_string(slot.scrypt.p) + ")";
+  return text;
+}
+
 const char* KeySlotKindName(KeySlotKind kind) {
   switch (kind) {
     case KeySlotKind::kEmpty:

@@ -80,5 +80,7 @@ Status DecodeKeySlot(std::span<const uint8_t, kKeySlotSize> in, KeySlot* out);
 
 // "key-file", "passphrase", "empty".
 const char* KeySlotKindName(KeySlotKind kind);
+// The kind and, for a passphrase, scrypt's cost: "key-file", "passphrase (scrypt 2^17, 8, 1)".
+std::string DescribeKeySlot(const KeySlot& slot);
 
 }  // namespace dst

@@ -21,21 +21,10 @@ std::optional<uint32_t> Number(const std::string& text) {
   return n;
 }
 
-std::string SlotLine(uint32_t index, const KeySlot& slot) {
-  std::string line = "slot " + std::to_string(index) + ": " + KeySlotKindName(slot.kind);
-  if (slot.kind == KeySlotKind::kPassphrase)
-    line += " (scrypt 2^" + std::to_string(slot.scrypt.log2_n) + ", " +
-            std::to_string(slot.scrypt.r) + ", " + std::to_string(slot.scrypt.p) + ")";
-  return line + "\n";
-}
-
 std::string List(const integrity::ChecksummedVolume& v) {
   std::string out;
-  for (uint32_t i = 0; i < kKeySlots; ++i) {
-    KeySlot slot;
-    if (DecodeKeySlot(v.key_slots()[i], &slot).ok() && slot.kind != KeySlotKind::kEmpty)
-      out += SlotLine(i, slot);
-  }
+  for (const auto& [index, slot] : integrity::KeySlotsInUse(v.key_slots()))
+    out += "slot " + std::to_string(index) + ": " + DescribeKeySlot(slot) + "\n";
   return out;
 }
 

@@ -58,9 +58,8 @@ Status MakeVolumeKeys(const Superblock& sb, std::span<const uint8_t> key,
     *checksummer = std::move(ck.checksummer);
     return Status::Ok();
   }
+  DST_RETURN_IF_ERROR(CheckChecksumKey(sb, key));
   DST_RETURN_IF_ERROR(BlockCipher::Create(key, cipher));
-  if ((*cipher)->Check(std::span<const uint8_t, 16>(sb.volume_uuid)) != sb.key_id)
-    return Status::Invalid("wrong key: not the master key of encrypted volume " + sb.name);
   const CryptoPP::SecByteBlock mac = BlockCipher::MacKey(key);
   Checksummer::Result ck =
       Checksummer::Create(ChecksumAlgorithm::kBlake2bKeyed, {mac.data(), mac.size()});

@@ -750,6 +750,17 @@ Status ChooseSlot(std::span<const uint8_t> slot0, std::span<const uint8_t> slot1
   return Status::Ok();
 }
 
+std::vector<std::pair<uint32_t, KeySlot>> KeySlotsInUse(
+    const std::array<KeySlotBytes, kKeySlots>& slots) {
+  std::vector<std::pair<uint32_t, KeySlot>> used;
+  for (uint32_t i = 0; i < kKeySlots; ++i) {
+    KeySlot slot;
+    if (DecodeKeySlot(slots[i], &slot).ok() && slot.kind != KeySlotKind::kEmpty)
+      used.emplace_back(i, slot);
+  }
+  return used;
+}
+
 Status KeyIdentity(std::span<const uint8_t> key, KeyId* out) {
   Checksummer::Result made = Checksummer::Create(ChecksumAlgorithm::kBlake2bKeyed, key);
   DST_RETURN_IF_ERROR(made.status);

@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "aggregator/integrity/member_format.h"
 #include "aggregator/volume/layout.h"
@@ -223,6 +225,11 @@ struct SlotChoice {
 // newer format (ENOTSUP) is an error even if the other is valid: falling back to the older copy
 // would silently roll the volume back.
 Status ChooseSlot(std::span<const uint8_t> slot0, std::span<const uint8_t> slot1, SlotChoice* out);
+
+// The key slots in use, decoded, with their index: what inspect, `key list` and assembly show
+// or try. Slots that do not decode are left out (a valid superblock has none).
+std::vector<std::pair<uint32_t, KeySlot>> KeySlotsInUse(
+    const std::array<KeySlotBytes, kKeySlots>& slots);
 
 // Identifies a keyed-checksum key without revealing it: keyed BLAKE2b-256 of a fixed string, so it
 // is as hard to invert as any table entry. EINVAL for a key Checksummer refuses.

@@ -251,19 +251,9 @@ std::string Version2Text(const Superblock& sb) {
 }
 
 // The key slots in use: index, kind and, for a passphrase, scrypt's cost. Never their bytes.
-std::vector<std::pair<uint32_t, KeySlot>> SlotsInUse(const Superblock& sb) {
-  std::vector<std::pair<uint32_t, KeySlot>> used;
-  for (uint32_t i = 0; i < kKeySlots; ++i) {
-    KeySlot slot;
-    if (DecodeKeySlot(sb.key_slots[i], &slot).ok() && slot.kind != KeySlotKind::kEmpty)
-      used.emplace_back(i, slot);
-  }
-  return used;
-}
-
 std::string KeySlotsJson(const Superblock& sb) {
   std::string out = "[";
-  for (const auto& [index, slot] : SlotsInUse(sb)) {
+  for (const auto& [index, slot] : KeySlotsInUse(sb.key_slots)) {
     JsonObject json;
     json.Number("index", index).String("kind", KeySlotKindName(slot.kind));
     if (slot.kind == KeySlotKind::kPassphrase)
@@ -279,13 +269,8 @@ std::string KeySlotsJson(const Superblock& sb) {
 std::string EncryptionText(const Superblock& sb) {
   if (!sb.encrypted()) return "none";
   std::string out = "aes-256-xts, key slots:";
-  for (const auto& [index, slot] : SlotsInUse(sb)) {
-    out +=
-        (out.back() == ':' ? " " : ", ") + std::to_string(index) + " " + KeySlotKindName(slot.kind);
-    if (slot.kind == KeySlotKind::kPassphrase)
-      out += " (scrypt 2^" + std::to_string(slot.scrypt.log2_n) + ", " +
-             std::to_string(slot.scrypt.r) + ", " + std::to_string(slot.scrypt.p) + ")";
-  }
+  for (const auto& [index, slot] : KeySlotsInUse(sb.key_slots))
+    out += (out.back() == ':' ? " " : ", ") + std::to_string(index) + " " + DescribeKeySlot(slot);
   return out;
 }
 

@@ -6,7 +6,7 @@
 
 #include "aggregator/serve_config_file.h"
 
-namespace dst::aggregator {
+namespace dst::aggregator::config_reload_test {
 namespace {
 
 const std::string kBase = R"(
@@ -140,4 +140,4 @@ members = ["nbd://h/b1"]
 }
 
 }  // namespace
-}  // namespace dst::aggregator
+}  // namespace dst::aggregator::config_reload_test

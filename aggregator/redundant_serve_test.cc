@@ -6,7 +6,7 @@
 
 #include "aggregator/serve_config.h"
 
-namespace dst::aggregator {
+namespace dst::aggregator::redundant_serve_test {
 namespace {
 
 constexpr integrity::Uuid kVolume = {0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77,
@@ -50,4 +50,4 @@ TEST_CASE("the run's owner UUID is made once") {
 }
 
 }  // namespace
-}  // namespace dst::aggregator
+}  // namespace dst::aggregator::redundant_serve_test

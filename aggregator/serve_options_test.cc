@@ -17,7 +17,7 @@
 #include "aggregator/serve_args.h"
 #include "aggregator/serve_config_file.h"
 
-namespace dst::aggregator {
+namespace dst::aggregator::serve_options_test {
 namespace {
 
 const char* const kMember = "nbd://127.0.0.1:10809/x";
@@ -405,4 +405,4 @@ TEST_CASE("serve options: the resync rates default to 1M and 200M, and min may n
 }
 
 }  // namespace
-}  // namespace dst::aggregator
+}  // namespace dst::aggregator::serve_options_test

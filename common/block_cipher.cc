@@ -21,10 +21,6 @@ constexpr std::string_view kXtsLabel = "dst xts key";
 constexpr std::string_view kMacLabel = "dst mac key";
 constexpr std::string_view kCheckLabel = "dst key check";
 
-std::span<const uint8_t> Bytes(std::string_view text) {
-  return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
-}
-
 // BLAKE2b with `size` bytes of output, keyed with `key`, over `parts` in order.
 CryptoPP::SecByteBlock Derive(std::span<const uint8_t> key, size_t size,
                               std::initializer_list<std::span<const uint8_t>> parts) {
@@ -94,7 +90,7 @@ Status BlockCipher::Create(std::span<const uint8_t> master_key, std::unique_ptr<
                                      " bytes, not " + std::to_string(master_key.size()));
   auto keys = std::make_unique<Keys>();
   keys->master.Assign(master_key.data(), master_key.size());
-  const CryptoPP::SecByteBlock xts = Derive(master_key, kXtsKeySize, {Bytes(kXtsLabel)});
+  const CryptoPP::SecByteBlock xts = Derive(master_key, kXtsKeySize, {LabelBytes(kXtsLabel)});
   keys->xts.emplace(std::span<const uint8_t, kXtsKeySize>(xts.data(), kXtsKeySize));
   const CryptoPP::SecByteBlock mac = MacKey(master_key);
   Checksummer::Result made =
@@ -122,8 +118,8 @@ Digest BlockCipher::Mac(std::span<const uint8_t, 16> volume_uuid, uint64_t block
 }
 
 KeyCheck BlockCipher::Check(std::span<const uint8_t, 16> volume_uuid) const {
-  const CryptoPP::SecByteBlock check =
-      Derive({keys_->master.data(), keys_->master.size()}, 32, {Bytes(kCheckLabel), volume_uuid});
+  const CryptoPP::SecByteBlock check = Derive({keys_->master.data(), keys_->master.size()}, 32,
+                                              {LabelBytes(kCheckLabel), volume_uuid});
   KeyCheck out;
   std::copy(check.begin(), check.end(), out.begin());
   return out;
@@ -134,7 +130,7 @@ std::span<const uint8_t> BlockCipher::master_key() const {
 }
 
 CryptoPP::SecByteBlock BlockCipher::MacKey(std::span<const uint8_t> master_key) {
-  return Derive(master_key, 32, {Bytes(kMacLabel)});
+  return Derive(master_key, 32, {LabelBytes(kMacLabel)});
 }
 
 }  // namespace dst

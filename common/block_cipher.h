@@ -24,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <string_view>
 
 #include <cryptopp/secblock.h>
 
@@ -36,6 +37,11 @@ inline constexpr size_t kMasterKeySize = 64;
 inline constexpr size_t kXtsKeySize = 64;  // the data key, then the tweak key
 inline constexpr size_t kCipherUnit = 16;  // AES's block: cipher blocks are multiples of it
 using KeyCheck = std::array<uint8_t, 32>;
+
+// The bytes of a text label (the KDF contexts).
+inline std::span<const uint8_t> LabelBytes(std::string_view text) {
+  return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
+}
 
 // AES-256-XTS (IEEE 1619) over whole data units, the unit's sequence number as the tweak
 // (little-endian, as the standard has it). Not thread-safe.

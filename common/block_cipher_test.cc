@@ -12,7 +12,7 @@
 
 #include "common/test_hex.h"
 
-namespace dst {
+namespace dst::block_cipher_test {
 namespace {
 
 using testing::FromHex;
@@ -141,4 +141,4 @@ TEST_CASE("block cipher: a master key has 64 bytes") {
 }
 
 }  // namespace
-}  // namespace dst
+}  // namespace dst::block_cipher_test

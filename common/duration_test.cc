@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst {
+namespace dst::duration_test {
 namespace {
 
 using std::chrono::milliseconds;
@@ -39,4 +39,4 @@ TEST_CASE("FormatDuration uses the largest exact unit") {
 }
 
 }  // namespace
-}  // namespace dst
+}  // namespace dst::duration_test

@@ -6,7 +6,7 @@
 #include <functional>
 #include <vector>
 
-namespace dst {
+namespace dst::join_test {
 namespace {
 
 TEST_CASE("Join completes once, after the starter and every part, with the first error") {
@@ -50,4 +50,4 @@ TEST_CASE("BasicJoin holds any callable by value") {
 }
 
 }  // namespace
-}  // namespace dst
+}  // namespace dst::join_test

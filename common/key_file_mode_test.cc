@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-namespace dst {
+namespace dst::key_file_mode_test {
 namespace {
 
 // A file in a fresh temporary directory, removed at scope end.
@@ -83,4 +83,4 @@ TEST_CASE("a missing file or a device is left to whoever reads it") {
 }
 
 }  // namespace
-}  // namespace dst
+}  // namespace dst::key_file_mode_test

@@ -27,10 +27,6 @@ constexpr size_t kWrappedAt = 36;
 constexpr size_t kTagAt = 100;
 constexpr size_t kEndAt = 116;  // then zeros
 
-std::span<const uint8_t> Bytes(std::string_view text) {
-  return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
-}
-
 Status CheckScrypt(const ScryptParams& s) {
   if (s.log2_n < 1 || s.log2_n > kMaxScryptLog2N || s.r < 1 || s.p < 1 || s.p > 16)
     return Status::Error(EINVAL, "scrypt parameters out of range (log2 N " +
@@ -58,7 +54,7 @@ CryptoPP::SecByteBlock KeyEncryptionKey(const KeySlot& slot, std::span<const uin
   if (slot.kind == KeySlotKind::kKeyFile) {
     CryptoPP::BLAKE2b hash(slot.salt.data(), slot.salt.size(), nullptr, 0, nullptr, 0, false,
                            kKekSize);
-    hash.Update(Bytes(kKeyFileLabel).data(), kKeyFileLabel.size());
+    hash.Update(LabelBytes(kKeyFileLabel).data(), kKeyFileLabel.size());
     hash.Update(secret.data(), secret.size());
     hash.Final(kek.data());
     return kek;

@@ -11,7 +11,7 @@
 
 #include "common/test_hex.h"
 
-namespace dst {
+namespace dst::key_slot_test {
 namespace {
 
 using testing::FromHex;
@@ -170,4 +170,4 @@ TEST_CASE("key slot: a new master key is random") {
 }
 
 }  // namespace
-}  // namespace dst
+}  // namespace dst::key_slot_test

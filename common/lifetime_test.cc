@@ -4,7 +4,7 @@
 
 #include <memory>
 
-namespace dst {
+namespace dst::lifetime_test {
 namespace {
 
 TEST_CASE("a LifetimeWatch expires with its Lifetime") {
@@ -28,4 +28,4 @@ TEST_CASE("End() expires the watches before the owner goes") {
 }
 
 }  // namespace
-}  // namespace dst
+}  // namespace dst::lifetime_test

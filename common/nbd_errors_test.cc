@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <string_view>
 
-namespace dst::nbd {
+namespace dst::nbd::nbd_errors_test {
 namespace {
 
 constexpr uint16_t kNoFlags = 0;
@@ -126,4 +126,4 @@ TEST_CASE("NbdErrorName") {
 }
 
 }  // namespace
-}  // namespace dst::nbd
+}  // namespace dst::nbd::nbd_errors_test

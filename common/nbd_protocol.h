@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace dst::nbd {
 
@@ -42,6 +43,20 @@ constexpr void StoreBE32(uint8_t* p, uint32_t v) {
 constexpr void StoreBE64(uint8_t* p, uint64_t v) {
   StoreBE32(p, static_cast<uint32_t>(v >> 32));
   StoreBE32(p + 4, static_cast<uint32_t>(v));
+}
+
+// Appends big-endian integers to a message being built.
+inline void AppendBE16(std::vector<uint8_t>& v, uint16_t x) {
+  v.resize(v.size() + 2);
+  StoreBE16(v.data() + v.size() - 2, x);
+}
+inline void AppendBE32(std::vector<uint8_t>& v, uint32_t x) {
+  v.resize(v.size() + 4);
+  StoreBE32(v.data() + v.size() - 4, x);
+}
+inline void AppendBE64(std::vector<uint8_t>& v, uint64_t x) {
+  v.resize(v.size() + 8);
+  StoreBE64(v.data() + v.size() - 8, x);
 }
 
 // ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <string_view>
 
-namespace dst::nbd {
+namespace dst::nbd::nbd_protocol_test {
 namespace {
 
 // Encodes into a buffer with guard bytes on both sides, checks the guards are
@@ -419,4 +419,4 @@ TEST_CASE("names for logs") {
 }
 
 }  // namespace
-}  // namespace dst::nbd
+}  // namespace dst::nbd::nbd_protocol_test

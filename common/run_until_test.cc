@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-namespace dst {
+namespace dst::run_until_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -42,4 +42,4 @@ TEST_CASE("RunUntil reports an io_context stopped from elsewhere, and restarts i
 }
 
 }  // namespace
-}  // namespace dst
+}  // namespace dst::run_until_test

@@ -20,14 +20,14 @@ fi
 
 bash scripts/install-deps.sh
 build=${DST_TEST_BUILD_DIR:-build-test}
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDST_SANITIZE=ON >/dev/null
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDST_SANITIZE=ON -DDST_UNITY_BUILD=ON >/dev/null
 cmake --build "$build" -j "$(nproc)"
 (cd "$build" && ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@")
 
 if [[ $fuzz == 1 ]]; then
   fuzz_build=${DST_FUZZ_BUILD_DIR:-build-fuzz}
   CC=clang CXX=clang++ cmake -S . -B "$fuzz_build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DDST_FUZZ=ON -DDST_FUZZ_SECONDS="${DST_FUZZ_SECONDS:-30}" >/dev/null
+    -DDST_FUZZ=ON -DDST_UNITY_BUILD=ON -DDST_FUZZ_SECONDS="${DST_FUZZ_SECONDS:-30}" >/dev/null
   cmake --build "$fuzz_build" -j "$(nproc)" --target fuzz_handshake fuzz_requests
   (cd "$fuzz_build" && ctest --output-on-failure -L fuzz -j "$(nproc)")
 fi

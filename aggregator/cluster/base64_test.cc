@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::cluster {
+namespace dst::cluster::base64_test {
 namespace {
 
 TEST_CASE("Base64 round trips RFC 4648's test vectors and binary bytes") {
@@ -36,4 +36,4 @@ TEST_CASE("Base64Decode refuses what is not canonical padded base64") {
 }
 
 }  // namespace
-}  // namespace dst::cluster
+}  // namespace dst::cluster::base64_test

@@ -1,5 +1,7 @@
 #include "aggregator/cluster/catalog.h"
 
+#include <chrono>
+
 #include <nlohmann/json.hpp>
 
 namespace dst::cluster {
@@ -88,6 +90,12 @@ Status DecodeOwner(std::string_view key, std::string_view text, OwnerRecord* r) 
 
 std::string DescribeOwner(const OwnerRecord& owner) {
   return owner.host + " (pid " + std::to_string(owner.pid) + ")";
+}
+
+uint64_t SecondsSinceEpoch() {
+  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
 }
 
 }  // namespace dst::cluster

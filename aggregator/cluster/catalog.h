@@ -72,4 +72,7 @@ Status DecodeOwner(std::string_view key, std::string_view json, OwnerRecord* rec
 // "host-b (pid 4242)", how errors and logs name an owner.
 std::string DescribeOwner(const OwnerRecord& owner);
 
+// Now, as the records' times (`created`, `since`) hold it.
+uint64_t SecondsSinceEpoch();
+
 }  // namespace dst::cluster

@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::cluster {
+namespace dst::cluster::catalog_test {
 namespace {
 
 TEST_CASE("catalog records go to JSON and back") {
@@ -64,4 +64,4 @@ TEST_CASE("catalog values that are not records are refused naming the key") {
 }
 
 }  // namespace
-}  // namespace dst::cluster
+}  // namespace dst::cluster::catalog_test

@@ -101,12 +101,6 @@ uint64_t PerSet(const Shape& shape, const CreateArgs& args) {
   return per_set;
 }
 
-uint64_t SecondsSinceEpoch() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
 // Records the volume "creating" and marks its exports used, if the name is free and the exports
 // are as read.
 Status Reserve(CatalogClient& catalog, const VolumeRecord& volume,
@@ -193,7 +187,7 @@ Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
   volume.layout = shape.layout;
   volume.copies = shape.copies;
   volume.members = uris;
-  volume.created = SecondsSinceEpoch();
+  volume.created = cluster::SecondsSinceEpoch();
   std::vector<Revisioned<ExportRecord>> chosen;
   for (const std::string& uri : uris)
     for (const auto& e : exports)

@@ -6,7 +6,7 @@
 
 #include "aggregator/cluster/scripted_peer.h"
 
-namespace dst::cluster {
+namespace dst::cluster::etcd_client_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -145,4 +145,4 @@ TEST_CASE("EtcdClient::Create refuses options that cannot work") {
 }
 
 }  // namespace
-}  // namespace dst::cluster
+}  // namespace dst::cluster::etcd_client_test

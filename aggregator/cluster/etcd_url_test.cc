@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::cluster {
+namespace dst::cluster::etcd_url_test {
 namespace {
 
 EtcdUrl Parse(std::string_view text) {
@@ -73,4 +73,4 @@ TEST_CASE("ParseEtcdUrl says what is wrong with a URL it refuses") {
 }
 
 }  // namespace
-}  // namespace dst::cluster
+}  // namespace dst::cluster::etcd_url_test

@@ -5,7 +5,7 @@
 #include "aggregator/cluster/etcd_client.h"  // RunEtcdCall
 #include "aggregator/cluster/scripted_peer.h"
 
-namespace dst::cluster {
+namespace dst::cluster::http_client_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -178,4 +178,4 @@ TEST_CASE("HttpExchange reports an answer cut short") {
 }
 
 }  // namespace
-}  // namespace dst::cluster
+}  // namespace dst::cluster::http_client_test

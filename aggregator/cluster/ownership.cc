@@ -33,12 +33,6 @@ std::string HostName() {
   return name;
 }
 
-uint64_t SecondsSinceEpoch() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                   std::chrono::system_clock::now().time_since_epoch())
-                                   .count());
-}
-
 Status HolderOf(const cluster::KeyValue& kv, OwnerRecord* owner) {
   return cluster::DecodeOwner(kv.key, kv.value, owner);
 }
@@ -264,7 +258,8 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
           catalog->Run(catalog->etcd().GrantLease(std::chrono::seconds(cluster.lease_ttl), &lease));
       !s.ok())
     return ExitWithError(s.Wrap("cluster lease"));
-  const OwnerRecord me{HostName(), static_cast<int64_t>(getpid()), SecondsSinceEpoch(), lease.id};
+  const OwnerRecord me{HostName(), static_cast<int64_t>(getpid()), cluster::SecondsSinceEpoch(),
+                       lease.id};
   auto revoke = [&catalog, &lease] {
     const Status s = catalog->Run(catalog->etcd().RevokeLease(lease.id));
     if (!s.ok())

@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::cluster {
+namespace dst::cluster::placement_test {
 namespace {
 
 constexpr uint64_t kGiB = uint64_t{1} << 30;
@@ -74,4 +74,4 @@ TEST_CASE("raid10 sets spread over the zones with the most exports left, in layo
 }
 
 }  // namespace
-}  // namespace dst::cluster
+}  // namespace dst::cluster::placement_test

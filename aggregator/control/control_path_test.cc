@@ -12,7 +12,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::control {
+namespace dst::control::control_path_test {
 namespace {
 
 class TempDir {
@@ -123,4 +123,4 @@ TEST_CASE("the default control path: $XDG_RUNTIME_DIR, else a private directory 
 }
 
 }  // namespace
-}  // namespace dst::control
+}  // namespace dst::control::control_path_test

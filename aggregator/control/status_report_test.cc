@@ -8,7 +8,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::control {
+namespace dst::control::status_report_test {
 namespace {
 
 StatusReport SampleReport() {
@@ -217,4 +217,4 @@ TEST_CASE("a linear or stripe volume shows no redundancy") {
 }
 
 }  // namespace
-}  // namespace dst::control
+}  // namespace dst::control::status_report_test

@@ -10,7 +10,7 @@
 
 #include "aggregator/integrity/test_superblock.h"
 
-namespace dst::integrity {
+namespace dst::integrity::assembly_test {
 namespace {
 
 using testing::TestMember;
@@ -249,4 +249,4 @@ TEST_CASE("uuid: NewUuid is random, version 4, RFC 4122 variant") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::assembly_test

@@ -16,7 +16,7 @@
 #include "common/run_until.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::integrity {
+namespace dst::integrity::background_jobs_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -334,4 +334,4 @@ TEST_CASE("progress lines name the job, the share done, the rate and the ETA") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::background_jobs_test

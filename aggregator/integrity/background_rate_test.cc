@@ -5,7 +5,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::integrity {
+namespace dst::integrity::background_rate_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -141,4 +141,4 @@ TEST_CASE("rate() is the bytes finished over the last few seconds") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::background_rate_test

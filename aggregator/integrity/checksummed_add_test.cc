@@ -17,7 +17,7 @@
 #include "aggregator/integrity/test_superblock.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::integrity {
+namespace dst::integrity::checksummed_add_test {
 namespace {
 
 using namespace testing;  // NOLINT(build/namespaces): the helpers of test_members.h
@@ -249,4 +249,4 @@ TEST_CASE("add: a reserved slot takes no returning member and no other add until
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::checksummed_add_test

@@ -13,7 +13,7 @@
 #include "aggregator/integrity/test_redundant_harness.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::integrity {
+namespace dst::integrity::checksummed_members_test {
 namespace {
 
 using namespace testing;  // NOLINT(build/namespaces): the helpers of test_members.h
@@ -148,4 +148,4 @@ TEST_CASE("member remove: refused for a current copy; a failed copy becomes miss
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::checksummed_members_test

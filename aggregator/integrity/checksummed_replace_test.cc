@@ -18,7 +18,7 @@
 #include "aggregator/integrity/test_superblock.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::integrity {
+namespace dst::integrity::checksummed_replace_test {
 namespace {
 
 using namespace testing;  // NOLINT(build/namespaces): the helpers of test_members.h
@@ -286,4 +286,4 @@ TEST_CASE("replace: refusals change nothing") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::checksummed_replace_test

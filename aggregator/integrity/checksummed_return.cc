@@ -28,11 +28,6 @@ bool MayReturn(MemberState state) {
          state == MemberState::kResyncing || state == MemberState::kRebuilding;
 }
 
-bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
-  return a.params == b.params && a.superblocks == b.superblocks && a.bitmap == b.bitmap &&
-         a.missed_writes == b.missed_writes && a.table == b.table && a.data == b.data;
-}
-
 }  // namespace
 
 std::string ChecksummedVolume::SlotBusy(uint32_t slot) const {

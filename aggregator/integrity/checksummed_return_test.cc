@@ -18,7 +18,7 @@
 #include "aggregator/integrity/test_redundant_harness.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::integrity {
+namespace dst::integrity::checksummed_return_test {
 namespace {
 
 using namespace testing;  // NOLINT(build/namespaces): the helpers of test_members.h
@@ -310,4 +310,4 @@ TEST_CASE("return: a second member for a slot already coming back is refused wit
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::checksummed_return_test

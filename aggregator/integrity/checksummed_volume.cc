@@ -32,14 +32,6 @@ Status CheckMember(const volume::MemberTarget& member, const Superblock& sb, uin
   return Status::Ok();
 }
 
-bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
-  const auto same = [](const Area& x, const Area& y) {
-    return x.offset == y.offset && x.size == y.size;
-  };
-  return same(a.superblocks, b.superblocks) && same(a.bitmap, b.bitmap) && same(a.table, b.table) &&
-         same(a.data, b.data);
-}
-
 std::vector<uint64_t> RegionCounts(const std::vector<MemberGeometry>& geometries) {
   std::vector<uint64_t> regions;
   for (const MemberGeometry& g : geometries)

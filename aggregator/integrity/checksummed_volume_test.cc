@@ -34,7 +34,7 @@
 #include "common/checksum.h"
 #include "common/key_slot.h"
 
-namespace dst::integrity {
+namespace dst::integrity::checksummed_volume_test {
 namespace {
 
 using volume::AllocationExtent;
@@ -1580,4 +1580,4 @@ TEST_CASE("checksummed volume: encrypted: key slots change on every member, neve
   CHECK(std::equal(master.begin(), master.end(), EncryptedStripe().key.begin()));
 }
 
-}  // namespace dst::integrity
+}  // namespace dst::integrity::checksummed_volume_test

@@ -86,6 +86,11 @@ Status ValidateFormatParams(const FormatParams& params) {
   return Status::Ok();
 }
 
+bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
+  return a.params == b.params && a.superblocks == b.superblocks && a.bitmap == b.bitmap &&
+         a.missed_writes == b.missed_writes && a.table == b.table && a.data == b.data;
+}
+
 Status ComputeGeometry(uint64_t member_size, const FormatParams& params, MemberGeometry* out) {
   return ComputeGeometry(member_size, params, kFormatVersion1, out);
 }

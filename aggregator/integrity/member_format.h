@@ -78,6 +78,10 @@ struct MemberGeometry {
   bool operator==(const MemberGeometry&) const = default;
 };
 
+// Whether two members keep their metadata and data at the same places (their sizes may differ):
+// a copy that returns or joins a set must be laid out like the others.
+bool SameAreas(const MemberGeometry& a, const MemberGeometry& b);
+
 // EINVAL with a message naming the first bad parameter.
 Status ValidateFormatParams(const FormatParams& params);
 

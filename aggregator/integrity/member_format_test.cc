@@ -10,7 +10,7 @@
 
 #include "common/units.h"
 
-namespace dst::integrity {
+namespace dst::integrity::member_format_test {
 namespace {
 
 constexpr uint64_t KiB = 1024;
@@ -269,4 +269,4 @@ TEST_CASE("geometry: missed-write bits are numbered as the bitmap's, in their ow
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::member_format_test

@@ -22,7 +22,7 @@
 #include "aggregator/volume/layout.h"
 #include "common/lifetime.h"
 
-namespace dst::integrity {
+namespace dst::integrity::recompute_test {
 namespace {
 
 using testing::KiB;
@@ -240,4 +240,4 @@ TEST_CASE("recovery: completions after the owner is gone are dropped") {
   CHECK(rig.members[0]->log.size() + rig.members[1]->log.size() == 4);
 }
 
-}  // namespace dst::integrity
+}  // namespace dst::integrity::recompute_test

@@ -10,7 +10,7 @@
 
 #include "aggregator/integrity/assembly.h"
 
-namespace dst::integrity::redundancy {
+namespace dst::integrity::redundancy::redundant_assembly_test {
 namespace {
 
 // --- A small volume whose members agree unless a test says otherwise -------------------------
@@ -795,4 +795,4 @@ TEST_CASE("redundant assembly, every combination: raid10 of 2 sets x 2 copies") 
 }
 
 }  // namespace
-}  // namespace dst::integrity::redundancy
+}  // namespace dst::integrity::redundancy::redundant_assembly_test

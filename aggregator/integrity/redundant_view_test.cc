@@ -10,7 +10,7 @@
 #include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/test_superblock.h"
 
-namespace dst::integrity {
+namespace dst::integrity::redundant_view_test {
 namespace {
 
 using redundancy::AssemblyDecision;
@@ -156,4 +156,4 @@ TEST_CASE("PlaceRedundantMembers refuses what OrderMembers refuses") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::redundant_view_test

@@ -31,7 +31,7 @@
 #include "aggregator/volume/set_geometry.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::integrity {
+namespace dst::integrity::redundant_volume_test {
 namespace {
 
 using volume::ByteRange;
@@ -694,4 +694,4 @@ TEST_CASE("raid10: after a crash, each set's copies are reconciled") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::redundant_volume_test

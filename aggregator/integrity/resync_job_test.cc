@@ -14,7 +14,7 @@
 #include "aggregator/integrity/test_redundant_harness.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::integrity {
+namespace dst::integrity::resync_job_test {
 namespace {
 
 using namespace testing;  // NOLINT(build/namespaces): the helpers of test_members.h
@@ -165,4 +165,4 @@ TEST_CASE("raid10: each set's returning copy gets its own missed regions") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::resync_job_test

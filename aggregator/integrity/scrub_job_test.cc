@@ -23,7 +23,7 @@
 #include "aggregator/volume/set_geometry.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::integrity {
+namespace dst::integrity::scrub_job_test {
 namespace {
 
 using volume::ByteRange;
@@ -299,4 +299,4 @@ TEST_CASE("scrub: the rate limits are checked and take effect") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::scrub_job_test

@@ -262,10 +262,6 @@ Status ValidateEncryption(const Superblock& sb) {
 // ---------------------------------------------------------------------------
 // Version 2: copies, generations, ownership and the slots.
 
-bool IsZero(const Uuid& uuid) {
-  return std::all_of(uuid.begin(), uuid.end(), [](uint8_t b) { return b == 0; });
-}
-
 // Version 1 has none of these on disk, so a version 1 superblock must keep their defaults:
 // otherwise what is written would not read back.
 Status CheckNoVersion2Fields(const Superblock& sb) {

@@ -108,6 +108,14 @@ inline constexpr uint32_t kKnownFlags = kFlagEncrypted;
 
 using Uuid = std::array<uint8_t, 16>;
 using KeyId = std::array<uint8_t, 32>;
+
+// An unset UUID or key identity is all zeros.
+template <size_t N>
+bool IsZero(const std::array<uint8_t, N>& id) {
+  for (uint8_t b : id)
+    if (b != 0) return false;
+  return true;
+}
 using KeySlotBytes = std::array<uint8_t, kKeySlotSize>;  // one encoded key slot (key_slot.h)
 
 // On-disk codes: never renumber.

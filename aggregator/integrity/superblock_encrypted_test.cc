@@ -11,7 +11,7 @@
 #include "common/block_cipher.h"
 #include "common/key_slot.h"
 
-namespace dst::integrity {
+namespace dst::integrity::superblock_encrypted_test {
 namespace {
 
 using testing::MustDecode;
@@ -103,4 +103,4 @@ TEST_CASE("superblock: encryption's refusals") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::superblock_encrypted_test

@@ -58,13 +58,6 @@ std::string MemberStatesJson(const Superblock& sb) {
   return out + "]";
 }
 
-bool IsZero(const KeyId& id) {
-  for (uint8_t b : id) {
-    if (b != 0) return false;
-  }
-  return true;
-}
-
 std::string Hex(std::span<const uint8_t> bytes) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
@@ -77,10 +70,6 @@ std::string Hex(std::span<const uint8_t> bytes) {
 
 std::string KeyIdJson(const KeyId& id) {
   return IsZero(id) ? "null" : JsonQuote(Hex(id));
-}
-
-bool IsZero(const Uuid& uuid) {
-  return std::all_of(uuid.begin(), uuid.end(), [](uint8_t b) { return b == 0; });
 }
 
 // ---------------------------------------------------------------------------

@@ -8,7 +8,7 @@
 #include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/test_superblock.h"
 
-namespace dst::integrity {
+namespace dst::integrity::superblock_json_test {
 namespace {
 
 using testing::TestMember;
@@ -200,4 +200,4 @@ TEST_CASE("time: UTC, or seconds when not a date") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::superblock_json_test

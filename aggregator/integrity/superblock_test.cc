@@ -11,7 +11,7 @@
 
 #include "aggregator/integrity/test_superblock.h"
 
-namespace dst::integrity {
+namespace dst::integrity::superblock_test {
 namespace {
 
 using testing::At;
@@ -285,4 +285,4 @@ TEST_CASE("superblock: state names") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::superblock_test

@@ -11,7 +11,7 @@
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/test_superblock.h"
 
-namespace dst::integrity {
+namespace dst::integrity::superblock_v2_test {
 namespace {
 
 using testing::At;
@@ -404,4 +404,4 @@ TEST_CASE("superblock v2: ChooseSlot reads version 2 slots as version 1's") {
 }
 
 }  // namespace
-}  // namespace dst::integrity
+}  // namespace dst::integrity::superblock_v2_test

@@ -11,7 +11,7 @@
 
 #include "tests/harness/temp_dir.h"
 
-namespace dst::aggregator::map {
+namespace dst::aggregator::map::endpoint_test {
 namespace {
 
 TEST_CASE("ParseTcpEndpoint: HOST:PORT, [V6]:PORT, :PORT for this machine") {
@@ -98,4 +98,4 @@ TEST_CASE("ConnectEndpoint: a Unix socket that listens, and one that does not") 
 }
 
 }  // namespace
-}  // namespace dst::aggregator::map
+}  // namespace dst::aggregator::map::endpoint_test

@@ -8,7 +8,7 @@
 #include "aggregator/map/fake_sys_block.h"
 #include "aggregator/map/unmap_command.h"
 
-namespace dst::aggregator::map {
+namespace dst::aggregator::map::map_command_test {
 namespace {
 
 // Parses `args` after "dst-aggregator map"; false when CLI11 refuses them.
@@ -115,4 +115,4 @@ TEST_CASE("map: a device that is connected already is busy; unmap refuses others
 }
 
 }  // namespace
-}  // namespace dst::aggregator::map
+}  // namespace dst::aggregator::map::map_command_test

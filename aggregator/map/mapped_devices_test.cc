@@ -4,7 +4,7 @@
 
 #include "aggregator/map/fake_sys_block.h"
 
-namespace dst::aggregator::map {
+namespace dst::aggregator::map::mapped_devices_test {
 namespace {
 
 TEST_CASE("BackendId: formatted and parsed back, with the volume's special bytes escaped") {
@@ -96,4 +96,4 @@ TEST_CASE("ListMappedDevices: connected NBD devices from sysfs, by index") {
 }
 
 }  // namespace
-}  // namespace dst::aggregator::map
+}  // namespace dst::aggregator::map::mapped_devices_test

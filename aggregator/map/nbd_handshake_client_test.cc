@@ -11,7 +11,7 @@
 
 #include "common/nbd_protocol.h"
 
-namespace dst::aggregator::map {
+namespace dst::aggregator::map::nbd_handshake_client_test {
 namespace {
 
 using Bytes = std::vector<uint8_t>;
@@ -228,4 +228,4 @@ TEST_CASE("NegotiateExport: a server that stops answering times out") {
 }
 
 }  // namespace
-}  // namespace dst::aggregator::map
+}  // namespace dst::aggregator::map::nbd_handshake_client_test

@@ -12,7 +12,7 @@
 #include <fstream>
 #include <memory>
 
-namespace dst::member {
+namespace dst::member::member_tls_test {
 namespace {
 
 constexpr const char* kKey = "c6a68f622cdf09cefbc7e0411e367d04e9320958be656b57a0a13de668b9ffca";
@@ -192,4 +192,4 @@ TEST_CASE("connect failures get a hint where libnbd's message does not say what 
 }
 
 }  // namespace
-}  // namespace dst::member
+}  // namespace dst::member::member_tls_test

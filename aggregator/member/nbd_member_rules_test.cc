@@ -23,7 +23,7 @@
 #include "common/log.h"
 #include "tests/harness/stderr_capture.h"
 
-namespace dst::member {
+namespace dst::member::nbd_member_rules_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -1133,4 +1133,4 @@ TEST_CASE("without an ownership epoch, ESHUTDOWN to a write still means reconnec
 }
 
 }  // namespace
-}  // namespace dst::member
+}  // namespace dst::member::nbd_member_rules_test

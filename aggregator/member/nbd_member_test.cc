@@ -34,7 +34,7 @@
 #include "tests/harness/stderr_capture.h"
 #include "tests/harness/temp_dir.h"
 
-namespace dst::member {
+namespace dst::member::nbd_member_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -576,4 +576,4 @@ TEST_CASE("a refused fenced reconnect is logged without the session") {
 }
 
 }  // namespace
-}  // namespace dst::member
+}  // namespace dst::member::nbd_member_test

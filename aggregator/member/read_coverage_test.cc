@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::member {
+namespace dst::member::read_coverage_test {
 namespace {
 
 TEST_CASE("one chunk covering the whole read covers it") {
@@ -53,4 +53,4 @@ TEST_CASE("no chunk at all covers only an empty read") {
 }
 
 }  // namespace
-}  // namespace dst::member
+}  // namespace dst::member::read_coverage_test

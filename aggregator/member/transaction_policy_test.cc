@@ -4,7 +4,7 @@
 
 #include <cerrno>
 
-namespace dst::member {
+namespace dst::member::transaction_policy_test {
 namespace {
 
 using std::chrono::milliseconds;
@@ -109,4 +109,4 @@ TEST_CASE("FormatElapsed: seconds with one decimal, rounded down") {
 }
 
 }  // namespace
-}  // namespace dst::member
+}  // namespace dst::member::transaction_policy_test

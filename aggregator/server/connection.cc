@@ -58,11 +58,6 @@ bool Modifies(uint16_t type) {
   return type == kCmdWrite || type == kCmdTrim || type == kCmdWriteZeroes;
 }
 
-void AppendU32(std::vector<uint8_t>& v, uint32_t x) {
-  v.resize(v.size() + 4);
-  StoreBE32(v.data() + v.size() - 4, x);
-}
-
 }  // namespace
 
 // Closes the stream unless disarmed in time. Armed and disarmed around
@@ -454,7 +449,7 @@ ClientConnection::Reply ClientConnection::MakeReply(const Request& request, int 
   if (nbd_error != 0) {
     const char* message = std::strerror(err);
     chunk.type = kReplyTypeError;
-    AppendU32(reply.body, nbd_error);
+    AppendBE32(reply.body, nbd_error);
     const uint16_t length = static_cast<uint16_t>(std::strlen(message));
     reply.body.resize(reply.body.size() + 2);
     StoreBE16(reply.body.data() + 4, length);
@@ -502,10 +497,10 @@ void ClientConnection::CompleteBlockStatus(const Request& request, int err,
   Account(request, 0);
   const RequestHeader& h = request.header;
   std::vector<uint8_t> payload;
-  AppendU32(payload, kBaseAllocationId);
+  AppendBE32(payload, kBaseAllocationId);
   for (const auto& e : extents) {
-    AppendU32(payload, static_cast<uint32_t>(e.length));  // <= the request's u32 length
-    AppendU32(payload, e.flags);
+    AppendBE32(payload, static_cast<uint32_t>(e.length));  // <= the request's u32 length
+    AppendBE32(payload, e.flags);
     if (h.flags & kCmdFlagReqOne) break;
   }
   StructuredReplyHeader chunk{kStructuredReplyMagic, kReplyFlagDone, kReplyTypeBlockStatus,

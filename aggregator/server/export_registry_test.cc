@@ -5,7 +5,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::server {
+namespace dst::server::export_registry_test {
 namespace {
 
 class NamedDevice : public volume::BlockDevice {
@@ -60,4 +60,4 @@ TEST_CASE("a withdrawn volume is not found or served, and its traffic outlives i
 }
 
 }  // namespace
-}  // namespace dst::server
+}  // namespace dst::server::export_registry_test

@@ -4,7 +4,7 @@
 
 #include <cerrno>
 
-namespace dst::server {
+namespace dst::server::fd_limit_test {
 namespace {
 
 TEST_CASE("a soft limit that is enough is left alone") {
@@ -57,4 +57,4 @@ TEST_CASE("this process's soft limit is raised when it is too low") {
 }
 
 }  // namespace
-}  // namespace dst::server
+}  // namespace dst::server::fd_limit_test

@@ -38,18 +38,6 @@ class PayloadReader {
   const uint8_t* last_ = nullptr;
 };
 
-void AppendU16(std::vector<uint8_t>& v, uint16_t x) {
-  v.resize(v.size() + 2);
-  StoreBE16(v.data() + v.size() - 2, x);
-}
-void AppendU32(std::vector<uint8_t>& v, uint32_t x) {
-  v.resize(v.size() + 4);
-  StoreBE32(v.data() + v.size() - 4, x);
-}
-void AppendU64(std::vector<uint8_t>& v, uint64_t x) {
-  v.resize(v.size() + 8);
-  StoreBE64(v.data() + v.size() - 8, x);
-}
 void AppendString(std::vector<uint8_t>& v, const std::string& s) {
   v.insert(v.end(), s.begin(), s.end());
 }
@@ -174,8 +162,8 @@ class Handshake {
     out_->volume = vol;
     out_->transmission_flags = TransmissionFlags(*vol, out_->structured_replies);
     std::vector<uint8_t> reply;
-    AppendU64(reply, vol->size());
-    AppendU16(reply, out_->transmission_flags);
+    AppendBE64(reply, vol->size());
+    AppendBE16(reply, out_->transmission_flags);
     if (!(client_flags_ & kClientFlagNoZeroes)) reply.resize(reply.size() + kExportNameZeroPadding);
     *done = true;
     co_return co_await stream_.WriteAll(asio::buffer(reply), "export name reply");
@@ -186,7 +174,7 @@ class Handshake {
     for (const volume::BlockDevice* vol : registry_.volumes()) {
       if (registry_.Withdrawn(vol)) continue;
       std::vector<uint8_t> entry;
-      AppendU32(entry, static_cast<uint32_t>(vol->name().size()));
+      AppendBE32(entry, static_cast<uint32_t>(vol->name().size()));
       AppendString(entry, vol->name());
       AppendString(entry, vol->description());
       DST_CO_RETURN_IF_ERROR(co_await Reply(kRepServer, entry));
@@ -231,13 +219,13 @@ class Handshake {
   asio::awaitable<Status> SendInfo(const volume::BlockDevice& vol, const std::string& name_asked,
                                    const std::vector<uint16_t>& requests) {
     std::vector<uint8_t> info;
-    AppendU16(info, kInfoExport);
-    AppendU64(info, vol.size());
-    AppendU16(info, TransmissionFlags(vol, out_->structured_replies));
+    AppendBE16(info, kInfoExport);
+    AppendBE64(info, vol.size());
+    AppendBE16(info, TransmissionFlags(vol, out_->structured_replies));
     DST_CO_RETURN_IF_ERROR(co_await Reply(kRepInfo, info));
     for (uint16_t type : requests) {
       info.clear();
-      AppendU16(info, type);
+      AppendBE16(info, type);
       if (type == kInfoName && name_asked != vol.name())
         AppendString(info, vol.name());
       else if (type == kInfoDescription && !vol.description().empty())
@@ -255,10 +243,10 @@ class Handshake {
         std::find(requests.begin(), requests.end(), kInfoBlockSize) != requests.end();
     const auto& caps = vol.capabilities();
     info.clear();
-    AppendU16(info, kInfoBlockSize);
-    AppendU32(info, asked ? caps.min_block : 1);
-    AppendU32(info, caps.preferred_block);
-    AppendU32(info, caps.max_payload);
+    AppendBE16(info, kInfoBlockSize);
+    AppendBE32(info, asked ? caps.min_block : 1);
+    AppendBE32(info, caps.preferred_block);
+    AppendBE32(info, caps.max_payload);
     co_return co_await Reply(kRepInfo, info);
   }
 
@@ -287,7 +275,7 @@ class Handshake {
     if (queries.empty() && !set) selected = true;  // LIST with no query lists all
     if (selected) {
       std::vector<uint8_t> context;
-      AppendU32(context, kBaseAllocationId);
+      AppendBE32(context, kBaseAllocationId);
       AppendString(context, kBaseAllocationContext);
       DST_CO_RETURN_IF_ERROR(co_await Reply(kRepMetaContext, context));
     }

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <utility>
 
-namespace dst::server {
+namespace dst::server::io_buffer_test {
 namespace {
 
 TEST_CASE("an IoBuffer has the size asked for, and room for it") {
@@ -53,4 +53,4 @@ TEST_CASE("buffers larger than the largest class are not pooled") {
 }
 
 }  // namespace
-}  // namespace dst::server
+}  // namespace dst::server::io_buffer_test

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <fstream>
 
-namespace dst::server {
+namespace dst::server::listener_test {
 namespace {
 
 using std::chrono::milliseconds;
@@ -83,4 +83,4 @@ TEST_CASE("a Unix socket path that holds a file is left alone") {
 }
 
 }  // namespace
-}  // namespace dst::server
+}  // namespace dst::server::listener_test

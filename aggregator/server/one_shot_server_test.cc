@@ -12,7 +12,7 @@
 
 #include "aggregator/server/one_shot_server.h"
 
-namespace dst::server {
+namespace dst::server::one_shot_server_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -96,4 +96,4 @@ TEST_CASE("a client gone before the answer comes: the answer goes nowhere") {
 }
 
 }  // namespace
-}  // namespace dst::server
+}  // namespace dst::server::one_shot_server_test

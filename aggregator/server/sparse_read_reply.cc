@@ -40,11 +40,6 @@ Status SplitIntoPieces(uint64_t offset, uint64_t length,
   return Status::Ok();
 }
 
-void AppendU32(std::vector<uint8_t>& v, uint32_t x) {
-  v.resize(v.size() + 4);
-  StoreBE32(v.data() + v.size() - 4, x);
-}
-
 }  // namespace
 
 Status AppendSparseReadChunks(uint64_t cookie, uint64_t offset, std::span<const uint8_t> data,
@@ -64,7 +59,7 @@ Status AppendSparseReadChunks(uint64_t cookie, uint64_t offset, std::span<const 
     chunk.Encode(out->data() + start);
     StoreBE64(out->data() + start + StructuredReplyHeader::kSize, p.offset);
     if (p.hole) {
-      AppendU32(*out, static_cast<uint32_t>(p.length));  // within the read: at most 32 MiB
+      AppendBE32(*out, static_cast<uint32_t>(p.length));  // within the read: at most 32 MiB
     } else {
       const auto first = data.begin() + static_cast<ptrdiff_t>(p.offset - offset);
       out->insert(out->end(), first, first + static_cast<ptrdiff_t>(p.length));

@@ -7,7 +7,7 @@
 
 #include "common/nbd_protocol.h"
 
-namespace dst::server {
+namespace dst::server::sparse_read_reply_test {
 namespace {
 
 using namespace dst::nbd;
@@ -115,4 +115,4 @@ TEST_CASE("holes out of order, overlapping, empty or outside the read are EIO") 
 }
 
 }  // namespace
-}  // namespace dst::server
+}  // namespace dst::server::sparse_read_reply_test

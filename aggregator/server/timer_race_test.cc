@@ -25,7 +25,7 @@
 #include "aggregator/server/socket.h"
 #include "aggregator/server/tls.h"
 
-namespace dst::server {
+namespace dst::server::timer_race_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -207,4 +207,4 @@ TEST_CASE("a TLS client answering close_notify exactly at the give-up time") {
 }
 
 }  // namespace
-}  // namespace dst::server
+}  // namespace dst::server::timer_race_test

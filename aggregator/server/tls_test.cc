@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <fstream>
 
-namespace dst::server {
+namespace dst::server::tls_test {
 namespace {
 
 // A PSK file with `text` in a fresh temporary path, removed at scope end.
@@ -103,4 +103,4 @@ TEST_CASE("a server context from a PSK file finds keys by identity") {
 }
 
 }  // namespace
-}  // namespace dst::server
+}  // namespace dst::server::tls_test

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-namespace dst::stagelog {
+namespace dst::stagelog::log_device_test {
 namespace {
 
 TEST_CASE("log device: a file is created at its size and reads back what was written") {
@@ -84,4 +84,4 @@ TEST_CASE("log device: injected failures change nothing") {
 }
 
 }  // namespace
-}  // namespace dst::stagelog
+}  // namespace dst::stagelog::log_device_test

@@ -17,10 +17,6 @@ using nbd::LoadBE64;
 using nbd::StoreBE32;
 using nbd::StoreBE64;
 
-std::string Str(uint64_t v) {
-  return std::to_string(v);
-}
-
 bool AllZero(const uint8_t* begin, const uint8_t* end) {
   return std::all_of(begin, end, [](uint8_t b) { return b == 0; });
 }
@@ -34,9 +30,9 @@ uint32_t ChecksumWithFieldZero(std::span<const uint8_t> bytes, size_t field) {
 
 Status ValidatePosition(const char* name, uint64_t position, uint64_t ring_size) {
   if (position % kPageSize != 0 || position >= ring_size) {
-    return Status::Invalid(std::string("log superblock: ") + name + " " + Str(position) +
+    return Status::Invalid(std::string("log superblock: ") + name + " " + std::to_string(position) +
                            " is not a page-aligned ring offset below the ring size " +
-                           Str(ring_size));
+                           std::to_string(ring_size));
   }
   return Status::Ok();
 }
@@ -72,24 +68,26 @@ uint64_t RingSizeFor(uint64_t log_size) {
 
 Status ValidateSuperblock(const LogSuperblock& sb) {
   if (sb.ring_size % kPageSize != 0 || sb.ring_size < kMinRingSize) {
-    return Status::Invalid("log superblock: ring size " + Str(sb.ring_size) +
-                           " is not a multiple of 4096 of at least " + Str(kMinRingSize));
+    return Status::Invalid("log superblock: ring size " + std::to_string(sb.ring_size) +
+                           " is not a multiple of 4096 of at least " +
+                           std::to_string(kMinRingSize));
   }
   if (sb.log_size >= kMaxVolumeEnd || sb.ring_size > sb.log_size - kRingOffset ||
       sb.log_size < kRingOffset) {
-    return Status::Invalid("log superblock: the ring (" + Str(sb.ring_size) +
-                           " bytes at 8192) does not fit the log size " + Str(sb.log_size));
+    return Status::Invalid("log superblock: the ring (" + std::to_string(sb.ring_size) +
+                           " bytes at 8192) does not fit the log size " +
+                           std::to_string(sb.log_size));
   }
   DST_RETURN_IF_ERROR(ValidatePosition("destaged position", sb.destaged_position, sb.ring_size));
   DST_RETURN_IF_ERROR(ValidatePosition("oldest position", sb.oldest_position, sb.ring_size));
   if (sb.destaged_sequence >= kMaxVolumeEnd) {
-    return Status::Invalid("log superblock: destaged sequence " + Str(sb.destaged_sequence) +
-                           " is not below 2^63");
+    return Status::Invalid("log superblock: destaged sequence " +
+                           std::to_string(sb.destaged_sequence) + " is not below 2^63");
   }
   if (sb.oldest_sequence == 0 || sb.oldest_sequence > sb.destaged_sequence + 1) {
-    return Status::Invalid("log superblock: oldest sequence " + Str(sb.oldest_sequence) +
+    return Status::Invalid("log superblock: oldest sequence " + std::to_string(sb.oldest_sequence) +
                            " is not between 1 and the destaged sequence " +
-                           Str(sb.destaged_sequence) + " + 1");
+                           std::to_string(sb.destaged_sequence) + " + 1");
   }
   return Status::Ok();
 }
@@ -124,7 +122,8 @@ Status EncodeSuperblock(const LogSuperblock& sb, std::span<uint8_t, kSlotSize> o
 Status DecodeSuperblock(std::span<const uint8_t> in, LogSuperblock* out) {
   namespace o = sb_offsets;
   if (in.size() != kSlotSize) {
-    return Status::Invalid("log superblock slot is " + Str(in.size()) + " bytes, not 4096");
+    return Status::Invalid("log superblock slot is " + std::to_string(in.size()) +
+                           " bytes, not 4096");
   }
   const uint8_t* p = in.data();
   if (!std::equal(kSuperblockMagic, kSuperblockMagic + 8, p)) {
@@ -136,17 +135,17 @@ Status DecodeSuperblock(std::span<const uint8_t> in, LogSuperblock* out) {
   const uint32_t version = LoadBE32(p + o::kVersion);
   const uint32_t flags = LoadBE32(p + o::kFlags);
   if (version != kFormatVersion || flags != 0) {
-    return Status::Error(ENOTSUP, "staging log format version " + Str(version) + " flags " +
-                                      Str(flags) +
+    return Status::Error(ENOTSUP, "staging log format version " + std::to_string(version) +
+                                      " flags " + std::to_string(flags) +
                                       " is not supported (this dst reads version 1, no flags)");
   }
   if (LoadBE32(p + o::kPageSize) != kPageSize) {
-    return Status::Invalid("log superblock: page size " + Str(LoadBE32(p + o::kPageSize)) +
-                           " is not 4096");
+    return Status::Invalid("log superblock: page size " +
+                           std::to_string(LoadBE32(p + o::kPageSize)) + " is not 4096");
   }
   if (LoadBE64(p + o::kRingOffset) != kRingOffset) {
-    return Status::Invalid("log superblock: ring offset " + Str(LoadBE64(p + o::kRingOffset)) +
-                           " is not 8192");
+    return Status::Invalid("log superblock: ring offset " +
+                           std::to_string(LoadBE64(p + o::kRingOffset)) + " is not 8192");
   }
   if (!AllZero(p + o::kEnd, p + kSlotSize)) {
     return Status::Invalid("log superblock: reserved bytes are not zero");
@@ -177,10 +176,10 @@ Status ChooseSuperblock(std::span<const uint8_t> slot0, std::span<const uint8_t>
   const std::span<const uint8_t> slots[2] = {slot0, slot1};
   for (uint32_t i = 0; i < 2; ++i) {
     st[i] = DecodeSuperblock(slots[i], &sbs[i]);
-    if (st[i].err() == ENOTSUP) return st[i].Wrap("log superblock slot " + Str(i));
+    if (st[i].err() == ENOTSUP) return st[i].Wrap("log superblock slot " + std::to_string(i));
     if (st[i].ok() && NextSlot(sbs[i].event) != i) {
-      st[i] = Status::Error(EIO, "log superblock with event " + Str(sbs[i].event) +
-                                     " belongs in slot " + Str(NextSlot(sbs[i].event)));
+      st[i] = Status::Error(EIO, "log superblock with event " + std::to_string(sbs[i].event) +
+                                     " belongs in slot " + std::to_string(NextSlot(sbs[i].event)));
     }
   }
   if (!st[0].ok() && !st[1].ok()) {
@@ -200,12 +199,12 @@ Status ChooseSuperblock(std::span<const uint8_t> slot0, std::span<const uint8_t>
 // Record headers.
 
 Status ValidateRecordHeader(const RecordHeader& h) {
-  const std::string what = "record " + Str(h.sequence);
+  const std::string what = "record " + std::to_string(h.sequence);
   if (h.sequence == 0 || h.sequence >= kMaxVolumeEnd) {
     return Status::Invalid(what + ": sequence is not between 1 and 2^63 - 1");
   }
   if (h.payload_size % kPageSize != 0) {
-    return Status::Invalid(what + ": payload size " + Str(h.payload_size) +
+    return Status::Invalid(what + ": payload size " + std::to_string(h.payload_size) +
                            " is not a multiple of 4096");
   }
   switch (h.kind) {
@@ -219,18 +218,19 @@ Status ValidateRecordHeader(const RecordHeader& h) {
     case RecordKind::kZero:
       break;
     default:
-      return Status::Invalid(what + ": unknown kind " + Str(static_cast<uint8_t>(h.kind)));
+      return Status::Invalid(what + ": unknown kind " +
+                             std::to_string(static_cast<uint8_t>(h.kind)));
   }
   if (h.length == 0 || h.volume_offset >= kMaxVolumeEnd ||
       h.length > kMaxVolumeEnd - h.volume_offset) {
-    return Status::Invalid(what + ": volume range " + Str(h.volume_offset) + "+" + Str(h.length) +
-                           " is empty or ends past 2^63");
+    return Status::Invalid(what + ": volume range " + std::to_string(h.volume_offset) + "+" +
+                           std::to_string(h.length) + " is empty or ends past 2^63");
   }
   const uint64_t payload = h.kind == RecordKind::kWrite ? RoundUpToPage(h.length) : 0;
   if (h.payload_size != payload) {
-    return Status::Invalid(what + ": payload size " + Str(h.payload_size) + " of a " +
-                           std::string(RecordKindName(h.kind)) + " of " + Str(h.length) +
-                           " bytes is not " + Str(payload));
+    return Status::Invalid(what + ": payload size " + std::to_string(h.payload_size) + " of a " +
+                           std::string(RecordKindName(h.kind)) + " of " + std::to_string(h.length) +
+                           " bytes is not " + std::to_string(payload));
   }
   if (h.kind != RecordKind::kWrite && h.payload_checksum != 0) {
     return Status::Invalid(what + ": a " + std::string(RecordKindName(h.kind)) +
@@ -261,7 +261,7 @@ Status EncodeRecordHeader(const RecordHeader& h, std::span<uint8_t, kHeaderSize>
 Status DecodeRecordHeader(std::span<const uint8_t> in, RecordHeader* out) {
   namespace o = rec_offsets;
   if (in.size() < kHeaderSize) {
-    return Status::Invalid("record header is " + Str(in.size()) + " bytes, not 128");
+    return Status::Invalid("record header is " + std::to_string(in.size()) + " bytes, not 128");
   }
   const std::span<const uint8_t> header = in.first(kHeaderSize);
   const uint8_t* p = header.data();

@@ -8,7 +8,7 @@
 
 #include "common/nbd_protocol.h"
 
-namespace dst::stagelog {
+namespace dst::stagelog::log_format_test {
 namespace {
 
 using V = std::vector<uint8_t>;
@@ -255,4 +255,4 @@ TEST_CASE("log format: ring size") {
 }
 
 }  // namespace
-}  // namespace dst::stagelog
+}  // namespace dst::stagelog::log_format_test

@@ -7,10 +7,6 @@ namespace dst::stagelog {
 
 namespace {
 
-std::string Str(uint64_t v) {
-  return std::to_string(v);
-}
-
 struct Range {
   uint64_t start;
   uint64_t end;
@@ -78,12 +74,13 @@ std::vector<ReadPiece> LogIndex::Lookup(uint64_t offset, uint64_t length) const 
 Status LogIndex::LookupAsOf(uint64_t offset, uint64_t length, uint64_t sequence,
                             std::vector<ReadPiece>* out) const {
   if (sequence < destaged_) {
-    return Status::Invalid("sequence " + Str(sequence) + " is older than the destaged sequence " +
-                           Str(destaged_) + ": the members no longer hold the volume as of it");
+    return Status::Invalid("sequence " + std::to_string(sequence) +
+                           " is older than the destaged sequence " + std::to_string(destaged_) +
+                           ": the members no longer hold the volume as of it");
   }
   if (sequence > last_) {
-    return Status::Invalid("sequence " + Str(sequence) + " is newer than the log's last record " +
-                           Str(last_));
+    return Status::Invalid("sequence " + std::to_string(sequence) +
+                           " is newer than the log's last record " + std::to_string(last_));
   }
   // Newest first, each record takes what no newer one (<= sequence) took.
   std::vector<Range> gaps = {{offset, offset + length}};

@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-namespace dst::stagelog {
+namespace dst::stagelog::log_index_test {
 namespace {
 
 ReplayedRecord Rec(uint64_t sequence, RecordKind kind, uint64_t offset, uint64_t length) {
@@ -172,4 +172,4 @@ TEST_CASE("log index: random overlapping records agree with a byte model (fixed 
 }
 
 }  // namespace
-}  // namespace dst::stagelog
+}  // namespace dst::stagelog::log_index_test

@@ -7,10 +7,6 @@ namespace dst::stagelog {
 
 namespace {
 
-std::string Str(uint64_t v) {
-  return std::to_string(v);
-}
-
 // What the scan makes of one record.
 struct Verdict {
   Status io;           // an I/O error: the replay fails
@@ -35,10 +31,11 @@ Verdict VerifyRecord(LogDevice& device, const LogSuperblock& sb, uint64_t positi
   if (h.log_uuid != sb.log_uuid) {
     v.reason = "record of another log (" + UuidHex(h.log_uuid) + ")";
   } else if (h.sequence != expected_sequence) {
-    v.reason = "sequence " + Str(h.sequence) + " where " + Str(expected_sequence) + " belongs";
+    v.reason = "sequence " + std::to_string(h.sequence) + " where " +
+               std::to_string(expected_sequence) + " belongs";
   } else if (h.session < previous_session || h.session > sb.session) {
-    v.reason = "session " + Str(h.session) + " is not between " + Str(previous_session) +
-               " and the log's " + Str(sb.session);
+    v.reason = "session " + std::to_string(h.session) + " is not between " +
+               std::to_string(previous_session) + " and the log's " + std::to_string(sb.session);
   } else if (h.kind == RecordKind::kPadding && position + h.record_size() != sb.ring_size) {
     v.reason = "padding record does not end at the end of the ring";
   } else if (h.kind != RecordKind::kPadding && h.record_size() > sb.ring_size - position) {
@@ -63,17 +60,18 @@ Status CheckDestaged(const ReplayedLog& log) {
   const LogSuperblock& sb = log.superblock;
   const uint64_t last = log.next_sequence - 1;
   if (last < sb.destaged_sequence) {
-    return Status::Error(EIO, "staging log ends at sequence " + Str(last) +
-                                  " before the destaged sequence " + Str(sb.destaged_sequence) +
-                                  " (" + log.end + "): the log is damaged");
+    return Status::Error(EIO, "staging log ends at sequence " + std::to_string(last) +
+                                  " before the destaged sequence " +
+                                  std::to_string(sb.destaged_sequence) + " (" + log.end +
+                                  "): the log is damaged");
   }
   if (last > sb.destaged_sequence) {
     const ReplayedRecord& next = log.records[sb.destaged_sequence + 1 - sb.oldest_sequence];
     if (next.position != sb.destaged_position) {
-      return Status::Error(EIO, "staging log record " + Str(next.header.sequence) +
-                                    " is at ring offset " + Str(next.position) +
-                                    ", not at the destaged position " + Str(sb.destaged_position) +
-                                    ": the log is damaged");
+      return Status::Error(EIO, "staging log record " + std::to_string(next.header.sequence) +
+                                    " is at ring offset " + std::to_string(next.position) +
+                                    ", not at the destaged position " +
+                                    std::to_string(sb.destaged_position) + ": the log is damaged");
     }
   }
   return Status::Ok();
@@ -93,8 +91,8 @@ std::string UuidHex(const Uuid& uuid) {
 
 Status ReadLogSuperblock(LogDevice& device, LogSuperblock* out) {
   if (device.size() < kRingOffset) {
-    return Status::Error(
-        ENOENT, "device of " + Str(device.size()) + " bytes is too small to hold a staging log");
+    return Status::Error(ENOENT, "device of " + std::to_string(device.size()) +
+                                     " bytes is too small to hold a staging log");
   }
   std::vector<uint8_t> slots(2 * kSlotSize);
   DST_RETURN_IF_ERROR(device.Read(0, slots));
@@ -108,8 +106,8 @@ Status ReadPayload(LogDevice& device, const ReplayedRecord& record, std::vector<
   if (h.kind != RecordKind::kWrite) return Status::Ok();
   DST_RETURN_IF_ERROR(device.Read(record.payload_offset(), *out));
   if (Crc32c(*out) != h.payload_checksum) {
-    return Status::Error(EIO, "record " + Str(h.sequence) + " at ring offset " +
-                                  Str(record.position) +
+    return Status::Error(EIO, "record " + std::to_string(h.sequence) + " at ring offset " +
+                                  std::to_string(record.position) +
                                   ": payload checksum mismatch: torn or corrupted");
   }
   return Status::Ok();
@@ -124,8 +122,8 @@ Status ReplayLog(LogDevice& device, const Uuid& volume_uuid, ReplayedLog* out) {
                            UuidHex(volume_uuid));
   }
   if (device.size() < sb.log_size) {
-    return Status::Invalid("staging log of " + Str(sb.log_size) + " bytes on a device of " +
-                           Str(device.size()));
+    return Status::Invalid("staging log of " + std::to_string(sb.log_size) +
+                           " bytes on a device of " + std::to_string(device.size()));
   }
   log.next_sequence = sb.oldest_sequence;
   log.head = sb.oldest_position;
@@ -136,8 +134,8 @@ Status ReplayLog(LogDevice& device, const Uuid& volume_uuid, ReplayedLog* out) {
     const Verdict v = VerifyRecord(device, sb, log.head, log.next_sequence, session, log.used, &h);
     DST_RETURN_IF_ERROR(v.io);
     if (!v.reason.empty()) {
-      log.end =
-          "record " + Str(log.next_sequence) + " at ring offset " + Str(log.head) + ": " + v.reason;
+      log.end = "record " + std::to_string(log.next_sequence) + " at ring offset " +
+                std::to_string(log.head) + ": " + v.reason;
       break;
     }
     log.records.push_back({h, log.head});

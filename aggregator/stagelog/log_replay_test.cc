@@ -11,7 +11,7 @@
 
 #include "aggregator/stagelog/test_log.h"
 
-namespace dst::stagelog {
+namespace dst::stagelog::log_replay_test {
 namespace {
 
 using testing::MustOpen;
@@ -257,4 +257,4 @@ TEST_CASE("log replay: every committed record survives random crashes (fixed see
 }
 
 }  // namespace
-}  // namespace dst::stagelog
+}  // namespace dst::stagelog::log_replay_test

@@ -8,14 +8,6 @@
 
 namespace dst::stagelog {
 
-namespace {
-
-std::string Str(uint64_t v) {
-  return std::to_string(v);
-}
-
-}  // namespace
-
 uint64_t SystemClockNanos() {
   return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
@@ -31,9 +23,9 @@ Status FormatLog(LogDevice& device, const FormatOptions& options) {
   sb.created = options.now;
   sb.updated = options.now;
   if (sb.ring_size < kMinRingSize) {
-    return Status::Invalid("staging log device of " + Str(device.size()) +
+    return Status::Invalid("staging log device of " + std::to_string(device.size()) +
                            " bytes is too small: it needs at least " +
-                           Str(kRingOffset + kMinRingSize));
+                           std::to_string(kRingOffset + kMinRingSize));
   }
   std::array<uint8_t, kSlotSize> slot;
   for (uint64_t event : {0, 1}) {
@@ -106,7 +98,7 @@ Status LogWriter::WriteRecord(RecordHeader h, std::span<const uint8_t> data, Rep
       EncodeRecordHeader(h, std::span<uint8_t, kHeaderSize>(buffer.data(), kHeaderSize)));
   std::copy(data.begin(), data.end(), buffer.begin() + kHeaderPageSize);
   if (Status st = device_->Write(kRingOffset + head_, buffer); !st.ok()) {
-    return Fail(st.Wrap("append record " + Str(h.sequence) + " to the staging log"));
+    return Fail(st.Wrap("append record " + std::to_string(h.sequence) + " to the staging log"));
   }
   if (out != nullptr) *out = {h, head_};
   records_.push_back({h.sequence, head_, h.record_size(), h.time});
@@ -127,12 +119,13 @@ Status LogWriter::Append(RecordKind kind, uint64_t volume_offset, uint64_t lengt
   if (kind == RecordKind::kPadding) return Status::Invalid("padding is not appended by callers");
   if (kind == RecordKind::kWrite) {
     if (data.size() != length) {
-      return Status::Invalid("write of " + Str(length) + " bytes with " + Str(data.size()) +
-                             " bytes of data");
+      return Status::Invalid("write of " + std::to_string(length) + " bytes with " +
+                             std::to_string(data.size()) + " bytes of data");
     }
     if (length > max_write_length()) {
-      return Status::Invalid("write of " + Str(length) + " bytes is longer than a staging log " +
-                             "record holds (" + Str(max_write_length()) + ")");
+      return Status::Invalid("write of " + std::to_string(length) +
+                             " bytes is longer than a staging log " + "record holds (" +
+                             std::to_string(max_write_length()) + ")");
     }
     h.payload_size = RoundUpToPage(length);
     h.payload_checksum = Crc32c(data);
@@ -144,8 +137,9 @@ Status LogWriter::Append(RecordKind kind, uint64_t volume_offset, uint64_t lengt
   const uint64_t room_to_end = sb_.ring_size - head_;
   const uint64_t padding = h.record_size() > room_to_end ? room_to_end : 0;
   if (used_ + padding + h.record_size() > sb_.ring_size) {
-    return Status::Error(ENOSPC, "staging log full: " + Str(padding + h.record_size()) +
-                                     " bytes needed, " + Str(sb_.ring_size - used_) + " free");
+    return Status::Error(ENOSPC, "staging log full: " + std::to_string(padding + h.record_size()) +
+                                     " bytes needed, " + std::to_string(sb_.ring_size - used_) +
+                                     " free");
   }
   if (padding > 0) {
     RecordHeader pad;
@@ -167,9 +161,9 @@ Status LogWriter::Commit() {
 Status LogWriter::SetDestaged(uint64_t sequence) {
   DST_RETURN_IF_ERROR(CheckUsable());
   if (sequence > durable_sequence_ || sequence < sb_.destaged_sequence) {
-    return Status::Invalid("destaged sequence " + Str(sequence) + " is not between " +
-                           Str(sb_.destaged_sequence) + " and the durable sequence " +
-                           Str(durable_sequence_));
+    return Status::Invalid("destaged sequence " + std::to_string(sequence) + " is not between " +
+                           std::to_string(sb_.destaged_sequence) + " and the durable sequence " +
+                           std::to_string(durable_sequence_));
   }
   if (sequence == sb_.destaged_sequence) return Status::Ok();
   const LogSuperblock before = sb_;
@@ -185,8 +179,9 @@ Status LogWriter::SetDestaged(uint64_t sequence) {
 Status LogWriter::Release(uint64_t sequence) {
   DST_RETURN_IF_ERROR(CheckUsable());
   if (sequence > sb_.destaged_sequence) {
-    return Status::Invalid("cannot release staging log records up to " + Str(sequence) +
-                           ": only records up to " + Str(sb_.destaged_sequence) + " are destaged");
+    return Status::Invalid("cannot release staging log records up to " + std::to_string(sequence) +
+                           ": only records up to " + std::to_string(sb_.destaged_sequence) +
+                           " are destaged");
   }
   if (sequence < sb_.oldest_sequence) return Status::Ok();
   const LogSuperblock before = sb_;

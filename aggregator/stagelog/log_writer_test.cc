@@ -7,7 +7,7 @@
 
 #include "aggregator/stagelog/test_log.h"
 
-namespace dst::stagelog {
+namespace dst::stagelog::log_writer_test {
 namespace {
 
 using testing::MustOpen;
@@ -195,4 +195,4 @@ TEST_CASE("log writer: the log belongs to its volume") {
 }
 
 }  // namespace
-}  // namespace dst::stagelog
+}  // namespace dst::stagelog::log_writer_test

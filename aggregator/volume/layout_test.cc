@@ -38,7 +38,7 @@ struct StringMaker<std::vector<dst::volume::MemberExtent>> {
 };
 }  // namespace doctest
 
-namespace dst::volume {
+namespace dst::volume::layout_test {
 namespace {
 
 constexpr uint64_t KiB = 1024;
@@ -788,4 +788,4 @@ TEST_CASE("VolumeOffset inverts Map for linear and stripe layouts") {
 }
 
 }  // namespace
-}  // namespace dst::volume
+}  // namespace dst::volume::layout_test

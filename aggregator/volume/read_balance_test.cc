@@ -8,7 +8,7 @@
 #include <random>
 #include <vector>
 
-namespace dst::volume {
+namespace dst::volume::read_balance_test {
 namespace {
 
 constexpr uint64_t KiB = 1024;
@@ -246,4 +246,4 @@ TEST_CASE("read balance: every choice obeys the rules") {
 }
 
 }  // namespace
-}  // namespace dst::volume
+}  // namespace dst::volume::read_balance_test

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace dst::volume {
+namespace dst::volume::set_geometry_test {
 namespace {
 
 constexpr uint64_t KiB = 1024;
@@ -135,4 +135,4 @@ TEST_CASE("set geometry: a layout that cannot be made is refused by set") {
 }
 
 }  // namespace
-}  // namespace dst::volume
+}  // namespace dst::volume::set_geometry_test

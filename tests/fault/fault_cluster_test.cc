@@ -15,7 +15,7 @@
 #include "tests/harness/etcd_server.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_cluster_test {
 namespace {
 
 constexpr uint64_t kBlock = 64 * kKiB;
@@ -320,4 +320,4 @@ TEST_CASE("etcd gone while serving: writes go on until the lease would expire, t
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_cluster_test

@@ -37,7 +37,7 @@
 #include "tests/fault/fault_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_crash_test {
 namespace {
 
 // The volume: two stripe members of 48 MiB with create's defaults (4 KiB
@@ -1130,4 +1130,4 @@ TEST_CASE(
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_crash_test

@@ -11,7 +11,7 @@
 
 #include "tests/fault/fault_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_fence_test {
 namespace {
 
 constexpr uint64_t kBlock = 4096;
@@ -137,4 +137,4 @@ TEST_CASE("with --fencing off the held first copy lands last: the newer data is 
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_fence_test

@@ -9,7 +9,7 @@
 
 #include "tests/fault/fault_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_filters_test {
 namespace {
 
 constexpr uint64_t kChunk = 64 * kKiB;
@@ -165,4 +165,4 @@ TEST_CASE("delay filter: writes 2 s slow with io-timeout 500ms and --retries 2 f
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_filters_test

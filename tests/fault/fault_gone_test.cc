@@ -6,7 +6,7 @@
 
 #include "tests/fault/fault_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_gone_test {
 namespace {
 
 constexpr uint64_t kChunk = 64 * kKiB;
@@ -138,4 +138,4 @@ TEST_CASE("a member killed for good: EIO after the retry window, the other volum
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_gone_test

@@ -18,7 +18,7 @@
 #include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_mirror_add_test {
 namespace {
 
 constexpr uint64_t kMemberSize = 16 * kMiB;
@@ -154,4 +154,4 @@ TEST_CASE("member add refusals write nothing") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_mirror_add_test

@@ -21,7 +21,7 @@
 #include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_mirror_crash_test {
 namespace {
 
 constexpr uint64_t kMemberSize = 16 * kMiB;
@@ -351,4 +351,4 @@ TEST_CASE(
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_mirror_crash_test

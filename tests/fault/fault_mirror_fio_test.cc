@@ -10,7 +10,7 @@
 #include "tests/fault/fault_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_mirror_fio_test {
 namespace {
 
 constexpr uint64_t kMemberSize = 24 * kMiB;
@@ -121,4 +121,4 @@ TEST_CASE("fio verifies every block on an encrypted mirror of two while one copy
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_mirror_fio_test

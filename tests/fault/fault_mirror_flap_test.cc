@@ -35,7 +35,7 @@
 #include "tests/fault/fault_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_mirror_flap_test {
 namespace {
 
 constexpr uint64_t kBlock = 4096;
@@ -283,4 +283,4 @@ TEST_CASE("kill M0, write, kill M1, start M0 alone: refused; M0's old data is ne
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_mirror_flap_test

@@ -25,7 +25,7 @@
 #include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_mirror_replace_test {
 namespace {
 
 constexpr uint64_t kBlock = 4 * kKiB;
@@ -390,4 +390,4 @@ TEST_CASE("member replace refusals write nothing") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_mirror_replace_test

@@ -24,7 +24,7 @@
 #include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_mirror_resync_test {
 namespace {
 
 constexpr uint64_t kBlock = 4 * kKiB;
@@ -380,4 +380,4 @@ TEST_CASE("a rate change takes effect within a second without restarting the job
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_mirror_resync_test

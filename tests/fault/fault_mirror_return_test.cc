@@ -21,7 +21,7 @@
 #include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_mirror_return_test {
 namespace {
 
 constexpr uint64_t kBlock = 4 * kKiB;
@@ -212,4 +212,4 @@ TEST_CASE("a removed slot's export comes back: refused once, the slot stays out"
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_mirror_return_test

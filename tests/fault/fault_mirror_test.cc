@@ -10,7 +10,7 @@
 #include "tests/fault/fault_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_mirror_test {
 namespace {
 
 TEST_SUITE_BEGIN("fault_mirror");
@@ -83,4 +83,4 @@ TEST_CASE(
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_mirror_test

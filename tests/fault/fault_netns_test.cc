@@ -25,7 +25,7 @@
 
 #include "tests/fault/fault_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_netns_test {
 namespace {
 
 constexpr const char* kAggregatorAddress = "192.0.2.1/24";
@@ -260,4 +260,4 @@ TEST_CASE("a link cut for 2 s between aggregator and node: latency only, data in
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_netns_test

@@ -9,7 +9,7 @@
 #include "tests/fault/fault_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_owner_test {
 namespace {
 
 std::string OwnershipEpoch(const std::string& inspect_json) {
@@ -120,4 +120,4 @@ TEST_CASE("a second aggregator on a mirror fences the first, which stops writing
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_owner_test

@@ -20,7 +20,7 @@
 #include "tests/fault/fault_mirror_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_raid10_test {
 namespace {
 
 constexpr uint64_t kBlock = 4 * kKiB;
@@ -345,4 +345,4 @@ TEST_CASE("scrub: a block bad on both copies of set 1 is unrecoverable, logged w
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_raid10_test

@@ -7,7 +7,7 @@
 
 #include "tests/fault/fault_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_restart_test {
 namespace {
 
 constexpr uint64_t kMemberSize = 24 * kMiB;
@@ -97,4 +97,4 @@ TEST_CASE("fio verifies every block while a stripe member is killed and restarte
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_restart_test

@@ -16,7 +16,7 @@
 
 #include "tests/fault/fault_fixture.h"
 
-namespace dst::test::fault {
+namespace dst::test::fault::fault_stop_test {
 namespace {
 
 constexpr uint64_t kChunk = 64 * kKiB;
@@ -141,4 +141,4 @@ TEST_CASE("a member stopped for 2 s with io-timeout 500ms: the I/O waits, then c
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test::fault
+}  // namespace dst::test::fault::fault_stop_test

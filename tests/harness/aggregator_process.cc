@@ -19,13 +19,6 @@ namespace {
 // The line the aggregator logs once its members are connected and its
 // listeners bound: from then on clients can connect.
 constexpr std::string_view kReadyMark = "info: serving ";
-// A lost race for a picked port is retried with another port.
-constexpr int kPortAttempts = 5;
-
-std::string StartError(const std::string& what, const Process& p) {
-  return what + ": " + JoinArgv(p.argv()) + "\ndst-aggregator stderr:\n" + p.stderr_text();
-}
-
 // Tries one connection; true if the server accepted it.
 bool ConnectOnce(const sockaddr* address, socklen_t length) {
   const int fd = ::socket(address->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);

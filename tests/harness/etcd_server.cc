@@ -20,7 +20,6 @@
 namespace dst::test {
 namespace {
 
-constexpr int kPortAttempts = 5;
 constexpr auto kHealthTimeout = std::chrono::milliseconds(500);
 
 // GET /health on 127.0.0.1:port with a short deadline: true if etcd says it is healthy (it has
@@ -81,10 +80,6 @@ void MakeServerCertificate(const std::string& ca_dir, const TempDir& dir) {
   Run({"certtool", "--generate-certificate", "--load-ca-certificate", ca_dir + "/ca-cert.pem",
        "--load-ca-privkey", ca_dir + "/ca-key.pem", "--load-privkey", key, "--template", info,
        "--outfile", dir.File("server-cert.pem")});
-}
-
-std::string StartError(const std::string& what, const Process& p) {
-  return what + ": " + JoinArgv(p.argv()) + "\netcd stderr:\n" + p.stderr_text();
 }
 
 }  // namespace

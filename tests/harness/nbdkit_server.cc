@@ -36,9 +36,6 @@ constexpr const char* kPreloadFirst = DST_PRELOAD_BEFORE_SANITIZERS;
 constexpr const char* kPreloadFirst = "";
 #endif
 
-// A lost race for a picked port is retried with another port.
-constexpr int kPortAttempts = 5;
-
 std::string ReadSmallFile(const std::string& path) {
   std::ifstream in(path);
   std::ostringstream out;
@@ -97,10 +94,6 @@ int ListenMappedV4(int* port) {
   ::close(fd);
   errno = saved;
   return -1;
-}
-
-std::string StartError(const std::string& what, const Process& p) {
-  return what + ": " + JoinArgv(p.argv()) + "\nnbdkit stderr:\n" + p.stderr_text();
 }
 
 }  // namespace

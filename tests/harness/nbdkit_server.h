@@ -139,6 +139,9 @@ std::vector<std::string> NbdkitEnvironment();
 // A TCP port on the loopback address that was free a moment ago (bound to port
 // 0 and released). IPv6 uses ::1.
 int PickFreePort(bool ipv6 = false);
+// A server that lost the race for its picked port is started again on another one, up to this
+// many attempts in all.
+inline constexpr int kPortAttempts = 5;
 
 // True if ::1 is configured (an IPv6 socket can be bound to it).
 bool Ipv6LoopbackAvailable();

@@ -96,6 +96,12 @@ std::string JoinArgv(const Argv& argv) {
   return out;
 }
 
+std::string StartError(const std::string& what, const Process& p) {
+  const std::string& program = p.argv().empty() ? std::string() : p.argv().front();
+  return what + ": " + JoinArgv(p.argv()) + "\n" + program.substr(program.rfind('/') + 1) +
+         " stderr:\n" + p.stderr_text();
+}
+
 Process::Process(Argv argv, std::vector<std::string> extra_env, std::vector<InheritedFd> fds)
     : argv_(std::move(argv)) {
   if (argv_.empty()) throw std::invalid_argument("Process: empty argv");

@@ -72,6 +72,9 @@ class Process {
   std::optional<int> exit_code_;
 };
 
+// Why a server process did not come up: WHAT, its command line and its stderr so far.
+std::string StartError(const std::string& what, const Process& p);
+
 struct CommandResult {
   int exit_code = -1;
   std::string stdout_text;

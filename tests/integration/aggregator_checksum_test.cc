@@ -25,7 +25,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_checksum_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -879,4 +879,4 @@ TEST_CASE("a key for an unkeyed volume is refused") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_checksum_test

@@ -14,7 +14,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_encryption_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -304,4 +304,4 @@ TEST_CASE("create --encrypt refuses what cannot be combined with it") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_encryption_test

@@ -8,7 +8,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_map_test {
 namespace {
 
 CommandResult Map(std::vector<std::string> args) {
@@ -65,4 +65,4 @@ TEST_CASE("map: an aggregator that is not there, or that requires TLS, is one er
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_map_test

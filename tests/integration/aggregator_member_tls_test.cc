@@ -15,7 +15,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_member_tls_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -405,4 +405,4 @@ TEST_CASE("a TLS member that restarts is reconnected over TLS") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_member_tls_test

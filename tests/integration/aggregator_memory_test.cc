@@ -17,7 +17,7 @@
 #include "tests/integration/raw_client.h"
 #include "tests/integration/raw_volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_memory_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -206,4 +206,4 @@ TEST_CASE_FIXTURE(MemoryFixture,
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_memory_test

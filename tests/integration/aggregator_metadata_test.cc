@@ -10,7 +10,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_metadata_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -462,4 +462,4 @@ TEST_CASE("bad options are refused before any member is written") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_metadata_test

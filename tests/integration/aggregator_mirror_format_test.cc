@@ -12,7 +12,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_mirror_format_test {
 namespace {
 
 // One member's current superblock, flattened by Python from inspect --json: name -> value, lists
@@ -289,4 +289,4 @@ TEST_CASE("a member of a mirror re-created as linear is version 1 again") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_mirror_format_test

@@ -20,7 +20,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/raw_client.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_protocol_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -543,4 +543,4 @@ TEST_CASE_FIXTURE(AbuseFixture, "structured replies: data chunk and error chunk"
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_protocol_test

@@ -17,7 +17,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_reload_test {
 namespace {
 
 std::string Quoted(const std::string& s) {
@@ -200,5 +200,7 @@ TEST_CASE("reload: nothing to reload without --config") {
   CHECK(agg.WaitForLog("reload refused: serve was started without --config: nothing to reload", 2));
 }
 
+TEST_SUITE_END();
+
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_reload_test

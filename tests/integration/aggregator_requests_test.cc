@@ -35,7 +35,7 @@
 #include "tests/integration/raw_client.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_requests_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -435,4 +435,4 @@ TEST_CASE("checksummed volume: clients that never asked may send any alignment")
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_requests_test

@@ -14,7 +14,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_scrub_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -259,4 +259,4 @@ TEST_CASE("scrub and resync-rate on a raw volume: not a checksummed volume") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_scrub_test

@@ -19,7 +19,7 @@
 #include "tests/integration/raw_client.h"
 #include "tests/integration/raw_volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_security_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -462,4 +462,4 @@ TEST_CASE_FIXTURE(SecurityFixture, "half-open handshakes by the hundred cannot l
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_security_test

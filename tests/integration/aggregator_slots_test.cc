@@ -22,7 +22,7 @@
 #include "tests/integration/raw_client.h"
 #include "tests/integration/raw_volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_slots_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -254,4 +254,4 @@ TEST_CASE_FIXTURE(SlotsFixture, "clients leaving right at the handshake deadline
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_slots_test

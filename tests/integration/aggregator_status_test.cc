@@ -32,7 +32,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_status_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -1864,4 +1864,4 @@ TEST_CASE("every example aggregator configuration passes serve --check-config") 
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_status_test

@@ -19,7 +19,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -1128,8 +1128,8 @@ TEST_CASE("--max-connections is checked against the open-file limit at start") {
   SUBCASE("a hard limit of 64: refused, naming the limit") {
     const StartFailure f = AggregatorServer::StartExpectingFailure(
         under_limit("64:64", {"--raw", "--max-connections", "1024"}));
-    CheckOneErrorLine(f, {"--max-connections 1024 needs ",
-                          " open files (with ", " but at most 64 are allowed (the hard "
+    CheckOneErrorLine(f, {"--max-connections 1024 needs ", " open files (with ",
+                          " but at most 64 are allowed (the hard "
                           "RLIMIT_NOFILE: LimitNOFILE= in a systemd unit, ulimit -Hn in a "
                           "shell); raise it\n"});
   }
@@ -1394,4 +1394,4 @@ TEST_CASE("SIGTERM with I/O in flight on a slow member stops cleanly") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_test

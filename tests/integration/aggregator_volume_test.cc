@@ -23,7 +23,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_volume_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -456,4 +456,4 @@ TEST_CASE("volume add refuses, with nothing changed") {
 TEST_SUITE_END();
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_volume_test

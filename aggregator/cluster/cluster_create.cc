@@ -154,9 +154,9 @@ void Release(CatalogClient& catalog, const VolumeRecord& volume) {
 }  // namespace
 
 void AddClusterCreateOptions(CLI::App& create, ClusterCreateArgs* args) {
-  create.add_option("--cluster", args->cluster,
-                    "etcd://HOST[:PORT][,...]/PREFIX: place the volume on free exports of the "
-                    "cluster catalog (no member URIs) and record it there");
+  cluster::AddClusterOptions(create, &args->cluster,
+                             "place the volume on free exports of the cluster catalog (no member "
+                             "URIs) and record it there");
   create.add_option("--size", args->size,
                     "--cluster: the least the volume holds (default: the smallest free exports)");
   create.add_option("--sets", args->sets, "--cluster --layout raid10: the number of sets");
@@ -164,9 +164,9 @@ void AddClusterCreateOptions(CLI::App& create, ClusterCreateArgs* args) {
 }
 
 Status CheckClusterCreateArgs(const ClusterCreateArgs& args) {
-  if (args.cluster.empty() && (!args.size.empty() || !args.sets.empty()))
+  if (!args.cluster.given() && (!args.size.empty() || !args.sets.empty()))
     return Status::Invalid("--size and --sets are for create --cluster");
-  return Status::Ok();
+  return cluster::CheckClusterArgs(args.cluster);
 }
 
 Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
@@ -175,7 +175,7 @@ Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
   integrity::FormatParams params;
   DST_RETURN_IF_ERROR(FormatFor(args, &params));
   std::unique_ptr<CatalogClient> catalog;
-  DST_RETURN_IF_ERROR(CatalogClient::Open(cluster.cluster, &catalog));
+  DST_RETURN_IF_ERROR(cluster::OpenCatalog(cluster.cluster, &catalog));
 
   std::vector<Revisioned<ExportRecord>> exports;
   DST_RETURN_IF_ERROR(catalog->ListExports(&exports));

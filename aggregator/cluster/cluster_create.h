@@ -20,6 +20,7 @@
 
 #include <string>
 
+#include "aggregator/cluster/cluster_options.h"
 #include "aggregator/create_command.h"
 #include "common/status.h"
 
@@ -30,15 +31,15 @@ class App;
 namespace dst::aggregator {
 
 struct ClusterCreateArgs {
-  std::string cluster;  // empty: create as usual, from member URIs
+  cluster::ClusterArgs cluster;  // not given: create as usual, from member URIs
   std::string size;
   std::string sets;
 };
 
-// Adds --cluster, --size and --sets to `create`, and makes its member URIs optional (create
-// without --cluster still refuses none).
+// Adds --cluster (and its --etcd-* options), --size and --sets to `create`, and makes its member
+// URIs optional (create without --cluster still refuses none).
 void AddClusterCreateOptions(CLI::App& create, ClusterCreateArgs* args);
-// Refuses --size and --sets without --cluster.
+// Refuses --size, --sets and the --etcd-* options without --cluster.
 Status CheckClusterCreateArgs(const ClusterCreateArgs& args);
 Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster);
 

@@ -23,15 +23,15 @@ std::string JoinUris(const std::vector<std::string>& uris) {
 
 }  // namespace
 
-void AddClusterStatusOption(CLI::App& status, std::string* cluster) {
-  status.add_option("--cluster", *cluster,
-                    "etcd://HOST[:PORT][,...]/PREFIX: the catalog's volumes and their owners, "
-                    "instead of one aggregator's status");
+void AddClusterStatusOption(CLI::App& status, cluster::ClusterArgs* cluster) {
+  cluster::AddClusterOptions(status, cluster,
+                             "the catalog's volumes and their owners, instead of one aggregator's "
+                             "status");
 }
 
-int RunClusterStatus(const std::string& url, bool json) {
+int RunClusterStatus(const cluster::ClusterArgs& url, bool json) {
   std::unique_ptr<cluster::CatalogClient> catalog;
-  if (Status s = cluster::CatalogClient::Open(url, &catalog); !s.ok()) return ExitWithError(s);
+  if (Status s = cluster::OpenCatalog(url, &catalog); !s.ok()) return ExitWithError(s);
   std::vector<cluster::Revisioned<cluster::VolumeRecord>> volumes;
   std::vector<std::pair<std::string, cluster::OwnerRecord>> owner_list;
   Status s = catalog->ListVolumes(&volumes);

@@ -8,13 +8,15 @@
 
 #include <string>
 
+#include "aggregator/cluster/cluster_options.h"
+
 namespace CLI {
 class App;
 }  // namespace CLI
 
 namespace dst::aggregator {
 
-void AddClusterStatusOption(CLI::App& status, std::string* cluster);
-int RunClusterStatus(const std::string& cluster, bool json);
+void AddClusterStatusOption(CLI::App& status, cluster::ClusterArgs* cluster);
+int RunClusterStatus(const cluster::ClusterArgs& cluster, bool json);
 
 }  // namespace dst::aggregator

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "aggregator/cluster/catalog_client.h"
+#include "aggregator/cluster/owner_endpoint.h"
 #include "aggregator/command_error.h"
 #include "aggregator/control/runtime.h"
 #include "aggregator/serve_command.h"
@@ -104,10 +105,10 @@ class LeaseKeeper {
   ~LeaseKeeper() { Stop(); }
 
   // `renewed`: when the last renewal that succeeded was sent.
-  Status Start(const cluster::EtcdUrl& url, std::chrono::milliseconds timeout,
-               Clock::time_point renewed) {
+  Status Start(const cluster::EtcdUrl& url, const cluster::EtcdTls& tls,
+               std::chrono::milliseconds timeout, Clock::time_point renewed) {
     cluster::EtcdClientOptions options;
-    DST_RETURN_IF_ERROR(cluster::EtcdOptionsFor(url, {}, timeout, &options));
+    DST_RETURN_IF_ERROR(cluster::EtcdOptionsFor(url, tls, timeout, &options));
     DST_RETURN_IF_ERROR(cluster::EtcdClient::Create(std::move(options), &etcd_));
     ArmExpiry(renewed + ttl_);
     asio::co_spawn(io_, Renew(), asio::detached);
@@ -239,14 +240,18 @@ Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeCon
 }  // namespace
 
 void AddClusterServeOptions(CLI::App& serve, ClusterServeArgs* args) {
-  serve.add_option("--cluster", args->cluster,
-                   "etcd://HOST[:PORT][,...]/PREFIX: serve the catalog volumes named instead of "
-                   "member URIs, each under a lease-backed lock");
+  cluster::AddClusterOptions(serve, &args->cluster,
+                             "serve the catalog volumes named instead of member URIs, each under "
+                             "a lease-backed lock");
   serve.add_flag("--takeover", args->takeover,
                  "--cluster: wait for an owner's lease to expire, then take the volume over");
   serve.add_option("--lease-ttl", args->lease_ttl, "--cluster: the lock's lease, in seconds")
       ->check(CLI::Range(2u, 3600u))
       ->capture_default_str();
+  serve.add_option("--advertise", args->advertise,
+                   "--cluster: the HOST:PORT where NBD clients (map --cluster) reach this "
+                   "aggregator (default: the first --listen address, a wildcard one under this "
+                   "host's name)");
 }
 
 int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
@@ -254,17 +259,22 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
   std::unique_ptr<CatalogClient> catalog;
   // A renewal that hangs must not outlive its turn.
   const auto timeout = std::chrono::milliseconds(cluster.lease_ttl * 1000 / 3);
-  if (Status s = CatalogClient::Open(cluster.cluster, &catalog, {}, timeout); !s.ok())
+  if (Status s = cluster::OpenCatalog(cluster.cluster, &catalog, timeout); !s.ok())
     return ExitWithError(s);
   ServeConfig config;
   if (Status s = ConfigFromCatalog(*catalog, args, &config); !s.ok()) return ExitWithError(s);
+  std::string nbd;
+  if (Status s = cluster::AdvertisedNbdAddress(cluster.advertise, config.listen, HostName(), &nbd);
+      !s.ok())
+    return ExitWithError(s);
 
   cluster::Lease lease;
   if (Status s =
           catalog->Run(catalog->etcd().GrantLease(std::chrono::seconds(cluster.lease_ttl), &lease));
       !s.ok())
     return ExitWithError(s.Wrap("cluster lease"));
-  const OwnerRecord me{HostName(), static_cast<int64_t>(getpid()), SecondsSinceEpoch(), lease.id};
+  const OwnerRecord me{HostName(), static_cast<int64_t>(getpid()), SecondsSinceEpoch(), lease.id,
+                       nbd};
   auto revoke = [&catalog, &lease] {
     const Status s = catalog->Run(catalog->etcd().RevokeLease(lease.id));
     if (!s.ok())
@@ -288,7 +298,7 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
     return ExitWithError(s.Wrap("cluster lease"));
   }
   LeaseKeeper keeper(lease.id, std::chrono::seconds(ttl));
-  if (Status s = keeper.Start(catalog->url(), timeout, sent); !s.ok()) {
+  if (Status s = keeper.Start(catalog->url(), cluster.cluster.tls, timeout, sent); !s.ok()) {
     revoke();
     return ExitWithError(s);
   }

@@ -1,8 +1,8 @@
 // The cluster catalog and volume ownership in etcd (docs/cluster.md), with a real etcd on
 // loopback, real export nodes (our plugin under nbdkit) and real dst-aggregator processes
 // standing for the hosts: exports registered in zones, a mirror placed and created on them, two
-// aggregators racing for its lock, a takeover from an owner frozen past its lease (whose writes
-// the export nodes then refuse), and etcd gone while a volume serves.
+// aggregators racing for its lock, map --cluster finding its owner, a takeover from an owner frozen
+// past its lease (whose writes the export nodes then refuse), and etcd gone while a volume serves.
 #include <csignal>
 #include <fstream>
 #include <future>
@@ -292,6 +292,56 @@ TEST_CASE("an owner frozen past its lease is taken over, and fenced once it runs
   a.Stop();
   CHECK(a.SanitizerReports().empty());
   b.reset();
+}
+
+TEST_CASE("map --cluster finds the volume's owner at the address its serve advertises") {
+  ClusterSetup c;
+  c.CreateMirror();
+  auto print_endpoint = [&c](const std::string& volume) {
+    return RunAggregator({"map", "--cluster", c.url, "--print-endpoint", volume});
+  };
+  CommandResult r = print_endpoint("nope");
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(Contains(r.stderr_text, "error: volume nope is not in the catalog at " + c.url),
+                r.stderr_text);
+  r = print_endpoint("mir");
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text, "error: volume mir has no owner now: no serve --cluster holds it"));
+
+  {
+    // On Unix sockets only, an owner has no address to give.
+    AggregatorServer a(c.Serve());
+    const std::string owner = "(pid " + std::to_string(a.pid()) + ")";
+    r = print_endpoint("mir");
+    CHECK(r.exit_code == 1);
+    CHECK_MESSAGE(Contains(r.stderr_text, owner + ", which advertises no NBD address"),
+                  r.stderr_text);
+    CHECK(a.Stop() == 0);
+  }
+  {
+    // --advertise goes into the owner record as given.
+    AggregatorServer a(c.Serve({"--advertise", "db.example:10809"}));
+    r = RunAggregator({"status", "--cluster", c.url, "--json"});
+    CHECK_MESSAGE(Contains(r.stdout_text, "\"nbd\": \"db.example:10809\""), r.stdout_text);
+    CHECK(a.Stop() == 0);
+  }
+
+  // Listening on TCP: the first --listen address, checked with a handshake for the volume.
+  AggregatorServer a(FaultAggregatorOptions({"--cluster", c.url, "--lease-ttl", "10", "mir"},
+                                            AggregatorListen::kTcp4));
+  const std::string endpoint = "127.0.0.1:" + std::to_string(a.port());
+  r = print_endpoint("mir");
+  CHECK_MESSAGE(r.exit_code == 0, r.stderr_text);
+  CHECK(r.stdout_text == endpoint + "\n");
+  // The owner killed: its record stays until its lease (10 s) expires, and says where it was.
+  const std::string owner = "(pid " + std::to_string(a.pid()) + ")";
+  a.Kill(SIGKILL);
+  a.Wait(5s);
+  r = print_endpoint("mir");
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(Contains(r.stderr_text, "error: volume mir is owned by "), r.stderr_text);
+  CHECK(Contains(r.stderr_text, owner + ": aggregator at " + endpoint + " unreachable: "));
+  CHECK(CountOf(r.stderr_text, "error:") == 1);
 }
 
 TEST_CASE("etcd gone while serving: writes go on until the lease would expire, then stop") {

@@ -1,8 +1,9 @@
 // The cluster catalog and volume ownership in etcd (docs/cluster.md), with a real etcd on
 // loopback, real export nodes (our plugin under nbdkit) and real dst-aggregator processes
 // standing for the hosts: exports registered in zones, a mirror placed and created on them, two
-// aggregators racing for its lock, map --cluster finding its owner, a takeover from an owner frozen
-// past its lease (whose writes the export nodes then refuse), and etcd gone while a volume serves.
+// aggregators racing for its lock, map --cluster finding its owner, etcd over TLS, a takeover from
+// an owner frozen past its lease (whose writes the export nodes then refuse), and etcd gone while a
+// volume serves.
 #include <csignal>
 #include <fstream>
 #include <future>
@@ -13,6 +14,7 @@
 
 #include "tests/fault/fault_fixture.h"
 #include "tests/harness/etcd_server.h"
+#include "tests/harness/tls_credentials.h"
 #include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault {
@@ -342,6 +344,72 @@ TEST_CASE("map --cluster finds the volume's owner at the address its serve adver
   CHECK_MESSAGE(Contains(r.stderr_text, "error: volume mir is owned by "), r.stderr_text);
   CHECK(Contains(r.stderr_text, owner + ": aggregator at " + endpoint + " unreachable: "));
   CHECK(CountOf(r.stderr_text, "error:") == 1);
+}
+
+TEST_CASE("etcds:// with a client certificate: export, create, serve, status, map --cluster") {
+  X509Dir pki;
+  EtcdServerOptions options;
+  options.certificates_dir = pki.path();
+  options.client_cert_auth = true;
+  EtcdServer etcd(options);
+  const std::string url = etcd.url("dst");
+  REQUIRE(url.rfind("etcds://", 0) == 0);
+  const std::string ca = pki.path() + "/ca-cert.pem";
+  const std::string cert = pki.path() + "/client-cert.pem";
+  const std::string key = pki.path() + "/client-key.pem";
+  auto with_tls = [&](std::vector<std::string> args) {
+    return Concat(std::move(args), {"--etcd-cacert", ca, "--etcd-cert", cert, "--etcd-key", key});
+  };
+
+  // Refused: etcd's certificate without the CA that signed it, etcd refusing a client without
+  // a certificate, TLS files for a plain URL or without --cluster.
+  CommandResult r =
+      RunAggregator({"export", "list", "--cluster", url, "--etcd-cert", cert, "--etcd-key", key});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(
+      Contains(r.stderr_text, "etcd " + etcd.endpoint() +
+                                  ": get prefix /dst/exports/: TLS handshake: certificate "
+                                  "verify failed"),
+      r.stderr_text);
+  CHECK(CountOf(r.stderr_text, "error:") == 1);
+  r = RunAggregator({"status", "--cluster", url, "--etcd-cacert", ca});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(Contains(r.stderr_text, "TLS handshake: "), r.stderr_text);
+  r = RunAggregator(with_tls({"status", "--cluster", "etcd://" + etcd.endpoint() + "/dst"}));
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text, "etcd TLS files given for a plain etcd:// URL (use etcds://)"));
+  r = RunAggregator({"status", "--etcd-cacert", ca});
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text,
+                 "--etcd-cacert, --etcd-cert and --etcd-key are for --cluster etcds://"));
+
+  TempDir dir("dst-fault-cluster-tls");
+  Member a1(dir.File("a1.img"), 8 * kMiB);
+  Member b1(dir.File("b1.img"), 8 * kMiB);
+  for (auto [member, zone] : {std::pair{&a1, "zone-a"}, {&b1, "zone-b"}}) {
+    r = RunAggregator(with_tls({"export", "add", member->uri(), "--zone", zone, "--cluster", url}));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+  }
+  r = RunAggregator(with_tls({"export", "list", "--cluster", url}));
+  CHECK(Contains(r.stdout_text, a1.uri() + " zone=zone-a size=8 MiB state=free"));
+  r = RunAggregator(with_tls({"create", "--cluster", url, "--name", "mir", "--layout", "mirror"}));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+
+  // serve keeps its lease over TLS past its TTL, and map --cluster finds it.
+  AggregatorServer a(FaultAggregatorOptions(with_tls({"--cluster", url, "--lease-ttl", "2", "mir"}),
+                                            AggregatorListen::kTcp4));
+  std::this_thread::sleep_for(3s);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(a.uri("mir")));
+  REQUIRE(WriteFor(client, RandomBytes(kBlock, 1), 0, 10s).ok());
+  CHECK_NBD_OK(client.Shutdown());
+  CHECK_FALSE(Contains(a.stderr_text(), "cluster: lease"));
+  r = RunAggregator(with_tls({"status", "--cluster", url}));
+  CHECK(Contains(r.stdout_text, "(pid " + std::to_string(a.pid()) + ") members="));
+  r = RunAggregator(with_tls({"map", "--cluster", url, "--print-endpoint", "mir"}));
+  CHECK_MESSAGE(r.stdout_text == "127.0.0.1:" + std::to_string(a.port()) + "\n", r.stderr_text);
+  CHECK(a.Stop() == 0);
+  CHECK(a.SanitizerReports().empty());
 }
 
 TEST_CASE("etcd gone while serving: writes go on until the lease would expire, then stop") {

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -214,7 +215,12 @@ class LeaseKeeper {
   std::vector<std::string> names_;
 };
 
-Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeConfig* config) {
+// The volumes' records as read, by name (their mod_revision), to check them again once their
+// locks are held.
+using ReadRevisions = std::map<std::string, int64_t>;
+
+Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeConfig* config,
+                         ReadRevisions* revisions) {
   if (!args.config_file.empty())
     return Status::Invalid("--cluster cannot be combined with --config");
   if (args.members.empty()) return Status::Invalid("serve --cluster needs the volume names");
@@ -229,11 +235,24 @@ Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeCon
     if (v.record.state != "ready")
       return Status::Error(EAGAIN,
                            "volume " + name + " is being created (state " + v.record.state + ")");
+    (*revisions)[name] = v.mod_revision;
     VolumeConfig volume = common;
     volume.name = name;
     volume.members = v.record.members;
     config->volumes.push_back(std::move(volume));
   }
+  return Status::Ok();
+}
+
+// Under its lock, the volume's record is still the one its members came from: a volume removed
+// from the catalog (or removed and created again) between the read and the lock is not served.
+Status CheckUnchanged(CatalogClient& catalog, const std::string& name, int64_t read) {
+  cluster::Revisioned<cluster::VolumeRecord> v;
+  DST_RETURN_IF_ERROR(catalog.GetVolume(name, &v));
+  if (v.mod_revision != read)
+    return Status::Error(ESTALE, "volume " + name +
+                                     " changed in the catalog while serve took its lock: run "
+                                     "serve again");
   return Status::Ok();
 }
 
@@ -262,7 +281,9 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
   if (Status s = cluster::OpenCatalog(cluster.cluster, &catalog, timeout); !s.ok())
     return ExitWithError(s);
   ServeConfig config;
-  if (Status s = ConfigFromCatalog(*catalog, args, &config); !s.ok()) return ExitWithError(s);
+  ReadRevisions revisions;
+  if (Status s = ConfigFromCatalog(*catalog, args, &config, &revisions); !s.ok())
+    return ExitWithError(s);
   std::string nbd;
   if (Status s = cluster::AdvertisedNbdAddress(cluster.advertise, config.listen, HostName(), &nbd);
       !s.ok())
@@ -283,7 +304,9 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
   };
   for (VolumeConfig& v : config.volumes) {
     int64_t revision = 0;
-    if (Status s = TakeLock(*catalog, v.name, me, cluster.takeover, &revision); !s.ok()) {
+    Status s = TakeLock(*catalog, v.name, me, cluster.takeover, &revision);
+    if (s.ok()) s = CheckUnchanged(*catalog, v.name, revisions.at(v.name));
+    if (!s.ok()) {
       revoke();
       return ExitWithError(s);
     }

@@ -18,13 +18,15 @@
 //                 | add VOLUME (--key-file F | --passphrase-file F) [--passphrase-cost N]
 //   dst-aggregator map [--device /dev/nbdN] [--connections N] [--timeout S] [--block-size B]
 //                      [--read-only] [--print-endpoint]
-//                      [--control PATH | --connect HOST:PORT | --socket PATH | --cluster URL] VOLUME
+//                      [--control PATH | --connect HOST:PORT | --socket PATH | --cluster URL]
+//                      VOLUME
 //   dst-aggregator unmap /dev/nbdN|VOLUME
 //   dst-aggregator list-mapped [--json]
 //   dst-aggregator create --cluster URL --name NAME --layout mirror|raid10 [--size SIZE] ...
 //   dst-aggregator serve --cluster URL [--takeover] [--lease-ttl SECONDS] [--advertise HOST:PORT]
 //                        [OPTIONS] VOLUME...
 //   dst-aggregator export add URI --zone ZONE | list [--json] | drain URI  --cluster URL
+//   dst-aggregator volume remove NAME --cluster URL [--force]
 // --cluster also takes --etcd-cacert, --etcd-cert and --etcd-key (cluster/cluster_options.h).
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's

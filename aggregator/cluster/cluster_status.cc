@@ -21,6 +21,11 @@ std::string JoinUris(const std::vector<std::string>& uris) {
   return out;
 }
 
+// "host-a (pid 4242) at 10.0.0.1:10809", or without " at ..." when it advertises no address.
+std::string DescribeOwnerAt(const cluster::OwnerRecord& owner) {
+  return cluster::DescribeOwner(owner) + (owner.nbd.empty() ? "" : " at " + owner.nbd);
+}
+
 }  // namespace
 
 void AddClusterStatusOption(CLI::App& status, cluster::ClusterArgs* cluster) {
@@ -51,7 +56,7 @@ int RunClusterStatus(const cluster::ClusterArgs& url, bool json) {
     std::printf("%s layout=%s copies=%u size=%s state=%s owner=%s members=%s\n",
                 v.record.name.c_str(), v.record.layout.c_str(), v.record.copies,
                 FormatSize(v.record.size).c_str(), v.record.state.c_str(),
-                owner == owners.end() ? "none" : DescribeOwner(owner->second).c_str(),
+                owner == owners.end() ? "none" : DescribeOwnerAt(owner->second).c_str(),
                 JoinUris(v.record.members).c_str());
   }
   if (json) std::printf("%s\n", list.dump(2).c_str());

@@ -17,12 +17,17 @@
 //   dst-aggregator key [--control PATH] list VOLUME | remove VOLUME SLOT
 //                 | add VOLUME (--key-file F | --passphrase-file F) [--passphrase-cost N]
 //   dst-aggregator map [--device /dev/nbdN] [--connections N] [--timeout S] [--block-size B]
-//                      [--read-only] [--control PATH | --connect HOST:PORT | --socket PATH] VOLUME
+//                      [--read-only] [--print-endpoint]
+//                      [--control PATH | --connect HOST:PORT | --socket PATH | --cluster URL]
+//                      VOLUME
 //   dst-aggregator unmap /dev/nbdN|VOLUME
 //   dst-aggregator list-mapped [--json]
 //   dst-aggregator create --cluster URL --name NAME --layout mirror|raid10 [--size SIZE] ...
-//   dst-aggregator serve --cluster URL [--takeover] [--lease-ttl SECONDS] [OPTIONS] VOLUME...
+//   dst-aggregator serve --cluster URL [--takeover] [--lease-ttl SECONDS] [--advertise HOST:PORT]
+//                        [OPTIONS] VOLUME...
 //   dst-aggregator export add URI --zone ZONE | list [--json] | drain URI  --cluster URL
+//   dst-aggregator volume remove NAME --cluster URL [--force]
+// --cluster also takes --etcd-cacert, --etcd-cert and --etcd-key (cluster/cluster_options.h).
 // serve, create and inspect also take the member TLS options (member_tls_options.h).
 // main() only parses the command line; each command lives in its own *_command.h (serve's
 // options in serve_options.h).
@@ -73,8 +78,8 @@ int main(int argc, char** argv) {
   CLI::App* inspect = agg::AddInspectCommand(app, &inspect_args);
   agg::StatusArgs status_args;
   CLI::App* status = agg::AddStatusCommand(app, &status_args);
-  std::string cluster_status_url;
-  agg::AddClusterStatusOption(*status, &cluster_status_url);
+  dst::cluster::ClusterArgs cluster_status_args;
+  agg::AddClusterStatusOption(*status, &cluster_status_args);
   agg::ScrubArgs scrub_args;
   CLI::App* scrub = agg::AddScrubCommand(app, &scrub_args);
   agg::ResyncRateArgs rate_args;
@@ -96,17 +101,27 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   if (log_format == "json") dst::SetLogFormat(dst::LogFormat::kJson);
-  if (serve->parsed() && cluster_serve_args.cluster.empty() &&
-      (cluster_serve_args.takeover || serve->count("--lease-ttl") > 0))
-    return agg::ExitWithError(dst::Status::Invalid("--takeover and --lease-ttl are for --cluster"));
+  if (serve->parsed() && !cluster_serve_args.cluster.given() &&
+      (cluster_serve_args.takeover || serve->count("--lease-ttl") > 0 ||
+       !cluster_serve_args.advertise.empty()))
+    return agg::ExitWithError(
+        dst::Status::Invalid("--takeover, --lease-ttl and --advertise are for --cluster"));
+  if (serve->parsed()) {
+    if (dst::Status s = dst::cluster::CheckClusterArgs(cluster_serve_args.cluster); !s.ok())
+      return agg::ExitWithError(s);
+  }
   if (serve->parsed())
-    return cluster_serve_args.cluster.empty()
+    return !cluster_serve_args.cluster.given()
                ? agg::RunServe(serve_args)
                : agg::RunClusterServe(serve_args, cluster_serve_args);
-  if (status->parsed() && !cluster_status_url.empty()) {
+  if (status->parsed()) {
+    if (dst::Status s = dst::cluster::CheckClusterArgs(cluster_status_args); !s.ok())
+      return agg::ExitWithError(s);
+  }
+  if (status->parsed() && cluster_status_args.given()) {
     if (!status_args.control.empty())
       return agg::ExitWithError(dst::Status::Invalid("status: --cluster or --control, not both"));
-    return agg::RunClusterStatus(cluster_status_url, status_args.json);
+    return agg::RunClusterStatus(cluster_status_args, status_args.json);
   }
   if (status->parsed()) return agg::RunStatus(status_args);
   if (scrub->parsed()) return agg::RunScrub(scrub_args);
@@ -119,7 +134,7 @@ int main(int argc, char** argv) {
   if (create->parsed()) {
     dst::Status s = agg::CheckClusterCreateArgs(cluster_create_args);
     if (s.ok())
-      s = cluster_create_args.cluster.empty()
+      s = !cluster_create_args.cluster.given()
               ? agg::RunCreate(create_args)
               : agg::RunClusterCreate(create_args, cluster_create_args);
     return s.ok() ? 0 : agg::ExitWithError(s);

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "aggregator/cluster/catalog_remove.h"
 #include "aggregator/command_error.h"
 #include "aggregator/control_client.h"
 
@@ -42,7 +43,13 @@ CLI::App* AddVolumeCommand(CLI::App& app, VolumeArgs* args) {
   volume->add_flag("--json", args->json, "list: print JSON instead of lines");
   volume->add_flag("--force", args->force,
                    "remove: end the volume's clients (their requests in flight complete, later "
-                   "ones get ESHUTDOWN) instead of refusing while any is connected");
+                   "ones get ESHUTDOWN) instead of refusing while any is connected; remove "
+                   "--cluster: also remove a \"creating\" record that names no create");
+  CLI::Option* cluster = cluster::AddClusterOptions(
+      *volume, &args->cluster,
+      "remove: remove the volume from the cluster catalog and free its exports (refused while "
+      "a serve owns it or a create of it runs)");
+  cluster->excludes(volume->get_option("--control"));
   return volume;
 }
 
@@ -100,7 +107,32 @@ Status CheckAddArgs(const VolumeArgs& args) {
 
 }  // namespace
 
+namespace {
+
+// volume remove NAME --cluster URL [--force].
+int RemoveFromCatalog(const VolumeArgs& args) {
+  std::unique_ptr<cluster::CatalogClient> catalog;
+  if (Status s = cluster::OpenCatalog(args.cluster, &catalog); !s.ok()) return ExitWithError(s);
+  cluster::RemovedVolume removed;
+  if (Status s = cluster::RemoveVolume(*catalog, args.name, args.force, &removed); !s.ok())
+    return ExitWithError(s);
+  std::string freed;
+  for (const std::string& uri : removed.freed)
+    freed += (freed.empty() ? "" : ", ") + uri;
+  std::printf("volume %s (%s) removed from the catalog at %s; exports freed: %s\n",
+              args.name.c_str(), removed.record.state.c_str(), catalog->url().ToString().c_str(),
+              freed.empty() ? "none" : freed.c_str());
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+
 int RunVolume(const VolumeArgs& args) {
+  if (Status s = cluster::CheckClusterArgs(args.cluster); !s.ok()) return ExitWithError(s);
+  if (args.cluster.given() && args.action != "remove")
+    return ExitWithError(Status::Invalid("volume " + args.action +
+                                         " asks a running aggregator: --cluster is for remove"));
   if (args.action == "add") {
     if (Status s = CheckAddArgs(args); !s.ok()) return ExitWithError(s);
     return RunControlCommand(args.control, VolumeRequest(args), kVolumeAddTimeout);
@@ -119,6 +151,7 @@ int RunVolume(const VolumeArgs& args) {
     return ExitWithError(Status::Invalid("volume list takes no name"));
   if (remove && args.json) return ExitWithError(Status::Invalid("volume remove takes no --json"));
   if (!remove && args.force) return ExitWithError(Status::Invalid("volume list takes no --force"));
+  if (remove && args.cluster.given()) return RemoveFromCatalog(args);
   if (remove) return RunControlCommand(args.control, VolumeRequest(args), kVolumeRemoveTimeout);
   std::string answer;
   const Status s = AskControl(args.control, VolumeRequest(args), &answer);

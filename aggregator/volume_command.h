@@ -8,12 +8,18 @@
 // connect to the new volume. All exit 1 with the error (or why the aggregator could not be asked)
 // on stderr.
 //
+// `dst-aggregator volume remove NAME --cluster URL [--force]` removes a volume from the cluster
+// catalog instead, and frees its exports (cluster/catalog_remove.h): refused while a serve owns
+// it or a create of it runs; --force also removes a "creating" record that names no create.
+//
 // Threading: blocking, on the calling thread.
 #pragma once
 
 #include <chrono>
 #include <string>
 #include <vector>
+
+#include "aggregator/cluster/cluster_options.h"
 
 namespace CLI {
 class App;
@@ -43,7 +49,8 @@ struct VolumeArgs {
   std::string passphrase_file;
   bool allow_degraded = false;
   bool no_auto_resync = false;
-  std::string discard;  // mirror, raid10: a slot
+  std::string discard;           // mirror, raid10: a slot
+  cluster::ClusterArgs cluster;  // remove --cluster: from the catalog
 };
 
 CLI::App* AddVolumeCommand(CLI::App& app, VolumeArgs* args);

@@ -45,12 +45,15 @@ std::string EncodeVolume(const VolumeRecord& r) {
                {"size", r.size},
                {"members", r.members},
                {"state", r.state},
-               {"created", r.created}})
+               {"created", r.created},
+               {"creator_lease", r.creator_lease}})
       .dump();
 }
 
 std::string EncodeOwner(const OwnerRecord& r) {
-  return json({{"host", r.host}, {"pid", r.pid}, {"since", r.since}, {"lease", r.lease}}).dump();
+  json j = {{"host", r.host}, {"pid", r.pid}, {"since", r.since}, {"lease", r.lease}};
+  j["nbd"] = r.nbd.empty() ? json(nullptr) : json(r.nbd);
+  return j.dump();
 }
 
 Status DecodeExport(std::string_view key, std::string_view text, ExportRecord* r) {
@@ -75,6 +78,7 @@ Status DecodeVolume(std::string_view key, std::string_view text, VolumeRecord* r
     Optional(j, "size", &r->size);
     Optional(j, "state", &r->state);
     Optional(j, "created", &r->created);
+    Optional(j, "creator_lease", &r->creator_lease);
   });
 }
 
@@ -85,6 +89,7 @@ Status DecodeOwner(std::string_view key, std::string_view text, OwnerRecord* r) 
     Optional(j, "pid", &r->pid);
     Optional(j, "since", &r->since);
     Optional(j, "lease", &r->lease);
+    Optional(j, "nbd", &r->nbd);
   });
 }
 

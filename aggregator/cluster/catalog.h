@@ -3,9 +3,9 @@
 //
 //   PREFIX/exports/URI   an export node's export: {"uri", "zone", "size", "drained", "volume"}
 //   PREFIX/volumes/NAME  a volume: {"name", "uuid", "layout", "copies", "size", "members",
-//                        "state": "creating" | "ready", "created"}
+//                        "state": "creating" | "ready", "created", "creator_lease"}
 //   PREFIX/owners/NAME   the volume's owner, attached to its lease: {"host", "pid", "since",
-//                        "lease"}
+//                        "lease", "nbd"}
 //
 // Decoding is strict about types and tolerant of fields it does not know (a newer dst may add
 // some). Pure functions; any thread.
@@ -37,6 +37,10 @@ struct VolumeRecord {
   std::vector<std::string> members;  // in layout order
   std::string state = "creating";    // "creating": exports reserved, being formatted; "ready"
   uint64_t created = 0;              // seconds since the epoch
+  // While "creating": the lease the create keeps alive while it formats the members; once that
+  // lease is gone (expired, the create killed) the record is a leftover. 0: none (a record of a
+  // dst that did not write one, or "ready").
+  int64_t creator_lease = 0;
 };
 
 struct OwnerRecord {
@@ -44,6 +48,7 @@ struct OwnerRecord {
   int64_t pid = 0;
   uint64_t since = 0;  // seconds since the epoch
   int64_t lease = 0;   // the etcd lease the key is attached to
+  std::string nbd;     // HOST:PORT where NBD clients reach the owner (map --cluster); empty: none
 };
 
 // The keys under `prefix` (EtcdUrl::prefix, "/dst").

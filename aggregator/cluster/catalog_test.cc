@@ -35,18 +35,26 @@ TEST_CASE("catalog records go to JSON and back") {
   v.members = {"nbd://a", "nbd://b"};
   v.state = "ready";
   v.created = 7;
+  v.creator_lease = 99;
   VolumeRecord v2;
   REQUIRE(DecodeVolume("k", EncodeVolume(v), &v2).ok());
   CHECK(v2.members == v.members);
   CHECK(v2.uuid == "0123");
   CHECK(v2.copies == 2);
   CHECK(v2.state == "ready");
+  CHECK(v2.creator_lease == 99);
 
-  OwnerRecord o{"host-b", 42, 9, 77};
+  OwnerRecord o{"host-b", 42, 9, 77, "10.0.0.2:10809"};
   OwnerRecord o2;
   REQUIRE(DecodeOwner("k", EncodeOwner(o), &o2).ok());
   CHECK(DescribeOwner(o2) == "host-b (pid 42)");
   CHECK(o2.lease == 77);
+  CHECK(o2.nbd == "10.0.0.2:10809");
+  // An owner that advertises no address, and a record written before the field existed.
+  o.nbd.clear();
+  CHECK(EncodeOwner(o).find(R"("nbd":null)") != std::string::npos);
+  REQUIRE(DecodeOwner("k", R"({"host":"h","pid":1,"since":2,"lease":3})", &o2).ok());
+  CHECK(o2.nbd.empty());
 }
 
 TEST_CASE("catalog values that are not records are refused naming the key") {

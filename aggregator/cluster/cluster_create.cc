@@ -7,6 +7,8 @@
 #include <CLI/CLI.hpp>
 
 #include "aggregator/cluster/catalog_client.h"
+#include "aggregator/cluster/catalog_remove.h"
+#include "aggregator/cluster/lease_renewer.h"
 #include "aggregator/cluster/placement.h"
 #include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/member_format.h"
@@ -101,10 +103,24 @@ uint64_t PerSet(const Shape& shape, const CreateArgs& args) {
   return per_set;
 }
 
+// "volume NAME exists in the catalog at URL", saying so when it is a leftover of a create that
+// is gone.
+Status Exists(CatalogClient& catalog, const cluster::KeyValue& kv) {
+  VolumeRecord existing;
+  DST_RETURN_IF_ERROR(cluster::DecodeVolume(kv.key, kv.value, &existing));
+  std::string message =
+      "volume " + existing.name + " exists in the catalog at " + catalog.url().ToString();
+  cluster::Creator creator = cluster::Creator::kNone;
+  if (cluster::FindCreator(catalog, existing, &creator).ok() && creator == cluster::Creator::kGone)
+    message += " (left \"creating\" by a create that is gone: volume remove --cluster " +
+               catalog.url().ToString() + " " + existing.name + " removes it)";
+  return Status::Error(EEXIST, message);
+}
+
 // Records the volume "creating" and marks its exports used, if the name is free and the exports
-// are as read.
+// are as read; *revision: the record's mod_revision.
 Status Reserve(CatalogClient& catalog, const VolumeRecord& volume,
-               const std::vector<Revisioned<ExportRecord>>& chosen) {
+               const std::vector<Revisioned<ExportRecord>>& chosen, int64_t* revision) {
   const auto& keys = catalog.keys();
   cluster::Txn txn;
   txn.compare.push_back(cluster::Compare::Absent(keys.Volume(volume.name)));
@@ -120,10 +136,12 @@ Status Reserve(CatalogClient& catalog, const VolumeRecord& volume,
   txn.failure.push_back(cluster::TxnOp::Get(keys.Volume(volume.name)));
   cluster::TxnResult result;
   DST_RETURN_IF_ERROR(catalog.Run(catalog.etcd().Commit(std::move(txn), &result)));
-  if (result.succeeded) return Status::Ok();
+  if (result.succeeded) {
+    *revision = result.revision;
+    return Status::Ok();
+  }
   if (!result.results.empty() && !result.results[0].kvs.empty())
-    return Status::Error(
-        EEXIST, "volume " + volume.name + " exists in the catalog at " + catalog.url().ToString());
+    return Exists(catalog, result.results[0].kvs[0]);
   return Status::Error(EAGAIN,
                        "the exports placed for volume " + volume.name +
                            " changed in the catalog meanwhile (another create?): run create again");
@@ -145,22 +163,43 @@ void Release(CatalogClient& catalog, const VolumeRecord& volume) {
                 s.message().c_str());
 }
 
+// The volume's record "ready", if it is still the one Reserve wrote.
+Status Record(CatalogClient& catalog, const VolumeRecord& volume, int64_t reserved) {
+  const std::string key = catalog.keys().Volume(volume.name);
+  cluster::Txn txn;
+  txn.compare.push_back(cluster::Compare::ModRevision(key, cluster::Compare::kEqual, reserved));
+  txn.success.push_back(cluster::TxnOp::Put(key, EncodeVolume(volume)));
+  cluster::TxnResult result;
+  DST_RETURN_IF_ERROR(catalog.Run(catalog.etcd().Commit(std::move(txn), &result)));
+  if (!result.succeeded)
+    return Status::Error(ESTALE, "volume " + volume.name +
+                                     ": its record changed in the catalog while its members were "
+                                     "formatted (removed as a leftover after this create's lease "
+                                     "expired?): not recorded");
+  return Status::Ok();
+}
+
 }  // namespace
 
 void AddClusterCreateOptions(CLI::App& create, ClusterCreateArgs* args) {
-  create.add_option("--cluster", args->cluster,
-                    "etcd://HOST[:PORT][,...]/PREFIX: place the volume on free exports of the "
-                    "cluster catalog (no member URIs) and record it there");
+  cluster::AddClusterOptions(create, &args->cluster,
+                             "place the volume on free exports of the cluster catalog (no member "
+                             "URIs) and record it there");
   create.add_option("--size", args->size,
                     "--cluster: the least the volume holds (default: the smallest free exports)");
   create.add_option("--sets", args->sets, "--cluster --layout raid10: the number of sets");
+  create
+      .add_option("--lease-ttl", args->lease_ttl,
+                  "--cluster: seconds of the lease that shows this create alive while it formats "
+                  "(default 10)")
+      ->check(CLI::Range(2u, 3600u));
   create.get_option("members")->required(false);
 }
 
 Status CheckClusterCreateArgs(const ClusterCreateArgs& args) {
-  if (args.cluster.empty() && (!args.size.empty() || !args.sets.empty()))
-    return Status::Invalid("--size and --sets are for create --cluster");
-  return Status::Ok();
+  if (!args.cluster.given() && (!args.size.empty() || !args.sets.empty() || args.lease_ttl != 0))
+    return Status::Invalid("--size, --sets and --lease-ttl are for create --cluster");
+  return cluster::CheckClusterArgs(args.cluster);
 }
 
 Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
@@ -169,7 +208,13 @@ Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
   integrity::FormatParams params;
   DST_RETURN_IF_ERROR(FormatFor(args, &params));
   std::unique_ptr<CatalogClient> catalog;
-  DST_RETURN_IF_ERROR(CatalogClient::Open(cluster.cluster, &catalog));
+  DST_RETURN_IF_ERROR(cluster::OpenCatalog(cluster.cluster, &catalog));
+
+  // A name taken is said as such, before placement would say that its exports are not free.
+  std::optional<cluster::KeyValue> existing;
+  DST_RETURN_IF_ERROR(
+      catalog->Run(catalog->etcd().Get(catalog->keys().Volume(args.name), &existing)));
+  if (existing) return Exists(*catalog, *existing);
 
   std::vector<Revisioned<ExportRecord>> exports;
   DST_RETURN_IF_ERROR(catalog->ListExports(&exports));
@@ -182,8 +227,30 @@ Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
       cluster::Place(candidates, {shape.sets, shape.copies, PerSet(shape, args)}, &uris)
           .Wrap("create --cluster: volume " + args.name));
 
+  // The lease that shows this create alive, from before the reservation to the end.
+  const auto ttl =
+      std::chrono::seconds(cluster.lease_ttl != 0 ? cluster.lease_ttl : kCreateLeaseTtl);
+  cluster::Lease lease;
+  DST_RETURN_IF_ERROR(catalog->Run(catalog->etcd().GrantLease(ttl, &lease)).Wrap("create lease"));
+  cluster::LeaseRenewer renewer;
+  cluster::EtcdClientOptions options;
+  DST_RETURN_IF_ERROR(cluster::EtcdOptionsFor(catalog->url(), cluster.cluster.tls,
+                                              std::chrono::seconds(5), &options));
+  DST_RETURN_IF_ERROR(renewer.Start(std::move(options), lease.id, std::chrono::seconds(lease.ttl)));
+  // Ends the lease, which nothing is attached to, whatever the outcome.
+  struct Revoke {
+    CatalogClient& catalog;
+    cluster::LeaseRenewer& renewer;
+    int64_t id;
+    ~Revoke() {
+      renewer.Stop();
+      (void)catalog.Run(catalog.etcd().RevokeLease(id));
+    }
+  } revoke{*catalog, renewer, lease.id};
+
   VolumeRecord volume;
   volume.name = args.name;
+  volume.creator_lease = lease.id;
   volume.layout = shape.layout;
   volume.copies = shape.copies;
   volume.members = uris;
@@ -192,7 +259,8 @@ Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
   for (const std::string& uri : uris)
     for (const auto& e : exports)
       if (e.record.uri == uri) chosen.push_back(e);
-  DST_RETURN_IF_ERROR(Reserve(*catalog, volume, chosen));
+  int64_t reserved = 0;
+  DST_RETURN_IF_ERROR(Reserve(*catalog, volume, chosen, &reserved));
 
   args.members = uris;
   args.copies = std::to_string(shape.copies);
@@ -207,8 +275,8 @@ Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
   volume.uuid = integrity::FormatUuid(back.choice.superblock.volume_uuid);
   volume.size = back.choice.superblock.volume_size;
   volume.state = "ready";
-  DST_RETURN_IF_ERROR(
-      catalog->Run(catalog->etcd().Put(catalog->keys().Volume(volume.name), EncodeVolume(volume))));
+  volume.creator_lease = 0;
+  DST_RETURN_IF_ERROR(Record(*catalog, volume, reserved));
   std::printf("catalog:  volume %s recorded at %s\n", volume.name.c_str(),
               catalog->url().ToString().c_str());
   std::fflush(stdout);

@@ -21,17 +21,22 @@ std::string JoinUris(const std::vector<std::string>& uris) {
   return out;
 }
 
-}  // namespace
-
-void AddClusterStatusOption(CLI::App& status, std::string* cluster) {
-  status.add_option("--cluster", *cluster,
-                    "etcd://HOST[:PORT][,...]/PREFIX: the catalog's volumes and their owners, "
-                    "instead of one aggregator's status");
+// "host-a (pid 4242) at 10.0.0.1:10809", or without " at ..." when it advertises no address.
+std::string DescribeOwnerAt(const cluster::OwnerRecord& owner) {
+  return cluster::DescribeOwner(owner) + (owner.nbd.empty() ? "" : " at " + owner.nbd);
 }
 
-int RunClusterStatus(const std::string& url, bool json) {
+}  // namespace
+
+void AddClusterStatusOption(CLI::App& status, cluster::ClusterArgs* cluster) {
+  cluster::AddClusterOptions(status, cluster,
+                             "the catalog's volumes and their owners, instead of one aggregator's "
+                             "status");
+}
+
+int RunClusterStatus(const cluster::ClusterArgs& url, bool json) {
   std::unique_ptr<cluster::CatalogClient> catalog;
-  if (Status s = cluster::CatalogClient::Open(url, &catalog); !s.ok()) return ExitWithError(s);
+  if (Status s = cluster::OpenCatalog(url, &catalog); !s.ok()) return ExitWithError(s);
   std::vector<cluster::Revisioned<cluster::VolumeRecord>> volumes;
   std::vector<std::pair<std::string, cluster::OwnerRecord>> owner_list;
   Status s = catalog->ListVolumes(&volumes);
@@ -51,7 +56,7 @@ int RunClusterStatus(const std::string& url, bool json) {
     std::printf("%s layout=%s copies=%u size=%s state=%s owner=%s members=%s\n",
                 v.record.name.c_str(), v.record.layout.c_str(), v.record.copies,
                 FormatSize(v.record.size).c_str(), v.record.state.c_str(),
-                owner == owners.end() ? "none" : DescribeOwner(owner->second).c_str(),
+                owner == owners.end() ? "none" : DescribeOwnerAt(owner->second).c_str(),
                 JoinUris(v.record.members).c_str());
   }
   if (json) std::printf("%s\n", list.dump(2).c_str());

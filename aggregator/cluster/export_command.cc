@@ -97,7 +97,7 @@ CLI::App* AddExportCommand(CLI::App& app, ExportArgs* args) {
   command->add_option("uri", args->uri, "add, drain: the export's NBD URI");
   command->add_option("--zone", args->zone,
                       "add: the failure zone (rack, room, site); copies of a set never share one");
-  command->add_option("--cluster", args->cluster, "etcd://HOST[:PORT][,...]/PREFIX")->required();
+  cluster::AddClusterOptions(*command, &args->cluster, "the cluster catalog")->required();
   command->add_flag("--json", args->json, "list: print JSON");
   AddMemberTlsOptions(*command, &args->tls);
   return command;
@@ -105,7 +105,7 @@ CLI::App* AddExportCommand(CLI::App& app, ExportArgs* args) {
 
 int RunExport(const ExportArgs& args) {
   std::unique_ptr<CatalogClient> catalog;
-  if (Status s = CatalogClient::Open(args.cluster, &catalog); !s.ok()) return ExitWithError(s);
+  if (Status s = cluster::OpenCatalog(args.cluster, &catalog); !s.ok()) return ExitWithError(s);
   const bool needs_uri = args.action != "list";
   if (needs_uri == args.uri.empty())
     return ExitWithError(Status::Invalid(needs_uri ? "export " + args.action + " needs the URI"

@@ -1,6 +1,7 @@
 // `dst-aggregator export`: the export nodes' exports in the cluster catalog (docs/cluster.md).
 //
 //   dst-aggregator export add URI --zone ZONE --cluster URL [member TLS options]
+// (each with the --etcd-* options, cluster_options.h)
 //   dst-aggregator export list --cluster URL [--json]
 //   dst-aggregator export drain URI --cluster URL
 //
@@ -14,6 +15,7 @@
 
 #include <string>
 
+#include "aggregator/cluster/cluster_options.h"
 #include "aggregator/member/member_tls.h"
 
 namespace CLI {
@@ -26,7 +28,7 @@ struct ExportArgs {
   std::string action;  // add, list, drain
   std::string uri;
   std::string zone;
-  std::string cluster;
+  cluster::ClusterArgs cluster;
   bool json = false;
   member::MemberTls tls;
 };

@@ -3,12 +3,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <thread>
 
 #include <CLI/CLI.hpp>
 
 #include "aggregator/cluster/catalog_client.h"
+#include "aggregator/cluster/owner_endpoint.h"
 #include "aggregator/command_error.h"
 #include "aggregator/control/runtime.h"
 #include "aggregator/serve_command.h"
@@ -98,10 +100,10 @@ class LeaseKeeper {
   ~LeaseKeeper() { Stop(); }
 
   // `renewed`: when the last renewal that succeeded was sent.
-  Status Start(const cluster::EtcdUrl& url, std::chrono::milliseconds timeout,
-               Clock::time_point renewed) {
+  Status Start(const cluster::EtcdUrl& url, const cluster::EtcdTls& tls,
+               std::chrono::milliseconds timeout, Clock::time_point renewed) {
     cluster::EtcdClientOptions options;
-    DST_RETURN_IF_ERROR(cluster::EtcdOptionsFor(url, {}, timeout, &options));
+    DST_RETURN_IF_ERROR(cluster::EtcdOptionsFor(url, tls, timeout, &options));
     DST_RETURN_IF_ERROR(cluster::EtcdClient::Create(std::move(options), &etcd_));
     ArmExpiry(renewed + ttl_);
     asio::co_spawn(io_, Renew(), asio::detached);
@@ -207,7 +209,12 @@ class LeaseKeeper {
   std::vector<std::string> names_;
 };
 
-Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeConfig* config) {
+// The volumes' records as read, by name (their mod_revision), to check them again once their
+// locks are held.
+using ReadRevisions = std::map<std::string, int64_t>;
+
+Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeConfig* config,
+                         ReadRevisions* revisions) {
   if (!args.config_file.empty())
     return Status::Invalid("--cluster cannot be combined with --config");
   if (args.members.empty()) return Status::Invalid("serve --cluster needs the volume names");
@@ -222,6 +229,7 @@ Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeCon
     if (v.record.state != "ready")
       return Status::Error(EAGAIN,
                            "volume " + name + " is being created (state " + v.record.state + ")");
+    (*revisions)[name] = v.mod_revision;
     VolumeConfig volume = common;
     volume.name = name;
     volume.members = v.record.members;
@@ -230,17 +238,33 @@ Status ConfigFromCatalog(CatalogClient& catalog, const ServeArgs& args, ServeCon
   return Status::Ok();
 }
 
+// Under its lock, the volume's record is still the one its members came from: a volume removed
+// from the catalog (or removed and created again) between the read and the lock is not served.
+Status CheckUnchanged(CatalogClient& catalog, const std::string& name, int64_t read) {
+  cluster::Revisioned<cluster::VolumeRecord> v;
+  DST_RETURN_IF_ERROR(catalog.GetVolume(name, &v));
+  if (v.mod_revision != read)
+    return Status::Error(ESTALE, "volume " + name +
+                                     " changed in the catalog while serve took its lock: run "
+                                     "serve again");
+  return Status::Ok();
+}
+
 }  // namespace
 
 void AddClusterServeOptions(CLI::App& serve, ClusterServeArgs* args) {
-  serve.add_option("--cluster", args->cluster,
-                   "etcd://HOST[:PORT][,...]/PREFIX: serve the catalog volumes named instead of "
-                   "member URIs, each under a lease-backed lock");
+  cluster::AddClusterOptions(serve, &args->cluster,
+                             "serve the catalog volumes named instead of member URIs, each under "
+                             "a lease-backed lock");
   serve.add_flag("--takeover", args->takeover,
                  "--cluster: wait for an owner's lease to expire, then take the volume over");
   serve.add_option("--lease-ttl", args->lease_ttl, "--cluster: the lock's lease, in seconds")
       ->check(CLI::Range(2u, 3600u))
       ->capture_default_str();
+  serve.add_option("--advertise", args->advertise,
+                   "--cluster: the HOST:PORT where NBD clients (map --cluster) reach this "
+                   "aggregator (default: the first --listen address, a wildcard one under this "
+                   "host's name)");
 }
 
 int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
@@ -248,10 +272,16 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
   std::unique_ptr<CatalogClient> catalog;
   // A renewal that hangs must not outlive its turn.
   const auto timeout = std::chrono::milliseconds(cluster.lease_ttl * 1000 / 3);
-  if (Status s = CatalogClient::Open(cluster.cluster, &catalog, {}, timeout); !s.ok())
+  if (Status s = cluster::OpenCatalog(cluster.cluster, &catalog, timeout); !s.ok())
     return ExitWithError(s);
   ServeConfig config;
-  if (Status s = ConfigFromCatalog(*catalog, args, &config); !s.ok()) return ExitWithError(s);
+  ReadRevisions revisions;
+  if (Status s = ConfigFromCatalog(*catalog, args, &config, &revisions); !s.ok())
+    return ExitWithError(s);
+  std::string nbd;
+  if (Status s = cluster::AdvertisedNbdAddress(cluster.advertise, config.listen, HostName(), &nbd);
+      !s.ok())
+    return ExitWithError(s);
 
   cluster::Lease lease;
   if (Status s =
@@ -259,7 +289,7 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
       !s.ok())
     return ExitWithError(s.Wrap("cluster lease"));
   const OwnerRecord me{HostName(), static_cast<int64_t>(getpid()), cluster::SecondsSinceEpoch(),
-                       lease.id};
+                       lease.id, nbd};
   auto revoke = [&catalog, &lease] {
     const Status s = catalog->Run(catalog->etcd().RevokeLease(lease.id));
     if (!s.ok())
@@ -268,7 +298,9 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
   };
   for (VolumeConfig& v : config.volumes) {
     int64_t revision = 0;
-    if (Status s = TakeLock(*catalog, v.name, me, cluster.takeover, &revision); !s.ok()) {
+    Status s = TakeLock(*catalog, v.name, me, cluster.takeover, &revision);
+    if (s.ok()) s = CheckUnchanged(*catalog, v.name, revisions.at(v.name));
+    if (!s.ok()) {
       revoke();
       return ExitWithError(s);
     }
@@ -283,7 +315,7 @@ int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster) {
     return ExitWithError(s.Wrap("cluster lease"));
   }
   LeaseKeeper keeper(lease.id, std::chrono::seconds(ttl));
-  if (Status s = keeper.Start(catalog->url(), timeout, sent); !s.ok()) {
+  if (Status s = keeper.Start(catalog->url(), cluster.cluster.tls, timeout, sent); !s.ok()) {
     revoke();
     return ExitWithError(s);
   }

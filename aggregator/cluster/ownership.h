@@ -17,6 +17,8 @@
 //   last good one was sent, which is no later than etcd's count) every volume stops writes at
 //   once (ChecksummedVolume::StopWrites): `volume V: cluster lease L lost (...): no more
 //   writes`.
+// - The owner record carries the NBD address clients reach the volume at (map --cluster):
+//   --advertise HOST:PORT, else the first TCP --listen address (owner_endpoint.h).
 // - A clean stop revokes the lease, which frees the volumes at once.
 //
 // Threading: the calling thread, which then runs the event loop (Serve).
@@ -24,6 +26,7 @@
 
 #include <string>
 
+#include "aggregator/cluster/cluster_options.h"
 #include "aggregator/serve_args.h"
 
 namespace CLI {
@@ -33,12 +36,13 @@ class App;
 namespace dst::aggregator {
 
 struct ClusterServeArgs {
-  std::string cluster;  // empty: serve as usual
+  cluster::ClusterArgs cluster;  // not given: serve as usual
   bool takeover = false;
   unsigned lease_ttl = 10;  // seconds
+  std::string advertise;    // HOST:PORT for the owner record; empty: the first TCP --listen
 };
 
-// Adds --cluster, --takeover and --lease-ttl to `serve`.
+// Adds --cluster (and its --etcd-* options), --takeover, --lease-ttl and --advertise to `serve`.
 void AddClusterServeOptions(CLI::App& serve, ClusterServeArgs* args);
 // The exit code, as RunServe's. `args.members` are volume names.
 int RunClusterServe(const ServeArgs& args, const ClusterServeArgs& cluster);

@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "aggregator/cluster/owner_endpoint.h"
 #include "aggregator/command_error.h"
 #include "aggregator/control_client.h"
 #include "aggregator/map/endpoint.h"
@@ -44,10 +45,22 @@ struct Target {
   std::chrono::seconds timeout = kDefaultTimeout;
 };
 
-Status FindAggregator(const MapArgs& args, Target* target) {
+// The volume's owner in the cluster catalog, at the address it advertises; *owner names it in
+// errors ("volume vol0 is owned by host-a (pid 42): ...").
+Status FindOwner(const MapArgs& args, Endpoint* endpoint, std::string* owner) {
+  std::unique_ptr<cluster::CatalogClient> catalog;
+  DST_RETURN_IF_ERROR(cluster::OpenCatalog(args.cluster, &catalog));
+  cluster::OwnerRecord record;
+  DST_RETURN_IF_ERROR(cluster::LookupOwnerEndpoint(*catalog, args.volume, &record));
+  *owner = "volume " + args.volume + " is owned by " + cluster::DescribeOwner(record);
+  return ParseTcpEndpoint(record.nbd, "the owner's NBD address", endpoint).Wrap(*owner);
+}
+
+Status FindAggregator(const MapArgs& args, Target* target, std::string* owner) {
   Endpoint* endpoint = &target->endpoint;
   if (args.connections != 0) target->connections = args.connections;
   if (args.timeout_seconds) target->timeout = std::chrono::seconds(*args.timeout_seconds);
+  if (args.cluster.given()) return FindOwner(args, endpoint, owner);
   if (!args.connect.empty()) return ParseTcpEndpoint(args.connect, "--connect", endpoint);
   if (!args.socket.empty()) {
     *endpoint = Endpoint::Unix(args.socket);
@@ -108,6 +121,19 @@ Status WaitForSize(const std::string& sys_block, int index, uint64_t size) {
                                       std::to_string(kDeviceTimeout.count()) + " s");
 }
 
+// Where the volume is served, checked with one handshake: the endpoint's name.
+Status PrintEndpoint(const MapArgs& args, std::string* name) {
+  Target target;
+  std::string owner;
+  DST_RETURN_IF_ERROR(FindAggregator(args, &target, &owner));
+  Sockets sockets;
+  ExportInfo info;
+  Status s = OpenConnections(target.endpoint, args.volume, 1, &sockets, &info);
+  if (!s.ok()) return owner.empty() ? s : s.Wrap(owner);
+  *name = target.endpoint.Name();
+  return Status::Ok();
+}
+
 Status Map(const MapArgs& args, const std::string& sys_block, int* index) {
   DST_RETURN_IF_ERROR(CheckMapArgs(args));
   std::optional<int> wanted;
@@ -116,11 +142,13 @@ Status Map(const MapArgs& args, const std::string& sys_block, int* index) {
     DST_RETURN_IF_ERROR(CheckDeviceFree(sys_block, *wanted));
   }
   Target target;
-  DST_RETURN_IF_ERROR(FindAggregator(args, &target));
+  std::string owner;
+  DST_RETURN_IF_ERROR(FindAggregator(args, &target, &owner));
   const Endpoint& endpoint = target.endpoint;
   Sockets sockets;
   ExportInfo info;
-  DST_RETURN_IF_ERROR(OpenConnections(endpoint, args.volume, target.connections, &sockets, &info));
+  Status s = OpenConnections(endpoint, args.volume, target.connections, &sockets, &info);
+  if (!s.ok()) return owner.empty() ? s : s.Wrap(owner);
   KernelConnect request{
       .index = wanted,
       .fds = sockets.fds(),
@@ -164,12 +192,20 @@ CLI::App* AddMapCommand(CLI::App& app, MapArgs* args) {
   CLI::Option* connect =
       map->add_option("--connect", args->connect, "the aggregator's HOST:PORT (no TLS)");
   CLI::Option* socket = map->add_option("--socket", args->socket, "the aggregator's Unix socket");
-  control->excludes(connect)->excludes(socket);
-  connect->excludes(socket);
+  CLI::Option* cluster = cluster::AddClusterOptions(
+      *map, &args->cluster,
+      "the volume's owner in the cluster catalog, at the NBD address it advertises");
+  control->excludes(connect)->excludes(socket)->excludes(cluster);
+  connect->excludes(socket)->excludes(cluster);
+  socket->excludes(cluster);
+  map->add_flag("--print-endpoint", args->print_endpoint,
+                "print where the volume is served (HOST:PORT or unix:PATH) once one handshake "
+                "with it there succeeded, and map nothing");
   return map;
 }
 
 Status CheckMapArgs(const MapArgs& args) {
+  DST_RETURN_IF_ERROR(cluster::CheckClusterArgs(args.cluster));
   if (!args.device.empty() && !NbdIndex(args.device))
     return Status::Invalid("--device " + args.device + ": expected /dev/nbdN");
   const uint64_t b = args.block_size;
@@ -191,6 +227,14 @@ Status CheckDeviceFree(const std::string& sys_block, int index) {
 }
 
 int RunMap(const MapArgs& args, const std::string& sys_block) {
+  if (args.print_endpoint) {
+    std::string name;
+    Status s = CheckMapArgs(args);
+    if (s.ok()) s = PrintEndpoint(args, &name);
+    if (!s.ok()) return ExitWithError(s);
+    std::printf("%s\n", name.c_str());
+    return 0;
+  }
   int index = -1;
   if (const Status s = Map(args, sys_block, &index); !s.ok()) return ExitWithError(s);
   std::printf("/dev/nbd%d\n", index);

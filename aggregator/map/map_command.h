@@ -1,9 +1,13 @@
 // `dst-aggregator map [--device /dev/nbdN] [--connections N] [--timeout S] [--block-size B]
-//   [--read-only] [--control PATH | --connect HOST:PORT | --socket PATH] VOLUME`
+//   [--read-only] [--print-endpoint]
+//   [--control PATH | --connect HOST:PORT | --socket PATH | --cluster URL [--etcd-*]] VOLUME`
 // attaches a volume to a kernel NBD device (docs/kernel-client.md): opens N connections to the
 // aggregator, takes each through the NBD handshake for the volume (nbd_handshake_client.h), hands
 // them to the kernel (kernel_nbd.h) marked with the backend identifier "dst:VOLUME@ENDPOINT#N"
 // (mapped_devices.h), waits until the device has the volume's size and prints "/dev/nbdN".
+// With --cluster the aggregator is the volume's owner in the cluster catalog, at the NBD address
+// its owner record advertises (cluster/owner_endpoint.h). --print-endpoint stops after one
+// handshake with the volume there and prints where it is served (HOST:PORT or unix:PATH).
 //
 // Threading: blocking, on the calling thread.
 #pragma once
@@ -13,6 +17,7 @@
 #include <optional>
 #include <string>
 
+#include "aggregator/cluster/cluster_options.h"
 #include "aggregator/map/mapped_devices.h"
 #include "common/status.h"
 
@@ -53,6 +58,8 @@ struct MapArgs {
   std::string control;  // "" for the default control socket
   std::string connect;  // HOST:PORT
   std::string socket;   // a Unix socket path
+  cluster::ClusterArgs cluster;
+  bool print_endpoint = false;  // check the volume at its endpoint and print it; map nothing
 };
 
 CLI::App* AddMapCommand(CLI::App& app, MapArgs* args);
@@ -60,7 +67,7 @@ CLI::App* AddMapCommand(CLI::App& app, MapArgs* args);
 Status CheckMapArgs(const MapArgs& args);
 // EBUSY when sysfs shows device `index` connected, naming what it is mapped to.
 Status CheckDeviceFree(const std::string& sys_block, int index);
-// 0 after printing the device; 1 with one error line.
+// 0 after printing the device (the endpoint with --print-endpoint); 1 with one error line.
 int RunMap(const MapArgs& args, const std::string& sys_block = kSysBlock);
 
 }  // namespace dst::aggregator::map

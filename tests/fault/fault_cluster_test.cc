@@ -1,8 +1,10 @@
 // The cluster catalog and volume ownership in etcd (docs/cluster.md), with a real etcd on
 // loopback, real export nodes (our plugin under nbdkit) and real dst-aggregator processes
 // standing for the hosts: exports registered in zones, a mirror placed and created on them, two
-// aggregators racing for its lock, a takeover from an owner frozen past its lease (whose writes
-// the export nodes then refuse), and etcd gone while a volume serves.
+// aggregators racing for its lock, map --cluster finding its owner, etcd over TLS, volumes
+// removed from the catalog (also a create's leftover), a takeover from
+// an owner frozen past its lease (whose writes the export nodes then refuse), and etcd gone while a
+// volume serves.
 #include <csignal>
 #include <fstream>
 #include <future>
@@ -13,6 +15,7 @@
 
 #include "tests/fault/fault_fixture.h"
 #include "tests/harness/etcd_server.h"
+#include "tests/harness/tls_credentials.h"
 #include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault::fault_cluster_test {
@@ -94,11 +97,11 @@ TEST_CASE("exports in zones; create --cluster places a mirror on two zones and r
   const std::string inspect = RunAggregator({"inspect", c.a1.uri()}).stdout_text;
   CHECK(Contains(inspect, "\"mir\""));
 
-  // A second create of the name loses: placement finds no two free zones now, and with a new
-  // export in zone-b, the catalog refuses the name.
+  // A second create of the name is refused as such (before placement, which finds no two free
+  // zones now), and so it is with a new export in zone-b.
   r = RunAggregator({"create", "--cluster", c.url, "--name", "mir", "--layout", "mirror"});
   CHECK(r.exit_code == 1);
-  CHECK(Contains(r.stderr_text, "need 2 zones with a free export, have 1: zone-a (1 free)"));
+  CHECK(Contains(r.stderr_text, "volume mir exists in the catalog at " + c.url + "\n"));
   Member b2(c.dir.File("b2.img"), 8 * kMiB);
   REQUIRE(RunAggregator({"export", "add", b2.uri(), "--zone", "zone-b", "--cluster", c.url})
               .exit_code == 0);
@@ -292,6 +295,215 @@ TEST_CASE("an owner frozen past its lease is taken over, and fenced once it runs
   a.Stop();
   CHECK(a.SanitizerReports().empty());
   b.reset();
+}
+
+TEST_CASE("map --cluster finds the volume's owner at the address its serve advertises") {
+  ClusterSetup c;
+  c.CreateMirror();
+  auto print_endpoint = [&c](const std::string& volume) {
+    return RunAggregator({"map", "--cluster", c.url, "--print-endpoint", volume});
+  };
+  CommandResult r = print_endpoint("nope");
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(Contains(r.stderr_text, "error: volume nope is not in the catalog at " + c.url),
+                r.stderr_text);
+  r = print_endpoint("mir");
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text, "error: volume mir has no owner now: no serve --cluster holds it"));
+
+  {
+    // On Unix sockets only, an owner has no address to give.
+    AggregatorServer a(c.Serve());
+    const std::string owner = "(pid " + std::to_string(a.pid()) + ")";
+    r = print_endpoint("mir");
+    CHECK(r.exit_code == 1);
+    CHECK_MESSAGE(Contains(r.stderr_text, owner + ", which advertises no NBD address"),
+                  r.stderr_text);
+    CHECK(a.Stop() == 0);
+  }
+  {
+    // --advertise goes into the owner record as given.
+    AggregatorServer a(c.Serve({"--advertise", "db.example:10809"}));
+    r = RunAggregator({"status", "--cluster", c.url, "--json"});
+    CHECK_MESSAGE(Contains(r.stdout_text, "\"nbd\": \"db.example:10809\""), r.stdout_text);
+    CHECK(a.Stop() == 0);
+  }
+
+  // Listening on TCP: the first --listen address, checked with a handshake for the volume.
+  AggregatorServer a(FaultAggregatorOptions({"--cluster", c.url, "--lease-ttl", "10", "mir"},
+                                            AggregatorListen::kTcp4));
+  const std::string endpoint = "127.0.0.1:" + std::to_string(a.port());
+  r = print_endpoint("mir");
+  CHECK_MESSAGE(r.exit_code == 0, r.stderr_text);
+  CHECK(r.stdout_text == endpoint + "\n");
+  // The owner killed: its record stays until its lease (10 s) expires, and says where it was.
+  const std::string owner = "(pid " + std::to_string(a.pid()) + ")";
+  a.Kill(SIGKILL);
+  a.Wait(5s);
+  r = print_endpoint("mir");
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(Contains(r.stderr_text, "error: volume mir is owned by "), r.stderr_text);
+  CHECK(Contains(r.stderr_text, owner + ": aggregator at " + endpoint + " unreachable: "));
+  CHECK(CountOf(r.stderr_text, "error:") == 1);
+}
+
+TEST_CASE("etcds:// with a client certificate: export, create, serve, status, map --cluster") {
+  X509Dir pki;
+  EtcdServerOptions options;
+  options.certificates_dir = pki.path();
+  options.client_cert_auth = true;
+  EtcdServer etcd(options);
+  const std::string url = etcd.url("dst");
+  REQUIRE(url.rfind("etcds://", 0) == 0);
+  const std::string ca = pki.path() + "/ca-cert.pem";
+  const std::string cert = pki.path() + "/client-cert.pem";
+  const std::string key = pki.path() + "/client-key.pem";
+  auto with_tls = [&](std::vector<std::string> args) {
+    return Concat(std::move(args), {"--etcd-cacert", ca, "--etcd-cert", cert, "--etcd-key", key});
+  };
+
+  // Refused: etcd's certificate without the CA that signed it, etcd refusing a client without
+  // a certificate, TLS files for a plain URL or without --cluster.
+  CommandResult r =
+      RunAggregator({"export", "list", "--cluster", url, "--etcd-cert", cert, "--etcd-key", key});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(
+      Contains(r.stderr_text, "etcd " + etcd.endpoint() +
+                                  ": get prefix /dst/exports/: TLS handshake: certificate "
+                                  "verify failed"),
+      r.stderr_text);
+  CHECK(CountOf(r.stderr_text, "error:") == 1);
+  r = RunAggregator({"status", "--cluster", url, "--etcd-cacert", ca});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(Contains(r.stderr_text, "TLS handshake: "), r.stderr_text);
+  r = RunAggregator(with_tls({"status", "--cluster", "etcd://" + etcd.endpoint() + "/dst"}));
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text, "etcd TLS files given for a plain etcd:// URL (use etcds://)"));
+  r = RunAggregator({"status", "--etcd-cacert", ca});
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text,
+                 "--etcd-cacert, --etcd-cert and --etcd-key are for --cluster etcds://"));
+
+  TempDir dir("dst-fault-cluster-tls");
+  Member a1(dir.File("a1.img"), 8 * kMiB);
+  Member b1(dir.File("b1.img"), 8 * kMiB);
+  for (auto [member, zone] : {std::pair{&a1, "zone-a"}, {&b1, "zone-b"}}) {
+    r = RunAggregator(with_tls({"export", "add", member->uri(), "--zone", zone, "--cluster", url}));
+    REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+  }
+  r = RunAggregator(with_tls({"export", "list", "--cluster", url}));
+  CHECK(Contains(r.stdout_text, a1.uri() + " zone=zone-a size=8 MiB state=free"));
+  r = RunAggregator(with_tls({"create", "--cluster", url, "--name", "mir", "--layout", "mirror"}));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+
+  // serve keeps its lease over TLS past its TTL, and map --cluster finds it.
+  AggregatorServer a(FaultAggregatorOptions(with_tls({"--cluster", url, "--lease-ttl", "2", "mir"}),
+                                            AggregatorListen::kTcp4));
+  std::this_thread::sleep_for(3s);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(a.uri("mir")));
+  REQUIRE(WriteFor(client, RandomBytes(kBlock, 1), 0, 10s).ok());
+  CHECK_NBD_OK(client.Shutdown());
+  CHECK_FALSE(Contains(a.stderr_text(), "no more writes"));
+  const std::string endpoint = "127.0.0.1:" + std::to_string(a.port());
+  r = RunAggregator(with_tls({"status", "--cluster", url}));
+  CHECK_MESSAGE(
+      Contains(r.stdout_text, "(pid " + std::to_string(a.pid()) + ") at " + endpoint + " members="),
+      r.stdout_text);
+  r = RunAggregator(with_tls({"map", "--cluster", url, "--print-endpoint", "mir"}));
+  CHECK_MESSAGE(r.stdout_text == endpoint + "\n", r.stderr_text);
+  CHECK(a.Stop() == 0);
+  CHECK(a.SanitizerReports().empty());
+}
+
+TEST_CASE("volume remove --cluster: refused while owned, then the record gone, exports freed") {
+  ClusterSetup c;
+  c.CreateMirror();
+  auto remove = [&c](std::vector<std::string> extra = {}) {
+    return RunAggregator(Concat({"volume", "remove", "mir", "--cluster", c.url}, extra));
+  };
+  {
+    AggregatorServer a(c.Serve());
+    const std::string owner = "(pid " + std::to_string(a.pid()) + ")";
+    for (const std::vector<std::string>& extra : {std::vector<std::string>{}, {"--force"}}) {
+      const CommandResult r = remove(extra);
+      CHECK(r.exit_code == 1);
+      CHECK_MESSAGE(Contains(r.stderr_text, "error: volume mir is owned by "), r.stderr_text);
+      CHECK(Contains(r.stderr_text, owner + ": stop its serve first"));
+    }
+    CHECK(a.Stop() == 0);
+  }
+  CommandResult r = remove();
+  REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+  CHECK(r.stdout_text == "volume mir (ready) removed from the catalog at " + c.url +
+                             "; exports freed: " + c.a1.uri() + ", " + c.b1.uri() + "\n");
+  r = RunAggregator({"export", "list", "--cluster", c.url});
+  CHECK(CountOf(r.stdout_text, "state=free") == 3);
+  r = RunAggregator({"status", "--cluster", c.url});
+  CHECK_FALSE(Contains(r.stdout_text, "mir "));
+  r = remove();
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text, "error: volume mir is not in the catalog at " + c.url));
+  r = RunAggregator({"volume", "list", "--cluster", c.url});
+  CHECK(r.exit_code == 1);
+  CHECK(Contains(r.stderr_text, "volume list asks a running aggregator: --cluster is for remove"));
+
+  // The freed exports keep the old volume's superblocks: create --force formats over them.
+  r = RunAggregator({"create", "--cluster", c.url, "--name", "mir", "--layout", "mirror"});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(Contains(r.stderr_text, "use --force to overwrite it"), r.stderr_text);
+  r = RunAggregator({"export", "list", "--cluster", c.url});
+  CHECK(CountOf(r.stdout_text, "state=free") == 3);
+  r = RunAggregator(
+      {"create", "--cluster", c.url, "--name", "mir", "--layout", "mirror", "--force"});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+  Aggregator a(c.Serve().args);
+}
+
+TEST_CASE("a create killed while formatting leaves a creating record that remove then clears") {
+  EtcdServer etcd;
+  const std::string url = etcd.url("dst");
+  TempDir dir("dst-fault-cluster-killed");
+  // Slow writes keep the create formatting long enough to be caught at it.
+  Member a1(dir.File("a1.img"), 8 * kMiB, {"delay"}, {"delay-write=300ms"});
+  Member b1(dir.File("b1.img"), 8 * kMiB, {"delay"}, {"delay-write=300ms"});
+  for (auto [member, zone] : {std::pair{&a1, "zone-a"}, {&b1, "zone-b"}})
+    REQUIRE(RunAggregator({"export", "add", member->uri(), "--zone", zone, "--cluster", url})
+                .exit_code == 0);
+  Process create({DST_AGGREGATOR_PATH, "create", "--cluster", url, "--name", "mir", "--layout",
+                  "mirror", "--lease-ttl", "2"});
+  CHECK(WaitForText(
+      [&] {
+        return RunAggregator({"status", "--cluster", url}).stdout_text;
+      },
+      "state=creating", 10s));
+  REQUIRE(create.Running());
+  CommandResult r = RunAggregator({"volume", "remove", "mir", "--cluster", url, "--force"});
+  CHECK(r.exit_code == 1);
+  CHECK_MESSAGE(Contains(r.stderr_text, "error: volume mir is being created (its create's lease "),
+                r.stderr_text);
+  CHECK(Contains(r.stderr_text, " is alive): not removing it"));
+
+  create.Kill(SIGKILL);
+  REQUIRE(create.Wait(5s));
+  // Once the killed create's lease (2 s) has expired, its record is named a leftover and removed.
+  r = {};
+  const auto deadline = SteadyClock::now() + 10s;
+  while (SteadyClock::now() < deadline) {
+    r = RunAggregator({"create", "--cluster", url, "--name", "mir", "--layout", "mirror"});
+    if (Contains(r.stderr_text, "left \"creating\"")) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  CHECK_MESSAGE(Contains(r.stderr_text, "error: volume mir exists in the catalog at " + url +
+                                            " (left \"creating\" by a create that is gone: "
+                                            "volume remove --cluster " +
+                                            url + " mir removes it)"),
+                r.stderr_text);
+  r = RunAggregator({"volume", "remove", "mir", "--cluster", url});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+  CHECK(Contains(r.stdout_text, "volume mir (creating) removed from the catalog at " + url));
+  r = RunAggregator({"export", "list", "--cluster", url});
+  CHECK(CountOf(r.stdout_text, "state=free") == 2);
 }
 
 TEST_CASE("etcd gone while serving: writes go on until the lease would expire, then stop") {

@@ -149,6 +149,15 @@ void AppendBackgroundJson(std::ostringstream& out, const VolumeStatus& v) {
   out << "]}";
 }
 
+void AppendStagingLogJson(std::ostringstream& out, const volume::StagingLogState& l) {
+  out << ", \"staging_log\": {\"path\": " << JsonQuote(l.path)
+      << ", \"state\": " << JsonQuote(l.state) << ", \"used_bytes\": " << l.used_bytes
+      << ", \"ring_size\": " << l.ring_size << ", \"head_sequence\": " << l.head_sequence
+      << ", \"destaged_sequence\": " << l.destaged_sequence
+      << ", \"pending_bytes\": " << l.pending_bytes << ", \"pending_age_ms\": " << l.pending_age_ms
+      << "}";
+}
+
 void AppendRedundancyJson(std::ostringstream& out, const volume::RedundancyState& r) {
   out << ", \"redundancy\": {\"copies\": " << r.copies
       << ", \"generation\": " << JsonQuote(r.generation) << ", \"sets\": [";
@@ -226,6 +235,7 @@ std::string StatusToJson(const StatusReport& report) {
       AppendBackgroundJson(out, v);
     }
     if (v.redundancy) AppendRedundancyJson(out, *v.redundancy);
+    if (v.staging_log) AppendStagingLogJson(out, *v.staging_log);
     out << "}";
   }
   out << "],\n \"members\": [";

@@ -32,6 +32,7 @@ struct VolumeStatus {
   std::vector<volume::JobState> jobs;
   uint64_t rate_min = 0;  // bytes per second; 0 for raw volumes
   uint64_t rate_max = 0;
+  std::optional<volume::StagingLogState> staging_log;  // volumes served through a staging log
 };
 
 struct MemberStatus {

@@ -299,6 +299,8 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   // Everything the logs hold goes to the volumes before they close (within kCloseTimeout; what
   // is left stays in the log for the next start).
   const int destage_err = DestageEveryLog(server, staged, kCloseTimeout);
+  for (stagelog::StagedDevice* d : staged)
+    d->Stop();
   if (destage_err != 0)
     LOG_WARNING(
         "stopping: staging logs not fully destaged (%s): the rest is destaged at the next "

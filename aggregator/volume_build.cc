@@ -241,7 +241,7 @@ Status StageVolume(const VolumeConfig& v, const stagelog::Uuid& volume_uuid, asi
                                : 0;
   if (formatted)
     LOG_INFO("volume %s: staging log %s formatted for volume %s: %s ring", name.c_str(),
-             v.log_path.c_str(), stagelog::UuidHex(volume_uuid).c_str(),
+             v.log_path.c_str(), integrity::FormatUuid(volume_uuid).c_str(),
              FormatSize(log.superblock.ring_size).c_str());
   else
     LOG_INFO(

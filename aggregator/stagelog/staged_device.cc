@@ -470,6 +470,11 @@ void StagedDevice::Close(Done done) {
   CheckClosed();
 }
 
+void StagedDevice::Stop() {
+  stopped_ = true;
+  retry_timer_.cancel();
+}
+
 void StagedDevice::CheckClosed() {
   if (!close_done_ || committing_ || !waiting_.empty() || destage_busy_) return;
   const bool destaged = to_apply_.empty() && destaged_ >= snap_.durable_sequence;

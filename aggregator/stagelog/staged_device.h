@@ -69,6 +69,9 @@ class StagedDevice final : public volume::BlockDevice {
   // Completes once every committed record is destaged (D at the head) and nothing is in flight;
   // then the destager stops. EIO at once when the log has failed.
   void Close(Done done);
+  // The destager takes no further step (what is in flight completes); for a stop whose Close did
+  // not finish in time: the rest stays in the log for the next start.
+  void Stop();
 
   const std::string& name() const override { return inner_->name(); }
   const std::string& description() const override { return inner_->description(); }

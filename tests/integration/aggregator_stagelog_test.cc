@@ -163,6 +163,34 @@ TEST_SUITE("aggregator_stagelog") {
     c.Shutdown();
   }
 
+  TEST_CASE("an assembled mirror volume: its log is formatted with the volume's UUID") {
+    FileMembers m(2, 2 * kMemberSize);
+    CreateOk({"--name", "safe", "--layout", "mirror"}, m.uris());
+    const std::string log = m.dir().File("safe.log");
+    std::vector<Write> writes;
+    {
+      Served a(Concat({"--log", log, "--log-size", "2M"}, m.uris()), "safe");
+      const CommandResult inspect = RunAggregator(Concat({"inspect", "--json"}, {m.uri(0)}));
+      const std::string& text = inspect.stdout_text;
+      const size_t key = text.find("\"volume_uuid\"");
+      REQUIRE_MESSAGE(key != std::string::npos, text);
+      const size_t at = text.find('"', text.find(':', key)) + 1;
+      const std::string uuid = text.substr(at, 36);
+      CHECK(a.WaitForLog("volume safe: staging log " + log + " formatted for volume " + uuid));
+      NbdClient c;
+      REQUIRE_NBD_OK(c.Connect(a.uri("safe")));
+      writes = WritePattern(c);
+      WaitDestaged(a);
+      c.Shutdown();
+    }
+    // Served again without the log: the members hold every write.
+    Served a(m.uris(), "safe");
+    NbdClient c;
+    REQUIRE_NBD_OK(c.Connect(a.uri("safe")));
+    CheckVolume(c, writes);
+    c.Shutdown();
+  }
+
   TEST_CASE("a log of another volume is refused, and --log-size is needed to create one") {
     FileMembers m(1, kMemberSize);
     const std::string log = m.dir().File("vol0.log");

@@ -172,6 +172,24 @@ TEST_CASE("the destager applies records in sequence order, then flushes and reco
   CHECK(state.staging_log->pending_bytes == 0);
 }
 
+TEST_CASE("while a record is being destaged, reads see the newest data") {
+  Fixture f;
+  f.member.HoldAll();  // the destager's writes stay in flight
+  const auto a = Pattern(8192, 1);
+  CHECK(f.Write(0, a) == 0);
+  f.staged->Start();
+  f.Run([&] { return f.member.held() == 1; });
+  const auto b = Pattern(4096, 2);
+  CHECK(f.Write(0, b) == 0);
+  auto expect = a;
+  std::memcpy(expect.data(), b.data(), 4096);
+  CHECK(f.Read(0, 8192) == expect);
+  f.member.StopHolding();
+  f.Run([&] { return f.staged->destaged_sequence() == f.staged->head_sequence(); });
+  CHECK(f.Read(0, 8192) == expect);
+  CHECK(f.MemberBytes(0, 8192) == expect);
+}
+
 TEST_CASE("a write longer than one record holds is split into records acknowledged together") {
   Fixture f(kMinRingSize);
   const uint64_t most = f.staged->max_write_length();

@@ -181,6 +181,10 @@ TEST_SUITE("aggregator_stagelog") {
       REQUIRE_NBD_OK(c.Connect(a.uri("safe")));
       writes = WritePattern(c);
       WaitDestaged(a);
+      // Removed while serving, its log would be left behind: refused.
+      CheckCommandRefused(
+          RunAggregator({"volume", "--control", a.control_path(), "remove", "safe", "--force"}),
+          "volume safe is served through a staging log: it is removed by a restart without it");
       c.Shutdown();
     }
     // Served again without the log: the members hold every write.

@@ -186,6 +186,10 @@ void StatsLogger::LogNow() const {
       LOG_INFO("stats: volume %s slot %zu %s: %s", v.name.c_str(), i,
                v.redundancy->slots[i].uri.c_str(), SlotStatsFields(v.redundancy->slots[i]).c_str());
   }
+  for (const VolumeStatus& v : report.volumes)
+    if (v.staging_log)
+      LOG_INFO("stats: volume %s staging log %s: %s", v.name.c_str(), v.staging_log->path.c_str(),
+               StagingLogStatsFields(*v.staging_log).c_str());
 }
 
 void StatsLogger::AwaitSignal() {

@@ -126,6 +126,12 @@ TEST_SUITE("aggregator_stagelog") {
     CHECK(MemberBytes(m, 64 * kKiB, 4 * kKiB) == Expected(writes, 64 * kKiB, 4 * kKiB));
     CHECK(MemberBytes(m, 3 * kMiB, 8 * kKiB) == Expected(writes, 3 * kMiB, 8 * kKiB));
     CheckVolume(c, writes);
+    // The stats line (SIGUSR1) and the status table show the log too.
+    a.Kill(SIGUSR1);
+    CHECK(a.WaitForLog("stats: volume vol0 staging log " + log + ": state=normal used_bytes="));
+    const CommandResult table = RunAggregator({"status", "--control", a.control_path()});
+    CHECK(Contains(table.stdout_text,
+                   "VOLUME           STAGING LOG\nvol0             " + log + " state=normal"));
     c.Shutdown();
   }
 

@@ -343,7 +343,11 @@ void StagedDevice::Destage() {
   if (!started_ || destage_busy_ || stopped_ || !failed_.ok()) return CheckClosed();
   while (!to_apply_.empty() && to_apply_.front().header.kind == RecordKind::kPadding)
     to_apply_.pop_front();
-  if (!to_apply_.empty() && applied_since_flush_ < options_.destage_batch) return ApplyNext();
+  // While writes wait for space, each applied record is recorded (and its space released) at
+  // once; otherwise up to destage_batch records share one flush.
+  const bool batch_done =
+      applied_since_flush_ >= options_.destage_batch || (log_full_ && applied_since_flush_ > 0);
+  if (!to_apply_.empty() && !batch_done) return ApplyNext();
   if (applied_since_flush_ > 0 || (to_apply_.empty() && snap_.durable_sequence > destaged_))
     return FlushAndRecord();
   // Writes wait for space that records already destaged hold.

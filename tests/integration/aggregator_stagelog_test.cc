@@ -169,6 +169,29 @@ TEST_SUITE("aggregator_stagelog") {
     c.Shutdown();
   }
 
+  TEST_CASE("a slow member: writes wait while the log is full, and go on as it is destaged") {
+    const TempDir dir("dst-stagelog");
+    // Every member write takes 100 ms: the destager cannot keep up with the client.
+    PluginServer member({"file=" + dir.File("member.img"), "size=8M", "delay-write=100ms"},
+                        Transport::kUnix, {"--filter=delay"});
+    const std::string log = dir.File("vol0.log");
+    Served a({"--raw", "--log", log, "--log-size", "1M", member.uri()});
+    NbdClient c;
+    REQUIRE_NBD_OK(c.Connect(a.uri()));
+    std::vector<Write> writes;
+    for (uint64_t i = 0; i < 12; ++i) {
+      writes.push_back({i * 128 * kKiB, RandomBytes(128 * kKiB, 30 + i)});
+      REQUIRE_NBD_OK(c.Pwrite(writes.back().data, writes.back().offset));
+    }
+    CHECK(a.WaitForLog("volume vol0: staging log " + log + " full ("));
+    CHECK(a.WaitForLog("volume vol0: staging log " + log + " has room again: writes resume"));
+    CheckVolume(c, writes);
+    WaitDestaged(a);
+    for (const Write& w : writes)
+      CHECK(ReadFileRange(dir.File("member.img"), w.offset, w.data.size()) == w.data);
+    c.Shutdown();
+  }
+
   TEST_CASE("an assembled mirror volume: its log is formatted with the volume's UUID") {
     FileMembers m(2, 2 * kMemberSize);
     CreateOk({"--name", "safe", "--layout", "mirror"}, m.uris());

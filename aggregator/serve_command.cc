@@ -75,7 +75,10 @@ Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>
   return member::NbdMember::ConnectAll(server.io, server.members, kConnectTimeout);
 }
 
-Status BuildVolumes(const ServeConfig& config, Server& server) {
+// `staged`: the volumes served through a staging log, to start once the volumes are open and to
+// close (destage) before they close.
+Status BuildVolumes(const ServeConfig& config, Server& server,
+                    std::vector<stagelog::StagedDevice*>* staged) {
   server.returns = std::make_unique<ReturnWatcher>(
       server, ReturnWatcher::Settings{.interval = config.return_probe_interval,
                                       .connections = config.connections_per_member,
@@ -131,10 +134,21 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
       DST_RETURN_IF_ERROR(
           MakeChecksummedVolume(config, v, plans[i], targets[i], server.io, &volume));
       InstallChecksummedVolume(config, v, plans[i], targets[i], std::move(volume), server);
+      if (!v.log_path.empty()) {
+        staged->push_back(nullptr);
+        DST_RETURN_IF_ERROR(StageVolume(v, plans[i].superblock().volume_uuid, server.io,
+                                        &server.volumes.back(), &staged->back()));
+      }
       continue;
     }
     std::unique_ptr<volume::BlockDevice> volume;
     DST_RETURN_IF_ERROR(BuildRawVolume(v, targets[i], &volume));
+    // A raw volume has no UUID: its log is tied to its name.
+    if (!v.log_path.empty()) {
+      staged->push_back(nullptr);
+      DST_RETURN_IF_ERROR(
+          StageVolume(v, stagelog::RawVolumeLogUuid(v.name), server.io, &volume, &staged->back()));
+    }
     server.volumes.push_back(std::move(volume));
   }
   for (const auto& volume : server.volumes) {
@@ -156,6 +170,21 @@ int RunOnEveryVolume(Server& server, Step step, std::chrono::milliseconds timeou
   auto join = MakeJoin([result](int err) { *result = err; });
   for (integrity::ChecksummedVolume* v : server.checksummed)
     step(*v, Part(join));
+  join->Arrive(0);
+  join.reset();
+  const RunResult run = RunUntil(
+      server.io, [&result] { return result->has_value(); }, timeout);
+  if (result->has_value()) return **result;
+  return run == RunResult::kTimedOut ? ETIMEDOUT : ECANCELED;
+}
+
+// Runs the event loop until every staged volume has destaged its whole log, or `timeout` passes.
+int DestageEveryLog(Server& server, const std::vector<stagelog::StagedDevice*>& staged,
+                    std::chrono::milliseconds timeout) {
+  auto result = std::make_shared<std::optional<int>>();
+  auto join = MakeJoin([result](int err) { *result = err; });
+  for (stagelog::StagedDevice* d : staged)
+    d->Close(Part(join));
   join->Arrive(0);
   join.reset();
   const RunResult run = RunUntil(
@@ -207,7 +236,8 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
   if (Status s = SetUpClientPolicy(config, server); !s.ok()) return ExitWithError(s);
-  if (Status s = BuildVolumes(config, server); !s.ok()) return ExitWithError(s);
+  std::vector<stagelog::StagedDevice*> staged;
+  if (Status s = BuildVolumes(config, server, &staged); !s.ok()) return ExitWithError(s);
   ConfigReloader reloader(server, std::move(args), config);
   server.reload = [&reloader](ConfigReloader::Done done) { reloader.Reload(std::move(done)); };
   // Assembled volumes are opened (and recovered) before any client can connect.
@@ -217,6 +247,9 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   if (open_err != 0)
     return ExitWithError(
         Status::Error(open_err, std::string("opening volumes: ") + std::strerror(open_err)));
+  // The volumes are open: what their logs hold after D goes to them first, in order.
+  for (stagelog::StagedDevice* d : staged)
+    d->Start();
   // The control socket first: a second aggregator started by mistake on the
   // same paths fails here, before it touches anything of the first one's.
   if (Status s = control::StartControl(server, config.control); !s.ok()) return ExitWithError(s);
@@ -263,6 +296,16 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   // written back and the volumes marked clean.
   server.listener->Close();
   if (server.metrics) server.metrics->Close();
+  // Everything the logs hold goes to the volumes before they close (within kCloseTimeout; what
+  // is left stays in the log for the next start).
+  const int destage_err = DestageEveryLog(server, staged, kCloseTimeout);
+  for (stagelog::StagedDevice* d : staged)
+    d->Stop();
+  if (destage_err != 0)
+    LOG_WARNING(
+        "stopping: staging logs not fully destaged (%s): the rest is destaged at the next "
+        "start",
+        std::strerror(destage_err));
   const int close_err = RunOnEveryVolume(
       server, [](integrity::ChecksummedVolume& v, auto done) { v.Close(done); }, kCloseTimeout);
   if (server.control) server.control->Close();  // status answers until the volumes are closed

@@ -33,6 +33,7 @@ Status CheckMemberUri(const std::string& uri) {
 Status ValidateServeConfig(ServeConfig& config) {
   if (config.volumes.empty()) return Status::Invalid("no volume: give member URIs or --config");
   std::set<std::string> names;
+  std::set<std::string> logs;
   for (VolumeConfig& v : config.volumes) {
     const bool raw = v.IsRaw(config.raw);
     if (raw && v.name.empty()) v.name = "vol0";
@@ -58,6 +59,10 @@ Status ValidateServeConfig(ServeConfig& config) {
       return Status::Invalid(what + ": give key-file or passphrase-file, not both");
     if (!v.name.empty() && !names.insert(v.name).second)
       return Status::Invalid("duplicate volume name '" + v.name + "'");
+    if (v.log_size != 0 && v.log_path.empty())
+      return Status::Invalid(what + ": --log-size without --log");
+    if (!v.log_path.empty() && !logs.insert(v.log_path).second)
+      return Status::Invalid(what + ": staging log " + v.log_path + " is already another volume's");
     for (const std::string& uri : v.members)
       DST_RETURN_IF_ERROR(CheckMemberUri(uri));
   }

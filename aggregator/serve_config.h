@@ -47,6 +47,11 @@ struct VolumeConfig {
   // serve --cluster (docs/cluster.md, "Ownership"): the least ownership epoch the assembly
   // claims, the revision of the volume's lock; 0 otherwise.
   uint64_t min_ownership_epoch = 0;
+  // Staging log (docs/staging-log.md, "Serving through the log"): writes are acknowledged once
+  // in this file or device, and applied to the members later. Empty: none. log_size creates a
+  // missing file of that size (0: the log must exist).
+  std::string log_path;
+  uint64_t log_size = 0;
 
   bool IsRaw(bool default_raw) const { return raw.value_or(default_raw); }
 };

@@ -378,6 +378,19 @@ const VolumeOption kVolumeOptions[] = {
      [](const VolumeConfig& c) {
        return c.discard_slot ? std::to_string(*c.discard_slot) : std::string();
      }},
+    {"log", Form::kText,
+     "staging log (file or block device) that takes the volume's writes before its members "
+     "(docs/staging-log.md); formatted on first use",
+     [](std::string_view v, VolumeConfig* c) {
+       c->log_path = v;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) { return c.log_path; }},
+    {"log-size", Form::kQuantity,
+     "size of the staging log file --log creates when it does not exist (an existing log keeps "
+     "its size)",
+     [](std::string_view v, VolumeConfig* c) { return ApplySize(v, Zero::kRefused, &c->log_size); },
+     [](const VolumeConfig& c) { return c.log_size == 0 ? std::string() : ShowSize(c.log_size); }},
 };
 
 template <typename O>

@@ -77,6 +77,8 @@ const std::map<std::string, Sample> kVolumeSamples = {
     {"allow-degraded", {"true"}},
     {"discard", {"1", "64", "expected 0 to 63"}},
     {"auto-resync", {"true"}},
+    {"log", {"/var/lib/dst/vol0.log"}},
+    {"log-size", {"64M", "0", "expected a size such as 64K, more than 0"}},
 };
 
 class TempFiles {
@@ -291,6 +293,28 @@ TEST_CASE("--allow-degraded and --discard are for mirror and raid10: raw volumes
   CHECK(assembled.volumes[0].discard_slot == 1u);
 }
 
+TEST_CASE("a staging log: --log-size needs --log, and two volumes cannot share one log") {
+  ServeConfig config;
+  REQUIRE(FromCommandLine({"--raw", "--log-size", "64M", kMember}, &config).ok());
+  CHECK(ValidateServeConfig(config).message() == "volume vol0: --log-size without --log");
+  ServeConfig one;
+  REQUIRE(
+      FromCommandLine({"--raw", "--log", "/tmp/a.log", "--log-size", "64M", kMember}, &one).ok());
+  CHECK(ValidateServeConfig(one).ok());
+  CHECK(one.volumes[0].log_path == "/tmp/a.log");
+  CHECK(one.volumes[0].log_size == 64u << 20);
+  TempFiles files;
+  const std::string path = files.Write(
+      "logs.toml", "raw = true\n[[volume]]\nname = \"a\"\nlog = \"/tmp/x.log\"\nmembers = [\"" +
+                       std::string(kMember) +
+                       "\"]\n[[volume]]\nname = \"b\"\nlog = \"/tmp/x.log\"\nmembers = [\"" +
+                       std::string(kMember) + "\"]\n");
+  ServeConfig shared;
+  REQUIRE(FromCommandLine({"--config", path}, &shared).ok());
+  CHECK(ValidateServeConfig(shared).message() ==
+        "volume b: staging log /tmp/x.log is already another volume's");
+}
+
 TEST_CASE("raw volumes are linear or stripe: mirror and raid10 need the member format") {
   TempFiles files;
   for (const std::string layout : {"mirror", "raid10"}) {
@@ -372,8 +396,8 @@ TEST_CASE("volume options and member URIs belong in the file with --config") {
   ServeConfig config;
   CHECK(FromCommandLine({"--description", "x", "--config", path}, &config).message() ==
         "--config: give --name, --description, --layout, --chunk, --key-file, --passphrase-file, "
-        "--allow-degraded, "
-        "--auto-resync and --discard in the file's [[volume]] tables");
+        "--allow-degraded, --auto-resync, --discard, --log and --log-size in the file's "
+        "[[volume]] tables");
   CHECK(FromCommandLine({"--config", path, kMember}, &config).message() ==
         "--config cannot be combined with member URIs");
 }

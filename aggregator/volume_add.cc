@@ -87,6 +87,9 @@ Status VolumeAdder::Check(VolumeConfig& v) const {
   ServeConfig one = config_;
   one.volumes = {v};
   DST_RETURN_IF_ERROR(ValidateServeConfig(one));
+  if (!v.log_path.empty())
+    return Status::Invalid("volume " + v.name +
+                           ": a staging log (log) is opened at start only: restart serve");
   for (const auto& served : server_.volumes) {
     if (served->name() != v.name) continue;
     if (server_.registry.Withdrawn(served.get()))

@@ -227,4 +227,39 @@ void InstallChecksummedVolume(const ServeConfig& config, const VolumeConfig& v,
   server.volumes.push_back(std::move(volume));
 }
 
+Status StageVolume(const VolumeConfig& v, const stagelog::Uuid& volume_uuid, asio::io_context& io,
+                   std::unique_ptr<volume::BlockDevice>* volume, stagelog::StagedDevice** staged) {
+  const std::string name = (*volume)->name();
+  std::shared_ptr<stagelog::LogDevice> device;
+  stagelog::ReplayedLog log;
+  bool formatted = false;
+  DST_RETURN_IF_ERROR(
+      stagelog::OpenVolumeLog(v.log_path, v.log_size, volume_uuid, &device, &log, &formatted)
+          .Wrap("volume " + name));
+  const uint64_t pending = log.next_sequence - 1 > log.destaged_sequence()
+                               ? log.next_sequence - 1 - log.destaged_sequence()
+                               : 0;
+  if (formatted)
+    LOG_INFO("volume %s: staging log %s formatted for volume %s: %s ring", name.c_str(),
+             v.log_path.c_str(), integrity::FormatUuid(volume_uuid).c_str(),
+             FormatSize(log.superblock.ring_size).c_str());
+  else
+    LOG_INFO(
+        "volume %s: staging log %s replayed: %zu records, head %llu, destaged %llu, %llu to "
+        "destage (%s)",
+        name.c_str(), v.log_path.c_str(), log.records.size(),
+        static_cast<unsigned long long>(log.next_sequence - 1),
+        static_cast<unsigned long long>(log.destaged_sequence()),
+        static_cast<unsigned long long>(pending), log.end.c_str());
+  stagelog::StagedOptions options;
+  options.path = v.log_path;
+  std::unique_ptr<stagelog::StagedDevice> out;
+  DST_RETURN_IF_ERROR(stagelog::StagedDevice::Open(io, std::move(*volume), std::move(device), log,
+                                                   std::move(options), &out)
+                          .Wrap("volume " + name));
+  *staged = out.get();
+  *volume = std::move(out);
+  return Status::Ok();
+}
+
 }  // namespace dst::aggregator

@@ -22,6 +22,7 @@
 #include "aggregator/member/transaction_policy.h"
 #include "aggregator/redundant_serve.h"
 #include "aggregator/serve_config.h"
+#include "aggregator/stagelog/staged_device.h"
 #include "common/status.h"
 
 namespace dst::aggregator {
@@ -68,5 +69,11 @@ void InstallChecksummedVolume(const ServeConfig& config, const VolumeConfig& v,
                               const std::vector<volume::MemberTarget*>& targets,
                               std::unique_ptr<integrity::ChecksummedVolume> volume,
                               control::Server& server);
+
+// Puts the volume behind its staging log (v.log_path): opens the log, formatting it for
+// `volume_uuid` on first use, replays it and wraps *volume in a StagedDevice (returned in
+// `staged`, not started). Blocks on the log file: call before the event loop runs.
+Status StageVolume(const VolumeConfig& v, const stagelog::Uuid& volume_uuid, asio::io_context& io,
+                   std::unique_ptr<volume::BlockDevice>* volume, stagelog::StagedDevice** staged);
 
 }  // namespace dst::aggregator

@@ -7,6 +7,7 @@
 
 #include "aggregator/member_add.h"
 #include "aggregator/member_return.h"
+#include "aggregator/stagelog/staged_device.h"
 #include "common/join.h"
 #include "common/log.h"
 
@@ -102,6 +103,11 @@ void RemoveVolume(Server& server, const std::string& name, bool force,
   if (index == server.volumes.size())
     return done(Status::Error(ENOENT, "unknown volume '" + name + "'"));
   volume::BlockDevice* volume = server.volumes[index].get();
+  // Its log holds writes the members may not have yet, and is opened at start only.
+  if (dynamic_cast<stagelog::StagedDevice*>(volume) != nullptr)
+    return done(Status::Error(EBUSY, "volume " + name +
+                                         " is served through a staging log: it is removed by a "
+                                         "restart without it"));
   if (server.registry.Withdrawn(volume))
     return done(Status::Error(EBUSY, "volume " + name + " is already being removed"));
   server::VolumeTraffic& traffic = server.registry.TrafficOf(volume);

@@ -64,11 +64,11 @@ StatusReport BuildReport(const Server& server) {
                                 .count());
   for (const auto& volume : server.volumes) {
     volume::DeviceState state = volume->State();
-    report.volumes.push_back({volume->name(), std::string(volume::LayoutKindName(state.layout)),
-                              volume->size(), state.members,
-                              server.registry.TrafficOf(volume.get()), std::move(state.integrity),
-                              std::move(state.redundancy), std::move(state.jobs),
-                              state.background_rate_min, state.background_rate_max});
+    report.volumes.push_back(
+        {volume->name(), std::string(volume::LayoutKindName(state.layout)), volume->size(),
+         state.members, server.registry.TrafficOf(volume.get()), std::move(state.integrity),
+         std::move(state.redundancy), std::move(state.jobs), state.background_rate_min,
+         state.background_rate_max, std::move(state.staging_log)});
   }
   for (const MemberRef& ref : server.member_refs)
     report.members.push_back(MemberStatusOf(ref, report.volumes));
@@ -186,6 +186,10 @@ void StatsLogger::LogNow() const {
       LOG_INFO("stats: volume %s slot %zu %s: %s", v.name.c_str(), i,
                v.redundancy->slots[i].uri.c_str(), SlotStatsFields(v.redundancy->slots[i]).c_str());
   }
+  for (const VolumeStatus& v : report.volumes)
+    if (v.staging_log)
+      LOG_INFO("stats: volume %s staging log %s: %s", v.name.c_str(), v.staging_log->path.c_str(),
+               StagingLogStatsFields(*v.staging_log).c_str());
 }
 
 void StatsLogger::AwaitSignal() {

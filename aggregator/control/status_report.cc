@@ -83,6 +83,23 @@ std::string MemberStatsFields(const MemberStatus& m) {
          StatsFields(MemberCounters(m));
 }
 
+std::vector<volume::NamedCounter> StagingLogCounters(const volume::StagingLogState& l) {
+  return {
+      {"used_bytes", l.used_bytes, false, "Staging log ring bytes held by records"},
+      {"ring_size", l.ring_size, false, "Staging log ring size in bytes"},
+      {"head_sequence", l.head_sequence, false, "Sequence of the newest durable log record"},
+      {"destaged_sequence", l.destaged_sequence, false,
+       "Sequence up to which the log's records are on the members"},
+      {"pending_bytes", l.pending_bytes, false, "Log bytes of the records not yet destaged"},
+      {"pending_age_ms", l.pending_age_ms, false,
+       "Milliseconds the oldest record not yet destaged has waited"},
+  };
+}
+
+std::string StagingLogStatsFields(const volume::StagingLogState& l) {
+  return "state=" + l.state + " " + StatsFields(StagingLogCounters(l));
+}
+
 std::string IntegrityStatsFields(const volume::IntegrityState& i) {
   return "state=" + i.state + " checksum=" + i.checksum + " " + StatsFields(i.counters);
 }
@@ -147,6 +164,26 @@ void AppendBackgroundJson(std::ostringstream& out, const VolumeStatus& v) {
         << (j.eta_seconds ? std::to_string(*j.eta_seconds) : std::string("null")) << "}";
   }
   out << "]}";
+}
+
+void AppendStagingLogJson(std::ostringstream& out, const volume::StagingLogState& l) {
+  out << ", \"staging_log\": {\"path\": " << JsonQuote(l.path)
+      << ", \"state\": " << JsonQuote(l.state);
+  AppendJsonFields(out, StagingLogCounters(l));
+  out << "}";
+}
+
+// Volumes served through a staging log: one line each.
+void AppendStagingLogText(std::ostringstream& out, const StatusReport& report) {
+  bool header = false;
+  char name[32];
+  for (const VolumeStatus& v : report.volumes) {
+    if (!v.staging_log) continue;
+    if (!header) out << "\nVOLUME           STAGING LOG\n";
+    header = true;
+    std::snprintf(name, sizeof name, "%-16s ", v.name.c_str());
+    out << name << v.staging_log->path << " " << StagingLogStatsFields(*v.staging_log) << "\n";
+  }
 }
 
 void AppendRedundancyJson(std::ostringstream& out, const volume::RedundancyState& r) {
@@ -226,6 +263,7 @@ std::string StatusToJson(const StatusReport& report) {
       AppendBackgroundJson(out, v);
     }
     if (v.redundancy) AppendRedundancyJson(out, *v.redundancy);
+    if (v.staging_log) AppendStagingLogJson(out, *v.staging_log);
     out << "}";
   }
   out << "],\n \"members\": [";
@@ -295,6 +333,7 @@ std::string StatusToText(const StatusReport& report) {
   }
   AppendRedundancyText(out, report);
   AppendBackgroundText(out, report);
+  AppendStagingLogText(out, report);
   return out.str();
 }
 
@@ -420,6 +459,17 @@ std::string StatusToPrometheus(const StatusReport& report) {
         AddJobMetrics(e, labels, j);
     }
     if (v.redundancy) AddRedundancyMetrics(e, labels, *v.redundancy);
+    if (v.staging_log) {
+      e.Add("volume",
+            {"staging_log_full", v.staging_log->state == "log_full", false,
+             "1 while writes wait for staging log space"},
+            labels);
+      for (Field f : StagingLogCounters(*v.staging_log)) {
+        const std::string name = std::string("staging_log_") + f.name;
+        f.name = name.c_str();
+        e.Add("volume", f, labels);
+      }
+    }
   }
   for (const MemberStatus& m : report.members) {
     const std::string labels = "volume=\"" + LabelValue(m.volume) + "\",member=\"" +

@@ -32,6 +32,7 @@ struct VolumeStatus {
   std::vector<volume::JobState> jobs;
   uint64_t rate_min = 0;  // bytes per second; 0 for raw volumes
   uint64_t rate_max = 0;
+  std::optional<volume::StagingLogState> staging_log;  // volumes served through a staging log
 };
 
 struct MemberStatus {
@@ -68,6 +69,10 @@ std::string StatusToPrometheus(const StatusReport& report);
 // for a member, "state=dirty checksum=crc32c checksum_errors=0 ..." for a checksummed volume.
 std::string MemberStatsFields(const MemberStatus& member);
 std::string IntegrityStatsFields(const volume::IntegrityState& integrity);
+// A staging log's numbers (used_bytes, ring_size, head_sequence, destaged_sequence,
+// pending_bytes, pending_age_ms), and its stats line fields "state=normal used_bytes=...".
+std::vector<volume::NamedCounter> StagingLogCounters(const volume::StagingLogState& log);
+std::string StagingLogStatsFields(const volume::StagingLogState& log);
 // "generation=0123abcd sets=[UU][U_]": the health of a mirror or raid10 volume for its stats line.
 std::string RedundancyStatsFields(const volume::RedundancyState& redundancy);
 // "state=stale stale_since=12 repaired_blocks=0 read_failovers=3": one slot, for its stats line.

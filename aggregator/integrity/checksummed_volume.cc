@@ -518,8 +518,8 @@ volume::DeviceState ChecksummedVolume::State() const {
   integrity.member_checksum_errors = member_checksum_errors_;
   const RateLimits& limits = jobs_.limits();
   if (!redundant())
-    return {view_.layout, view_.member_count,          std::move(integrity),       std::nullopt,
-            JobStates(),  limits.min_bytes_per_second, limits.max_bytes_per_second};
+    return {view_.layout, view_.member_count,          std::move(integrity),        std::nullopt,
+            JobStates(),  limits.min_bytes_per_second, limits.max_bytes_per_second, std::nullopt};
   volume::RedundancyState redundancy;
   redundancy.copies = view_.copies;
   redundancy.generation = FormatUuid(view_.generation);
@@ -537,8 +537,8 @@ volume::DeviceState ChecksummedVolume::State() const {
     });
   }
   return {
-      view_.layout, view_.member_count,          std::move(integrity),       std::move(redundancy),
-      JobStates(),  limits.min_bytes_per_second, limits.max_bytes_per_second};
+      view_.layout, view_.member_count,          std::move(integrity),        std::move(redundancy),
+      JobStates(),  limits.min_bytes_per_second, limits.max_bytes_per_second, std::nullopt};
 }
 
 std::string ChecksummedVolume::StatsLine() const {

@@ -60,6 +60,18 @@ struct JobState {
   std::optional<uint64_t> eta_seconds;  // while running at a known rate
 };
 
+// A device served through a staging log (aggregator/stagelog/staged_device.h).
+struct StagingLogState {
+  std::string path;
+  std::string state;        // "normal", "log_full" (writes wait for space), "failed"
+  uint64_t used_bytes = 0;  // of the ring, records and padding still held
+  uint64_t ring_size = 0;
+  uint64_t head_sequence = 0;      // the newest durable record
+  uint64_t destaged_sequence = 0;  // D: records up to it are on the members
+  uint64_t pending_bytes = 0;      // log bytes of the records after D
+  uint64_t pending_age_ms = 0;     // how long the oldest record after D has waited; 0: none
+};
+
 struct DeviceState {
   LayoutKind layout = LayoutKind::kLinear;
   size_t members = 0;
@@ -69,6 +81,7 @@ struct DeviceState {
   // Checksummed devices: the background jobs' rate limits, bytes per second; 0 otherwise.
   uint64_t background_rate_min = 0;
   uint64_t background_rate_max = 0;
+  std::optional<StagingLogState> staging_log;  // devices served through a staging log
 };
 
 }  // namespace dst::volume

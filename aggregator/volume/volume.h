@@ -70,7 +70,10 @@ class Volume final : public BlockDevice {
   const VolumeCapabilities& capabilities() const override { return caps_; }
   const std::vector<MemberTarget*>& members() const { return members_; }
   DeviceState State() const override {
-    return {layout_->kind(), members_.size(), std::nullopt, std::nullopt, {}};
+    DeviceState state;
+    state.layout = layout_->kind();
+    state.members = members_.size();
+    return state;
   }
 
   // Reports no holes: a raw volume does not know which blocks were written.

@@ -1,0 +1,185 @@
+// StagedDevice: a volume served through its staging log (docs/staging-log.md, "Serving through
+// the log"). Writes, trims and zeroes become log records and are acknowledged once the log is
+// synced; a destager applies the records to the volume (the inner device) in sequence order,
+// flushes it and records the destaged sequence D; reads take what the log holds newer than the
+// volume from the log, the rest from the volume.
+//
+// Threading: the device's calls, the index and every field below the log-thread line are the
+// event loop's. The LogWriter and the LogDevice are used only on one dedicated log thread (their
+// calls block on file I/O): appends with their group commit, reads of record payloads (for client
+// reads and for the destager), SetDestaged and Release. Each log-thread job posts its result back
+// to the loop. Jobs run in the order they are posted, which is what keeps a read of a record's
+// payload ahead of a Release that frees its space.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <asio.hpp>
+
+#include "aggregator/stagelog/log_device.h"
+#include "aggregator/stagelog/log_index.h"
+#include "aggregator/stagelog/log_replay.h"
+#include "aggregator/stagelog/log_writer.h"
+#include "aggregator/volume/block_device.h"
+#include "common/status.h"
+
+namespace dst::stagelog {
+
+struct StagedOptions {
+  std::string path;  // for status and log lines
+  // Space is released once the log holds more than this fraction of its ring (or writes wait).
+  double release_fill = 0.5;
+  // Records applied to the volume between two flushes (and two updates of D).
+  size_t destage_batch = 64;
+  // A member error delays the next attempt at the same record: doubling from min to max.
+  std::chrono::milliseconds retry_min{100};
+  std::chrono::milliseconds retry_max{5000};
+  LogClock clock = SystemClockNanos;
+};
+
+// The log at `path` for volume `volume_uuid`: a missing file is created with `create_size`
+// bytes, a device without a staging log is formatted for the volume, and the log is replayed
+// (ReplayLog; a log of another volume is refused). Blocks; call before the event loop runs.
+// `formatted` tells whether it was formatted now.
+Status OpenVolumeLog(const std::string& path, uint64_t create_size, const Uuid& volume_uuid,
+                     std::shared_ptr<LogDevice>* device, ReplayedLog* log, bool* formatted);
+
+// The UUID a raw volume's log is formatted with (raw volumes have none): derived from the name.
+Uuid RawVolumeLogUuid(const std::string& name);
+
+class StagedDevice final : public volume::BlockDevice {
+ public:
+  // Opens the writer on `log` (ReplayLog of `device`: a durable session increment, blocking) and
+  // indexes its records. The destager waits for Start().
+  static Status Open(asio::io_context& io, std::unique_ptr<volume::BlockDevice> inner,
+                     std::shared_ptr<LogDevice> device, const ReplayedLog& log,
+                     StagedOptions options, std::unique_ptr<StagedDevice>* out);
+  ~StagedDevice() override;
+  StagedDevice(const StagedDevice&) = delete;
+  StagedDevice& operator=(const StagedDevice&) = delete;
+
+  // The inner device may be written: the destager begins with the records after D.
+  void Start();
+  // Completes once every committed record is destaged (D at the head) and nothing is in flight;
+  // then the destager stops. EIO at once when the log has failed.
+  void Close(Done done);
+  // The destager takes no further step (what is in flight completes); for a stop whose Close did
+  // not finish in time: the rest stays in the log for the next start.
+  void Stop();
+
+  const std::string& name() const override { return inner_->name(); }
+  const std::string& description() const override { return inner_->description(); }
+  uint64_t size() const override { return inner_->size(); }
+  const volume::VolumeCapabilities& capabilities() const override { return caps_; }
+  volume::DeviceState State() const override;
+
+  void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
+  // Split into records of at most max_write_length() bytes each; acknowledged once all are
+  // committed.
+  void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
+  // Every acknowledged write is in the synced log already.
+  void Flush(Done done) override;
+  void Trim(uint64_t offset, uint64_t length, bool fua, Done done) override;
+  void Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua,
+            Done done) override;
+  void Cache(uint64_t offset, uint64_t length, Done done) override;
+  // The whole range as data: the volume's own answer would miss what only the log holds.
+  void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) override;
+
+  volume::BlockDevice& inner() { return *inner_; }
+  const LogIndex& index() const { return index_; }
+  uint64_t head_sequence() const { return snap_.durable_sequence; }
+  uint64_t destaged_sequence() const { return destaged_; }
+  bool log_full() const { return log_full_; }
+  uint64_t max_write_length() const { return snap_.max_write_length; }
+
+ private:
+  // The writer's numbers, as the log thread last saw them.
+  struct Snapshot {
+    uint64_t used = 0;
+    uint64_t ring_size = 0;
+    uint64_t durable_sequence = 0;
+    uint64_t max_write_length = 0;
+  };
+  struct Request {
+    Done done;
+    size_t chunks_left = 0;
+    int err = 0;
+    std::vector<uint8_t> data;  // a write's bytes, copied: the log thread reads them
+  };
+  struct Chunk {
+    RecordKind kind;
+    uint64_t offset;
+    uint64_t length;
+    const uint8_t* data;  // inside request->data; null for trim and zero
+    std::shared_ptr<Request> request;
+  };
+  struct Undestaged {
+    uint64_t sequence;
+    uint64_t size;  // in the log
+    uint64_t time;  // ns
+  };
+
+  StagedDevice(asio::io_context& io, std::unique_ptr<volume::BlockDevice> inner,
+               std::shared_ptr<LogDevice> device, StagedOptions options);
+  Snapshot TakeSnapshot() const;  // log thread
+  template <typename Job>
+  void OnLogThread(Job job);
+
+  void Enqueue(RecordKind kind, uint64_t offset, uint64_t length, const uint8_t* data,
+               std::shared_ptr<Request> request);
+  // Appends every waiting request in one batch on the log thread; while the log is full, only
+  // once space was released.
+  void CommitWaiting(bool after_release = false);
+  void Committed(std::vector<ReplayedRecord> appended, Status status, bool full, Snapshot snap);
+  void Finish(Request& request, int err);
+  void SetLogFull(bool full);
+  void Recorded(const ReplayedRecord& record);
+
+  void Destage();
+  void ApplyNext();
+  void Applied(uint64_t sequence, int err);
+  void FlushAndRecord();
+  // D = target durably, and with `release` the space up to it freed.
+  void RecordDestaged(uint64_t target, bool release);
+  void Retry(const std::string& what, int err);
+  void CheckClosed();
+
+  asio::io_context& io_;
+  std::unique_ptr<volume::BlockDevice> inner_;
+  StagedOptions options_;
+  volume::VolumeCapabilities caps_;
+  LogIndex index_;
+  Snapshot snap_;
+  std::deque<Chunk> waiting_;  // not yet appended, in arrival order
+  bool committing_ = false;    // a batch is on the log thread
+  bool log_full_ = false;
+  Status failed_;  // the log failed: writes are refused
+  // Destager.
+  std::deque<ReplayedRecord> to_apply_;  // committed, not yet applied, in sequence order
+  std::deque<Undestaged> undestaged_;    // committed, after D
+  uint64_t destaged_ = 0;                // D
+  uint64_t last_applied_ = 0;
+  uint64_t released_ = 0;  // O - 1
+  size_t applied_since_flush_ = 0;
+  bool started_ = false;
+  bool destage_busy_ = false;
+  std::chrono::milliseconds backoff_{0};
+  bool retrying_logged_ = false;
+  asio::steady_timer retry_timer_;
+  Done close_done_;
+  bool stopped_ = false;
+
+  // ---- log thread ----
+  std::shared_ptr<LogDevice> device_;
+  std::unique_ptr<LogWriter> writer_;
+  asio::thread_pool log_thread_{1};
+};
+
+}  // namespace dst::stagelog

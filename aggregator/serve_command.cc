@@ -161,30 +161,15 @@ Status BuildVolumes(const ServeConfig& config, Server& server,
   return Status::Ok();
 }
 
-// Runs the event loop until every checksummed volume has finished `step` (Open or Close), or
-// `timeout` passes. Returns the first error.
-template <typename Step>
-int RunOnEveryVolume(Server& server, Step step, std::chrono::milliseconds timeout) {
+// Runs the event loop until `step` (an Open or Close with a Done) has finished on every one of
+// `items`, or `timeout` passes. Returns the first error.
+template <typename Items, typename Step>
+int RunOnEach(Server& server, const Items& items, Step step, std::chrono::milliseconds timeout) {
   // Shared with the parts, which may arrive after a timeout returned.
   auto result = std::make_shared<std::optional<int>>();
   auto join = MakeJoin([result](int err) { *result = err; });
-  for (integrity::ChecksummedVolume* v : server.checksummed)
-    step(*v, Part(join));
-  join->Arrive(0);
-  join.reset();
-  const RunResult run = RunUntil(
-      server.io, [&result] { return result->has_value(); }, timeout);
-  if (result->has_value()) return **result;
-  return run == RunResult::kTimedOut ? ETIMEDOUT : ECANCELED;
-}
-
-// Runs the event loop until every staged volume has destaged its whole log, or `timeout` passes.
-int DestageEveryLog(Server& server, const std::vector<stagelog::StagedDevice*>& staged,
-                    std::chrono::milliseconds timeout) {
-  auto result = std::make_shared<std::optional<int>>();
-  auto join = MakeJoin([result](int err) { *result = err; });
-  for (stagelog::StagedDevice* d : staged)
-    d->Close(Part(join));
+  for (auto* item : items)
+    step(*item, Part(join));
   join->Arrive(0);
   join.reset();
   const RunResult run = RunUntil(
@@ -241,8 +226,8 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   ConfigReloader reloader(server, std::move(args), config);
   server.reload = [&reloader](ConfigReloader::Done done) { reloader.Reload(std::move(done)); };
   // Assembled volumes are opened (and recovered) before any client can connect.
-  const int open_err = RunOnEveryVolume(
-      server, [](integrity::ChecksummedVolume& v, auto done) { v.Open(done); },
+  const int open_err = RunOnEach(
+      server, server.checksummed, [](integrity::ChecksummedVolume& v, auto done) { v.Open(done); },
       std::chrono::hours(24 * 365));
   if (open_err != 0)
     return ExitWithError(
@@ -298,7 +283,8 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   if (server.metrics) server.metrics->Close();
   // Everything the logs hold goes to the volumes before they close (within kCloseTimeout; what
   // is left stays in the log for the next start).
-  const int destage_err = DestageEveryLog(server, staged, kCloseTimeout);
+  const int destage_err = RunOnEach(
+      server, staged, [](stagelog::StagedDevice& d, auto done) { d.Close(done); }, kCloseTimeout);
   for (stagelog::StagedDevice* d : staged)
     d->Stop();
   if (destage_err != 0)
@@ -306,8 +292,9 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
         "stopping: staging logs not fully destaged (%s): the rest is destaged at the next "
         "start",
         std::strerror(destage_err));
-  const int close_err = RunOnEveryVolume(
-      server, [](integrity::ChecksummedVolume& v, auto done) { v.Close(done); }, kCloseTimeout);
+  const int close_err = RunOnEach(
+      server, server.checksummed, [](integrity::ChecksummedVolume& v, auto done) { v.Close(done); },
+      kCloseTimeout);
   if (server.control) server.control->Close();  // status answers until the volumes are closed
   if (close_err != 0) {
     LOG_ERROR("stopping: volumes not closed clean: %s", std::strerror(close_err));

@@ -1,6 +1,7 @@
 #include "aggregator/stagelog/staged_device.h"
 
 #include <doctest/doctest.h>
+#include <algorithm>
 
 #include <cerrno>
 #include <chrono>
@@ -61,6 +62,15 @@ struct Fixture {
   template <typename Pred>
   void Run(Pred done) {
     REQUIRE(RunUntil(io, done, kTimeout) == RunResult::kDone);
+  }
+
+  // Runs the loop until every one of `results` (from StartWrite) has arrived; true if each is 0.
+  bool AllSucceed(const std::vector<std::shared_ptr<std::optional<int>>>& results) {
+    Run([&] {
+      return std::all_of(results.begin(), results.end(),
+                         [](const auto& r) { return r->has_value(); });
+    });
+    return std::all_of(results.begin(), results.end(), [](const auto& r) { return **r == 0; });
   }
 
   // Issues a write; the result lands in the returned slot once acknowledged.
@@ -126,13 +136,7 @@ TEST_CASE("concurrent writes share one sync") {
   std::vector<std::shared_ptr<std::optional<int>>> results;
   for (uint64_t i = 0; i < 8; ++i)
     results.push_back(f.StartWrite(i * 4096, Pattern(4096, static_cast<uint8_t>(i))));
-  f.Run([&] {
-    for (const auto& r : results)
-      if (!r->has_value()) return false;
-    return true;
-  });
-  for (const auto& r : results)
-    CHECK(**r == 0);
+  CHECK(f.AllSucceed(results));
   // The first write's batch, then the seven that queued behind it.
   CHECK(f.log->syncs() == syncs + 2);
   CHECK(f.staged->head_sequence() == 8);
@@ -215,13 +219,7 @@ TEST_CASE("member errors: the destager retries, writes wait while the log is ful
     acked += r->has_value() ? 1 : 0;
   CHECK(acked < results.size());
   f.member.faults.clear();  // the member is back
-  f.Run([&] {
-    for (const auto& r : results)
-      if (!r->has_value()) return false;
-    return true;
-  });
-  for (const auto& r : results)
-    CHECK(**r == 0);
+  CHECK(f.AllSucceed(results));
   f.Run([&] { return f.staged->destaged_sequence() == f.staged->head_sequence(); });
   CHECK_FALSE(f.staged->log_full());
   for (uint64_t i = 0; i < 12; ++i)

@@ -5,7 +5,7 @@
 # counts without slowing the process down). See docs/benchmarks.md, "The
 # fast path".
 #
-#   bench/profile.sh [--build-dir DIR] [--ios N] [--out DIR] callgrind|syscalls WORKLOAD
+#   bench/profile.sh [--build-dir DIR] [--ios N] [--out DIR] callgrind|syscalls|allocs WORKLOAD
 #
 # WORKLOAD: randread-4k-qd32, randwrite-4k-qd32, randread-4k-qd1,
 # randwrite-4k-qd1, seqread-1m-qd8, seqwrite-1m-qd8. It starts nbdkit with
@@ -14,7 +14,11 @@
 # 2000 for 1 MiB), and divides the aggregator's counts by that number.
 # callgrind's counters are zeroed once the export answers, so start-up is
 # not counted; `syscalls` needs perf and the right to trace (root, or
-# kernel.perf_event_paranoid = -1). The build should be RelWithDebInfo
+# kernel.perf_event_paranoid = -1). `allocs` counts the aggregator's heap
+# allocations (malloc, calloc, realloc, aligned; so every operator new) with
+# bench/malloc_count.c preloaded: two runs, of N and 2N I/Os, each from start
+# to a clean stop, and the difference divided by N, so that start-up, the
+# connection and the stop cancel out. The build should be RelWithDebInfo
 # (default build-prof/, configured and built if missing) so that the
 # profile has names. The callgrind file and fio's output stay in --out
 # (default bench/results/profile-TIME-WORKLOAD-TOOL/).
@@ -47,13 +51,14 @@ if [[ $bs == 1M ]]; then ios=${ios:-2000} io_size="${ios}M"; else ios=${ios:-200
 case $tool in
   callgrind) command -v valgrind >/dev/null || { echo "apt-get install -y valgrind" >&2; exit 1; } ;;
   syscalls) command -v perf >/dev/null || { echo "apt-get install -y linux-perf" >&2; exit 1; } ;;
-  *) echo "bench/profile.sh: tool is callgrind or syscalls" >&2; exit 2 ;;
+  allocs) ;;
+  *) echo "bench/profile.sh: tool is callgrind, syscalls or allocs" >&2; exit 2 ;;
 esac
 
-if [[ ! -x $build/aggregator/dst-aggregator ]]; then
+if [[ ! -x $build/aggregator/dst-aggregator || ! -f $build/bench/libdst_malloc_count.so ]]; then
   [[ -f $build/CMakeCache.txt ]] ||
     cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDST_WERROR=OFF >/dev/null
-  cmake --build "$build" --target dst-aggregator nbdkit-dst-plugin >/dev/null
+  cmake --build "$build" --target dst-aggregator nbdkit-dst-plugin dst_malloc_count >/dev/null
 fi
 tmp=$(mktemp -d /dev/shm/dst-profile.XXXXXX)
 out=${out:-$repo/bench/results/profile-$(date -u +%Y%m%d-%H%M%S)-$workload-$tool}
@@ -79,6 +84,31 @@ pids+=($!)
 member="nbd+unix:///m0?socket=$tmp/m0.sock"
 wait_for "$member"
 serve=("$build/aggregator/dst-aggregator" serve --raw --control none --unix "$tmp/agg.sock" --name vol0 "$member")
+fio=(fio --name=profile --ioengine=nbd --uri="nbd+unix:///vol0?socket=$tmp/agg.sock" --rw=$rw
+  --bs=$bs --iodepth=$qd --norandommap --output-format=json)
+
+if [[ $tool == allocs ]]; then
+  # Allocations of one aggregator run, from start to a clean stop, with $1 I/Os in between.
+  count_allocs() {
+    rm -f "$tmp/agg.sock"
+    DST_MALLOC_COUNT_FILE="$tmp/allocs" LD_PRELOAD="$build/bench/libdst_malloc_count.so" \
+      "${serve[@]}" >"$tmp/agg.log" 2>&1 &
+    local pid=$!
+    wait_for "nbd+unix:///vol0?socket=$tmp/agg.sock"
+    local size=$(($1 * 4))k
+    [[ $bs == 1M ]] && size=${1}M
+    "${fio[@]}" --io_size="$size" --output="$out/fio-$1.json"
+    kill -TERM "$pid"
+    wait "$pid"
+    cat "$tmp/allocs"
+  }
+  once=$(count_allocs "$ios")
+  twice=$(count_allocs $((2 * ios)))
+  awk -v a="$once" -v b="$twice" -v n="$ios" -v w="$workload" 'BEGIN {
+    printf "%s: %.2f allocations per I/O (%d over %d I/Os, %d over %d)\n", w, (b - a) / n, a, n, b, 2 * n }'
+  exit 0
+fi
+
 if [[ $tool == callgrind ]]; then
   valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.%p" "${serve[@]}" >"$tmp/agg.log" 2>&1 &
 else
@@ -88,9 +118,7 @@ agg=$!
 pids+=("$agg")
 wait_for "nbd+unix:///vol0?socket=$tmp/agg.sock"
 
-fio=(fio --name=profile --ioengine=nbd --uri="nbd+unix:///vol0?socket=$tmp/agg.sock" --rw=$rw
-  --bs=$bs --iodepth=$qd --norandommap --io_size="$io_size" --output-format=json
-  --output="$out/fio.json")
+fio+=(--io_size="$io_size" --output="$out/fio.json")
 if [[ $tool == callgrind ]]; then
   callgrind_control -z "$agg" >/dev/null 2>&1
   "${fio[@]}"

@@ -128,8 +128,8 @@ Status BuildVolumes(const ServeConfig& config, Server& server) {
     const VolumeConfig& v = config.volumes[i];
     if (!v.IsRaw(config.raw)) {
       std::unique_ptr<integrity::ChecksummedVolume> volume;
-      DST_RETURN_IF_ERROR(
-          MakeChecksummedVolume(config, v, plans[i], targets[i], server.io, &volume));
+      DST_RETURN_IF_ERROR(MakeChecksummedVolume(config, v, plans[i], targets[i], server.io,
+                                                server.workers.get(), &volume));
       InstallChecksummedVolume(config, v, plans[i], targets[i], std::move(volume), server);
       continue;
     }
@@ -207,6 +207,11 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
   if (Status s = SetUpClientPolicy(config, server); !s.ok()) return ExitWithError(s);
+  if (config.workers > 0) {
+    server.workers = std::make_unique<WorkerPool>(config.workers);
+    LOG_INFO("workers: %zu threads checksum, encrypt and decrypt requests of %llu blocks or more",
+             config.workers, static_cast<unsigned long long>(integrity::kWorkerMinBlocks));
+  }
   if (Status s = BuildVolumes(config, server); !s.ok()) return ExitWithError(s);
   ConfigReloader reloader(server, std::move(args), config);
   server.reload = [&reloader](ConfigReloader::Done done) { reloader.Reload(std::move(done)); };

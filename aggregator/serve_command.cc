@@ -207,11 +207,7 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
   if (Status s = SetUpClientPolicy(config, server); !s.ok()) return ExitWithError(s);
-  if (config.workers > 0) {
-    server.workers = std::make_unique<WorkerPool>(config.workers);
-    LOG_INFO("workers: %zu threads checksum, encrypt and decrypt requests of %llu blocks or more",
-             config.workers, static_cast<unsigned long long>(integrity::kWorkerMinBlocks));
-  }
+  if (config.workers > 0) server.workers = std::make_unique<WorkerPool>(config.workers);
   if (Status s = BuildVolumes(config, server); !s.ok()) return ExitWithError(s);
   ConfigReloader reloader(server, std::move(args), config);
   server.reload = [&reloader](ConfigReloader::Done done) { reloader.Reload(std::move(done)); };
@@ -254,6 +250,9 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
     });
   };
   await_hup();
+  if (server.workers && !server.checksummed.empty())
+    LOG_INFO("workers: %zu threads checksum, encrypt and decrypt requests of %llu blocks or more",
+             server.workers->size(), static_cast<unsigned long long>(integrity::kWorkerMinBlocks));
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
   server.returns->Start();
   const std::shared_ptr<void> hooked = hooks.serving ? hooks.serving(server) : nullptr;

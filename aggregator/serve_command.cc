@@ -251,8 +251,11 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   };
   await_hup();
   if (server.workers && !server.checksummed.empty())
-    LOG_INFO("workers: %zu threads checksum, encrypt and decrypt requests of %llu blocks or more",
-             server.workers->size(), static_cast<unsigned long long>(integrity::kWorkerMinBlocks));
+    LOG_INFO(
+        "workers: %zu threads checksum, encrypt and decrypt requests of %s or more "
+        "(crc32c: %s)",
+        server.workers->size(), FormatSize(integrity::kWorkerMinBytes).c_str(),
+        FormatSize(integrity::kWorkerMinBytesCrc32c).c_str());
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
   server.returns->Start();
   const std::shared_ptr<void> hooked = hooks.serving ? hooks.serving(server) : nullptr;

@@ -121,6 +121,10 @@ Digest ChecksummedVolume::ChecksumOf(uint64_t volume_block, const uint8_t* data)
                        {data, block_size_});
 }
 
+uint64_t WorkerMinBytes(ChecksumAlgorithm algorithm) {
+  return algorithm == ChecksumAlgorithm::kCrc32c ? kWorkerMinBytesCrc32c : kWorkerMinBytes;
+}
+
 Digest ChecksummedVolume::WorkerCrypto::ChecksumOf(size_t worker, uint64_t volume_block,
                                                    const uint8_t* data) {
   return BlockChecksum(workers[worker].checksummer, std::span<const uint8_t, 16>(volume_uuid),
@@ -128,7 +132,8 @@ Digest ChecksummedVolume::WorkerCrypto::ChecksumOf(size_t worker, uint64_t volum
 }
 
 bool ChecksummedVolume::OnWorkers(uint64_t blocks) const {
-  return worker_crypto_ != nullptr && blocks >= options_.worker_min_blocks;
+  return worker_crypto_ != nullptr &&
+         blocks * block_size_ >= WorkerMinBytes(view_.geometry.params.algorithm);
 }
 
 bool ChecksummedVolume::Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data) {

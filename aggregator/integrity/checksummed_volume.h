@@ -77,19 +77,21 @@ using volume::RangeLock;
 // "slot 3": how messages name a slot (member index) of a mirror or raid10 volume.
 std::string SlotName(uint32_t slot);
 
-// Requests of at least this many blocks have their checksums and ciphers computed on the
-// workers; smaller ones on the loop, where a few blocks cost less than the hand-over (about 20 us
-// there and back, some 4 blocks of BLAKE2b; docs/benchmarks.md, "Hashing and ciphers on a worker
-// pool").
-inline constexpr uint64_t kWorkerMinBlocks = 16;
+// Requests of at least this many bytes have their checksums and ciphers computed on the
+// workers; smaller ones on the loop, where they cost less than the hand-over to the workers and
+// back (10 to 40 us). BLAKE2b (plain, keyed, or an encrypted volume's MAC after AES-XTS) costs 6
+// to 9 us per 4 KiB, so 64 KiB; CRC32C 0.3 us, so 512 KiB (docs/benchmarks.md, "Hashing and
+// ciphers on a worker pool").
+inline constexpr uint64_t kWorkerMinBytes = uint64_t{64} << 10;
+inline constexpr uint64_t kWorkerMinBytesCrc32c = uint64_t{512} << 10;
+uint64_t WorkerMinBytes(ChecksumAlgorithm algorithm);
 
 struct ChecksumOptions {
   uint64_t table_cache_bytes = uint64_t{64} << 20;
-  // The checksums (and ciphers) of a read or write of at least `worker_min_blocks` blocks are
-  // computed on these threads, the rest on the event loop; nullptr: everything on the loop.
-  // Scrub, resync, self-heal and recovery stay on the loop. The pool outlives the volume.
+  // The checksums (and ciphers) of a read or write of at least WorkerMinBytes() are computed on
+  // these threads, the rest on the event loop; nullptr: everything on the loop. Scrub, resync,
+  // self-heal and recovery stay on the loop. The pool outlives the volume.
   WorkerPool* workers = nullptr;
-  uint64_t worker_min_blocks = kWorkerMinBlocks;
   std::chrono::milliseconds clean_interval{5000};
   std::string description;
   // Resync, rebuild and scrub: rates, checkpoint and progress intervals.

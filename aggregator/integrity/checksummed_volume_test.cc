@@ -1745,8 +1745,8 @@ TEST_CASE(
     big.data.assign(64 * 4096, 0);
     h.vol->Read(0, big.data.size(), big.data.data(),
                 [&](int err, std::vector<ByteRange>) { big.err = err; });
-    // Fewer than kWorkerMinBlocks: the loop verifies and decrypts them itself meanwhile.
-    CHECK(h.Matches(4096, (kWorkerMinBlocks - 1) * 4096));
+    // Less than WorkerMinBytes: the loop verifies and decrypts them itself meanwhile.
+    CHECK(h.Matches(4096, WorkerMinBytes(ChecksumAlgorithm::kBlake2bKeyed) - 4096));
     CHECK(big.err == kPending);
     busy.Release();
     REQUIRE(h.Pump([&] { return big.err != kPending; }));

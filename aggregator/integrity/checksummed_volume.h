@@ -80,10 +80,11 @@ std::string SlotName(uint32_t slot);
 // Requests of at least this many bytes have their checksums and ciphers computed on the
 // workers; smaller ones on the loop, where they cost less than the hand-over to the workers and
 // back (10 to 40 us). BLAKE2b (plain, keyed, or an encrypted volume's MAC after AES-XTS) costs 6
-// to 9 us per 4 KiB, so 64 KiB; CRC32C 0.3 us, so 512 KiB (docs/benchmarks.md, "Hashing and
-// ciphers on a worker pool").
+// to 9 us per 4 KiB, so 64 KiB. CRC32C costs 0.3 us, 80 us a MiB, no more than moving the data
+// to another core's cache: 1 MiB requests were slower on the workers, so only larger ones go
+// (docs/benchmarks.md, "Hashing and ciphers on a worker pool").
 inline constexpr uint64_t kWorkerMinBytes = uint64_t{64} << 10;
-inline constexpr uint64_t kWorkerMinBytesCrc32c = uint64_t{512} << 10;
+inline constexpr uint64_t kWorkerMinBytesCrc32c = uint64_t{2} << 20;
 uint64_t WorkerMinBytes(ChecksumAlgorithm algorithm);
 
 struct ChecksumOptions {

@@ -1712,19 +1712,22 @@ TEST_CASE("checksummed volume: workers: a corrupted block is EIO, a transient on
     s.options.workers = &pool;
     Harness h(s);
     REQUIRE(h.Open() == 0);
-    REQUIRE(h.Write(0, Pattern(512 * KiB, 7)) == 0);
+    // Large enough for the workers (crc32c: the whole 2 MiB volume).
+    const uint64_t size = std::max<uint64_t>(512 * KiB, WorkerMinBytes(s.params.algorithm));
+    REQUIRE(h.Write(0, Pattern(size, 7)) == 0);
     *h.MemberByte(100 * 4096 + 9) ^= 0x10;  // block 100
-    CHECK(h.Read(0, 512 * KiB).err == EIO);
+    CHECK(h.Read(0, size).err == EIO);
     CHECK(h.vol->counters().checksum_errors == 1);
     CHECK(h.vol->counters().rereads_recovered == 0);
     CHECK(h.Matches(0, 100 * 4096));  // 100 blocks before it verify
-    CHECK(h.Matches(101 * 4096, 512 * KiB - 101 * 4096));
+    CHECK(h.Matches(101 * 4096, size - 101 * 4096));
 
     // A flipped bit on the wire, once: cleared by the re-read, the data intact.
+    REQUIRE(h.Write(100 * 4096, Pattern(4096, 8)) == 0);  // block 100 whole again
     const auto [m, at] = h.Locate(50 * 4096 + 3);
     h.members[m]->faults.push_back(
         {.op = MemberOp::kRead, .from = at, .to = at + 1, .err = 0, .corrupt = true, .times = 1});
-    CHECK(h.Matches(0, 100 * 4096));
+    CHECK(h.Matches(0, size));
     CHECK(h.vol->counters().rereads_recovered == 1);
     CHECK(h.vol->counters().checksum_errors == 1);
   }

@@ -85,6 +85,7 @@ TEST_CASE("a change that needs a restart is refused, naming the key") {
         "listen changed: needs a restart");
   CHECK(Plan("control = \"none\"\n" + kBase, &plan).message() ==
         "control changed: needs a restart");
+  CHECK(Plan("workers = 0\n" + kBase, &plan).message() == "workers changed: needs a restart");
   CHECK(Plan(Replace(kBase, "\"nbd://h/a2\"", "\"nbd://h/a3\""), &plan).message() ==
         "volume alpha: members changed: needs a restart");
   CHECK(Plan(Replace(kBase, "raw = true", "raw = true\nlayout = \"stripe\""), &plan).message() ==

@@ -131,8 +131,8 @@ Status BuildVolumes(const ServeConfig& config, Server& server,
     const VolumeConfig& v = config.volumes[i];
     if (!v.IsRaw(config.raw)) {
       std::unique_ptr<integrity::ChecksummedVolume> volume;
-      DST_RETURN_IF_ERROR(
-          MakeChecksummedVolume(config, v, plans[i], targets[i], server.io, &volume));
+      DST_RETURN_IF_ERROR(MakeChecksummedVolume(config, v, plans[i], targets[i], server.io,
+                                                server.workers.get(), &volume));
       InstallChecksummedVolume(config, v, plans[i], targets[i], std::move(volume), server);
       if (!v.log_path.empty()) {
         staged->push_back(nullptr);
@@ -221,6 +221,7 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
   if (Status s = SetUpClientPolicy(config, server); !s.ok()) return ExitWithError(s);
+  if (config.workers > 0) server.workers = std::make_unique<WorkerPool>(config.workers);
   std::vector<stagelog::StagedDevice*> staged;
   if (Status s = BuildVolumes(config, server, &staged); !s.ok()) return ExitWithError(s);
   ConfigReloader reloader(server, std::move(args), config);
@@ -267,6 +268,12 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
     });
   };
   await_hup();
+  if (server.workers && !server.checksummed.empty())
+    LOG_INFO(
+        "workers: %zu threads checksum, encrypt and decrypt requests of %s or more "
+        "(crc32c: %s)",
+        server.workers->size(), FormatSize(integrity::kWorkerMinBytes).c_str(),
+        FormatSize(integrity::kWorkerMinBytesCrc32c).c_str());
   LOG_INFO("serving %zu volume(s)", server.volumes.size());
   server.returns->Start();
   const std::shared_ptr<void> hooked = hooks.serving ? hooks.serving(server) : nullptr;

@@ -15,6 +15,7 @@
 #include "aggregator/server/tls.h"
 #include "aggregator/volume/layout.h"
 #include "common/status.h"
+#include "common/worker_pool.h"
 
 namespace dst::aggregator {
 
@@ -96,6 +97,9 @@ struct ServeConfig {
   std::string metrics;
   // Memory for checksum table pages, per assembled volume.
   uint64_t table_cache = uint64_t{64} << 20;
+  // Threads that compute the checksums and ciphers of large requests of assembled volumes
+  // (common/worker_pool.h); 0: all on the event loop.
+  size_t workers = DefaultWorkerCount();
   // Background work of assembled volumes (resync, rebuild, scrub), bytes per second: the floor
   // always allowed, and the most while clients are idle (docs/redundancy.md, "Throttle").
   // `dst-aggregator resync-rate` changes them while serving.

@@ -107,6 +107,9 @@ std::string ShowList(const std::vector<std::string>& items) {
 
 // The default listener goes in when none is given (ServeConfigFromArgs).
 
+// More worker threads than this is a mistake, not a machine.
+constexpr uint64_t kMaxWorkers = 1024;
+
 // ---------------------------------------------------------------------------
 // The tables. Captureless lambdas: each option says in one place what it sets and how.
 
@@ -186,6 +189,11 @@ const ServeOption kServeOptions[] = {
     {"table-cache", Form::kQuantity, "memory for checksum table pages, per assembled volume",
      [](std::string_view v, Config* c) { return ApplySize(v, Zero::kAllowed, &c->table_cache); },
      [](const Config& c) { return ShowSize(c.table_cache); }},
+    {"workers", Form::kNumber,
+     "threads that checksum, encrypt and decrypt the large requests of assembled volumes (0: "
+     "all on the event loop; default: the online cores)",
+     [](std::string_view v, Config* c) { return ApplyNumber(v, 0, kMaxWorkers, &c->workers); },
+     [](const Config& c) { return std::to_string(c.workers); }},
     {"resync-rate-min", Form::kQuantity,
      "bytes per second that resync, rebuild and scrub may always use, however busy the clients",
      [](std::string_view v, Config* c) {

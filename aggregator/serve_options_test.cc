@@ -47,6 +47,7 @@ const std::map<std::string, Sample> kServeSamples = {
     {"fencing", {"require", "yes", "expected auto, require or off"}},
     {"stats-interval", {"90s", "1.5s", kDuration}},
     {"table-cache", {"128M", "lots", "expected a size such as 64K"}},
+    {"workers", {"0", "1025", "expected 0 to 1024"}},
     {"resync-rate-min", {"4M", "0", "expected a size such as 64K, more than 0"}},
     {"resync-rate-max", {"1G", "fast", "expected a size such as 64K, more than 0"}},
     {"control", {"none"}},
@@ -426,6 +427,24 @@ TEST_CASE("serve options: the resync rates default to 1M and 200M, and min may n
   REQUIRE(FromCommandLine({"--resync-rate-min", "300M", kMember}, &crossed).ok());
   CHECK(ValidateServeConfig(crossed).message() ==
         "resync-rate-min must be more than 0 and at most resync-rate-max");
+}
+
+TEST_CASE("serve options: workers default to the online cores; 0 keeps all on the loop") {
+  ServeConfig config;
+  REQUIRE(FromCommandLine({kMember}, &config).ok());
+  CHECK(config.workers == DefaultWorkerCount());
+  CHECK(config.workers >= 1);
+  ServeConfig none;
+  REQUIRE(FromCommandLine({"--workers", "0", kMember}, &none).ok());
+  CHECK(none.workers == 0);
+  TempFiles files;
+  const std::string path = files.Write(
+      "workers.toml", "workers = 3\n[[volume]]\nmembers = [\"" + std::string(kMember) + "\"]\n");
+  ServeConfig from_file;
+  REQUIRE(FromCommandLine({"--config", path}, &from_file).ok());
+  CHECK(from_file.workers == 3);
+  CHECK(FromCommandLine({"--workers", "-1", kMember}, &config).message() ==
+        "--workers -1: expected 0 to 1024");
 }
 
 }  // namespace

@@ -211,8 +211,8 @@ void VolumeAdder::OnConnected(uint64_t id) {
       return Fail(id, std::move(s));
     return Install(id, std::move(volume));
   }
-  if (Status s =
-          MakeChecksummedVolume(config_, job.v, job.plan, job.targets, server_.io, &job.opening);
+  if (Status s = MakeChecksummedVolume(config_, job.v, job.plan, job.targets, server_.io,
+                                       server_.workers.get(), &job.opening);
       !s.ok())
     return Fail(id, std::move(s));
   job.opening->Open([this, alive = lifetime_.Watch(), id](int err) {

@@ -180,10 +180,11 @@ Status BuildRawVolume(const VolumeConfig& v, const std::vector<volume::MemberTar
 
 Status MakeChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, AssemblyPlan& plan,
                              const std::vector<volume::MemberTarget*>& targets,
-                             asio::io_context& io,
+                             asio::io_context& io, WorkerPool* workers,
                              std::unique_ptr<integrity::ChecksummedVolume>* out) {
   integrity::ChecksumOptions options;
   options.table_cache_bytes = config.table_cache;
+  options.workers = workers;
   options.background.limits = {.min_bytes_per_second = config.resync_rate_min,
                                .max_bytes_per_second = config.resync_rate_max};
   options.description = v.description;

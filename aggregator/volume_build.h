@@ -56,10 +56,10 @@ member::TransactionOptions MemberOptions(const ServeConfig& config, const Assemb
 Status BuildRawVolume(const VolumeConfig& v, const std::vector<volume::MemberTarget*>& targets,
                       std::unique_ptr<volume::BlockDevice>* out);
 
-// Clears the plan's key once used.
+// Clears the plan's key once used. `workers` (nullptr: none) outlives the volume.
 Status MakeChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, AssemblyPlan& plan,
                              const std::vector<volume::MemberTarget*>& targets,
-                             asio::io_context& io,
+                             asio::io_context& io, WorkerPool* workers,
                              std::unique_ptr<integrity::ChecksummedVolume>* out);
 // Appends the volume to Server::volumes and checksummed; a mirror or raid10 volume takes member
 // adds, its missing members come back (with auto-resync), and a member fenced out by a newer

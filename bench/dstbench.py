@@ -654,6 +654,8 @@ class Bench:
                 c.uri = f"nbd+unix:///vol0?socket={sock}"
             else:
                 raise AssertionError(c.name)
+            if argv[:2] == [agg, "serve"] and self.args.workers is not None:
+                argv = argv[:2] + ["--workers", str(self.args.workers)] + argv[2:]
             c.server = self.procs.start(f"{c.name}-server", argv, self.log("server-" + c.name))
         c.size = self.wait_ready(c.uri, [c.server] + c.members)
         if c.size < 16 * MIB:
@@ -913,6 +915,7 @@ def describe(res):
         f"{st['tmpfs']}; every export preconditioned with one sequential write pass"
         + (f"; slow members wait {st.get('delay_ms', 1)} ms per read and write"
            if any(c.endswith("-delay") for c in st.get("configs", [])) else "")
+        + (f"; serve --workers {st['workers']}" if st.get("workers") is not None else "")
         + (" (quick mode: a smoke test, not a measurement)" if st.get("quick") else ""),
         f"- Started {m['started']}, finished {m.get('finished', '(not finished)')}; "
         f"status {m.get('status', '?')}",
@@ -1130,6 +1133,9 @@ def parse_args(argv):
     ap.add_argument("--delay-ms", type=int, default=DELAY_MS,
                     help="what the -delay configurations' members wait per read and write, "
                          f"in ms (default {DELAY_MS})")
+    ap.add_argument("--workers", type=int, metavar="N",
+                    help="dst-aggregator serve --workers N: threads for checksums and ciphers "
+                         "(0: all on the event loop; default: the aggregator's, one per core)")
     ap.add_argument("--build-dir", default=os.path.join(REPO, "build-bench"),
                     help="dst build directory (default build-bench/, configured as Release "
                          "if missing)")
@@ -1153,6 +1159,8 @@ def parse_args(argv):
         ap.error("--size must be at least 64M")
     if a.delay_ms < 0:
         ap.error("--delay-ms must be at least 0")
+    if a.workers is not None and a.workers < 0:
+        ap.error("--workers must be at least 0")
     a.workload_names = split_names(a.workloads or ["all"], [w.name for w in WORKLOADS],
                                    "workload")
     a.config_names = split_names(a.configs or ["all"], list(CONFIGS), "configuration")
@@ -1209,6 +1217,7 @@ def main(argv):
             "settings": {"quick": a.quick, "rounds": a.rounds, "runtime": a.runtime,
                          "ramp": a.ramp, "size": a.size, "tmpfs": os.path.realpath(a.tmpdir),
                          "baseline": a.baseline, "delay_ms": a.delay_ms,
+                         "workers": a.workers,
                          "workloads": a.workload_names,
                          "configs": a.config_names},
         },

@@ -33,6 +33,7 @@
 #include "aggregator/server/one_shot_server.h"
 #include "aggregator/server/tls.h"
 #include "aggregator/volume/block_device.h"
+#include "common/worker_pool.h"
 
 namespace dst::aggregator {
 class ReturnWatcher;
@@ -58,6 +59,10 @@ struct Server {
   std::unique_ptr<server::ServerTls> tls;
   server::ConnectionPolicy policy;
   asio::io_context io{1};
+  // Checksums and ciphers of large requests (common/worker_pool.h); nullptr with --workers 0.
+  // After io, before the volumes: joined once the volumes are gone, before io is, since its
+  // threads post to io.
+  std::unique_ptr<WorkerPool> workers;
   std::vector<std::unique_ptr<member::NbdMember>> members;
   std::vector<MemberRef> member_refs;
   // Members replaced by one that came back (aggregator/member_return.h): abandoned, kept alive

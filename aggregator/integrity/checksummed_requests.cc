@@ -121,6 +121,21 @@ Digest ChecksummedVolume::ChecksumOf(uint64_t volume_block, const uint8_t* data)
                        {data, block_size_});
 }
 
+uint64_t WorkerMinBytes(ChecksumAlgorithm algorithm) {
+  return algorithm == ChecksumAlgorithm::kCrc32c ? kWorkerMinBytesCrc32c : kWorkerMinBytes;
+}
+
+Digest ChecksummedVolume::WorkerCrypto::ChecksumOf(size_t worker, uint64_t volume_block,
+                                                   const uint8_t* data) {
+  return BlockChecksum(workers[worker].checksummer, std::span<const uint8_t, 16>(volume_uuid),
+                       volume_block, {data, block_size});
+}
+
+bool ChecksummedVolume::OnWorkers(uint64_t blocks) const {
+  return worker_crypto_ != nullptr &&
+         blocks * block_size_ >= WorkerMinBytes(view_.geometry.params.algorithm);
+}
+
 bool ChecksummedVolume::Verify(uint64_t volume_block, const BlockRef& ref, const uint8_t* data) {
   return Verify(volume_block, table_.Entry(ref.member, ref.block), data);
 }
@@ -262,11 +277,41 @@ void ChecksummedVolume::ReadData(const std::shared_ptr<ReadOp>& op) {
   join->Arrive(0);
 }
 
+// On the workers, the digests only: the entries are compared here, on the loop, which alone
+// touches the table.
 void ChecksummedVolume::VerifyRead(const std::shared_ptr<ReadOp>& op) {
+  if (OnWorkers(op->count)) {
+    auto digests = std::make_shared<std::vector<Digest>>(op->count);
+    return ForEachIndex(
+        *options_.workers, io_.get_executor(), op->count,
+        [crypto = worker_crypto_, op, digests](size_t worker, uint64_t i) {
+          if (op->unwritten[i]) return;
+          (*digests)[i] =
+              crypto->ChecksumOf(worker, op->first + i, op->dest + i * crypto->block_size);
+        },
+        [this, alive = lifetime_.Watch(), op, digests] {
+          if (alive.expired()) return;
+          Verified(op, Mismatches(op, *digests));
+        });
+  }
   std::vector<size_t> bad;
   for (uint64_t i = 0; i < op->count; ++i)
     if (!op->unwritten[i] && !Verify(op->first + i, op->entries[i], op->dest + i * block_size_))
       bad.push_back(i);
+  Verified(op, std::move(bad));
+}
+
+std::vector<size_t> ChecksummedVolume::Mismatches(const std::shared_ptr<ReadOp>& op,
+                                                  const std::vector<Digest>& digests) const {
+  std::vector<size_t> bad;
+  for (uint64_t i = 0; i < op->count; ++i)
+    if (!op->unwritten[i] &&
+        std::memcmp(op->entries[i].data(), digests[i].bytes.data(), op->entries[i].size()) != 0)
+      bad.push_back(i);
+  return bad;
+}
+
+void ChecksummedVolume::Verified(const std::shared_ptr<ReadOp>& op, std::vector<size_t> bad) {
   if (bad.empty()) return FinishRead(op, 0);
   Reread(op, std::move(bad));
 }
@@ -305,10 +350,29 @@ void ChecksummedVolume::ReadVerified(uint64_t block, const BlockRef& ref, uint8_
                    });
 }
 
+// Encrypted volumes decrypt what verified (every written block, once err is 0); holes, never
+// encrypted, are skipped.
 void ChecksummedVolume::FinishRead(const std::shared_ptr<ReadOp>& op, int err) {
+  if (err != 0 || !cipher_) return DeliverRead(op, err);
+  if (!OnWorkers(op->count)) {
+    Decrypt(op->first, op->dest, op->unwritten);
+    return DeliverRead(op, 0);
+  }
+  ForEachIndex(
+      *options_.workers, io_.get_executor(), op->count,
+      [crypto = worker_crypto_, op](size_t worker, uint64_t i) {
+        if (op->unwritten[i]) return;
+        const std::span<uint8_t> block(op->dest + i * crypto->block_size, crypto->block_size);
+        (void)crypto->workers[worker].cipher->Decrypt(op->first + i, block, block);
+      },
+      [this, alive = lifetime_.Watch(), op] {
+        if (!alive.expired()) DeliverRead(op, 0);
+      });
+}
+
+void ChecksummedVolume::DeliverRead(const std::shared_ptr<ReadOp>& op, int err) {
   std::vector<volume::ByteRange> holes;
   if (err == 0) {
-    if (cipher_) Decrypt(op->first, op->dest, op->unwritten);
     if (!op->staging.empty())
       std::memcpy(op->buf, op->staging.data() + (op->offset - op->first * block_size_), op->length);
     const uint64_t end = op->offset + op->length;
@@ -393,15 +457,35 @@ void ChecksummedVolume::MergePartialBlocks(const std::shared_ptr<WriteOp>& op) {
 }
 
 void ChecksummedVolume::WriteData(const std::shared_ptr<WriteOp>& op) {
+  const uint8_t* plain = op->source;
   if (cipher_) {  // the members get ciphertext, never the client's bytes
     if (op->staging.empty()) op->staging.resize(op->count * block_size_);
-    Encrypt(op->first, op->count, op->source, op->staging.data());
     op->source = op->staging.data();
   }
-  auto digests = std::make_shared<std::vector<Digest>>();
-  digests->reserve(op->count);
+  auto digests = std::make_shared<std::vector<Digest>>(op->count);
+  if (OnWorkers(op->count)) {
+    uint8_t* ciphertext = cipher_ ? op->staging.data() : nullptr;
+    return ForEachIndex(
+        *options_.workers, io_.get_executor(), op->count,
+        [crypto = worker_crypto_, op, plain, ciphertext, digests](size_t worker, uint64_t i) {
+          const uint32_t bs = crypto->block_size;
+          const size_t at = i * bs;
+          if (BlockCipher* cipher = crypto->workers[worker].cipher.get())
+            (void)cipher->Encrypt(op->first + i, {plain + at, bs}, {ciphertext + at, bs});
+          (*digests)[i] = crypto->ChecksumOf(worker, op->first + i, op->source + at);
+        },
+        [this, alive = lifetime_.Watch(), op, digests] {
+          if (!alive.expired()) WriteChecksummed(op, digests);
+        });
+  }
+  if (cipher_) Encrypt(op->first, op->count, plain, op->staging.data());
   for (uint64_t i = 0; i < op->count; ++i)
-    digests->push_back(ChecksumOf(op->first + i, op->source + i * block_size_));
+    (*digests)[i] = ChecksumOf(op->first + i, op->source + i * block_size_);
+  WriteChecksummed(op, std::move(digests));
+}
+
+void ChecksummedVolume::WriteChecksummed(const std::shared_ptr<WriteOp>& op,
+                                         std::shared_ptr<std::vector<Digest>> digests) {
   inner_->Write(op->first * block_size_, op->count * block_size_, op->source, op->fua,
                 [this, op, digests](int err) {
                   // On failure the entries keep the old checksums: whatever

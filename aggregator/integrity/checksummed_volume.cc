@@ -86,6 +86,7 @@ Status ChecksummedVolume::Create(asio::io_context& io, std::vector<volume::Membe
   std::unique_ptr<ChecksummedVolume> volume(
       new ChecksummedVolume(io, std::move(assembly), std::move(*checksummer), options));
   volume->cipher_ = std::move(cipher);
+  DST_RETURN_IF_ERROR(volume->MakeWorkerCrypto(key));
   return Finish(std::move(volume), out);
 }
 
@@ -147,6 +148,7 @@ Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<Redu
   std::unique_ptr<ChecksummedVolume> volume(
       new ChecksummedVolume(io, std::move(assembly), std::move(*checksummer), options));
   volume->cipher_ = std::move(cipher);
+  DST_RETURN_IF_ERROR(volume->MakeWorkerCrypto(key));
   for (size_t s = 0; s < volume->sets_.size(); ++s)
     if (volume->sets_[s]->capabilities().size < volume->geometries_[s].data.end())
       return Status::Invalid(volume->sets_[s]->name() + " has " +
@@ -154,6 +156,21 @@ Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<Redu
                              ", less than its data area needs (" +
                              FormatSize(volume->geometries_[s].data.end()) + ")");
   return Finish(std::move(volume), out);
+}
+
+Status ChecksummedVolume::MakeWorkerCrypto(std::span<const uint8_t> key) {
+  if (options_.workers == nullptr) return Status::Ok();
+  auto crypto = std::make_shared<WorkerCrypto>();
+  crypto->volume_uuid = view_.volume_uuid;
+  crypto->block_size = block_size_;
+  for (size_t w = 0; w < options_.workers->size(); ++w) {
+    std::optional<Checksummer> checksummer;
+    std::unique_ptr<BlockCipher> cipher;
+    DST_RETURN_IF_ERROR(MakeVolumeKeys(view_, key, &checksummer, &cipher));
+    crypto->workers.push_back({std::move(*checksummer), std::move(cipher)});
+  }
+  worker_crypto_ = std::move(crypto);
+  return Status::Ok();
 }
 
 Status ChecksummedVolume::Finish(std::unique_ptr<ChecksummedVolume> volume,
@@ -418,6 +435,7 @@ void ChecksummedVolume::StopClean(Done done) {
     // Closed: no block is encrypted or decrypted any more, so the keys go now (a removed volume
     // stays in memory until the aggregator exits).
     cipher_.reset();
+    worker_crypto_.reset();
     if (err != 0 || intent_.set_count() != 0) {
       LOG_ERROR("volume %s: could not stop clean; the next start recomputes dirty regions",
                 name().c_str());

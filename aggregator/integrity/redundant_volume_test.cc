@@ -365,6 +365,31 @@ TEST_CASE("mirror: a corrupted block on one copy is served from the other and re
   CHECK(h.SameAfterSuperblocks(0, 1));
 }
 
+// With a worker pool the large read is verified on its threads; the block that fails is read
+// from the other copy and repaired on the loop, as without one.
+TEST_CASE("mirror: with workers, a large read serves a corrupted block from the other copy") {
+  WorkerPool pool(2);
+  Setup setup;
+  setup.params.algorithm = ChecksumAlgorithm::kBlake2b;
+  setup.workers = &pool;
+  Harness h(setup);
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Write(0, Pattern(256 * KiB, 13)) == 0);
+  const uint64_t offset = 100 * KiB;
+  const auto [set, at] = h.Locate(offset);
+  const uint32_t bad = h.ServingCopy(set, offset);
+  const uint32_t good = 1 - bad;
+  h.members[h.MemberOf(set, bad)]->bytes[at + 7] ^= 0x21;
+  CHECK(h.Matches(0, 256 * KiB));
+  CHECK(std::equal(h.members[bad]->bytes.begin() + at, h.members[bad]->bytes.begin() + at + 4096,
+                   h.members[good]->bytes.begin() + at));
+  CHECK(h.Counter("repaired_blocks") == 1);
+  CHECK(h.Counter("read_failovers") == 1);
+  CHECK(h.vol->counters().checksum_errors == 0);
+  REQUIRE(h.Close() == 0);
+  CHECK(h.SameAfterSuperblocks(0, 1));
+}
+
 TEST_CASE("raid10: a corrupted block is repaired from its set's other copy") {
   Harness h(Raid10());
   REQUIRE(h.Open() == 0);

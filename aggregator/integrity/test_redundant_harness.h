@@ -42,6 +42,7 @@ struct Setup {
   uint64_t member_size = 2 * MiB;
   uint64_t chunk = 8 * KiB;  // raid10 only
   FormatParams params{.block_size = 4096, .region_size = 64 * KiB};
+  WorkerPool* workers = nullptr;  // ChecksumOptions::workers
 };
 
 inline Setup Raid10() {
@@ -125,7 +126,7 @@ class Harness {
     for (uint32_t i : missing)
       view->member_states[i] = MemberState::kMissing;
     const Status s =
-        ChecksummedVolume::CreateRedundant(io, std::move(slots), *view, {}, QuietOptions(), &vol);
+        ChecksummedVolume::CreateRedundant(io, std::move(slots), *view, {}, Options(), &vol);
     REQUIRE_MESSAGE(s.ok(), s.message());
     int result = kPending;
     vol->Open([&](int err) { result = err; });
@@ -148,7 +149,7 @@ class Harness {
       slots.push_back({members[i].get(), OnDisk(i), active ? CopyRole::kCurrent : CopyRole::kOut});
     }
     const Status s =
-        ChecksummedVolume::CreateRedundant(io, std::move(slots), *view, {}, QuietOptions(), &vol);
+        ChecksummedVolume::CreateRedundant(io, std::move(slots), *view, {}, Options(), &vol);
     REQUIRE_MESSAGE(s.ok(), s.message());
     for (uint32_t i = 0; i < members.size(); ++i)
       if (catch_up && view->member_states[i] != MemberState::kActive) vol->CatchUp(i, full, "test");
@@ -175,9 +176,18 @@ class Harness {
     options.clean_interval = std::chrono::hours(1);  // the cleaner stays out of the way
     return options;
   }
+  ChecksumOptions Options() const {
+    ChecksumOptions options = QuietOptions();
+    options.workers = setup_.workers;
+    return options;
+  }
 
-  bool Pump(const std::function<bool()>& until = [] { return false; }) {
-    return testing::Pump(io, until);
+  // Runs the loop until `until` holds; with none, until nothing is left to run now. With a worker
+  // pool, `until` may wait for completions that come back from its threads: a bounded while.
+  bool Pump(const std::function<bool()>& until = nullptr) {
+    if (!until) return testing::Pump(io, [] { return false; });
+    if (setup_.workers == nullptr) return testing::Pump(io, until);
+    return testing::RunFor(io, std::chrono::seconds(20), until);
   }
 
   int Write(uint64_t offset, const std::vector<uint8_t>& data) {

@@ -145,6 +145,12 @@ volume::DeviceState StagedDevice::State() const {
     const uint64_t since = undestaged_.front().time;
     log.pending_age_ms = now > since ? (now - since) / 1000000 : 0;
   }
+  const SnapshotRange points = Snapshots();
+  log.retain_ms = static_cast<uint64_t>(options_.retain.count());
+  log.oldest_point = points.oldest_sequence;
+  log.oldest_point_time = points.oldest_time;
+  log.newest_point = points.newest_sequence;
+  log.newest_point_time = points.newest_time;
   state.staging_log = std::move(log);
   return state;
 }

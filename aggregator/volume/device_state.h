@@ -75,9 +75,9 @@ struct StagingLogState {
   // where the log no longer holds the record.
   uint64_t retain_ms = 0;  // --log-retain
   uint64_t oldest_point = 0;
-  std::optional<uint64_t> oldest_point_time;
+  std::optional<uint64_t> oldest_point_time = std::nullopt;
   uint64_t newest_point = 0;
-  std::optional<uint64_t> newest_point_time;
+  std::optional<uint64_t> newest_point_time = std::nullopt;
 };
 
 struct DeviceState {

@@ -388,12 +388,14 @@ bool StagedDevice::Held(const ReplayedRecord& record, std::chrono::nanoseconds* 
   const bool young = retain > 0 && record.header.time + retain > now;
   if (!pinned && !young) return false;
   if (log_full_) {
+    const char* why = !young   ? "past an open snapshot's point"
+                      : pinned ? "inside the retention window and past an open snapshot's point"
+                               : "inside the retention window";
     if (!window_shrink_logged_)
       LOG_WARNING(
-          "volume %s: staging log %s full: destaging record %s inside the retention window%s; "
-          "points before it are no longer snapshots",
-          name().c_str(), options_.path.c_str(), Str(sequence).c_str(),
-          pinned ? " and past an open snapshot's point" : "");
+          "volume %s: staging log %s full: destaging record %s %s; points before it are no "
+          "longer snapshots",
+          name().c_str(), options_.path.c_str(), Str(sequence).c_str(), why);
     window_shrink_logged_ = true;
     return false;
   }

@@ -354,6 +354,28 @@ TEST_SUITE("aggregator_stagelog") {
     CheckCommandRefused(RunAggregator({"snapshot", "list", "nope", "--control", a.control_path()}),
                         "no volume named 'nope'");
   }
+  TEST_CASE("snapshots: a full log destages inside the retention window, and says so") {
+    FileMembers m(1, kMemberSize);
+    const std::string log = m.dir().File("vol0.log");
+    Served a({"--raw", "--log", log, "--log-size", "1M", "--log-retain", "1h", m.uri(0)});
+    NbdClient c;
+    REQUIRE_NBD_OK(c.Connect(a.uri()));
+    std::vector<Write> writes;
+    for (uint64_t i = 0; i < 16; ++i) {
+      writes.push_back({i * 128 * kKiB, RandomBytes(128 * kKiB, 70 + i)});
+      REQUIRE_NBD_OK(c.Pwrite(writes.back().data, writes.back().offset));
+    }
+    CHECK(a.WaitForLog("volume vol0: staging log " + log +
+                       " full: destaging record 1 inside the retention window; points before it "
+                       "are no longer snapshots"));
+    CheckVolume(c, writes);
+    const SnapshotPoints points = SnapshotList(a);
+    CHECK(points.oldest > 0);
+    CHECK(points.newest >= 16);  // and padding records at the ring's end
+    CHECK(ReadWhole(a.uri("vol0@" + std::to_string(points.newest)), kMemberSize) ==
+          Expected(writes, 0, kMemberSize));
+    c.Shutdown();
+  }
 }
 
 }  // namespace

@@ -50,6 +50,7 @@
 #include "aggregator/resync_rate_command.h"
 #include "aggregator/scrub_command.h"
 #include "aggregator/serve_command.h"
+#include "aggregator/snapshot_command.h"
 #include "aggregator/status_command.h"
 #include "aggregator/volume_command.h"
 #include "common/log.h"
@@ -92,6 +93,8 @@ int main(int argc, char** argv) {
   CLI::App* reload = agg::AddReloadCommand(app, &reload_args);
   agg::KeyArgs key_args;
   CLI::App* key = agg::AddKeyCommand(app, &key_args);
+  agg::SnapshotArgs snapshot_args;
+  CLI::App* snapshot = agg::AddSnapshotCommand(app, &snapshot_args);
   agg::map::MapArgs map_args;
   CLI::App* map = agg::map::AddMapCommand(app, &map_args);
   agg::map::UnmapArgs unmap_args;
@@ -130,6 +133,7 @@ int main(int argc, char** argv) {
   if (volume->parsed()) return agg::RunVolume(volume_args);
   if (reload->parsed()) return agg::RunReload(reload_args);
   if (key->parsed()) return agg::RunKey(key_args);
+  if (snapshot->parsed()) return agg::RunSnapshot(snapshot_args);
   if (export_command->parsed()) return agg::RunExport(export_args);
   if (create->parsed()) {
     dst::Status s = agg::CheckClusterCreateArgs(cluster_create_args);

@@ -61,6 +61,8 @@ Status ValidateServeConfig(ServeConfig& config) {
       return Status::Invalid("duplicate volume name '" + v.name + "'");
     if (v.log_size != 0 && v.log_path.empty())
       return Status::Invalid(what + ": --log-size without --log");
+    if (v.log_retain.count() != 0 && v.log_path.empty())
+      return Status::Invalid(what + ": --log-retain without --log");
     if (!v.log_path.empty() && !logs.insert(v.log_path).second)
       return Status::Invalid(what + ": staging log " + v.log_path + " is already another volume's");
     for (const std::string& uri : v.members)

@@ -53,6 +53,9 @@ struct VolumeConfig {
   // missing file of that size (0: the log must exist).
   std::string log_path;
   uint64_t log_size = 0;
+  // Records younger than this stay in the log, as snapshot points (docs/staging-log.md,
+  // "Snapshots"); 0: destaged at once.
+  std::chrono::milliseconds log_retain{0};
 
   bool IsRaw(bool default_raw) const { return raw.value_or(default_raw); }
 };

@@ -399,6 +399,13 @@ const VolumeOption kVolumeOptions[] = {
      "its size)",
      [](std::string_view v, VolumeConfig* c) { return ApplySize(v, Zero::kRefused, &c->log_size); },
      [](const VolumeConfig& c) { return c.log_size == 0 ? std::string() : ShowSize(c.log_size); }},
+    {"log-retain", Form::kQuantity,
+     "keep the staging log's records this long before destaging them, so that every point of "
+     "that window can be exported read-only as VOLUME@SEQ or VOLUME@TIME (0: destage at once)",
+     [](std::string_view v, VolumeConfig* c) { return ApplyDuration(v, &c->log_retain); },
+     [](const VolumeConfig& c) {
+       return c.log_retain.count() == 0 ? std::string() : ShowDuration(c.log_retain);
+     }},
 };
 
 template <typename O>

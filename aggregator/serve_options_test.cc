@@ -80,6 +80,7 @@ const std::map<std::string, Sample> kVolumeSamples = {
     {"auto-resync", {"true"}},
     {"log", {"/var/lib/dst/vol0.log"}},
     {"log-size", {"64M", "0", "expected a size such as 64K, more than 0"}},
+    {"log-retain", {"10m", "-1s", kDuration}},
 };
 
 class TempFiles {
@@ -304,6 +305,16 @@ TEST_CASE("a staging log: --log-size needs --log, and two volumes cannot share o
   CHECK(ValidateServeConfig(one).ok());
   CHECK(one.volumes[0].log_path == "/tmp/a.log");
   CHECK(one.volumes[0].log_size == 64u << 20);
+  CHECK(one.volumes[0].log_retain.count() == 0);
+  ServeConfig retain;
+  REQUIRE(FromCommandLine({"--raw", "--log-retain", "10m", kMember}, &retain).ok());
+  CHECK(ValidateServeConfig(retain).message() == "volume vol0: --log-retain without --log");
+  ServeConfig retained;
+  REQUIRE(
+      FromCommandLine({"--raw", "--log", "/tmp/a.log", "--log-retain", "10m", kMember}, &retained)
+          .ok());
+  CHECK(ValidateServeConfig(retained).ok());
+  CHECK(retained.volumes[0].log_retain == std::chrono::minutes(10));
   TempFiles files;
   const std::string path = files.Write(
       "logs.toml", "raw = true\n[[volume]]\nname = \"a\"\nlog = \"/tmp/x.log\"\nmembers = [\"" +
@@ -397,7 +408,8 @@ TEST_CASE("volume options and member URIs belong in the file with --config") {
   ServeConfig config;
   CHECK(FromCommandLine({"--description", "x", "--config", path}, &config).message() ==
         "--config: give --name, --description, --layout, --chunk, --key-file, --passphrase-file, "
-        "--allow-degraded, --auto-resync, --discard, --log and --log-size in the file's "
+        "--allow-degraded, --auto-resync, --discard, --log, --log-size and --log-retain in the "
+        "file's "
         "[[volume]] tables");
   CHECK(FromCommandLine({"--config", path, kMember}, &config).message() ==
         "--config cannot be combined with member URIs");

@@ -254,6 +254,7 @@ Status StageVolume(const VolumeConfig& v, const stagelog::Uuid& volume_uuid, asi
         static_cast<unsigned long long>(pending), log.end.c_str());
   stagelog::StagedOptions options;
   options.path = v.log_path;
+  options.retain = v.log_retain;
   std::unique_ptr<stagelog::StagedDevice> out;
   DST_RETURN_IF_ERROR(stagelog::StagedDevice::Open(io, std::move(*volume), std::move(device), log,
                                                    std::move(options), &out)

@@ -8,6 +8,7 @@
 #include "aggregator/control/control_commands.h"
 #include "aggregator/control/control_path.h"
 #include "aggregator/control/key_commands.h"
+#include "aggregator/control/snapshot_commands.h"
 #include "aggregator/control/volume_commands.h"
 #include "common/log.h"
 
@@ -112,9 +113,10 @@ void AnswerControl(Server& server, const std::string& request,
   if (IsActingCommand(words)) return AnswerCommand(server, words, std::move(answer));
   if (IsVolumeCommand(words)) return AnswerVolumeCommand(server, words, std::move(answer));
   if (IsKeyCommand(words)) return AnswerKeyCommand(server, words, std::move(answer));
+  if (IsSnapshotCommand(words)) return answer(AnswerSnapshotCommand(server, words));
   answer("error: unknown command '" + command +
-         "' (expected: status, status json, scrub, resync-rate, member, volume, key, reload, "
-         "endpoints)\n");
+         "' (expected: status, status json, scrub, resync-rate, member, volume, key, snapshot, "
+         "reload, endpoints)\n");
 }
 
 std::string AnswerMetrics(const Server& server, const std::string& request) {

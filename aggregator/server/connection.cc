@@ -178,7 +178,7 @@ asio::awaitable<void> ClientConnection::Run() {
   ++traffic_->connections;
   const std::string tls = negotiated_.tls ? ", TLS " + stream_.PeerIdentity() : "";
   LOG_INFO("client %s: connected to volume %s (%s replies%s)", peer_.c_str(),
-           negotiated_.volume->name().c_str(),
+           negotiated_.device().name().c_str(),
            negotiated_.structured_replies ? "structured" : "simple", tls.c_str());
   asio::co_spawn(stream_.get_executor(), self->WriteReplies(), asio::detached);
   status = co_await ReadRequests();
@@ -281,7 +281,7 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
 
 int ClientConnection::Validate(const Request& request) const {
   const RequestHeader& h = request.header;
-  const volume::BlockDevice& vol = *negotiated_.volume;
+  const volume::BlockDevice& vol = negotiated_.device();
   const auto& caps = vol.capabilities();
   if (!IsKnownCommand(h.type) || (h.flags & ~AllowedFlags(h.type))) return EINVAL;
   if ((h.flags & kCmdFlagDf) && !negotiated_.structured_replies) return EINVAL;
@@ -348,7 +348,7 @@ void ClientConnection::Release(uint64_t bytes) {
 
 void ClientConnection::Start(std::shared_ptr<Request> request) {
   const RequestHeader& h = request->header;
-  volume::BlockDevice& vol = *negotiated_.volume;
+  volume::BlockDevice& vol = negotiated_.device();
   if (h.length == 0 && h.type != kCmdFlush) {
     Complete(*request, 0);  // nothing to do, and members may reject empty I/O
     return;

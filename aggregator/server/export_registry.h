@@ -10,6 +10,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cerrno>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -36,6 +37,18 @@ class ExportRegistry {
     for (volume::BlockDevice* v : volumes_)
       if (v->name() == name && !Withdrawn(v)) return v;
     return nullptr;
+  }
+  // A snapshot export VOLUME@POINT (docs/staging-log.md, "Snapshots"): the volume's read-only
+  // view as of POINT, in *snapshot, and the volume it belongs to in *volume. ENOENT for no such
+  // volume; the volume's reason (EINVAL) for a point it does not have.
+  Status FindSnapshot(std::string_view name, volume::BlockDevice** volume,
+                      std::shared_ptr<volume::BlockDevice>* snapshot) const {
+    const size_t at = name.rfind('@');
+    volume::BlockDevice* v = at == std::string_view::npos ? nullptr : Find(name.substr(0, at));
+    if (!v || at == 0) return Status::Error(ENOENT, "unknown export '" + std::string(name) + "'");
+    DST_RETURN_IF_ERROR(v->OpenSnapshot(name.substr(at + 1), snapshot));
+    *volume = v;
+    return Status::Ok();
   }
   // Every volume, withdrawn ones included.
   const std::vector<volume::BlockDevice*>& volumes() const { return volumes_; }

@@ -22,6 +22,12 @@ class NamedDevice : public volume::BlockDevice {
   void Zero(uint64_t, uint64_t, bool, bool, bool, Done done) override { done(0); }
   void Cache(uint64_t, uint64_t, Done done) override { done(0); }
   void BlockStatus(uint64_t, uint64_t, ExtentsDone done) override { done(0, {}); }
+  // Snapshots of points "1" and "2" only.
+  Status OpenSnapshot(std::string_view point, std::shared_ptr<BlockDevice>* out) override {
+    if (point != "1" && point != "2") return Status::Invalid("no point " + std::string(point));
+    *out = std::make_shared<NamedDevice>(name_ + "@" + std::string(point));
+    return Status::Ok();
+  }
 
  private:
   std::string name_;
@@ -57,6 +63,23 @@ TEST_CASE("a withdrawn volume is not found or served, and its traffic outlives i
   --traffic.clients;
   CHECK(registry.TrafficOf(&beta).clients == 0);
   CHECK(registry.Serves(&beta));
+}
+
+TEST_CASE("VOLUME@POINT finds the volume's snapshot; unknown volumes and points are refused") {
+  NamedDevice alpha("alpha");
+  ExportRegistry registry;
+  registry.Add(&alpha);
+  volume::BlockDevice* volume = nullptr;
+  std::shared_ptr<volume::BlockDevice> snapshot;
+  REQUIRE(registry.FindSnapshot("alpha@2", &volume, &snapshot).ok());
+  CHECK(volume == &alpha);
+  CHECK(snapshot->name() == "alpha@2");
+  CHECK(registry.FindSnapshot("alpha@3", &volume, &snapshot).message() == "no point 3");
+  CHECK(registry.FindSnapshot("beta@1", &volume, &snapshot).message() == "unknown export 'beta@1'");
+  CHECK(registry.FindSnapshot("alpha", &volume, &snapshot).err() == ENOENT);
+  CHECK(registry.FindSnapshot("@1", &volume, &snapshot).err() == ENOENT);
+  registry.Withdraw(&alpha);
+  CHECK(registry.FindSnapshot("alpha@1", &volume, &snapshot).err() == ENOENT);
 }
 
 }  // namespace

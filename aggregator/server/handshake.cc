@@ -154,15 +154,31 @@ class Handshake {
     co_return Status::Ok();
   }
 
+  // The volume `name` names, or a snapshot of one (VOLUME@POINT) in *snapshot; the message for
+  // the client otherwise.
+  Status Resolve(const std::string& name, volume::BlockDevice** vol,
+                 std::shared_ptr<volume::BlockDevice>* snapshot) const {
+    *vol = registry_.Find(name);
+    if (*vol) return Status::Ok();
+    if (name.find('@') == std::string::npos)
+      return Status::Error(ENOENT, "unknown export '" + name + "'");
+    const Status s = registry_.FindSnapshot(name, vol, snapshot);
+    if (s.ok() || s.err() == ENOENT) return s;
+    return Status::Error(s.err(), "export '" + name + "': " + s.message());
+  }
+
   asio::awaitable<Status> ExportName(bool* done) {
     const std::string name(payload_.begin(), payload_.end());
-    volume::BlockDevice* vol = registry_.Find(name);
+    volume::BlockDevice* vol = nullptr;
+    std::shared_ptr<volume::BlockDevice> snapshot;
     // The spec leaves no error reply for EXPORT_NAME: unknown names hang up.
-    if (!vol) co_return Status::Error(ENOENT, "unknown export '" + name + "'");
+    DST_CO_RETURN_IF_ERROR(Resolve(name, &vol, &snapshot));
+    const volume::BlockDevice& exported = snapshot ? *snapshot : *vol;
     out_->volume = vol;
-    out_->transmission_flags = TransmissionFlags(*vol, out_->structured_replies);
+    out_->snapshot = snapshot;
+    out_->transmission_flags = TransmissionFlags(exported, out_->structured_replies);
     std::vector<uint8_t> reply;
-    AppendBE64(reply, vol->size());
+    AppendBE64(reply, exported.size());
     AppendBE16(reply, out_->transmission_flags);
     if (!(client_flags_ & kClientFlagNoZeroes)) reply.resize(reply.size() + kExportNameZeroPadding);
     *done = true;
@@ -204,13 +220,20 @@ class Handshake {
       requests.push_back(type);
     }
     if (!valid || !in.AtEnd()) co_return co_await ReplyError(kRepErrInvalid, "malformed request");
-    volume::BlockDevice* vol = registry_.Find(name);
-    if (!vol) co_return co_await ReplyError(kRepErrUnknown, "unknown export '" + name + "'");
-    DST_CO_RETURN_IF_ERROR(co_await SendInfo(*vol, name, requests));
+    volume::BlockDevice* vol = nullptr;
+    std::shared_ptr<volume::BlockDevice> snapshot;
+    const Status found = Resolve(name, &vol, &snapshot);
+    if (!found.ok()) {
+      if (found.err() != ENOENT) LOG_INFO("handshake: %s", found.message().c_str());
+      co_return co_await ReplyError(kRepErrUnknown, found.message());
+    }
+    const volume::BlockDevice& exported = snapshot ? *snapshot : *vol;
+    DST_CO_RETURN_IF_ERROR(co_await SendInfo(exported, name, requests));
     DST_CO_RETURN_IF_ERROR(co_await Reply(kRepAck, {}));
     if (go) {
       out_->volume = vol;
-      out_->transmission_flags = TransmissionFlags(*vol, out_->structured_replies);
+      out_->snapshot = std::move(snapshot);
+      out_->transmission_flags = TransmissionFlags(exported, out_->structured_replies);
       *done = true;
     }
     co_return Status::Ok();
@@ -266,8 +289,10 @@ class Handshake {
     if (!valid || !in.AtEnd()) co_return co_await ReplyError(kRepErrInvalid, "malformed request");
     if (set && !out_->structured_replies)
       co_return co_await ReplyError(kRepErrInvalid, "SET_META_CONTEXT needs structured replies");
-    if (!registry_.Find(name))
-      co_return co_await ReplyError(kRepErrUnknown, "unknown export '" + name + "'");
+    volume::BlockDevice* vol = nullptr;
+    std::shared_ptr<volume::BlockDevice> snapshot;
+    if (const Status found = Resolve(name, &vol, &snapshot); !found.ok())
+      co_return co_await ReplyError(kRepErrUnknown, found.message());
     bool selected = false;
     for (const std::string& q : queries) {
       if (q == kBaseAllocationContext || (!set && q == "base:")) selected = true;

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "aggregator/server/client_stream.h"
 #include "aggregator/server/export_registry.h"
@@ -32,11 +33,16 @@ namespace dst::server {
 
 // What the handshake agreed on, for the transmission phase.
 struct Negotiated {
-  volume::BlockDevice* volume = nullptr;
+  volume::BlockDevice* volume = nullptr;  // the registry's volume
+  // A snapshot export of `volume` (VOLUME@POINT): what the client reads, read-only.
+  std::shared_ptr<volume::BlockDevice> snapshot;
   uint16_t transmission_flags = 0;
   bool structured_replies = false;
   bool base_allocation = false;  // meta context kBaseAllocationId selected
   bool tls = false;              // the options and transmission go through TLS
+
+  // What the client's requests go to.
+  volume::BlockDevice& device() const { return snapshot ? *snapshot : *volume; }
 };
 
 inline constexpr uint32_t kBaseAllocationId = 1;

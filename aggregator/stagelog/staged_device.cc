@@ -81,6 +81,7 @@ StagedDevice::StagedDevice(asio::io_context& io, std::unique_ptr<volume::BlockDe
       inner_(std::move(inner)),
       options_(std::move(options)),
       caps_(inner_->capabilities()),
+      hold_timer_(io),
       retry_timer_(io),
       device_(std::move(device)) {
   // The volume's allocation map misses what only the log holds.
@@ -89,6 +90,7 @@ StagedDevice::StagedDevice(asio::io_context& io, std::unique_ptr<volume::BlockDe
 
 StagedDevice::~StagedDevice() {
   retry_timer_.cancel();
+  hold_timer_.cancel();
   log_thread_.join();
 }
 
@@ -102,6 +104,7 @@ Status StagedDevice::Open(asio::io_context& io, std::unique_ptr<volume::BlockDev
   const uint64_t destaged = log.destaged_sequence();
   for (const ReplayedRecord& r : log.records) {
     d->index_.Add(r);
+    if (r.header.sequence == destaged) d->destaged_time_ = r.header.time;
     if (r.header.sequence <= destaged) continue;
     d->to_apply_.push_back(r);
     d->undestaged_.push_back({r.header.sequence, r.header.record_size(), r.header.time});
@@ -109,6 +112,7 @@ Status StagedDevice::Open(asio::io_context& io, std::unique_ptr<volume::BlockDev
   d->index_.SetDestaged(destaged);
   d->destaged_ = destaged;
   d->last_applied_ = destaged;
+  d->applying_through_ = destaged;
   d->released_ = log.superblock.oldest_sequence - 1;
   d->snap_ = d->TakeSnapshot();
   *out = std::move(d);
@@ -141,6 +145,12 @@ volume::DeviceState StagedDevice::State() const {
     const uint64_t since = undestaged_.front().time;
     log.pending_age_ms = now > since ? (now - since) / 1000000 : 0;
   }
+  const SnapshotRange points = Snapshots();
+  log.retain_ms = static_cast<uint64_t>(options_.retain.count());
+  log.oldest_point = points.oldest_sequence;
+  log.oldest_point_time = points.oldest_time;
+  log.newest_point = points.newest_sequence;
+  log.newest_point_time = points.newest_time;
   state.staging_log = std::move(log);
   return state;
 }
@@ -152,7 +162,11 @@ void StagedDevice::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone
     asio::post(io_, [done = std::move(done)] { done(0, {}); });
     return;
   }
-  const std::vector<ReadPiece> pieces = index_.Lookup(offset, length);
+  ReadPieces(index_.Lookup(offset, length), offset, buf, std::move(done));
+}
+
+void StagedDevice::ReadPieces(const std::vector<ReadPiece>& pieces, uint64_t offset, uint8_t* buf,
+                              ReadDone done) {
   auto join = std::make_shared<ReadJoin>();
   join->done = std::move(done);
   join->parts = 1;  // held until every part is started
@@ -313,6 +327,7 @@ void StagedDevice::Finish(Request& request, int err) {
 void StagedDevice::SetLogFull(bool full) {
   if (full == log_full_) return;
   log_full_ = full;
+  if (!full) window_shrink_logged_ = false;
   if (full)
     LOG_WARNING(
         "volume %s: staging log %s full (%s of %s bytes used): writes wait for the destager",
@@ -347,12 +362,46 @@ void StagedDevice::Destage() {
   // once; otherwise up to destage_batch records share one flush.
   const bool batch_done =
       applied_since_flush_ >= options_.destage_batch || (log_full_ && applied_since_flush_ > 0);
-  if (!to_apply_.empty() && !batch_done) return ApplyNext();
+  std::chrono::nanoseconds wait{0};
+  const bool held = !to_apply_.empty() && Held(to_apply_.front(), &wait);
+  if (!to_apply_.empty() && !held && !batch_done) return ApplyNext();
   if (applied_since_flush_ > 0 || (to_apply_.empty() && snap_.durable_sequence > destaged_))
     return FlushAndRecord();
   // Writes wait for space that records already destaged hold.
   if (log_full_ && destaged_ > released_) return RecordDestaged(destaged_, true);
+  if (held && wait.count() > 0) {
+    hold_timer_.expires_after(wait);
+    hold_timer_.async_wait([this](const asio::error_code& ec) {
+      if (!ec) Destage();
+    });
+  }
   CheckClosed();
+}
+
+bool StagedDevice::Held(const ReplayedRecord& record, std::chrono::nanoseconds* wait) {
+  if (close_done_) return false;  // a stop destages everything (the window starts anew)
+  const uint64_t sequence = record.header.sequence;
+  const bool pinned = !pins_.empty() && sequence > *pins_.begin();
+  const uint64_t retain = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.retain).count());
+  const uint64_t now = options_.clock();
+  const bool young = retain > 0 && record.header.time + retain > now;
+  if (!pinned && !young) return false;
+  if (log_full_) {
+    const char* why = !young   ? "past an open snapshot's point"
+                      : pinned ? "inside the retention window and past an open snapshot's point"
+                               : "inside the retention window";
+    if (!window_shrink_logged_)
+      LOG_WARNING(
+          "volume %s: staging log %s full: destaging record %s %s; points before it are no "
+          "longer snapshots",
+          name().c_str(), options_.path.c_str(), Str(sequence).c_str(), why);
+    window_shrink_logged_ = true;
+    return false;
+  }
+  *wait = young ? std::chrono::nanoseconds(record.header.time + retain - now)
+                : std::chrono::nanoseconds(0);
+  return true;
 }
 
 void StagedDevice::ApplyNext() {
@@ -360,6 +409,8 @@ void StagedDevice::ApplyNext() {
   const ReplayedRecord record = to_apply_.front();
   const RecordHeader& h = record.header;
   const uint64_t sequence = h.sequence;
+  // From here on the members may hold this record: snapshots before it read EIO.
+  applying_through_ = std::max(applying_through_, sequence);
   auto applied = [this, sequence](int err) { Applied(sequence, err); };
   switch (h.kind) {
     case RecordKind::kWrite: {
@@ -445,8 +496,11 @@ void StagedDevice::RecordDestaged(uint64_t target, bool release) {
       destaged_ = target;
       if (release) released_ = target;
       applied_since_flush_ = 0;
-      while (!undestaged_.empty() && undestaged_.front().sequence <= target)
+      while (!undestaged_.empty() && undestaged_.front().sequence <= target) {
+        destaged_time_ = undestaged_.front().time;
         undestaged_.pop_front();
+      }
+      applying_through_ = std::max(applying_through_, target);
       if (release) CommitWaiting(true);
       Destage();
     });
@@ -471,12 +525,14 @@ void StagedDevice::Retry(const std::string& what, int err) {
 void StagedDevice::Close(Done done) {
   close_done_ = std::move(done);
   if (!started_) stopped_ = true;
-  CheckClosed();
+  hold_timer_.cancel();
+  Destage();  // what the retention window or a snapshot held goes now
 }
 
 void StagedDevice::Stop() {
   stopped_ = true;
   retry_timer_.cancel();
+  hold_timer_.cancel();
 }
 
 void StagedDevice::CheckClosed() {
@@ -487,6 +543,143 @@ void StagedDevice::CheckClosed() {
   Done done = std::move(close_done_);
   close_done_ = nullptr;
   done(failed_.ok() ? 0 : EIO);
+}
+
+// ---- Snapshots ----
+
+namespace {
+
+// A read-only export of a staged volume as of one sequence, which it pins while open. Lives no
+// longer than the StagedDevice (a client connection, which ends before its volume goes).
+class SnapshotDevice final : public volume::BlockDevice {
+ public:
+  SnapshotDevice(StagedDevice& staged, uint64_t sequence)
+      : staged_(staged),
+        sequence_(sequence),
+        name_(staged.name() + "@" + std::to_string(sequence)),
+        caps_(staged.capabilities()) {
+    caps_.read_only = true;
+    caps_.can_trim = false;
+    caps_.can_fast_zero = false;
+    caps_.can_cache = false;
+    caps_.can_block_status = false;
+    staged_.Pin(sequence_);
+  }
+  ~SnapshotDevice() override { staged_.Unpin(sequence_); }
+
+  const std::string& name() const override { return name_; }
+  const std::string& description() const override { return staged_.description(); }
+  uint64_t size() const override { return staged_.size(); }
+  const volume::VolumeCapabilities& capabilities() const override { return caps_; }
+
+  void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override {
+    staged_.ReadAsOf(sequence_, offset, length, buf, std::move(done));
+  }
+  void Write(uint64_t, uint64_t, const uint8_t*, bool, Done done) override { Refuse(done); }
+  void Flush(Done done) override { Answer(done, 0); }
+  void Trim(uint64_t, uint64_t, bool, Done done) override { Refuse(done); }
+  void Zero(uint64_t, uint64_t, bool, bool, bool, Done done) override { Refuse(done); }
+  void Cache(uint64_t, uint64_t, Done done) override { Answer(done, 0); }
+  void BlockStatus(uint64_t /*offset*/, uint64_t length, ExtentsDone done) override {
+    done(0, {{length, 0}});
+  }
+
+ private:
+  static void Answer(Done& done, int err) { done(err); }
+  static void Refuse(Done& done) { done(EPERM); }  // the export is read-only
+
+  StagedDevice& staged_;
+  const uint64_t sequence_;
+  const std::string name_;
+  volume::VolumeCapabilities caps_;
+};
+
+}  // namespace
+
+std::optional<uint64_t> StagedDevice::TimeOf(uint64_t sequence) const {
+  if (sequence == destaged_) return destaged_time_;
+  const auto it = std::lower_bound(undestaged_.begin(), undestaged_.end(), sequence,
+                                   [](const Undestaged& u, uint64_t s) { return u.sequence < s; });
+  if (it == undestaged_.end() || it->sequence != sequence) return std::nullopt;
+  return it->time;
+}
+
+SnapshotRange StagedDevice::Snapshots() const {
+  SnapshotRange range;
+  range.oldest_sequence = OldestPoint();
+  range.oldest_time = TimeOf(range.oldest_sequence);
+  range.newest_sequence = std::max(snap_.durable_sequence, range.oldest_sequence);
+  range.newest_time = TimeOf(range.newest_sequence);
+  return range;
+}
+
+Status StagedDevice::ResolvePoint(const SnapshotPoint& point, uint64_t* sequence) const {
+  const SnapshotRange range = Snapshots();
+  const std::string available = "volume " + name() + " has snapshots of sequences " +
+                                Str(range.oldest_sequence) + " to " + Str(range.newest_sequence);
+  if (!point.is_time) {
+    if (point.sequence < range.oldest_sequence || point.sequence > range.newest_sequence)
+      return Status::Invalid("sequence " + Str(point.sequence) + " is not available: " + available);
+    *sequence = point.sequence;
+    return Status::Ok();
+  }
+  // The last record at or before the time: times grow with sequences.
+  std::optional<uint64_t> found;
+  if (range.oldest_time && *range.oldest_time <= point.time) found = range.oldest_sequence;
+  for (const Undestaged& u : undestaged_) {
+    if (u.sequence <= range.oldest_sequence) continue;
+    if (u.time > point.time) break;
+    found = u.sequence;
+  }
+  if (!found)
+    return Status::Invalid(
+        "no snapshot at or before " + FormatRecordTime(point.time) + ": " + available +
+        (range.oldest_time ? " (from " + FormatRecordTime(*range.oldest_time) + ")" : ""));
+  *sequence = *found;
+  return Status::Ok();
+}
+
+Status StagedDevice::OpenSnapshot(std::string_view text,
+                                  std::shared_ptr<volume::BlockDevice>* out) {
+  SnapshotPoint point;
+  DST_RETURN_IF_ERROR(ParseSnapshotPoint(text, &point));
+  uint64_t sequence = 0;
+  DST_RETURN_IF_ERROR(ResolvePoint(point, &sequence));
+  *out = std::make_shared<SnapshotDevice>(*this, sequence);
+  return Status::Ok();
+}
+
+void StagedDevice::Unpin(uint64_t sequence) {
+  const auto it = pins_.find(sequence);
+  if (it != pins_.end()) pins_.erase(it);
+  Destage();
+}
+
+void StagedDevice::ReadAsOf(uint64_t sequence, uint64_t offset, uint64_t length, uint8_t* buf,
+                            ReadDone done) {
+  // The members may hold records after `sequence` once the destager began to apply one.
+  auto gone = [this, sequence] {
+    if (sequence >= OldestPoint()) return false;
+    LOG_WARNING(
+        "volume %s: staging log %s: snapshot %s read refused: the destager passed it (log full); "
+        "its oldest point is now %s",
+        name().c_str(), options_.path.c_str(), Str(sequence).c_str(), Str(OldestPoint()).c_str());
+    return true;
+  };
+  std::vector<ReadPiece> pieces;
+  if (gone() || !index_.LookupAsOf(offset, length, sequence, &pieces).ok()) {
+    asio::post(io_, [done = std::move(done)] { done(EIO, {}); });
+    return;
+  }
+  if (length == 0) {
+    asio::post(io_, [done = std::move(done)] { done(0, {}); });
+    return;
+  }
+  // Checked again once the data is in: a record applied meanwhile may have changed the members.
+  ReadPieces(pieces, offset, buf,
+             [gone, done = std::move(done)](int err, std::vector<volume::ByteRange>) {
+               done(err == 0 && gone() ? EIO : err, {});
+             });
 }
 
 }  // namespace dst::stagelog

@@ -17,7 +17,10 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <asio.hpp>
@@ -26,6 +29,7 @@
 #include "aggregator/stagelog/log_index.h"
 #include "aggregator/stagelog/log_replay.h"
 #include "aggregator/stagelog/log_writer.h"
+#include "aggregator/stagelog/snapshot_point.h"
 #include "aggregator/volume/block_device.h"
 #include "common/status.h"
 
@@ -40,7 +44,20 @@ struct StagedOptions {
   // A member error delays the next attempt at the same record: doubling from min to max.
   std::chrono::milliseconds retry_min{100};
   std::chrono::milliseconds retry_max{5000};
+  // Retention (--log-retain, docs/staging-log.md "Snapshots"): records younger than this are not
+  // destaged, so that every point of the last `retain` stays a snapshot; unless writes wait for
+  // space. 0: destage at once.
+  std::chrono::milliseconds retain{0};
   LogClock clock = SystemClockNanos;
+};
+
+// The snapshot points a staged volume has now: every acknowledged sequence from oldest to newest.
+// A time is absent where the log no longer holds the record (its time is unknown).
+struct SnapshotRange {
+  uint64_t oldest_sequence = 0;
+  std::optional<uint64_t> oldest_time;  // ns since the epoch
+  uint64_t newest_sequence = 0;
+  std::optional<uint64_t> newest_time;
 };
 
 // The log at `path` for volume `volume_uuid`: a missing file is created with `create_size`
@@ -92,6 +109,19 @@ class StagedDevice final : public volume::BlockDevice {
   // The whole range as data: the volume's own answer would miss what only the log holds.
   void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) override;
 
+  // Snapshots (docs/staging-log.md, "Snapshots"): the volume as of an acknowledged sequence S in
+  // [D, head] is the members plus the records up to S. An open snapshot pins S: the destager
+  // applies no record after it until the snapshot is closed, unless writes wait for log space;
+  // then the snapshot's reads fail with EIO from there on (never mixed data).
+  SnapshotRange Snapshots() const;
+  // The sequence `point` names: EINVAL with the reason when it is outside the range.
+  Status ResolvePoint(const SnapshotPoint& point, uint64_t* sequence) const;
+  Status OpenSnapshot(std::string_view point, std::shared_ptr<volume::BlockDevice>* out) override;
+  // The volume as of `sequence`, for a snapshot that pins it.
+  void ReadAsOf(uint64_t sequence, uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done);
+  void Pin(uint64_t sequence) { pins_.insert(sequence); }
+  void Unpin(uint64_t sequence);
+
   volume::BlockDevice& inner() { return *inner_; }
   const LogIndex& index() const { return index_; }
   uint64_t head_sequence() const { return snap_.durable_sequence; }
@@ -142,7 +172,18 @@ class StagedDevice final : public volume::BlockDevice {
   void SetLogFull(bool full);
   void Recorded(const ReplayedRecord& record);
 
+  // Reads `pieces` of [offset, offset + length) into buf.
+  void ReadPieces(const std::vector<ReadPiece>& pieces, uint64_t offset, uint8_t* buf,
+                  ReadDone done);
+  // The time of record `sequence` (D or after), when known.
+  std::optional<uint64_t> TimeOf(uint64_t sequence) const;
+  // The oldest point still whole: D, or the record the destager is applying after it.
+  uint64_t OldestPoint() const { return std::max(destaged_, applying_through_); }
+
   void Destage();
+  // Whether the destager keeps `record` back for the retention window or a snapshot's pin; `wait`
+  // is how long until the window lets it go (0: only an unpin does).
+  bool Held(const ReplayedRecord& record, std::chrono::nanoseconds* wait);
   void ApplyNext();
   void Applied(uint64_t sequence, int err);
   void FlushAndRecord();
@@ -162,9 +203,14 @@ class StagedDevice final : public volume::BlockDevice {
   bool log_full_ = false;
   Status failed_;  // the log failed: writes are refused
   // Destager.
-  std::deque<ReplayedRecord> to_apply_;  // committed, not yet applied, in sequence order
-  std::deque<Undestaged> undestaged_;    // committed, after D
-  uint64_t destaged_ = 0;                // D
+  std::deque<ReplayedRecord> to_apply_;    // committed, not yet applied, in sequence order
+  std::deque<Undestaged> undestaged_;      // committed, after D
+  uint64_t destaged_ = 0;                  // D
+  std::optional<uint64_t> destaged_time_;  // of record D, when known
+  uint64_t applying_through_ = 0;          // the newest record the destager began to apply
+  std::multiset<uint64_t> pins_;           // the sequences of open snapshots
+  bool window_shrink_logged_ = false;      // since the log was last full
+  asio::steady_timer hold_timer_;          // the retention window's next release
   uint64_t last_applied_ = 0;
   uint64_t released_ = 0;  // O - 1
   size_t applied_since_flush_ = 0;

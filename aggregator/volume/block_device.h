@@ -12,11 +12,14 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "aggregator/volume/device_state.h"
 #include "aggregator/volume/member_io.h"
+#include "common/status.h"
 
 namespace dst::volume {
 
@@ -69,6 +72,12 @@ class BlockDevice {
   virtual void Cache(uint64_t offset, uint64_t length, Done done) = 0;
   // base:allocation of [offset, offset+length), possibly shorter than asked.
   virtual void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) = 0;
+  // A read-only view of the device as of `point`, the text after the '@' of an export name
+  // VOLUME@POINT (docs/staging-log.md, "Snapshots"). Only a volume served through a staging log
+  // has them; EINVAL with the reason otherwise.
+  virtual Status OpenSnapshot(std::string_view /*point*/, std::shared_ptr<BlockDevice>* /*out*/) {
+    return Status::Invalid("volume " + name() + " has no staging log (serve --log): no snapshots");
+  }
 };
 
 }  // namespace dst::volume

@@ -70,6 +70,14 @@ struct StagingLogState {
   uint64_t destaged_sequence = 0;  // D: records up to it are on the members
   uint64_t pending_bytes = 0;      // log bytes of the records after D
   uint64_t pending_age_ms = 0;     // how long the oldest record after D has waited; 0: none
+  // Snapshots (docs/staging-log.md, "Snapshots"): every acknowledged sequence from the oldest to
+  // the newest point can be exported read-only as VOLUME@SEQ. Times in ns since the epoch, absent
+  // where the log no longer holds the record.
+  uint64_t retain_ms = 0;  // --log-retain
+  uint64_t oldest_point = 0;
+  std::optional<uint64_t> oldest_point_time = std::nullopt;
+  uint64_t newest_point = 0;
+  std::optional<uint64_t> newest_point_time = std::nullopt;
 };
 
 struct DeviceState {

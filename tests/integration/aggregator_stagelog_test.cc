@@ -106,6 +106,43 @@ void CheckVolume(NbdClient& c, const std::vector<Write>& writes) {
   }
 }
 
+// What `snapshot list --json` says.
+struct SnapshotPoints {
+  uint64_t oldest = 0;
+  uint64_t newest = 0;
+  std::string newest_time;
+};
+
+SnapshotPoints SnapshotList(const AggregatorServer& a) {
+  const CommandResult r =
+      RunAggregator({"snapshot", "list", "vol0", "--json", "--control", a.control_path()});
+  REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
+  const std::string& json = r.stdout_text;
+  SnapshotPoints p;
+  const size_t newest = json.find("\"newest\": ");
+  REQUIRE_MESSAGE(newest != std::string::npos, json);
+  p.oldest = static_cast<uint64_t>(JsonNumber(json, "sequence"));
+  p.newest = static_cast<uint64_t>(JsonNumber(json.substr(newest), "sequence"));
+  const std::string needle = "\"time\": \"";
+  const size_t time = json.find(needle, newest);
+  if (time != std::string::npos)
+    p.newest_time = json.substr(time + needle.size(),
+                                json.find('"', time + needle.size()) - time - needle.size());
+  return p;
+}
+
+// The whole export at `uri`, read with libnbd.
+Bytes ReadWhole(const std::string& uri, uint64_t size) {
+  NbdClient c;
+  REQUIRE_NBD_OK(c.Connect(uri));
+  Bytes out(size);
+  for (uint64_t at = 0; at < size; at += 256 * kKiB)
+    REQUIRE_NBD_OK(
+        c.Pread(std::span(out).subspan(at, std::min<uint64_t>(256 * kKiB, size - at)), at));
+  c.Shutdown();
+  return out;
+}
+
 TEST_SUITE("aggregator_stagelog") {
   TEST_CASE("writes go through the log, read back, and reach the members once destaged") {
     FileMembers m(2, kMemberSize);
@@ -239,6 +276,105 @@ TEST_SUITE("aggregator_stagelog") {
     const StartFailure g = AggregatorServer::StartExpectingFailure(std::move(missing));
     CHECK(g.exit_code == 1);
     CHECK(Contains(LineWithAll(g.stderr_text, {"error: "}), "(--log-size creates it)"));
+  }
+  TEST_CASE("snapshots: each VOLUME@SEQ export reads its generation, and is read-only") {
+    constexpr uint64_t kSize = kMiB;
+    FileMembers m(1, kSize);
+    const std::string log = m.dir().File("vol0.log");
+    Served a({"--raw", "--log", log, "--log-size", "8M", "--log-retain", "1h", m.uri(0)});
+    NbdClient c;
+    REQUIRE_NBD_OK(c.Connect(a.uri()));
+    const uint64_t before = SnapshotList(a).newest;
+    CHECK(before == 0);
+    std::vector<Bytes> generations;
+    std::vector<SnapshotPoints> points;
+    for (uint64_t g = 0; g < 3; ++g) {
+      // Generation g: the whole volume, in four writes.
+      generations.push_back(RandomBytes(kSize, 50 + g));
+      for (uint64_t at = 0; at < kSize; at += 256 * kKiB)
+        REQUIRE_NBD_OK(c.Pwrite(std::span(generations.back()).subspan(at, 256 * kKiB), at));
+      points.push_back(SnapshotList(a));
+      CHECK(points.back().oldest == 0);  // the window holds everything
+      CHECK(points.back().newest == 4 * (g + 1));
+    }
+    c.Shutdown();
+    for (uint64_t g = 0; g < 3; ++g) {
+      CAPTURE(g);
+      CHECK(ReadWhole(a.uri("vol0@" + std::to_string(points[g].newest)), kSize) == generations[g]);
+    }
+    // The point before the first write: the members as they were, zeros.
+    CHECK(ReadWhole(a.uri("vol0@0"), kSize) == Bytes(kSize, 0));
+    // A time names the last write at or before it.
+    CHECK(ReadWhole(a.uri("vol0@" + points[1].newest_time), kSize) == generations[1]);
+    // Read-only: writes are refused.
+    NbdClient s;
+    REQUIRE_NBD_OK(s.Connect(a.uri("vol0@" + std::to_string(points[0].newest))));
+    CHECK(s.IsReadOnly());
+    CHECK(s.Pwrite(Bytes(4096, 1), 0).err == EPERM);
+    s.Shutdown();
+    // Nothing was destaged: the members still hold zeros.
+    CHECK(ReadFileRange(m.file(0), 0, kSize) == Bytes(kSize, 0));
+    // The table form.
+    const CommandResult text =
+        RunAggregator({"snapshot", "list", "vol0", "--control", a.control_path()});
+    CHECK(text.exit_code == 0);
+    CHECK(Contains(text.stdout_text, "volume vol0: snapshots vol0@0 to vol0@12\noldest: 0 at "));
+    CHECK(Contains(text.stdout_text, "\nretain: 1 h\n"));
+  }
+
+  TEST_CASE("snapshots: a point below D, past the head or malformed is refused at OPT_GO") {
+    FileMembers m(1, kMemberSize);
+    const std::string log = m.dir().File("vol0.log");
+    Served a({"--raw", "--log", log, "--log-size", "1M", m.uri(0)});
+    NbdClient c;
+    REQUIRE_NBD_OK(c.Connect(a.uri()));
+    REQUIRE_NBD_OK(c.Pwrite(RandomBytes(4096, 1), 0));
+    REQUIRE_NBD_OK(c.Pwrite(RandomBytes(4096, 2), 0));
+    WaitDestaged(a);
+    const SnapshotPoints points = SnapshotList(a);
+    CHECK(points.oldest == 2);
+    CHECK(points.newest == 2);
+    const std::string available = "volume vol0 has snapshots of sequences 2 to 2";
+    for (const auto& [point, reason] : std::vector<std::pair<std::string, std::string>>{
+             {"1", "export 'vol0@1': sequence 1 is not available: " + available},
+             {"3", "export 'vol0@3': sequence 3 is not available: " + available},
+             {"soon",
+              "export 'vol0@soon': snapshot point 'soon' is neither a sequence number "
+              "nor a UTC time such as 2026-12-03T15:00:00Z"}}) {
+      CAPTURE(point);
+      NbdClient r;
+      const NbdStatus st = r.Connect(a.uri("vol0@" + point));
+      CHECK(st.err == ENOENT);
+      CHECK(a.WaitForLog("handshake: " + reason));
+    }
+    NbdClient ok;
+    REQUIRE_NBD_OK(ok.Connect(a.uri("vol0@2")));
+    ok.Shutdown();
+    c.Shutdown();
+    CheckCommandRefused(RunAggregator({"snapshot", "list", "nope", "--control", a.control_path()}),
+                        "no volume named 'nope'");
+  }
+  TEST_CASE("snapshots: a full log destages inside the retention window, and says so") {
+    FileMembers m(1, kMemberSize);
+    const std::string log = m.dir().File("vol0.log");
+    Served a({"--raw", "--log", log, "--log-size", "1M", "--log-retain", "1h", m.uri(0)});
+    NbdClient c;
+    REQUIRE_NBD_OK(c.Connect(a.uri()));
+    std::vector<Write> writes;
+    for (uint64_t i = 0; i < 16; ++i) {
+      writes.push_back({i * 128 * kKiB, RandomBytes(128 * kKiB, 70 + i)});
+      REQUIRE_NBD_OK(c.Pwrite(writes.back().data, writes.back().offset));
+    }
+    CHECK(a.WaitForLog("volume vol0: staging log " + log +
+                       " full: destaging record 1 inside the retention window; points before it "
+                       "are no longer snapshots"));
+    CheckVolume(c, writes);
+    const SnapshotPoints points = SnapshotList(a);
+    CHECK(points.oldest > 0);
+    CHECK(points.newest >= 16);  // and padding records at the ring's end
+    CHECK(ReadWhole(a.uri("vol0@" + std::to_string(points.newest)), kMemberSize) ==
+          Expected(writes, 0, kMemberSize));
+    c.Shutdown();
   }
 }
 

@@ -10,7 +10,7 @@
 
 #include "common/run_until.h"
 
-namespace dst {
+namespace dst::worker_pool_test {
 namespace {
 
 using std::chrono::seconds;
@@ -142,4 +142,4 @@ TEST_CASE("DefaultWorkerCount is the online cores, at least 1") {
 }
 
 }  // namespace
-}  // namespace dst
+}  // namespace dst::worker_pool_test

@@ -5,7 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
-namespace dst::cluster {
+namespace dst::cluster::cluster_options_test {
 namespace {
 
 // Parses `argv` as a command with the cluster options.
@@ -46,4 +46,4 @@ TEST_CASE("--cluster and the --etcd-* options") {
 }
 
 }  // namespace
-}  // namespace dst::cluster
+}  // namespace dst::cluster::cluster_options_test

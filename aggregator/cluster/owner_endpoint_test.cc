@@ -2,7 +2,7 @@
 
 #include <doctest/doctest.h>
 
-namespace dst::cluster {
+namespace dst::cluster::owner_endpoint_test {
 namespace {
 
 constexpr const char* kUrl = "etcd://127.0.0.1:2379/dst";
@@ -65,4 +65,4 @@ TEST_CASE("serve --cluster advertises --advertise, else its first TCP listen add
 }
 
 }  // namespace
-}  // namespace dst::cluster
+}  // namespace dst::cluster::owner_endpoint_test

@@ -16,7 +16,7 @@
 #include "aggregator/volume/volume.h"
 #include "common/run_until.h"
 
-namespace dst::stagelog {
+namespace dst::stagelog::staged_device_test {
 namespace {
 
 using testing::Pattern;
@@ -424,4 +424,4 @@ TEST_CASE("retention: a full log destages inside the window, and a passed snapsh
 }
 
 }  // namespace
-}  // namespace dst::stagelog
+}  // namespace dst::stagelog::staged_device_test

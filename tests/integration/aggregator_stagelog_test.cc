@@ -17,7 +17,7 @@
 #include "tests/integration/plugin_fixture.h"
 #include "tests/integration/volume_fixture.h"
 
-namespace dst::test {
+namespace dst::test::aggregator_stagelog_test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -96,6 +96,12 @@ Bytes MemberBytes(const FileMembers& m, uint64_t offset, uint64_t size) {
     at += n;
   }
   return out;
+}
+
+// The member file of a raw volume of one member holds every write (once destaged).
+void CheckMemberFile(const std::string& file, const std::vector<Write>& writes) {
+  for (const Write& w : writes)
+    CHECK(ReadFileRange(file, w.offset, w.data.size()) == w.data);
 }
 
 void CheckVolume(NbdClient& c, const std::vector<Write>& writes) {
@@ -201,8 +207,7 @@ TEST_SUITE("aggregator_stagelog") {
     REQUIRE_NBD_OK(c.Connect(a.uri()));
     CheckVolume(c, writes);
     WaitDestaged(a);
-    for (const Write& w : writes)
-      CHECK(ReadFileRange(dir.File("member.img"), w.offset, w.data.size()) == w.data);
+    CheckMemberFile(dir.File("member.img"), writes);
     c.Shutdown();
   }
 
@@ -224,8 +229,7 @@ TEST_SUITE("aggregator_stagelog") {
     CHECK(a.WaitForLog("volume vol0: staging log " + log + " has room again: writes resume"));
     CheckVolume(c, writes);
     WaitDestaged(a);
-    for (const Write& w : writes)
-      CHECK(ReadFileRange(dir.File("member.img"), w.offset, w.data.size()) == w.data);
+    CheckMemberFile(dir.File("member.img"), writes);
     c.Shutdown();
   }
 
@@ -379,4 +383,4 @@ TEST_SUITE("aggregator_stagelog") {
 }
 
 }  // namespace
-}  // namespace dst::test
+}  // namespace dst::test::aggregator_stagelog_test

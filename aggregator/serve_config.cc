@@ -103,9 +103,8 @@ Status CheckServeConfig(ServeConfig& config) {
   for (const VolumeConfig& v : config.volumes) {
     const std::string what = v.name.empty() ? "a volume" : "volume " + v.name;
     if (!v.key_file.empty()) DST_RETURN_IF_ERROR(CheckKeyFile(v.key_file).Wrap(what));
-    VolumeSecret passphrase;
     if (!v.passphrase_file.empty())
-      DST_RETURN_IF_ERROR(ReadPassphraseFile(v.passphrase_file, &passphrase).Wrap(what));
+      DST_RETURN_IF_ERROR(CheckPassphraseFile(v.passphrase_file).Wrap(what));
   }
   if (config.tls.mode != server::TlsMode::kOff) {
     std::unique_ptr<server::ServerTls> tls;  // reads the key or certificate files

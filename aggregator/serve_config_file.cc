@@ -67,9 +67,8 @@ Status ReadVolume(const std::string& path, const toml::table& table, VolumeConfi
     if (const VolumeOption* option = FindVolumeOption(k)) {
       DST_RETURN_IF_ERROR(ReadOption(where, node, *option, v));
       if (k == "key-file") DST_RETURN_IF_ERROR(CheckKeyFile(v->key_file).Wrap(where));
-      VolumeSecret passphrase;
       if (k == "passphrase-file")
-        DST_RETURN_IF_ERROR(ReadPassphraseFile(v->passphrase_file, &passphrase).Wrap(where));
+        DST_RETURN_IF_ERROR(CheckPassphraseFile(v->passphrase_file).Wrap(where));
     } else if (k == "members") {
       const auto* array = node.as_array();
       if (!array) return Status::Invalid(where + ": expected an array of strings");

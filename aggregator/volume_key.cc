@@ -30,6 +30,11 @@ std::vector<std::pair<uint32_t, KeySlot>> SlotsOfKind(const integrity::Superbloc
 
 }  // namespace
 
+Status CheckPassphraseFile(const std::string& path) {
+  VolumeSecret passphrase;
+  return ReadPassphraseFile(path, &passphrase);
+}
+
 Status ReadPassphraseFile(const std::string& path, VolumeSecret* out) {
   const std::string what = "--passphrase-file " + path;
   DST_RETURN_IF_ERROR(CheckKeyFileMode(path, what));

@@ -27,6 +27,9 @@ struct VolumeSecret {
 // The passphrase in `path`: the file's bytes without one trailing newline, 1 to 1024 bytes; the
 // file must be private to its owner, as a key file (common/key_file_mode.h).
 Status ReadPassphraseFile(const std::string& path, VolumeSecret* out);
+// What ReadPassphraseFile checks, for a configuration checked before it is used: the passphrase
+// read is wiped at once.
+Status CheckPassphraseFile(const std::string& path);
 // The bytes of the key file `path` (16 to 64, key_file.h).
 Status ReadSecretKeyFile(const std::string& path, VolumeSecret* out);
 // Exactly one of the two (EINVAL naming both options otherwise; `who` starts the message:

@@ -8,6 +8,7 @@
 #include <csignal>
 
 #include "tests/fault/fault_fixture.h"
+#include "tests/fault/fio_run.h"
 #include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault::fault_mirror_fio_test {
@@ -69,16 +70,8 @@ void RunFioThroughKill(const Layout& layout) {
           << ": slot " << layout.victim << " stale " << *stale_after << " s after the kill");
   CHECK(*stale_after < std::chrono::duration<double>(kDegradeAfter + kIoTimeout + kMargin).count());
 
-  const std::optional<int> code = fio.Wait(60s);
-  if (!code) fio.Kill(SIGKILL);
-  REQUIRE_MESSAGE(code.has_value(), "fio did not finish within 60 s");
-  INFO(JoinArgv(fio.argv()));
-  INFO("fio stderr:\n" << fio.stderr_text());
   INFO("aggregator:\n" << agg.stderr_text());
-  CHECK(fio.exit_code() == 0);
-  CHECK_FALSE(Contains(fio.stderr_text(), "verify"));
-  const FioReport report = ParseFioJson(fio.stdout_text());
-  CHECK(report.error == 0);
+  const FioReport report = FinishFio(fio);
   // The write phase wrote 8 MiB or so; the verify pass read all of it back on top of the random
   // reads.
   CHECK(report.write.io_kib >= 4 * 1024);

@@ -23,6 +23,7 @@
 
 #include "tests/fault/fault_fixture.h"
 #include "tests/fault/fault_mirror_fixture.h"
+#include "tests/fault/fio_run.h"
 #include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault::fault_mirror_replace_test {
@@ -203,18 +204,7 @@ TEST_CASE("member replace under fio's verified I/O: the new copy takes the slot,
                 "fio ended before the replacement did: writes to the new copy "
                 "after its completion only");
 
-  const std::optional<int> code = fio.Wait(60s);
-  if (!code) fio.Kill(SIGKILL);
-  REQUIRE_MESSAGE(code.has_value(), "fio did not finish within 60 s");
-  {
-    INFO(JoinArgv(fio.argv()));
-    INFO("fio stderr:\n" << fio.stderr_text());
-    CHECK(fio.exit_code() == 0);
-    CHECK_FALSE(Contains(fio.stderr_text(), "verify"));
-    const FioReport report = ParseFioJson(fio.stdout_text());
-    CHECK(report.error == 0);
-    CHECK(report.write.io_kib >= 16 * 1024);
-  }
+  CHECK(FinishFio(fio).write.io_kib >= 16 * 1024);
 
   const std::string after = StatusJson(*agg);
   INFO("status:\n" << after);

@@ -8,6 +8,7 @@
 #include <csignal>
 
 #include "tests/fault/fault_fixture.h"
+#include "tests/fault/fio_run.h"
 #include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault::fault_stagelog_test {
@@ -48,21 +49,6 @@ Argv FioJob(const std::string& uri, bool verify_only) {
   return argv;
 }
 
-// Runs fio to its end (60 s at most) and checks what its report says.
-FioReport RunFio(Argv argv) {
-  Process fio(std::move(argv));
-  const std::optional<int> code = fio.Wait(60s);
-  if (!code) fio.Kill(SIGKILL);
-  REQUIRE_MESSAGE(code.has_value(), "fio did not finish within 60 s");
-  INFO(JoinArgv(fio.argv()));
-  INFO("fio stderr:\n" << fio.stderr_text());
-  CHECK(fio.exit_code() == 0);
-  CHECK_FALSE(Contains(fio.stderr_text(), "verify"));
-  const FioReport report = ParseFioJson(fio.stdout_text());
-  CHECK(report.error == 0);
-  return report;
-}
-
 TEST_SUITE_BEGIN("fault_stagelog");
 
 TEST_CASE("fio writes and verifies through the log while both members are stopped") {
@@ -81,7 +67,8 @@ TEST_CASE("fio writes and verifies through the log while both members are stoppe
     m1.Kill(SIGSTOP);
     const auto stopped_at = SteadyClock::now();
     // Every 4K write takes 8K of log (a header page and its data): 16 MiB of 48.
-    const FioReport report = RunFio(FioJob(agg.uri("vol"), false));
+    Process fio(FioJob(agg.uri("vol"), false));
+    const FioReport report = FinishFio(fio);
     CHECK(report.write.io_kib == 8 * 1024);
     CHECK(report.read.io_kib == 8 * 1024);
     const std::string held = StatusJson(agg);
@@ -113,7 +100,8 @@ TEST_CASE("fio writes and verifies through the log while both members are stoppe
   // The members alone, without the log, hold every block fio wrote.
   std::vector<std::string> plain(uris);
   Aggregator agg(plain);
-  RunFio(FioJob(agg.uri("vol"), true));
+  Process verify(FioJob(agg.uri("vol"), true));
+  FinishFio(verify);
 }
 
 TEST_SUITE_END();

@@ -60,22 +60,9 @@ if [[ ! -x $build/aggregator/dst-aggregator || ! -f $build/bench/libdst_malloc_c
     cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDST_WERROR=OFF >/dev/null
   cmake --build "$build" --target dst-aggregator nbdkit-dst-plugin dst_malloc_count >/dev/null
 fi
-tmp=$(mktemp -d /dev/shm/dst-profile.XXXXXX)
 out=${out:-$repo/bench/results/profile-$(date -u +%Y%m%d-%H%M%S)-$workload-$tool}
 mkdir -p "$out"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 300); do nbdinfo --size "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "bench/profile.sh: $1 did not answer" >&2
-  exit 1
-}
+source "$repo/bench/scratch.sh" profile
 
 dd if=/dev/urandom of="$tmp/m0.img" bs=1M count=256 status=none
 nbdkit --exit-with-parent -U "$tmp/m0.sock" "$build/nbdkit-plugin/nbdkit-dst-plugin.so" \

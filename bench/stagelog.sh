@@ -29,20 +29,7 @@ done
   echo "bench/stagelog.sh: build $build first (dst-aggregator, nbdkit-dst-plugin)" >&2
   exit 1
 }
-tmp=$(mktemp -d /dev/shm/dst-stagelog.XXXXXX)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-
-wait_for() {
-  for _ in $(seq 300); do nbdinfo --size "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  echo "bench/stagelog.sh: $1 did not answer" >&2
-  exit 1
-}
+source "$repo/bench/scratch.sh" stagelog
 
 truncate -s 1G "$tmp/m0.img"
 nbdkit --exit-with-parent -U "$tmp/m0.sock" --filter=delay "$build/nbdkit-plugin/nbdkit-dst-plugin.so" \

@@ -234,9 +234,11 @@ Status RunClusterCreate(CreateArgs args, const ClusterCreateArgs& cluster) {
   DST_RETURN_IF_ERROR(catalog->Run(catalog->etcd().GrantLease(ttl, &lease)).Wrap("create lease"));
   cluster::LeaseRenewer renewer;
   cluster::EtcdClientOptions options;
+  // Each renewal bounded by the interval between two: a late one is of no use.
+  const auto granted = std::chrono::seconds(lease.ttl);
   DST_RETURN_IF_ERROR(cluster::EtcdOptionsFor(catalog->url(), cluster.cluster.tls,
-                                              std::chrono::seconds(5), &options));
-  DST_RETURN_IF_ERROR(renewer.Start(std::move(options), lease.id, std::chrono::seconds(lease.ttl)));
+                                              cluster::LeaseRenewer::Interval(granted), &options));
+  DST_RETURN_IF_ERROR(renewer.Start(std::move(options), lease.id, granted));
   // Ends the lease, which nothing is attached to, whatever the outcome.
   struct Revoke {
     CatalogClient& catalog;

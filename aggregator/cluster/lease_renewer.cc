@@ -1,16 +1,23 @@
 #include "aggregator/cluster/lease_renewer.h"
 
+#include <algorithm>
+
 #include "common/log.h"
 
 namespace dst::cluster {
 
-Status LeaseRenewer::Start(EtcdClientOptions options, int64_t lease, std::chrono::seconds ttl) {
-  const auto interval =
-      std::max<std::chrono::milliseconds>(ttl / 3, std::chrono::milliseconds(100));
-  options.timeout = interval;
+std::chrono::milliseconds LeaseRenewer::Interval(std::chrono::seconds ttl) {
+  return std::max<std::chrono::milliseconds>(ttl / 3, std::chrono::milliseconds(100));
+}
+
+Status LeaseRenewer::Start(EtcdClientOptions options, int64_t lease, std::chrono::seconds ttl,
+                           LeaseWatch watch) {
   DST_RETURN_IF_ERROR(EtcdClient::Create(std::move(options), &etcd_));
   lease_ = lease;
-  asio::co_spawn(io_, Renew(interval), asio::detached);
+  ttl_ = ttl;
+  watch_ = std::move(watch);
+  if (watch_.lost) ArmExpiry(watch_.renewed + ttl_);
+  asio::co_spawn(io_, Renew(), asio::detached);
   thread_ = std::thread([this] { io_.run(); });
   return Status::Ok();
 }
@@ -19,30 +26,52 @@ void LeaseRenewer::Stop() {
   if (!thread_.joinable()) return;
   asio::post(io_, [this] {
     stopping_ = true;
+    expiry_.cancel();
     tick_.cancel();
     io_.stop();
   });
   thread_.join();
 }
 
-asio::awaitable<void> LeaseRenewer::Renew(std::chrono::milliseconds interval) {
+void LeaseRenewer::ArmExpiry(std::chrono::steady_clock::time_point at) {
+  expiry_.expires_at(at);
+  expiry_.async_wait([this](const asio::error_code& ec) {
+    if (ec || stopping_) return;
+    Lose("not renewed for " + std::to_string(ttl_.count()) + " s");
+  });
+}
+
+asio::awaitable<void> LeaseRenewer::Renew() {
   bool failing = false;
-  while (!stopping_) {
-    tick_.expires_after(interval);
+  while (!stopping_ && !lost_) {
+    tick_.expires_after(Interval(ttl_));
     asio::error_code ec;
     co_await tick_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    if (ec || stopping_) co_return;
+    if (ec || stopping_ || lost_) co_return;
+    const auto sent = std::chrono::steady_clock::now();
     int64_t ttl = 0;
     const Status s = co_await etcd_->KeepAliveOnce(lease_, &ttl);
-    if (stopping_) co_return;
+    if (stopping_ || lost_) co_return;
     if (s.ok()) {
+      if (failing) LOG_INFO("cluster: lease %lld renewed again", static_cast<long long>(lease_));
       failing = false;
+      if (watch_.lost) ArmExpiry(sent + std::chrono::seconds(ttl));
+    } else if (s.err() == ENOENT && watch_.lost) {
+      Lose("etcd: expired or revoked");
     } else if (!failing) {
       failing = true;
-      LOG_WARNING("cluster: lease %lld not renewed: %s", static_cast<long long>(lease_),
-                  s.message().c_str());
+      LOG_WARNING("cluster: lease %lld not renewed: %s%s", static_cast<long long>(lease_),
+                  s.message().c_str(), watch_.failing_note.c_str());
     }
   }
+}
+
+void LeaseRenewer::Lose(const std::string& why) {
+  if (lost_) return;
+  lost_ = true;
+  expiry_.cancel();
+  tick_.cancel();
+  watch_.lost(why);
 }
 
 }  // namespace dst::cluster

@@ -10,6 +10,7 @@
 #include <CLI/CLI.hpp>
 
 #include "aggregator/cluster/catalog_client.h"
+#include "aggregator/cluster/lease_renewer.h"
 #include "aggregator/cluster/owner_endpoint.h"
 #include "aggregator/command_error.h"
 #include "aggregator/control/runtime.h"
@@ -90,13 +91,12 @@ Status TakeLock(CatalogClient& catalog, const std::string& volume, const OwnerRe
   }
 }
 
-// Renews the lease on a thread of its own, from before the volumes are assembled (which blocks
-// the serving thread) until serve stops; when the lease is lost, stops the attached volumes'
-// writes on the serving event loop.
+// Renews the lease (a LeaseRenewer), from before the volumes are assembled (which blocks the
+// serving thread) until serve stops; when the lease is lost, stops the attached volumes' writes
+// on the serving event loop.
 class LeaseKeeper {
  public:
-  LeaseKeeper(int64_t lease, std::chrono::seconds ttl)
-      : lease_(lease), ttl_(ttl), expiry_(io_), tick_(io_) {}
+  LeaseKeeper(int64_t lease, std::chrono::seconds ttl) : lease_(lease), ttl_(ttl) {}
   ~LeaseKeeper() { Stop(); }
 
   // `renewed`: when the last renewal that succeeded was sent.
@@ -104,11 +104,11 @@ class LeaseKeeper {
                std::chrono::milliseconds timeout, Clock::time_point renewed) {
     cluster::EtcdClientOptions options;
     DST_RETURN_IF_ERROR(cluster::EtcdOptionsFor(url, tls, timeout, &options));
-    DST_RETURN_IF_ERROR(cluster::EtcdClient::Create(std::move(options), &etcd_));
-    ArmExpiry(renewed + ttl_);
-    asio::co_spawn(io_, Renew(), asio::detached);
-    thread_ = std::thread([this] { io_.run(); });
-    return Status::Ok();
+    cluster::LeaseWatch watch;
+    watch.lost = [this](const std::string& why) { Lose(why); };
+    watch.renewed = renewed;
+    watch.failing_note = " (writes stop if it stays so)";
+    return renewer_.Start(std::move(options), lease_, ttl_, std::move(watch));
   }
 
   // From here on a lost lease stops these volumes of `server` (at once if it is lost already).
@@ -123,60 +123,14 @@ class LeaseKeeper {
     server_ = nullptr;
   }
 
-  void Stop() {
-    if (!thread_.joinable()) return;
-    asio::post(io_, [this] {
-      stopping_ = true;
-      expiry_.cancel();
-      tick_.cancel();
-      io_.stop();
-    });
-    thread_.join();
-  }
+  void Stop() { renewer_.Stop(); }
 
  private:
-  void ArmExpiry(Clock::time_point at) {
-    expiry_.expires_at(at);
-    expiry_.async_wait([this](const asio::error_code& ec) {
-      if (ec || stopping_) return;
-      Lose("not renewed for " + std::to_string(ttl_.count()) + " s");
-    });
-  }
-
-  asio::awaitable<void> Renew() {
-    const auto interval =
-        std::max<std::chrono::milliseconds>(ttl_ / 3, std::chrono::milliseconds(100));
-    bool failing = false;
-    while (!stopping_ && !lost_) {
-      tick_.expires_after(interval);
-      asio::error_code ec;
-      co_await tick_.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-      if (ec || stopping_ || lost_) co_return;
-      const Clock::time_point sent = Clock::now();
-      int64_t ttl = 0;
-      const Status s = co_await etcd_->KeepAliveOnce(lease_, &ttl);
-      if (stopping_ || lost_) co_return;
-      if (s.ok()) {
-        if (failing) LOG_INFO("cluster: lease %lld renewed again", static_cast<long long>(lease_));
-        failing = false;
-        ArmExpiry(sent + std::chrono::seconds(ttl));
-      } else if (s.err() == ENOENT) {
-        Lose("etcd: expired or revoked");
-      } else if (!failing) {
-        failing = true;
-        LOG_WARNING("cluster: lease %lld not renewed: %s (writes stop if it stays so)",
-                    static_cast<long long>(lease_), s.message().c_str());
-      }
-    }
-  }
-
+  // On the renewer's thread, once.
   void Lose(const std::string& why) {
     std::lock_guard lock(mu_);
-    if (lost_) return;
     lost_ = true;
     why_ = "cluster lease " + std::to_string(lease_) + " lost (" + why + ")";
-    expiry_.cancel();
-    tick_.cancel();
     if (server_ == nullptr)
       LOG_ERROR("%s: writes stop once the volumes are open", why_.c_str());
     else
@@ -195,18 +149,14 @@ class LeaseKeeper {
 
   const int64_t lease_;
   const std::chrono::seconds ttl_;
-  asio::io_context io_{1};
-  std::unique_ptr<cluster::EtcdClient> etcd_;
-  asio::steady_timer expiry_;
-  asio::steady_timer tick_;
-  std::thread thread_;
-  bool stopping_ = false;  // keeper thread only
 
   std::mutex mu_;
   bool lost_ = false;
   std::string why_;
   control::Server* server_ = nullptr;
   std::vector<std::string> names_;
+  // Last: its thread, which calls Lose, ends before the members above are destroyed.
+  cluster::LeaseRenewer renewer_;
 };
 
 // The volumes' records as read, by name (their mod_revision), to check them again once their

@@ -261,15 +261,6 @@ double SecondsSince(SteadyClock::time_point start) {
 // ---------------------------------------------------------------------------
 // Mirror and raid10 volumes.
 
-std::string StatusJson(const AggregatorServer& aggregator) {
-  const CommandResult r =
-      RunAggregator({"status", "--json", "--control", aggregator.control_path()});
-  if (r.exit_code != 0)
-    throw std::runtime_error("status --json exited " + std::to_string(r.exit_code) + ": " +
-                             r.stderr_text);
-  return r.stdout_text;
-}
-
 std::string InspectGeneration(const std::string& uri) {
   const CommandResult r = RunAggregator({"inspect", "--json", uri});
   std::smatch g;

@@ -20,6 +20,7 @@
 
 #include "tests/harness/aggregator_process.h"
 #include "tests/integration/plugin_fixture.h"
+#include "tests/integration/volume_fixture.h"
 
 namespace dst::test::fault {
 
@@ -152,8 +153,6 @@ double SecondsSince(SteadyClock::time_point start);
 // ---------------------------------------------------------------------------
 // Mirror and raid10 volumes.
 
-// `dst-aggregator status --json` of a running aggregator (must exit 0).
-std::string StatusJson(const AggregatorServer& aggregator);
 // The generation UUID in `inspect --json URI` of a member.
 std::string InspectGeneration(const std::string& uri);
 // The start of slot `slot`'s entry in status --json when its state is

@@ -19,14 +19,6 @@ constexpr auto kRetryWindow = 2s;
 // How long the nodes stay stopped at least: the retry window several times over.
 constexpr auto kStoppedFor = 3 * kRetryWindow;
 
-// The number after "KEY": in `json`, or -1.
-int64_t JsonNumber(const std::string& json, const std::string& key) {
-  const std::string needle = "\"" + key + "\": ";
-  const size_t at = json.find(needle);
-  if (at == std::string::npos) return -1;
-  return std::stoll(json.substr(at + needle.size()));
-}
-
 // fio's job: 8 MiB of random 4K writes at depth 16, each block once, then every block read back
 // and checked. With `verify_only` it writes nothing and checks what the same job wrote before.
 Argv FioJob(const std::string& uri, bool verify_only) {

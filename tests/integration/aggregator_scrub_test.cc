@@ -22,13 +22,6 @@ using namespace std::chrono_literals;
 constexpr uint64_t kBlock = 4096;
 constexpr uint64_t kBadBlock = 5;
 
-std::string StatusJson(const AggregatorServer& a) {
-  const CommandResult r = RunAggregator({"status", "--control", a.control_path(), "--json"});
-  INFO("stderr:\n" << r.stderr_text);
-  REQUIRE(r.exit_code == 0);
-  return r.stdout_text;
-}
-
 // `dst-aggregator COMMAND --control P ARGS...` against the running aggregator.
 CommandResult Ask(const AggregatorServer& a, const std::string& command,
                   std::vector<std::string> args) {

@@ -24,20 +24,6 @@ using namespace std::chrono_literals;
 
 constexpr uint64_t kMemberSize = 8 * kMiB;
 
-// The number after "KEY": in `json`, or -1.
-int64_t JsonNumber(const std::string& json, const std::string& key) {
-  const std::string needle = "\"" + key + "\": ";
-  const size_t at = json.find(needle);
-  if (at == std::string::npos) return -1;
-  return std::stoll(json.substr(at + needle.size()));
-}
-
-std::string StatusJson(const AggregatorServer& a) {
-  const CommandResult r = RunAggregator({"status", "--json", "--control", a.control_path()});
-  REQUIRE_MESSAGE(r.exit_code == 0, r.stderr_text);
-  return r.stdout_text;
-}
-
 // Polls status --json until the log's destaged sequence D reaches its head (5 s at most).
 std::string WaitDestaged(const AggregatorServer& a) {
   std::string json;

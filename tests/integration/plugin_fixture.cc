@@ -68,6 +68,13 @@ size_t CountOf(std::string_view text, std::string_view needle) {
   return n;
 }
 
+int64_t JsonNumber(const std::string& json, const std::string& key) {
+  const std::string needle = "\"" + key + "\": ";
+  const size_t at = json.find(needle);
+  if (at == std::string::npos) return -1;
+  return std::stoll(json.substr(at + needle.size()));
+}
+
 CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout) {
   const CommandResult r = RunCommand(argv, timeout);
   INFO(JoinArgv(argv));

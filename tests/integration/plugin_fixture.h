@@ -58,6 +58,8 @@ std::string LineWithAll(const std::string& text, std::initializer_list<std::stri
 bool Contains(std::string_view text, std::string_view needle);
 // How many times needle occurs in text, not overlapping.
 size_t CountOf(std::string_view text, std::string_view needle);
+// The number after the first `"KEY": ` in `json` (JSON as dst-aggregator prints it), or -1.
+int64_t JsonNumber(const std::string& json, const std::string& key);
 
 // Runs a tool and requires exit code 0, showing its output otherwise.
 CommandResult RunOk(const Argv& argv, std::chrono::milliseconds timeout = std::chrono::seconds(30));

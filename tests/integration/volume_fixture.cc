@@ -40,6 +40,14 @@ CommandResult RunAggregator(const std::vector<std::string>& args) {
   return r;
 }
 
+std::string StatusJson(const AggregatorServer& aggregator) {
+  const CommandResult r =
+      RunAggregator({"status", "--json", "--control", aggregator.control_path()});
+  REQUIRE_MESSAGE(r.exit_code == 0,
+                  "status --json exited " << r.exit_code << ": " << r.stderr_text);
+  return r.stdout_text;
+}
+
 CommandResult Create(const std::vector<std::string>& options,
                      const std::vector<std::string>& uris) {
   return RunAggregator(Concat(Concat({"create"}, options), uris));

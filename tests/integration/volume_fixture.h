@@ -51,6 +51,9 @@ std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<st
 // complained on its stderr.
 CommandResult RunAggregator(const std::vector<std::string>& args);
 
+// `dst-aggregator status --json` of a running aggregator (must exit 0).
+std::string StatusJson(const AggregatorServer& aggregator);
+
 // `dst-aggregator create OPTIONS... URIS...`, which may fail.
 CommandResult Create(const std::vector<std::string>& options, const std::vector<std::string>& uris);
 

@@ -209,7 +209,7 @@ MirrorLoss KillForGoodDuringCopy(KernelGuest& guest, Aggregator& aggregator, Mem
   // Read first: doctest shows a _MESSAGE under its reporter's lock, where the
   // status's own assertions would wait for it forever.
   if (!stale_after) {
-    const std::string status = fault::StatusJson(aggregator);
+    const std::string status = StatusJson(aggregator);
     FAIL("the killed copy was never demoted:\n" << status);
   }
   CHECK_MESSAGE(!CopyDone(guest, kMirrorVictim),
@@ -263,7 +263,7 @@ MirrorReplace ReplaceDuringCopy(KernelGuest& guest, Aggregator& aggregator,
                 "the copy ended before the replacement started: a rebuild under the guest's "
                 "writes was not tested");
   if (!aggregator.WaitForLog(ReplacedLine(mirror, fresh), 1, Left(deadline))) {
-    const std::string status = fault::StatusJson(aggregator);
+    const std::string status = StatusJson(aggregator);
     FAIL("the replacement never completed:\n" << status);
   }
   replace.replaced_after = fault::SecondsSince(started_at);
@@ -339,7 +339,7 @@ void CheckMirrorLossAndReplace(Aggregator& aggregator, const MemberGroup& mirror
                                const Member& fresh) {
   const std::string log = aggregator.stderr_text();
   const std::string victim = mirror.uris()[kMirrorVictim.slot];
-  const std::string json = fault::StatusJson(aggregator);
+  const std::string json = StatusJson(aggregator);
   const CommandResult table = RunAggregator({"status", "--control", aggregator.control_path()});
   INFO("dst-aggregator log:\n" << log);
   INFO("status:\n" << table.stdout_text << json);

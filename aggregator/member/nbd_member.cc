@@ -99,6 +99,16 @@ size_t NbdMember::MaxInFlight() const {
 
 // --- transactions -----------------------------------------------------------
 
+// One send of a transaction: the copy of the request, and what its answer
+// needs to find the transaction, in one allocation; its callback captures
+// only a pointer to it, which std::function keeps without allocating.
+struct NbdMember::SendIo : MemberIo {
+  NbdMember* member = nullptr;
+  LifetimeWatch alive;
+  uint64_t id = 0;
+  uint64_t attempt = 0;
+};
+
 void NbdMember::Submit(std::shared_ptr<MemberIo> io) {
   if (const int err = CheckRequest(*io); err != 0) {
     io->failure = "member " + uri_ + ": " + Describe(*io) + ": " + std::strerror(err);
@@ -106,7 +116,7 @@ void NbdMember::Submit(std::shared_ptr<MemberIo> io) {
     return;
   }
   const uint64_t id = next_id_++;
-  Transaction& transaction = transactions_[id];
+  Transaction& transaction = NewTransaction(id);
   transaction.io = std::move(io);
   const Clock::time_point now = env_.Now();
   transaction.history.first_send = now;
@@ -254,11 +264,15 @@ void NbdMember::Send(uint64_t id, MemberConnection& connection, Clock::time_poin
   ++in_flight_;
   deadlines_.push_back({now + options_.io_timeout, id, transaction.attempt});
 
-  std::shared_ptr<MemberIo> send = volume::CopyRequest(*transaction.io);
-  MemberIo* answered = send.get();  // alive while its own done runs
-  send->done = [this, alive = lifetime_.Watch(), id, attempt = transaction.attempt,
-                answered](int err) {
-    if (!alive.expired()) OnAnswer(id, attempt, err, *answered);
+  std::shared_ptr<SendIo> send = volume::CopyRequest<SendIo>(*transaction.io);
+  send->member = this;
+  send->alive = lifetime_.Watch();
+  send->id = id;
+  send->attempt = transaction.attempt;
+  SendIo* answered = send.get();  // alive while its own done runs
+  send->done = [answered](int err) {
+    if (!answered->alive.expired())
+      answered->member->OnAnswer(answered->id, answered->attempt, err, *answered);
   };
   connection.Submit(std::move(send));
 }
@@ -445,12 +459,29 @@ void NbdMember::Finish(uint64_t id, int err, bool post) {
     transaction.io->failure =
         "member " + uri_ + ": " + Describe(*transaction.io) + ": " + transaction.last_error;
   }
+  std::shared_ptr<MemberIo> io = std::move(transaction.io);
+  Recycle(std::move(node));
   if (post) {
-    asio::post(io_, [io = std::move(transaction.io), err] { io->done(err); });
+    asio::post(io_, [io = std::move(io), err] { io->done(err); });
     return;
   }
-  const std::shared_ptr<MemberIo> io = std::move(transaction.io);
   io->done(err);  // may submit more I/O to this member
+}
+
+NbdMember::Transaction& NbdMember::NewTransaction(uint64_t id) {
+  if (spare_transactions_.empty()) return transactions_[id];
+  Transactions::node_type node = std::move(spare_transactions_.back());
+  spare_transactions_.pop_back();
+  node.key() = id;
+  return transactions_.insert(std::move(node)).position->second;
+}
+
+void NbdMember::Recycle(Transactions::node_type node) {
+  // As many as a deep queue finishes in one batch of answers, and no more.
+  constexpr size_t kMaxSpare = 128;
+  if (spare_transactions_.size() >= kMaxSpare) return;
+  node.mapped() = Transaction{};
+  spare_transactions_.push_back(std::move(node));
 }
 
 // Everything the member holds fails now, whether waiting, delayed or in

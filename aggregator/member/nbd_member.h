@@ -150,6 +150,9 @@ class NbdMember : public volume::MemberTarget {
     std::string last_error;
     std::vector<uint8_t> ping_buffer;
   };
+  using Transactions = std::unordered_map<uint64_t, Transaction>;
+  // One send of a transaction (nbd_member.cc).
+  struct SendIo;
   struct Deadline {
     Clock::time_point at;
     uint64_t id;
@@ -181,6 +184,10 @@ class NbdMember : public volume::MemberTarget {
   // `post`: run done later from the event loop rather than now; only an
   // answer (OnAnswer runs outside Submit and libnbd) may run it at once.
   void Finish(uint64_t id, int err, bool post = true);
+  // The entry of a new transaction, in the node of a finished one when there
+  // is one: a transaction per I/O, without an allocation per I/O.
+  Transaction& NewTransaction(uint64_t id);
+  void Recycle(Transactions::node_type node);
   void GiveUp(uint64_t id);
   // An ESHUTDOWN answer to a mutating I/O of a member of a redundant volume:
   // a newer owner's fence, or a stopping export node.
@@ -252,7 +259,8 @@ class NbdMember : public volume::MemberTarget {
   std::string last_error_;
 
   uint64_t next_id_ = 1;
-  std::unordered_map<uint64_t, Transaction> transactions_;
+  Transactions transactions_;
+  std::vector<Transactions::node_type> spare_transactions_;  // see NewTransaction
   // Ids to send when a connection has room, in id (submission) order; ids of
   // transactions finished meanwhile are skipped when met.
   std::deque<uint64_t> waiting_;

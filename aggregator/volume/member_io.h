@@ -66,11 +66,13 @@ struct MemberIo {
   std::function<void(int err)> done;
 };
 
-// A new MemberIo with the request part of `io` (operation, range, buffer and
-// flags), and none of its routing, answers or completion: for one send of it
-// (a resend, a copy of a set).
-inline std::shared_ptr<MemberIo> CopyRequest(const MemberIo& io) {
-  auto copy = std::make_shared<MemberIo>();
+// A new MemberIo (or a type derived from it, for a caller that keeps its own
+// state beside the request in the same allocation) with the request part of
+// `io` (operation, range, buffer and flags), and none of its routing, answers
+// or completion: for one send of it (a resend, a copy of a set).
+template <typename T = MemberIo>
+std::shared_ptr<T> CopyRequest(const MemberIo& io) {
+  auto copy = std::make_shared<T>();
   copy->op = io.op;
   copy->offset = io.offset;
   copy->length = io.length;

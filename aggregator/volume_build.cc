@@ -234,8 +234,10 @@ Status StageVolume(const VolumeConfig& v, const stagelog::Uuid& volume_uuid, asi
   std::shared_ptr<stagelog::LogDevice> device;
   stagelog::ReplayedLog log;
   bool formatted = false;
+  const stagelog::LogMode mode = v.log_mode == "write-through" ? stagelog::LogMode::kWriteThrough
+                                                               : stagelog::LogMode::kWriteBack;
   DST_RETURN_IF_ERROR(
-      stagelog::OpenVolumeLog(v.log_path, v.log_size, volume_uuid, &device, &log, &formatted)
+      stagelog::OpenVolumeLog(v.log_path, v.log_size, volume_uuid, mode, &device, &log, &formatted)
           .Wrap("volume " + name));
   const uint64_t pending = log.next_sequence - 1 > log.destaged_sequence()
                                ? log.next_sequence - 1 - log.destaged_sequence()

@@ -36,10 +36,6 @@ struct ReadJoin {
   }
 };
 
-}  // namespace
-
-namespace {
-
 Status FormatVolumeLog(LogDevice& device, const Uuid& volume_uuid, LogMode mode,
                        const std::string& path) {
   FormatOptions options;

@@ -181,6 +181,20 @@ TEST_CASE("write-through: a member that fails the write fails the client's write
   CHECK(f.staged->head_sequence() == 2);
 }
 
+TEST_CASE("write-through: a failed log sync fails the write before the member sees it") {
+  Fixture f;
+  CHECK(f.Write(0, Pattern(4096, 1)) == 0);
+  const size_t writes = f.member.Count(MemberOp::kWrite);
+  f.log->FailNextSync();
+  CHECK(f.Write(0, Pattern(4096, 2)) == EIO);
+  CHECK(f.member.Count(MemberOp::kWrite) == writes);
+  CHECK(f.MemberBytes(0, 4096) == Pattern(4096, 1));
+  CHECK(f.staged->State().staging_log->state == "failed");
+  // Every later write too (restart to open the log again); reads go on.
+  CHECK(f.Write(8192, Pattern(4096, 3)) == EIO);
+  CHECK(f.ReadFrom(*f.staged, 0, 4096) == Pattern(4096, 1));
+}
+
 // Random overlapping writes, trims and zeroes, several in flight at once; the volume after each
 // sequence, as a byte model, against every snapshot point.
 TEST_CASE("write-through: every point reads exactly its generation (fixed seed)") {

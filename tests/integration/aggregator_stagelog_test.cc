@@ -421,7 +421,8 @@ TEST_SUITE("aggregator_stagelog") {
     {
       // Replayed after the SIGKILL: the before-images serve the same points.
       Served a(through);
-      CHECK(a.WaitForLog("staging log " + log + " replayed: 12 records, head 12"));
+      CHECK(a.WaitForLog("staging log " + log +
+                         " replayed: 12 records, head 12, write-through: snapshots from 0"));
       CHECK(ReadWhole(a.uri("vol0@" + std::to_string(points[1].newest)), kSize) == generations[1]);
       CHECK(ReadWhole(a.uri(), kSize) == generations[2]);
     }

@@ -141,7 +141,8 @@ Status StagedDevice::Open(asio::io_context& io, std::unique_ptr<volume::BlockDev
     const uint64_t oldest_point = log.superblock.oldest_sequence - 1;
     for (const ReplayedRecord& r : log.records) {
       d->index_.Add(r);
-      d->undestaged_.push_back({r.header.sequence, r.header.record_size(), r.header.time});
+      d->undestaged_.push_back(
+          {r.header.sequence, r.header.record_size(), r.header.time, r.position});
     }
     d->index_.SetDestaged(oldest_point);
     d->destaged_ = d->last_applied_ = d->applying_through_ = d->released_ = oldest_point;
@@ -155,7 +156,8 @@ Status StagedDevice::Open(asio::io_context& io, std::unique_ptr<volume::BlockDev
     if (r.header.sequence == destaged) d->destaged_time_ = r.header.time;
     if (r.header.sequence <= destaged) continue;
     d->to_apply_.push_back(r);
-    d->undestaged_.push_back({r.header.sequence, r.header.record_size(), r.header.time});
+    d->undestaged_.push_back(
+        {r.header.sequence, r.header.record_size(), r.header.time, r.position});
   }
   d->index_.SetDestaged(destaged);
   d->destaged_ = destaged;
@@ -169,7 +171,7 @@ Status StagedDevice::Open(asio::io_context& io, std::unique_ptr<volume::BlockDev
 
 StagedDevice::Snapshot StagedDevice::TakeSnapshot() const {
   return {writer_->used(), writer_->ring_size(), writer_->durable_sequence(),
-          writer_->max_write_length()};
+          writer_->max_write_length(), writer_->head()};
 }
 
 template <typename Job>
@@ -419,11 +421,12 @@ void StagedDevice::Recorded(const ReplayedRecord& record) {
   if (write_through()) {
     unfinished_.insert(record.header.sequence);
     undestaged_.push_back(
-        {record.header.sequence, record.header.record_size(), record.header.time});
+        {record.header.sequence, record.header.record_size(), record.header.time, record.position});
     return;
   }
   to_apply_.push_back(record);
-  undestaged_.push_back({record.header.sequence, record.header.record_size(), record.header.time});
+  undestaged_.push_back(
+      {record.header.sequence, record.header.record_size(), record.header.time, record.position});
 }
 
 // ---- Destager ----
@@ -856,14 +859,16 @@ void StagedDevice::FinishThrough(const std::shared_ptr<ThroughOp>& op, int err) 
 void StagedDevice::Reclaim() {
   if (reclaiming_) return;
   reclaiming_ = true;
-  // The oldest records go until at most release_fill of the ring is used; at least one.
+  // The oldest records go until at most release_fill of the ring is used; at least one. What is
+  // left is the ring from the next record kept to the head (padding before it goes too).
   const double target = options_.release_fill * static_cast<double>(snap_.ring_size);
-  uint64_t used = snap_.used;
   uint64_t through = released_;
-  for (const Undestaged& u : undestaged_) {
-    if (through > released_ && static_cast<double>(used) <= target) break;
-    through = u.sequence;
-    used -= std::min(used, u.size);
+  for (size_t i = 0; i < undestaged_.size(); ++i) {
+    through = undestaged_[i].sequence;
+    if (i + 1 == undestaged_.size()) break;
+    const uint64_t next = undestaged_[i + 1].position;
+    const uint64_t left = (snap_.head + snap_.ring_size - next) % snap_.ring_size;
+    if (static_cast<double>(left) <= target) break;
   }
   // Only padding is held: free everything committed.
   if (through == released_) through = snap_.durable_sequence;

@@ -152,6 +152,7 @@ class StagedDevice final : public volume::BlockDevice {
     uint64_t ring_size = 0;
     uint64_t durable_sequence = 0;
     uint64_t max_write_length = 0;
+    uint64_t head = 0;  // ring offset of the next record
   };
   struct Request {
     Done done;
@@ -182,8 +183,9 @@ class StagedDevice final : public volume::BlockDevice {
   };
   struct Undestaged {
     uint64_t sequence;
-    uint64_t size;  // in the log
-    uint64_t time;  // ns
+    uint64_t size;      // in the log
+    uint64_t time;      // ns
+    uint64_t position;  // ring offset of its header page
   };
 
   StagedDevice(asio::io_context& io, std::unique_ptr<volume::BlockDevice> inner,

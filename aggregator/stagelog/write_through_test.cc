@@ -340,6 +340,25 @@ TEST_CASE("write-through: a full log reclaims its oldest records and the window 
   CHECK(f.staged->Snapshots().oldest_sequence == range.oldest_sequence);
 }
 
+TEST_CASE("write-through: a write longer than a record holds takes several before-images") {
+  Fixture f(kMinRingSize);
+  const uint64_t most = f.staged->max_write_length();
+  REQUIRE(most < 40960);
+  const Bytes first = Pattern(40960, 1);
+  const Bytes second = Pattern(40960, 2);
+  CHECK(f.Write(0, first) == 0);
+  const uint64_t after_first = f.staged->head_sequence();
+  CHECK(after_first == 2);  // two records
+  CHECK(f.Write(0, second) == 0);
+  CHECK(f.MemberBytes(0, 40960) == second);
+  const SnapshotRange range = f.staged->Snapshots();
+  // The second write's first record did not fit: record 1 went (and no more: the ring is half
+  // free then); the point after the first write is still whole.
+  CHECK(range.oldest_sequence == after_first);
+  CHECK(f.ReadFrom(*f.Snapshot(after_first), 0, 40960) == first);
+  CHECK(f.ReadFrom(*f.Snapshot(range.newest_sequence), 0, 40960) == second);
+}
+
 TEST_CASE("write-through: a torn tail record is dropped at replay, and the rest still serves") {
   Fixture f;
   CHECK(f.Write(0, Pattern(4096, 1)) == 0);  // 1

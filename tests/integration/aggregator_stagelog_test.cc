@@ -409,6 +409,12 @@ TEST_SUITE("aggregator_stagelog") {
       }
       CHECK(ReadWhole(a.uri("vol0@0"), kSize) == Bytes(kSize, 0));
       CHECK(ReadWhole(a.uri("vol0@" + points[0].newest_time), kSize) == generations[0]);
+      const CommandResult list =
+          RunAggregator({"snapshot", "list", "vol0", "--control", a.control_path()});
+      CHECK(Contains(list.stdout_text,
+                     "volume vol0: snapshots vol0@0 to vol0@12\noldest: 0 at an unknown time\n"));
+      CHECK(Contains(list.stdout_text,
+                     "\nretain: as far back as the log's size reaches (write-through)\n"));
       NbdClient r;
       CHECK(r.Connect(a.uri("vol0@13")).err == ENOENT);
       CHECK(

@@ -3,6 +3,14 @@
 # and UndefinedBehaviorSanitizer in build-test/, and runs ctest (unit,
 # integration and the later labels). A missing dependency is a failure.
 #
+# Then the thread stage (README.md "thread stage"): the tests whose code
+# runs on more than one thread (the worker pool, the staging log's thread, TLS,
+# the control plane, lease renewal, member connections) and the integration
+# suites that drive those paths through the real binaries, built with
+# ThreadSanitizer in build-tsan/. A race stops the process that has it
+# (halt_on_error), so the test fails. DST_TEST_TSAN=0 skips it; with ctest
+# arguments it runs only if they name it (`tsan`).
+#
 # Then the fuzz stage (ctest label `fuzz`, docs/security.md "Fuzzing"): the
 # libFuzzer targets, built with clang in build-fuzz/ (only they and the
 # libraries they link), each run for DST_FUZZ_SECONDS (default 30) over a
@@ -14,8 +22,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fuzz=${DST_TEST_FUZZ:-1}
+tsan=${DST_TEST_TSAN:-1}
 if (($# > 0)) && [[ " $* " != *fuzz* ]]; then
   fuzz=0
+fi
+if (($# > 0)) && [[ " $* " != *tsan* ]]; then
+  tsan=0
 fi
 
 bash scripts/install-deps.sh
@@ -23,6 +35,21 @@ build=${DST_TEST_BUILD_DIR:-build-test}
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDST_SANITIZE=ON -DDST_UNITY_BUILD=ON >/dev/null
 cmake --build "$build" -j "$(nproc)"
 (cd "$build" && ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@")
+
+if [[ $tsan == 1 ]]; then
+  tsan_build=${DST_TSAN_BUILD_DIR:-build-tsan}
+  tsan_units=(common_test checksummed_test stagelog_test server_test cluster_test control_test
+    member_test)
+  tsan_suites="data|checksum|encryption|mirror|scrub|stagelog|reload|status|tls|volume"
+  cmake -S . -B "$tsan_build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDST_TSAN=ON \
+    -DDST_UNITY_BUILD=ON >/dev/null
+  cmake --build "$tsan_build" -j "$(nproc)" --target dst-aggregator nbdkit-dst-plugin \
+    aggregator_integration_test "${tsan_units[@]}"
+  units=$(IFS='|'; echo "${tsan_units[*]}")
+  (cd "$tsan_build" && TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" ctest \
+    --output-on-failure --timeout 600 -j "$(nproc)" \
+    -R "^(${units}|aggregator_integration_(${tsan_suites}))\$")
+fi
 
 if [[ $fuzz == 1 ]]; then
   fuzz_build=${DST_FUZZ_BUILD_DIR:-build-fuzz}

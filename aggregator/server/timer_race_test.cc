@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -174,10 +175,11 @@ TEST_CASE("a TLS client answering close_notify exactly at the give-up time") {
     SocketPair pair(io);
     auto stream = std::make_unique<ClientStream>(std::move(*pair.server));
     PskClient client(pair.peer);
-    bool client_done = false, client_ok = false;
+    bool client_ok = false;                 // read only after the join
+    std::atomic<bool> client_done = false;  // polled by the loop below while the client runs
     std::thread client_thread([&] {
       client_ok = client.Connect() && client.AwaitCloseNotify();
-      client_done = true;  // read by the test thread only after join or at the end of a step
+      client_done = true;
     });
     bool server_done = false;
     asio::co_spawn(

@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -36,8 +37,9 @@ inline std::unique_ptr<FakeLogDevice> NewDevice(uint64_t ring = kMinRingSize,
 }
 
 // A clock that ticks one nanosecond per call, from 2000.
+// Called from the log thread and the loop alike, as the real clock is.
 inline LogClock TickingClock() {
-  auto now = std::make_shared<uint64_t>(2000);
+  auto now = std::make_shared<std::atomic<uint64_t>>(2000);
   return [now] { return (*now)++; };
 }
 

@@ -28,6 +28,11 @@ constexpr const char* kUbsanRuntime = DST_UBSAN_RUNTIME;
 #else
 constexpr const char* kUbsanRuntime = "";
 #endif
+#ifdef DST_TSAN_RUNTIME
+constexpr const char* kTsanRuntime = DST_TSAN_RUNTIME;
+#else
+constexpr const char* kTsanRuntime = "";
+#endif
 // Libraries whose constructors must run after the ASan runtime has
 // initialised (see tests/CMakeLists.txt); they go first in LD_PRELOAD.
 #ifdef DST_PRELOAD_BEFORE_SANITIZERS
@@ -99,6 +104,9 @@ int ListenMappedV4(int* port) {
 }  // namespace
 
 std::vector<std::string> NbdkitEnvironment() {
+  // A ThreadSanitizer build's plugin needs its runtime in nbdkit, and
+  // nothing else (it cannot be combined with ASan).
+  if (*kTsanRuntime) return {"LD_PRELOAD=" + std::string(kTsanRuntime)};
   if (!*kAsanRuntime && !*kUbsanRuntime) return {};
   std::string preload;
   for (const char* lib : {kPreloadFirst, kAsanRuntime, kUbsanRuntime})

@@ -63,6 +63,12 @@ Status ValidateServeConfig(ServeConfig& config) {
       return Status::Invalid(what + ": --log-size without --log");
     if (v.log_retain.count() != 0 && v.log_path.empty())
       return Status::Invalid(what + ": --log-retain without --log");
+    if (!v.log_mode.empty() && v.log_path.empty())
+      return Status::Invalid(what + ": --log-mode without --log");
+    if (v.log_mode == "write-through" && v.log_retain.count() != 0)
+      return Status::Invalid(what +
+                             ": --log-retain is for write-back logs: a write-through log keeps "
+                             "every point its size allows");
     if (!v.log_path.empty() && !logs.insert(v.log_path).second)
       return Status::Invalid(what + ": staging log " + v.log_path + " is already another volume's");
     for (const std::string& uri : v.members)

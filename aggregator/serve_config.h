@@ -56,6 +56,10 @@ struct VolumeConfig {
   // Records younger than this stay in the log, as snapshot points (docs/staging-log.md,
   // "Snapshots"); 0: destaged at once.
   std::chrono::milliseconds log_retain{0};
+  // "write-back" (the default when empty) or "write-through": acknowledge once the log has a write
+  // and destage it later, or once the members have it, the log keeping before-images for
+  // snapshots only (docs/staging-log.md §10).
+  std::string log_mode;
 
   bool IsRaw(bool default_raw) const { return raw.value_or(default_raw); }
 };

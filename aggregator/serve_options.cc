@@ -406,6 +406,17 @@ const VolumeOption kVolumeOptions[] = {
      [](const VolumeConfig& c) {
        return c.log_retain.count() == 0 ? std::string() : ShowDuration(c.log_retain);
      }},
+    {"log-mode", Form::kText,
+     "write-back (default): acknowledge writes once the staging log has them and destage them "
+     "later; write-through: acknowledge once the members have them, the log keeping only the "
+     "before-images that snapshots need",
+     [](std::string_view v, VolumeConfig* c) {
+       if (v != "write-back" && v != "write-through")
+         return Status::Invalid("expected write-back or write-through");
+       c->log_mode = v;
+       return Status::Ok();
+     },
+     [](const VolumeConfig& c) { return c.log_mode; }},
 };
 
 template <typename O>

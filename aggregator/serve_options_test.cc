@@ -81,6 +81,7 @@ const std::map<std::string, Sample> kVolumeSamples = {
     {"log", {"/var/lib/dst/vol0.log"}},
     {"log-size", {"64M", "0", "expected a size such as 64K, more than 0"}},
     {"log-retain", {"10m", "-1s", kDuration}},
+    {"log-mode", {"write-through", "write-around", "expected write-back or write-through"}},
 };
 
 class TempFiles {
@@ -325,6 +326,23 @@ TEST_CASE("a staging log: --log-size needs --log, and two volumes cannot share o
   REQUIRE(FromCommandLine({"--config", path}, &shared).ok());
   CHECK(ValidateServeConfig(shared).message() ==
         "volume b: staging log /tmp/x.log is already another volume's");
+  ServeConfig mode_alone;
+  REQUIRE(FromCommandLine({"--raw", "--log-mode", "write-through", kMember}, &mode_alone).ok());
+  CHECK(ValidateServeConfig(mode_alone).message() == "volume vol0: --log-mode without --log");
+  ServeConfig through;
+  REQUIRE(FromCommandLine({"--raw", "--log", "/tmp/a.log", "--log-mode", "write-through", kMember},
+                          &through)
+              .ok());
+  CHECK(ValidateServeConfig(through).ok());
+  CHECK(through.volumes[0].log_mode == "write-through");
+  ServeConfig through_retained;
+  REQUIRE(FromCommandLine({"--raw", "--log", "/tmp/a.log", "--log-mode", "write-through",
+                           "--log-retain", "1h", kMember},
+                          &through_retained)
+              .ok());
+  CHECK(ValidateServeConfig(through_retained).message() ==
+        "volume vol0: --log-retain is for write-back logs: a write-through log keeps every point "
+        "its size allows");
 }
 
 TEST_CASE("raw volumes are linear or stripe: mirror and raid10 need the member format") {
@@ -406,11 +424,13 @@ TEST_CASE("volume options and member URIs belong in the file with --config") {
   const std::string path =
       files.Write("serve.toml", "[[volume]]\nmembers = [\"" + std::string(kMember) + "\"]\n");
   ServeConfig config;
-  CHECK(FromCommandLine({"--description", "x", "--config", path}, &config).message() ==
-        "--config: give --name, --description, --layout, --chunk, --key-file, --passphrase-file, "
-        "--allow-degraded, --auto-resync, --discard, --log, --log-size and --log-retain in the "
-        "file's "
-        "[[volume]] tables");
+  CHECK(
+      FromCommandLine({"--description", "x", "--config", path}, &config).message() ==
+      "--config: give --name, --description, --layout, --chunk, --key-file, --passphrase-file, "
+      "--allow-degraded, --auto-resync, --discard, --log, --log-size, --log-retain and --log-mode "
+      "in the "
+      "file's "
+      "[[volume]] tables");
   CHECK(FromCommandLine({"--config", path, kMember}, &config).message() ==
         "--config cannot be combined with member URIs");
 }

@@ -234,16 +234,27 @@ Status StageVolume(const VolumeConfig& v, const stagelog::Uuid& volume_uuid, asi
   std::shared_ptr<stagelog::LogDevice> device;
   stagelog::ReplayedLog log;
   bool formatted = false;
+  const stagelog::LogMode mode = v.log_mode == "write-through" ? stagelog::LogMode::kWriteThrough
+                                                               : stagelog::LogMode::kWriteBack;
   DST_RETURN_IF_ERROR(
-      stagelog::OpenVolumeLog(v.log_path, v.log_size, volume_uuid, &device, &log, &formatted)
+      stagelog::OpenVolumeLog(v.log_path, v.log_size, volume_uuid, mode, &device, &log, &formatted)
           .Wrap("volume " + name));
   const uint64_t pending = log.next_sequence - 1 > log.destaged_sequence()
                                ? log.next_sequence - 1 - log.destaged_sequence()
                                : 0;
   if (formatted)
-    LOG_INFO("volume %s: staging log %s formatted for volume %s: %s ring", name.c_str(),
+    LOG_INFO("volume %s: staging log %s formatted for volume %s: %s ring, %s", name.c_str(),
              v.log_path.c_str(), integrity::FormatUuid(volume_uuid).c_str(),
-             FormatSize(log.superblock.ring_size).c_str());
+             FormatSize(log.superblock.ring_size).c_str(),
+             std::string(stagelog::LogModeName(mode)).c_str());
+  else if (mode == stagelog::LogMode::kWriteThrough)
+    // Nothing to destage: the members have every acknowledged write.
+    LOG_INFO(
+        "volume %s: staging log %s replayed: %zu records, head %llu, write-through: snapshots "
+        "from %llu (%s)",
+        name.c_str(), v.log_path.c_str(), log.records.size(),
+        static_cast<unsigned long long>(log.next_sequence - 1),
+        static_cast<unsigned long long>(log.superblock.oldest_sequence - 1), log.end.c_str());
   else
     LOG_INFO(
         "volume %s: staging log %s replayed: %zu records, head %llu, destaged %llu, %llu to "

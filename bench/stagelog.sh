@@ -6,23 +6,28 @@
 #   - the destage rate: log bytes applied to the member per second in the 10 s after the writes
 #     stop (status --json, pending_bytes);
 #   - 4 KiB random reads at QD32 over what was written, with the data still in the log (every
-#     read looked up in its index and read from the log) and without a log.
+#     read looked up in its index and read from the log) and without a log;
+#   - the same writes with `--log-mode write-through` (a member read, a log record and the member
+#     write before each acknowledgement), unless --no-write-through.
 # See docs/benchmarks.md, "A staging log in front of slow members".
 #
 #   bench/stagelog.sh [--build-dir DIR] [--runtime SECONDS] [--delay 2ms] [--log-size 2G]
+#                     [--no-write-through]
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$repo/build-bench"
 runtime=5
 delay=2ms
 log_size=2G
+write_through=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --build-dir) build=$2; shift 2 ;;
     --runtime) runtime=$2; shift 2 ;;
     --delay) delay=$2; shift 2 ;;
     --log-size) log_size=$2; shift 2 ;;
-    *) sed -n '2,12p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+    --no-write-through) write_through=0; shift ;;
+    *) sed -n '2,15p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
   esac
 done
 [[ -x $build/aggregator/dst-aggregator ]] || {
@@ -92,6 +97,14 @@ after=$(status_field pending_bytes)
 drained=$((before - after))
 stop_aggregator
 
+if [[ $write_through == 1 ]]; then
+  rm -f "$tmp/vol0.log"
+  start_aggregator --log "$tmp/vol0.log" --log-size "$log_size" --log-mode write-through
+  read -r through_qd1_iops through_qd1_lat < <(run_fio randwrite 1)
+  read -r through_qd32_iops _ < <(run_fio randwrite 32)
+  stop_aggregator
+fi
+
 printf '| measure | without log | with log | ratio |\n|---|---:|---:|---:|\n'
 printf '| 4K random write QD1, mean latency µs | %s | %s | %.2f× |\n' "$plain_qd1_lat" "$log_qd1_lat" \
   "$(echo "$log_qd1_lat / $plain_qd1_lat" | bc -l)"
@@ -99,5 +112,12 @@ printf '| 4K random write QD32, IOPS | %s | %s | %.2f× |\n' "$plain_qd32_iops" 
   "$(echo "$log_qd32_iops / $plain_qd32_iops" | bc -l)"
 printf '| 4K random read QD32, IOPS (with log: data in the log) | %s | %s | %.2f× |\n' \
   "$plain_read_iops" "$log_read_iops" "$(echo "$log_read_iops / $plain_read_iops" | bc -l)"
+if [[ $write_through == 1 ]]; then
+  printf '\n| measure | without log | write-through log | ratio |\n|---|---:|---:|---:|\n'
+  printf '| 4K random write QD1, mean latency µs | %s | %s | %.2f× |\n' "$plain_qd1_lat" \
+    "$through_qd1_lat" "$(echo "$through_qd1_lat / $plain_qd1_lat" | bc -l)"
+  printf '| 4K random write QD32, IOPS | %s | %s | %.2f× |\n' "$plain_qd32_iops" \
+    "$through_qd32_iops" "$(echo "$through_qd32_iops / $plain_qd32_iops" | bc -l)"
+fi
 printf 'destage: %s bytes of log applied in 10 s: %.2f MiB/s (%s bytes were pending)\n' "$drained" \
   "$(echo "$drained / 10 / 1048576" | bc -l)" "$before"

@@ -21,6 +21,13 @@ std::string TimeJson(const std::optional<uint64_t>& time) {
   return time ? integrity::JsonQuote(stagelog::FormatRecordTime(*time)) : "null";
 }
 
+// Write-through logs keep every point their size allows (docs/staging-log.md §10).
+std::string RetainText(const volume::StagingLogState& log) {
+  if (log.mode == "write-through") return "as far back as the log's size reaches (write-through)";
+  if (log.retain_ms == 0) return "0 (destaged at once)";
+  return FormatDuration(std::chrono::milliseconds(log.retain_ms));
+}
+
 }  // namespace
 
 std::string SnapshotListText(const std::string& volume, const volume::StagingLogState& log) {
@@ -28,10 +35,7 @@ std::string SnapshotListText(const std::string& volume, const volume::StagingLog
          " to " + volume + "@" + std::to_string(log.newest_point) +
          "\noldest: " + std::to_string(log.oldest_point) + " at " +
          TimeText(log.oldest_point_time) + "\nnewest: " + std::to_string(log.newest_point) +
-         " at " + TimeText(log.newest_point_time) + "\nretain: " +
-         (log.retain_ms == 0 ? std::string("0 (destaged at once)")
-                             : FormatDuration(std::chrono::milliseconds(log.retain_ms))) +
-         "\n";
+         " at " + TimeText(log.newest_point_time) + "\nretain: " + RetainText(log) + "\n";
 }
 
 std::string SnapshotListJson(const std::string& volume, const volume::StagingLogState& log) {

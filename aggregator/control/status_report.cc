@@ -97,7 +97,7 @@ std::vector<volume::NamedCounter> StagingLogCounters(const volume::StagingLogSta
 }
 
 std::string StagingLogStatsFields(const volume::StagingLogState& l) {
-  return "state=" + l.state + " " + StatsFields(StagingLogCounters(l));
+  return "state=" + l.state + " mode=" + l.mode + " " + StatsFields(StagingLogCounters(l));
 }
 
 std::string IntegrityStatsFields(const volume::IntegrityState& i) {
@@ -168,7 +168,7 @@ void AppendBackgroundJson(std::ostringstream& out, const VolumeStatus& v) {
 
 void AppendStagingLogJson(std::ostringstream& out, const volume::StagingLogState& l) {
   out << ", \"staging_log\": {\"path\": " << JsonQuote(l.path)
-      << ", \"state\": " << JsonQuote(l.state);
+      << ", \"state\": " << JsonQuote(l.state) << ", \"mode\": " << JsonQuote(l.mode);
   AppendJsonFields(out, StagingLogCounters(l));
   out << "}";
 }
@@ -463,6 +463,11 @@ std::string StatusToPrometheus(const StatusReport& report) {
       e.Add("volume",
             {"staging_log_full", v.staging_log->state == "log_full", false,
              "1 while writes wait for staging log space"},
+            labels);
+      e.Add("volume",
+            {"staging_log_write_through", v.staging_log->mode == "write-through", false,
+             "1 when writes reach the members before their acknowledgement (--log-mode "
+             "write-through)"},
             labels);
       for (Field f : StagingLogCounters(*v.staging_log)) {
         const std::string name = std::string("staging_log_") + f.name;

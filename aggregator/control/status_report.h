@@ -70,7 +70,8 @@ std::string StatusToPrometheus(const StatusReport& report);
 std::string MemberStatsFields(const MemberStatus& member);
 std::string IntegrityStatsFields(const volume::IntegrityState& integrity);
 // A staging log's numbers (used_bytes, ring_size, head_sequence, destaged_sequence,
-// pending_bytes, pending_age_ms), and its stats line fields "state=normal used_bytes=...".
+// pending_bytes, pending_age_ms), and its stats line fields "state=normal mode=write-back
+// used_bytes=...".
 std::vector<volume::NamedCounter> StagingLogCounters(const volume::StagingLogState& log);
 std::string StagingLogStatsFields(const volume::StagingLogState& log);
 // "generation=0123abcd sets=[UU][U_]": the health of a mirror or raid10 volume for its stats line.

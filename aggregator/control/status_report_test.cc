@@ -223,16 +223,18 @@ TEST_CASE("a volume served through a staging log: its log's numbers in JSON, tab
       "/var/lib/dst/safe.log", "log_full", 61440, 65536, 17, 12, 20480, 1500};
   CHECK(Contains(StatusToJson(report),
                  "\"staging_log\": {\"path\": \"/var/lib/dst/safe.log\", \"state\": \"log_full\", "
-                 "\"used_bytes\": 61440, \"ring_size\": 65536, \"head_sequence\": 17, "
+                 "\"mode\": \"write-back\", \"used_bytes\": 61440, \"ring_size\": 65536, "
+                 "\"head_sequence\": 17, "
                  "\"destaged_sequence\": 12, \"pending_bytes\": 20480, \"pending_age_ms\": 1500}"));
   CHECK(Contains(StatusToText(report),
                  "VOLUME           STAGING LOG\nsafe             /var/lib/dst/safe.log "
-                 "state=log_full used_bytes=61440 ring_size=65536 head_sequence=17 "
+                 "state=log_full mode=write-back used_bytes=61440 ring_size=65536 head_sequence=17 "
                  "destaged_sequence=12 pending_bytes=20480 pending_age_ms=1500\n"));
   const std::string metrics = StatusToPrometheus(report);
   CHECK(Contains(metrics, "dst_volume_staging_log_full{volume=\"safe\"} 1\n"));
   CHECK(Contains(metrics, "dst_volume_staging_log_destaged_sequence{volume=\"safe\"} 12\n"));
   CHECK(Contains(metrics, "# TYPE dst_volume_staging_log_pending_bytes gauge\n"));
+  CHECK(Contains(metrics, "dst_volume_staging_log_write_through{volume=\"safe\"} 0\n"));
 }
 
 }  // namespace

@@ -54,8 +54,30 @@ std::string_view RecordKindName(RecordKind kind) {
       return "zero";
     case RecordKind::kPadding:
       return "padding";
+    case RecordKind::kBeforeImage:
+      return "before-image";
   }
   return "unknown";
+}
+
+bool KindBelongsTo(RecordKind kind, LogMode mode) {
+  if (kind == RecordKind::kPadding) return true;
+  return (kind == RecordKind::kBeforeImage) == (mode == LogMode::kWriteThrough);
+}
+
+std::string_view LogModeName(LogMode mode) {
+  return mode == LogMode::kWriteThrough ? "write-through" : "write-back";
+}
+
+Status ParseLogMode(std::string_view text, LogMode* out) {
+  if (text == "write-back") {
+    *out = LogMode::kWriteBack;
+  } else if (text == "write-through") {
+    *out = LogMode::kWriteThrough;
+  } else {
+    return Status::Invalid("expected write-back or write-through");
+  }
+  return Status::Ok();
 }
 
 uint64_t RingSizeFor(uint64_t log_size) {
@@ -99,7 +121,7 @@ Status EncodeSuperblock(const LogSuperblock& sb, std::span<uint8_t, kSlotSize> o
   std::fill(out.begin(), out.end(), 0);
   std::copy_n(kSuperblockMagic, sizeof kSuperblockMagic, p + o::kMagic);
   StoreBE32(p + o::kVersion, kFormatVersion);
-  StoreBE32(p + o::kFlags, 0);
+  StoreBE32(p + o::kFlags, sb.mode == LogMode::kWriteThrough ? kFlagWriteThrough : 0);
   StoreBE32(p + o::kPageSize, kPageSize);
   StoreBE64(p + o::kEvent, sb.event);
   std::copy(sb.volume_uuid.begin(), sb.volume_uuid.end(), p + o::kVolumeUuid);
@@ -134,10 +156,10 @@ Status DecodeSuperblock(std::span<const uint8_t> in, LogSuperblock* out) {
   }
   const uint32_t version = LoadBE32(p + o::kVersion);
   const uint32_t flags = LoadBE32(p + o::kFlags);
-  if (version != kFormatVersion || flags != 0) {
+  if (version != kFormatVersion || (flags & ~kKnownFlags) != 0) {
     return Status::Error(ENOTSUP, "staging log format version " + std::to_string(version) +
                                       " flags " + std::to_string(flags) +
-                                      " is not supported (this dst reads version 1, no flags)");
+                                      " is not supported (this dst reads version 1, flags 0 or 1)");
   }
   if (LoadBE32(p + o::kPageSize) != kPageSize) {
     return Status::Invalid("log superblock: page size " +
@@ -151,6 +173,7 @@ Status DecodeSuperblock(std::span<const uint8_t> in, LogSuperblock* out) {
     return Status::Invalid("log superblock: reserved bytes are not zero");
   }
   LogSuperblock sb;
+  sb.mode = (flags & kFlagWriteThrough) != 0 ? LogMode::kWriteThrough : LogMode::kWriteBack;
   sb.event = LoadBE64(p + o::kEvent);
   std::copy_n(p + o::kVolumeUuid, 16, sb.volume_uuid.begin());
   std::copy_n(p + o::kLogUuid, 16, sb.log_uuid.begin());
@@ -216,6 +239,7 @@ Status ValidateRecordHeader(const RecordHeader& h) {
     case RecordKind::kWrite:
     case RecordKind::kTrim:
     case RecordKind::kZero:
+    case RecordKind::kBeforeImage:
       break;
     default:
       return Status::Invalid(what + ": unknown kind " +
@@ -226,13 +250,13 @@ Status ValidateRecordHeader(const RecordHeader& h) {
     return Status::Invalid(what + ": volume range " + std::to_string(h.volume_offset) + "+" +
                            std::to_string(h.length) + " is empty or ends past 2^63");
   }
-  const uint64_t payload = h.kind == RecordKind::kWrite ? RoundUpToPage(h.length) : 0;
+  const uint64_t payload = HasPayload(h.kind) ? RoundUpToPage(h.length) : 0;
   if (h.payload_size != payload) {
     return Status::Invalid(what + ": payload size " + std::to_string(h.payload_size) + " of a " +
                            std::string(RecordKindName(h.kind)) + " of " + std::to_string(h.length) +
                            " bytes is not " + std::to_string(payload));
   }
-  if (h.kind != RecordKind::kWrite && h.payload_checksum != 0) {
+  if (!HasPayload(h.kind) && h.payload_checksum != 0) {
     return Status::Invalid(what + ": a " + std::string(RecordKindName(h.kind)) +
                            " record has a payload checksum");
   }

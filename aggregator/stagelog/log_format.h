@@ -31,6 +31,13 @@ inline constexpr uint64_t kHeaderPageSize = kPageSize;  // a record's header pag
 inline constexpr size_t kHeaderSize = 128;              // the checksummed part of it
 inline constexpr uint64_t kMaxVolumeEnd = uint64_t{1} << 63;
 
+// Superblock flags (incompatible features: a reader that does not know one refuses the log).
+// Write-through (docs/staging-log.md §10): the members have every acknowledged write and the log
+// holds before-image records only, for snapshots. A reader that replayed such a log as write-back
+// would apply old data over new, which is why it is a flag and not a field.
+inline constexpr uint32_t kFlagWriteThrough = 1;
+inline constexpr uint32_t kKnownFlags = kFlagWriteThrough;
+
 inline constexpr char kSuperblockMagic[8] = {'D', 'S', 'T', 'S', 'L', 'O', 'G', '1'};
 inline constexpr char kRecordMagic[8] = {'D', 'S', 'T', 'S', 'R', 'E', 'C', '1'};
 
@@ -74,8 +81,16 @@ inline constexpr size_t kPayloadChecksum = 80;
 inline constexpr size_t kEnd = 84;  // reserved zero up to kHeaderSize
 }  // namespace rec_offsets
 
+// How a log is used (--log-mode): write-back acknowledges writes once the log has them and
+// destages them later; write-through acknowledges after the members and logs before-images.
+enum class LogMode { kWriteBack, kWriteThrough };
+std::string_view LogModeName(LogMode mode);  // "write-back", "write-through"
+// "write-back" or "write-through"; EINVAL otherwise.
+Status ParseLogMode(std::string_view text, LogMode* out);
+
 struct LogSuperblock {
   uint64_t event = 0;
+  LogMode mode = LogMode::kWriteBack;  // flags bit kFlagWriteThrough
   Uuid volume_uuid{};
   Uuid log_uuid{};
   uint64_t log_size = 0;
@@ -98,8 +113,18 @@ enum class RecordKind : uint8_t {
   kTrim = 2,
   kZero = 3,
   kPadding = 4,  // fills the ring up to its end; the next record is at 0
+  // Write-through logs only: the volume's content of the range just before a write, trim or zero
+  // changed it; the payload is that old data.
+  kBeforeImage = 5,
 };
-std::string_view RecordKindName(RecordKind kind);  // "write", "trim", "zero", "padding"
+// Whether records of `kind` carry their range's bytes as payload (write and before-image).
+inline bool HasPayload(RecordKind kind) {
+  return kind == RecordKind::kWrite || kind == RecordKind::kBeforeImage;
+}
+// Whether a log in `mode` may hold records of `kind` (padding: both).
+bool KindBelongsTo(RecordKind kind, LogMode mode);
+std::string_view RecordKindName(
+    RecordKind kind);  // "write", "trim", "zero", "padding", "before-image"
 
 struct RecordHeader {
   RecordKind kind = RecordKind::kWrite;

@@ -161,6 +161,28 @@ TEST_CASE("log format: superblock decode errors say what is wrong") {
   }
 }
 
+TEST_CASE("log format: a write-through log sets flag 1, and other flags are refused") {
+  LogSuperblock sb = FullSuperblock();
+  sb.mode = LogMode::kWriteThrough;
+  Slot slot = MustEncode(sb);
+  CHECK(At(slot, 12, 4) == V{0, 0, 0, 1});
+  LogSuperblock back;
+  REQUIRE(DecodeSuperblock(slot, &back).ok());
+  CHECK(back.mode == LogMode::kWriteThrough);
+  CHECK(back == sb);
+  CHECK(At(MustEncode(FullSuperblock()), 12, 4) == V{0, 0, 0, 0});
+  nbd::StoreBE32(slot.data() + 12, 3);
+  Reseal(slot);
+  const Status st = DecodeSuperblock(slot, &back);
+  CHECK(st.err() == ENOTSUP);
+  CHECK(st.message().find("version 1 flags 3 is not supported") != std::string::npos);
+  LogMode mode = LogMode::kWriteBack;
+  REQUIRE(ParseLogMode("write-through", &mode).ok());
+  CHECK(mode == LogMode::kWriteThrough);
+  CHECK(ParseLogMode("write-around", &mode).message() == "expected write-back or write-through");
+  CHECK(LogModeName(LogMode::kWriteBack) == "write-back");
+}
+
 TEST_CASE("log format: the newer valid slot wins, a torn one falls back") {
   LogSuperblock sb = FullSuperblock();
   sb.event = 4;
@@ -231,6 +253,21 @@ TEST_CASE("log format: record header rules") {
     h.volume_offset = h.length = 0;
     h.payload_checksum = 0;
     CHECK(EncodeRecordHeader(h, bytes).ok());
+  }
+  SUBCASE("a before-image carries its range's old data, checksummed like a write") {
+    h.kind = RecordKind::kBeforeImage;
+    REQUIRE(EncodeRecordHeader(h, bytes).ok());
+    CHECK(At(bytes, 12, 4) == V{5, 0, 0, 0});
+    RecordHeader out;
+    REQUIRE(DecodeRecordHeader(bytes, &out).ok());
+    CHECK(out == h);
+    CHECK(RecordKindName(out.kind) == "before-image");
+    CHECK(KindBelongsTo(RecordKind::kBeforeImage, LogMode::kWriteThrough));
+    CHECK_FALSE(KindBelongsTo(RecordKind::kBeforeImage, LogMode::kWriteBack));
+    CHECK_FALSE(KindBelongsTo(RecordKind::kWrite, LogMode::kWriteThrough));
+    CHECK(KindBelongsTo(RecordKind::kPadding, LogMode::kWriteThrough));
+    h.payload_size = 0;
+    CHECK(EncodeRecordHeader(h, bytes).err() == EINVAL);
   }
   SUBCASE("torn header") {
     REQUIRE(EncodeRecordHeader(h, bytes).ok());

@@ -71,8 +71,7 @@ std::vector<ReadPiece> LogIndex::Lookup(uint64_t offset, uint64_t length) const 
   return out;
 }
 
-Status LogIndex::LookupAsOf(uint64_t offset, uint64_t length, uint64_t sequence,
-                            std::vector<ReadPiece>* out) const {
+Status LogIndex::CheckPoint(uint64_t sequence) const {
   if (sequence < destaged_) {
     return Status::Invalid("sequence " + std::to_string(sequence) +
                            " is older than the destaged sequence " + std::to_string(destaged_) +
@@ -82,11 +81,15 @@ Status LogIndex::LookupAsOf(uint64_t offset, uint64_t length, uint64_t sequence,
     return Status::Invalid("sequence " + std::to_string(sequence) +
                            " is newer than the log's last record " + std::to_string(last_));
   }
-  // Newest first, each record takes what no newer one (<= sequence) took.
+  return Status::Ok();
+}
+
+template <typename It>
+std::vector<ReadPiece> LogIndex::Resolve(uint64_t offset, uint64_t length, It first,
+                                         It last) const {
   std::vector<Range> gaps = {{offset, offset + length}};
   std::vector<ReadPiece> pieces;
-  for (auto it = records_.upper_bound(sequence); it != records_.begin() && !gaps.empty();) {
-    --it;
+  for (It it = first; it != last && !gaps.empty(); ++it) {
     const Record& r = it->second;
     const uint64_t rs = r.volume_offset;
     const uint64_t re = r.volume_offset + r.length;
@@ -108,8 +111,33 @@ Status LogIndex::LookupAsOf(uint64_t offset, uint64_t length, uint64_t sequence,
     pieces.push_back(FromMembers(g.start, g.end - g.start));
   std::sort(pieces.begin(), pieces.end(),
             [](const ReadPiece& a, const ReadPiece& b) { return a.offset < b.offset; });
-  *out = std::move(pieces);
+  return pieces;
+}
+
+Status LogIndex::LookupAsOf(uint64_t offset, uint64_t length, uint64_t sequence,
+                            std::vector<ReadPiece>* out) const {
+  DST_RETURN_IF_ERROR(CheckPoint(sequence));
+  // Newest first, each record takes what no newer one (<= sequence) took.
+  *out = Resolve(offset, length, std::make_reverse_iterator(records_.upper_bound(sequence)),
+                 records_.rend());
   return Status::Ok();
+}
+
+Status LogIndex::LookupBeforeImages(uint64_t offset, uint64_t length, uint64_t sequence,
+                                    std::vector<ReadPiece>* out) const {
+  DST_RETURN_IF_ERROR(CheckPoint(sequence));
+  // Oldest first after `sequence`: its before-image is the range as it was then.
+  *out = Resolve(offset, length, records_.upper_bound(sequence), records_.end());
+  return Status::Ok();
+}
+
+bool LogIndex::CoveredAfter(uint64_t offset, uint64_t length, uint64_t sequence) const {
+  const uint64_t end = offset + length;
+  for (auto it = records_.upper_bound(sequence); it != records_.end(); ++it) {
+    const Record& r = it->second;
+    if (r.volume_offset < end && offset < r.volume_offset + r.length) return true;
+  }
+  return false;
 }
 
 void LogIndex::SetDestaged(uint64_t sequence) {

@@ -43,6 +43,14 @@ class LogIndex {
   // members hold newer data there) or above the newest record added.
   Status LookupAsOf(uint64_t offset, uint64_t length, uint64_t sequence,
                     std::vector<ReadPiece>* out) const;
+  // Write-through logs (before-image records): the volume as of `sequence` is the members now,
+  // each range taken instead from the before-image of the oldest record after `sequence` that
+  // covers it. EINVAL when `sequence` is below the destaged sequence (there: the oldest point,
+  // O - 1; the before-images of the records up to it are gone) or above the newest record added.
+  Status LookupBeforeImages(uint64_t offset, uint64_t length, uint64_t sequence,
+                            std::vector<ReadPiece>* out) const;
+  // Whether a record after `sequence` covers part of [offset, offset + length).
+  bool CoveredAfter(uint64_t offset, uint64_t length, uint64_t sequence) const;
   // Records up to `sequence` are on the members (never goes back).
   void SetDestaged(uint64_t sequence);
   // Forgets records up to `sequence` (at most the destaged sequence): their ranges read from the
@@ -67,6 +75,11 @@ class LogIndex {
   };
 
   ReadPiece FromRecord(uint64_t sequence, uint64_t offset, uint64_t length) const;
+  Status CheckPoint(uint64_t sequence) const;
+  // Each record from `first` on, in the iteration order given, takes what no earlier one took;
+  // the members the rest.
+  template <typename It>
+  std::vector<ReadPiece> Resolve(uint64_t offset, uint64_t length, It first, It last) const;
   static ReadPiece FromMembers(uint64_t offset, uint64_t length);
 
   std::map<uint64_t, Record> records_;  // by sequence

@@ -36,6 +36,9 @@ Verdict VerifyRecord(LogDevice& device, const LogSuperblock& sb, uint64_t positi
   } else if (h.session < previous_session || h.session > sb.session) {
     v.reason = "session " + std::to_string(h.session) + " is not between " +
                std::to_string(previous_session) + " and the log's " + std::to_string(sb.session);
+  } else if (!KindBelongsTo(h.kind, sb.mode)) {
+    v.reason = "a " + std::string(RecordKindName(h.kind)) + " record in a " +
+               std::string(LogModeName(sb.mode)) + " log";
   } else if (h.kind == RecordKind::kPadding && position + h.record_size() != sb.ring_size) {
     v.reason = "padding record does not end at the end of the ring";
   } else if (h.kind != RecordKind::kPadding && h.record_size() > sb.ring_size - position) {
@@ -43,7 +46,7 @@ Verdict VerifyRecord(LogDevice& device, const LogSuperblock& sb, uint64_t positi
   } else if (used + h.record_size() > sb.ring_size) {
     v.reason = "record would overlap the oldest record";
   }
-  if (!v.reason.empty() || h.kind != RecordKind::kWrite) {
+  if (!v.reason.empty() || !HasPayload(h.kind)) {
     *out = h;
     return v;
   }
@@ -103,7 +106,7 @@ Status ReadLogSuperblock(LogDevice& device, LogSuperblock* out) {
 Status ReadPayload(LogDevice& device, const ReplayedRecord& record, std::vector<uint8_t>* out) {
   const RecordHeader& h = record.header;
   out->assign(h.length, 0);
-  if (h.kind != RecordKind::kWrite) return Status::Ok();
+  if (!HasPayload(h.kind)) return Status::Ok();
   DST_RETURN_IF_ERROR(device.Read(record.payload_offset(), *out));
   if (Crc32c(*out) != h.payload_checksum) {
     return Status::Error(EIO, "record " + std::to_string(h.sequence) + " at ring offset " +

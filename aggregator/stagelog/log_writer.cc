@@ -22,6 +22,7 @@ Status FormatLog(LogDevice& device, const FormatOptions& options) {
   sb.ring_size = RingSizeFor(device.size());
   sb.created = options.now;
   sb.updated = options.now;
+  sb.mode = options.mode;
   if (sb.ring_size < kMinRingSize) {
     return Status::Invalid("staging log device of " + std::to_string(device.size()) +
                            " bytes is too small: it needs at least " +
@@ -117,7 +118,11 @@ Status LogWriter::Append(RecordKind kind, uint64_t volume_offset, uint64_t lengt
   h.volume_offset = volume_offset;
   h.length = length;
   if (kind == RecordKind::kPadding) return Status::Invalid("padding is not appended by callers");
-  if (kind == RecordKind::kWrite) {
+  if (!KindBelongsTo(kind, sb_.mode)) {
+    return Status::Invalid("a " + std::string(RecordKindName(kind)) + " record in a " +
+                           std::string(LogModeName(sb_.mode)) + " log");
+  }
+  if (HasPayload(kind)) {
     if (data.size() != length) {
       return Status::Invalid("write of " + std::to_string(length) + " bytes with " +
                              std::to_string(data.size()) + " bytes of data");
@@ -178,7 +183,13 @@ Status LogWriter::SetDestaged(uint64_t sequence) {
 
 Status LogWriter::Release(uint64_t sequence) {
   DST_RETURN_IF_ERROR(CheckUsable());
-  if (sequence > sb_.destaged_sequence) {
+  const bool write_through = sb_.mode == LogMode::kWriteThrough;
+  if (write_through && sequence > durable_sequence_) {
+    return Status::Invalid("cannot release staging log records up to " + std::to_string(sequence) +
+                           ": only records up to " + std::to_string(durable_sequence_) +
+                           " are durable");
+  }
+  if (!write_through && sequence > sb_.destaged_sequence) {
     return Status::Invalid("cannot release staging log records up to " + std::to_string(sequence) +
                            ": only records up to " + std::to_string(sb_.destaged_sequence) +
                            " are destaged");
@@ -193,6 +204,10 @@ Status LogWriter::Release(uint64_t sequence) {
   }
   sb_.oldest_sequence = sequence + 1;
   sb_.oldest_position = PositionOf(sequence + 1);
+  if (write_through && sequence > sb_.destaged_sequence) {
+    sb_.destaged_sequence = sequence;
+    sb_.destaged_position = sb_.oldest_position;
+  }
   if (Status st = WriteSuperblock(); !st.ok()) {
     sb_ = before;
     records_ = records_before;

@@ -38,6 +38,7 @@ struct FormatOptions {
   Uuid volume_uuid{};
   Uuid log_uuid{};   // random, new for every format
   uint64_t now = 0;  // ns since the Unix epoch
+  LogMode mode = LogMode::kWriteBack;
 };
 
 // Writes a new, empty log over the whole device (both superblock slots, then a sync). EINVAL when
@@ -60,6 +61,8 @@ class LogWriter {
   // Records up to `sequence` (at most durable_sequence()) are on the members: records D durably.
   Status SetDestaged(uint64_t sequence);
   // Frees the space of records up to `sequence` (at most the destaged sequence): records O durably.
+  // A write-through log destages nothing (the members have every record's write already): there
+  // any durable record may be released, and D follows O - 1.
   Status Release(uint64_t sequence);
 
   uint64_t next_sequence() const { return next_sequence_; }
@@ -76,6 +79,7 @@ class LogWriter {
     return sb_.ring_size / 2 / kPageSize * kPageSize - kHeaderPageSize;
   }
   const LogSuperblock& superblock() const { return sb_; }
+  LogMode mode() const { return sb_.mode; }
 
  private:
   struct Entry {

@@ -36,10 +36,43 @@ struct ReadJoin {
   }
 };
 
+Status FormatVolumeLog(LogDevice& device, const Uuid& volume_uuid, LogMode mode,
+                       const std::string& path) {
+  FormatOptions options;
+  options.volume_uuid = volume_uuid;
+  options.log_uuid = RandomUuid();
+  options.now = SystemClockNanos();
+  options.mode = mode;
+  return FormatLog(device, options).Wrap("staging log " + path);
+}
+
+// A log written in the other mode: formatted anew for `mode` when nothing in it is pending.
+Status ChangeMode(LogDevice& device, const Uuid& volume_uuid, LogMode mode,
+                  const std::string& path) {
+  ReplayedLog old;
+  DST_RETURN_IF_ERROR(ReplayLog(device, volume_uuid, &old).Wrap(path));
+  const LogMode was = old.superblock.mode;
+  const uint64_t head = old.next_sequence - 1;
+  if (was == LogMode::kWriteBack && head > old.destaged_sequence()) {
+    return Status::Invalid(
+        "staging log " + path + " is a write-back log with records " +
+        std::to_string(old.destaged_sequence() + 1) + " to " + std::to_string(head) +
+        " not yet on the members: serve it with --log-mode write-back until they are destaged, "
+        "then change the mode");
+  }
+  LOG_INFO(
+      "staging log %s: %s log with nothing pending formatted anew for %s: its snapshot "
+      "points up to sequence %llu are gone",
+      path.c_str(), std::string(LogModeName(was)).c_str(), std::string(LogModeName(mode)).c_str(),
+      static_cast<unsigned long long>(head));
+  return FormatVolumeLog(device, volume_uuid, mode, path);
+}
+
 }  // namespace
 
 Status OpenVolumeLog(const std::string& path, uint64_t create_size, const Uuid& volume_uuid,
-                     std::shared_ptr<LogDevice>* device, ReplayedLog* log, bool* formatted) {
+                     LogMode mode, std::shared_ptr<LogDevice>* device, ReplayedLog* log,
+                     bool* formatted) {
   std::unique_ptr<FileLogDevice> file;
   Status s = FileLogDevice::Open(path, create_size, &file);
   if (!s.ok() && s.err() == ENOENT && create_size == 0)
@@ -49,14 +82,13 @@ Status OpenVolumeLog(const std::string& path, uint64_t create_size, const Uuid& 
   LogSuperblock sb;
   s = ReadLogSuperblock(*file, &sb);
   if (s.err() == ENOENT) {
-    FormatOptions options;
-    options.volume_uuid = volume_uuid;
-    options.log_uuid = RandomUuid();
-    options.now = SystemClockNanos();
-    DST_RETURN_IF_ERROR(FormatLog(*file, options).Wrap("staging log " + path));
+    DST_RETURN_IF_ERROR(FormatVolumeLog(*file, volume_uuid, mode, path));
     *formatted = true;
   } else if (!s.ok()) {
     return s.Wrap("staging log " + path);
+  } else if (sb.mode != mode) {
+    DST_RETURN_IF_ERROR(ChangeMode(*file, volume_uuid, mode, path));
+    *formatted = true;
   }
   DST_RETURN_IF_ERROR(ReplayLog(*file, volume_uuid, log).Wrap(path));
   *device = std::move(file);
@@ -101,13 +133,31 @@ Status StagedDevice::Open(asio::io_context& io, std::unique_ptr<volume::BlockDev
       new StagedDevice(io, std::move(inner), std::move(device), std::move(options)));
   DST_RETURN_IF_ERROR(LogWriter::Open(d->device_.get(), log, d->options_.clock, &d->writer_)
                           .Wrap("staging log " + d->options_.path));
+  d->mode_ = log.superblock.mode;
+  if (d->write_through()) {
+    // The volume is the members as they are: their allocation map is right.
+    d->caps_.can_block_status = d->inner_->capabilities().can_block_status;
+    // Nothing to destage: every record only serves the points before it. D is O - 1 there.
+    const uint64_t oldest_point = log.superblock.oldest_sequence - 1;
+    for (const ReplayedRecord& r : log.records) {
+      d->index_.Add(r);
+      d->undestaged_.push_back(
+          {r.header.sequence, r.header.record_size(), r.header.time, r.position});
+    }
+    d->index_.SetDestaged(oldest_point);
+    d->destaged_ = d->last_applied_ = d->applying_through_ = d->released_ = oldest_point;
+    d->snap_ = d->TakeSnapshot();
+    *out = std::move(d);
+    return Status::Ok();
+  }
   const uint64_t destaged = log.destaged_sequence();
   for (const ReplayedRecord& r : log.records) {
     d->index_.Add(r);
     if (r.header.sequence == destaged) d->destaged_time_ = r.header.time;
     if (r.header.sequence <= destaged) continue;
     d->to_apply_.push_back(r);
-    d->undestaged_.push_back({r.header.sequence, r.header.record_size(), r.header.time});
+    d->undestaged_.push_back(
+        {r.header.sequence, r.header.record_size(), r.header.time, r.position});
   }
   d->index_.SetDestaged(destaged);
   d->destaged_ = destaged;
@@ -121,7 +171,7 @@ Status StagedDevice::Open(asio::io_context& io, std::unique_ptr<volume::BlockDev
 
 StagedDevice::Snapshot StagedDevice::TakeSnapshot() const {
   return {writer_->used(), writer_->ring_size(), writer_->durable_sequence(),
-          writer_->max_write_length()};
+          writer_->max_write_length(), writer_->head()};
 }
 
 template <typename Job>
@@ -133,14 +183,18 @@ volume::DeviceState StagedDevice::State() const {
   volume::DeviceState state = inner_->State();
   volume::StagingLogState log;
   log.path = options_.path;
-  log.state = !failed_.ok() ? "failed" : log_full_ ? "log_full" : "normal";
+  log.mode = std::string(LogModeName(mode_));
+  // Write-through: writes never wait for the log (reclaiming frees space at once), and nothing is
+  // pending: the members have every acknowledged write.
+  log.state = !failed_.ok() ? "failed" : log_full_ && !write_through() ? "log_full" : "normal";
   log.used_bytes = snap_.used;
   log.ring_size = snap_.ring_size;
   log.head_sequence = snap_.durable_sequence;
-  log.destaged_sequence = destaged_;
-  for (const Undestaged& u : undestaged_)
-    log.pending_bytes += u.size;
-  if (!undestaged_.empty()) {
+  log.destaged_sequence = destaged_sequence();
+  if (!write_through())
+    for (const Undestaged& u : undestaged_)
+      log.pending_bytes += u.size;
+  if (!write_through() && !undestaged_.empty()) {
     const uint64_t now = options_.clock();
     const uint64_t since = undestaged_.front().time;
     log.pending_age_ms = now > since ? (now - since) / 1000000 : 0;
@@ -158,6 +212,8 @@ volume::DeviceState StagedDevice::State() const {
 // ---- Client requests ----
 
 void StagedDevice::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {
+  // Write-through: the members have every acknowledged write.
+  if (write_through()) return inner_->Read(offset, length, buf, std::move(done));
   if (length == 0) {
     asio::post(io_, [done = std::move(done)] { done(0, {}); });
     return;
@@ -177,7 +233,7 @@ void StagedDevice::ReadPieces(const std::vector<ReadPiece>& pieces, uint64_t off
       ++join->parts;
       inner_->Read(p.offset, p.length, at,
                    [join](int err, std::vector<volume::ByteRange>) { join->Arrive(err); });
-    } else if (p.kind != RecordKind::kWrite) {
+    } else if (!HasPayload(p.kind)) {
       std::memset(at, 0, p.length);
     } else {
       from_log.push_back(p);
@@ -204,8 +260,11 @@ void StagedDevice::ReadPieces(const std::vector<ReadPiece>& pieces, uint64_t off
   join->Arrive(0);
 }
 
-void StagedDevice::Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool /*fua*/,
+void StagedDevice::Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua,
                          Done done) {
+  if (write_through())
+    return SubmitThrough(RecordKind::kWrite, offset, length, buf, fua, false, false,
+                         std::move(done));
   auto request = std::make_shared<Request>();
   request->done = std::move(done);
   request->data.assign(buf, buf + length);
@@ -213,20 +272,28 @@ void StagedDevice::Write(uint64_t offset, uint64_t length, const uint8_t* buf, b
   Enqueue(RecordKind::kWrite, offset, length, data, std::move(request));
 }
 
-void StagedDevice::Trim(uint64_t offset, uint64_t length, bool /*fua*/, Done done) {
+void StagedDevice::Trim(uint64_t offset, uint64_t length, bool fua, Done done) {
+  if (write_through())
+    return SubmitThrough(RecordKind::kTrim, offset, length, nullptr, fua, false, false,
+                         std::move(done));
   auto request = std::make_shared<Request>();
   request->done = std::move(done);
   Enqueue(RecordKind::kTrim, offset, length, nullptr, std::move(request));
 }
 
-void StagedDevice::Zero(uint64_t offset, uint64_t length, bool /*may_trim*/, bool /*fast_only*/,
-                        bool /*fua*/, Done done) {
+void StagedDevice::Zero(uint64_t offset, uint64_t length, bool may_trim, bool fast_only, bool fua,
+                        Done done) {
+  if (write_through())
+    return SubmitThrough(RecordKind::kZero, offset, length, nullptr, fua, may_trim, fast_only,
+                         std::move(done));
   auto request = std::make_shared<Request>();
   request->done = std::move(done);
   Enqueue(RecordKind::kZero, offset, length, nullptr, std::move(request));
 }
 
 void StagedDevice::Flush(Done done) {
+  // Write-through: the volume has the writes, and its flush makes them durable, as without a log.
+  if (write_through()) return inner_->Flush(std::move(done));
   // Every acknowledged write was acknowledged after the log's sync.
   asio::post(io_, [done = std::move(done)] { done(0); });
 }
@@ -235,7 +302,8 @@ void StagedDevice::Cache(uint64_t offset, uint64_t length, Done done) {
   inner_->Cache(offset, length, std::move(done));
 }
 
-void StagedDevice::BlockStatus(uint64_t /*offset*/, uint64_t length, ExtentsDone done) {
+void StagedDevice::BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) {
+  if (write_through()) return inner_->BlockStatus(offset, length, std::move(done));
   asio::post(io_, [done = std::move(done), length] { done(0, {{length, 0}}); });
 }
 
@@ -247,7 +315,7 @@ void StagedDevice::Enqueue(RecordKind kind, uint64_t offset, uint64_t length, co
     return;
   }
   // A write longer than one record holds becomes several records, acknowledged together.
-  const uint64_t most = kind == RecordKind::kWrite ? snap_.max_write_length : length;
+  const uint64_t most = HasPayload(kind) ? snap_.max_write_length : length;
   for (uint64_t at = 0; at < length; at += std::min(most, length - at)) {
     const uint64_t n = std::min(most, length - at);
     ++request->chunks_left;
@@ -292,23 +360,21 @@ void StagedDevice::Committed(std::vector<ReplayedRecord> appended, Status status
                              Snapshot snap) {
   committing_ = false;
   snap_ = snap;
-  if (!status.ok()) {
-    failed_ = status;
-    LOG_ERROR("volume %s: staging log %s failed, writes are refused: %s", name().c_str(),
-              options_.path.c_str(), status.message().c_str());
-    while (!waiting_.empty()) {
-      Chunk c = std::move(waiting_.front());
-      waiting_.pop_front();
-      Finish(*c.request, EIO);
-    }
-    CheckClosed();
-    return;
-  }
+  if (!status.ok()) return FailLog(status, "failed, writes are refused");
   for (const ReplayedRecord& r : appended) {
     Recorded(r);
     Chunk c = std::move(waiting_.front());
     waiting_.pop_front();
+    c.request->sequences.push_back(r.header.sequence);
     Finish(*c.request, 0);
+  }
+  if (write_through()) {
+    // The log drops its oldest records rather than keep a write waiting.
+    if (full) {
+      log_full_ = true;
+      return Reclaim();
+    }
+    return CommitWaiting();
   }
   if (full) {
     SetLogFull(true);
@@ -338,10 +404,29 @@ void StagedDevice::SetLogFull(bool full) {
              options_.path.c_str());
 }
 
+void StagedDevice::FailLog(const Status& status, const char* what) {
+  failed_ = status;
+  LOG_ERROR("volume %s: staging log %s %s: %s", name().c_str(), options_.path.c_str(), what,
+            status.message().c_str());
+  while (!waiting_.empty()) {
+    Chunk c = std::move(waiting_.front());
+    waiting_.pop_front();
+    Finish(*c.request, EIO);
+  }
+  CheckClosed();
+}
+
 void StagedDevice::Recorded(const ReplayedRecord& record) {
   index_.Add(record);
+  if (write_through()) {
+    unfinished_.insert(record.header.sequence);
+    undestaged_.push_back(
+        {record.header.sequence, record.header.record_size(), record.header.time, record.position});
+    return;
+  }
   to_apply_.push_back(record);
-  undestaged_.push_back({record.header.sequence, record.header.record_size(), record.header.time});
+  undestaged_.push_back(
+      {record.header.sequence, record.header.record_size(), record.header.time, record.position});
 }
 
 // ---- Destager ----
@@ -355,7 +440,8 @@ void StagedDevice::Start() {
 }
 
 void StagedDevice::Destage() {
-  if (!started_ || destage_busy_ || stopped_ || !failed_.ok()) return CheckClosed();
+  if (!started_ || destage_busy_ || stopped_ || !failed_.ok() || write_through())
+    return CheckClosed();
   while (!to_apply_.empty() && to_apply_.front().header.kind == RecordKind::kPadding)
     to_apply_.pop_front();
   // While writes wait for space, each applied record is recorded (and its space released) at
@@ -437,6 +523,7 @@ void StagedDevice::ApplyNext() {
       inner_->Zero(h.volume_offset, h.length, false, false, false, applied);
       return;
     case RecordKind::kPadding:
+    case RecordKind::kBeforeImage:  // never in a write-back log
       break;
   }
   asio::post(io_, [applied] { applied(0); });
@@ -482,17 +569,7 @@ void StagedDevice::RecordDestaged(uint64_t target, bool release) {
     asio::post(io_, [this, target, release, s, snap] {
       snap_ = snap;
       destage_busy_ = false;
-      if (!s.ok()) {
-        failed_ = s;
-        LOG_ERROR("volume %s: staging log %s failed: %s", name().c_str(), options_.path.c_str(),
-                  s.message().c_str());
-        while (!waiting_.empty()) {
-          Chunk c = std::move(waiting_.front());
-          waiting_.pop_front();
-          Finish(*c.request, EIO);
-        }
-        return CheckClosed();
-      }
+      if (!s.ok()) return FailLog(s, "failed");
       destaged_ = target;
       if (release) released_ = target;
       applied_since_flush_ = 0;
@@ -536,8 +613,11 @@ void StagedDevice::Stop() {
 }
 
 void StagedDevice::CheckClosed() {
-  if (!close_done_ || committing_ || !waiting_.empty() || destage_busy_) return;
-  const bool destaged = to_apply_.empty() && destaged_ >= snap_.durable_sequence;
+  if (!close_done_ || committing_ || !waiting_.empty() || destage_busy_ || reclaiming_ ||
+      through_ops_ > 0)
+    return;
+  const bool destaged =
+      write_through() || (to_apply_.empty() && destaged_ >= snap_.durable_sequence);
   if (failed_.ok() && started_ && !destaged) return;
   stopped_ = true;
   Done done = std::move(close_done_);
@@ -608,13 +688,18 @@ SnapshotRange StagedDevice::Snapshots() const {
   SnapshotRange range;
   range.oldest_sequence = OldestPoint();
   range.oldest_time = TimeOf(range.oldest_sequence);
-  range.newest_sequence = std::max(snap_.durable_sequence, range.oldest_sequence);
+  range.newest_sequence = std::max(NewestPoint(), range.oldest_sequence);
   range.newest_time = TimeOf(range.newest_sequence);
   return range;
 }
 
 Status StagedDevice::ResolvePoint(const SnapshotPoint& point, uint64_t* sequence) const {
   const SnapshotRange range = Snapshots();
+  // Write-through: a reclaim freed the records of writes still on their way to the volume.
+  if (NewestPoint() < range.oldest_sequence)
+    return Status::Invalid("volume " + name() +
+                           " has no snapshot now: its log reclaimed the records of writes that "
+                           "have not reached the volume yet");
   const std::string available = "volume " + name() + " has snapshots of sequences " +
                                 Str(range.oldest_sequence) + " to " + Str(range.newest_sequence);
   if (!point.is_time) {
@@ -628,7 +713,7 @@ Status StagedDevice::ResolvePoint(const SnapshotPoint& point, uint64_t* sequence
   if (range.oldest_time && *range.oldest_time <= point.time) found = range.oldest_sequence;
   for (const Undestaged& u : undestaged_) {
     if (u.sequence <= range.oldest_sequence) continue;
-    if (u.time > point.time) break;
+    if (u.time > point.time || u.sequence > range.newest_sequence) break;
     found = u.sequence;
   }
   if (!found)
@@ -655,8 +740,14 @@ void StagedDevice::Unpin(uint64_t sequence) {
   Destage();
 }
 
+uint64_t StagedDevice::NewestPoint() const {
+  if (unfinished_.empty()) return snap_.durable_sequence;
+  return *unfinished_.begin() - 1;
+}
+
 void StagedDevice::ReadAsOf(uint64_t sequence, uint64_t offset, uint64_t length, uint8_t* buf,
                             ReadDone done) {
+  if (write_through()) return ReadBeforeImages(sequence, offset, length, buf, std::move(done), 0);
   // The members may hold records after `sequence` once the destager began to apply one.
   auto gone = [this, sequence] {
     if (sequence >= OldestPoint()) return false;
@@ -680,6 +771,184 @@ void StagedDevice::ReadAsOf(uint64_t sequence, uint64_t offset, uint64_t length,
              [gone, done = std::move(done)](int err, std::vector<volume::ByteRange>) {
                done(err == 0 && gone() ? EIO : err, {});
              });
+}
+
+// ---- Write-through ----
+
+namespace {
+
+// Snapshot reads that raced a write of the same bytes are read again; a read that keeps losing
+// that race fails rather than loop.
+constexpr int kMaxSnapshotReadAttempts = 16;
+
+}  // namespace
+
+void StagedDevice::SubmitThrough(RecordKind kind, uint64_t offset, uint64_t length,
+                                 const uint8_t* data, bool fua, bool may_trim, bool fast_only,
+                                 Done done) {
+  if (length == 0 || !failed_.ok() || stopped_) {
+    const int err = length == 0 ? 0 : EIO;
+    asio::post(io_, [done = std::move(done), err] { done(err); });
+    return;
+  }
+  auto op = std::make_shared<ThroughOp>();
+  op->kind = kind;
+  op->offset = offset;
+  op->length = length;
+  if (data != nullptr) op->data.assign(data, data + length);
+  op->fua = fua;
+  op->may_trim = may_trim;
+  op->fast_only = fast_only;
+  op->done = std::move(done);
+  ++through_ops_;
+  through_lock_.Acquire(offset, length, true, [this, op](volume::RangeLock::Id id) {
+    op->lock = id;
+    StartThrough(op);
+  });
+}
+
+void StagedDevice::StartThrough(const std::shared_ptr<ThroughOp>& op) {
+  // The request (the before-image and its records) lives as long as its chunks wait for the
+  // log; its `done` runs from one of them.
+  auto request = std::make_shared<Request>();
+  request->data.resize(op->length);
+  request->done = [this, op, r = request.get()](int err) {
+    op->sequences = r->sequences;
+    if (err != 0) return FinishThrough(op, err);
+    ApplyThrough(op);
+  };
+  inner_->Read(op->offset, op->length, request->data.data(),
+               [this, op, request](int err, std::vector<volume::ByteRange>) {
+                 if (err != 0) return FinishThrough(op, err);
+                 Enqueue(RecordKind::kBeforeImage, op->offset, op->length, request->data.data(),
+                         request);
+               });
+}
+
+void StagedDevice::ApplyThrough(const std::shared_ptr<ThroughOp>& op) {
+  // The before-image is durable and in the index: a snapshot read that looks the range up from
+  // here on takes it from the log, and one that looked it up before and read the volume checks
+  // for it once its data is in (ReadBeforeImages).
+  auto finish = [this, op](int err) { FinishThrough(op, err); };
+  switch (op->kind) {
+    case RecordKind::kWrite:
+      return inner_->Write(op->offset, op->length, op->data.data(), op->fua, finish);
+    case RecordKind::kTrim:
+      return inner_->Trim(op->offset, op->length, op->fua, finish);
+    case RecordKind::kZero:
+      return inner_->Zero(op->offset, op->length, op->may_trim, op->fast_only, op->fua, finish);
+    default:
+      break;
+  }
+  asio::post(io_, [finish] { finish(EINVAL); });
+}
+
+void StagedDevice::FinishThrough(const std::shared_ptr<ThroughOp>& op, int err) {
+  // A failed op's before-image stays: it is the range as it was before the op, and the volume
+  // holds what the op left there (all, part or none of it) for the points after it, as the
+  // client's reads do.
+  for (uint64_t sequence : op->sequences)
+    unfinished_.erase(sequence);
+  --through_ops_;
+  Done done = std::move(op->done);
+  through_lock_.Release(op->lock);
+  done(err);
+  CheckClosed();
+}
+
+void StagedDevice::Reclaim() {
+  if (reclaiming_) return;
+  reclaiming_ = true;
+  // The oldest records go until at most release_fill of the ring is used; at least one. What is
+  // left is the ring from the next record kept to the head (padding before it goes too).
+  const double target = options_.release_fill * static_cast<double>(snap_.ring_size);
+  uint64_t through = released_;
+  for (size_t i = 0; i < undestaged_.size(); ++i) {
+    through = undestaged_[i].sequence;
+    if (i + 1 == undestaged_.size()) break;
+    const uint64_t next = undestaged_[i + 1].position;
+    const uint64_t left = (snap_.head + snap_.ring_size - next) % snap_.ring_size;
+    if (static_cast<double>(left) <= target) break;
+  }
+  // Only padding is held: free everything committed.
+  if (through == released_) through = snap_.durable_sequence;
+  // Once per snapshot: the reclaim that first passes its point.
+  if (!pins_.empty() && *pins_.begin() < through && *pins_.begin() >= OldestPoint())
+    LOG_WARNING(
+        "volume %s: staging log %s full: reclaiming records up to %s; an open snapshot of %s is "
+        "no longer whole and its reads fail",
+        name().c_str(), options_.path.c_str(), Str(through).c_str(), Str(*pins_.begin()).c_str());
+  // From here on points before `through` are gone: reads looked up after this go nowhere near the
+  // freed space, and those looked up before are on the log thread ahead of the Release.
+  applying_through_ = std::max(applying_through_, through);
+  index_.SetDestaged(through);
+  index_.DropThrough(through);
+  OnLogThread([this, through] {
+    const Status s = writer_->Release(through);
+    const Snapshot snap = TakeSnapshot();
+    asio::post(io_, [this, through, s, snap] {
+      snap_ = snap;
+      reclaiming_ = false;
+      if (!s.ok()) return FailLog(s, "failed");
+      destaged_ = last_applied_ = released_ = through;
+      while (!undestaged_.empty() && undestaged_.front().sequence <= through) {
+        destaged_time_ = undestaged_.front().time;
+        undestaged_.pop_front();
+      }
+      log_full_ = false;
+      CommitWaiting(true);
+      CheckClosed();
+    });
+  });
+}
+
+void StagedDevice::ReadBeforeImages(uint64_t sequence, uint64_t offset, uint64_t length,
+                                    uint8_t* buf, ReadDone done, int attempt) {
+  // Reclaimed records took the before-images this point needs.
+  auto gone = [this, sequence] {
+    if (sequence >= OldestPoint()) return false;
+    LOG_WARNING(
+        "volume %s: staging log %s: snapshot %s read refused: its records were reclaimed (log "
+        "full); its oldest point is now %s",
+        name().c_str(), options_.path.c_str(), Str(sequence).c_str(), Str(OldestPoint()).c_str());
+    return true;
+  };
+  std::vector<ReadPiece> pieces;
+  if (gone() || !index_.LookupBeforeImages(offset, length, sequence, &pieces).ok()) {
+    asio::post(io_, [done = std::move(done)] { done(EIO, {}); });
+    return;
+  }
+  if (length == 0) {
+    asio::post(io_, [done = std::move(done)] { done(0, {}); });
+    return;
+  }
+  // Why the volume pieces are exact. Every record up to `sequence` has reached the volume
+  // (sequence <= NewestPoint when the snapshot opened, which only grows), and no record after it
+  // covers a volume piece at the lookup (the lookup would have taken the piece from that
+  // record's before-image), so the volume holds those bytes as of `sequence` unless a write
+  // records its before-image and reaches the volume while this read is in flight. Its
+  // before-image is indexed before its volume write starts, and the two volume requests may pass
+  // each other on the way, so after the data is in: a record newer than the lookup over this
+  // range means the volume pieces may hold the new data, and the read is done again; this time
+  // the lookup takes those bytes from that record's before-image in the log, which no write
+  // changes. The log pieces are read on the log thread ahead of any Release of their space.
+  const uint64_t looked_up_through = index_.last_sequence();
+  auto reread = [this, sequence, offset, length, buf, attempt, looked_up_through, gone,
+                 done = std::move(done)](int err, std::vector<volume::ByteRange>) mutable {
+    if (err != 0) return done(err, {});
+    if (gone()) return done(EIO, {});
+    if (!index_.CoveredAfter(offset, length, looked_up_through)) return done(0, {});
+    if (attempt + 1 >= kMaxSnapshotReadAttempts) {
+      LOG_WARNING(
+          "volume %s: staging log %s: snapshot %s read of %s+%s refused: writes of the same "
+          "bytes changed them during %d attempts",
+          name().c_str(), options_.path.c_str(), Str(sequence).c_str(), Str(offset).c_str(),
+          Str(length).c_str(), kMaxSnapshotReadAttempts);
+      return done(EIO, {});
+    }
+    ReadBeforeImages(sequence, offset, length, buf, std::move(done), attempt + 1);
+  };
+  ReadPieces(pieces, offset, buf, std::move(reread));
 }
 
 }  // namespace dst::stagelog

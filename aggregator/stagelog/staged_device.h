@@ -4,6 +4,12 @@
 // flushes it and records the destaged sequence D; reads take what the log holds newer than the
 // volume from the log, the rest from the volume.
 //
+// In write-through mode (docs/staging-log.md §10, the log's superblock says which) the log only
+// serves snapshots: each write, trim or zero takes a lock on its range, reads the range's old data
+// from the volume, appends it as a before-image record, and once that is durable and indexed goes
+// to the volume and is acknowledged when the volume has it. Nothing is destaged; space is
+// reclaimed from the oldest records when an append does not fit.
+//
 // Threading: the device's calls, the index and every field below the log-thread line are the
 // event loop's. The LogWriter and the LogDevice are used only on one dedicated log thread (their
 // calls block on file I/O): appends with their group commit, reads of record payloads (for client
@@ -31,6 +37,7 @@
 #include "aggregator/stagelog/log_writer.h"
 #include "aggregator/stagelog/snapshot_point.h"
 #include "aggregator/volume/block_device.h"
+#include "aggregator/volume/range_lock.h"
 #include "common/status.h"
 
 namespace dst::stagelog {
@@ -60,12 +67,16 @@ struct SnapshotRange {
   std::optional<uint64_t> newest_time;
 };
 
-// The log at `path` for volume `volume_uuid`: a missing file is created with `create_size`
-// bytes, a device without a staging log is formatted for the volume, and the log is replayed
-// (ReplayLog; a log of another volume is refused). Blocks; call before the event loop runs.
-// `formatted` tells whether it was formatted now.
+// The log at `path` for volume `volume_uuid`, used in `mode`: a missing file is created with
+// `create_size` bytes, a device without a staging log is formatted for the volume, and the log is
+// replayed (ReplayLog; a log of another volume is refused). A log of the other mode is formatted
+// anew for `mode` when it holds nothing pending (a write-through log never does; its snapshot
+// points are lost, which a log line says), and refused while a write-back log holds records not
+// yet destaged. Blocks; call before the event loop runs. `formatted` tells whether it was
+// formatted now.
 Status OpenVolumeLog(const std::string& path, uint64_t create_size, const Uuid& volume_uuid,
-                     std::shared_ptr<LogDevice>* device, ReplayedLog* log, bool* formatted);
+                     LogMode mode, std::shared_ptr<LogDevice>* device, ReplayedLog* log,
+                     bool* formatted);
 
 // The UUID a raw volume's log is formatted with (raw volumes have none): derived from the name.
 Uuid RawVolumeLogUuid(const std::string& name);
@@ -110,9 +121,10 @@ class StagedDevice final : public volume::BlockDevice {
   void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) override;
 
   // Snapshots (docs/staging-log.md, "Snapshots"): the volume as of an acknowledged sequence S in
-  // [D, head] is the members plus the records up to S. An open snapshot pins S: the destager
-  // applies no record after it until the snapshot is closed, unless writes wait for log space;
-  // then the snapshot's reads fail with EIO from there on (never mixed data).
+  // [D, head] is the members plus the records up to S (write-through: S in [O - 1, head], the
+  // members overlaid by the before-images of the records after S). An open snapshot pins S: the
+  // destager applies no record after it until the snapshot is closed, unless writes wait for log
+  // space; then the snapshot's reads fail with EIO from there on (never mixed data).
   SnapshotRange Snapshots() const;
   // The sequence `point` names: EINVAL with the reason when it is outside the range.
   Status ResolvePoint(const SnapshotPoint& point, uint64_t* sequence) const;
@@ -122,10 +134,14 @@ class StagedDevice final : public volume::BlockDevice {
   void Pin(uint64_t sequence) { pins_.insert(sequence); }
   void Unpin(uint64_t sequence);
 
+  LogMode mode() const { return mode_; }
   volume::BlockDevice& inner() { return *inner_; }
   const LogIndex& index() const { return index_; }
   uint64_t head_sequence() const { return snap_.durable_sequence; }
-  uint64_t destaged_sequence() const { return destaged_; }
+  // Write-through: the head (the members have every record's write).
+  uint64_t destaged_sequence() const {
+    return write_through() ? snap_.durable_sequence : destaged_;
+  }
   bool log_full() const { return log_full_; }
   uint64_t max_write_length() const { return snap_.max_write_length; }
 
@@ -136,12 +152,27 @@ class StagedDevice final : public volume::BlockDevice {
     uint64_t ring_size = 0;
     uint64_t durable_sequence = 0;
     uint64_t max_write_length = 0;
+    uint64_t head = 0;  // ring offset of the next record
   };
   struct Request {
     Done done;
     size_t chunks_left = 0;
     int err = 0;
-    std::vector<uint8_t> data;  // a write's bytes, copied: the log thread reads them
+    std::vector<uint8_t> data;        // a write's bytes, copied: the log thread reads them
+    std::vector<uint64_t> sequences;  // of its records, as they are committed
+  };
+  // A write, trim or zero of a write-through volume, from its range lock to its acknowledgement.
+  struct ThroughOp {
+    RecordKind kind;  // what goes to the volume: kWrite, kTrim or kZero
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    std::vector<uint8_t> data;  // a write's bytes, copied
+    bool fua = false;
+    bool may_trim = false;
+    bool fast_only = false;
+    Done done;
+    std::vector<uint64_t> sequences;  // of its before-image records, once committed
+    volume::RangeLock::Id lock = 0;   // on [offset, offset + length), once granted
   };
   struct Chunk {
     RecordKind kind;
@@ -152,8 +183,9 @@ class StagedDevice final : public volume::BlockDevice {
   };
   struct Undestaged {
     uint64_t sequence;
-    uint64_t size;  // in the log
-    uint64_t time;  // ns
+    uint64_t size;      // in the log
+    uint64_t time;      // ns
+    uint64_t position;  // ring offset of its header page
   };
 
   StagedDevice(asio::io_context& io, std::unique_ptr<volume::BlockDevice> inner,
@@ -178,7 +210,27 @@ class StagedDevice final : public volume::BlockDevice {
   // The time of record `sequence` (D or after), when known.
   std::optional<uint64_t> TimeOf(uint64_t sequence) const;
   // The oldest point still whole: D, or the record the destager is applying after it.
+  // Write-through: O - 1, or the sequence a reclaim in progress frees up to.
   uint64_t OldestPoint() const { return std::max(destaged_, applying_through_); }
+  // The newest acknowledged point: the head, or in write-through mode the record before the
+  // oldest whose write has not reached the volume yet.
+  uint64_t NewestPoint() const;
+  bool write_through() const { return mode_ == LogMode::kWriteThrough; }
+
+  // ---- Write-through ----
+  void SubmitThrough(RecordKind kind, uint64_t offset, uint64_t length, const uint8_t* data,
+                     bool fua, bool may_trim, bool fast_only, Done done);
+  // The range is locked: read the before-image and log it.
+  void StartThrough(const std::shared_ptr<ThroughOp>& op);
+  // The before-image is durable and indexed: apply the op to the volume.
+  void ApplyThrough(const std::shared_ptr<ThroughOp>& op);
+  void FinishThrough(const std::shared_ptr<ThroughOp>& op, int err);
+  // Frees the oldest records (an append did not fit), then appends what waits.
+  void Reclaim();
+  void ReadBeforeImages(uint64_t sequence, uint64_t offset, uint64_t length, uint8_t* buf,
+                        ReadDone done, int attempt);
+  // Fails the waiting requests after the log failed.
+  void FailLog(const Status& status, const char* what);
 
   void Destage();
   // Whether the destager keeps `record` back for the retention window or a snapshot's pin; `wait`
@@ -193,6 +245,7 @@ class StagedDevice final : public volume::BlockDevice {
   void CheckClosed();
 
   asio::io_context& io_;
+  LogMode mode_ = LogMode::kWriteBack;
   std::unique_ptr<volume::BlockDevice> inner_;
   StagedOptions options_;
   volume::VolumeCapabilities caps_;
@@ -221,6 +274,13 @@ class StagedDevice final : public volume::BlockDevice {
   asio::steady_timer retry_timer_;
   Done close_done_;
   bool stopped_ = false;
+  // Write-through.
+  // Bytes, exclusive: overlapping ops run one after the other, in arrival order, so that each
+  // before-image is the range as the op before left it.
+  volume::RangeLock through_lock_;
+  size_t through_ops_ = 0;         // submitted, not yet acknowledged
+  std::set<uint64_t> unfinished_;  // records whose op has not reached the volume yet
+  bool reclaiming_ = false;        // a Release is on the log thread
 
   // ---- log thread ----
   std::shared_ptr<LogDevice> device_;

@@ -24,12 +24,14 @@ inline Uuid MakeUuid(uint8_t first) {
 inline const Uuid kVolume = MakeUuid(0xa0);
 
 // `ring` bytes of ring after the two superblock slots.
-inline std::unique_ptr<FakeLogDevice> NewDevice(uint64_t ring = kMinRingSize) {
+inline std::unique_ptr<FakeLogDevice> NewDevice(uint64_t ring = kMinRingSize,
+                                                LogMode mode = LogMode::kWriteBack) {
   auto device = std::make_unique<FakeLogDevice>(kRingOffset + ring);
   FormatOptions options;
   options.volume_uuid = kVolume;
   options.log_uuid = MakeUuid(0xb0);
   options.now = 1000;
+  options.mode = mode;
   REQUIRE(FormatLog(*device, options).ok());
   return device;
 }

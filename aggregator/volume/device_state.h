@@ -78,6 +78,9 @@ struct StagingLogState {
   std::optional<uint64_t> oldest_point_time = std::nullopt;
   uint64_t newest_point = 0;
   std::optional<uint64_t> newest_point_time = std::nullopt;
+  // "write-back" or "write-through" (--log-mode): in write-through D is the head and nothing is
+  // pending.
+  std::string mode = "write-back";
 };
 
 struct DeviceState {

@@ -6,6 +6,7 @@
 // members alone, served again without the log, hold exactly what fio wrote (fio's verify-only
 // pass over the same job).
 #include <csignal>
+#include <thread>
 
 #include "tests/fault/fault_fixture.h"
 #include "tests/fault/fio_run.h"

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
@@ -157,7 +158,8 @@ TEST_SUITE("aggregator_stagelog") {
     CheckVolume(c, writes);
     // The stats line (SIGUSR1) and the status table show the log too.
     a.Kill(SIGUSR1);
-    CHECK(a.WaitForLog("stats: volume vol0 staging log " + log + ": state=normal used_bytes="));
+    CHECK(a.WaitForLog("stats: volume vol0 staging log " + log +
+                       ": state=normal mode=write-back used_bytes="));
     const CommandResult table = RunAggregator({"status", "--control", a.control_path()});
     CHECK(Contains(table.stdout_text,
                    "VOLUME           STAGING LOG\nvol0             " + log + " state=normal"));
@@ -365,6 +367,75 @@ TEST_SUITE("aggregator_stagelog") {
     CHECK(ReadWhole(a.uri("vol0@" + std::to_string(points.newest)), kMemberSize) ==
           Expected(writes, 0, kMemberSize));
     c.Shutdown();
+  }
+
+  TEST_CASE(
+      "write-through: the members have each write at once, and VOLUME@SEQ reads each "
+      "generation from the before-images") {
+    constexpr uint64_t kSize = kMiB;
+    FileMembers m(1, kSize);
+    const std::string log = m.dir().File("vol0.log");
+    const std::vector<std::string> through = {
+        "--raw", "--log", log, "--log-size", "8M", "--log-mode", "write-through", m.uri(0)};
+    std::vector<Bytes> generations;
+    std::vector<SnapshotPoints> points;
+    {
+      AggregatorServer a(ServeOptions(through));
+      CHECK(a.WaitForLog("volume vol0: staging log " + log + " formatted for volume"));
+      NbdClient c;
+      REQUIRE_NBD_OK(c.Connect(a.uri()));
+      for (uint64_t g = 0; g < 3; ++g) {
+        // Generation g: the whole volume, in four writes; the member file has it once they are
+        // acknowledged, with nothing to destage.
+        generations.push_back(RandomBytes(kSize, 90 + g));
+        for (uint64_t at = 0; at < kSize; at += 256 * kKiB)
+          REQUIRE_NBD_OK(c.Pwrite(std::span(generations.back()).subspan(at, 256 * kKiB), at));
+        CHECK(ReadFileRange(m.file(0), 0, kSize) == generations.back());
+        points.push_back(SnapshotList(a));
+        CHECK(points.back().oldest == 0);
+        CHECK(points.back().newest == 4 * (g + 1));
+      }
+      const std::string json = StatusJson(a);
+      CHECK(Contains(json, "\"staging_log\": {\"path\": \"" + log +
+                               "\", \"state\": \"normal\", \"mode\": \"write-through\""));
+      CHECK(JsonNumber(json, "head_sequence") == 12);
+      CHECK(JsonNumber(json, "destaged_sequence") == 12);
+      CHECK(JsonNumber(json, "pending_bytes") == 0);
+      CHECK(JsonNumber(json, "pending_age_ms") == 0);
+      for (uint64_t g = 0; g < 3; ++g) {
+        CAPTURE(g);
+        CHECK(ReadWhole(a.uri("vol0@" + std::to_string(points[g].newest)), kSize) ==
+              generations[g]);
+      }
+      CHECK(ReadWhole(a.uri("vol0@0"), kSize) == Bytes(kSize, 0));
+      CHECK(ReadWhole(a.uri("vol0@" + points[0].newest_time), kSize) == generations[0]);
+      const CommandResult list =
+          RunAggregator({"snapshot", "list", "vol0", "--control", a.control_path()});
+      CHECK(Contains(list.stdout_text,
+                     "volume vol0: snapshots vol0@0 to vol0@12\noldest: 0 at an unknown time\n"));
+      CHECK(Contains(list.stdout_text,
+                     "\nretain: as far back as the log's size reaches (write-through)\n"));
+      NbdClient r;
+      CHECK(r.Connect(a.uri("vol0@13")).err == ENOENT);
+      CHECK(
+          a.WaitForLog("handshake: export 'vol0@13': sequence 13 is not available: volume vol0 "
+                       "has snapshots of sequences 0 to 12"));
+      c.Shutdown();
+      a.Kill(SIGKILL);
+      CHECK(a.Wait(5s).has_value());
+    }
+    {
+      // Replayed after the SIGKILL: the before-images serve the same points.
+      Served a(through);
+      CHECK(a.WaitForLog("staging log " + log +
+                         " replayed: 12 records, head 12, write-through: snapshots from 0"));
+      CHECK(ReadWhole(a.uri("vol0@" + std::to_string(points[1].newest)), kSize) == generations[1]);
+      CHECK(ReadWhole(a.uri(), kSize) == generations[2]);
+    }
+    // The log lost: every acknowledged write is on the member.
+    REQUIRE(std::remove(log.c_str()) == 0);
+    Served a({"--raw", m.uri(0)});
+    CHECK(ReadWhole(a.uri(), kSize) == generations[2]);
   }
 }
 

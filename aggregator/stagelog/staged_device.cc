@@ -745,20 +745,23 @@ uint64_t StagedDevice::NewestPoint() const {
   return *unfinished_.begin() - 1;
 }
 
+bool StagedDevice::PointGone(uint64_t sequence, const char* why) const {
+  if (sequence >= OldestPoint()) return false;
+  LOG_WARNING(
+      "volume %s: staging log %s: snapshot %s read refused: %s (log full); its oldest point is "
+      "now %s",
+      name().c_str(), options_.path.c_str(), Str(sequence).c_str(), why,
+      Str(OldestPoint()).c_str());
+  return true;
+}
+
 void StagedDevice::ReadAsOf(uint64_t sequence, uint64_t offset, uint64_t length, uint8_t* buf,
                             ReadDone done) {
   if (write_through()) return ReadBeforeImages(sequence, offset, length, buf, std::move(done), 0);
   // The members may hold records after `sequence` once the destager began to apply one.
-  auto gone = [this, sequence] {
-    if (sequence >= OldestPoint()) return false;
-    LOG_WARNING(
-        "volume %s: staging log %s: snapshot %s read refused: the destager passed it (log full); "
-        "its oldest point is now %s",
-        name().c_str(), options_.path.c_str(), Str(sequence).c_str(), Str(OldestPoint()).c_str());
-    return true;
-  };
   std::vector<ReadPiece> pieces;
-  if (gone() || !index_.LookupAsOf(offset, length, sequence, &pieces).ok()) {
+  if (PointGone(sequence, "the destager passed it") ||
+      !index_.LookupAsOf(offset, length, sequence, &pieces).ok()) {
     asio::post(io_, [done = std::move(done)] { done(EIO, {}); });
     return;
   }
@@ -768,8 +771,8 @@ void StagedDevice::ReadAsOf(uint64_t sequence, uint64_t offset, uint64_t length,
   }
   // Checked again once the data is in: a record applied meanwhile may have changed the members.
   ReadPieces(pieces, offset, buf,
-             [gone, done = std::move(done)](int err, std::vector<volume::ByteRange>) {
-               done(err == 0 && gone() ? EIO : err, {});
+             [this, sequence, done = std::move(done)](int err, std::vector<volume::ByteRange>) {
+               done(err == 0 && PointGone(sequence, "the destager passed it") ? EIO : err, {});
              });
 }
 
@@ -905,16 +908,9 @@ void StagedDevice::Reclaim() {
 void StagedDevice::ReadBeforeImages(uint64_t sequence, uint64_t offset, uint64_t length,
                                     uint8_t* buf, ReadDone done, int attempt) {
   // Reclaimed records took the before-images this point needs.
-  auto gone = [this, sequence] {
-    if (sequence >= OldestPoint()) return false;
-    LOG_WARNING(
-        "volume %s: staging log %s: snapshot %s read refused: its records were reclaimed (log "
-        "full); its oldest point is now %s",
-        name().c_str(), options_.path.c_str(), Str(sequence).c_str(), Str(OldestPoint()).c_str());
-    return true;
-  };
   std::vector<ReadPiece> pieces;
-  if (gone() || !index_.LookupBeforeImages(offset, length, sequence, &pieces).ok()) {
+  if (PointGone(sequence, "its records were reclaimed") ||
+      !index_.LookupBeforeImages(offset, length, sequence, &pieces).ok()) {
     asio::post(io_, [done = std::move(done)] { done(EIO, {}); });
     return;
   }
@@ -933,10 +929,10 @@ void StagedDevice::ReadBeforeImages(uint64_t sequence, uint64_t offset, uint64_t
   // the lookup takes those bytes from that record's before-image in the log, which no write
   // changes. The log pieces are read on the log thread ahead of any Release of their space.
   const uint64_t looked_up_through = index_.last_sequence();
-  auto reread = [this, sequence, offset, length, buf, attempt, looked_up_through, gone,
+  auto reread = [this, sequence, offset, length, buf, attempt, looked_up_through,
                  done = std::move(done)](int err, std::vector<volume::ByteRange>) mutable {
     if (err != 0) return done(err, {});
-    if (gone()) return done(EIO, {});
+    if (PointGone(sequence, "its records were reclaimed")) return done(EIO, {});
     if (!index_.CoveredAfter(offset, length, looked_up_through)) return done(0, {});
     if (attempt + 1 >= kMaxSnapshotReadAttempts) {
       LOG_WARNING(

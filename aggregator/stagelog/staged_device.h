@@ -212,6 +212,8 @@ class StagedDevice final : public volume::BlockDevice {
   // The oldest point still whole: D, or the record the destager is applying after it.
   // Write-through: O - 1, or the sequence a reclaim in progress frees up to.
   uint64_t OldestPoint() const { return std::max(destaged_, applying_through_); }
+  // True, with a log line saying `why`, once `sequence` is older than the oldest point offered.
+  bool PointGone(uint64_t sequence, const char* why) const;
   // The newest acknowledged point: the head, or in write-through mode the record before the
   // oldest whose write has not reached the volume yet.
   uint64_t NewestPoint() const;

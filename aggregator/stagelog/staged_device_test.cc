@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "aggregator/stagelog/test_log.h"
+#include "aggregator/stagelog/test_staged.h"
 #include "aggregator/volume/test_member.h"
 #include "aggregator/volume/volume.h"
 #include "common/run_until.h"
@@ -21,33 +22,28 @@ namespace {
 
 using testing::Pattern;
 using volume::MemberOp;
-using volume::testing::MemMember;
 
 constexpr uint64_t kVolumeSize = 1 << 20;
-constexpr auto kTimeout = std::chrono::seconds(10);
 
 // A one-member linear volume on an in-memory member, served through a log on a fake device.
-struct Fixture {
-  asio::io_context io;
-  MemMember member{io, "m0", kVolumeSize, {.can_flush = true, .can_trim = true, .can_zero = true}};
-  std::shared_ptr<FakeLogDevice> log;
-  std::unique_ptr<StagedDevice> staged;
-
+struct Fixture : testing::StagedFixtureBase {
   std::chrono::milliseconds retain{0};
   bool real_clock = false;  // record times from the system clock, for the retention window
 
-  explicit Fixture(uint64_t ring = 1 << 20) : log(testing::NewDevice(ring)) { Reopen(); }
-  Fixture(uint64_t ring, std::chrono::milliseconds retain_for)
-      : log(testing::NewDevice(ring)), retain(retain_for), real_clock(true) {
+  explicit Fixture(uint64_t ring = 1 << 20)
+      : StagedFixtureBase(kVolumeSize, testing::NewDevice(ring)) {
     Reopen();
   }
-  ~Fixture() { Close(); }
+  Fixture(uint64_t ring, std::chrono::milliseconds retain_for)
+      : StagedFixtureBase(kVolumeSize, testing::NewDevice(ring)),
+        retain(retain_for),
+        real_clock(true) {
+    Reopen();
+  }
 
   // A new StagedDevice over what the log device holds now (replayed), not started.
   void Reopen() {
-    std::unique_ptr<volume::Volume> inner;
-    REQUIRE(
-        volume::Volume::Create("v", "", volume::LayoutKind::kLinear, 0, {&member}, &inner).ok());
+    std::unique_ptr<volume::Volume> inner = NewVolume();
     StagedOptions options;
     options.path = "test.log";
     options.clock = real_clock ? SystemClockNanos : testing::TickingClock();
@@ -57,19 +53,6 @@ struct Fixture {
     const Status s =
         StagedDevice::Open(io, std::move(inner), log, testing::MustReplay(*log), options, &staged);
     REQUIRE_MESSAGE(s.ok(), s.message());
-  }
-
-  void Close() {
-    if (!staged) return;
-    std::optional<int> closed;
-    staged->Close([&closed](int err) { closed = err; });
-    Run([&] { return closed.has_value(); });
-    staged.reset();
-  }
-
-  template <typename Pred>
-  void Run(Pred done) {
-    REQUIRE(RunUntil(io, done, kTimeout) == RunResult::kDone);
   }
 
   // Runs the loop until every one of `results` (from StartWrite) has arrived; true if each is 0.

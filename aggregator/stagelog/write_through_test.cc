@@ -20,6 +20,7 @@
 
 #include "aggregator/stagelog/staged_device.h"
 #include "aggregator/stagelog/test_log.h"
+#include "aggregator/stagelog/test_staged.h"
 #include "aggregator/volume/test_member.h"
 #include "aggregator/volume/volume.h"
 #include "common/run_until.h"
@@ -29,30 +30,20 @@ namespace {
 
 using testing::Pattern;
 using volume::MemberOp;
-using volume::testing::MemMember;
 
 constexpr uint64_t kVolumeSize = 256 * 1024;
-constexpr auto kTimeout = std::chrono::seconds(10);
 using Bytes = std::vector<uint8_t>;
 
 // A one-member linear volume on an in-memory member, served through a write-through log on a
 // fake device.
-struct Fixture {
-  asio::io_context io;
-  MemMember member{io, "m0", kVolumeSize, {.can_flush = true, .can_trim = true, .can_zero = true}};
-  std::shared_ptr<FakeLogDevice> log;
-  std::unique_ptr<StagedDevice> staged;
-
+struct Fixture : testing::StagedFixtureBase {
   explicit Fixture(uint64_t ring = 1 << 20)
-      : log(testing::NewDevice(ring, LogMode::kWriteThrough)) {
+      : StagedFixtureBase(kVolumeSize, testing::NewDevice(ring, LogMode::kWriteThrough)) {
     Reopen();
   }
-  ~Fixture() { Close(); }
 
   void Reopen() {
-    std::unique_ptr<volume::Volume> inner;
-    REQUIRE(
-        volume::Volume::Create("v", "", volume::LayoutKind::kLinear, 0, {&member}, &inner).ok());
+    std::unique_ptr<volume::Volume> inner = NewVolume();
     StagedOptions options;
     options.path = "test.log";
     options.clock = testing::TickingClock();
@@ -60,19 +51,6 @@ struct Fixture {
         StagedDevice::Open(io, std::move(inner), log, testing::MustReplay(*log), options, &staged);
     REQUIRE_MESSAGE(s.ok(), s.message());
     staged->Start();
-  }
-
-  void Close() {
-    if (!staged) return;
-    std::optional<int> closed;
-    staged->Close([&closed](int err) { closed = err; });
-    Run([&] { return closed.has_value(); });
-    staged.reset();
-  }
-
-  template <typename Pred>
-  void Run(Pred done) {
-    REQUIRE(RunUntil(io, done, kTimeout) == RunResult::kDone);
   }
 
   std::shared_ptr<std::optional<int>> StartWrite(uint64_t offset, const Bytes& data) {

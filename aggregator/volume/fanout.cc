@@ -90,10 +90,19 @@ void Volume::Fanout::Pump() {
   }
 }
 
+// One member I/O of a fanout, with what its answer needs, in one allocation: its callback
+// captures only a pointer to it, which std::function keeps without allocating. It holds the
+// fanout until it is answered.
+struct Volume::Fanout::Part : MemberIo {
+  std::shared_ptr<Fanout> fanout;
+  uint32_t member = 0;
+  bool flush_after = false;
+};
+
 void Volume::Fanout::Submit(const MemberExtent& piece, const Segment& segment) {
   MemberTarget* member = volume_.members_[piece.member];
   const MemberCapabilities& mc = member->capabilities();
-  auto io = std::make_shared<MemberIo>();
+  auto io = std::make_shared<Part>();
   io->op = segment.op;
   io->offset = piece.member_offset;
   io->length = piece.length;
@@ -109,10 +118,13 @@ void Volume::Fanout::Submit(const MemberExtent& piece, const Segment& segment) {
   // A member without FUA gets the write, then a flush, before the part is done.
   const bool flush_after = io->fua && !mc.can_fua && mc.can_flush;
   if (!mc.can_fua) io->fua = false;
-  MemberIo* part = io.get();  // alive while its own done runs
-  io->done = [self = shared_from_this(), part, member = piece.member, flush_after](int err) {
-    if (err == 0 && flush_after) return self->FlushAfter(member);
-    self->PartDone(member, *part, err);
+  io->fanout = shared_from_this();
+  io->member = piece.member;
+  io->flush_after = flush_after;
+  Part* part = io.get();  // alive while its own done runs
+  io->done = [part](int err) {
+    if (err == 0 && part->flush_after) return part->fanout->FlushAfter(part->member);
+    part->fanout->PartDone(part->member, *part, err);
   };
   ++in_flight_;
   join_.Add();

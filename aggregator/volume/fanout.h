@@ -64,6 +64,7 @@ class Volume::Fanout : public std::enable_shared_from_this<Fanout> {
   Volume& volume() { return volume_; }
 
  private:
+  struct Part;  // fanout.cc
   struct Finisher {
     Fanout* self;
     void operator()(int err) const { self->Finish(err); }

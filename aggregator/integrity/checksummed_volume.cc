@@ -87,6 +87,7 @@ Status ChecksummedVolume::Create(asio::io_context& io, std::vector<volume::Membe
       new ChecksummedVolume(io, std::move(assembly), std::move(*checksummer), options));
   volume->cipher_ = std::move(cipher);
   DST_RETURN_IF_ERROR(volume->MakeWorkerCrypto(key));
+  DST_RETURN_IF_ERROR(volume->AuthenticateTable(key));
   return Finish(std::move(volume), out);
 }
 
@@ -149,6 +150,7 @@ Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<Redu
       new ChecksummedVolume(io, std::move(assembly), std::move(*checksummer), options));
   volume->cipher_ = std::move(cipher);
   DST_RETURN_IF_ERROR(volume->MakeWorkerCrypto(key));
+  DST_RETURN_IF_ERROR(volume->AuthenticateTable(key));
   for (size_t s = 0; s < volume->sets_.size(); ++s)
     if (volume->sets_[s]->capabilities().size < volume->geometries_[s].data.end())
       return Status::Invalid(volume->sets_[s]->name() + " has " +
@@ -156,6 +158,22 @@ Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<Redu
                              ", less than its data area needs (" +
                              FormatSize(volume->geometries_[s].data.end()) + ")");
   return Finish(std::move(volume), out);
+}
+
+Status ChecksummedVolume::AuthenticateTable(std::span<const uint8_t> key) {
+  if (!view_.table_tags()) {
+    if (authenticated())
+      LOG_WARNING(
+          "volume %s: its checksum table has no tags (created before table tags): a table entry "
+          "zeroed or put back by an export host is not detected",
+          view_.name.c_str());
+    return Status::Ok();
+  }
+  std::optional<TableTagger> tagger;
+  DST_RETURN_IF_ERROR(
+      TableTagger::Create(key, std::span<const uint8_t, 16>(view_.volume_uuid), &tagger));
+  table_.AuthenticatePages(std::move(*tagger));
+  return Status::Ok();
 }
 
 Status ChecksummedVolume::MakeWorkerCrypto(std::span<const uint8_t> key) {
@@ -476,6 +494,8 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
       {"table_writebacks", t.writebacks, true, "Checksum table pages written to members"},
       {"table_evictions", t.evictions, true, "Checksum table pages dropped from the cache"},
       {"table_errors", t.errors, true, "Failed checksum table page reads and writes"},
+      {"table_unverified", t.unverified, true,
+       "Checksum table pages that failed their tags (their blocks read as EIO)"},
       {"scrub_blocks", scrub_tally_.blocks, true, "Written blocks a scrub verified on every copy"},
       {"scrub_errors", scrub_tally_.errors, true,
        "Bad copies of blocks a scrub found (mismatch or failed read)"},

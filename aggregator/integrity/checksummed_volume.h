@@ -420,6 +420,8 @@ class ChecksummedVolume final : public volume::BlockDevice,
                     ChecksumOptions options);
   // The volume's WorkerCrypto when options_.workers is set: one pair per worker, made from `key`
   // as Create makes the volume's own.
+  // Table tags (docs/format.md §9): the table cache verifies and tags pages with `key`'s tag key.
+  Status AuthenticateTable(std::span<const uint8_t> key);
   Status MakeWorkerCrypto(std::span<const uint8_t> key);
   // Builds sets_ from the assembly's copies (a redundant volume) and returns
   // the targets the layers above address.

@@ -1,5 +1,6 @@
 #include "aggregator/integrity/table_cache.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <utility>
@@ -18,6 +19,9 @@ struct TableCache::Page {
   uint32_t pins = 0;
   bool dirty = false;
   uint64_t version = 0;  // bumped on every MarkDirty
+  // Table tags: the slots as on the member, and the generation the page's content has there.
+  TagPage tags;
+  uint64_t generation = 0;
   bool writing = false;
   std::vector<std::function<void()>> on_loaded;
   std::vector<std::function<void()>> after_write;
@@ -42,6 +46,10 @@ PageKey TableCache::KeyAt(uint32_t member, const TableEntryLocation& where) cons
 
 uint64_t TableCache::PageOffset(const PageKey& key) const {
   return geometries_[key.member].table.offset + key.index * kMetadataPageSize;
+}
+
+uint64_t TableCache::TagPageOffsetOf(const PageKey& key) const {
+  return TagPageOffset(geometries_[key.member], key.index);
 }
 
 TableCache::Page& TableCache::Lookup(const PageKey& key) {
@@ -75,28 +83,67 @@ void TableCache::Pin(const std::vector<PageKey>& keys, Done ready) {
 }
 
 void TableCache::Load(const PageKey& key, Page& page) {
-  auto io = std::make_shared<volume::MemberIo>();
-  io->op = volume::MemberOp::kRead;
-  io->offset = PageOffset(key);
-  io->length = kMetadataPageSize;
-  io->data = page.bytes.data();  // the page is pinned until its load completes
   ++counters_.loads;
-  io->done = [this, alive = lifetime_.Watch(), key](int err) {
-    if (alive.expired()) return;
-    Page& p = Lookup(key);
-    p.state = err == 0 ? Page::State::kLoaded : Page::State::kFailed;
-    p.error = err;
-    if (err != 0) {
-      ++counters_.errors;
-      LOG_ERROR("checksum table: read of page %llu of member %s failed: %s",
-                static_cast<unsigned long long>(key.index), members_[key.member]->name().c_str(),
-                std::strerror(err));
-    }
-    auto waiters = std::move(p.on_loaded);
-    for (auto& w : waiters)
-      w();
+  auto tag_bytes = tagger_ ? std::make_shared<std::vector<uint8_t>>(kMetadataPageSize) : nullptr;
+  auto join = MakeJoin([this, alive = lifetime_.Watch(), key, tag_bytes](int err) {
+    if (!alive.expired()) Loaded(key, err, tag_bytes.get());
+  });
+  auto read = [this, &key](uint64_t offset, uint8_t* into, Done done) {
+    auto io = std::make_shared<volume::MemberIo>();
+    io->op = volume::MemberOp::kRead;
+    io->offset = offset;
+    io->length = kMetadataPageSize;
+    io->data = into;
+    io->done = std::move(done);
+    members_[key.member]->Submit(std::move(io));
   };
-  members_[key.member]->Submit(std::move(io));
+  // The page is pinned until its load completes; the tag page's buffer is held by the join's end.
+  read(PageOffset(key), page.bytes.data(), Part(join));
+  if (tag_bytes) read(TagPageOffsetOf(key), tag_bytes->data(), Part(join));
+  join->Arrive(0);
+}
+
+void TableCache::Loaded(const PageKey& key, int err, const std::vector<uint8_t>* tag_bytes) {
+  Page& p = Lookup(key);
+  if (err != 0) {
+    ++counters_.errors;
+    LOG_ERROR("checksum table: read of page %llu of member %s failed: %s",
+              static_cast<unsigned long long>(key.index), members_[key.member]->name().c_str(),
+              std::strerror(err));
+  } else if (tag_bytes != nullptr) {
+    err = VerifyLoaded(key, p, *tag_bytes);
+  }
+  p.state = err == 0 ? Page::State::kLoaded : Page::State::kFailed;
+  p.error = err;
+  auto waiters = std::move(p.on_loaded);
+  for (auto& w : waiters)
+    w();
+}
+
+int TableCache::VerifyLoaded(const PageKey& key, Page& page,
+                             const std::vector<uint8_t>& tag_bytes) {
+  const TagPage tags = DecodeTagPage(std::span<const uint8_t, kMetadataPageSize>(tag_bytes));
+  const std::optional<uint64_t> generation = tagger_->Verify(
+      key.member, key.index, std::span<const uint8_t, kMetadataPageSize>(page.bytes), tags);
+  if (generation) {
+    page.tags = tags;
+    page.generation = *generation;
+    return 0;
+  }
+  if (unverified_.insert(key).second) {
+    ++counters_.unverified;
+    const MemberGeometry& g = geometries_[key.member];
+    const uint64_t per_page = kMetadataPageSize / g.entry_size();
+    const uint64_t first = key.index * per_page;
+    const uint64_t last = std::min(first + per_page, g.data_blocks()) - 1;
+    LOG_ERROR(
+        "checksum table: page %llu of member %s does not verify against its tag (its entries were "
+        "changed, zeroed or put back on the member): blocks %llu to %llu of its data area read "
+        "as EIO",
+        static_cast<unsigned long long>(key.index), members_[key.member]->name().c_str(),
+        static_cast<unsigned long long>(first), static_cast<unsigned long long>(last));
+  }
+  return EIO;
 }
 
 void TableCache::Unpin(const std::vector<PageKey>& keys) {
@@ -143,33 +190,70 @@ void TableCache::WritePage(const PageKey& key, Done done) {
   if (!page.dirty) return done(0);
   page.writing = true;
   ++page.pins;  // kept until the write completes
-  auto io = std::make_shared<volume::MemberIo>();
-  io->op = volume::MemberOp::kWrite;
-  io->offset = PageOffset(key);
-  io->length = kMetadataPageSize;
-  auto snapshot = std::make_shared<std::vector<uint8_t>>(page.bytes);
-  io->data = snapshot->data();
+  auto snapshot = std::make_shared<const std::vector<uint8_t>>(page.bytes);
   ++counters_.writebacks;
-  io->done = [this, alive = lifetime_.Watch(), key, snapshot, version = page.version,
-              done = std::move(done)](int err) {
-    if (alive.expired()) return;
-    Page& p = Lookup(key);
-    p.writing = false;
-    --p.pins;
-    if (err == 0 && p.version == version) p.dirty = false;
-    if (err != 0) {
-      ++counters_.errors;
-      LOG_ERROR("checksum table: write of page %llu of member %s failed: %s",
-                static_cast<unsigned long long>(key.index), members_[key.member]->name().c_str(),
-                std::strerror(err));
-    }
-    auto waiters = std::move(p.after_write);
-    for (auto& w : waiters)
-      w();
-    done(err);
-    MaybeEvict();
+  SubmitWrite(key, page, std::move(snapshot),
+              [this, alive = lifetime_.Watch(), key, version = page.version,
+               done = std::move(done)](int err) {
+                if (alive.expired()) return;
+                Page& p = Lookup(key);
+                p.writing = false;
+                --p.pins;
+                if (err == 0 && p.version == version) p.dirty = false;
+                if (err != 0) {
+                  ++counters_.errors;
+                  LOG_ERROR("checksum table: write of page %llu of member %s failed: %s",
+                            static_cast<unsigned long long>(key.index),
+                            members_[key.member]->name().c_str(), std::strerror(err));
+                }
+                auto waiters = std::move(p.after_write);
+                for (auto& w : waiters)
+                  w();
+                done(err);
+                MaybeEvict();
+              });
+}
+
+void TableCache::SubmitWrite(const PageKey& key, Page& page,
+                             std::shared_ptr<const std::vector<uint8_t>> bytes, Done done) {
+  auto write = [this, key](uint64_t offset, std::shared_ptr<const std::vector<uint8_t>> data,
+                           Done written) {
+    auto io = std::make_shared<volume::MemberIo>();
+    io->op = volume::MemberOp::kWrite;
+    io->offset = offset;
+    io->length = kMetadataPageSize;
+    io->data = const_cast<uint8_t*>(data->data());  // a write only reads it
+    io->done = [data, written = std::move(written)](int err) { written(err); };
+    members_[key.member]->Submit(std::move(io));
   };
-  members_[key.member]->Submit(std::move(io));
+  if (!tagger_) return write(PageOffset(key), std::move(bytes), std::move(done));
+  // The next generation goes into the slot that does not hold the current one, and the tag page
+  // reaches the member before the page: whatever is interrupted, one slot verifies what the
+  // member holds. The generation advances only once both writes succeeded, so a failed attempt
+  // is retried into the same slot and the current one stays intact.
+  const uint64_t generation = page.generation + 1;
+  TagPage tags = page.tags;
+  tags.slots[generation % kTagSlots] = {
+      generation, tagger_->Tag(key.member, key.index, generation,
+                               std::span<const uint8_t, kMetadataPageSize>(*bytes))};
+  auto tag_bytes = std::make_shared<std::vector<uint8_t>>(kMetadataPageSize);
+  EncodeTagPage(tags, std::span<uint8_t, kMetadataPageSize>(*tag_bytes));
+  write(TagPageOffsetOf(key), std::move(tag_bytes),
+        [this, alive = lifetime_.Watch(), key, bytes = std::move(bytes), tags, generation, write,
+         done = std::move(done)](int err) mutable {
+          if (alive.expired()) return;
+          if (err != 0) return done(err);
+          write(PageOffset(key), std::move(bytes),
+                [this, alive, key, tags, generation, done = std::move(done)](int page_err) {
+                  if (alive.expired()) return;
+                  if (page_err == 0) {
+                    Page& p = Lookup(key);
+                    p.tags = tags;
+                    p.generation = generation;
+                  }
+                  done(page_err);
+                });
+        });
 }
 
 void TableCache::WriteBack(Done done) {

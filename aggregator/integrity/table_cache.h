@@ -18,6 +18,12 @@
 // pinned pages are never evicted, so the cache exceeds its budget by at most
 // what the requests in flight have pinned.
 //
+// Table tags (keyed volumes created with them, docs/format.md §9): with AuthenticatePages(), a
+// page is read together with its tag page and fails to load with EIO unless a slot's tag verifies
+// (or both are all zero: never written); that failure is logged and counted once per page. A
+// write-back tags the page with the next generation into the other slot and writes the tag page
+// before the page, so either the old or the new pair is on the member whatever a crash interrupts.
+//
 // Threading: the event-loop thread only.
 #pragma once
 
@@ -27,10 +33,13 @@
 #include <list>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <span>
 #include <vector>
 
 #include "aggregator/integrity/member_format.h"
+#include "aggregator/integrity/table_tags.h"
 #include "aggregator/volume/member_io.h"
 #include "common/lifetime.h"
 
@@ -48,6 +57,8 @@ struct TableCacheCounters {
   uint64_t writebacks = 0;  // pages written to members
   uint64_t evictions = 0;
   uint64_t errors = 0;  // failed page reads and writes
+  // Table tags: pages whose tags did not verify when loaded, each counted once.
+  uint64_t unverified = 0;
 };
 
 class TableCache {
@@ -58,6 +69,11 @@ class TableCache {
   TableCache(std::vector<volume::MemberTarget*> members, std::vector<MemberGeometry> geometries,
              uint64_t budget_bytes);
   ~TableCache();
+
+  // Keyed volumes with table tags: pages are verified when loaded and tagged when written. Called
+  // once, before the first Pin().
+  void AuthenticatePages(TableTagger tagger) { tagger_.emplace(std::move(tagger)); }
+  bool authenticates_pages() const { return tagger_.has_value(); }
 
   // The page holding the entry of data block `block` of `member`.
   PageKey KeyOf(uint32_t member, uint64_t block) const;
@@ -86,12 +102,20 @@ class TableCache {
   PageKey KeyAt(uint32_t member, const TableEntryLocation& where) const;
   Page& Lookup(const PageKey& key);
   void Load(const PageKey& key, Page& page);
+  void Loaded(const PageKey& key, int err, const std::vector<uint8_t>* tag_bytes);
+  // Table tags: 0 when a slot verifies the loaded page (its generation and slots kept), EIO
+  // otherwise, logged and counted the first time.
+  int VerifyLoaded(const PageKey& key, Page& page, const std::vector<uint8_t>& tag_bytes);
+  // The member write of page `key`'s `bytes` (and, with table tags, of its tag page first).
+  void SubmitWrite(const PageKey& key, Page& page,
+                   std::shared_ptr<const std::vector<uint8_t>> bytes, Done done);
   // Writes the page if dirty, after any write already in flight; `done` once
   // the content it had when called is on the member.
   void WritePage(const PageKey& key, Done done);
   void Touch(Page& page);
   void MaybeEvict();
   uint64_t PageOffset(const PageKey& key) const;
+  uint64_t TagPageOffsetOf(const PageKey& key) const;
 
   std::vector<volume::MemberTarget*> members_;
   std::vector<MemberGeometry> geometries_;
@@ -99,6 +123,8 @@ class TableCache {
   std::map<PageKey, std::unique_ptr<Page>> pages_;
   std::list<PageKey> lru_;  // least recently used first
   TableCacheCounters counters_;
+  std::optional<TableTagger> tagger_;
+  std::set<PageKey> unverified_;  // pages already logged as failing their tags
   // Last, so it expires first: completions of I/O still in flight at
   // shutdown find no cache to update.
   Lifetime lifetime_;

@@ -24,6 +24,7 @@
 #include <doctest/doctest.h>
 #include <asio.hpp>
 
+#include "aggregator/integrity/assembly.h"
 #include "aggregator/integrity/member_format.h"
 #include "aggregator/integrity/superblock.h"
 #include "aggregator/integrity/table_cache.h"
@@ -37,6 +38,7 @@
 #include "common/key_slot.h"
 #include "common/worker_pool.h"
 #include "tests/harness/stderr_capture.h"
+#include "tests/harness/temp_dir.h"
 
 namespace dst::integrity::checksummed_volume_test {
 namespace {
@@ -171,6 +173,13 @@ class Harness {
     vol.reset();
     io.restart();
     io.poll();
+  }
+
+  int Flush() {
+    int result = kPending;
+    vol->Flush([&](int err) { result = err; });
+    REQUIRE(Pump([&] { return result != kPending; }));
+    return result;
   }
 
   int Close() {
@@ -817,14 +826,14 @@ TEST_CASE("checksummed volume: one list of counters, printed by the stats line")
     line += " " + std::string(c.name) + "=" + std::to_string(c.value);
     CHECK_MESSAGE(!std::string_view(c.help).empty(), c.name);
   }
-  CHECK(names == std::vector<std::string>{
-                     "checksum_errors",     "rereads_recovered",    "rmw_blocks",
-                     "recomputed_regions",  "recomputed_bytes",     "recovery_unverified",
-                     "dirty_regions",       "bitmap_syncs",         "table_pages",
-                     "table_dirty",         "table_loads",          "table_writebacks",
-                     "table_evictions",     "table_errors",         "table_unverified",
-                     "scrub_blocks",        "scrub_errors",         "scrub_repaired",
-                     "scrub_unrecoverable", "scrub_last_completed", "scrub_last_clean"});
+  CHECK(names ==
+        std::vector<std::string>{
+            "checksum_errors",     "rereads_recovered",    "rmw_blocks",       "recomputed_regions",
+            "recomputed_bytes",    "recovery_unverified",  "dirty_regions",    "bitmap_syncs",
+            "table_pages",         "table_dirty",          "table_loads",      "table_writebacks",
+            "table_evictions",     "table_errors",         "table_unverified", "table_rolled_back",
+            "table_anchor_errors", "scrub_blocks",         "scrub_errors",     "scrub_repaired",
+            "scrub_unrecoverable", "scrub_last_completed", "scrub_last_clean"});
   CHECK(h.vol->StatsLine() == line);
   CHECK(values["rmw_blocks"] == 2);
   CHECK(values["rmw_blocks"] == h.vol->counters().rmw_blocks);
@@ -1012,6 +1021,97 @@ TEST_CASE("checksummed volume: known limit: a table page rolled back with its ta
   std::copy(old_tags.begin(), old_tags.end(), on.tags.begin());
   REQUIRE(h.Open() == 0);
   CHECK(h.Read(at, 4096).err == EIO);  // fails today: the old data, err 0
+}
+
+// With --state-dir the aggregator anchors every table page's generation in a file of its own
+// (table_anchor.h) once a flush made it durable: a page put back with its tag page, or the
+// previous generation that the tag page still holds, verifies but is older than its anchor.
+TEST_CASE("checksummed volume: table tags: a table page rolled back below its anchor is EIO") {
+  dst::test::TempDir state("dst-state");
+  Setup setup = Keyed();
+  setup.options.state_dir = state.path();
+  Harness h(setup);
+  const uint64_t at = 3 * 4096;
+  REQUIRE(h.Open() == 0);
+  const std::vector<uint8_t> v1 = Pattern(4096, 103);
+  REQUIRE(h.Write(at, v1) == 0);
+  REQUIRE(h.Close() == 0);
+  const TablePageOnMember on = PageOnMember(h, at);
+  const std::vector<uint8_t> old_page(on.page.begin(), on.page.end());
+  const std::vector<uint8_t> old_tags(on.tags.begin(), on.tags.end());
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(at, Pattern(4096, 104)) == 0);
+  REQUIRE(h.Close() == 0);
+  // Served again as it is: the anchor and the member agree.
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Matches(at, 4096));
+  REQUIRE(h.Close() == 0);
+  SUBCASE("the previous generation, which the tag page still holds") {
+    std::copy(old_page.begin(), old_page.end(), on.page.begin());
+  }
+  SUBCASE("the page and its tag page as they were") {
+    std::copy(old_page.begin(), old_page.end(), on.page.begin());
+    std::copy(old_tags.begin(), old_tags.end(), on.tags.begin());
+  }
+  std::copy(v1.begin(), v1.end(), h.MemberByte(at));
+  dst::test::StderrCapture log;
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Read(at, 4096).err == EIO);
+  CHECK(h.Read(0, 4096).err == EIO);
+  CHECK(h.Stat("table_rolled_back") == 1);
+  CHECK(h.Stat("table_unverified") == 0);
+  CHECK(log.Text().find("checksum table: page 0 of member mem0 is generation 1, older than "
+                        "generation 2 anchored by this aggregator") != std::string::npos);
+}
+
+// An unclean stop after a write-back that no flush followed: the member's page is a generation
+// ahead of its anchor, which is accepted (a tag cannot be forged); recovery keeps working.
+TEST_CASE("checksummed volume: table tags: a page ahead of its anchor after a crash is served") {
+  dst::test::TempDir state("dst-state");
+  Setup setup = Keyed();
+  setup.options.state_dir = state.path();
+  setup.options.table_cache_bytes = kMetadataPageSize;
+  Harness h(setup);
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(0, Pattern(4096, 105)) == 0);
+  REQUIRE(h.Flush() == 0);  // generation 1, anchored
+  REQUIRE(h.Write(4096, Pattern(4096, 106)) == 0);
+  // Another table page loaded: the cache (one page) writes page 0 back to make room, no flush.
+  const uint64_t next_page = kMetadataPageSize / 32 * 4096;
+  CHECK(h.Read(next_page, 4096).err == 0);
+  h.Pump();
+  const TablePageOnMember on = PageOnMember(h, 0);
+  REQUIRE(DecodeTagPage(std::span<const uint8_t, kMetadataPageSize>(on.tags)).slots[0].generation ==
+          2);  // on the member, not anchored
+  h.Crash();
+  REQUIRE(h.Open() == 0);
+  CHECK(h.Matches(0, 2 * 4096));
+  CHECK(h.Stat("table_rolled_back") == 0);
+  REQUIRE(h.Close() == 0);
+}
+
+// The state file belongs to one volume: another volume's, or one of another shape, is refused at
+// assembly.
+TEST_CASE("checksummed volume: table tags: the state file of another volume is refused") {
+  dst::test::TempDir state("dst-state");
+  Setup setup = Keyed();
+  setup.options.state_dir = state.path();
+  Harness h(setup);
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Close() == 0);
+  const std::string path = state.File(FormatUuid(h.OnDisk()[0].volume_uuid) + ".table-generations");
+  std::FILE* f = std::fopen(path.c_str(), "r+b");
+  REQUIRE(f != nullptr);
+  std::fseek(f, 20, SEEK_SET);  // inside the volume UUID
+  std::fputc(0x77, f);
+  std::fclose(f);
+  std::vector<volume::MemberTarget*> targets{h.members[0].get()};
+  std::unique_ptr<ChecksummedVolume> vol;
+  const Status s =
+      ChecksummedVolume::Create(h.io, targets, h.OnDisk(), setup.key, setup.options, &vol);
+  CHECK(s.err() == EINVAL);
+  CHECK(s.message().find("records the table generations of another volume or shape") !=
+        std::string::npos);
 }
 
 // Keyed volumes created before table tags keep working, and assembly says what they lack.

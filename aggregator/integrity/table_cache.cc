@@ -125,25 +125,56 @@ int TableCache::VerifyLoaded(const PageKey& key, Page& page,
   const TagPage tags = DecodeTagPage(std::span<const uint8_t, kMetadataPageSize>(tag_bytes));
   const std::optional<uint64_t> generation = tagger_->Verify(
       key.member, key.index, std::span<const uint8_t, kMetadataPageSize>(page.bytes), tags);
-  if (generation) {
+  const uint64_t anchored = anchor_ ? anchor_->Get(key.member, key.index) : 0;
+  if (generation && *generation >= anchored) {
     page.tags = tags;
     page.generation = *generation;
     return 0;
   }
-  if (unverified_.insert(key).second) {
+  if (!unverified_.insert(key).second) return EIO;  // logged and counted already
+  const MemberGeometry& g = geometries_[key.member];
+  const uint64_t per_page = kMetadataPageSize / g.entry_size();
+  const uint64_t first = key.index * per_page;
+  const auto last =
+      static_cast<unsigned long long>(std::min(first + per_page, g.data_blocks()) - 1);
+  const auto index = static_cast<unsigned long long>(key.index);
+  const char* member = members_[key.member]->name().c_str();
+  if (!generation) {
     ++counters_.unverified;
-    const MemberGeometry& g = geometries_[key.member];
-    const uint64_t per_page = kMetadataPageSize / g.entry_size();
-    const uint64_t first = key.index * per_page;
-    const uint64_t last = std::min(first + per_page, g.data_blocks()) - 1;
     LOG_ERROR(
         "checksum table: page %llu of member %s does not verify against its tag (its entries were "
         "changed, zeroed or put back on the member): blocks %llu to %llu of its data area read "
         "as EIO",
-        static_cast<unsigned long long>(key.index), members_[key.member]->name().c_str(),
-        static_cast<unsigned long long>(first), static_cast<unsigned long long>(last));
+        index, member, static_cast<unsigned long long>(first), last);
+  } else {
+    ++counters_.rolled_back;
+    LOG_ERROR(
+        "checksum table: page %llu of member %s is generation %llu, older than generation %llu "
+        "anchored by this aggregator (put back on the member): blocks %llu to %llu of its data "
+        "area read as EIO",
+        index, member, static_cast<unsigned long long>(*generation),
+        static_cast<unsigned long long>(anchored), static_cast<unsigned long long>(first), last);
   }
   return EIO;
+}
+
+void TableCache::AnchorWrittenBack(WrittenBack written, int flush_err) {
+  if (!anchor_ || written.empty()) return;
+  if (flush_err != 0) {
+    // Not durable: they wait for the next flush, with what was written back since.
+    for (const auto& [key, generation] : written) {
+      uint64_t& g = written_back_[key];
+      g = std::max(g, generation);
+    }
+    return;
+  }
+  for (const auto& [key, generation] : written)
+    anchor_->Raise(key.member, key.index, generation);
+  const Status s = anchor_->Sync();
+  if (!s.ok()) {
+    ++counters_.anchor_errors;
+    LOG_ERROR("checksum table: recording table generations: %s", s.message().c_str());
+  }
 }
 
 void TableCache::Unpin(const std::vector<PageKey>& keys) {
@@ -250,6 +281,7 @@ void TableCache::SubmitWrite(const PageKey& key, Page& page,
                     Page& p = Lookup(key);
                     p.tags = tags;
                     p.generation = generation;
+                    if (anchor_) written_back_[key] = generation;
                   }
                   done(page_err);
                 });

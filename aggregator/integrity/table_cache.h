@@ -24,6 +24,11 @@
 // write-back tags the page with the next generation into the other slot and writes the tag page
 // before the page, so either the old or the new pair is on the member whatever a crash interrupts.
 //
+// With an anchor (table_anchor.h), a page whose verifying generation is below its anchor was put
+// back on the member: it fails with EIO too, logged and counted once (rolled_back). The
+// generations written back are handed to the anchor only once a member flush made them durable:
+// TakeWrittenBack() before the flush, AnchorWrittenBack() after it.
+//
 // Threading: the event-loop thread only.
 #pragma once
 
@@ -36,9 +41,11 @@
 #include <optional>
 #include <set>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "aggregator/integrity/member_format.h"
+#include "aggregator/integrity/table_anchor.h"
 #include "aggregator/integrity/table_tags.h"
 #include "aggregator/volume/member_io.h"
 #include "common/lifetime.h"
@@ -59,6 +66,9 @@ struct TableCacheCounters {
   uint64_t errors = 0;  // failed page reads and writes
   // Table tags: pages whose tags did not verify when loaded, each counted once.
   uint64_t unverified = 0;
+  // Pages whose tags verified at a generation older than their anchor, each counted once.
+  uint64_t rolled_back = 0;
+  uint64_t anchor_errors = 0;  // failed writes of the anchor file
 };
 
 class TableCache {
@@ -74,6 +84,16 @@ class TableCache {
   // once, before the first Pin().
   void AuthenticatePages(TableTagger tagger) { tagger_.emplace(std::move(tagger)); }
   bool authenticates_pages() const { return tagger_.has_value(); }
+  // With table tags: the anchor of every page's generation (owned from now on).
+  void AnchorPages(std::unique_ptr<TableAnchor> anchor) { anchor_ = std::move(anchor); }
+  const TableAnchor* anchor() const { return anchor_.get(); }
+  // The generations written back (completed) since the last call, for AnchorWrittenBack() once
+  // the member flush issued after this call has completed.
+  using WrittenBack = std::map<PageKey, uint64_t>;
+  WrittenBack TakeWrittenBack() { return std::exchange(written_back_, {}); }
+  // `flush_err` 0: the generations are durable on the members, and anchored (the anchor file
+  // synced; a failure there is logged and counted). Otherwise they wait for the next flush.
+  void AnchorWrittenBack(WrittenBack written, int flush_err);
 
   // The page holding the entry of data block `block` of `member`.
   PageKey KeyOf(uint32_t member, uint64_t block) const;
@@ -124,7 +144,9 @@ class TableCache {
   std::list<PageKey> lru_;  // least recently used first
   TableCacheCounters counters_;
   std::optional<TableTagger> tagger_;
-  std::set<PageKey> unverified_;  // pages already logged as failing their tags
+  std::unique_ptr<TableAnchor> anchor_;
+  WrittenBack written_back_;
+  std::set<PageKey> unverified_;  // pages already logged as failing their tags or anchors
   // Last, so it expires first: completions of I/O still in flight at
   // shutdown find no cache to update.
   Lifetime lifetime_;

@@ -999,9 +999,9 @@ TEST_CASE("checksummed volume: table tags: generations advance across write-back
 
 // Known limit: a whole table page put back with its tag page (or a whole member as it was) is a
 // valid older state; so is a page put back as it was one write-back ago, whose slot the tag page
-// still holds. Closing it needs the freshness anchor of docs/encryption.md ("Rollback: what is
-// left"); until then this check fails, and doctest::expected_failures(1) keeps the suite passing
-// for exactly that one failure.
+// still holds. Only the anchor tells, and without --state-dir it is gone after a restart
+// (docs/encryption.md, "Rollback"); this check fails, and doctest::expected_failures(1) keeps the
+// suite passing for exactly that one failure. With a state directory it passes: the case below.
 TEST_CASE("checksummed volume: known limit: a table page rolled back with its tag page" *
           doctest::expected_failures(1)) {
   Harness h(Keyed());

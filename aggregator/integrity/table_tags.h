@@ -12,8 +12,8 @@
 //
 // Contract: Verify() accepts a page only with a slot whose tag is the MAC of exactly these bytes
 // at exactly this place, or a page and tag page that are both all zero (generation 0: never
-// written since create). Which generation is current is anchored nowhere else yet: a whole page
-// put back with its older tag page verifies (docs/encryption.md, "Rollback: what is left").
+// written since create). Which generation is current is not its business: a whole page put back
+// with its older tag page verifies here, and TableAnchor (table_anchor.h) is what tells.
 //
 // Threading: a TableTagger is used from one thread at a time; the rest are plain values.
 #pragma once

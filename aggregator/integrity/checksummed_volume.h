@@ -201,6 +201,8 @@ class ChecksummedVolume final : public volume::BlockDevice,
   uint64_t member_checksum_errors(size_t index) const { return member_checksum_errors_[index]; }
   uint64_t table_pages() const { return table_.cached_pages(); }
   uint64_t table_dirty_pages() const { return table_.dirty_pages(); }
+  // Table tags: member flushes that ordered tag pages before their table pages.
+  uint64_t table_ordering_flushes() const { return table_.counters().ordering_flushes; }
   // Every number of the volume, in the order and with the names that the
   // stats line, `status` and the metrics endpoint use.
   std::vector<NamedCounter> Counters() const;

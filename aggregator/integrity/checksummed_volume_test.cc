@@ -997,6 +997,27 @@ TEST_CASE("checksummed volume: table tags: generations advance across write-back
   CHECK(h.Stat("table_unverified") == 0);
 }
 
+// The tag page is durable before its table page is written: a member host that loses unflushed
+// writes in any order still holds a page that one of its slots verifies.
+TEST_CASE("checksummed volume: table tags: a flush orders each tag page before its table page") {
+  Harness h(Keyed());
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(0, Pattern(4096, 107)) == 0);
+  const size_t since = h.members[0]->log.size();
+  REQUIRE(h.Close() == 0);
+  const MemberGeometry& g = h.geometry[0];
+  const auto tags = h.members[0]->Ops(MemberOp::kWrite, {g.table_tags.offset, 4096}, since);
+  const auto pages = h.members[0]->Ops(MemberOp::kWrite, {g.table.offset, 4096}, since);
+  REQUIRE(tags.size() == 1);
+  REQUIRE(pages.size() == 1);
+  bool ordered = false;
+  for (const auto& flush : h.members[0]->Ops(MemberOp::kFlush, {}, since))
+    ordered = ordered || (flush.submitted > tags[0].completed && flush.completed != 0 &&
+                          flush.completed < pages[0].submitted);
+  CHECK(ordered);
+  CHECK(h.vol->table_ordering_flushes() >= 1);
+}
+
 // Known limit: a whole table page put back with its tag page (or a whole member as it was) is a
 // valid older state; so is a page put back as it was one write-back ago, whose slot the tag page
 // still holds. Only the anchor tells, and without --state-dir it is gone after a restart

@@ -32,7 +32,8 @@ TableCache::TableCache(std::vector<volume::MemberTarget*> members,
                        std::vector<MemberGeometry> geometries, uint64_t budget_bytes)
     : members_(std::move(members)),
       geometries_(std::move(geometries)),
-      budget_pages_(std::max<uint64_t>(1, budget_bytes / kMetadataPageSize)) {}
+      budget_pages_(std::max<uint64_t>(1, budget_bytes / kMetadataPageSize)),
+      ordering_(members_.size()) {}
 
 TableCache::~TableCache() = default;
 
@@ -259,9 +260,9 @@ void TableCache::SubmitWrite(const PageKey& key, Page& page,
   };
   if (!tagger_) return write(PageOffset(key), std::move(bytes), std::move(done));
   // The next generation goes into the slot that does not hold the current one, and the tag page
-  // reaches the member before the page: whatever is interrupted, one slot verifies what the
-  // member holds. The generation advances only once both writes succeeded, so a failed attempt
-  // is retried into the same slot and the current one stays intact.
+  // is durable on the member before the page is written: whatever is interrupted, one slot
+  // verifies what the member holds. The generation advances only once both writes succeeded, so
+  // a failed attempt is retried into the same slot and the current one stays intact.
   const uint64_t generation = page.generation + 1;
   TagPage tags = page.tags;
   tags.slots[generation % kTagSlots] = {
@@ -274,18 +275,48 @@ void TableCache::SubmitWrite(const PageKey& key, Page& page,
          done = std::move(done)](int err) mutable {
           if (alive.expired()) return;
           if (err != 0) return done(err);
-          write(PageOffset(key), std::move(bytes),
-                [this, alive, key, tags, generation, done = std::move(done)](int page_err) {
-                  if (alive.expired()) return;
-                  if (page_err == 0) {
-                    Page& p = Lookup(key);
-                    p.tags = tags;
-                    p.generation = generation;
-                    if (anchor_) written_back_[key] = generation;
-                  }
-                  done(page_err);
-                });
+          FlushForOrder(key.member, [this, alive, key, bytes = std::move(bytes), tags, generation,
+                                     write, done = std::move(done)](int flush_err) mutable {
+            if (alive.expired()) return;
+            if (flush_err != 0) return done(flush_err);
+            write(PageOffset(key), std::move(bytes),
+                  [this, alive, key, tags, generation, done = std::move(done)](int page_err) {
+                    if (alive.expired()) return;
+                    if (page_err == 0) {
+                      Page& p = Lookup(key);
+                      p.tags = tags;
+                      p.generation = generation;
+                      if (anchor_) written_back_[key] = generation;
+                    }
+                    done(page_err);
+                  });
+          });
         });
+}
+
+void TableCache::FlushForOrder(uint32_t member, Done done) {
+  if (!members_[member]->capabilities().can_flush) return done(0);
+  OrderingFlush& f = ordering_[member];
+  if (f.in_flight) return f.next.push_back(std::move(done));
+  f.current.push_back(std::move(done));
+  StartOrderingFlush(member);
+}
+
+void TableCache::StartOrderingFlush(uint32_t member) {
+  ordering_[member].in_flight = true;
+  ++counters_.ordering_flushes;
+  auto io = std::make_shared<volume::MemberIo>();
+  io->op = volume::MemberOp::kFlush;
+  io->done = [this, alive = lifetime_.Watch(), member](int err) {
+    if (alive.expired()) return;
+    OrderingFlush& f = ordering_[member];
+    std::vector<Done> finished = std::exchange(f.current, std::exchange(f.next, {}));
+    f.in_flight = false;
+    if (!f.current.empty()) StartOrderingFlush(member);
+    for (Done& d : finished)
+      d(err);
+  };
+  members_[member]->Submit(std::move(io));
 }
 
 void TableCache::WriteBack(Done done) {

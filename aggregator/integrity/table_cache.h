@@ -21,8 +21,11 @@
 // Table tags (keyed volumes created with them, docs/format.md §9): with AuthenticatePages(), a
 // page is read together with its tag page and fails to load with EIO unless a slot's tag verifies
 // (or both are all zero: never written); that failure is logged and counted once per page. A
-// write-back tags the page with the next generation into the other slot and writes the tag page
-// before the page, so either the old or the new pair is on the member whatever a crash interrupts.
+// write-back tags the page with the next generation into the other slot, writes the tag page,
+// flushes the member and only then writes the page, so either the old or the new pair is on the
+// member whatever a crash interrupts, even one of the member's host that loses unflushed writes
+// in any order. Those flushes are shared: a write-back waits for the next flush of its member
+// that starts after its tag page was written (ordering_flushes counts them).
 //
 // With an anchor (table_anchor.h), a page whose verifying generation is below its anchor was put
 // back on the member: it fails with EIO too, logged and counted once (rolled_back). The
@@ -68,7 +71,8 @@ struct TableCacheCounters {
   uint64_t unverified = 0;
   // Pages whose tags verified at a generation older than their anchor, each counted once.
   uint64_t rolled_back = 0;
-  uint64_t anchor_errors = 0;  // failed writes of the anchor file
+  uint64_t anchor_errors = 0;     // failed writes of the anchor file
+  uint64_t ordering_flushes = 0;  // member flushes between tag pages and their table pages
 };
 
 class TableCache {
@@ -136,6 +140,10 @@ class TableCache {
   void MaybeEvict();
   uint64_t PageOffset(const PageKey& key) const;
   uint64_t TagPageOffsetOf(const PageKey& key) const;
+  // `done` once a flush of `member` that started after this call has completed (at once for a
+  // member that cannot flush).
+  void FlushForOrder(uint32_t member, Done done);
+  void StartOrderingFlush(uint32_t member);
 
   std::vector<volume::MemberTarget*> members_;
   std::vector<MemberGeometry> geometries_;
@@ -147,6 +155,14 @@ class TableCache {
   std::unique_ptr<TableAnchor> anchor_;
   WrittenBack written_back_;
   std::set<PageKey> unverified_;  // pages already logged as failing their tags or anchors
+  // By member: the ordering flush in flight, those waiting for it, and those that came after it
+  // started (they wait for the next one).
+  struct OrderingFlush {
+    bool in_flight = false;
+    std::vector<Done> current;
+    std::vector<Done> next;
+  };
+  std::vector<OrderingFlush> ordering_;
   // Last, so it expires first: completions of I/O still in flight at
   // shutdown find no cache to update.
   Lifetime lifetime_;

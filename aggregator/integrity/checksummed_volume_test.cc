@@ -1018,6 +1018,22 @@ TEST_CASE("checksummed volume: table tags: a flush orders each tag page before i
   CHECK(h.vol->table_ordering_flushes() >= 1);
 }
 
+// After an unclean stop, recovery reads the table pages of the dirty regions: one that fails its
+// tag refuses the assembly (nothing of it can be trusted to keep or to recompute), logged.
+TEST_CASE("checksummed volume: table tags: a forged page in a dirty region refuses assembly") {
+  Harness h(Keyed());
+  REQUIRE(h.Open() == 0);
+  REQUIRE(h.Write(0, Pattern(4096, 108)) == 0);
+  REQUIRE(h.Flush() == 0);  // the entry and its tag page on the member, the region still dirty
+  h.Crash();
+  std::memset(h.EntryOnMember(0).data(), 0, 32);
+  dst::test::StderrCapture log;
+  CHECK(h.Open() == EIO);
+  CHECK(log.Text().find("checksum table: page 0 of member mem0 does not verify") !=
+        std::string::npos);
+  CHECK(log.Text().find("volume vol0: recomputing checksums of member 0") != std::string::npos);
+}
+
 // Known limit: a whole table page put back with its tag page (or a whole member as it was) is a
 // valid older state; so is a page put back as it was one write-back ago, whose slot the tag page
 // still holds. Only the anchor tells, and without --state-dir it is gone after a restart

@@ -91,6 +91,8 @@ Status ParseFormatOptions(const CreateArgs& args, CreatePlan* plan) {
                            " cannot be combined with --encrypt: an encrypted volume "
                            "authenticates every block with a keyed MAC (blake2b-keyed)");
   plan->params.algorithm = *algorithm;
+  // A keyed table is authenticated page by page (docs/format.md §9).
+  plan->params.table_tags = *algorithm == ChecksumAlgorithm::kBlake2bKeyed;
   return integrity::ValidateFormatParams(plan->params);
 }
 
@@ -354,8 +356,9 @@ Status PlanSuperblocks(const CreatePlan& plan, uint64_t volume_size,
     sb.state = integrity::VolumeState::kClean;
     sb.volume_size = volume_size;
     sb.key_id = plan.key_id;
+    if (plan.params.table_tags) sb.flags |= integrity::kFlagTableTags;
     if (plan.encrypted) {
-      sb.flags = integrity::kFlagEncrypted;
+      sb.flags |= integrity::kFlagEncrypted;
       sb.key_slots[0] = plan.key_slot;
     }
     std::fill_n(sb.member_states.begin(), count, integrity::MemberState::kActive);

@@ -104,6 +104,9 @@ struct ServeConfig {
   std::string metrics;
   // Memory for checksum table pages, per assembled volume.
   uint64_t table_cache = uint64_t{64} << 20;
+  // Directory of the files that anchor the table generations of volumes with table tags
+  // (docs/encryption.md, "Rollback"); "" for none (anchored in memory while serving).
+  std::string state_dir;
   // Threads that compute the checksums and ciphers of large requests of assembled volumes
   // (common/worker_pool.h); 0: all on the event loop.
   size_t workers = DefaultWorkerCount();

@@ -189,6 +189,14 @@ const ServeOption kServeOptions[] = {
     {"table-cache", Form::kQuantity, "memory for checksum table pages, per assembled volume",
      [](std::string_view v, Config* c) { return ApplySize(v, Zero::kAllowed, &c->table_cache); },
      [](const Config& c) { return ShowSize(c.table_cache); }},
+    {"state-dir", Form::kText,
+     "directory where the generations of keyed volumes' table pages are recorded, so that an "
+     "export host cannot put back an older table page (default: none, kept in memory only)",
+     [](std::string_view v, Config* c) {
+       c->state_dir = v;
+       return Status::Ok();
+     },
+     [](const Config& c) { return c.state_dir; }},
     {"workers", Form::kNumber,
      "threads that checksum, encrypt and decrypt the large requests of assembled volumes (0: "
      "all on the event loop; default: the online cores)",

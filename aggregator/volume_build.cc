@@ -184,6 +184,7 @@ Status MakeChecksummedVolume(const ServeConfig& config, const VolumeConfig& v, A
                              std::unique_ptr<integrity::ChecksummedVolume>* out) {
   integrity::ChecksumOptions options;
   options.table_cache_bytes = config.table_cache;
+  options.state_dir = config.state_dir;
   options.workers = workers;
   options.background.limits = {.min_bytes_per_second = config.resync_rate_min,
                                .max_bytes_per_second = config.resync_rate_max};

@@ -79,6 +79,7 @@ Status FormatFor(const CreateArgs& args, integrity::FormatParams* params) {
   params->block_size = static_cast<uint32_t>(*block);
   params->region_size = *region;
   params->algorithm = *algorithm;
+  params->table_tags = *algorithm == ChecksumAlgorithm::kBlake2bKeyed;  // as create makes it
   return integrity::ValidateFormatParams(*params);
 }
 

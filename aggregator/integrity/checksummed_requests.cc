@@ -513,7 +513,7 @@ void ChecksummedVolume::FinishFuaWrite(const std::shared_ptr<WriteOp>& op) {
       End(op);
       return op->done(err);
     }
-    inner_->Flush([this, op](int flush_err) {
+    FlushMembers([this, op](int flush_err) {
       End(op);
       op->done(flush_err);
     });
@@ -539,11 +539,11 @@ void ChecksummedVolume::Flush(Done done) {
 // are written before the members flush. The others recompute dirty regions
 // from their data and flush the data alone.
 void ChecksummedVolume::FlushWithEntries(Done done) {
-  if (!authenticated()) return inner_->Flush(std::move(done));
+  if (!authenticated()) return FlushMembers(std::move(done));
   table_.WriteBack([this, alive = lifetime_.Watch(), done = std::move(done)](int err) mutable {
     if (alive.expired()) return done(ESHUTDOWN);
     if (err != 0) return done(err);
-    inner_->Flush(std::move(done));
+    FlushMembers(std::move(done));
   });
 }
 
@@ -646,7 +646,7 @@ void ChecksummedVolume::ZeroEntriesFirst(const std::shared_ptr<Op>& op, bool may
       End(op);
       return done(err);
     }
-    inner_->Flush([this, op, may_trim, fua, done = std::move(done)](int flush_err) mutable {
+    FlushMembers([this, op, may_trim, fua, done = std::move(done)](int flush_err) mutable {
       if (flush_err != 0) {
         End(op);
         return done(flush_err);

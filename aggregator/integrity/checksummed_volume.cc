@@ -87,6 +87,7 @@ Status ChecksummedVolume::Create(asio::io_context& io, std::vector<volume::Membe
       new ChecksummedVolume(io, std::move(assembly), std::move(*checksummer), options));
   volume->cipher_ = std::move(cipher);
   DST_RETURN_IF_ERROR(volume->MakeWorkerCrypto(key));
+  DST_RETURN_IF_ERROR(volume->AuthenticateTable(key));
   return Finish(std::move(volume), out);
 }
 
@@ -149,6 +150,7 @@ Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<Redu
       new ChecksummedVolume(io, std::move(assembly), std::move(*checksummer), options));
   volume->cipher_ = std::move(cipher);
   DST_RETURN_IF_ERROR(volume->MakeWorkerCrypto(key));
+  DST_RETURN_IF_ERROR(volume->AuthenticateTable(key));
   for (size_t s = 0; s < volume->sets_.size(); ++s)
     if (volume->sets_[s]->capabilities().size < volume->geometries_[s].data.end())
       return Status::Invalid(volume->sets_[s]->name() + " has " +
@@ -156,6 +158,42 @@ Status ChecksummedVolume::CreateRedundant(asio::io_context& io, std::vector<Redu
                              ", less than its data area needs (" +
                              FormatSize(volume->geometries_[s].data.end()) + ")");
   return Finish(std::move(volume), out);
+}
+
+Status ChecksummedVolume::AuthenticateTable(std::span<const uint8_t> key) {
+  if (!view_.table_tags()) {
+    if (authenticated())
+      LOG_WARNING(
+          "volume %s: its checksum table has no tags (created before table tags): a table entry "
+          "zeroed or put back by an export host is not detected",
+          view_.name.c_str());
+    return Status::Ok();
+  }
+  std::optional<TableTagger> tagger;
+  DST_RETURN_IF_ERROR(
+      TableTagger::Create(key, std::span<const uint8_t, 16>(view_.volume_uuid), &tagger));
+  table_.AuthenticatePages(std::move(*tagger));
+  std::vector<uint64_t> pages;
+  for (const MemberGeometry& g : geometries_)
+    pages.push_back(g.table.size / kMetadataPageSize);
+  auto anchor = std::make_unique<TableAnchor>(std::move(pages));
+  if (!options_.state_dir.empty()) {
+    DST_RETURN_IF_ERROR(anchor->OpenFile(options_.state_dir, view_.volume_uuid)
+                            .Wrap("volume " + view_.name + ": table generations"));
+    LOG_INFO("volume %s: table generations anchored in %s", view_.name.c_str(),
+             anchor->path().c_str());
+  }
+  table_.AnchorPages(std::move(anchor));
+  return Status::Ok();
+}
+
+void ChecksummedVolume::FlushMembers(Done done) {
+  TableCache::WrittenBack written = table_.TakeWrittenBack();
+  inner_->Flush([this, alive = lifetime_.Watch(), written = std::move(written),
+                 done = std::move(done)](int err) mutable {
+    if (!alive.expired()) table_.AnchorWrittenBack(std::move(written), err);
+    done(err);
+  });
 }
 
 Status ChecksummedVolume::MakeWorkerCrypto(std::span<const uint8_t> key) {
@@ -219,7 +257,7 @@ ChecksummedVolume::ChecksummedVolume(asio::io_context& io, Assembly assembly,
       intent_(members_, geometries_),
       activity_(RegionCounts(geometries_)),
       cleaner_(io, view_.name, options_.clean_interval, table_, intent_, activity_,
-               [this](Done done) { inner_->Flush(std::move(done)); }),
+               [this](Done done) { FlushMembers(std::move(done)); }),
       jobs_(io, options_.background),
       scrub_(view_.scrub) {
   member_checksum_errors_.assign(copies_.size(), 0);
@@ -476,6 +514,12 @@ std::vector<NamedCounter> ChecksummedVolume::Counters() const {
       {"table_writebacks", t.writebacks, true, "Checksum table pages written to members"},
       {"table_evictions", t.evictions, true, "Checksum table pages dropped from the cache"},
       {"table_errors", t.errors, true, "Failed checksum table page reads and writes"},
+      {"table_unverified", t.unverified, true,
+       "Checksum table pages that failed their tags (their blocks read as EIO)"},
+      {"table_rolled_back", t.rolled_back, true,
+       "Checksum table pages older than their anchored generation (their blocks read as EIO)"},
+      {"table_anchor_errors", t.anchor_errors, true,
+       "Failed writes of the table generations file (--state-dir)"},
       {"scrub_blocks", scrub_tally_.blocks, true, "Written blocks a scrub verified on every copy"},
       {"scrub_errors", scrub_tally_.errors, true,
        "Bad copies of blocks a scrub found (mismatch or failed read)"},

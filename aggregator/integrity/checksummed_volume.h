@@ -97,6 +97,10 @@ struct ChecksumOptions {
   std::string description;
   // Resync, rebuild and scrub: rates, checkpoint and progress intervals.
   BackgroundJobs::Options background;
+  // Volumes with table tags: the directory of the files that anchor the table pages' generations
+  // (table_anchor.h; `serve --state-dir`). Empty: anchored in memory only, for as long as the
+  // aggregator runs.
+  std::string state_dir;
 };
 
 // One slot (member) of a mirror or raid10 volume as assembly decided it.
@@ -197,6 +201,8 @@ class ChecksummedVolume final : public volume::BlockDevice,
   uint64_t member_checksum_errors(size_t index) const { return member_checksum_errors_[index]; }
   uint64_t table_pages() const { return table_.cached_pages(); }
   uint64_t table_dirty_pages() const { return table_.dirty_pages(); }
+  // Table tags: member flushes that ordered tag pages before their table pages.
+  uint64_t table_ordering_flushes() const { return table_.counters().ordering_flushes; }
   // Every number of the volume, in the order and with the names that the
   // stats line, `status` and the metrics endpoint use.
   std::vector<NamedCounter> Counters() const;
@@ -420,6 +426,10 @@ class ChecksummedVolume final : public volume::BlockDevice,
                     ChecksumOptions options);
   // The volume's WorkerCrypto when options_.workers is set: one pair per worker, made from `key`
   // as Create makes the volume's own.
+  // Table tags (docs/format.md §9): the table cache verifies and tags pages with `key`'s tag key.
+  Status AuthenticateTable(std::span<const uint8_t> key);
+  // Flushes the members, then anchors the table generations written back before it.
+  void FlushMembers(Done done);
   Status MakeWorkerCrypto(std::span<const uint8_t> key);
   // Builds sets_ from the assembly's copies (a redundant volume) and returns
   // the targets the layers above address.

@@ -49,7 +49,8 @@ uint64_t TableSize(uint64_t capacity_blocks, const FormatParams& params) {
 // Places the metadata for the most data blocks the member could ever hold (as if it had no
 // metadata at all). The real data area is smaller, so the tables always cover it; the price is a
 // few unused table entries, and there is no circular dependency to iterate on.
-// Version 2 puts the missed-write map, as large as the bitmap, between the bitmap and the table.
+// Version 2 puts the missed-write map, as large as the bitmap, between the bitmap and the table;
+// table tags (either version) follow the table, as large as it.
 void PlaceMetadata(uint64_t member_size, const FormatParams& params, uint32_t version,
                    MemberGeometry* g) {
   const uint64_t capacity_blocks = (member_size - kSlotCount * kSlotSize) / params.block_size;
@@ -61,7 +62,12 @@ void PlaceMetadata(uint64_t member_size, const FormatParams& params, uint32_t ve
     next = g->missed_writes.end();
   }
   g->table = {next, TableSize(capacity_blocks, params)};
-  g->data.offset = AlignUp(g->table.end(), kDataAlignment);
+  next = g->table.end();
+  if (params.table_tags) {
+    g->table_tags = {next, g->table.size};
+    next = g->table_tags.end();
+  }
+  g->data.offset = AlignUp(next, kDataAlignment);
 }
 
 Status TooSmall(uint64_t member_size, const MemberGeometry& g) {
@@ -83,12 +89,16 @@ Status ValidateFormatParams(const FormatParams& params) {
     return Status::Invalid("unknown checksum algorithm " +
                            std::to_string(static_cast<unsigned>(params.algorithm)));
   }
+  // Tags are MACs: only a keyed volume has a key to make them with.
+  if (params.table_tags && params.algorithm != ChecksumAlgorithm::kBlake2bKeyed)
+    return Status::Invalid("table tags need the blake2b-keyed checksum");
   return Status::Ok();
 }
 
 bool SameAreas(const MemberGeometry& a, const MemberGeometry& b) {
   return a.params == b.params && a.superblocks == b.superblocks && a.bitmap == b.bitmap &&
-         a.missed_writes == b.missed_writes && a.table == b.table && a.data == b.data;
+         a.missed_writes == b.missed_writes && a.table == b.table && a.table_tags == b.table_tags &&
+         a.data == b.data;
 }
 
 Status ComputeGeometry(uint64_t member_size, const FormatParams& params, MemberGeometry* out) {

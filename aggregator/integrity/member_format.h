@@ -4,6 +4,7 @@
 // docs/format.md is the specification; keep the two in step.
 //
 //   version 1: [slot 0 | slot 1 | bitmap | table | (padding) | data area | (tail < one block)]
+//   (with table tags, the tag area follows the table: [... | table | table tags | (padding) | ...])
 //   version 2: [slot 0 | slot 1 | bitmap | missed-write map | table | (padding) | data area | ...]
 //               0        4 KiB    8 KiB                                  1 MiB-aligned
 //
@@ -49,6 +50,9 @@ struct FormatParams {
   uint32_t block_size = kDefaultBlockSize;    // power of two in [512, 64 KiB]
   uint64_t region_size = kDefaultRegionSize;  // power of two, >= block_size, <= 1 GiB
   ChecksumAlgorithm algorithm = ChecksumAlgorithm::kCrc32c;
+  // Keyed algorithm only: a table tag area after the table, one tag page per table page, so that
+  // the table itself is authenticated (docs/format.md §9). Volumes created before it have none.
+  bool table_tags = false;
 
   bool operator==(const FormatParams&) const = default;
 };
@@ -70,7 +74,10 @@ struct MemberGeometry {
   // Version 2: 1 bit per region as the bitmap, the same size, right after it. {0, 0} in version 1.
   Area missed_writes;
   Area table;  // one entry per data block, padded to a page
-  Area data;   // whole blocks, offset aligned to kDataAlignment
+  // With params.table_tags: one tag page per table page, right after the table, as large as it.
+  // {0, 0} otherwise.
+  Area table_tags;
+  Area data;  // whole blocks, offset aligned to kDataAlignment
 
   uint32_t entry_size() const { return static_cast<uint32_t>(ChecksumSize(params.algorithm)); }
   uint64_t data_blocks() const { return data.size / params.block_size; }

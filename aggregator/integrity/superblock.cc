@@ -208,6 +208,25 @@ Status CheckMissedWriteMap(const MemberGeometry& g, uint32_t version) {
   return Status::Ok();
 }
 
+// The table tag area: one page per table page, between the table and the data area. Without
+// table tags, none.
+Status CheckTableTags(const MemberGeometry& g) {
+  if (!g.params.table_tags) {
+    if (g.table_tags == Area{}) return Status::Ok();
+    return Status::Invalid("no table tags, but a " + Describe("table tag area", g.table_tags));
+  }
+  if (!PageAligned(g.table_tags))
+    return Status::Invalid(Describe("table tag area", g.table_tags) +
+                           " is not aligned to 4 KiB pages");
+  DST_RETURN_IF_ERROR(CheckInside("table tag area", g.table_tags, g.member_size));
+  DST_RETURN_IF_ERROR(CheckBefore("table", g.table, "table tag area", g.table_tags));
+  DST_RETURN_IF_ERROR(CheckBefore("table tag area", g.table_tags, "data", g.data));
+  if (g.table_tags.size != g.table.size)
+    return Status::Invalid(Describe("table tag area", g.table_tags) + " is not the size of the " +
+                           Describe("table", g.table));
+  return Status::Ok();
+}
+
 Status ValidateGeometry(const MemberGeometry& g, uint32_t version) {
   DST_RETURN_IF_ERROR(ValidateFormatParams(g.params));
   if (g.member_size > kMaxMemberSize) return Status::Invalid("member size is 2^63 or more");
@@ -221,6 +240,7 @@ Status ValidateGeometry(const MemberGeometry& g, uint32_t version) {
   DST_RETURN_IF_ERROR(CheckBefore("bitmap", g.bitmap, "table", g.table));
   DST_RETURN_IF_ERROR(CheckBefore("table", g.table, "data", g.data));
   DST_RETURN_IF_ERROR(CheckMissedWriteMap(g, version));
+  DST_RETURN_IF_ERROR(CheckTableTags(g));
   DST_RETURN_IF_ERROR(CheckAlignment(g));
   return CheckCoverage(g);
 }
@@ -231,6 +251,8 @@ Status ValidateKeyId(const Superblock& sb) {
       std::all_of(sb.key_id.begin(), sb.key_id.end(), [](uint8_t b) { return b == 0; });
   if (keyed && zero) return Status::Invalid("keyed checksums but no key identity");
   if (!keyed && !zero) return Status::Invalid("key identity present but checksums are not keyed");
+  if (sb.table_tags() != sb.geometry.params.table_tags)
+    return Status::Invalid("the table tags flag and the geometry disagree");
   return Status::Ok();
 }
 
@@ -502,6 +524,7 @@ void EncodeFields(const Superblock& sb, uint8_t* p) {
     p[o::kMemberStates + i] = static_cast<uint8_t>(sb.member_states[i]);
   }
   if (sb.version == kFormatVersion2) EncodeVersion2Fields(sb, p);
+  if (sb.table_tags()) PutArea(p + o::kTableTags, g.table_tags);
   if (sb.encrypted())
     for (size_t i = 0; i < kKeySlots; ++i)
       std::copy(sb.key_slots[i].begin(), sb.key_slots[i].end(),
@@ -562,8 +585,11 @@ void DecodeFields(const uint8_t* p, Superblock* sb) {
   g.table = GetArea(p + o::kTable);
   g.data = GetArea(p + o::kData);
   std::copy_n(p + o::kKeyId, sb->key_id.size(), sb->key_id.begin());
-  // Version 1 leaves the rest of the slot zero (key slots apart) and ignores it on read.
+  // Version 1 leaves the rest of the slot zero (table tags and key slots apart) and ignores it
+  // on read.
   if (sb->version == kFormatVersion2) DecodeVersion2Fields(p, sb);
+  g.params.table_tags = sb->table_tags();
+  if (sb->table_tags()) g.table_tags = GetArea(p + o::kTableTags);
   if (sb->encrypted())
     for (size_t i = 0; i < kKeySlots; ++i)
       std::copy_n(p + o::kKeySlotArea + kKeySlotSize * i, kKeySlotSize, sb->key_slots[i].begin());

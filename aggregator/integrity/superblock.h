@@ -98,13 +98,18 @@ inline constexpr size_t kScrubCursor = 2576;         // u64, volume blocks
 inline constexpr size_t kScrubErrors = 2584;         // u64
 inline constexpr size_t kScrubLastCompleted = 2592;  // u64, seconds since the Unix epoch
 inline constexpr size_t kEndV2 = 2600;               // version 2: the rest of the slot is zero
+// Table tags (kFlagTableTags), either version: the table tag area, offset u64 and size u64.
+inline constexpr size_t kTableTags = 2600;
 // Encrypted volumes (kFlagEncrypted), either version: kKeySlots slots of kKeySlotSize bytes.
 inline constexpr size_t kKeySlotArea = 3072;
 }  // namespace offsets
 
 // Feature flags: a reader that does not know one refuses the superblock (ENOTSUP).
 inline constexpr uint32_t kFlagEncrypted = 1u << 0;  // AES-XTS data, MACs in the table, key slots
-inline constexpr uint32_t kKnownFlags = kFlagEncrypted;
+// Keyed volumes: every table page has a tag page (docs/format.md §9); geometry.params.table_tags
+// says the same and geometry.table_tags is the area.
+inline constexpr uint32_t kFlagTableTags = 1u << 1;
+inline constexpr uint32_t kKnownFlags = kFlagEncrypted | kFlagTableTags;
 
 using Uuid = std::array<uint8_t, 16>;
 using KeyId = std::array<uint8_t, 32>;
@@ -169,7 +174,7 @@ struct ScrubRecord {
 
 struct Superblock {
   uint32_t version = kFormatVersion1;
-  uint32_t flags = 0;  // kFlagEncrypted; any other bit is refused
+  uint32_t flags = 0;  // kFlagEncrypted, kFlagTableTags; any other bit is refused
   uint64_t event = 0;
   uint64_t created = 0;  // seconds since the Unix epoch, UTC
   Uuid volume_uuid{};
@@ -205,6 +210,7 @@ struct Superblock {
   std::array<KeySlotBytes, kKeySlots> key_slots{};
 
   bool encrypted() const { return (flags & kFlagEncrypted) != 0; }
+  bool table_tags() const { return (flags & kFlagTableTags) != 0; }
   bool operator==(const Superblock&) const = default;
 };
 

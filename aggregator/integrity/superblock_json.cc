@@ -46,7 +46,9 @@ std::string AreasJson(const Superblock& sb) {
   JsonObject areas;
   areas.Raw("superblocks", AreaJson(g.superblocks)).Raw("bitmap", AreaJson(g.bitmap));
   if (sb.version == kFormatVersion2) areas.Raw("missed_writes", AreaJson(g.missed_writes));
-  return areas.Raw("table", AreaJson(g.table)).Raw("data", AreaJson(g.data)).Close();
+  areas.Raw("table", AreaJson(g.table));
+  if (sb.table_tags()) areas.Raw("table_tags", AreaJson(g.table_tags));
+  return areas.Raw("data", AreaJson(g.data)).Close();
 }
 
 std::string MemberStatesJson(const Superblock& sb) {
@@ -263,6 +265,13 @@ std::string EncryptionText(const Superblock& sb) {
   return out;
 }
 
+// Keyed volumes: where the table's tags are, or that it has none (docs/format.md §9).
+std::string TableTagsText(const Superblock& sb) {
+  if (sb.table_tags()) return Line("table tags", AreaText(sb.geometry.table_tags));
+  if (sb.geometry.params.algorithm != ChecksumAlgorithm::kBlake2bKeyed) return "";
+  return Line("table tags", "none: the table is not authenticated (created before table tags)");
+}
+
 }  // namespace
 
 std::string JsonQuote(std::string_view text) {
@@ -345,7 +354,7 @@ std::string SuperblockToText(const Superblock& sb) {
          Line("member size", std::to_string(g.member_size) + " " + FormatSize(g.member_size)) +
          Line("superblocks", AreaText(g.superblocks)) + Line("bitmap", AreaText(g.bitmap)) +
          (sb.version == kFormatVersion2 ? Line("missed writes", AreaText(g.missed_writes)) : "") +
-         Line("table", AreaText(g.table)) + Line("data", AreaText(g.data)) +
+         Line("table", AreaText(g.table)) + TableTagsText(sb) + Line("data", AreaText(g.data)) +
          Line("members", MembersText(sb)) + Version2Text(sb);
 }
 

@@ -6,6 +6,7 @@
 // or missing secret is one line before any I/O.
 #include <algorithm>
 #include <array>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -198,12 +199,16 @@ TEST_CASE("an encrypted volume: changed, swapped or foreign blocks and changed e
   const uint64_t data_offset = AreaOffset(m.uri(0), "data");
   const uint64_t table_offset = AreaOffset(m.uri(0), "table");
   const Bytes written = RandomBytes(8 * kBlock, 904);
+  // Block 130's entry is in the second table page (128 entries of 32 bytes to a page).
+  const uint64_t far = 130;
+  const Bytes far_block = RandomBytes(kBlock, 905);
   for (size_t i = 0; i < 2; ++i) {
     const std::string volume = i == 0 ? name : "enc-other";
     Served v(Concat({"--key-file", key}, {m.uri(i)}), volume);
     NbdClient client;
     REQUIRE_NBD_OK(client.Connect(v.uri(volume)));
     REQUIRE_NBD_OK(client.Pwrite(written, 0));
+    REQUIRE_NBD_OK(client.Pwrite(far_block, far * kBlock));
     // A hole reads as zeros, and its bytes on the member stay zero: the cipher never saw it.
     CHECK(client.ReadOrThrow(kBlock, 8 * kBlock) == Bytes(kBlock, 0));
     v.Stop();
@@ -217,32 +222,130 @@ TEST_CASE("an encrypted volume: changed, swapped or foreign blocks and changed e
   CHECK(std::all_of(file.begin() + data_offset + 8 * kBlock,
                     file.begin() + data_offset + 9 * kBlock, [](uint8_t b) { return b == 0; }));
   // Behind the aggregator's back: block 2 gets one bit flipped, blocks 3 and 4 trade places, block
-  // 5 is the other volume's block 5 (same address, same key file), block 6's entry changes.
+  // 5 is the other volume's block 5 (same address, same key file), block 130's entry changes.
   const uint8_t flipped = file[data_offset + 2 * kBlock + 17] ^ 0x01;
   WriteFileAt(m.file(0), data_offset + 2 * kBlock + 17, {&flipped, 1});
   WriteFileAt(m.file(0), data_offset + 3 * kBlock, block_at(file, 4));
   WriteFileAt(m.file(0), data_offset + 4 * kBlock, block_at(file, 3));
   WriteFileAt(m.file(0), data_offset + 5 * kBlock, block_at(other, 5));
-  const uint8_t entry = file[table_offset + 6 * 32 + 9] ^ 0x80;
-  WriteFileAt(m.file(0), table_offset + 6 * 32 + 9, {&entry, 1});
+  const uint8_t entry = file[table_offset + far * 32 + 9] ^ 0x80;
+  WriteFileAt(m.file(0), table_offset + far * 32 + 9, {&entry, 1});
 
   Served v(Concat({"--key-file", key}, {m.uri(0)}), name);
   NbdClient client;
   REQUIRE_NBD_OK(client.Connect(v.uri(name)));
   Bytes block(kBlock);
-  for (uint64_t b : {2, 3, 4, 5, 6}) {
+  for (uint64_t b : {uint64_t{2}, uint64_t{3}, uint64_t{4}, uint64_t{5}, far}) {
     INFO("block " << b);
     CHECK_NBD_ERR(client.Pread(block, b * kBlock), EIO);
   }
-  for (uint64_t b : {0, 1, 7})
+  for (uint64_t b : {0, 1, 6, 7})
     CHECK(client.ReadOrThrow(kBlock, b * kBlock) ==
           Bytes(written.begin() + b * kBlock, written.begin() + (b + 1) * kBlock));
   v.Stop();
-  for (uint64_t b : {2, 3, 4, 5, 6})
+  for (uint64_t b : {2, 3, 4, 5})
     CHECK(Contains(v.stderr_text(),
                    "checksum mismatch at volume offset " + std::to_string(b * kBlock) + " "));
+  // A changed entry fails its table page's tag: the page's blocks are EIO.
+  CHECK(Contains(v.stderr_text(), "checksum table: page 1 of member "));
   const CommandResult status = RunAggregator({"inspect", m.uri(0)});
   CHECK(Contains(status.stdout_text, "encryption:   aes-256-xts"));
+  CHECK(Contains(status.stdout_text, "table tags:   ["));
+}
+
+// Security audit W1 (a) and (b): an export host that zeroes a block's table entry, or puts back an
+// older block together with its older entry, gets EIO for the blocks of that table page, a log
+// line and a counter; never a hole or the old data.
+TEST_CASE("an encrypted volume: a zeroed entry or a block rolled back with its entry is EIO") {
+  FileMembers m(1, kMemberSize);
+  const std::string name = "enc-rollback";
+  const std::string key = m.dir().File("volume.key");
+  WriteKeyFile(key, RandomBytes(32, 906));
+  CreateOk({"--name", name, "--encrypt", "--key-file", key}, {m.uri(0)});
+  const uint64_t data_offset = AreaOffset(m.uri(0), "data");
+  const uint64_t table_offset = AreaOffset(m.uri(0), "table");
+  const uint64_t far = 130;  // in table page 1
+  const Bytes v1 = RandomBytes(kBlock, 907);
+  // Each serve writes one thing and stops: every stop writes the table pages back.
+  const auto serve_and_write = [&](uint64_t block, const Bytes& data) {
+    Served v(Concat({"--key-file", key}, {m.uri(0)}), name);
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+    REQUIRE_NBD_OK(client.Pwrite(data, block * kBlock));
+    v.Stop();
+  };
+  serve_and_write(0, RandomBytes(4 * kBlock, 908));
+  serve_and_write(far, v1);
+  const Bytes old_file = ReadFile(m.file(0));
+  serve_and_write(far, RandomBytes(kBlock, 909));
+  serve_and_write(far + 1, RandomBytes(kBlock, 910));  // page 1 written back once more
+  // (a) block 0's entry zeroed; (b) block 130's data and entry as they were after v1.
+  WriteFileAt(m.file(0), table_offset, Bytes(32, 0));
+  WriteFileAt(m.file(0), data_offset + far * kBlock,
+              Bytes(old_file.begin() + data_offset + far * kBlock,
+                    old_file.begin() + data_offset + (far + 1) * kBlock));
+  WriteFileAt(m.file(0), table_offset + far * 32,
+              Bytes(old_file.begin() + table_offset + far * 32,
+                    old_file.begin() + table_offset + (far + 1) * 32));
+
+  Served v(Concat({"--key-file", key}, {m.uri(0)}), name);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+  Bytes block(kBlock);
+  for (uint64_t b : {uint64_t{0}, uint64_t{1}, far, far + 1}) {
+    INFO("block " << b);
+    CHECK_NBD_ERR(client.Pread(block, b * kBlock), EIO);
+  }
+  CHECK(client.ReadOrThrow(kBlock, 256 * kBlock) == Bytes(kBlock, 0));  // page 2: never written
+  CHECK(JsonNumber(StatusJson(v), "table_unverified") == 2);
+  v.Stop();
+  CHECK(Contains(v.stderr_text(), "checksum table: page 0 of member "));
+  CHECK(Contains(v.stderr_text(), "checksum table: page 1 of member "));
+  CHECK(Contains(v.stderr_text(), "blocks 128 to 255 of its data area read as EIO"));
+}
+
+// With --state-dir the aggregator records every table page's generation on its own host: a member
+// file put back whole, as it was two stops ago (superblocks, table, tags and data), is older than
+// what was recorded, and its written table pages read as EIO, logged and counted.
+TEST_CASE("an encrypted volume served with --state-dir: a member put back as it was is EIO") {
+  FileMembers m(1, kMemberSize);
+  const std::string name = "enc-state";
+  const std::string key = m.dir().File("volume.key");
+  WriteKeyFile(key, RandomBytes(32, 911));
+  const std::string state = m.dir().File("state");
+  REQUIRE(std::filesystem::create_directory(state));
+  CreateOk({"--name", name, "--encrypt", "--key-file", key}, {m.uri(0)});
+  const std::vector<std::string> serve =
+      Concat({"--key-file", key, "--state-dir", state}, {m.uri(0)});
+  const auto serve_and_write = [&](uint64_t block, const Bytes& data) {
+    Served v(serve, name);
+    NbdClient client;
+    REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+    REQUIRE_NBD_OK(client.Pwrite(data, block * kBlock));
+    v.Stop();
+  };
+  serve_and_write(0, RandomBytes(4 * kBlock, 912));
+  const Bytes old_file = ReadFile(m.file(0));
+  serve_and_write(2, RandomBytes(kBlock, 913));    // table page 0, generation 2
+  serve_and_write(200, RandomBytes(kBlock, 914));  // table page 1, generation 1
+  WriteFileAt(m.file(0), 0, old_file);
+
+  Served v(serve, name);
+  NbdClient client;
+  REQUIRE_NBD_OK(client.Connect(v.uri(name)));
+  Bytes block(kBlock);
+  for (uint64_t b : {0, 2, 200}) {
+    INFO("block " << b);
+    CHECK_NBD_ERR(client.Pread(block, b * kBlock), EIO);
+  }
+  CHECK(client.ReadOrThrow(kBlock, 300 * kBlock) == Bytes(kBlock, 0));  // page 2: never written
+  CHECK(JsonNumber(StatusJson(v), "table_rolled_back") == 2);
+  v.Stop();
+  CHECK(Contains(v.stderr_text(), "table generations anchored in " + state + "/"));
+  CHECK(Contains(v.stderr_text(), "checksum table: page 0 of member " + m.uri(0) +
+                                      " is generation 1, older than generation 2 anchored"));
+  CHECK(Contains(v.stderr_text(), "checksum table: page 1 of member " + m.uri(0) +
+                                      " is generation 0, older than generation 1 anchored"));
 }
 
 TEST_CASE("key add, list and remove change the slots of every member while serving") {

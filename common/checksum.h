@@ -8,6 +8,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <span>
@@ -57,6 +58,12 @@ struct Digest {
   std::span<const uint8_t> span() const { return {bytes.data(), length}; }
   bool IsZero() const;
   std::string ToHex() const;  // lower-case, size() * 2 characters
+  // Whether a table entry holds this digest: its entry.size() bytes equal the digest's first ones
+  // (the comparison every verification of a block makes).
+  bool Matches(std::span<const uint8_t> entry) const {
+    return entry.size() <= bytes.size() &&
+           std::memcmp(entry.data(), bytes.data(), entry.size()) == 0;
+  }
 
   friend bool operator==(const Digest&, const Digest&) = default;
 };

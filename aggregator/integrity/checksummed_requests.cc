@@ -142,8 +142,7 @@ bool ChecksummedVolume::Verify(uint64_t volume_block, const BlockRef& ref, const
 
 bool ChecksummedVolume::Verify(uint64_t volume_block, std::span<const uint8_t> entry,
                                const uint8_t* data) {
-  const Digest digest = ChecksumOf(volume_block, data);
-  return std::memcmp(entry.data(), digest.bytes.data(), entry.size()) == 0;
+  return ChecksumOf(volume_block, data).Matches(entry);
 }
 
 // Encrypted volumes: blocks are ciphertext on the members, verified before
@@ -151,12 +150,14 @@ bool ChecksummedVolume::Verify(uint64_t volume_block, std::span<const uint8_t> e
 // (encrypt-then-MAC). Holes (entry zero) never reach the cipher.
 void ChecksummedVolume::Decrypt(uint64_t first_block, uint8_t* data,
                                 const std::vector<bool>& skip) {
-  for (uint64_t i = 0; i < skip.size(); ++i) {
-    if (skip[i]) continue;
-    const std::span<uint8_t> block(data + i * block_size_, block_size_);
-    // Only a block size that is not a multiple of 16 fails, and the format has none.
-    (void)cipher_->Decrypt(first_block + i, block, block);
-  }
+  for (uint64_t i = 0; i < skip.size(); ++i)
+    if (!skip[i]) DecryptBlock(first_block + i, data + i * block_size_);
+}
+
+void ChecksummedVolume::DecryptBlock(uint64_t volume_block, uint8_t* data) {
+  const std::span<uint8_t> block(data, block_size_);
+  // Only a block size that is not a multiple of 16 fails, and the format has none.
+  (void)cipher_->Decrypt(volume_block, block, block);
 }
 
 void ChecksummedVolume::Encrypt(uint64_t first_block, uint64_t count, const uint8_t* in,
@@ -305,9 +306,7 @@ std::vector<size_t> ChecksummedVolume::Mismatches(const std::shared_ptr<ReadOp>&
                                                   const std::vector<Digest>& digests) const {
   std::vector<size_t> bad;
   for (uint64_t i = 0; i < op->count; ++i)
-    if (!op->unwritten[i] &&
-        std::memcmp(op->entries[i].data(), digests[i].bytes.data(), op->entries[i].size()) != 0)
-      bad.push_back(i);
+    if (!op->unwritten[i] && !digests[i].Matches(op->entries[i])) bad.push_back(i);
   return bad;
 }
 
@@ -438,7 +437,7 @@ void ChecksummedVolume::MergePartialBlocks(const std::shared_ptr<WriteOp>& op) {
     if (cipher_)
       for (size_t i : edges)
         if (!EntryIsZero(op->refs[i]))
-          Decrypt(op->first + i, op->staging.data() + i * block_size_, {false});
+          DecryptBlock(op->first + i, op->staging.data() + i * block_size_);
     std::memcpy(op->staging.data() + (op->offset - op->first * block_size_), op->buf, op->length);
     WriteData(op);
   });

@@ -559,6 +559,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
   void FinishFuaWrite(const std::shared_ptr<WriteOp>& op);
   // Encrypted volumes: the blocks from `first_block` in place, but those `skip` marks (holes).
   void Decrypt(uint64_t first_block, uint8_t* data, const std::vector<bool>& skip);
+  void DecryptBlock(uint64_t volume_block, uint8_t* data);  // in place
   // `count` blocks from `first_block`, `in` to `out` (which may be the same bytes).
   void Encrypt(uint64_t first_block, uint64_t count, const uint8_t* in, uint8_t* out);
 

@@ -124,7 +124,7 @@ class Recomputation : public std::enable_shared_from_this<Recomputation> {
       if (IsZero(entry.data(), entry.size())) continue;
       const uint64_t volume_block = in_.layout->VolumeOffset(slice.member, block * bs) / bs;
       const Digest digest = in_.checksum(volume_block, data.data() + at);
-      if (std::memcmp(entry.data(), digest.bytes.data(), entry.size()) == 0) continue;
+      if (digest.Matches(entry)) continue;
       if (unverified++ == 0) first = slice.offset + at;
     }
     if (changed)
@@ -257,7 +257,7 @@ class Recomputation : public std::enable_shared_from_this<Recomputation> {
     if (IsZero(entry, where.size)) return IsZero(data, bs);  // unwritten: zeros
     const uint64_t volume_block = in_.layout->VolumeOffset(cs.slice.member, block * bs) / bs;
     const Digest digest = in_.checksum(volume_block, data);
-    return std::memcmp(entry, digest.bytes.data(), where.size) == 0;
+    return digest.Matches({entry, where.size});
   }
 
   // Picks each differing block's winner, writes it to the copies that differ,

@@ -43,6 +43,16 @@ struct Write {
   Bytes data;
 };
 
+// `count` writes of 128 KiB of random bytes (seeds from `seed`), `stride` apart from offset 0,
+// appended to `writes`.
+void WriteChunks(NbdClient& c, uint64_t count, uint64_t stride, uint64_t seed,
+                 std::vector<Write>* writes) {
+  for (uint64_t i = 0; i < count; ++i) {
+    writes->push_back({i * stride, RandomBytes(128 * kKiB, seed + i)});
+    REQUIRE_NBD_OK(c.Pwrite(writes->back().data, writes->back().offset));
+  }
+}
+
 // Writes that cross the two members' boundary (at 8 MiB), overwrite each other and vary in
 // size, each checked by reading it back.
 std::vector<Write> WritePattern(NbdClient& c) {
@@ -177,10 +187,7 @@ TEST_SUITE("aggregator_stagelog") {
       REQUIRE_NBD_OK(c.Connect(a.uri()));
       // The member goes away: writes are acknowledged from the log, none can be destaged.
       member.KillAndWait();
-      for (uint64_t i = 0; i < 16; ++i) {
-        writes.push_back({i * 192 * kKiB, RandomBytes(128 * kKiB, 10 + i)});
-        REQUIRE_NBD_OK(c.Pwrite(writes.back().data, writes.back().offset));
-      }
+      WriteChunks(c, 16, 192 * kKiB, 10, &writes);
       const std::string json = StatusJson(a);
       CHECK(JsonNumber(json, "head_sequence") == 16);
       CHECK(JsonNumber(json, "destaged_sequence") == 0);
@@ -209,10 +216,7 @@ TEST_SUITE("aggregator_stagelog") {
     NbdClient c;
     REQUIRE_NBD_OK(c.Connect(a.uri()));
     std::vector<Write> writes;
-    for (uint64_t i = 0; i < 12; ++i) {
-      writes.push_back({i * 128 * kKiB, RandomBytes(128 * kKiB, 30 + i)});
-      REQUIRE_NBD_OK(c.Pwrite(writes.back().data, writes.back().offset));
-    }
+    WriteChunks(c, 12, 128 * kKiB, 30, &writes);
     CHECK(a.WaitForLog("volume vol0: staging log " + log + " full ("));
     CHECK(a.WaitForLog("volume vol0: staging log " + log + " has room again: writes resume"));
     CheckVolume(c, writes);
@@ -353,10 +357,7 @@ TEST_SUITE("aggregator_stagelog") {
     NbdClient c;
     REQUIRE_NBD_OK(c.Connect(a.uri()));
     std::vector<Write> writes;
-    for (uint64_t i = 0; i < 16; ++i) {
-      writes.push_back({i * 128 * kKiB, RandomBytes(128 * kKiB, 70 + i)});
-      REQUIRE_NBD_OK(c.Pwrite(writes.back().data, writes.back().offset));
-    }
+    WriteChunks(c, 16, 128 * kKiB, 70, &writes);
     CHECK(a.WaitForLog("volume vol0: staging log " + log +
                        " full: destaging record 1 inside the retention window; points before it "
                        "are no longer snapshots"));

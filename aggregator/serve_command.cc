@@ -207,6 +207,27 @@ Status SetUpClientPolicy(const ServeConfig& config, Server& server) {
   return Status::Ok();
 }
 
+// Stops the event loops other than home when Serve returns, however it returns, before the
+// Server is destroyed: their threads run connections that post to the home loop.
+class StopLoopsOnReturn {
+ public:
+  explicit StopLoopsOnReturn(Server& server) : server_(server) {}
+  ~StopLoopsOnReturn() {
+    if (server_.loops) server_.loops->Stop();
+  }
+
+ private:
+  Server& server_;
+};
+
+// Client connections spread over `threads` loops; the volumes stay on the home loop.
+void StartEventLoops(const ServeConfig& config, Server& server) {
+  server.event_loops = static_cast<unsigned>(config.threads);
+  if (config.threads <= 1) return;
+  server.loops = std::make_unique<server::EventLoops>(server.io, config.threads - 1);
+  server.policy.home = server.io.get_executor();
+}
+
 }  // namespace
 
 int Serve(ServeConfig config, ServeArgs args) {
@@ -218,6 +239,7 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   if (Status s = server::EnsureFileLimit(config.max_connections, ReservedFiles(config)); !s.ok())
     return ExitWithError(s);
   Server server;
+  const StopLoopsOnReturn stop_loops(server);
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
   if (Status s = SetUpClientPolicy(config, server); !s.ok()) return ExitWithError(s);
@@ -239,8 +261,9 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
   // The control socket first: a second aggregator started by mistake on the
   // same paths fails here, before it touches anything of the first one's.
   if (Status s = control::StartControl(server, config.control); !s.ok()) return ExitWithError(s);
-  server.listener =
-      std::make_unique<server::Listener>(server.io, server.registry, server.limits, server.policy);
+  StartEventLoops(config, server);
+  server.listener = std::make_unique<server::Listener>(server.io, server.registry, server.limits,
+                                                       server.policy, server.loops.get());
   for (const std::string& address : config.listen)
     if (Status s = server.listener->ListenTcp(address); !s.ok()) return ExitWithError(s);
   for (const std::string& path : config.unix_sockets)
@@ -274,7 +297,7 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
         "(crc32c: %s)",
         server.workers->size(), FormatSize(integrity::kWorkerMinBytes).c_str(),
         FormatSize(integrity::kWorkerMinBytesCrc32c).c_str());
-  LOG_INFO("serving %zu volume(s)", server.volumes.size());
+  LOG_INFO("serving %zu volume(s) on %u event loop(s)", server.volumes.size(), server.event_loops);
   server.returns->Start();
   const std::shared_ptr<void> hooked = hooks.serving ? hooks.serving(server) : nullptr;
   server.io.run();

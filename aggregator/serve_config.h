@@ -107,6 +107,9 @@ struct ServeConfig {
   // Directory of the files that anchor the table generations of volumes with table tags
   // (docs/encryption.md, "Rollback"); "" for none (anchored in memory while serving).
   std::string state_dir;
+  // Event loops client connections run on (aggregator/server/event_loops.h): the home loop, with
+  // the volumes and members, and threads - 1 more. Default: the online cores.
+  size_t threads = DefaultWorkerCount();
   // Threads that compute the checksums and ciphers of large requests of assembled volumes
   // (common/worker_pool.h); 0: all on the event loop.
   size_t workers = DefaultWorkerCount();

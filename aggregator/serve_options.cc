@@ -109,6 +109,7 @@ std::string ShowList(const std::vector<std::string>& items) {
 
 // More worker threads than this is a mistake, not a machine.
 constexpr uint64_t kMaxWorkers = 1024;
+constexpr uint64_t kMaxThreads = 1024;
 
 // ---------------------------------------------------------------------------
 // The tables. Captureless lambdas: each option says in one place what it sets and how.
@@ -197,6 +198,11 @@ const ServeOption kServeOptions[] = {
        return Status::Ok();
      },
      [](const Config& c) { return c.state_dir; }},
+    {"threads", Form::kNumber,
+     "event loops that client connections run on, each on its own thread; the volumes and their "
+     "members stay on the first (default: the online cores)",
+     [](std::string_view v, Config* c) { return ApplyNumber(v, 1, kMaxThreads, &c->threads); },
+     [](const Config& c) { return std::to_string(c.threads); }},
     {"workers", Form::kNumber,
      "threads that checksum, encrypt and decrypt the large requests of assembled volumes (0: "
      "all on the event loop; default: the online cores)",

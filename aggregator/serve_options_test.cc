@@ -48,6 +48,7 @@ const std::map<std::string, Sample> kServeSamples = {
     {"stats-interval", {"90s", "1.5s", kDuration}},
     {"table-cache", {"128M", "lots", "expected a size such as 64K"}},
     {"state-dir", {"/var/lib/dst"}},
+    {"threads", {"3", "0", "expected 1 to 1024"}},
     {"workers", {"0", "1025", "expected 0 to 1024"}},
     {"resync-rate-min", {"4M", "0", "expected a size such as 64K, more than 0"}},
     {"resync-rate-max", {"1G", "fast", "expected a size such as 64K, more than 0"}},

@@ -60,6 +60,8 @@ WORKLOADS = [
     Workload("randwrite-4k-qd32", "4 KiB random write, QD32, 1 job", "randwrite", "4k", 32),
     Workload("seqread-1m-qd8", "1 MiB sequential read, QD8, 1 job", "read", "1M", 8),
     Workload("seqwrite-1m-qd8", "1 MiB sequential write, QD8, 1 job", "write", "1M", 8),
+    Workload("randread-4k-qd32x4", "4 KiB random read, QD32, 4 jobs (4 NBD connections)",
+             "randread", "4k", 32, numjobs=4),
     Workload("randrw70-4k-qd32x4",
              "4 KiB random 70% read / 30% write, QD32, 4 jobs (4 NBD connections)",
              "randrw", "4k", 32, numjobs=4, rwmixread=70),
@@ -656,6 +658,8 @@ class Bench:
                 raise AssertionError(c.name)
             if argv[:2] == [agg, "serve"] and self.args.workers is not None:
                 argv = argv[:2] + ["--workers", str(self.args.workers)] + argv[2:]
+            if argv[:2] == [agg, "serve"] and self.args.threads is not None:
+                argv = argv[:2] + ["--threads", str(self.args.threads)] + argv[2:]
             c.server = self.procs.start(f"{c.name}-server", argv, self.log("server-" + c.name))
         c.size = self.wait_ready(c.uri, [c.server] + c.members)
         if c.size < 16 * MIB:
@@ -916,6 +920,7 @@ def describe(res):
         + (f"; slow members wait {st.get('delay_ms', 1)} ms per read and write"
            if any(c.endswith("-delay") for c in st.get("configs", [])) else "")
         + (f"; serve --workers {st['workers']}" if st.get("workers") is not None else "")
+        + (f"; serve --threads {st['threads']}" if st.get("threads") is not None else "")
         + (" (quick mode: a smoke test, not a measurement)" if st.get("quick") else ""),
         f"- Started {m['started']}, finished {m.get('finished', '(not finished)')}; "
         f"status {m.get('status', '?')}",
@@ -1136,6 +1141,9 @@ def parse_args(argv):
     ap.add_argument("--workers", type=int, metavar="N",
                     help="dst-aggregator serve --workers N: threads for checksums and ciphers "
                          "(0: all on the event loop; default: the aggregator's, one per core)")
+    ap.add_argument("--threads", type=int, metavar="N",
+                    help="dst-aggregator serve --threads N: event loops for client connections "
+                         "(default: the aggregator's, one per core)")
     ap.add_argument("--build-dir", default=os.path.join(REPO, "build-bench"),
                     help="dst build directory (default build-bench/, configured as Release "
                          "if missing)")
@@ -1161,6 +1169,8 @@ def parse_args(argv):
         ap.error("--delay-ms must be at least 0")
     if a.workers is not None and a.workers < 0:
         ap.error("--workers must be at least 0")
+    if a.threads is not None and a.threads < 1:
+        ap.error("--threads must be at least 1")
     a.workload_names = split_names(a.workloads or ["all"], [w.name for w in WORKLOADS],
                                    "workload")
     a.config_names = split_names(a.configs or ["all"], list(CONFIGS), "configuration")
@@ -1218,6 +1228,7 @@ def main(argv):
                          "ramp": a.ramp, "size": a.size, "tmpfs": os.path.realpath(a.tmpdir),
                          "baseline": a.baseline, "delay_ms": a.delay_ms,
                          "workers": a.workers,
+                         "threads": a.threads,
                          "workloads": a.workload_names,
                          "configs": a.config_names},
         },

@@ -7,8 +7,10 @@
 # runs on more than one thread (the worker pool, the staging log's thread, TLS,
 # the control plane, lease renewal, member connections) and the integration
 # suites that drive those paths through the real binaries, built with
-# ThreadSanitizer in build-tsan/. A race stops the process that has it
-# (halt_on_error), so the test fails. DST_TEST_TSAN=0 skips it; with ctest
+# ThreadSanitizer in build-tsan/, every aggregator on four event loops
+# (DST_TEST_THREADS=4; the main stage runs them on the default, one loop per
+# core, and aggregator_integration_threads also on one). A race stops the
+# process that has it (halt_on_error), so the test fails. DST_TEST_TSAN=0 skips it; with ctest
 # arguments it runs only if they name it (`tsan`).
 #
 # Then the fuzz stage (ctest label `fuzz`, docs/security.md "Fuzzing"): the
@@ -40,13 +42,14 @@ if [[ $tsan == 1 ]]; then
   tsan_build=${DST_TSAN_BUILD_DIR:-build-tsan}
   tsan_units=(common_test checksummed_test stagelog_test server_test cluster_test control_test
     member_test)
-  tsan_suites="data|checksum|encryption|mirror|scrub|stagelog|reload|status|tls|volume"
+  tsan_suites="data|checksum|encryption|mirror|scrub|stagelog|reload|status|tls|volume|threads"
   cmake -S . -B "$tsan_build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDST_TSAN=ON \
     -DDST_UNITY_BUILD=ON >/dev/null
   cmake --build "$tsan_build" -j "$(nproc)" --target dst-aggregator nbdkit-dst-plugin \
     aggregator_integration_test "${tsan_units[@]}"
   units=$(IFS='|'; echo "${tsan_units[*]}")
-  (cd "$tsan_build" && TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" ctest \
+  # Every aggregator there runs four event loops (DST_TEST_THREADS), whatever the machine has.
+  (cd "$tsan_build" && DST_TEST_THREADS=4 TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" ctest \
     --output-on-failure --timeout 600 -j "$(nproc)" \
     -R "^(${units}|aggregator_integration_(${tsan_suites}))\$")
 fi

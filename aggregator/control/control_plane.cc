@@ -67,9 +67,9 @@ StatusReport BuildReport(const Server& server) {
     volume::DeviceState state = volume->State();
     report.volumes.push_back(
         {volume->name(), std::string(volume::LayoutKindName(state.layout)), volume->size(),
-         state.members, server.registry.TrafficOf(volume.get()), std::move(state.integrity),
-         std::move(state.redundancy), std::move(state.jobs), state.background_rate_min,
-         state.background_rate_max, std::move(state.staging_log)});
+         state.members, server.registry.TrafficOf(volume.get()).Counts(),
+         std::move(state.integrity), std::move(state.redundancy), std::move(state.jobs),
+         state.background_rate_min, state.background_rate_max, std::move(state.staging_log)});
   }
   for (const MemberRef& ref : server.member_refs)
     report.members.push_back(MemberStatusOf(ref, report.volumes));

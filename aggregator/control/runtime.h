@@ -28,6 +28,7 @@
 #include "aggregator/integrity/checksummed_volume.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/server/connection.h"
+#include "aggregator/server/event_loops.h"
 #include "aggregator/server/export_registry.h"
 #include "aggregator/server/listener.h"
 #include "aggregator/server/one_shot_server.h"
@@ -58,6 +59,10 @@ struct Server {
   // themselves out of the policy.
   std::unique_ptr<server::ServerTls> tls;
   server::ConnectionPolicy policy;
+  // The event loops other than io that client connections run on (serve --threads); nullptr with
+  // one loop. Stopped (its threads joined) before a Server is destroyed; destroyed after io,
+  // since io's queue may hold coroutines of connections whose sockets belong to these loops.
+  std::unique_ptr<server::EventLoops> loops;
   asio::io_context io{1};
   // Checksums and ciphers of large requests (common/worker_pool.h); nullptr with --workers 0.
   // After io, before the volumes: joined once the volumes are gone, before io is, since its
@@ -78,7 +83,7 @@ struct Server {
   server::InFlightLimits limits;
   std::unique_ptr<server::Listener> listener;
   // Where clients reach the volumes, as configured: each --listen HOST:PORT and --unix PATH, the
-  // event loops serving them (one today) and the members' --retry-window (the longest a client's
+  // event loops serving them and the members' --retry-window (the longest a client's
   // request waits for a member). The control socket's `endpoints` tells them to
   // `dst-aggregator map`.
   std::vector<std::string> client_tcp;

@@ -38,7 +38,7 @@ void AppendJsonFields(std::ostringstream& out, const std::vector<Field>& fields)
 
 }  // namespace
 
-std::vector<volume::NamedCounter> TrafficCounters(const server::VolumeTraffic& t) {
+std::vector<volume::NamedCounter> TrafficCounters(const server::TrafficCounts& t) {
   return {
       {"clients", t.clients, false, "Clients connected to the volume"},
       {"connections", t.connections, true, "Client connections since start"},

@@ -25,7 +25,7 @@ struct VolumeStatus {
   std::string layout;  // "linear", "stripe"
   uint64_t size = 0;
   size_t members = 0;
-  server::VolumeTraffic traffic;
+  server::TrafficCounts traffic;
   std::optional<volume::IntegrityState> integrity;    // checksummed volumes only
   std::optional<volume::RedundancyState> redundancy;  // mirror and raid10 only
   // Checksummed volumes: background jobs (resync, rebuild, scrub) and their rate limits.
@@ -57,7 +57,7 @@ struct StatusReport {
 };
 
 // The named numbers of a volume's client traffic and of a member, in the order shown.
-std::vector<volume::NamedCounter> TrafficCounters(const server::VolumeTraffic& traffic);
+std::vector<volume::NamedCounter> TrafficCounters(const server::TrafficCounts& traffic);
 std::vector<volume::NamedCounter> MemberCounters(const MemberStatus& member);
 
 std::string StatusToJson(const StatusReport& report);

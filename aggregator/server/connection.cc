@@ -3,6 +3,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "aggregator/server/event_loops.h"
+#include "aggregator/server/home_loop_device.h"
 #include "aggregator/server/sparse_read_reply.h"
 #include "common/lifetime.h"
 #include "common/log.h"
@@ -112,7 +114,7 @@ class ClientConnection::Deadline {
 
 ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry,
                                    InFlightLimits& limits, ConnectionPolicy& policy,
-                                   std::string peer, std::string address)
+                                   std::string peer, std::string address, size_t loop)
     : stream_(std::move(socket)),
       registry_(registry),
       limits_(limits),
@@ -121,8 +123,10 @@ ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry
       write_deadline_(std::make_unique<Deadline>(stream_)),
       peer_(std::move(peer)),
       address_(std::move(address)),
+      loop_(loop),
       writer_wakeup_(stream_.get_executor()),
       budget_wakeup_(stream_.get_executor()) {
+  const std::lock_guard lock(policy_.open_mutex);
   ++policy_.open_connections;
   if (!address_.empty()) ++policy_.open_per_address[address_];
 }
@@ -131,6 +135,7 @@ ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry
 // connections it still holds when it is destroyed); the in-flight limits
 // need not.
 ClientConnection::~ClientConnection() {
+  const std::lock_guard lock(policy_.open_mutex);
   --policy_.open_connections;
   if (address_.empty()) return;
   const auto it = policy_.open_per_address.find(address_);
@@ -147,13 +152,13 @@ std::string AddressKey(const asio::ip::address& address) {
 }
 
 asio::awaitable<Status> ClientConnection::Handshake() {
-  read_deadline_->Arm(policy_.handshake_timeout);
-  Status status = co_await Negotiate(stream_, registry_, policy_.tls, &negotiated_);
+  const std::chrono::milliseconds timeout = policy_.handshake_timeout;
+  read_deadline_->Arm(timeout);
+  Status status = co_await Negotiate(stream_, registry_, policy_.tls, &negotiated_, policy_.home);
   read_deadline_->Disarm();
   if (read_deadline_->expired())
     co_return Status::Error(ETIMEDOUT, "no export chosen within " +
-                                           std::to_string(policy_.handshake_timeout.count()) +
-                                           " ms; disconnected");
+                                           std::to_string(timeout.count()) + " ms; disconnected");
   co_return status;
 }
 
@@ -165,21 +170,32 @@ asio::awaitable<void> ClientConnection::Run() {
     stream_.Close();
     co_return;
   }
-  if (!registry_.Serves(negotiated_.volume)) {
+  const ExportView& exported = negotiated_.exported;
+  bool served = false;
+  co_await RunOn(policy_.home, [&] {
+    served = registry_.Serves(exported.volume);
+    if (!served) return;
+    traffic_ = &registry_.TrafficOf(exported.volume);
+    ++traffic_->clients;
+    connected_ = traffic_->connected.insert(traffic_->connected.end(), this);
+    ++traffic_->connections;
+  });
+  if (!served) {
     // Withdrawn (volume remove) while the handshake ended: as if it were unknown.
     LOG_INFO("client %s: volume %s is being removed; disconnecting", peer_.c_str(),
-             negotiated_.volume->name().c_str());
+             exported.name.c_str());
     stream_.Close();
     co_return;
   }
-  traffic_ = &registry_.TrafficOf(negotiated_.volume);
-  ++traffic_->clients;
-  connected_ = traffic_->connected.insert(traffic_->connected.end(), this);
-  ++traffic_->connections;
+  if (!OnHomeLoop())
+    bridge_ = std::make_unique<HomeLoopDevice>(
+        exported.device(),
+        HomeLoopDevice::Copy{exported.name, exported.description, exported.size, exported.caps},
+        policy_.home, stream_.get_executor());
   const std::string tls = negotiated_.tls ? ", TLS " + stream_.PeerIdentity() : "";
-  LOG_INFO("client %s: connected to volume %s (%s replies%s)", peer_.c_str(),
-           negotiated_.device().name().c_str(),
-           negotiated_.structured_replies ? "structured" : "simple", tls.c_str());
+  LOG_INFO("client %s: connected to volume %s (%s replies%s) on loop %zu", peer_.c_str(),
+           exported.name.c_str(), negotiated_.structured_replies ? "structured" : "simple",
+           tls.c_str(), loop_);
   asio::co_spawn(stream_.get_executor(), self->WriteReplies(), asio::detached);
   status = co_await ReadRequests();
   reading_done_ = true;
@@ -211,12 +227,13 @@ asio::awaitable<Status> ClientConnection::ReadRequests() {
 
 asio::awaitable<Status> ClientConnection::Bounded(asio::awaitable<Status> read,
                                                   const char* context) {
-  read_deadline_->Arm(policy_.request_timeout);
+  const std::chrono::milliseconds timeout = policy_.request_timeout;
+  read_deadline_->Arm(timeout);
   Status status = co_await std::move(read);
   read_deadline_->Disarm();
   if (read_deadline_->expired())
     co_return Status::Error(EPROTO, std::string(context) + ": client stalled for " +
-                                        std::to_string(policy_.request_timeout.count()) +
+                                        std::to_string(timeout.count()) +
                                         " ms in the middle of a request");
   co_return status;
 }
@@ -232,13 +249,13 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
     co_return Status::Ok();
   }
   ++requests_in_flight_;
-  ++traffic_->in_flight;
+  traffic_->Add(traffic_->in_flight, 1);
   // A write whose payload never arrives is dropped unanswered: it must stop
   // counting as in flight (the writer closes only once every request in
   // flight is answered) and give its budget back.
   const auto drop = [&](Status status) {
     --requests_in_flight_;
-    --traffic_->in_flight;
+    traffic_->in_flight.fetch_sub(1, std::memory_order_relaxed);
     Release(request->accounted);
     return status;
   };
@@ -281,8 +298,8 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
 
 int ClientConnection::Validate(const Request& request) const {
   const RequestHeader& h = request.header;
-  const volume::BlockDevice& vol = negotiated_.device();
-  const auto& caps = vol.capabilities();
+  const ExportView& vol = negotiated_.exported;
+  const volume::VolumeCapabilities& caps = vol.caps;
   if (!IsKnownCommand(h.type) || (h.flags & ~AllowedFlags(h.type))) return EINVAL;
   if ((h.flags & kCmdFlagDf) && !negotiated_.structured_replies) return EINVAL;
   if ((h.flags & kCmdFlagFastZero) && !caps.can_fast_zero) return EINVAL;
@@ -291,7 +308,7 @@ int ClientConnection::Validate(const Request& request) const {
   if (h.type == kCmdBlockStatus && (!negotiated_.base_allocation || h.length == 0)) return EINVAL;
   if (Modifies(h.type) && caps.read_only) return EPERM;
   if (h.type == kCmdFlush) return 0;
-  if (h.offset > vol.size() || h.length > vol.size() - h.offset)
+  if (h.offset > vol.size || h.length > vol.size - h.offset)
     return h.type == kCmdWrite || h.type == kCmdWriteZeroes ? ENOSPC : EINVAL;
   if ((h.type == kCmdRead || h.type == kCmdWrite) && h.length > caps.max_payload)
     return (h.flags & kCmdFlagDf) ? EOVERFLOW : EINVAL;
@@ -301,14 +318,14 @@ int ClientConnection::Validate(const Request& request) const {
 void InFlightLimits::WakeWaitersThatFit() {
   if (waiting.empty()) return;
   if (used_total == 0) {
-    waiting.front().wakeup->cancel();  // alone, it may take more than `total`
+    waiting.front().wake();  // alone, it may take more than `total`
     return;
   }
   uint64_t room = used_total < total ? total - used_total : 0;
   for (const Waiter& w : waiting) {
     if (room < request_cost) break;  // no request is smaller
     if (w.bytes > room) continue;
-    w.wakeup->cancel();
+    w.wake();
     room -= w.bytes;
   }
 }
@@ -317,14 +334,24 @@ asio::awaitable<void> ClientConnection::WaitForBudget(uint64_t bytes) {
   // This connection's share first: only its own replies make room there.
   while (!broken_ && bytes_in_flight_ > 0 && bytes_in_flight_ + bytes > limits_.per_connection)
     co_await WaitForWakeup();
-  // Then the total, which others' replies make room in.
+  // Then the total, which others' replies make room in, on every loop.
+  std::unique_lock lock(limits_.mutex);
   if (!broken_ && !limits_.FitsTotal(bytes)) {
-    const auto me = limits_.waiting.insert(limits_.waiting.end(), {&budget_wakeup_, bytes});
-    while (!broken_ && !limits_.FitsTotal(bytes))
+    // Woken on this connection's loop, by a connection of any loop.
+    auto wake = [self = weak_from_this(), loop = stream_.get_executor()] {
+      asio::post(loop, [self] {
+        if (auto connection = self.lock()) connection->budget_wakeup_.cancel();
+      });
+    };
+    const auto me = limits_.waiting.insert(limits_.waiting.end(), {std::move(wake), bytes});
+    while (!broken_ && !limits_.FitsTotal(bytes)) {
+      lock.unlock();  // never held across a suspension
       co_await WaitForWakeup();
+      lock.lock();
+    }
     limits_.waiting.erase(me);
   }
-  Charge(bytes);
+  ChargeLocked(bytes);
 }
 
 asio::awaitable<void> ClientConnection::WaitForWakeup() {
@@ -333,6 +360,11 @@ asio::awaitable<void> ClientConnection::WaitForWakeup() {
 }
 
 void ClientConnection::Charge(uint64_t bytes) {
+  const std::lock_guard lock(limits_.mutex);
+  ChargeLocked(bytes);
+}
+
+void ClientConnection::ChargeLocked(uint64_t bytes) {
   bytes_in_flight_ += bytes;
   limits_.used_total += bytes;
   peak_bytes_in_flight_ = std::max(peak_bytes_in_flight_, bytes_in_flight_);
@@ -341,14 +373,15 @@ void ClientConnection::Charge(uint64_t bytes) {
 void ClientConnection::Release(uint64_t bytes) {
   if (bytes == 0) return;
   bytes_in_flight_ -= bytes;
-  limits_.used_total -= bytes;
   budget_wakeup_.cancel();
+  const std::lock_guard lock(limits_.mutex);
+  limits_.used_total -= bytes;
   limits_.WakeWaitersThatFit();
 }
 
 void ClientConnection::Start(std::shared_ptr<Request> request) {
   const RequestHeader& h = request->header;
-  volume::BlockDevice& vol = negotiated_.device();
+  volume::BlockDevice& vol = device();
   if (h.length == 0 && h.type != kCmdFlush) {
     Complete(*request, 0);  // nothing to do, and members may reject empty I/O
     return;
@@ -389,12 +422,35 @@ void ClientConnection::Start(std::shared_ptr<Request> request) {
   }
 }
 
+bool ClientConnection::OnHomeLoop() {
+  return !policy_.home || policy_.home == stream_.get_executor();
+}
+
+void ClientConnection::OnOwnLoop(std::function<void()> work) {
+  if (OnHomeLoop()) return work();
+  asio::post(stream_.get_executor(),
+             [self = shared_from_this(), work = std::move(work)] { work(); });
+}
+
+// On the home loop, as `connected` is; LeaveVolume, which runs `ended`, is too.
 void ClientConnection::EndService(std::function<void()> ended) {
-  ending_ = true;
   ended_ = std::move(ended);
-  LOG_INFO("client %s: volume %s is being removed: ending the connection", peer_.c_str(),
-           negotiated_.volume->name().c_str());
-  StopReadingIfEnded();
+  OnOwnLoop([this] {
+    ending_ = true;
+    LOG_INFO("client %s: volume %s is being removed: ending the connection", peer_.c_str(),
+             negotiated_.exported.name.c_str());
+    StopReadingIfEnded();
+  });
+}
+
+void ClientConnection::LeaveVolume() {
+  auto leave = [self = shared_from_this()] {
+    --self->traffic_->clients;
+    self->traffic_->connected.erase(self->connected_);
+    if (self->ended_) std::exchange(self->ended_, nullptr)();
+  };
+  if (OnHomeLoop()) return leave();
+  asio::post(policy_.home, std::move(leave));
 }
 
 void ClientConnection::StopReadingIfEnded() {
@@ -409,17 +465,18 @@ void ClientConnection::Account(const Request& request, int err) {
     --volume_in_flight_;
     StopReadingIfEnded();  // the reply is queued next, and sent before the writer stops
   }
-  --traffic_->in_flight;
-  ++traffic_->requests;
-  traffic_->RecordLatency(std::chrono::steady_clock::now() - request.received);
+  VolumeTraffic& t = *traffic_;
+  t.in_flight.fetch_sub(1, std::memory_order_relaxed);
+  t.Add(t.requests, 1);
+  t.RecordLatency(std::chrono::steady_clock::now() - request.received);
   if (err != 0) {
-    ++traffic_->errors;
+    t.Add(t.errors, 1);
   } else if (h.type == kCmdRead) {
-    ++traffic_->reads;
-    traffic_->read_bytes += h.length;
+    t.Add(t.reads, 1);
+    t.Add(t.read_bytes, h.length);
   } else if (h.type == kCmdWrite) {
-    ++traffic_->writes;
-    traffic_->write_bytes += h.length;
+    t.Add(t.writes, 1);
+    t.Add(t.write_bytes, h.length);
   }
 }
 
@@ -563,12 +620,12 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
       if (!r.data.empty()) buffers.push_back(asio::buffer(r.data.data(), r.data.size()));
     }
     // A client that stops reading its replies is dropped, not waited for.
-    write_deadline_->Arm(policy_.request_timeout);
+    const std::chrono::milliseconds timeout = policy_.request_timeout;
+    write_deadline_->Arm(timeout);
     Status status = co_await stream_.WriteAll(buffers, "reply");
     write_deadline_->Disarm();
     if (write_deadline_->expired())
-      status = Status::Error(ETIMEDOUT, "replies not read for " +
-                                            std::to_string(policy_.request_timeout.count()) +
+      status = Status::Error(ETIMEDOUT, "replies not read for " + std::to_string(timeout.count()) +
                                             " ms; disconnected");
     for (const Reply& r : batch)
       Release(r.accounted);
@@ -586,10 +643,8 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
   else
     co_await stream_.Shutdown();
   budget_wakeup_.cancel();
-  --traffic_->clients;
-  traffic_->connected.erase(connected_);
   LOG_INFO("client %s: disconnected", peer_.c_str());
-  if (ended_) std::exchange(ended_, nullptr)();
+  LeaveVolume();
   if (peak_bytes_in_flight_ >= kReturnMemoryAfter) {
     batch.clear();  // the last replies sent, data included: freed first
     batch.shrink_to_fit();

@@ -20,17 +20,23 @@
 // message once its first byte has arrived, and every reply's send. A client
 // idle between requests is left alone: the kernel client idles for hours.
 //
-// Threading: everything on the single event-loop thread.
+// Threading: the connection runs on one event loop, the one its socket was
+// accepted onto (event_loops.h). The registry and the volume live on the home
+// loop: when that is another, the handshake looks there (RunOn), the volume
+// is reached through a HomeLoopDevice, and the connection's arrival and
+// departure in the volume's traffic are made there, as is EndService.
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -57,38 +63,52 @@ namespace dst::server {
 // server with nothing in flight at all lets one request exceed it). Among
 // the waiting, the oldest that fit in what was given back go first; a small
 // request is not held up behind a large one that does not fit yet.
+//
+// Connections on every event loop share the total: `mutex` guards what they
+// maintain, and a waiter is woken on its own loop (Waiter::wake posts there).
 struct InFlightLimits {
   uint64_t per_connection = 64u << 20;
   uint64_t total = 512u << 20;
   uint64_t request_cost = 4096;
-  uint64_t used_total = 0;  // maintained by the connections
 
   // A connection waiting for room in `total`.
   struct Waiter {
-    asio::steady_timer* wakeup;  // cancelled to wake it
+    std::function<void()> wake;  // wakes it, on its loop, if it is still there
     uint64_t bytes;
   };
-  std::list<Waiter> waiting;  // oldest first; maintained by the connections
 
+  std::mutex mutex;
+  uint64_t used_total = 0;    // guarded by mutex; maintained by the connections
+  std::list<Waiter> waiting;  // guarded by mutex; oldest first; maintained by the connections
+
+  // With `mutex` held.
   bool FitsTotal(uint64_t bytes) const { return used_total == 0 || used_total + bytes <= total; }
-  // Wakes the waiting connections that fit in the room there is now.
+  // Wakes the waiting connections that fit in the room there is now; with `mutex` held.
   void WakeWaitersThatFit();
 };
 
 // What every connection of a server shares besides the volumes: TLS, the
 // deadlines that keep a stalled client from holding resources, and the
 // connection counts that the listener bounds.
+//
+// Threading: connections run on every event loop (event_loops.h); the
+// listener and `reload` on the home loop. The timeouts, which `reload`
+// changes, are atomic; `open_mutex` guards the counts.
 struct ConnectionPolicy {
   ServerTls* tls = nullptr;  // nullptr: TLS off
-  std::chrono::milliseconds handshake_timeout{10000};
+  // The loop the registry and the volumes live on, when connections run on other loops too
+  // (serve --threads); empty: everything runs on one loop.
+  asio::any_io_executor home;
+  std::atomic<std::chrono::milliseconds> handshake_timeout{std::chrono::milliseconds(10000)};
   // From the first byte of a request to its last; and for a reply to be sent.
-  std::chrono::milliseconds request_timeout{30000};
+  std::atomic<std::chrono::milliseconds> request_timeout{std::chrono::milliseconds(30000)};
   size_t max_connections = 1024;
   // Connections from one client address at once (an IPv6 address counts
   // with its /64, which one host usually has to itself), so that idle
   // clients from one place cannot hold every slot. 0: three quarters of
   // max_connections. Clients on Unix sockets are not counted here.
   size_t max_connections_per_address = 0;
+  std::mutex open_mutex;
   size_t open_connections = 0;                               // maintained by the connections
   std::unordered_map<std::string, size_t> open_per_address;  // likewise
 
@@ -106,9 +126,11 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
                                public VolumeClient {
  public:
   // `address`: the key the connection counts under in
-  // policy.open_per_address (AddressKey); "" for none.
+  // policy.open_per_address (AddressKey); "" for none. `loop`: the number of
+  // the event loop it runs on, for the log.
   ClientConnection(Socket socket, const ExportRegistry& registry, InFlightLimits& limits,
-                   ConnectionPolicy& policy, std::string peer, std::string address = "");
+                   ConnectionPolicy& policy, std::string peer, std::string address = "",
+                   size_t loop = 0);
   ~ClientConnection();
   // Runs the whole connection; spawn it with co_spawn.
   asio::awaitable<void> Run();
@@ -146,6 +168,15 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   void Account(const Request& request, int err);
   // Ending (EndService) and nothing in flight on the volume: reads no more.
   void StopReadingIfEnded();
+  // Whether this connection runs on the home loop (always, with one loop).
+  bool OnHomeLoop();
+  // Runs `work` on this connection's loop: at once when it is home's.
+  void OnOwnLoop(std::function<void()> work);
+  // After the last reply: leaves the volume's traffic, on the home loop, and runs EndService's
+  // `ended` there.
+  void LeaveVolume();
+  // What requests go to: the device itself on its own loop, the bridge to it from another.
+  volume::BlockDevice& device() const { return bridge_ ? *bridge_ : negotiated_.exported.device(); }
   void Complete(const Request& request, int err, IoBuffer data = {});
   // A read reply; with structured replies, known holes go out as hole chunks.
   void CompleteRead(const Request& request, int err, IoBuffer data,
@@ -157,6 +188,7 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   void Queue(Reply reply, const Request& request);
   void WakeWriter();
   void Charge(uint64_t bytes);
+  void ChargeLocked(uint64_t bytes);  // with limits_.mutex held
   void Release(uint64_t bytes);
   Reply MakeReply(const Request& request, int err, IoBuffer data) const;
 
@@ -168,12 +200,15 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   std::unique_ptr<Deadline> write_deadline_;
   std::string peer_;
   std::string address_;  // the key in policy_.open_per_address, or ""
+  size_t loop_;
   Negotiated negotiated_;
+  std::unique_ptr<volume::BlockDevice> bridge_;   // HomeLoopDevice, off the home loop
   VolumeTraffic* traffic_ = nullptr;              // the negotiated volume's
-  std::list<VolumeClient*>::iterator connected_;  // in traffic_->connected
+  std::list<VolumeClient*>::iterator connected_;  // in traffic_->connected (home loop)
   size_t volume_in_flight_ = 0;  // requests started on the volume and not completed
   bool ending_ = false;          // EndService: no new request reaches the volume
-  std::function<void()> ended_;  // EndService's, run once the connection is closed
+  std::function<void()> ended_;  // EndService's, run on home once the connection is closed
+  bool left_ = false;            // home loop: LeaveVolume ran
   std::deque<Reply> replies_;
   asio::steady_timer writer_wakeup_;
   bool writer_waiting_ = false;  // on writer_wakeup_

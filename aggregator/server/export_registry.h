@@ -1,7 +1,11 @@
 // ExportRegistry: the volumes a server offers, by export name, and the
 // client traffic of each. The empty name selects the default volume (the only
-// one, or the configured default). Shared by every connection on the event
-// loop, which update the traffic.
+// one, or the configured default). Shared by every connection, which update
+// the traffic.
+//
+// Threading: the registry and its volumes live on the home loop
+// (event_loops.h) and are read and changed there only; a connection on
+// another loop makes its lookups there (RunOn) and keeps an ExportView.
 //
 // A volume leaves while serving (`volume remove`) in two steps: Withdraw(), from
 // which on no new client finds it (the error of an unknown export) while the
@@ -20,6 +24,29 @@
 #include "aggregator/volume/block_device.h"
 
 namespace dst::server {
+
+// An export as a connection sees it, taken on the home loop: the volume (or the snapshot of it
+// the client chose), and what the handshake and the checks of every request read of it, copied
+// so that a connection on another loop reads the copy. None of it changes while it is served.
+struct ExportView {
+  volume::BlockDevice* volume = nullptr;
+  std::shared_ptr<volume::BlockDevice> snapshot;
+  std::string name;
+  std::string description;
+  uint64_t size = 0;
+  volume::VolumeCapabilities caps;
+
+  // What the client's requests go to.
+  volume::BlockDevice& device() const { return snapshot ? *snapshot : *volume; }
+  // Copies what is read of `device()`; `volume` and `snapshot` are set.
+  void CopyFacts() {
+    const volume::BlockDevice& d = device();
+    name = d.name();
+    description = d.description();
+    size = d.size();
+    caps = d.capabilities();
+  }
+};
 
 class ExportRegistry {
  public:

@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <vector>
 
+#include "aggregator/server/event_loops.h"
 #include "common/log.h"
 #include "common/nbd_protocol.h"
 
@@ -45,8 +46,9 @@ void AppendString(std::vector<uint8_t>& v, const std::string& s) {
 // One handshake: the state of the option haggling on one connection.
 class Handshake {
  public:
-  Handshake(ClientStream& stream, const ExportRegistry& registry, ServerTls* tls, Negotiated* out)
-      : stream_(stream), registry_(registry), tls_(tls), out_(out) {}
+  Handshake(ClientStream& stream, const ExportRegistry& registry, ServerTls* tls, Negotiated* out,
+            asio::any_io_executor home)
+      : stream_(stream), registry_(registry), tls_(tls), out_(out), home_(std::move(home)) {}
 
   asio::awaitable<Status> Run() {
     DST_CO_RETURN_IF_ERROR(co_await Greet());
@@ -154,47 +156,64 @@ class Handshake {
     co_return Status::Ok();
   }
 
-  // The volume `name` names, or a snapshot of one (VOLUME@POINT) in *snapshot; the message for
-  // the client otherwise.
-  Status Resolve(const std::string& name, volume::BlockDevice** vol,
-                 std::shared_ptr<volume::BlockDevice>* snapshot) const {
-    *vol = registry_.Find(name);
-    if (*vol) return Status::Ok();
-    if (name.find('@') == std::string::npos)
-      return Status::Error(ENOENT, "unknown export '" + name + "'");
-    const Status s = registry_.FindSnapshot(name, vol, snapshot);
-    if (s.ok() || s.err() == ENOENT) return s;
-    return Status::Error(s.err(), "export '" + name + "': " + s.message());
+  // The volume `name` names, or a snapshot of one (VOLUME@POINT), taken on the home loop; the
+  // message for the client otherwise.
+  asio::awaitable<Status> Resolve(const std::string& name, ExportView* view) const {
+    Status status;
+    co_await RunOn(home_, [&] { status = ResolveAtHome(name, view); });
+    co_return status;
+  }
+  Status ResolveAtHome(const std::string& name, ExportView* view) const {
+    view->volume = registry_.Find(name);
+    if (!view->volume) {
+      if (name.find('@') == std::string::npos)
+        return Status::Error(ENOENT, "unknown export '" + name + "'");
+      const Status s = registry_.FindSnapshot(name, &view->volume, &view->snapshot);
+      if (s.err() == ENOENT) return s;
+      if (!s.ok()) return Status::Error(s.err(), "export '" + name + "': " + s.message());
+    }
+    view->CopyFacts();
+    if (view->snapshot && home_) {
+      // A snapshot pins its point in the staged volume: it is let go on the home loop too.
+      std::shared_ptr<volume::BlockDevice> snapshot = std::move(view->snapshot);
+      volume::BlockDevice* device = snapshot.get();
+      view->snapshot = std::shared_ptr<volume::BlockDevice>(
+          device, [snapshot = std::move(snapshot), home = home_](volume::BlockDevice*) mutable {
+            asio::post(home, [snapshot = std::move(snapshot)]() mutable { snapshot.reset(); });
+          });
+    }
+    return Status::Ok();
   }
 
   asio::awaitable<Status> ExportName(bool* done) {
     const std::string name(payload_.begin(), payload_.end());
-    volume::BlockDevice* vol = nullptr;
-    std::shared_ptr<volume::BlockDevice> snapshot;
+    ExportView view;
     // The spec leaves no error reply for EXPORT_NAME: unknown names hang up.
-    DST_CO_RETURN_IF_ERROR(Resolve(name, &vol, &snapshot));
-    const volume::BlockDevice& exported = snapshot ? *snapshot : *vol;
-    out_->volume = vol;
-    out_->snapshot = snapshot;
-    out_->transmission_flags = TransmissionFlags(exported, out_->structured_replies);
+    DST_CO_RETURN_IF_ERROR(co_await Resolve(name, &view));
+    out_->transmission_flags = TransmissionFlags(view.caps, out_->structured_replies);
     std::vector<uint8_t> reply;
-    AppendBE64(reply, exported.size());
+    AppendBE64(reply, view.size);
     AppendBE16(reply, out_->transmission_flags);
     if (!(client_flags_ & kClientFlagNoZeroes)) reply.resize(reply.size() + kExportNameZeroPadding);
+    out_->exported = std::move(view);
     *done = true;
     co_return co_await stream_.WriteAll(asio::buffer(reply), "export name reply");
   }
 
   asio::awaitable<Status> List() {
     if (!payload_.empty()) co_return co_await ReplyError(kRepErrInvalid, "LIST takes no data");
-    for (const volume::BlockDevice* vol : registry_.volumes()) {
-      if (registry_.Withdrawn(vol)) continue;
-      std::vector<uint8_t> entry;
-      AppendBE32(entry, static_cast<uint32_t>(vol->name().size()));
-      AppendString(entry, vol->name());
-      AppendString(entry, vol->description());
+    std::vector<std::vector<uint8_t>> entries;
+    co_await RunOn(home_, [&] {
+      for (const volume::BlockDevice* vol : registry_.volumes()) {
+        if (registry_.Withdrawn(vol)) continue;
+        std::vector<uint8_t>& entry = entries.emplace_back();
+        AppendBE32(entry, static_cast<uint32_t>(vol->name().size()));
+        AppendString(entry, vol->name());
+        AppendString(entry, vol->description());
+      }
+    });
+    for (const std::vector<uint8_t>& entry : entries)
       DST_CO_RETURN_IF_ERROR(co_await Reply(kRepServer, entry));
-    }
     co_return co_await Reply(kRepAck, {});
   }
 
@@ -220,39 +239,36 @@ class Handshake {
       requests.push_back(type);
     }
     if (!valid || !in.AtEnd()) co_return co_await ReplyError(kRepErrInvalid, "malformed request");
-    volume::BlockDevice* vol = nullptr;
-    std::shared_ptr<volume::BlockDevice> snapshot;
-    const Status found = Resolve(name, &vol, &snapshot);
+    ExportView view;
+    const Status found = co_await Resolve(name, &view);
     if (!found.ok()) {
       if (found.err() != ENOENT) LOG_INFO("handshake: %s", found.message().c_str());
       co_return co_await ReplyError(kRepErrUnknown, found.message());
     }
-    const volume::BlockDevice& exported = snapshot ? *snapshot : *vol;
-    DST_CO_RETURN_IF_ERROR(co_await SendInfo(exported, name, requests));
+    DST_CO_RETURN_IF_ERROR(co_await SendInfo(view, name, requests));
     DST_CO_RETURN_IF_ERROR(co_await Reply(kRepAck, {}));
     if (go) {
-      out_->volume = vol;
-      out_->snapshot = std::move(snapshot);
-      out_->transmission_flags = TransmissionFlags(exported, out_->structured_replies);
+      out_->transmission_flags = TransmissionFlags(view.caps, out_->structured_replies);
+      out_->exported = std::move(view);
       *done = true;
     }
     co_return Status::Ok();
   }
 
-  asio::awaitable<Status> SendInfo(const volume::BlockDevice& vol, const std::string& name_asked,
+  asio::awaitable<Status> SendInfo(const ExportView& vol, const std::string& name_asked,
                                    const std::vector<uint16_t>& requests) {
     std::vector<uint8_t> info;
     AppendBE16(info, kInfoExport);
-    AppendBE64(info, vol.size());
-    AppendBE16(info, TransmissionFlags(vol, out_->structured_replies));
+    AppendBE64(info, vol.size);
+    AppendBE16(info, TransmissionFlags(vol.caps, out_->structured_replies));
     DST_CO_RETURN_IF_ERROR(co_await Reply(kRepInfo, info));
     for (uint16_t type : requests) {
       info.clear();
       AppendBE16(info, type);
-      if (type == kInfoName && name_asked != vol.name())
-        AppendString(info, vol.name());
-      else if (type == kInfoDescription && !vol.description().empty())
-        AppendString(info, vol.description());
+      if (type == kInfoName && name_asked != vol.name)
+        AppendString(info, vol.name);
+      else if (type == kInfoDescription && !vol.description.empty())
+        AppendString(info, vol.description);
       else
         continue;
       DST_CO_RETURN_IF_ERROR(co_await Reply(kRepInfo, info));
@@ -264,7 +280,7 @@ class Handshake {
     // volume merges partial blocks for its unaligned requests (volume.h).
     const bool asked =
         std::find(requests.begin(), requests.end(), kInfoBlockSize) != requests.end();
-    const auto& caps = vol.capabilities();
+    const volume::VolumeCapabilities& caps = vol.caps;
     info.clear();
     AppendBE16(info, kInfoBlockSize);
     AppendBE32(info, asked ? caps.min_block : 1);
@@ -289,9 +305,8 @@ class Handshake {
     if (!valid || !in.AtEnd()) co_return co_await ReplyError(kRepErrInvalid, "malformed request");
     if (set && !out_->structured_replies)
       co_return co_await ReplyError(kRepErrInvalid, "SET_META_CONTEXT needs structured replies");
-    volume::BlockDevice* vol = nullptr;
-    std::shared_ptr<volume::BlockDevice> snapshot;
-    if (const Status found = Resolve(name, &vol, &snapshot); !found.ok())
+    ExportView view;
+    if (const Status found = co_await Resolve(name, &view); !found.ok())
       co_return co_await ReplyError(kRepErrUnknown, found.message());
     bool selected = false;
     for (const std::string& q : queries) {
@@ -312,6 +327,7 @@ class Handshake {
   const ExportRegistry& registry_;
   ServerTls* tls_;  // nullptr: TLS off
   Negotiated* out_;
+  const asio::any_io_executor home_;  // empty: the registry is on this loop
   uint32_t client_flags_ = 0;
   uint32_t option_ = 0;
   std::vector<uint8_t> payload_;
@@ -319,8 +335,7 @@ class Handshake {
 
 }  // namespace
 
-uint16_t TransmissionFlags(const volume::BlockDevice& volume, bool structured_replies) {
-  const auto& caps = volume.capabilities();
+uint16_t TransmissionFlags(const volume::VolumeCapabilities& caps, bool structured_replies) {
   // FLUSH reaches every member and completes after all of them, so it is a
   // barrier across connections: multi-conn is safe to advertise.
   uint16_t flags =
@@ -335,8 +350,8 @@ uint16_t TransmissionFlags(const volume::BlockDevice& volume, bool structured_re
 }
 
 asio::awaitable<Status> Negotiate(ClientStream& stream, const ExportRegistry& registry,
-                                  ServerTls* tls, Negotiated* out) {
-  Handshake handshake(stream, registry, tls, out);
+                                  ServerTls* tls, Negotiated* out, asio::any_io_executor home) {
+  Handshake handshake(stream, registry, tls, out, std::move(home));
   co_return co_await handshake.Run();
 }
 

@@ -33,29 +33,28 @@ namespace dst::server {
 
 // What the handshake agreed on, for the transmission phase.
 struct Negotiated {
-  volume::BlockDevice* volume = nullptr;  // the registry's volume
-  // A snapshot export of `volume` (VOLUME@POINT): what the client reads, read-only.
-  std::shared_ptr<volume::BlockDevice> snapshot;
+  // The registry's volume, or a snapshot export of it (VOLUME@POINT, read-only), as taken on the
+  // home loop.
+  ExportView exported;
   uint16_t transmission_flags = 0;
   bool structured_replies = false;
   bool base_allocation = false;  // meta context kBaseAllocationId selected
   bool tls = false;              // the options and transmission go through TLS
-
-  // What the client's requests go to.
-  volume::BlockDevice& device() const { return snapshot ? *snapshot : *volume; }
 };
 
 inline constexpr uint32_t kBaseAllocationId = 1;
 // More options than this in one handshake is not a client, it is a loop.
 inline constexpr int kMaxOptions = 1024;
 
-// Returns OK with out->volume set when transmission should start; an error
+// Returns OK with out->exported set when transmission should start; an error
 // (logged by the caller) when the connection must be closed, including a
 // client's NBD_OPT_ABORT (ESHUTDOWN). `tls` is nullptr when TLS is off.
+// `home`: the loop the registry lives on, when it is not the stream's
+// (event_loops.h); every look at the registry is made there.
 asio::awaitable<Status> Negotiate(ClientStream& stream, const ExportRegistry& registry,
-                                  ServerTls* tls, Negotiated* out);
+                                  ServerTls* tls, Negotiated* out, asio::any_io_executor home = {});
 
-// The transmission flags of a volume as this connection sees it.
-uint16_t TransmissionFlags(const volume::BlockDevice& volume, bool structured_replies);
+// The transmission flags of a volume with capabilities `caps` as this connection sees it.
+uint16_t TransmissionFlags(const volume::VolumeCapabilities& caps, bool structured_replies);
 
 }  // namespace dst::server

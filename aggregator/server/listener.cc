@@ -193,7 +193,17 @@ void Listener::LogRefusal(const std::string& line) {
   refusals_not_logged_ = 0;
 }
 
-void Listener::Spawn(Socket socket, std::string peer, std::string address) {
+namespace {
+
+// Holds the connection until its coroutine has started: on another loop, it starts later.
+asio::awaitable<void> RunConnection(std::shared_ptr<ClientConnection> connection) {
+  co_await connection->Run();
+}
+
+}  // namespace
+
+void Listener::Spawn(Socket socket, std::string peer, std::string address, size_t loop) {
+  std::unique_lock lock(policy_.open_mutex);
   if (policy_.open_connections >= policy_.max_connections) {
     LogRefusal("client " + peer + ": refused: " + std::to_string(policy_.open_connections) +
                " connections already open (--max-connections)");
@@ -208,17 +218,19 @@ void Listener::Spawn(Socket socket, std::string peer, std::string address) {
       return;
     }
   }
+  lock.unlock();  // the connection counts itself in
+  const asio::any_io_executor executor = socket.get_executor();
   auto connection = std::make_shared<ClientConnection>(
-      std::move(socket), registry_, limits_, policy_, std::move(peer), std::move(address));
-  asio::co_spawn(io_, connection->Run(), asio::detached);
+      std::move(socket), registry_, limits_, policy_, std::move(peer), std::move(address), loop);
+  asio::co_spawn(executor, RunConnection(std::move(connection)), asio::detached);
 }
 
 asio::awaitable<void> Listener::AcceptTcp(asio::ip::tcp::acceptor& acceptor, std::string where) {
   const LifetimeWatch alive = lifetime_.Watch();
   AcceptBackoff backoff(std::move(where));
   while (acceptor.is_open()) {
-    asio::ip::tcp::socket socket(io_);
-    auto [ec] = co_await acceptor.async_accept(socket, kAsTuple);
+    size_t loop = 0;
+    auto [ec, socket] = co_await acceptor.async_accept(NextLoop(&loop), kAsTuple);
     if (ec == asio::error::operation_aborted || alive.expired()) break;
     if (ec) {
       if (!co_await PauseAccepting(backoff.Failed(ec), alive)) break;
@@ -229,7 +241,7 @@ asio::awaitable<void> Listener::AcceptTcp(asio::ip::tcp::acceptor& acceptor, std
     socket.set_option(asio::ip::tcp::no_delay(true), ignored);  // replies are small and urgent
     const auto remote = socket.remote_endpoint(ignored);
     std::string peer = remote.address().to_string() + ":" + std::to_string(remote.port());
-    Spawn(Socket(std::move(socket)), std::move(peer), AddressKey(remote.address()));
+    Spawn(Socket(std::move(socket)), std::move(peer), AddressKey(remote.address()), loop);
   }
 }
 
@@ -240,15 +252,15 @@ asio::awaitable<void> Listener::AcceptUnix(asio::local::stream_protocol::accepto
   const LifetimeWatch alive = lifetime_.Watch();
   AcceptBackoff backoff(std::move(where));
   while (acceptor.is_open()) {
-    asio::local::stream_protocol::socket socket(io_);
-    auto [ec] = co_await acceptor.async_accept(socket, kAsTuple);
+    size_t loop = 0;
+    auto [ec, socket] = co_await acceptor.async_accept(NextLoop(&loop), kAsTuple);
     if (ec == asio::error::operation_aborted || alive.expired()) break;
     if (ec) {
       if (!co_await PauseAccepting(backoff.Failed(ec), alive)) break;
       continue;
     }
     backoff.Succeeded();
-    Spawn(Socket(std::move(socket)), "unix", "");
+    Spawn(Socket(std::move(socket)), "unix", "", loop);
   }
 }
 

@@ -10,7 +10,9 @@
 // ENOBUFS, ENOMEM), the loop pauses instead of retrying at once, which would
 // spin: AcceptBackoff.
 //
-// Threading: the accept loops run on the event loop.
+// Threading: the accept loops run on the home event loop; each client is
+// accepted onto the loop EventLoops::Next() names, and its connection runs
+// there.
 #pragma once
 
 #include <chrono>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "aggregator/server/connection.h"
+#include "aggregator/server/event_loops.h"
 #include "common/lifetime.h"
 
 namespace dst::server {
@@ -85,9 +88,10 @@ asio::awaitable<bool> PauseAccepting(std::chrono::milliseconds pause, const Life
 
 class Listener {
  public:
+  // `loops`: where connections run; nullptr: on `io`.
   Listener(asio::io_context& io, const ExportRegistry& registry, InFlightLimits& limits,
-           ConnectionPolicy& policy)
-      : io_(io), registry_(registry), limits_(limits), policy_(policy) {}
+           ConnectionPolicy& policy, EventLoops* loops = nullptr)
+      : io_(io), registry_(registry), limits_(limits), policy_(policy), loops_(loops) {}
   // Closes, so that a server that fails to start leaves no socket behind.
   ~Listener() { Close(); }
 
@@ -106,7 +110,13 @@ class Listener {
                                    std::string where);
   // Runs a connection for the client, unless a connection limit is reached;
   // `address` is its key in ConnectionPolicy::open_per_address, "" for none.
-  void Spawn(Socket socket, std::string peer, std::string address);
+  // `loop`: the number of the loop the socket was accepted onto.
+  void Spawn(Socket socket, std::string peer, std::string address, size_t loop);
+  // The loop the next client is accepted onto.
+  asio::any_io_executor NextLoop(size_t* index) {
+    *index = 0;
+    return loops_ ? loops_->Next(index) : io_.get_executor();
+  }
   // Logs a refused client, at most once a second.
   void LogRefusal(const std::string& line);
 
@@ -114,6 +124,7 @@ class Listener {
   const ExportRegistry& registry_;
   InFlightLimits& limits_;
   ConnectionPolicy& policy_;
+  EventLoops* loops_;
   // One acceptor per --listen / --unix address; never moved once accepting.
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> tcp_;
   std::vector<std::unique_ptr<asio::local::stream_protocol::acceptor>> unix_;

@@ -164,23 +164,6 @@ std::optional<double> WaitForStatus(const AggregatorServer& aggregator, const st
                                     Ms timeout);
 
 // ---------------------------------------------------------------------------
-// fio's JSON report (--output-format=json), read with python3's json module.
-
-struct FioDirection {
-  uint64_t io_kib = 0;
-  uint64_t ios = 0;
-  uint64_t clat_max_ns = 0;  // completion latency, the longest one
-};
-struct FioReport {
-  int error = -1;  // the job's error (EILSEQ for a verify failure)
-  FioDirection read, write;
-};
-// Parses the report of fio's only job from fio's stdout (lines before the
-// JSON, like "fio: connected to NBD server", are skipped). Throws if it is
-// not there.
-FioReport ParseFioJson(const std::string& fio_stdout);
-
-// ---------------------------------------------------------------------------
 // A stripe volume's bytes on its members (a model independent of
 // aggregator/volume/): calls f(member, member_offset, data_offset, length)
 // for every piece of [offset, offset + length).

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 #include <algorithm>
+#include <cstdlib>
 
 #include <csignal>
 #include <cstring>
@@ -88,6 +89,12 @@ Argv AggregatorServer::BuildArgv() const {
   // never meet at the default path.
   if (std::find(options_.args.begin(), options_.args.end(), "--control") == options_.args.end())
     argv.insert(argv.end(), {"--control", control_path()});
+  // DST_TEST_THREADS runs every aggregator a test starts on that many event loops (the thread
+  // stage of scripts/test.sh), unless the test chose.
+  const char* threads = std::getenv("DST_TEST_THREADS");
+  if (threads && *threads &&
+      std::find(options_.args.begin(), options_.args.end(), "--threads") == options_.args.end())
+    argv.insert(argv.end(), {"--threads", threads});
   argv.insert(argv.end(), options_.args.begin(), options_.args.end());
   return argv;
 }

@@ -1,7 +1,9 @@
 #include "tests/integration/plugin_fixture.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <sstream>
+#include <stdexcept>
 
 namespace dst::test {
 
@@ -104,6 +106,32 @@ void CheckFioVerified(const Argv& argv, std::chrono::milliseconds timeout) {
   CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "verify:"));
   CHECK_FALSE(Contains(r.stdout_text + r.stderr_text, "bad magic"));
   CHECK(Contains(r.stdout_text, "err= 0"));
+}
+
+FioReport ParseFioJson(const std::string& fio_stdout) {
+  TempDir dir("dst-fio-json");
+  const std::string path = dir.File("fio.json");
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) throw std::runtime_error("cannot write " + path);
+  std::fwrite(fio_stdout.data(), 1, fio_stdout.size(), f);
+  std::fclose(f);
+  // One line of numbers: error, then io_kib, ios, clat max for read and write.
+  const char* script =
+      "import json, sys\n"
+      "s = open(sys.argv[1]).read()\n"
+      "job = json.loads(s[s.index('{'):])['jobs'][0]\n"
+      "out = [job['error']]\n"
+      "for d in ('read', 'write'):\n"
+      "    out += [job[d]['io_kbytes'], job[d]['total_ios'], job[d]['clat_ns']['max']]\n"
+      "print(' '.join(str(int(x)) for x in out))\n";
+  const CommandResult r = RunCommand({kPython3, "-c", script, path});
+  std::istringstream numbers(r.stdout_text);
+  FioReport report;
+  if (r.exit_code != 0 || !(numbers >> report.error >> report.read.io_kib >> report.read.ios >>
+                            report.read.clat_max_ns >> report.write.io_kib >> report.write.ios >>
+                            report.write.clat_max_ns))
+    throw std::runtime_error("no fio JSON report: " + r.stderr_text + "\nfio said:\n" + fio_stdout);
+  return report;
 }
 
 }  // namespace dst::test

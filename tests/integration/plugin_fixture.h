@@ -78,6 +78,23 @@ inline const char* ErrnoName(int err) {
   return name ? name : "unknown errno";
 }
 
+// ---------------------------------------------------------------------------
+// fio's JSON report (--output-format=json), read with python3's json module.
+
+struct FioDirection {
+  uint64_t io_kib = 0;
+  uint64_t ios = 0;
+  uint64_t clat_max_ns = 0;  // completion latency, the longest one
+};
+struct FioReport {
+  int error = -1;  // the job's error (EILSEQ for a verify failure)
+  FioDirection read, write;
+};
+// Parses the report of fio's only job from fio's stdout (lines before the
+// JSON, like "fio: connected to NBD server", are skipped). Throws if it is
+// not there.
+FioReport ParseFioJson(const std::string& fio_stdout);
+
 }  // namespace dst::test
 
 // Assertions on NbdStatus that print errno name and libnbd's message.

@@ -29,4 +29,33 @@ void EventLoops::Stop() {
     if (loop->thread.joinable()) loop->thread.join();
 }
 
+namespace event_loops_detail {
+
+// RunOn's initiation: a named type, since the coroutine frame holds it (in a unity batch a lambda
+// there trips -Wsubobject-linkage).
+struct PostAndResume {
+  asio::any_io_executor loop;
+  asio::any_io_executor here;
+
+  template <typename Resume>
+  void operator()(Resume resume, std::function<void()> work) const {
+    asio::post(loop, [work = std::move(work), resume = std::move(resume), here = here]() mutable {
+      work();
+      asio::post(here, std::move(resume));
+    });
+  }
+};
+
+}  // namespace event_loops_detail
+
+asio::awaitable<void> RunOn(asio::any_io_executor loop, std::function<void()> work) {
+  const asio::any_io_executor here = co_await asio::this_coro::executor;
+  if (!loop || loop == here) {
+    work();
+    co_return;
+  }
+  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
+      event_loops_detail::PostAndResume{loop, here}, asio::use_awaitable, std::move(work));
+}
+
 }  // namespace dst::server

@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -57,21 +58,8 @@ class EventLoops {
 // Runs `work` on `loop` and resumes the awaiting coroutine on its own executor afterwards: how a
 // connection on another loop reads and changes what lives on the home loop (the export registry,
 // a volume's clients). With an empty `loop`, or the awaiting coroutine's own, `work` runs at once.
-template <typename Work>
-asio::awaitable<void> RunOn(asio::any_io_executor loop, Work work) {
-  const asio::any_io_executor here = co_await asio::this_coro::executor;
-  if (!loop || loop == here) {
-    work();
-    co_return;
-  }
-  co_await asio::async_initiate<const asio::use_awaitable_t<>&, void()>(
-      [loop, here](auto resume, Work work) {
-        asio::post(loop, [work = std::move(work), resume = std::move(resume), here]() mutable {
-          work();
-          asio::post(here, std::move(resume));
-        });
-      },
-      asio::use_awaitable, std::move(work));
-}
+// A std::function, not a template: rare calls (handshakes, arrivals), and a coroutine template
+// instantiated with a lambda of a file's anonymous namespace trips -Wsubobject-linkage.
+asio::awaitable<void> RunOn(asio::any_io_executor loop, std::function<void()> work);
 
 }  // namespace dst::server

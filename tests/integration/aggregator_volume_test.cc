@@ -259,9 +259,10 @@ TEST_CASE("volume remove: refused with clients; a checksummed volume and a mirro
 
 TEST_CASE("volume remove --force: in flight completes, later gets ESHUTDOWN, others serve") {
   ThreeVolumes v;
-  // "slow": a raw volume whose member takes 2 s per write.
+  // "slow": a raw volume whose member takes 4 s per write: the window in which the list shows it
+  // removing with its client, wide enough for a loaded machine.
   TempDir dir("dst-volume-slow");
-  PluginServer slow({"file=" + dir.File("slow.img"), "size=8M", "delay-write=2"}, Transport::kUnix,
+  PluginServer slow({"file=" + dir.File("slow.img"), "size=8M", "delay-write=4"}, Transport::kUnix,
                     {"--filter=delay"});
   const std::string config = WriteConfig(
       dir, "[[volume]]\nname = \"slow\"\nraw = true\nmembers = [" + Quoted(slow.uri()) +

@@ -117,7 +117,7 @@ TEST_CASE("flapping export nodes: no read returns a block older than its last ac
     };
     const auto start = SteadyClock::now();
     std::mt19937_64 write_rng(rng());
-    std::thread writer([&] {
+    std::jthread writer([&] {
       uint64_t seq = 0;
       for (; !done && writes < 20000 && SecondsSince(start) < 40; ++writes) {
         const uint64_t b = write_rng() % kBlocks;

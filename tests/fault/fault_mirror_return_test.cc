@@ -109,7 +109,7 @@ TEST_CASE("paused past --degrade-after after a reconnect: back above the old mem
   // next epoch once the node resumes, and the copy stays current.
   const uint64_t first = QueryStats(agg, kVolume, 1).Count("epoch");
   mirror.member(1).Kill(SIGSTOP);
-  std::thread resume([&] {
+  std::jthread resume([&] {
     std::this_thread::sleep_for(1500ms);
     mirror.member(1).Kill(SIGCONT);
   });

@@ -280,7 +280,7 @@ TEST_CASE("volume remove --force: in flight completes, later gets ESHUTDOWN, oth
   REQUIRE(write > 0);
   AwaitList(agg, "slow: linear, 8 MiB, 1 client, serving\n");
   CommandResult removed;
-  std::thread remover([&] { removed = Remove(agg, "slow", /*force=*/true); });
+  std::jthread remover([&] { removed = Remove(agg, "slow", /*force=*/true); });
   AwaitList(agg, "slow: linear, 8 MiB, 1 client, removing\n");
   Bytes back(64 * kKiB);
   const int64_t read =
@@ -324,7 +324,7 @@ TEST_CASE("volume remove refuses a mirror while a member replace is under way") 
                      {"--filter=delay"});
   Served agg(m.uris(), "mir");
   CommandResult replace;
-  std::thread replacer([&] {
+  std::jthread replacer([&] {
     replace = RunAggregator(
         {"member", "--control", agg.control_path(), "replace", "mir", "1", "--with", fresh.uri()});
   });

@@ -30,8 +30,10 @@ using namespace dst::nbd;
 void CheckOutcome(const Status& status, const server::Negotiated& negotiated,
                   const ServerState& state) {
   if (!status.ok()) return;
-  Check(negotiated.volume == &state.main || negotiated.volume == &state.read_only,
+  Check(negotiated.exported.volume == &state.main || negotiated.exported.volume == &state.read_only,
         "handshake succeeded without one of the server's exports");
+  Check(negotiated.exported.size == negotiated.exported.device().size(),
+        "the export's copied size is not its size");
   Check(negotiated.transmission_flags & kFlagHasFlags, "transmission flags without HAS_FLAGS");
   Check(!negotiated.base_allocation || negotiated.structured_replies,
         "base:allocation selected without structured replies");
@@ -66,7 +68,7 @@ void CheckTail(std::span<const uint8_t> tail, const std::vector<OptionReply>& re
   Check(status.ok(), "bytes after the option replies of a failed handshake");
   Check(tail.size() == 10 || tail.size() == 10 + kExportNameZeroPadding,
         "export name reply of the wrong size");
-  Check(LoadBE64(tail.data()) == negotiated.volume->size(),
+  Check(LoadBE64(tail.data()) == negotiated.exported.volume->size(),
         "export name reply with the wrong export size");
 }
 

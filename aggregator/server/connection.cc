@@ -188,10 +188,7 @@ asio::awaitable<void> ClientConnection::Run() {
     co_return;
   }
   if (!OnHomeLoop())
-    bridge_ = std::make_unique<HomeLoopDevice>(
-        exported.device(),
-        HomeLoopDevice::Copy{exported.name, exported.description, exported.size, exported.caps},
-        policy_.home, stream_.get_executor());
+    bridge_ = std::make_unique<HomeLoopDevice>(exported, policy_.home, stream_.get_executor());
   const std::string tls = negotiated_.tls ? ", TLS " + stream_.PeerIdentity() : "";
   LOG_INFO("client %s: connected to volume %s (%s replies%s) on loop %zu", peer_.c_str(),
            exported.name.c_str(), negotiated_.structured_replies ? "structured" : "simple",

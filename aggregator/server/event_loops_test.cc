@@ -112,10 +112,13 @@ TEST_CASE("HomeLoopDevice calls the device on the home loop and completes on the
   uint8_t buf[8] = {};
   std::promise<void> finished;
   std::unique_ptr<HomeLoopDevice> bridge;
+  ExportView view;  // as the handshake copies it, here unlike the device's own
+  view.volume = &device;
+  view.name = "copy";
+  view.size = 4096;
   asio::post(other, [&] {
     other_thread = std::this_thread::get_id();
-    bridge = std::make_unique<HomeLoopDevice>(device, HomeLoopDevice::Copy{"copy", "", 4096, {}},
-                                              home.get_executor(), other);
+    bridge = std::make_unique<HomeLoopDevice>(view, home.get_executor(), other);
     copied = bridge->name() == "copy" && bridge->size() == 4096;
     bridge->Read(4096, 8, buf, [&](int err, std::vector<volume::ByteRange> h) {
       read_err = err;

@@ -13,9 +13,8 @@ void HomeLoopDevice::OnHome(DoneType done, Call call) {
       done(std::move(results)...);
     });
   };
-  asio::post(home_, [&device = device_, call = std::move(call), back = std::move(back)]() mutable {
-    call(device, std::move(back));
-  });
+  asio::post(home_, [&device = view_.device(), call = std::move(call),
+                     back = std::move(back)]() mutable { call(device, std::move(back)); });
 }
 
 void HomeLoopDevice::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {

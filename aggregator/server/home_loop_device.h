@@ -4,41 +4,31 @@
 // caller's buffers stay where they are: the connection keeps them alive until `done`, as it does
 // for a device on its own loop.
 //
-// What the connection reads of the device (name, size, capabilities) was copied on the home loop
-// when the handshake chose it and is served from the copy: none of it changes while a volume is
-// served.
+// What the connection reads of the device (name, size, capabilities) is served from the
+// connection's ExportView, copied on the home loop when the handshake chose it: none of it
+// changes while a volume is served.
 //
-// Threading: constructed, called and destroyed on the connection's loop; `device` is only ever
-// touched on `home`.
+// Threading: constructed, called and destroyed on the connection's loop; the view's device is only
+// ever touched on `home`.
 #pragma once
-
-#include <memory>
-#include <string>
 
 #include <asio.hpp>
 
+#include "aggregator/server/export_registry.h"
 #include "aggregator/volume/block_device.h"
 
 namespace dst::server {
 
 class HomeLoopDevice final : public volume::BlockDevice {
  public:
-  // `device`'s name, description, size and capabilities as copied on the home loop.
-  struct Copy {
-    std::string name;
-    std::string description;
-    uint64_t size = 0;
-    volume::VolumeCapabilities caps;
-  };
+  // `view` outlives this device (the connection holds both).
+  HomeLoopDevice(const ExportView& view, asio::any_io_executor home, asio::any_io_executor loop)
+      : view_(view), home_(std::move(home)), loop_(std::move(loop)) {}
 
-  HomeLoopDevice(volume::BlockDevice& device, Copy copy, asio::any_io_executor home,
-                 asio::any_io_executor loop)
-      : device_(device), copy_(std::move(copy)), home_(std::move(home)), loop_(std::move(loop)) {}
-
-  const std::string& name() const override { return copy_.name; }
-  const std::string& description() const override { return copy_.description; }
-  uint64_t size() const override { return copy_.size; }
-  const volume::VolumeCapabilities& capabilities() const override { return copy_.caps; }
+  const std::string& name() const override { return view_.name; }
+  const std::string& description() const override { return view_.description; }
+  uint64_t size() const override { return view_.size; }
+  const volume::VolumeCapabilities& capabilities() const override { return view_.caps; }
 
   void Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) override;
   void Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua, Done done) override;
@@ -55,8 +45,7 @@ class HomeLoopDevice final : public volume::BlockDevice {
   template <typename DoneType, typename Call>
   void OnHome(DoneType done, Call call);
 
-  volume::BlockDevice& device_;
-  const Copy copy_;
+  const ExportView& view_;
   const asio::any_io_executor home_;
   const asio::any_io_executor loop_;
 };

@@ -464,14 +464,14 @@ TEST_CASE("a create killed while formatting leaves a creating record that remove
   EtcdServer etcd;
   const std::string url = etcd.url("dst");
   TempDir dir("dst-fault-cluster-killed");
-  // Slow writes keep the create formatting long enough to be caught at it.
-  Member a1(dir.File("a1.img"), 8 * kMiB, {"delay"}, {"delay-write=300ms"});
-  Member b1(dir.File("b1.img"), 8 * kMiB, {"delay"}, {"delay-write=300ms"});
+  // Writes of 3 s keep the create formatting until it is killed, however fast the machine.
+  Member a1(dir.File("a1.img"), 8 * kMiB, {"delay"}, {"delay-write=3000ms"});
+  Member b1(dir.File("b1.img"), 8 * kMiB, {"delay"}, {"delay-write=3000ms"});
   for (auto [member, zone] : {std::pair{&a1, "zone-a"}, {&b1, "zone-b"}})
     REQUIRE(RunAggregator({"export", "add", member->uri(), "--zone", zone, "--cluster", url})
                 .exit_code == 0);
   Process create({DST_AGGREGATOR_PATH, "create", "--cluster", url, "--name", "mir", "--layout",
-                  "mirror", "--lease-ttl", "2"});
+                  "mirror", "--lease-ttl", "6"});
   CHECK(WaitForText(
       [&] {
         return RunAggregator({"status", "--cluster", url}).stdout_text;
@@ -480,15 +480,17 @@ TEST_CASE("a create killed while formatting leaves a creating record that remove
   REQUIRE(create.Running());
   CommandResult r = RunAggregator({"volume", "remove", "mir", "--cluster", url, "--force"});
   CHECK(r.exit_code == 1);
+  const std::string create_log = create.stderr_text();
   CHECK_MESSAGE(Contains(r.stderr_text, "error: volume mir is being created (its create's lease "),
-                r.stderr_text);
+                r.stderr_text << "create's log:\n" << create_log);
   CHECK(Contains(r.stderr_text, " is alive): not removing it"));
 
   create.Kill(SIGKILL);
   REQUIRE(create.Wait(5s));
-  // Once the killed create's lease (2 s) has expired, its record is named a leftover and removed.
+  // Once the killed create's lease (6 s: renewed every 2 s, so that a loaded machine does not
+  // let it lapse while the create runs) has expired, its record is named a leftover and removed.
   r = {};
-  const auto deadline = SteadyClock::now() + 10s;
+  const auto deadline = SteadyClock::now() + 20s;
   while (SteadyClock::now() < deadline) {
     r = RunAggregator({"create", "--cluster", url, "--name", "mir", "--layout", "mirror"});
     if (Contains(r.stderr_text, "left \"creating\"")) break;

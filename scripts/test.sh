@@ -3,10 +3,11 @@
 # and UndefinedBehaviorSanitizer in build-test/, and runs ctest (unit,
 # integration and the later labels). A missing dependency is a failure.
 #
-# Then the thread stage (README.md "thread stage"): the tests whose code
-# runs on more than one thread (the worker pool, the staging log's thread, TLS,
-# the control plane, lease renewal, member connections) and the integration
-# suites that drive those paths through the real binaries, built with
+# Then the thread stage (README.md "thread stage"): the unit tests whose code
+# runs on more than one thread (the worker pool, the event loops, the staging
+# log's thread, the control plane, lease renewal) and the integration suites
+# that drive those paths through the real binaries (checksums and ciphers on
+# the worker pool, mirrors, TLS, volume changes, the staging log), built with
 # ThreadSanitizer in build-tsan/, every aggregator on four event loops
 # (DST_TEST_THREADS=4; the main stage runs them on the default, one loop per
 # core, and aggregator_integration_threads also on one). A race stops the
@@ -40,9 +41,8 @@ cmake --build "$build" -j "$(nproc)"
 
 if [[ $tsan == 1 ]]; then
   tsan_build=${DST_TSAN_BUILD_DIR:-build-tsan}
-  tsan_units=(common_test checksummed_test stagelog_test server_test cluster_test control_test
-    member_test)
-  tsan_suites="data|checksum|encryption|mirror|scrub|stagelog|reload|status|tls|volume|threads"
+  tsan_units=(common_test stagelog_test server_test cluster_test control_test)
+  tsan_suites="data|checksum|encryption|mirror|stagelog|reload|status|tls|volume|threads"
   cmake -S . -B "$tsan_build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDST_TSAN=ON \
     -DDST_UNITY_BUILD=ON >/dev/null
   cmake --build "$tsan_build" -j "$(nproc)" --target dst-aggregator nbdkit-dst-plugin \

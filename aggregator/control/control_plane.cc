@@ -47,6 +47,16 @@ MemberStatus MemberStatusOf(const MemberRef& ref, const std::vector<VolumeStatus
   return status;
 }
 
+// Each volume's connected clients, counted by the loop they run on (read on the home loop, where
+// the lists change).
+std::vector<uint64_t> ClientsByLoop(const Server& server) {
+  std::vector<uint64_t> clients(std::max(server.event_loops, 1u), 0);
+  for (const auto& volume : server.volumes)
+    for (const server::VolumeClient* client : server.registry.TrafficOf(volume.get()).connected)
+      if (client->loop() < clients.size()) ++clients[client->loop()];
+  return clients;
+}
+
 // "reload": "ok: reloaded: 1 added, 0 removed, 2 changed" once applied, or the refusal.
 void AnswerReload(Server& server, std::function<void(std::string)> answer) {
   if (!server.reload) return answer("error: reload is not available here\n");
@@ -73,6 +83,7 @@ StatusReport BuildReport(const Server& server) {
   }
   for (const MemberRef& ref : server.member_refs)
     report.members.push_back(MemberStatusOf(ref, report.volumes));
+  report.loop_clients = ClientsByLoop(server);
   return report;
 }
 

@@ -247,7 +247,10 @@ void AppendRedundancyText(std::ostringstream& out, const StatusReport& report) {
 
 std::string StatusToJson(const StatusReport& report) {
   std::ostringstream out;
-  out << "{\"uptime_seconds\": " << report.uptime_seconds << ",\n \"volumes\": [";
+  out << "{\"uptime_seconds\": " << report.uptime_seconds << ",\n \"loop_clients\": [";
+  for (size_t i = 0; i < report.loop_clients.size(); ++i)
+    out << (i ? ", " : "") << report.loop_clients[i];
+  out << "],\n \"volumes\": [";
   for (size_t i = 0; i < report.volumes.size(); ++i) {
     const VolumeStatus& v = report.volumes[i];
     out << (i ? ",\n  " : "\n  ") << "{\"name\": " << JsonQuote(v.name)
@@ -283,7 +286,10 @@ std::string StatusToJson(const StatusReport& report) {
 std::string StatusToText(const StatusReport& report) {
   std::ostringstream out;
   char line[512];
-  out << "uptime " << report.uptime_seconds << " s\n\n";
+  out << "uptime " << report.uptime_seconds << " s, clients by event loop:";
+  for (uint64_t clients : report.loop_clients)
+    out << " " << clients;
+  out << "\n\n";
   std::snprintf(line, sizeof line, "%-16s %-7s %-14s %9s %7s %10s %10s %10s %8s %8s %10s\n",
                 "VOLUME", "LAYOUT", "CHECKSUMS", "SIZE", "CLIENTS", "REQUESTS", "READ", "WRITTEN",
                 "ERRORS", "AVG_US", "CKSUM_ERR");
@@ -436,6 +442,11 @@ void AddJobMetrics(Exposition& e, const std::string& labels, const volume::JobSt
 std::string StatusToPrometheus(const StatusReport& report) {
   Exposition e;
   e.Add("aggregator", {"uptime_seconds", report.uptime_seconds, false, "Seconds since start"}, "");
+  for (size_t i = 0; i < report.loop_clients.size(); ++i)
+    e.Add("aggregator",
+          {"loop_clients", report.loop_clients[i], false,
+           "Clients of the volumes connected on the event loop (0: the home loop)"},
+          "loop=\"" + std::to_string(i) + "\"");
   for (const VolumeStatus& v : report.volumes) {
     const std::string labels = "volume=\"" + LabelValue(v.name) + "\"";
     e.Add("volume", {"size_bytes", v.size, false, "Volume size in bytes"}, labels);

@@ -52,6 +52,8 @@ struct MemberStatus {
 
 struct StatusReport {
   uint64_t uptime_seconds = 0;
+  // Clients of the volumes connected on each event loop, by loop (0: the home loop).
+  std::vector<uint64_t> loop_clients;
   std::vector<VolumeStatus> volumes;
   std::vector<MemberStatus> members;
 };

@@ -110,6 +110,22 @@ TEST_CASE("every member counter: one name and one value in JSON, metrics and the
   CHECK(pairs.at("checksum_errors") == "4");
 }
 
+TEST_CASE("clients by event loop: in JSON, the table's first line and one metric per loop") {
+  StatusReport report = SampleReport();
+  report.loop_clients = {1, 3, 0, 2};
+  const std::string json = StatusToJson(report);
+  const std::string text = StatusToText(report);
+  const std::string metrics = StatusToPrometheus(report);
+  INFO("json:\n" << json << "\ntext:\n" << text << "\nmetrics:\n" << metrics);
+  CHECK(Contains(json, "\"loop_clients\": [1, 3, 0, 2],"));
+  CHECK(text.rfind("uptime 42 s, clients by event loop: 1 3 0 2\n\n", 0) == 0);
+  CHECK(Contains(metrics, "# TYPE dst_aggregator_loop_clients gauge\n"
+                          "dst_aggregator_loop_clients{loop=\"0\"} 1\n"
+                          "dst_aggregator_loop_clients{loop=\"1\"} 3\n"
+                          "dst_aggregator_loop_clients{loop=\"2\"} 0\n"
+                          "dst_aggregator_loop_clients{loop=\"3\"} 2\n"));
+}
+
 TEST_CASE("a raw volume has no integrity section") {
   StatusReport report = SampleReport();
   report.volumes[0].integrity.reset();

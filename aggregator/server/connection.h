@@ -136,6 +136,7 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   asio::awaitable<void> Run();
 
   const std::string& peer() const override { return peer_; }
+  size_t loop() const override { return loop_; }
   void EndService(std::function<void()> ended) override;
 
  private:

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -19,6 +20,8 @@ namespace dst::server {
 class VolumeClient {
  public:
   virtual const std::string& peer() const = 0;
+  // The event loop the connection runs on (0: the home loop; event_loops.h).
+  virtual size_t loop() const = 0;
   // Ends the connection on the server's side: requests that arrive from now on are answered
   // ESHUTDOWN; once none it started on the volume is in flight, it reads no more, sends the
   // replies it holds and closes. `ended` runs then, once, on the home loop; from that point the

@@ -310,8 +310,12 @@ void CheckShape(const Json& s) {
   // socket's own answer has none).
   std::set<std::string> keys = s.Keys("");
   if (keys.erase("mapped") == 1) CHECK(s.Type("mapped") == 'a');
-  CHECK(keys == std::set<std::string>{"uptime_seconds", "volumes", "members"});
+  CHECK(keys == std::set<std::string>{"uptime_seconds", "loop_clients", "volumes", "members"});
   CHECK(s.Type("uptime_seconds") == 'i');
+  CHECK(s.Type("loop_clients") == 'a');
+  CHECK(s.Size("loop_clients") >= 1);
+  for (size_t i = 0; i < s.Size("loop_clients"); ++i)
+    CHECK(s.Type("loop_clients." + std::to_string(i)) == 'i');
   for (size_t v = 0; v < s.Size("volumes"); ++v) {
     const std::string path = "volumes." + std::to_string(v);
     std::set<std::string> want = kVolumeKeys;
@@ -649,6 +653,7 @@ bool IsIntegrityField(const std::string& field) {
 
 // Checks every sample against status --json `s` and that every number of `s` has its sample:
 //   dst_aggregator_uptime_seconds                        uptime_seconds (within 2 s)
+//   dst_aggregator_loop_clients{loop}                    loop_clients[loop]
 //   dst_volume_F[_total]{volume}                         volumes[volume].F, or .integrity.F
 //   dst_volume_size_bytes / dst_volume_clean             size / integrity.state == "clean"
 //   dst_volume_background_F{volume}                      volumes[volume].background.F
@@ -669,6 +674,12 @@ void CheckMetricsMatchStatus(const Exposition& e, const Json& s) {
       CHECK(sample.value <= json + 2);
       CHECK(json <= sample.value + 2);
       covered.insert("uptime_seconds");
+    } else if (sample.name == "dst_aggregator_loop_clients") {
+      REQUIRE(sample.labels.size() == 1);
+      REQUIRE(sample.labels.count("loop"));
+      const std::string key = "loop_clients." + sample.labels.at("loop");
+      CHECK_MESSAGE(sample.value == s.Num(key), key);
+      CHECK_MESSAGE(covered.insert(key).second, key << " matched twice");
     } else if (field.rfind("dst_volume_", 0) == 0) {
       field = field.substr(11);
       REQUIRE(sample.labels.size() == 1);
@@ -719,6 +730,8 @@ void CheckMetricsMatchStatus(const Exposition& e, const Json& s) {
   // Every number, flag and state of the status has its sample (names, layouts, URIs and the
   // member count and index are in labels or not exported).
   std::set<std::string> want = {"uptime_seconds"};
+  for (size_t i = 0; i < s.Size("loop_clients"); ++i)
+    want.insert("loop_clients." + std::to_string(i));
   for (size_t v = 0; v < s.Size("volumes"); ++v) {
     for (const std::string& k : kVolumeKeys)
       if (k != "name" && k != "layout" && k != "checksummed" && k != "members")
@@ -997,10 +1010,14 @@ TEST_CASE("status prints a table with a line per volume and per member") {
   const std::vector<std::string> lines = Lines(table);
   // uptime, blank, header, 2 volumes, blank, header, 3 members.
   REQUIRE(lines.size() == 10);
+  // "uptime N s, clients by event loop: C0 C1 ...", one count per loop, and no client left.
   const std::vector<std::string> uptime = Words(lines[0]);
-  REQUIRE(uptime.size() == 3);
+  REQUIRE(uptime.size() == 7 + s.Size("loop_clients"));
   CHECK(uptime[0] == "uptime");
-  CHECK(uptime[2] == "s");
+  CHECK(uptime[2] == "s,");
+  CHECK(lines[0].find(" s, clients by event loop:") != std::string::npos);
+  for (size_t i = 7; i < uptime.size(); ++i)
+    CHECK(uptime[i] == "0");
   CHECK(lines[1].empty());
   CHECK(Words(lines[2]) == std::vector<std::string>{"VOLUME", "LAYOUT", "CHECKSUMS", "SIZE",
                                                     "CLIENTS", "REQUESTS", "READ", "WRITTEN",

@@ -1,8 +1,9 @@
 // Event loops end to end (serve --threads, aggregator/server/event_loops.h): client connections
 // spread over the loops while the volumes stay on the first. What a user checks: fio with many
 // jobs verifies every byte it wrote, the volume's counters in `status --json` equal fio's own
-// totals (no count lost or torn between loops), the log names the loop of each client, one loop
-// serves as before, and a count of loops the server cannot run is refused.
+// totals (no count lost or torn between loops), the log names the loop of each client, status
+// counts the clients on each loop, one loop serves as before, and a count of loops the server
+// cannot run is refused.
 #include <set>
 #include <string>
 #include <thread>
@@ -82,6 +83,42 @@ TEST_CASE("fio, 8 jobs at iodepth 32 over 4 loops on a checksummed stripe: verif
   CHECK(JsonNumber(json, "read_bytes") == static_cast<int64_t>(report.read.io_kib * 1024));
   // Clients in turn from loop 1, the home loop last: every loop had some.
   CHECK(LoopsInLog(v.stderr_text()) == std::set<int>{0, 1, 2, 3});
+  v.Stop();
+}
+
+// `status --json` once its loop_clients are `want` (polled, 10 s at most): a client's arrival
+// and departure reach the home loop a moment after the client sees them.
+std::string AwaitLoopClients(const AggregatorServer& a, const std::string& want) {
+  const std::string needle = "\"loop_clients\": " + want + ",";
+  std::string json;
+  for (int i = 0; i < 100; ++i) {
+    json = StatusJson(a);
+    if (Contains(json, needle)) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  INFO("status --json:\n" << json);
+  CHECK(Contains(json, needle));
+  return json;
+}
+
+TEST_CASE("8 clients over 4 loops: status counts two on each, and none once they have left") {
+  FileMembers m(1, 16 * kMiB);
+  const std::string name = "spread";
+  CreateOk({"--name", name}, m.uris());
+  Served v(Concat({"--threads", "4"}, m.uris()), name);
+  std::vector<NbdClient> clients(8);
+  for (size_t i = 0; i < clients.size(); ++i) {
+    REQUIRE_NBD_OK(clients[i].Connect(v.uri(name)));
+    CheckReadWrite(clients[i], i * kMiB, i + 1);
+  }
+  // Accepted onto the loops in turn: eight consecutive clients, two on each.
+  AwaitLoopClients(v, "[2, 2, 2, 2]");
+  const CommandResult table = RunAggregator({"status", "--control", v.control_path()});
+  CHECK(table.stdout_text.rfind("uptime ", 0) == 0);
+  CHECK(Contains(table.stdout_text, " s, clients by event loop: 2 2 2 2\n"));
+  for (NbdClient& c : clients)
+    REQUIRE_NBD_OK(c.Shutdown());
+  AwaitLoopClients(v, "[0, 0, 0, 0]");
   v.Stop();
 }
 

@@ -89,8 +89,8 @@ Argv AggregatorServer::BuildArgv() const {
   // never meet at the default path.
   if (std::find(options_.args.begin(), options_.args.end(), "--control") == options_.args.end())
     argv.insert(argv.end(), {"--control", control_path()});
-  // DST_TEST_THREADS runs every aggregator a test starts on that many event loops (the thread
-  // stage of scripts/test.sh), unless the test chose.
+  // DST_TEST_THREADS runs every aggregator a test starts on that many event loops (set per suite
+  // in tests/CMakeLists.txt, and by the thread stage of scripts/test.sh), unless the test chose.
   const char* threads = std::getenv("DST_TEST_THREADS");
   if (threads && *threads &&
       std::find(options_.args.begin(), options_.args.end(), "--threads") == options_.args.end())

@@ -48,7 +48,7 @@ class FileMembers {
 std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b);
 
 // Runs dst-aggregator with `args` (30 s at most) and checks that no sanitizer
-// complained on its stderr.
+// complained on its stderr. LeakSanitizer is off for it (volume_fixture.cc).
 CommandResult RunAggregator(const std::vector<std::string>& args);
 
 // `dst-aggregator status --json` of a running aggregator (must exit 0).

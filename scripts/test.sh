@@ -10,10 +10,10 @@
 # renewal) and the integration suites that drive those paths through the real
 # binaries (checksums and ciphers on the worker pool, mirrors, TLS, volume
 # changes, the staging log), built with ThreadSanitizer in build-tsan/, every
-# aggregator on four event loops (DST_TEST_THREADS=4; the main stage runs them
-# on the default, one loop per core, and aggregator_integration_threads also
-# on one). A race stops the process that has it (halt_on_error), so the test
-# fails. With ctest arguments it runs only if they also name it (`tsan`).
+# aggregator on four event loops (DST_TEST_THREADS=4, as the main stage runs
+# the integration suites; it runs the fault suites on one). A race stops the
+# process that has it (halt_on_error), so the test fails. With ctest
+# arguments it runs only if they also name it (`tsan`).
 #
 # Then the fuzz stage (ctest label `fuzz`, docs/security.md "Fuzzing"): the
 # libFuzzer targets, built with clang in build-fuzz/ (only they and the

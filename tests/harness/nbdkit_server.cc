@@ -8,7 +8,6 @@
 #include <cctype>
 #include <cerrno>
 #include <csignal>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -117,9 +116,7 @@ std::vector<std::string> NbdkitEnvironment() {
   // set; it still interposes malloc, which is what the check is about.
   std::string asan = "detect_leaks=0";
   if (*kPreloadFirst) asan += ":verify_asan_link_order=0";
-  const char* inherited = std::getenv("ASAN_OPTIONS");
-  if (inherited && *inherited) asan = std::string(inherited) + ":" + asan;
-  return {"LD_PRELOAD=" + preload, "ASAN_OPTIONS=" + asan};
+  return {"LD_PRELOAD=" + preload, AsanOptionsEntry(asan)};
 }
 
 int PickFreePort(bool ipv6) {

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -177,6 +178,11 @@ CommandResult RunCommand(const Argv& argv, std::chrono::milliseconds timeout,
                              " ms: " + JoinArgv(argv) + "\nstderr:\n" + p.stderr_text());
   }
   return CommandResult{*code, p.stdout_text(), p.stderr_text()};
+}
+
+std::string AsanOptionsEntry(const std::string& options) {
+  const char* inherited = std::getenv("ASAN_OPTIONS");
+  return "ASAN_OPTIONS=" + (inherited && *inherited ? std::string(inherited) + ":" : "") + options;
 }
 
 std::string SanitizerReportLines(const std::string& stderr_text) {

@@ -91,4 +91,8 @@ CommandResult RunCommand(const Argv& argv,
 // test can require a server to have exited without any.
 std::string SanitizerReportLines(const std::string& stderr_text);
 
+// The "ASAN_OPTIONS=..." entry of a child's environment: the options this
+// process inherited, then `options`, which win where both set one.
+std::string AsanOptionsEntry(const std::string& options);
+
 }  // namespace dst::test

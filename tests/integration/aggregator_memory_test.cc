@@ -65,10 +65,7 @@ bool WaitUntil(const std::function<bool()>& done, std::chrono::milliseconds time
 // before reusing or releasing it; with a small one, the resident set of the
 // sanitized build shows what the server gives back. No effect on other builds.
 std::vector<std::string> SmallQuarantine() {
-  const char* inherited = std::getenv("ASAN_OPTIONS");
-  std::string options = inherited ? std::string(inherited) + ":" : "";
-  return {"ASAN_OPTIONS=" + options +
-          "quarantine_size_mb=4:allocator_release_to_os_interval_ms=100"};
+  return {AsanOptionsEntry("quarantine_size_mb=4:allocator_release_to_os_interval_ms=100")};
 }
 
 // One plugin member served raw as vol0 on a Unix socket, with `max_inflight`

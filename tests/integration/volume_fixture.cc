@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -43,9 +42,7 @@ namespace {
 // and the scan at its exit was a fifth of its CPU (the tests run thousands). The servers the
 // tests start keep it, and so do the code paths a command shares with them.
 std::vector<std::string> CommandEnvironment() {
-  const char* inherited = std::getenv("ASAN_OPTIONS");
-  const std::string options = inherited && *inherited ? std::string(inherited) + ":" : "";
-  return {"ASAN_OPTIONS=" + options + "detect_leaks=0"};
+  return {AsanOptionsEntry("detect_leaks=0")};
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // totals (no count lost or torn between loops), the log names the loop of each client, status
 // counts the clients on each loop, one loop serves as before, and a count of loops the server
 // cannot run is refused.
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
@@ -27,6 +28,19 @@ std::set<int> LoopsInLog(const std::string& log) {
   for (size_t at = log.find(needle); at != std::string::npos; at = log.find(needle, at + 1))
     loops.insert(std::stoi(log.substr(at + needle.size())));
   return loops;
+}
+
+// `status --json` once `ready` holds for it (polled, 10 s at most), or the last one read: a
+// client's arrival and departure reach the home loop a moment after the client sees them.
+std::string AwaitStatus(const AggregatorServer& a,
+                        const std::function<bool(const std::string&)>& ready) {
+  std::string json;
+  for (int i = 0; i < 100; ++i) {
+    json = StatusJson(a);
+    if (ready(json)) break;
+    std::this_thread::sleep_for(100ms);
+  }
+  return json;
 }
 
 TEST_SUITE_BEGIN("aggregator_threads");
@@ -65,12 +79,8 @@ TEST_CASE("fio, 8 jobs at iodepth 32 over 4 loops on a checksummed stripe: verif
   CHECK(report.read.io_kib == 8 * 2 * 1024);
 
   // Every fio connection has said goodbye once the volume has no client left.
-  std::string json;
-  for (int i = 0; i < 100; ++i) {
-    json = StatusJson(v);
-    if (JsonNumber(json, "clients") == 0) break;
-    std::this_thread::sleep_for(100ms);
-  }
+  const std::string json =
+      AwaitStatus(v, [](const std::string& j) { return JsonNumber(j, "clients") == 0; });
   INFO("status:\n" << json);
   CHECK(JsonNumber(json, "clients") == 0);
   // fio's nbd engine connects each job once to size the export, then once to work.
@@ -86,16 +96,11 @@ TEST_CASE("fio, 8 jobs at iodepth 32 over 4 loops on a checksummed stripe: verif
   v.Stop();
 }
 
-// `status --json` once its loop_clients are `want` (polled, 10 s at most): a client's arrival
-// and departure reach the home loop a moment after the client sees them.
+// Checks that `status --json` comes to count `want` clients on the loops ("[2, 2, 2, 2]").
 std::string AwaitLoopClients(const AggregatorServer& a, const std::string& want) {
   const std::string needle = "\"loop_clients\": " + want + ",";
-  std::string json;
-  for (int i = 0; i < 100; ++i) {
-    json = StatusJson(a);
-    if (Contains(json, needle)) break;
-    std::this_thread::sleep_for(100ms);
-  }
+  const std::string json =
+      AwaitStatus(a, [&needle](const std::string& j) { return Contains(j, needle); });
   INFO("status --json:\n" << json);
   CHECK(Contains(json, needle));
   return json;

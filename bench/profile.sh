@@ -5,8 +5,9 @@
 # counts without slowing the process down). See docs/benchmarks.md, "The
 # fast path".
 #
-#   bench/profile.sh [--build-dir DIR] [--ios N] [--out DIR] callgrind|syscalls|allocs WORKLOAD
+#   bench/profile.sh [--build-dir DIR] [--ios N] [--threads N] [--out DIR] callgrind|syscalls|allocs WORKLOAD
 #
+# --threads N is the aggregator's event loops (default: its own, one per core).
 # WORKLOAD: randread-4k-qd32, randwrite-4k-qd32, randread-4k-qd1,
 # randwrite-4k-qd1, seqread-1m-qd8, seqwrite-1m-qd8. It starts nbdkit with
 # the dst plugin on a 256 MiB tmpfs file and `dst-aggregator serve --raw`
@@ -27,15 +28,17 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$repo/build-prof"
 ios=""
 out=""
+threads=()
 while [[ $# -gt 2 ]]; do
   case $1 in
     --build-dir) build=$2; shift 2 ;;
     --ios) ios=$2; shift 2 ;;
+    --threads) threads=(--threads "$2"); shift 2 ;;
     --out) out=$2; shift 2 ;;
     *) echo "bench/profile.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
-[[ $# -eq 2 ]] || { sed -n '2,21p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,22p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 tool=$1
 workload=$2
 case $workload in
@@ -70,7 +73,8 @@ nbdkit --exit-with-parent -U "$tmp/m0.sock" "$build/nbdkit-plugin/nbdkit-dst-plu
 pids+=($!)
 member="nbd+unix:///m0?socket=$tmp/m0.sock"
 wait_for "$member"
-serve=("$build/aggregator/dst-aggregator" serve --raw --control none --unix "$tmp/agg.sock" --name vol0 "$member")
+serve=("$build/aggregator/dst-aggregator" serve --raw --control none --unix "$tmp/agg.sock" --name vol0
+  "${threads[@]}" "$member")
 fio=(fio --name=profile --ioengine=nbd --uri="nbd+unix:///vol0?socket=$tmp/agg.sock" --rw=$rw
   --bs=$bs --iodepth=$qd --norandommap --output-format=json)
 

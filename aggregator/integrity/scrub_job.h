@@ -17,6 +17,7 @@
 
 #include "aggregator/integrity/background_jobs.h"
 #include "aggregator/integrity/superblock.h"
+#include "common/callback.h"
 
 namespace dst::integrity {
 
@@ -45,14 +46,13 @@ class ScrubTarget {
   // `repair`, rewrites a bad copy from one that verifies; `done` once the repairs are done.
   virtual void ScrubBlocks(uint64_t first, uint64_t count, bool repair, BlocksDone done) = 0;
   // Blocks below `cursor` are scrubbed, and `errors` bad copies were found so far: durable.
-  virtual void ScrubCheckpoint(uint64_t cursor, uint64_t errors,
-                               std::function<void(int err)> done) = 0;
+  virtual void ScrubCheckpoint(uint64_t cursor, uint64_t errors, Callback<void(int err)> done) = 0;
   // The scrub went through the whole volume: its result is made durable.
-  virtual void ScrubCompleted(uint64_t errors, std::function<void(int err)> done) = 0;
+  virtual void ScrubCompleted(uint64_t errors, Callback<void(int err)> done) = 0;
   // The job is being destroyed (completed, stopped or failed).
   virtual void ScrubGone(const ScrubJob* job) = 0;
   // Calls `done(0)` from the event loop, later.
-  virtual void Later(std::function<void(int err)> done) = 0;
+  virtual void Later(Callback<void(int err)> done) = 0;
 };
 
 class ScrubJob final : public BackgroundJob {

@@ -16,6 +16,7 @@
 
 #include "aggregator/member/libnbd_error.h"
 #include "aggregator/member/read_coverage.h"
+#include "common/object_pool.h"
 
 namespace dst::member {
 namespace {
@@ -38,6 +39,10 @@ void PostDone(asio::io_context& io_context, std::shared_ptr<MemberIo> io,
 // exactly once, the free callback; that is where done is scheduled, so every
 // path (reply, dead connection, closed handle) ends in exactly one done.
 struct PendingIo {
+  // Taken from the object pool: one per member I/O.
+  static void* operator new(size_t bytes) { return pool::Allocate(bytes); }
+  static void operator delete(void* block, size_t bytes) { pool::Deallocate(block, bytes); }
+
   NbdConnection* connection;  // alive until libnbd frees the command
   std::shared_ptr<MemberIo> io;
   std::shared_ptr<size_t> in_flight;

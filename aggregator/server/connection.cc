@@ -10,6 +10,7 @@
 #include "common/log.h"
 #include "common/nbd_errors.h"
 #include "common/nbd_protocol.h"
+#include "common/object_pool.h"
 
 namespace dst::server {
 
@@ -236,7 +237,7 @@ asio::awaitable<Status> ClientConnection::Bounded(asio::awaitable<Status> read,
 }
 
 asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_header) {
-  auto request = std::make_shared<Request>();
+  auto request = MakePooled<Request>();
   request->header = RequestHeader::Decode(raw_header);
   request->received = std::chrono::steady_clock::now();
   const RequestHeader& h = request->header;
@@ -604,13 +605,11 @@ asio::awaitable<void> ClientConnection::WriteReplies() {
       writer_waiting_ = false;
       continue;
     }
-    // Everything queued goes out in one gathered write.
+    // Everything queued goes out in one gathered write. The two vectors trade places, so
+    // that neither allocates once they have grown to the connection's depth.
     batch.clear();
     buffers.clear();
-    while (!replies_.empty()) {
-      batch.push_back(std::move(replies_.front()));
-      replies_.pop_front();
-    }
+    std::swap(batch, replies_);
     for (const Reply& r : batch) {
       if (r.head_size > 0) buffers.push_back(asio::buffer(r.head.data(), r.head_size));
       if (!r.body.empty()) buffers.push_back(asio::buffer(r.body));

@@ -32,7 +32,6 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -210,7 +209,7 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   bool ending_ = false;          // EndService: no new request reaches the volume
   std::function<void()> ended_;  // EndService's, run on home once the connection is closed
   bool left_ = false;            // home loop: LeaveVolume ran
-  std::deque<Reply> replies_;
+  std::vector<Reply> replies_;   // queued for the writer, which swaps it with its batch
   asio::steady_timer writer_wakeup_;
   bool writer_waiting_ = false;  // on writer_wakeup_
   asio::steady_timer budget_wakeup_;

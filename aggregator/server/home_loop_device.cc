@@ -2,18 +2,39 @@
 
 #include <utility>
 
+#include "common/object_pool.h"
+
 namespace dst::server {
+
+namespace {
+
+asio::io_context::executor_type LoopOf(const asio::any_io_executor& executor) {
+  // Every event loop is an io_context (event_loops.h).
+  return static_cast<asio::io_context&>(asio::query(executor, asio::execution::context))
+      .get_executor();
+}
+
+template <typename Handler>
+void PostPooled(const asio::io_context::executor_type& loop, Handler handler) {
+  asio::post(loop, asio::bind_allocator(PoolAllocator<void>(), std::move(handler)));
+}
+
+}  // namespace
+
+HomeLoopDevice::HomeLoopDevice(const ExportView& view, const asio::any_io_executor& home,
+                               const asio::any_io_executor& loop)
+    : view_(view), home_(LoopOf(home)), loop_(LoopOf(loop)) {}
 
 template <typename DoneType, typename Call>
 void HomeLoopDevice::OnHome(DoneType done, Call call) {
   // The completion goes back to the connection's loop, with what it captured: the request, the
   // connection, and whatever the device handed it (holes, extents).
   DoneType back = [loop = loop_, done = std::move(done)](auto... results) mutable {
-    asio::post(loop, [done = std::move(done), ... results = std::move(results)]() mutable {
+    PostPooled(loop, [done = std::move(done), ... results = std::move(results)]() mutable {
       done(std::move(results)...);
     });
   };
-  asio::post(home_, [&device = view_.device(), call = std::move(call),
+  PostPooled(home_, [&device = view_.device(), call = std::move(call),
                      back = std::move(back)]() mutable { call(device, std::move(back)); });
 }
 

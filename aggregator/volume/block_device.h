@@ -19,6 +19,7 @@
 
 #include "aggregator/volume/device_state.h"
 #include "aggregator/volume/member_io.h"
+#include "common/callback.h"
 #include "common/status.h"
 
 namespace dst::volume {
@@ -47,11 +48,13 @@ struct ByteRange {
 
 class BlockDevice {
  public:
-  using Done = std::function<void(int err)>;
+  // Callbacks keep the captures of a request (its connection and its state) in place: no
+  // allocation of their own (common/callback.h).
+  using Done = Callback<void(int err)>;
   // `holes`: parts of the read, in ascending order, that the device knows to
   // be unwritten (they read as zeros); a server may send them as holes.
-  using ReadDone = std::function<void(int err, std::vector<ByteRange> holes)>;
-  using ExtentsDone = std::function<void(int err, std::vector<AllocationExtent> extents)>;
+  using ReadDone = Callback<void(int err, std::vector<ByteRange> holes)>;
+  using ExtentsDone = Callback<void(int err, std::vector<AllocationExtent> extents)>;
 
   virtual ~BlockDevice() = default;
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "common/object_pool.h"
 
 namespace dst::volume {
 
@@ -102,7 +103,7 @@ struct Volume::Fanout::Part : MemberIo {
 void Volume::Fanout::Submit(const MemberExtent& piece, const Segment& segment) {
   MemberTarget* member = volume_.members_[piece.member];
   const MemberCapabilities& mc = member->capabilities();
-  auto io = std::make_shared<Part>();
+  auto io = MakePooled<Part>();
   io->op = segment.op;
   io->offset = piece.member_offset;
   io->length = piece.length;
@@ -132,7 +133,7 @@ void Volume::Fanout::Submit(const MemberExtent& piece, const Segment& segment) {
 }
 
 void Volume::Fanout::FlushAfter(uint32_t member) {
-  auto flush = std::make_shared<MemberIo>();
+  auto flush = MakePooled<MemberIo>();
   flush->op = MemberOp::kFlush;
   MemberIo* part = flush.get();
   flush->done = [self = shared_from_this(), part, member](int err) {

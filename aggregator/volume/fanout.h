@@ -13,6 +13,7 @@
 
 #include "aggregator/volume/volume.h"
 #include "common/join.h"
+#include "common/object_pool.h"
 
 namespace dst::volume {
 
@@ -124,7 +125,7 @@ class Volume::FanoutTo final : public Fanout {
 template <typename F>
 std::shared_ptr<Volume::Fanout> Volume::MakeFanout(F done, MemberOp op, uint64_t offset,
                                                    uint64_t length) {
-  return std::make_shared<FanoutTo<F>>(std::move(done), *this, op, offset, length);
+  return MakePooled<FanoutTo<F>>(std::move(done), *this, op, offset, length);
 }
 
 // BLOCK_STATUS: one member I/O per member run; the answers are laid out again

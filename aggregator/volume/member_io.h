@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/object_pool.h"
+
 namespace dst::volume {
 
 enum class MemberOp : uint8_t { kRead, kWrite, kFlush, kTrim, kZero, kCache, kBlockStatus };
@@ -72,7 +74,7 @@ struct MemberIo {
 // or completion: for one send of it (a resend, a copy of a set).
 template <typename T = MemberIo>
 std::shared_ptr<T> CopyRequest(const MemberIo& io) {
-  auto copy = std::make_shared<T>();
+  auto copy = MakePooled<T>();
   copy->op = io.op;
   copy->offset = io.offset;
   copy->length = io.length;

@@ -182,7 +182,7 @@ void Volume::Cache(uint64_t offset, uint64_t length, Done done) {
 void Volume::BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) {
   // Asked of whole blocks; at most kMaxNoPayloadPiece bytes, so one member
   // I/O per member, and kMaxStatusExtents chunks, so a bounded reply.
-  auto fanout = std::make_shared<StatusFanout>(*this, offset, length, std::move(done));
+  auto fanout = MakePooled<StatusFanout>(*this, offset, length, std::move(done));
   fanout->start = AlignDown(offset);
   const uint64_t end = std::min(AlignDown(offset + length + caps_.min_block - 1), size());
   const uint64_t mapped =

@@ -17,9 +17,11 @@
 #pragma once
 
 #include <cstddef>
-#include <functional>
 #include <memory>
 #include <utility>
+
+#include "common/callback.h"
+#include "common/object_pool.h"
 
 namespace dst {
 
@@ -44,14 +46,16 @@ class BasicJoin {
   Done done_;
 };
 
-using Join = BasicJoin<std::function<void(int)>>;
+// From the object pool, with callbacks in place (common/callback.h): a join and its parts
+// allocate nothing at a steady load.
+using Join = BasicJoin<Callback<void(int)>>;
 
-inline std::shared_ptr<Join> MakeJoin(std::function<void(int)> done) {
-  return std::make_shared<Join>(std::move(done));
+inline std::shared_ptr<Join> MakeJoin(Callback<void(int)> done) {
+  return MakePooled<Join>(std::move(done));
 }
 
 // A callback for one more part; it holds the join alive until it runs.
-inline std::function<void(int)> Part(const std::shared_ptr<Join>& join) {
+inline Callback<void(int)> Part(const std::shared_ptr<Join>& join) {
   join->Add();
   return [join](int err) { join->Arrive(err); };
 }

@@ -198,7 +198,7 @@ void ChecksummedVolume::LeaveInternal() {
 }
 
 void ChecksummedVolume::Begin(const std::shared_ptr<Op>& op, bool exclusive,
-                              std::function<void(int)> next) {
+                              Callback<void(int)> next) {
   op->exclusive = exclusive;
   op->refs = MapBlocks(op->first, op->count);
   op->pages = PagesOf(op->refs);
@@ -234,7 +234,7 @@ void ChecksummedVolume::End(const std::shared_ptr<Op>& op) {
 
 void ChecksummedVolume::Read(uint64_t offset, uint64_t length, uint8_t* buf, ReadDone done) {
   if (!Admit([&done](int err) { done(err, {}); }, Access::kRead)) return;
-  auto op = std::make_shared<ReadOp>();
+  auto op = MakePooled<ReadOp>();
   op->offset = offset;
   op->length = length;
   op->buf = buf;
@@ -399,7 +399,7 @@ void ChecksummedVolume::DeliverRead(const std::shared_ptr<ReadOp>& op, int err) 
 void ChecksummedVolume::Write(uint64_t offset, uint64_t length, const uint8_t* buf, bool fua,
                               Done done) {
   if (!Admit(done, Access::kChange)) return;
-  auto op = std::make_shared<WriteOp>();
+  auto op = MakePooled<WriteOp>();
   op->offset = offset;
   op->length = length;
   op->buf = buf;

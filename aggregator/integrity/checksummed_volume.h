@@ -573,7 +573,7 @@ class ChecksummedVolume final : public volume::BlockDevice,
   // holds Close() like a request, but is no client request for the throttle.
   void LeaveInternal();
   // Common steps of every request: lock, pin, (for changes) mark regions.
-  void Begin(const std::shared_ptr<Op>& op, bool exclusive, std::function<void(int)> next);
+  void Begin(const std::shared_ptr<Op>& op, bool exclusive, Callback<void(int)> next);
   void End(const std::shared_ptr<Op>& op);
 
   void ReadData(const std::shared_ptr<ReadOp>& op);

@@ -19,12 +19,14 @@
 #include <functional>
 #include <list>
 
+#include "common/callback.h"
+
 namespace dst::volume {
 
 class RangeLock {
  public:
   using Id = uint64_t;
-  using Granted = std::function<void(Id id)>;
+  using Granted = Callback<void(Id id)>;
 
   // Blocks [first, first + count); count > 0.
   void Acquire(uint64_t first, uint64_t count, bool exclusive, Granted granted);

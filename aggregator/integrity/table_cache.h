@@ -51,6 +51,7 @@
 #include "aggregator/integrity/table_anchor.h"
 #include "aggregator/integrity/table_tags.h"
 #include "aggregator/volume/member_io.h"
+#include "common/callback.h"
 #include "common/lifetime.h"
 
 namespace dst::integrity {
@@ -77,7 +78,7 @@ struct TableCacheCounters {
 
 class TableCache {
  public:
-  using Done = std::function<void(int err)>;
+  using Done = Callback<void(int err)>;
 
   // `members` and `geometries` are in member-index order and outlive the cache.
   TableCache(std::vector<volume::MemberTarget*> members, std::vector<MemberGeometry> geometries,

@@ -34,7 +34,7 @@ void RangeLock::Release(Id id) {
   // Grant, in order, every waiter that conflicts neither with what is held
   // nor with an earlier waiter. Grants are collected first: a callback may
   // acquire or release again.
-  std::list<Range> grants;
+  Ranges grants;
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     bool blocked = ConflictsWithHeld(*it);
     for (auto earlier = waiting_.begin(); !blocked && earlier != it; ++earlier)

@@ -20,6 +20,7 @@
 #include <list>
 
 #include "common/callback.h"
+#include "common/object_pool.h"
 
 namespace dst::volume {
 
@@ -47,10 +48,13 @@ class RangeLock {
       return first < other.end && other.first < end && (exclusive || other.exclusive);
     }
   };
+  // Nodes from the object pool: a request's range allocates nothing at a steady load.
+  using Ranges = std::list<Range, PoolAllocator<Range>>;
+
   bool ConflictsWithHeld(const Range& range) const;
 
-  std::list<Range> held_;
-  std::list<Range> waiting_;
+  Ranges held_;
+  Ranges waiting_;
   Id next_id_ = 1;
 };
 

@@ -28,7 +28,6 @@ TEST_CASE("a freed block is the next one taken of its size class") {
 }
 
 TEST_CASE("blocks of a class are large enough for any size in it") {
-  std::vector<void*> blocks;
   for (size_t bytes : {1u, 32u, 33u, 1000u, 1024u}) {
     void* block = pool::Allocate(bytes);
     std::memset(block, 0xab, bytes);  // the sanitized build checks the bounds

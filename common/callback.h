@@ -44,13 +44,7 @@ class Callback<R(Args...)> {
       ::new (static_cast<void*>(storage_)) Decayed(std::forward<F>(f));
       ops_ = &kInPlaceOps<Decayed>;
     } else {
-      void* block = pool::Allocate(sizeof(Decayed));
-      try {
-        Held<Decayed>() = ::new (block) Decayed(std::forward<F>(f));
-      } catch (...) {
-        pool::Deallocate(block, sizeof(Decayed));
-        throw;
-      }
+      *reinterpret_cast<Decayed**>(storage_) = NewPooled<Decayed>(std::forward<F>(f));
       ops_ = &kPooledOps<Decayed>;
     }
   }
@@ -96,6 +90,18 @@ class Callback<R(Args...)> {
   template <typename S>
   struct IsStdFunction<std::function<S>> : std::true_type {};
 
+  // A callable too large to keep in place, built in a pooled block.
+  template <typename F, typename... From>
+  static F* NewPooled(From&&... from) {
+    void* block = pool::Allocate(sizeof(F));
+    try {
+      return ::new (block) F(std::forward<From>(from)...);
+    } catch (...) {
+      pool::Deallocate(block, sizeof(F));
+      throw;
+    }
+  }
+
   struct Ops {
     R (*invoke)(void* storage, Args&&... args);
     void (*copy)(const void* from, void* to);
@@ -127,13 +133,7 @@ class Callback<R(Args...)> {
         return std::invoke(**static_cast<F**>(s), std::forward<Args>(args)...);
       },
       [](const void* from, void* to) {
-        void* block = pool::Allocate(sizeof(F));
-        try {
-          *static_cast<F**>(to) = ::new (block) F(**static_cast<F* const*>(from));
-        } catch (...) {
-          pool::Deallocate(block, sizeof(F));
-          throw;
-        }
+        *static_cast<F**>(to) = NewPooled<F>(**static_cast<F* const*>(from));
       },
       [](void* from, void* to) noexcept { *static_cast<F**>(to) = *static_cast<F**>(from); },
       [](void* s) noexcept {
@@ -142,11 +142,6 @@ class Callback<R(Args...)> {
         pool::Deallocate(f, sizeof(F));
       },
   };
-
-  template <typename F>
-  F*& Held() {
-    return *reinterpret_cast<F**>(storage_);
-  }
 
   void Reset() noexcept {
     if (ops_) std::exchange(ops_, nullptr)->destroy(storage_);

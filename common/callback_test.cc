@@ -4,6 +4,7 @@
 
 #include <array>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "common/object_pool.h"
@@ -66,6 +67,32 @@ TEST_CASE("a large callable lives in a pooled block, which goes back to the pool
   }
   CHECK(owner.use_count() == 1);
   CHECK(pool::IdleBytes() >= idle_before + sizeof(big));  // kept for the next one
+}
+
+// Copies throw once `copies_left` reaches zero.
+struct CopyMayThrow {
+  std::shared_ptr<int> owner;
+  int* copies_left;
+  CopyMayThrow(std::shared_ptr<int> o, int* left) : owner(std::move(o)), copies_left(left) {}
+  CopyMayThrow(const CopyMayThrow& other) : owner(other.owner), copies_left(other.copies_left) {
+    if (*copies_left == 0) throw std::runtime_error("copy");
+    --*copies_left;
+  }
+  CopyMayThrow(CopyMayThrow&&) noexcept = default;
+  void operator()() const {}
+};
+
+TEST_CASE("a copy that throws leaves the original whole and nothing half made") {
+  auto owner = std::make_shared<int>(0);
+  int copies_left = 0;
+  Callback<void()> original = CopyMayThrow(owner, &copies_left);
+  CHECK_THROWS_AS(Callback<void()>{original}, std::runtime_error);
+  CHECK(owner.use_count() == 2);  // the original's, and nothing else
+  original();
+  Callback<void()> target = [] {};
+  CHECK_THROWS_AS(target = original, std::runtime_error);
+  CHECK(target != nullptr);  // kept what it had
+  CHECK(owner.use_count() == 2);
 }
 
 TEST_CASE("mutable state of the callable persists between calls") {

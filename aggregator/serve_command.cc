@@ -11,6 +11,7 @@
 #include "aggregator/control/runtime.h"
 #include "aggregator/integrity/checksummed_volume.h"
 #include "aggregator/key_add.h"
+#include "aggregator/loop_volumes.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/member_add.h"
 #include "aggregator/member_return.h"
@@ -68,7 +69,8 @@ Status ConnectMembers(const ServeConfig& config, const std::vector<AssemblyPlan>
       const member::TransactionOptions options = MemberOptions(config, plan, slot);
       server.members.push_back(std::make_unique<member::NbdMember>(
           server.io, *uri, config.connections_per_member, options, config.member_tls));
-      server.member_refs.push_back({name, i, targets->back().size(), server.members.back().get()});
+      server.member_refs.push_back(
+          {name, i, targets->back().size(), server.members.back().get(), {}});
       targets->back().push_back(server.members.back().get());
     }
   }
@@ -186,9 +188,11 @@ uint64_t ReservedFiles(const ServeConfig& config) {
   uint64_t members = 0;
   for (const VolumeConfig& v : config.volumes)
     members += v.members.size();
+  // Each loop but home has its own connections to the members of raw volumes (loop_volumes.h).
+  const uint64_t loops = std::max<uint64_t>(config.threads, 1);
   return 8 + config.listen.size() + config.unix_sockets.size() +
          2 * (server::OneShotServer::kMaxConnections + 1) +
-         2 * members * config.connections_per_member;
+         2 * members * config.connections_per_member * loops;
 }
 
 // TLS credentials are loaded before any member is contacted, so that a bad
@@ -220,12 +224,24 @@ class StopLoopsOnReturn {
   Server& server_;
 };
 
-// Client connections spread over `threads` loops; the volumes stay on the home loop.
+// Client connections spread over `threads` loops; the volumes stay on the home loop, and each
+// other loop gets its own copy of the raw volumes that allow it (loop_volumes.h).
 void StartEventLoops(const ServeConfig& config, Server& server) {
   server.event_loops = static_cast<unsigned>(config.threads);
   if (config.threads <= 1) return;
   server.loops = std::make_unique<server::EventLoops>(server.io, config.threads - 1);
   server.policy.home = server.io.get_executor();
+  server.loop_volumes = std::make_unique<LoopVolumes>(
+      server, LoopVolumes::Settings{.connections = config.connections_per_member,
+                                    .transactions = config.transactions,
+                                    .tls = config.member_tls});
+  for (const VolumeConfig& v : config.volumes) {
+    if (!v.IsRaw(config.raw) || !v.log_path.empty()) continue;
+    for (const auto& served : server.volumes)
+      if (const auto* raw = dynamic_cast<const volume::Volume*>(served.get());
+          raw && raw->name() == v.name)
+        server.loop_volumes->Replicate(*raw, v);
+  }
 }
 
 }  // namespace

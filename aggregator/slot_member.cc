@@ -37,7 +37,7 @@ void InstallSlotMember(control::Server& server, const std::string& volume, size_
   auto at = std::find_if(refs.begin(), refs.end(), [&](const control::MemberRef& r) {
     return r.volume_index > volume_index || (r.volume_index == volume_index && r.index > slot);
   });
-  refs.insert(at, {volume, volume_index, slot, fresh});
+  refs.insert(at, {volume, volume_index, slot, fresh, {}});
 }
 
 control::MemberRef* SlotMemberRef(control::Server& server, size_t volume_index, uint32_t slot) {

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <utility>
 
+#include "aggregator/loop_volumes.h"
 #include "aggregator/member/nbd_member.h"
 #include "aggregator/member_return.h"
 #include "aggregator/serve_options.h"
@@ -246,9 +247,10 @@ void VolumeAdder::Install(uint64_t id, std::unique_ptr<volume::BlockDevice> raw)
           "volume %s: member %zu %s cannot fence (not a dst export node): a resent write is not "
           "protected against a stale first copy landing later",
           name.c_str(), member_index, member->name().c_str());
-    server_.member_refs.push_back({name, index, member_index, member.get()});
+    server_.member_refs.push_back({name, index, member_index, member.get(), {}});
     server_.members.push_back(std::move(member));
   }
+  const auto* copyable = dynamic_cast<const volume::Volume*>(raw.get());
   if (raw)
     server_.volumes.push_back(std::move(raw));
   else
@@ -256,6 +258,7 @@ void VolumeAdder::Install(uint64_t id, std::unique_ptr<volume::BlockDevice> raw)
                              server_);
   volume::BlockDevice& volume = *server_.volumes.back();
   server_.registry.Add(&volume);
+  if (copyable && server_.loop_volumes) server_.loop_volumes->Replicate(*copyable, job.v);
   LOG_INFO("volume %s: added (%s)", name.c_str(), Summary(volume).c_str());
   job.done(Status::Ok(), Summary(volume));
 }

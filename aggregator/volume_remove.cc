@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 
+#include "aggregator/loop_volumes.h"
 #include "aggregator/member_add.h"
 #include "aggregator/member_return.h"
 #include "aggregator/stagelog/staged_device.h"
@@ -67,6 +68,7 @@ void Forget(Server& server, volume::BlockDevice* volume, int err,
   const size_t index = IndexOf(server, volume);
   if (index == server.volumes.size()) return done(Status::Ok());  // already forgotten
   ReleaseMembers(server, index, name);
+  if (server.loop_volumes) server.loop_volumes->Forget(volume);
   std::erase(server.checksummed, volume);
   server.registry.Remove(volume);
   if (server.returns) server.returns->VolumeRemoved(index);

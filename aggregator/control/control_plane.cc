@@ -28,18 +28,41 @@ std::string HttpResponse(const std::string& status, const std::string& type,
          body;
 }
 
+// The worse of two member states, for a member reached from several loops: failed, then
+// reconnecting, then connecting, then ready.
+member::NbdMember::State Worse(member::NbdMember::State a, member::NbdMember::State b) {
+  using State = member::NbdMember::State;
+  auto rank = [](State s) {
+    return s == State::kFailed         ? 3
+           : s == State::kReconnecting ? 2
+           : s == State::kConnecting   ? 1
+                                       : 0;
+  };
+  return rank(a) >= rank(b) ? a : b;
+}
+
 MemberStatus MemberStatusOf(const MemberRef& ref, const std::vector<VolumeStatus>& volumes) {
   const member::NbdMember& m = *ref.member;
+  member::NbdMember::State state = m.state();
+  size_t connections = m.connection_count();
+  size_t in_flight = m.in_flight();
+  member::MemberCounters counters = m.counters();
+  for (const member::NbdMember* copy : ref.loop_copies) {
+    state = Worse(state, copy->state());
+    connections += copy->connection_count();
+    in_flight += copy->in_flight();
+    counters += copy->counters();
+  }
   MemberStatus status{ref.volume,
                       ref.index,
                       m.name(),
-                      std::string(member::MemberStateName(m.state())),
+                      std::string(member::MemberStateName(state)),
                       m.fenced(),
                       m.epoch(),
-                      m.connection_count(),
-                      m.in_flight(),
+                      connections,
+                      in_flight,
                       m.waiting(),
-                      m.counters(),
+                      counters,
                       0};
   const auto& integrity = volumes.at(ref.volume_index).integrity;
   if (integrity && ref.index < integrity->member_checksum_errors.size())

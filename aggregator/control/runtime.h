@@ -41,6 +41,7 @@ class ReturnWatcher;
 class MemberAdder;
 class VolumeAdder;
 class KeyAdder;
+class LoopVolumes;
 }  // namespace dst::aggregator
 
 namespace dst::control {
@@ -50,6 +51,10 @@ struct MemberRef {
   size_t volume_index;  // its place in Server::volumes
   size_t index;         // the member's index in the volume
   const member::NbdMember* member;
+  // The same member as each event loop's copy of a raw volume reaches it, with connections of
+  // its own (aggregator/loop_volumes.h): status sums them in. Read on the home loop; each is
+  // written on its own loop (member_stats.h).
+  std::vector<const member::NbdMember*> loop_copies;
 };
 
 // Destroyed in reverse order.
@@ -63,6 +68,10 @@ struct Server {
   // one loop. Stopped (its threads joined) before a Server is destroyed; destroyed after io,
   // since io's queue may hold coroutines of connections whose sockets belong to these loops.
   std::unique_ptr<server::EventLoops> loops;
+  // Each loop's own copy of the raw volumes (aggregator/loop_volumes.h); nullptr with one loop.
+  // Destroyed after io, before loops, once they are stopped. Whoever destroys a Server includes
+  // loop_volumes.h.
+  std::unique_ptr<aggregator::LoopVolumes> loop_volumes;
   asio::io_context io{1};
   // Checksums and ciphers of large requests (common/worker_pool.h); nullptr with --workers 0.
   // After io, before the volumes: joined once the volumes are gone, before io is, since its

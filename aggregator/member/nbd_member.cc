@@ -520,6 +520,7 @@ void NbdMember::CloseForGood() {
   for (auto& connection : connections_)
     connection->Close();
   connections_.clear();
+  CountConnections();
   extras_.clear();
   state_ = State::kFailed;
 }

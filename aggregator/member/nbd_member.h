@@ -64,6 +64,7 @@
 // run on one thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -111,6 +112,8 @@ class NbdMember : public volume::MemberTarget {
   void Submit(std::shared_ptr<volume::MemberIo> io) override;
   void Abandon(const std::string& why) override;
 
+  // The state, the counts below and the counters may be read from another thread (status on the
+  // home loop reads the members each event loop has of its own); the rest only on the member's.
   State state() const { return state_; }
   bool abandoned() const { return abandoned_; }
   // The server confirmed fencing (the dst plugin); valid once connected.
@@ -124,7 +127,7 @@ class NbdMember : public volume::MemberTarget {
   void OnSuperseded(std::function<void()> callback) { on_superseded_ = std::move(callback); }
   const MemberCounters& counters() const { return counters_; }
   // Connections in use, and member I/Os sent and not yet answered.
-  size_t connection_count() const { return connections_.size(); }
+  size_t connection_count() const { return connections_in_use_; }
   size_t in_flight() const { return in_flight_; }
   // Member I/Os waiting to be sent: for a connection, for room under the
   // in-flight bound, or for a resend delay.
@@ -170,6 +173,8 @@ class NbdMember : public volume::MemberTarget {
   void AddExtraConnections(std::function<void()> all_done);
   void AdoptExtraConnection(MemberConnection* connection, const Status& status);
   void SetState(State state, const std::string& why);
+  // After every change of connections_.
+  void CountConnections() { connections_in_use_ = connections_.size(); }
 
   // Transactions.
   // `now`: the caller's clock reading, one per I/O on the hot path.
@@ -239,7 +244,7 @@ class NbdMember : public volume::MemberTarget {
   const std::string session_;
   volume::MemberCapabilities capabilities_;
   bool fenced_ = false;
-  State state_ = State::kConnecting;
+  std::atomic<State> state_ = State::kConnecting;
   bool abandoned_ = false;   // Abandon() was called: failed for good
   bool superseded_ = false;  // a newer owner fenced it: no more writes
   std::function<void()> on_superseded_;
@@ -252,8 +257,9 @@ class NbdMember : public volume::MemberTarget {
   // connections recognise themselves and do nothing.
   uint64_t generation_ = 0;
   std::vector<std::unique_ptr<MemberConnection>> connections_;  // in use
-  std::vector<std::unique_ptr<MemberConnection>> extras_;       // still connecting
-  std::unique_ptr<MemberConnection> reconnecting_;              // the attempt in progress
+  Counter connections_in_use_;  // connections_.size(), for readers on other threads
+  std::vector<std::unique_ptr<MemberConnection>> extras_;  // still connecting
+  std::unique_ptr<MemberConnection> reconnecting_;         // the attempt in progress
   unsigned connect_failures_in_row_ = 0;
   Clock::time_point unreachable_since_;
   std::string last_error_;
@@ -266,7 +272,7 @@ class NbdMember : public volume::MemberTarget {
   std::deque<uint64_t> waiting_;
   std::vector<uint64_t> delayed_;   // ids waiting for their resend delay
   std::deque<Deadline> deadlines_;  // in send order, hence in deadline order
-  size_t in_flight_ = 0;
+  Counter in_flight_;
   Clock::time_point last_activity_;
   MemberCounters counters_;
 

@@ -50,6 +50,7 @@ void NbdMember::AsyncConnect(std::function<void(Status)> done) {
   const auto fencing = options_.fencing == FencingMode::kOff ? ConnectPlan::Fencing::kNone
                                                              : ConnectPlan::Fencing::kProbe;
   connections_.push_back(NewConnection(fencing));
+  CountConnections();
   // A connection drops its callback when destroyed, and connections never
   // outlive the member: capturing `this` is safe.
   connections_.front()->AsyncConnect([this, done = std::move(done)](Status status) mutable {
@@ -146,6 +147,7 @@ void NbdMember::AdoptExtraConnection(MemberConnection* connection, const Status&
   extras_.erase(it);
   if (status.ok() && CheckIdentity(*extra).ok()) {
     connections_.push_back(std::move(extra));
+    CountConnections();
     DispatchWaiting();
   }
 }
@@ -202,6 +204,7 @@ void NbdMember::DropConnections(const std::string& cause) {
   for (auto& connection : connections_)
     connection->Close();
   connections_.clear();
+  CountConnections();
   extras_.clear();
 }
 
@@ -241,6 +244,7 @@ void NbdMember::OnReconnectResult(uint64_t generation, Status status) {
     return;
   }
   connections_.push_back(std::move(connection));
+  CountConnections();
   ++counters_.reconnects;
   connect_failures_in_row_ = 0;
   last_activity_ = env_.Now();

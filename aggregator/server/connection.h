@@ -23,8 +23,11 @@
 // Threading: the connection runs on one event loop, the one its socket was
 // accepted onto (event_loops.h). The registry and the volume live on the home
 // loop: when that is another, the handshake looks there (RunOn), the volume
-// is reached through a HomeLoopDevice, and the connection's arrival and
-// departure in the volume's traffic are made there, as is EndService.
+// is reached through a HomeLoopDevice (or, for a raw volume whose copy this
+// loop has, the copy over the loop's own member connections, so that a
+// request crosses no thread: aggregator/loop_volumes.h), and the connection's
+// arrival and departure in the volume's traffic are made there, as is
+// EndService.
 #pragma once
 
 #include <algorithm>
@@ -43,6 +46,7 @@
 #include "aggregator/server/export_registry.h"
 #include "aggregator/server/handshake.h"
 #include "aggregator/server/io_buffer.h"
+#include "aggregator/server/loop_copy_device.h"
 #include "aggregator/server/socket.h"
 
 namespace dst::server {
@@ -176,7 +180,9 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   // `ended` there.
   void LeaveVolume();
   // What requests go to: the device itself on its own loop, the bridge to it from another.
-  volume::BlockDevice& device() const { return bridge_ ? *bridge_ : negotiated_.exported.device(); }
+  volume::BlockDevice& device() const {
+    return on_loop_ ? *on_loop_ : bridge_ ? *bridge_ : negotiated_.exported.device();
+  }
   void Complete(const Request& request, int err, IoBuffer data = {});
   // A read reply; with structured replies, known holes go out as hole chunks.
   void CompleteRead(const Request& request, int err, IoBuffer data,
@@ -203,6 +209,7 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   size_t loop_;
   Negotiated negotiated_;
   std::unique_ptr<volume::BlockDevice> bridge_;   // HomeLoopDevice, off the home loop
+  std::unique_ptr<LoopCopyDevice> on_loop_;       // the loop's own copy, where it has one
   VolumeTraffic* traffic_ = nullptr;              // the negotiated volume's
   std::list<VolumeClient*>::iterator connected_;  // in traffic_->connected (home loop)
   size_t volume_in_flight_ = 0;  // requests started on the volume and not completed

@@ -7,7 +7,8 @@
 // there, from handshake to close (round robin, so the kernel client's `-C N` connections and
 // fio's jobs spread over every loop). A connection on another loop than home reaches its volume
 // through a HomeLoopDevice (home_loop_device.h): each request is posted to the home loop and its
-// completion posted back.
+// completion posted back; or, for a raw volume, through the loop's own copy of it, over its own
+// member connections (aggregator/loop_volumes.h), with no hand-over at all.
 //
 // Threading contract:
 //   - Construction, Next() and Stop() on the home loop's thread.
@@ -40,6 +41,8 @@ class EventLoops {
   // The loop for the next connection, in turn from loop 1, home last; its number (0: home) in
   // *index.
   asio::any_io_executor Next(size_t* index);
+  // Loop `index` (0: home), for what lives on one loop (aggregator/loop_volumes.h).
+  asio::io_context& Context(size_t index) { return index == 0 ? home_ : loops_.at(index - 1)->io; }
   // Stops the loops other than home and joins their threads. Idempotent.
   void Stop();
 

@@ -11,6 +11,11 @@
 // which on no new client finds it (the error of an unknown export) while the
 // connected ones end; then Remove(). Its traffic counters stay alive until the
 // registry is destroyed, for connections still winding down.
+//
+// A raw volume may also have a copy on each event loop but home, over that loop's own member
+// connections (aggregator/loop_volumes.h): the registry tells a connection placed on a loop which
+// device it uses there (OnLoop). A copy is set once it is connected and forgotten with its
+// volume; it lives on its loop, and only its address is kept here.
 #pragma once
 
 #include <algorithm>
@@ -53,6 +58,7 @@ class ExportRegistry {
   void Add(volume::BlockDevice* volume) {
     volumes_.push_back(volume);
     traffic_.push_back(std::make_unique<VolumeTraffic>());
+    on_loop_.emplace_back();
   }
   void SetDefault(std::string name) { default_name_ = std::move(name); }
 
@@ -95,8 +101,23 @@ class ExportRegistry {
     const size_t i = static_cast<size_t>(at - volumes_.begin());
     retired_traffic_.push_back(std::move(traffic_[i]));
     traffic_.erase(traffic_.begin() + static_cast<std::ptrdiff_t>(i));
+    on_loop_.erase(on_loop_.begin() + static_cast<std::ptrdiff_t>(i));
     volumes_.erase(at);
     std::erase(withdrawn_, volume);
+  }
+  // `copy` serves `volume` to the connections of event loop `loop` (not home). Ignored for a
+  // volume no longer here.
+  void SetOnLoop(const volume::BlockDevice* volume, size_t loop, volume::BlockDevice* copy) {
+    const size_t i = IndexOf(volume);
+    if (i == volumes_.size()) return;
+    if (on_loop_[i].size() <= loop) on_loop_[i].resize(loop + 1, nullptr);
+    on_loop_[i][loop] = copy;
+  }
+  // The copy of `volume` that loop `loop` has of its own, or nullptr (the loop reaches `volume`
+  // on the home loop).
+  volume::BlockDevice* OnLoop(const volume::BlockDevice* volume, size_t loop) const {
+    const size_t i = IndexOf(volume);
+    return i < volumes_.size() && loop < on_loop_[i].size() ? on_loop_[i][loop] : nullptr;
   }
   // The traffic counters of a volume of this registry.
   VolumeTraffic& TrafficOf(const volume::BlockDevice* volume) const {
@@ -106,8 +127,14 @@ class ExportRegistry {
   }
 
  private:
+  size_t IndexOf(const volume::BlockDevice* volume) const {
+    return static_cast<size_t>(std::find(volumes_.begin(), volumes_.end(), volume) -
+                               volumes_.begin());
+  }
+
   std::vector<volume::BlockDevice*> volumes_;
-  std::vector<std::unique_ptr<VolumeTraffic>> traffic_;  // parallel to volumes_
+  std::vector<std::unique_ptr<VolumeTraffic>> traffic_;     // parallel to volumes_
+  std::vector<std::vector<volume::BlockDevice*>> on_loop_;  // parallel: each loop's copy
   std::vector<const volume::BlockDevice*> withdrawn_;
   std::vector<std::unique_ptr<VolumeTraffic>> retired_traffic_;  // of removed volumes
   std::string default_name_;

@@ -830,9 +830,10 @@ TEST_SUITE_END();
 class QemuNbd {
  public:
   explicit QemuNbd(const std::string& file)
-      // --shared: the aggregator may open several connections per member.
-      : process_({kQemuNbd, "-f", "raw", "-k", dir_.File("qemu.sock"), "--persistent", "--shared=4",
-                  file}) {
+      // --shared: the aggregator may open several connections per member, on each of its event
+      // loops (DST_TEST_THREADS), and a case may connect to the member itself besides.
+      : process_({kQemuNbd, "-f", "raw", "-k", dir_.File("qemu.sock"), "--persistent",
+                  "--shared=16", file}) {
     if (!WaitForUnixSocket(dir_.File("qemu.sock"), 10s, &process_))
       throw std::runtime_error("qemu-nbd did not start:\n" + process_.stderr_text());
   }

@@ -3,7 +3,8 @@
 // jobs verifies every byte it wrote, the volume's counters in `status --json` equal fio's own
 // totals (no count lost or torn between loops), the log names the loop of each client, status
 // counts the clients on each loop, one loop serves as before, and a count of loops the server
-// cannot run is refused.
+// cannot run is refused. A raw volume has a copy on each loop with the loop's own member
+// connections, counted in the members' status, unless a member does not allow it.
 #include <functional>
 #include <set>
 #include <string>
@@ -141,6 +142,130 @@ TEST_CASE("one loop: every client is served on the home loop, as before") {
   for (NbdClient& c : clients)
     REQUIRE_NBD_OK(c.Shutdown());
   CHECK(LoopsInLog(v.stderr_text()) == std::set<int>{0});
+  v.Stop();
+}
+
+// The member `index` of `volume` in `status --json`, from its opening brace on.
+std::string MemberJson(const std::string& json, const std::string& volume, int index) {
+  const std::string key =
+      "{\"volume\": \"" + volume + "\", \"index\": " + std::to_string(index) + ",";
+  const size_t at = json.find(key);
+  return at == std::string::npos ? "" : json.substr(at);
+}
+
+// A 4 KiB block that says which client wrote it where.
+std::vector<uint8_t> Block(size_t client, uint64_t offset) {
+  std::vector<uint8_t> block(4 * kKiB);
+  for (size_t i = 0; i < block.size(); ++i)
+    block[i] = static_cast<uint8_t>(client * 131 + offset / (4 * kKiB) * 7 + i);
+  return block;
+}
+
+TEST_CASE("a raw stripe over 4 loops: each loop has its own member connections, status sums them") {
+  FileMembers m(2, 16 * kMiB);
+  Served v(Concat(
+      {"--raw", "--layout", "stripe", "--chunk", "64K", "--threads", "4", "--connections", "2"},
+      m.uris()));
+  // The dst plugin's minimum block is 512 bytes: the loops read through their own connections,
+  // and write through the home loop's.
+  for (int loop = 1; loop < 4; ++loop)
+    REQUIRE(LogShows(v, "volume vol0: loop " + std::to_string(loop) +
+                            " has its own connections to its 2 member(s) for reads (writes go "
+                            "through the home loop: minimum block 512 bytes)\n"));
+  // Eight clients, two on each loop: each writes 16 blocks of its own MiB, and the next client,
+  // on another loop, reads them back through its loop's own connections.
+  constexpr size_t kClients = 8;
+  constexpr int kBlocks = 16;
+  std::vector<NbdClient> clients(kClients);
+  for (NbdClient& c : clients)
+    REQUIRE_NBD_OK(c.Connect(v.uri()));
+  for (size_t i = 0; i < kClients; ++i)
+    for (int b = 0; b < kBlocks; ++b) {
+      const uint64_t offset = i * kMiB + static_cast<uint64_t>(b) * 64 * kKiB;
+      REQUIRE_NBD_OK(clients[i].Pwrite(Block(i, offset), offset));
+    }
+  for (size_t i = 0; i < kClients; ++i)
+    for (int b = 0; b < kBlocks; ++b) {
+      const uint64_t offset = i * kMiB + static_cast<uint64_t>(b) * 64 * kKiB;
+      INFO("client " << i << ", offset " << offset);
+      CHECK(clients[(i + 1) % kClients].ReadOrThrow(4 * kKiB, offset) == Block(i, offset));
+    }
+  // Clients from loop 1 on: the first six are on loops 1 to 3, which use their own copies.
+  CHECK(Contains(v.stderr_text(),
+                 ") on loop 3, reading through the loop's own member connections\n"));
+
+  // Every request was one member I/O (4 KiB inside a 64 KiB chunk), made on whichever loop: the
+  // members' counts, summed over the loops, are the volume's.
+  const std::string json = StatusJson(v);
+  INFO("status:\n" << json);
+  const int64_t requests = 2 * kClients * kBlocks;
+  CHECK(JsonNumber(json, "reads") + JsonNumber(json, "writes") == requests);
+  const std::string m0 = MemberJson(json, "vol0", 0);
+  const std::string m1 = MemberJson(json, "vol0", 1);
+  REQUIRE(!m0.empty());
+  REQUIRE(!m1.empty());
+  CHECK(JsonNumber(m0, "ios") + JsonNumber(m1, "ios") == requests);
+  CHECK(JsonNumber(m0, "bytes") + JsonNumber(m1, "bytes") == requests * 4 * kKiB);
+  // Two connections per member on each of the four loops.
+  CHECK(JsonNumber(m0, "connections") == 8);
+  CHECK(JsonNumber(m1, "connections") == 8);
+  CHECK(Contains(m0, "\"state\": \"ready\""));
+  for (NbdClient& c : clients)
+    REQUIRE_NBD_OK(c.Shutdown());
+  v.Stop();
+}
+
+TEST_CASE("a member restarted under 4 loops: each loop's copy reconnects on its own") {
+  const TempDir dir("dst-loops");
+  // A minimum block of one byte: the loops read and write through their own connections.
+  PluginServer member({"file=" + dir.File("member.img"), "size=16M", "blocksize-minimum=1"},
+                      Transport::kUnix, {"--filter=blocksize-policy"});
+  Served v({"--raw", "--threads", "4", "--connections", "1", member.uri()});
+  for (int loop = 1; loop < 4; ++loop)
+    REQUIRE(LogShows(v, "volume vol0: loop " + std::to_string(loop) +
+                            " has its own connections to its 1 member(s)\n"));
+  // One client on each loop (1, 2, 3, then home).
+  std::vector<NbdClient> clients(4);
+  for (size_t i = 0; i < clients.size(); ++i) {
+    REQUIRE_NBD_OK(clients[i].Connect(v.uri()));
+    CheckReadWrite(clients[i], i * kMiB, i + 1);
+  }
+  CHECK(Contains(v.stderr_text(), ") on loop 1, with the loop's own member connections\n"));
+  member.KillAndWait();
+  member.Restart();
+  // Every loop's member finds its connection gone and reconnects; the clients' requests wait
+  // for that and go through, on every loop.
+  for (size_t i = 0; i < clients.size(); ++i)
+    CheckReadWrite(clients[i], i * kMiB + 64 * kKiB, i + 11);
+  const std::string json = StatusJson(v);
+  INFO("status:\n" << json);
+  const std::string m0 = MemberJson(json, "vol0", 0);
+  CHECK(JsonNumber(m0, "reconnects") >= 4);
+  CHECK(JsonNumber(m0, "connections") == 4);
+  CHECK(JsonNumber(m0, "failures") == 0);
+  CHECK(Contains(m0, "\"state\": \"ready\""));
+  for (NbdClient& c : clients)
+    REQUIRE_NBD_OK(c.Shutdown());
+  v.Stop();
+}
+
+TEST_CASE("a member without multi-conn: the volume is served from the home loop only") {
+  const TempDir dir("dst-loops");
+  PluginServer member({"file=" + dir.File("member.img"), "size=16M", "multi-conn-mode=disable"},
+                      Transport::kUnix, {"--filter=multi-conn"});
+  Served v({"--raw", "--threads", "4", member.uri()});
+  REQUIRE(LogShows(v, "volume vol0: served from the home loop only: member " + member.uri() +
+                          " does not allow multi-conn"));
+  std::vector<NbdClient> clients(4);
+  for (size_t i = 0; i < clients.size(); ++i) {
+    REQUIRE_NBD_OK(clients[i].Connect(v.uri()));
+    CheckReadWrite(clients[i], i * kMiB, i + 1);
+  }
+  CHECK(LoopsInLog(v.stderr_text()) == std::set<int>{0, 1, 2, 3});
+  CHECK_FALSE(Contains(v.stderr_text(), "own member connections"));
+  CHECK_FALSE(Contains(v.stderr_text(), "has its own connections"));
+  for (NbdClient& c : clients)
+    REQUIRE_NBD_OK(c.Shutdown());
   v.Stop();
 }
 

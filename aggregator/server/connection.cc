@@ -129,6 +129,8 @@ ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry
       budget_wakeup_(stream_.get_executor()) {
   const std::lock_guard lock(policy_.open_mutex);
   ++policy_.open_connections;
+  if (policy_.open_per_loop.size() <= loop_) policy_.open_per_loop.resize(loop_ + 1, 0);
+  ++policy_.open_per_loop[loop_];
   if (!address_.empty()) ++policy_.open_per_address[address_];
 }
 
@@ -138,6 +140,7 @@ ClientConnection::ClientConnection(Socket socket, const ExportRegistry& registry
 ClientConnection::~ClientConnection() {
   const std::lock_guard lock(policy_.open_mutex);
   --policy_.open_connections;
+  --policy_.open_per_loop[loop_];
   if (address_.empty()) return;
   const auto it = policy_.open_per_address.find(address_);
   if (--it->second == 0) policy_.open_per_address.erase(it);
@@ -321,11 +324,12 @@ int ClientConnection::Validate(const Request& request) const {
 
 void InFlightLimits::WakeWaitersThatFit() {
   if (waiting.empty()) return;
-  if (used_total == 0) {
+  const uint64_t used = used_total.load();
+  if (used == 0) {
     waiting.front().wake();  // alone, it may take more than `total`
     return;
   }
-  uint64_t room = used_total < total ? total - used_total : 0;
+  uint64_t room = used < total ? total - used : 0;
   for (const Waiter& w : waiting) {
     if (room < request_cost) break;  // no request is smaller
     if (w.bytes > room) continue;
@@ -338,24 +342,33 @@ asio::awaitable<void> ClientConnection::WaitForBudget(uint64_t bytes) {
   // This connection's share first: only its own replies make room there.
   while (!broken_ && bytes_in_flight_ > 0 && bytes_in_flight_ + bytes > limits_.per_connection)
     co_await WaitForWakeup();
-  // Then the total, which others' replies make room in, on every loop.
-  std::unique_lock lock(limits_.mutex);
-  if (!broken_ && !limits_.FitsTotal(bytes)) {
-    // Woken on this connection's loop, by a connection of any loop.
-    auto wake = [self = weak_from_this(), loop = stream_.get_executor()] {
-      asio::post(loop, [self] {
-        if (auto connection = self.lock()) connection->budget_wakeup_.cancel();
-      });
-    };
-    const auto me = limits_.waiting.insert(limits_.waiting.end(), {std::move(wake), bytes});
-    while (!broken_ && !limits_.FitsTotal(bytes)) {
-      lock.unlock();  // never held across a suspension
-      co_await WaitForWakeup();
-      lock.lock();
-    }
-    limits_.waiting.erase(me);
+  // Then the total, which others' replies make room in, on every loop. Without a lock while
+  // there is room and nobody waits before this one.
+  if (limits_.waiters.load() == 0 && limits_.TryTake(bytes)) {
+    Charged(bytes);
+    co_return;
   }
-  ChargeLocked(bytes);
+  std::unique_lock lock(limits_.mutex);
+  // Woken on this connection's loop, by a connection of any loop.
+  auto wake = [self = weak_from_this(), loop = stream_.get_executor()] {
+    asio::post(loop, [self] {
+      if (auto connection = self.lock()) connection->budget_wakeup_.cancel();
+    });
+  };
+  const auto me = limits_.waiting.insert(limits_.waiting.end(), {std::move(wake), bytes});
+  ++limits_.waiters;
+  bool taken = false;
+  while (!(taken = limits_.TryTake(bytes)) && !broken_) {
+    lock.unlock();  // never held across a suspension
+    co_await WaitForWakeup();
+    lock.lock();
+  }
+  limits_.waiting.erase(me);
+  --limits_.waiters;
+  // A broken connection goes on without waiting (its requests fail), counted all the same.
+  if (!taken) limits_.used_total.fetch_add(bytes);
+  lock.unlock();
+  Charged(bytes);
 }
 
 asio::awaitable<void> ClientConnection::WaitForWakeup() {
@@ -364,13 +377,12 @@ asio::awaitable<void> ClientConnection::WaitForWakeup() {
 }
 
 void ClientConnection::Charge(uint64_t bytes) {
-  const std::lock_guard lock(limits_.mutex);
-  ChargeLocked(bytes);
+  limits_.used_total.fetch_add(bytes);
+  Charged(bytes);
 }
 
-void ClientConnection::ChargeLocked(uint64_t bytes) {
+void ClientConnection::Charged(uint64_t bytes) {
   bytes_in_flight_ += bytes;
-  limits_.used_total += bytes;
   peak_bytes_in_flight_ = std::max(peak_bytes_in_flight_, bytes_in_flight_);
 }
 
@@ -378,9 +390,7 @@ void ClientConnection::Release(uint64_t bytes) {
   if (bytes == 0) return;
   bytes_in_flight_ -= bytes;
   budget_wakeup_.cancel();
-  const std::lock_guard lock(limits_.mutex);
-  limits_.used_total -= bytes;
-  limits_.WakeWaitersThatFit();
+  limits_.GiveBack(bytes);
 }
 
 void ClientConnection::Start(std::shared_ptr<Request> request) {

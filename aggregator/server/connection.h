@@ -80,12 +80,31 @@ struct InFlightLimits {
     uint64_t bytes;
   };
 
+  // Maintained by the connections, on every loop. A request takes its bytes from used_total and
+  // gives them back with atomic operations alone while nobody waits (no lock on the request
+  // path); the mutex guards the waiting list, which is used only when `total` is full.
+  std::atomic<uint64_t> used_total{0};
+  std::atomic<size_t> waiters{0};  // waiting.size(), read without the mutex
   std::mutex mutex;
-  uint64_t used_total = 0;    // guarded by mutex; maintained by the connections
-  std::list<Waiter> waiting;  // guarded by mutex; oldest first; maintained by the connections
+  std::list<Waiter> waiting;  // guarded by mutex; oldest first
 
-  // With `mutex` held.
-  bool FitsTotal(uint64_t bytes) const { return used_total == 0 || used_total + bytes <= total; }
+  // Takes `bytes` from the total if they fit (or nothing is in flight, so that a request larger
+  // than `total` still goes, alone).
+  bool TryTake(uint64_t bytes) {
+    uint64_t used = used_total.load();
+    while (used == 0 || used + bytes <= total)
+      if (used_total.compare_exchange_weak(used, used + bytes)) return true;
+    return false;
+  }
+  // Gives `bytes` back and wakes the waiters that fit now, if there are any.
+  void GiveBack(uint64_t bytes) {
+    used_total.fetch_sub(bytes);
+    // Sequentially consistent with a waiter's count and check (WaitForBudget): either it sees
+    // the room given back here, or this sees it waiting.
+    if (waiters.load() == 0) return;
+    const std::lock_guard lock(mutex);
+    WakeWaitersThatFit();
+  }
   // Wakes the waiting connections that fit in the room there is now; with `mutex` held.
   void WakeWaitersThatFit();
 };
@@ -114,6 +133,7 @@ struct ConnectionPolicy {
   std::mutex open_mutex;
   size_t open_connections = 0;                               // maintained by the connections
   std::unordered_map<std::string, size_t> open_per_address;  // likewise
+  std::vector<size_t> open_per_loop;                         // likewise, by event loop
 
   size_t PerAddressLimit() const {
     if (max_connections_per_address != 0) return max_connections_per_address;
@@ -193,8 +213,10 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   // Queues the reply of `request`, which carries the request's budget.
   void Queue(Reply reply, const Request& request);
   void WakeWriter();
+  // Counts `bytes` against the total and this connection (Charge), or only this connection,
+  // once taken from the total (Charged).
   void Charge(uint64_t bytes);
-  void ChargeLocked(uint64_t bytes);  // with limits_.mutex held
+  void Charged(uint64_t bytes);
   void Release(uint64_t bytes);
   Reply MakeReply(const Request& request, int err, IoBuffer data) const;
 

@@ -14,8 +14,14 @@ EventLoops::~EventLoops() {
   Stop();
 }
 
-asio::any_io_executor EventLoops::Next(size_t* index) {
-  const size_t i = next_++ % size();
+asio::any_io_executor EventLoops::Next(size_t* index, const std::vector<size_t>& open) {
+  auto open_on = [&open](size_t loop) { return loop < open.size() ? open[loop] : 0; };
+  size_t i = next_ % size();
+  for (size_t k = 1; k < size(); ++k) {
+    const size_t candidate = (next_ + k) % size();
+    if (open_on(candidate) < open_on(i)) i = candidate;
+  }
+  next_ = i + 1;
   *index = i;
   return i == 0 ? home_.get_executor() : loops_[i - 1]->io.get_executor();
 }

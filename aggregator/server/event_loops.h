@@ -4,11 +4,12 @@
 // volumes, their members, the control and metrics servers, the listeners and every management
 // command live there. Loops 1..N-1 each have an io_context and a thread of their own, and run
 // client connections only: a connection is placed on one loop when it is accepted and stays
-// there, from handshake to close (round robin, so the kernel client's `-C N` connections and
-// fio's jobs spread over every loop). A connection on another loop than home reaches its volume
-// through a HomeLoopDevice (home_loop_device.h): each request is posted to the home loop and its
-// completion posted back; or, for a raw volume, through the loop's own copy of it, over its own
-// member connections (aggregator/loop_volumes.h), with no hand-over at all.
+// there, from handshake to close (on the loop with the fewest open, in turn among equals, so the
+// kernel client's `-C N` connections and fio's jobs spread over every loop). A connection on
+// another loop than home reaches its volume through a HomeLoopDevice (home_loop_device.h): each
+// request is posted to the home loop and its completion posted back; or, for a raw volume, through
+// the loop's own copy of it, over its own member connections (aggregator/loop_volumes.h), with no
+// hand-over at all.
 //
 // Threading contract:
 //   - Construction, Next() and Stop() on the home loop's thread.
@@ -38,9 +39,13 @@ class EventLoops {
 
   // Loops in all, home included.
   size_t size() const { return 1 + loops_.size(); }
-  // The loop for the next connection, in turn from loop 1, home last; its number (0: home) in
-  // *index.
-  asio::any_io_executor Next(size_t* index);
+  // The loop for the next connection; its number (0: home) in *index. Of the loops with the
+  // fewest connections open (`open`, by loop; a loop past its end has none), the first in turn
+  // from the one after the last chosen; so with none open, loop 1 first and home last. Counting
+  // what is open, not only taking turns, keeps the work spread when clients come and go: fio's
+  // nbd engine opens a connection per job to size the export and closes it before it opens the
+  // one it works on, and in turn alone those could all land on one loop.
+  asio::any_io_executor Next(size_t* index, const std::vector<size_t>& open = {});
   // Loop `index` (0: home), for what lives on one loop (aggregator/loop_volumes.h).
   asio::io_context& Context(size_t index) { return index == 0 ? home_ : loops_.at(index - 1)->io; }
   // Stops the loops other than home and joins their threads. Idempotent.

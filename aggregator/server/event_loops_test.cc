@@ -73,6 +73,25 @@ TEST_CASE("connections go to the loops in turn from loop 1, the home loop last")
   loops.Stop();  // idempotent
 }
 
+TEST_CASE("a connection goes to the loop with the fewest open, in turn among equals") {
+  asio::io_context home;
+  EventLoops loops(home, 2);
+  size_t index = 99;
+  // Loop 1 holds one: loop 2, the next in turn with none.
+  CHECK(loops.Next(&index, {0, 1, 0}) != home.get_executor());
+  CHECK(index == 2);
+  // Then home, next in turn after loop 2, with none open too.
+  CHECK(loops.Next(&index, {0, 1, 1}) == home.get_executor());
+  CHECK(index == 0);
+  // Every loop holds some: the one with the fewest, wherever the turn is.
+  loops.Next(&index, {3, 1, 2});
+  CHECK(index == 1);
+  // Counts for fewer loops than there are: the rest have none.
+  loops.Next(&index, {1});
+  CHECK(index == 2);
+  loops.Stop();
+}
+
 TEST_CASE("RunOn runs the work on the home loop and resumes on the caller's loop") {
   asio::io_context home;
   const auto busy = asio::make_work_guard(home);  // run_for waits for the other loop's posts

@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -115,7 +116,13 @@ class Listener {
   // The loop the next client is accepted onto.
   asio::any_io_executor NextLoop(size_t* index) {
     *index = 0;
-    return loops_ ? loops_->Next(index) : io_.get_executor();
+    if (!loops_) return io_.get_executor();
+    std::vector<size_t> open;
+    {
+      const std::lock_guard lock(policy_.open_mutex);
+      open = policy_.open_per_loop;
+    }
+    return loops_->Next(index, open);
   }
   // Logs a refused client, at most once a second.
   void LogRefusal(const std::string& line);

@@ -27,8 +27,9 @@ struct LoopVolumes::Copy {
   VolumeConfig config;
   std::vector<std::unique_ptr<member::NbdMember>> members;
   std::unique_ptr<volume::Volume> volume;
-  bool forgotten = false;  // home: the volume was removed
-  bool serving = false;    // home: connections of the loop use it
+  std::shared_ptr<volume::MergeGate> gate;  // the volume's, shared by its copies; or nullptr
+  bool forgotten = false;                   // home: the volume was removed
+  bool serving = false;                     // home: connections of the loop use it
 };
 
 LoopVolumes::LoopVolumes(control::Server& server, Settings settings)
@@ -45,11 +46,23 @@ bool LoopVolumes::Copyable(const volume::Volume& volume, std::string* why) {
   return true;
 }
 
-void LoopVolumes::Replicate(const volume::Volume& volume, const VolumeConfig& v) {
+void LoopVolumes::Replicate(volume::Volume& volume, const VolumeConfig& v) {
   std::string why;
   if (!Copyable(volume, &why)) {
     LOG_INFO("volume %s: served from the home loop only: %s", volume.name().c_str(), why.c_str());
     return;
+  }
+  std::shared_ptr<volume::MergeGate> gate;
+  if (volume.capabilities().min_block > 1) {
+    gate = std::make_shared<volume::MergeGate>(server_.loops->size());
+    volume.SetFirstMergeBarrier([this, gate, name = volume.name()](std::function<void()> done) {
+      gate->Close();
+      LOG_INFO(
+          "volume %s: an unaligned write is merged: every loop writes through the home "
+          "loop from now on",
+          name.c_str());
+      AwaitDrained(gate, std::move(done));
+    });
   }
   for (size_t loop = 1; loop < server_.loops->size(); ++loop) {
     auto copy = std::make_unique<Copy>();
@@ -57,6 +70,7 @@ void LoopVolumes::Replicate(const volume::Volume& volume, const VolumeConfig& v)
     copy->loop = loop;
     copy->io = &server_.loops->Context(loop);
     copy->config = v;
+    copy->gate = gate;
     Copy& c = *copy;
     copies_.push_back(std::move(copy));
     asio::post(*c.io, [this, &c] { Build(c); });
@@ -128,20 +142,25 @@ void LoopVolumes::Built(Copy& c, const Status& status) {
         name.c_str(), c.loop, status.message().c_str());
     return Abandon(c, "loop " + std::to_string(c.loop) + "'s copy of volume " + name + " given up");
   }
-  server_.registry.SetOnLoop(c.of, c.loop, c.volume.get());
+  server_.registry.SetOnLoop(c.of, c.loop, {c.volume.get(), c.gate.get()});
   c.serving = true;
   for (size_t i = 0; i < c.members.size(); ++i)
     for (control::MemberRef& ref : server_.member_refs)
       if (static_cast<const volume::MemberTarget*>(ref.member) == c.of->members()[i])
         ref.loop_copies.push_back(c.members[i].get());
-  // Writes of a volume with larger blocks stay with the home loop's (loop_copy_device.h).
-  const uint32_t block = c.volume->capabilities().min_block;
-  const std::string writes = block == 1
-                                 ? ""
-                                 : " for reads (writes go through the home loop: minimum block " +
-                                       std::to_string(block) + " bytes)";
-  LOG_INFO("volume %s: loop %zu has its own connections to its %zu member(s)%s", name.c_str(),
-           c.loop, c.members.size(), writes.c_str());
+  LOG_INFO("volume %s: loop %zu has its own connections to its %zu member(s)", name.c_str(), c.loop,
+           c.members.size());
+}
+
+void LoopVolumes::AwaitDrained(std::shared_ptr<volume::MergeGate> gate,
+                               std::function<void()> done) {
+  if (gate->Drained()) return done();
+  // Rare (once per volume at most) and short (a write's round trip): polled.
+  auto timer = std::make_shared<asio::steady_timer>(server_.io, std::chrono::milliseconds(1));
+  timer->async_wait([this, timer, gate = std::move(gate),
+                     done = std::move(done)](const asio::error_code&) mutable {
+    AwaitDrained(std::move(gate), std::move(done));
+  });
 }
 
 void LoopVolumes::Forget(const volume::BlockDevice* volume) {

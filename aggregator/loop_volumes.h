@@ -13,9 +13,9 @@
 // connections then covers the writes answered on all of them (NBD's multi-conn rule), so a
 // client's flush, made by its loop's copy, covers what went through the other loops. Otherwise
 // the volume is served from home alone, as with one loop, and the log says why. A volume whose
-// minimum block is over one byte has its writes, zeroes and trims made on the home loop all the
-// same (server/loop_copy_device.h): its unaligned writes are merged under its range lock, which
-// would not order them against another loop's writes.
+// minimum block is over one byte merges its unaligned writes on the home loop, under a range lock
+// that does not see the copies' writes: its copies write only until its first merge, and from
+// then on through the home loop (MergeGate, server/loop_copy_device.h).
 //
 // A copy whose members do not all connect within 15 s (a member down at that moment, or a
 // server that takes no more connections) is given up with a warning: its loop's clients go
@@ -39,6 +39,7 @@
 #include "aggregator/member/member_tls.h"
 #include "aggregator/member/transaction_policy.h"
 #include "aggregator/serve_config.h"
+#include "aggregator/volume/merge_gate.h"
 #include "aggregator/volume/volume.h"
 #include "common/status.h"
 
@@ -67,7 +68,9 @@ class LoopVolumes {
   static bool Copyable(const volume::Volume& volume, std::string* why);
   // Builds a copy of `volume` (served, raw, configured as `v`) on every loop but home, or logs
   // why it does not.
-  void Replicate(const volume::Volume& volume, const VolumeConfig& v);
+  // A volume whose minimum block is over one byte gets a MergeGate (volume/merge_gate.h), which
+  // its first merge closes.
+  void Replicate(volume::Volume& volume, const VolumeConfig& v);
   // `volume` is removed: no connection uses its copies from now on, and their members are
   // abandoned on their loops.
   void Forget(const volume::BlockDevice* volume);
@@ -77,6 +80,8 @@ class LoopVolumes {
   void Build(Copy& copy);                                 // on the copy's loop
   void Connected(Copy& copy, const Status& first_error);  // on the copy's loop
   void Built(Copy& copy, const Status& status);           // on the home loop
+  // Calls `done` on the home loop once no copy has a write through `gate` in flight.
+  void AwaitDrained(std::shared_ptr<volume::MergeGate> gate, std::function<void()> done);
   // Abandons the copy's members, on its loop.
   void Abandon(Copy& copy, const std::string& why);
 

@@ -224,13 +224,18 @@ class StopLoopsOnReturn {
   Server& server_;
 };
 
-// Client connections spread over `threads` loops; the volumes stay on the home loop, and each
-// other loop gets its own copy of the raw volumes that allow it (loop_volumes.h).
+// Client connections spread over `threads` loops; the volumes stay on the home loop.
 void StartEventLoops(const ServeConfig& config, Server& server) {
   server.event_loops = static_cast<unsigned>(config.threads);
   if (config.threads <= 1) return;
   server.loops = std::make_unique<server::EventLoops>(server.io, config.threads - 1);
   server.policy.home = server.io.get_executor();
+}
+
+// Each loop but home gets its own copy of the raw volumes that allow it (loop_volumes.h), built
+// once the server has started: a start that fails opens no more member connections than it must.
+void CopyVolumesToLoops(const ServeConfig& config, Server& server) {
+  if (!server.loops) return;
   server.loop_volumes = std::make_unique<LoopVolumes>(
       server, LoopVolumes::Settings{.connections = config.connections_per_member,
                                     .transactions = config.transactions,
@@ -238,8 +243,7 @@ void StartEventLoops(const ServeConfig& config, Server& server) {
   for (const VolumeConfig& v : config.volumes) {
     if (!v.IsRaw(config.raw) || !v.log_path.empty()) continue;
     for (const auto& served : server.volumes)
-      if (const auto* raw = dynamic_cast<const volume::Volume*>(served.get());
-          raw && raw->name() == v.name)
+      if (auto* raw = dynamic_cast<volume::Volume*>(served.get()); raw && raw->name() == v.name)
         server.loop_volumes->Replicate(*raw, v);
   }
 }
@@ -314,6 +318,7 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
         server.workers->size(), FormatSize(integrity::kWorkerMinBytes).c_str(),
         FormatSize(integrity::kWorkerMinBytesCrc32c).c_str());
   LOG_INFO("serving %zu volume(s) on %u event loop(s)", server.volumes.size(), server.event_loops);
+  CopyVolumesToLoops(config, server);
   server.returns->Start();
   const std::shared_ptr<void> hooked = hooks.serving ? hooks.serving(server) : nullptr;
   server.io.run();

@@ -250,7 +250,7 @@ void VolumeAdder::Install(uint64_t id, std::unique_ptr<volume::BlockDevice> raw)
     server_.member_refs.push_back({name, index, member_index, member.get(), {}});
     server_.members.push_back(std::move(member));
   }
-  const auto* copyable = dynamic_cast<const volume::Volume*>(raw.get());
+  auto* copyable = dynamic_cast<volume::Volume*>(raw.get());
   if (raw)
     server_.volumes.push_back(std::move(raw));
   else

@@ -176,7 +176,7 @@ asio::awaitable<void> ClientConnection::Run() {
   }
   const ExportView& exported = negotiated_.exported;
   bool served = false;
-  volume::BlockDevice* own_copy = nullptr;  // this loop's copy of a raw volume, if it has one
+  LoopCopy own_copy;  // this loop's copy of a raw volume, if it has one
   co_await RunOn(policy_.home, [&] {
     served = registry_.Serves(exported.volume);
     if (!served) return;
@@ -195,14 +195,11 @@ asio::awaitable<void> ClientConnection::Run() {
   }
   if (!OnHomeLoop())
     bridge_ = std::make_unique<HomeLoopDevice>(exported, policy_.home, stream_.get_executor());
-  if (own_copy) on_loop_ = std::make_unique<LoopCopyDevice>(*own_copy, *bridge_);
+  if (own_copy.device) on_loop_ = std::make_unique<LoopCopyDevice>(own_copy, *bridge_, loop_);
   const std::string tls = negotiated_.tls ? ", TLS " + stream_.PeerIdentity() : "";
   LOG_INFO("client %s: connected to volume %s (%s replies%s) on loop %zu%s", peer_.c_str(),
            exported.name.c_str(), negotiated_.structured_replies ? "structured" : "simple",
-           tls.c_str(), loop_,
-           !on_loop_                   ? ""
-           : on_loop_->modifies_here() ? ", with the loop's own member connections"
-                                       : ", reading through the loop's own member connections");
+           tls.c_str(), loop_, on_loop_ ? ", with the loop's own member connections" : "");
   asio::co_spawn(stream_.get_executor(), self->WriteReplies(), asio::detached);
   status = co_await ReadRequests();
   reading_done_ = true;

@@ -27,6 +27,7 @@
 
 #include "aggregator/server/volume_traffic.h"
 #include "aggregator/volume/block_device.h"
+#include "aggregator/volume/merge_gate.h"
 
 namespace dst::server {
 
@@ -51,6 +52,13 @@ struct ExportView {
     size = d.size();
     caps = d.capabilities();
   }
+};
+
+// An event loop's own copy of a raw volume (aggregator/loop_volumes.h): the device, and the gate
+// its writes pass while the volume has not merged (nullptr: a volume that never merges).
+struct LoopCopy {
+  volume::BlockDevice* device = nullptr;
+  volume::MergeGate* gate = nullptr;
 };
 
 class ExportRegistry {
@@ -107,17 +115,17 @@ class ExportRegistry {
   }
   // `copy` serves `volume` to the connections of event loop `loop` (not home). Ignored for a
   // volume no longer here.
-  void SetOnLoop(const volume::BlockDevice* volume, size_t loop, volume::BlockDevice* copy) {
+  void SetOnLoop(const volume::BlockDevice* volume, size_t loop, LoopCopy copy) {
     const size_t i = IndexOf(volume);
     if (i == volumes_.size()) return;
-    if (on_loop_[i].size() <= loop) on_loop_[i].resize(loop + 1, nullptr);
+    if (on_loop_[i].size() <= loop) on_loop_[i].resize(loop + 1);
     on_loop_[i][loop] = copy;
   }
-  // The copy of `volume` that loop `loop` has of its own, or nullptr (the loop reaches `volume`
-  // on the home loop).
-  volume::BlockDevice* OnLoop(const volume::BlockDevice* volume, size_t loop) const {
+  // The copy of `volume` that loop `loop` has of its own; its device is nullptr when it has none
+  // (the loop reaches `volume` on the home loop).
+  LoopCopy OnLoop(const volume::BlockDevice* volume, size_t loop) const {
     const size_t i = IndexOf(volume);
-    return i < volumes_.size() && loop < on_loop_[i].size() ? on_loop_[i][loop] : nullptr;
+    return i < volumes_.size() && loop < on_loop_[i].size() ? on_loop_[i][loop] : LoopCopy{};
   }
   // The traffic counters of a volume of this registry.
   VolumeTraffic& TrafficOf(const volume::BlockDevice* volume) const {
@@ -133,8 +141,8 @@ class ExportRegistry {
   }
 
   std::vector<volume::BlockDevice*> volumes_;
-  std::vector<std::unique_ptr<VolumeTraffic>> traffic_;     // parallel to volumes_
-  std::vector<std::vector<volume::BlockDevice*>> on_loop_;  // parallel: each loop's copy
+  std::vector<std::unique_ptr<VolumeTraffic>> traffic_;  // parallel to volumes_
+  std::vector<std::vector<LoopCopy>> on_loop_;           // parallel: each loop's copy
   std::vector<const volume::BlockDevice*> withdrawn_;
   std::vector<std::unique_ptr<VolumeTraffic>> retired_traffic_;  // of removed volumes
   std::string default_name_;

@@ -89,6 +89,13 @@ class Volume final : public BlockDevice {
   void Cache(uint64_t offset, uint64_t length, Done done) override;
   void BlockStatus(uint64_t offset, uint64_t length, ExtentsDone done) override;
 
+  // Other event loops' copies of this volume write on their own until its first merge
+  // (merge_gate.h): then `barrier` is called, once, and that merge goes on when `barrier` calls
+  // back, once their writes in flight are done, as it waits for its own. Before any merge.
+  void SetFirstMergeBarrier(std::function<void(std::function<void()> done)> barrier) {
+    first_merge_barrier_ = std::move(barrier);
+  }
+
  private:
   class Fanout;
   template <typename F>
@@ -124,6 +131,8 @@ class Volume final : public BlockDevice {
   // merge, ordered against merges; EndModifying undoes what it took.
   void StartModifying(const std::shared_ptr<Fanout>& fanout, uint64_t offset, uint64_t length);
   void EndModifying(const Fanout& fanout);
+  // One counted modification (or the copies' barrier) is done.
+  void EndCounted();
   // Takes the blocks of [offset, offset + length) exclusively for a merge.
   void LockForMerge(uint64_t offset, uint64_t length, RangeLock::Granted granted);
   void AcquireBlocks(uint64_t offset, uint64_t length, bool exclusive, RangeLock::Granted granted);
@@ -146,6 +155,7 @@ class Volume final : public BlockDevice {
   bool merging_ = false;                               // a merge has happened: modifications lock
   size_t unlocked_in_flight_ = 0;                      // modifications in flight that did not lock
   std::vector<std::function<void()>> after_unlocked_;  // merges waiting for those
+  std::function<void(std::function<void()>)> first_merge_barrier_;  // see SetFirstMergeBarrier
 };
 
 }  // namespace dst::volume

@@ -28,7 +28,10 @@ void Volume::StartModifying(const std::shared_ptr<Fanout>& fanout, uint64_t offs
 
 void Volume::EndModifying(const Fanout& fanout) {
   if (fanout.guard == Fanout::Guard::kLocked) return lock_.Release(fanout.lock);
-  if (fanout.guard != Fanout::Guard::kCounted) return;
+  if (fanout.guard == Fanout::Guard::kCounted) EndCounted();
+}
+
+void Volume::EndCounted() {
   if (--unlocked_in_flight_ > 0 || after_unlocked_.empty()) return;
   std::vector<std::function<void()>> waiting;
   waiting.swap(after_unlocked_);
@@ -38,6 +41,13 @@ void Volume::EndModifying(const Fanout& fanout) {
 
 void Volume::LockForMerge(uint64_t offset, uint64_t length, RangeLock::Granted granted) {
   merging_ = true;  // from now on, modifications lock their blocks
+  if (first_merge_barrier_) {
+    // The copies' writes in flight count as one of ours until they are done.
+    auto barrier = std::move(first_merge_barrier_);
+    first_merge_barrier_ = nullptr;
+    ++unlocked_in_flight_;
+    barrier([this] { EndCounted(); });
+  }
   // Those that started without a lock cannot be waited for in the lock.
   if (unlocked_in_flight_ > 0) {
     after_unlocked_.push_back([this, offset, length, granted = std::move(granted)]() mutable {

@@ -5,6 +5,7 @@
 // counts the clients on each loop, one loop serves as before, and a count of loops the server
 // cannot run is refused. A raw volume has a copy on each loop with the loop's own member
 // connections, counted in the members' status, unless a member does not allow it.
+#include <algorithm>
 #include <functional>
 #include <set>
 #include <string>
@@ -166,12 +167,9 @@ TEST_CASE("a raw stripe over 4 loops: each loop has its own member connections, 
   Served v(Concat(
       {"--raw", "--layout", "stripe", "--chunk", "64K", "--threads", "4", "--connections", "2"},
       m.uris()));
-  // The dst plugin's minimum block is 512 bytes: the loops read through their own connections,
-  // and write through the home loop's.
   for (int loop = 1; loop < 4; ++loop)
     REQUIRE(LogShows(v, "volume vol0: loop " + std::to_string(loop) +
-                            " has its own connections to its 2 member(s) for reads (writes go "
-                            "through the home loop: minimum block 512 bytes)\n"));
+                            " has its own connections to its 2 member(s)\n"));
   // Eight clients, two on each loop: each writes 16 blocks of its own MiB, and the next client,
   // on another loop, reads them back through its loop's own connections.
   constexpr size_t kClients = 8;
@@ -191,8 +189,7 @@ TEST_CASE("a raw stripe over 4 loops: each loop has its own member connections, 
       CHECK(clients[(i + 1) % kClients].ReadOrThrow(4 * kKiB, offset) == Block(i, offset));
     }
   // Clients from loop 1 on: the first six are on loops 1 to 3, which use their own copies.
-  CHECK(Contains(v.stderr_text(),
-                 ") on loop 3, reading through the loop's own member connections\n"));
+  CHECK(Contains(v.stderr_text(), ") on loop 3, with the loop's own member connections\n"));
 
   // Every request was one member I/O (4 KiB inside a 64 KiB chunk), made on whichever loop: the
   // members' counts, summed over the loops, are the volume's.
@@ -210,6 +207,45 @@ TEST_CASE("a raw stripe over 4 loops: each loop has its own member connections, 
   CHECK(JsonNumber(m0, "connections") == 8);
   CHECK(JsonNumber(m1, "connections") == 8);
   CHECK(Contains(m0, "\"state\": \"ready\""));
+  for (NbdClient& c : clients)
+    REQUIRE_NBD_OK(c.Shutdown());
+  v.Stop();
+}
+
+TEST_CASE("512-byte blocks over 4 loops: each writes on its own until the first merge, then home") {
+  FileMembers m(2, 16 * kMiB);
+  Served v(Concat({"--raw", "--layout", "stripe", "--chunk", "64K", "--threads", "4"}, m.uris()));
+  for (int loop = 1; loop < 4; ++loop)
+    REQUIRE(LogShows(v, "volume vol0: loop " + std::to_string(loop) + " has its own connections"));
+  std::vector<NbdClient> clients(4);  // on loops 1, 2, 3, then home
+  for (NbdClient& c : clients)
+    REQUIRE_NBD_OK(c.Connect(v.uri()));
+  // Aligned writes, each loop on its own.
+  for (size_t i = 0; i < clients.size(); ++i)
+    REQUIRE_NBD_OK(clients[i].Pwrite(Block(i, i * kMiB), i * kMiB));
+  CHECK_FALSE(Contains(v.stderr_text(), "an unaligned write is merged"));
+  // A 100-byte write inside the block loop 2's client wrote, from loop 1: merged on home.
+  const std::vector<uint8_t> patch(100, 0xA5);
+  REQUIRE_NBD_OK(clients[0].SetStrictMode(0));  // libnbd would refuse it itself
+  REQUIRE_NBD_OK(clients[0].Pwrite(patch, 1 * kMiB + 7));
+  CHECK(LogShows(v,
+                 "volume vol0: an unaligned write is merged: every loop writes through the "
+                 "home loop from now on\n"));
+  // From now on every loop's writes go home; all of it reads back from every loop.
+  for (size_t i = 0; i < clients.size(); ++i)
+    REQUIRE_NBD_OK(clients[i].Pwrite(Block(i + 10, i * kMiB + 64 * kKiB), i * kMiB + 64 * kKiB));
+  std::vector<uint8_t> merged = Block(1, 1 * kMiB);
+  std::copy(patch.begin(), patch.end(), merged.begin() + 7);
+  for (size_t reader = 0; reader < clients.size(); ++reader) {
+    INFO("read through client " << reader);
+    CHECK(clients[reader].ReadOrThrow(4 * kKiB, 1 * kMiB) == merged);
+    for (size_t i = 0; i < clients.size(); ++i) {
+      if (i != 1) CHECK(clients[reader].ReadOrThrow(4 * kKiB, i * kMiB) == Block(i, i * kMiB));
+      CHECK(clients[reader].ReadOrThrow(4 * kKiB, i * kMiB + 64 * kKiB) ==
+            Block(i + 10, i * kMiB + 64 * kKiB));
+    }
+  }
+  CHECK(CountOf(v.stderr_text(), "an unaligned write is merged") == 1);
   for (NbdClient& c : clients)
     REQUIRE_NBD_OK(c.Shutdown());
   v.Stop();

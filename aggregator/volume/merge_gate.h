@@ -30,6 +30,8 @@ class MergeGate {
 
   // Whether loop `loop`'s copy may make a modification itself; if so, Leave once it is done.
   bool Enter(size_t loop) {
+    // Once closed, refused without touching the count, which then only falls to zero.
+    if (closed_.load()) return false;
     std::atomic<uint64_t>& n = counts_[loop].in_flight;
     n.store(n.load(std::memory_order_relaxed) + 1);
     if (!closed_.load()) return true;

@@ -95,8 +95,7 @@ class ExportRegistry {
   const std::vector<volume::BlockDevice*>& volumes() const { return volumes_; }
   // Whether `volume` is here and not withdrawn: what a client that chose it may still use.
   bool Serves(const volume::BlockDevice* volume) const {
-    return std::find(volumes_.begin(), volumes_.end(), volume) != volumes_.end() &&
-           !Withdrawn(volume);
+    return IndexOf(volume) < volumes_.size() && !Withdrawn(volume);
   }
   void Withdraw(const volume::BlockDevice* volume) { withdrawn_.push_back(volume); }
   bool Withdrawn(const volume::BlockDevice* volume) const {
@@ -104,13 +103,13 @@ class ExportRegistry {
   }
   // Forgets a volume of this registry; its traffic lives on.
   void Remove(const volume::BlockDevice* volume) {
-    const auto at = std::find(volumes_.begin(), volumes_.end(), volume);
-    if (at == volumes_.end()) return;
-    const size_t i = static_cast<size_t>(at - volumes_.begin());
+    const size_t i = IndexOf(volume);
+    if (i == volumes_.size()) return;
+    const auto at = static_cast<std::ptrdiff_t>(i);
     retired_traffic_.push_back(std::move(traffic_[i]));
-    traffic_.erase(traffic_.begin() + static_cast<std::ptrdiff_t>(i));
-    on_loop_.erase(on_loop_.begin() + static_cast<std::ptrdiff_t>(i));
-    volumes_.erase(at);
+    traffic_.erase(traffic_.begin() + at);
+    on_loop_.erase(on_loop_.begin() + at);
+    volumes_.erase(volumes_.begin() + at);
     std::erase(withdrawn_, volume);
   }
   // `copy` serves `volume` to the connections of event loop `loop` (not home). Ignored for a
@@ -129,9 +128,7 @@ class ExportRegistry {
   }
   // The traffic counters of a volume of this registry.
   VolumeTraffic& TrafficOf(const volume::BlockDevice* volume) const {
-    for (size_t i = 0; i < volumes_.size(); ++i)
-      if (volumes_[i] == volume) return *traffic_[i];
-    return *traffic_.at(volumes_.size());  // not ours: a caller bug, thrown
+    return *traffic_.at(IndexOf(volume));  // not ours (past the end): a caller bug, thrown
   }
 
  private:

@@ -45,6 +45,30 @@ std::string AwaitStatus(const AggregatorServer& a,
   return json;
 }
 
+// `count` clients of `uri`, connected one after the other (so onto the loops in turn), each
+// writing its own MiB and reading it back.
+std::vector<NbdClient> ClientsWritingTheirMiB(const std::string& uri, size_t count) {
+  std::vector<NbdClient> clients(count);
+  for (size_t i = 0; i < clients.size(); ++i) {
+    REQUIRE_NBD_OK(clients[i].Connect(uri));
+    CheckReadWrite(clients[i], i * kMiB, i + 1);
+  }
+  return clients;
+}
+
+void ShutDown(std::vector<NbdClient>& clients) {
+  for (NbdClient& c : clients)
+    REQUIRE_NBD_OK(c.Shutdown());
+}
+
+// Requires loops 1 to 3 to log their own copy of volume vol0 over `members` member(s).
+void RequireLoopCopies(AggregatorServer& a, size_t members) {
+  for (int loop = 1; loop < 4; ++loop)
+    REQUIRE(LogShows(a, "volume vol0: loop " + std::to_string(loop) +
+                            " has its own connections to its " + std::to_string(members) +
+                            " member(s)\n"));
+}
+
 TEST_SUITE_BEGIN("aggregator_threads");
 
 TEST_CASE("fio, 8 jobs at iodepth 32 over 4 loops on a checksummed stripe: verified, counted") {
@@ -113,18 +137,13 @@ TEST_CASE("8 clients over 4 loops: status counts two on each, and none once they
   const std::string name = "spread";
   CreateOk({"--name", name}, m.uris());
   Served v(Concat({"--threads", "4"}, m.uris()), name);
-  std::vector<NbdClient> clients(8);
-  for (size_t i = 0; i < clients.size(); ++i) {
-    REQUIRE_NBD_OK(clients[i].Connect(v.uri(name)));
-    CheckReadWrite(clients[i], i * kMiB, i + 1);
-  }
+  std::vector<NbdClient> clients = ClientsWritingTheirMiB(v.uri(name), 8);
   // Accepted onto the loops in turn: eight consecutive clients, two on each.
   AwaitLoopClients(v, "[2, 2, 2, 2]");
   const CommandResult table = RunAggregator({"status", "--control", v.control_path()});
   CHECK(table.stdout_text.rfind("uptime ", 0) == 0);
   CHECK(Contains(table.stdout_text, " s, clients by event loop: 2 2 2 2\n"));
-  for (NbdClient& c : clients)
-    REQUIRE_NBD_OK(c.Shutdown());
+  ShutDown(clients);
   AwaitLoopClients(v, "[0, 0, 0, 0]");
   v.Stop();
 }
@@ -135,13 +154,8 @@ TEST_CASE("one loop: every client is served on the home loop, as before") {
   CreateOk({"--name", name}, m.uris());
   Served v(Concat({"--threads", "1"}, m.uris()), name);
   REQUIRE(LogShows(v, "on 1 event loop(s)"));
-  std::vector<NbdClient> clients(3);
-  for (size_t i = 0; i < clients.size(); ++i) {
-    REQUIRE_NBD_OK(clients[i].Connect(v.uri(name)));
-    CheckReadWrite(clients[i], i * kMiB, i + 1);
-  }
-  for (NbdClient& c : clients)
-    REQUIRE_NBD_OK(c.Shutdown());
+  std::vector<NbdClient> clients = ClientsWritingTheirMiB(v.uri(name), 3);
+  ShutDown(clients);
   CHECK(LoopsInLog(v.stderr_text()) == std::set<int>{0});
   v.Stop();
 }
@@ -167,9 +181,7 @@ TEST_CASE("a raw stripe over 4 loops: each loop has its own member connections, 
   Served v(Concat(
       {"--raw", "--layout", "stripe", "--chunk", "64K", "--threads", "4", "--connections", "2"},
       m.uris()));
-  for (int loop = 1; loop < 4; ++loop)
-    REQUIRE(LogShows(v, "volume vol0: loop " + std::to_string(loop) +
-                            " has its own connections to its 2 member(s)\n"));
+  RequireLoopCopies(v, 2);
   // Eight clients, two on each loop: each writes 16 blocks of its own MiB, and the next client,
   // on another loop, reads them back through its loop's own connections.
   constexpr size_t kClients = 8;
@@ -207,16 +219,14 @@ TEST_CASE("a raw stripe over 4 loops: each loop has its own member connections, 
   CHECK(JsonNumber(m0, "connections") == 8);
   CHECK(JsonNumber(m1, "connections") == 8);
   CHECK(Contains(m0, "\"state\": \"ready\""));
-  for (NbdClient& c : clients)
-    REQUIRE_NBD_OK(c.Shutdown());
+  ShutDown(clients);
   v.Stop();
 }
 
 TEST_CASE("512-byte blocks over 4 loops: each writes on its own until the first merge, then home") {
   FileMembers m(2, 16 * kMiB);
   Served v(Concat({"--raw", "--layout", "stripe", "--chunk", "64K", "--threads", "4"}, m.uris()));
-  for (int loop = 1; loop < 4; ++loop)
-    REQUIRE(LogShows(v, "volume vol0: loop " + std::to_string(loop) + " has its own connections"));
+  RequireLoopCopies(v, 2);
   std::vector<NbdClient> clients(4);  // on loops 1, 2, 3, then home
   for (NbdClient& c : clients)
     REQUIRE_NBD_OK(c.Connect(v.uri()));
@@ -246,8 +256,7 @@ TEST_CASE("512-byte blocks over 4 loops: each writes on its own until the first 
     }
   }
   CHECK(CountOf(v.stderr_text(), "an unaligned write is merged") == 1);
-  for (NbdClient& c : clients)
-    REQUIRE_NBD_OK(c.Shutdown());
+  ShutDown(clients);
   v.Stop();
 }
 
@@ -257,15 +266,9 @@ TEST_CASE("a member restarted under 4 loops: each loop's copy reconnects on its 
   PluginServer member({"file=" + dir.File("member.img"), "size=16M", "blocksize-minimum=1"},
                       Transport::kUnix, {"--filter=blocksize-policy"});
   Served v({"--raw", "--threads", "4", "--connections", "1", member.uri()});
-  for (int loop = 1; loop < 4; ++loop)
-    REQUIRE(LogShows(v, "volume vol0: loop " + std::to_string(loop) +
-                            " has its own connections to its 1 member(s)\n"));
+  RequireLoopCopies(v, 1);
   // One client on each loop (1, 2, 3, then home).
-  std::vector<NbdClient> clients(4);
-  for (size_t i = 0; i < clients.size(); ++i) {
-    REQUIRE_NBD_OK(clients[i].Connect(v.uri()));
-    CheckReadWrite(clients[i], i * kMiB, i + 1);
-  }
+  std::vector<NbdClient> clients = ClientsWritingTheirMiB(v.uri(), 4);
   CHECK(Contains(v.stderr_text(), ") on loop 1, with the loop's own member connections\n"));
   member.KillAndWait();
   member.Restart();
@@ -280,8 +283,7 @@ TEST_CASE("a member restarted under 4 loops: each loop's copy reconnects on its 
   CHECK(JsonNumber(m0, "connections") == 4);
   CHECK(JsonNumber(m0, "failures") == 0);
   CHECK(Contains(m0, "\"state\": \"ready\""));
-  for (NbdClient& c : clients)
-    REQUIRE_NBD_OK(c.Shutdown());
+  ShutDown(clients);
   v.Stop();
 }
 
@@ -292,16 +294,11 @@ TEST_CASE("a member without multi-conn: the volume is served from the home loop 
   Served v({"--raw", "--threads", "4", member.uri()});
   REQUIRE(LogShows(v, "volume vol0: served from the home loop only: member " + member.uri() +
                           " does not allow multi-conn"));
-  std::vector<NbdClient> clients(4);
-  for (size_t i = 0; i < clients.size(); ++i) {
-    REQUIRE_NBD_OK(clients[i].Connect(v.uri()));
-    CheckReadWrite(clients[i], i * kMiB, i + 1);
-  }
+  std::vector<NbdClient> clients = ClientsWritingTheirMiB(v.uri(), 4);
   CHECK(LoopsInLog(v.stderr_text()) == std::set<int>{0, 1, 2, 3});
   CHECK_FALSE(Contains(v.stderr_text(), "own member connections"));
   CHECK_FALSE(Contains(v.stderr_text(), "has its own connections"));
-  for (NbdClient& c : clients)
-    REQUIRE_NBD_OK(c.Shutdown());
+  ShutDown(clients);
   v.Stop();
 }
 

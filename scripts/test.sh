@@ -3,17 +3,21 @@
 # and UndefinedBehaviorSanitizer in build-test/, and runs ctest (unit,
 # integration and the later labels). A missing dependency is a failure.
 #
-# With DST_TEST_TSAN=1, then the thread stage (README.md "thread stage"; CI
-# does not run it: a second sanitized build would take the suite past its
-# time): the unit tests whose code runs on more than one thread (the worker
-# pool, the event loops, the staging log's thread, the control plane, lease
-# renewal) and the integration suites that drive those paths through the real
-# binaries (checksums and ciphers on the worker pool, mirrors, TLS, volume
-# changes, the staging log), built with ThreadSanitizer in build-tsan/, every
-# aggregator on four event loops (DST_TEST_THREADS=4, as the main stage runs
-# the integration suites; it runs the fault suites on one). A race stops the
-# process that has it (halt_on_error), so the test fails. With ctest
-# arguments it runs only if they also name it (`tsan`).
+# Then the thread stage (README.md "Thread stage"): a ThreadSanitizer build in
+# build-tsan/ of the unit tests whose code runs on more than one thread: the
+# worker pool and the object pool (common_test), the event loops, the
+# listener and TLS (server_test), the merge gate between loops (volume_test),
+# and checksums on the worker pool (checksummed_test). A race stops the
+# process that has it (halt_on_error), so the test fails.
+# DST_TEST_TSAN=all adds the unit tests of the staging log's thread, lease
+# renewal and the control plane, and the integration suites that drive those
+# paths through the real binaries (checksums and ciphers on the worker pool,
+# mirrors, volume changes, the staging log, ...), every aggregator on four
+# event loops (DST_TEST_THREADS=4, as the main stage runs the integration
+# suites; it runs the fault suites on one). CI does not run that part: its
+# second sanitized build of the whole aggregator would take the suite past its
+# time. DST_TEST_TSAN=0 skips the stage. With ctest arguments it runs only if
+# they also name it (`tsan`).
 #
 # Then the fuzz stage (ctest label `fuzz`, docs/security.md "Fuzzing"): the
 # libFuzzer targets, built with clang in build-fuzz/ (only they and the
@@ -26,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 fuzz=${DST_TEST_FUZZ:-1}
-tsan=${DST_TEST_TSAN:-0}
+tsan=${DST_TEST_TSAN:-units}
 if (($# > 0)) && [[ " $* " != *fuzz* ]]; then
   fuzz=0
 fi
@@ -40,19 +44,25 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDST_SANITIZE=ON -DDST
 cmake --build "$build" -j "$(nproc)"
 (cd "$build" && ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@")
 
-if [[ $tsan == 1 ]]; then
+if [[ $tsan != 0 ]]; then
   tsan_build=${DST_TSAN_BUILD_DIR:-build-tsan}
-  tsan_units=(common_test stagelog_test server_test cluster_test control_test)
-  tsan_suites="data|checksum|encryption|mirror|stagelog|reload|status|tls|volume|threads"
+  tsan_units=(common_test server_test volume_test checksummed_test)
+  tsan_tests="common_test|server_test|volume_test_threads|checksummed_test_workers"
+  tsan_targets=("${tsan_units[@]}")
+  if [[ $tsan == all || $tsan == 1 ]]; then
+    # Not tls: nbdkit with a preloaded ThreadSanitizer runtime hangs in its own exit path after
+    # clients that hang up in the middle of its handshake, which those cases make.
+    tsan_units+=(stagelog_test cluster_test control_test)
+    tsan_tests="${tsan_tests}|stagelog_test|cluster_test|control_test"
+    tsan_tests="${tsan_tests}|aggregator_integration_(data|checksum|encryption|mirror|stagelog|reload|status|volume|threads)"
+    tsan_targets=("${tsan_units[@]}" dst-aggregator nbdkit-dst-plugin aggregator_integration_test)
+  fi
   cmake -S . -B "$tsan_build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DDST_TSAN=ON \
     -DDST_UNITY_BUILD=ON >/dev/null
-  cmake --build "$tsan_build" -j "$(nproc)" --target dst-aggregator nbdkit-dst-plugin \
-    aggregator_integration_test "${tsan_units[@]}"
-  units=$(IFS='|'; echo "${tsan_units[*]}")
+  cmake --build "$tsan_build" -j "$(nproc)" --target "${tsan_targets[@]}"
   # Every aggregator there runs four event loops (DST_TEST_THREADS), whatever the machine has.
   (cd "$tsan_build" && DST_TEST_THREADS=4 TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" ctest \
-    --output-on-failure --timeout 600 -j "$(nproc)" \
-    -R "^(${units}|aggregator_integration_(${tsan_suites}))\$")
+    --output-on-failure --timeout 600 -j "$(nproc)" -R "^(${tsan_tests})\$")
 fi
 
 if [[ $fuzz == 1 ]]; then

@@ -1,5 +1,6 @@
 #include "aggregator/serve_command.h"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -260,6 +261,8 @@ int Serve(ServeConfig config, ServeArgs args, ServeHooks hooks) {
     return ExitWithError(s);
   Server server;
   const StopLoopsOnReturn stop_loops(server);
+  // Each event loop counts its own connections' traffic (server/volume_traffic.h).
+  server.registry = server::ExportRegistry(std::max<size_t>(config.threads, 1));
   server.limits.per_connection = config.max_inflight_per_client;
   server.limits.total = config.max_inflight_total;
   if (Status s = SetUpClientPolicy(config, server); !s.ok()) return ExitWithError(s);

@@ -9,7 +9,7 @@ void MemberCounters::RecordLatency(std::chrono::steady_clock::duration latency) 
       std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(latency).count()));
   ++latency_count;
   latency_total_us += us;
-  if (us > latency_max_us) latency_max_us = us;
+  latency_max_us.RaiseTo(us);
 }
 
 MemberCounters& MemberCounters::operator+=(const MemberCounters& other) {
@@ -24,7 +24,7 @@ MemberCounters& MemberCounters::operator+=(const MemberCounters& other) {
   pings += other.pings;
   latency_count += other.latency_count;
   latency_total_us += other.latency_total_us;
-  latency_max_us = std::max(latency_max_us.load(), other.latency_max_us.load());
+  latency_max_us.RaiseTo(other.latency_max_us);
   return *this;
 }
 

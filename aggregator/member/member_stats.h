@@ -3,41 +3,20 @@
 //
 // Threading: each counter is written by its member alone, on the member's event-loop thread, and
 // may be read from any thread: with `serve --threads N` the status, built on the home loop, sums
-// the counters of the members each loop has of its own (aggregator/loop_volumes.h). A Counter is
-// a relaxed atomic for that: its one writer loads and stores (plain moves, no locked
-// instruction), a reader sees each counter whole, never torn.
+// the counters of the members each loop has of its own (aggregator/loop_volumes.h): each is a
+// SingleWriterCounter (common/counter.h).
 #pragma once
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
 
+#include "common/counter.h"
+
 namespace dst::member {
 
 // A count with one writer thread and readers on any thread (see the top).
-class Counter {
- public:
-  Counter() = default;
-  Counter(uint64_t value) : value_(value) {}  // NOLINT(google-explicit-constructor): a number
-  Counter(const Counter& other) : value_(other.load()) {}
-  Counter& operator=(const Counter& other) { return *this = other.load(); }
-  Counter& operator=(uint64_t value) {
-    value_.store(value, std::memory_order_relaxed);
-    return *this;
-  }
-  operator uint64_t() const { return load(); }  // NOLINT(google-explicit-constructor)
-  uint64_t load() const { return value_.load(std::memory_order_relaxed); }
-
-  // The writer's own: a load and a store, not a read-modify-write.
-  Counter& operator+=(uint64_t delta) { return *this = load() + delta; }
-  Counter& operator-=(uint64_t delta) { return *this = load() - delta; }
-  Counter& operator++() { return *this += 1; }
-  Counter& operator--() { return *this -= 1; }
-
- private:
-  std::atomic<uint64_t> value_{0};
-};
+using Counter = SingleWriterCounter;
 
 struct MemberCounters {
   Counter ios;               // member I/Os answered with success

@@ -185,6 +185,7 @@ asio::awaitable<void> ClientConnection::Run() {
     ++traffic_->clients;
     connected_ = traffic_->connected.insert(traffic_->connected.end(), this);
     ++traffic_->connections;
+    loop_traffic_ = &traffic_->OnLoop(loop_);
   });
   if (!served) {
     // Withdrawn (volume remove) while the handshake ended: as if it were unknown.
@@ -253,13 +254,13 @@ asio::awaitable<Status> ClientConnection::HandleRequest(const uint8_t* raw_heade
     co_return Status::Ok();
   }
   ++requests_in_flight_;
-  traffic_->Add(traffic_->in_flight, 1);
+  ++loop_traffic_->in_flight;
   // A write whose payload never arrives is dropped unanswered: it must stop
   // counting as in flight (the writer closes only once every request in
   // flight is answered) and give its budget back.
   const auto drop = [&](Status status) {
     --requests_in_flight_;
-    traffic_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+    --loop_traffic_->in_flight;
     Release(request->accounted);
     return status;
   };
@@ -476,18 +477,18 @@ void ClientConnection::Account(const Request& request, int err) {
     --volume_in_flight_;
     StopReadingIfEnded();  // the reply is queued next, and sent before the writer stops
   }
-  VolumeTraffic& t = *traffic_;
-  t.in_flight.fetch_sub(1, std::memory_order_relaxed);
-  t.Add(t.requests, 1);
+  LoopTraffic& t = *loop_traffic_;
+  --t.in_flight;
+  ++t.requests;
   t.RecordLatency(std::chrono::steady_clock::now() - request.received);
   if (err != 0) {
-    t.Add(t.errors, 1);
+    ++t.errors;
   } else if (h.type == kCmdRead) {
-    t.Add(t.reads, 1);
-    t.Add(t.read_bytes, h.length);
+    ++t.reads;
+    t.read_bytes += h.length;
   } else if (h.type == kCmdWrite) {
-    t.Add(t.writes, 1);
-    t.Add(t.write_bytes, h.length);
+    ++t.writes;
+    t.write_bytes += h.length;
   }
 }
 

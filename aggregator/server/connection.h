@@ -233,6 +233,7 @@ class ClientConnection final : public std::enable_shared_from_this<ClientConnect
   std::unique_ptr<volume::BlockDevice> bridge_;   // HomeLoopDevice, off the home loop
   std::unique_ptr<LoopCopyDevice> on_loop_;       // the loop's own copy, where it has one
   VolumeTraffic* traffic_ = nullptr;              // the negotiated volume's
+  LoopTraffic* loop_traffic_ = nullptr;           // its counters of this connection's loop
   std::list<VolumeClient*>::iterator connected_;  // in traffic_->connected (home loop)
   size_t volume_in_flight_ = 0;  // requests started on the volume and not completed
   bool ending_ = false;          // EndService: no new request reaches the volume

@@ -63,9 +63,12 @@ struct LoopCopy {
 
 class ExportRegistry {
  public:
+  // `loops`: the server's event loops, each of which counts its connections' traffic apart.
+  explicit ExportRegistry(size_t loops = 1) : loops_(loops) {}
+
   void Add(volume::BlockDevice* volume) {
     volumes_.push_back(volume);
-    traffic_.push_back(std::make_unique<VolumeTraffic>());
+    traffic_.push_back(std::make_unique<VolumeTraffic>(loops_));
     on_loop_.emplace_back();
   }
   void SetDefault(std::string name) { default_name_ = std::move(name); }
@@ -137,6 +140,7 @@ class ExportRegistry {
                                volumes_.begin());
   }
 
+  size_t loops_;
   std::vector<volume::BlockDevice*> volumes_;
   std::vector<std::unique_ptr<VolumeTraffic>> traffic_;  // parallel to volumes_
   std::vector<std::vector<LoopCopy>> on_loop_;           // parallel: each loop's copy

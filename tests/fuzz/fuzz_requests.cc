@@ -235,7 +235,7 @@ void CheckNothingLeft(ServerState& state) {
   Check(state.limits.used_total == 0, "in-flight budget not given back");
   Check(state.policy.open_connections == 0, "the connection outlived its session");
   for (const MemoryDevice* device : {&state.main, &state.read_only}) {
-    const server::VolumeTraffic& traffic = state.registry.TrafficOf(device);
+    const server::TrafficCounts traffic = state.registry.TrafficOf(device).Counts();
     Check(traffic.in_flight == 0 && traffic.clients == 0, "traffic counts left behind");
   }
 }

@@ -87,9 +87,11 @@ void LoopVolumes::Build(Copy& c) {
   };
   auto pending = std::make_shared<Pending>(
       Pending{c.config.members.size(), Status::Ok(), false, asio::steady_timer(*c.io)});
-  for (const std::string& uri : c.config.members)
+  for (const std::string& uri : c.config.members) {
     c.members.push_back(std::make_unique<member::NbdMember>(*c.io, uri, settings_.connections,
                                                             settings_.transactions, settings_.tls));
+    c.members.back()->SetLogName(uri + " (loop " + std::to_string(c.loop) + ")");
+  }
   for (auto& m : c.members)
     m->AsyncConnect([this, &c, pending, uri = m->name()](Status s) {
       if (!s.ok() && pending->first_error.ok())

@@ -77,6 +77,7 @@ NbdMember::NbdMember(asio::io_context& io, std::unique_ptr<MemberEnv> own_env, M
       own_env_(std::move(own_env)),
       env_(env != nullptr ? *env : *own_env_),
       uri_(std::move(uri)),
+      log_name_(uri_),
       wanted_connections_(std::max(connections, 1u)),
       options_(options),
       tls_(std::move(tls)),
@@ -111,7 +112,7 @@ struct NbdMember::SendIo : MemberIo {
 
 void NbdMember::Submit(std::shared_ptr<MemberIo> io) {
   if (const int err = CheckRequest(*io); err != 0) {
-    io->failure = "member " + uri_ + ": " + Describe(*io) + ": " + std::strerror(err);
+    io->failure = "member " + log_name_ + ": " + Describe(*io) + ": " + std::strerror(err);
     asio::post(io_, [io = std::move(io), err] { io->done(err); });
     return;
   }
@@ -390,7 +391,7 @@ void NbdMember::BecomeSuperseded(uint64_t id) {
   transactions_.at(id).last_error = "fenced by a newer owner";
   if (!superseded_) {
     superseded_ = true;
-    LOG_WARNING("member %s: fenced by a newer owner: no more writes", uri_.c_str());
+    LOG_WARNING("member %s: fenced by a newer owner: no more writes", log_name_.c_str());
     if (on_superseded_) on_superseded_();
   }
   Finish(id, EROFS);
@@ -457,7 +458,7 @@ void NbdMember::Finish(uint64_t id, int err, bool post) {
   if (err != 0) {
     ++counters_.failures;
     transaction.io->failure =
-        "member " + uri_ + ": " + Describe(*transaction.io) + ": " + transaction.last_error;
+        "member " + log_name_ + ": " + Describe(*transaction.io) + ": " + transaction.last_error;
   }
   std::shared_ptr<MemberIo> io = std::move(transaction.io);
   Recycle(std::move(node));
@@ -489,7 +490,7 @@ void NbdMember::Recycle(Transactions::node_type node) {
 void NbdMember::Abandon(const std::string& why) {
   if (abandoned_) return;
   abandoned_ = true;
-  LOG_WARNING("member %s abandoned: %s", uri_.c_str(), why.c_str());
+  LOG_WARNING("member %s abandoned: %s", log_name_.c_str(), why.c_str());
   last_error_ = "abandoned: " + why;
   std::vector<uint64_t> ids;
   ids.reserve(transactions_.size());

@@ -109,6 +109,9 @@ class NbdMember : public volume::MemberTarget {
 
   const volume::MemberCapabilities& capabilities() const override { return capabilities_; }
   const std::string& name() const override { return uri_; }
+  // What its log lines and failure messages call it: its URI, unless set. A loop's copy of a
+  // member adds its loop (aggregator/loop_volumes.h), so that several loops' lines tell apart.
+  void SetLogName(std::string log_name) { log_name_ = std::move(log_name); }
   void Submit(std::shared_ptr<volume::MemberIo> io) override;
   void Abandon(const std::string& why) override;
 
@@ -238,6 +241,7 @@ class NbdMember : public volume::MemberTarget {
   std::unique_ptr<MemberEnv> own_env_;  // the default one, unless injected
   MemberEnv& env_;
   const std::string uri_;
+  std::string log_name_;
   const unsigned wanted_connections_;
   const TransactionOptions options_;
   const MemberTls tls_;

@@ -108,7 +108,7 @@ void NbdMember::WarnIfSmallRequests() const {
   LOG_WARNING(
       "member %s: maximum request size is %u bytes (under 64 KiB): a large client request "
       "becomes many member I/Os, at most %zu in flight per connection",
-      uri_.c_str(), capabilities_.max_request, MaxInFlight());
+      log_name_.c_str(), capabilities_.max_request, MaxInFlight());
 }
 
 // Without multi-conn a server may show one connection stale data written
@@ -157,7 +157,8 @@ void NbdMember::AdoptExtraConnection(MemberConnection* connection, const Status&
 void NbdMember::SetState(State state, const std::string& why) {
   if (state == state_) return;
   if (state_ != State::kConnecting)
-    LOG_INFO("member %s: %s -> %s: %s", uri_.c_str(), std::string(MemberStateName(state_)).c_str(),
+    LOG_INFO("member %s: %s -> %s: %s", log_name_.c_str(),
+             std::string(MemberStateName(state_)).c_str(),
              std::string(MemberStateName(state)).c_str(), why.c_str());
   state_ = state;
 }
@@ -262,7 +263,7 @@ void NbdMember::OnReconnectFailed(const std::string& message, bool refused) {
   last_error_ = message;
   // One line per doubling keeps a long outage readable.
   if (IsPowerOfTwo(connect_failures_in_row_))
-    LOG_WARNING("member %s: reconnect attempt %u failed: %s", uri_.c_str(),
+    LOG_WARNING("member %s: reconnect attempt %u failed: %s", log_name_.c_str(),
                 connect_failures_in_row_, message.c_str());
   // Each failed attempt spends one attempt of every waiting I/O.
   const Clock::time_point now = env_.Now();

@@ -281,6 +281,11 @@ TEST_CASE("a member restarted under 4 loops: each loop's copy reconnects on its 
   const std::string m0 = MemberJson(json, "vol0", 0);
   CHECK(JsonNumber(m0, "reconnects") >= 4);
   CHECK(JsonNumber(m0, "connections") == 4);
+  // Each loop's log lines name its copy of the member apart.
+  for (int loop = 1; loop < 4; ++loop)
+    CHECK(LogShows(v, "member " + member.uri() + " (loop " + std::to_string(loop) +
+                          "): ready -> reconnecting: "));
+  CHECK(LogShows(v, "member " + member.uri() + ": ready -> reconnecting: "));
   CHECK(JsonNumber(m0, "failures") == 0);
   CHECK(Contains(m0, "\"state\": \"ready\""));
   ShutDown(clients);

@@ -6,7 +6,9 @@
 // split into one per thread and summed when read (aggregator/server/volume_traffic.h).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 namespace dst {
@@ -37,5 +39,15 @@ class SingleWriterCounter {
  private:
   std::atomic<uint64_t> value_{0};
 };
+
+// Adds `latency`, in whole microseconds (never negative), to `total_us` and raises `max_us` to it:
+// the latency pair of the member and volume counters, each kept by its one writer.
+inline void RecordLatencyUs(SingleWriterCounter& total_us, SingleWriterCounter& max_us,
+                            std::chrono::steady_clock::duration latency) {
+  const auto us = static_cast<uint64_t>(
+      std::max<int64_t>(0, std::chrono::duration_cast<std::chrono::microseconds>(latency).count()));
+  total_us += us;
+  max_us.RaiseTo(us);
+}
 
 }  // namespace dst

@@ -69,10 +69,7 @@ struct alignas(64) LoopTraffic {
   Counter latency_max_us;
 
   void RecordLatency(std::chrono::steady_clock::duration latency) {
-    const auto us = static_cast<uint64_t>(std::max<int64_t>(
-        0, std::chrono::duration_cast<std::chrono::microseconds>(latency).count()));
-    latency_total_us += us;
-    latency_max_us.RaiseTo(us);
+    RecordLatencyUs(latency_total_us, latency_max_us, latency);
   }
 };
 
